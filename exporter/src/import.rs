@@ -1,0 +1,173 @@
+//! ONNX front end: load an ONNX file with `tract-onnx`, pin the batch dimension to one symbol,
+//! and return tract's decluttered typed model (shape-only subgraphs folded, constants folded).
+//!
+//! Some ONNX activations that tract decomposes into comparisons and selects (Selu, Elu,
+//! Softplus, Gelu) — or parses with truncated default attributes — are intercepted here and
+//! kept as single [`FlowrtUnary`] element-wise ops, so the lowering sees them whole and the
+//! runtime computes them with the same kernel flowrt uses everywhere.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use flowrt::ir::{Role, UnaryOp};
+use tract_onnx::pb::NodeProto;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::element_wise::ElementWiseMiniOp;
+use tract_onnx::tract_hir::infer::Factoid;
+use tract_onnx::tract_core::internal::DimLike;
+use tract_onnx::tract_hir::ops::element_wise::ElementWiseOp;
+use tract_onnx::tract_hir::infer::InferenceOp;
+use tract_onnx::tract_hir::ops::expandable::expand;
+
+/// Name of the symbolic batch dimension in the imported model.
+pub const BATCH_SYMBOL: &str = "B";
+
+/// An element-wise flowrt unary op carried through tract's pipeline unchanged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlowrtUnary(pub UnaryOp);
+
+impl Eq for FlowrtUnary {}
+
+impl ElementWiseMiniOp for FlowrtUnary {
+    fn name(&self) -> String {
+        format!("Flowrt{:?}", self.0)
+    }
+
+    fn eval_in_place(&self, t: &mut Tensor, _out_dt: Option<DatumType>) -> TractResult<()> {
+        let mut view = t.try_as_plain_ram_mut()?;
+        for x in view.as_slice_mut::<f32>()? {
+            *x = flowrt::ops::Unary::from(self.0).apply(*x);
+        }
+        Ok(())
+    }
+}
+
+fn flowrt_unary(op: UnaryOp) -> Box<dyn InferenceOp> {
+    expand(ElementWiseOp(Box::new(FlowrtUnary(op))))
+}
+
+fn attr_f32(node: &NodeProto, name: &str, default: f32) -> TractResult<f32> {
+    Ok(node.get_attr_opt::<f32>(name)?.unwrap_or(default))
+}
+
+/// The ONNX parser with flowrt's overrides for activations tract would decompose.
+pub fn onnx_parser() -> tract_onnx::Onnx {
+    let mut onnx = tract_onnx::onnx();
+    // Exporters annotate intermediate values with their own symbol names ("batch", "s0");
+    // flowrt pins one batch symbol on the inputs and lets tract derive everything else.
+    onnx.ignore_value_info = true;
+    onnx.use_output_shapes = false;
+    let reg = &mut onnx.op_register;
+    reg.insert("Selu", |_, node| {
+        // ONNX defaults, at full f32 precision.
+        let alpha = attr_f32(node, "alpha", 1.673_263_2)?;
+        let gamma = attr_f32(node, "gamma", 1.050_701)?;
+        Ok((flowrt_unary(UnaryOp::Selu { alpha, gamma }), vec![]))
+    });
+    reg.insert("Elu", |_, node| {
+        let alpha = attr_f32(node, "alpha", 1.0)?;
+        Ok((flowrt_unary(UnaryOp::Elu { alpha }), vec![]))
+    });
+    reg.insert("Softplus", |_, _| Ok((flowrt_unary(UnaryOp::Softplus), vec![])));
+    reg.insert("Gelu", |_, node| {
+        let approx: Option<String> = node.get_attr_opt("approximate")?;
+        match approx.as_deref() {
+            None | Some("none") => Ok((flowrt_unary(UnaryOp::GeluErf), vec![])),
+            Some("tanh") => Ok((flowrt_unary(UnaryOp::GeluTanh), vec![])),
+            Some(other) => bail!("Gelu: unsupported approximate={other:?}"),
+        }
+    });
+    onnx
+}
+
+/// One declared ONNX graph input: its name and its declared shape (None = symbolic/unknown dim).
+#[derive(Debug, Clone)]
+pub struct DeclaredInput {
+    /// ONNX input name.
+    pub name: String,
+    /// Declared dims; `None` for a symbolic or unknown dim.
+    pub dims: Vec<Option<usize>>,
+}
+
+/// Reads the declared inputs and outputs of an ONNX model (before analysis).
+pub fn declared_io(model: &InferenceModel) -> Result<(Vec<DeclaredInput>, Vec<DeclaredInput>)> {
+    let read = |outlets: Vec<OutletId>, inputs: bool| -> Result<Vec<DeclaredInput>> {
+        outlets
+            .iter()
+            .enumerate()
+            .map(|(ix, outlet)| {
+                let fact = if inputs { model.input_fact(ix)? } else { model.output_fact(ix)? };
+                let name = model.node(outlet.node).name.clone();
+                let dims = match fact.shape.concretize() {
+                    Some(dims) => dims.iter().map(|d| d.to_usize().ok()).collect(),
+                    None => {
+                        // rank known?
+                        let rank = match fact.shape.rank().concretize() {
+                            Some(rank) => rank,
+                            // Outputs often carry no shape before analysis.
+                            None if !inputs => 0,
+                            None => bail!("input `{name}` has no declared rank; re-export with shapes"),
+                        };
+                        let mut dims = vec![None; rank as usize];
+                        for (d, f) in dims.iter_mut().zip(fact.shape.dims()) {
+                            *d = f.concretize().and_then(|d| d.to_usize().ok());
+                        }
+                        dims
+                    }
+                };
+                Ok(DeclaredInput { name, dims })
+            })
+            .collect()
+    };
+    let ins = read(model.input_outlets()?.to_vec(), true)?;
+    let outs = read(model.output_outlets()?.to_vec(), false)?;
+    Ok((ins, outs))
+}
+
+/// Loads `path` (external data files are resolved next to it) as an inference model.
+pub fn load_inference_model(path: &Path) -> Result<InferenceModel> {
+    onnx_parser()
+        .model_for_path(path)
+        .map_err(|e| anyhow!("{e:#}"))
+        .with_context(|| format!("cannot read ONNX model {}", path.display()))
+}
+
+/// Pins each input's facts (f32, batch dim = the one `B` symbol, other dims as declared) and
+/// runs tract's analysis and decluttering.
+///
+/// Errors: the model cannot be typed for a symbolic batch (e.g. it was exported with a fixed
+/// batch size baked into reshapes), or an op is unknown to tract.
+pub fn into_typed(
+    mut model: InferenceModel,
+    inputs: &[DeclaredInput],
+    roles: &[Role],
+) -> Result<TypedModel> {
+    let batch = model.symbols.sym(BATCH_SYMBOL);
+    for (ix, (input, role)) in inputs.iter().zip(roles).enumerate() {
+        let mut dims: TVec<TDim> = TVec::new();
+        for (axis, d) in input.dims.iter().enumerate() {
+            // Axis 0 of x / xt is the batch even if the export baked a fixed size; a time
+            // input is batched only where it was exported with a dynamic axis 0.
+            let batched_axis = axis == 0 && (d.is_none() || *role != Role::T);
+            match (d, batched_axis) {
+                (_, true) => dims.push(TDim::Sym(batch.clone())),
+                (Some(n), false) => dims.push((*n as i64).into()),
+                (None, false) => bail!(
+                    "input `{}` has a symbolic dimension at axis {axis}; only the batch \
+                     (axis 0) may be dynamic",
+                    input.name
+                ),
+            }
+        }
+        let fact = InferenceFact::dt_shape(f32::datum_type(), dims);
+        model.set_input_fact(ix, fact).map_err(|e| anyhow!("{e:#}"))?;
+    }
+    let typed = model
+        .into_typed()
+        .map_err(|e| anyhow!("{e:#}"))
+        .context("shape/type analysis failed for a symbolic batch size")?;
+    typed
+        .into_decluttered()
+        .map_err(|e| anyhow!("{e:#}"))
+        .context("tract could not declutter the model")
+}

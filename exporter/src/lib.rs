@@ -1,0 +1,65 @@
+//! `flowrt-export`: turns a trained flow model in ONNX into a `.frt` file.
+//!
+//! Pipeline: [`import`] (tract-onnx: parse, type for a symbolic batch, fold shape subgraphs,
+//! declutter) → [`roles`] (which input is `x`, `t` or `xt`) → [`lower`] (tract ops → flowrt
+//! ops) → `flowrt::format::write` (validate, plan memory, serialize).
+
+pub mod import;
+pub mod lower;
+pub mod npy;
+pub mod roles;
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use flowrt::ir::{ModelDesc, Role};
+
+/// What to export and how.
+#[derive(Debug, Clone, Default)]
+pub struct ExportOptions {
+    /// `--role NAME=ROLE` overrides (ONNX input name, role).
+    pub roles: Vec<(String, Role)>,
+}
+
+/// Imports and lowers an ONNX file into a flowrt model description.
+///
+/// Errors: unreadable or invalid ONNX, ambiguous roles, or anything flowrt cannot run exactly
+/// (the message names the node, op and reason).
+pub fn onnx_to_desc(path: &Path, opts: &ExportOptions) -> Result<ModelDesc> {
+    let model = import::load_inference_model(path)?;
+    let (inputs, outputs) = import::declared_io(&model)?;
+    let roles = roles::assign_roles(&inputs, &outputs, &opts.roles)?;
+    let typed = import::into_typed(model, &inputs, &roles)?;
+    let mut desc = lower::lower(&typed, &roles)
+        .with_context(|| format!("cannot convert {}", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let source = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    desc.metadata.push(("producer".into(), format!("flowrt-export {}", env!("CARGO_PKG_VERSION"))));
+    desc.metadata.push(("source".into(), source));
+    desc.metadata.push(("source_fnv1a64".into(), format!("{:016x}", fnv1a64(&bytes))));
+    let sig: Vec<String> = inputs
+        .iter()
+        .zip(&roles)
+        .map(|(i, r)| format!("{}={}", i.name, roles::role_name(*r)))
+        .collect();
+    desc.metadata.push(("roles".into(), sig.join(",")));
+    Ok(desc)
+}
+
+/// Exports an ONNX file to `.frt` bytes.
+///
+/// Errors: see [`onnx_to_desc`]; plus the writer's validation of the lowered graph.
+pub fn export_onnx(path: &Path, opts: &ExportOptions) -> Result<Vec<u8>> {
+    let desc = onnx_to_desc(path, opts)?;
+    flowrt::format::write(&desc).map_err(|e| anyhow::anyhow!("{e}")).context("writing .frt")
+}
+
+/// FNV-1a 64-bit hash, used to record which ONNX file a `.frt` came from.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}

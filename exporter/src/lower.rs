@@ -1,0 +1,560 @@
+//! Lowering: tract's decluttered typed model → flowrt's [`ModelDesc`].
+//!
+//! Every reachable tract node becomes zero or more flowrt ops; anything flowrt cannot run
+//! exactly is refused with an error naming the node and what is unsupported about it.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::{anyhow, bail, Context, Result};
+use flowrt::ir::{BinaryOp, Dim, InputDesc, ModelDesc, NodeDesc, Op, Role, TensorDesc, UnaryOp};
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::array::{MultiBroadcastTo, Slice, TypedConcat};
+use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::change_axes::AxisOp;
+use tract_onnx::tract_core::ops::einsum::EinSum;
+use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
+use tract_onnx::tract_core::ops::konst::Const;
+use tract_onnx::tract_core::ops::math::PowConst;
+use tract_onnx::tract_core::ops::nn::{GeluApproximate, LeakyRelu};
+use tract_onnx::tract_core::ops::source::TypedSource;
+
+use crate::import::{FlowrtUnary, BATCH_SYMBOL};
+
+/// A lowered value: a flowrt tensor, or a tract constant not yet materialized.
+#[derive(Clone)]
+enum Value {
+    Tensor(u32),
+    Konst(Arc<Tensor>),
+}
+
+struct Lowering<'m> {
+    model: &'m TypedModel,
+    batch: Symbol,
+    desc: ModelDesc,
+    values: HashMap<OutletId, Value>,
+}
+
+/// Lowers `model` (inputs in ONNX order, with `roles`) into a flowrt model description.
+///
+/// Errors: an op, attribute, dtype or shape flowrt does not support, naming the node.
+pub fn lower(model: &TypedModel, roles: &[Role]) -> Result<ModelDesc> {
+    let batch = model.symbols.sym(BATCH_SYMBOL);
+    let mut lw = Lowering { model, batch, desc: ModelDesc::default(), values: HashMap::new() };
+    let inputs = model.input_outlets()?.to_vec();
+    if inputs.len() != roles.len() {
+        bail!("internal: {} inputs but {} roles", inputs.len(), roles.len());
+    }
+    for (outlet, role) in inputs.iter().zip(roles) {
+        let node = model.node(outlet.node);
+        let fact = model.outlet_fact(*outlet)?;
+        if fact.datum_type != f32::datum_type() {
+            bail!("input `{}` has dtype {:?}; flowrt inputs are f32", node.name, fact.datum_type);
+        }
+        let shape = lw.shape_of(*outlet).with_context(|| format!("input `{}`", node.name))?;
+        let id = lw.push_tensor(&node.name, shape, None);
+        lw.desc.inputs.push(InputDesc { tensor: id, role: *role });
+        lw.values.insert(*outlet, Value::Tensor(id));
+    }
+    let outputs = model.output_outlets()?.to_vec();
+    let [output] = outputs.as_slice() else {
+        bail!("the model has {} outputs; a velocity network has exactly one", outputs.len());
+    };
+    let needed = reachable(model, *output)?;
+    for id in model.eval_order()? {
+        if !needed.contains(&id) {
+            continue;
+        }
+        let node = model.node(id);
+        if node.op_is::<TypedSource>() {
+            continue;
+        }
+        lw.lower_node(node)
+            .with_context(|| format!("node `{}` ({})", node.name, node.op.name()))?;
+    }
+    match lw.values.get(output).cloned() {
+        Some(Value::Tensor(t)) => {
+            let t = &t;
+            if lw.desc.inputs.iter().any(|i| i.tensor == *t) {
+                // The output is an input passed through: copy it so it has its own slot.
+                let shape = lw.desc.tensors[*t as usize].shape.clone();
+                let out = lw.push_tensor("output", shape, None);
+                lw.desc.nodes.push(NodeDesc {
+                    name: "output".into(),
+                    op: Op::Reshape,
+                    inputs: vec![*t],
+                    output: out,
+                });
+                lw.desc.output = out;
+            } else {
+                lw.desc.output = *t;
+            }
+        }
+        _ => bail!("the model output is a constant; it does not depend on x or t"),
+    }
+    fuse_dense_bias(&mut lw.desc);
+    compact_tensors(&mut lw.desc);
+    Ok(lw.desc)
+}
+
+/// Nodes the output depends on.
+fn reachable(model: &TypedModel, output: OutletId) -> Result<HashSet<usize>> {
+    let mut seen = HashSet::new();
+    let mut stack = vec![output.node];
+    while let Some(n) = stack.pop() {
+        if seen.insert(n) {
+            stack.extend(model.node(n).inputs.iter().map(|i| i.node));
+        }
+    }
+    Ok(seen)
+}
+
+impl Lowering<'_> {
+    fn push_tensor(&mut self, name: &str, shape: Vec<Dim>, data: Option<Vec<f32>>) -> u32 {
+        self.desc.tensors.push(TensorDesc { name: name.to_string(), shape, data });
+        (self.desc.tensors.len() - 1) as u32
+    }
+
+    fn dims_to_shape(&self, dims: &[TDim]) -> Result<Vec<Dim>> {
+        let b = TDim::Sym(self.batch.clone());
+        let mut shape = Vec::with_capacity(dims.len());
+        for d in dims {
+            if *d == b {
+                shape.push(Dim::Batch);
+            } else if let Ok(n) = d.to_i64() {
+                shape.push(Dim::Fixed(u32::try_from(n).map_err(|_| anyhow!("dim {n} too large"))?));
+            } else {
+                bail!("dimension `{d}` is not supported (only the batch size B or a fixed size)");
+            }
+        }
+        if shape.iter().filter(|d| **d == Dim::Batch).count() > 1 {
+            bail!("shape {dims:?} uses the batch size twice");
+        }
+        Ok(shape)
+    }
+
+    fn shape_of(&self, outlet: OutletId) -> Result<Vec<Dim>> {
+        let fact = self.model.outlet_fact(outlet)?;
+        self.dims_to_shape(&fact.shape.to_tvec())
+    }
+
+    fn value(&self, outlet: OutletId) -> Result<Value> {
+        self.values.get(&outlet).cloned().ok_or_else(|| anyhow!("internal: unlowered input {outlet:?}"))
+    }
+
+    /// The flowrt tensor for an input, materializing constants (f32 only) on first use.
+    fn tensor(&mut self, outlet: OutletId) -> Result<u32> {
+        match self.value(outlet)? {
+            Value::Tensor(t) => Ok(t),
+            Value::Konst(k) => {
+                let data = konst_f32(&k)?;
+                let shape = k.shape().iter().map(|&d| Dim::Fixed(d as u32)).collect();
+                let name = self.model.node(outlet.node).name.clone();
+                let id = self.push_tensor(&name, shape, Some(data));
+                self.values.insert(outlet, Value::Tensor(id));
+                Ok(id)
+            }
+        }
+    }
+
+    fn emit(&mut self, node: &TypedNode, op: Op, inputs: Vec<u32>) -> Result<u32> {
+        let shape = self.shape_of(OutletId::new(node.id, 0))?;
+        self.emit_shaped(&node.name, op, inputs, shape)
+    }
+
+    fn emit_shaped(&mut self, name: &str, op: Op, inputs: Vec<u32>, shape: Vec<Dim>) -> Result<u32> {
+        let out = self.push_tensor(name, shape, None);
+        self.desc.nodes.push(NodeDesc { name: name.to_string(), op, inputs, output: out });
+        Ok(out)
+    }
+
+    fn lower_node(&mut self, node: &TypedNode) -> Result<()> {
+        let out_outlet = OutletId::new(node.id, 0);
+        if let Some(k) = node.op_as::<Const>() {
+            self.values.insert(out_outlet, Value::Konst(k.val().clone()));
+            return Ok(());
+        }
+        if node.outputs.len() != 1 {
+            bail!("ops with {} outputs are not supported", node.outputs.len());
+        }
+        let out_fact = &node.outputs[0].fact;
+        if out_fact.datum_type != f32::datum_type() {
+            bail!(
+                "produces {:?} at run time; flowrt computes in f32 only (shape-only integer \
+                 subgraphs must fold away for a symbolic batch)",
+                out_fact.datum_type
+            );
+        }
+        let out = if let Some(bin) = node.op_as::<TypedBinOp>() {
+            let op = match bin.0.name() {
+                "Add" => BinaryOp::Add,
+                "Sub" => BinaryOp::Sub,
+                "Mul" => BinaryOp::Mul,
+                "Div" => BinaryOp::Div,
+                "Pow" => BinaryOp::Pow,
+                "Max" => BinaryOp::Max,
+                "Min" => BinaryOp::Min,
+                other => bail!("binary op {other} is not supported"),
+            };
+            let a = self.tensor(node.inputs[0])?;
+            let b = self.tensor(node.inputs[1])?;
+            self.emit(node, Op::Binary(op), vec![a, b])?
+        } else if let Some(ew) = node.op_as::<ElementWiseOp>() {
+            let x = self.tensor(node.inputs[0])?;
+            if let Some(pc) = ew.0.downcast_ref::<PowConst>() {
+                let rank = self.desc.tensors[x as usize].shape.len();
+                let e = self.push_tensor(
+                    &format!("{}.exponent", node.name),
+                    vec![Dim::Fixed(1); rank],
+                    Some(vec![pc.exponent]),
+                );
+                self.emit(node, Op::Binary(BinaryOp::Pow), vec![x, e])?
+            } else {
+                let op = unary_of(ew)?;
+                self.emit(node, Op::Unary(op), vec![x])?
+            }
+        } else if let Some(ein) = node.op_as::<EinSum>() {
+            self.lower_einsum(node, ein)?
+        } else if let Some(axis_op) = node.op_as::<AxisOp>() {
+            let x = self.tensor(node.inputs[0])?;
+            match axis_op {
+                AxisOp::Move(from, to) => {
+                    let rank = self.desc.tensors[x as usize].shape.len();
+                    let mut perm: Vec<u32> = (0..rank as u32).collect();
+                    let moved = perm.remove(*from);
+                    perm.insert(*to, moved);
+                    self.emit(node, Op::Transpose { perm }, vec![x])?
+                }
+                _ => self.emit(node, Op::Reshape, vec![x])?,
+            }
+        } else if let Some(concat) = node.op_as::<TypedConcat>() {
+            let inputs =
+                node.inputs.iter().map(|i| self.tensor(*i)).collect::<Result<Vec<_>>>()?;
+            self.emit(node, Op::Concat { axis: concat.axis as u32 }, inputs)?
+        } else if node.op_is::<MultiBroadcastTo>() {
+            let x = self.tensor(node.inputs[0])?;
+            self.emit(node, Op::Expand, vec![x])?
+        } else if let Some(slice) = node.op_as::<Slice>() {
+            let x = self.tensor(node.inputs[0])?;
+            let start = slice.start.to_i64().map_err(|_| anyhow!("Slice start is not fixed"))?;
+            let end = slice.end.to_i64().map_err(|_| anyhow!("Slice end is not fixed"))?;
+            let op = Op::Slice { axis: slice.axis as u32, start: start as u32, end: end as u32, step: 1 };
+            self.emit(node, op, vec![x])?
+        } else if matches!(&*node.op.name(), "Identity" | "Cast") {
+            let v = self.value(node.inputs[0])?;
+            self.values.insert(out_outlet, v);
+            return Ok(());
+        } else {
+            bail!("op `{}` is not supported by flowrt ({:?})", node.op.name(), node.op);
+        };
+        self.values.insert(out_outlet, Value::Tensor(out));
+        Ok(())
+    }
+
+    /// EinSum from MatMul / Gemm: `[..., K] x const[K, N]` becomes Dense (with transposes
+    /// where the axes are ordered otherwise); two run-time operands in batched-matmul order
+    /// become MatMul.
+    fn lower_einsum(&mut self, node: &TypedNode, ein: &EinSum) -> Result<u32> {
+        if ein.q_params.is_some() || node.inputs.len() != 2 {
+            bail!("quantized or n-ary einsum is not supported");
+        }
+        let (ins, outs) = ein.axes.to_strs();
+        let (a_str, b_str, o_str) = (ins[0].clone(), ins[1].clone(), outs[0].clone());
+        let a_konst = matches!(self.value(node.inputs[0])?, Value::Konst(_));
+        let b_konst = matches!(self.value(node.inputs[1])?, Value::Konst(_));
+        let expr = format!("{a_str},{b_str}->{o_str}");
+        if a_konst != b_konst {
+            let (x_outlet, x_str, w_outlet, w_str) = if b_konst {
+                (node.inputs[0], a_str, node.inputs[1], b_str)
+            } else {
+                (node.inputs[1], b_str, node.inputs[0], a_str)
+            };
+            return self.lower_dense(node, &expr, x_outlet, &x_str, w_outlet, &w_str, &o_str);
+        }
+        // Batched matmul "P mk, P kn -> P mn" with a common prefix P.
+        let n = a_str.len();
+        if n >= 2 && b_str.len() == n && o_str.len() == n {
+            let (pa, ra) = a_str.split_at(n - 2);
+            let (pb, rb) = b_str.split_at(n - 2);
+            let (po, ro) = o_str.split_at(n - 2);
+            let (m, k1) = (ra.as_bytes()[0], ra.as_bytes()[1]);
+            let (k2, nn) = (rb.as_bytes()[0], rb.as_bytes()[1]);
+            if pa == pb && pa == po && k1 == k2 && ro.as_bytes() == [m, nn] && m != nn {
+                let a = self.tensor(node.inputs[0])?;
+                let b = self.tensor(node.inputs[1])?;
+                return self.emit(node, Op::MatMul, vec![a, b]);
+            }
+        }
+        bail!("einsum `{expr}` is not supported (only x·W and batched matmul forms)")
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn lower_dense(
+        &mut self,
+        node: &TypedNode,
+        expr: &str,
+        x_outlet: OutletId,
+        x_str: &str,
+        w_outlet: OutletId,
+        w_str: &str,
+        o_str: &str,
+    ) -> Result<u32> {
+        let unsupported = || anyhow!("einsum `{expr}` with a constant operand is not a dense layer");
+        let Value::Konst(w) = self.value(w_outlet)? else { unreachable!() };
+        let summed: Vec<char> =
+            x_str.chars().filter(|c| w_str.contains(*c) && !o_str.contains(*c)).collect();
+        if summed.is_empty() {
+            return self.lower_outer(node, x_outlet, x_str, w_outlet, w_str, o_str, expr);
+        }
+        let [k] = summed.as_slice() else { return Err(unsupported()) };
+        let w_chars: Vec<char> = w_str.chars().collect();
+        if w_chars.len() != 2 {
+            return Err(unsupported());
+        }
+        let n = if w_chars[0] == *k { w_chars[1] } else { w_chars[0] };
+        if x_str.contains(n) || !o_str.contains(n) {
+            return Err(unsupported());
+        }
+        if x_str.chars().any(|c| c != *k && !o_str.contains(c)) {
+            return Err(unsupported());
+        }
+        // Weight as [K, N].
+        let wd = konst_f32(&w)?;
+        let (rows, cols) = (w.shape()[0], w.shape()[1]);
+        let (kk, nn, w_kn) = if w_chars[0] == *k {
+            (rows, cols, wd)
+        } else {
+            let mut t = vec![0f32; wd.len()];
+            for r in 0..rows {
+                for c in 0..cols {
+                    t[c * rows + r] = wd[r * cols + c];
+                }
+            }
+            (cols, rows, t)
+        };
+        let w_id = self.push_tensor(
+            &format!("{}.weight", node.name),
+            vec![Dim::Fixed(kk as u32), Dim::Fixed(nn as u32)],
+            Some(w_kn),
+        );
+        // x with K last.
+        let mut x = self.tensor(x_outlet)?;
+        let x_chars: Vec<char> = x_str.chars().collect();
+        let kpos = x_chars.iter().position(|c| c == k).ok_or_else(unsupported)?;
+        let mut x_order: Vec<char> = x_chars.iter().copied().filter(|c| c != k).collect();
+        if kpos != x_chars.len() - 1 {
+            let mut perm: Vec<u32> = (0..x_chars.len() as u32).filter(|&i| i as usize != kpos).collect();
+            perm.push(kpos as u32);
+            let xs = &self.desc.tensors[x as usize].shape;
+            let shape = perm.iter().map(|&p| xs[p as usize]).collect();
+            x = self.emit_shaped(&format!("{}.k_last", node.name), Op::Transpose { perm }, vec![x], shape)?;
+        }
+        let xs = self.desc.tensors[x as usize].shape.clone();
+        let mut dense_shape = xs[..xs.len() - 1].to_vec();
+        dense_shape.push(Dim::Fixed(nn as u32));
+        x_order.push(n);
+        let dense_str: String = x_order.iter().collect();
+        if dense_str == o_str {
+            return self.emit(node, Op::Dense, vec![x, w_id]);
+        }
+        let d = self.emit_shaped(&format!("{}.dense", node.name), Op::Dense, vec![x, w_id], dense_shape.clone())?;
+        let perm: Vec<u32> = o_str
+            .chars()
+            .map(|c| x_order.iter().position(|x| *x == c).map(|p| p as u32).ok_or_else(unsupported))
+            .collect::<Result<_>>()?;
+        let _ = dense_shape;
+        self.emit(node, Op::Transpose { perm }, vec![d])
+    }
+}
+
+impl Lowering<'_> {
+    /// `x[...] (outer) w[n] -> [..., n]`: a dense layer with K = 1 (tract splits Gemms over
+    /// concatenated inputs into such pieces).
+    #[allow(clippy::too_many_arguments)]
+    fn lower_outer(
+        &mut self,
+        node: &TypedNode,
+        x_outlet: OutletId,
+        x_str: &str,
+        w_outlet: OutletId,
+        w_str: &str,
+        o_str: &str,
+        expr: &str,
+    ) -> Result<u32> {
+        let Value::Konst(w) = self.value(w_outlet)? else { unreachable!() };
+        let bad = || anyhow!("einsum `{expr}` (an outer product) is not supported in this form");
+        let [n] = w_str.chars().collect::<Vec<_>>()[..] else { return Err(bad()) };
+        let x = self.tensor(x_outlet)?;
+        let x_shape = self.desc.tensors[x as usize].shape.clone();
+        let o_shape = self.shape_of(OutletId::new(node.id, 0))?;
+        // x axes summed away must be unit axes; output axes from nowhere must be unit axes.
+        let mut kept = Vec::new();
+        let mut kept_shape = Vec::new();
+        for (c, d) in x_str.chars().zip(&x_shape) {
+            if o_str.contains(c) {
+                kept.push(c);
+                kept_shape.push(*d);
+            } else if *d != Dim::Fixed(1) {
+                return Err(bad());
+            }
+        }
+        for (c, d) in o_str.chars().zip(&o_shape) {
+            if c != n && !x_str.contains(c) && *d != Dim::Fixed(1) {
+                return Err(bad());
+            }
+        }
+        let o_core: Vec<char> = o_str.chars().filter(|c| *c == n || kept.contains(c)).collect();
+        let mut want = kept.clone();
+        want.push(n);
+        if o_core != want || x_str.contains(n) {
+            return Err(bad());
+        }
+        let wd = konst_f32(&w)?;
+        let n_len = wd.len() as u32;
+        let w_id = self.push_tensor(
+            &format!("{}.weight", node.name),
+            vec![Dim::Fixed(1), Dim::Fixed(n_len)],
+            Some(wd),
+        );
+        let mut x1_shape = kept_shape.clone();
+        x1_shape.push(Dim::Fixed(1));
+        let x1 = self.emit_shaped(&format!("{}.k1", node.name), Op::Reshape, vec![x], x1_shape)?;
+        let mut d_shape = kept_shape;
+        d_shape.push(Dim::Fixed(n_len));
+        if d_shape == o_shape {
+            return self.emit(node, Op::Dense, vec![x1, w_id]);
+        }
+        let d = self.emit_shaped(&format!("{}.dense", node.name), Op::Dense, vec![x1, w_id], d_shape)?;
+        self.emit(node, Op::Reshape, vec![d])
+    }
+}
+
+/// The f32 values of a constant; errors for other dtypes.
+fn konst_f32(k: &Tensor) -> Result<Vec<f32>> {
+    if k.datum_type() != f32::datum_type() {
+        bail!("constant of dtype {:?} used in arithmetic; flowrt computes in f32", k.datum_type());
+    }
+    let view = k.try_as_plain_ram()?;
+    Ok(view.as_slice::<f32>()?.to_vec())
+}
+
+fn unary_of(ew: &ElementWiseOp) -> Result<UnaryOp> {
+    if let Some(FlowrtUnary(op)) = ew.0.downcast_ref::<FlowrtUnary>() {
+        return Ok(*op);
+    }
+    if let Some(l) = ew.0.downcast_ref::<LeakyRelu>() {
+        return Ok(UnaryOp::LeakyRelu { alpha: l.alpha });
+    }
+    if let Some(g) = ew.0.downcast_ref::<GeluApproximate>() {
+        if g.fast_impl {
+            bail!("GeluApproximate with fast_impl (x^2 form) is not supported");
+        }
+        return Ok(UnaryOp::GeluTanh);
+    }
+    Ok(match ew.0.name().as_str() {
+        "Sigmoid" => UnaryOp::Sigmoid,
+        "Tanh" => UnaryOp::Tanh,
+        "Exp" => UnaryOp::Exp,
+        "Ln" => UnaryOp::Log,
+        "Sin" => UnaryOp::Sin,
+        "Cos" => UnaryOp::Cos,
+        "Sqrt" => UnaryOp::Sqrt,
+        "Rsqrt" => UnaryOp::Rsqrt,
+        "Recip" => UnaryOp::Recip,
+        "Abs" => UnaryOp::Abs,
+        "Neg" => UnaryOp::Neg,
+        "Square" => UnaryOp::Square,
+        "Erf" => UnaryOp::Erf,
+        "Silu" => UnaryOp::Silu,
+        "GeluExact" => UnaryOp::GeluErf,
+        other => bail!("element-wise op {other} is not supported"),
+    })
+}
+
+/// Peephole: `Dense(x, W)` whose only consumer is `Add(dense, const b)` with `b` of shape
+/// `[N]` or `[1, ..., 1, N]` becomes `Dense(x, W, b)`.
+fn fuse_dense_bias(desc: &mut ModelDesc) {
+    let mut uses: HashMap<u32, usize> = HashMap::new();
+    for n in &desc.nodes {
+        for i in &n.inputs {
+            *uses.entry(*i).or_default() += 1;
+        }
+    }
+    let mut removed = vec![false; desc.nodes.len()];
+    for i in 0..desc.nodes.len() {
+        if desc.nodes[i].op != Op::Dense || desc.nodes[i].inputs.len() != 2 {
+            continue;
+        }
+        let d_out = desc.nodes[i].output;
+        if uses.get(&d_out) != Some(&1) || d_out == desc.output {
+            continue;
+        }
+        let Some(j) = desc.nodes.iter().position(|n| n.inputs.contains(&d_out)) else { continue };
+        let add = &desc.nodes[j];
+        if add.op != Op::Binary(BinaryOp::Add) {
+            continue;
+        }
+        let other = if add.inputs[0] == d_out { add.inputs[1] } else { add.inputs[0] };
+        let w = desc.nodes[i].inputs[1];
+        let n_cols = desc.tensors[w as usize].shape[1];
+        let bias = &desc.tensors[other as usize];
+        let Some(data) = bias.data.clone() else { continue };
+        let shape_ok = bias.shape.last() == Some(&n_cols)
+            && bias.shape[..bias.shape.len() - 1].iter().all(|d| *d == Dim::Fixed(1))
+            && bias.shape.len() <= desc.tensors[d_out as usize].shape.len();
+        if !shape_ok {
+            continue;
+        }
+        let name = format!("{}.bias", desc.nodes[i].name);
+        desc.tensors.push(TensorDesc { name, shape: vec![n_cols], data: Some(data) });
+        let b_id = (desc.tensors.len() - 1) as u32;
+        let add_out = desc.nodes[j].output;
+        desc.nodes[i].inputs.push(b_id);
+        desc.nodes[i].output = add_out;
+        removed[j] = true;
+    }
+    let mut k = 0;
+    desc.nodes.retain(|_| {
+        let keep = !removed[k];
+        k += 1;
+        keep
+    });
+}
+
+/// Drops tensors no node, input or output refers to, and renumbers the rest in order.
+fn compact_tensors(desc: &mut ModelDesc) {
+    let mut used = vec![false; desc.tensors.len()];
+    used[desc.output as usize] = true;
+    for i in &desc.inputs {
+        used[i.tensor as usize] = true;
+    }
+    for n in &desc.nodes {
+        used[n.output as usize] = true;
+        for i in &n.inputs {
+            used[*i as usize] = true;
+        }
+    }
+    let mut remap = vec![u32::MAX; desc.tensors.len()];
+    let mut next = 0u32;
+    for (i, u) in used.iter().enumerate() {
+        if *u {
+            remap[i] = next;
+            next += 1;
+        }
+    }
+    let mut i = 0;
+    desc.tensors.retain(|_| {
+        let keep = used[i];
+        i += 1;
+        keep
+    });
+    desc.output = remap[desc.output as usize];
+    for inp in &mut desc.inputs {
+        inp.tensor = remap[inp.tensor as usize];
+    }
+    for n in &mut desc.nodes {
+        n.output = remap[n.output as usize];
+        for i in &mut n.inputs {
+            *i = remap[*i as usize];
+        }
+    }
+}

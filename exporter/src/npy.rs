@@ -1,0 +1,41 @@
+//! `.npy` input and output of f32 arrays (through `npyz`).
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use npyz::WriterBuilder;
+
+/// Reads a float32 or float64 `.npy` file (C order) as f32 values and its shape.
+///
+/// Errors: unreadable file, Fortran order, or a dtype other than f4/f8.
+pub fn read_f32(path: &Path) -> Result<(Vec<f32>, Vec<usize>)> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let npy = npyz::NpyFile::new(&bytes[..]).with_context(|| format!("{}: not a .npy file", path.display()))?;
+    if npy.order() != npyz::Order::C {
+        bail!("{}: Fortran-order arrays are not supported", path.display());
+    }
+    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    let dtype = npy.dtype();
+    let descr = dtype.descr();
+    let data = match descr.trim_matches('\'') {
+        "<f4" => npy.into_vec::<f32>()?,
+        "<f8" => npy.into_vec::<f64>()?.into_iter().map(|v| v as f32).collect(),
+        other => bail!("{}: dtype {other} is not supported (use float32)", path.display()),
+    };
+    Ok((data, shape))
+}
+
+/// Writes f32 values as a C-order `.npy` file with `shape`.
+///
+/// Errors: the file cannot be written.
+pub fn write_f32(path: &Path, data: &[f32], shape: &[usize]) -> Result<()> {
+    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(&shape.iter().map(|&d| d as u64).collect::<Vec<_>>())
+        .writer(std::io::BufWriter::new(file))
+        .begin_nd()?;
+    w.extend(data.iter().copied())?;
+    w.finish()?;
+    Ok(())
+}

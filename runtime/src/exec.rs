@@ -1,0 +1,392 @@
+//! CPU execution: [`run`] evaluates the graph once; [`CpuField`] is the velocity field
+//! `v(x, t)` the solvers drive.
+//!
+//! Both work in a caller-supplied arena (`&mut [u8]`, 4-byte aligned; see `docs/arena.md`):
+//!
+//! ```text
+//! | fixed region | per-row region (per_row * B) | CpuField scratch: t | xt rows |
+//! 0              fixed                          graph_arena_bytes(B)           required_arena_bytes(B)
+//! ```
+//!
+//! Sizes and alignment are checked before any work; nothing is allocated.
+
+use core::ops::Range;
+
+use crate::field::{CpuOps, VelocityField};
+use crate::format::{align_up, InputRole, NodeOp, TensorKind};
+use crate::model::{Model, NodeRec, TensorRec, MAX_INPUTS};
+use crate::ops::{self, Dims};
+use crate::Error;
+
+fn check_batch(batch: usize) -> Result<(), Error> {
+    if batch == 0 {
+        Err(Error::BadArgument {
+            what: "batch size must be at least 1",
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// Casts the first `bytes` bytes of `arena` to f32 after checking size and alignment.
+fn arena_f32(arena: &mut [u8], bytes: usize) -> Result<(&mut [f32], &mut [u8]), Error> {
+    if arena.as_ptr().align_offset(4) != 0 {
+        return Err(Error::Misaligned);
+    }
+    let given = arena.len();
+    let (g, rest) = arena
+        .split_at_mut_checked(bytes)
+        .ok_or(Error::ArenaTooSmall {
+            needed: bytes,
+            given,
+        })?;
+    let g: &mut [f32] = bytemuck::try_cast_slice_mut(g).map_err(|_| Error::Misaligned)?;
+    Ok((g, rest))
+}
+
+/// Evaluates the graph once (direct graph evaluation, e.g. to compare with onnxruntime).
+///
+/// * `batch`: the batch size `B` (>= 1).
+/// * `inputs`: one slice per graph input, in signature order ([`Model::inputs`]), each with
+///   exactly as many elements as the input's shape has for this `B`.
+/// * `output`: receives the output tensor (`B * state_dim` elements).
+/// * `arena`: at least [`Model::graph_arena_bytes`]`(B)` bytes, 4-byte aligned.
+pub fn run(
+    model: &Model<'_>,
+    batch: usize,
+    inputs: &[&[f32]],
+    output: &mut [f32],
+    arena: &mut [u8],
+) -> Result<(), Error> {
+    check_batch(batch)?;
+    if inputs.len() != model.input_count() {
+        return Err(Error::ShapeMismatch {
+            what: "number of inputs",
+            expected: model.input_count(),
+            found: inputs.len(),
+        });
+    }
+    for (info, buf) in model.inputs().zip(inputs) {
+        let want = info.shape.elements(batch).ok_or(Error::BadArgument {
+            what: "batch size too large",
+        })?;
+        if buf.len() != want {
+            return Err(Error::ShapeMismatch {
+                what: info.role.name(),
+                expected: want,
+                found: buf.len(),
+            });
+        }
+    }
+    let out_len = model
+        .output_shape()
+        .elements(batch)
+        .ok_or(Error::BadArgument {
+            what: "batch size too large",
+        })?;
+    if output.len() != out_len {
+        return Err(Error::ShapeMismatch {
+            what: "output",
+            expected: out_len,
+            found: output.len(),
+        });
+    }
+    let (graph, _) = arena_f32(arena, model.graph_arena_bytes(batch)?)?;
+    run_graph(model, batch, inputs, graph)?;
+    copy_output(model, batch, graph, output)
+}
+
+fn copy_output(
+    model: &Model<'_>,
+    batch: usize,
+    graph: &[f32],
+    output: &mut [f32],
+) -> Result<(), Error> {
+    let rec = model.tensor_rec(model.output_tensor())?;
+    let src = graph
+        .get(model.arena_range(&rec, batch)?)
+        .ok_or(ops_err())?;
+    if src.len() != output.len() {
+        return Err(ops_err());
+    }
+    output.copy_from_slice(src);
+    Ok(())
+}
+
+const fn ops_err() -> Error {
+    Error::Invalid {
+        what: "tensor sizes are inconsistent with their shapes",
+    }
+}
+
+/// Where a node's inputs are read from while its output is being written.
+struct Views<'x, 'm> {
+    model: &'x Model<'m>,
+    batch: usize,
+    inputs: &'x [&'x [f32]],
+    /// Arena before the output slot.
+    lo: &'x [f32],
+    /// Arena after the output slot, starting at element `hi_start`.
+    hi: &'x [f32],
+    hi_start: usize,
+}
+
+impl<'x, 'm: 'x> Views<'x, 'm> {
+    fn get(&self, tensor: u32) -> Result<(&'x [f32], TensorRec, Dims), Error> {
+        let rec = self.model.tensor_rec(tensor)?;
+        let dims = rec.shape.concrete(self.batch);
+        let n = rec.shape.elements(self.batch).ok_or(ops_err())?;
+        let data: &'x [f32] = match rec.kind {
+            TensorKind::Input => {
+                let pos = self.model.input_position(tensor)?;
+                self.inputs.get(pos).copied().ok_or(ops_err())?
+            }
+            TensorKind::Const => self.model.const_data(&rec)?,
+            TensorKind::Intermediate | TensorKind::Output => {
+                let Range { start, end } = self.model.arena_range(&rec, self.batch)?;
+                if end <= self.lo.len() {
+                    self.lo.get(start..end).ok_or(ops_err())?
+                } else if start >= self.hi_start {
+                    self.hi
+                        .get(start - self.hi_start..end - self.hi_start)
+                        .ok_or(ops_err())?
+                } else {
+                    return Err(Error::Invalid {
+                        what: "node output overlaps one of its inputs",
+                    });
+                }
+            }
+        };
+        if data.len() != n {
+            return Err(ops_err());
+        }
+        Ok((data, rec, dims))
+    }
+
+    fn input(&self, node: &NodeRec, j: usize) -> Result<(&'x [f32], TensorRec, Dims), Error> {
+        self.get(self.model.node_input(node, j)?)
+    }
+}
+
+/// Runs every node in order. `inputs` in signature order, `arena` = graph arena.
+pub(crate) fn run_graph(
+    model: &Model<'_>,
+    batch: usize,
+    inputs: &[&[f32]],
+    arena: &mut [f32],
+) -> Result<(), Error> {
+    for i in 0..model.node_count() as u32 {
+        let node = model.node_rec(i)?;
+        let out_rec = model.tensor_rec(node.output)?;
+        let range = model.arena_range(&out_rec, batch)?;
+        let (lo, rest) = arena.split_at_mut_checked(range.start).ok_or(ops_err())?;
+        let (out, hi) = rest.split_at_mut_checked(range.len()).ok_or(ops_err())?;
+        let v = Views {
+            model,
+            batch,
+            inputs,
+            lo,
+            hi,
+            hi_start: range.end,
+        };
+        let od = out_rec.shape.concrete(batch);
+        exec_node(&v, &node, out, &od)?;
+    }
+    Ok(())
+}
+
+fn exec_node(v: &Views<'_, '_>, node: &NodeRec, out: &mut [f32], od: &Dims) -> Result<(), Error> {
+    match node.op {
+        NodeOp::Dense => {
+            let (a, _, _) = v.input(node, 0)?;
+            let (w, _, wd) = v.input(node, 1)?;
+            let bias = if node.n_inputs == 3 {
+                Some(v.input(node, 2)?.0)
+            } else {
+                None
+            };
+            let (k, n) = (wd.get(0).ok_or(ops_err())?, wd.get(1).ok_or(ops_err())?);
+            ops::dense(a, w, bias, k, n, out)
+        }
+        NodeOp::MatMul => {
+            let (a, _, ad) = v.input(node, 0)?;
+            let (b, _, bd) = v.input(node, 1)?;
+            ops::matmul(a, &ad, b, &bd, out, od)
+        }
+        NodeOp::Binary(op) => {
+            let (a, _, ad) = v.input(node, 0)?;
+            let (b, _, bd) = v.input(node, 1)?;
+            ops::binary(op, a, &ad, b, &bd, out, od)
+        }
+        NodeOp::Unary(op) => ops::unary(op, v.input(node, 0)?.0, out),
+        NodeOp::Concat { axis } => {
+            let axis = axis as usize;
+            let mut offset = 0usize;
+            for j in 0..node.n_inputs {
+                let (x, _, xd) = v.input(node, j)?;
+                ops::concat_part(x, &xd, out, od, axis, offset)?;
+                offset += xd.get(axis).ok_or(ops_err())?;
+            }
+            Ok(())
+        }
+        NodeOp::Reshape => {
+            let (x, _, _) = v.input(node, 0)?;
+            if x.len() != out.len() {
+                return Err(ops_err());
+            }
+            out.copy_from_slice(x);
+            Ok(())
+        }
+        NodeOp::Expand => {
+            let (x, _, xd) = v.input(node, 0)?;
+            ops::expand(x, &xd, out, od)
+        }
+        NodeOp::Transpose { .. } => {
+            let (x, _, xd) = v.input(node, 0)?;
+            ops::transpose(x, &xd, node.op.perm(), out, od)
+        }
+        NodeOp::Slice {
+            axis, start, step, ..
+        } => {
+            let (x, _, xd) = v.input(node, 0)?;
+            ops::slice(
+                x,
+                &xd,
+                out,
+                od,
+                axis as usize,
+                start as usize,
+                step as usize,
+            )
+        }
+    }
+}
+
+/// The CPU velocity field: evaluates the model on a batch of states at one time.
+///
+/// Inputs are fed by role: `x` is the solver's state as is; `t` is filled with the time
+/// (one value, or one per row, per the input's shape); `xt` rows `[x_row, t]` are assembled.
+/// The time and `xt` buffers live in the arena's scratch part, after the graph arena.
+pub struct CpuField<'m, 'a> {
+    model: Model<'m>,
+    batch: usize,
+    arena: &'a mut [u8],
+}
+
+impl<'m, 'a> CpuField<'m, 'a> {
+    /// A field for batch size `batch` working in `arena`, which must be 4-byte aligned and
+    /// at least [`Model::required_arena_bytes`]`(batch)` long (checked here).
+    pub fn new(
+        model: &Model<'m>,
+        batch: usize,
+        arena: &'a mut [u8],
+    ) -> Result<CpuField<'m, 'a>, Error> {
+        check_batch(batch)?;
+        if arena.as_ptr().align_offset(4) != 0 {
+            return Err(Error::Misaligned);
+        }
+        let needed = model.required_arena_bytes(batch)?;
+        if arena.len() < needed {
+            return Err(Error::ArenaTooSmall {
+                needed,
+                given: arena.len(),
+            });
+        }
+        model
+            .state_dim()
+            .checked_mul(batch)
+            .ok_or(Error::BadArgument {
+                what: "batch size too large",
+            })?;
+        Ok(CpuField {
+            model: *model,
+            batch,
+            arena,
+        })
+    }
+
+    /// The batch size.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model<'m> {
+        &self.model
+    }
+
+    /// Elements of a state (and velocity) buffer: `batch * state_dim`.
+    pub fn state_len(&self) -> usize {
+        self.batch * self.model.state_dim()
+    }
+
+    /// Writes `v(x, t)` into `v` (`x` and `v`: `batch * state_dim` elements).
+    pub fn eval_into(&mut self, t: f32, x: &[f32], v: &mut [f32]) -> Result<(), Error> {
+        let n = self.state_len();
+        if x.len() != n {
+            return Err(Error::ShapeMismatch {
+                what: "x",
+                expected: n,
+                found: x.len(),
+            });
+        }
+        if v.len() != n {
+            return Err(Error::ShapeMismatch {
+                what: "v",
+                expected: n,
+                found: v.len(),
+            });
+        }
+        let model = &self.model;
+        let batch = self.batch;
+        let (graph, mut scratch) = arena_f32(self.arena, model.graph_arena_bytes(batch)?)?;
+        let mut bufs: [&[f32]; MAX_INPUTS] = [&[]; MAX_INPUTS];
+        let d = model.state_dim();
+        for (slot, info) in bufs.iter_mut().zip(model.inputs()) {
+            match info.role {
+                InputRole::X => *slot = x,
+                InputRole::T | InputRole::Xt => {
+                    let len = info.shape.elements(batch).ok_or(ops_err())?;
+                    let bytes = align_up(len.checked_mul(4).ok_or(ops_err())?).ok_or(ops_err())?;
+                    let taken = core::mem::take(&mut scratch);
+                    let (mine, rest) = taken.split_at_mut_checked(bytes).ok_or(ops_err())?;
+                    scratch = rest;
+                    let mine: &mut [f32] =
+                        bytemuck::try_cast_slice_mut(mine).map_err(|_| Error::Misaligned)?;
+                    let buf = mine.get_mut(..len).ok_or(ops_err())?;
+                    if info.role == InputRole::T {
+                        buf.fill(t);
+                    } else {
+                        fill_xt(buf, x, d, t)?;
+                    }
+                    *slot = buf;
+                }
+            }
+        }
+        let used = bufs.get(..model.input_count()).ok_or(ops_err())?;
+        run_graph(model, batch, used, graph)?;
+        copy_output(model, batch, graph, v)
+    }
+}
+
+/// `xt[r] = [x[r, 0..d], t]` for every row.
+fn fill_xt(xt: &mut [f32], x: &[f32], d: usize, t: f32) -> Result<(), Error> {
+    let w = d.checked_add(1).ok_or(ops_err())?;
+    let rows = x.len().checked_div(d).ok_or(ops_err())?;
+    if rows.checked_mul(d) != Some(x.len()) || rows.checked_mul(w) != Some(xt.len()) {
+        return Err(ops_err());
+    }
+    for (row, xr) in xt.chunks_exact_mut(w).zip(x.chunks_exact(d)) {
+        if let Some((last, head)) = row.split_last_mut() {
+            head.copy_from_slice(xr);
+            *last = t;
+        }
+    }
+    Ok(())
+}
+
+impl VelocityField<CpuOps> for CpuField<'_, '_> {
+    fn eval(&mut self, _ops: &mut CpuOps, t: f32, x: &[f32], v: &mut [f32]) -> Result<(), Error> {
+        self.eval_into(t, x, v)
+    }
+}

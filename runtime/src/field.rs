@@ -1,0 +1,63 @@
+//! The two traits every backend implements: state-vector operations and the velocity field.
+//!
+//! The solvers in [`crate::solver`] are written once against these traits, so the same
+//! stepping loop drives the CPU executor, ONNX Runtime and GPU backends.
+
+use crate::Error;
+
+/// Vector operations the stepping loop needs, over one kind of state storage.
+///
+/// A state buffer holds `batch * state_dim` f32 values (row-major, one row per sample).
+pub trait StateOps {
+    /// One state-sized buffer: `[f32]` on the CPU, a device buffer on a GPU backend.
+    type Buf: ?Sized;
+
+    /// `dst <- src`.
+    fn copy(&mut self, dst: &mut Self::Buf, src: &Self::Buf);
+
+    /// `dst <- base + sum_i coef_i * term_i`, accumulated left to right in the order given
+    /// (`((base + c0*t0) + c1*t1) + ...`), so results are reproducible on every backend.
+    fn lincomb(&mut self, dst: &mut Self::Buf, base: &Self::Buf, terms: &[(f32, &Self::Buf)]);
+
+    /// `true` when every element is finite (no NaN / infinity).
+    fn all_finite(&mut self, buf: &Self::Buf) -> bool;
+}
+
+/// A velocity field `v(x, t)` evaluated on a whole batch of states at one time.
+pub trait VelocityField<S: StateOps + ?Sized> {
+    /// Writes `v(x, t)` into `v`. `x` and `v` have the same size (batch × state dim).
+    /// `t` follows the solver's convention (0 = noise, 1 = data).
+    ///
+    /// Errors: whatever the backend reports (e.g. [`Error::ArenaTooSmall`]).
+    fn eval(&mut self, ops: &mut S, t: f32, x: &S::Buf, v: &mut S::Buf) -> Result<(), Error>;
+}
+
+/// [`StateOps`] on plain CPU slices, with a fixed left-to-right summation order.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CpuOps;
+
+impl StateOps for CpuOps {
+    type Buf = [f32];
+
+    fn copy(&mut self, dst: &mut [f32], src: &[f32]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = *s;
+        }
+    }
+
+    fn lincomb(&mut self, dst: &mut [f32], base: &[f32], terms: &[(f32, &[f32])]) {
+        for (i, (d, b)) in dst.iter_mut().zip(base).enumerate() {
+            let mut acc = *b;
+            for (c, t) in terms {
+                if let Some(v) = t.get(i) {
+                    acc += *c * *v;
+                }
+            }
+            *d = acc;
+        }
+    }
+
+    fn all_finite(&mut self, buf: &[f32]) -> bool {
+        buf.iter().all(|v| v.is_finite())
+    }
+}

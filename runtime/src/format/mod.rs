@@ -1,0 +1,806 @@
+//! The `.frt` file format, version 1: constants, record layouts, the shape/attribute rules
+//! shared by the writer and the reader, and aligned byte buffers.
+//!
+//! The normative description is `docs/frt-format.md`; this module is its implementation.
+//! Reading is done by [`crate::Model::from_bytes`]; writing (feature `alloc`) by `format::write`.
+//!
+//! Everything is little-endian. A file is a 32-byte header, a section table, and
+//! 16-byte aligned sections (tensors, nodes, weights, memory plan, signature, metadata,
+//! names). The CRC-32 in the header covers every byte of the file except itself.
+
+use core::fmt;
+
+use crate::ops::{Binary, Unary};
+use crate::Error;
+
+mod aligned;
+pub(crate) mod rules;
+#[cfg(feature = "alloc")]
+pub(crate) mod write;
+
+pub use aligned::Aligned16;
+#[cfg(feature = "alloc")]
+pub use aligned::AlignedBytes;
+#[cfg(feature = "alloc")]
+pub use write::write;
+
+/// The four magic bytes every `.frt` file starts with.
+pub const MAGIC: [u8; 4] = *b"FLRT";
+/// The format version this runtime reads and writes.
+pub const VERSION: u16 = 1;
+/// Length of the fixed header in bytes.
+pub const HEADER_LEN: usize = 32;
+/// Length of one section-table entry in bytes.
+pub const SECTION_ENTRY_LEN: usize = 24;
+/// Most sections a file may list.
+pub const MAX_SECTIONS: usize = 64;
+/// Section flag bit: a reader that does not know the section's kind must reject the file.
+pub const SECTION_FLAG_REQUIRED: u16 = 1;
+/// Alignment (bytes) of sections, of each constant's data and of every arena offset.
+pub const ALIGN: usize = 16;
+/// Highest tensor rank the format and the kernels support.
+pub const MAX_RANK: usize = 6;
+/// Length of one tensor record in bytes.
+pub const TENSOR_RECORD_LEN: usize = 64;
+/// Length of one node record in bytes.
+pub const NODE_RECORD_LEN: usize = 48;
+/// Number of 32-bit attribute words in a node record.
+pub const NODE_ATTRS: usize = 8;
+/// Length of one memory-plan entry in bytes.
+pub const PLAN_ENTRY_LEN: usize = 16;
+/// Length of one signature entry in bytes.
+pub const SIGNATURE_ENTRY_LEN: usize = 8;
+/// "None" value of u32 index fields (producer node, plan slot).
+pub const NONE_U32: u32 = u32::MAX;
+/// Batch-axis value meaning "this tensor has no batch dimension".
+pub const NO_BATCH: u8 = 0xFF;
+/// Element type code of f32 (the only one in version 1).
+pub const DTYPE_F32: u8 = 0;
+
+/// Section kind codes.
+pub mod section {
+    /// Tensor descriptors (required).
+    pub const TENSORS: u16 = 1;
+    /// Nodes and their input lists (required).
+    pub const NODES: u16 = 2;
+    /// Constant data (required, may be empty).
+    pub const WEIGHTS: u16 = 3;
+    /// Static memory plan (required).
+    pub const PLAN: u16 = 4;
+    /// Model signature: inputs with roles, output, state dimension (required).
+    pub const SIGNATURE: u16 = 5;
+    /// Free-form key/value metadata (optional).
+    pub const METADATA: u16 = 6;
+    /// Tensor and node names (optional).
+    pub const NAMES: u16 = 7;
+    /// Reserved: solver defaults (optional, not yet written).
+    pub const SOLVER_DEFAULTS: u16 = 8;
+    /// Reserved: the original ONNX bytes (optional, not yet written).
+    pub const ONNX: u16 = 9;
+}
+
+/// Operation codes of node records.
+pub mod opcode {
+    /// `Dense`: `a[.., K] x w[K, N] (+ bias[N])`.
+    pub const DENSE: u16 = 0x0001;
+    /// `MatMul`: numpy matmul with broadcast leading dims.
+    pub const MATMUL: u16 = 0x0002;
+    /// `Concat { axis }`.
+    pub const CONCAT: u16 = 0x0010;
+    /// `Reshape`.
+    pub const RESHAPE: u16 = 0x0011;
+    /// `Expand`.
+    pub const EXPAND: u16 = 0x0012;
+    /// `Transpose { perm }`.
+    pub const TRANSPOSE: u16 = 0x0013;
+    /// `Slice { axis, start, end, step }`.
+    pub const SLICE: u16 = 0x0014;
+    /// Binary ops: `BINARY_BASE + Binary::code()` (Add 0, Sub 1, Mul 2, Div 3, Pow 4, Max 5, Min 6).
+    pub const BINARY_BASE: u16 = 0x0100;
+    /// Unary ops: `UNARY_BASE + Unary::code()` (see [`crate::ops::Unary`]).
+    pub const UNARY_BASE: u16 = 0x0200;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Little-endian field access (never panics; `None` when out of bounds).
+
+pub(crate) fn le_u16(b: &[u8], off: usize) -> Option<u16> {
+    let s = b.get(off..off.checked_add(2)?)?;
+    Some(u16::from_le_bytes(s.try_into().ok()?))
+}
+
+pub(crate) fn le_u32(b: &[u8], off: usize) -> Option<u32> {
+    let s = b.get(off..off.checked_add(4)?)?;
+    Some(u32::from_le_bytes(s.try_into().ok()?))
+}
+
+pub(crate) fn le_u64(b: &[u8], off: usize) -> Option<u64> {
+    let s = b.get(off..off.checked_add(8)?)?;
+    Some(u64::from_le_bytes(s.try_into().ok()?))
+}
+
+/// Rounds `n` up to a multiple of [`ALIGN`] (`None` on overflow).
+pub(crate) fn align_up(n: usize) -> Option<usize> {
+    Some(n.checked_add(ALIGN - 1)? & !(ALIGN - 1))
+}
+
+/// CRC-32 (IEEE 802.3, as zlib / `crc32fast`) of a whole file image, skipping the 4
+/// checksum bytes at offset 16. Tools that patch a file recompute it with this.
+pub fn file_checksum(file: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(file.get(..16).unwrap_or(&[]));
+    h.update(file.get(20..).unwrap_or(&[]));
+    h.finalize()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shapes.
+
+/// One dimension of a tensor shape: the symbolic batch size `B` or a fixed size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dim {
+    /// The batch size chosen at run time.
+    Batch,
+    /// A size fixed in the file (>= 1).
+    Fixed(u32),
+}
+
+/// A tensor shape of rank <= [`MAX_RANK`] with at most one [`Dim::Batch`].
+///
+/// Only valid shapes can be constructed: every fixed dim is >= 1.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Shape {
+    rank: u8,
+    batch_axis: u8,
+    dims: [u32; MAX_RANK],
+}
+
+impl Shape {
+    /// The rank-0 shape `[]` (one element).
+    pub const SCALAR: Shape = Shape {
+        rank: 0,
+        batch_axis: NO_BATCH,
+        dims: [0; MAX_RANK],
+    };
+
+    /// Builds a shape from dims. Errors name the broken rule.
+    pub fn new(dims: &[Dim]) -> Result<Shape, &'static str> {
+        if dims.len() > MAX_RANK {
+            return Err("rank is larger than 6");
+        }
+        let mut s = Shape::SCALAR;
+        for (i, (d, slot)) in dims.iter().zip(s.dims.iter_mut()).enumerate() {
+            match *d {
+                Dim::Batch => {
+                    if s.batch_axis != NO_BATCH {
+                        return Err("shape has more than one batch dim");
+                    }
+                    s.batch_axis = i as u8; // i < MAX_RANK
+                    *slot = 0;
+                }
+                Dim::Fixed(0) => return Err("shape has a zero-sized dim"),
+                Dim::Fixed(n) => *slot = n,
+            }
+        }
+        s.rank = dims.len() as u8; // <= MAX_RANK
+        Ok(s)
+    }
+
+    /// Decodes the raw record fields, checking every rule (rank, batch axis, dims >= 1,
+    /// unused dims and the batch dim's slot zero).
+    pub(crate) fn from_raw(
+        rank: u8,
+        batch_axis: u8,
+        dims: [u32; MAX_RANK],
+    ) -> Result<Shape, &'static str> {
+        if usize::from(rank) > MAX_RANK {
+            return Err("rank is larger than 6");
+        }
+        if batch_axis != NO_BATCH && batch_axis >= rank {
+            return Err("batch axis out of range");
+        }
+        for (i, d) in dims.iter().enumerate() {
+            let expect_zero = i >= usize::from(rank) || i == usize::from(batch_axis);
+            if expect_zero && *d != 0 {
+                return Err("unused or batch dim slot is not zero");
+            }
+            if !expect_zero && *d == 0 {
+                return Err("shape has a zero-sized dim");
+            }
+        }
+        Ok(Shape {
+            rank,
+            batch_axis,
+            dims,
+        })
+    }
+
+    #[cfg(feature = "alloc")]
+    pub(crate) fn raw(&self) -> (u8, u8, [u32; MAX_RANK]) {
+        (self.rank, self.batch_axis, self.dims)
+    }
+
+    /// Number of dims.
+    pub fn rank(&self) -> usize {
+        usize::from(self.rank)
+    }
+
+    /// Position of the batch dim, if the shape has one.
+    pub fn batch_axis(&self) -> Option<usize> {
+        (self.batch_axis != NO_BATCH).then_some(usize::from(self.batch_axis))
+    }
+
+    /// `true` when the shape contains [`Dim::Batch`].
+    pub fn has_batch(&self) -> bool {
+        self.batch_axis != NO_BATCH
+    }
+
+    /// Dim `i`, or `None` when `i >= rank`.
+    pub fn dim(&self, i: usize) -> Option<Dim> {
+        if i >= self.rank() {
+            return None;
+        }
+        if i == usize::from(self.batch_axis) {
+            return Some(Dim::Batch);
+        }
+        self.dims.get(i).map(|d| Dim::Fixed(*d))
+    }
+
+    /// The dims, outermost first.
+    pub fn dims(&self) -> impl Iterator<Item = Dim> + '_ {
+        (0..self.rank()).filter_map(|i| self.dim(i))
+    }
+
+    /// Product of the fixed dims: elements per batch row for a batched shape, the total
+    /// element count otherwise. `None` on u64 overflow.
+    pub fn row_elements(&self) -> Option<u64> {
+        self.dims().try_fold(1u64, |acc, d| match d {
+            Dim::Batch => Some(acc),
+            Dim::Fixed(n) => acc.checked_mul(u64::from(n)),
+        })
+    }
+
+    /// Element count when the batch size is `batch` (`None` on overflow).
+    pub fn elements(&self, batch: usize) -> Option<usize> {
+        let row = usize::try_from(self.row_elements()?).ok()?;
+        if self.has_batch() {
+            row.checked_mul(batch)
+        } else {
+            Some(row)
+        }
+    }
+
+    /// Concrete dims for batch size `batch`.
+    pub fn concrete(&self, batch: usize) -> crate::ops::Dims {
+        let mut d = [1usize; MAX_RANK];
+        for (slot, dim) in d.iter_mut().zip(self.dims()) {
+            *slot = match dim {
+                Dim::Batch => batch,
+                Dim::Fixed(n) => n as usize,
+            };
+        }
+        crate::ops::Dims::from_parts(self.rank(), d)
+    }
+}
+
+impl fmt::Debug for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for Shape {
+    /// Writes the shape as `[B, 3, 64]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[")?;
+        for (i, d) in self.dims().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            match d {
+                Dim::Batch => f.write_str("B")?,
+                Dim::Fixed(n) => write!(f, "{n}")?,
+            }
+        }
+        f.write_str("]")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tensor kinds, roles, plan regions.
+
+/// What a tensor is and where its values live at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TensorKind {
+    /// A graph input: supplied by the caller.
+    Input,
+    /// A constant: zero-copy from the weights section.
+    Const,
+    /// Computed by a node, stored in the arena.
+    Intermediate,
+    /// The graph output (the velocity): computed by a node, stored in the arena, then
+    /// copied to the caller's buffer.
+    Output,
+}
+
+impl TensorKind {
+    /// Code stored in the tensor record (input 0, const 1, intermediate 2, output 3).
+    pub fn code(self) -> u8 {
+        match self {
+            TensorKind::Input => 0,
+            TensorKind::Const => 1,
+            TensorKind::Intermediate => 2,
+            TensorKind::Output => 3,
+        }
+    }
+
+    pub(crate) fn from_code(c: u8) -> Option<TensorKind> {
+        Some(match c {
+            0 => TensorKind::Input,
+            1 => TensorKind::Const,
+            2 => TensorKind::Intermediate,
+            3 => TensorKind::Output,
+            _ => return None,
+        })
+    }
+
+    /// `true` for tensors stored in the arena (intermediate and output).
+    pub fn in_arena(self) -> bool {
+        matches!(self, TensorKind::Intermediate | TensorKind::Output)
+    }
+}
+
+/// Role a graph input plays in the velocity field `v(x, t)` (mirror of `ir::Role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InputRole {
+    /// The state `x`, shape `[B, ...]`.
+    X,
+    /// The time `t`: one value per row (`[B]`, `[B, 1]`) or one value in all (`[]`, `[1]`, ...).
+    T,
+    /// State with time appended as the last feature: `[B, D + 1]`.
+    Xt,
+}
+
+impl InputRole {
+    pub(crate) fn code(self) -> u32 {
+        match self {
+            InputRole::X => 0,
+            InputRole::T => 1,
+            InputRole::Xt => 2,
+        }
+    }
+
+    pub(crate) fn from_code(c: u32) -> Option<InputRole> {
+        Some(match c {
+            0 => InputRole::X,
+            1 => InputRole::T,
+            2 => InputRole::Xt,
+            _ => return None,
+        })
+    }
+
+    /// Short name (`"x"`, `"t"`, `"xt"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            InputRole::X => "x",
+            InputRole::T => "t",
+            InputRole::Xt => "xt",
+        }
+    }
+}
+
+/// Arena region of a planned tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Region {
+    /// The fixed region: offset and size in bytes, independent of the batch size.
+    Fixed,
+    /// The per-row region: offset and size in bytes *per batch row*; the tensor's byte
+    /// offset for batch `B` is `fixed_bytes + offset * B`.
+    PerRow,
+}
+
+impl Region {
+    /// Code stored in the plan entry (fixed 0, per-row 1).
+    pub fn code(self) -> u32 {
+        match self {
+            Region::Fixed => 0,
+            Region::PerRow => 1,
+        }
+    }
+
+    pub(crate) fn from_code(c: u32) -> Option<Region> {
+        match c {
+            0 => Some(Region::Fixed),
+            1 => Some(Region::PerRow),
+            _ => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Node operations.
+
+/// A node's operation with its attributes, as stored in the file (no heap).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum NodeOp {
+    /// `inputs = [a, w]` or `[a, w, bias]`: `a[.., K] x w[K, N] (+ bias[N]) -> [.., N]`.
+    Dense,
+    /// `inputs = [a, b]`: numpy matmul, rank >= 2, leading dims broadcast.
+    MatMul,
+    /// `inputs = [a, b]`: element-wise with numpy broadcasting.
+    Binary(Binary),
+    /// `inputs = [x]`: element-wise.
+    Unary(Unary),
+    /// `inputs = [x0, x1, ...]` joined along `axis`.
+    Concat {
+        /// Axis along which the inputs are joined.
+        axis: u32,
+    },
+    /// `inputs = [x]`: same elements, new shape.
+    Reshape,
+    /// `inputs = [x]`: broadcast to the output shape.
+    Expand,
+    /// `inputs = [x]`: output axis `i` is input axis `perm[i]`.
+    Transpose {
+        /// Rank (length of the permutation).
+        rank: u8,
+        /// The permutation; entries past `rank` are 0.
+        perm: [u8; MAX_RANK],
+    },
+    /// `inputs = [x]`: indices `start, start + step, ...` (< `end`) along `axis`.
+    Slice {
+        /// Axis to slice.
+        axis: u32,
+        /// First index taken.
+        start: u32,
+        /// One past the last index that may be taken.
+        end: u32,
+        /// Stride (>= 1).
+        step: u32,
+    },
+}
+
+impl NodeOp {
+    /// Short operation name for `inspect` (`"Dense"`, `"Add"`, `"Gelu"`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            NodeOp::Dense => "Dense",
+            NodeOp::MatMul => "MatMul",
+            NodeOp::Binary(b) => b.name(),
+            NodeOp::Unary(u) => u.name(),
+            NodeOp::Concat { .. } => "Concat",
+            NodeOp::Reshape => "Reshape",
+            NodeOp::Expand => "Expand",
+            NodeOp::Transpose { .. } => "Transpose",
+            NodeOp::Slice { .. } => "Slice",
+        }
+    }
+
+    /// Permutation of a `Transpose` as a slice (empty for other ops).
+    pub fn perm(&self) -> &[u8] {
+        match self {
+            NodeOp::Transpose { rank, perm } => perm.get(..usize::from(*rank)).unwrap_or(&[]),
+            _ => &[],
+        }
+    }
+
+    /// Encodes as (op code, attribute words).
+    pub fn encode(&self) -> (u16, [u32; NODE_ATTRS]) {
+        let mut a = [0u32; NODE_ATTRS];
+        let code = match *self {
+            NodeOp::Dense => opcode::DENSE,
+            NodeOp::MatMul => opcode::MATMUL,
+            NodeOp::Binary(b) => opcode::BINARY_BASE + b.code(),
+            NodeOp::Unary(u) => {
+                let (p0, p1) = u.params();
+                a[0] = p0.to_bits();
+                a[1] = p1.to_bits();
+                opcode::UNARY_BASE + u.code()
+            }
+            NodeOp::Concat { axis } => {
+                a[0] = axis;
+                opcode::CONCAT
+            }
+            NodeOp::Reshape => opcode::RESHAPE,
+            NodeOp::Expand => opcode::EXPAND,
+            NodeOp::Transpose { rank, perm } => {
+                a[0] = u32::from(rank);
+                for (slot, p) in a.iter_mut().skip(1).zip(perm.iter()) {
+                    *slot = u32::from(*p);
+                }
+                opcode::TRANSPOSE
+            }
+            NodeOp::Slice {
+                axis,
+                start,
+                end,
+                step,
+            } => {
+                a[0] = axis;
+                a[1] = start;
+                a[2] = end;
+                a[3] = step;
+                opcode::SLICE
+            }
+        };
+        (code, a)
+    }
+
+    /// Decodes and checks attribute ranges (not shapes): unknown op codes, non-finite
+    /// parameters, bad permutations, `step == 0`, and non-zero unused attribute words are
+    /// rejected.
+    pub fn decode(code: u16, attrs: [u32; NODE_ATTRS]) -> Result<NodeOp, &'static str> {
+        let used = |n: usize| attrs.iter().skip(n).all(|w| *w == 0);
+        let op = match code {
+            opcode::DENSE => NodeOp::Dense,
+            opcode::MATMUL => NodeOp::MatMul,
+            opcode::CONCAT => NodeOp::Concat { axis: attrs[0] },
+            opcode::RESHAPE => NodeOp::Reshape,
+            opcode::EXPAND => NodeOp::Expand,
+            opcode::TRANSPOSE => {
+                let rank = attrs[0];
+                if rank as usize > MAX_RANK {
+                    return Err("transpose rank is larger than 6");
+                }
+                let mut perm = [0u8; MAX_RANK];
+                let mut seen = [false; MAX_RANK];
+                for (slot, w) in perm
+                    .iter_mut()
+                    .zip(attrs.iter().skip(1))
+                    .take(rank as usize)
+                {
+                    let flag = seen
+                        .get_mut(*w as usize)
+                        .filter(|_| *w < rank)
+                        .ok_or("transpose perm entry out of range")?;
+                    if *flag {
+                        return Err("transpose perm is not a permutation");
+                    }
+                    *flag = true;
+                    *slot = *w as u8; // < rank <= 6
+                }
+                if !attrs.iter().skip(1 + rank as usize).all(|w| *w == 0) {
+                    return Err("non-zero unused attribute");
+                }
+                return Ok(NodeOp::Transpose {
+                    rank: rank as u8,
+                    perm,
+                });
+            }
+            opcode::SLICE => {
+                if attrs[3] == 0 {
+                    return Err("slice step is 0");
+                }
+                NodeOp::Slice {
+                    axis: attrs[0],
+                    start: attrs[1],
+                    end: attrs[2],
+                    step: attrs[3],
+                }
+            }
+            c if (opcode::BINARY_BASE..opcode::BINARY_BASE + 0x100).contains(&c) => {
+                NodeOp::Binary(Binary::from_code(c - opcode::BINARY_BASE).ok_or("unknown op code")?)
+            }
+            c if (opcode::UNARY_BASE..opcode::UNARY_BASE + 0x100).contains(&c) => {
+                let u = Unary::from_code(
+                    c - opcode::UNARY_BASE,
+                    f32::from_bits(attrs[0]),
+                    f32::from_bits(attrs[1]),
+                )
+                .ok_or("unknown op code")?;
+                let (p0, p1) = u.params();
+                if !p0.is_finite() || !p1.is_finite() {
+                    return Err("activation parameter is not finite");
+                }
+                // Parameters not used by this activation must be zero (canonical form).
+                if p0.to_bits() != attrs[0] || p1.to_bits() != attrs[1] || !used(2) {
+                    return Err("non-zero unused attribute");
+                }
+                return Ok(NodeOp::Unary(u));
+            }
+            _ => return Err("unknown op code"),
+        };
+        let n_used = match op {
+            NodeOp::Concat { .. } => 1,
+            NodeOp::Slice { .. } => 4,
+            _ => 0,
+        };
+        if !used(n_used) {
+            return Err("non-zero unused attribute");
+        }
+        Ok(op)
+    }
+
+    /// Allowed number of inputs `(min, max)`.
+    pub fn arity(&self) -> (usize, usize) {
+        match self {
+            NodeOp::Dense => (2, 3),
+            NodeOp::MatMul | NodeOp::Binary(_) => (2, 2),
+            NodeOp::Concat { .. } => (1, u16::MAX as usize),
+            _ => (1, 1),
+        }
+    }
+}
+
+/// Checks a graph input's shape against its role; returns the state dimension `D` it
+/// implies for `X` / `Xt` (and `None` for `T`).
+pub(crate) fn check_role_shape(
+    role: InputRole,
+    shape: &Shape,
+) -> Result<Option<u64>, &'static str> {
+    match role {
+        InputRole::X => {
+            if shape.batch_axis() != Some(0) {
+                return Err("input `x` must have the batch dim first");
+            }
+            Ok(Some(shape.row_elements().ok_or("input `x` is too large")?))
+        }
+        InputRole::Xt => {
+            if shape.rank() != 2 || shape.batch_axis() != Some(0) {
+                return Err("input `xt` must have shape [B, D + 1]");
+            }
+            match shape.dim(1) {
+                Some(Dim::Fixed(w)) if w >= 2 => Ok(Some(u64::from(w) - 1)),
+                _ => Err("input `xt` must have shape [B, D + 1] with D >= 1"),
+            }
+        }
+        InputRole::T => {
+            let one_per_row = shape.batch_axis() == Some(0) && shape.row_elements() == Some(1);
+            let scalar = !shape.has_batch() && shape.row_elements() == Some(1);
+            if one_per_row || scalar {
+                Ok(None)
+            } else {
+                Err("input `t` must have shape [], [1], [B] or [B, 1]")
+            }
+        }
+    }
+}
+
+/// Checks the graph output's shape: batch dim first, `D` elements per row.
+pub(crate) fn check_output_shape(shape: &Shape, state_dim: u64) -> Result<(), &'static str> {
+    if shape.batch_axis() != Some(0) {
+        return Err("output must have the batch dim first");
+    }
+    if shape.row_elements() != Some(state_dim) {
+        return Err("output row size differs from the state dimension");
+    }
+    Ok(())
+}
+
+/// Maps a rule violation at node `node` to an [`Error`].
+pub(crate) fn node_err(node: usize, what: &'static str) -> Error {
+    Error::InvalidNode {
+        node: u32::try_from(node).unwrap_or(u32::MAX),
+        what,
+    }
+}
+
+/// Maps a rule violation at tensor `tensor` to an [`Error`].
+pub(crate) fn tensor_err(tensor: usize, what: &'static str) -> Error {
+    Error::InvalidTensor {
+        tensor: u32::try_from(tensor).unwrap_or(u32::MAX),
+        what,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_op_round_trips_through_its_encoding() {
+        let mut ops = std::vec![
+            NodeOp::Dense,
+            NodeOp::MatMul,
+            NodeOp::Concat { axis: 3 },
+            NodeOp::Reshape,
+            NodeOp::Expand,
+            NodeOp::Transpose {
+                rank: 3,
+                perm: [2, 0, 1, 0, 0, 0]
+            },
+            NodeOp::Transpose {
+                rank: 0,
+                perm: [0; MAX_RANK]
+            },
+            NodeOp::Slice {
+                axis: 1,
+                start: 2,
+                end: 9,
+                step: 3
+            },
+        ];
+        for c in 0..=6 {
+            ops.push(NodeOp::Binary(Binary::from_code(c).unwrap()));
+        }
+        for c in 0..=20 {
+            ops.push(NodeOp::Unary(Unary::from_code(c, 0.25, 1.5).unwrap()));
+        }
+        for op in ops {
+            let (code, attrs) = op.encode();
+            assert_eq!(NodeOp::decode(code, attrs), Ok(op), "{}", op.name());
+        }
+    }
+
+    #[test]
+    fn decode_rejects_bad_attributes() {
+        let mut a = [0u32; NODE_ATTRS];
+        assert!(NodeOp::decode(0x7777, a).is_err());
+        assert!(NodeOp::decode(opcode::BINARY_BASE + 7, a).is_err());
+        assert!(NodeOp::decode(opcode::UNARY_BASE + 21, a).is_err());
+        assert!(NodeOp::decode(opcode::SLICE, a).is_err()); // step 0
+        a[7] = 1;
+        assert!(NodeOp::decode(opcode::DENSE, a).is_err()); // unused word
+        let mut p = [0u32; NODE_ATTRS];
+        p[0] = 2;
+        p[1] = 1;
+        p[2] = 1;
+        assert!(NodeOp::decode(opcode::TRANSPOSE, p).is_err()); // not a permutation
+        p[2] = 2;
+        assert!(NodeOp::decode(opcode::TRANSPOSE, p).is_err()); // out of range
+        p[0] = 7;
+        assert!(NodeOp::decode(opcode::TRANSPOSE, p).is_err()); // rank > 6
+        let mut u = [0u32; NODE_ATTRS];
+        u[0] = f32::INFINITY.to_bits();
+        assert!(NodeOp::decode(opcode::UNARY_BASE + 1, u).is_err()); // non-finite alpha
+        u[0] = 1.0f32.to_bits();
+        assert!(NodeOp::decode(opcode::UNARY_BASE, u).is_err()); // Relu has no alpha
+    }
+
+    #[test]
+    fn shapes() {
+        let s = Shape::new(&[Dim::Batch, Dim::Fixed(3), Dim::Fixed(4)]).unwrap();
+        assert_eq!(s.rank(), 3);
+        assert_eq!(s.batch_axis(), Some(0));
+        assert_eq!(s.row_elements(), Some(12));
+        assert_eq!(s.elements(5), Some(60));
+        assert_eq!(std::format!("{s}"), "[B, 3, 4]");
+        assert_eq!(Shape::SCALAR.elements(7), Some(1));
+        assert!(Shape::new(&[Dim::Batch, Dim::Batch]).is_err());
+        assert!(Shape::new(&[Dim::Fixed(0)]).is_err());
+        assert!(Shape::new(&[Dim::Fixed(1); 7]).is_err());
+        assert!(Shape::from_raw(2, 2, [1, 1, 0, 0, 0, 0]).is_err());
+        assert!(Shape::from_raw(2, 0, [1, 1, 0, 0, 0, 0]).is_err());
+        assert!(Shape::from_raw(2, NO_BATCH, [1, 1, 1, 0, 0, 0]).is_err());
+        let big = Shape::new(&[Dim::Batch, Dim::Fixed(u32::MAX), Dim::Fixed(u32::MAX)]).unwrap();
+        assert_eq!(big.elements(usize::MAX), None);
+    }
+
+    #[test]
+    fn symbolic_shape_rules() {
+        let sh = |d: &[Dim]| Shape::new(d).unwrap();
+        let (b, f) = (Dim::Batch, Dim::Fixed);
+        let add = NodeOp::Binary(Binary::Add);
+        let check = |op: &NodeOp, ins: &[Shape], out: Shape| {
+            rules::check_node(op, ins.len(), |i| ins.get(i).copied(), &out)
+        };
+        assert!(check(&add, &[sh(&[b, f(4)]), sh(&[f(4)])], sh(&[b, f(4)])).is_ok());
+        assert!(check(&add, &[sh(&[b, f(1)]), sh(&[f(1), f(4)])], sh(&[b, f(4)])).is_ok());
+        assert!(check(&add, &[sh(&[b, f(4)]), sh(&[f(3), f(4)])], sh(&[b, f(4)])).is_err());
+        assert!(check(&add, &[sh(&[b, f(4)]), sh(&[f(4), b])], sh(&[b, f(4)])).is_err());
+        assert!(check(&add, &[sh(&[b])], sh(&[b])).is_err()); // arity
+        let mm = NodeOp::MatMul;
+        assert!(check(
+            &mm,
+            &[sh(&[b, f(2), f(3)]), sh(&[f(3), f(5)])],
+            sh(&[b, f(2), f(5)])
+        )
+        .is_ok());
+        assert!(check(&mm, &[sh(&[f(2), b]), sh(&[b, f(5)])], sh(&[f(2), f(5)])).is_ok());
+        assert!(check(
+            &mm,
+            &[sh(&[f(2), f(4)]), sh(&[f(3), f(5)])],
+            sh(&[f(2), f(5)])
+        )
+        .is_err());
+        let cat = NodeOp::Concat { axis: 0 };
+        assert!(check(&cat, &[sh(&[b, f(2)]), sh(&[b, f(2)])], sh(&[b, f(2)])).is_err());
+        let ex = NodeOp::Expand;
+        assert!(check(&ex, &[sh(&[f(1), f(4)])], sh(&[b, f(4)])).is_ok());
+        assert!(check(&ex, &[sh(&[f(2), f(4)])], sh(&[b, f(4)])).is_err());
+        let rs = NodeOp::Reshape;
+        assert!(check(&rs, &[sh(&[b, f(2), f(3)])], sh(&[b, f(6)])).is_ok());
+        assert!(check(&rs, &[sh(&[f(2), b, f(3)])], sh(&[b, f(6)])).is_ok());
+        assert!(check(&rs, &[sh(&[b, f(6)])], sh(&[f(6)])).is_err());
+    }
+}

@@ -1,0 +1,531 @@
+//! The `.frt` writer (feature `alloc`): validates an [`ir::ModelDesc`], plans its memory and
+//! serializes it. The result is loaded back with [`crate::Model::from_bytes`] before it is
+//! returned, so a file this function returns is always one the runtime accepts.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use super::{
+    align_up, check_output_shape, check_role_shape, node_err, rules, section, tensor_err,
+    InputRole, NodeOp, Region, Shape, TensorKind, ALIGN, DTYPE_F32, HEADER_LEN, MAGIC, NODE_ATTRS,
+    NONE_U32, NO_BATCH, SECTION_ENTRY_LEN, SECTION_FLAG_REQUIRED, VERSION,
+};
+use crate::ir::{self, ModelDesc};
+use crate::ops::{Binary, Unary};
+use crate::plan::{self, MemoryPlan, Request};
+use crate::Error;
+
+impl From<ir::Dim> for super::Dim {
+    fn from(d: ir::Dim) -> super::Dim {
+        match d {
+            ir::Dim::Batch => super::Dim::Batch,
+            ir::Dim::Fixed(n) => super::Dim::Fixed(n),
+        }
+    }
+}
+
+impl From<ir::Role> for InputRole {
+    fn from(r: ir::Role) -> InputRole {
+        match r {
+            ir::Role::X => InputRole::X,
+            ir::Role::T => InputRole::T,
+            ir::Role::Xt => InputRole::Xt,
+        }
+    }
+}
+
+impl From<ir::BinaryOp> for Binary {
+    fn from(b: ir::BinaryOp) -> Binary {
+        match b {
+            ir::BinaryOp::Add => Binary::Add,
+            ir::BinaryOp::Sub => Binary::Sub,
+            ir::BinaryOp::Mul => Binary::Mul,
+            ir::BinaryOp::Div => Binary::Div,
+            ir::BinaryOp::Pow => Binary::Pow,
+            ir::BinaryOp::Max => Binary::Max,
+            ir::BinaryOp::Min => Binary::Min,
+        }
+    }
+}
+
+impl From<ir::UnaryOp> for Unary {
+    fn from(u: ir::UnaryOp) -> Unary {
+        use ir::UnaryOp as U;
+        match u {
+            U::Relu => Unary::Relu,
+            U::LeakyRelu { alpha } => Unary::LeakyRelu { alpha },
+            U::Elu { alpha } => Unary::Elu { alpha },
+            U::Selu { alpha, gamma } => Unary::Selu { alpha, gamma },
+            U::Sigmoid => Unary::Sigmoid,
+            U::Tanh => Unary::Tanh,
+            U::Softplus => Unary::Softplus,
+            U::Silu => Unary::Silu,
+            U::GeluErf => Unary::GeluErf,
+            U::GeluTanh => Unary::GeluTanh,
+            U::Sin => Unary::Sin,
+            U::Cos => Unary::Cos,
+            U::Exp => Unary::Exp,
+            U::Log => Unary::Log,
+            U::Sqrt => Unary::Sqrt,
+            U::Neg => Unary::Neg,
+            U::Abs => Unary::Abs,
+            U::Erf => Unary::Erf,
+            U::Recip => Unary::Recip,
+            U::Square => Unary::Square,
+            U::Rsqrt => Unary::Rsqrt,
+        }
+    }
+}
+
+/// Converts an `ir::Op` to its file form, checking attribute ranges exactly as the reader.
+pub(crate) fn node_op(op: &ir::Op) -> Result<NodeOp, &'static str> {
+    let (code, attrs) = match op {
+        ir::Op::Transpose { perm } => {
+            if perm.len() > super::MAX_RANK {
+                return Err("transpose rank is larger than 6");
+            }
+            let mut a = [0u32; NODE_ATTRS];
+            a[0] = perm.len() as u32;
+            for (slot, p) in a.iter_mut().skip(1).zip(perm) {
+                *slot = *p;
+            }
+            (super::opcode::TRANSPOSE, a)
+        }
+        ir::Op::Dense => NodeOp::Dense.encode(),
+        ir::Op::MatMul => NodeOp::MatMul.encode(),
+        ir::Op::Binary(b) => NodeOp::Binary((*b).into()).encode(),
+        ir::Op::Unary(u) => NodeOp::Unary((*u).into()).encode(),
+        ir::Op::Concat { axis } => NodeOp::Concat { axis: *axis }.encode(),
+        ir::Op::Reshape => NodeOp::Reshape.encode(),
+        ir::Op::Expand => NodeOp::Expand.encode(),
+        ir::Op::Slice {
+            axis,
+            start,
+            end,
+            step,
+        } => NodeOp::Slice {
+            axis: *axis,
+            start: *start,
+            end: *end,
+            step: *step,
+        }
+        .encode(),
+    };
+    NodeOp::decode(code, attrs)
+}
+
+/// Everything the writer derives from a desc after checking it.
+pub(crate) struct Analysis {
+    pub(crate) shapes: Vec<Shape>,
+    pub(crate) kinds: Vec<TensorKind>,
+    pub(crate) producer: Vec<Option<usize>>,
+    pub(crate) ops: Vec<NodeOp>,
+    pub(crate) state_dim: u32,
+    pub(crate) plan: MemoryPlan,
+}
+
+/// Validates a desc with the same rules as the reader and plans its memory.
+pub(crate) fn analyze(desc: &ModelDesc) -> Result<Analysis, Error> {
+    let n_t = desc.tensors.len();
+    let n_n = desc.nodes.len();
+    if u32::try_from(n_t).is_err() || n_t == NONE_U32 as usize {
+        return Err(Error::Invalid {
+            what: "too many tensors",
+        });
+    }
+    if u32::try_from(n_n).is_err() || n_n == NONE_U32 as usize {
+        return Err(Error::Invalid {
+            what: "too many nodes",
+        });
+    }
+    // Shapes and constants.
+    let mut shapes = Vec::with_capacity(n_t);
+    let mut kinds = vec![TensorKind::Intermediate; n_t];
+    for (i, (t, kind)) in desc.tensors.iter().zip(kinds.iter_mut()).enumerate() {
+        let dims: Vec<super::Dim> = t.shape.iter().map(|d| (*d).into()).collect();
+        let shape = Shape::new(&dims).map_err(|w| tensor_err(i, w))?;
+        let row = shape
+            .row_elements()
+            .ok_or(tensor_err(i, "tensor is too large"))?;
+        row.checked_mul(4)
+            .and_then(|b| u32::try_from(b / 4).ok().map(|_| b))
+            .and_then(|b| usize::try_from(b).ok())
+            .ok_or(tensor_err(i, "tensor is too large"))?;
+        if let Some(data) = &t.data {
+            if shape.has_batch() {
+                return Err(tensor_err(i, "constant has a batch dim"));
+            }
+            if data.len() as u64 != row {
+                return Err(tensor_err(
+                    i,
+                    "constant data length does not match its shape",
+                ));
+            }
+            *kind = TensorKind::Const;
+        }
+        shapes.push(shape);
+    }
+    // Inputs.
+    let mut roles = [false; 3];
+    let mut dim: Option<u64> = None;
+    if desc.inputs.is_empty() || desc.inputs.len() > 3 {
+        return Err(Error::Invalid {
+            what: "a model has 1 to 3 inputs (one per role)",
+        });
+    }
+    for (k, inp) in desc.inputs.iter().enumerate() {
+        let ti = inp.tensor as usize;
+        let role = InputRole::from(inp.role);
+        let shape = shapes
+            .get(ti)
+            .ok_or(tensor_err(ti, "input tensor id out of range"))?;
+        if kinds.get(ti) == Some(&TensorKind::Const) {
+            return Err(tensor_err(ti, "an input cannot be a constant"));
+        }
+        if desc.inputs.iter().take(k).any(|o| o.tensor == inp.tensor) {
+            return Err(tensor_err(ti, "a tensor appears twice in the inputs"));
+        }
+        let seen = roles
+            .get_mut(role.code() as usize)
+            .ok_or(Error::Invalid { what: "role" })?;
+        if *seen {
+            return Err(Error::Invalid {
+                what: "an input role appears twice",
+            });
+        }
+        *seen = true;
+        if let Some(d) = check_role_shape(role, shape).map_err(|w| tensor_err(ti, w))? {
+            dim = Some(d);
+        }
+        if let Some(kd) = kinds.get_mut(ti) {
+            *kd = TensorKind::Input;
+        }
+    }
+    if roles[0] == roles[2] {
+        return Err(Error::Invalid {
+            what: "a model has exactly one of the inputs `x` and `xt`",
+        });
+    }
+    let d = dim.ok_or(Error::Invalid {
+        what: "a model has exactly one of the inputs `x` and `xt`",
+    })?;
+    let state_dim = u32::try_from(d).map_err(|_| Error::Invalid {
+        what: "state dimension is too large",
+    })?;
+    // Output.
+    let out_i = desc.output as usize;
+    match kinds.get_mut(out_i) {
+        Some(k @ TensorKind::Intermediate) => *k = TensorKind::Output,
+        Some(_) => return Err(tensor_err(out_i, "the output must be computed by a node")),
+        None => return Err(tensor_err(out_i, "output tensor id out of range")),
+    }
+    // Nodes, in order.
+    let mut producer: Vec<Option<usize>> = vec![None; n_t];
+    let mut last_use: Vec<usize> = vec![0; n_t];
+    let mut ops = Vec::with_capacity(n_n);
+    let mut edges = 0usize;
+    for (i, node) in desc.nodes.iter().enumerate() {
+        let err = |w| node_err(i, w);
+        let op = node_op(&node.op).map_err(err)?;
+        let o = node.output as usize;
+        match kinds.get(o) {
+            None => return Err(err("output tensor id out of range")),
+            Some(TensorKind::Input | TensorKind::Const) => {
+                return Err(err("output tensor is a graph input or a constant"));
+            }
+            Some(_) => {}
+        }
+        if node.inputs.len() > u16::MAX as usize {
+            return Err(err("too many inputs"));
+        }
+        edges = edges.saturating_add(node.inputs.len());
+        for &t in &node.inputs {
+            let t = t as usize;
+            match kinds.get(t) {
+                None => return Err(err("input tensor id out of range")),
+                Some(TensorKind::Input | TensorKind::Const) => {}
+                Some(_) => {
+                    if producer.get(t).copied().flatten().is_none() {
+                        return Err(err("input is used before it is computed"));
+                    }
+                }
+            }
+            if let Some(l) = last_use.get_mut(t) {
+                *l = i;
+            }
+        }
+        match producer.get_mut(o) {
+            Some(p @ None) => *p = Some(i),
+            _ => return Err(err("output tensor is computed by two nodes")),
+        }
+        let out = shapes.get(o).ok_or(err("output tensor id out of range"))?;
+        let shape_of = |j: usize| {
+            node.inputs
+                .get(j)
+                .and_then(|t| shapes.get(*t as usize))
+                .copied()
+        };
+        rules::check_node(&op, node.inputs.len(), shape_of, out).map_err(err)?;
+        ops.push(op);
+    }
+    let out_shape = shapes
+        .get(out_i)
+        .ok_or(tensor_err(out_i, "output tensor id out of range"))?;
+    check_output_shape(out_shape, d).map_err(|w| tensor_err(out_i, w))?;
+    if u32::try_from(edges).is_err() {
+        return Err(Error::Invalid {
+            what: "too many node inputs",
+        });
+    }
+    for (i, (k, p)) in kinds.iter().zip(&producer).enumerate() {
+        if k.in_arena() && p.is_none() {
+            return Err(tensor_err(
+                i,
+                "tensor is neither an input, a constant, nor computed by a node",
+            ));
+        }
+    }
+    // Lifetimes -> memory plan.
+    let reqs: Vec<Option<(Region, Request)>> = (0..n_t)
+        .map(|i| {
+            let first = producer.get(i).copied().flatten()?;
+            let shape = shapes.get(i)?;
+            let size = usize::try_from(shape.row_elements()?.checked_mul(4)?).ok()?;
+            let last = if i == out_i {
+                n_n
+            } else {
+                last_use.get(i).copied()?.max(first)
+            };
+            let region = if shape.has_batch() {
+                Region::PerRow
+            } else {
+                Region::Fixed
+            };
+            Some((region, Request { size, first, last }))
+        })
+        .collect();
+    let plan = plan::plan(&reqs);
+    Ok(Analysis {
+        shapes,
+        kinds,
+        producer,
+        ops,
+        state_dim,
+        plan,
+    })
+}
+
+fn put_u16(v: &mut Vec<u8>, x: u16) {
+    v.extend_from_slice(&x.to_le_bytes());
+}
+fn put_u32(v: &mut Vec<u8>, x: u32) {
+    v.extend_from_slice(&x.to_le_bytes());
+}
+fn put_u64(v: &mut Vec<u8>, x: u64) {
+    v.extend_from_slice(&x.to_le_bytes());
+}
+fn put_str(v: &mut Vec<u8>, s: &str) -> Result<(), Error> {
+    put_u32(
+        v,
+        u32::try_from(s.len()).map_err(|_| Error::Invalid {
+            what: "string is too long",
+        })?,
+    );
+    v.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+fn pad16(v: &mut Vec<u8>) {
+    while v.len() & (ALIGN - 1) != 0 {
+        v.push(0);
+    }
+}
+
+/// Validates `desc`, plans its memory and serializes it as a `.frt` version 1 image.
+///
+/// Errors: [`Error::InvalidTensor`] / [`Error::InvalidNode`] with the index of the offending
+/// tensor or node in `desc` (and the broken rule), or [`Error::Invalid`] for model-wide rules.
+pub fn write(desc: &ModelDesc) -> Result<Vec<u8>, Error> {
+    let a = analyze(desc)?;
+    let too_big = Error::Invalid {
+        what: "model is too large",
+    };
+    let u32_of = |n: usize| u32::try_from(n).map_err(|_| too_big);
+
+    // Weights: each constant 16-aligned.
+    let mut weights = Vec::new();
+    let mut data_pos = vec![(0u64, 0u64); desc.tensors.len()];
+    for (t, pos) in desc.tensors.iter().zip(data_pos.iter_mut()) {
+        if let Some(data) = &t.data {
+            pad16(&mut weights);
+            let off = weights.len() as u64;
+            for v in data {
+                weights.extend_from_slice(&v.to_le_bytes());
+            }
+            *pos = (off, data.len() as u64 * 4);
+        }
+    }
+
+    // Plan entries, in tensor order; slot index per tensor.
+    let mut plan_sec = Vec::new();
+    put_u64(&mut plan_sec, a.plan.fixed_bytes as u64);
+    put_u64(&mut plan_sec, a.plan.per_row_bytes as u64);
+    let n_slots = a.plan.slots.iter().filter(|s| s.is_some()).count();
+    put_u32(&mut plan_sec, u32_of(n_slots)?);
+    put_u32(&mut plan_sec, 0);
+    let mut slot_of = vec![NONE_U32; desc.tensors.len()];
+    let mut next = 0u32;
+    for (i, s) in a.plan.slots.iter().enumerate() {
+        if let Some(s) = s {
+            put_u32(&mut plan_sec, u32_of(i)?);
+            put_u32(&mut plan_sec, s.region.code());
+            put_u64(&mut plan_sec, s.offset as u64);
+            if let Some(x) = slot_of.get_mut(i) {
+                *x = next;
+            }
+            next += 1;
+        }
+    }
+
+    // Tensors.
+    let mut tensors = Vec::new();
+    put_u32(&mut tensors, u32_of(desc.tensors.len())?);
+    put_u32(&mut tensors, 0);
+    for i in 0..desc.tensors.len() {
+        let shape = a.shapes.get(i).copied().ok_or(too_big)?;
+        let kind = a.kinds.get(i).copied().ok_or(too_big)?;
+        let (rank, batch_axis, dims) = shape.raw();
+        tensors.push(kind.code());
+        tensors.push(DTYPE_F32);
+        tensors.push(rank);
+        tensors.push(if shape.has_batch() {
+            batch_axis
+        } else {
+            NO_BATCH
+        });
+        let producer = a
+            .producer
+            .get(i)
+            .copied()
+            .flatten()
+            .map_or(Ok(NONE_U32), u32_of)?;
+        put_u32(&mut tensors, producer);
+        for d in dims {
+            put_u32(&mut tensors, d);
+        }
+        put_u32(&mut tensors, slot_of.get(i).copied().unwrap_or(NONE_U32));
+        put_u32(&mut tensors, 0);
+        let (off, len) = data_pos.get(i).copied().unwrap_or((0, 0));
+        put_u64(&mut tensors, off);
+        put_u64(&mut tensors, len);
+        put_u64(&mut tensors, 0);
+    }
+
+    // Nodes: records, then the edge table.
+    let mut nodes = Vec::new();
+    let n_edges: usize = desc.nodes.iter().map(|n| n.inputs.len()).sum();
+    put_u32(&mut nodes, u32_of(desc.nodes.len())?);
+    put_u32(&mut nodes, u32_of(n_edges)?);
+    let mut first = 0usize;
+    for (node, op) in desc.nodes.iter().zip(&a.ops) {
+        let (code, attrs) = op.encode();
+        put_u16(&mut nodes, code);
+        put_u16(
+            &mut nodes,
+            u16::try_from(node.inputs.len()).map_err(|_| too_big)?,
+        );
+        put_u32(&mut nodes, u32_of(first)?);
+        put_u32(&mut nodes, node.output);
+        put_u32(&mut nodes, 0);
+        for w in attrs {
+            put_u32(&mut nodes, w);
+        }
+        first += node.inputs.len();
+    }
+    for node in &desc.nodes {
+        for t in &node.inputs {
+            put_u32(&mut nodes, *t);
+        }
+    }
+
+    // Signature.
+    let mut sig = Vec::new();
+    put_u32(&mut sig, u32_of(desc.inputs.len())?);
+    put_u32(&mut sig, desc.output);
+    put_u32(&mut sig, a.state_dim);
+    put_u32(&mut sig, 0);
+    for inp in &desc.inputs {
+        put_u32(&mut sig, inp.tensor);
+        put_u32(&mut sig, InputRole::from(inp.role).code());
+    }
+
+    // Metadata.
+    let mut meta = Vec::new();
+    put_u32(&mut meta, u32_of(desc.metadata.len())?);
+    for (k, v) in &desc.metadata {
+        put_u32(&mut meta, u32_of(k.len())?);
+        put_u32(&mut meta, u32_of(v.len())?);
+        meta.extend_from_slice(k.as_bytes());
+        meta.extend_from_slice(v.as_bytes());
+    }
+
+    // Names: tensors, then nodes.
+    let mut names = Vec::new();
+    put_u32(&mut names, u32_of(desc.tensors.len())?);
+    put_u32(&mut names, u32_of(desc.nodes.len())?);
+    for t in &desc.tensors {
+        put_str(&mut names, &t.name)?;
+    }
+    for n in &desc.nodes {
+        put_str(&mut names, &n.name)?;
+    }
+
+    // Assemble: header, section table, 16-aligned sections.
+    let sections: [(u16, u16, &[u8]); 7] = [
+        (section::TENSORS, SECTION_FLAG_REQUIRED, &tensors),
+        (section::NODES, SECTION_FLAG_REQUIRED, &nodes),
+        (section::WEIGHTS, SECTION_FLAG_REQUIRED, &weights),
+        (section::PLAN, SECTION_FLAG_REQUIRED, &plan_sec),
+        (section::SIGNATURE, SECTION_FLAG_REQUIRED, &sig),
+        (section::METADATA, 0, &meta),
+        (section::NAMES, 0, &names),
+    ];
+    let table_end = HEADER_LEN + sections.len() * SECTION_ENTRY_LEN;
+    let mut offsets = Vec::with_capacity(sections.len());
+    let mut pos = align_up(table_end).ok_or(too_big)?;
+    for (_, _, body) in &sections {
+        offsets.push(pos);
+        pos = align_up(pos.checked_add(body.len()).ok_or(too_big)?).ok_or(too_big)?;
+    }
+    let mut out = Vec::with_capacity(pos);
+    out.extend_from_slice(&MAGIC);
+    put_u16(&mut out, VERSION);
+    put_u16(&mut out, 0);
+    put_u64(&mut out, 0); // total length, patched below
+    put_u32(&mut out, 0); // checksum, patched below
+    put_u32(&mut out, sections.len() as u32);
+    put_u64(&mut out, 0);
+    for ((kind, flags, body), off) in sections.iter().zip(&offsets) {
+        put_u16(&mut out, *kind);
+        put_u16(&mut out, *flags);
+        put_u32(&mut out, 0);
+        put_u64(&mut out, *off as u64);
+        put_u64(&mut out, body.len() as u64);
+    }
+    for (_, _, body) in &sections {
+        pad16(&mut out);
+        out.extend_from_slice(body);
+    }
+    let total = (out.len() as u64).to_le_bytes();
+    if let Some(dst) = out.get_mut(8..16) {
+        dst.copy_from_slice(&total);
+    }
+    let crc = super::file_checksum(&out).to_le_bytes();
+    if let Some(dst) = out.get_mut(16..20) {
+        dst.copy_from_slice(&crc);
+    }
+
+    // The reader must accept what we wrote.
+    let check = super::AlignedBytes::copy_from(&out);
+    crate::Model::from_bytes(check.as_slice())?;
+    Ok(out)
+}

@@ -1,0 +1,44 @@
+//! flowrt: run flow-matching / rectified-flow generative models from `.frt` files.
+//!
+//! `#![no_std]` and allocation-free by default: a [`Model`] borrows its weights zero-copy
+//! from the file bytes, the executor works in a caller-supplied arena, and the fixed-step
+//! solvers drive any [`VelocityField`].
+#![no_std]
+#![deny(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+#[cfg(any(feature = "std", test))]
+extern crate std;
+
+pub mod error;
+pub mod field;
+#[cfg(feature = "alloc")]
+pub mod ir;
+
+// Format, model loading and CPU execution (format.rs, model.rs, exec.rs, ops/, plan.rs).
+pub mod exec;
+pub mod format;
+pub mod model;
+pub mod ops;
+#[cfg(feature = "alloc")]
+pub mod plan;
+
+// Solvers, time grids and the deterministic RNG.
+pub mod grid;
+pub mod rng;
+pub mod sampler;
+pub mod solver;
+
+pub use error::Error;
+pub use field::{CpuOps, StateOps, VelocityField};
+pub use model::Model;

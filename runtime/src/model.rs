@@ -1,0 +1,1024 @@
+//! Loading a `.frt` file: [`Model::from_bytes`] validates everything once, then borrows the
+//! weights zero-copy. After a successful load no accessor or kernel can index out of bounds.
+
+use core::ops::Range;
+
+use crate::format::{
+    self, align_up, check_output_shape, check_role_shape, le_u16, le_u32, le_u64, node_err, rules,
+    section, tensor_err, InputRole, NodeOp, Region, Shape, TensorKind, DTYPE_F32, HEADER_LEN,
+    MAGIC, MAX_RANK, MAX_SECTIONS, NODE_ATTRS, NODE_RECORD_LEN, NONE_U32, PLAN_ENTRY_LEN,
+    SECTION_ENTRY_LEN, SECTION_FLAG_REQUIRED, SIGNATURE_ENTRY_LEN, TENSOR_RECORD_LEN, VERSION,
+};
+use crate::Error;
+
+/// Most graph inputs a model can have (one per [`InputRole`]).
+pub const MAX_INPUTS: usize = 3;
+
+const fn invalid(what: &'static str) -> Error {
+    Error::Invalid { what }
+}
+
+/// A validated `.frt` model borrowing its bytes (weights are not copied).
+///
+/// `Model` is `Copy`: it is a handful of slices into the file.
+#[derive(Clone, Copy)]
+pub struct Model<'a> {
+    file_len: usize,
+    tensors: &'a [u8],
+    n_tensors: u32,
+    nodes: &'a [u8],
+    n_nodes: u32,
+    edges: &'a [u8],
+    weights: &'a [f32],
+    plan: &'a [u8],
+    n_plan: u32,
+    fixed_bytes: usize,
+    per_row_bytes: usize,
+    signature: &'a [u8],
+    n_inputs: u32,
+    output: u32,
+    state_dim: usize,
+    metadata: &'a [u8],
+    n_meta: u32,
+    names: Option<&'a [u8]>,
+}
+
+impl core::fmt::Debug for Model<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Model")
+            .field("file_len", &self.file_len)
+            .field("tensors", &self.n_tensors)
+            .field("nodes", &self.n_nodes)
+            .field("inputs", &self.n_inputs)
+            .field("state_dim", &self.state_dim)
+            .field("weight_bytes", &self.weight_bytes())
+            .field("fixed_arena_bytes", &self.fixed_bytes)
+            .field("per_row_arena_bytes", &self.per_row_bytes)
+            .finish()
+    }
+}
+
+/// Decoded tensor record.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TensorRec {
+    pub(crate) kind: TensorKind,
+    pub(crate) shape: Shape,
+    pub(crate) producer: u32,
+    pub(crate) slot: u32,
+    pub(crate) data_off: u64,
+    pub(crate) data_len: u64,
+}
+
+/// Decoded node record.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NodeRec {
+    pub(crate) op: NodeOp,
+    pub(crate) n_inputs: usize,
+    pub(crate) first_input: usize,
+    pub(crate) output: u32,
+}
+
+/// Decoded plan entry.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PlanEntry {
+    pub(crate) tensor: u32,
+    pub(crate) region: Region,
+    pub(crate) offset: usize,
+}
+
+/// A graph input: position in the signature, tensor, role and shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputInfo {
+    /// Position in the signature (the order [`crate::exec::run`] expects inputs in).
+    pub index: usize,
+    /// Tensor index.
+    pub tensor: u32,
+    /// Role in `v(x, t)`.
+    pub role: InputRole,
+    /// Shape.
+    pub shape: Shape,
+}
+
+/// A tensor, for `inspect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TensorInfo<'a> {
+    /// Tensor index.
+    pub index: u32,
+    /// Input, constant, intermediate or output.
+    pub kind: TensorKind,
+    /// Shape.
+    pub shape: Shape,
+    /// Name from the names section, if present.
+    pub name: Option<&'a str>,
+}
+
+/// A node, for `inspect`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NodeInfo<'a> {
+    /// Node index (execution order).
+    pub index: u32,
+    /// Operation and attributes.
+    pub op: NodeOp,
+    /// Output tensor index.
+    pub output: u32,
+    /// Name from the names section, if present.
+    pub name: Option<&'a str>,
+    inputs: &'a [u8],
+}
+
+impl<'a> NodeInfo<'a> {
+    /// Input tensor indices.
+    pub fn inputs(&self) -> impl Iterator<Item = u32> + 'a {
+        self.inputs.chunks_exact(4).filter_map(|c| le_u32(c, 0))
+    }
+
+    /// Operation name (`"Dense"`, `"Add"`, ...).
+    pub fn op_name(&self) -> &'static str {
+        self.op.name()
+    }
+}
+
+/// Reads one length-prefixed UTF-8 string at `*pos` (`u32` length, bytes).
+fn read_str<'a>(buf: &'a [u8], pos: &mut usize, what: &'static str) -> Result<&'a str, Error> {
+    let len = le_u32(buf, *pos).ok_or(Error::Truncated { what })? as usize;
+    let start = pos.checked_add(4).ok_or(invalid(what))?;
+    let end = start.checked_add(len).ok_or(invalid(what))?;
+    let bytes = buf.get(start..end).ok_or(Error::Truncated { what })?;
+    let s = core::str::from_utf8(bytes).map_err(|_| invalid("string is not valid UTF-8"))?;
+    *pos = end;
+    Ok(s)
+}
+
+/// `a * b + c` with overflow checks, as usize.
+fn mul_add(a: usize, b: usize, c: usize) -> Option<usize> {
+    a.checked_mul(b)?.checked_add(c)
+}
+
+fn to_usize(v: u64, what: &'static str) -> Result<usize, Error> {
+    usize::try_from(v).map_err(|_| invalid(what))
+}
+
+impl<'a> Model<'a> {
+    /// Validates a `.frt` image and borrows it. The buffer must start at a 4-byte aligned
+    /// address (16 recommended: `format::AlignedBytes` (feature `alloc`), [`crate::include_frt!`]);
+    /// bytes after the file's recorded length are ignored.
+    ///
+    /// Checks, in order: alignment, magic, version, header flags, length, checksum, the
+    /// section table, every section's layout, and then the whole graph: tensor records
+    /// (kind, dtype, shape, constant data in bounds and 16-aligned), node records (op code,
+    /// attributes, arity, tensor ids, topological order, shape rules per op), the memory plan
+    /// (every arena tensor has a slot inside its region, no node's output overlaps its
+    /// inputs), the signature (roles, shapes, output) and all strings (UTF-8).
+    pub fn from_bytes(bytes: &'a [u8]) -> Result<Model<'a>, Error> {
+        if bytes.as_ptr().align_offset(4) != 0 {
+            return Err(Error::Misaligned);
+        }
+        let magic = bytes.get(..4).ok_or(Error::Truncated { what: "header" })?;
+        if magic != MAGIC {
+            return Err(Error::BadMagic);
+        }
+        let version = le_u16(bytes, 4).ok_or(Error::Truncated { what: "header" })?;
+        if version != VERSION {
+            return Err(Error::UnsupportedVersion { found: version });
+        }
+        let header = bytes
+            .get(..HEADER_LEN)
+            .ok_or(Error::Truncated { what: "header" })?;
+        let total = le_u64(header, 8).ok_or(Error::Truncated { what: "header" })?;
+        let total = usize::try_from(total).map_err(|_| Error::Truncated { what: "file" })?;
+        let file = bytes
+            .get(..total)
+            .ok_or(Error::Truncated { what: "file" })?;
+        if total < HEADER_LEN {
+            return Err(invalid("file length is smaller than the header"));
+        }
+        let stored = le_u32(header, 16).ok_or(Error::Truncated { what: "header" })?;
+        let computed = format::file_checksum(file);
+        if stored != computed {
+            return Err(Error::ChecksumMismatch { stored, computed });
+        }
+        if le_u16(header, 6) != Some(0) {
+            return Err(invalid("unknown header flags"));
+        }
+        if header.get(24..32).is_none_or(|r| r.iter().any(|b| *b != 0)) {
+            return Err(invalid("reserved header bytes are not zero"));
+        }
+        let sections = Sections::parse(file)?;
+        Model::parse(sections)?.validate()
+    }
+
+    fn parse(s: Sections<'a>) -> Result<Model<'a>, Error> {
+        // Tensors.
+        let t = s.tensors;
+        let n_tensors = le_u32(t, 0).ok_or(Error::Truncated {
+            what: "tensors section",
+        })?;
+        if le_u32(t, 4) != Some(0) {
+            return Err(invalid("tensors section reserved field is not zero"));
+        }
+        if mul_add(n_tensors as usize, TENSOR_RECORD_LEN, 8) != Some(t.len()) {
+            return Err(invalid("tensors section length does not match its count"));
+        }
+        let tensors = t.get(8..).unwrap_or(&[]);
+        // Nodes.
+        let n = s.nodes;
+        let n_nodes = le_u32(n, 0).ok_or(Error::Truncated {
+            what: "nodes section",
+        })?;
+        let n_edges = le_u32(n, 4).ok_or(Error::Truncated {
+            what: "nodes section",
+        })?;
+        let nodes_end =
+            mul_add(n_nodes as usize, NODE_RECORD_LEN, 8).ok_or(invalid("node count"))?;
+        if mul_add(n_edges as usize, 4, nodes_end) != Some(n.len()) {
+            return Err(invalid("nodes section length does not match its counts"));
+        }
+        let nodes = n.get(8..nodes_end).ok_or(invalid("nodes section"))?;
+        let edges = n.get(nodes_end..).ok_or(invalid("nodes section"))?;
+        // Weights: zero-copy f32 view (the section is 16-aligned in a 4-aligned buffer).
+        if s.weights.len() & 3 != 0 {
+            return Err(invalid("weights section length is not a multiple of 4"));
+        }
+        let weights: &[f32] = bytemuck::try_cast_slice(s.weights).map_err(|_| Error::Misaligned)?;
+        // Plan.
+        let p = s.plan;
+        let fixed = le_u64(p, 0).ok_or(Error::Truncated {
+            what: "plan section",
+        })?;
+        let per_row = le_u64(p, 8).ok_or(Error::Truncated {
+            what: "plan section",
+        })?;
+        let n_plan = le_u32(p, 16).ok_or(Error::Truncated {
+            what: "plan section",
+        })?;
+        if le_u32(p, 20) != Some(0) {
+            return Err(invalid("plan section reserved field is not zero"));
+        }
+        if mul_add(n_plan as usize, PLAN_ENTRY_LEN, 24) != Some(p.len()) {
+            return Err(invalid("plan section length does not match its count"));
+        }
+        let fixed_bytes = to_usize(fixed, "fixed arena region is too large for this platform")?;
+        let per_row_bytes = to_usize(
+            per_row,
+            "per-row arena region is too large for this platform",
+        )?;
+        if fixed_bytes % format::ALIGN != 0 || per_row_bytes % format::ALIGN != 0 {
+            return Err(invalid("arena region sizes must be multiples of 16"));
+        }
+        // Signature.
+        let g = s.signature;
+        let n_inputs = le_u32(g, 0).ok_or(Error::Truncated {
+            what: "signature section",
+        })?;
+        let output = le_u32(g, 4).ok_or(Error::Truncated {
+            what: "signature section",
+        })?;
+        let state_dim = le_u32(g, 8).ok_or(Error::Truncated {
+            what: "signature section",
+        })?;
+        if le_u32(g, 12) != Some(0) {
+            return Err(invalid("signature section reserved field is not zero"));
+        }
+        if mul_add(n_inputs as usize, SIGNATURE_ENTRY_LEN, 16) != Some(g.len()) {
+            return Err(invalid("signature section length does not match its count"));
+        }
+        // Metadata: count, then (key_len, value_len, key, value) entries; all UTF-8.
+        let (metadata, n_meta) = match s.metadata {
+            Some(m) => {
+                let count = le_u32(m, 0).ok_or(Error::Truncated {
+                    what: "metadata section",
+                })?;
+                let mut pos = 4usize;
+                for _ in 0..count {
+                    let kl = le_u32(m, pos).ok_or(Error::Truncated {
+                        what: "metadata entry",
+                    })? as usize;
+                    let vl = le_u32(m, pos + 4).ok_or(Error::Truncated {
+                        what: "metadata entry",
+                    })? as usize;
+                    let ks = pos.checked_add(8).ok_or(invalid("metadata"))?;
+                    let vs = ks.checked_add(kl).ok_or(invalid("metadata"))?;
+                    let end = vs.checked_add(vl).ok_or(invalid("metadata"))?;
+                    let (Some(k), Some(v)) = (m.get(ks..vs), m.get(vs..end)) else {
+                        return Err(Error::Truncated {
+                            what: "metadata entry",
+                        });
+                    };
+                    if core::str::from_utf8(k).is_err() || core::str::from_utf8(v).is_err() {
+                        return Err(invalid("metadata string is not valid UTF-8"));
+                    }
+                    pos = end;
+                }
+                if pos != m.len() {
+                    return Err(invalid("metadata section has trailing bytes"));
+                }
+                (m.get(4..).unwrap_or(&[]), count)
+            }
+            None => (&[][..], 0),
+        };
+        // Names: tensor count, node count, then that many strings.
+        let names = match s.names {
+            Some(m) => {
+                if le_u32(m, 0) != Some(n_tensors) || le_u32(m, 4) != Some(n_nodes) {
+                    return Err(invalid("names section counts differ from the graph"));
+                }
+                let mut pos = 8usize;
+                for _ in 0..(u64::from(n_tensors) + u64::from(n_nodes)) {
+                    read_str(m, &mut pos, "names section")?;
+                }
+                if pos != m.len() {
+                    return Err(invalid("names section has trailing bytes"));
+                }
+                Some(m.get(8..).unwrap_or(&[]))
+            }
+            None => None,
+        };
+        Ok(Model {
+            file_len: s.file_len,
+            tensors,
+            n_tensors,
+            nodes,
+            n_nodes,
+            edges,
+            weights,
+            plan: p.get(24..).unwrap_or(&[]),
+            n_plan,
+            fixed_bytes,
+            per_row_bytes,
+            signature: g.get(16..).unwrap_or(&[]),
+            n_inputs,
+            output,
+            state_dim: state_dim as usize,
+            metadata,
+            n_meta,
+            names,
+        })
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Record decoding (bounds-checked; after validation these never fail).
+
+    pub(crate) fn tensor_rec(&self, i: u32) -> Result<TensorRec, Error> {
+        let e = tensor_err(i as usize, "tensor id out of range");
+        let off = (i as usize).checked_mul(TENSOR_RECORD_LEN).ok_or(e)?;
+        let r = self
+            .tensors
+            .get(off..off.checked_add(TENSOR_RECORD_LEN).ok_or(e)?)
+            .ok_or(e)?;
+        let b = |o: usize| r.get(o).copied().unwrap_or(0);
+        let kind =
+            TensorKind::from_code(b(0)).ok_or(tensor_err(i as usize, "unknown tensor kind"))?;
+        if b(1) != DTYPE_F32 {
+            return Err(tensor_err(
+                i as usize,
+                "unsupported dtype (version 1 has f32 only)",
+            ));
+        }
+        let mut dims = [0u32; MAX_RANK];
+        for (j, d) in dims.iter_mut().enumerate() {
+            *d = le_u32(r, 8 + 4 * j).unwrap_or(0);
+        }
+        let shape = Shape::from_raw(b(2), b(3), dims).map_err(|w| tensor_err(i as usize, w))?;
+        if le_u32(r, 36) != Some(0) || le_u64(r, 56) != Some(0) {
+            return Err(tensor_err(i as usize, "reserved field is not zero"));
+        }
+        Ok(TensorRec {
+            kind,
+            shape,
+            producer: le_u32(r, 4).unwrap_or(NONE_U32),
+            slot: le_u32(r, 32).unwrap_or(NONE_U32),
+            data_off: le_u64(r, 40).unwrap_or(0),
+            data_len: le_u64(r, 48).unwrap_or(0),
+        })
+    }
+
+    pub(crate) fn node_rec(&self, i: u32) -> Result<NodeRec, Error> {
+        let e = node_err(i as usize, "node id out of range");
+        let off = (i as usize).checked_mul(NODE_RECORD_LEN).ok_or(e)?;
+        let r = self
+            .nodes
+            .get(off..off.checked_add(NODE_RECORD_LEN).ok_or(e)?)
+            .ok_or(e)?;
+        let code = le_u16(r, 0).ok_or(e)?;
+        let mut attrs = [0u32; NODE_ATTRS];
+        for (j, a) in attrs.iter_mut().enumerate() {
+            *a = le_u32(r, 16 + 4 * j).unwrap_or(0);
+        }
+        let op = NodeOp::decode(code, attrs).map_err(|w| node_err(i as usize, w))?;
+        if le_u32(r, 12) != Some(0) {
+            return Err(node_err(i as usize, "reserved field is not zero"));
+        }
+        Ok(NodeRec {
+            op,
+            n_inputs: usize::from(le_u16(r, 2).ok_or(e)?),
+            first_input: le_u32(r, 4).ok_or(e)? as usize,
+            output: le_u32(r, 8).ok_or(e)?,
+        })
+    }
+
+    /// Tensor id of input `j` of a node.
+    pub(crate) fn node_input(&self, node: &NodeRec, j: usize) -> Result<u32, Error> {
+        let idx = node
+            .first_input
+            .checked_add(j)
+            .ok_or(invalid("edge index"))?;
+        le_u32(self.edges, idx.checked_mul(4).ok_or(invalid("edge index"))?)
+            .ok_or(invalid("edge index out of range"))
+    }
+
+    pub(crate) fn plan_entry(&self, i: u32) -> Result<PlanEntry, Error> {
+        let off = (i as usize)
+            .checked_mul(PLAN_ENTRY_LEN)
+            .ok_or(invalid("plan slot"))?;
+        let tensor = le_u32(self.plan, off).ok_or(invalid("plan slot out of range"))?;
+        let region = le_u32(self.plan, off + 4)
+            .and_then(Region::from_code)
+            .ok_or(invalid("unknown plan region"))?;
+        let offset = le_u64(self.plan, off + 8).ok_or(invalid("plan slot out of range"))?;
+        Ok(PlanEntry {
+            tensor,
+            region,
+            offset: to_usize(offset, "plan offset is too large")?,
+        })
+    }
+
+    fn sig_entry(&self, i: usize) -> Result<(u32, InputRole), Error> {
+        let off = i
+            .checked_mul(SIGNATURE_ENTRY_LEN)
+            .ok_or(invalid("signature"))?;
+        let tensor = le_u32(self.signature, off).ok_or(invalid("signature entry out of range"))?;
+        let role = le_u32(self.signature, off + 4)
+            .and_then(InputRole::from_code)
+            .ok_or(invalid("unknown input role"))?;
+        Ok((tensor, role))
+    }
+
+    /// Size of an arena tensor in its region's unit (bytes, or bytes per batch row).
+    fn slot_size(shape: &Shape) -> Option<usize> {
+        usize::try_from(shape.row_elements()?.checked_mul(4)?).ok()
+    }
+
+    /// Position of an arena tensor in its region: `(region, start, end)` in region units.
+    fn slot_range(&self, rec: &TensorRec) -> Result<(Region, usize, usize), Error> {
+        let p = self.plan_entry(rec.slot)?;
+        let size = Self::slot_size(&rec.shape).ok_or(invalid("tensor too large"))?;
+        Ok((
+            p.region,
+            p.offset,
+            p.offset
+                .checked_add(size)
+                .ok_or(invalid("plan slot overflows"))?,
+        ))
+    }
+
+    /// Element range (f32 units) of an arena tensor for batch size `batch`.
+    pub(crate) fn arena_range(&self, rec: &TensorRec, batch: usize) -> Result<Range<usize>, Error> {
+        let (region, start, end) = self.slot_range(rec)?;
+        let e = invalid("arena offset overflows");
+        let (s, t) = match region {
+            Region::Fixed => (start, end),
+            Region::PerRow => (
+                mul_add(start, batch, self.fixed_bytes).ok_or(e)?,
+                mul_add(end, batch, self.fixed_bytes).ok_or(e)?,
+            ),
+        };
+        Ok(s / 4..t / 4)
+    }
+
+    /// Constant data of a `Const` tensor.
+    pub(crate) fn const_data(&self, rec: &TensorRec) -> Result<&'a [f32], Error> {
+        let e = invalid("constant data out of range");
+        let s = usize::try_from(rec.data_off / 4).map_err(|_| e)?;
+        let n = usize::try_from(rec.data_len / 4).map_err(|_| e)?;
+        self.weights.get(s..s.checked_add(n).ok_or(e)?).ok_or(e)
+    }
+
+    /// Signature position of an `Input` tensor.
+    pub(crate) fn input_position(&self, tensor: u32) -> Result<usize, Error> {
+        (0..self.n_inputs as usize)
+            .find(|i| self.sig_entry(*i).is_ok_and(|(t, _)| t == tensor))
+            .ok_or(invalid("input tensor is not in the signature"))
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Whole-graph validation.
+
+    fn validate(self) -> Result<Model<'a>, Error> {
+        let n_t = self.n_tensors;
+        let n_n = self.n_nodes;
+        // Signature: roles unique, tensors unique, kinds, shapes, state dim.
+        let n_in = self.n_inputs as usize;
+        if n_in == 0 || n_in > MAX_INPUTS {
+            return Err(invalid("a model has 1 to 3 inputs (one per role)"));
+        }
+        let mut dim: Option<u64> = None;
+        let mut seen_roles = [false; MAX_INPUTS];
+        for i in 0..n_in {
+            let (tensor, role) = self.sig_entry(i)?;
+            let seen = seen_roles
+                .get_mut(role.code() as usize)
+                .ok_or(invalid("unknown input role"))?;
+            if *seen {
+                return Err(invalid("an input role appears twice in the signature"));
+            }
+            *seen = true;
+            for j in 0..i {
+                if self.sig_entry(j)?.0 == tensor {
+                    return Err(invalid("a tensor appears twice in the signature"));
+                }
+            }
+            let rec = self.tensor_rec(tensor)?;
+            if rec.kind != TensorKind::Input {
+                return Err(tensor_err(
+                    tensor as usize,
+                    "signature input is not an input tensor",
+                ));
+            }
+            if let Some(d) =
+                check_role_shape(role, &rec.shape).map_err(|w| tensor_err(tensor as usize, w))?
+            {
+                dim = Some(d);
+            }
+        }
+        if seen_roles[0] == seen_roles[2] {
+            return Err(invalid(
+                "a model has exactly one of the inputs `x` and `xt`",
+            ));
+        }
+        let d = dim.ok_or(invalid(
+            "a model has exactly one of the inputs `x` and `xt`",
+        ))?;
+        if u64::try_from(self.state_dim).ok() != Some(d) {
+            return Err(invalid("signature state dim differs from the input shape"));
+        }
+        // Output.
+        let out = self.tensor_rec(self.output)?;
+        if out.kind != TensorKind::Output {
+            return Err(tensor_err(
+                self.output as usize,
+                "signature output is not the output tensor",
+            ));
+        }
+        check_output_shape(&out.shape, d).map_err(|w| tensor_err(self.output as usize, w))?;
+
+        // Tensors.
+        let (mut inputs, mut outputs) = (0usize, 0usize);
+        for i in 0..n_t {
+            let r = self.tensor_rec(i)?;
+            let err = |w| tensor_err(i as usize, w);
+            let elements = r.shape.row_elements().ok_or(err("tensor is too large"))?;
+            let bytes = elements.checked_mul(4).ok_or(err("tensor is too large"))?;
+            usize::try_from(bytes).map_err(|_| err("tensor is too large for this platform"))?;
+            let no_data = r.data_off == 0 && r.data_len == 0;
+            match r.kind {
+                TensorKind::Input => {
+                    inputs += 1;
+                    if r.producer != NONE_U32 || r.slot != NONE_U32 || !no_data {
+                        return Err(err("input tensor has a producer, slot or data"));
+                    }
+                }
+                TensorKind::Const => {
+                    if r.producer != NONE_U32 || r.slot != NONE_U32 {
+                        return Err(err("constant has a producer or slot"));
+                    }
+                    if r.shape.has_batch() {
+                        return Err(err("constant has a batch dim"));
+                    }
+                    if r.data_off % format::ALIGN as u64 != 0 {
+                        return Err(err("constant data is not 16-byte aligned"));
+                    }
+                    if r.data_len != bytes {
+                        return Err(err("constant data length does not match its shape"));
+                    }
+                    let end = r
+                        .data_off
+                        .checked_add(r.data_len)
+                        .ok_or(err("constant data out of range"))?;
+                    if end > (self.weights.len() as u64).saturating_mul(4) {
+                        return Err(err("constant data out of range"));
+                    }
+                }
+                TensorKind::Intermediate | TensorKind::Output => {
+                    if r.kind == TensorKind::Output {
+                        outputs += 1;
+                        if i != self.output {
+                            return Err(err("output tensor is not the signature output"));
+                        }
+                    }
+                    if !no_data {
+                        return Err(err("computed tensor has constant data"));
+                    }
+                    if r.producer >= n_n || self.node_rec(r.producer)?.output != i {
+                        return Err(err("producer node does not produce this tensor"));
+                    }
+                    if r.slot >= self.n_plan || self.plan_entry(r.slot)?.tensor != i {
+                        return Err(err("memory plan slot does not belong to this tensor"));
+                    }
+                }
+            }
+        }
+        if inputs != n_in {
+            return Err(invalid("input tensors and signature inputs differ"));
+        }
+        if outputs != 1 {
+            return Err(invalid("there must be exactly one output tensor"));
+        }
+
+        // Plan: every entry belongs to an arena tensor that points back at it, lies inside
+        // its region, and is 16-aligned.
+        for j in 0..self.n_plan {
+            let p = self.plan_entry(j)?;
+            let rec = self.tensor_rec(p.tensor)?;
+            let err = |w| tensor_err(p.tensor as usize, w);
+            if !rec.kind.in_arena() || rec.slot != j {
+                return Err(err("plan entry does not belong to a computed tensor"));
+            }
+            let want = if rec.shape.has_batch() {
+                Region::PerRow
+            } else {
+                Region::Fixed
+            };
+            if p.region != want {
+                return Err(err("plan region does not match the tensor's batch dim"));
+            }
+            if p.offset % format::ALIGN != 0 {
+                return Err(err("plan offset is not 16-byte aligned"));
+            }
+            let (_, _, end) = self.slot_range(&rec)?;
+            let limit = match p.region {
+                Region::Fixed => self.fixed_bytes,
+                Region::PerRow => self.per_row_bytes,
+            };
+            if end > limit {
+                return Err(err("plan slot extends past its arena region"));
+            }
+        }
+
+        // Nodes: contiguous input lists, ids, topological order, shape rules, no overlap of
+        // the output slot with any input slot.
+        let mut next_edge = 0usize;
+        for i in 0..n_n {
+            let node = self.node_rec(i)?;
+            let err = |w| node_err(i as usize, w);
+            if node.first_input != next_edge {
+                return Err(err("input list is not contiguous"));
+            }
+            next_edge = next_edge
+                .checked_add(node.n_inputs)
+                .ok_or(err("input list"))?;
+            if next_edge > self.edges.len() / 4 {
+                return Err(err("input list extends past the edge table"));
+            }
+            if node.output >= n_t {
+                return Err(err("output tensor id out of range"));
+            }
+            let out = self.tensor_rec(node.output)?;
+            if !out.kind.in_arena() || out.producer != i {
+                return Err(err("output tensor is not produced by this node"));
+            }
+            let out_slot = self.slot_range(&out)?;
+            for j in 0..node.n_inputs {
+                let t = self.node_input(&node, j)?;
+                if t >= n_t {
+                    return Err(err("input tensor id out of range"));
+                }
+                let r = self.tensor_rec(t)?;
+                if r.kind.in_arena() {
+                    if r.producer >= i {
+                        return Err(err("input is used before it is computed"));
+                    }
+                    let (reg, s, e) = self.slot_range(&r)?;
+                    if reg == out_slot.0 && s < out_slot.2 && out_slot.1 < e {
+                        return Err(err("output slot overlaps an input slot"));
+                    }
+                }
+            }
+            let shape_of = |j: usize| -> Option<Shape> {
+                let t = self.node_input(&node, j).ok()?;
+                Some(self.tensor_rec(t).ok()?.shape)
+            };
+            rules::check_node(&node.op, node.n_inputs, shape_of, &out.shape).map_err(err)?;
+        }
+        if next_edge != self.edges.len() / 4 {
+            return Err(invalid("edge table has unused entries"));
+        }
+        Ok(self)
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Public accessors.
+
+    /// Length of the file in bytes (as recorded in its header).
+    pub fn file_len(&self) -> usize {
+        self.file_len
+    }
+
+    /// Number of tensors.
+    pub fn tensor_count(&self) -> usize {
+        self.n_tensors as usize
+    }
+
+    /// Number of nodes.
+    pub fn node_count(&self) -> usize {
+        self.n_nodes as usize
+    }
+
+    /// Number of graph inputs.
+    pub fn input_count(&self) -> usize {
+        self.n_inputs as usize
+    }
+
+    /// Graph input `i` (signature order).
+    pub fn input(&self, i: usize) -> Option<InputInfo> {
+        if i >= self.input_count() {
+            return None;
+        }
+        let (tensor, role) = self.sig_entry(i).ok()?;
+        let shape = self.tensor_rec(tensor).ok()?.shape;
+        Some(InputInfo {
+            index: i,
+            tensor,
+            role,
+            shape,
+        })
+    }
+
+    /// Graph inputs in signature order.
+    pub fn inputs(&self) -> impl Iterator<Item = InputInfo> + '_ {
+        (0..self.input_count()).filter_map(|i| self.input(i))
+    }
+
+    /// The input with role `role`, if any.
+    pub fn input_by_role(&self, role: InputRole) -> Option<InputInfo> {
+        self.inputs().find(|i| i.role == role)
+    }
+
+    /// Tensor index of the output (the velocity).
+    pub fn output_tensor(&self) -> u32 {
+        self.output
+    }
+
+    /// Shape of the output (batch dim first, `state_dim()` elements per row).
+    pub fn output_shape(&self) -> Shape {
+        self.tensor_rec(self.output)
+            .map(|r| r.shape)
+            .unwrap_or(Shape::SCALAR)
+    }
+
+    /// Elements per row of the state `x` (`D`; for an `xt` model, the `xt` width minus 1).
+    pub fn state_dim(&self) -> usize {
+        self.state_dim
+    }
+
+    /// Number of f32 parameters (elements of all constants).
+    pub fn param_count(&self) -> usize {
+        (0..self.n_tensors)
+            .filter_map(|i| self.tensor_rec(i).ok())
+            .filter(|r| r.kind == TensorKind::Const)
+            .fold(0usize, |acc, r| {
+                acc.saturating_add(usize::try_from(r.data_len / 4).unwrap_or(usize::MAX))
+            })
+    }
+
+    /// Size of the weights section in bytes (constant data plus alignment padding).
+    pub fn weight_bytes(&self) -> usize {
+        self.weights.len() * 4
+    }
+
+    /// Tensor `i`.
+    pub fn tensor(&self, i: u32) -> Option<TensorInfo<'a>> {
+        let r = self.tensor_rec(i).ok()?;
+        Some(TensorInfo {
+            index: i,
+            kind: r.kind,
+            shape: r.shape,
+            name: self.name_at(i as usize),
+        })
+    }
+
+    /// All tensors in index order.
+    pub fn tensors(&self) -> impl Iterator<Item = TensorInfo<'a>> + '_ {
+        let mut names = self.names_from(0);
+        (0..self.n_tensors).filter_map(move |i| {
+            let name = names.next();
+            let r = self.tensor_rec(i).ok()?;
+            Some(TensorInfo {
+                index: i,
+                kind: r.kind,
+                shape: r.shape,
+                name,
+            })
+        })
+    }
+
+    /// Node `i`.
+    pub fn node(&self, i: u32) -> Option<NodeInfo<'a>> {
+        let name = self.name_at((self.n_tensors as usize).checked_add(i as usize)?);
+        self.node_info(i, name)
+    }
+
+    fn node_info(&self, i: u32, name: Option<&'a str>) -> Option<NodeInfo<'a>> {
+        let r = self.node_rec(i).ok()?;
+        let start = r.first_input.checked_mul(4)?;
+        let inputs = self
+            .edges
+            .get(start..start.checked_add(r.n_inputs.checked_mul(4)?)?)?;
+        Some(NodeInfo {
+            index: i,
+            op: r.op,
+            output: r.output,
+            name,
+            inputs,
+        })
+    }
+
+    /// All nodes in execution order.
+    pub fn nodes(&self) -> impl Iterator<Item = NodeInfo<'a>> + '_ {
+        let mut names = self.names_from(self.n_tensors as usize);
+        (0..self.n_nodes).filter_map(move |i| {
+            let name = names.next();
+            self.node_info(i, name)
+        })
+    }
+
+    /// Iterator over the names section starting at string `skip` (empty without names).
+    fn names_from(&self, skip: usize) -> impl Iterator<Item = &'a str> {
+        let buf = self.names.unwrap_or(&[]);
+        let mut pos = 0usize;
+        core::iter::from_fn(move || read_str(buf, &mut pos, "names").ok()).skip(skip)
+    }
+
+    fn name_at(&self, i: usize) -> Option<&'a str> {
+        self.names.and_then(|_| self.names_from(i).next())
+    }
+
+    /// Metadata key/value pairs in file order.
+    pub fn metadata(&self) -> impl Iterator<Item = (&'a str, &'a str)> {
+        let buf = self.metadata;
+        let mut pos = 0usize;
+        let mut left = self.n_meta;
+        core::iter::from_fn(move || {
+            if left == 0 {
+                return None;
+            }
+            left -= 1;
+            let kl = le_u32(buf, pos)? as usize;
+            let vl = le_u32(buf, pos + 4)? as usize;
+            let ks = pos + 8;
+            let vs = ks.checked_add(kl)?;
+            let end = vs.checked_add(vl)?;
+            let k = core::str::from_utf8(buf.get(ks..vs)?).ok()?;
+            let v = core::str::from_utf8(buf.get(vs..end)?).ok()?;
+            pos = end;
+            Some((k, v))
+        })
+    }
+
+    /// The value of the first metadata entry with key `key`.
+    pub fn metadata_value(&self, key: &str) -> Option<&'a str> {
+        self.metadata().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// Size of the fixed arena region in bytes (independent of the batch size).
+    pub fn fixed_arena_bytes(&self) -> usize {
+        self.fixed_bytes
+    }
+
+    /// Size of the per-row arena region in bytes per batch row.
+    pub fn per_row_arena_bytes(&self) -> usize {
+        self.per_row_bytes
+    }
+
+    /// Arena bytes the graph needs for batch `batch`: `fixed + per_row * batch`
+    /// (a multiple of 16). Enough for [`crate::exec::run`].
+    pub fn graph_arena_bytes(&self, batch: usize) -> Result<usize, Error> {
+        mul_add(self.per_row_bytes, batch, self.fixed_bytes).ok_or(Error::BadArgument {
+            what: "batch size too large: arena size overflows",
+        })
+    }
+
+    /// Per-call scratch of [`crate::exec::CpuField`] for batch `batch`: the time input
+    /// (if the model has one) and the assembled `[x, t]` rows (if it has an `xt` input),
+    /// each rounded up to 16 bytes.
+    pub fn scratch_bytes(&self, batch: usize) -> Result<usize, Error> {
+        let e = Error::BadArgument {
+            what: "batch size too large: arena size overflows",
+        };
+        let mut total = 0usize;
+        for inp in self.inputs() {
+            if matches!(inp.role, InputRole::T | InputRole::Xt) {
+                let n = inp.shape.elements(batch).ok_or(e)?;
+                total = total
+                    .checked_add(align_up(n.checked_mul(4).ok_or(e)?).ok_or(e)?)
+                    .ok_or(e)?;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Total arena bytes [`crate::exec::CpuField`] needs for batch `batch`:
+    /// [`Model::graph_arena_bytes`] + [`Model::scratch_bytes`]. Errors on overflow.
+    pub fn required_arena_bytes(&self, batch: usize) -> Result<usize, Error> {
+        self.graph_arena_bytes(batch)?
+            .checked_add(self.scratch_bytes(batch)?)
+            .ok_or(Error::BadArgument {
+                what: "batch size too large: arena size overflows",
+            })
+    }
+}
+
+/// The section table, checked: bounds, alignment, overlap, duplicates, required kinds.
+struct Sections<'a> {
+    file_len: usize,
+    tensors: &'a [u8],
+    nodes: &'a [u8],
+    weights: &'a [u8],
+    plan: &'a [u8],
+    signature: &'a [u8],
+    metadata: Option<&'a [u8]>,
+    names: Option<&'a [u8]>,
+}
+
+impl<'a> Sections<'a> {
+    fn parse(file: &'a [u8]) -> Result<Sections<'a>, Error> {
+        let count = le_u32(file, 20).ok_or(Error::Truncated { what: "header" })? as usize;
+        if count > MAX_SECTIONS {
+            return Err(invalid("too many sections"));
+        }
+        let table_end =
+            mul_add(count, SECTION_ENTRY_LEN, HEADER_LEN).ok_or(invalid("section table"))?;
+        if table_end > file.len() {
+            return Err(Error::Truncated {
+                what: "section table",
+            });
+        }
+        let entry = |i: usize| -> Result<(u16, u16, usize, usize), Error> {
+            let o = HEADER_LEN + i * SECTION_ENTRY_LEN;
+            let t = Error::Truncated {
+                what: "section table",
+            };
+            let kind = le_u16(file, o).ok_or(t)?;
+            let flags = le_u16(file, o + 2).ok_or(t)?;
+            if le_u32(file, o + 4) != Some(0) {
+                return Err(invalid("section entry reserved field is not zero"));
+            }
+            let off = to_usize(le_u64(file, o + 8).ok_or(t)?, "section offset")?;
+            let len = to_usize(le_u64(file, o + 16).ok_or(t)?, "section length")?;
+            Ok((kind, flags, off, len))
+        };
+        let mut found: [Option<&'a [u8]>; 8] = [None; 8];
+        for i in 0..count {
+            let (kind, flags, off, len) = entry(i)?;
+            if flags & !SECTION_FLAG_REQUIRED != 0 {
+                return Err(invalid("unknown section flags"));
+            }
+            if off % format::ALIGN != 0 {
+                return Err(invalid("section offset is not 16-byte aligned"));
+            }
+            if off < table_end {
+                return Err(invalid("section overlaps the header or section table"));
+            }
+            let end = off.checked_add(len).ok_or(invalid("section length"))?;
+            let body = file
+                .get(off..end)
+                .ok_or(Error::Truncated { what: "section" })?;
+            for j in 0..i {
+                let (_, _, o2, l2) = entry(j)?;
+                if off < o2.saturating_add(l2) && o2 < end {
+                    return Err(invalid("sections overlap"));
+                }
+            }
+            match found.get_mut(usize::from(kind)) {
+                Some(slot) if (section::TENSORS..=section::NAMES).contains(&kind) => {
+                    if slot.is_some() {
+                        return Err(invalid("a section kind appears twice"));
+                    }
+                    *slot = Some(body);
+                }
+                _ => {
+                    // Unknown (or reserved, not yet defined) kinds: skip optional ones.
+                    if flags & SECTION_FLAG_REQUIRED != 0 {
+                        return Err(Error::UnsupportedSection { kind });
+                    }
+                }
+            }
+        }
+        let need = |k: u16, what: &'static str| {
+            found
+                .get(usize::from(k))
+                .copied()
+                .flatten()
+                .ok_or(Error::Invalid { what })
+        };
+        Ok(Sections {
+            file_len: file.len(),
+            tensors: need(section::TENSORS, "missing tensors section")?,
+            nodes: need(section::NODES, "missing nodes section")?,
+            weights: need(section::WEIGHTS, "missing weights section")?,
+            plan: need(section::PLAN, "missing plan section")?,
+            signature: need(section::SIGNATURE, "missing signature section")?,
+            metadata: found.get(usize::from(section::METADATA)).copied().flatten(),
+            names: found.get(usize::from(section::NAMES)).copied().flatten(),
+        })
+    }
+}

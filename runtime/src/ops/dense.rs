@@ -1,0 +1,204 @@
+//! Dense (`a x w + bias`) and batched MatMul.
+//!
+//! Per output element the order is fixed: `acc = bias[n]` (or `0.0`), then for `k = 0, 1, ..`
+//! `acc = acc + a[r, k] * w[k, n]` — one rounding for the product, one for the sum. The
+//! kernel walks `k` in the outer loop and updates a whole output row (vectorizable over `n`)
+//! for 4 rows at a time; that only reorders work *between* output elements, so a row's
+//! result is the same whether it is computed in a block of 4, alone, or at any position.
+
+use super::{check_len, Dims, SIZE_ERR};
+use crate::Error;
+
+/// Columns processed per tile: keeps 4 output row tiles in L1 for wide layers.
+const COL_TILE: usize = 512;
+
+/// `out[rows, n] = a[rows, k] x w[k, n] (+ bias[n])`, `rows = out.len() / n`.
+pub fn dense(
+    a: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    k: usize,
+    n: usize,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    if k == 0 || n == 0 {
+        return Err(SIZE_ERR);
+    }
+    let rows = out.len() / n;
+    let ok = rows.checked_mul(n) == Some(out.len())
+        && rows.checked_mul(k) == Some(a.len())
+        && k.checked_mul(n) == Some(w.len())
+        && bias.is_none_or(|b| b.len() == n);
+    if !ok {
+        return Err(SIZE_ERR);
+    }
+    let block_out = n.checked_mul(4).ok_or(SIZE_ERR)?;
+    let block_a = k.checked_mul(4).ok_or(SIZE_ERR)?;
+    let mut o_blocks = out.chunks_exact_mut(block_out);
+    let mut a_blocks = a.chunks_exact(block_a);
+    for (ob, ab) in (&mut o_blocks).zip(&mut a_blocks) {
+        let mut orows = ob.chunks_exact_mut(n);
+        let mut arows = ab.chunks_exact(k);
+        if let (Some(o0), Some(o1), Some(o2), Some(o3), Some(a0), Some(a1), Some(a2), Some(a3)) = (
+            orows.next(),
+            orows.next(),
+            orows.next(),
+            orows.next(),
+            arows.next(),
+            arows.next(),
+            arows.next(),
+            arows.next(),
+        ) {
+            block4([o0, o1, o2, o3], [a0, a1, a2, a3], w, bias, n);
+        }
+    }
+    for (orow, arow) in o_blocks
+        .into_remainder()
+        .chunks_exact_mut(n)
+        .zip(a_blocks.remainder().chunks_exact(k))
+    {
+        row1(orow, arow, w, bias, n);
+    }
+    Ok(())
+}
+
+fn init(o: &mut [f32], bias: Option<&[f32]>) {
+    match bias {
+        Some(b) => {
+            for (y, v) in o.iter_mut().zip(b) {
+                *y = *v;
+            }
+        }
+        None => o.fill(0.0),
+    }
+}
+
+/// Four rows at once: each weight row is loaded once per 4 output rows.
+fn block4(o: [&mut [f32]; 4], a: [&[f32]; 4], w: &[f32], bias: Option<&[f32]>, n: usize) {
+    let [o0, o1, o2, o3] = o;
+    let [a0, a1, a2, a3] = a;
+    for oi in [&mut *o0, &mut *o1, &mut *o2, &mut *o3] {
+        init(oi, bias);
+    }
+    let mut c0 = 0;
+    while c0 < n {
+        let c1 = (c0 + COL_TILE).min(n);
+        let (Some(t0), Some(t1), Some(t2), Some(t3)) = (
+            o0.get_mut(c0..c1),
+            o1.get_mut(c0..c1),
+            o2.get_mut(c0..c1),
+            o3.get_mut(c0..c1),
+        ) else {
+            return;
+        };
+        let avals = a0.iter().zip(a1).zip(a2).zip(a3);
+        for ((((x0, x1), x2), x3), wrow) in avals.zip(w.chunks_exact(n)) {
+            let (x0, x1, x2, x3) = (*x0, *x1, *x2, *x3);
+            let Some(wt) = wrow.get(c0..c1) else { return };
+            let ys = t0
+                .iter_mut()
+                .zip(t1.iter_mut())
+                .zip(t2.iter_mut())
+                .zip(t3.iter_mut());
+            for ((((y0, y1), y2), y3), wv) in ys.zip(wt) {
+                let wv = *wv;
+                *y0 += x0 * wv;
+                *y1 += x1 * wv;
+                *y2 += x2 * wv;
+                *y3 += x3 * wv;
+            }
+        }
+        c0 = c1;
+    }
+}
+
+/// One row (same per-element order as [`block4`]).
+fn row1(o: &mut [f32], a: &[f32], w: &[f32], bias: Option<&[f32]>, n: usize) {
+    init(o, bias);
+    let mut c0 = 0;
+    while c0 < n {
+        let c1 = (c0 + COL_TILE).min(n);
+        let Some(t) = o.get_mut(c0..c1) else { return };
+        for (x, wrow) in a.iter().zip(w.chunks_exact(n)) {
+            let x = *x;
+            let Some(wt) = wrow.get(c0..c1) else { return };
+            for (y, wv) in t.iter_mut().zip(wt) {
+                *y += x * *wv;
+            }
+        }
+        c0 = c1;
+    }
+}
+
+/// numpy `matmul`: `a[.., M, K] x b[.., K, N] -> out[.., M, N]`, leading dims broadcast.
+/// Each output element: `acc = 0.0; acc = acc + a[m, k] * b[k, n]` for `k` ascending.
+pub fn matmul(
+    a: &[f32],
+    ad: &Dims,
+    b: &[f32],
+    bd: &Dims,
+    out: &mut [f32],
+    od: &Dims,
+) -> Result<(), Error> {
+    check_len(a.len(), ad)?;
+    check_len(b.len(), bd)?;
+    check_len(out.len(), od)?;
+    let (ra, rb, ro) = (ad.rank(), bd.rank(), od.rank());
+    if ra < 2 || rb < 2 || ro != ra.max(rb) {
+        return Err(SIZE_ERR);
+    }
+    let m = ad.get(ra - 2).ok_or(SIZE_ERR)?;
+    let k = ad.get(ra - 1).ok_or(SIZE_ERR)?;
+    let n = bd.get(rb - 1).ok_or(SIZE_ERR)?;
+    if bd.get(rb - 2) != Some(k) || od.get(ro - 2) != Some(m) || od.get(ro - 1) != Some(n) {
+        return Err(SIZE_ERR);
+    }
+    let (a_mat, b_mat, o_mat) = (m * k, k * n, m * n);
+    if out.is_empty() {
+        return Ok(());
+    }
+    if k == 0 {
+        out.fill(0.0);
+        return Ok(());
+    }
+    let lead = ro - 2;
+    // Matrix strides of a and b over the output's leading dims (0 where broadcast).
+    let mut sa = [0usize; super::MAX_RANK];
+    let mut sb = [0usize; super::MAX_RANK];
+    for (src, strides, mat) in [(ad, &mut sa, a_mat), (bd, &mut sb, b_mat)] {
+        let off = ro - src.rank();
+        let mut acc = mat;
+        for i in (0..lead).rev() {
+            let od_i = od.get(i).ok_or(SIZE_ERR)?;
+            let sd = if i >= off {
+                src.get(i - off).ok_or(SIZE_ERR)?
+            } else {
+                1
+            };
+            let slot = strides.get_mut(i).ok_or(SIZE_ERR)?;
+            *slot = if sd == od_i {
+                acc
+            } else if sd == 1 {
+                0
+            } else {
+                return Err(SIZE_ERR);
+            };
+            acc = acc.checked_mul(sd).ok_or(SIZE_ERR)?;
+        }
+    }
+    for (bi, o) in out.chunks_exact_mut(o_mat).enumerate() {
+        // Decompose the batch index over the leading dims (outermost first).
+        let (mut rem, mut oa, mut ob) = (bi, 0usize, 0usize);
+        for i in (0..lead).rev() {
+            let d = od.get(i).ok_or(SIZE_ERR)?;
+            let idx = rem % d;
+            rem /= d;
+            oa += idx * sa.get(i).copied().ok_or(SIZE_ERR)?;
+            ob += idx * sb.get(i).copied().ok_or(SIZE_ERR)?;
+        }
+        let am = a.get(oa..oa + a_mat).ok_or(SIZE_ERR)?;
+        let bm = b.get(ob..ob + b_mat).ok_or(SIZE_ERR)?;
+        dense(am, bm, None, k, n, o)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! Element-wise kernels: unary maps, binary ops with numpy broadcasting (rank <= 6), Expand.
+
+use super::{check_len, Binary, Dims, Unary, MAX_RANK, SIZE_ERR};
+use crate::Error;
+
+/// Strides (in elements) of `src`, right-aligned to `out`, with 0 on broadcast axes.
+fn bcast_strides(src: &Dims, out: &Dims) -> Result<[usize; MAX_RANK], Error> {
+    let (r, sr) = (out.rank(), src.rank());
+    if sr > r {
+        return Err(SIZE_ERR);
+    }
+    let lead = r - sr;
+    let mut st = [0usize; MAX_RANK];
+    let mut acc = 1usize;
+    let pairs = src.as_slice().iter().zip(out.as_slice().iter().skip(lead));
+    for ((sd, od), slot) in pairs.zip(st.iter_mut().skip(lead)).rev() {
+        *slot = if sd == od {
+            acc
+        } else if *sd == 1 {
+            0
+        } else {
+            return Err(SIZE_ERR);
+        };
+        acc = acc.checked_mul(*sd).ok_or(SIZE_ERR)?;
+    }
+    Ok(st)
+}
+
+/// Walks the output in rows of its innermost dim: calls
+/// `f(out_offset, input_offsets, row_len, input_inner_strides)` once per row, in order.
+fn walk<const N: usize>(
+    out: &Dims,
+    strides: &[[usize; MAX_RANK]; N],
+    mut f: impl FnMut(usize, [usize; N], usize, [usize; N]) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let r = out.rank();
+    if r == 0 {
+        return f(0, [0; N], 1, [0; N]);
+    }
+    let dims = out.as_slice();
+    let inner = dims.last().copied().unwrap_or(1);
+    if out.elements() == Some(0) {
+        return Ok(());
+    }
+    let mut inner_strides = [0usize; N];
+    for (s, st) in inner_strides.iter_mut().zip(strides) {
+        *s = st.get(r - 1).copied().unwrap_or(0);
+    }
+    let mut idx = [0usize; MAX_RANK];
+    let mut offs = [0usize; N];
+    let mut o = 0usize;
+    loop {
+        f(o, offs, inner, inner_strides)?;
+        o = o.wrapping_add(inner);
+        // Advance the odometer over the outer axes (r - 2 down to 0).
+        let mut ax = r - 1;
+        loop {
+            if ax == 0 {
+                return Ok(());
+            }
+            ax -= 1;
+            let d = dims.get(ax).copied().unwrap_or(1);
+            let Some(i) = idx.get_mut(ax) else {
+                return Err(SIZE_ERR);
+            };
+            *i += 1;
+            let wrap = *i >= d;
+            if wrap {
+                *i = 0;
+            }
+            for (off, st) in offs.iter_mut().zip(strides) {
+                let s = st.get(ax).copied().unwrap_or(0);
+                *off = if wrap {
+                    off.wrapping_add(s).wrapping_sub(s.wrapping_mul(d))
+                } else {
+                    off.wrapping_add(s)
+                };
+            }
+            if !wrap {
+                break;
+            }
+        }
+    }
+}
+
+/// `out[i] = op(x[i])`.
+pub fn unary(op: Unary, x: &[f32], out: &mut [f32]) -> Result<(), Error> {
+    if x.len() != out.len() {
+        return Err(SIZE_ERR);
+    }
+    // One monomorphized loop per op (the match is outside the loop).
+    fn map(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
+        for (y, v) in out.iter_mut().zip(x) {
+            *y = f(*v);
+        }
+    }
+    match op {
+        Unary::Relu => map(x, out, |v| Unary::Relu.apply(v)),
+        Unary::LeakyRelu { alpha } => map(x, out, |v| Unary::LeakyRelu { alpha }.apply(v)),
+        Unary::Neg => map(x, out, |v| -v),
+        Unary::Square => map(x, out, |v| v * v),
+        Unary::Abs => map(x, out, |v| Unary::Abs.apply(v)),
+        other => map(x, out, |v| other.apply(v)),
+    }
+    Ok(())
+}
+
+/// Element-wise `out = op(a, b)` with numpy broadcasting of `a` and `b` to `od`.
+pub fn binary(
+    op: Binary,
+    a: &[f32],
+    ad: &Dims,
+    b: &[f32],
+    bd: &Dims,
+    out: &mut [f32],
+    od: &Dims,
+) -> Result<(), Error> {
+    match op {
+        Binary::Add => bin(a, ad, b, bd, out, od, |x, y| x + y),
+        Binary::Sub => bin(a, ad, b, bd, out, od, |x, y| x - y),
+        Binary::Mul => bin(a, ad, b, bd, out, od, |x, y| x * y),
+        Binary::Div => bin(a, ad, b, bd, out, od, |x, y| x / y),
+        other => bin(a, ad, b, bd, out, od, |x, y| other.apply(x, y)),
+    }
+}
+
+fn bin(
+    a: &[f32],
+    ad: &Dims,
+    b: &[f32],
+    bd: &Dims,
+    out: &mut [f32],
+    od: &Dims,
+    f: impl Fn(f32, f32) -> f32,
+) -> Result<(), Error> {
+    check_len(a.len(), ad)?;
+    check_len(b.len(), bd)?;
+    check_len(out.len(), od)?;
+    let sa = bcast_strides(ad, od)?;
+    let sb = bcast_strides(bd, od)?;
+    let n = out.len();
+    // Fast paths (same element order and results as the general walk).
+    if a.len() == n && b.len() == n {
+        for ((y, x), v) in out.iter_mut().zip(a).zip(b) {
+            *y = f(*x, *v);
+        }
+        return Ok(());
+    }
+    if let ([bv], true) = (b, a.len() == n) {
+        for (y, x) in out.iter_mut().zip(a) {
+            *y = f(*x, *bv);
+        }
+        return Ok(());
+    }
+    if let ([av], true) = (a, b.len() == n) {
+        for (y, v) in out.iter_mut().zip(b) {
+            *y = f(*av, *v);
+        }
+        return Ok(());
+    }
+    walk(od, &[sa, sb], |o, [oa, ob], len, [ia, ib]| {
+        let row = out.get_mut(o..o.wrapping_add(len)).ok_or(SIZE_ERR)?;
+        match (ia != 0, ib != 0) {
+            (true, true) => {
+                let ar = a.get(oa..oa.wrapping_add(len)).ok_or(SIZE_ERR)?;
+                let br = b.get(ob..ob.wrapping_add(len)).ok_or(SIZE_ERR)?;
+                for ((y, x), v) in row.iter_mut().zip(ar).zip(br) {
+                    *y = f(*x, *v);
+                }
+            }
+            (true, false) => {
+                let ar = a.get(oa..oa.wrapping_add(len)).ok_or(SIZE_ERR)?;
+                let bv = *b.get(ob).ok_or(SIZE_ERR)?;
+                for (y, x) in row.iter_mut().zip(ar) {
+                    *y = f(*x, bv);
+                }
+            }
+            (false, true) => {
+                let av = *a.get(oa).ok_or(SIZE_ERR)?;
+                let br = b.get(ob..ob.wrapping_add(len)).ok_or(SIZE_ERR)?;
+                for (y, v) in row.iter_mut().zip(br) {
+                    *y = f(av, *v);
+                }
+            }
+            (false, false) => {
+                let v = f(*a.get(oa).ok_or(SIZE_ERR)?, *b.get(ob).ok_or(SIZE_ERR)?);
+                row.fill(v);
+            }
+        }
+        Ok(())
+    })
+}
+
+/// ONNX `Expand`: broadcast `x` (dims `xd`) to `od`.
+pub fn expand(x: &[f32], xd: &Dims, out: &mut [f32], od: &Dims) -> Result<(), Error> {
+    check_len(x.len(), xd)?;
+    check_len(out.len(), od)?;
+    let sx = bcast_strides(xd, od)?;
+    if x.len() == out.len() {
+        out.copy_from_slice(x);
+        return Ok(());
+    }
+    walk(od, &[sx], |o, [ox], len, [ix]| {
+        let row = out.get_mut(o..o.wrapping_add(len)).ok_or(SIZE_ERR)?;
+        if ix != 0 {
+            row.copy_from_slice(x.get(ox..ox.wrapping_add(len)).ok_or(SIZE_ERR)?);
+        } else {
+            row.fill(*x.get(ox).ok_or(SIZE_ERR)?);
+        }
+        Ok(())
+    })
+}

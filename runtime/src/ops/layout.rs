@@ -1,0 +1,163 @@
+//! Layout kernels: Concat (one input at a time), Transpose, Slice. They only copy.
+
+use super::{check_len, Dims, MAX_RANK, SIZE_ERR};
+use crate::Error;
+
+/// Copies input `x` (dims `xd`) into `out` (dims `od`) at position `offset` along `axis`:
+/// one call per Concat input, `offset` = sum of the previous inputs' `axis` dims.
+pub fn concat_part(
+    x: &[f32],
+    xd: &Dims,
+    out: &mut [f32],
+    od: &Dims,
+    axis: usize,
+    offset: usize,
+) -> Result<(), Error> {
+    check_len(x.len(), xd)?;
+    check_len(out.len(), od)?;
+    let r = od.rank();
+    if xd.rank() != r || axis >= r || out.is_empty() {
+        return Err(SIZE_ERR);
+    }
+    let inner = od.product(axis + 1, r).ok_or(SIZE_ERR)?;
+    let (xa, oa) = (xd.get(axis).ok_or(SIZE_ERR)?, od.get(axis).ok_or(SIZE_ERR)?);
+    if offset.checked_add(xa).is_none_or(|e| e > oa) || inner == 0 || xa == 0 {
+        return Err(SIZE_ERR);
+    }
+    let same_outside = (0..r).all(|i| i == axis || xd.get(i) == od.get(i));
+    if !same_outside {
+        return Err(SIZE_ERR);
+    }
+    let (o_chunk, x_chunk) = (oa * inner, xa * inner);
+    let (start, end) = (offset * inner, (offset + xa) * inner);
+    if out.len() / o_chunk != x.len() / x_chunk {
+        return Err(SIZE_ERR);
+    }
+    for (oc, xc) in out.chunks_exact_mut(o_chunk).zip(x.chunks_exact(x_chunk)) {
+        oc.get_mut(start..end).ok_or(SIZE_ERR)?.copy_from_slice(xc);
+    }
+    Ok(())
+}
+
+/// Transpose: output axis `i` is input axis `perm[i]`.
+pub fn transpose(
+    x: &[f32],
+    xd: &Dims,
+    perm: &[u8],
+    out: &mut [f32],
+    od: &Dims,
+) -> Result<(), Error> {
+    check_len(x.len(), xd)?;
+    check_len(out.len(), od)?;
+    let r = xd.rank();
+    if perm.len() != r || od.rank() != r {
+        return Err(SIZE_ERR);
+    }
+    // Contiguous strides of x, then permuted into output order.
+    let mut xs = [0usize; MAX_RANK];
+    let mut acc = 1usize;
+    for (s, d) in xs.iter_mut().zip(xd.as_slice()).rev() {
+        *s = acc;
+        acc = acc.checked_mul(*d).ok_or(SIZE_ERR)?;
+    }
+    let mut st = [0usize; MAX_RANK];
+    for (i, (s, p)) in st.iter_mut().zip(perm).enumerate() {
+        let p = usize::from(*p);
+        if xd.get(p) != od.get(i) {
+            return Err(SIZE_ERR);
+        }
+        *s = xs.get(p).copied().ok_or(SIZE_ERR)?;
+    }
+    if out.is_empty() {
+        return Ok(());
+    }
+    if r == 0 {
+        out.copy_from_slice(x);
+        return Ok(());
+    }
+    walk_strided(od, &st, |o, ox, len, s| {
+        let row = out.get_mut(o..o + len).ok_or(SIZE_ERR)?;
+        if s == 1 {
+            row.copy_from_slice(x.get(ox..ox.wrapping_add(len)).ok_or(SIZE_ERR)?);
+        } else {
+            let src = x.get(ox..).ok_or(SIZE_ERR)?;
+            let mut it = src.iter().step_by(s.max(1));
+            for y in row.iter_mut() {
+                *y = *it.next().ok_or(SIZE_ERR)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Odometer over all but the innermost output axis with one strided source.
+fn walk_strided(
+    od: &Dims,
+    st: &[usize; MAX_RANK],
+    mut f: impl FnMut(usize, usize, usize, usize) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let dims = od.as_slice();
+    let r = dims.len();
+    let inner = dims.last().copied().ok_or(SIZE_ERR)?;
+    let inner_stride = st.get(r - 1).copied().ok_or(SIZE_ERR)?;
+    let mut idx = [0usize; MAX_RANK];
+    let (mut o, mut ox) = (0usize, 0usize);
+    loop {
+        f(o, ox, inner, inner_stride)?;
+        o += inner;
+        let mut ax = r - 1;
+        loop {
+            if ax == 0 {
+                return Ok(());
+            }
+            ax -= 1;
+            let d = dims.get(ax).copied().ok_or(SIZE_ERR)?;
+            let s = st.get(ax).copied().ok_or(SIZE_ERR)?;
+            let i = idx.get_mut(ax).ok_or(SIZE_ERR)?;
+            *i += 1;
+            if *i < d {
+                ox = ox.wrapping_add(s);
+                break;
+            }
+            *i = 0;
+            ox = ox.wrapping_sub(s.wrapping_mul(d - 1));
+        }
+    }
+}
+
+/// Slice along `axis`: indices `start, start + step, ...` (`out`'s `axis` dim of them).
+pub fn slice(
+    x: &[f32],
+    xd: &Dims,
+    out: &mut [f32],
+    od: &Dims,
+    axis: usize,
+    start: usize,
+    step: usize,
+) -> Result<(), Error> {
+    check_len(x.len(), xd)?;
+    check_len(out.len(), od)?;
+    let r = xd.rank();
+    if od.rank() != r || axis >= r || step == 0 || out.is_empty() {
+        return Err(SIZE_ERR);
+    }
+    let inner = xd.product(axis + 1, r).ok_or(SIZE_ERR)?;
+    let (d, len) = (xd.get(axis).ok_or(SIZE_ERR)?, od.get(axis).ok_or(SIZE_ERR)?);
+    let last = (len - 1)
+        .checked_mul(step)
+        .and_then(|v| v.checked_add(start));
+    let same_outside = (0..r).all(|i| i == axis || xd.get(i) == od.get(i));
+    if inner == 0 || last.is_none_or(|l| l >= d) || !same_outside {
+        return Err(SIZE_ERR);
+    }
+    for (oc, xc) in out
+        .chunks_exact_mut(len * inner)
+        .zip(x.chunks_exact(d * inner))
+    {
+        for (j, orow) in oc.chunks_exact_mut(inner).enumerate() {
+            let src = (start + j * step) * inner;
+            orow.copy_from_slice(xc.get(src..src + inner).ok_or(SIZE_ERR)?);
+        }
+    }
+    Ok(())
+}

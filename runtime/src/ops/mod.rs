@@ -1,0 +1,450 @@
+//! CPU reference kernels (no_std, no allocation, deterministic).
+//!
+//! Every kernel has a fixed evaluation order that does not depend on the batch size, the
+//! row's position, or the CPU:
+//!
+//! * [`dense`] / [`matmul`]: each output element is `((init + a0*w0) + a1*w1) + ...` with `k`
+//!   ascending, `init` = bias or `0.0`; products and sums are separate IEEE operations (Rust
+//!   never contracts them into FMA). Rows are processed in blocks of 4 for speed, which
+//!   changes only the order *between* output elements, never within one.
+//! * element-wise ops apply one scalar function per element; transcendental functions come
+//!   from `libm` (bit-identical on every target).
+//! * layout ops ([`concat_part`], [`transpose`], [`slice()`], [`expand`]) only copy.
+//!
+//! Kernels take dense row-major slices plus concrete [`Dims`] and return
+//! [`Error::Invalid`] (never panic) when lengths and dims disagree.
+
+use crate::Error;
+
+mod dense;
+mod elementwise;
+mod layout;
+
+pub use dense::{dense, matmul};
+pub use elementwise::{binary, expand, unary};
+pub use layout::{concat_part, slice, transpose};
+
+/// Highest rank the kernels support.
+pub const MAX_RANK: usize = 6;
+
+pub(crate) const SIZE_ERR: Error = Error::Invalid {
+    what: "tensor sizes are inconsistent with their shapes",
+};
+
+/// Concrete dims of a tensor (rank <= [`MAX_RANK`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dims {
+    rank: u8,
+    d: [usize; MAX_RANK],
+}
+
+impl Dims {
+    /// Dims from a slice (`None` when the rank is larger than [`MAX_RANK`]).
+    pub fn new(dims: &[usize]) -> Option<Dims> {
+        if dims.len() > MAX_RANK {
+            return None;
+        }
+        let mut d = [1usize; MAX_RANK];
+        for (s, v) in d.iter_mut().zip(dims) {
+            *s = *v;
+        }
+        Some(Dims {
+            rank: dims.len() as u8,
+            d,
+        })
+    }
+
+    pub(crate) fn from_parts(rank: usize, d: [usize; MAX_RANK]) -> Dims {
+        Dims {
+            rank: rank.min(MAX_RANK) as u8,
+            d,
+        }
+    }
+
+    /// Number of dims.
+    pub fn rank(&self) -> usize {
+        usize::from(self.rank)
+    }
+
+    /// The dims as a slice.
+    pub fn as_slice(&self) -> &[usize] {
+        self.d.get(..self.rank()).unwrap_or(&[])
+    }
+
+    /// Product of the dims (`None` on overflow); 1 for rank 0.
+    pub fn elements(&self) -> Option<usize> {
+        self.as_slice()
+            .iter()
+            .try_fold(1usize, |a, d| a.checked_mul(*d))
+    }
+
+    /// Product of dims `from..to`.
+    pub(crate) fn product(&self, from: usize, to: usize) -> Option<usize> {
+        self.as_slice()
+            .get(from..to)?
+            .iter()
+            .try_fold(1usize, |a, d| a.checked_mul(*d))
+    }
+
+    /// Dim `i`.
+    pub fn get(&self, i: usize) -> Option<usize> {
+        self.as_slice().get(i).copied()
+    }
+}
+
+/// Checks `buf.len()` against `dims`.
+pub(crate) fn check_len(buf_len: usize, dims: &Dims) -> Result<(), Error> {
+    if dims.elements() == Some(buf_len) {
+        Ok(())
+    } else {
+        Err(SIZE_ERR)
+    }
+}
+
+/// Element-wise binary operations (numpy broadcasting); file codes in parentheses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Binary {
+    /// `a + b` (0)
+    Add,
+    /// `a - b` (1)
+    Sub,
+    /// `a * b` (2)
+    Mul,
+    /// `a / b` (3)
+    Div,
+    /// `a ^ b`, libm `powf` (4)
+    Pow,
+    /// `max(a, b)`, NaN if either is NaN (5)
+    Max,
+    /// `min(a, b)`, NaN if either is NaN (6)
+    Min,
+}
+
+impl Binary {
+    /// Code within the binary op-code block.
+    pub fn code(self) -> u16 {
+        match self {
+            Binary::Add => 0,
+            Binary::Sub => 1,
+            Binary::Mul => 2,
+            Binary::Div => 3,
+            Binary::Pow => 4,
+            Binary::Max => 5,
+            Binary::Min => 6,
+        }
+    }
+
+    /// Inverse of [`Binary::code`].
+    pub fn from_code(c: u16) -> Option<Binary> {
+        Some(match c {
+            0 => Binary::Add,
+            1 => Binary::Sub,
+            2 => Binary::Mul,
+            3 => Binary::Div,
+            4 => Binary::Pow,
+            5 => Binary::Max,
+            6 => Binary::Min,
+            _ => return None,
+        })
+    }
+
+    /// ONNX-style name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Binary::Add => "Add",
+            Binary::Sub => "Sub",
+            Binary::Mul => "Mul",
+            Binary::Div => "Div",
+            Binary::Pow => "Pow",
+            Binary::Max => "Max",
+            Binary::Min => "Min",
+        }
+    }
+
+    /// Applies the operation to one pair of values.
+    #[inline]
+    pub fn apply(self, a: f32, b: f32) -> f32 {
+        match self {
+            Binary::Add => a + b,
+            Binary::Sub => a - b,
+            Binary::Mul => a * b,
+            Binary::Div => a / b,
+            Binary::Pow => libm::powf(a, b),
+            Binary::Max => max_nan(a, b),
+            Binary::Min => min_nan(a, b),
+        }
+    }
+}
+
+#[inline]
+fn max_nan(a: f32, b: f32) -> f32 {
+    if a.is_nan() || b.is_nan() {
+        f32::NAN
+    } else if a < b {
+        b
+    } else {
+        a
+    }
+}
+
+#[inline]
+fn min_nan(a: f32, b: f32) -> f32 {
+    if a.is_nan() || b.is_nan() {
+        f32::NAN
+    } else if b < a {
+        b
+    } else {
+        a
+    }
+}
+
+/// Element-wise unary operations with their ONNX attributes; file codes in parentheses.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Unary {
+    /// `max(x, 0)` (0)
+    Relu,
+    /// `x if x >= 0 else alpha * x` (1)
+    LeakyRelu {
+        /// Slope for negative x.
+        alpha: f32,
+    },
+    /// `x if x > 0 else alpha * (exp(x) - 1)` (2)
+    Elu {
+        /// Scale of the negative part.
+        alpha: f32,
+    },
+    /// `gamma * (x if x > 0 else alpha * (exp(x) - 1))` (3)
+    Selu {
+        /// ONNX `alpha`.
+        alpha: f32,
+        /// ONNX `gamma`.
+        gamma: f32,
+    },
+    /// `1 / (1 + exp(-x))` (4)
+    Sigmoid,
+    /// `tanh(x)` (5)
+    Tanh,
+    /// `ln(1 + exp(x))` (6)
+    Softplus,
+    /// `x * sigmoid(x)` (7)
+    Silu,
+    /// `0.5 x (1 + erf(x / sqrt 2))` (8)
+    GeluErf,
+    /// `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))` (9)
+    GeluTanh,
+    /// `sin(x)` (10)
+    Sin,
+    /// `cos(x)` (11)
+    Cos,
+    /// `exp(x)` (12)
+    Exp,
+    /// `ln(x)` (13)
+    Log,
+    /// `sqrt(x)` (14)
+    Sqrt,
+    /// `-x` (15)
+    Neg,
+    /// `|x|` (16)
+    Abs,
+    /// `erf(x)` (17)
+    Erf,
+    /// `1 / x` (18)
+    Recip,
+    /// `x * x` (19)
+    Square,
+    /// `1 / sqrt(x)` (20)
+    Rsqrt,
+}
+
+impl Unary {
+    /// Code within the unary op-code block.
+    pub fn code(self) -> u16 {
+        match self {
+            Unary::Relu => 0,
+            Unary::LeakyRelu { .. } => 1,
+            Unary::Elu { .. } => 2,
+            Unary::Selu { .. } => 3,
+            Unary::Sigmoid => 4,
+            Unary::Tanh => 5,
+            Unary::Softplus => 6,
+            Unary::Silu => 7,
+            Unary::GeluErf => 8,
+            Unary::GeluTanh => 9,
+            Unary::Sin => 10,
+            Unary::Cos => 11,
+            Unary::Exp => 12,
+            Unary::Log => 13,
+            Unary::Sqrt => 14,
+            Unary::Neg => 15,
+            Unary::Abs => 16,
+            Unary::Erf => 17,
+            Unary::Recip => 18,
+            Unary::Square => 19,
+            Unary::Rsqrt => 20,
+        }
+    }
+
+    /// Inverse of [`Unary::code`]; `p0`, `p1` are the attribute words (alpha, gamma).
+    pub fn from_code(c: u16, p0: f32, p1: f32) -> Option<Unary> {
+        Some(match c {
+            0 => Unary::Relu,
+            1 => Unary::LeakyRelu { alpha: p0 },
+            2 => Unary::Elu { alpha: p0 },
+            3 => Unary::Selu {
+                alpha: p0,
+                gamma: p1,
+            },
+            4 => Unary::Sigmoid,
+            5 => Unary::Tanh,
+            6 => Unary::Softplus,
+            7 => Unary::Silu,
+            8 => Unary::GeluErf,
+            9 => Unary::GeluTanh,
+            10 => Unary::Sin,
+            11 => Unary::Cos,
+            12 => Unary::Exp,
+            13 => Unary::Log,
+            14 => Unary::Sqrt,
+            15 => Unary::Neg,
+            16 => Unary::Abs,
+            17 => Unary::Erf,
+            18 => Unary::Recip,
+            19 => Unary::Square,
+            20 => Unary::Rsqrt,
+            _ => return None,
+        })
+    }
+
+    /// The attribute values stored in the file: `(alpha, gamma)`, zero when unused.
+    pub fn params(self) -> (f32, f32) {
+        match self {
+            Unary::LeakyRelu { alpha } | Unary::Elu { alpha } => (alpha, 0.0),
+            Unary::Selu { alpha, gamma } => (alpha, gamma),
+            _ => (0.0, 0.0),
+        }
+    }
+
+    /// Name for `inspect`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Unary::Relu => "Relu",
+            Unary::LeakyRelu { .. } => "LeakyRelu",
+            Unary::Elu { .. } => "Elu",
+            Unary::Selu { .. } => "Selu",
+            Unary::Sigmoid => "Sigmoid",
+            Unary::Tanh => "Tanh",
+            Unary::Softplus => "Softplus",
+            Unary::Silu => "Silu",
+            Unary::GeluErf => "Gelu",
+            Unary::GeluTanh => "GeluTanh",
+            Unary::Sin => "Sin",
+            Unary::Cos => "Cos",
+            Unary::Exp => "Exp",
+            Unary::Log => "Log",
+            Unary::Sqrt => "Sqrt",
+            Unary::Neg => "Neg",
+            Unary::Abs => "Abs",
+            Unary::Erf => "Erf",
+            Unary::Recip => "Reciprocal",
+            Unary::Square => "Square",
+            Unary::Rsqrt => "Rsqrt",
+        }
+    }
+
+    /// Applies the operation to one value (the exact per-element formula of the kernel).
+    #[inline]
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Unary::Relu => relu(x),
+            Unary::LeakyRelu { alpha } => leaky_relu(x, alpha),
+            Unary::Elu { alpha } => elu(x, alpha),
+            Unary::Selu { alpha, gamma } => gamma * elu(x, alpha),
+            Unary::Sigmoid => sigmoid(x),
+            Unary::Tanh => libm::tanhf(x),
+            Unary::Softplus => softplus(x),
+            Unary::Silu => x * sigmoid(x),
+            Unary::GeluErf => gelu_erf(x),
+            Unary::GeluTanh => gelu_tanh(x),
+            Unary::Sin => libm::sinf(x),
+            Unary::Cos => libm::cosf(x),
+            Unary::Exp => libm::expf(x),
+            Unary::Log => libm::logf(x),
+            Unary::Sqrt => libm::sqrtf(x),
+            Unary::Neg => -x,
+            Unary::Abs => libm::fabsf(x),
+            Unary::Erf => libm::erff(x),
+            Unary::Recip => 1.0 / x,
+            Unary::Square => x * x,
+            Unary::Rsqrt => 1.0 / libm::sqrtf(x),
+        }
+    }
+}
+
+#[inline]
+fn relu(x: f32) -> f32 {
+    if x < 0.0 {
+        0.0
+    } else {
+        x
+    }
+}
+
+#[inline]
+fn leaky_relu(x: f32, alpha: f32) -> f32 {
+    if x < 0.0 {
+        alpha * x
+    } else {
+        x
+    }
+}
+
+/// `x` for `x > 0`, else `alpha * expm1(x)` (expm1 keeps accuracy near 0).
+#[inline]
+fn elu(x: f32, alpha: f32) -> f32 {
+    if x > 0.0 {
+        x
+    } else {
+        alpha * libm::expm1f(x)
+    }
+}
+
+/// Stable logistic: never evaluates `exp` of a positive number.
+#[inline]
+fn sigmoid(x: f32) -> f32 {
+    if x >= 0.0 {
+        1.0 / (1.0 + libm::expf(-x))
+    } else {
+        let e = libm::expf(x);
+        e / (1.0 + e)
+    }
+}
+
+/// `max(x, 0) + log1p(exp(-|x|))`: no overflow, full relative accuracy for very negative x.
+#[inline]
+fn softplus(x: f32) -> f32 {
+    let pos = if x > 0.0 { x } else { 0.0 };
+    pos + libm::log1pf(libm::expf(-libm::fabsf(x)))
+}
+
+/// `0.5 x (1 + erf(x / sqrt 2))`; for x < 0 as `0.5 x erfc(-x / sqrt 2)` to avoid cancellation.
+#[inline]
+fn gelu_erf(x: f32) -> f32 {
+    let z = x / core::f32::consts::SQRT_2;
+    if x >= 0.0 {
+        0.5 * x * (1.0 + libm::erff(z))
+    } else {
+        0.5 * x * libm::erfcf(-z)
+    }
+}
+
+/// `0.5 x (1 + tanh(u))` with `u = sqrt(2/pi) (x + 0.044715 x^3)`, evaluated as the
+/// identical `x * sigmoid(2u)` (no cancellation for negative x).
+#[inline]
+fn gelu_tanh(x: f32) -> f32 {
+    const C: f32 = 0.797_884_6; // sqrt(2 / pi)
+    let u = C * (x + 0.044_715 * (x * x * x));
+    x * sigmoid(2.0 * u)
+}
+
+#[cfg(test)]
+mod tests;

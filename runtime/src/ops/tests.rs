@@ -1,0 +1,443 @@
+//! Kernels against naive reference implementations.
+
+use super::*;
+use std::vec;
+use std::vec::Vec;
+
+/// Small deterministic generator (no dependencies).
+struct Lcg(u64);
+impl Lcg {
+    fn next_f32(&mut self) -> f32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+    }
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.next_f32()).collect()
+    }
+}
+
+fn dims(d: &[usize]) -> Dims {
+    Dims::new(d).unwrap()
+}
+
+fn strides(d: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; d.len()];
+    for i in (0..d.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * d[i + 1];
+    }
+    s
+}
+
+/// Multi-index of linear index `i` in dims `d`.
+fn unravel(mut i: usize, d: &[usize]) -> Vec<usize> {
+    let mut idx = vec![0; d.len()];
+    for k in (0..d.len()).rev() {
+        idx[k] = i % d[k];
+        i /= d[k];
+    }
+    idx
+}
+
+/// Linear index in `src` dims of an output multi-index under numpy broadcasting.
+fn bcast_index(out_idx: &[usize], src: &[usize]) -> usize {
+    let lead = out_idx.len() - src.len();
+    let st = strides(src);
+    (0..src.len())
+        .map(|k| {
+            if src[k] == 1 {
+                0
+            } else {
+                out_idx[lead + k] * st[k]
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn dense_matches_naive_loop_bitwise() {
+    let mut g = Lcg(1);
+    for &(rows, k, n) in &[(1, 1, 1), (3, 5, 7), (4, 8, 16), (9, 13, 600), (17, 3, 1)] {
+        let a = g.vec(rows * k);
+        let w = g.vec(k * n);
+        let b = g.vec(n);
+        for bias in [None, Some(&b[..])] {
+            let mut out = vec![0.0; rows * n];
+            dense(&a, &w, bias, k, n, &mut out).unwrap();
+            for r in 0..rows {
+                for c in 0..n {
+                    let mut acc = bias.map_or(0.0, |b| b[c]);
+                    for kk in 0..k {
+                        acc += a[r * k + kk] * w[kk * n + c];
+                    }
+                    assert_eq!(out[r * n + c].to_bits(), acc.to_bits(), "r={r} c={c}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn dense_rejects_bad_sizes() {
+    let mut out = vec![0.0; 6];
+    assert!(dense(&[0.0; 5], &[0.0; 6], None, 2, 3, &mut out).is_err());
+    assert!(dense(&[0.0; 4], &[0.0; 6], Some(&[0.0; 2]), 2, 3, &mut out).is_err());
+    assert!(dense(&[0.0; 4], &[0.0; 6], None, 0, 3, &mut out).is_err());
+}
+
+#[test]
+fn matmul_batched_broadcast_matches_naive() {
+    let mut g = Lcg(2);
+    let cases: &[(&[usize], &[usize], &[usize])] = &[
+        (&[2, 3], &[3, 4], &[2, 4]),
+        (&[5, 2, 3], &[3, 4], &[5, 2, 4]),
+        (&[2, 3], &[5, 3, 4], &[5, 2, 4]),
+        (&[2, 1, 2, 3], &[1, 4, 3, 2], &[2, 4, 2, 2]),
+        (&[3, 2, 3], &[3, 3, 1], &[3, 2, 1]),
+    ];
+    for (ad, bd, od) in cases {
+        let a = g.vec(ad.iter().product());
+        let b = g.vec(bd.iter().product());
+        let mut out = vec![0.0; od.iter().product()];
+        matmul(&a, &dims(ad), &b, &dims(bd), &mut out, &dims(od)).unwrap();
+        let (m, k, n) = (ad[ad.len() - 2], ad[ad.len() - 1], bd[bd.len() - 1]);
+        let lead = &od[..od.len() - 2];
+        for (i, o) in out.iter().enumerate() {
+            let idx = unravel(i, od);
+            let (mi, ni) = (idx[od.len() - 2], idx[od.len() - 1]);
+            let bi = &idx[..od.len() - 2];
+            // Leading index of a and b under broadcasting.
+            let a_lead = &ad[..ad.len() - 2];
+            let b_lead = &bd[..bd.len() - 2];
+            let a_off = bcast_index(bi, a_lead) * m * k;
+            let b_off = bcast_index(bi, b_lead) * k * n;
+            let _ = lead;
+            let mut acc = 0.0f32;
+            for kk in 0..k {
+                acc += a[a_off + mi * k + kk] * b[b_off + kk * n + ni];
+            }
+            assert_eq!(o.to_bits(), acc.to_bits());
+        }
+    }
+}
+
+#[test]
+fn binary_broadcast_matches_naive() {
+    let mut g = Lcg(3);
+    let cases: &[(&[usize], &[usize], &[usize])] = &[
+        (&[4, 5], &[4, 5], &[4, 5]),
+        (&[4, 5], &[5], &[4, 5]),
+        (&[4, 5], &[], &[4, 5]),
+        (&[], &[3], &[3]),
+        (&[4, 1], &[1, 5], &[4, 5]),
+        (&[2, 1, 3], &[4, 1], &[2, 4, 3]),
+        (&[1, 2, 1, 3, 1, 2], &[2, 1, 3, 2, 1], &[1, 2, 2, 3, 2, 2]),
+        (&[3, 1, 1], &[1, 1, 1], &[3, 1, 1]),
+        (&[2, 3, 1], &[2, 3, 4], &[2, 3, 4]),
+    ];
+    let ops = [
+        Binary::Add,
+        Binary::Sub,
+        Binary::Mul,
+        Binary::Div,
+        Binary::Pow,
+        Binary::Max,
+        Binary::Min,
+    ];
+    for (ad, bd, od) in cases {
+        let a = g.vec(ad.iter().product());
+        let b: Vec<f32> = g.vec(bd.iter().product());
+        for op in ops {
+            let mut out = vec![0.0; od.iter().product()];
+            binary(op, &a, &dims(ad), &b, &dims(bd), &mut out, &dims(od)).unwrap();
+            for (i, o) in out.iter().enumerate() {
+                let idx = unravel(i, od);
+                let want = op.apply(a[bcast_index(&idx, ad)], b[bcast_index(&idx, bd)]);
+                assert_eq!(o.to_bits(), want.to_bits(), "{op:?} {ad:?} {bd:?} i={i}");
+            }
+        }
+    }
+    // Not broadcastable.
+    let mut out = vec![0.0; 6];
+    assert!(binary(
+        Binary::Add,
+        &[0.0; 6],
+        &dims(&[2, 3]),
+        &[0.0; 2],
+        &dims(&[2]),
+        &mut out,
+        &dims(&[2, 3])
+    )
+    .is_err());
+}
+
+#[test]
+fn binary_scalar_semantics() {
+    assert_eq!(Binary::Max.apply(1.0, 2.0), 2.0);
+    assert_eq!(Binary::Min.apply(1.0, 2.0), 1.0);
+    assert!(Binary::Max.apply(f32::NAN, 2.0).is_nan());
+    assert!(Binary::Min.apply(1.0, f32::NAN).is_nan());
+    assert_eq!(Binary::Pow.apply(2.0, 10.0), 1024.0);
+}
+
+fn ref_unary(op: Unary, x: f64) -> f64 {
+    let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
+    match op {
+        Unary::Relu => x.max(0.0),
+        Unary::LeakyRelu { alpha } => {
+            if x >= 0.0 {
+                x
+            } else {
+                alpha as f64 * x
+            }
+        }
+        Unary::Elu { alpha } => {
+            if x > 0.0 {
+                x
+            } else {
+                alpha as f64 * (x.exp() - 1.0)
+            }
+        }
+        Unary::Selu { alpha, gamma } => {
+            gamma as f64
+                * if x > 0.0 {
+                    x
+                } else {
+                    alpha as f64 * (x.exp() - 1.0)
+                }
+        }
+        Unary::Sigmoid => sig(x),
+        Unary::Tanh => x.tanh(),
+        Unary::Softplus => (1.0 + x.exp()).ln(),
+        Unary::Silu => x * sig(x),
+        Unary::GeluErf => 0.5 * x * (1.0 + erf64(x / std::f64::consts::SQRT_2)),
+        Unary::GeluTanh => {
+            0.5 * x
+                * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())
+        }
+        Unary::Sin => x.sin(),
+        Unary::Cos => x.cos(),
+        Unary::Exp => x.exp(),
+        Unary::Log => x.ln(),
+        Unary::Sqrt => x.sqrt(),
+        Unary::Neg => -x,
+        Unary::Abs => x.abs(),
+        Unary::Erf => erf64(x),
+        Unary::Recip => 1.0 / x,
+        Unary::Square => x * x,
+        Unary::Rsqrt => 1.0 / x.sqrt(),
+    }
+}
+
+/// erf in f64 via libm (double precision, independent of the f32 code path).
+fn erf64(x: f64) -> f64 {
+    libm::erf(x)
+}
+
+/// Relative tolerance 1e-6, with an absolute floor where the f32 result is dominated by
+/// the rounding of intermediate terms (values below 1e-30 and exact zeros).
+fn close(got: f32, want: f64, rel: f64) -> bool {
+    if want.is_nan() {
+        return got.is_nan();
+    }
+    let err = (got as f64 - want).abs();
+    err <= rel * want.abs() || err < 1e-30
+}
+
+#[test]
+fn every_unary_matches_f64_formula() {
+    let all = [
+        Unary::Relu,
+        Unary::LeakyRelu { alpha: 0.01 },
+        Unary::Elu { alpha: 1.3 },
+        Unary::Selu {
+            alpha: 1.673_263_2,
+            gamma: 1.050_701,
+        },
+        Unary::Sigmoid,
+        Unary::Tanh,
+        Unary::Softplus,
+        Unary::Silu,
+        Unary::GeluErf,
+        Unary::GeluTanh,
+        Unary::Sin,
+        Unary::Cos,
+        Unary::Exp,
+        Unary::Log,
+        Unary::Sqrt,
+        Unary::Neg,
+        Unary::Abs,
+        Unary::Erf,
+        Unary::Recip,
+        Unary::Square,
+        Unary::Rsqrt,
+    ];
+    // Values over [-6, 6] (positive only for log / sqrt / rsqrt).
+    let xs: Vec<f32> = (-600..=600).map(|i| i as f32 * 0.01 + 0.003).collect();
+    for op in all {
+        let domain: Vec<f32> = match op {
+            Unary::Log | Unary::Sqrt | Unary::Rsqrt => xs.iter().map(|x| x.abs() + 1e-3).collect(),
+            _ => xs.clone(),
+        };
+        let mut out = vec![0.0; domain.len()];
+        unary(op, &domain, &mut out).unwrap();
+        let mut worst = 0.0f64;
+        for (x, y) in domain.iter().zip(&out) {
+            assert_eq!(y.to_bits(), op.apply(*x).to_bits());
+            let want = ref_unary(op, *x as f64);
+            // The Gelus' tails are ill-conditioned: erfc(z) and sigmoid(2u) amplify the
+            // one-rounding error of their f32 argument by ~2z^2 (resp. |2u|), up to ~40x at
+            // |x| = 6, so they get 4e-6 there; everything else 1e-6.
+            let rel = if matches!(op, Unary::GeluTanh | Unary::GeluErf) {
+                4e-6
+            } else {
+                1e-6
+            };
+            assert!(close(*y, want, rel), "{op:?}({x}) = {y}, want {want}");
+            if want != 0.0 {
+                worst = worst.max((*y as f64 - want).abs() / want.abs());
+            }
+        }
+        std::println!("{:>10}: worst relative error {worst:.2e}", op.name());
+    }
+}
+
+#[test]
+fn softplus_is_stable_at_extremes() {
+    assert_eq!(Unary::Softplus.apply(100.0), 100.0);
+    assert_eq!(Unary::Softplus.apply(f32::INFINITY), f32::INFINITY);
+    assert_eq!(Unary::Softplus.apply(f32::NEG_INFINITY), 0.0);
+    let v = Unary::Softplus.apply(-30.0);
+    assert!((v as f64 - (-30.0f64).exp()).abs() / (-30.0f64).exp() < 1e-6);
+    assert!(Unary::Sigmoid.apply(-100.0) >= 0.0);
+    assert_eq!(Unary::Sigmoid.apply(100.0), 1.0);
+    assert!(Unary::Relu.apply(f32::NAN).is_nan());
+}
+
+#[test]
+fn unary_codes_round_trip() {
+    for c in 0..=20u16 {
+        let u = Unary::from_code(c, 0.5, 2.0).unwrap();
+        assert_eq!(u.code(), c);
+    }
+    assert!(Unary::from_code(21, 0.0, 0.0).is_none());
+    for c in 0..=6u16 {
+        assert_eq!(Binary::from_code(c).unwrap().code(), c);
+    }
+    assert!(Binary::from_code(7).is_none());
+}
+
+#[test]
+fn expand_matches_naive() {
+    let mut g = Lcg(4);
+    let cases: &[(&[usize], &[usize])] = &[
+        (&[1], &[3, 4]),
+        (&[4], &[3, 4]),
+        (&[3, 1], &[3, 4]),
+        (&[1, 2, 1], &[5, 3, 2, 4]),
+        (&[2, 3], &[2, 3]),
+    ];
+    for (xd, od) in cases {
+        let x = g.vec(xd.iter().product());
+        let mut out = vec![0.0; od.iter().product()];
+        expand(&x, &dims(xd), &mut out, &dims(od)).unwrap();
+        for (i, o) in out.iter().enumerate() {
+            assert_eq!(*o, x[bcast_index(&unravel(i, od), xd)]);
+        }
+    }
+}
+
+#[test]
+fn transpose_matches_naive() {
+    let mut g = Lcg(5);
+    let cases: &[(&[usize], &[u8])] = &[
+        (&[3, 4], &[1, 0]),
+        (&[2, 3, 4], &[2, 0, 1]),
+        (&[2, 3, 4], &[0, 2, 1]),
+        (&[2, 1, 3, 2, 2, 3], &[5, 3, 1, 0, 4, 2]),
+        (&[5], &[0]),
+    ];
+    for (xd, perm) in cases {
+        let x = g.vec(xd.iter().product());
+        let od: Vec<usize> = perm.iter().map(|p| xd[*p as usize]).collect();
+        let mut out = vec![0.0; x.len()];
+        transpose(&x, &dims(xd), perm, &mut out, &dims(&od)).unwrap();
+        let xs = strides(xd);
+        for (i, o) in out.iter().enumerate() {
+            let idx = unravel(i, &od);
+            let src: usize = perm
+                .iter()
+                .enumerate()
+                .map(|(k, p)| idx[k] * xs[*p as usize])
+                .sum();
+            assert_eq!(*o, x[src]);
+        }
+    }
+}
+
+#[test]
+fn slice_matches_naive() {
+    let mut g = Lcg(6);
+    let x = g.vec(3 * 10 * 2);
+    for (start, end, step) in [(0, 10, 1), (1, 10, 3), (2, 3, 1), (0, 10, 4), (9, 10, 7)] {
+        let len = usize::div_ceil(end - start, step);
+        let mut out = vec![0.0; 3 * len * 2];
+        slice(
+            &x,
+            &dims(&[3, 10, 2]),
+            &mut out,
+            &dims(&[3, len, 2]),
+            1,
+            start,
+            step,
+        )
+        .unwrap();
+        for a in 0..3 {
+            for j in 0..len {
+                for c in 0..2 {
+                    assert_eq!(
+                        out[(a * len + j) * 2 + c],
+                        x[(a * 10 + start + j * step) * 2 + c]
+                    );
+                }
+            }
+        }
+    }
+    let mut out = vec![0.0; 6];
+    assert!(slice(
+        &x,
+        &dims(&[3, 10, 2]),
+        &mut out,
+        &dims(&[3, 1, 2]),
+        1,
+        10,
+        1
+    )
+    .is_err());
+}
+
+#[test]
+fn concat_matches_naive() {
+    let mut g = Lcg(7);
+    let a = g.vec(2 * 3 * 4);
+    let b = g.vec(2 * 4);
+    let mut out = vec![0.0; 2 * 4 * 4];
+    let od = dims(&[2, 4, 4]);
+    concat_part(&a, &dims(&[2, 3, 4]), &mut out, &od, 1, 0).unwrap();
+    concat_part(&b, &dims(&[2, 1, 4]), &mut out, &od, 1, 3).unwrap();
+    for i in 0..2 {
+        for j in 0..4 {
+            for k in 0..4 {
+                let want = if j < 3 {
+                    a[(i * 3 + j) * 4 + k]
+                } else {
+                    b[i * 4 + k]
+                };
+                assert_eq!(out[(i * 4 + j) * 4 + k], want);
+            }
+        }
+    }
+    assert!(concat_part(&b, &dims(&[2, 1, 4]), &mut out, &od, 1, 4).is_err());
+}

@@ -1,0 +1,1293 @@
+//! `.frt` round trips, validation of malformed files, planner properties, determinism.
+#![cfg(feature = "alloc")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use flowrt::exec::{self, CpuField};
+use flowrt::format::{self, AlignedBytes, InputRole, TensorKind};
+use flowrt::ir::{BinaryOp, Dim, InputDesc, ModelDesc, NodeDesc, Op, Role, TensorDesc, UnaryOp};
+use flowrt::ops::Unary;
+use flowrt::plan;
+use flowrt::{CpuOps, Error, Model, VelocityField};
+
+const B: Dim = Dim::Batch;
+fn f(n: u32) -> Dim {
+    Dim::Fixed(n)
+}
+
+struct Lcg(u64);
+impl Lcg {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 11
+    }
+    fn f32(&mut self) -> f32 {
+        ((self.next_u64() >> 29) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.f32()).collect()
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+/// Small graph builder over `ModelDesc`.
+#[derive(Default)]
+struct G {
+    d: ModelDesc,
+}
+
+impl G {
+    fn t(&mut self, shape: &[Dim]) -> u32 {
+        let n = self.d.tensors.len();
+        self.d.tensors.push(TensorDesc {
+            name: format!("t{n}"),
+            shape: shape.to_vec(),
+            data: None,
+        });
+        n as u32
+    }
+    fn c(&mut self, shape: &[Dim], data: Vec<f32>) -> u32 {
+        let t = self.t(shape);
+        self.d.tensors[t as usize].data = Some(data);
+        t
+    }
+    fn input(&mut self, shape: &[Dim], role: Role) -> u32 {
+        let t = self.t(shape);
+        self.d.inputs.push(InputDesc { tensor: t, role });
+        t
+    }
+    fn node(&mut self, op: Op, inputs: &[u32], shape: &[Dim]) -> u32 {
+        let out = self.t(shape);
+        let n = self.d.nodes.len();
+        self.d.nodes.push(NodeDesc {
+            name: format!("n{n}"),
+            op,
+            inputs: inputs.to_vec(),
+            output: out,
+        });
+        out
+    }
+    fn finish(mut self, out: u32) -> ModelDesc {
+        self.d.output = out;
+        self.d
+    }
+}
+
+fn load(bytes: &[u8]) -> AlignedBytes {
+    AlignedBytes::copy_from(bytes)
+}
+
+/// x [B,3], t [B,1] -> concat -> dense(4->16)+b -> silu -> dense(16->3)+b.
+fn mlp(g: &mut Lcg) -> (ModelDesc, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut m = G::default();
+    let x = m.input(&[B, f(3)], Role::X);
+    let t = m.input(&[B, f(1)], Role::T);
+    let (w1, b1, w2, b2) = (g.vec(4 * 16), g.vec(16), g.vec(16 * 3), g.vec(3));
+    let cw1 = m.c(&[f(4), f(16)], w1.clone());
+    let cb1 = m.c(&[f(16)], b1.clone());
+    let cw2 = m.c(&[f(16), f(3)], w2.clone());
+    let cb2 = m.c(&[f(3)], b2.clone());
+    let h0 = m.node(Op::Concat { axis: 1 }, &[x, t], &[B, f(4)]);
+    let h1 = m.node(Op::Dense, &[h0, cw1, cb1], &[B, f(16)]);
+    let h2 = m.node(Op::Unary(UnaryOp::Silu), &[h1], &[B, f(16)]);
+    let o = m.node(Op::Dense, &[h2, cw2, cb2], &[B, f(3)]);
+    let mut d = m.finish(o);
+    d.metadata.push(("producer".into(), "flowrt-tests".into()));
+    d.metadata.push(("note".into(), "héllo".into()));
+    (d, w1, b1, w2, b2)
+}
+
+fn naive_dense(a: &[f32], w: &[f32], b: &[f32], k: usize, n: usize) -> Vec<f32> {
+    let rows = a.len() / k;
+    let mut out = vec![0.0; rows * n];
+    for r in 0..rows {
+        for c in 0..n {
+            let mut acc = b[c];
+            for kk in 0..k {
+                acc += a[r * k + kk] * w[kk * n + c];
+            }
+            out[r * n + c] = acc;
+        }
+    }
+    out
+}
+
+#[test]
+fn mlp_round_trip_matches_naive_reference_bitwise() {
+    let mut g = Lcg(1);
+    let (desc, w1, b1, w2, b2) = mlp(&mut g);
+    let bytes = format::write(&desc).unwrap();
+    let buf = load(&bytes);
+    let m = Model::from_bytes(&buf).unwrap();
+    assert_eq!(m.state_dim(), 3);
+    assert_eq!(m.input_count(), 2);
+    assert_eq!(m.param_count(), 4 * 16 + 16 + 16 * 3 + 3);
+    assert!(m.weight_bytes() >= m.param_count() * 4);
+    assert_eq!(m.output_shape().to_string(), "[B, 3]");
+    let ops: Vec<&str> = m.nodes().map(|n| n.op_name()).collect();
+    assert_eq!(ops, ["Concat", "Dense", "Silu", "Dense"]);
+    assert_eq!(m.nodes().nth(1).unwrap().name, Some("n1"));
+    assert_eq!(
+        m.node(3).unwrap().inputs().collect::<Vec<_>>(),
+        vec![8, 4, 5]
+    );
+    assert_eq!(m.tensor(0).unwrap().name, Some("t0"));
+    assert_eq!(m.tensor(0).unwrap().kind, TensorKind::Input);
+    assert_eq!(m.tensors().count(), desc.tensors.len());
+    assert_eq!(
+        m.metadata().collect::<Vec<_>>(),
+        vec![("producer", "flowrt-tests"), ("note", "héllo")]
+    );
+    assert_eq!(m.metadata_value("note"), Some("héllo"));
+    let ins: Vec<InputRole> = m.inputs().map(|i| i.role).collect();
+    assert_eq!(ins, [InputRole::X, InputRole::T]);
+
+    for batch in [1usize, 2, 5, 8] {
+        let x = g.vec(batch * 3);
+        let t = g.vec(batch);
+        let mut out = vec![0.0; batch * 3];
+        let mut arena = AlignedBytes::zeroed(m.graph_arena_bytes(batch).unwrap());
+        exec::run(&m, batch, &[&x, &t], &mut out, &mut arena).unwrap();
+        // Reference.
+        let mut h0 = Vec::new();
+        for r in 0..batch {
+            h0.extend_from_slice(&x[r * 3..r * 3 + 3]);
+            h0.push(t[r]);
+        }
+        let h1 = naive_dense(&h0, &w1, &b1, 4, 16);
+        let h2: Vec<f32> = h1.iter().map(|v| Unary::Silu.apply(*v)).collect();
+        let want = naive_dense(&h2, &w2, &b2, 16, 3);
+        assert_eq!(bits(&out), bits(&want), "batch {batch}");
+
+        // The velocity field feeds x and t by role and gives the same result.
+        let mut arena = AlignedBytes::zeroed(m.required_arena_bytes(batch).unwrap());
+        let mut field = CpuField::new(&m, batch, &mut arena).unwrap();
+        let mut v = vec![0.0; batch * 3];
+        let tt = 0.375f32;
+        field.eval(&mut CpuOps, tt, &x, &mut v).unwrap();
+        let mut out2 = vec![0.0; batch * 3];
+        let mut arena2 = AlignedBytes::zeroed(m.graph_arena_bytes(batch).unwrap());
+        exec::run(&m, batch, &[&x, &vec![tt; batch]], &mut out2, &mut arena2).unwrap();
+        assert_eq!(bits(&v), bits(&out2));
+    }
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// xt [B, 3] (D = 2) -> dense -> gelu -> dense -> [B, 2].
+fn xt_model(g: &mut Lcg) -> ModelDesc {
+    let mut m = G::default();
+    let xt = m.input(&[B, f(3)], Role::Xt);
+    let w1 = m.c(&[f(3), f(8)], g.vec(24));
+    let b1 = m.c(&[f(8)], g.vec(8));
+    let w2 = m.c(&[f(8), f(2)], g.vec(16));
+    let h = m.node(Op::Dense, &[xt, w1, b1], &[B, f(8)]);
+    let h = m.node(Op::Unary(UnaryOp::GeluErf), &[h], &[B, f(8)]);
+    let o = m.node(Op::Dense, &[h, w2], &[B, f(2)]);
+    m.finish(o)
+}
+
+#[test]
+fn xt_model_assembles_rows_with_time() {
+    let mut g = Lcg(2);
+    let desc = xt_model(&mut g);
+    let buf = load(&format::write(&desc).unwrap());
+    let m = Model::from_bytes(&buf).unwrap();
+    assert_eq!(m.state_dim(), 2);
+    let batch = 5;
+    let x = g.vec(batch * 2);
+    let t = 0.25f32;
+    let need = m.required_arena_bytes(batch).unwrap();
+    assert_eq!(
+        need,
+        m.graph_arena_bytes(batch).unwrap() + (batch * 3 * 4).div_ceil(16) * 16
+    );
+    let mut arena = AlignedBytes::zeroed(need);
+    let mut field = CpuField::new(&m, batch, &mut arena).unwrap();
+    assert_eq!(field.state_len(), 10);
+    let mut v = vec![0.0; batch * 2];
+    field.eval_into(t, &x, &mut v).unwrap();
+    let xt: Vec<f32> = x.chunks(2).flat_map(|r| [r[0], r[1], t]).collect();
+    let mut out = vec![0.0; batch * 2];
+    let mut arena = AlignedBytes::zeroed(m.graph_arena_bytes(batch).unwrap());
+    exec::run(&m, batch, &[&xt], &mut out, &mut arena).unwrap();
+    assert_eq!(bits(&v), bits(&out));
+    // Wrong lengths are reported, not panicked on.
+    assert!(matches!(
+        field_err(&m, batch, &x[1..]),
+        Error::ShapeMismatch { .. }
+    ));
+}
+
+fn field_err(m: &Model<'_>, batch: usize, x: &[f32]) -> Error {
+    let mut arena = AlignedBytes::zeroed(m.required_arena_bytes(batch).unwrap());
+    let mut field = CpuField::new(m, batch, &mut arena).unwrap();
+    let mut v = vec![0.0; batch * m.state_dim()];
+    field.eval_into(0.5, x, &mut v).unwrap_err()
+}
+
+/// Exercises Mul with a scalar, Reshape, Transpose, MatMul, Slice, Expand, Add, Sin, fixed
+/// region tensors (time embedding) and per-row tensors.
+fn layout_model(g: &mut Lcg) -> ModelDesc {
+    let mut m = G::default();
+    let x = m.input(&[B, f(4)], Role::X);
+    let t = m.input(&[], Role::T);
+    let freq = m.c(&[f(1), f(6)], g.vec(6));
+    let c22 = m.c(&[f(2), f(2)], g.vec(4));
+    let wout = m.c(&[f(10), f(4)], g.vec(40));
+    let emb = m.node(Op::Binary(BinaryOp::Mul), &[t, freq], &[f(1), f(6)]); // fixed region
+    let emb = m.node(Op::Unary(UnaryOp::Sin), &[emb], &[f(1), f(6)]);
+    let a = m.node(Op::Binary(BinaryOp::Mul), &[x, t], &[B, f(4)]);
+    let r = m.node(Op::Reshape, &[a], &[B, f(2), f(2)]);
+    let tr = m.node(
+        Op::Transpose {
+            perm: vec![0, 2, 1],
+        },
+        &[r],
+        &[B, f(2), f(2)],
+    );
+    let mm = m.node(Op::MatMul, &[tr, c22], &[B, f(2), f(2)]);
+    let s = m.node(
+        Op::Slice {
+            axis: 2,
+            start: 1,
+            end: 2,
+            step: 1,
+        },
+        &[mm],
+        &[B, f(2), f(1)],
+    );
+    let e = m.node(Op::Expand, &[s], &[B, f(2), f(2)]);
+    let fl = m.node(Op::Reshape, &[e], &[B, f(4)]);
+    let embb = m.node(Op::Expand, &[emb], &[B, f(6)]);
+    let cat = m.node(Op::Concat { axis: 1 }, &[fl, embb], &[B, f(10)]);
+    let d = m.node(Op::Dense, &[cat, wout], &[B, f(4)]);
+    let tx = m.node(Op::Transpose { perm: vec![1, 0] }, &[x], &[f(4), B]);
+    let txx = m.node(Op::Transpose { perm: vec![1, 0] }, &[tx], &[B, f(4)]);
+    let mx = m.node(Op::Binary(BinaryOp::Max), &[d, txx], &[B, f(4)]);
+    let o = m.node(Op::Binary(BinaryOp::Add), &[mx, x], &[B, f(4)]);
+    m.finish(o)
+}
+
+fn layout_reference(desc: &ModelDesc, x: &[f32], t: f32) -> Vec<f32> {
+    let data = |i: usize| desc.tensors[i].data.clone().unwrap();
+    let (freq, c22, wout) = (data(2), data(3), data(4));
+    let emb: Vec<f32> = freq.iter().map(|f| libm::sinf(t * f)).collect();
+    let mut out = Vec::new();
+    for row in x.chunks(4) {
+        let a: Vec<f32> = row.iter().map(|v| v * t).collect();
+        // r = [[a0, a1], [a2, a3]]; tr = r^T; mm = tr x c22.
+        let tr = [[a[0], a[2]], [a[1], a[3]]];
+        let mut mm = [[0.0f32; 2]; 2];
+        for i in 0..2 {
+            for j in 0..2 {
+                let mut acc = 0.0f32;
+                for k in 0..2 {
+                    acc += tr[i][k] * c22[k * 2 + j];
+                }
+                mm[i][j] = acc;
+            }
+        }
+        let fl = [mm[0][1], mm[0][1], mm[1][1], mm[1][1]];
+        let cat: Vec<f32> = fl.iter().chain(emb.iter()).copied().collect();
+        let zero = vec![0.0; 4];
+        let mut d = naive_dense(&cat, &wout, &zero, 10, 4);
+        // Dense without bias starts from 0.0 as well: same bits as with a zero bias.
+        for (j, v) in d.iter_mut().enumerate() {
+            *v = flowrt::ops::Binary::Max.apply(*v, row[j]) + row[j];
+        }
+        out.extend(d);
+    }
+    out
+}
+
+#[test]
+fn layout_ops_round_trip_match_reference() {
+    let mut g = Lcg(3);
+    let desc = layout_model(&mut g);
+    let buf = load(&format::write(&desc).unwrap());
+    let m = Model::from_bytes(&buf).unwrap();
+    assert!(m.fixed_arena_bytes() > 0 && m.per_row_arena_bytes() > 0);
+    for batch in [1usize, 3, 8] {
+        let x = g.vec(batch * 4);
+        let t = 0.7f32;
+        let mut arena = AlignedBytes::zeroed(m.required_arena_bytes(batch).unwrap());
+        let mut field = CpuField::new(&m, batch, &mut arena).unwrap();
+        let mut v = vec![0.0; batch * 4];
+        field.eval_into(t, &x, &mut v).unwrap();
+        assert_eq!(bits(&v), bits(&layout_reference(&desc, &x, t)));
+    }
+}
+
+#[test]
+fn rows_do_not_depend_on_batch_size_or_position() {
+    let mut g = Lcg(4);
+    for desc in [
+        mlp(&mut g).0,
+        layout_model(&mut g),
+        xt_model(&mut g),
+        wide_model(&mut g),
+    ] {
+        let buf = load(&format::write(&desc).unwrap());
+        let m = Model::from_bytes(&buf).unwrap();
+        let d = m.state_dim();
+        let batch = 8;
+        let x = g.vec(batch * d);
+        let mut arena = AlignedBytes::zeroed(m.required_arena_bytes(batch).unwrap());
+        let mut v = vec![0.0; batch * d];
+        CpuField::new(&m, batch, &mut arena)
+            .unwrap()
+            .eval_into(0.3, &x, &mut v)
+            .unwrap();
+        for r in 0..batch {
+            let mut arena1 = AlignedBytes::zeroed(m.required_arena_bytes(1).unwrap());
+            let mut v1 = vec![0.0; d];
+            CpuField::new(&m, 1, &mut arena1)
+                .unwrap()
+                .eval_into(0.3, &x[r * d..(r + 1) * d], &mut v1)
+                .unwrap();
+            assert_eq!(bits(&v1), bits(&v[r * d..(r + 1) * d]), "row {r}");
+        }
+    }
+}
+
+/// A wider MLP (exercises the 4-row blocks and column tiles of Dense).
+fn wide_model(g: &mut Lcg) -> ModelDesc {
+    let mut m = G::default();
+    let x = m.input(&[B, f(5)], Role::X);
+    let t = m.input(&[B], Role::T);
+    let t2 = m.node(Op::Reshape, &[t], &[B, f(1)]);
+    let h = m.node(Op::Concat { axis: 1 }, &[x, t2], &[B, f(6)]);
+    let w1 = m.c(&[f(6), f(700)], g.vec(6 * 700));
+    let b1 = m.c(&[f(700)], g.vec(700));
+    let w2 = m.c(&[f(700), f(5)], g.vec(3500));
+    let h = m.node(Op::Dense, &[h, w1, b1], &[B, f(700)]);
+    let h = m.node(Op::Unary(UnaryOp::Tanh), &[h], &[B, f(700)]);
+    let o = m.node(Op::Dense, &[h, w2], &[B, f(5)]);
+    m.finish(o)
+}
+
+// -------------------------------------------------------------------------------------------
+// Planner.
+
+fn check_plan(desc: &ModelDesc) {
+    let p = plan::plan_model(desc).unwrap();
+    let slots: Vec<_> = p
+        .slots
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.map(|s| (i, s)))
+        .collect();
+    for (i, a) in &slots {
+        assert_eq!(a.offset % 16, 0);
+        let limit = if a.region == format::Region::Fixed {
+            p.fixed_bytes
+        } else {
+            p.per_row_bytes
+        };
+        assert!(a.offset + a.size <= limit);
+        for (j, b) in &slots {
+            if i < j && a.region == b.region && a.first <= b.last && b.first <= a.last {
+                assert!(
+                    a.offset + a.size <= b.offset || b.offset + b.size <= a.offset,
+                    "{i} and {j} overlap"
+                );
+            }
+        }
+    }
+    // Arena formula.
+    let buf = load(&format::write(desc).unwrap());
+    let m = Model::from_bytes(&buf).unwrap();
+    for b in [1usize, 2, 7, 64] {
+        assert_eq!(
+            m.graph_arena_bytes(b).unwrap(),
+            p.fixed_bytes + p.per_row_bytes * b
+        );
+        assert_eq!(
+            m.required_arena_bytes(b).unwrap(),
+            m.graph_arena_bytes(b).unwrap() + m.scratch_bytes(b).unwrap()
+        );
+    }
+}
+
+/// Random DAG: chains of unary / binary / dense nodes with skip connections.
+fn random_model(g: &mut Lcg) -> ModelDesc {
+    let mut m = G::default();
+    let width = 1 + g.below(6) as u32;
+    let x = m.input(&[B, f(width)], Role::X);
+    let t = m.input(&[B, f(1)], Role::T);
+    let mut live = vec![x];
+    let mut fixed = vec![m.c(&[f(width)], g.vec(width as usize))];
+    for _ in 0..(3 + g.below(25)) {
+        let pick = live[g.below(live.len())];
+        let out = match g.below(6) {
+            0 => m.node(Op::Unary(UnaryOp::Tanh), &[pick], &[B, f(width)]),
+            1 => {
+                let other = live[g.below(live.len())];
+                m.node(Op::Binary(BinaryOp::Add), &[pick, other], &[B, f(width)])
+            }
+            2 => {
+                let w = m.c(&[f(width), f(width)], g.vec((width * width) as usize));
+                m.node(Op::Dense, &[pick, w], &[B, f(width)])
+            }
+            3 => m.node(Op::Binary(BinaryOp::Mul), &[pick, t], &[B, f(width)]),
+            4 => {
+                let c = fixed[g.below(fixed.len())];
+                let e = m.node(Op::Unary(UnaryOp::Cos), &[c], &[f(width)]);
+                fixed.push(e);
+                m.node(Op::Binary(BinaryOp::Sub), &[pick, e], &[B, f(width)])
+            }
+            _ => {
+                let a = m.node(Op::Concat { axis: 1 }, &[pick, pick], &[B, f(2 * width)]);
+                m.node(
+                    Op::Slice {
+                        axis: 1,
+                        start: 1,
+                        end: 2 * width,
+                        step: 2,
+                    },
+                    &[a],
+                    &[B, f(width)],
+                )
+            }
+        };
+        live.push(out);
+    }
+    let last = *live.last().unwrap();
+    let o = m.node(Op::Binary(BinaryOp::Add), &[last, x], &[B, f(width)]);
+    m.finish(o)
+}
+
+#[test]
+fn planner_never_overlaps_live_tensors() {
+    let mut g = Lcg(5);
+    check_plan(&mlp(&mut g).0);
+    check_plan(&layout_model(&mut g));
+    check_plan(&xt_model(&mut g));
+    for _ in 0..150 {
+        let desc = random_model(&mut g);
+        check_plan(&desc);
+        // And the planned model runs and is row-independent.
+        let buf = load(&format::write(&desc).unwrap());
+        let m = Model::from_bytes(&buf).unwrap();
+        let d = m.state_dim();
+        let x = g.vec(3 * d);
+        let mut arena = AlignedBytes::zeroed(m.required_arena_bytes(3).unwrap());
+        let mut v = vec![0.0; 3 * d];
+        CpuField::new(&m, 3, &mut arena)
+            .unwrap()
+            .eval_into(0.5, &x, &mut v)
+            .unwrap();
+        let mut arena = AlignedBytes::zeroed(m.required_arena_bytes(1).unwrap());
+        let mut v1 = vec![0.0; d];
+        CpuField::new(&m, 1, &mut arena)
+            .unwrap()
+            .eval_into(0.5, &x[2 * d..], &mut v1)
+            .unwrap();
+        assert_eq!(bits(&v1), bits(&v[2 * d..]));
+    }
+}
+
+#[test]
+fn arena_and_argument_errors() {
+    let mut g = Lcg(6);
+    let buf = load(&format::write(&mlp(&mut g).0).unwrap());
+    let m = Model::from_bytes(&buf).unwrap();
+    let need = m.required_arena_bytes(4).unwrap();
+    let mut arena = AlignedBytes::zeroed(need + 4);
+    assert!(matches!(
+        CpuField::new(&m, 4, &mut arena[..need - 1]).err(),
+        Some(Error::ArenaTooSmall { needed, given }) if needed == need && given == need - 1
+    ));
+    assert_eq!(
+        CpuField::new(&m, 4, &mut arena[1..]).err(),
+        Some(Error::Misaligned)
+    );
+    assert!(matches!(
+        CpuField::new(&m, 0, &mut arena).err(),
+        Some(Error::BadArgument { .. })
+    ));
+    assert!(m.required_arena_bytes(usize::MAX).is_err());
+    let x = vec![0.0; 12];
+    let t = vec![0.0; 4];
+    let mut out = vec![0.0; 12];
+    let small = m.graph_arena_bytes(4).unwrap() - 16;
+    assert!(matches!(
+        exec::run(&m, 4, &[&x, &t], &mut out, &mut arena[..small]),
+        Err(Error::ArenaTooSmall { .. })
+    ));
+    assert!(matches!(
+        exec::run(&m, 4, &[&x], &mut out, &mut arena),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        exec::run(&m, 4, &[&x, &t[1..]], &mut out, &mut arena),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        exec::run(&m, 4, &[&x, &t], &mut out[1..], &mut arena),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    exec::run(&m, 4, &[&x, &t], &mut out, &mut arena).unwrap();
+}
+
+#[test]
+fn aligned_buffers() {
+    static EMBEDDED: &[u8] = flowrt::include_frt!("frt.rs");
+    assert_eq!(EMBEDDED.as_ptr() as usize % 16, 0);
+    assert!(EMBEDDED.starts_with(b"//! `.frt` round trips"));
+    let a = AlignedBytes::copy_from(&[1, 2, 3]);
+    assert_eq!(a.as_ptr() as usize % 16, 0);
+    assert_eq!(&a[..], &[1, 2, 3]);
+    let mut g = Lcg(7);
+    let bytes = format::write(&mlp(&mut g).0).unwrap();
+    let buf = load(&bytes);
+    assert_eq!(Model::from_bytes(&buf[..]).map(|_| ()), Ok(()));
+    // Misaligned start (copy shifted by one byte).
+    let mut shifted = AlignedBytes::zeroed(bytes.len() + 1);
+    shifted[1..].copy_from_slice(&bytes);
+    assert_eq!(
+        Model::from_bytes(&shifted[1..]).err(),
+        Some(Error::Misaligned)
+    );
+}
+
+// -------------------------------------------------------------------------------------------
+// Writer validation: errors name the node / tensor.
+
+fn write_err(desc: &ModelDesc) -> Error {
+    format::write(desc).expect_err("writer must reject this desc")
+}
+
+#[test]
+fn writer_rejects_inconsistent_descs_naming_the_node() {
+    let node_of = |e: Error| match e {
+        Error::InvalidNode { node, what } => (node, what),
+        other => panic!("expected InvalidNode, got {other:?}"),
+    };
+    let tensor_of = |e: Error| match e {
+        Error::InvalidTensor { tensor, what } => (tensor, what),
+        other => panic!("expected InvalidTensor, got {other:?}"),
+    };
+    let mut g = Lcg(8);
+    // Dense K mismatch.
+    let mut m = G::default();
+    let x = m.input(&[B, f(3)], Role::X);
+    let w = m.c(&[f(4), f(3)], g.vec(12));
+    let o = m.node(Op::Dense, &[x, w], &[B, f(3)]);
+    assert_eq!(node_of(write_err(&m.finish(o))).0, 0);
+    // Broadcast illegal.
+    let mut m = G::default();
+    let x = m.input(&[B, f(3)], Role::X);
+    let c = m.c(&[f(2)], g.vec(2));
+    let u = m.node(Op::Unary(UnaryOp::Relu), &[x], &[B, f(3)]);
+    let o = m.node(Op::Binary(BinaryOp::Add), &[u, c], &[B, f(3)]);
+    assert_eq!(node_of(write_err(&m.finish(o))).0, 1);
+    // Concat dims.
+    let mut m = G::default();
+    let x = m.input(&[B, f(3)], Role::X);
+    let o = m.node(Op::Concat { axis: 1 }, &[x, x], &[B, f(5)]);
+    assert_eq!(node_of(write_err(&m.finish(o))).0, 0);
+    // Reshape element count.
+    let mut m = G::default();
+    let x = m.input(&[B, f(4)], Role::X);
+    let r = m.node(Op::Reshape, &[x], &[B, f(2), f(3)]);
+    let o = m.node(Op::Reshape, &[r], &[B, f(4)]);
+    assert_eq!(node_of(write_err(&m.finish(o))).0, 0);
+    // Reshape that would fold the batch dim.
+    let mut m = G::default();
+    let x = m.input(&[B, f(4)], Role::X);
+    let r = m.node(Op::Reshape, &[x], &[f(4)]);
+    let o = m.node(Op::Expand, &[r], &[B, f(4)]);
+    assert_eq!(node_of(write_err(&m.finish(o))).0, 0);
+    // Bad permutation, slice out of range, zero step, NaN attribute.
+    for bad in [
+        Op::Transpose { perm: vec![0, 0] },
+        Op::Transpose { perm: vec![0, 2] },
+        Op::Slice {
+            axis: 1,
+            start: 0,
+            end: 5,
+            step: 1,
+        },
+        Op::Slice {
+            axis: 1,
+            start: 0,
+            end: 2,
+            step: 0,
+        },
+        Op::Slice {
+            axis: 0,
+            start: 0,
+            end: 1,
+            step: 1,
+        },
+        Op::Unary(UnaryOp::LeakyRelu { alpha: f32::NAN }),
+        Op::MatMul,
+        Op::Concat { axis: 2 },
+    ] {
+        let mut m = G::default();
+        let x = m.input(&[B, f(4)], Role::X);
+        let o = m.node(bad.clone(), &[x], &[B, f(4)]);
+        let (node, what) = node_of(write_err(&m.finish(o)));
+        assert_eq!(node, 0, "{bad:?}: {what}");
+    }
+    // Use before definition.
+    let mut m = G::default();
+    let x = m.input(&[B, f(4)], Role::X);
+    let later = m.t(&[B, f(4)]);
+    let a = m.node(Op::Binary(BinaryOp::Add), &[x, later], &[B, f(4)]);
+    m.d.nodes.push(NodeDesc {
+        name: "late".into(),
+        op: Op::Unary(UnaryOp::Neg),
+        inputs: vec![x],
+        output: later,
+    });
+    assert_eq!(node_of(write_err(&m.finish(a))).0, 0);
+    // Tensor errors: wrong constant length, two batch dims, output is an input, never defined.
+    let mut m = G::default();
+    let x = m.input(&[B, f(2)], Role::X);
+    let c = m.c(&[f(2)], g.vec(3));
+    let o = m.node(Op::Binary(BinaryOp::Add), &[x, c], &[B, f(2)]);
+    assert_eq!(tensor_of(write_err(&m.finish(o))).0, c);
+    let mut m = G::default();
+    let x = m.input(&[B, B], Role::X);
+    assert_eq!(tensor_of(write_err(&m.finish(x))).0, x);
+    let mut m = G::default();
+    let x = m.input(&[B, f(2)], Role::X);
+    assert_eq!(tensor_of(write_err(&m.finish(x))).0, x);
+    let mut m = G::default();
+    let x = m.input(&[B, f(2)], Role::X);
+    let _dangling = m.t(&[B, f(2)]);
+    let o = m.node(Op::Unary(UnaryOp::Neg), &[x], &[B, f(2)]);
+    assert!(matches!(
+        write_err(&m.finish(o)),
+        Error::InvalidTensor { tensor: 1, .. }
+    ));
+    // Output row size differs from D.
+    let mut m = G::default();
+    let x = m.input(&[B, f(2)], Role::X);
+    let o = m.node(Op::Concat { axis: 1 }, &[x, x], &[B, f(4)]);
+    assert!(matches!(
+        write_err(&m.finish(o)),
+        Error::InvalidTensor { .. }
+    ));
+    // No state input; two roles; bad t shape.
+    let mut m = G::default();
+    let t = m.input(&[B], Role::T);
+    let o = m.node(Op::Unary(UnaryOp::Neg), &[t], &[B]);
+    assert!(matches!(write_err(&m.finish(o)), Error::Invalid { .. }));
+    let mut m = G::default();
+    let x = m.input(&[B, f(2)], Role::X);
+    let _x2 = m.input(&[B, f(3)], Role::Xt);
+    let o = m.node(Op::Unary(UnaryOp::Neg), &[x], &[B, f(2)]);
+    assert!(matches!(write_err(&m.finish(o)), Error::Invalid { .. }));
+    let mut m = G::default();
+    let x = m.input(&[B, f(2)], Role::X);
+    let _t = m.input(&[B, f(2)], Role::T);
+    let o = m.node(Op::Unary(UnaryOp::Neg), &[x], &[B, f(2)]);
+    assert!(matches!(
+        write_err(&m.finish(o)),
+        Error::InvalidTensor { .. }
+    ));
+}
+
+// -------------------------------------------------------------------------------------------
+// Malformed files.
+
+/// A small valid file (MLP with fewer weights).
+fn small_file() -> Vec<u8> {
+    let mut g = Lcg(9);
+    let mut m = G::default();
+    let x = m.input(&[B, f(2)], Role::X);
+    let t = m.input(&[B, f(1)], Role::T);
+    let w = m.c(&[f(3), f(2)], g.vec(6));
+    let b = m.c(&[f(2)], g.vec(2));
+    let h = m.node(Op::Concat { axis: 1 }, &[x, t], &[B, f(3)]);
+    let h = m.node(Op::Dense, &[h, w, b], &[B, f(2)]);
+    let h = m.node(
+        Op::Unary(UnaryOp::LeakyRelu { alpha: 0.1 }),
+        &[h],
+        &[B, f(2)],
+    );
+    let o = m.node(Op::Binary(BinaryOp::Add), &[h, x], &[B, f(2)]);
+    let mut d = m.finish(o);
+    d.metadata.push(("k".into(), "v".into()));
+    format::write(&d).unwrap()
+}
+
+struct Layout {
+    sections: Vec<(u16, u16, usize, usize)>,
+}
+
+impl Layout {
+    fn of(file: &[u8]) -> Layout {
+        let n = u32::from_le_bytes(file[20..24].try_into().unwrap()) as usize;
+        let sections = (0..n)
+            .map(|i| {
+                let o = 32 + 24 * i;
+                let kind = u16::from_le_bytes(file[o..o + 2].try_into().unwrap());
+                let flags = u16::from_le_bytes(file[o + 2..o + 4].try_into().unwrap());
+                let off = u64::from_le_bytes(file[o + 8..o + 16].try_into().unwrap()) as usize;
+                let len = u64::from_le_bytes(file[o + 16..o + 24].try_into().unwrap()) as usize;
+                (kind, flags, off, len)
+            })
+            .collect();
+        Layout { sections }
+    }
+    fn off(&self, kind: u16) -> usize {
+        self.sections.iter().find(|s| s.0 == kind).unwrap().2
+    }
+    fn entry(&self, kind: u16) -> usize {
+        32 + 24 * self.sections.iter().position(|s| s.0 == kind).unwrap()
+    }
+    fn tensor(&self, i: usize) -> usize {
+        self.off(format::section::TENSORS) + 8 + 64 * i
+    }
+    fn node(&self, i: usize) -> usize {
+        self.off(format::section::NODES) + 8 + 48 * i
+    }
+    fn edge(&self, file: &[u8], i: usize) -> usize {
+        let n = u32::from_le_bytes(file[self.off(2)..self.off(2) + 4].try_into().unwrap()) as usize;
+        self.off(format::section::NODES) + 8 + 48 * n + 4 * i
+    }
+    fn plan_entry(&self, i: usize) -> usize {
+        self.off(format::section::PLAN) + 24 + 16 * i
+    }
+    fn sig(&self) -> usize {
+        self.off(format::section::SIGNATURE)
+    }
+}
+
+fn put32(f: &mut [u8], at: usize, v: u32) {
+    f[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+fn put64(f: &mut [u8], at: usize, v: u64) {
+    f[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+fn get32(f: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(f[at..at + 4].try_into().unwrap())
+}
+fn get64(f: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(f[at..at + 8].try_into().unwrap())
+}
+
+/// Recomputes the checksum so that the corruption reaches validation.
+fn refresh(f: &mut [u8]) {
+    let crc = format::file_checksum(f);
+    put32(f, 16, crc);
+}
+
+fn load_err(f: &[u8]) -> Error {
+    let buf = load(f);
+    Model::from_bytes(&buf)
+        .map(|_| ())
+        .expect_err("corrupted file must be rejected")
+}
+
+/// Applies `edit`, refreshes the checksum and returns the load error.
+fn corrupt(edit: impl FnOnce(&mut Vec<u8>, &Layout)) -> Error {
+    let mut f = small_file();
+    let l = Layout::of(&f);
+    edit(&mut f, &l);
+    refresh(&mut f);
+    load_err(&f)
+}
+
+#[test]
+fn every_truncation_is_rejected() {
+    let f = small_file();
+    let buf = load(&f);
+    assert!(Model::from_bytes(&buf).is_ok());
+    for n in 0..f.len() {
+        let r = Model::from_bytes(&buf[..n]);
+        assert!(r.is_err(), "prefix of {n} bytes accepted");
+        if n >= 32 {
+            assert!(
+                matches!(r, Err(Error::Truncated { .. })),
+                "prefix {n}: {r:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_bit_flip_is_rejected() {
+    let f = small_file();
+    let mut buf = load(&f);
+    for bit in 0..f.len() * 8 {
+        buf[bit / 8] ^= 1 << (bit % 8);
+        assert!(Model::from_bytes(&buf).is_err(), "bit {bit} flip accepted");
+        buf[bit / 8] ^= 1 << (bit % 8);
+    }
+    assert!(Model::from_bytes(&buf).is_ok());
+}
+
+#[test]
+fn header_errors() {
+    let f = small_file();
+    let mut v = f.clone();
+    v[4] = 2;
+    assert_eq!(load_err(&v), Error::UnsupportedVersion { found: 2 });
+    refresh(&mut v);
+    assert_eq!(load_err(&v), Error::UnsupportedVersion { found: 2 });
+    let mut v = f.clone();
+    v[0] = b'X';
+    assert_eq!(load_err(&v), Error::BadMagic);
+    let mut v = f.clone();
+    v[16] ^= 1;
+    assert!(matches!(load_err(&v), Error::ChecksumMismatch { .. }));
+    assert!(matches!(corrupt(|f, _| f[6] = 1), Error::Invalid { .. }));
+    assert!(matches!(corrupt(|f, _| f[30] = 1), Error::Invalid { .. }));
+    assert!(matches!(
+        corrupt(|f, _| {
+            let n = f.len() as u64;
+            put64(f, 8, n + 16)
+        }),
+        Error::Truncated { .. }
+    ));
+    assert!(matches!(
+        corrupt(|f, _| put64(f, 8, 8)),
+        Error::Invalid { .. }
+    ));
+    // Extra bytes after the recorded length are ignored.
+    let mut v = f.clone();
+    v.extend_from_slice(&[0xAB; 7]);
+    assert!(Model::from_bytes(&load(&v)).is_ok());
+}
+
+#[test]
+fn section_table_errors() {
+    use format::section::*;
+    assert!(matches!(
+        corrupt(|f, _| put32(f, 20, 65)),
+        Error::Invalid { .. }
+    ));
+    assert!(matches!(
+        corrupt(|f, _| put32(f, 20, 1000)),
+        Error::Truncated { .. } | Error::Invalid { .. }
+    ));
+    assert!(matches!(
+        corrupt(|f, l| put64(f, l.entry(NODES) + 8, 1 << 40)),
+        Error::Truncated { .. }
+    ));
+    assert!(matches!(
+        corrupt(|f, l| put64(f, l.entry(NODES) + 16, 1 << 40)),
+        Error::Truncated { .. }
+    ));
+    assert!(matches!(
+        corrupt(|f, l| put64(f, l.entry(NODES) + 16, u64::MAX)),
+        Error::Invalid { .. } | Error::Truncated { .. }
+    ));
+    assert!(matches!(
+        corrupt(|f, l| put64(f, l.entry(NODES) + 8, l.off(NODES) as u64 + 4)),
+        Error::Invalid { .. }
+    ));
+    assert!(matches!(
+        corrupt(|f, l| put64(f, l.entry(NODES) + 8, 16)),
+        Error::Invalid { .. }
+    ));
+    assert!(matches!(
+        corrupt(|f, l| put64(f, l.entry(NODES) + 8, l.off(TENSORS) as u64)),
+        Error::Invalid { .. }
+    ));
+    assert!(matches!(
+        corrupt(|f, l| f[l.entry(NODES) + 2] = 2),
+        Error::Invalid { .. }
+    ));
+    assert!(matches!(
+        corrupt(|f, l| f[l.entry(NODES) + 4] = 2),
+        Error::Invalid { .. }
+    ));
+    // Duplicate kind.
+    assert!(matches!(
+        corrupt(|f, l| f[l.entry(METADATA)] = NAMES as u8),
+        Error::Invalid { .. }
+    ));
+    // Unknown optional kinds are skipped; unknown required kinds are rejected.
+    let mut v = small_file();
+    let l = Layout::of(&v);
+    v[l.entry(METADATA)] = 100;
+    refresh(&mut v);
+    let buf = load(&v);
+    let m = Model::from_bytes(&buf).unwrap();
+    assert_eq!(m.metadata().count(), 0);
+    assert_eq!(
+        corrupt(|f, l| {
+            f[l.entry(METADATA)] = 100;
+            f[l.entry(METADATA) + 2] = 1
+        }),
+        Error::UnsupportedSection { kind: 100 }
+    );
+    assert_eq!(
+        corrupt(|f, l| f[l.entry(SOLVER_DEFAULTS.min(PLAN))] = 200),
+        Error::UnsupportedSection { kind: 200 }
+    );
+    // A missing required section.
+    assert!(matches!(
+        corrupt(|f, l| {
+            f[l.entry(TENSORS)] = 100;
+            f[l.entry(TENSORS) + 2] = 0
+        }),
+        Error::Invalid { .. }
+    ));
+    // Section lengths that disagree with their counts.
+    assert!(matches!(
+        corrupt(|f, l| put32(f, l.off(TENSORS), 99)),
+        Error::Invalid { .. }
+    ));
+    assert!(matches!(
+        corrupt(|f, l| put32(f, l.off(NODES) + 4, 99)),
+        Error::Invalid { .. }
+    ));
+    assert!(matches!(
+        corrupt(|f, l| put32(f, l.off(PLAN) + 16, 99)),
+        Error::Invalid { .. }
+    ));
+    assert!(matches!(
+        corrupt(|f, l| put32(f, l.sig(), 99)),
+        Error::Invalid { .. }
+    ));
+    assert!(matches!(
+        corrupt(|f, l| put32(f, l.off(METADATA), 2)),
+        Error::Truncated { .. }
+    ));
+    assert!(matches!(
+        corrupt(|f, l| put32(f, l.off(METADATA) + 4, 1 << 30)),
+        Error::Truncated { .. }
+    ));
+    assert!(matches!(
+        corrupt(|f, l| f[l.off(METADATA) + 12] = 0xFF),
+        Error::Invalid { .. }
+    ));
+    assert!(matches!(
+        corrupt(|f, l| put32(f, l.off(NAMES), 1)),
+        Error::Invalid { .. }
+    ));
+    assert!(matches!(
+        corrupt(|f, l| f[l.off(NAMES) + 12] = 0xC0),
+        Error::Invalid { .. }
+    ));
+}
+
+#[test]
+fn tensor_record_errors() {
+    // Tensors of small_file: 0 x, 1 t, 2 w, 3 b, 4 concat, 5 dense, 6 leaky, 7 add (output).
+    let bad_tensor = |e: Error| matches!(e, Error::InvalidTensor { .. });
+    assert!(
+        bad_tensor(corrupt(|f, l| put32(f, l.tensor(2) + 8, 0))),
+        "zero dim"
+    );
+    assert!(bad_tensor(corrupt(|f, l| f[l.tensor(2) + 2] = 7)), "rank 7");
+    assert!(
+        bad_tensor(corrupt(|f, l| f[l.tensor(5) + 3] = 5)),
+        "batch axis out of range"
+    );
+    assert!(bad_tensor(corrupt(|f, l| f[l.tensor(2) + 1] = 1)), "dtype");
+    assert!(bad_tensor(corrupt(|f, l| f[l.tensor(2)] = 9)), "kind");
+    assert!(
+        bad_tensor(corrupt(|f, l| put32(f, l.tensor(2) + 8, 4))),
+        "K changed: data length"
+    );
+    assert!(
+        bad_tensor(corrupt(|f, l| put32(f, l.tensor(2) + 16, 1))),
+        "unused dim not zero"
+    );
+    assert!(
+        bad_tensor(corrupt(|f, l| put32(f, l.tensor(2) + 36, 1))),
+        "reserved"
+    );
+    assert!(
+        bad_tensor(corrupt(|f, l| {
+            let at = l.tensor(3) + 40;
+            let v = get64(f, at);
+            put64(f, at, v + 4)
+        })),
+        "misaligned const data"
+    );
+    assert!(
+        bad_tensor(corrupt(|f, l| put64(f, l.tensor(3) + 40, 1 << 20))),
+        "const data out of range"
+    );
+    assert!(
+        bad_tensor(corrupt(|f, l| f[l.tensor(2) + 3] = 0)),
+        "const with batch"
+    );
+    assert!(
+        bad_tensor(corrupt(|f, l| put32(f, l.tensor(5) + 4, 0))),
+        "wrong producer"
+    );
+    assert!(
+        bad_tensor(corrupt(|f, l| put32(f, l.tensor(5) + 4, 999))),
+        "producer out of range"
+    );
+    assert!(
+        bad_tensor(corrupt(|f, l| put32(f, l.tensor(5) + 32, 999))),
+        "slot out of range"
+    );
+    assert!(
+        bad_tensor(corrupt(|f, l| put32(f, l.tensor(0) + 4, 0))),
+        "input with producer"
+    );
+    assert!(
+        matches!(
+            corrupt(|f, l| f[l.tensor(6)] = 3),
+            Error::InvalidTensor { .. } | Error::Invalid { .. }
+        ),
+        "two outputs"
+    );
+    // Intermediate dim changed: shape rules catch it.
+    assert!(matches!(
+        corrupt(|f, l| put32(f, l.tensor(5) + 12, 3)),
+        Error::InvalidNode { .. } | Error::InvalidTensor { .. }
+    ));
+}
+
+#[test]
+fn node_record_errors() {
+    // Nodes: 0 concat(x,t), 1 dense(h,w,b), 2 leaky(h), 3 add(h,x).
+    let bad_node = |e: Error| matches!(e, Error::InvalidNode { .. });
+    assert!(
+        bad_node(corrupt(|f, l| put32(f, l.node(0), 0x0999))),
+        "unknown op"
+    );
+    assert!(
+        bad_node(corrupt(|f, l| f[l.node(3) + 1] = 0x02)),
+        "binary op code -> unary (arity)"
+    );
+    assert!(
+        bad_node(corrupt(|f, l| f[l.node(2) + 1] = 0x01)),
+        "unary op code -> binary (arity)"
+    );
+    assert!(
+        bad_node(corrupt(|f, l| f[l.node(2) + 2] = 2)),
+        "input count changed"
+    );
+    assert!(
+        bad_node(corrupt(|f, l| put32(f, l.node(1) + 4, 0))),
+        "input list not contiguous"
+    );
+    let bad = |e: Error| matches!(e, Error::InvalidNode { .. } | Error::InvalidTensor { .. });
+    assert!(
+        bad(corrupt(|f, l| put32(f, l.node(1) + 8, 999))),
+        "output id out of range"
+    );
+    assert!(
+        bad(corrupt(|f, l| put32(f, l.node(1) + 8, 2))),
+        "output is a constant"
+    );
+    assert!(
+        bad_node(corrupt(|f, l| put32(f, l.node(1) + 12, 1))),
+        "reserved"
+    );
+    assert!(
+        bad_node(corrupt(|f, l| put32(f, l.node(0) + 16, 5))),
+        "concat axis"
+    );
+    assert!(
+        bad_node(corrupt(|f, l| put32(f, l.node(0) + 20, 1))),
+        "unused attribute"
+    );
+    assert!(
+        bad_node(corrupt(|f, l| put32(f, l.node(2) + 16, f32::NAN.to_bits()))),
+        "NaN alpha"
+    );
+    assert!(
+        bad_node(corrupt(|f, l| {
+            let e = l.edge(f, 0);
+            put32(f, e, 999)
+        })),
+        "input id out of range"
+    );
+    assert!(
+        bad_node(corrupt(|f, l| {
+            let e = l.edge(f, 0);
+            put32(f, e, 6)
+        })),
+        "use before def"
+    );
+    assert!(
+        bad_node(corrupt(|f, l| {
+            let e = l.edge(f, 3);
+            put32(f, e, 3)
+        })),
+        "dense weight <- bias (shape)"
+    );
+    assert!(
+        bad_node(corrupt(|f, l| {
+            let e = l.edge(f, 6);
+            put32(f, e, 4)
+        })),
+        "add of [B,3] and [B,2]"
+    );
+    // Edge table with an unused trailing entry.
+    let mut f = small_file();
+    let l = Layout::of(&f);
+    let nodes = l.off(2);
+    let len_at = l.entry(2) + 16;
+    let len = get64(&f, len_at);
+    // Grow the nodes section by one edge into its padding, if there is room.
+    let next = l
+        .sections
+        .iter()
+        .map(|s| s.2)
+        .filter(|o| *o > nodes)
+        .min()
+        .unwrap();
+    if nodes + len as usize + 4 <= next {
+        put64(&mut f, len_at, len + 4);
+        let e = get32(&f, nodes + 4);
+        put32(&mut f, nodes + 4, e + 1);
+        refresh(&mut f);
+        assert!(matches!(load_err(&f), Error::Invalid { .. }));
+    }
+}
+
+#[test]
+fn plan_and_signature_errors() {
+    let f = small_file();
+    let l = Layout::of(&f);
+    // Slots: plan entries in tensor order 4, 5, 6, 7.
+    let slot_of = |t: usize| get32(&f, l.tensor(t) + 32) as usize;
+    let off_of = |t: usize| get64(&f, l.plan_entry(slot_of(t)) + 8);
+    // Output of the dense (5) placed on its input (4): overlap.
+    let (s5, o4) = (slot_of(5), off_of(4));
+    assert!(matches!(
+        corrupt(|f, l| put64(f, l.plan_entry(s5) + 8, o4)),
+        Error::InvalidNode { node: 1, .. }
+    ));
+    assert!(matches!(
+        corrupt(|f, l| put64(f, l.plan_entry(s5) + 8, 8)),
+        Error::InvalidTensor { .. }
+    ));
+    assert!(matches!(
+        corrupt(|f, l| put64(f, l.plan_entry(s5) + 8, 1 << 20)),
+        Error::InvalidTensor { .. }
+    ));
+    assert!(matches!(
+        corrupt(|f, l| put32(f, l.plan_entry(s5) + 4, 5)),
+        Error::Invalid { .. }
+    ));
+    assert!(matches!(
+        corrupt(|f, l| put32(f, l.plan_entry(s5) + 4, 0)),
+        Error::InvalidTensor { .. }
+    ));
+    assert!(matches!(
+        corrupt(|f, l| put32(f, l.plan_entry(s5), 4)),
+        Error::InvalidTensor { .. }
+    ));
+    assert!(matches!(
+        corrupt(|f, l| put64(f, l.off(4), 8)),
+        Error::Invalid { .. }
+    ));
+    assert!(matches!(
+        corrupt(|f, l| put64(f, l.off(4) + 8, 0)),
+        Error::InvalidTensor { .. }
+    ));
+    // Signature.
+    assert!(matches!(
+        corrupt(|f, l| put32(f, l.sig() + 16 + 4, 7)),
+        Error::Invalid { .. }
+    ));
+    assert!(matches!(
+        corrupt(|f, l| put32(f, l.sig() + 16 + 12, 0)),
+        Error::Invalid { .. }
+    ));
+    assert!(matches!(
+        corrupt(|f, l| put32(f, l.sig() + 4, 6)),
+        Error::InvalidTensor { .. }
+    ));
+    assert!(matches!(
+        corrupt(|f, l| put32(f, l.sig() + 8, 3)),
+        Error::Invalid { .. }
+    ));
+    assert!(matches!(
+        corrupt(|f, l| put32(f, l.sig() + 16, 2)),
+        Error::InvalidTensor { .. }
+    ));
+    assert!(matches!(
+        corrupt(|f, l| put32(f, l.sig() + 16 + 8, 0)),
+        Error::Invalid { .. }
+    ));
+    assert!(matches!(
+        corrupt(|f, l| put32(f, l.sig() + 12, 1)),
+        Error::Invalid { .. }
+    ));
+}
+
+/// Random field-aware corruption with a valid checksum: loading never panics, and a file
+/// that still loads runs without panicking at several batch sizes.
+#[test]
+fn random_corruption_never_panics() {
+    let f = small_file();
+    let l = Layout::of(&f);
+    let mut g = Lcg(10);
+    let values = [
+        0u32,
+        1,
+        2,
+        3,
+        4,
+        6,
+        7,
+        8,
+        16,
+        255,
+        0x100,
+        0x200,
+        0xFFFF,
+        u32::MAX,
+        0x8000_0000,
+    ];
+    let (mut loaded, mut ran) = (0, 0);
+    for _ in 0..20_000 {
+        let mut v = f.clone();
+        for _ in 0..1 + g.below(3) {
+            let at = 4 * g.below(v.len() / 4);
+            let val = if g.below(2) == 0 {
+                values[g.below(values.len())]
+            } else {
+                g.next_u64() as u32
+            };
+            match g.below(3) {
+                0 => v[at] = val as u8,
+                1 => v[at..at + 2].copy_from_slice(&(val as u16).to_le_bytes()),
+                _ => put32(&mut v, at, val),
+            }
+        }
+        refresh(&mut v);
+        let buf = load(&v);
+        if let Ok(m) = Model::from_bytes(&buf) {
+            loaded += 1;
+            for batch in [1usize, 3] {
+                let Ok(need) = m.required_arena_bytes(batch) else {
+                    continue;
+                };
+                if need > 1 << 20 {
+                    continue;
+                }
+                let mut arena = AlignedBytes::zeroed(need);
+                let x = vec![0.5; batch * m.state_dim()];
+                let mut out = vec![0.0; x.len()];
+                if let Ok(mut field) = CpuField::new(&m, batch, &mut arena) {
+                    if field.eval_into(0.5, &x, &mut out).is_ok() {
+                        ran += 1;
+                    }
+                }
+            }
+        }
+    }
+    let _ = l;
+    println!("loaded {loaded}, ran {ran}");
+}
