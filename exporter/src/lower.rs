@@ -14,6 +14,7 @@ use tract_onnx::tract_core::ops::change_axes::AxisOp;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::konst::Const;
+use tract_onnx::tract_core::ops::logic::Iff;
 use tract_onnx::tract_core::ops::math::PowConst;
 use tract_onnx::tract_core::ops::nn::{GeluApproximate, LeakyRelu};
 use tract_onnx::tract_core::ops::source::TypedSource;
@@ -177,7 +178,13 @@ impl Lowering<'_> {
             bail!("ops with {} outputs are not supported", node.outputs.len());
         }
         let out_fact = &node.outputs[0].fact;
-        if out_fact.datum_type != f32::datum_type() {
+        // Comparisons yield booleans, which flowrt keeps as f32 masks (1.0 / 0.0).
+        let is_comparison = node
+            .op_as::<TypedBinOp>()
+            .is_some_and(|b| matches!(b.0.name(), "GT" | "LT" | "GTE" | "LTE" | "Eq"));
+        if out_fact.datum_type != f32::datum_type()
+            && !(is_comparison && out_fact.datum_type == bool::datum_type())
+        {
             bail!(
                 "produces {:?} at run time; flowrt computes in f32 only (shape-only integer \
                  subgraphs must fold away for a symbolic batch)",
@@ -193,6 +200,11 @@ impl Lowering<'_> {
                 "Pow" => BinaryOp::Pow,
                 "Max" => BinaryOp::Max,
                 "Min" => BinaryOp::Min,
+                "GT" => BinaryOp::Greater,
+                "LT" => BinaryOp::Less,
+                "GTE" => BinaryOp::GreaterOrEqual,
+                "LTE" => BinaryOp::LessOrEqual,
+                "Eq" => BinaryOp::Equal,
                 other => bail!("binary op {other} is not supported"),
             };
             let a = self.tensor(node.inputs[0])?;
@@ -226,6 +238,10 @@ impl Lowering<'_> {
                 }
                 _ => self.emit(node, Op::Reshape, vec![x])?,
             }
+        } else if node.op_is::<Iff>() {
+            let inputs =
+                node.inputs.iter().map(|i| self.tensor(*i)).collect::<Result<Vec<_>>>()?;
+            self.emit(node, Op::Where, inputs)?
         } else if let Some(concat) = node.op_as::<TypedConcat>() {
             let inputs =
                 node.inputs.iter().map(|i| self.tensor(*i)).collect::<Result<Vec<_>>>()?;

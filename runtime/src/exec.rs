@@ -219,6 +219,12 @@ fn exec_node(v: &Views<'_, '_>, node: &NodeRec, out: &mut [f32], od: &Dims) -> R
             ops::binary(op, a, &ad, b, &bd, out, od)
         }
         NodeOp::Unary(op) => ops::unary(op, v.input(node, 0)?.0, out),
+        NodeOp::Where => {
+            let (c, _, cd) = v.input(node, 0)?;
+            let (a, _, ad) = v.input(node, 1)?;
+            let (b, _, bd) = v.input(node, 2)?;
+            ops::select(c, &cd, a, &ad, b, &bd, out, od)
+        }
         NodeOp::Concat { axis } => {
             let axis = axis as usize;
             let mut offset = 0usize;

@@ -44,6 +44,16 @@ pub enum BinaryOp {
     Max,
     /// min(a, b)
     Min,
+    /// 1.0 if a > b else 0.0
+    Greater,
+    /// 1.0 if a < b else 0.0
+    Less,
+    /// 1.0 if a >= b else 0.0
+    GreaterOrEqual,
+    /// 1.0 if a <= b else 0.0
+    LessOrEqual,
+    /// 1.0 if a == b else 0.0
+    Equal,
 }
 
 /// Element-wise unary operations (with their ONNX attribute values where they have any).
@@ -117,6 +127,9 @@ pub enum Op {
     Binary(BinaryOp),
     /// `inputs = [x]`, element-wise.
     Unary(UnaryOp),
+    /// `inputs = [cond, a, b]`, broadcast together: `cond != 0 ? a : b` (ONNX `Where`;
+    /// `cond` is an f32 mask such as a comparison's output).
+    Where,
     /// `inputs = [x0, x1, ...]` joined along `axis`.
     Concat {
         /// Axis (0-based, non-negative) along which the inputs are joined.

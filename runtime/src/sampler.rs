@@ -19,16 +19,22 @@ pub fn sample_arena_bytes(model: &Model<'_>, method: Method, batch: usize) -> Re
     let field = model.required_arena_bytes(batch)?;
     let state_len = batch
         .checked_mul(model.state_dim())
-        .ok_or(Error::BadArgument { what: "batch size overflows" })?;
+        .ok_or(Error::BadArgument {
+            what: "batch size overflows",
+        })?;
     let work = method
         .workspace_bytes(state_len)
-        .ok_or(Error::BadArgument { what: "batch size overflows" })?;
+        .ok_or(Error::BadArgument {
+            what: "batch size overflows",
+        })?;
     // Round the field part up to 16 so the workspace starts aligned.
     field
         .checked_add(15)
         .map(|f| f & !15)
         .and_then(|f| f.checked_add(work))
-        .ok_or(Error::BadArgument { what: "batch size overflows" })
+        .ok_or(Error::BadArgument {
+            what: "batch size overflows",
+        })
 }
 
 /// Integrates `x` (noise in, samples out; `batch * state_dim` values, row-major) along
@@ -43,7 +49,14 @@ pub fn sample<G: TimeGrid + ?Sized>(
     x: &mut [f32],
     arena: &mut [u8],
 ) -> Result<(), Error> {
-    sample_observed(model, method, grid, x, arena, &mut crate::solver::NoObserver)
+    sample_observed(
+        model,
+        method,
+        grid,
+        x,
+        arena,
+        &mut crate::solver::NoObserver,
+    )
 }
 
 /// [`sample`] with a per-step observer (progress, trajectories).
@@ -58,7 +71,7 @@ pub fn sample_observed<G: TimeGrid + ?Sized, O: StepObserver<CpuOps> + ?Sized>(
     observer: &mut O,
 ) -> Result<(), Error> {
     let dim = model.state_dim();
-    if dim == 0 || x.is_empty() || x.len() % dim != 0 {
+    if x.is_empty() || x.len().checked_rem(dim) != Some(0) {
         return Err(Error::ShapeMismatch {
             what: "state (a whole number of rows of state_dim values)",
             expected: dim,
@@ -68,11 +81,22 @@ pub fn sample_observed<G: TimeGrid + ?Sized, O: StepObserver<CpuOps> + ?Sized>(
     let batch = x.len() / dim;
     let needed = sample_arena_bytes(model, method, batch)?;
     if arena.len() < needed {
-        return Err(Error::ArenaTooSmall { needed, given: arena.len() });
+        return Err(Error::ArenaTooSmall {
+            needed,
+            given: arena.len(),
+        });
     }
     let field_bytes = (model.required_arena_bytes(batch)? + 15) & !15;
     let (field_arena, work_arena) = arena.split_at_mut(field_bytes);
     let (mut work, _) = Workspace::from_arena(work_arena, x.len(), method.work_buffers())?;
     let mut field = CpuField::new(model, batch, field_arena)?;
-    integrate_observed(&mut CpuOps, &mut field, method, grid, x, &mut work, observer)
+    integrate_observed(
+        &mut CpuOps,
+        &mut field,
+        method,
+        grid,
+        x,
+        &mut work,
+        observer,
+    )
 }

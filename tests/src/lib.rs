@@ -1,0 +1,78 @@
+//! Shared helpers for flowrt's integration tests: the committed fixtures (real models trained
+//! by `tests/fixtures/make_fixtures.py`) and their reference outputs.
+
+use std::path::{Path, PathBuf};
+
+use flowrt::format::AlignedBytes;
+
+/// Root of the committed fixtures.
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// One fixture model (a folder under `tests/fixtures/`).
+#[derive(Debug, Clone)]
+pub struct Fixture {
+    /// Model name (folder name).
+    pub name: String,
+    /// Its folder.
+    pub dir: PathBuf,
+    /// Input roles in ONNX order (`x`, `t`, `xt`).
+    pub roles: Vec<String>,
+    /// Declared time shape rank of the `t` input, if any (0 = scalar).
+    pub t_rank: Option<usize>,
+}
+
+/// The two torch exporters every fixture is exported with: (tag, file name).
+pub const EXPORTS: [(&str, &str); 2] = [("ts", "model.ts.onnx"), ("dynamo", "model.dynamo.onnx")];
+
+/// All fixture models listed in `tests/fixtures/manifest.json`.
+pub fn fixtures() -> Vec<Fixture> {
+    let root = fixtures_dir();
+    let text = std::fs::read_to_string(root.join("manifest.json")).expect("fixtures manifest");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("manifest json");
+    v["models"]
+        .as_array()
+        .expect("models")
+        .iter()
+        .map(|m| {
+            let inputs = m["inputs"].as_array().expect("inputs");
+            Fixture {
+                name: m["name"].as_str().expect("name").to_string(),
+                dir: root.join(m["dir"].as_str().expect("dir")),
+                roles: inputs.iter().map(|i| i["role"].as_str().expect("role").to_string()).collect(),
+                t_rank: inputs
+                    .iter()
+                    .find(|i| i["role"] == "t")
+                    .map(|i| i["shape"].as_array().expect("shape").len()),
+            }
+        })
+        .collect()
+}
+
+/// Methods and step counts the fixtures have references for.
+pub fn reference_grid() -> (Vec<String>, Vec<usize>) {
+    let text = std::fs::read_to_string(fixtures_dir().join("manifest.json")).expect("manifest");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let methods = v["methods"].as_array().expect("methods").iter().map(|m| m.as_str().expect("m").to_string()).collect();
+    let steps = v["steps"].as_array().expect("steps").iter().map(|s| s.as_u64().expect("s") as usize).collect();
+    (methods, steps)
+}
+
+/// Reads a float32 `.npy` file: (values, shape).
+pub fn npy(path: &Path) -> (Vec<f32>, Vec<usize>) {
+    flowrt_export::npy::read_f32(path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()))
+}
+
+/// Exports a fixture's ONNX file to aligned `.frt` bytes.
+pub fn export(onnx: &Path) -> AlignedBytes {
+    let bytes = flowrt_export::export_onnx(onnx, &Default::default())
+        .unwrap_or_else(|e| panic!("export {}: {e:#}", onnx.display()));
+    AlignedBytes::copy_from(&bytes)
+}
+
+/// Largest absolute difference between two equally long slices (NaN counts as infinite).
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter().zip(b).map(|(x, y)| if (x - y).is_nan() { f32::INFINITY } else { (x - y).abs() }).fold(0.0, f32::max)
+}

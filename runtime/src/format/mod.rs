@@ -95,7 +95,10 @@ pub mod opcode {
     pub const TRANSPOSE: u16 = 0x0013;
     /// `Slice { axis, start, end, step }`.
     pub const SLICE: u16 = 0x0014;
-    /// Binary ops: `BINARY_BASE + Binary::code()` (Add 0, Sub 1, Mul 2, Div 3, Pow 4, Max 5, Min 6).
+    /// `Where`: `cond != 0 ? a : b`, three inputs broadcast together.
+    pub const WHERE: u16 = 0x0020;
+    /// Binary ops: `BINARY_BASE + Binary::code()` (Add 0, Sub 1, Mul 2, Div 3, Pow 4, Max 5,
+    /// Min 6, Greater 7, Less 8, GreaterOrEqual 9, LessOrEqual 10, Equal 11).
     pub const BINARY_BASE: u16 = 0x0100;
     /// Unary ops: `UNARY_BASE + Unary::code()` (see [`crate::ops::Unary`]).
     pub const UNARY_BASE: u16 = 0x0200;
@@ -431,6 +434,8 @@ pub enum NodeOp {
     Binary(Binary),
     /// `inputs = [x]`: element-wise.
     Unary(Unary),
+    /// `inputs = [cond, a, b]`: `cond != 0 ? a : b`, all three broadcast (numpy) to the output.
+    Where,
     /// `inputs = [x0, x1, ...]` joined along `axis`.
     Concat {
         /// Axis along which the inputs are joined.
@@ -468,6 +473,7 @@ impl NodeOp {
             NodeOp::MatMul => "MatMul",
             NodeOp::Binary(b) => b.name(),
             NodeOp::Unary(u) => u.name(),
+            NodeOp::Where => "Where",
             NodeOp::Concat { .. } => "Concat",
             NodeOp::Reshape => "Reshape",
             NodeOp::Expand => "Expand",
@@ -503,6 +509,7 @@ impl NodeOp {
             }
             NodeOp::Reshape => opcode::RESHAPE,
             NodeOp::Expand => opcode::EXPAND,
+            NodeOp::Where => opcode::WHERE,
             NodeOp::Transpose { rank, perm } => {
                 a[0] = u32::from(rank);
                 for (slot, p) in a.iter_mut().skip(1).zip(perm.iter()) {
@@ -537,6 +544,7 @@ impl NodeOp {
             opcode::CONCAT => NodeOp::Concat { axis: attrs[0] },
             opcode::RESHAPE => NodeOp::Reshape,
             opcode::EXPAND => NodeOp::Expand,
+            opcode::WHERE => NodeOp::Where,
             opcode::TRANSPOSE => {
                 let rank = attrs[0];
                 if rank as usize > MAX_RANK {
@@ -616,6 +624,7 @@ impl NodeOp {
         match self {
             NodeOp::Dense => (2, 3),
             NodeOp::MatMul | NodeOp::Binary(_) => (2, 2),
+            NodeOp::Where => (3, 3),
             NodeOp::Concat { .. } => (1, u16::MAX as usize),
             _ => (1, 1),
         }
@@ -695,6 +704,7 @@ mod tests {
             NodeOp::Concat { axis: 3 },
             NodeOp::Reshape,
             NodeOp::Expand,
+            NodeOp::Where,
             NodeOp::Transpose {
                 rank: 3,
                 perm: [2, 0, 1, 0, 0, 0]
@@ -710,7 +720,7 @@ mod tests {
                 step: 3
             },
         ];
-        for c in 0..=6 {
+        for c in 0..=11 {
             ops.push(NodeOp::Binary(Binary::from_code(c).unwrap()));
         }
         for c in 0..=20 {
@@ -726,11 +736,13 @@ mod tests {
     fn decode_rejects_bad_attributes() {
         let mut a = [0u32; NODE_ATTRS];
         assert!(NodeOp::decode(0x7777, a).is_err());
-        assert!(NodeOp::decode(opcode::BINARY_BASE + 7, a).is_err());
+        assert!(NodeOp::decode(opcode::BINARY_BASE + 12, a).is_err());
         assert!(NodeOp::decode(opcode::UNARY_BASE + 21, a).is_err());
         assert!(NodeOp::decode(opcode::SLICE, a).is_err()); // step 0
         a[7] = 1;
         assert!(NodeOp::decode(opcode::DENSE, a).is_err()); // unused word
+        assert!(NodeOp::decode(opcode::WHERE, a).is_err()); // unused word
+        assert!(NodeOp::decode(opcode::WHERE + 1, [0; NODE_ATTRS]).is_err());
         let mut p = [0u32; NODE_ATTRS];
         p[0] = 2;
         p[1] = 1;
@@ -798,6 +810,25 @@ mod tests {
         let ex = NodeOp::Expand;
         assert!(check(&ex, &[sh(&[f(1), f(4)])], sh(&[b, f(4)])).is_ok());
         assert!(check(&ex, &[sh(&[f(2), f(4)])], sh(&[b, f(4)])).is_err());
+        let wh = NodeOp::Where;
+        let (bf4, one) = (sh(&[b, f(4)]), Shape::SCALAR);
+        assert!(check(&wh, &[bf4, bf4, bf4], bf4).is_ok());
+        assert!(check(&wh, &[bf4, sh(&[f(4)]), one], bf4).is_ok());
+        assert!(check(
+            &wh,
+            &[sh(&[f(3), f(1), f(1)]), bf4, one],
+            sh(&[f(3), b, f(4)])
+        )
+        .is_ok());
+        assert!(check(&wh, &[one, sh(&[b, f(1)]), sh(&[f(4)])], bf4).is_ok());
+        assert!(check(&wh, &[one, one, one], one).is_ok());
+        assert!(check(&wh, &[bf4, bf4], bf4).is_err()); // arity
+        assert!(check(&wh, &[bf4, bf4, bf4, bf4], bf4).is_err()); // arity
+        assert!(check(&wh, &[bf4, sh(&[f(3)]), bf4], bf4).is_err()); // 3 vs 4
+        assert!(check(&wh, &[sh(&[f(2), f(4)]), bf4, bf4], bf4).is_err()); // B vs 2
+        assert!(check(&wh, &[bf4, bf4, bf4], sh(&[f(1), f(4)])).is_err()); // wrong output
+        assert!(check(&wh, &[one, one, one], sh(&[f(1)])).is_err()); // wrong output rank
+        assert!(check(&wh, &[sh(&[b, f(1)]), sh(&[f(1), b]), one], bf4).is_err()); // [B, B]
         let rs = NodeOp::Reshape;
         assert!(check(&rs, &[sh(&[b, f(2), f(3)])], sh(&[b, f(6)])).is_ok());
         assert!(check(&rs, &[sh(&[f(2), b, f(3)])], sh(&[b, f(6)])).is_ok());

@@ -95,14 +95,22 @@ pub(crate) fn check_node(
                 return Err("MatMul output shape is not [.., M, N]");
             }
         }
-        NodeOp::Binary(_) => {
-            let a = inp(0)?;
-            let b = inp(1)?;
-            let rank = a.rank().max(b.rank());
+        NodeOp::Binary(_) | NodeOp::Where => {
+            // numpy broadcast of all inputs (2 for Binary, 3 for Where; arity checked above).
+            let mut shapes = [Shape::SCALAR; 3];
+            for (i, s) in shapes.iter_mut().enumerate().take(n_inputs) {
+                *s = inp(i)?;
+            }
+            let shapes = shapes
+                .get(..n_inputs)
+                .ok_or("wrong number of inputs for this op")?;
+            let rank = shapes.iter().map(Shape::rank).max().unwrap_or(0);
             let mut dims = [Dim::Fixed(1); MAX_RANK];
             for (i, slot) in dims.iter_mut().enumerate().take(rank) {
-                *slot = broadcast_dim(aligned_dim(&a, rank, i), aligned_dim(&b, rank, i))
-                    .ok_or("inputs do not broadcast")?;
+                for s in shapes {
+                    *slot = broadcast_dim(*slot, aligned_dim(s, rank, i))
+                        .ok_or("inputs do not broadcast")?;
+                }
             }
             if !same_dims(out, rank, dims.iter().copied()) {
                 return Err("output shape is not the broadcast of the input shapes");

@@ -44,6 +44,11 @@ impl From<ir::BinaryOp> for Binary {
             ir::BinaryOp::Pow => Binary::Pow,
             ir::BinaryOp::Max => Binary::Max,
             ir::BinaryOp::Min => Binary::Min,
+            ir::BinaryOp::Greater => Binary::Greater,
+            ir::BinaryOp::Less => Binary::Less,
+            ir::BinaryOp::GreaterOrEqual => Binary::GreaterOrEqual,
+            ir::BinaryOp::LessOrEqual => Binary::LessOrEqual,
+            ir::BinaryOp::Equal => Binary::Equal,
         }
     }
 }
@@ -95,6 +100,7 @@ pub(crate) fn node_op(op: &ir::Op) -> Result<NodeOp, &'static str> {
         ir::Op::MatMul => NodeOp::MatMul.encode(),
         ir::Op::Binary(b) => NodeOp::Binary((*b).into()).encode(),
         ir::Op::Unary(u) => NodeOp::Unary((*u).into()).encode(),
+        ir::Op::Where => NodeOp::Where.encode(),
         ir::Op::Concat { axis } => NodeOp::Concat { axis: *axis }.encode(),
         ir::Op::Reshape => NodeOp::Reshape.encode(),
         ir::Op::Expand => NodeOp::Expand.encode(),

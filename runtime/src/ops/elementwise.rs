@@ -1,4 +1,5 @@
-//! Element-wise kernels: unary maps, binary ops with numpy broadcasting (rank <= 6), Expand.
+//! Element-wise kernels: unary maps, binary ops and `select` (ONNX `Where`) with numpy
+//! broadcasting (rank <= 6), Expand.
 
 use super::{check_len, Binary, Dims, Unary, MAX_RANK, SIZE_ERR};
 use crate::Error;
@@ -186,6 +187,65 @@ fn bin(
                 let v = f(*a.get(oa).ok_or(SIZE_ERR)?, *b.get(ob).ok_or(SIZE_ERR)?);
                 row.fill(v);
             }
+        }
+        Ok(())
+    })
+}
+
+/// ONNX `Where`: `out = cond != 0 ? a : b`, with `cond`, `a` and `b` broadcast (numpy) to
+/// `od`. `cond` is an f32 mask (e.g. a comparison's output): any value other than `±0.0`
+/// (NaN included) selects `a`. Values are copied bit for bit.
+#[allow(clippy::too_many_arguments)]
+pub fn select(
+    cond: &[f32],
+    cd: &Dims,
+    a: &[f32],
+    ad: &Dims,
+    b: &[f32],
+    bd: &Dims,
+    out: &mut [f32],
+    od: &Dims,
+) -> Result<(), Error> {
+    #[inline]
+    fn pick(c: f32, x: f32, y: f32) -> f32 {
+        if c != 0.0 {
+            x
+        } else {
+            y
+        }
+    }
+    check_len(cond.len(), cd)?;
+    check_len(a.len(), ad)?;
+    check_len(b.len(), bd)?;
+    check_len(out.len(), od)?;
+    let sc = bcast_strides(cd, od)?;
+    let sa = bcast_strides(ad, od)?;
+    let sb = bcast_strides(bd, od)?;
+    let n = out.len();
+    // Fast path: no broadcasting (same element order and results as the general walk).
+    if cond.len() == n && a.len() == n && b.len() == n {
+        for (((y, c), x), v) in out.iter_mut().zip(cond).zip(a).zip(b) {
+            *y = pick(*c, *x, *v);
+        }
+        return Ok(());
+    }
+    // One input's part of an output row: `len` contiguous values (inner stride != 0) or one
+    // value repeated (inner stride 0). Index `k` of the row is `part[k * step]`.
+    fn part(src: &[f32], off: usize, inner: usize, len: usize) -> Result<(&[f32], usize), Error> {
+        let (take, step) = if inner != 0 { (len, 1) } else { (1, 0) };
+        let s = src.get(off..off.wrapping_add(take)).ok_or(SIZE_ERR)?;
+        Ok((s, step))
+    }
+    walk(od, &[sc, sa, sb], |o, [oc, oa, ob], len, [ic, ia, ib]| {
+        let row = out.get_mut(o..o.wrapping_add(len)).ok_or(SIZE_ERR)?;
+        let (cr, cs) = part(cond, oc, ic, len)?;
+        let (ar, as_) = part(a, oa, ia, len)?;
+        let (br, bs) = part(b, ob, ib, len)?;
+        for (k, y) in row.iter_mut().enumerate() {
+            let c = *cr.get(k * cs).ok_or(SIZE_ERR)?;
+            let x = *ar.get(k * as_).ok_or(SIZE_ERR)?;
+            let v = *br.get(k * bs).ok_or(SIZE_ERR)?;
+            *y = pick(c, x, v);
         }
         Ok(())
     })

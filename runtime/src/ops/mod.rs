@@ -8,7 +8,8 @@
 //!   never contracts them into FMA). Rows are processed in blocks of 4 for speed, which
 //!   changes only the order *between* output elements, never within one.
 //! * element-wise ops apply one scalar function per element; transcendental functions come
-//!   from `libm` (bit-identical on every target).
+//!   from `libm` (bit-identical on every target). Comparisons produce an f32 mask (1.0 / 0.0)
+//!   and [`select`] (ONNX `Where`) only copies one of its operands.
 //! * layout ops ([`concat_part`], [`transpose`], [`slice()`], [`expand`]) only copy.
 //!
 //! Kernels take dense row-major slices plus concrete [`Dims`] and return
@@ -21,7 +22,7 @@ mod elementwise;
 mod layout;
 
 pub use dense::{dense, matmul};
-pub use elementwise::{binary, expand, unary};
+pub use elementwise::{binary, expand, select, unary};
 pub use layout::{concat_part, slice, transpose};
 
 /// Highest rank the kernels support.
@@ -118,6 +119,16 @@ pub enum Binary {
     Max,
     /// `min(a, b)`, NaN if either is NaN (6)
     Min,
+    /// `a > b` as 1.0 / 0.0 (7)
+    Greater,
+    /// `a < b` as 1.0 / 0.0 (8)
+    Less,
+    /// `a >= b` as 1.0 / 0.0 (9)
+    GreaterOrEqual,
+    /// `a <= b` as 1.0 / 0.0 (10)
+    LessOrEqual,
+    /// `a == b` as 1.0 / 0.0 (11)
+    Equal,
 }
 
 impl Binary {
@@ -131,6 +142,11 @@ impl Binary {
             Binary::Pow => 4,
             Binary::Max => 5,
             Binary::Min => 6,
+            Binary::Greater => 7,
+            Binary::Less => 8,
+            Binary::GreaterOrEqual => 9,
+            Binary::LessOrEqual => 10,
+            Binary::Equal => 11,
         }
     }
 
@@ -144,6 +160,11 @@ impl Binary {
             4 => Binary::Pow,
             5 => Binary::Max,
             6 => Binary::Min,
+            7 => Binary::Greater,
+            8 => Binary::Less,
+            9 => Binary::GreaterOrEqual,
+            10 => Binary::LessOrEqual,
+            11 => Binary::Equal,
             _ => return None,
         })
     }
@@ -158,6 +179,11 @@ impl Binary {
             Binary::Pow => "Pow",
             Binary::Max => "Max",
             Binary::Min => "Min",
+            Binary::Greater => "Greater",
+            Binary::Less => "Less",
+            Binary::GreaterOrEqual => "GreaterOrEqual",
+            Binary::LessOrEqual => "LessOrEqual",
+            Binary::Equal => "Equal",
         }
     }
 
@@ -172,7 +198,23 @@ impl Binary {
             Binary::Pow => libm::powf(a, b),
             Binary::Max => max_nan(a, b),
             Binary::Min => min_nan(a, b),
+            Binary::Greater => mask(a > b),
+            Binary::Less => mask(a < b),
+            Binary::GreaterOrEqual => mask(a >= b),
+            Binary::LessOrEqual => mask(a <= b),
+            Binary::Equal => mask(a == b),
         }
+    }
+}
+
+/// A comparison result as an f32 mask: 1.0 true, 0.0 false (IEEE: any comparison with NaN
+/// is false, and `-0.0 == 0.0`).
+#[inline]
+fn mask(c: bool) -> f32 {
+    if c {
+        1.0
+    } else {
+        0.0
     }
 }
 

@@ -17,6 +17,13 @@ impl Lcg {
     fn vec(&mut self, n: usize) -> Vec<f32> {
         (0..n).map(|_| self.next_f32()).collect()
     }
+    fn below(&mut self, n: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) % n as u64) as usize
+    }
 }
 
 fn dims(d: &[usize]) -> Dims {
@@ -145,10 +152,19 @@ fn binary_broadcast_matches_naive() {
         Binary::Pow,
         Binary::Max,
         Binary::Min,
+        Binary::Greater,
+        Binary::Less,
+        Binary::GreaterOrEqual,
+        Binary::LessOrEqual,
+        Binary::Equal,
     ];
     for (ad, bd, od) in cases {
         let a = g.vec(ad.iter().product());
-        let b: Vec<f32> = g.vec(bd.iter().product());
+        let mut b: Vec<f32> = g.vec(bd.iter().product());
+        // Some exact ties so that the comparisons see equal operands too.
+        if let (Some(x), Some(y)) = (a.first(), b.last_mut()) {
+            *y = *x;
+        }
         for op in ops {
             let mut out = vec![0.0; od.iter().product()];
             binary(op, &a, &dims(ad), &b, &dims(bd), &mut out, &dims(od)).unwrap();
@@ -180,6 +196,142 @@ fn binary_scalar_semantics() {
     assert!(Binary::Max.apply(f32::NAN, 2.0).is_nan());
     assert!(Binary::Min.apply(1.0, f32::NAN).is_nan());
     assert_eq!(Binary::Pow.apply(2.0, 10.0), 1024.0);
+    let cmp = [
+        (Binary::Greater, [0.0, 0.0, 1.0]),
+        (Binary::Less, [1.0, 0.0, 0.0]),
+        (Binary::GreaterOrEqual, [0.0, 1.0, 1.0]),
+        (Binary::LessOrEqual, [1.0, 1.0, 0.0]),
+        (Binary::Equal, [0.0, 1.0, 0.0]),
+    ];
+    for (op, want) in cmp {
+        // a < b, a == b, a > b
+        let got = [op.apply(1.0, 2.0), op.apply(2.0, 2.0), op.apply(3.0, 2.0)];
+        assert_eq!(got, want, "{op:?}");
+        // IEEE: every comparison with NaN is false; -0 == +0; infinities order.
+        assert_eq!(
+            op.apply(f32::NAN, 1.0).to_bits(),
+            0.0f32.to_bits(),
+            "{op:?}"
+        );
+        assert_eq!(
+            op.apply(1.0, f32::NAN).to_bits(),
+            0.0f32.to_bits(),
+            "{op:?}"
+        );
+        assert_eq!(op.apply(-0.0, 0.0), want[1], "{op:?}");
+        assert_eq!(
+            op.apply(f32::NEG_INFINITY, f32::INFINITY),
+            want[0],
+            "{op:?}"
+        );
+    }
+}
+
+/// Random broadcastable shapes: an output of rank 0..=6 and, per input, a suffix of it
+/// (rank differences) with some dims set to 1.
+fn random_bcast(g: &mut Lcg, n_inputs: usize) -> (Vec<usize>, Vec<Vec<usize>>) {
+    let rank = g.below(MAX_RANK + 1);
+    let od: Vec<usize> = (0..rank).map(|_| 1 + g.below(4)).collect();
+    let ins = (0..n_inputs)
+        .map(|_| {
+            let r = g.below(rank + 1);
+            od[rank - r..]
+                .iter()
+                .map(|d| if g.below(3) == 0 { 1 } else { *d })
+                .collect()
+        })
+        .collect();
+    (od, ins)
+}
+
+#[test]
+fn select_broadcast_matches_naive() {
+    let mut g = Lcg(11);
+    let mut fixed: Vec<(Vec<usize>, Vec<Vec<usize>>)> = vec![
+        (vec![], vec![vec![], vec![], vec![]]),
+        (vec![4, 5], vec![vec![4, 5], vec![4, 5], vec![4, 5]]),
+        (vec![4, 5], vec![vec![4, 5], vec![4, 5], vec![]]),
+        (vec![4, 5], vec![vec![5], vec![4, 1], vec![1]]),
+        (vec![2, 3, 4], vec![vec![3, 1], vec![2, 1, 4], vec![4]]),
+        (vec![3], vec![vec![], vec![3], vec![]]),
+    ];
+    for _ in 0..300 {
+        fixed.push(random_bcast(&mut g, 3));
+    }
+    for (od, ins) in &fixed {
+        let (cd, ad, bd) = (&ins[0], &ins[1], &ins[2]);
+        // Mask values: 1, 0, -0, NaN and arbitrary non-zero values.
+        let cond: Vec<f32> = (0..cd.iter().product::<usize>())
+            .map(|_| [1.0, 0.0, -0.0, f32::NAN, 0.5, -3.0][g.below(6)])
+            .collect();
+        let a = g.vec(ad.iter().product());
+        let b = g.vec(bd.iter().product());
+        let mut out = vec![f32::MAX; od.iter().product()];
+        select(
+            &cond,
+            &dims(cd),
+            &a,
+            &dims(ad),
+            &b,
+            &dims(bd),
+            &mut out,
+            &dims(od),
+        )
+        .unwrap();
+        for (i, o) in out.iter().enumerate() {
+            let idx = unravel(i, od);
+            let c = cond[bcast_index(&idx, cd)];
+            // Truthy: anything but +-0 (bit-level, independent of the kernel's `!=`).
+            let want = if c.to_bits() & 0x7fff_ffff != 0 {
+                a[bcast_index(&idx, ad)]
+            } else {
+                b[bcast_index(&idx, bd)]
+            };
+            assert_eq!(
+                o.to_bits(),
+                want.to_bits(),
+                "{cd:?} {ad:?} {bd:?} -> {od:?} i={i}"
+            );
+        }
+    }
+}
+
+#[test]
+fn comparisons_feed_select_exactly() {
+    // The torch Softplus(beta=1, threshold=20) guard: Where(x > 20, x, softplus(x)).
+    let x: Vec<f32> = vec![-30.0, -1.0, 0.0, 19.5, 20.0, 20.0001, 25.0, f32::NAN];
+    let mut gt = vec![0.0; x.len()];
+    let d = dims(&[2, 4]);
+    binary(Binary::Greater, &x, &d, &[20.0], &dims(&[]), &mut gt, &d).unwrap();
+    let mut sp = vec![0.0; x.len()];
+    unary(Unary::Softplus, &x, &mut sp).unwrap();
+    let mut out = vec![0.0; x.len()];
+    select(&gt, &d, &x, &d, &sp, &d, &mut out, &d).unwrap();
+    for i in 0..x.len() {
+        let want = if x[i] > 20.0 {
+            x[i]
+        } else {
+            Unary::Softplus.apply(x[i])
+        };
+        assert_eq!(out[i].to_bits(), want.to_bits(), "x={}", x[i]);
+    }
+}
+
+#[test]
+fn select_rejects_bad_sizes() {
+    let d = dims(&[2, 3]);
+    let mut out = vec![0.0; 6];
+    let ok = [0.0; 6];
+    // Wrong buffer length for its dims.
+    assert!(select(&ok[..5], &d, &ok, &d, &ok, &d, &mut out, &d).is_err());
+    assert!(select(&ok, &d, &ok, &d, &ok, &d, &mut out[..5], &d).is_err());
+    // Not broadcastable: [2] against [2, 3]; higher rank than the output.
+    let two = dims(&[2]);
+    assert!(select(&ok[..2], &two, &ok, &d, &ok, &d, &mut out, &d).is_err());
+    assert!(select(&ok, &d, &ok[..2], &two, &ok, &d, &mut out, &d).is_err());
+    assert!(select(&ok, &d, &ok, &d, &ok[..2], &two, &mut out, &d).is_err());
+    let d3 = dims(&[1, 2, 3]);
+    assert!(select(&ok, &d3, &ok, &d, &ok, &d, &mut out, &d).is_err());
 }
 
 fn ref_unary(op: Unary, x: f64) -> f64 {
@@ -323,10 +475,10 @@ fn unary_codes_round_trip() {
         assert_eq!(u.code(), c);
     }
     assert!(Unary::from_code(21, 0.0, 0.0).is_none());
-    for c in 0..=6u16 {
+    for c in 0..=11u16 {
         assert_eq!(Binary::from_code(c).unwrap().code(), c);
     }
-    assert!(Binary::from_code(7).is_none());
+    assert!(Binary::from_code(12).is_none());
 }
 
 #[test]
