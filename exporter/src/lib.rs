@@ -7,6 +7,7 @@
 pub mod import;
 pub mod lower;
 pub mod npy;
+pub mod plot;
 pub mod roles;
 
 use std::path::Path;
@@ -51,7 +52,24 @@ pub fn onnx_to_desc(path: &Path, opts: &ExportOptions) -> Result<ModelDesc> {
 /// Errors: see [`onnx_to_desc`]; plus the writer's validation of the lowered graph.
 pub fn export_onnx(path: &Path, opts: &ExportOptions) -> Result<Vec<u8>> {
     let desc = onnx_to_desc(path, opts)?;
-    flowrt::format::write(&desc).map_err(|e| anyhow::anyhow!("{e}")).context("writing .frt")
+    flowrt::format::write(&desc)
+        .map_err(|e| anyhow::anyhow!("{}", describe_write_error(&desc, e)))
+        .with_context(|| format!("cannot write {} as .frt", path.display()))
+}
+
+/// The writer's error with node / tensor indices replaced by their ONNX-derived names.
+pub fn describe_write_error(desc: &ModelDesc, e: flowrt::Error) -> String {
+    match e {
+        flowrt::Error::InvalidNode { node, what } => match desc.nodes.get(node as usize) {
+            Some(n) => format!("node `{}` ({:?}): {what}", n.name, n.op),
+            None => e.to_string(),
+        },
+        flowrt::Error::InvalidTensor { tensor, what } => match desc.tensors.get(tensor as usize) {
+            Some(t) => format!("tensor `{}` {:?}: {what}", t.name, t.shape),
+            None => e.to_string(),
+        },
+        other => other.to_string(),
+    }
 }
 
 /// FNV-1a 64-bit hash, used to record which ONNX file a `.frt` came from.

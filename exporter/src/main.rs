@@ -65,6 +65,9 @@ enum Command {
         /// Output .npy (float32, same shape as the noise).
         #[arg(short, long)]
         output: PathBuf,
+        /// Also draw the first two coordinates of the samples in the terminal.
+        #[arg(long)]
+        ascii: bool,
     },
 }
 
@@ -82,8 +85,8 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Export { model, output, roles } => export(&model, &output, &roles),
         Command::Inspect { model, json, batches } => inspect(&model, json, &batches),
-        Command::Sample { model, noise, seed, num, method, steps, output } => {
-            sample(&model, noise.as_deref(), seed.zip(num), &method, steps, &output)
+        Command::Sample { model, noise, seed, num, method, steps, output, ascii } => {
+            sample(&model, noise.as_deref(), seed.zip(num), &method, steps, &output, ascii)
         }
     }
 }
@@ -185,6 +188,7 @@ fn sample(
     method: &str,
     steps: usize,
     output: &Path,
+    ascii: bool,
 ) -> Result<()> {
     let method: Method = method.parse().map_err(|e| anyhow!("--method {method}: {e}"))?;
     let bytes = read_frt(path)?;
@@ -235,5 +239,8 @@ fn sample(
         elapsed.as_secs_f64() * 1e3,
         output.display()
     );
+    if ascii {
+        print!("{}", flowrt_export::plot::ascii_scatter(&x, dim, 64, 20));
+    }
     Ok(())
 }

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The main job on a bundled real model, on the CPU: export a trained flow model from ONNX to
+# .frt, inspect it, and sample it in 1 step (a 2-rectified flow) and 8 steps (rk4-38).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OUT=out/demo
+mkdir -p "$OUT"
+cargo build --release --bin flowrt --quiet
+FLOWRT=target/release/flowrt
+
+echo "== export: torchcfm MLP, 2-rectified flow on two moons (tests/fixtures/moons_reflow)"
+$FLOWRT export tests/fixtures/moons_reflow/model.ts.onnx -o "$OUT/moons_reflow.frt"
+echo "== export: torchcfm MLP, I-CFM on two moons (tests/fixtures/moons_icfm)"
+$FLOWRT export tests/fixtures/moons_icfm/model.dynamo.onnx -o "$OUT/moons_icfm.frt"
+
+echo "== inspect"
+$FLOWRT inspect "$OUT/moons_reflow.frt"
+
+echo "== sample: one Euler step from the 2-rectified flow (1,024 samples, seed 0)"
+$FLOWRT sample "$OUT/moons_reflow.frt" --seed 0 --num 1024 --method euler --steps 1 \
+    -o "$OUT/moons_reflow_euler_1.npy" --ascii
+echo "== sample: 8 rk4-38 steps (torchdiffeq's rk4) from the I-CFM model"
+$FLOWRT sample "$OUT/moons_icfm.frt" --seed 0 --num 1024 --method rk4-38 --steps 8 \
+    -o "$OUT/moons_icfm_rk4-38_8.npy" --ascii
+
+echo
+echo "outputs in $OUT/:"
+ls -l "$OUT"
