@@ -24,7 +24,9 @@ const ARENA_BYTES: usize = 64 * 1024;
 struct Arena([u8; ARENA_BYTES]);
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let path = std::env::args().nth(1).unwrap_or_else(|| "out/demo/moons_reflow.frt".into());
+    let path = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "out/demo/moons_reflow.frt".into());
     // On a microcontroller: `static MODEL: &[u8] = flowrt::include_frt!("model.frt");`
     let file = AlignedBytes::copy_from(&std::fs::read(&path)?);
     let model = Model::from_bytes(file.as_slice())?;

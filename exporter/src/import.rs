@@ -12,11 +12,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use flowrt::ir::{Role, UnaryOp};
 use tract_onnx::pb::NodeProto;
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::DimLike;
 use tract_onnx::tract_core::ops::element_wise::ElementWiseMiniOp;
 use tract_onnx::tract_hir::infer::Factoid;
-use tract_onnx::tract_core::internal::DimLike;
-use tract_onnx::tract_hir::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_hir::infer::InferenceOp;
+use tract_onnx::tract_hir::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_hir::ops::expandable::expand;
 
 /// Name of the symbolic batch dimension in the imported model.
@@ -68,7 +68,9 @@ pub fn onnx_parser() -> tract_onnx::Onnx {
         let alpha = attr_f32(node, "alpha", 1.0)?;
         Ok((flowrt_unary(UnaryOp::Elu { alpha }), vec![]))
     });
-    reg.insert("Softplus", |_, _| Ok((flowrt_unary(UnaryOp::Softplus), vec![])));
+    reg.insert("Softplus", |_, _| {
+        Ok((flowrt_unary(UnaryOp::Softplus), vec![]))
+    });
     reg.insert("Gelu", |_, node| {
         let approx: Option<String> = node.get_attr_opt("approximate")?;
         match approx.as_deref() {
@@ -96,7 +98,11 @@ pub fn declared_io(model: &InferenceModel) -> Result<(Vec<DeclaredInput>, Vec<De
             .iter()
             .enumerate()
             .map(|(ix, outlet)| {
-                let fact = if inputs { model.input_fact(ix)? } else { model.output_fact(ix)? };
+                let fact = if inputs {
+                    model.input_fact(ix)?
+                } else {
+                    model.output_fact(ix)?
+                };
                 let name = model.node(outlet.node).name.clone();
                 let dims = match fact.shape.concretize() {
                     Some(dims) => dims.iter().map(|d| d.to_usize().ok()).collect(),
@@ -106,7 +112,9 @@ pub fn declared_io(model: &InferenceModel) -> Result<(Vec<DeclaredInput>, Vec<De
                             Some(rank) => rank,
                             // Outputs often carry no shape before analysis.
                             None if !inputs => 0,
-                            None => bail!("input `{name}` has no declared rank; re-export with shapes"),
+                            None => {
+                                bail!("input `{name}` has no declared rank; re-export with shapes")
+                            }
                         };
                         let mut dims = vec![None; rank as usize];
                         for (d, f) in dims.iter_mut().zip(fact.shape.dims()) {
@@ -160,7 +168,9 @@ pub fn into_typed(
             }
         }
         let fact = InferenceFact::dt_shape(f32::datum_type(), dims);
-        model.set_input_fact(ix, fact).map_err(|e| anyhow!("{e:#}"))?;
+        model
+            .set_input_fact(ix, fact)
+            .map_err(|e| anyhow!("{e:#}"))?;
     }
     let typed = model
         .into_typed()

@@ -34,10 +34,17 @@ pub fn onnx_to_desc(path: &Path, opts: &ExportOptions) -> Result<ModelDesc> {
     let mut desc = lower::lower(&typed, &roles)
         .with_context(|| format!("cannot convert {}", path.display()))?;
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let source = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    desc.metadata.push(("producer".into(), format!("flowrt-export {}", env!("CARGO_PKG_VERSION"))));
+    let source = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    desc.metadata.push((
+        "producer".into(),
+        format!("flowrt-export {}", env!("CARGO_PKG_VERSION")),
+    ));
     desc.metadata.push(("source".into(), source));
-    desc.metadata.push(("source_fnv1a64".into(), format!("{:016x}", fnv1a64(&bytes))));
+    desc.metadata
+        .push(("source_fnv1a64".into(), format!("{:016x}", fnv1a64(&bytes))));
     let sig: Vec<String> = inputs
         .iter()
         .zip(&roles)

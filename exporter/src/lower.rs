@@ -40,25 +40,46 @@ struct Lowering<'m> {
 /// Errors: an op, attribute, dtype or shape flowrt does not support, naming the node.
 pub fn lower(model: &TypedModel, roles: &[Role]) -> Result<ModelDesc> {
     let batch = model.symbols.sym(BATCH_SYMBOL);
-    let mut lw = Lowering { model, batch, desc: ModelDesc::default(), values: HashMap::new() };
+    let mut lw = Lowering {
+        model,
+        batch,
+        desc: ModelDesc::default(),
+        values: HashMap::new(),
+    };
     let inputs = model.input_outlets()?.to_vec();
     if inputs.len() != roles.len() {
-        bail!("internal: {} inputs but {} roles", inputs.len(), roles.len());
+        bail!(
+            "internal: {} inputs but {} roles",
+            inputs.len(),
+            roles.len()
+        );
     }
     for (outlet, role) in inputs.iter().zip(roles) {
         let node = model.node(outlet.node);
         let fact = model.outlet_fact(*outlet)?;
         if fact.datum_type != f32::datum_type() {
-            bail!("input `{}` has dtype {:?}; flowrt inputs are f32", node.name, fact.datum_type);
+            bail!(
+                "input `{}` has dtype {:?}; flowrt inputs are f32",
+                node.name,
+                fact.datum_type
+            );
         }
-        let shape = lw.shape_of(*outlet).with_context(|| format!("input `{}`", node.name))?;
+        let shape = lw
+            .shape_of(*outlet)
+            .with_context(|| format!("input `{}`", node.name))?;
         let id = lw.push_tensor(&node.name, shape, None);
-        lw.desc.inputs.push(InputDesc { tensor: id, role: *role });
+        lw.desc.inputs.push(InputDesc {
+            tensor: id,
+            role: *role,
+        });
         lw.values.insert(*outlet, Value::Tensor(id));
     }
     let outputs = model.output_outlets()?.to_vec();
     let [output] = outputs.as_slice() else {
-        bail!("the model has {} outputs; a velocity network has exactly one", outputs.len());
+        bail!(
+            "the model has {} outputs; a velocity network has exactly one",
+            outputs.len()
+        );
     };
     let needed = reachable(model, *output)?;
     for id in model.eval_order()? {
@@ -111,7 +132,11 @@ fn reachable(model: &TypedModel, output: OutletId) -> Result<HashSet<usize>> {
 
 impl Lowering<'_> {
     fn push_tensor(&mut self, name: &str, shape: Vec<Dim>, data: Option<Vec<f32>>) -> u32 {
-        self.desc.tensors.push(TensorDesc { name: name.to_string(), shape, data });
+        self.desc.tensors.push(TensorDesc {
+            name: name.to_string(),
+            shape,
+            data,
+        });
         (self.desc.tensors.len() - 1) as u32
     }
 
@@ -122,7 +147,9 @@ impl Lowering<'_> {
             if *d == b {
                 shape.push(Dim::Batch);
             } else if let Ok(n) = d.to_i64() {
-                shape.push(Dim::Fixed(u32::try_from(n).map_err(|_| anyhow!("dim {n} too large"))?));
+                shape.push(Dim::Fixed(
+                    u32::try_from(n).map_err(|_| anyhow!("dim {n} too large"))?,
+                ));
             } else {
                 bail!("dimension `{d}` is not supported (only the batch size B or a fixed size)");
             }
@@ -139,7 +166,10 @@ impl Lowering<'_> {
     }
 
     fn value(&self, outlet: OutletId) -> Result<Value> {
-        self.values.get(&outlet).cloned().ok_or_else(|| anyhow!("internal: unlowered input {outlet:?}"))
+        self.values
+            .get(&outlet)
+            .cloned()
+            .ok_or_else(|| anyhow!("internal: unlowered input {outlet:?}"))
     }
 
     /// The flowrt tensor for an input, materializing constants (f32 only) on first use.
@@ -162,16 +192,28 @@ impl Lowering<'_> {
         self.emit_shaped(&node.name, op, inputs, shape)
     }
 
-    fn emit_shaped(&mut self, name: &str, op: Op, inputs: Vec<u32>, shape: Vec<Dim>) -> Result<u32> {
+    fn emit_shaped(
+        &mut self,
+        name: &str,
+        op: Op,
+        inputs: Vec<u32>,
+        shape: Vec<Dim>,
+    ) -> Result<u32> {
         let out = self.push_tensor(name, shape, None);
-        self.desc.nodes.push(NodeDesc { name: name.to_string(), op, inputs, output: out });
+        self.desc.nodes.push(NodeDesc {
+            name: name.to_string(),
+            op,
+            inputs,
+            output: out,
+        });
         Ok(out)
     }
 
     fn lower_node(&mut self, node: &TypedNode) -> Result<()> {
         let out_outlet = OutletId::new(node.id, 0);
         if let Some(k) = node.op_as::<Const>() {
-            self.values.insert(out_outlet, Value::Konst(k.val().clone()));
+            self.values
+                .insert(out_outlet, Value::Konst(k.val().clone()));
             return Ok(());
         }
         if node.outputs.len() != 1 {
@@ -239,28 +281,55 @@ impl Lowering<'_> {
                 _ => self.emit(node, Op::Reshape, vec![x])?,
             }
         } else if node.op_is::<Iff>() {
-            let inputs =
-                node.inputs.iter().map(|i| self.tensor(*i)).collect::<Result<Vec<_>>>()?;
+            let inputs = node
+                .inputs
+                .iter()
+                .map(|i| self.tensor(*i))
+                .collect::<Result<Vec<_>>>()?;
             self.emit(node, Op::Where, inputs)?
         } else if let Some(concat) = node.op_as::<TypedConcat>() {
-            let inputs =
-                node.inputs.iter().map(|i| self.tensor(*i)).collect::<Result<Vec<_>>>()?;
-            self.emit(node, Op::Concat { axis: concat.axis as u32 }, inputs)?
+            let inputs = node
+                .inputs
+                .iter()
+                .map(|i| self.tensor(*i))
+                .collect::<Result<Vec<_>>>()?;
+            self.emit(
+                node,
+                Op::Concat {
+                    axis: concat.axis as u32,
+                },
+                inputs,
+            )?
         } else if node.op_is::<MultiBroadcastTo>() {
             let x = self.tensor(node.inputs[0])?;
             self.emit(node, Op::Expand, vec![x])?
         } else if let Some(slice) = node.op_as::<Slice>() {
             let x = self.tensor(node.inputs[0])?;
-            let start = slice.start.to_i64().map_err(|_| anyhow!("Slice start is not fixed"))?;
-            let end = slice.end.to_i64().map_err(|_| anyhow!("Slice end is not fixed"))?;
-            let op = Op::Slice { axis: slice.axis as u32, start: start as u32, end: end as u32, step: 1 };
+            let start = slice
+                .start
+                .to_i64()
+                .map_err(|_| anyhow!("Slice start is not fixed"))?;
+            let end = slice
+                .end
+                .to_i64()
+                .map_err(|_| anyhow!("Slice end is not fixed"))?;
+            let op = Op::Slice {
+                axis: slice.axis as u32,
+                start: start as u32,
+                end: end as u32,
+                step: 1,
+            };
             self.emit(node, op, vec![x])?
         } else if matches!(&*node.op.name(), "Identity" | "Cast") {
             let v = self.value(node.inputs[0])?;
             self.values.insert(out_outlet, v);
             return Ok(());
         } else {
-            bail!("op `{}` is not supported by flowrt ({:?})", node.op.name(), node.op);
+            bail!(
+                "op `{}` is not supported by flowrt ({:?})",
+                node.op.name(),
+                node.op
+            );
         };
         self.values.insert(out_outlet, Value::Tensor(out));
         Ok(())
@@ -314,19 +383,30 @@ impl Lowering<'_> {
         w_str: &str,
         o_str: &str,
     ) -> Result<u32> {
-        let unsupported = || anyhow!("einsum `{expr}` with a constant operand is not a dense layer");
-        let Value::Konst(w) = self.value(w_outlet)? else { unreachable!() };
-        let summed: Vec<char> =
-            x_str.chars().filter(|c| w_str.contains(*c) && !o_str.contains(*c)).collect();
+        let unsupported =
+            || anyhow!("einsum `{expr}` with a constant operand is not a dense layer");
+        let Value::Konst(w) = self.value(w_outlet)? else {
+            unreachable!()
+        };
+        let summed: Vec<char> = x_str
+            .chars()
+            .filter(|c| w_str.contains(*c) && !o_str.contains(*c))
+            .collect();
         if summed.is_empty() {
             return self.lower_outer(node, x_outlet, x_str, w_outlet, w_str, o_str, expr);
         }
-        let [k] = summed.as_slice() else { return Err(unsupported()) };
+        let [k] = summed.as_slice() else {
+            return Err(unsupported());
+        };
         let w_chars: Vec<char> = w_str.chars().collect();
         if w_chars.len() != 2 {
             return Err(unsupported());
         }
-        let n = if w_chars[0] == *k { w_chars[1] } else { w_chars[0] };
+        let n = if w_chars[0] == *k {
+            w_chars[1]
+        } else {
+            w_chars[0]
+        };
         if x_str.contains(n) || !o_str.contains(n) {
             return Err(unsupported());
         }
@@ -355,14 +435,24 @@ impl Lowering<'_> {
         // x with K last.
         let mut x = self.tensor(x_outlet)?;
         let x_chars: Vec<char> = x_str.chars().collect();
-        let kpos = x_chars.iter().position(|c| c == k).ok_or_else(unsupported)?;
+        let kpos = x_chars
+            .iter()
+            .position(|c| c == k)
+            .ok_or_else(unsupported)?;
         let mut x_order: Vec<char> = x_chars.iter().copied().filter(|c| c != k).collect();
         if kpos != x_chars.len() - 1 {
-            let mut perm: Vec<u32> = (0..x_chars.len() as u32).filter(|&i| i as usize != kpos).collect();
+            let mut perm: Vec<u32> = (0..x_chars.len() as u32)
+                .filter(|&i| i as usize != kpos)
+                .collect();
             perm.push(kpos as u32);
             let xs = &self.desc.tensors[x as usize].shape;
             let shape = perm.iter().map(|&p| xs[p as usize]).collect();
-            x = self.emit_shaped(&format!("{}.k_last", node.name), Op::Transpose { perm }, vec![x], shape)?;
+            x = self.emit_shaped(
+                &format!("{}.k_last", node.name),
+                Op::Transpose { perm },
+                vec![x],
+                shape,
+            )?;
         }
         let xs = self.desc.tensors[x as usize].shape.clone();
         let mut dense_shape = xs[..xs.len() - 1].to_vec();
@@ -372,10 +462,21 @@ impl Lowering<'_> {
         if dense_str == o_str {
             return self.emit(node, Op::Dense, vec![x, w_id]);
         }
-        let d = self.emit_shaped(&format!("{}.dense", node.name), Op::Dense, vec![x, w_id], dense_shape.clone())?;
+        let d = self.emit_shaped(
+            &format!("{}.dense", node.name),
+            Op::Dense,
+            vec![x, w_id],
+            dense_shape.clone(),
+        )?;
         let perm: Vec<u32> = o_str
             .chars()
-            .map(|c| x_order.iter().position(|x| *x == c).map(|p| p as u32).ok_or_else(unsupported))
+            .map(|c| {
+                x_order
+                    .iter()
+                    .position(|x| *x == c)
+                    .map(|p| p as u32)
+                    .ok_or_else(unsupported)
+            })
             .collect::<Result<_>>()?;
         let _ = dense_shape;
         self.emit(node, Op::Transpose { perm }, vec![d])
@@ -396,9 +497,13 @@ impl Lowering<'_> {
         o_str: &str,
         expr: &str,
     ) -> Result<u32> {
-        let Value::Konst(w) = self.value(w_outlet)? else { unreachable!() };
+        let Value::Konst(w) = self.value(w_outlet)? else {
+            unreachable!()
+        };
         let bad = || anyhow!("einsum `{expr}` (an outer product) is not supported in this form");
-        let [n] = w_str.chars().collect::<Vec<_>>()[..] else { return Err(bad()) };
+        let [n] = w_str.chars().collect::<Vec<_>>()[..] else {
+            return Err(bad());
+        };
         let x = self.tensor(x_outlet)?;
         let x_shape = self.desc.tensors[x as usize].shape.clone();
         let o_shape = self.shape_of(OutletId::new(node.id, 0))?;
@@ -418,7 +523,10 @@ impl Lowering<'_> {
                 return Err(bad());
             }
         }
-        let o_core: Vec<char> = o_str.chars().filter(|c| *c == n || kept.contains(c)).collect();
+        let o_core: Vec<char> = o_str
+            .chars()
+            .filter(|c| *c == n || kept.contains(c))
+            .collect();
         let mut want = kept.clone();
         want.push(n);
         if o_core != want || x_str.contains(n) {
@@ -439,7 +547,12 @@ impl Lowering<'_> {
         if d_shape == o_shape {
             return self.emit(node, Op::Dense, vec![x1, w_id]);
         }
-        let d = self.emit_shaped(&format!("{}.dense", node.name), Op::Dense, vec![x1, w_id], d_shape)?;
+        let d = self.emit_shaped(
+            &format!("{}.dense", node.name),
+            Op::Dense,
+            vec![x1, w_id],
+            d_shape,
+        )?;
         self.emit(node, Op::Reshape, vec![d])
     }
 }
@@ -447,7 +560,10 @@ impl Lowering<'_> {
 /// The f32 values of a constant; errors for other dtypes.
 fn konst_f32(k: &Tensor) -> Result<Vec<f32>> {
     if k.datum_type() != f32::datum_type() {
-        bail!("constant of dtype {:?} used in arithmetic; flowrt computes in f32", k.datum_type());
+        bail!(
+            "constant of dtype {:?} used in arithmetic; flowrt computes in f32",
+            k.datum_type()
+        );
     }
     let view = k.try_as_plain_ram()?;
     Ok(view.as_slice::<f32>()?.to_vec())
@@ -504,24 +620,38 @@ fn fuse_dense_bias(desc: &mut ModelDesc) {
         if uses.get(&d_out) != Some(&1) || d_out == desc.output {
             continue;
         }
-        let Some(j) = desc.nodes.iter().position(|n| n.inputs.contains(&d_out)) else { continue };
+        let Some(j) = desc.nodes.iter().position(|n| n.inputs.contains(&d_out)) else {
+            continue;
+        };
         let add = &desc.nodes[j];
         if add.op != Op::Binary(BinaryOp::Add) {
             continue;
         }
-        let other = if add.inputs[0] == d_out { add.inputs[1] } else { add.inputs[0] };
+        let other = if add.inputs[0] == d_out {
+            add.inputs[1]
+        } else {
+            add.inputs[0]
+        };
         let w = desc.nodes[i].inputs[1];
         let n_cols = desc.tensors[w as usize].shape[1];
         let bias = &desc.tensors[other as usize];
-        let Some(data) = bias.data.clone() else { continue };
+        let Some(data) = bias.data.clone() else {
+            continue;
+        };
         let shape_ok = bias.shape.last() == Some(&n_cols)
-            && bias.shape[..bias.shape.len() - 1].iter().all(|d| *d == Dim::Fixed(1))
+            && bias.shape[..bias.shape.len() - 1]
+                .iter()
+                .all(|d| *d == Dim::Fixed(1))
             && bias.shape.len() <= desc.tensors[d_out as usize].shape.len();
         if !shape_ok {
             continue;
         }
         let name = format!("{}.bias", desc.nodes[i].name);
-        desc.tensors.push(TensorDesc { name, shape: vec![n_cols], data: Some(data) });
+        desc.tensors.push(TensorDesc {
+            name,
+            shape: vec![n_cols],
+            data: Some(data),
+        });
         let b_id = (desc.tensors.len() - 1) as u32;
         let add_out = desc.nodes[j].output;
         desc.nodes[i].inputs.push(b_id);

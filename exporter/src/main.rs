@@ -13,7 +13,11 @@ use flowrt::Model;
 use flowrt_export::{npy, roles, ExportOptions};
 
 #[derive(Parser)]
-#[command(name = "flowrt", version, about = "Run flow-matching / rectified-flow models anywhere")]
+#[command(
+    name = "flowrt",
+    version,
+    about = "Run flow-matching / rectified-flow models anywhere"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -83,20 +87,47 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Export { model, output, roles } => export(&model, &output, &roles),
-        Command::Inspect { model, json, batches } => inspect(&model, json, &batches),
-        Command::Sample { model, noise, seed, num, method, steps, output, ascii } => {
-            sample(&model, noise.as_deref(), seed.zip(num), &method, steps, &output, ascii)
-        }
+        Command::Export {
+            model,
+            output,
+            roles,
+        } => export(&model, &output, &roles),
+        Command::Inspect {
+            model,
+            json,
+            batches,
+        } => inspect(&model, json, &batches),
+        Command::Sample {
+            model,
+            noise,
+            seed,
+            num,
+            method,
+            steps,
+            output,
+            ascii,
+        } => sample(
+            &model,
+            noise.as_deref(),
+            seed.zip(num),
+            &method,
+            steps,
+            &output,
+            ascii,
+        ),
     }
 }
 
 fn export(model: &Path, output: &Path, role_args: &[String]) -> Result<()> {
-    let roles = role_args.iter().map(|r| roles::parse_role_override(r)).collect::<Result<_>>()?;
+    let roles = role_args
+        .iter()
+        .map(|r| roles::parse_role_override(r))
+        .collect::<Result<_>>()?;
     let bytes = flowrt_export::export_onnx(model, &ExportOptions { roles })?;
     std::fs::write(output, &bytes).with_context(|| format!("writing {}", output.display()))?;
     let aligned = AlignedBytes::copy_from(&bytes);
-    let m = Model::from_bytes(aligned.as_slice()).map_err(|e| anyhow!("re-reading the export: {e}"))?;
+    let m =
+        Model::from_bytes(aligned.as_slice()).map_err(|e| anyhow!("re-reading the export: {e}"))?;
     println!(
         "exported {} -> {} ({} bytes, {} nodes, {} parameters)",
         model.display(),
@@ -131,8 +162,16 @@ fn inspect(path: &Path, json: bool, batches: &[usize]) -> Result<()> {
     let inputs: Vec<(String, String, String)> = m
         .inputs()
         .map(|i| {
-            let name = m.tensor(i.tensor).and_then(|t| t.name).unwrap_or("?").to_string();
-            (name, format!("{:?}", i.role).to_lowercase(), i.shape.to_string())
+            let name = m
+                .tensor(i.tensor)
+                .and_then(|t| t.name)
+                .unwrap_or("?")
+                .to_string();
+            (
+                name,
+                format!("{:?}", i.role).to_lowercase(),
+                i.shape.to_string(),
+            )
         })
         .collect();
     let arena: Vec<(usize, usize)> = batches
@@ -166,10 +205,18 @@ fn inspect(path: &Path, json: bool, batches: &[usize]) -> Result<()> {
     for (name, role, shape) in &inputs {
         println!("  input  {name:<12} role {role:<3} shape {shape}");
     }
-    println!("  output velocity          shape {}  (state dim {})", m.output_shape(), m.state_dim());
+    println!(
+        "  output velocity          shape {}  (state dim {})",
+        m.output_shape(),
+        m.state_dim()
+    );
     let ops: Vec<String> = op_counts.iter().map(|(n, c)| format!("{n} x{c}")).collect();
     println!("ops: {} nodes: {}", m.node_count(), ops.join(", "));
-    println!("parameters: {} ({} weight bytes)", m.param_count(), m.weight_bytes());
+    println!(
+        "parameters: {} ({} weight bytes)",
+        m.param_count(),
+        m.weight_bytes()
+    );
     println!(
         "arena (graph + field scratch) = {} fixed + {} per row, rounded to 16:",
         m.fixed_arena_bytes(),
@@ -190,7 +237,9 @@ fn sample(
     output: &Path,
     ascii: bool,
 ) -> Result<()> {
-    let method: Method = method.parse().map_err(|e| anyhow!("--method {method}: {e}"))?;
+    let method: Method = method
+        .parse()
+        .map_err(|e| anyhow!("--method {method}: {e}"))?;
     let bytes = read_frt(path)?;
     let m = load(&bytes, path)?;
     let x_shape = m
@@ -217,7 +266,11 @@ fn sample(
             if num == 0 {
                 bail!("--num must be at least 1");
             }
-            let mut data = vec![0f32; num.checked_mul(dim).ok_or_else(|| anyhow!("--num too large"))?];
+            let mut data = vec![
+                0f32;
+                num.checked_mul(dim)
+                    .ok_or_else(|| anyhow!("--num too large"))?
+            ];
             flowrt::rng::fill_normal(seed, &mut data);
             (data, vec![num, dim])
         }
@@ -225,7 +278,8 @@ fn sample(
     };
     let batch = shape[0];
     let grid = Uniform::new(steps, 0.0, 1.0).map_err(|e| anyhow!("--steps {steps}: {e}"))?;
-    let need = flowrt::sampler::sample_arena_bytes(&m, method, batch).map_err(|e| anyhow!("{e}"))?;
+    let need =
+        flowrt::sampler::sample_arena_bytes(&m, method, batch).map_err(|e| anyhow!("{e}"))?;
     let mut arena = AlignedBytes::zeroed(need);
     let start = Instant::now();
     flowrt::sampler::sample(&m, method, &grid, &mut x, arena.as_mut_slice())

@@ -10,7 +10,8 @@ use npyz::WriterBuilder;
 /// Errors: unreadable file, Fortran order, or a dtype other than f4/f8.
 pub fn read_f32(path: &Path) -> Result<(Vec<f32>, Vec<usize>)> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let npy = npyz::NpyFile::new(&bytes[..]).with_context(|| format!("{}: not a .npy file", path.display()))?;
+    let npy = npyz::NpyFile::new(&bytes[..])
+        .with_context(|| format!("{}: not a .npy file", path.display()))?;
     if npy.order() != npyz::Order::C {
         bail!("{}: Fortran-order arrays are not supported", path.display());
     }
@@ -19,8 +20,15 @@ pub fn read_f32(path: &Path) -> Result<(Vec<f32>, Vec<usize>)> {
     let descr = dtype.descr();
     let data = match descr.trim_matches('\'') {
         "<f4" => npy.into_vec::<f32>()?,
-        "<f8" => npy.into_vec::<f64>()?.into_iter().map(|v| v as f32).collect(),
-        other => bail!("{}: dtype {other} is not supported (use float32)", path.display()),
+        "<f8" => npy
+            .into_vec::<f64>()?
+            .into_iter()
+            .map(|v| v as f32)
+            .collect(),
+        other => bail!(
+            "{}: dtype {other} is not supported (use float32)",
+            path.display()
+        ),
     };
     Ok((data, shape))
 }
@@ -29,7 +37,8 @@ pub fn read_f32(path: &Path) -> Result<(Vec<f32>, Vec<usize>)> {
 ///
 /// Errors: the file cannot be written.
 pub fn write_f32(path: &Path, data: &[f32], shape: &[usize]) -> Result<()> {
-    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut w = npyz::WriteOptions::new()
         .default_dtype()
         .shape(&shape.iter().map(|&d| d as u64).collect::<Vec<_>>())

@@ -35,13 +35,20 @@ pub fn ascii_scatter(data: &[f32], dim: usize, width: usize, height: usize) -> S
     for row in counts.chunks_exact(width) {
         out.push('|');
         for &n in row {
-            let level = if n == 0 { 0 } else { 1 + ((n as f32 / max).sqrt() * (RAMP.len() - 2) as f32) as usize };
+            let level = if n == 0 {
+                0
+            } else {
+                1 + ((n as f32 / max).sqrt() * (RAMP.len() - 2) as f32) as usize
+            };
             out.push(RAMP[level.min(RAMP.len() - 1)] as char);
         }
         out.push_str("|\n");
     }
     out.push_str(&format!("+{}+\n", "-".repeat(width)));
-    out.push_str(&format!("x: [{x0:.2}, {x1:.2}]  y: [{y0:.2}, {y1:.2}]  ({} points)\n", points.len()));
+    out.push_str(&format!(
+        "x: [{x0:.2}, {x1:.2}]  y: [{y0:.2}, {y1:.2}]  ({} points)\n",
+        points.len()
+    ));
     out
 }
 

@@ -34,17 +34,15 @@ pub fn role_name(role: Role) -> &'static str {
 
 fn looks_like_time(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
-    matches!(n.as_str(), "t" | "s" | "time" | "times" | "timestep" | "timesteps" | "sigma" | "sigmas")
-        || n.contains("time")
+    matches!(
+        n.as_str(),
+        "t" | "s" | "time" | "times" | "timestep" | "timesteps" | "sigma" | "sigmas"
+    ) || n.contains("time")
 }
 
 /// A declared shape that a time input can have: `[]`, `[B]`, `[1]`, `[B, 1]`, `[1, 1]`.
 fn time_shaped(d: &DeclaredInput) -> bool {
-    match d.dims.as_slice() {
-        [] | [_] => true,
-        [_, Some(1)] => true,
-        _ => false,
-    }
+    matches!(d.dims.as_slice(), [] | [_] | [_, Some(1)])
 }
 
 /// Assigns a role to every input (in ONNX order). `overrides` win; the rest is detected from
@@ -62,10 +60,17 @@ pub fn assign_roles(
     }
     let mut roles: Vec<Option<Role>> = inputs
         .iter()
-        .map(|i| overrides.iter().find(|(n, _)| *n == i.name).map(|(_, r)| *r))
+        .map(|i| {
+            overrides
+                .iter()
+                .find(|(n, _)| *n == i.name)
+                .map(|(_, r)| *r)
+        })
         .collect();
     let open: Vec<usize> = (0..inputs.len()).filter(|&i| roles[i].is_none()).collect();
-    let out_width = outputs.first().and_then(|o| o.dims.last().copied().flatten());
+    let out_width = outputs
+        .first()
+        .and_then(|o| o.dims.last().copied().flatten());
     let hint = "pass --role ONNX_INPUT_NAME=ROLE (x, t or xt) for each input";
     match (inputs.len(), open.as_slice()) {
         (_, []) => {}
@@ -95,16 +100,25 @@ pub fn assign_roles(
                     Role::Xt => bail!("an `xt` input leaves no role for a second input; {hint}"),
                 });
             } else {
-                let by_name: Vec<usize> =
-                    open.iter().copied().filter(|&i| looks_like_time(&inputs[i].name)).collect();
-                let by_shape: Vec<usize> =
-                    open.iter().copied().filter(|&i| time_shaped(&inputs[i])).collect();
+                let by_name: Vec<usize> = open
+                    .iter()
+                    .copied()
+                    .filter(|&i| looks_like_time(&inputs[i].name))
+                    .collect();
+                let by_shape: Vec<usize> = open
+                    .iter()
+                    .copied()
+                    .filter(|&i| time_shaped(&inputs[i]))
+                    .collect();
                 let t = match (by_name.as_slice(), by_shape.as_slice()) {
                     ([t], _) => *t,
                     (_, [t]) => *t,
                     _ => bail!(
                         "cannot tell which of the inputs {:?} is the time; {hint}",
-                        inputs.iter().map(|i| (&i.name, &i.dims)).collect::<Vec<_>>()
+                        inputs
+                            .iter()
+                            .map(|i| (&i.name, &i.dims))
+                            .collect::<Vec<_>>()
                     ),
                 };
                 roles[t] = Some(Role::T);
@@ -116,7 +130,10 @@ pub fn assign_roles(
             inputs.iter().map(|i| &i.name).collect::<Vec<_>>()
         ),
     }
-    let roles: Vec<Role> = roles.into_iter().map(|r| r.ok_or_else(|| anyhow!("{hint}"))).collect::<Result<_>>()?;
+    let roles: Vec<Role> = roles
+        .into_iter()
+        .map(|r| r.ok_or_else(|| anyhow!("{hint}")))
+        .collect::<Result<_>>()?;
     let count = |r: Role| roles.iter().filter(|x| **x == r).count();
     match (count(Role::X), count(Role::T), count(Role::Xt)) {
         (1, 1, 0) | (0, 0, 1) => {}
@@ -125,10 +142,18 @@ pub fn assign_roles(
     }
     for (input, role) in inputs.iter().zip(&roles) {
         if *role == Role::T && !time_shaped(input) {
-            bail!("time input `{}` has shape {:?}; t must be [], [B], [1] or [B, 1]", input.name, input.dims);
+            bail!(
+                "time input `{}` has shape {:?}; t must be [], [B], [1] or [B, 1]",
+                input.name,
+                input.dims
+            );
         }
         if matches!(role, Role::X | Role::Xt) && input.dims.len() < 2 {
-            bail!("state input `{}` has shape {:?}; x must be [B, features...]", input.name, input.dims);
+            bail!(
+                "state input `{}` has shape {:?}; x must be [B, features...]",
+                input.name,
+                input.dims
+            );
         }
     }
     Ok(roles)
@@ -139,12 +164,20 @@ mod tests {
     use super::*;
 
     fn d(name: &str, dims: &[Option<usize>]) -> DeclaredInput {
-        DeclaredInput { name: name.into(), dims: dims.to_vec() }
+        DeclaredInput {
+            name: name.into(),
+            dims: dims.to_vec(),
+        }
     }
 
     #[test]
     fn detects_xt() {
-        let r = assign_roles(&[d("xt", &[None, Some(3)])], &[d("v", &[None, Some(2)])], &[]).unwrap();
+        let r = assign_roles(
+            &[d("xt", &[None, Some(3)])],
+            &[d("v", &[None, Some(2)])],
+            &[],
+        )
+        .unwrap();
         assert_eq!(r, vec![Role::Xt]);
     }
 

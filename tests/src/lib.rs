@@ -40,7 +40,10 @@ pub fn fixtures() -> Vec<Fixture> {
             Fixture {
                 name: m["name"].as_str().expect("name").to_string(),
                 dir: root.join(m["dir"].as_str().expect("dir")),
-                roles: inputs.iter().map(|i| i["role"].as_str().expect("role").to_string()).collect(),
+                roles: inputs
+                    .iter()
+                    .map(|i| i["role"].as_str().expect("role").to_string())
+                    .collect(),
                 t_rank: inputs
                     .iter()
                     .find(|i| i["role"] == "t")
@@ -54,8 +57,18 @@ pub fn fixtures() -> Vec<Fixture> {
 pub fn reference_grid() -> (Vec<String>, Vec<usize>) {
     let text = std::fs::read_to_string(fixtures_dir().join("manifest.json")).expect("manifest");
     let v: serde_json::Value = serde_json::from_str(&text).expect("json");
-    let methods = v["methods"].as_array().expect("methods").iter().map(|m| m.as_str().expect("m").to_string()).collect();
-    let steps = v["steps"].as_array().expect("steps").iter().map(|s| s.as_u64().expect("s") as usize).collect();
+    let methods = v["methods"]
+        .as_array()
+        .expect("methods")
+        .iter()
+        .map(|m| m.as_str().expect("m").to_string())
+        .collect();
+    let steps = v["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s.as_u64().expect("s") as usize)
+        .collect();
     (methods, steps)
 }
 
@@ -74,5 +87,14 @@ pub fn export(onnx: &Path) -> AlignedBytes {
 /// Largest absolute difference between two equally long slices (NaN counts as infinite).
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| if (x - y).is_nan() { f32::INFINITY } else { (x - y).abs() }).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            if (x - y).is_nan() {
+                f32::INFINITY
+            } else {
+                (x - y).abs()
+            }
+        })
+        .fold(0.0, f32::max)
 }

@@ -33,7 +33,9 @@ fn velocities(model: &Model<'_>, px: &[f32], pt: &[f32], dim: usize) -> Vec<f32>
     }
     // Per-row times: build the inputs by role and run the graph directly.
     let mut arena = AlignedBytes::zeroed(model.graph_arena_bytes(rows).unwrap());
-    let xt: Vec<f32> = (0..rows).flat_map(|r| px[r * dim..(r + 1) * dim].iter().copied().chain([pt[r]])).collect();
+    let xt: Vec<f32> = (0..rows)
+        .flat_map(|r| px[r * dim..(r + 1) * dim].iter().copied().chain([pt[r]]))
+        .collect();
     let inputs: Vec<&[f32]> = model
         .inputs()
         .map(|i| match i.role {
@@ -59,8 +61,15 @@ fn velocities_match_onnxruntime() {
             let (want, _) = npy(&fx.dir.join(format!("v_ort_{tag}.npy")));
             let got = velocities(&model, &px, &pt, dim);
             let err = max_abs_diff(&got, &want);
-            println!("velocity {:<22} {tag:<7} max|flowrt - ort| = {err:.3e}", fx.name);
-            assert!(err <= VELOCITY_TOL, "{} {tag}: velocity error {err:e} > {VELOCITY_TOL:e}", fx.name);
+            println!(
+                "velocity {:<22} {tag:<7} max|flowrt - ort| = {err:.3e}",
+                fx.name
+            );
+            assert!(
+                err <= VELOCITY_TOL,
+                "{} {tag}: velocity error {err:e} > {VELOCITY_TOL:e}",
+                fx.name
+            );
             checked += 1;
         }
     }
@@ -87,7 +96,8 @@ fn samples_match_torchdiffeq() {
                     let need = flowrt::sampler::sample_arena_bytes(&model, method, batch).unwrap();
                     let mut arena = AlignedBytes::zeroed(need);
                     let grid = Uniform::new(n, 0.0, 1.0).unwrap();
-                    flowrt::sampler::sample(&model, method, &grid, &mut x, arena.as_mut_slice()).unwrap();
+                    flowrt::sampler::sample(&model, method, &grid, &mut x, arena.as_mut_slice())
+                        .unwrap();
                     let err = max_abs_diff(&x, &want);
                     assert!(
                         err <= SAMPLE_TOL,
@@ -97,7 +107,10 @@ fn samples_match_torchdiffeq() {
                     worst = worst.max(err);
                     checked += 1;
                 }
-                report.push(format!("samples  {:<22} {tag:<7} {m:<9} max over steps {steps:?}: {worst:.3e}", fx.name));
+                report.push(format!(
+                    "samples  {:<22} {tag:<7} {m:<9} max over steps {steps:?}: {worst:.3e}",
+                    fx.name
+                ));
             }
         }
     }
@@ -120,7 +133,8 @@ fn batch_size_does_not_change_a_row() {
             let need = flowrt::sampler::sample_arena_bytes(&model, Method::Rk4_38, batch).unwrap();
             let mut arena = AlignedBytes::zeroed(need);
             let grid = Uniform::new(4, 0.0, 1.0).unwrap();
-            flowrt::sampler::sample(&model, Method::Rk4_38, &grid, x, arena.as_mut_slice()).unwrap();
+            flowrt::sampler::sample(&model, Method::Rk4_38, &grid, x, arena.as_mut_slice())
+                .unwrap();
         };
         let mut all = noise.clone();
         run(&mut all);
@@ -128,8 +142,15 @@ fn batch_size_does_not_change_a_row() {
             let mut one = noise[r * dim..(r + 1) * dim].to_vec();
             run(&mut one);
             let a: Vec<u32> = one.iter().map(|v| v.to_bits()).collect();
-            let b: Vec<u32> = all[r * dim..(r + 1) * dim].iter().map(|v| v.to_bits()).collect();
-            assert_eq!(a, b, "{}: row {r} differs between batch 1 and batch {}", fx.name, shape[0]);
+            let b: Vec<u32> = all[r * dim..(r + 1) * dim]
+                .iter()
+                .map(|v| v.to_bits())
+                .collect();
+            assert_eq!(
+                a, b,
+                "{}: row {r} differs between batch 1 and batch {}",
+                fx.name, shape[0]
+            );
         }
     }
 }
