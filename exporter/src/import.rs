@@ -36,7 +36,7 @@ impl ElementWiseMiniOp for FlowrtUnary {
     fn eval_in_place(&self, t: &mut Tensor, _out_dt: Option<DatumType>) -> TractResult<()> {
         let mut view = t.try_as_plain_ram_mut()?;
         for x in view.as_slice_mut::<f32>()? {
-            *x = flowrt::ops::Unary::from(self.0).apply(*x);
+            *x = self.0.apply(*x);
         }
         Ok(())
     }
@@ -172,10 +172,24 @@ pub fn into_typed(
             .set_input_fact(ix, fact)
             .map_err(|e| anyhow!("{e:#}"))?;
     }
-    let typed = model
-        .into_typed()
-        .map_err(|e| anyhow!("{e:#}"))
-        .context("shape/type analysis failed for a symbolic batch size")?;
+    let fixed_batch: Vec<String> = inputs
+        .iter()
+        .zip(roles)
+        .filter(|(i, r)| **r != Role::T && matches!(i.dims.first(), Some(Some(_))))
+        .map(|(i, _)| format!("`{}` {:?}", i.name, i.dims))
+        .collect();
+    let typed = model.into_typed().map_err(|e| anyhow!("{e:#}")).with_context(|| {
+        if fixed_batch.is_empty() {
+            "shape/type analysis failed for a symbolic batch size B".to_string()
+        } else {
+            format!(
+                "shape/type analysis failed for a symbolic batch size B; the model was exported \
+                 with a fixed batch size ({}): re-export with a dynamic batch axis \
+                 (torch.onnx.export(..., dynamic_axes={{name: {{0: \"batch\"}}}}) or dynamic_shapes)",
+                fixed_batch.join(", ")
+            )
+        }
+    })?;
     typed
         .into_decluttered()
         .map_err(|e| anyhow!("{e:#}"))

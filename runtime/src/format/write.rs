@@ -6,81 +6,13 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::{
-    align_up, check_output_shape, check_role_shape, node_err, rules, section, tensor_err,
-    InputRole, NodeOp, Region, Shape, TensorKind, ALIGN, DTYPE_F32, HEADER_LEN, MAGIC, NODE_ATTRS,
-    NONE_U32, NO_BATCH, SECTION_ENTRY_LEN, SECTION_FLAG_REQUIRED, VERSION,
+    align_up, check_output_shape, check_role_shape, node_err, rules, section, tensor_err, NodeOp,
+    Region, Shape, TensorKind, ALIGN, DTYPE_F32, HEADER_LEN, MAGIC, NODE_ATTRS, NONE_U32, NO_BATCH,
+    SECTION_ENTRY_LEN, SECTION_FLAG_REQUIRED, VERSION,
 };
 use crate::ir::{self, ModelDesc};
-use crate::ops::{Binary, Unary};
 use crate::plan::{self, MemoryPlan, Request};
 use crate::Error;
-
-impl From<ir::Dim> for super::Dim {
-    fn from(d: ir::Dim) -> super::Dim {
-        match d {
-            ir::Dim::Batch => super::Dim::Batch,
-            ir::Dim::Fixed(n) => super::Dim::Fixed(n),
-        }
-    }
-}
-
-impl From<ir::Role> for InputRole {
-    fn from(r: ir::Role) -> InputRole {
-        match r {
-            ir::Role::X => InputRole::X,
-            ir::Role::T => InputRole::T,
-            ir::Role::Xt => InputRole::Xt,
-        }
-    }
-}
-
-impl From<ir::BinaryOp> for Binary {
-    fn from(b: ir::BinaryOp) -> Binary {
-        match b {
-            ir::BinaryOp::Add => Binary::Add,
-            ir::BinaryOp::Sub => Binary::Sub,
-            ir::BinaryOp::Mul => Binary::Mul,
-            ir::BinaryOp::Div => Binary::Div,
-            ir::BinaryOp::Pow => Binary::Pow,
-            ir::BinaryOp::Max => Binary::Max,
-            ir::BinaryOp::Min => Binary::Min,
-            ir::BinaryOp::Greater => Binary::Greater,
-            ir::BinaryOp::Less => Binary::Less,
-            ir::BinaryOp::GreaterOrEqual => Binary::GreaterOrEqual,
-            ir::BinaryOp::LessOrEqual => Binary::LessOrEqual,
-            ir::BinaryOp::Equal => Binary::Equal,
-        }
-    }
-}
-
-impl From<ir::UnaryOp> for Unary {
-    fn from(u: ir::UnaryOp) -> Unary {
-        use ir::UnaryOp as U;
-        match u {
-            U::Relu => Unary::Relu,
-            U::LeakyRelu { alpha } => Unary::LeakyRelu { alpha },
-            U::Elu { alpha } => Unary::Elu { alpha },
-            U::Selu { alpha, gamma } => Unary::Selu { alpha, gamma },
-            U::Sigmoid => Unary::Sigmoid,
-            U::Tanh => Unary::Tanh,
-            U::Softplus => Unary::Softplus,
-            U::Silu => Unary::Silu,
-            U::GeluErf => Unary::GeluErf,
-            U::GeluTanh => Unary::GeluTanh,
-            U::Sin => Unary::Sin,
-            U::Cos => Unary::Cos,
-            U::Exp => Unary::Exp,
-            U::Log => Unary::Log,
-            U::Sqrt => Unary::Sqrt,
-            U::Neg => Unary::Neg,
-            U::Abs => Unary::Abs,
-            U::Erf => Unary::Erf,
-            U::Recip => Unary::Recip,
-            U::Square => Unary::Square,
-            U::Rsqrt => Unary::Rsqrt,
-        }
-    }
-}
 
 /// Converts an `ir::Op` to its file form, checking attribute ranges exactly as the reader.
 pub(crate) fn node_op(op: &ir::Op) -> Result<NodeOp, &'static str> {
@@ -98,8 +30,8 @@ pub(crate) fn node_op(op: &ir::Op) -> Result<NodeOp, &'static str> {
         }
         ir::Op::Dense => NodeOp::Dense.encode(),
         ir::Op::MatMul => NodeOp::MatMul.encode(),
-        ir::Op::Binary(b) => NodeOp::Binary((*b).into()).encode(),
-        ir::Op::Unary(u) => NodeOp::Unary((*u).into()).encode(),
+        ir::Op::Binary(b) => NodeOp::Binary(*b).encode(),
+        ir::Op::Unary(u) => NodeOp::Unary(*u).encode(),
         ir::Op::Where => NodeOp::Where.encode(),
         ir::Op::Concat { axis } => NodeOp::Concat { axis: *axis }.encode(),
         ir::Op::Reshape => NodeOp::Reshape.encode(),
@@ -148,7 +80,7 @@ pub(crate) fn analyze(desc: &ModelDesc) -> Result<Analysis, Error> {
     let mut shapes = Vec::with_capacity(n_t);
     let mut kinds = vec![TensorKind::Intermediate; n_t];
     for (i, (t, kind)) in desc.tensors.iter().zip(kinds.iter_mut()).enumerate() {
-        let dims: Vec<super::Dim> = t.shape.iter().map(|d| (*d).into()).collect();
+        let dims: Vec<super::Dim> = t.shape.to_vec();
         let shape = Shape::new(&dims).map_err(|w| tensor_err(i, w))?;
         let row = shape
             .row_elements()
@@ -181,7 +113,7 @@ pub(crate) fn analyze(desc: &ModelDesc) -> Result<Analysis, Error> {
     }
     for (k, inp) in desc.inputs.iter().enumerate() {
         let ti = inp.tensor as usize;
-        let role = InputRole::from(inp.role);
+        let role = inp.role;
         let shape = shapes
             .get(ti)
             .ok_or(tensor_err(ti, "input tensor id out of range"))?;
@@ -461,7 +393,7 @@ pub fn write(desc: &ModelDesc) -> Result<Vec<u8>, Error> {
     put_u32(&mut sig, 0);
     for inp in &desc.inputs {
         put_u32(&mut sig, inp.tensor);
-        put_u32(&mut sig, InputRole::from(inp.role).code());
+        put_u32(&mut sig, inp.role.code());
     }
 
     // Metadata.
