@@ -102,4 +102,64 @@ pub struct ModelDesc {
     pub output: u32,
     /// Free-form key/value metadata (producer, source file hash, ...).
     pub metadata: Vec<(String, String)>,
+    /// The source ONNX model, self-contained (weights inline), stored in the optional `ONNX`
+    /// section so `flowrt-ort` can run the same artifact (`flowrt export --embed-onnx`).
+    pub onnx: Option<Vec<u8>>,
+}
+
+/// A small builder for [`ModelDesc`]s by hand (tests, tools, programmatic models).
+///
+/// Tensors get names `t0, t1, ...` and nodes `n0, n1, ...`; nothing is validated until the
+/// description is written with `format::write`.
+#[derive(Debug, Clone, Default)]
+pub struct ModelBuilder {
+    desc: ModelDesc,
+}
+
+impl ModelBuilder {
+    /// A run-time tensor of `shape`; returns its index.
+    pub fn tensor(&mut self, shape: &[Dim]) -> u32 {
+        let n = self.desc.tensors.len();
+        self.desc.tensors.push(TensorDesc {
+            name: alloc::format!("t{n}"),
+            shape: shape.to_vec(),
+            data: None,
+        });
+        n as u32
+    }
+
+    /// A constant tensor of `shape` holding `data` (row-major); returns its index.
+    pub fn constant(&mut self, shape: &[Dim], data: Vec<f32>) -> u32 {
+        let t = self.tensor(shape);
+        if let Some(desc) = self.desc.tensors.last_mut() {
+            desc.data = Some(data);
+        }
+        t
+    }
+
+    /// A graph input of `shape` playing `role`; returns its tensor index.
+    pub fn input(&mut self, shape: &[Dim], role: Role) -> u32 {
+        let t = self.tensor(shape);
+        self.desc.inputs.push(InputDesc { tensor: t, role });
+        t
+    }
+
+    /// A node applying `op` to `inputs`, producing a new tensor of `shape` (returned).
+    pub fn node(&mut self, op: Op, inputs: &[u32], shape: &[Dim]) -> u32 {
+        let out = self.tensor(shape);
+        let n = self.desc.nodes.len();
+        self.desc.nodes.push(NodeDesc {
+            name: alloc::format!("n{n}"),
+            op,
+            inputs: inputs.to_vec(),
+            output: out,
+        });
+        out
+    }
+
+    /// The finished description with `output` as the velocity tensor.
+    pub fn finish(mut self, output: u32) -> ModelDesc {
+        self.desc.output = output;
+        self.desc
+    }
 }

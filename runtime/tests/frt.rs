@@ -9,7 +9,7 @@
 
 use flowrt::exec::{self, CpuField};
 use flowrt::format::{self, AlignedBytes, InputRole, TensorKind};
-use flowrt::ir::{BinaryOp, Dim, InputDesc, ModelDesc, NodeDesc, Op, Role, TensorDesc, UnaryOp};
+use flowrt::ir::{BinaryOp, Dim, ModelDesc, NodeDesc, Op, Role, UnaryOp};
 use flowrt::ops::Unary;
 use flowrt::plan;
 use flowrt::{CpuOps, Error, Model, VelocityField};
@@ -39,48 +39,7 @@ impl Lcg {
     }
 }
 
-/// Small graph builder over `ModelDesc`.
-#[derive(Default)]
-struct G {
-    d: ModelDesc,
-}
-
-impl G {
-    fn t(&mut self, shape: &[Dim]) -> u32 {
-        let n = self.d.tensors.len();
-        self.d.tensors.push(TensorDesc {
-            name: format!("t{n}"),
-            shape: shape.to_vec(),
-            data: None,
-        });
-        n as u32
-    }
-    fn c(&mut self, shape: &[Dim], data: Vec<f32>) -> u32 {
-        let t = self.t(shape);
-        self.d.tensors[t as usize].data = Some(data);
-        t
-    }
-    fn input(&mut self, shape: &[Dim], role: Role) -> u32 {
-        let t = self.t(shape);
-        self.d.inputs.push(InputDesc { tensor: t, role });
-        t
-    }
-    fn node(&mut self, op: Op, inputs: &[u32], shape: &[Dim]) -> u32 {
-        let out = self.t(shape);
-        let n = self.d.nodes.len();
-        self.d.nodes.push(NodeDesc {
-            name: format!("n{n}"),
-            op,
-            inputs: inputs.to_vec(),
-            output: out,
-        });
-        out
-    }
-    fn finish(mut self, out: u32) -> ModelDesc {
-        self.d.output = out;
-        self.d
-    }
-}
+use flowrt::ir::ModelBuilder as G;
 
 fn load(bytes: &[u8]) -> AlignedBytes {
     AlignedBytes::copy_from(bytes)
@@ -92,10 +51,10 @@ fn mlp(g: &mut Lcg) -> (ModelDesc, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
     let x = m.input(&[B, f(3)], Role::X);
     let t = m.input(&[B, f(1)], Role::T);
     let (w1, b1, w2, b2) = (g.vec(4 * 16), g.vec(16), g.vec(16 * 3), g.vec(3));
-    let cw1 = m.c(&[f(4), f(16)], w1.clone());
-    let cb1 = m.c(&[f(16)], b1.clone());
-    let cw2 = m.c(&[f(16), f(3)], w2.clone());
-    let cb2 = m.c(&[f(3)], b2.clone());
+    let cw1 = m.constant(&[f(4), f(16)], w1.clone());
+    let cb1 = m.constant(&[f(16)], b1.clone());
+    let cw2 = m.constant(&[f(16), f(3)], w2.clone());
+    let cb2 = m.constant(&[f(3)], b2.clone());
     let h0 = m.node(Op::Concat { axis: 1 }, &[x, t], &[B, f(4)]);
     let h1 = m.node(Op::Dense, &[h0, cw1, cb1], &[B, f(16)]);
     let h2 = m.node(Op::Unary(UnaryOp::Silu), &[h1], &[B, f(16)]);
@@ -189,9 +148,9 @@ fn bits(v: &[f32]) -> Vec<u32> {
 fn xt_model(g: &mut Lcg) -> ModelDesc {
     let mut m = G::default();
     let xt = m.input(&[B, f(3)], Role::Xt);
-    let w1 = m.c(&[f(3), f(8)], g.vec(24));
-    let b1 = m.c(&[f(8)], g.vec(8));
-    let w2 = m.c(&[f(8), f(2)], g.vec(16));
+    let w1 = m.constant(&[f(3), f(8)], g.vec(24));
+    let b1 = m.constant(&[f(8)], g.vec(8));
+    let w2 = m.constant(&[f(8), f(2)], g.vec(16));
     let h = m.node(Op::Dense, &[xt, w1, b1], &[B, f(8)]);
     let h = m.node(Op::Unary(UnaryOp::GeluErf), &[h], &[B, f(8)]);
     let o = m.node(Op::Dense, &[h, w2], &[B, f(2)]);
@@ -243,9 +202,9 @@ fn layout_model(g: &mut Lcg) -> ModelDesc {
     let mut m = G::default();
     let x = m.input(&[B, f(4)], Role::X);
     let t = m.input(&[], Role::T);
-    let freq = m.c(&[f(1), f(6)], g.vec(6));
-    let c22 = m.c(&[f(2), f(2)], g.vec(4));
-    let wout = m.c(&[f(10), f(4)], g.vec(40));
+    let freq = m.constant(&[f(1), f(6)], g.vec(6));
+    let c22 = m.constant(&[f(2), f(2)], g.vec(4));
+    let wout = m.constant(&[f(10), f(4)], g.vec(40));
     let emb = m.node(Op::Binary(BinaryOp::Mul), &[t, freq], &[f(1), f(6)]); // fixed region
     let emb = m.node(Op::Unary(UnaryOp::Sin), &[emb], &[f(1), f(6)]);
     let a = m.node(Op::Binary(BinaryOp::Mul), &[x, t], &[B, f(4)]);
@@ -369,9 +328,9 @@ fn wide_model(g: &mut Lcg) -> ModelDesc {
     let t = m.input(&[B], Role::T);
     let t2 = m.node(Op::Reshape, &[t], &[B, f(1)]);
     let h = m.node(Op::Concat { axis: 1 }, &[x, t2], &[B, f(6)]);
-    let w1 = m.c(&[f(6), f(700)], g.vec(6 * 700));
-    let b1 = m.c(&[f(700)], g.vec(700));
-    let w2 = m.c(&[f(700), f(5)], g.vec(3500));
+    let w1 = m.constant(&[f(6), f(700)], g.vec(6 * 700));
+    let b1 = m.constant(&[f(700)], g.vec(700));
+    let w2 = m.constant(&[f(700), f(5)], g.vec(3500));
     let h = m.node(Op::Dense, &[h, w1, b1], &[B, f(700)]);
     let h = m.node(Op::Unary(UnaryOp::Tanh), &[h], &[B, f(700)]);
     let o = m.node(Op::Dense, &[h, w2], &[B, f(5)]);
@@ -428,7 +387,7 @@ fn random_model(g: &mut Lcg) -> ModelDesc {
     let x = m.input(&[B, f(width)], Role::X);
     let t = m.input(&[B, f(1)], Role::T);
     let mut live = vec![x];
-    let mut fixed = vec![m.c(&[f(width)], g.vec(width as usize))];
+    let mut fixed = vec![m.constant(&[f(width)], g.vec(width as usize))];
     for _ in 0..(3 + g.below(25)) {
         let pick = live[g.below(live.len())];
         let out = match g.below(6) {
@@ -438,7 +397,7 @@ fn random_model(g: &mut Lcg) -> ModelDesc {
                 m.node(Op::Binary(BinaryOp::Add), &[pick, other], &[B, f(width)])
             }
             2 => {
-                let w = m.c(&[f(width), f(width)], g.vec((width * width) as usize));
+                let w = m.constant(&[f(width), f(width)], g.vec((width * width) as usize));
                 m.node(Op::Dense, &[pick, w], &[B, f(width)])
             }
             3 => m.node(Op::Binary(BinaryOp::Mul), &[pick, t], &[B, f(width)]),
@@ -584,13 +543,13 @@ fn writer_rejects_inconsistent_descs_naming_the_node() {
     // Dense K mismatch.
     let mut m = G::default();
     let x = m.input(&[B, f(3)], Role::X);
-    let w = m.c(&[f(4), f(3)], g.vec(12));
+    let w = m.constant(&[f(4), f(3)], g.vec(12));
     let o = m.node(Op::Dense, &[x, w], &[B, f(3)]);
     assert_eq!(node_of(write_err(&m.finish(o))).0, 0);
     // Broadcast illegal.
     let mut m = G::default();
     let x = m.input(&[B, f(3)], Role::X);
-    let c = m.c(&[f(2)], g.vec(2));
+    let c = m.constant(&[f(2)], g.vec(2));
     let u = m.node(Op::Unary(UnaryOp::Relu), &[x], &[B, f(3)]);
     let o = m.node(Op::Binary(BinaryOp::Add), &[u, c], &[B, f(3)]);
     assert_eq!(node_of(write_err(&m.finish(o))).0, 1);
@@ -646,19 +605,20 @@ fn writer_rejects_inconsistent_descs_naming_the_node() {
     // Use before definition.
     let mut m = G::default();
     let x = m.input(&[B, f(4)], Role::X);
-    let later = m.t(&[B, f(4)]);
+    let later = m.tensor(&[B, f(4)]);
     let a = m.node(Op::Binary(BinaryOp::Add), &[x, later], &[B, f(4)]);
-    m.d.nodes.push(NodeDesc {
+    let mut desc = m.finish(a);
+    desc.nodes.push(NodeDesc {
         name: "late".into(),
         op: Op::Unary(UnaryOp::Neg),
         inputs: vec![x],
         output: later,
     });
-    assert_eq!(node_of(write_err(&m.finish(a))).0, 0);
+    assert_eq!(node_of(write_err(&desc)).0, 0);
     // Tensor errors: wrong constant length, two batch dims, output is an input, never defined.
     let mut m = G::default();
     let x = m.input(&[B, f(2)], Role::X);
-    let c = m.c(&[f(2)], g.vec(3));
+    let c = m.constant(&[f(2)], g.vec(3));
     let o = m.node(Op::Binary(BinaryOp::Add), &[x, c], &[B, f(2)]);
     assert_eq!(tensor_of(write_err(&m.finish(o))).0, c);
     let mut m = G::default();
@@ -669,7 +629,7 @@ fn writer_rejects_inconsistent_descs_naming_the_node() {
     assert_eq!(tensor_of(write_err(&m.finish(x))).0, x);
     let mut m = G::default();
     let x = m.input(&[B, f(2)], Role::X);
-    let _dangling = m.t(&[B, f(2)]);
+    let _dangling = m.tensor(&[B, f(2)]);
     let o = m.node(Op::Unary(UnaryOp::Neg), &[x], &[B, f(2)]);
     assert!(matches!(
         write_err(&m.finish(o)),
@@ -712,8 +672,8 @@ fn small_file() -> Vec<u8> {
     let mut m = G::default();
     let x = m.input(&[B, f(2)], Role::X);
     let t = m.input(&[B, f(1)], Role::T);
-    let w = m.c(&[f(3), f(2)], g.vec(6));
-    let b = m.c(&[f(2)], g.vec(2));
+    let w = m.constant(&[f(3), f(2)], g.vec(6));
+    let b = m.constant(&[f(2)], g.vec(2));
     let h = m.node(Op::Concat { axis: 1 }, &[x, t], &[B, f(3)]);
     let h = m.node(Op::Dense, &[h, w, b], &[B, f(2)]);
     let h = m.node(

@@ -10,7 +10,7 @@
 
 use flowrt::exec::{self, CpuField};
 use flowrt::format::{self, opcode, AlignedBytes};
-use flowrt::ir::{BinaryOp, Dim, InputDesc, ModelDesc, NodeDesc, Op, Role, TensorDesc, UnaryOp};
+use flowrt::ir::{BinaryOp, Dim, ModelDesc, Op, Role, UnaryOp};
 use flowrt::ops::{Binary, Unary};
 use flowrt::{CpuOps, Error, Model, VelocityField};
 
@@ -41,47 +41,7 @@ impl Lcg {
     }
 }
 
-#[derive(Default)]
-struct G {
-    d: ModelDesc,
-}
-
-impl G {
-    fn t(&mut self, shape: &[Dim]) -> u32 {
-        let n = self.d.tensors.len();
-        self.d.tensors.push(TensorDesc {
-            name: format!("t{n}"),
-            shape: shape.to_vec(),
-            data: None,
-        });
-        n as u32
-    }
-    fn c(&mut self, shape: &[Dim], data: Vec<f32>) -> u32 {
-        let t = self.t(shape);
-        self.d.tensors[t as usize].data = Some(data);
-        t
-    }
-    fn input(&mut self, shape: &[Dim], role: Role) -> u32 {
-        let t = self.t(shape);
-        self.d.inputs.push(InputDesc { tensor: t, role });
-        t
-    }
-    fn node(&mut self, op: Op, inputs: &[u32], shape: &[Dim]) -> u32 {
-        let out = self.t(shape);
-        let n = self.d.nodes.len();
-        self.d.nodes.push(NodeDesc {
-            name: format!("n{n}"),
-            op,
-            inputs: inputs.to_vec(),
-            output: out,
-        });
-        out
-    }
-    fn finish(mut self, out: u32) -> ModelDesc {
-        self.d.output = out;
-        self.d
-    }
-}
+use flowrt::ir::ModelBuilder as G;
 
 fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
@@ -92,7 +52,7 @@ fn bits(v: &[f32]) -> Vec<u32> {
 fn softplus_guard() -> ModelDesc {
     let mut m = G::default();
     let x = m.input(&[B, f(3)], Role::X);
-    let c = m.c(&[], vec![20.0]);
+    let c = m.constant(&[], vec![20.0]);
     let gt = m.node(Op::Binary(BinaryOp::Greater), &[x, c], &[B, f(3)]);
     let sp = m.node(Op::Unary(UnaryOp::Softplus), &[x], &[B, f(3)]);
     let o = m.node(Op::Where, &[gt, x, sp], &[B, f(3)]);
@@ -161,9 +121,9 @@ fn comparisons_and_broadcast_where_round_trip() {
         let mut m = G::default();
         let x = m.input(&[B, f(3)], Role::X);
         let t = m.input(&[B, f(1)], Role::T);
-        let half = m.c(&[f(1)], vec![0.5]);
-        let thr = m.c(&[f(3)], vec![-20.0, 0.0, 20.0]);
-        let fill = m.c(&[f(3)], vec![7.0, -0.0, f32::NAN]);
+        let half = m.constant(&[f(1)], vec![0.5]);
+        let thr = m.constant(&[f(3)], vec![-20.0, 0.0, 20.0]);
+        let fill = m.constant(&[f(3)], vec![7.0, -0.0, f32::NAN]);
         // [B, 3] mask from x vs a per-column threshold.
         let mx = m.node(Op::Binary(ir_op), &[x, thr], &[B, f(3)]);
         let w = m.node(Op::Where, &[mx, x, fill], &[B, f(3)]);
@@ -229,7 +189,7 @@ fn writer_rejects_bad_where() {
     // Operands that do not broadcast.
     let mut m = G::default();
     let x = m.input(&[B, f(3)], Role::X);
-    let c = m.c(&[f(2)], vec![1.0, 2.0]);
+    let c = m.constant(&[f(2)], vec![1.0, 2.0]);
     let o = m.node(Op::Where, &[x, x, c], &[B, f(3)]);
     assert_eq!(
         node_of(format::write(&m.finish(o)).unwrap_err()),
@@ -238,7 +198,7 @@ fn writer_rejects_bad_where() {
     // Output shape that is not the broadcast shape.
     let mut m = G::default();
     let x = m.input(&[B, f(3)], Role::X);
-    let c = m.c(&[f(2), f(1), f(1)], vec![1.0, 2.0]);
+    let c = m.constant(&[f(2), f(1), f(1)], vec![1.0, 2.0]);
     let w = m.node(Op::Where, &[c, x, x], &[B, f(3)]);
     let o = m.node(Op::Unary(UnaryOp::Relu), &[w], &[B, f(3)]);
     assert_eq!(node_of(format::write(&m.finish(o)).unwrap_err()).0, 0);
