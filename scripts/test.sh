@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-NO_STD_TARGETS=(thumbv7em-none-eabihf riscv32imac-unknown-none-elf)
+NO_STD_TARGETS=(thumbv7em-none-eabihf thumbv6m-none-eabi riscv32imac-unknown-none-elf wasm32-unknown-unknown)
 step "rustup targets: ${NO_STD_TARGETS[*]}"
 installed="$(rustup target list --installed)"
 for t in "${NO_STD_TARGETS[@]}"; do
@@ -16,6 +16,23 @@ for t in "${NO_STD_TARGETS[@]}"; do
 done
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+
+# ---- ONNX Runtime for flowrt-ort (issue 6) ---------------------------------------------------
+# The ORT backend loads libonnxruntime at run time (ort's load-dynamic). It comes from the
+# onnxruntime PyPI wheel, installed into a project-local venv only if missing; the ORT tests
+# fail (not skip) without it. flowrt-ort also finds .venv-ort/ by itself, so a plain
+# `cargo test` works once this has run.
+ORT_VERSION=1.31.1
+step "ONNX Runtime $ORT_VERSION in .venv-ort/"
+if ! .venv-ort/bin/python -c "import onnxruntime, sys; sys.exit(onnxruntime.__version__ != '$ORT_VERSION')" 2>/dev/null; then
+    python3 -m venv .venv-ort
+    .venv-ort/bin/pip install --quiet "onnxruntime==$ORT_VERSION"
+fi
+ORT_DYLIB_PATH="$(echo "$PWD"/.venv-ort/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.$ORT_VERSION)"
+test -f "$ORT_DYLIB_PATH" || { echo "missing $ORT_DYLIB_PATH" >&2; exit 1; }
+export ORT_DYLIB_PATH
+echo "ORT_DYLIB_PATH=$ORT_DYLIB_PATH"
+# ---- end ONNX Runtime ------------------------------------------------------------------------
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -29,6 +46,28 @@ for t in "${NO_STD_TARGETS[@]}"; do
     cargo build -p flowrt --no-default-features --release --target "$t"
 done
 
+# ---- BEGIN QEMU / firmware block (issue 5; owned by targets/) --------------------------------
+# Installs QEMU (idempotent; private apt sources, system apt config untouched), lints the
+# firmware crates under targets/ (own workspaces, not root members) and builds the one-step
+# example. The bit-identity tests host vs QEMU are tests/tests/qemu.rs (run by cargo test).
+step "QEMU for the firmware tests (targets/install-qemu.sh; skipped when present)"
+targets/install-qemu.sh
+qemu-system-arm --version | head -n 1
+step "defmt-print (decodes the Cortex-M firmware's defmt log in tests/tests/qemu.rs)"
+command -v defmt-print >/dev/null || cargo install --locked defmt-print@1.2.0
+step "firmware crates under targets/: fmt, clippy -D warnings, one-step example in QEMU"
+fw_dir=out/qemu-ci
+mkdir -p "$fw_dir"
+cargo run --release --quiet -p flowrt-export --bin flowrt -- \
+    export tests/fixtures/moons_reflow/model.ts.onnx -o "$fw_dir/moons_reflow.frt" >/dev/null
+export FLOWRT_FRT="$PWD/$fw_dir/moons_reflow.frt" FLOWRT_NOISE="$PWD/tests/fixtures/moons_reflow/noise.npy"
+for fw in cortex-m4 riscv32; do
+    (cd "targets/$fw" && cargo fmt -- --check && cargo clippy --release --all-targets -- -D warnings)
+done
+(cd targets/cortex-m4 && timeout 120 cargo run --release --quiet --example one_step) | tail -c 200
+unset FLOWRT_FRT FLOWRT_NOISE
+# ---- END QEMU / firmware block --------------------------------------------------------------
+
 step "cargo test (workspace: runtime unit tests, conformance vs onnxruntime/torchdiffeq references, CLI)"
 cargo test --workspace --release
 
@@ -36,3 +75,10 @@ step "README demo and the embedding example"
 ./scripts/demo.sh >/dev/null
 cargo run --release --quiet -p flowrt-examples --bin embed -- out/demo/moons_reflow.frt
 echo "demo ok"
+
+step "flowrt bench smoke run (tiny size; a benchmark, not a timed test)"
+cargo run --release --quiet -p flowrt-export --bin flowrt -- export \
+    tests/fixtures/moons_icfm/model.dynamo.onnx -o out/bench_smoke.frt --embed-onnx >/dev/null
+cargo run --release --quiet -p flowrt-export --bin flowrt -- bench out/bench_smoke.frt \
+    --against ort --batch 4 --steps 2 --runs 3 --warmup 1 | tail -n 1 | grep -E '^ratio flowrt/ort: [0-9.]+$'
+

@@ -4,6 +4,8 @@
 //! declutter) → [`roles`] (which input is `x`, `t` or `xt`) → [`lower`] (tract ops → flowrt
 //! ops) → `flowrt::format::write` (validate, plan memory, serialize).
 
+pub mod bench;
+pub mod embed;
 pub mod import;
 pub mod lower;
 pub mod npy;
@@ -20,6 +22,9 @@ use flowrt::ir::{ModelDesc, Role};
 pub struct ExportOptions {
     /// `--role NAME=ROLE` overrides (ONNX input name, role).
     pub roles: Vec<(String, Role)>,
+    /// Store the source ONNX (external weights inlined) in the `.frt` `ONNX` section, so
+    /// `flowrt-ort` can run the same artifact (`export --embed-onnx`).
+    pub embed_onnx: bool,
 }
 
 /// Imports and lowers an ONNX file into a flowrt model description.
@@ -51,6 +56,12 @@ pub fn onnx_to_desc(path: &Path, opts: &ExportOptions) -> Result<ModelDesc> {
         .map(|(i, r)| format!("{}={}", i.name, roles::role_name(*r)))
         .collect();
     desc.metadata.push(("roles".into(), sig.join(",")));
+    if opts.embed_onnx {
+        desc.onnx = Some(
+            embed::self_contained_onnx(path)
+                .with_context(|| format!("embedding {}", path.display()))?,
+        );
+    }
     Ok(desc)
 }
 

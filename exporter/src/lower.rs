@@ -11,6 +11,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::array::{MultiBroadcastTo, Slice, TypedConcat};
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::change_axes::AxisOp;
+use tract_onnx::tract_core::ops::downsample::Downsample;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::konst::Const;
@@ -318,6 +319,29 @@ impl Lowering<'_> {
                 start: start as u32,
                 end: end as u32,
                 step: 1,
+            };
+            self.emit(node, op, vec![x])?
+        } else if let Some(ds) = node.op_as::<Downsample>() {
+            // tract's form of a strided Slice: every `stride`-th element from `modulo`.
+            let x = self.tensor(node.inputs[0])?;
+            let dim = self.desc.tensors[x as usize].shape.get(ds.axis).copied();
+            let (Some(Dim::Fixed(len)), Ok(step)) = (dim, u32::try_from(ds.stride)) else {
+                bail!(
+                    "strided slice along the batch axis or with a negative step is not supported"
+                );
+            };
+            if step == 0 || ds.modulo as u32 >= len {
+                bail!(
+                    "strided slice with stride {} from {} of {len} is empty",
+                    ds.stride,
+                    ds.modulo
+                );
+            }
+            let op = Op::Slice {
+                axis: ds.axis as u32,
+                start: ds.modulo as u32,
+                end: len,
+                step,
             };
             self.emit(node, op, vec![x])?
         } else if matches!(&*node.op.name(), "Identity" | "Cast") {

@@ -35,6 +35,10 @@ enum Command {
         /// Role of an ONNX input: NAME=x|t|xt (repeatable; overrides detection).
         #[arg(long = "role", value_name = "NAME=ROLE")]
         roles: Vec<String>,
+        /// Also store the source ONNX (external weights inlined) in the .frt, so
+        /// `sample --backend ort` and `bench` can run the same artifact with ONNX Runtime.
+        #[arg(long)]
+        embed_onnx: bool,
     },
     /// Print a .frt file's signature, ops, parameters and arena sizes.
     Inspect {
@@ -72,7 +76,69 @@ enum Command {
         /// Also draw the first two coordinates of the samples in the terminal.
         #[arg(long)]
         ascii: bool,
+        /// Velocity backend: flowrt's CPU executor, or ONNX Runtime (same solver loop).
+        #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+        backend: Backend,
+        /// With --backend ort: use this ONNX file instead of the one embedded in the .frt.
+        #[arg(long, value_name = "PATH")]
+        onnx: Option<PathBuf>,
+        /// With --backend ort: ONNX Runtime intra-op threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
+    /// Time flowrt's CPU backend against ONNX Runtime in one process (same noise, solver
+    /// loop and threads); the last line is `ratio flowrt/ort: R` (median over median).
+    Bench {
+        /// The .frt file (with an embedded ONNX model, or pass --onnx).
+        model: PathBuf,
+        /// What to compare against (only `ort`).
+        #[arg(long, value_enum, default_value_t = Against::Ort)]
+        against: Against,
+        /// ONNX file to use instead of the one embedded in the .frt.
+        #[arg(long, value_name = "PATH")]
+        onnx: Option<PathBuf>,
+        /// Rows per run.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Solver (as for `sample`).
+        #[arg(long, default_value = "rk4-38")]
+        method: String,
+        /// Uniform steps over [0, 1].
+        #[arg(long, default_value_t = 8)]
+        steps: usize,
+        /// ONNX Runtime intra-op threads (flowrt's CPU executor is single-threaded, so 1 is
+        /// the like-for-like setting).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Time a single velocity evaluation instead of the full sampling loop.
+        #[arg(long)]
+        eval: bool,
+        /// Timed runs per backend.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Untimed warm-up runs per backend.
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// Noise seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+/// Velocity backends of `sample`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Backend {
+    /// flowrt's own CPU executor.
+    Cpu,
+    /// ONNX Runtime (flowrt-ort), from the embedded ONNX or --onnx.
+    Ort,
+}
+
+/// What `bench` compares flowrt's CPU backend with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Against {
+    /// ONNX Runtime.
+    Ort,
 }
 
 fn main() -> ExitCode {
@@ -91,7 +157,8 @@ fn run(cli: Cli) -> Result<()> {
             model,
             output,
             roles,
-        } => export(&model, &output, &roles),
+            embed_onnx,
+        } => export(&model, &output, &roles, embed_onnx),
         Command::Inspect {
             model,
             json,
@@ -106,6 +173,9 @@ fn run(cli: Cli) -> Result<()> {
             steps,
             output,
             ascii,
+            backend,
+            onnx,
+            threads,
         } => sample(
             &model,
             noise.as_deref(),
@@ -114,16 +184,62 @@ fn run(cli: Cli) -> Result<()> {
             steps,
             &output,
             ascii,
+            (backend, onnx.as_deref(), threads),
         ),
+        Command::Bench {
+            model,
+            against: Against::Ort,
+            onnx,
+            batch,
+            method,
+            steps,
+            threads,
+            eval,
+            runs,
+            warmup,
+            seed,
+        } => {
+            let method: Method = method
+                .parse()
+                .map_err(|e| anyhow!("--method {method}: {e}"))?;
+            let cfg = flowrt_export::bench::BenchConfig {
+                batch,
+                method,
+                steps,
+                threads,
+                eval,
+                runs,
+                warmup,
+                seed,
+            };
+            bench(&model, onnx.as_deref(), &cfg)
+        }
     }
 }
 
-fn export(model: &Path, output: &Path, role_args: &[String]) -> Result<()> {
+fn bench(path: &Path, onnx: Option<&Path>, cfg: &flowrt_export::bench::BenchConfig) -> Result<()> {
+    let bytes = read_frt(path)?;
+    let m = load(&bytes, path)?;
+    let mut session = flowrt_export::bench::open_ort(&m, onnx, cfg.threads)?;
+    println!(
+        "flowrt bench {} against ONNX Runtime ({})",
+        path.display(),
+        match onnx {
+            Some(p) => p.display().to_string(),
+            None => "embedded ONNX".into(),
+        }
+    );
+    let report = flowrt_export::bench::run(&m, &mut session, cfg)?;
+    println!("{}", report.text);
+    Ok(())
+}
+
+fn export(model: &Path, output: &Path, role_args: &[String], embed_onnx: bool) -> Result<()> {
     let roles = role_args
         .iter()
         .map(|r| roles::parse_role_override(r))
         .collect::<Result<_>>()?;
-    let bytes = flowrt_export::export_onnx(model, &ExportOptions { roles })?;
+    let bytes = flowrt_export::export_onnx(model, &ExportOptions { roles, embed_onnx })?;
     std::fs::write(output, &bytes).with_context(|| format!("writing {}", output.display()))?;
     let aligned = AlignedBytes::copy_from(&bytes);
     let m =
@@ -193,6 +309,7 @@ fn inspect(path: &Path, json: bool, batches: &[usize]) -> Result<()> {
             "arena_per_row_bytes": m.per_row_arena_bytes(),
             "arena_bytes": arena.iter().map(|(b, a)| serde_json::json!({"batch": b, "bytes": a})).collect::<Vec<_>>(),
             "metadata": m.metadata().collect::<std::collections::BTreeMap<_, _>>(),
+            "embedded_onnx_bytes": m.embedded_onnx().map(<[u8]>::len),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -217,6 +334,13 @@ fn inspect(path: &Path, json: bool, batches: &[usize]) -> Result<()> {
         m.param_count(),
         m.weight_bytes()
     );
+    match m.embedded_onnx() {
+        Some(o) => println!(
+            "embedded ONNX: {} bytes (sample --backend ort / bench can run it)",
+            o.len()
+        ),
+        None => println!("embedded ONNX: none (export --embed-onnx to add it)"),
+    }
     println!(
         "arena (graph + field scratch) = {} fixed + {} per row, rounded to 16:",
         m.fixed_arena_bytes(),
@@ -228,6 +352,7 @@ fn inspect(path: &Path, json: bool, batches: &[usize]) -> Result<()> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn sample(
     path: &Path,
     noise: Option<&Path>,
@@ -236,6 +361,7 @@ fn sample(
     steps: usize,
     output: &Path,
     ascii: bool,
+    (backend, onnx, threads): (Backend, Option<&Path>, usize),
 ) -> Result<()> {
     let method: Method = method
         .parse()
@@ -266,11 +392,13 @@ fn sample(
             if num == 0 {
                 bail!("--num must be at least 1");
             }
-            let mut data = vec![
-                0f32;
-                num.checked_mul(dim)
-                    .ok_or_else(|| anyhow!("--num too large"))?
-            ];
+            let len = num
+                .checked_mul(dim)
+                .ok_or_else(|| anyhow!("--num {num} is too large"))?;
+            let mut data = Vec::new();
+            data.try_reserve_exact(len)
+                .map_err(|_| anyhow!("--num {num} is too large: cannot allocate the noise"))?;
+            data.resize(len, 0f32);
             flowrt::rng::fill_normal(seed, &mut data);
             (data, vec![num, dim])
         }
@@ -280,16 +408,35 @@ fn sample(
     let grid = Uniform::new(steps, 0.0, 1.0).map_err(|e| anyhow!("--steps {steps}: {e}"))?;
     let need =
         flowrt::sampler::sample_arena_bytes(&m, method, batch).map_err(|e| anyhow!("{e}"))?;
-    let mut arena = AlignedBytes::zeroed(need);
-    let start = Instant::now();
-    flowrt::sampler::sample(&m, method, &grid, &mut x, arena.as_mut_slice())
-        .map_err(|e| anyhow!("sampling failed: {e}"))?;
-    let elapsed = start.elapsed();
+    let elapsed = match backend {
+        Backend::Cpu => {
+            if onnx.is_some() {
+                bail!("--onnx is only used with --backend ort");
+            }
+            let mut arena = AlignedBytes::try_zeroed(need)
+                .ok_or_else(|| anyhow!("cannot allocate the {need}-byte arena for {batch} rows"))?;
+            let start = Instant::now();
+            flowrt::sampler::sample(&m, method, &grid, &mut x, arena.as_mut_slice())
+                .map_err(|e| anyhow!("sampling failed: {e}"))?;
+            start.elapsed()
+        }
+        Backend::Ort => {
+            let mut session = flowrt_export::bench::open_ort(&m, onnx, threads)?;
+            let start = Instant::now();
+            flowrt_ort::sample(&mut session, method, &grid, &mut x)
+                .map_err(|e| anyhow!("sampling failed: {e}"))?;
+            start.elapsed()
+        }
+    };
     npy::write_f32(output, &x, &shape)?;
     println!(
-        "sampled {batch} x {dim} with {} x {steps} steps ({} velocity evaluations) in {:.3} ms, arena {need} bytes -> {}",
+        "sampled {batch} x {dim} with {} x {steps} steps ({} velocity evaluations, backend {}) in {:.3} ms, arena {need} bytes -> {}",
         method.name(),
         steps * method.stages(),
+        match backend {
+            Backend::Cpu => "cpu",
+            Backend::Ort => "ort",
+        },
         elapsed.as_secs_f64() * 1e3,
         output.display()
     );

@@ -6,6 +6,7 @@ use core::fmt;
 ///
 /// Every variant names its cause; none of them is ever produced by a panic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub enum Error {
     /// The bytes do not start with the `FLRT` magic.
@@ -97,6 +98,12 @@ pub enum Error {
         /// What is wrong.
         what: &'static str,
     },
+    /// A velocity-field backend outside the runtime (ONNX Runtime, a GPU) failed; the
+    /// backend keeps its own detailed message (e.g. `flowrt_ort::OrtField::take_error`).
+    Backend {
+        /// What failed.
+        what: &'static str,
+    },
 }
 
 impl fmt::Display for Error {
@@ -150,6 +157,7 @@ impl fmt::Display for Error {
                 )
             }
             Error::BadArgument { what } => write!(f, "bad argument: {what}"),
+            Error::Backend { what } => write!(f, "backend error: {what}"),
         }
     }
 }

@@ -41,6 +41,7 @@ pub struct Model<'a> {
     metadata: &'a [u8],
     n_meta: u32,
     names: Option<&'a [u8]>,
+    onnx: Option<&'a [u8]>,
 }
 
 impl core::fmt::Debug for Model<'_> {
@@ -170,6 +171,16 @@ impl<'a> Model<'a> {
     /// (every arena tensor has a slot inside its region, no node's output overlaps its
     /// inputs), the signature (roles, shapes, output) and all strings (UTF-8).
     pub fn from_bytes(bytes: &'a [u8]) -> Result<Model<'a>, Error> {
+        let model = Model::load(bytes);
+        #[cfg(feature = "defmt")]
+        if let Err(e) = &model {
+            defmt::error!("flowrt: loading the model failed: {}", e);
+        }
+        model
+    }
+
+    /// [`Model::from_bytes`] without logging.
+    fn load(bytes: &'a [u8]) -> Result<Model<'a>, Error> {
         if bytes.as_ptr().align_offset(4) != 0 {
             return Err(Error::Misaligned);
         }
@@ -352,6 +363,7 @@ impl<'a> Model<'a> {
             metadata,
             n_meta,
             names,
+            onnx: s.onnx,
         })
     }
 
@@ -874,6 +886,13 @@ impl<'a> Model<'a> {
         })
     }
 
+    /// The source ONNX model stored in the optional `ONNX` section (`flowrt export
+    /// --embed-onnx`), for running the same artifact with ONNX Runtime (`flowrt-ort`).
+    /// Its contents are not validated by flowrt.
+    pub fn embedded_onnx(&self) -> Option<&'a [u8]> {
+        self.onnx
+    }
+
     /// The value of the first metadata entry with key `key`.
     pub fn metadata_value(&self, key: &str) -> Option<&'a str> {
         self.metadata().find(|(k, _)| *k == key).map(|(_, v)| v)
@@ -937,6 +956,7 @@ struct Sections<'a> {
     signature: &'a [u8],
     metadata: Option<&'a [u8]>,
     names: Option<&'a [u8]>,
+    onnx: Option<&'a [u8]>,
 }
 
 impl<'a> Sections<'a> {
@@ -966,7 +986,7 @@ impl<'a> Sections<'a> {
             let len = to_usize(le_u64(file, o + 16).ok_or(t)?, "section length")?;
             Ok((kind, flags, off, len))
         };
-        let mut found: [Option<&'a [u8]>; 8] = [None; 8];
+        let mut found: [Option<&'a [u8]>; 10] = [None; 10];
         for i in 0..count {
             let (kind, flags, off, len) = entry(i)?;
             if flags & !SECTION_FLAG_REQUIRED != 0 {
@@ -989,7 +1009,10 @@ impl<'a> Sections<'a> {
                 }
             }
             match found.get_mut(usize::from(kind)) {
-                Some(slot) if (section::TENSORS..=section::NAMES).contains(&kind) => {
+                Some(slot)
+                    if (section::TENSORS..=section::NAMES).contains(&kind)
+                        || kind == section::ONNX =>
+                {
                     if slot.is_some() {
                         return Err(invalid("a section kind appears twice"));
                     }
@@ -1019,6 +1042,7 @@ impl<'a> Sections<'a> {
             signature: need(section::SIGNATURE, "missing signature section")?,
             metadata: found.get(usize::from(section::METADATA)).copied().flatten(),
             names: found.get(usize::from(section::NAMES)).copied().flatten(),
+            onnx: found.get(usize::from(section::ONNX)).copied().flatten(),
         })
     }
 }

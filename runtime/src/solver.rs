@@ -620,6 +620,8 @@ where
             result_in_tmp = !result_in_tmp;
 
             observer.on_step(ops, n, t1, &*cur)?;
+            #[cfg(feature = "defmt")]
+            defmt::debug!("flowrt: step {=usize} done, t = {=f32}", n, t1);
         }
     }
     if result_in_tmp {

@@ -73,6 +73,16 @@ mod heap {
             }
         }
 
+        /// Like [`AlignedBytes::zeroed`], but `None` instead of aborting the process when
+        /// the memory cannot be allocated (e.g. an arena for a huge, user-given batch size).
+        pub fn try_zeroed(len: usize) -> Option<AlignedBytes> {
+            let n = len.div_ceil(16);
+            let mut blocks = Vec::new();
+            blocks.try_reserve_exact(n).ok()?;
+            blocks.resize(n, Block::default());
+            Some(AlignedBytes { blocks, len })
+        }
+
         /// The bytes.
         pub fn as_slice(&self) -> &[u8] {
             let all: &[u8] = bytemuck::cast_slice(&self.blocks);

@@ -75,7 +75,7 @@ pub mod section {
     pub const NAMES: u16 = 7;
     /// Reserved: solver defaults (optional, not yet written).
     pub const SOLVER_DEFAULTS: u16 = 8;
-    /// Reserved: the original ONNX bytes (optional, not yet written).
+    /// The source ONNX model's bytes, self-contained (optional; `flowrt export --embed-onnx`).
     pub const ONNX: u16 = 9;
 }
 

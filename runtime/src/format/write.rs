@@ -418,7 +418,7 @@ pub fn write(desc: &ModelDesc) -> Result<Vec<u8>, Error> {
     }
 
     // Assemble: header, section table, 16-aligned sections.
-    let sections: [(u16, u16, &[u8]); 7] = [
+    let mut sections: Vec<(u16, u16, &[u8])> = vec![
         (section::TENSORS, SECTION_FLAG_REQUIRED, &tensors),
         (section::NODES, SECTION_FLAG_REQUIRED, &nodes),
         (section::WEIGHTS, SECTION_FLAG_REQUIRED, &weights),
@@ -427,6 +427,10 @@ pub fn write(desc: &ModelDesc) -> Result<Vec<u8>, Error> {
         (section::METADATA, 0, &meta),
         (section::NAMES, 0, &names),
     ];
+    // Optional: the source ONNX bytes, for flowrt-ort.
+    if let Some(onnx) = &desc.onnx {
+        sections.push((section::ONNX, 0, onnx));
+    }
     let table_end = HEADER_LEN + sections.len() * SECTION_ENTRY_LEN;
     let mut offsets = Vec::with_capacity(sections.len());
     let mut pos = align_up(table_end).ok_or(too_big)?;

@@ -1,0 +1,272 @@
+//! `flowrt bench`: flowrt's CPU backend against ONNX Runtime, side by side in one process.
+//!
+//! Both backends get the same noise (flowrt's RNG from one seed), the same solver loop
+//! (`flowrt::solver`), the same time grid and the same thread count: flowrt's CPU executor
+//! is single-threaded, so ONNX Runtime runs with `intra_threads = 1` unless `--threads` says
+//! otherwise (and then only ORT uses more threads — the report says so). Each backend runs
+//! `warmup` untimed runs, then `runs` timed ones; the report gives min and median per run and
+//! per sample, and ends with `ratio flowrt/ort: R` (median over median; < 1 means flowrt is
+//! faster). With `eval` a run is a single velocity evaluation instead of the full loop.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+use flowrt::exec::CpuField;
+use flowrt::format::AlignedBytes;
+use flowrt::grid::Uniform;
+use flowrt::solver::{integrate, Method, Workspace};
+use flowrt::{CpuOps, Model};
+use flowrt_ort::{OrtOptions, OrtSession};
+
+/// Opens an ONNX Runtime session for `model`: from `onnx` if given, else from the ONNX
+/// embedded in the `.frt` (`export --embed-onnx`).
+///
+/// Errors: neither is available (the message says how to get one), or ONNX Runtime fails
+/// (missing library, bad model).
+pub fn open_ort(model: &Model<'_>, onnx: Option<&Path>, threads: usize) -> Result<OrtSession> {
+    let opts = OrtOptions {
+        intra_threads: threads.max(1),
+    };
+    let s = match (onnx, model.embedded_onnx()) {
+        (Some(p), _) => OrtSession::from_file(model, p, &opts),
+        (None, Some(bytes)) => OrtSession::from_bytes(model, bytes, &opts),
+        (None, None) => bail!(
+            "this .frt has no embedded ONNX model for --backend ort: re-export it with \
+             `flowrt export --embed-onnx`, or pass the ONNX file with --onnx MODEL.onnx"
+        ),
+    };
+    s.map_err(|e| anyhow!("{e}"))
+}
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Rows per run.
+    pub batch: usize,
+    /// Solver.
+    pub method: Method,
+    /// Uniform steps over [0, 1].
+    pub steps: usize,
+    /// ONNX Runtime intra-op threads (flowrt's CPU executor always uses one).
+    pub threads: usize,
+    /// Time one velocity evaluation (at t = 0.5) instead of the whole sampling loop.
+    pub eval: bool,
+    /// Timed runs per backend.
+    pub runs: usize,
+    /// Untimed warm-up runs per backend.
+    pub warmup: usize,
+    /// Noise seed (flowrt's RNG).
+    pub seed: u64,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        BenchConfig {
+            batch: 64,
+            method: Method::Rk4_38,
+            steps: 8,
+            threads: 1,
+            eval: false,
+            runs: 20,
+            warmup: 3,
+            seed: 0,
+        }
+    }
+}
+
+/// Min and median of the timed runs of one backend.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timing {
+    /// Fastest run.
+    pub min: Duration,
+    /// Median run.
+    pub median: Duration,
+}
+
+/// Result of [`run`].
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    /// flowrt's CPU backend.
+    pub flowrt: Timing,
+    /// ONNX Runtime.
+    pub ort: Timing,
+    /// Largest |flowrt − ort| over the outputs of the last run (sanity check).
+    pub max_abs_diff: f32,
+    /// `flowrt.median / ort.median`.
+    pub ratio: f64,
+    /// The printable report; its last line is `ratio flowrt/ort: R`.
+    pub text: String,
+}
+
+fn timing(mut samples: Vec<Duration>) -> Timing {
+    samples.sort();
+    let min = samples.first().copied().unwrap_or_default();
+    let n = samples.len();
+    let median = if n == 0 {
+        Duration::ZERO
+    } else if n % 2 == 1 {
+        samples[n / 2]
+    } else {
+        (samples[n / 2 - 1] + samples[n / 2]) / 2
+    };
+    Timing { min, median }
+}
+
+/// Human-readable duration with 3–4 significant digits.
+pub fn fmt_duration(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s >= 1.0 {
+        format!("{s:.3} s")
+    } else if s >= 1e-3 {
+        format!("{:.3} ms", s * 1e3)
+    } else if s >= 1e-6 {
+        format!("{:.3} µs", s * 1e6)
+    } else {
+        format!("{:.1} ns", s * 1e9)
+    }
+}
+
+/// Times `f` `warmup` times untimed, then `runs` times.
+fn measure(warmup: usize, runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<Timing> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut samples = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let start = Instant::now();
+        f()?;
+        samples.push(start.elapsed());
+    }
+    Ok(timing(samples))
+}
+
+/// Runs the comparison.
+///
+/// Errors: bad configuration, or either backend failing.
+pub fn run(model: &Model<'_>, ort: &mut OrtSession, cfg: &BenchConfig) -> Result<BenchReport> {
+    if cfg.batch == 0 || cfg.runs == 0 {
+        bail!("--batch and --runs must be at least 1");
+    }
+    let dim = model.state_dim();
+    let len = cfg
+        .batch
+        .checked_mul(dim)
+        .ok_or_else(|| anyhow!("--batch too large"))?;
+    let mut noise = vec![0f32; len];
+    flowrt::rng::fill_normal(cfg.seed, &mut noise);
+    let grid = Uniform::new(cfg.steps, 0.0, 1.0).map_err(|e| anyhow!("--steps: {e}"))?;
+    let e = |e: flowrt::Error| anyhow!("flowrt: {e}");
+
+    let mut out_cpu = vec![0f32; len];
+    let mut out_ort = vec![0f32; len];
+    let (t_cpu, t_ort) = if cfg.eval {
+        let t = 0.5f32;
+        let mut arena = AlignedBytes::zeroed(model.required_arena_bytes(cfg.batch).map_err(e)?);
+        let mut field = CpuField::new(model, cfg.batch, arena.as_mut_slice()).map_err(e)?;
+        let t_cpu = measure(cfg.warmup, cfg.runs, || {
+            field.eval_into(t, &noise, &mut out_cpu).map_err(e)
+        })?;
+        let mut field = ort.field(cfg.batch).map_err(|e| anyhow!("{e}"))?;
+        let t_ort = measure(cfg.warmup, cfg.runs, || {
+            field
+                .eval_into(t, &noise, &mut out_ort)
+                .map_err(|e| anyhow!("{e}"))
+        })?;
+        (t_cpu, t_ort)
+    } else {
+        let method = cfg.method;
+        let need = flowrt::sampler::sample_arena_bytes(model, method, cfg.batch).map_err(e)?;
+        let mut arena = AlignedBytes::zeroed(need);
+        let t_cpu = measure(cfg.warmup, cfg.runs, || {
+            out_cpu.copy_from_slice(&noise);
+            flowrt::sampler::sample(model, method, &grid, &mut out_cpu, arena.as_mut_slice())
+                .map_err(e)
+        })?;
+        let mut flat = vec![0f32; len * method.work_buffers()];
+        let mut field = ort.field(cfg.batch).map_err(|e| anyhow!("{e}"))?;
+        let t_ort = measure(cfg.warmup, cfg.runs, || {
+            out_ort.copy_from_slice(&noise);
+            let mut work =
+                Workspace::from_slice(&mut flat, len, method.work_buffers()).map_err(e)?;
+            integrate(
+                &mut CpuOps,
+                &mut field,
+                method,
+                &grid,
+                &mut out_ort,
+                &mut work,
+            )
+            .map_err(|err| match field.take_error() {
+                Some(o) => anyhow!("{o}"),
+                None => e(err),
+            })
+        })?;
+        (t_cpu, t_ort)
+    };
+    let max_abs_diff = out_cpu
+        .iter()
+        .zip(&out_ort)
+        .map(|(a, b)| (a - b).abs())
+        .fold(
+            0f32,
+            |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
+        );
+    let ratio = t_cpu.median.as_secs_f64() / t_ort.median.as_secs_f64().max(1e-12);
+
+    let mut text = String::new();
+    let what = if cfg.eval {
+        "one velocity evaluation at t = 0.5".to_string()
+    } else {
+        format!(
+            "{} x {} steps ({} velocity evaluations)",
+            cfg.method.name(),
+            cfg.steps,
+            cfg.steps * cfg.method.stages()
+        )
+    };
+    let _ = writeln!(
+        text,
+        "run = {what}, batch {} (state dim {dim}), same noise (seed {}) for both; {} warm-up + {} timed runs each",
+        cfg.batch, cfg.seed, cfg.warmup, cfg.runs
+    );
+    let _ = writeln!(
+        text,
+        "threads: flowrt CPU executor 1 (single-threaded), ONNX Runtime intra_threads {}{}",
+        cfg.threads.max(1),
+        if cfg.threads > 1 {
+            " (NOT the same thread count: ORT uses more threads than flowrt)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        text,
+        "{:<8} {:>12} {:>12} {:>14} {:>14}",
+        "backend", "min/run", "median/run", "min/sample", "median/sample"
+    );
+    for (name, t) in [("flowrt", t_cpu), ("ort", t_ort)] {
+        let b = cfg.batch as u32;
+        let _ = writeln!(
+            text,
+            "{name:<8} {:>12} {:>12} {:>14} {:>14}",
+            fmt_duration(t.min),
+            fmt_duration(t.median),
+            fmt_duration(t.min / b),
+            fmt_duration(t.median / b)
+        );
+    }
+    let _ = writeln!(
+        text,
+        "max |flowrt - ort| over the outputs: {max_abs_diff:.3e}"
+    );
+    let _ = write!(text, "ratio flowrt/ort: {ratio:.3}");
+    Ok(BenchReport {
+        flowrt: t_cpu,
+        ort: t_ort,
+        max_abs_diff,
+        ratio,
+        text,
+    })
+}

@@ -1,0 +1,174 @@
+// Build-time plan shared by the firmware crates' build.rs files (`include!`d, host code).
+//
+// Inputs (environment variables, read at build time):
+//   FLOWRT_FRT    absolute path of the .frt model to embed
+//   FLOWRT_NOISE  absolute path of the noise .npy (float32 or float64, C order, [N, ...])
+//   FLOWRT_METHOD solver name (default "euler")
+//   FLOWRT_STEPS  uniform steps over [0, 1] (default 1)
+//
+// Outputs in OUT_DIR: model.frt (copy), noise.bin (raw f32 little-endian) and plan.rs, which
+// defines the compile-time constants the firmware sizes its static buffers with. The arena
+// size is the runtime's own plan: `flowrt::sampler::sample_arena_bytes(model, method, batch)`.
+
+use std::path::{Path, PathBuf};
+
+fn env_or(name: &str, default: &str) -> String {
+    println!("cargo:rerun-if-env-changed={name}");
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+fn required_path(name: &str) -> PathBuf {
+    println!("cargo:rerun-if-env-changed={name}");
+    let p = std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "set {name} (the firmware embeds a model and a noise file chosen at build time; \
+             see targets/run-qemu.sh)"
+        )
+    });
+    let p = PathBuf::from(p);
+    println!("cargo:rerun-if-changed={}", p.display());
+    p
+}
+
+/// Parses a little-endian float32/float64 C-order .npy file: (values as f32, shape).
+fn read_npy(path: &Path) -> (Vec<f32>, Vec<usize>) {
+    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        b.len() >= 10 && &b[..6] == b"\x93NUMPY",
+        "{}: not a .npy file",
+        path.display()
+    );
+    let (hlen, start) = match b[6] {
+        1 => (u16::from_le_bytes([b[8], b[9]]) as usize, 10),
+        2 | 3 => (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12),
+        v => panic!("{}: unsupported .npy version {v}", path.display()),
+    };
+    let header = std::str::from_utf8(&b[start..start + hlen]).expect("npy header is not UTF-8");
+    assert!(
+        !header.contains("'fortran_order': True"),
+        "{}: Fortran-order arrays are not supported",
+        path.display()
+    );
+    let descr = if header.contains("'<f4'") {
+        4
+    } else if header.contains("'<f8'") {
+        8
+    } else {
+        panic!(
+            "{}: noise must be little-endian float32 or float64 ({header})",
+            path.display()
+        )
+    };
+    let open = header.find("'shape': (").expect("npy header has no shape") + "'shape': (".len();
+    let close = open + header[open..].find(')').expect("npy shape is not closed");
+    let shape: Vec<usize> = header[open..close]
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().expect("npy shape entry"))
+        .collect();
+    let n: usize = shape.iter().product();
+    let data = &b[start + hlen..];
+    assert!(
+        data.len() >= n * descr,
+        "{}: truncated data",
+        path.display()
+    );
+    let values = (0..n)
+        .map(|i| {
+            let c = &data[i * descr..(i + 1) * descr];
+            if descr == 4 {
+                f32::from_le_bytes([c[0], c[1], c[2], c[3]])
+            } else {
+                f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
+            }
+        })
+        .collect();
+    (values, shape)
+}
+
+/// Multiply–accumulates of one velocity evaluation for one row (Dense and MatMul nodes).
+fn macs_per_row(m: &flowrt::Model<'_>) -> usize {
+    m.nodes()
+        .filter(|n| matches!(n.op_name(), "Dense" | "MatMul"))
+        .map(|n| {
+            let a = n
+                .inputs()
+                .next()
+                .and_then(|i| m.tensor(i))
+                .expect("node input");
+            let k = match a.shape.dim(a.shape.rank().saturating_sub(1)) {
+                Some(flowrt::format::Dim::Fixed(k)) => k as usize,
+                _ => 1,
+            };
+            let out = m.tensor(n.output).expect("node output");
+            out.shape.elements(1).expect("output elements") * k
+        })
+        .sum()
+}
+
+fn write_plan() {
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
+    let frt = required_path("FLOWRT_FRT");
+    let noise = required_path("FLOWRT_NOISE");
+    let method_name = env_or("FLOWRT_METHOD", "euler");
+    let steps: usize = env_or("FLOWRT_STEPS", "1")
+        .parse()
+        .expect("FLOWRT_STEPS: an integer");
+
+    let bytes = std::fs::read(&frt).unwrap_or_else(|e| panic!("{}: {e}", frt.display()));
+    let aligned = flowrt::format::AlignedBytes::copy_from(&bytes);
+    let model = flowrt::Model::from_bytes(aligned.as_slice())
+        .unwrap_or_else(|e| panic!("{}: {e}", frt.display()));
+    let method: flowrt::solver::Method = method_name
+        .parse()
+        .unwrap_or_else(|e| panic!("FLOWRT_METHOD={method_name}: {e}"));
+    flowrt::grid::Uniform::unit(steps).unwrap_or_else(|e| panic!("FLOWRT_STEPS={steps}: {e}"));
+
+    let (values, shape) = read_npy(&noise);
+    let dim = model.state_dim();
+    let row: usize = shape.iter().skip(1).product();
+    assert!(
+        shape.len() >= 2 && row == dim && shape[0] > 0,
+        "{}: noise shape {shape:?} does not fit the model's state (rows of {dim} values)",
+        noise.display()
+    );
+    let batch = shape[0];
+    let arena = flowrt::sampler::sample_arena_bytes(&model, method, batch)
+        .unwrap_or_else(|e| panic!("arena plan: {e}"));
+
+    std::fs::write(out.join("model.frt"), &bytes).expect("write model.frt");
+    let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(out.join("noise.bin"), raw).expect("write noise.bin");
+    let shape_str = shape
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let plan = format!(
+        "// Generated by build.rs from {frt} and {noise}.\n\
+         /// Rows sampled.\npub const BATCH: usize = {batch};\n\
+         /// f32 values per row (the model's state dimension).\npub const DIM: usize = {dim};\n\
+         /// f32 values in the state (BATCH * DIM).\npub const STATE_LEN: usize = {len};\n\
+         /// Noise shape as written to OUT.npy.\npub const SHAPE: &str = \"{shape_str}\";\n\
+         /// Solver name (parsed with `Method::from_str`).\npub const METHOD: &str = \"{method_name}\";\n\
+         /// Uniform steps over [0, 1].\npub const STEPS: usize = {steps};\n\
+         /// Velocity evaluations per step.\npub const STAGES: usize = {stages};\n\
+         /// Arena bytes: `flowrt::sampler::sample_arena_bytes(model, method, BATCH)`.\n\
+         pub const ARENA_BYTES: usize = {arena};\n\
+         /// Graph-arena bytes for BATCH rows: `Model::required_arena_bytes(BATCH)`.\n\
+         pub const GRAPH_ARENA_BYTES: usize = {graph};\n\
+         /// .frt file bytes.\npub const FRT_BYTES: usize = {frt_len};\n\
+         /// Raw weight bytes (f32 parameters * 4).\npub const WEIGHT_BYTES: usize = {wbytes};\n\
+         /// Multiply-accumulates per velocity evaluation per row.\npub const MACS_PER_ROW: usize = {macs};\n",
+        frt = frt.display(),
+        noise = noise.display(),
+        len = batch * dim,
+        stages = method.stages(),
+        graph = model.required_arena_bytes(batch).expect("graph arena"),
+        frt_len = bytes.len(),
+        wbytes = model.param_count() * 4,
+        macs = macs_per_row(&model),
+    );
+    std::fs::write(out.join("plan.rs"), plan).expect("write plan.rs");
+}

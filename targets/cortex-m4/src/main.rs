@@ -1,0 +1,188 @@
+//! flowrt on a Cortex-M4F (QEMU `mps2-an386`): samples the `.frt` model and noise embedded at
+//! build time (see `build.rs`, `targets/run-qemu.sh`) with the arena in a static sized by the
+//! export-time memory plan, prints the samples as hex f32 words over semihosting, and reports
+//! instructions (SysTick under `-icount shift=0`) and the stack high-water mark (painting).
+#![no_std]
+#![no_main]
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use cortex_m::peripheral::syst::SystClkSource;
+use cortex_m_rt::{entry, exception};
+use cortex_m_semihosting::{debug, hprint, hprintln};
+use flowrt::format::Aligned16;
+use flowrt::grid::Uniform;
+use flowrt::solver::Method;
+use flowrt::Model;
+use panic_semihosting as _;
+
+mod logger;
+
+mod plan {
+    #![allow(dead_code)]
+    include!(concat!(env!("OUT_DIR"), "/plan.rs"));
+}
+use plan::*;
+
+/// The model, 16-byte aligned in flash.
+static MODEL: &[u8] = flowrt::include_frt!(concat!(env!("OUT_DIR"), "/model.frt"));
+/// The noise: raw little-endian f32, `STATE_LEN` values.
+static NOISE: &[u8; STATE_LEN * 4] = include_bytes!(concat!(env!("OUT_DIR"), "/noise.bin"));
+
+/// A static buffer handed out once, as `&mut`, by `main`.
+struct Static<T>(UnsafeCell<T>);
+// SAFETY: single core, no interrupt handler touches these; `main` takes each once.
+unsafe impl<T> Sync for Static<T> {}
+
+/// The arena: exactly the plan's size, 16-byte aligned, in .bss.
+static ARENA: Static<Aligned16<[u8; ARENA_BYTES]>> =
+    Static(UnsafeCell::new(Aligned16([0; ARENA_BYTES])));
+/// The state: noise in, samples out.
+static STATE: Static<[f32; STATE_LEN]> = Static(UnsafeCell::new([0.0; STATE_LEN]));
+
+/// SysTick wrap-arounds (24-bit counter).
+static WRAPS: AtomicU32 = AtomicU32::new(0);
+const RELOAD: u32 = 0x00FF_FFFF;
+
+#[exception]
+fn SysTick() {
+    WRAPS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// SysTick ticks since it was started (wrap-safe).
+fn ticks() -> u64 {
+    loop {
+        let w = WRAPS.load(Ordering::Relaxed);
+        let cvr = cortex_m::peripheral::SYST::get_current();
+        if WRAPS.load(Ordering::Relaxed) == w {
+            return u64::from(w) * u64::from(RELOAD + 1) + u64::from(RELOAD - cvr);
+        }
+    }
+}
+
+/// Runs exactly `2 * n` instructions (`subs` + `bne` per iteration).
+#[inline(never)]
+fn spin(n: u32) {
+    // SAFETY: a register-only countdown loop.
+    unsafe {
+        core::arch::asm!("1:", "subs {0}, {0}, #1", "bne 1b", inout(reg) n => _, options(nomem, nostack));
+    }
+}
+
+extern "C" {
+    static __sheap: u8;
+    static _stack_start: u8;
+}
+
+const PAINT: u32 = 0xC0DE_F10E;
+
+/// Fills the unused stack below the current frame (down to the end of .bss) with a pattern.
+#[inline(never)]
+fn paint_stack() -> (usize, usize) {
+    // End of .bss/.uninit (a linker symbol; only its address is used).
+    let lo = (core::ptr::addr_of!(__sheap) as usize + 15) & !15;
+    let hi = (cortex_m::register::msp::read() as usize - 512) & !15;
+    let mut p = lo;
+    while p < hi {
+        // SAFETY: [lo, hi) is RAM between the end of .bss and the live stack frames.
+        unsafe { core::ptr::write_volatile(p as *mut u32, PAINT) };
+        p += 4;
+    }
+    (lo, hi)
+}
+
+/// Lowest address whose paint was overwritten, scanning up from `lo`.
+fn lowest_touched(lo: usize, hi: usize) -> usize {
+    let mut p = lo;
+    // SAFETY: [lo, hi) was painted by `paint_stack` and is RAM.
+    while p < hi && unsafe { core::ptr::read_volatile(p as *const u32) } == PAINT {
+        p += 4;
+    }
+    p
+}
+
+fn fail(what: &str, e: flowrt::Error) -> ! {
+    defmt::error!("{=str} failed: {}", what, e);
+    hprintln!("FLOWRT-ERROR {}: {}", what, e);
+    debug::exit(debug::EXIT_FAILURE);
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+#[entry]
+fn main() -> ! {
+    let mut cp = cortex_m::Peripherals::take().expect("core peripherals");
+    cp.SYST.set_clock_source(SystClkSource::Core);
+    cp.SYST.set_reload(RELOAD);
+    cp.SYST.clear_current();
+    cp.SYST.enable_interrupt();
+    cp.SYST.enable_counter();
+
+    // SAFETY: the only references ever made to these statics.
+    let arena = unsafe { &mut (*ARENA.0.get()).0 };
+    let x = unsafe { &mut *STATE.0.get() };
+    for (v, b) in x.iter_mut().zip(NOISE.chunks_exact(4)) {
+        *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    }
+
+    // Calibrate instructions per SysTick tick with a loop of known length.
+    let cal_n = 1_000_000u32;
+    let t0 = ticks();
+    spin(cal_n);
+    let cal_ticks = ticks() - t0;
+
+    logger::init();
+    defmt::info!(
+        "flowrt firmware: {=usize} rows x {=usize}, {=str} x {=usize} steps, arena {=usize} bytes",
+        BATCH,
+        DIM,
+        METHOD,
+        STEPS,
+        ARENA_BYTES
+    );
+    let model = Model::from_bytes(MODEL).unwrap_or_else(|e| fail("loading the model", e));
+    let method: Method = METHOD.parse().unwrap_or_else(|e| fail("method", e));
+    let grid = Uniform::unit(STEPS).unwrap_or_else(|e| fail("grid", e));
+
+    let (lo, hi) = paint_stack();
+    let t0 = ticks();
+    flowrt::sampler::sample(&model, method, &grid, x, arena)
+        .unwrap_or_else(|e| fail("sampling", e));
+    let sample_ticks = ticks() - t0;
+    let touched = lowest_touched(lo, hi);
+    let stack_top = core::ptr::addr_of!(_stack_start) as usize;
+
+    hprintln!("FLOWRT-SHAPE {}", SHAPE);
+    for chunk in x.chunks(8) {
+        hprint!("FLOWRT-OUT");
+        for v in chunk {
+            hprint!(" {:08x}", v.to_bits());
+        }
+        hprintln!();
+    }
+    hprintln!(
+        "FLOWRT-STATS batch={} dim={} method={} steps={} evals={} arena_bytes={} graph_arena_bytes={} \
+         stack_bytes={} ticks={} cal_ticks={} cal_instructions={} macs_per_row={} frt_bytes={} weight_bytes={}",
+        BATCH,
+        DIM,
+        METHOD,
+        STEPS,
+        STEPS * STAGES,
+        ARENA_BYTES,
+        GRAPH_ARENA_BYTES,
+        stack_top - touched,
+        sample_ticks,
+        cal_ticks,
+        2 * u64::from(cal_n),
+        MACS_PER_ROW,
+        FRT_BYTES,
+        WEIGHT_BYTES
+    );
+    defmt::info!("flowrt firmware: done, {=u64} SysTick ticks", sample_ticks);
+    debug::exit(debug::EXIT_SUCCESS);
+    loop {
+        core::hint::spin_loop();
+    }
+}

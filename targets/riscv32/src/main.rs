@@ -1,0 +1,168 @@
+//! flowrt on riscv32imac (QEMU `virt`): samples the `.frt` model and noise embedded at build
+//! time (see `build.rs`, `targets/run-qemu.sh`) with the arena in a static sized by the
+//! export-time memory plan, prints the samples as hex f32 words on the 16550 UART, reports
+//! instructions (`minstret`, exact under `-icount`) and the stack high-water mark (painting),
+//! and exits QEMU through the virt test device.
+#![no_std]
+#![no_main]
+
+use core::cell::UnsafeCell;
+use core::fmt::Write;
+
+use flowrt::format::Aligned16;
+use flowrt::grid::Uniform;
+use flowrt::solver::Method;
+use flowrt::Model;
+
+mod plan {
+    #![allow(dead_code)]
+    include!(concat!(env!("OUT_DIR"), "/plan.rs"));
+}
+use plan::*;
+
+/// The model, 16-byte aligned in (pseudo-)flash.
+static MODEL: &[u8] = flowrt::include_frt!(concat!(env!("OUT_DIR"), "/model.frt"));
+/// The noise: raw little-endian f32, `STATE_LEN` values.
+static NOISE: &[u8; STATE_LEN * 4] = include_bytes!(concat!(env!("OUT_DIR"), "/noise.bin"));
+
+/// A static buffer handed out once, as `&mut`, by `main`.
+struct Static<T>(UnsafeCell<T>);
+// SAFETY: single hart, no interrupts enabled; `main` takes each once.
+unsafe impl<T> Sync for Static<T> {}
+
+/// The arena: exactly the plan's size, 16-byte aligned, in .bss.
+static ARENA: Static<Aligned16<[u8; ARENA_BYTES]>> =
+    Static(UnsafeCell::new(Aligned16([0; ARENA_BYTES])));
+/// The state: noise in, samples out.
+static STATE: Static<[f32; STATE_LEN]> = Static(UnsafeCell::new([0.0; STATE_LEN]));
+
+/// The virt machine's 16550 UART (transmit holding register), QEMU needs no setup.
+const UART_THR: *mut u8 = 0x1000_0000 as *mut u8;
+/// The virt machine's SiFive test device: 0x5555 = pass, (code << 16) | 0x3333 = fail.
+const TEST_DEV: *mut u32 = 0x0010_0000 as *mut u32;
+
+struct Uart;
+
+impl Write for Uart {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        for b in s.bytes() {
+            // SAFETY: MMIO register of the virt machine's UART.
+            unsafe { core::ptr::write_volatile(UART_THR, b) };
+        }
+        Ok(())
+    }
+}
+
+fn exit(code: u32) -> ! {
+    let v = if code == 0 {
+        0x5555
+    } else {
+        (code << 16) | 0x3333
+    };
+    // SAFETY: MMIO register of the virt machine's test device; QEMU exits.
+    unsafe { core::ptr::write_volatile(TEST_DEV, v) };
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    let _ = writeln!(Uart, "FLOWRT-PANIC {info}");
+    exit(1)
+}
+
+/// Retired instructions (exact under QEMU `-icount`).
+fn instret() -> u64 {
+    loop {
+        let (hi, lo, hi2): (u32, u32, u32);
+        // SAFETY: reading machine-mode counter CSRs.
+        unsafe {
+            core::arch::asm!("csrr {0}, minstreth", "csrr {1}, minstret", "csrr {2}, minstreth",
+                out(reg) hi, out(reg) lo, out(reg) hi2, options(nomem, nostack));
+        }
+        if hi == hi2 {
+            return (u64::from(hi) << 32) | u64::from(lo);
+        }
+    }
+}
+
+extern "C" {
+    static __estack: u8;
+    static _stack_start: u8;
+}
+
+const PAINT: u32 = 0xC0DE_F10E;
+
+/// Fills the unused stack below the current frame (down to the end of .bss) with a pattern.
+#[inline(never)]
+fn paint_stack() -> (usize, usize) {
+    let lo = (core::ptr::addr_of!(__estack) as usize + 15) & !15;
+    let sp: usize;
+    // SAFETY: reads the stack pointer.
+    unsafe { core::arch::asm!("mv {0}, sp", out(reg) sp, options(nomem, nostack)) };
+    let hi = (sp - 512) & !15;
+    let mut p = lo;
+    while p < hi {
+        // SAFETY: [lo, hi) is RAM between the end of .bss and the live stack frames.
+        unsafe { core::ptr::write_volatile(p as *mut u32, PAINT) };
+        p += 4;
+    }
+    (lo, hi)
+}
+
+/// Lowest address whose paint was overwritten, scanning up from `lo`.
+fn lowest_touched(lo: usize, hi: usize) -> usize {
+    let mut p = lo;
+    // SAFETY: [lo, hi) was painted by `paint_stack` and is RAM.
+    while p < hi && unsafe { core::ptr::read_volatile(p as *const u32) } == PAINT {
+        p += 4;
+    }
+    p
+}
+
+fn fail(what: &str, e: flowrt::Error) -> ! {
+    let _ = writeln!(Uart, "FLOWRT-ERROR {what}: {e}");
+    exit(1)
+}
+
+#[riscv_rt::entry]
+fn main() -> ! {
+    // SAFETY: the only references ever made to these statics.
+    let arena = unsafe { &mut (*ARENA.0.get()).0 };
+    let x = unsafe { &mut *STATE.0.get() };
+    for (v, b) in x.iter_mut().zip(NOISE.chunks_exact(4)) {
+        *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    }
+    let model = Model::from_bytes(MODEL).unwrap_or_else(|e| fail("loading the model", e));
+    let method: Method = METHOD.parse().unwrap_or_else(|e| fail("method", e));
+    let grid = Uniform::unit(STEPS).unwrap_or_else(|e| fail("grid", e));
+
+    let (lo, hi) = paint_stack();
+    let i0 = instret();
+    flowrt::sampler::sample(&model, method, &grid, x, arena)
+        .unwrap_or_else(|e| fail("sampling", e));
+    let instructions = instret() - i0;
+    let touched = lowest_touched(lo, hi);
+    let stack_top = core::ptr::addr_of!(_stack_start) as usize;
+
+    let mut u = Uart;
+    let _ = writeln!(u, "FLOWRT-SHAPE {SHAPE}");
+    for chunk in x.chunks(8) {
+        let _ = write!(u, "FLOWRT-OUT");
+        for v in chunk {
+            let _ = write!(u, " {:08x}", v.to_bits());
+        }
+        let _ = writeln!(u);
+    }
+    let _ = writeln!(
+        u,
+        "FLOWRT-STATS batch={BATCH} dim={DIM} method={METHOD} steps={STEPS} evals={} \
+         arena_bytes={ARENA_BYTES} graph_arena_bytes={GRAPH_ARENA_BYTES} stack_bytes={} \
+         instructions={instructions} macs_per_row={MACS_PER_ROW} frt_bytes={FRT_BYTES} \
+         weight_bytes={WEIGHT_BYTES}",
+        STEPS * STAGES,
+        stack_top - touched,
+    );
+    exit(0)
+}

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Samples a .frt model on a microcontroller in QEMU and writes the samples as .npy.
+#
+#   targets/run-qemu.sh <cortex-m4|riscv32> MODEL.frt NOISE.npy OUT.npy [--method M] [--steps N]
+#
+# Builds the firmware under targets/<target>/ with the model and noise embedded (their paths,
+# the method and the step count reach build.rs through FLOWRT_* environment variables; build.rs
+# sizes the static arena from the model's memory plan), runs it in QEMU (which exits by itself
+# through semihosting / the virt test device; a timeout guards it), and converts the hex f32
+# words the firmware prints into OUT.npy (float32, same shape as the noise). No Python needed.
+#
+# Environment: FLOWRT_QEMU_TIMEOUT (seconds, default 120); FLOWRT_QEMU_LOG=FILE keeps the
+# firmware's full output (statistics line `FLOWRT-STATS ...`); FLOWRT_DEFMT_LOG=FILE (cortex-m4)
+# decodes the firmware's defmt log (written over semihosting to defmt.bin) with `defmt-print`
+# into FILE.
+set -euo pipefail
+usage() {
+    echo "usage: $0 <cortex-m4|riscv32> MODEL.frt NOISE.npy OUT.npy [--method M] [--steps N]" >&2
+    exit 2
+}
+[ $# -ge 4 ] || usage
+target=$1 model=$2 noise=$3 out=$4
+shift 4
+method=euler steps=1
+while [ $# -gt 0 ]; do
+    case $1 in
+    --method) method=${2:?}; shift 2 ;;
+    --steps) steps=${2:?}; shift 2 ;;
+    *) usage ;;
+    esac
+done
+here="$(cd "$(dirname "$0")" && pwd)"
+case $target in
+cortex-m4)
+    triple=thumbv7em-none-eabihf
+    qemu=(qemu-system-arm -cpu cortex-m4 -machine mps2-an386 -nographic -icount shift=0
+          -semihosting-config enable=on,target=native -kernel) ;;
+riscv32)
+    triple=riscv32imac-unknown-none-elf
+    qemu=(qemu-system-riscv32 -machine virt -bios none -nographic -icount shift=0 -kernel) ;;
+*) usage ;;
+esac
+abs() { echo "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"; }
+[ -f "$model" ] || { echo "$model: no such file" >&2; exit 1; }
+[ -f "$noise" ] || { echo "$noise: no such file" >&2; exit 1; }
+command -v "${qemu[0]}" >/dev/null || {
+    echo "${qemu[0]} not found: run targets/install-qemu.sh" >&2
+    exit 1
+}
+model="$(abs "$model")" noise="$(abs "$noise")" out="$(abs "$out")"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+elf="$work/firmware.elf"
+
+# Build and copy the ELF under a lock: parallel callers share the firmware's target dir.
+crate="$here/$target"
+(
+    flock 9
+    cd "$crate"
+    # The firmware's own target dir, whatever the caller's CARGO_TARGET_DIR says.
+    CARGO_TARGET_DIR="$crate/target" FLOWRT_FRT="$model" FLOWRT_NOISE="$noise" \
+        FLOWRT_METHOD="$method" FLOWRT_STEPS="$steps" cargo build --release --quiet
+    cp "target/$triple/release/flowrt-$target" "$elf"
+) 9>"$crate/.build.lock"
+
+log="$work/qemu.log"
+status=0
+# QEMU runs in $work: semihosting file writes (the defmt log, defmt.bin) land there.
+(cd "$work" && timeout "${FLOWRT_QEMU_TIMEOUT:-120}" "${qemu[@]}" "$elf" </dev/null >"$log" 2>&1) || status=$?
+[ -n "${FLOWRT_QEMU_LOG:-}" ] && cp "$log" "$FLOWRT_QEMU_LOG"
+if [ "$status" -ne 0 ] || ! grep -q '^FLOWRT-STATS' "$log"; then
+    echo "firmware failed in QEMU (exit $status):" >&2
+    tail -n 20 "$log" >&2
+    exit 1
+fi
+grep '^FLOWRT-STATS' "$log" >&2
+if [ -n "${FLOWRT_DEFMT_LOG:-}" ]; then
+    [ -f "$work/defmt.bin" ] || { echo "the firmware wrote no defmt log" >&2; exit 1; }
+    defmt-print -e "$elf" <"$work/defmt.bin" >"$FLOWRT_DEFMT_LOG"
+fi
+
+# Hex f32 words -> OUT.npy (npy v1.0, '<f4', C order, header padded to 64 bytes), byte for byte
+# the file `flowrt sample` writes for the same values.
+shape="$(sed -n 's/^FLOWRT-SHAPE \([0-9,]*\).*/\1/p' "$log" | head -n 1)"
+grep '^FLOWRT-OUT' "$log" | perl -e '
+    my $shape = shift;
+    my @dims = split /,/, $shape;
+    my $tuple = "(" . join("", map { "$_, " } @dims) . ")";    # as flowrt sample (npyz) writes it
+    my $dict = "{\x27descr\x27: \x27<f4\x27, \x27fortran_order\x27: False, \x27shape\x27: $tuple, }";
+    my $total = 10 + length($dict) + 1;
+    my $pad = (64 - $total % 64) % 64;
+    $dict .= " " x $pad . "\n";
+    my $n = 1; $n *= $_ for @dims;
+    my @words;
+    while (<STDIN>) { s/^FLOWRT-OUT//; push @words, map { hex } split; }
+    die "expected $n values, got " . scalar(@words) . "\n" unless @words == $n;
+    binmode STDOUT;
+    print "\x93NUMPY\x01\x00", pack("v", length $dict), $dict, pack("V*", @words);
+' "$shape" >"$out"

@@ -1,0 +1,146 @@
+//! Bit-identity on microcontrollers: for every fixture model, the samples `flowrt sample`
+//! computes on the host must equal, byte for byte, the samples the firmware computes in QEMU
+//! on a Cortex-M4F (`mps2-an386`) and on riscv32imac (`virt`), through `targets/run-qemu.sh`.
+//!
+//! These tests need `qemu-system-arm` and `qemu-system-riscv32` (`scripts/test.sh` installs
+//! them with `targets/install-qemu.sh`) and FAIL when they are missing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use flowrt::format::AlignedBytes;
+use flowrt::grid::Uniform;
+use flowrt::solver::Method;
+use flowrt::Model;
+use flowrt_tests::{export, fixtures, npy};
+
+/// Noise rows per run (the fixtures' noise files have more; keep QEMU runs short).
+const ROWS: usize = 32;
+/// (method, steps) pairs checked for every fixture.
+const CONFIGS: [(&str, usize); 2] = [("euler", 1), ("rk4-38", 8)];
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
+}
+
+/// What `flowrt sample MODEL --noise NOISE --method M --steps N -o OUT` writes, computed the
+/// same way (uniform grid over [0, 1], `flowrt::sampler::sample`, npy float32 output).
+fn host_sample(frt: &Path, noise: &Path, method: &str, steps: usize, out: &Path) {
+    let bytes = AlignedBytes::copy_from(&std::fs::read(frt).expect("read frt"));
+    let model = Model::from_bytes(bytes.as_slice()).expect("model");
+    let (mut x, shape) = npy(noise);
+    let method: Method = method.parse().expect("method");
+    let grid = Uniform::new(steps, 0.0, 1.0).expect("grid");
+    let need = flowrt::sampler::sample_arena_bytes(&model, method, shape[0]).expect("plan");
+    let mut arena = AlignedBytes::zeroed(need);
+    flowrt::sampler::sample(&model, method, &grid, &mut x, arena.as_mut_slice()).expect("sample");
+    flowrt_export::npy::write_f32(out, &x, &shape).expect("write npy");
+}
+
+fn check_target(target: &str) {
+    let dir = std::env::temp_dir().join(format!("flowrt-qemu-{target}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    let only = std::env::var("FLOWRT_QEMU_ONLY").ok();
+    for fx in fixtures() {
+        if only.as_deref().is_some_and(|o| o != fx.name) {
+            continue;
+        }
+        let frt = dir.join(format!("{}.frt", fx.name));
+        std::fs::write(&frt, export(&fx.dir.join("model.ts.onnx")).as_slice()).expect("write frt");
+        let (all, shape) = npy(&fx.dir.join("noise.npy"));
+        let rows = ROWS.min(shape[0]);
+        let row_len: usize = shape[1..].iter().product();
+        let mut small = shape.clone();
+        small[0] = rows;
+        let noise = dir.join(format!("{}-noise.npy", fx.name));
+        flowrt_export::npy::write_f32(&noise, &all[..rows * row_len], &small).expect("noise");
+        for (method, steps) in CONFIGS {
+            let host = dir.join(format!("{}-{method}-{steps}-host.npy", fx.name));
+            let dev = dir.join(format!("{}-{method}-{steps}-{target}.npy", fx.name));
+            host_sample(&frt, &noise, method, steps, &host);
+            let status = Command::new(repo_root().join("targets/run-qemu.sh"))
+                .arg(target)
+                .args([&frt, &noise, &dev])
+                .args(["--method", method, "--steps", &steps.to_string()])
+                .status()
+                .expect("run targets/run-qemu.sh");
+            let what = format!("{} {method} x{steps} on {target}", fx.name);
+            if !status.success() {
+                failures.push(format!("{what}: run-qemu.sh failed ({status})"));
+                continue;
+            }
+            let (h, d) = (
+                std::fs::read(&host).expect("host"),
+                std::fs::read(&dev).expect("dev"),
+            );
+            if h == d {
+                println!("{what}: {} bytes identical", h.len());
+                checked += 1;
+            } else {
+                failures.push(format!(
+                    "{what}: output differs from the host ({} vs {})",
+                    host.display(),
+                    dev.display()
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(checked >= 2, "only {checked} runs checked");
+}
+
+#[test]
+fn cortex_m4_matches_host_bit_for_bit() {
+    check_target("cortex-m4");
+}
+
+#[test]
+fn riscv32_matches_host_bit_for_bit() {
+    check_target("riscv32");
+}
+
+/// The Cortex-M firmware logs through the runtime's `defmt` feature over semihosting; the log
+/// decodes with `defmt-print` (installed by `scripts/test.sh`) and shows one line per solver
+/// step.
+#[test]
+fn cortex_m4_defmt_log_decodes() {
+    let dir = std::env::temp_dir().join(format!("flowrt-qemu-defmt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let fx = &fixtures()[0];
+    let frt = dir.join("model.frt");
+    std::fs::write(&frt, export(&fx.dir.join("model.ts.onnx")).as_slice()).expect("write frt");
+    let (all, shape) = npy(&fx.dir.join("noise.npy"));
+    let row_len: usize = shape[1..].iter().product();
+    let noise = dir.join("noise.npy");
+    let mut small = shape.clone();
+    small[0] = 4;
+    flowrt_export::npy::write_f32(&noise, &all[..4 * row_len], &small).expect("noise");
+    let log = dir.join("defmt.txt");
+    let status = Command::new(repo_root().join("targets/run-qemu.sh"))
+        .args(["cortex-m4".as_ref(), frt.as_os_str(), noise.as_os_str()])
+        .arg(dir.join("out.npy"))
+        .args(["--method", "rk4-38", "--steps", "8"])
+        .env("FLOWRT_DEFMT_LOG", &log)
+        .status()
+        .expect("run targets/run-qemu.sh");
+    assert!(
+        status.success(),
+        "run-qemu.sh with FLOWRT_DEFMT_LOG failed ({status})"
+    );
+    let text = std::fs::read_to_string(&log).expect("decoded defmt log");
+    println!("{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        text.contains("flowrt firmware: 4 rows x 2, rk4-38 x 8 steps"),
+        "{text}"
+    );
+    let steps = text.lines().filter(|l| l.contains("flowrt: step")).count();
+    assert_eq!(steps, 8, "one debug line per step expected:\n{text}");
+    assert!(text.contains("flowrt: step 7 done, t = 1"), "{text}");
+}
