@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every flowrt test on a fresh machine. Installs what it needs itself (idempotently):
-# the bare-metal Rust targets the no_std runtime must build for. The Python references the
-# tests compare against are committed under tests/fixtures/ (regenerating them needs torch;
-# see tests/fixtures/README.md) so no Python is needed here.
+# the bare-metal Rust targets the no_std runtime must build for, the onnxruntime wheel (in
+# .venv-ort/, for the ORT backend), QEMU (for the firmware bit-identity tests) and defmt-print.
+# The Python references the tests compare against are committed under tests/fixtures/
+# (regenerating them needs torch; see tests/fixtures/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

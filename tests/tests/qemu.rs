@@ -8,10 +8,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use flowrt::format::AlignedBytes;
-use flowrt::grid::Uniform;
-use flowrt::solver::Method;
-use flowrt::Model;
 use flowrt_tests::{export, fixtures, npy};
 
 /// Noise rows per run (the fixtures' noise files have more; keep QEMU runs short).
@@ -26,18 +22,37 @@ fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// What `flowrt sample MODEL --noise NOISE --method M --steps N -o OUT` writes, computed the
-/// same way (uniform grid over [0, 1], `flowrt::sampler::sample`, npy float32 output).
+/// The `flowrt` binary cargo built next to this test (`cargo test --workspace` builds it for
+/// the exporter's CLI tests).
+fn flowrt_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join(format!("flowrt{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo test --workspace`",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `flowrt sample MODEL --noise NOISE --method M --steps N -o OUT` on the host.
 fn host_sample(frt: &Path, noise: &Path, method: &str, steps: usize, out: &Path) {
-    let bytes = AlignedBytes::copy_from(&std::fs::read(frt).expect("read frt"));
-    let model = Model::from_bytes(bytes.as_slice()).expect("model");
-    let (mut x, shape) = npy(noise);
-    let method: Method = method.parse().expect("method");
-    let grid = Uniform::new(steps, 0.0, 1.0).expect("grid");
-    let need = flowrt::sampler::sample_arena_bytes(&model, method, shape[0]).expect("plan");
-    let mut arena = AlignedBytes::zeroed(need);
-    flowrt::sampler::sample(&model, method, &grid, &mut x, arena.as_mut_slice()).expect("sample");
-    flowrt_export::npy::write_f32(out, &x, &shape).expect("write npy");
+    let status = Command::new(flowrt_bin())
+        .arg("sample")
+        .arg(frt)
+        .arg("--noise")
+        .arg(noise)
+        .args(["--method", method, "--steps", &steps.to_string(), "-o"])
+        .arg(out)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run flowrt sample");
+    assert!(
+        status.success(),
+        "flowrt sample failed for {}",
+        frt.display()
+    );
 }
 
 fn check_target(target: &str) {

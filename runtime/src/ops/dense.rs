@@ -2,15 +2,13 @@
 //!
 //! Per output element the order is fixed: `acc = bias[n]` (or `0.0`), then for `k = 0, 1, ..`
 //! `acc = acc + a[r, k] * w[k, n]` — one rounding for the product, one for the sum. The
-//! kernel walks `k` in the outer loop and updates a whole output row (vectorizable over `n`)
-//! for 4 rows at a time; that only reorders work *between* output elements, so a row's
-//! result is the same whether it is computed in a block of 4, alone, or at any position.
+//! kernel computes 4 rows × a tile of columns at a time with the accumulators in registers
+//! (vectorizable over the columns), and single rows with a row-update loop; both only reorder
+//! work *between* output elements, so a row's result is the same whether it is computed in a
+//! block of 4, alone, or at any position.
 
 use super::{check_len, Dims, SIZE_ERR};
 use crate::Error;
-
-/// Columns processed per tile: keeps 4 output row tiles in L1 for wide layers.
-const COL_TILE: usize = 512;
 
 /// `out[rows, n] = a[rows, k] x w[k, n] (+ bias[n])`, `rows = out.len() / n`.
 pub fn dense(
@@ -73,28 +71,66 @@ fn init(o: &mut [f32], bias: Option<&[f32]>) {
     }
 }
 
-/// Four rows at once: each weight row is loaded once per 4 output rows.
+/// Output columns per register tile: 4 rows × `TILE_COLS` accumulators stay in registers
+/// for the whole `k` loop (8 fills two SSE/NEON vectors per row; 4 fits the 32 single-
+/// precision registers of a Cortex-M FPU next to the operands).
+#[cfg(target_arch = "arm")]
+const TILE_COLS: usize = 4;
+#[cfg(not(target_arch = "arm"))]
+const TILE_COLS: usize = 8;
+
+/// Four rows at once. Full tiles of `TILE_COLS` columns accumulate in registers over all of
+/// `k` and are stored once; the remaining columns take the row-update path. Both keep the
+/// per-element order `((init + a0*w0) + a1*w1) + ...`.
 fn block4(o: [&mut [f32]; 4], a: [&[f32]; 4], w: &[f32], bias: Option<&[f32]>, n: usize) {
     let [o0, o1, o2, o3] = o;
-    let [a0, a1, a2, a3] = a;
-    for oi in [&mut *o0, &mut *o1, &mut *o2, &mut *o3] {
-        init(oi, bias);
-    }
+    let full = n - n % TILE_COLS;
     let mut c0 = 0;
-    while c0 < n {
-        let c1 = (c0 + COL_TILE).min(n);
+    while c0 < full {
+        let c1 = c0 + TILE_COLS;
+        let mut acc = [[0f32; TILE_COLS]; 4];
+        if let Some(b) = bias.and_then(|b| b.get(c0..c1)) {
+            for row in acc.iter_mut() {
+                row.copy_from_slice(b);
+            }
+        }
+        let avals = a[0].iter().zip(a[1]).zip(a[2]).zip(a[3]);
+        for ((((x0, x1), x2), x3), wrow) in avals.zip(w.chunks_exact(n)) {
+            let Some(wt) = wrow.get(c0..c1) else { return };
+            let xs = [*x0, *x1, *x2, *x3];
+            for (row, x) in acc.iter_mut().zip(xs) {
+                for (y, wv) in row.iter_mut().zip(wt) {
+                    *y += x * *wv;
+                }
+            }
+        }
+        for (orow, row) in [&mut *o0, &mut *o1, &mut *o2, &mut *o3]
+            .into_iter()
+            .zip(&acc)
+        {
+            if let Some(dst) = orow.get_mut(c0..c1) {
+                dst.copy_from_slice(row);
+            }
+        }
+        c0 = c1;
+    }
+    if full < n {
         let (Some(t0), Some(t1), Some(t2), Some(t3)) = (
-            o0.get_mut(c0..c1),
-            o1.get_mut(c0..c1),
-            o2.get_mut(c0..c1),
-            o3.get_mut(c0..c1),
+            o0.get_mut(full..),
+            o1.get_mut(full..),
+            o2.get_mut(full..),
+            o3.get_mut(full..),
         ) else {
             return;
         };
-        let avals = a0.iter().zip(a1).zip(a2).zip(a3);
+        let tail_bias = bias.and_then(|b| b.get(full..));
+        for oi in [&mut *t0, &mut *t1, &mut *t2, &mut *t3] {
+            init(oi, tail_bias);
+        }
+        let avals = a[0].iter().zip(a[1]).zip(a[2]).zip(a[3]);
         for ((((x0, x1), x2), x3), wrow) in avals.zip(w.chunks_exact(n)) {
             let (x0, x1, x2, x3) = (*x0, *x1, *x2, *x3);
-            let Some(wt) = wrow.get(c0..c1) else { return };
+            let Some(wt) = wrow.get(full..) else { return };
             let ys = t0
                 .iter_mut()
                 .zip(t1.iter_mut())
@@ -108,25 +144,37 @@ fn block4(o: [&mut [f32]; 4], a: [&[f32]; 4], w: &[f32], bias: Option<&[f32]>, n
                 *y3 += x3 * wv;
             }
         }
-        c0 = c1;
     }
 }
 
-/// One row (same per-element order as [`block4`]).
+/// One row (same per-element order as [`block4`]): register tiles, then the tail columns.
 fn row1(o: &mut [f32], a: &[f32], w: &[f32], bias: Option<&[f32]>, n: usize) {
-    init(o, bias);
+    let full = n - n % TILE_COLS;
     let mut c0 = 0;
-    while c0 < n {
-        let c1 = (c0 + COL_TILE).min(n);
-        let Some(t) = o.get_mut(c0..c1) else { return };
+    while c0 < full {
+        let c1 = c0 + TILE_COLS;
+        let mut acc = [0f32; TILE_COLS];
+        if let Some(b) = bias.and_then(|b| b.get(c0..c1)) {
+            acc.copy_from_slice(b);
+        }
         for (x, wrow) in a.iter().zip(w.chunks_exact(n)) {
-            let x = *x;
             let Some(wt) = wrow.get(c0..c1) else { return };
-            for (y, wv) in t.iter_mut().zip(wt) {
-                *y += x * *wv;
+            for (y, wv) in acc.iter_mut().zip(wt) {
+                *y += *x * *wv;
             }
         }
+        if let Some(dst) = o.get_mut(c0..c1) {
+            dst.copy_from_slice(&acc);
+        }
         c0 = c1;
+    }
+    let Some(t) = o.get_mut(full..) else { return };
+    init(t, bias.and_then(|b| b.get(full..)));
+    for (x, wrow) in a.iter().zip(w.chunks_exact(n)) {
+        let Some(wt) = wrow.get(full..) else { return };
+        for (y, wv) in t.iter_mut().zip(wt) {
+            *y += *x * *wv;
+        }
     }
 }
 
