@@ -5,13 +5,11 @@
 #![no_std]
 #![no_main]
 
-use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::{entry, exception};
 use cortex_m_semihosting::{debug, hprint, hprintln};
-use flowrt::format::Aligned16;
 use flowrt::grid::Uniform;
 use flowrt::solver::Method;
 use flowrt::Model;
@@ -19,27 +17,9 @@ use panic_semihosting as _;
 
 mod logger;
 
-mod plan {
-    #![allow(dead_code)]
-    include!(concat!(env!("OUT_DIR"), "/plan.rs"));
-}
-use plan::*;
-
-/// The model, 16-byte aligned in flash.
-static MODEL: &[u8] = flowrt::include_frt!(concat!(env!("OUT_DIR"), "/model.frt"));
-/// The noise: raw little-endian f32, `STATE_LEN` values.
-static NOISE: &[u8; STATE_LEN * 4] = include_bytes!(concat!(env!("OUT_DIR"), "/noise.bin"));
-
-/// A static buffer handed out once, as `&mut`, by `main`.
-struct Static<T>(UnsafeCell<T>);
-// SAFETY: single core, no interrupt handler touches these; `main` takes each once.
-unsafe impl<T> Sync for Static<T> {}
-
-/// The arena: exactly the plan's size, 16-byte aligned, in .bss.
-static ARENA: Static<Aligned16<[u8; ARENA_BYTES]>> =
-    Static(UnsafeCell::new(Aligned16([0; ARENA_BYTES])));
-/// The state: noise in, samples out.
-static STATE: Static<[f32; STATE_LEN]> = Static(UnsafeCell::new([0.0; STATE_LEN]));
+#[path = "../../embedded.rs"]
+mod embedded;
+use embedded::*;
 
 /// SysTick wrap-arounds (24-bit counter).
 static WRAPS: AtomicU32 = AtomicU32::new(0);

@@ -6,35 +6,15 @@
 #![no_std]
 #![no_main]
 
-use core::cell::UnsafeCell;
 use core::fmt::Write;
 
-use flowrt::format::Aligned16;
 use flowrt::grid::Uniform;
 use flowrt::solver::Method;
 use flowrt::Model;
 
-mod plan {
-    #![allow(dead_code)]
-    include!(concat!(env!("OUT_DIR"), "/plan.rs"));
-}
-use plan::*;
-
-/// The model, 16-byte aligned in (pseudo-)flash.
-static MODEL: &[u8] = flowrt::include_frt!(concat!(env!("OUT_DIR"), "/model.frt"));
-/// The noise: raw little-endian f32, `STATE_LEN` values.
-static NOISE: &[u8; STATE_LEN * 4] = include_bytes!(concat!(env!("OUT_DIR"), "/noise.bin"));
-
-/// A static buffer handed out once, as `&mut`, by `main`.
-struct Static<T>(UnsafeCell<T>);
-// SAFETY: single hart, no interrupts enabled; `main` takes each once.
-unsafe impl<T> Sync for Static<T> {}
-
-/// The arena: exactly the plan's size, 16-byte aligned, in .bss.
-static ARENA: Static<Aligned16<[u8; ARENA_BYTES]>> =
-    Static(UnsafeCell::new(Aligned16([0; ARENA_BYTES])));
-/// The state: noise in, samples out.
-static STATE: Static<[f32; STATE_LEN]> = Static(UnsafeCell::new([0.0; STATE_LEN]));
+#[path = "../../embedded.rs"]
+mod embedded;
+use embedded::*;
 
 /// The virt machine's 16550 UART (transmit holding register), QEMU needs no setup.
 const UART_THR: *mut u8 = 0x1000_0000 as *mut u8;
