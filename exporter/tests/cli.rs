@@ -2,99 +2,15 @@
 //! fixtures (`tests/fixtures/`), export -> inspect -> sample, and its error reporting (one
 //! `error: ...` line on stderr, a non-zero exit status, never a panic).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::PathBuf;
+
+mod common;
+use common::*;
 
 use flowrt_export::npy;
 
 /// Sample tolerance against the torchdiffeq references (as in the conformance tests).
 const SAMPLE_TOL: f32 = 5e-5;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
-}
-
-/// A fresh directory under the system temp dir, removed again on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("flowrt-cli-{}-{tag}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn flowrt<I, S>(args: I) -> Output
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<std::ffi::OsStr>,
-{
-    Command::new(env!("CARGO_BIN_EXE_flowrt"))
-        .args(args)
-        .output()
-        .expect("run the flowrt binary")
-}
-
-fn describe(args: &[&str], out: &Output) -> String {
-    format!(
-        "flowrt {}\nstatus: {}\nstdout:\n{}\nstderr:\n{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Runs flowrt, asserts success, returns stdout.
-fn ok(args: &[&str]) -> String {
-    let out = flowrt(args);
-    assert!(
-        out.status.success(),
-        "expected success:\n{}",
-        describe(args, &out)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 stdout")
-}
-
-/// Runs flowrt, asserts a clean failure (non-zero exit, exactly one `error:` line on
-/// stderr, no panic), returns that line.
-fn fails(args: &[&str]) -> String {
-    let out = flowrt(args);
-    let what = describe(args, &out);
-    assert!(!out.status.success(), "expected failure:\n{what}");
-    assert!(
-        out.status.code().is_some(),
-        "killed by a signal (abort?):\n{what}"
-    );
-    let stderr = String::from_utf8(out.stderr).expect("utf-8 stderr");
-    assert!(!stderr.contains("panicked"), "panicked:\n{what}");
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "expected exactly one stderr line:\n{what}");
-    assert!(
-        lines[0].starts_with("error:"),
-        "stderr line does not start with `error:`:\n{what}"
-    );
-    lines[0].to_string()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
 
 /// Exports `tests/fixtures/<model>/<file>` to `dir/<out>` and returns the `.frt` path.
 fn export(dir: &TempDir, model: &str, file: &str, out: &str) -> PathBuf {

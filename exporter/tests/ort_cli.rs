@@ -5,69 +5,14 @@
 //! Needs the ONNX Runtime library (`ORT_DYLIB_PATH` or the project's `.venv-ort/`, which
 //! `scripts/test.sh` sets up); without it these tests FAIL.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+use common::*;
 
 use flowrt_export::npy;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
-}
-
-fn temp(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("flowrt-ort-cli-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
-fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_flowrt"));
-    c.args(args);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().expect("run flowrt")
-}
-
-fn describe(args: &[&str], out: &Output) -> String {
-    format!(
-        "flowrt {}\nstatus: {}\nstdout:\n{}\nstderr:\n{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args, &[]);
-    assert!(out.status.success(), "{}", describe(args, &out));
-    String::from_utf8(out.stdout).expect("utf-8")
-}
-
-/// A clean failure: non-zero exit code (not a signal), an `error:` line, no panic.
-fn fails(args: &[&str], env: &[(&str, &str)]) -> String {
-    let out = run(args, env);
-    let what = describe(args, &out);
-    assert!(!out.status.success(), "expected failure:\n{what}");
-    assert!(out.status.code().is_some(), "killed by a signal:\n{what}");
-    let stderr = String::from_utf8(out.stderr).expect("utf-8");
-    assert!(!stderr.contains("panicked"), "panicked:\n{what}");
-    let line = stderr
-        .lines()
-        .find(|l| l.starts_with("error:"))
-        .unwrap_or_else(|| panic!("no `error:` line:\n{what}"));
-    line.to_string()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
 #[test]
 fn embed_onnx_round_trip_ort_equals_cpu() {
-    let dir = temp("embed");
+    let dir = TempDir::new("embed");
     for (model, file) in [
         ("moons_icfm", "model.dynamo.onnx"),
         ("checker_fm", "model.ts.onnx"),
@@ -101,12 +46,11 @@ fn embed_onnx_round_trip_ort_equals_cpu() {
             .fold(0f32, f32::max);
         assert!(err <= 1e-5 * scale, "{model}: max|ort - cpu| = {err:e}");
     }
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn ort_without_embedded_onnx_says_how() {
-    let dir = temp("noembed");
+    let dir = TempDir::new("noembed");
     let onnx = fixtures().join("moons_icfm/model.dynamo.onnx");
     let frt = dir.join("m.frt");
     ok(&["export", s(&onnx), "-o", s(&frt)]);
@@ -123,7 +67,7 @@ fn ort_without_embedded_onnx_says_how() {
         "--backend",
         "ort",
     ];
-    let e = fails(&args, &[]);
+    let e = fails_env(&args, &[]);
     assert!(e.contains("--embed-onnx") && e.contains("--onnx"), "{e}");
     // --onnx PATH makes it work, and matches --backend cpu.
     let mut with = args.to_vec();
@@ -143,12 +87,11 @@ fn ort_without_embedded_onnx_says_how() {
     let (a, _) = npy::read_f32(&out).unwrap();
     let (b, _) = npy::read_f32(&cpu).unwrap();
     assert!(a.iter().zip(&b).all(|(p, q)| (p - q).abs() <= 1e-4));
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn missing_or_broken_library_is_a_clear_error() {
-    let dir = temp("nolib");
+    let dir = TempDir::new("nolib");
     let onnx = fixtures().join("moons_icfm/model.ts.onnx");
     let frt = dir.join("m.frt");
     ok(&["export", s(&onnx), "-o", s(&frt), "--embed-onnx"]);
@@ -165,7 +108,7 @@ fn missing_or_broken_library_is_a_clear_error() {
         "--backend",
         "ort",
     ];
-    let e = fails(
+    let e = fails_env(
         &args,
         &[("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")],
     );
@@ -176,14 +119,13 @@ fn missing_or_broken_library_is_a_clear_error() {
     // A file that is not a shared library.
     let fake = dir.join("libonnxruntime.so.1.31.1");
     std::fs::write(&fake, b"not a library").unwrap();
-    let e = fails(&args, &[("ORT_DYLIB_PATH", s(&fake))]);
+    let e = fails_env(&args, &[("ORT_DYLIB_PATH", s(&fake))]);
     assert!(e.contains("cannot load ONNX Runtime"), "{e}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn bench_smoke_prints_ratio_last() {
-    let dir = temp("bench");
+    let dir = TempDir::new("bench");
     let onnx = fixtures().join("moons_reflow/model.dynamo.onnx");
     let frt = dir.join("m.frt");
     ok(&["export", s(&onnx), "-o", s(&frt), "--embed-onnx"]);
@@ -215,5 +157,4 @@ fn bench_smoke_prints_ratio_last() {
         assert!(r.is_finite() && r > 0.0, "{out}");
         assert!(out.contains("flowrt ") && out.contains("ort "), "{out}");
     }
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,0 +1,121 @@
+//! Helpers shared by the CLI test files: run the real `flowrt` binary, check clean successes
+//! and failures, temp dirs, fixture paths.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The committed fixtures (`tests/fixtures/`).
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+/// A fresh directory under the system temp dir, removed again on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates `flowrt-cli-<pid>-<tag>-<n>` under the temp dir.
+    pub fn new(tag: &str) -> TempDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("flowrt-cli-{}-{tag}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    /// A path inside the directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs the `flowrt` binary with `args` and extra environment variables.
+pub fn flowrt_env<I, S>(args: I, env: &[(&str, &str)]) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut c = Command::new(env!("CARGO_BIN_EXE_flowrt"));
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run the flowrt binary")
+}
+
+/// Runs the `flowrt` binary with `args`.
+pub fn flowrt<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    flowrt_env(args, &[])
+}
+
+/// The command line, status and both streams, for assertion messages.
+pub fn describe(args: &[&str], out: &Output) -> String {
+    format!(
+        "flowrt {}\nstatus: {}\nstdout:\n{}\nstderr:\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs flowrt, asserts success, returns stdout.
+pub fn ok(args: &[&str]) -> String {
+    let out = flowrt(args);
+    assert!(
+        out.status.success(),
+        "expected success:\n{}",
+        describe(args, &out)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+/// Runs flowrt with `env`, asserts a clean failure (non-zero exit, not a signal, exactly one
+/// `error:` line on stderr, no panic), returns that line.
+pub fn fails_env(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = flowrt_env(args, env);
+    let what = describe(args, &out);
+    assert!(!out.status.success(), "expected failure:\n{what}");
+    assert!(
+        out.status.code().is_some(),
+        "killed by a signal (abort?):\n{what}"
+    );
+    let stderr = String::from_utf8(out.stderr).expect("utf-8 stderr");
+    assert!(!stderr.contains("panicked"), "panicked:\n{what}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected exactly one stderr line:\n{what}");
+    assert!(
+        lines[0].starts_with("error:"),
+        "stderr line does not start with `error:`:\n{what}"
+    );
+    lines[0].to_string()
+}
+
+/// [`fails_env`] without extra environment.
+pub fn fails(args: &[&str]) -> String {
+    fails_env(args, &[])
+}
+
+/// A path as `&str` (the fixtures and temp dirs are UTF-8).
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
