@@ -266,6 +266,9 @@ fn load<'a>(bytes: &'a AlignedBytes, path: &Path) -> Result<Model<'a>> {
 }
 
 fn inspect(path: &Path, json: bool, batches: &[usize]) -> Result<()> {
+    if batches.contains(&0) {
+        bail!("--batch must be at least 1");
+    }
     let bytes = read_frt(path)?;
     let m = load(&bytes, path)?;
     let mut op_counts: Vec<(&str, usize)> = Vec::new();
