@@ -27,3 +27,44 @@ pub static ARENA: Static<Aligned16<[u8; ARENA_BYTES]>> =
     Static(UnsafeCell::new(Aligned16([0; ARENA_BYTES])));
 /// The state: noise in, samples out.
 pub static STATE: Static<[f32; STATE_LEN]> = Static(UnsafeCell::new([0.0; STATE_LEN]));
+
+/// The arena and the state, the state filled with the embedded noise.
+///
+/// Call once (from `main`): the returned references are the only ones ever made to
+/// [`ARENA`] and [`STATE`].
+pub fn buffers() -> (&'static mut [u8], &'static mut [f32; STATE_LEN]) {
+    // SAFETY: called once from `main` (single core, no interrupt uses these), so these are
+    // the only references to the statics.
+    let (arena, x) = unsafe { (&mut (*ARENA.0.get()).0, &mut *STATE.0.get()) };
+    for (v, b) in x.iter_mut().zip(NOISE.chunks_exact(4)) {
+        *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    }
+    (arena, x)
+}
+
+/// Pattern painted on the free stack to measure its high-water mark.
+const PAINT: u32 = 0xC0DE_F10E;
+
+/// Paints `[lo, hi)` with a pattern; returns `(lo, hi)` for [`lowest_touched`].
+///
+/// # Safety
+/// `[lo, hi)` must be 4-aligned RAM nobody uses: between the end of .bss and the live stack.
+pub unsafe fn paint(lo: usize, hi: usize) -> (usize, usize) {
+    let mut p = lo;
+    while p < hi {
+        // SAFETY: the caller guarantees [lo, hi) is unused RAM.
+        unsafe { core::ptr::write_volatile(p as *mut u32, PAINT) };
+        p += 4;
+    }
+    (lo, hi)
+}
+
+/// Lowest address in `[lo, hi)` whose paint was overwritten (the stack's deepest point).
+pub fn lowest_touched(lo: usize, hi: usize) -> usize {
+    let mut p = lo;
+    // SAFETY: [lo, hi) was painted by `paint` and is RAM.
+    while p < hi && unsafe { core::ptr::read_volatile(p as *const u32) } == PAINT {
+        p += 4;
+    }
+    p
+}

@@ -72,8 +72,6 @@ extern "C" {
     static _stack_start: u8;
 }
 
-const PAINT: u32 = 0xC0DE_F10E;
-
 /// Fills the unused stack below the current frame (down to the end of .bss) with a pattern.
 #[inline(never)]
 fn paint_stack() -> (usize, usize) {
@@ -82,23 +80,8 @@ fn paint_stack() -> (usize, usize) {
     // SAFETY: reads the stack pointer.
     unsafe { core::arch::asm!("mv {0}, sp", out(reg) sp, options(nomem, nostack)) };
     let hi = (sp - 512) & !15;
-    let mut p = lo;
-    while p < hi {
-        // SAFETY: [lo, hi) is RAM between the end of .bss and the live stack frames.
-        unsafe { core::ptr::write_volatile(p as *mut u32, PAINT) };
-        p += 4;
-    }
-    (lo, hi)
-}
-
-/// Lowest address whose paint was overwritten, scanning up from `lo`.
-fn lowest_touched(lo: usize, hi: usize) -> usize {
-    let mut p = lo;
-    // SAFETY: [lo, hi) was painted by `paint_stack` and is RAM.
-    while p < hi && unsafe { core::ptr::read_volatile(p as *const u32) } == PAINT {
-        p += 4;
-    }
-    p
+    // SAFETY: [lo, hi) is RAM between the end of .bss and the live stack frames.
+    unsafe { paint(lo, hi) }
 }
 
 fn fail(what: &str, e: flowrt::Error) -> ! {
@@ -108,12 +91,7 @@ fn fail(what: &str, e: flowrt::Error) -> ! {
 
 #[riscv_rt::entry]
 fn main() -> ! {
-    // SAFETY: the only references ever made to these statics.
-    let arena = unsafe { &mut (*ARENA.0.get()).0 };
-    let x = unsafe { &mut *STATE.0.get() };
-    for (v, b) in x.iter_mut().zip(NOISE.chunks_exact(4)) {
-        *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-    }
+    let (arena, x) = buffers();
     let model = Model::from_bytes(MODEL).unwrap_or_else(|e| fail("loading the model", e));
     let method: Method = METHOD.parse().unwrap_or_else(|e| fail("method", e));
     let grid = Uniform::unit(STEPS).unwrap_or_else(|e| fail("grid", e));
