@@ -205,14 +205,7 @@ pub fn run(model: &Model<'_>, ort: &mut OrtSession, cfg: &BenchConfig) -> Result
         })?;
         (t_cpu, t_ort)
     };
-    let max_abs_diff = out_cpu
-        .iter()
-        .zip(&out_ort)
-        .map(|(a, b)| (a - b).abs())
-        .fold(
-            0f32,
-            |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
-        );
+    let max_abs_diff = crate::max_abs_diff(&out_cpu, &out_ort);
     let ratio = t_cpu.median.as_secs_f64() / t_ort.median.as_secs_f64().max(1e-12);
 
     let mut text = String::new();

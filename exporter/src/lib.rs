@@ -90,6 +90,21 @@ pub fn describe_write_error(desc: &ModelDesc, e: flowrt::Error) -> String {
     }
 }
 
+/// Largest `|a[i] - b[i]|` over two sample buffers; a NaN difference or a length mismatch
+/// counts as infinite, so a comparison against a tolerance can never pass by accident.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() {
+        return f32::INFINITY;
+    }
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(
+            0.0,
+            |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
+        )
+}
+
 /// FNV-1a 64-bit hash, used to record which ONNX file a `.frt` came from.
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

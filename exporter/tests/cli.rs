@@ -22,20 +22,6 @@ fn export(dir: &TempDir, model: &str, file: &str, out: &str) -> PathBuf {
     frt
 }
 
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| {
-            if (x - y).is_nan() {
-                f32::INFINITY
-            } else {
-                (x - y).abs()
-            }
-        })
-        .fold(0.0, f32::max)
-}
-
 /// export -> inspect (text and JSON) -> sample (noise file and seeded) for one fixture.
 fn round_trip(model: &str, file: &str, roles: &[(&str, &str)]) {
     let dir = TempDir::new(model);
@@ -130,7 +116,8 @@ fn round_trip(model: &str, file: &str, roles: &[(&str, &str)]) {
     let (want, want_shape) = npy::read_f32(&fixtures().join(model).join("samples/rk4-38_8.npy"))
         .expect("read reference");
     assert_eq!(shape, want_shape);
-    let err = max_abs_diff(&got, &want);
+    assert_eq!(got.len(), want.len(), "length mismatch");
+    let err = flowrt_export::max_abs_diff(&got, &want);
     assert!(
         err <= SAMPLE_TOL,
         "{model} {file}: max |cli - torchdiffeq| = {err:e} > {SAMPLE_TOL:e}"

@@ -87,14 +87,5 @@ pub fn export(onnx: &Path) -> AlignedBytes {
 /// Largest absolute difference between two equally long slices (NaN counts as infinite).
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| {
-            if (x - y).is_nan() {
-                f32::INFINITY
-            } else {
-                (x - y).abs()
-            }
-        })
-        .fold(0.0, f32::max)
+    flowrt_export::max_abs_diff(a, b)
 }
