@@ -21,6 +21,20 @@ pub trait StateOps {
 
     /// `true` when every element is finite (no NaN / infinity).
     fn all_finite(&mut self, buf: &Self::Buf) -> bool;
+
+    /// The scaled RMS norm the adaptive solvers use:
+    /// `sqrt(mean_i (e_i / (atol + rtol * max(|a_i|, |b_i|)))^2)` with
+    /// `e = sum_j coef_j * term_j` (accumulated left to right in f32, like [`Self::lincomb`]
+    /// without a base), the mean and the square root in f64. Returns NaN if any element is
+    /// not finite.
+    fn scaled_rms(
+        &mut self,
+        terms: &[(f32, &Self::Buf)],
+        a: &Self::Buf,
+        b: &Self::Buf,
+        atol: f32,
+        rtol: f32,
+    ) -> f64;
 }
 
 /// A velocity field `v(x, t)` evaluated on a whole batch of states at one time.
@@ -59,5 +73,31 @@ impl StateOps for CpuOps {
 
     fn all_finite(&mut self, buf: &[f32]) -> bool {
         buf.iter().all(|v| v.is_finite())
+    }
+
+    fn scaled_rms(
+        &mut self,
+        terms: &[(f32, &[f32])],
+        a: &[f32],
+        b: &[f32],
+        atol: f32,
+        rtol: f32,
+    ) -> f64 {
+        let mut sum = 0f64;
+        for (i, (ai, bi)) in a.iter().zip(b).enumerate() {
+            let mut e = 0f32;
+            for (c, t) in terms {
+                if let Some(v) = t.get(i) {
+                    e += *c * *v;
+                }
+            }
+            let scale = atol + rtol * ai.abs().max(bi.abs());
+            let r = f64::from(e) / f64::from(scale);
+            sum += r * r;
+        }
+        if a.is_empty() {
+            return 0.0;
+        }
+        libm::sqrt(sum / a.len() as f64)
     }
 }

@@ -199,7 +199,17 @@ impl Tableau<'_> {
     }
 }
 
-/// The built-in fixed-step methods, by their command-line names.
+/// torchdyn 1.0.6's `rk4` (what torchcfm's tutorials sample with through `NeuralODE`):
+/// classic RK4 coefficients, but its stepper reads the stage times with an index slip —
+/// `k2` at `t`, `k3` and `k4` at `t + dt/2` — so its outputs differ from classic RK4 by
+/// O(dt). Reproduced on request (`rk4-torchdyn`) so such samples can be matched.
+pub const RK4_TORCHDYN: Tableau<'static> = Tableau {
+    a: &[&[], &[0.5], &[0.0, 0.5], &[0.0, 0.0, 1.0]],
+    b: &[RK4_SIXTH, ONE_THIRD, ONE_THIRD, RK4_SIXTH],
+    c: &[0.0, 0.0, 0.5, 0.5],
+};
+
+/// The built-in methods, by their command-line names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Method {
     /// `euler`: forward Euler, order 1, 1 evaluation per step.
@@ -215,21 +225,57 @@ pub enum Method {
     Rk4,
     /// `rk4-38`: Kutta's 3/8 rule, order 4, 4 evaluations per step; torchdiffeq's `rk4`.
     Rk4_38,
+    /// `rk4-torchdyn`: torchdyn's `rk4` as it computes it ([`RK4_TORCHDYN`]), 4 evaluations
+    /// per step; only for reproducing torchdyn / torchcfm-tutorial samples.
+    Rk4Torchdyn,
+    /// `ab2`: Adams–Bashforth, 2 steps, exact variable-step coefficients; 1 evaluation per
+    /// step; the first step is Euler.
+    Ab2,
+    /// `ab3`: Adams–Bashforth, 3 steps (start-up: Euler, AB2); 1 evaluation per step.
+    Ab3,
+    /// `ab4`: Adams–Bashforth, 4 steps (start-up: Euler, AB2, AB3); 1 evaluation per step.
+    Ab4,
+    /// `heun-reuse`: FlowTurbo's pseudo-corrector — Heun whose predictor reuses the
+    /// corrector velocity of the previous step; `steps + 1` evaluations in total.
+    HeunReuse,
+    /// `dopri5`: adaptive Dormand–Prince 5(4) with torchdiffeq's step-size controller (see
+    /// [`adaptive`]); the grid's first and last points are the interval, the step count is
+    /// chosen by the error tolerances.
+    Dopri5,
+}
+
+/// How a [`Method`] steps: the loop that runs it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scheme {
+    /// An explicit Runge–Kutta method, run by [`integrate_tableau`].
+    RungeKutta(&'static Tableau<'static>),
+    /// Adams–Bashforth of this order (2..=4), run by [`multistep::adams_bashforth`].
+    AdamsBashforth(usize),
+    /// FlowTurbo's pseudo-corrector, run by [`multistep::heun_reuse`].
+    HeunReuse,
+    /// Adaptive Dormand–Prince 5(4), run by [`adaptive::dopri5`].
+    Dopri5,
 }
 
 impl Method {
-    /// Every built-in method, in a fixed order.
-    pub const ALL: [Method; 6] = [
+    /// Every built-in fixed-step method, in a fixed order (all but [`Method::Dopri5`]).
+    pub const ALL: [Method; 11] = [
         Method::Euler,
         Method::Midpoint,
         Method::Heun,
         Method::Ralston,
         Method::Rk4,
         Method::Rk4_38,
+        Method::Rk4Torchdyn,
+        Method::Ab2,
+        Method::Ab3,
+        Method::Ab4,
+        Method::HeunReuse,
     ];
 
-    /// The command-line name (`euler`, `midpoint`, `heun`, `ralston`, `rk4`, `rk4-38`);
-    /// [`Method::from_str`] parses it back.
+    /// The command-line name (`euler`, `midpoint`, `heun`, `ralston`, `rk4`, `rk4-38`,
+    /// `rk4-torchdyn`, `ab2`, `ab3`, `ab4`, `heun-reuse`, `dopri5`); [`Method::from_str`]
+    /// parses it back.
     pub fn name(self) -> &'static str {
         match self {
             Method::Euler => "euler",
@@ -238,39 +284,85 @@ impl Method {
             Method::Ralston => "ralston",
             Method::Rk4 => "rk4",
             Method::Rk4_38 => "rk4-38",
+            Method::Rk4Torchdyn => "rk4-torchdyn",
+            Method::Ab2 => "ab2",
+            Method::Ab3 => "ab3",
+            Method::Ab4 => "ab4",
+            Method::HeunReuse => "heun-reuse",
+            Method::Dopri5 => "dopri5",
         }
     }
 
-    /// The method's Butcher tableau.
-    pub fn tableau(self) -> &'static Tableau<'static> {
+    /// The loop that runs this method.
+    pub fn scheme(self) -> Scheme {
         match self {
-            Method::Euler => &EULER,
-            Method::Midpoint => &MIDPOINT,
-            Method::Heun => &HEUN,
-            Method::Ralston => &RALSTON,
-            Method::Rk4 => &RK4,
-            Method::Rk4_38 => &RK4_38,
+            Method::Euler => Scheme::RungeKutta(&EULER),
+            Method::Midpoint => Scheme::RungeKutta(&MIDPOINT),
+            Method::Heun => Scheme::RungeKutta(&HEUN),
+            Method::Ralston => Scheme::RungeKutta(&RALSTON),
+            Method::Rk4 => Scheme::RungeKutta(&RK4),
+            Method::Rk4_38 => Scheme::RungeKutta(&RK4_38),
+            Method::Rk4Torchdyn => Scheme::RungeKutta(&RK4_TORCHDYN),
+            Method::Ab2 => Scheme::AdamsBashforth(2),
+            Method::Ab3 => Scheme::AdamsBashforth(3),
+            Method::Ab4 => Scheme::AdamsBashforth(4),
+            Method::HeunReuse => Scheme::HeunReuse,
+            Method::Dopri5 => Scheme::Dopri5,
         }
     }
 
-    /// Stages = velocity evaluations per step.
+    /// The Butcher tableau of a Runge–Kutta method; `None` for the multistep and adaptive
+    /// methods.
+    pub fn tableau(self) -> Option<&'static Tableau<'static>> {
+        match self.scheme() {
+            Scheme::RungeKutta(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Velocity evaluations per step of a Runge–Kutta method (1 for the multistep methods,
+    /// 7 per attempted step for dopri5, which reuses the last one when a step is accepted).
     pub fn stages(self) -> usize {
-        self.tableau().stages()
+        match self.scheme() {
+            Scheme::RungeKutta(t) => t.stages(),
+            Scheme::AdamsBashforth(_) | Scheme::HeunReuse => 1,
+            Scheme::Dopri5 => 7,
+        }
+    }
+
+    /// Velocity evaluations a fixed-step method makes over `steps` steps (`steps + 1` for
+    /// `heun-reuse`); `None` for dopri5, whose count depends on the tolerances.
+    pub fn evaluations(self, steps: usize) -> Option<usize> {
+        match self.scheme() {
+            Scheme::RungeKutta(t) => steps.checked_mul(t.stages()),
+            Scheme::AdamsBashforth(_) => Some(steps),
+            Scheme::HeunReuse => steps.checked_add(1),
+            Scheme::Dopri5 => None,
+        }
     }
 
     /// Order of accuracy (global error ~ `dt^order`).
     pub fn order(self) -> u32 {
         match self {
-            Method::Euler => 1,
-            Method::Midpoint | Method::Heun | Method::Ralston => 2,
-            Method::Rk4 | Method::Rk4_38 => 4,
+            Method::Euler | Method::Rk4Torchdyn => 1,
+            Method::Midpoint | Method::Heun | Method::Ralston | Method::Ab2 => 2,
+            Method::HeunReuse => 2,
+            Method::Ab3 => 3,
+            Method::Rk4 | Method::Rk4_38 | Method::Ab4 => 4,
+            Method::Dopri5 => 5,
         }
     }
 
-    /// How many state-sized buffers [`integrate`] needs in its [`Workspace`]:
-    /// `stages() + 1` (the stage velocities plus one temporary state).
+    /// How many state-sized buffers [`integrate`] needs in its [`Workspace`]: one temporary
+    /// state plus the stage velocities (RK: `stages()`, AB-k: `k`, heun-reuse: 2,
+    /// dopri5: 7).
     pub fn work_buffers(self) -> usize {
-        self.stages() + 1
+        match self.scheme() {
+            Scheme::RungeKutta(t) => t.stages() + 1,
+            Scheme::AdamsBashforth(k) => k + 1,
+            Scheme::HeunReuse => 3,
+            Scheme::Dopri5 => MAX_WORK_BUFFERS,
+        }
     }
 
     /// f32 elements of workspace for a state of `state_len` elements
@@ -301,7 +393,7 @@ impl FromStr for Method {
     ///
     /// Errors: [`Error::BadSolverConfig`] for an unknown name.
     fn from_str(s: &str) -> Result<Self, Error> {
-        for m in Method::ALL {
+        for m in Method::ALL.iter().copied().chain([Method::Dopri5]) {
             if s.eq_ignore_ascii_case(m.name()) {
                 return Ok(m);
             }
@@ -310,7 +402,8 @@ impl FromStr for Method {
             return Ok(Method::Rk4_38);
         }
         Err(Error::BadSolverConfig {
-            what: "unknown solver method (expected euler, midpoint, heun, ralston, rk4 or rk4-38)",
+            what: "unknown solver method (expected euler, midpoint, heun, ralston, rk4, rk4-38, \
+                   rk4-torchdyn, ab2, ab3, ab4, heun-reuse or dopri5)",
         })
     }
 }
@@ -460,15 +553,34 @@ impl<'a> Workspace<'a, [f32]> {
     }
 }
 
-/// Receives control after every completed step (progress reporting, trajectory recording,
-/// early abort). No allocation is involved; [`NoObserver`] does nothing, [`FnObserver`]
-/// adapts a closure `FnMut(step, t)`.
+/// Step hooks: receives control after every velocity evaluation and after every completed
+/// step, and may change what the solver sees (steering and editing methods such as FlowChef,
+/// progress reporting, trajectory recording, early abort). No allocation is involved;
+/// [`NoObserver`] does nothing, [`FnObserver`] adapts a closure `FnMut(step, t)`.
 pub trait StepObserver<S: StateOps + ?Sized> {
-    /// Called after step `step` (0-based) has moved the state to time `t` (the grid point
-    /// `t_{step+1}`); `x` is the state there.
+    /// Called after every velocity evaluation of step `step` (0-based) at time `t` on the
+    /// stage state `x`; `v` is the velocity just computed and may be modified in place (the
+    /// solver uses the modified value). The default does nothing.
     ///
     /// Errors: returning an error stops the integration and [`integrate`] returns it.
-    fn on_step(&mut self, ops: &mut S, step: usize, t: f32, x: &S::Buf) -> Result<(), Error>;
+    fn on_velocity(
+        &mut self,
+        ops: &mut S,
+        step: usize,
+        t: f32,
+        x: &S::Buf,
+        v: &mut S::Buf,
+    ) -> Result<(), Error> {
+        let _ = (ops, step, t, x, v);
+        Ok(())
+    }
+
+    /// Called after step `step` (0-based) has moved the state to time `t` (the grid point
+    /// `t_{step+1}`); `x` is the state there and may be modified in place (the next step
+    /// starts from the modified state).
+    ///
+    /// Errors: returning an error stops the integration and [`integrate`] returns it.
+    fn on_step(&mut self, ops: &mut S, step: usize, t: f32, x: &mut S::Buf) -> Result<(), Error>;
 }
 
 /// A [`StepObserver`] that does nothing.
@@ -476,7 +588,7 @@ pub trait StepObserver<S: StateOps + ?Sized> {
 pub struct NoObserver;
 
 impl<S: StateOps + ?Sized> StepObserver<S> for NoObserver {
-    fn on_step(&mut self, _: &mut S, _: usize, _: f32, _: &S::Buf) -> Result<(), Error> {
+    fn on_step(&mut self, _: &mut S, _: usize, _: f32, _: &mut S::Buf) -> Result<(), Error> {
         Ok(())
     }
 }
@@ -486,16 +598,37 @@ impl<S: StateOps + ?Sized> StepObserver<S> for NoObserver {
 pub struct FnObserver<F>(pub F);
 
 impl<S: StateOps + ?Sized, F: FnMut(usize, f32)> StepObserver<S> for FnObserver<F> {
-    fn on_step(&mut self, _: &mut S, step: usize, t: f32, _: &S::Buf) -> Result<(), Error> {
+    fn on_step(&mut self, _: &mut S, step: usize, t: f32, _: &mut S::Buf) -> Result<(), Error> {
         (self.0)(step, t);
         Ok(())
     }
+}
+
+/// Evaluates the field into `v` and hands the result to the observer's velocity hook.
+pub(crate) fn eval_hooked<S, F, O>(
+    ops: &mut S,
+    field: &mut F,
+    observer: &mut O,
+    step: usize,
+    t: f32,
+    x: &S::Buf,
+    v: &mut S::Buf,
+) -> Result<(), Error>
+where
+    S: StateOps + ?Sized,
+    F: VelocityField<S> + ?Sized,
+    O: StepObserver<S> + ?Sized,
+{
+    field.eval(ops, t, x, v)?;
+    observer.on_velocity(ops, step, t, x, v)
 }
 
 /// Integrates `x` in place along `grid` with a built-in `method`.
 ///
 /// `x` holds the initial state (e.g. noise at `t_0`) and receives the state at the last grid
 /// point. `work` must hold at least [`Method::work_buffers`] buffers of the state's size.
+/// [`Method::Dopri5`] runs with torchdiffeq's default tolerances (see
+/// [`adaptive::Tolerances`]); use [`adaptive::dopri5`] to choose them.
 ///
 /// Errors: [`Error::BadSolverConfig`] (grid without steps, workspace too small),
 /// [`Error::NonFiniteInput`] (non-finite `x` or grid point), [`Error::NonFiniteOutput`]
@@ -513,10 +646,10 @@ where
     F: VelocityField<S> + ?Sized,
     G: TimeGrid + ?Sized,
 {
-    integrate_tableau(ops, field, method.tableau(), grid, x, work, &mut NoObserver)
+    integrate_observed(ops, field, method, grid, x, work, &mut NoObserver)
 }
 
-/// [`integrate`] with a [`StepObserver`] called after every step.
+/// [`integrate`] with a [`StepObserver`] called after every velocity evaluation and step.
 ///
 /// Errors: as [`integrate`], plus any error the observer returns.
 pub fn integrate_observed<S, F, G, O>(
@@ -534,8 +667,75 @@ where
     G: TimeGrid + ?Sized,
     O: StepObserver<S> + ?Sized,
 {
-    integrate_tableau(ops, field, method.tableau(), grid, x, work, observer)
+    match method.scheme() {
+        Scheme::RungeKutta(tableau) => {
+            integrate_tableau(ops, field, tableau, grid, x, work, observer)
+        }
+        Scheme::AdamsBashforth(order) => {
+            multistep::adams_bashforth(ops, field, order, grid, x, work, observer)
+        }
+        Scheme::HeunReuse => multistep::heun_reuse(ops, field, grid, x, work, observer),
+        Scheme::Dopri5 => adaptive::dopri5(
+            ops,
+            field,
+            &adaptive::Tolerances::default(),
+            grid,
+            x,
+            work,
+            observer,
+        )
+        .map(|_| ()),
+    }
 }
+
+/// Checks the grid, the workspace size and the initial state (what every loop checks first).
+pub(crate) fn check_start<S, G>(
+    ops: &mut S,
+    grid: &G,
+    x: &S::Buf,
+    work: &Workspace<'_, S::Buf>,
+    buffers: usize,
+) -> Result<(), Error>
+where
+    S: StateOps + ?Sized,
+    G: TimeGrid + ?Sized,
+{
+    grid::validate(grid)?;
+    if work.len() < buffers {
+        return Err(NO_BUFFER);
+    }
+    if !ops.all_finite(x) {
+        return Err(Error::NonFiniteInput {
+            what: "initial state",
+        });
+    }
+    Ok(())
+}
+
+/// Copies the result into `x` if it ended in the temporary, and checks that it is finite.
+pub(crate) fn finish<S: StateOps + ?Sized>(
+    ops: &mut S,
+    x: &mut S::Buf,
+    tmp: &S::Buf,
+    result_in_tmp: bool,
+) -> Result<(), Error> {
+    if result_in_tmp {
+        ops.copy(x, tmp);
+    }
+    if !ops.all_finite(x) {
+        return Err(Error::NonFiniteOutput {
+            what: "solver result",
+        });
+    }
+    Ok(())
+}
+
+pub(crate) const NO_BUFFER: Error = Error::BadSolverConfig {
+    what: "workspace has fewer buffers than the method needs",
+};
+pub(crate) const NO_POINT: Error = Error::BadSolverConfig {
+    what: "time grid is missing a point",
+};
 
 /// The stepping loop shared by every explicit Runge–Kutta method (see the module docs for the
 /// exact arithmetic). `work` must hold at least `tableau.stages() + 1` buffers.
@@ -557,24 +757,9 @@ where
     G: TimeGrid + ?Sized,
     O: StepObserver<S> + ?Sized,
 {
-    const NO_BUFFER: Error = Error::BadSolverConfig {
-        what: "workspace has fewer buffers than the method needs",
-    };
-    const NO_POINT: Error = Error::BadSolverConfig {
-        what: "time grid is missing a point",
-    };
-
     tableau.validate()?;
-    grid::validate(grid)?;
     let stages = tableau.stages();
-    if work.len() < stages + 1 {
-        return Err(NO_BUFFER);
-    }
-    if !ops.all_finite(x) {
-        return Err(Error::NonFiniteInput {
-            what: "initial state",
-        });
-    }
+    check_start(ops, grid, x, work, stages + 1)?;
 
     let (tmp_slot, k_slots) = work.bufs.split_first_mut().ok_or(NO_BUFFER)?;
     let tmp: &mut S::Buf = tmp_slot.as_deref_mut().ok_or(NO_BUFFER)?;
@@ -606,10 +791,10 @@ where
                 let mut terms: [(f32, &S::Buf); MAX_STAGES] = [(0.0, &*cur); MAX_STAGES];
                 let count = collect_terms(&mut terms, row, done, dt)?;
                 if count == 0 {
-                    field.eval(ops, t, &*cur, ki)?;
+                    eval_hooked(ops, field, observer, n, t, &*cur, ki)?;
                 } else {
                     ops.lincomb(nxt, &*cur, terms.get(..count).ok_or(NO_BUFFER)?);
-                    field.eval(ops, t, &*nxt, ki)?;
+                    eval_hooked(ops, field, observer, n, t, &*nxt, ki)?;
                 }
             }
 
@@ -619,20 +804,12 @@ where
             core::mem::swap(&mut cur, &mut nxt);
             result_in_tmp = !result_in_tmp;
 
-            observer.on_step(ops, n, t1, &*cur)?;
+            observer.on_step(ops, n, t1, &mut *cur)?;
             #[cfg(feature = "defmt")]
             defmt::debug!("flowrt: step {=usize} done, t = {=f32}", n, t1);
         }
     }
-    if result_in_tmp {
-        ops.copy(x, &*tmp);
-    }
-    if !ops.all_finite(x) {
-        return Err(Error::NonFiniteOutput {
-            what: "solver result",
-        });
-    }
-    Ok(())
+    finish(ops, x, &*tmp, result_in_tmp)
 }
 
 /// Fills `terms` with `(dt * coef_j, k_j)` for every nonzero `coef_j`, in order; returns how
@@ -643,9 +820,6 @@ fn collect_terms<'k, B: ?Sized>(
     ks: &'k [Option<&mut B>],
     dt: f32,
 ) -> Result<usize, Error> {
-    const NO_BUFFER: Error = Error::BadSolverConfig {
-        what: "workspace has fewer buffers than the method needs",
-    };
     let mut count = 0;
     for (&coef, k) in coefs.iter().zip(ks) {
         if coef == 0.0 {
@@ -658,6 +832,9 @@ fn collect_terms<'k, B: ?Sized>(
     }
     Ok(count)
 }
+
+pub mod adaptive;
+pub mod multistep;
 
 #[cfg(test)]
 mod tests;

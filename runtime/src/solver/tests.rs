@@ -38,6 +38,23 @@ impl StateOps for ArrOps {
     fn all_finite(&mut self, buf: &State) -> bool {
         buf.0.iter().all(|v| v.is_finite())
     }
+
+    fn scaled_rms(
+        &mut self,
+        terms: &[(f32, &State)],
+        a: &State,
+        b: &State,
+        atol: f32,
+        rtol: f32,
+    ) -> f64 {
+        let mut sum = 0.0;
+        for d in 0..2 {
+            let e: f64 = terms.iter().map(|(c, t)| f64::from(*c) * t.0[d]).sum();
+            let scale = f64::from(atol) + f64::from(rtol) * a.0[d].abs().max(b.0[d].abs());
+            sum += (e / scale) * (e / scale);
+        }
+        (sum / 2.0).sqrt()
+    }
 }
 
 /// A field given by a closure `f(t, x) -> v`, recording every evaluation time.
@@ -85,8 +102,24 @@ fn solve_arr<F: FnMut(f64, [f64; 2]) -> [f64; 2]>(
         &mut ws,
     )
     .unwrap();
-    assert_eq!(field.times.len(), grid.steps() * method.stages());
+    assert_eq!(
+        Some(field.times.len()),
+        method.evaluations(grid.steps()),
+        "{method}"
+    );
     x.0
+}
+
+/// The global order a method shows on a uniform grid. The Adams–Bashforth start-up with
+/// lower orders (an Euler first step, local error O(h^2)) limits AB3 and AB4 to order 2
+/// globally; torchdyn's rk4 keeps order 4 only on autonomous fields.
+fn global_order(m: Method, autonomous: bool) -> Option<f64> {
+    match m {
+        Method::Ab3 | Method::Ab4 => Some(2.0),
+        Method::Rk4Torchdyn if !autonomous => None,
+        Method::Rk4Torchdyn => Some(4.0),
+        _ => Some(f64::from(m.order())),
+    }
 }
 
 /// Observed convergence order: log2(err(N) / err(2N)) for each doubling.
@@ -115,8 +148,11 @@ fn convergence_order_linear_decay() {
     let f = |_: f64, x: [f64; 2]| [-x[0], -x[1]];
     let e = (-2.0f64).exp();
     for m in Method::ALL {
+        let Some(order) = global_order(m, true) else {
+            continue;
+        };
         // Errors (order 4): 3e-5 at N=8 down to 7e-9 at N=64, far above rounding (< 1e-10).
-        let ns: &[usize] = if m.order() == 4 {
+        let ns: &[usize] = if order == 4.0 {
             &[8, 16, 32, 64]
         } else {
             &[16, 32, 64, 128]
@@ -124,7 +160,7 @@ fn convergence_order_linear_decay() {
         let orders = observed_orders(m, 2.0, ns, [1.0, -3.0], f, [e, -3.0 * e]);
         for o in &orders {
             assert!(
-                (o - f64::from(m.order())).abs() < 0.3,
+                (o - order).abs() < 0.3,
                 "{m}: observed orders {orders:?}"
             );
         }
@@ -139,11 +175,14 @@ fn convergence_order_nonlinear_nonautonomous() {
     let t_end = 2.0f64;
     let exact = [1.0 / (1.0 + t_end * t_end), 0.5 * libm::sin(t_end).exp()];
     for m in Method::ALL {
+        let Some(order) = global_order(m, false) else {
+            continue;
+        };
         // Order 4 reaches its asymptotic rate only from N≈16 here (errors 5e-7 .. 1.5e-10).
         let orders = observed_orders(m, t_end as f32, &[16, 32, 64, 128], [1.0, 0.5], f, exact);
         for o in &orders {
             assert!(
-                (o - f64::from(m.order())).abs() < 0.35,
+                (o - order).abs() < 0.35,
                 "{m}: observed orders {orders:?}"
             );
         }
@@ -153,7 +192,10 @@ fn convergence_order_nonlinear_nonautonomous() {
 #[test]
 fn tableau_consistency() {
     for m in Method::ALL {
-        let t = m.tableau();
+        // torchdyn's tableau is inconsistent on purpose (its stage times slip).
+        let Some(t) = m.tableau().filter(|_| m != Method::Rk4Torchdyn) else {
+            continue;
+        };
         t.validate().unwrap();
         assert_eq!(t.stages(), m.stages());
         assert_eq!(m.work_buffers(), m.stages() + 1);
@@ -212,8 +254,10 @@ fn method_names_round_trip() {
     assert_eq!("RK4-38".parse::<Method>().unwrap(), Method::Rk4_38);
     assert_eq!("rk4_38".parse::<Method>().unwrap(), Method::Rk4_38);
     assert_eq!("rk4".parse::<Method>().unwrap(), Method::Rk4);
+    assert_eq!("dopri5".parse::<Method>().unwrap(), Method::Dopri5);
+    assert_eq!("HEUN-REUSE".parse::<Method>().unwrap(), Method::HeunReuse);
     assert!(matches!(
-        "dopri5".parse::<Method>(),
+        "ab5".parse::<Method>(),
         Err(Error::BadSolverConfig { .. })
     ));
     assert!(matches!(
@@ -626,7 +670,13 @@ fn field_and_observer_errors_propagate() {
 
     struct StopAfter(usize);
     impl StepObserver<CpuOps> for StopAfter {
-        fn on_step(&mut self, _: &mut CpuOps, step: usize, _: f32, _: &[f32]) -> Result<(), Error> {
+        fn on_step(
+            &mut self,
+            _: &mut CpuOps,
+            step: usize,
+            _: f32,
+            _: &mut [f32],
+        ) -> Result<(), Error> {
             if step + 1 == self.0 {
                 Err(Error::BadSolverConfig { what: "stopped" })
             } else {
@@ -677,7 +727,13 @@ fn observer_sees_every_step() {
     // An observer also sees the state (here: records the trajectory's first element).
     struct Traj(Vec<f32>);
     impl StepObserver<CpuOps> for Traj {
-        fn on_step(&mut self, _: &mut CpuOps, _: usize, _: f32, x: &[f32]) -> Result<(), Error> {
+        fn on_step(
+            &mut self,
+            _: &mut CpuOps,
+            _: usize,
+            _: f32,
+            x: &mut [f32],
+        ) -> Result<(), Error> {
             self.0.push(x[0]);
             Ok(())
         }
@@ -903,4 +959,226 @@ fn workspace_from_arena() {
         Workspace::from_arena(&mut small, n, 5),
         Err(Error::ArenaTooSmall { .. })
     ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Multistep, pseudo-corrector, adaptive, hooks
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn ab_weights_are_textbook_on_uniform_grids() {
+    let h = 0.125f64;
+    let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-15);
+    let w = multistep::ab_weights(&[0.5], 0.5 + h).unwrap();
+    assert!(close(&w[..1], &[h]));
+    let w = multistep::ab_weights(&[0.5, 0.5 - h], 0.5 + h).unwrap();
+    assert!(close(&w[..2], &[1.5 * h, -0.5 * h]), "{w:?}");
+    let w = multistep::ab_weights(&[0.5, 0.5 - h, 0.5 - 2.0 * h], 0.5 + h).unwrap();
+    let e: Vec<f64> = [23.0, -16.0, 5.0].iter().map(|c| c / 12.0 * h).collect();
+    assert!(close(&w[..3], &e), "{w:?}");
+    let w = multistep::ab_weights(&[0.5, 0.375, 0.25, 0.125], 0.625).unwrap();
+    let e: Vec<f64> = [55.0, -59.0, 37.0, -9.0].iter().map(|c| c / 24.0 * h).collect();
+    assert!(close(&w, &e), "{w:?}");
+    assert!(multistep::ab_weights(&[0.5, 0.5], 0.6).is_err());
+    assert!(multistep::ab_weights(&[], 0.6).is_err());
+    assert!(multistep::ab_weights(&[0.0; 5], 0.6).is_err());
+}
+
+#[test]
+fn ab_weights_integrate_polynomials_exactly_on_any_grid() {
+    // With m nodes the weights integrate every polynomial of degree < m exactly.
+    let nodes = [0.7f64, 0.61, 0.3, 0.12];
+    let t_next = 0.93;
+    for m in 1..=4 {
+        let w = multistep::ab_weights(&nodes[..m], t_next).unwrap();
+        for deg in 0..m as i32 {
+            let p = |t: f64| t.powi(deg);
+            let exact = (t_next.powi(deg + 1) - nodes[0].powi(deg + 1)) / f64::from(deg + 1);
+            let got: f64 = (0..m).map(|j| w[j] * p(nodes[j])).sum();
+            assert!((got - exact).abs() < 1e-13, "m={m} deg={deg}: {got} vs {exact}");
+        }
+    }
+}
+
+#[test]
+fn multistep_methods_evaluate_once_per_step_at_grid_points() {
+    let p = [0.0f32, 0.1, 0.25, 0.45, 0.7, 0.9, 1.0];
+    let grid = Explicit::new(&p).unwrap();
+    for (m, expect) in [
+        (Method::Ab2, p[..6].to_vec()),
+        (Method::Ab4, p[..6].to_vec()),
+        // heun-reuse: t_0 once, then the end of every step.
+        (Method::HeunReuse, p.to_vec()),
+    ] {
+        let mut bufs = [State::default(); MAX_WORK_BUFFERS];
+        let mut ws = Workspace::new();
+        for b in bufs.iter_mut().take(m.work_buffers()) {
+            ws.push(b).unwrap();
+        }
+        let mut field = Closure::new(|t: f64, x: [f64; 2]| [t, -x[1]]);
+        let mut x = State([0.0, 1.0]);
+        integrate(&mut ArrOps::default(), &mut field, m, &grid, &mut x, &mut ws).unwrap();
+        assert_eq!(field.times, expect, "{m}");
+        // dx0/dt = t: AB2+ integrate a linear function exactly once two nodes exist; the
+        // Euler start-up step is off by dt0^2 / 2.
+        if m != Method::HeunReuse {
+            let want = 0.5 - 0.5 * 0.1f64 * 0.1;
+            assert!((x.0[0] - want).abs() < 1e-6, "{m}: {}", x.0[0]);
+        }
+    }
+}
+
+#[test]
+fn dopri5_reaches_tolerance_and_counts_steps() {
+    // Non-autonomous nonlinear problem with a known solution, on an f64 backend.
+    let f = |t: f64, x: [f64; 2]| [-2.0 * t * x[0] * x[0], libm::cos(t) * x[1]];
+    let t_end = 2.0f64;
+    let exact = [1.0 / (1.0 + t_end * t_end), 0.5 * libm::sin(t_end).exp()];
+    let mut prev_err = f64::INFINITY;
+    let mut prev_evals = 0;
+    for rtol in [1e-3f32, 1e-5, 1e-7] {
+        let tol = adaptive::Tolerances {
+            rtol,
+            atol: rtol,
+            ..Default::default()
+        };
+        let mut bufs = [State::default(); MAX_WORK_BUFFERS];
+        let mut ws = Workspace::new();
+        for b in bufs.iter_mut() {
+            ws.push(b).unwrap();
+        }
+        let mut field = Closure::new(f);
+        let mut x = State([1.0, 0.5]);
+        let grid = Uniform::new(1, 0.0, 2.0).unwrap();
+        let stats = adaptive::dopri5(
+            &mut ArrOps::default(),
+            &mut field,
+            &tol,
+            &grid,
+            &mut x,
+            &mut ws,
+            &mut NoObserver,
+        )
+        .unwrap();
+        let err = (x.0[0] - exact[0]).abs().max((x.0[1] - exact[1]).abs());
+        assert!(err < 20.0 * f64::from(rtol), "rtol {rtol}: err {err}");
+        assert!(err < prev_err);
+        assert_eq!(stats.evaluations, field.times.len());
+        // FSAL: 2 evaluations for the first step choice, then 6 per attempted step.
+        assert_eq!(
+            stats.evaluations,
+            2 + 6 * (stats.accepted + stats.rejected)
+        );
+        assert!(stats.evaluations > prev_evals);
+        assert_eq!(*field.times.last().unwrap(), 2.0, "last stage at t_end");
+        prev_err = err;
+        prev_evals = stats.evaluations;
+    }
+}
+
+#[test]
+fn dopri5_visits_grid_points_and_runs_backward() {
+    let grid = Uniform::new(4, 1.0, 0.0).unwrap();
+    let mut seen = Vec::new();
+    let mut x = [1.0f32, 2.0];
+    let mut flat = [0.0f32; 2 * MAX_WORK_BUFFERS];
+    let mut ws = Workspace::from_slice(&mut flat, 2, MAX_WORK_BUFFERS).unwrap();
+    // dx/dt = x  -> integrating from 1 back to 0 divides by e.
+    struct Grow;
+    impl VelocityField<CpuOps> for Grow {
+        fn eval(&mut self, _: &mut CpuOps, _: f32, x: &[f32], v: &mut [f32]) -> Result<(), Error> {
+            v.copy_from_slice(x);
+            Ok(())
+        }
+    }
+    let tol = adaptive::Tolerances {
+        rtol: 1e-6,
+        atol: 1e-6,
+        ..Default::default()
+    };
+    adaptive::dopri5(
+        &mut CpuOps,
+        &mut Grow,
+        &tol,
+        &grid,
+        &mut x,
+        &mut ws,
+        &mut FnObserver(|_, t| seen.push(t)),
+    )
+    .unwrap();
+    assert_eq!(seen, [0.75, 0.5, 0.25, 0.0]);
+    let e = (-1.0f32).exp();
+    assert!((x[0] - e).abs() < 1e-5 && (x[1] - 2.0 * e).abs() < 1e-5, "{x:?}");
+    let bad = adaptive::Tolerances {
+        rtol: f32::NAN,
+        ..Default::default()
+    };
+    assert!(adaptive::dopri5(
+        &mut CpuOps,
+        &mut Grow,
+        &bad,
+        &grid,
+        &mut x,
+        &mut ws,
+        &mut NoObserver
+    )
+    .is_err());
+}
+
+/// A hook that scales every velocity by `gain` and clamps the state after every step.
+struct Steer {
+    gain: f32,
+    clamp: f32,
+    velocities: usize,
+}
+
+impl StepObserver<CpuOps> for Steer {
+    fn on_velocity(
+        &mut self,
+        _: &mut CpuOps,
+        _: usize,
+        _: f32,
+        _: &[f32],
+        v: &mut [f32],
+    ) -> Result<(), Error> {
+        self.velocities += 1;
+        v.iter_mut().for_each(|v| *v *= self.gain);
+        Ok(())
+    }
+
+    fn on_step(&mut self, _: &mut CpuOps, _: usize, _: f32, x: &mut [f32]) -> Result<(), Error> {
+        x.iter_mut().for_each(|v| *v = v.min(self.clamp));
+        Ok(())
+    }
+}
+
+#[test]
+fn hooks_modify_velocity_and_state_for_every_method() {
+    // v = 1 everywhere; with gain 2 each Euler-consistent method moves x by 2 * dt per step,
+    // and the clamp caps the state after every step.
+    struct One;
+    impl VelocityField<CpuOps> for One {
+        fn eval(&mut self, _: &mut CpuOps, _: f32, _: &[f32], v: &mut [f32]) -> Result<(), Error> {
+            v.fill(1.0);
+            Ok(())
+        }
+    }
+    let grid = Uniform::unit(4).unwrap();
+    for m in Method::ALL {
+        let mut x = [0.0f32, 0.0];
+        let mut flat = [0.0f32; 2 * MAX_WORK_BUFFERS];
+        let mut ws = Workspace::from_slice(&mut flat, 2, m.work_buffers()).unwrap();
+        let mut hook = Steer {
+            gain: 2.0,
+            clamp: 1.0,
+            velocities: 0,
+        };
+        integrate_observed(&mut CpuOps, &mut One, m, &grid, &mut x, &mut ws, &mut hook).unwrap();
+        assert_eq!(Some(hook.velocities), m.evaluations(4), "{m}");
+        assert_eq!(x, [1.0, 1.0], "{m}: 2 * 0.25 per step, clamped at 1");
+        let mut x = [0.0f32, 0.0];
+        hook.clamp = 10.0;
+        integrate_observed(&mut CpuOps, &mut One, m, &grid, &mut x, &mut ws, &mut hook).unwrap();
+        assert!((x[0] - 2.0).abs() < 1e-6, "{m}: {x:?}");
+    }
 }
