@@ -22,6 +22,9 @@ pub trait StateOps {
     /// `true` when every element is finite (no NaN / infinity).
     fn all_finite(&mut self, buf: &Self::Buf) -> bool;
 
+    /// `buf <- c * buf` elementwise.
+    fn scale(&mut self, buf: &mut Self::Buf, c: f32);
+
     /// The scaled RMS norm the adaptive solvers use:
     /// `sqrt(mean_i (e_i / (atol + rtol * max(|a_i|, |b_i|)))^2)` with
     /// `e = sum_j coef_j * term_j` (accumulated left to right in f32, like [`Self::lincomb`]
@@ -73,6 +76,10 @@ impl StateOps for CpuOps {
 
     fn all_finite(&mut self, buf: &[f32]) -> bool {
         buf.iter().all(|v| v.is_finite())
+    }
+
+    fn scale(&mut self, buf: &mut [f32], c: f32) {
+        buf.iter_mut().for_each(|v| *v *= c);
     }
 
     fn scaled_rms(

@@ -17,6 +17,7 @@
 //!
 //! A descending grid (`t0 > t1`) integrates backward in time (inversion, data → noise).
 
+use crate::time::TimeAxis;
 use crate::Error;
 
 /// Largest step count a computed grid accepts: `2^24`, so every step index is exact in f32.
@@ -317,6 +318,312 @@ impl TimeGrid for Explicit<'_> {
     }
 }
 
+/// Element `i` of `torch.linspace(1, 0, steps + 1)` in float32: the uniform noise-level grid.
+fn uniform_noise_level(steps: usize, i: usize) -> Option<f32> {
+    Uniform::new(steps, 1.0, 0.0).ok()?.point(i)
+}
+
+fn check_steps(steps: usize) -> Result<(), Error> {
+    if steps == 0 {
+        return Err(Error::BadSolverConfig {
+            what: "zero solver steps",
+        });
+    }
+    if steps > MAX_GRID_STEPS {
+        return Err(Error::BadSolverConfig {
+            what: "too many solver steps (max 2^24)",
+        });
+    }
+    Ok(())
+}
+
+/// The SD3 / diffusers static time shift of a noise level:
+/// `σ' = shift·σ / (1 + (shift − 1)·σ)` (shift > 1 spends more steps at high noise).
+pub fn shift_noise_level(sigma: f64, shift: f64) -> f64 {
+    shift * sigma / (1.0 + (shift - 1.0) * sigma)
+}
+
+/// The two resolution-dependent time shifts of diffusers / Flux (`time_shift_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ShiftKind {
+    /// `σ' = e^μ / (e^μ + (1/σ − 1))` (Flux's default).
+    Exponential,
+    /// `σ' = μ / (μ + (1/σ − 1))`.
+    Linear,
+}
+
+impl ShiftKind {
+    /// Applies the shift to a noise level in f64 (`σ = 0` stays 0, `σ = 1` stays 1).
+    pub fn apply(self, mu: f64, sigma: f64) -> f64 {
+        let m = match self {
+            ShiftKind::Exponential => libm::exp(mu),
+            ShiftKind::Linear => mu,
+        };
+        m / (m + (1.0 / sigma - 1.0))
+    }
+
+    /// The same in f32 arithmetic (`e^μ` rounded to f32 first), as numpy computes it on a
+    /// float32 array with a Python float (diffusers' `set_timesteps(sigmas=...)` path).
+    pub fn apply_f32(self, mu: f64, sigma: f32) -> f32 {
+        let m = match self {
+            ShiftKind::Exponential => libm::exp(mu) as f32,
+            ShiftKind::Linear => mu as f32,
+        };
+        m / (m + (1.0 / sigma - 1.0))
+    }
+}
+
+/// `steps` uniform noise levels `σ = torch.linspace(1, 0, steps + 1)` (float32), each
+/// shifted by [`shift_noise_level`] (in f64, rounded to f32), mapped to model time by `axis`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shifted {
+    steps: usize,
+    shift: f64,
+    axis: TimeAxis,
+}
+
+impl Shifted {
+    /// The shifted grid. `shift = 1` gives the uniform noise levels.
+    ///
+    /// Errors: [`Error::BadSolverConfig`] for 0 or too many steps or `shift <= 0`;
+    /// [`Error::NonFiniteInput`] for a non-finite shift.
+    pub fn new(steps: usize, shift: f32, axis: TimeAxis) -> Result<Self, Error> {
+        check_steps(steps)?;
+        if !shift.is_finite() {
+            return Err(Error::NonFiniteInput { what: "time shift" });
+        }
+        if shift <= 0.0 {
+            return Err(Error::BadSolverConfig {
+                what: "time shift must be positive",
+            });
+        }
+        let g = Shifted {
+            steps,
+            shift: f64::from(shift),
+            axis,
+        };
+        check_strictly_monotone(&g)?;
+        Ok(g)
+    }
+}
+
+impl TimeGrid for Shifted {
+    fn steps(&self) -> usize {
+        self.steps
+    }
+
+    fn point(&self, i: usize) -> Option<f32> {
+        let s = uniform_noise_level(self.steps, i)?;
+        let shifted = shift_noise_level(f64::from(s), self.shift) as f32;
+        Some(self.axis.from_noise_level(shifted))
+    }
+}
+
+/// `steps` uniform noise levels (as [`Shifted`]) under diffusers' resolution-dependent
+/// shift with parameter `mu` ([`ShiftKind`], in f64, rounded to f32), mapped by `axis`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DynamicShift {
+    steps: usize,
+    mu: f64,
+    kind: ShiftKind,
+    axis: TimeAxis,
+}
+
+impl DynamicShift {
+    /// The dynamically shifted grid.
+    ///
+    /// Errors: [`Error::BadSolverConfig`] for 0 or too many steps, or `mu <= 0` with the
+    /// linear kind; [`Error::NonFiniteInput`] for a non-finite `mu`.
+    pub fn new(steps: usize, mu: f32, kind: ShiftKind, axis: TimeAxis) -> Result<Self, Error> {
+        check_steps(steps)?;
+        if !mu.is_finite() {
+            return Err(Error::NonFiniteInput { what: "time shift mu" });
+        }
+        if kind == ShiftKind::Linear && mu <= 0.0 {
+            return Err(Error::BadSolverConfig {
+                what: "linear time shift needs mu > 0",
+            });
+        }
+        let g = DynamicShift {
+            steps,
+            mu: f64::from(mu),
+            kind,
+            axis,
+        };
+        check_strictly_monotone(&g)?;
+        Ok(g)
+    }
+}
+
+impl TimeGrid for DynamicShift {
+    fn steps(&self) -> usize {
+        self.steps
+    }
+
+    fn point(&self, i: usize) -> Option<f32> {
+        let s = uniform_noise_level(self.steps, i)?;
+        let shifted = if s == 0.0 {
+            0.0
+        } else {
+            self.kind.apply(self.mu, f64::from(s)) as f32
+        };
+        Some(self.axis.from_noise_level(shifted))
+    }
+}
+
+/// The shift a [`Diffusers`] schedule applies.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DiffusersShift {
+    /// Static `shift` (scheduler config `shift`, `use_dynamic_shifting=False`; 1.0 = none).
+    Static(f32),
+    /// `use_dynamic_shifting=True` with `time_shift_type` and the `mu` passed to
+    /// `set_timesteps`.
+    Dynamic {
+        /// `mu`.
+        mu: f32,
+        /// `time_shift_type`.
+        kind: ShiftKind,
+    },
+}
+
+/// The exact noise levels of diffusers' `FlowMatchEulerDiscreteScheduler` (0.42.1, with
+/// `num_train_timesteps=1000` and no Karras/exponential/beta sigmas), bit for bit, mapped to
+/// model time by `axis`:
+///
+/// * **default path** `set_timesteps(N)`: the constructor builds the 1000-entry table
+///   `σ_k = f32(k)/1000` in float32 and, for a static shift, shifts it in float32; then
+///   `σ_max, σ_min` are its first and last entries; `set_timesteps` takes
+///   `np.linspace(1000 σ_max, 1000 σ_min, N) / 1000` in **float64**, applies the shift (again:
+///   with a static shift the end point is shifted twice) or the dynamic shift in float64, and
+///   rounds to float32;
+/// * **Flux path** `set_timesteps(sigmas=np.linspace(1, 1/N, N), mu=...)` (`flux_sigmas`):
+///   the given levels are rounded to float32 and shifted in **float32**.
+///
+/// The terminal level 0 is appended, so the grid has `N + 1` points and the last step ends
+/// at data exactly. With the `sigma` axis and `scale = 1000`, flowrt's Euler step and network
+/// time are then identical to the scheduler's `step` and `timesteps`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Diffusers {
+    steps: usize,
+    shift: DiffusersShift,
+    flux_sigmas: bool,
+    axis: TimeAxis,
+    /// 1000 σ_max and 1000 σ_min of the constructor's table, as Python floats.
+    t_max: f64,
+    t_min: f64,
+}
+
+/// The constructor's float32 table entry `k` (1..=1000) under a static shift.
+fn diffusers_table(k: u32, shift: DiffusersShift) -> f32 {
+    let s = k as f32 / 1000.0;
+    match shift {
+        DiffusersShift::Static(sh) => {
+            // torch: shift * sigmas / (1 + (shift - 1) * sigmas) with Python-float scalars.
+            let a = sh * s;
+            let b = 1.0 + ((f64::from(sh) - 1.0) as f32) * s;
+            a / b
+        }
+        DiffusersShift::Dynamic { .. } => s,
+    }
+}
+
+impl Diffusers {
+    /// The scheduler's grid for `steps` inference steps.
+    ///
+    /// Errors: [`Error::BadSolverConfig`] for 0 or too many steps, a non-positive static
+    /// shift or linear `mu`, or levels that are not strictly decreasing;
+    /// [`Error::NonFiniteInput`] for non-finite parameters.
+    pub fn new(
+        steps: usize,
+        shift: DiffusersShift,
+        flux_sigmas: bool,
+        axis: TimeAxis,
+    ) -> Result<Self, Error> {
+        check_steps(steps)?;
+        match shift {
+            DiffusersShift::Static(s) if !s.is_finite() => {
+                return Err(Error::NonFiniteInput { what: "time shift" })
+            }
+            DiffusersShift::Static(s) if s <= 0.0 => {
+                return Err(Error::BadSolverConfig {
+                    what: "time shift must be positive",
+                })
+            }
+            DiffusersShift::Dynamic { mu, .. } if !mu.is_finite() => {
+                return Err(Error::NonFiniteInput { what: "time shift mu" })
+            }
+            DiffusersShift::Dynamic {
+                mu,
+                kind: ShiftKind::Linear,
+            } if mu <= 0.0 => {
+                return Err(Error::BadSolverConfig {
+                    what: "linear time shift needs mu > 0",
+                })
+            }
+            _ => {}
+        }
+        let g = Diffusers {
+            steps,
+            shift,
+            flux_sigmas,
+            axis,
+            t_max: f64::from(diffusers_table(1000, shift)) * 1000.0,
+            t_min: f64::from(diffusers_table(1, shift)) * 1000.0,
+        };
+        check_strictly_monotone(&g)?;
+        Ok(g)
+    }
+
+    /// The noise level σ_i (`i <= steps`; σ_steps = 0).
+    pub fn noise_level(&self, i: usize) -> Option<f32> {
+        if i > self.steps {
+            return None;
+        }
+        if i == self.steps {
+            return Some(0.0);
+        }
+        let n = self.steps;
+        if self.flux_sigmas {
+            let s = numpy_linspace(1.0, 1.0 / n as f64, n, i) as f32;
+            return Some(match self.shift {
+                DiffusersShift::Static(sh) => {
+                    let a = sh * s;
+                    a / (1.0 + ((f64::from(sh) - 1.0) as f32) * s)
+                }
+                DiffusersShift::Dynamic { mu, kind } => kind.apply_f32(f64::from(mu), s),
+            });
+        }
+        let s = numpy_linspace(self.t_max, self.t_min, n, i) / 1000.0;
+        Some(match self.shift {
+            DiffusersShift::Static(sh) => shift_noise_level(s, f64::from(sh)) as f32,
+            DiffusersShift::Dynamic { mu, kind } => kind.apply(f64::from(mu), s) as f32,
+        })
+    }
+}
+
+/// Element `i` of `np.linspace(start, stop, num)` in float64 (`i * step + start`, the last
+/// element exactly `stop`, a single element `start`).
+fn numpy_linspace(start: f64, stop: f64, num: usize, i: usize) -> f64 {
+    if num <= 1 {
+        return start;
+    }
+    if i + 1 == num {
+        return stop;
+    }
+    let step = (stop - start) / (num - 1) as f64;
+    i as f64 * step + start
+}
+
+impl TimeGrid for Diffusers {
+    fn steps(&self) -> usize {
+        self.steps
+    }
+
+    fn point(&self, i: usize) -> Option<f32> {
+        self.noise_level(i).map(|s| self.axis.from_noise_level(s))
+    }
+}
+
 /// The built-in time grids, as one value (what solver defaults in a `.frt` file or a command
 /// line select). New schedules become new variants.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -328,6 +635,12 @@ pub enum Grid<'a> {
     StepSize(StepSize),
     /// A caller-provided list.
     Explicit(Explicit<'a>),
+    /// Uniform noise levels under the SD3 static shift.
+    Shifted(Shifted),
+    /// Uniform noise levels under diffusers' dynamic (resolution-dependent) shift.
+    DynamicShift(DynamicShift),
+    /// diffusers' `FlowMatchEulerDiscreteScheduler` levels, bit for bit.
+    Diffusers(Diffusers),
 }
 
 impl Grid<'static> {
@@ -345,6 +658,9 @@ impl TimeGrid for Grid<'_> {
             Grid::Uniform(g) => g.steps(),
             Grid::StepSize(g) => g.steps(),
             Grid::Explicit(g) => g.steps(),
+            Grid::Shifted(g) => g.steps(),
+            Grid::DynamicShift(g) => g.steps(),
+            Grid::Diffusers(g) => g.steps(),
         }
     }
 
@@ -353,7 +669,137 @@ impl TimeGrid for Grid<'_> {
             Grid::Uniform(g) => g.point(i),
             Grid::StepSize(g) => g.point(i),
             Grid::Explicit(g) => g.point(i),
+            Grid::Shifted(g) => g.point(i),
+            Grid::DynamicShift(g) => g.point(i),
+            Grid::Diffusers(g) => g.point(i),
         }
+    }
+}
+
+/// A grid described independently of its step count and time axis: what a command line
+/// (`--grid`) or a `.frt` file's solver defaults name. [`GridSpec::build`] makes the grid.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum GridSpec<'a> {
+    /// `uniform`: `torch.linspace` from the noise end to the data end.
+    Uniform,
+    /// `step-size:H` (CLI `--step-size H`): torchdiffeq's step-size grid.
+    StepSize(f32),
+    /// `shift:S`: [`Shifted`].
+    Shift(f32),
+    /// `dynamic-shift:MU` / `dynamic-shift-linear:MU`: [`DynamicShift`].
+    DynamicShift {
+        /// `mu`.
+        mu: f32,
+        /// Exponential or linear.
+        kind: ShiftKind,
+    },
+    /// `diffusers`, `diffusers:S`, `diffusers-dynamic:MU[:linear]`, `flux:MU[:linear]`:
+    /// [`Diffusers`] (`flux` = the `sigmas=linspace(1, 1/N, N)` + `mu` call).
+    Diffusers {
+        /// The scheduler's shift.
+        shift: DiffusersShift,
+        /// Flux-style `sigmas` input.
+        flux_sigmas: bool,
+    },
+    /// An explicit list of model times (sets the step count).
+    Explicit(&'a [f32]),
+}
+
+impl<'a> GridSpec<'a> {
+    /// The grid for `steps` steps on `axis` (from its noise end to its data end). `steps` is
+    /// ignored by [`GridSpec::StepSize`] and [`GridSpec::Explicit`], which fix their own.
+    ///
+    /// Errors: as the constructors of the grid types.
+    pub fn build(&self, steps: usize, axis: TimeAxis) -> Result<Grid<'a>, Error> {
+        let (noise, data) = (axis.noise_end(), axis.data_end());
+        Ok(match *self {
+            GridSpec::Uniform => Grid::Uniform(Uniform::new(steps, noise, data)?),
+            GridSpec::StepSize(h) => Grid::StepSize(StepSize::new(noise, data, h)?),
+            GridSpec::Shift(s) => Grid::Shifted(Shifted::new(steps, s, axis)?),
+            GridSpec::DynamicShift { mu, kind } => {
+                Grid::DynamicShift(DynamicShift::new(steps, mu, kind, axis)?)
+            }
+            GridSpec::Diffusers { shift, flux_sigmas } => {
+                Grid::Diffusers(Diffusers::new(steps, shift, flux_sigmas, axis)?)
+            }
+            GridSpec::Explicit(p) => Grid::Explicit(Explicit::new(p)?),
+        })
+    }
+
+    /// `true` when the spec fixes the step count itself (explicit list, step size).
+    pub fn fixes_steps(&self) -> bool {
+        matches!(self, GridSpec::StepSize(_) | GridSpec::Explicit(_))
+    }
+
+    /// Parses a named grid (`uniform`, `step-size:H`, `shift:S`, `dynamic-shift:MU`,
+    /// `dynamic-shift-linear:MU`, `diffusers`, `diffusers:S`, `diffusers-dynamic:MU`,
+    /// `diffusers-dynamic:MU:linear`, `flux:MU`, `flux:MU:linear`). Explicit lists are parsed
+    /// by the caller, which owns their storage.
+    ///
+    /// Errors: [`Error::BadSolverConfig`] for an unknown name or a malformed number.
+    pub fn parse_named(s: &str) -> Result<GridSpec<'static>, Error> {
+        const BAD_NUMBER: Error = Error::BadSolverConfig {
+            what: "malformed number in the grid name",
+        };
+        let num = |v: &str| v.trim().parse::<f32>().map_err(|_| BAD_NUMBER);
+        let kind = |k: Option<&str>| match k {
+            None | Some("exponential") => Ok(ShiftKind::Exponential),
+            Some("linear") => Ok(ShiftKind::Linear),
+            Some(_) => Err(Error::BadSolverConfig {
+                what: "unknown time-shift kind (expected exponential or linear)",
+            }),
+        };
+        let (name, arg) = match s.split_once(':') {
+            Some((n, a)) => (n, Some(a)),
+            None => (s, None),
+        };
+        fn split_kind(a: &str) -> (&str, Option<&str>) {
+            match a.split_once(':') {
+                Some((m, k)) => (m, Some(k)),
+                None => (a, None),
+            }
+        }
+        Ok(match (name, arg) {
+            ("uniform", None) => GridSpec::Uniform,
+            ("step-size", Some(h)) => GridSpec::StepSize(num(h)?),
+            ("shift", Some(v)) => GridSpec::Shift(num(v)?),
+            ("dynamic-shift", Some(v)) => {
+                let (m, k) = split_kind(v);
+                GridSpec::DynamicShift {
+                    mu: num(m)?,
+                    kind: kind(k)?,
+                }
+            }
+            ("dynamic-shift-linear", Some(v)) => GridSpec::DynamicShift {
+                mu: num(v)?,
+                kind: ShiftKind::Linear,
+            },
+            ("diffusers", None) => GridSpec::Diffusers {
+                shift: DiffusersShift::Static(1.0),
+                flux_sigmas: false,
+            },
+            ("diffusers", Some(v)) => GridSpec::Diffusers {
+                shift: DiffusersShift::Static(num(v)?),
+                flux_sigmas: false,
+            },
+            ("diffusers-dynamic" | "flux", Some(v)) => {
+                let (m, k) = split_kind(v);
+                GridSpec::Diffusers {
+                    shift: DiffusersShift::Dynamic {
+                        mu: num(m)?,
+                        kind: kind(k)?,
+                    },
+                    flux_sigmas: name == "flux",
+                }
+            }
+            _ => {
+                return Err(Error::BadSolverConfig {
+                    what: "unknown grid (expected uniform, shift:S, dynamic-shift:MU, \
+                           dynamic-shift-linear:MU, diffusers[:S], diffusers-dynamic:MU[:linear], \
+                           flux:MU[:linear], step-size:H or a list t0,t1,...)",
+                })
+            }
+        })
     }
 }
 

@@ -105,6 +105,25 @@ pub struct ModelDesc {
     /// The source ONNX model, self-contained (weights inline), stored in the optional `ONNX`
     /// section so `flowrt-ort` can run the same artifact (`flowrt export --embed-onnx`).
     pub onnx: Option<Vec<u8>>,
+    /// The time convention (written as a `TIME` section unless it is the default).
+    pub time: crate::time::TimeConvention,
+    /// Solver defaults (written as a `SOLVER_DEFAULTS` section when set).
+    pub solver_defaults: Option<SolverDefaultsDesc>,
+}
+
+/// Owned solver defaults for [`ModelDesc`]; see [`crate::format::sampling::SolverDefaults`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SolverDefaultsDesc {
+    /// Default method.
+    pub method: Option<crate::solver::Method>,
+    /// Default step count.
+    pub steps: Option<usize>,
+    /// Default named grid (ignored when `grid_points` is set).
+    pub grid: Option<crate::grid::GridSpec<'static>>,
+    /// Default explicit grid (model times).
+    pub grid_points: Option<Vec<f32>>,
+    /// Default guidance.
+    pub guidance: crate::format::sampling::GuidanceDefaults,
 }
 
 /// A small builder for [`ModelDesc`]s by hand (tests, tools, programmatic models).

@@ -38,6 +38,7 @@ pub mod grid;
 pub mod rng;
 pub mod sampler;
 pub mod solver;
+pub mod time;
 
 pub use error::Error;
 pub use field::{CpuOps, StateOps, VelocityField};

@@ -42,6 +42,8 @@ pub struct Model<'a> {
     n_meta: u32,
     names: Option<&'a [u8]>,
     onnx: Option<&'a [u8]>,
+    time: crate::time::TimeConvention,
+    defaults: Option<&'a [u8]>,
 }
 
 impl core::fmt::Debug for Model<'_> {
@@ -364,6 +366,17 @@ impl<'a> Model<'a> {
             n_meta,
             names,
             onnx: s.onnx,
+            time: match s.time {
+                Some(b) => crate::format::sampling::read_time(b)?,
+                None => crate::time::TimeConvention::default(),
+            },
+            defaults: match s.defaults {
+                Some(b) => {
+                    crate::format::sampling::read_defaults(b)?;
+                    Some(b)
+                }
+                None => None,
+            },
         })
     }
 
@@ -893,6 +906,20 @@ impl<'a> Model<'a> {
         self.onnx
     }
 
+    /// The model's time convention (the `TIME` section; the default `t` 0 → 1, unscaled,
+    /// when the file has none).
+    pub fn time_convention(&self) -> crate::time::TimeConvention {
+        self.time
+    }
+
+    /// The solver defaults baked in at export (the optional `SOLVER_DEFAULTS` section;
+    /// explicit grid points are borrowed from the file), or `None`.
+    pub fn solver_defaults(&self) -> Option<crate::format::sampling::SolverDefaults<'a>> {
+        // Validated at load, so decoding again cannot fail.
+        self.defaults
+            .and_then(|b| crate::format::sampling::read_defaults(b).ok())
+    }
+
     /// The value of the first metadata entry with key `key`.
     pub fn metadata_value(&self, key: &str) -> Option<&'a str> {
         self.metadata().find(|(k, _)| *k == key).map(|(_, v)| v)
@@ -957,6 +984,8 @@ struct Sections<'a> {
     metadata: Option<&'a [u8]>,
     names: Option<&'a [u8]>,
     onnx: Option<&'a [u8]>,
+    time: Option<&'a [u8]>,
+    defaults: Option<&'a [u8]>,
 }
 
 impl<'a> Sections<'a> {
@@ -986,7 +1015,7 @@ impl<'a> Sections<'a> {
             let len = to_usize(le_u64(file, o + 16).ok_or(t)?, "section length")?;
             Ok((kind, flags, off, len))
         };
-        let mut found: [Option<&'a [u8]>; 10] = [None; 10];
+        let mut found: [Option<&'a [u8]>; 11] = [None; 11];
         for i in 0..count {
             let (kind, flags, off, len) = entry(i)?;
             if flags & !SECTION_FLAG_REQUIRED != 0 {
@@ -1010,8 +1039,7 @@ impl<'a> Sections<'a> {
             }
             match found.get_mut(usize::from(kind)) {
                 Some(slot)
-                    if (section::TENSORS..=section::NAMES).contains(&kind)
-                        || kind == section::ONNX =>
+                    if (section::TENSORS..=section::TIME).contains(&kind) =>
                 {
                     if slot.is_some() {
                         return Err(invalid("a section kind appears twice"));
@@ -1043,6 +1071,11 @@ impl<'a> Sections<'a> {
             metadata: found.get(usize::from(section::METADATA)).copied().flatten(),
             names: found.get(usize::from(section::NAMES)).copied().flatten(),
             onnx: found.get(usize::from(section::ONNX)).copied().flatten(),
+            time: found.get(usize::from(section::TIME)).copied().flatten(),
+            defaults: found
+                .get(usize::from(section::SOLVER_DEFAULTS))
+                .copied()
+                .flatten(),
         })
     }
 }

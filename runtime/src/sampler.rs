@@ -10,6 +10,7 @@ use crate::exec::CpuField;
 use crate::field::CpuOps;
 use crate::grid::TimeGrid;
 use crate::solver::{integrate_observed, Method, StepObserver, Workspace};
+use crate::time::ConventionField;
 use crate::{Error, Model};
 
 /// Arena bytes [`sample`] needs for `batch` rows with `method`.
@@ -38,7 +39,9 @@ pub fn sample_arena_bytes(model: &Model<'_>, method: Method, batch: usize) -> Re
 }
 
 /// Integrates `x` (noise in, samples out; `batch * state_dim` values, row-major) along
-/// `grid` with `method`, evaluating the model on the CPU.
+/// `grid` with `method`, evaluating the model on the CPU. The grid is in the model's own
+/// time ([`Model::time_convention`]: build it with [`crate::grid::GridSpec::build`] on the
+/// model's axis); the network sees the time scaled as the convention says.
 ///
 /// Errors: `x` not a whole number of rows ([`Error::ShapeMismatch`]), arena too small or
 /// misaligned, NaN/infinite noise ([`Error::NonFiniteInput`]), or a non-finite result.
@@ -89,7 +92,8 @@ pub fn sample_observed<G: TimeGrid + ?Sized, O: StepObserver<CpuOps> + ?Sized>(
     let field_bytes = (model.required_arena_bytes(batch)? + 15) & !15;
     let (field_arena, work_arena) = arena.split_at_mut(field_bytes);
     let (mut work, _) = Workspace::from_arena(work_arena, x.len(), method.work_buffers())?;
-    let mut field = CpuField::new(model, batch, field_arena)?;
+    let mut net = CpuField::new(model, batch, field_arena)?;
+    let mut field = ConventionField::new(&mut net, model.time_convention());
     integrate_observed(
         &mut CpuOps,
         &mut field,

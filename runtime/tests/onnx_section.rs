@@ -28,6 +28,7 @@ fn tiny(onnx: Option<Vec<u8>>) -> ModelDesc {
         output: 1,
         metadata: vec![],
         onnx,
+        ..Default::default()
     }
 }
 

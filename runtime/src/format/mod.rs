@@ -15,6 +15,7 @@ use crate::Error;
 
 mod aligned;
 pub(crate) mod rules;
+pub mod sampling;
 #[cfg(feature = "alloc")]
 pub(crate) mod write;
 
@@ -73,10 +74,12 @@ pub mod section {
     pub const METADATA: u16 = 6;
     /// Tensor and node names (optional).
     pub const NAMES: u16 = 7;
-    /// Reserved: solver defaults (optional, not yet written).
+    /// Solver defaults baked in at export: method, steps, grid, guidance (optional).
     pub const SOLVER_DEFAULTS: u16 = 8;
     /// The source ONNX model's bytes, self-contained (optional; `flowrt export --embed-onnx`).
     pub const ONNX: u16 = 9;
+    /// The model's time convention (required when present; absent = `t` 0 → 1, unscaled).
+    pub const TIME: u16 = 10;
 }
 
 /// Operation codes of node records.

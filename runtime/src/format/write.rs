@@ -431,6 +431,30 @@ pub fn write(desc: &ModelDesc) -> Result<Vec<u8>, Error> {
     if let Some(onnx) = &desc.onnx {
         sections.push((section::ONNX, 0, onnx));
     }
+    // The time convention: required when present, so readers that predate it refuse the file
+    // rather than sample it on the wrong axis; absent for the default convention.
+    desc.time.validate()?;
+    let time = super::sampling::encode_time(&desc.time);
+    if !desc.time.is_default() {
+        sections.push((section::TIME, SECTION_FLAG_REQUIRED, &time));
+    }
+    let defaults = match &desc.solver_defaults {
+        None => None,
+        Some(d) => Some(super::sampling::encode_defaults(
+            &super::sampling::SolverDefaults {
+                method: d.method,
+                steps: d.steps,
+                grid: match &d.grid_points {
+                    Some(p) => Some(crate::grid::GridSpec::Explicit(p)),
+                    None => d.grid,
+                },
+                guidance: d.guidance,
+            },
+        )?),
+    };
+    if let Some(d) = &defaults {
+        sections.push((section::SOLVER_DEFAULTS, 0, d));
+    }
     let table_end = HEADER_LEN + sections.len() * SECTION_ENTRY_LEN;
     let mut offsets = Vec::with_capacity(sections.len());
     let mut pos = align_up(table_end).ok_or(too_big)?;

@@ -39,6 +39,10 @@ impl StateOps for ArrOps {
         buf.0.iter().all(|v| v.is_finite())
     }
 
+    fn scale(&mut self, buf: &mut State, c: f32) {
+        buf.0.iter_mut().for_each(|v| *v *= f64::from(c));
+    }
+
     fn scaled_rms(
         &mut self,
         terms: &[(f32, &State)],
