@@ -11,6 +11,7 @@ pub mod lower;
 pub mod npy;
 pub mod plot;
 pub mod roles;
+pub mod solve;
 
 use std::path::Path;
 
@@ -25,6 +26,10 @@ pub struct ExportOptions {
     /// Store the source ONNX (external weights inlined) in the `.frt` `ONNX` section, so
     /// `flowrt-ort` can run the same artifact (`export --embed-onnx`).
     pub embed_onnx: bool,
+    /// The model's time convention (`export --time --time-scale --negate-output`).
+    pub time: flowrt::time::TimeConvention,
+    /// Solver defaults to bake in (`export --method --steps --grid --guidance ...`).
+    pub solver_defaults: Option<flowrt::ir::SolverDefaultsDesc>,
 }
 
 /// Imports and lowers an ONNX file into a flowrt model description.
@@ -56,6 +61,8 @@ pub fn onnx_to_desc(path: &Path, opts: &ExportOptions) -> Result<ModelDesc> {
         .map(|(i, r)| format!("{}={}", i.name, roles::role_name(*r)))
         .collect();
     desc.metadata.push(("roles".into(), sig.join(",")));
+    desc.time = opts.time;
+    desc.solver_defaults = opts.solver_defaults.clone();
     if opts.embed_onnx {
         desc.onnx = Some(
             embed::self_contained_onnx(path)
@@ -113,4 +120,13 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h
+}
+
+/// Reads a `.frt` file into a 16-byte aligned buffer (validated when a `Model` is made
+/// from it).
+///
+/// Errors: the file cannot be read.
+pub fn read_frt(path: &Path) -> Result<flowrt::format::AlignedBytes> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(flowrt::format::AlignedBytes::copy_from(&bytes))
 }

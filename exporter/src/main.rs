@@ -7,7 +7,6 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 use flowrt::format::AlignedBytes;
-use flowrt::grid::Uniform;
 use flowrt::solver::Method;
 use flowrt::Model;
 use flowrt_export::{npy, roles, ExportOptions};
@@ -39,6 +38,35 @@ enum Command {
         /// `sample --backend ort` and `bench` can run the same artifact with ONNX Runtime.
         #[arg(long)]
         embed_onnx: bool,
+        /// The model's time axis: t (0 = noise, 1 = data; torchcfm, flow_matching) or sigma
+        /// (1 = noise, 0 = data, output noise - x0; SD3, Flux, diffusers).
+        #[arg(long, default_value = "t")]
+        time: String,
+        /// The network receives scale * time (1000 for diffusers-style timesteps, 999 for the
+        /// official Rectified Flow code).
+        #[arg(long, default_value_t = 1.0)]
+        time_scale: f32,
+        /// The network predicts -dx/dtime (e.g. data - noise on the sigma axis).
+        #[arg(long)]
+        negate_output: bool,
+        /// Bake a default solver into the file (sample uses it unless told otherwise).
+        #[arg(long)]
+        method: Option<String>,
+        /// Bake a default step count into the file.
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Bake a default grid into the file (same forms as `sample --grid`).
+        #[arg(long, allow_hyphen_values = true)]
+        grid: Option<String>,
+        /// Bake a default classifier-free guidance scale into the file.
+        #[arg(long)]
+        guidance: Option<f32>,
+        /// Bake the null (unconditional) label into the file.
+        #[arg(long)]
+        null_label: Option<u32>,
+        /// Bake a guidance interval A,B (model time) into the file.
+        #[arg(long, value_name = "A,B")]
+        guidance_interval: Option<String>,
     },
     /// Print a .frt file's signature, ops, parameters and arena sizes.
     Inspect {
@@ -51,28 +79,30 @@ enum Command {
         #[arg(long = "batch", default_values_t = [1usize, 64, 4096])]
         batches: Vec<usize>,
     },
-    /// Integrate noise to samples: t = 0 (noise) -> 1 (data).
+    /// Integrate noise to samples (the model's noise end to its data end).
     Sample {
         /// The .frt file.
         model: PathBuf,
         /// Noise as .npy (float32 or float64, shape [N, ...state dims]).
         #[arg(long, conflicts_with_all = ["seed", "num"])]
         noise: Option<PathBuf>,
-        /// Draw the noise with flowrt's deterministic RNG from this seed.
+        /// Draw the noise with flowrt's deterministic RNG (Philox4x32-10 + Box-Muller, the
+        /// same bits on every platform; docs/rng.md) from this seed.
         #[arg(long, requires = "num")]
         seed: Option<u64>,
         /// Number of samples to draw with --seed.
         #[arg(long, requires = "seed")]
         num: Option<usize>,
-        /// Solver: euler, midpoint, heun, ralston, rk4 (classic), rk4-38 (torchdiffeq's rk4).
-        #[arg(long, default_value = "euler")]
-        method: String,
-        /// Number of uniform steps over [0, 1].
-        #[arg(long, default_value_t = 1)]
-        steps: usize,
+        #[command(flatten)]
+        solve: flowrt_export::solve::SolveArgs,
+        #[command(flatten)]
+        sde: flowrt_export::solve::SdeArgs,
         /// Output .npy (float32, same shape as the noise).
         #[arg(short, long)]
         output: PathBuf,
+        /// Also write every step's state as .npy [steps + 1, N, ...] (the initial noise first).
+        #[arg(long, value_name = "NPY")]
+        trajectory: Option<PathBuf>,
         /// Also draw the first two coordinates of the samples in the terminal.
         #[arg(long)]
         ascii: bool,
@@ -85,6 +115,26 @@ enum Command {
         /// With --backend ort: ONNX Runtime intra-op threads.
         #[arg(long, default_value_t = 1)]
         threads: usize,
+    },
+    /// Integrate data back to noise (inversion) with any solver and grid, then forward again
+    /// and print the round-trip error.
+    Invert {
+        /// The .frt file.
+        model: PathBuf,
+        /// Data as .npy [N, ...state dims].
+        #[arg(long)]
+        data: PathBuf,
+        #[command(flatten)]
+        solve: flowrt_export::solve::SolveArgs,
+        /// Output .npy: the recovered noise.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Velocity backend.
+        #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+        backend: Backend,
+        /// With --backend ort: use this ONNX file instead of the embedded one.
+        #[arg(long, value_name = "PATH")]
+        onnx: Option<PathBuf>,
     },
     /// Time flowrt's CPU backend against ONNX Runtime in one process (same noise, solver
     /// loop and threads); the last line is `ratio flowrt/ort: R` (median over median).
@@ -158,7 +208,42 @@ fn run(cli: Cli) -> Result<()> {
             output,
             roles,
             embed_onnx,
-        } => export(&model, &output, &roles, embed_onnx),
+            time,
+            time_scale,
+            negate_output,
+            method,
+            steps,
+            grid,
+            guidance,
+            null_label,
+            guidance_interval,
+        } => {
+            let time = flowrt::time::TimeConvention {
+                axis: flowrt::time::TimeAxis::parse(&time).map_err(|e| anyhow!("--time {time}: {e}"))?,
+                scale: time_scale,
+                negate_output,
+            };
+            time.validate()
+                .map_err(|e| anyhow!("--time-scale {time_scale}: {e}"))?;
+            let defaults = solver_defaults(
+                method.as_deref(),
+                steps,
+                grid.as_deref(),
+                guidance,
+                null_label,
+                guidance_interval.as_deref(),
+            )?;
+            let opts = ExportOptions {
+                roles: roles
+                    .iter()
+                    .map(|r| roles::parse_role_override(r))
+                    .collect::<Result<_>>()?,
+                embed_onnx,
+                time,
+                solver_defaults: defaults,
+            };
+            export(&model, &output, &opts)
+        }
         Command::Inspect {
             model,
             json,
@@ -169,23 +254,33 @@ fn run(cli: Cli) -> Result<()> {
             noise,
             seed,
             num,
-            method,
-            steps,
+            solve,
+            sde,
             output,
+            trajectory,
             ascii,
             backend,
             onnx,
             threads,
-        } => sample(
-            &model,
-            noise.as_deref(),
-            seed.zip(num),
-            &method,
-            steps,
-            &output,
+        } => sample(&SampleArgs {
+            path: &model,
+            noise: noise.as_deref(),
+            seeded: seed.zip(num),
+            solve: &solve,
+            sde: &sde,
+            output: &output,
+            trajectory: trajectory.as_deref(),
             ascii,
-            (backend, onnx.as_deref(), threads),
-        ),
+            backend: (backend, onnx.as_deref(), threads),
+        }),
+        Command::Invert {
+            model,
+            data,
+            solve,
+            output,
+            backend,
+            onnx,
+        } => invert(&model, &data, &solve, &output, (backend, onnx.as_deref(), 1)),
         Command::Bench {
             model,
             against: Against::Ort,
@@ -234,12 +329,69 @@ fn bench(path: &Path, onnx: Option<&Path>, cfg: &flowrt_export::bench::BenchConf
     Ok(())
 }
 
-fn export(model: &Path, output: &Path, role_args: &[String], embed_onnx: bool) -> Result<()> {
-    let roles = role_args
-        .iter()
-        .map(|r| roles::parse_role_override(r))
-        .collect::<Result<_>>()?;
-    let bytes = flowrt_export::export_onnx(model, &ExportOptions { roles, embed_onnx })?;
+/// Solver defaults from the export flags; `None` when none was given.
+fn solver_defaults(
+    method: Option<&str>,
+    steps: Option<usize>,
+    grid: Option<&str>,
+    guidance: Option<f32>,
+    null_label: Option<u32>,
+    interval: Option<&str>,
+) -> Result<Option<flowrt::ir::SolverDefaultsDesc>> {
+    if method.is_none()
+        && steps.is_none()
+        && grid.is_none()
+        && guidance.is_none()
+        && null_label.is_none()
+        && interval.is_none()
+    {
+        return Ok(None);
+    }
+    let method: Option<Method> = method
+        .map(|m| m.parse().map_err(|e| anyhow!("--method {m}: {e}")))
+        .transpose()?;
+    if steps == Some(0) {
+        bail!("--steps must be at least 1");
+    }
+    let (grid, grid_points) = match grid {
+        Some(g) => {
+            let (spec, points) = flowrt_export::solve::parse_grid(g)?;
+            (points.is_none().then_some(spec), points)
+        }
+        None => (None, None),
+    };
+    let interval = interval.map(parse_interval).transpose()?;
+    if guidance.is_some_and(|w| !w.is_finite()) {
+        bail!("--guidance must be finite");
+    }
+    Ok(Some(flowrt::ir::SolverDefaultsDesc {
+        method,
+        steps,
+        grid,
+        grid_points,
+        guidance: flowrt::format::sampling::GuidanceDefaults {
+            scale: guidance,
+            null_label,
+            interval,
+        },
+    }))
+}
+
+/// Parses `A,B` with `A <= B`.
+fn parse_interval(s: &str) -> Result<(f32, f32)> {
+    let (a, b) = s
+        .split_once(',')
+        .ok_or_else(|| anyhow!("--guidance-interval expects A,B, got `{s}`"))?;
+    let a: f32 = a.trim().parse().map_err(|_| anyhow!("--guidance-interval: `{a}` is not a number"))?;
+    let b: f32 = b.trim().parse().map_err(|_| anyhow!("--guidance-interval: `{b}` is not a number"))?;
+    if !(a.is_finite() && b.is_finite() && a <= b) {
+        bail!("--guidance-interval needs finite A <= B, got {a},{b}");
+    }
+    Ok((a, b))
+}
+
+fn export(model: &Path, output: &Path, opts: &ExportOptions) -> Result<()> {
+    let bytes = flowrt_export::export_onnx(model, opts)?;
     std::fs::write(output, &bytes).with_context(|| format!("writing {}", output.display()))?;
     let aligned = AlignedBytes::copy_from(&bytes);
     let m =
@@ -257,8 +409,7 @@ fn export(model: &Path, output: &Path, role_args: &[String], embed_onnx: bool) -
 
 /// Reads a .frt file into an aligned buffer (validated when a `Model` is made from it).
 fn read_frt(path: &Path) -> Result<AlignedBytes> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(AlignedBytes::copy_from(&bytes))
+    flowrt_export::read_frt(path)
 }
 
 fn load<'a>(bytes: &'a AlignedBytes, path: &Path) -> Result<Model<'a>> {
@@ -355,42 +506,85 @@ fn inspect(path: &Path, json: bool, batches: &[usize]) -> Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn sample(
-    path: &Path,
-    noise: Option<&Path>,
+/// What `sample` was asked to do.
+struct SampleArgs<'a> {
+    path: &'a Path,
+    noise: Option<&'a Path>,
     seeded: Option<(u64, usize)>,
-    method: &str,
-    steps: usize,
-    output: &Path,
+    solve: &'a flowrt_export::solve::SolveArgs,
+    sde: &'a flowrt_export::solve::SdeArgs,
+    output: &'a Path,
+    trajectory: Option<&'a Path>,
     ascii: bool,
-    (backend, onnx, threads): (Backend, Option<&Path>, usize),
-) -> Result<()> {
-    let method: Method = method
-        .parse()
-        .map_err(|e| anyhow!("--method {method}: {e}"))?;
-    let bytes = read_frt(path)?;
-    let m = load(&bytes, path)?;
-    let x_shape = m
-        .inputs()
-        .find(|i| !matches!(i.role, flowrt::format::InputRole::T))
-        .map(|i| i.shape)
-        .ok_or_else(|| anyhow!("model has no state input"))?;
+    backend: (Backend, Option<&'a Path>, usize),
+}
+
+/// Reads `[N, ...]` rows of the model's state from an .npy file.
+fn read_rows(p: &Path, m: &Model<'_>) -> Result<(Vec<f32>, Vec<usize>)> {
     let dim = m.state_dim();
-    let (mut x, shape) = match (noise, seeded) {
-        (Some(p), _) => {
-            let (data, shape) = npy::read_f32(p)?;
-            let row: usize = shape.iter().skip(1).product();
-            if shape.len() < 2 || row != dim {
-                bail!(
-                    "{}: noise shape {:?} does not fit the model's state (rows of {dim} values, \
-                     input shape {x_shape})",
-                    p.display(),
-                    shape
-                );
+    let (data, shape) = npy::read_f32(p)?;
+    let row: usize = shape.iter().skip(1).product();
+    if shape.len() < 2 || row != dim {
+        let x_shape = m
+            .inputs()
+            .find(|i| !matches!(i.role, flowrt::format::InputRole::T))
+            .map(|i| i.shape.to_string())
+            .unwrap_or_default();
+        bail!(
+            "{}: shape {:?} does not fit the model's state (rows of {dim} values, input shape              {x_shape})",
+            p.display(),
+            shape
+        );
+    }
+    Ok((data, shape))
+}
+
+/// Runs `f` with the chosen backend's raw network for `batch` rows.
+fn with_net<R>(
+    m: &Model<'_>,
+    (backend, onnx, threads): (Backend, Option<&Path>, usize),
+    batch: usize,
+    f: impl FnOnce(&mut dyn flowrt::VelocityField<flowrt::CpuOps>) -> Result<R, flowrt::Error>,
+) -> Result<R> {
+    match backend {
+        Backend::Cpu => {
+            if onnx.is_some() {
+                bail!("--onnx is only used with --backend ort");
             }
-            (data, shape)
+            let need = m.required_arena_bytes(batch).map_err(|e| anyhow!("{e}"))?;
+            let mut arena = AlignedBytes::try_zeroed(need)
+                .ok_or_else(|| anyhow!("cannot allocate the {need}-byte arena for {batch} rows"))?;
+            let mut field = flowrt::exec::CpuField::new(m, batch, arena.as_mut_slice())
+                .map_err(|e| anyhow!("{e}"))?;
+            f(&mut field).map_err(|e| anyhow!("sampling failed: {e}"))
         }
+        Backend::Ort => {
+            let mut session = flowrt_export::bench::open_ort(m, onnx, threads)?;
+            let mut field = session.field(batch).map_err(|e| anyhow!("{e}"))?;
+            match f(&mut field) {
+                Ok(r) => Ok(r),
+                Err(e) => match field.take_error() {
+                    Some(ort) => Err(anyhow!("sampling failed: {ort}")),
+                    None => Err(anyhow!("sampling failed: {e}")),
+                },
+            }
+        }
+    }
+}
+
+fn backend_name(b: Backend) -> &'static str {
+    match b {
+        Backend::Cpu => "cpu",
+        Backend::Ort => "ort",
+    }
+}
+
+fn sample(a: &SampleArgs<'_>) -> Result<()> {
+    let bytes = read_frt(a.path)?;
+    let m = load(&bytes, a.path)?;
+    let dim = m.state_dim();
+    let (mut x, shape) = match (a.noise, a.seeded) {
+        (Some(p), _) => read_rows(p, &m)?,
         (None, Some((seed, num))) => {
             if num == 0 {
                 bail!("--num must be at least 1");
@@ -408,43 +602,94 @@ fn sample(
         (None, None) => bail!("give the noise with --noise Z.npy, or --seed S --num N"),
     };
     let batch = shape[0];
-    let grid = Uniform::new(steps, 0.0, 1.0).map_err(|e| anyhow!("--steps {steps}: {e}"))?;
-    let need =
-        flowrt::sampler::sample_arena_bytes(&m, method, batch).map_err(|e| anyhow!("{e}"))?;
-    let elapsed = match backend {
-        Backend::Cpu => {
-            if onnx.is_some() {
-                bail!("--onnx is only used with --backend ort");
-            }
-            let mut arena = AlignedBytes::try_zeroed(need)
-                .ok_or_else(|| anyhow!("cannot allocate the {need}-byte arena for {batch} rows"))?;
-            let start = Instant::now();
-            flowrt::sampler::sample(&m, method, &grid, &mut x, arena.as_mut_slice())
-                .map_err(|e| anyhow!("sampling failed: {e}"))?;
-            start.elapsed()
+    let plan = a.solve.plan(&m)?;
+    let axis = m.time_convention().axis;
+    let grid = plan.grid.grid(axis)?;
+    let mut traj = a.trajectory.map(|_| flowrt_export::solve::Trajectory::default());
+    let start = Instant::now();
+    let report = if let Some(schedule) = &a.sde.sde {
+        if a.backend.0 != Backend::Cpu {
+            bail!("--sde runs on the CPU backend only");
         }
-        Backend::Ort => {
-            let mut session = flowrt_export::bench::open_ort(&m, onnx, threads)?;
-            let start = Instant::now();
-            flowrt_ort::sample(&mut session, method, &grid, &mut x)
-                .map_err(|e| anyhow!("sampling failed: {e}"))?;
-            start.elapsed()
+        if traj.is_some() {
+            bail!("--trajectory is not available with --sde");
         }
+        flowrt_export::solve::sample_sde(&m, a.sde, schedule, &grid, &mut x)?
+    } else {
+        with_net(&m, a.backend, batch, |net| {
+            flowrt_export::solve::integrate(&m, net, &plan, &grid, &mut x, traj.as_mut())
+        })?
     };
-    npy::write_f32(output, &x, &shape)?;
+    let elapsed = start.elapsed();
+    npy::write_f32(a.output, &x, &shape)?;
+    if let (Some(p), Some(t)) = (a.trajectory, &traj) {
+        let mut tshape = vec![t.times.len()];
+        tshape.extend_from_slice(&shape);
+        npy::write_f32(p, &t.states, &tshape)?;
+    }
     println!(
-        "sampled {batch} x {dim} with {} x {steps} steps ({} velocity evaluations, backend {}) in {:.3} ms, arena {need} bytes -> {}",
-        method.name(),
-        steps * method.stages(),
-        match backend {
-            Backend::Cpu => "cpu",
-            Backend::Ort => "ort",
-        },
+        "sampled {batch} x {dim} with {} x {} steps{} on grid {} ({} velocity evaluations, backend {}) in {:.3} ms -> {}",
+        if a.sde.sde.is_some() { "euler-maruyama" } else { plan.method.name() },
+        report.steps,
+        if report.rejected > 0 { format!(" (+{} rejected)", report.rejected) } else { String::new() },
+        plan.grid.label,
+        report.evaluations,
+        backend_name(a.backend.0),
         elapsed.as_secs_f64() * 1e3,
-        output.display()
+        a.output.display()
     );
-    if ascii {
+    if let Some(p) = a.trajectory {
+        println!("trajectory: {} states -> {}", traj.map_or(0, |t| t.times.len()), p.display());
+    }
+    if a.ascii {
         print!("{}", flowrt_export::plot::ascii_scatter(&x, dim, 64, 20));
     }
+    Ok(())
+}
+
+fn invert(
+    path: &Path,
+    data: &Path,
+    solve: &flowrt_export::solve::SolveArgs,
+    output: &Path,
+    backend: (Backend, Option<&Path>, usize),
+) -> Result<()> {
+    let bytes = read_frt(path)?;
+    let m = load(&bytes, path)?;
+    let (x, shape) = read_rows(data, &m)?;
+    let batch = shape[0];
+    let plan = solve.plan(&m)?;
+    let axis = m.time_convention().axis;
+    let forward = plan.grid.points(axis)?;
+    let backward = flowrt_export::solve::reversed(&forward)?;
+    let back_grid = flowrt::grid::Explicit::new(&backward).map_err(|e| anyhow!("{e}"))?;
+    let fwd_grid = flowrt::grid::Explicit::new(&forward).map_err(|e| anyhow!("{e}"))?;
+    let mut z = x.clone();
+    let mut again = Vec::new();
+    let report = with_net(&m, backend, batch, |net| {
+        let r = flowrt_export::solve::integrate(&m, net, &plan, &back_grid, &mut z, None)?;
+        again = z.clone();
+        flowrt_export::solve::integrate(&m, net, &plan, &fwd_grid, &mut again, None)?;
+        Ok(r)
+    })?;
+    npy::write_f32(output, &z, &shape)?;
+    let max = flowrt_export::max_abs_diff(&again, &x);
+    let rms = (again
+        .iter()
+        .zip(&x)
+        .map(|(a, b)| f64::from(a - b).powi(2))
+        .sum::<f64>()
+        / x.len() as f64)
+        .sqrt();
+    println!(
+        "inverted {batch} x {} with {} x {} steps on grid {} ({} velocity evaluations) -> {}",
+        m.state_dim(),
+        plan.method.name(),
+        report.steps,
+        plan.grid.label,
+        report.evaluations,
+        output.display()
+    );
+    println!("round trip data -> noise -> data: max abs error {max:.3e}, rms {rms:.3e}");
     Ok(())
 }

@@ -352,11 +352,69 @@ pub enum ShiftKind {
     Linear,
 }
 
+/// `e^x` in double-double arithmetic, rounded once to f64: correctly rounded for all but
+/// astronomically rare inputs, so it agrees with glibc's `exp` (what Python's `math.exp`
+/// calls) where `libm::exp` can be 1 ulp off (e.g. at 1.15). Pure IEEE basic operations, the
+/// same on every target. Used for the `e^μ` of the diffusers time shift.
+pub fn exp_rounded(x: f64) -> f64 {
+    #[derive(Clone, Copy)]
+    struct Dd(f64, f64);
+    fn two_sum(a: f64, b: f64) -> Dd {
+        let s = a + b;
+        let bb = s - a;
+        Dd(s, (a - (s - bb)) + (b - bb))
+    }
+    fn quick(a: f64, b: f64) -> Dd {
+        let s = a + b;
+        Dd(s, b - (s - a))
+    }
+    fn split(a: f64) -> (f64, f64) {
+        let c = 134_217_729.0 * a;
+        let hi = c - (c - a);
+        (hi, a - hi)
+    }
+    fn two_prod(a: f64, b: f64) -> Dd {
+        let p = a * b;
+        let (ah, al) = split(a);
+        let (bh, bl) = split(b);
+        Dd(p, ((ah * bh - p) + ah * bl + al * bh) + al * bl)
+    }
+    fn add(x: Dd, y: Dd) -> Dd {
+        let s = two_sum(x.0, y.0);
+        quick(s.0, s.1 + x.1 + y.1)
+    }
+    fn mul(x: Dd, y: Dd) -> Dd {
+        let p = two_prod(x.0, y.0);
+        quick(p.0, p.1 + x.0 * y.1 + x.1 * y.0)
+    }
+    fn div_small(x: Dd, n: f64) -> Dd {
+        let q1 = x.0 / n;
+        let p = two_prod(q1, n);
+        let r = ((x.0 - p.0) - p.1 + x.1) / n;
+        quick(q1, r)
+    }
+    if !x.is_finite() || x.abs() > 700.0 {
+        return libm::exp(x);
+    }
+    // x = k ln2 + r, |r| <= ln2 / 2, with ln2 split into an exact high part and a low part.
+    const LN2_HI: f64 = 6.931_471_803_691_238_164_9e-1;
+    const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+    let k = libm::round(x / core::f64::consts::LN_2);
+    let r = add(Dd(x - k * LN2_HI, 0.0), two_prod(-k, LN2_LO));
+    let mut sum = Dd(1.0, 0.0);
+    let mut term = Dd(1.0, 0.0);
+    for i in 1..=27 {
+        term = div_small(mul(term, r), f64::from(i));
+        sum = add(sum, term);
+    }
+    libm::ldexp(sum.0 + sum.1, k as i32)
+}
+
 impl ShiftKind {
     /// Applies the shift to a noise level in f64 (`σ = 0` stays 0, `σ = 1` stays 1).
     pub fn apply(self, mu: f64, sigma: f64) -> f64 {
         let m = match self {
-            ShiftKind::Exponential => libm::exp(mu),
+            ShiftKind::Exponential => exp_rounded(mu),
             ShiftKind::Linear => mu,
         };
         m / (m + (1.0 / sigma - 1.0))
@@ -366,7 +424,7 @@ impl ShiftKind {
     /// float32 array with a Python float (diffusers' `set_timesteps(sigmas=...)` path).
     pub fn apply_f32(self, mu: f64, sigma: f32) -> f32 {
         let m = match self {
-            ShiftKind::Exponential => libm::exp(mu) as f32,
+            ShiftKind::Exponential => exp_rounded(mu) as f32,
             ShiftKind::Linear => mu as f32,
         };
         m / (m + (1.0 / sigma - 1.0))
@@ -387,7 +445,7 @@ impl Shifted {
     ///
     /// Errors: [`Error::BadSolverConfig`] for 0 or too many steps or `shift <= 0`;
     /// [`Error::NonFiniteInput`] for a non-finite shift.
-    pub fn new(steps: usize, shift: f32, axis: TimeAxis) -> Result<Self, Error> {
+    pub fn new(steps: usize, shift: f64, axis: TimeAxis) -> Result<Self, Error> {
         check_steps(steps)?;
         if !shift.is_finite() {
             return Err(Error::NonFiniteInput { what: "time shift" });
@@ -397,11 +455,7 @@ impl Shifted {
                 what: "time shift must be positive",
             });
         }
-        let g = Shifted {
-            steps,
-            shift: f64::from(shift),
-            axis,
-        };
+        let g = Shifted { steps, shift, axis };
         check_strictly_monotone(&g)?;
         Ok(g)
     }
@@ -434,7 +488,7 @@ impl DynamicShift {
     ///
     /// Errors: [`Error::BadSolverConfig`] for 0 or too many steps, or `mu <= 0` with the
     /// linear kind; [`Error::NonFiniteInput`] for a non-finite `mu`.
-    pub fn new(steps: usize, mu: f32, kind: ShiftKind, axis: TimeAxis) -> Result<Self, Error> {
+    pub fn new(steps: usize, mu: f64, kind: ShiftKind, axis: TimeAxis) -> Result<Self, Error> {
         check_steps(steps)?;
         if !mu.is_finite() {
             return Err(Error::NonFiniteInput { what: "time shift mu" });
@@ -446,7 +500,7 @@ impl DynamicShift {
         }
         let g = DynamicShift {
             steps,
-            mu: f64::from(mu),
+            mu,
             kind,
             axis,
         };
@@ -475,12 +529,12 @@ impl TimeGrid for DynamicShift {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum DiffusersShift {
     /// Static `shift` (scheduler config `shift`, `use_dynamic_shifting=False`; 1.0 = none).
-    Static(f32),
+    Static(f64),
     /// `use_dynamic_shifting=True` with `time_shift_type` and the `mu` passed to
     /// `set_timesteps`.
     Dynamic {
-        /// `mu`.
-        mu: f32,
+        /// `mu` (a Python float: keep it f64 to match).
+        mu: f64,
         /// `time_shift_type`.
         kind: ShiftKind,
     },
@@ -519,8 +573,8 @@ fn diffusers_table(k: u32, shift: DiffusersShift) -> f32 {
     match shift {
         DiffusersShift::Static(sh) => {
             // torch: shift * sigmas / (1 + (shift - 1) * sigmas) with Python-float scalars.
-            let a = sh * s;
-            let b = 1.0 + ((f64::from(sh) - 1.0) as f32) * s;
+            let a = (sh as f32) * s;
+            let b = 1.0 + ((sh - 1.0) as f32) * s;
             a / b
         }
         DiffusersShift::Dynamic { .. } => s,
@@ -587,16 +641,16 @@ impl Diffusers {
             let s = numpy_linspace(1.0, 1.0 / n as f64, n, i) as f32;
             return Some(match self.shift {
                 DiffusersShift::Static(sh) => {
-                    let a = sh * s;
-                    a / (1.0 + ((f64::from(sh) - 1.0) as f32) * s)
+                    let a = (sh as f32) * s;
+                    a / (1.0 + ((sh - 1.0) as f32) * s)
                 }
-                DiffusersShift::Dynamic { mu, kind } => kind.apply_f32(f64::from(mu), s),
+                DiffusersShift::Dynamic { mu, kind } => kind.apply_f32(mu, s),
             });
         }
         let s = numpy_linspace(self.t_max, self.t_min, n, i) / 1000.0;
         Some(match self.shift {
-            DiffusersShift::Static(sh) => shift_noise_level(s, f64::from(sh)) as f32,
-            DiffusersShift::Dynamic { mu, kind } => kind.apply(f64::from(mu), s) as f32,
+            DiffusersShift::Static(sh) => shift_noise_level(s, sh) as f32,
+            DiffusersShift::Dynamic { mu, kind } => kind.apply(mu, s) as f32,
         })
     }
 }
@@ -685,11 +739,11 @@ pub enum GridSpec<'a> {
     /// `step-size:H` (CLI `--step-size H`): torchdiffeq's step-size grid.
     StepSize(f32),
     /// `shift:S`: [`Shifted`].
-    Shift(f32),
+    Shift(f64),
     /// `dynamic-shift:MU` / `dynamic-shift-linear:MU`: [`DynamicShift`].
     DynamicShift {
         /// `mu`.
-        mu: f32,
+        mu: f64,
         /// Exponential or linear.
         kind: ShiftKind,
     },
@@ -741,7 +795,7 @@ impl<'a> GridSpec<'a> {
         const BAD_NUMBER: Error = Error::BadSolverConfig {
             what: "malformed number in the grid name",
         };
-        let num = |v: &str| v.trim().parse::<f32>().map_err(|_| BAD_NUMBER);
+        let num = |v: &str| v.trim().parse::<f64>().map_err(|_| BAD_NUMBER);
         let kind = |k: Option<&str>| match k {
             None | Some("exponential") => Ok(ShiftKind::Exponential),
             Some("linear") => Ok(ShiftKind::Linear),
@@ -761,7 +815,7 @@ impl<'a> GridSpec<'a> {
         }
         Ok(match (name, arg) {
             ("uniform", None) => GridSpec::Uniform,
-            ("step-size", Some(h)) => GridSpec::StepSize(num(h)?),
+            ("step-size", Some(h)) => GridSpec::StepSize(num(h)? as f32),
             ("shift", Some(v)) => GridSpec::Shift(num(v)?),
             ("dynamic-shift", Some(v)) => {
                 let (m, k) = split_kind(v);

@@ -37,6 +37,7 @@ pub mod plan;
 pub mod grid;
 pub mod rng;
 pub mod sampler;
+pub mod sde;
 pub mod solver;
 pub mod time;
 

@@ -187,10 +187,10 @@ fn malformed_solver_defaults_are_typed_errors() {
         (off, 99u16.to_le_bytes().to_vec(), "unknown method"),
         (off + 2, 42u16.to_le_bytes().to_vec(), "unknown grid kind"),
         (off + 2, 1u16.to_le_bytes().to_vec(), "points given"),
-        (off + 12, vec![5u8], "time-shift kind"),
-        (off + 14, vec![8u8], "guidance flag"),
-        (off + 32, 3u32.to_le_bytes().to_vec(), "wrong length"),
-        (off + 40, vec![1u8], "reserved"),
+        (off + 16, vec![5u8], "time-shift kind"),
+        (off + 18, vec![8u8], "guidance flag"),
+        (off + 36, 3u32.to_le_bytes().to_vec(), "wrong length"),
+        (off + 44, vec![1u8], "reserved"),
         (off + 48, f32::INFINITY.to_le_bytes().to_vec(), "not finite"),
     ] {
         match patched(f.as_slice(), at, &value) {

@@ -183,6 +183,8 @@ pub struct OrtSession {
     state_dim: usize,
     /// The `.frt` signature: (role, shape) in signature order.
     signature: Vec<(InputRole, flowrt::format::Shape)>,
+    /// The `.frt` time convention (applied by [`sample`], not by raw evaluations).
+    time: flowrt::time::TimeConvention,
 }
 
 impl fmt::Debug for OrtSession {
@@ -259,6 +261,7 @@ impl OrtSession {
             ort_inputs
         };
         Ok(OrtSession {
+            time: model.time_convention(),
             session,
             input_names,
             state_dim: model.state_dim(),
@@ -269,6 +272,11 @@ impl OrtSession {
     /// ONNX input names in `.frt` signature order.
     pub fn input_names(&self) -> &[String] {
         &self.input_names
+    }
+
+    /// The time convention of the `.frt` the session was bound to.
+    pub fn time_convention(&self) -> flowrt::time::TimeConvention {
+        self.time
     }
 
     /// A velocity field for batch size `batch` driven by this session.
@@ -441,8 +449,16 @@ pub fn sample<G: TimeGrid + ?Sized>(
     let batch = x.len() / dim;
     let mut flat = vec![0f32; x.len() * method.work_buffers()];
     let mut work = Workspace::from_slice(&mut flat, x.len(), method.work_buffers())?;
+    let conv = session.time;
     let mut field = session.field(batch)?;
-    let r = integrate(&mut CpuOps, &mut field, method, grid, x, &mut work);
+    let r = integrate(
+        &mut CpuOps,
+        &mut flowrt::time::ConventionField::new(&mut field, conv),
+        method,
+        grid,
+        x,
+        &mut work,
+    );
     match r {
         Ok(()) => Ok(()),
         Err(e) => Err(field.take_error().unwrap_or(OrtError::Flowrt(e))),

@@ -7,7 +7,7 @@ use crate::solver::Method;
 use crate::time::{TimeAxis, TimeConvention};
 use crate::Error;
 
-use super::{le_u16, le_u32};
+use super::{le_u16, le_u32, le_u64};
 
 /// Length of the `TIME` section.
 pub const TIME_LEN: usize = 16;
@@ -36,6 +36,10 @@ const fn invalid(what: &'static str) -> Error {
 
 fn le_f32(b: &[u8], off: usize) -> Option<f32> {
     le_u32(b, off).map(f32::from_bits)
+}
+
+fn le_f64(b: &[u8], off: usize) -> Option<f64> {
+    le_u64(b, off).map(f64::from_bits)
 }
 
 /// Decodes and validates a `TIME` section.
@@ -116,22 +120,22 @@ pub(crate) fn read_defaults(b: &[u8]) -> Result<SolverDefaults<'_>, Error> {
         0 => None,
         s => Some(s as usize),
     };
-    let value = f(8)?;
-    let shift_kind = match u8_at(12)? {
+    let value = le_f64(b, 8).ok_or(T)?;
+    let shift_kind = match u8_at(16)? {
         0 => ShiftKind::Exponential,
         1 => ShiftKind::Linear,
         _ => return Err(invalid("solver defaults: unknown time-shift kind")),
     };
-    let diffusers = u8_at(13)?;
+    let diffusers = u8_at(17)?;
     if diffusers & !3 != 0 {
         return Err(invalid("solver defaults: unknown diffusers flag bits"));
     }
-    let gflags = u8_at(14)?;
-    if gflags & !7 != 0 || u8_at(15)? != 0 {
+    let gflags = u8_at(18)?;
+    if gflags & !7 != 0 || u8_at(19)? != 0 {
         return Err(invalid("solver defaults: unknown guidance flag bits"));
     }
-    let n_points = le_u32(b, 32).ok_or(T)? as usize;
-    if b.get(36..48).is_none_or(|r| r.iter().any(|&v| v != 0)) {
+    let n_points = le_u32(b, 36).ok_or(T)? as usize;
+    if b.get(40..48).is_none_or(|r| r.iter().any(|&v| v != 0)) {
         return Err(invalid("solver defaults reserved bytes are not zero"));
     }
     let need = n_points
@@ -153,7 +157,7 @@ pub(crate) fn read_defaults(b: &[u8]) -> Result<SolverDefaults<'_>, Error> {
     let grid = match grid_kind {
         0 => None,
         1 => Some(GridSpec::Uniform),
-        2 => Some(GridSpec::StepSize(value)),
+        2 => Some(GridSpec::StepSize(value as f32)),
         3 => Some(GridSpec::Shift(value)),
         4 => Some(GridSpec::DynamicShift {
             mu: value,
@@ -177,9 +181,9 @@ pub(crate) fn read_defaults(b: &[u8]) -> Result<SolverDefaults<'_>, Error> {
         return Err(invalid("solver defaults: a grid value is not finite"));
     }
     let guidance = GuidanceDefaults {
-        scale: (gflags & 1 != 0).then_some(f(16)?),
-        null_label: (gflags & 4 != 0).then_some(le_u32(b, 20).ok_or(T)?),
-        interval: (gflags & 2 != 0).then_some((f(24)?, f(28)?)),
+        scale: (gflags & 1 != 0).then_some(f(20)?),
+        null_label: (gflags & 4 != 0).then_some(le_u32(b, 24).ok_or(T)?),
+        interval: (gflags & 2 != 0).then_some((f(28)?, f(32)?)),
     };
     if guidance.scale.is_some_and(|s| !s.is_finite())
         || guidance
@@ -229,11 +233,11 @@ mod write {
                 .ok_or(too_big)?,
         };
         out.extend_from_slice(&method.to_le_bytes());
-        let (kind, value, shift_kind, diffusers, points): (u16, f32, u8, u8, &[f32]) = match d.grid
+        let (kind, value, shift_kind, diffusers, points): (u16, f64, u8, u8, &[f32]) = match d.grid
         {
             None => (0, 0.0, 0, 0, &[]),
             Some(GridSpec::Uniform) => (1, 0.0, 0, 0, &[]),
-            Some(GridSpec::StepSize(h)) => (2, h, 0, 0, &[]),
+            Some(GridSpec::StepSize(h)) => (2, f64::from(h), 0, 0, &[]),
             Some(GridSpec::Shift(s)) => (3, s, 0, 0, &[]),
             Some(GridSpec::DynamicShift { mu, kind }) => (4, mu, kind_code(kind), 0, &[]),
             Some(GridSpec::Diffusers { shift, flux_sigmas }) => {
@@ -261,7 +265,7 @@ mod write {
         out.extend_from_slice(&b.to_le_bytes());
         let n = u32::try_from(points.len()).map_err(|_| too_big)?;
         out.extend_from_slice(&n.to_le_bytes());
-        out.extend_from_slice(&[0; 12]);
+        out.extend_from_slice(&[0; 8]);
         for p in points {
             out.extend_from_slice(&p.to_le_bytes());
         }

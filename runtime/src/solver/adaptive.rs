@@ -5,16 +5,21 @@
 //! weights, FSAL (the 7th stage of an accepted step is the next step's 1st), the RMS norm of
 //! `err / (atol + rtol · max(|y0|, |y1|))`, accept when it is ≤ 1, and the next step
 //! `dt · min(10, max(0.9 / ratio^(1/5), 0.2))` (no lower bound after an accepted step);
-//! the first step is torchdiffeq's `_select_initial_step` (Hairer–Wanner II.4). One
-//! difference: torchdiffeq steps past each requested time and interpolates back, flowrt
-//! shortens the step that would pass a grid point so that it lands on it. Both are within
-//! the tolerance of the true solution; they are not bit-identical.
+//! the first step is torchdiffeq's `_select_initial_step` (Hairer–Wanner II.4). As in
+//! torchdiffeq, time and step size are kept in f64 (the stages see them in f32), the solver
+//! steps past each requested time and the output there is the 4th-order dense output of
+//! the step that covers it (Shampine's midpoint weights `DPS_C_MID`); the integration
+//! continues from the step's end, not from the interpolated value. The step sequence —
+//! and so the evaluation count — is torchdiffeq's; the values differ from it only by float
+//! summation order.
 //!
 //! The grid's points are the output times (usually just `t_0` and `t_N`); the solver chooses
-//! its own steps in between. Everything runs through [`StateOps`], with no allocation.
+//! its own steps in between. The observer's `on_step` sees the dense output at each grid
+//! point (changing it does not feed back). Everything runs through [`StateOps`], with no
+//! allocation.
 
 use super::{
-    check_start, eval_hooked, finish, StepObserver, Workspace, MAX_STAGES, NO_BUFFER, NO_POINT,
+    check_start, eval_hooked, StepObserver, Workspace, MAX_STAGES, NO_BUFFER, NO_POINT,
 };
 use crate::field::{StateOps, VelocityField};
 use crate::grid::TimeGrid;
@@ -108,19 +113,31 @@ const E: [f32; 7] = [
     (-1.0f64 / 60.0) as f32,
 ];
 
+/// torchdiffeq's `DPS_C_MID`: weights of the midpoint value `y(t + h/2)` used by the
+/// dense output (Shampine), in f32.
+const MID: [f32; 7] = [
+    (6025192743.0f64 / 30085553152.0 / 2.0) as f32,
+    0.0,
+    (51252292925.0f64 / 65400821598.0 / 2.0) as f32,
+    (-2691868925.0f64 / 45128329728.0 / 2.0) as f32,
+    (187940372067.0f64 / 1594534317056.0 / 2.0) as f32,
+    (-1776094331.0f64 / 19743644256.0 / 2.0) as f32,
+    (11237099.0f64 / 235043384.0 / 2.0) as f32,
+];
+
 const SAFETY: f64 = 0.9;
 const IFACTOR: f64 = 10.0;
 const DFACTOR: f64 = 0.2;
 const ORDER: f64 = 5.0;
 
 /// torchdiffeq's `_optimal_step_size`.
-fn next_step(dt: f32, ratio: f64) -> f32 {
+fn next_step(dt: f64, ratio: f64) -> f64 {
     if ratio == 0.0 {
-        return dt * IFACTOR as f32;
+        return dt * IFACTOR;
     }
     let dfactor = if ratio < 1.0 { 1.0 } else { DFACTOR };
     let factor = (SAFETY / libm::pow(ratio, 1.0 / ORDER)).max(dfactor).min(IFACTOR);
-    (f64::from(dt) * factor) as f32
+    dt * factor
 }
 
 /// Integrates `x` adaptively through every point of `grid` (see the module docs) and returns
@@ -169,7 +186,6 @@ where
     ];
 
     let mut stats = Stats::default();
-    let mut result_in_tmp = false;
     {
         let mut cur: &mut S::Buf = &mut *x;
         let mut nxt: &mut S::Buf = &mut *tmp;
@@ -199,31 +215,33 @@ where
         } else {
             libm::pow(0.01 / d1.max(d2), 1.0 / ORDER)
         };
-        let mut dt: f32 = (100.0 * h0).min(h1) as f32;
+        // Step sizes and times in f64, as torchdiffeq keeps them; stages see them in f32.
+        let mut dt: f64 = (100.0 * h0).min(h1);
         if !dt.is_finite() || dt <= 0.0 {
             return Err(Error::NonFiniteOutput {
                 what: "dopri5 initial step",
             });
         }
-
-        let mut t = t_start;
+        let dir64 = f64::from(dir);
+        // The last accepted step [t_prev, t] (for the dense output); `None` before the first.
+        let mut t = f64::from(t_start);
+        let mut last: Option<(f64, f64)> = None;
         for n in 0..grid.steps() {
             let target = grid.point(n + 1).ok_or(NO_POINT)?;
-            while (target - t) * dir > 0.0 {
+            let target64 = f64::from(target);
+            while (target64 - t) * dir64 > 0.0 {
                 if stats.accepted + stats.rejected >= tol.max_steps {
                     return Err(Error::BadSolverConfig {
                         what: "dopri5 needed more than max_steps steps",
                     });
                 }
-                let remaining = (target - t) * dir;
-                let lands = dt >= remaining;
-                let h = if lands { remaining * dir } else { dt * dir };
-                let t_new = if lands { target } else { t + h };
-                if t_new == t {
+                let t_new64 = t + dt * dir64;
+                if t_new64 == t {
                     return Err(Error::BadSolverConfig {
                         what: "dopri5 step size underflow",
                     });
                 }
+                let (t32, h, t_new) = (t as f32, (dt * dir64) as f32, t_new64 as f32);
                 // Stages 2..=7 (k[0] holds f(t, cur)).
                 for i in 1..7 {
                     let (done, rest) = k.split_at_mut(i);
@@ -241,7 +259,7 @@ where
                     }
                     ops.lincomb(nxt, &*cur, terms.get(..count).ok_or(NO_BUFFER)?);
                     let ci = C.get(i).copied().ok_or(NO_BUFFER)?;
-                    let ti = if ci == 1.0 { t_new } else { t + ci * h };
+                    let ti = if ci == 1.0 { t_new } else { t32 + ci * h };
                     eval_hooked(ops, field, observer, n, ti, &*nxt, ki)?;
                     stats.evaluations += 1;
                 }
@@ -268,24 +286,68 @@ where
                         what: "dopri5 error estimate",
                     });
                 }
-                let taken = h * dir;
-                let proposal = next_step(taken, ratio);
+                let proposal = next_step(dt, ratio);
                 if ratio <= 1.0 {
                     stats.accepted += 1;
+                    // cur = y1, nxt = y0; k[0] = f1 (first same as last), k[6] = f0.
                     core::mem::swap(&mut cur, &mut nxt);
-                    result_in_tmp = !result_in_tmp;
                     k.swap(0, 6);
-                    t = t_new;
-                    // A step shortened to land on a grid point does not shrink the next one.
-                    dt = if lands { proposal.max(dt) } else { proposal };
+                    // y_mid = y0 + h Σ mid_i k_i into k[1] (mid_1 = 0, so k[1] is free).
+                    let (head, tail) = k.split_at_mut(2);
+                    let (f1, kmid) = head.split_at_mut(1);
+                    let f1: &S::Buf = f1.first().map(|b| &**b).ok_or(NO_BUFFER)?;
+                    let kmid: &mut S::Buf = kmid.first_mut().ok_or(NO_BUFFER)?;
+                    let [k2, k3, k4, k5, f0] = tail else {
+                        return Err(NO_BUFFER);
+                    };
+                    let mid_terms = [
+                        (h * MID[0], &**f0),
+                        (h * MID[2], &**k2),
+                        (h * MID[3], &**k3),
+                        (h * MID[4], &**k4),
+                        (h * MID[5], &**k5),
+                        (h * MID[6], f1),
+                    ];
+                    ops.lincomb(kmid, &*nxt, &mid_terms);
+                    last = Some((t, t_new64));
+                    t = t_new64;
                 } else {
                     stats.rejected += 1;
-                    dt = proposal;
                 }
+                dt = proposal;
             }
-            observer.on_step(ops, n, target, &mut *cur)?;
+            // Dense output at the grid point inside the last accepted step, into k[2].
+            let (t_prev, t_end) = last.ok_or(NO_POINT)?;
+            let xs = (target64 - t_prev) / (t_end - t_prev);
+            let h = (t_end - t_prev) as f32;
+            let (x2, x3, x4) = (xs * xs, xs * xs * xs, xs * xs * xs * xs);
+            let c_y0 = (-11.0 * x2 + 18.0 * x3 - 8.0 * x4) as f32;
+            let c_y1 = (-5.0 * x2 + 14.0 * x3 - 8.0 * x4) as f32;
+            let c_mid = (16.0 * x2 - 32.0 * x3 + 16.0 * x4) as f32;
+            let c_f0 = (xs - 4.0 * x2 + 5.0 * x3 - 2.0 * x4) as f32;
+            let c_f1 = (x2 - 3.0 * x3 + 2.0 * x4) as f32;
+            let [f1, kmid, out, _, _, _, f0] = &mut k;
+            ops.lincomb(
+                out,
+                &*nxt,
+                &[
+                    (c_y0, &*nxt),
+                    (c_y1, &*cur),
+                    (c_mid, &**kmid),
+                    (h * c_f0, &**f0),
+                    (h * c_f1, &**f1),
+                ],
+            );
+            observer.on_step(ops, n, target, &mut **out)?;
         }
     }
-    finish(ops, x, &*tmp, result_in_tmp)?;
+    let [_, _, out, ..] = &k;
+    ops.copy(x, &**out);
+    if !ops.all_finite(x) {
+        return Err(Error::NonFiniteOutput {
+            what: "solver result",
+        });
+    }
     Ok(stats)
 }
+

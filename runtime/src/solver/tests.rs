@@ -1074,7 +1074,8 @@ fn dopri5_reaches_tolerance_and_counts_steps() {
             2 + 6 * (stats.accepted + stats.rejected)
         );
         assert!(stats.evaluations > prev_evals);
-        assert_eq!(*field.times.last().unwrap(), 2.0, "last stage at t_end");
+        // torchdiffeq's semantics: the last step passes t_end, the output is interpolated.
+        assert!(*field.times.last().unwrap() >= 2.0);
         prev_err = err;
         prev_evals = stats.evaluations;
     }
