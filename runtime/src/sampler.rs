@@ -6,7 +6,7 @@
 //!           Model::required_arena_bytes   Method::workspace_bytes(batch * D)
 //! ```
 
-use crate::exec::CpuField;
+use crate::exec::{ConditionedField, Conditioning, CpuField};
 use crate::field::CpuOps;
 use crate::grid::TimeGrid;
 use crate::solver::{integrate_observed, Method, StepObserver, Workspace};
@@ -59,6 +59,31 @@ pub fn sample<G: TimeGrid + ?Sized>(
     )
 }
 
+/// [`sample`] for a model with conditioning inputs (`label`, `cond`, `guidance`): `cond` is
+/// fixed over the whole integration and sized for the batch `x.len() / state_dim` (see
+/// [`CpuField::eval_cond`]). Same arena size as [`sample`] ([`sample_arena_bytes`]).
+///
+/// Errors: as [`sample`], plus those of [`CpuField::eval_cond`] (missing or extra
+/// conditioning, wrong lengths, label out of range, non-finite values).
+pub fn sample_cond<G: TimeGrid + ?Sized>(
+    model: &Model<'_>,
+    method: Method,
+    grid: &G,
+    x: &mut [f32],
+    cond: &Conditioning<'_>,
+    arena: &mut [u8],
+) -> Result<(), Error> {
+    sample_cond_observed(
+        model,
+        method,
+        grid,
+        x,
+        cond,
+        arena,
+        &mut crate::solver::NoObserver,
+    )
+}
+
 /// [`sample`] with a per-step observer (progress, trajectories).
 ///
 /// Errors: as [`sample`], plus whatever the observer returns.
@@ -67,6 +92,29 @@ pub fn sample_observed<G: TimeGrid + ?Sized, O: StepObserver<CpuOps> + ?Sized>(
     method: Method,
     grid: &G,
     x: &mut [f32],
+    arena: &mut [u8],
+    observer: &mut O,
+) -> Result<(), Error> {
+    sample_cond_observed(
+        model,
+        method,
+        grid,
+        x,
+        &Conditioning::default(),
+        arena,
+        observer,
+    )
+}
+
+/// [`sample_cond`] with a per-step observer.
+///
+/// Errors: as [`sample_cond`], plus whatever the observer returns.
+pub fn sample_cond_observed<G: TimeGrid + ?Sized, O: StepObserver<CpuOps> + ?Sized>(
+    model: &Model<'_>,
+    method: Method,
+    grid: &G,
+    x: &mut [f32],
+    cond: &Conditioning<'_>,
     arena: &mut [u8],
     observer: &mut O,
 ) -> Result<(), Error> {
@@ -90,6 +138,10 @@ pub fn sample_observed<G: TimeGrid + ?Sized, O: StepObserver<CpuOps> + ?Sized>(
     let (field_arena, work_arena) = arena.split_at_mut(field_bytes);
     let (mut work, _) = Workspace::from_arena(work_arena, x.len(), method.work_buffers())?;
     let mut field = CpuField::new(model, batch, field_arena)?;
+    let mut field = ConditionedField {
+        field: &mut field,
+        cond: *cond,
+    };
     integrate_observed(
         &mut CpuOps,
         &mut field,
