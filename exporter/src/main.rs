@@ -32,7 +32,8 @@ enum Command {
         /// Output .frt path.
         #[arg(short, long)]
         output: PathBuf,
-        /// Role of an ONNX input: NAME=x|t|xt (repeatable; overrides detection).
+        /// Role of an ONNX input: NAME=x|t|xt|label|cond|guidance (repeatable; overrides
+        /// detection).
         #[arg(long = "role", value_name = "NAME=ROLE")]
         roles: Vec<String>,
         /// Also store the source ONNX (external weights inlined) in the .frt, so
@@ -85,6 +86,19 @@ enum Command {
         /// With --backend ort: ONNX Runtime intra-op threads.
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        /// Class labels for a model with a `label` input (.npy int64 / int32, or floats with
+        /// integer values, shape [N]).
+        #[arg(long, value_name = "Y.npy", conflicts_with = "label_value")]
+        label: Option<PathBuf>,
+        /// One class label for every sample (e.g. with --seed/--num).
+        #[arg(long, value_name = "K")]
+        label_value: Option<i64>,
+        /// Conditioning vectors for a model with a `cond` input (.npy float, shape [N, C]).
+        #[arg(long, value_name = "C.npy")]
+        cond: Option<PathBuf>,
+        /// Value of a model's embedded `guidance` input (Flux-style), for every sample.
+        #[arg(long, value_name = "G")]
+        guidance_value: Option<f32>,
     },
     /// Time flowrt's CPU backend against ONNX Runtime in one process (same noise, solver
     /// loop and threads); the last line is `ratio flowrt/ort: R` (median over median).
@@ -176,6 +190,10 @@ fn run(cli: Cli) -> Result<()> {
             backend,
             onnx,
             threads,
+            label,
+            label_value,
+            cond,
+            guidance_value,
         } => sample(
             &model,
             noise.as_deref(),
@@ -185,6 +203,12 @@ fn run(cli: Cli) -> Result<()> {
             &output,
             ascii,
             (backend, onnx.as_deref(), threads),
+            &flowrt_export::conditioning::CondArgs {
+                label: label.as_deref(),
+                label_value,
+                cond: cond.as_deref(),
+                guidance_value,
+            },
         ),
         Command::Bench {
             model,
@@ -304,6 +328,8 @@ fn inspect(path: &Path, json: bool, batches: &[usize]) -> Result<()> {
             "inputs": inputs.iter().map(|(n, r, s)| serde_json::json!({"name": n, "role": r, "shape": s})).collect::<Vec<_>>(),
             "output_shape": m.output_shape().to_string(),
             "state_dim": m.state_dim(),
+            "label_classes": m.label_classes(),
+            "cond_dim": m.cond_dim(),
             "nodes": m.node_count(),
             "ops": op_counts.iter().map(|(n, c)| serde_json::json!({"op": n, "count": c})).collect::<Vec<_>>(),
             "parameters": m.param_count(),
@@ -323,7 +349,12 @@ fn inspect(path: &Path, json: bool, batches: &[usize]) -> Result<()> {
     }
     println!("signature:");
     for (name, role, shape) in &inputs {
-        println!("  input  {name:<12} role {role:<3} shape {shape}");
+        let extra = match (role.as_str(), m.label_classes(), m.cond_dim()) {
+            ("label", Some(n), _) => format!("  ({n} classes)"),
+            ("cond", _, Some(c)) => format!("  (cond dim {c})"),
+            _ => String::new(),
+        };
+        println!("  input  {name:<12} role {role:<3} shape {shape}{extra}");
     }
     println!(
         "  output velocity          shape {}  (state dim {})",
@@ -365,6 +396,7 @@ fn sample(
     output: &Path,
     ascii: bool,
     (backend, onnx, threads): (Backend, Option<&Path>, usize),
+    cond_args: &flowrt_export::conditioning::CondArgs<'_>,
 ) -> Result<()> {
     let method: Method = method
         .parse()
@@ -373,7 +405,12 @@ fn sample(
     let m = load(&bytes, path)?;
     let x_shape = m
         .inputs()
-        .find(|i| !matches!(i.role, flowrt::format::InputRole::T))
+        .find(|i| {
+            matches!(
+                i.role,
+                flowrt::format::InputRole::X | flowrt::format::InputRole::Xt
+            )
+        })
         .map(|i| i.shape)
         .ok_or_else(|| anyhow!("model has no state input"))?;
     let dim = m.state_dim();
@@ -408,6 +445,8 @@ fn sample(
         (None, None) => bail!("give the noise with --noise Z.npy, or --seed S --num N"),
     };
     let batch = shape[0];
+    let conditioning = flowrt_export::conditioning::load(&m, batch, cond_args)?;
+    let cond = conditioning.as_conditioning();
     let grid = Uniform::new(steps, 0.0, 1.0).map_err(|e| anyhow!("--steps {steps}: {e}"))?;
     let need =
         flowrt::sampler::sample_arena_bytes(&m, method, batch).map_err(|e| anyhow!("{e}"))?;
@@ -419,14 +458,14 @@ fn sample(
             let mut arena = AlignedBytes::try_zeroed(need)
                 .ok_or_else(|| anyhow!("cannot allocate the {need}-byte arena for {batch} rows"))?;
             let start = Instant::now();
-            flowrt::sampler::sample(&m, method, &grid, &mut x, arena.as_mut_slice())
+            flowrt::sampler::sample_cond(&m, method, &grid, &mut x, &cond, arena.as_mut_slice())
                 .map_err(|e| anyhow!("sampling failed: {e}"))?;
             start.elapsed()
         }
         Backend::Ort => {
             let mut session = flowrt_export::bench::open_ort(&m, onnx, threads)?;
             let start = Instant::now();
-            flowrt_ort::sample(&mut session, method, &grid, &mut x)
+            flowrt_ort::sample_cond(&mut session, method, &grid, &mut x, &cond)
                 .map_err(|e| anyhow!("sampling failed: {e}"))?;
             start.elapsed()
         }
