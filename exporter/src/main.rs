@@ -91,13 +91,13 @@ enum Command {
         #[arg(long, value_name = "Y.npy", conflicts_with = "label_value")]
         label: Option<PathBuf>,
         /// One class label for every sample (e.g. with --seed/--num).
-        #[arg(long, value_name = "K")]
+        #[arg(long, value_name = "K", allow_negative_numbers = true)]
         label_value: Option<i64>,
         /// Conditioning vectors for a model with a `cond` input (.npy float, shape [N, C]).
         #[arg(long, value_name = "C.npy")]
         cond: Option<PathBuf>,
         /// Value of a model's embedded `guidance` input (Flux-style), for every sample.
-        #[arg(long, value_name = "G")]
+        #[arg(long, value_name = "G", allow_negative_numbers = true)]
         guidance_value: Option<f32>,
     },
     /// Time flowrt's CPU backend against ONNX Runtime in one process (same noise, solver
