@@ -313,6 +313,8 @@ pub struct CpuField<'m, 'a> {
     model: Model<'m>,
     batch: usize,
     arena: &'a mut [u8],
+    /// Labels allowed by the model, `low..high` (from [`Model::label_classes`], computed once).
+    labels: (i64, i64),
 }
 
 impl<'m, 'a> CpuField<'m, 'a> {
@@ -341,10 +343,16 @@ impl<'m, 'a> CpuField<'m, 'a> {
             .ok_or(Error::BadArgument {
                 what: "batch size too large",
             })?;
+        // In 0..N when the label feeds a Gather table, else exact in f32.
+        let labels = match model.label_classes() {
+            Some(n) => (0, i64::try_from(n).unwrap_or(i64::MAX)),
+            None => (-MAX_EXACT_LABEL, MAX_EXACT_LABEL + 1),
+        };
         Ok(CpuField {
             model: *model,
             batch,
             arena,
+            labels: (labels.0, labels.1.min(MAX_EXACT_LABEL + 1)),
         })
     }
 
@@ -455,12 +463,7 @@ impl<'m, 'a> CpuField<'m, 'a> {
                             found: labels.len(),
                         });
                     }
-                    // In 0..N when the label feeds a Gather table, else exact in f32.
-                    let (low, high) = match model.label_classes() {
-                        Some(n) => (0, i64::try_from(n).unwrap_or(i64::MAX)),
-                        None => (-MAX_EXACT_LABEL, MAX_EXACT_LABEL + 1),
-                    };
-                    let high = high.min(MAX_EXACT_LABEL + 1);
+                    let (low, high) = self.labels;
                     if labels.iter().any(|l| *l < low || *l >= high) {
                         return Err(Error::BadArgument {
                             what: "label out of range (not in 0..label_classes)",

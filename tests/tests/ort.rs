@@ -199,12 +199,14 @@ fn wrong_sizes_are_flowrt_errors() {
 use flowrt::exec::{Conditioning, CpuField};
 use flowrt::format::InputRole;
 
+/// One input of a case: (role, batched, f32 data, integer labels).
+type CaseInput = (String, bool, Vec<f32>, Option<Vec<i64>>);
+
 /// One conditioning op case: ONNX path, per-role inputs, stored onnxruntime output.
 struct CondCase {
     name: String,
     onnx: std::path::PathBuf,
-    /// (role, batched, f32 data, integer labels)
-    inputs: Vec<(String, bool, Vec<f32>, Option<Vec<i64>>)>,
+    inputs: Vec<CaseInput>,
     want: Vec<f32>,
     bad_labels: Vec<Vec<i64>>,
 }
@@ -332,8 +334,7 @@ fn ort_conditioning_inputs_match_onnxruntime_and_cpu() {
         let mut cpu = CpuField::new(&model, batch, arena.as_mut_slice()).unwrap();
         let mut f = s.field(batch).unwrap();
         // Whole batch, then every row alone (fewer rows than the field's batch).
-        let mut spans = vec![0..batch];
-        spans.extend((0..batch).map(|r| r..r + 1));
+        let spans = std::iter::once(0..batch).chain((0..batch).map(|r| r..r + 1));
         for rows in spans {
             let c = data.rows(rows.clone(), cd);
             let x = &data.x[rows.start * d..rows.end * d];
