@@ -89,6 +89,8 @@ pub struct DeclaredInput {
     pub name: String,
     /// Declared dims; `None` for a symbolic or unknown dim.
     pub dims: Vec<Option<usize>>,
+    /// The declared element type is an integer type (e.g. int64 class labels).
+    pub integer: bool,
 }
 
 /// Reads the declared inputs and outputs of an ONNX model (before analysis).
@@ -123,7 +125,15 @@ pub fn declared_io(model: &InferenceModel) -> Result<(Vec<DeclaredInput>, Vec<De
                         dims
                     }
                 };
-                Ok(DeclaredInput { name, dims })
+                let integer = fact
+                    .datum_type
+                    .concretize()
+                    .is_some_and(|dt| dt.is_integer());
+                Ok(DeclaredInput {
+                    name,
+                    dims,
+                    integer,
+                })
             })
             .collect()
     };
@@ -140,8 +150,9 @@ pub fn load_inference_model(path: &Path) -> Result<InferenceModel> {
         .with_context(|| format!("cannot read ONNX model {}", path.display()))
 }
 
-/// Pins each input's facts (f32, batch dim = the one `B` symbol, other dims as declared) and
-/// runs tract's analysis and decluttering.
+/// Pins each input's facts (f32 — or, for a `label` declared as an integer type, that type —
+/// batch dim = the one `B` symbol, other dims as declared) and runs tract's analysis and
+/// decluttering.
 ///
 /// Errors: the model cannot be typed for a symbolic batch (e.g. it was exported with a fixed
 /// batch size baked into reshapes), or an op is unknown to tract.
@@ -154,9 +165,11 @@ pub fn into_typed(
     for (ix, (input, role)) in inputs.iter().zip(roles).enumerate() {
         let mut dims: TVec<TDim> = TVec::new();
         for (axis, d) in input.dims.iter().enumerate() {
-            // Axis 0 of x / xt is the batch even if the export baked a fixed size; a time
-            // input is batched only where it was exported with a dynamic axis 0.
-            let batched_axis = axis == 0 && (d.is_none() || *role != Role::T);
+            // Axis 0 of x / xt (and of label / cond) is the batch even if the export baked a
+            // fixed size; a time or guidance input is batched only where it was exported
+            // with a dynamic axis 0.
+            let one_value = matches!(role, Role::T | Role::Guidance);
+            let batched_axis = axis == 0 && (d.is_none() || !one_value);
             match (d, batched_axis) {
                 (_, true) => dims.push(TDim::Sym(batch.clone())),
                 (Some(n), false) => dims.push((*n as i64).into()),
@@ -167,7 +180,16 @@ pub fn into_typed(
                 ),
             }
         }
-        let fact = InferenceFact::dt_shape(f32::datum_type(), dims);
+        // Integer labels keep their type so tract types the Gather (or Cast) they feed.
+        let declared = model
+            .input_fact(ix)
+            .ok()
+            .and_then(|f| f.datum_type.concretize());
+        let dt = match declared {
+            Some(dt) if *role == Role::Label && dt.is_integer() => dt,
+            _ => f32::datum_type(),
+        };
+        let fact = InferenceFact::dt_shape(dt, dims);
         model
             .set_input_fact(ix, fact)
             .map_err(|e| anyhow!("{e:#}"))?;
@@ -175,7 +197,9 @@ pub fn into_typed(
     let fixed_batch: Vec<String> = inputs
         .iter()
         .zip(roles)
-        .filter(|(i, r)| **r != Role::T && matches!(i.dims.first(), Some(Some(_))))
+        .filter(|(i, r)| {
+            !matches!(r, Role::T | Role::Guidance) && matches!(i.dims.first(), Some(Some(_)))
+        })
         .map(|(i, _)| format!("`{}` {:?}", i.name, i.dims))
         .collect();
     let typed = model.into_typed().map_err(|e| anyhow!("{e:#}")).with_context(|| {

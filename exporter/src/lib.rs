@@ -1,10 +1,12 @@
 //! `flowrt-export`: turns a trained flow model in ONNX into a `.frt` file.
 //!
 //! Pipeline: [`import`] (tract-onnx: parse, type for a symbolic batch, fold shape subgraphs,
-//! declutter) → [`roles`] (which input is `x`, `t` or `xt`) → [`lower`] (tract ops → flowrt
-//! ops) → `flowrt::format::write` (validate, plan memory, serialize).
+//! declutter) → [`roles`] (which input is `x`, `t`, `xt`, `label`, `cond` or `guidance`) →
+//! [`lower`] (tract ops → flowrt ops) → `flowrt::format::write` (validate, plan memory,
+//! serialize).
 
 pub mod bench;
+pub mod conditioning;
 pub mod embed;
 pub mod import;
 pub mod lower;

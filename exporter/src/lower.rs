@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use anyhow::{anyhow, bail, Context, Result};
 use flowrt::ir::{BinaryOp, Dim, InputDesc, ModelDesc, NodeDesc, Op, Role, TensorDesc, UnaryOp};
 use tract_onnx::prelude::*;
-use tract_onnx::tract_core::ops::array::{MultiBroadcastTo, Slice, TypedConcat};
+use tract_onnx::tract_core::ops::array::{Gather, MultiBroadcastTo, Slice, TypedConcat};
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::change_axes::AxisOp;
 use tract_onnx::tract_core::ops::downsample::Downsample;
@@ -34,6 +34,9 @@ struct Lowering<'m> {
     batch: Symbol,
     desc: ModelDesc,
     values: HashMap<OutletId, Value>,
+    /// flowrt tensors holding integer values as f32: the label input and Casts / reshapes
+    /// of it on its way to a `Gather` index.
+    int_values: HashSet<u32>,
 }
 
 /// Lowers `model` (inputs in ONNX order, with `roles`) into a flowrt model description.
@@ -46,6 +49,7 @@ pub fn lower(model: &TypedModel, roles: &[Role]) -> Result<ModelDesc> {
         batch,
         desc: ModelDesc::default(),
         values: HashMap::new(),
+        int_values: HashSet::new(),
     };
     let inputs = model.input_outlets()?.to_vec();
     if inputs.len() != roles.len() {
@@ -58,9 +62,11 @@ pub fn lower(model: &TypedModel, roles: &[Role]) -> Result<ModelDesc> {
     for (outlet, role) in inputs.iter().zip(roles) {
         let node = model.node(outlet.node);
         let fact = model.outlet_fact(*outlet)?;
-        if fact.datum_type != f32::datum_type() {
+        let int_label = *role == Role::Label && fact.datum_type.is_integer();
+        if fact.datum_type != f32::datum_type() && !int_label {
             bail!(
-                "input `{}` has dtype {:?}; flowrt inputs are f32",
+                "input `{}` has dtype {:?}; flowrt inputs are f32 (only a label may be an \
+                 integer)",
                 node.name,
                 fact.datum_type
             );
@@ -73,6 +79,10 @@ pub fn lower(model: &TypedModel, roles: &[Role]) -> Result<ModelDesc> {
             tensor: id,
             role: *role,
         });
+        if int_label {
+            // The .frt label is f32 holding exact integers (checked at run time by Gather).
+            lw.int_values.insert(id);
+        }
         lw.values.insert(*outlet, Value::Tensor(id));
     }
     let outputs = model.output_outlets()?.to_vec();
@@ -228,6 +238,36 @@ impl Lowering<'_> {
         if out_fact.datum_type != f32::datum_type()
             && !(is_comparison && out_fact.datum_type == bool::datum_type())
         {
+            // Integer label values on their way to a Gather index: a Cast between integer
+            // types (or Identity) is the same values, a shape op is a Reshape.
+            let src = match node.inputs.first().map(|i| self.value(*i)).transpose()? {
+                Some(Value::Tensor(t)) if self.int_values.contains(&t) => Some(t),
+                _ => None,
+            };
+            // tract types an ONNX Cast to int64 as TDim (its symbolic-dim integer type).
+            let integer =
+                out_fact.datum_type.is_integer() || out_fact.datum_type == TDim::datum_type();
+            if src.is_none() && integer && node.op.name() == "Cast" {
+                bail!(
+                    "a Cast to an integer type of a run-time float value is not supported \
+                     (flowrt computes in f32; only the label input may carry integers)"
+                );
+            }
+            if let (Some(src), true) = (src, integer) {
+                if matches!(&*node.op.name(), "Identity" | "Cast") {
+                    self.values.insert(out_outlet, Value::Tensor(src));
+                    return Ok(());
+                }
+                if node
+                    .op_as::<AxisOp>()
+                    .is_some_and(|a| !matches!(a, AxisOp::Move(..)))
+                {
+                    let out = self.emit(node, Op::Reshape, vec![src])?;
+                    self.int_values.insert(out);
+                    self.values.insert(out_outlet, Value::Tensor(out));
+                    return Ok(());
+                }
+            }
             bail!(
                 "produces {:?} at run time; flowrt computes in f32 only (shape-only integer \
                  subgraphs must fold away for a symbolic batch)",
@@ -301,6 +341,8 @@ impl Lowering<'_> {
                 },
                 inputs,
             )?
+        } else if let Some(gather) = node.op_as::<Gather>() {
+            self.lower_gather(node, gather)?
         } else if node.op_is::<MultiBroadcastTo>() {
             let x = self.tensor(node.inputs[0])?;
             self.emit(node, Op::Expand, vec![x])?
@@ -508,6 +550,47 @@ impl Lowering<'_> {
 }
 
 impl Lowering<'_> {
+    /// ONNX `Gather(table, idx, axis=0)`: an embedding lookup. `idx` is the label (integer
+    /// values carried as f32) or an integer constant; the table has no batch dim.
+    fn lower_gather(&mut self, node: &TypedNode, gather: &Gather) -> Result<u32> {
+        if gather.axis != 0 {
+            bail!(
+                "Gather along axis {} is not supported (only axis 0, an embedding lookup)",
+                gather.axis
+            );
+        }
+        let table = self.tensor(node.inputs[0])?;
+        let n = match self.desc.tensors[table as usize].shape.first() {
+            Some(Dim::Fixed(n)) => *n,
+            _ => bail!("Gather table must have a fixed first dim (no batch dim)"),
+        };
+        let idx = match self.value(node.inputs[1])? {
+            Value::Tensor(t) if self.int_values.contains(&t) => t,
+            Value::Tensor(_) => bail!(
+                "Gather indices computed at run time from float values are not supported \
+                 (only the label input, or a constant)"
+            ),
+            Value::Konst(k) => {
+                let k = k
+                    .cast_to::<i64>()
+                    .map_err(|e| anyhow!("Gather indices: {e}"))?;
+                let view = k.try_as_plain_ram()?;
+                let mut data = Vec::new();
+                for &i in view.as_slice::<i64>()? {
+                    // ONNX counts negative indices from the end; flowrt's Gather does not.
+                    let j = if i < 0 { i + i64::from(n) } else { i };
+                    if !(0..i64::from(n)).contains(&j) {
+                        bail!("Gather index {i} is out of range for a table of {n} rows");
+                    }
+                    data.push(j as f32);
+                }
+                let shape = k.shape().iter().map(|&d| Dim::Fixed(d as u32)).collect();
+                self.push_tensor(&format!("{}.indices", node.name), shape, Some(data))
+            }
+        };
+        self.emit(node, Op::Gather, vec![table, idx])
+    }
+
     /// `x[...] (outer) w[n] -> [..., n]`: a dense layer with K = 1 (tract splits Gemms over
     /// concatenated inputs into such pieces).
     #[allow(clippy::too_many_arguments)]

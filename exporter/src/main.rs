@@ -8,6 +8,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 use flowrt::format::AlignedBytes;
 use flowrt::solver::Method;
+use flowrt::guidance::ConditionalField;
 use flowrt::Model;
 use flowrt_export::{npy, roles, ExportOptions};
 
@@ -31,7 +32,8 @@ enum Command {
         /// Output .frt path.
         #[arg(short, long)]
         output: PathBuf,
-        /// Role of an ONNX input: NAME=x|t|xt (repeatable; overrides detection).
+        /// Role of an ONNX input: NAME=x|t|xt|label|cond|guidance (repeatable; overrides
+        /// detection).
         #[arg(long = "role", value_name = "NAME=ROLE")]
         roles: Vec<String>,
         /// Also store the source ONNX (external weights inlined) in the .frt, so
@@ -97,6 +99,8 @@ enum Command {
         solve: flowrt_export::solve::SolveArgs,
         #[command(flatten)]
         sde: flowrt_export::solve::SdeArgs,
+        #[command(flatten)]
+        conditioning: flowrt_export::conditioning::CondFlags,
         /// Output .npy (float32, same shape as the noise).
         #[arg(short, long)]
         output: PathBuf,
@@ -126,6 +130,8 @@ enum Command {
         data: PathBuf,
         #[command(flatten)]
         solve: flowrt_export::solve::SolveArgs,
+        #[command(flatten)]
+        conditioning: flowrt_export::conditioning::CondFlags,
         /// Output .npy: the recovered noise.
         #[arg(short, long)]
         output: PathBuf,
@@ -256,6 +262,7 @@ fn run(cli: Cli) -> Result<()> {
             num,
             solve,
             sde,
+            conditioning,
             output,
             trajectory,
             ascii,
@@ -268,6 +275,7 @@ fn run(cli: Cli) -> Result<()> {
             seeded: seed.zip(num),
             solve: &solve,
             sde: &sde,
+            conditioning: &conditioning,
             output: &output,
             trajectory: trajectory.as_deref(),
             ascii,
@@ -277,10 +285,18 @@ fn run(cli: Cli) -> Result<()> {
             model,
             data,
             solve,
+            conditioning,
             output,
             backend,
             onnx,
-        } => invert(&model, &data, &solve, &output, (backend, onnx.as_deref(), 1)),
+        } => invert(
+            &model,
+            &data,
+            &solve,
+            &conditioning,
+            &output,
+            (backend, onnx.as_deref(), 1),
+        ),
         Command::Bench {
             model,
             against: Against::Ort,
@@ -360,7 +376,9 @@ fn solver_defaults(
         }
         None => (None, None),
     };
-    let interval = interval.map(parse_interval).transpose()?;
+    let interval = interval
+        .map(flowrt_export::conditioning::parse_interval)
+        .transpose()?;
     if guidance.is_some_and(|w| !w.is_finite()) {
         bail!("--guidance must be finite");
     }
@@ -375,19 +393,6 @@ fn solver_defaults(
             interval,
         },
     }))
-}
-
-/// Parses `A,B` with `A <= B`.
-fn parse_interval(s: &str) -> Result<(f32, f32)> {
-    let (a, b) = s
-        .split_once(',')
-        .ok_or_else(|| anyhow!("--guidance-interval expects A,B, got `{s}`"))?;
-    let a: f32 = a.trim().parse().map_err(|_| anyhow!("--guidance-interval: `{a}` is not a number"))?;
-    let b: f32 = b.trim().parse().map_err(|_| anyhow!("--guidance-interval: `{b}` is not a number"))?;
-    if !(a.is_finite() && b.is_finite() && a <= b) {
-        bail!("--guidance-interval needs finite A <= B, got {a},{b}");
-    }
-    Ok((a, b))
 }
 
 fn export(model: &Path, output: &Path, opts: &ExportOptions) -> Result<()> {
@@ -458,6 +463,10 @@ fn inspect(path: &Path, json: bool, batches: &[usize]) -> Result<()> {
             "nodes": m.node_count(),
             "ops": op_counts.iter().map(|(n, c)| serde_json::json!({"op": n, "count": c})).collect::<Vec<_>>(),
             "parameters": m.param_count(),
+            "label_classes": m.label_classes(),
+            "cond_dim": m.cond_dim(),
+            "time": {"axis": m.time_convention().axis.name(), "scale": m.time_convention().scale, "negate_output": m.time_convention().negate_output},
+            "solver_defaults": m.solver_defaults().map(|d| format!("{d:?}")),
             "weight_bytes": m.weight_bytes(),
             "arena_fixed_bytes": m.fixed_arena_bytes(),
             "arena_per_row_bytes": m.per_row_arena_bytes(),
@@ -474,13 +483,32 @@ fn inspect(path: &Path, json: bool, batches: &[usize]) -> Result<()> {
     }
     println!("signature:");
     for (name, role, shape) in &inputs {
-        println!("  input  {name:<12} role {role:<3} shape {shape}");
+        let extra = match (role.as_str(), m.label_classes(), m.cond_dim()) {
+            ("label", Some(n), _) => format!("  ({n} classes)"),
+            ("cond", _, Some(c)) => format!("  (cond dim {c})"),
+            _ => String::new(),
+        };
+        println!("  input  {name:<12} role {role:<3} shape {shape}{extra}");
     }
     println!(
         "  output velocity          shape {}  (state dim {})",
         m.output_shape(),
         m.state_dim()
     );
+    let tc = m.time_convention();
+    println!(
+        "time: {} axis ({}), network time = {} x time{}",
+        tc.axis.name(),
+        match tc.axis {
+            flowrt::time::TimeAxis::T => "0 = noise -> 1 = data",
+            flowrt::time::TimeAxis::Sigma => "1 = noise -> 0 = data",
+        },
+        tc.scale,
+        if tc.negate_output { ", output = -dx/dtime" } else { "" }
+    );
+    if let Some(d) = m.solver_defaults() {
+        println!("solver defaults: {d:?}");
+    }
     let ops: Vec<String> = op_counts.iter().map(|(n, c)| format!("{n} x{c}")).collect();
     println!("ops: {} nodes: {}", m.node_count(), ops.join(", "));
     println!(
@@ -513,6 +541,7 @@ struct SampleArgs<'a> {
     seeded: Option<(u64, usize)>,
     solve: &'a flowrt_export::solve::SolveArgs,
     sde: &'a flowrt_export::solve::SdeArgs,
+    conditioning: &'a flowrt_export::conditioning::CondFlags,
     output: &'a Path,
     trajectory: Option<&'a Path>,
     ascii: bool,
@@ -527,7 +556,12 @@ fn read_rows(p: &Path, m: &Model<'_>) -> Result<(Vec<f32>, Vec<usize>)> {
     if shape.len() < 2 || row != dim {
         let x_shape = m
             .inputs()
-            .find(|i| !matches!(i.role, flowrt::format::InputRole::T))
+            .find(|i| {
+                matches!(
+                    i.role,
+                    flowrt::format::InputRole::X | flowrt::format::InputRole::Xt
+                )
+            })
             .map(|i| i.shape.to_string())
             .unwrap_or_default();
         bail!(
@@ -539,28 +573,28 @@ fn read_rows(p: &Path, m: &Model<'_>) -> Result<(Vec<f32>, Vec<usize>)> {
     Ok((data, shape))
 }
 
-/// Runs `f` with the chosen backend's raw network for `batch` rows.
+/// Runs `f` with the chosen backend's raw network for up to `rows` rows per evaluation.
 fn with_net<R>(
     m: &Model<'_>,
     (backend, onnx, threads): (Backend, Option<&Path>, usize),
-    batch: usize,
-    f: impl FnOnce(&mut dyn flowrt::VelocityField<flowrt::CpuOps>) -> Result<R, flowrt::Error>,
+    rows: usize,
+    f: impl FnOnce(&mut dyn ConditionalField) -> Result<R, flowrt::Error>,
 ) -> Result<R> {
     match backend {
         Backend::Cpu => {
             if onnx.is_some() {
                 bail!("--onnx is only used with --backend ort");
             }
-            let need = m.required_arena_bytes(batch).map_err(|e| anyhow!("{e}"))?;
+            let need = m.required_arena_bytes(rows).map_err(|e| anyhow!("{e}"))?;
             let mut arena = AlignedBytes::try_zeroed(need)
-                .ok_or_else(|| anyhow!("cannot allocate the {need}-byte arena for {batch} rows"))?;
-            let mut field = flowrt::exec::CpuField::new(m, batch, arena.as_mut_slice())
+                .ok_or_else(|| anyhow!("cannot allocate the {need}-byte arena for {rows} rows"))?;
+            let mut field = flowrt::exec::CpuField::new(m, rows, arena.as_mut_slice())
                 .map_err(|e| anyhow!("{e}"))?;
             f(&mut field).map_err(|e| anyhow!("sampling failed: {e}"))
         }
         Backend::Ort => {
             let mut session = flowrt_export::bench::open_ort(m, onnx, threads)?;
-            let mut field = session.field(batch).map_err(|e| anyhow!("{e}"))?;
+            let mut field = session.field(rows).map_err(|e| anyhow!("{e}"))?;
             match f(&mut field) {
                 Ok(r) => Ok(r),
                 Err(e) => match field.take_error() {
@@ -568,6 +602,73 @@ fn with_net<R>(
                     None => Err(anyhow!("sampling failed: {e}")),
                 },
             }
+        }
+    }
+}
+
+/// A conditional network with fixed conditioning, as a plain velocity field.
+struct Fixed<'f, 'c> {
+    net: &'f mut dyn ConditionalField,
+    cond: flowrt::exec::Conditioning<'c>,
+}
+
+impl flowrt::VelocityField<flowrt::CpuOps> for Fixed<'_, '_> {
+    fn eval(
+        &mut self,
+        _: &mut flowrt::CpuOps,
+        t: f32,
+        x: &[f32],
+        v: &mut [f32],
+    ) -> Result<(), flowrt::Error> {
+        self.net.eval_cond(t, x, &self.cond, v)
+    }
+}
+
+/// Integrates `x` with `net` under the plan: conditioned, and guided when `guided` is set.
+#[allow(clippy::too_many_arguments)]
+fn run_plan(
+    m: &Model<'_>,
+    net: &mut dyn ConditionalField,
+    plan: &flowrt_export::solve::Plan,
+    grid: &dyn flowrt::grid::TimeGrid,
+    x: &mut [f32],
+    cond: flowrt::exec::Conditioning<'_>,
+    guided: Option<(flowrt::guidance::Guidance, flowrt::exec::Conditioning<'_>)>,
+    trajectory: Option<&mut flowrt_export::solve::Trajectory>,
+) -> Result<flowrt_export::solve::SolveReport, flowrt::Error> {
+    let conv = m.time_convention();
+    match guided {
+        None => {
+            let mut f = Fixed { net, cond };
+            flowrt_export::solve::integrate(conv, &mut f, plan, grid, x, trajectory)
+        }
+        Some((g, doubled)) => {
+            let dim = m.state_dim();
+            let batch = x.len() / dim;
+            let n2 = flowrt::guidance::scratch_len(batch, dim).unwrap_or(0);
+            let (mut x2, mut v2) = (vec![0f32; n2], vec![0f32; n2]);
+            let mut cfg = flowrt::guidance::CfgField::new(
+                net,
+                conv,
+                g,
+                batch,
+                dim,
+                m.cond_dim().unwrap_or(0),
+                doubled,
+                &mut x2,
+                &mut v2,
+            )?;
+            // CfgField applies the convention itself.
+            let mut r = flowrt_export::solve::integrate(
+                flowrt::time::TimeConvention::default(),
+                &mut cfg,
+                plan,
+                grid,
+                x,
+                trajectory,
+            )?;
+            r.network_calls = Some(cfg.evaluations());
+            Ok(r)
         }
     }
 }
@@ -605,6 +706,8 @@ fn sample(a: &SampleArgs<'_>) -> Result<()> {
     let plan = a.solve.plan(&m)?;
     let axis = m.time_convention().axis;
     let grid = plan.grid.grid(axis)?;
+    let inputs = flowrt_export::conditioning::load(&m, batch, &a.conditioning.cond_args())?;
+    let guided = a.conditioning.guidance(&m, &inputs)?;
     let mut traj = a.trajectory.map(|_| flowrt_export::solve::Trajectory::default());
     let start = Instant::now();
     let report = if let Some(schedule) = &a.sde.sde {
@@ -614,10 +717,30 @@ fn sample(a: &SampleArgs<'_>) -> Result<()> {
         if traj.is_some() {
             bail!("--trajectory is not available with --sde");
         }
-        flowrt_export::solve::sample_sde(&m, a.sde, schedule, &grid, &mut x)?
+        if guided.is_some() {
+            bail!("--guidance is not available with --sde");
+        }
+        flowrt_export::solve::sample_sde(
+            &m,
+            &inputs.as_conditioning(),
+            a.sde,
+            schedule,
+            &grid,
+            &mut x,
+        )?
     } else {
-        with_net(&m, a.backend, batch, |net| {
-            flowrt_export::solve::integrate(&m, net, &plan, &grid, &mut x, traj.as_mut())
+        let rows = if guided.is_some() { 2 * batch } else { batch };
+        with_net(&m, a.backend, rows, |net| {
+            run_plan(
+                &m,
+                net,
+                &plan,
+                &grid,
+                &mut x,
+                inputs.as_conditioning(),
+                guided.as_ref().map(|(g, d)| (*g, d.as_conditioning())),
+                traj.as_mut(),
+            )
         })?
     };
     let elapsed = start.elapsed();
@@ -627,8 +750,17 @@ fn sample(a: &SampleArgs<'_>) -> Result<()> {
         tshape.extend_from_slice(&shape);
         npy::write_f32(p, &t.states, &tshape)?;
     }
+    let guidance = match &guided {
+        Some((g, _)) => format!(
+            ", guidance w={}{}",
+            g.scale,
+            g.interval
+                .map_or(String::new(), |(lo, hi)| format!(" on [{lo}, {hi}]"))
+        ),
+        None => String::new(),
+    };
     println!(
-        "sampled {batch} x {dim} with {} x {} steps{} on grid {} ({} velocity evaluations, backend {}) in {:.3} ms -> {}",
+        "sampled {batch} x {dim} with {} x {} steps{} on grid {} ({} velocity evaluations{guidance}, backend {}) in {:.3} ms -> {}",
         if a.sde.sde.is_some() { "euler-maruyama" } else { plan.method.name() },
         report.steps,
         if report.rejected > 0 { format!(" (+{} rejected)", report.rejected) } else { String::new() },
@@ -651,6 +783,7 @@ fn invert(
     path: &Path,
     data: &Path,
     solve: &flowrt_export::solve::SolveArgs,
+    conditioning: &flowrt_export::conditioning::CondFlags,
     output: &Path,
     backend: (Backend, Option<&Path>, usize),
 ) -> Result<()> {
@@ -664,12 +797,17 @@ fn invert(
     let backward = flowrt_export::solve::reversed(&forward)?;
     let back_grid = flowrt::grid::Explicit::new(&backward).map_err(|e| anyhow!("{e}"))?;
     let fwd_grid = flowrt::grid::Explicit::new(&forward).map_err(|e| anyhow!("{e}"))?;
+    let inputs = flowrt_export::conditioning::load(&m, batch, &conditioning.cond_args())?;
+    let guided = conditioning.guidance(&m, &inputs)?;
+    let rows = if guided.is_some() { 2 * batch } else { batch };
     let mut z = x.clone();
     let mut again = Vec::new();
-    let report = with_net(&m, backend, batch, |net| {
-        let r = flowrt_export::solve::integrate(&m, net, &plan, &back_grid, &mut z, None)?;
+    let report = with_net(&m, backend, rows, |net| {
+        let g = || guided.as_ref().map(|(g, d)| (*g, d.as_conditioning()));
+        let c = inputs.as_conditioning();
+        let r = run_plan(&m, net, &plan, &back_grid, &mut z, c, g(), None)?;
         again = z.clone();
-        flowrt_export::solve::integrate(&m, net, &plan, &fwd_grid, &mut again, None)?;
+        run_plan(&m, net, &plan, &fwd_grid, &mut again, c, g(), None)?;
         Ok(r)
     })?;
     npy::write_f32(output, &z, &shape)?;

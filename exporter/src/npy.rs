@@ -48,3 +48,41 @@ pub fn write_f32(path: &Path, data: &[f32], shape: &[usize]) -> Result<()> {
     w.finish()?;
     Ok(())
 }
+
+/// Reads class labels from a `.npy` file: int64 or int32, or float32 / float64 holding
+/// integer values (C order). Returns the values and the shape.
+///
+/// Errors: unreadable file, Fortran order, another dtype, or a non-integer float.
+pub fn read_labels(path: &Path) -> Result<(Vec<i64>, Vec<usize>)> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let npy = npyz::NpyFile::new(&bytes[..])
+        .with_context(|| format!("{}: not a .npy file", path.display()))?;
+    if npy.order() != npyz::Order::C {
+        bail!("{}: Fortran-order arrays are not supported", path.display());
+    }
+    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    let descr = npy.dtype().descr();
+    let floats = |v: Vec<f64>| -> Result<Vec<i64>> {
+        v.into_iter()
+            .map(|x| {
+                if x.is_finite() && x.fract() == 0.0 && x.abs() < 9.0e15 {
+                    Ok(x as i64)
+                } else {
+                    bail!("{}: label {x} is not an integer", path.display())
+                }
+            })
+            .collect()
+    };
+    let data = match descr.trim_matches('\'') {
+        "<i8" => npy.into_vec::<i64>()?,
+        "<i4" => npy.into_vec::<i32>()?.into_iter().map(i64::from).collect(),
+        "<f4" => floats(npy.into_vec::<f32>()?.into_iter().map(f64::from).collect())?,
+        "<f8" => floats(npy.into_vec::<f64>()?)?,
+        other => bail!(
+            "{}: dtype {other} is not supported for labels (use int64, int32, or floats with \
+             integer values)",
+            path.display()
+        ),
+    };
+    Ok((data, shape))
+}

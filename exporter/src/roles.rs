@@ -1,17 +1,25 @@
-//! Signature detection: which ONNX input is the state `x`, the time `t`, or `xt`.
+//! Signature detection: which ONNX input is the state `x`, the time `t`, `xt`, or one of the
+//! conditioning inputs (`label`, `cond`, `guidance`).
 
 use anyhow::{anyhow, bail, Result};
 use flowrt::ir::Role;
 
 use crate::import::DeclaredInput;
 
-/// Parses a role name as used by `--role NAME=ROLE`: `x`, `t`, `xt`.
+/// Role names accepted by `--role NAME=ROLE`.
+const ROLE_NAMES: &str = "x, t, xt, label, cond, guidance";
+
+/// Parses a role name as used by `--role NAME=ROLE`: `x`, `t`, `xt`, `label`, `cond`,
+/// `guidance`.
 pub fn parse_role(s: &str) -> Result<Role> {
     match s {
         "x" => Ok(Role::X),
         "t" => Ok(Role::T),
         "xt" => Ok(Role::Xt),
-        other => bail!("unknown role `{other}` (known roles: x, t, xt)"),
+        "label" => Ok(Role::Label),
+        "cond" => Ok(Role::Cond),
+        "guidance" => Ok(Role::Guidance),
+        other => bail!("unknown role `{other}` (known roles: {ROLE_NAMES})"),
     }
 }
 
@@ -25,11 +33,7 @@ pub fn parse_role_override(s: &str) -> Result<(String, Role)> {
 
 /// Short name of a role, as written on the command line.
 pub fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::X => "x",
-        Role::T => "t",
-        Role::Xt => "xt",
-    }
+    role.name()
 }
 
 fn looks_like_time(name: &str) -> bool {
@@ -40,13 +44,55 @@ fn looks_like_time(name: &str) -> bool {
     ) || n.contains("time")
 }
 
+fn looks_like_label(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    matches!(
+        n.as_str(),
+        "y" | "label" | "labels" | "class" | "classes" | "class_labels" | "class_label"
+    ) || n.contains("label")
+}
+
+fn looks_like_cond(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    matches!(
+        n.as_str(),
+        "c" | "cond" | "conds" | "context" | "condition" | "conditioning" | "conditions"
+    ) || n.starts_with("cond")
+        || n.contains("context")
+}
+
+/// A name that can only mean guidance (`guidance`, `guidance_scale`, `cfg`, `cfg_scale`).
+fn surely_guidance(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n.contains("guidance") || n.starts_with("cfg")
+}
+
+/// A short name that may mean guidance (`g`, `w`) when another input is the time.
+fn maybe_guidance(name: &str) -> bool {
+    matches!(name.to_ascii_lowercase().as_str(), "g" | "w")
+}
+
 /// A declared shape that a time input can have: `[]`, `[B]`, `[1]`, `[B, 1]`, `[1, 1]`.
 fn time_shaped(d: &DeclaredInput) -> bool {
     matches!(d.dims.as_slice(), [] | [_] | [_, Some(1)])
 }
 
+/// A declared shape a label can have: `[B]` or `[B, 1]`.
+fn label_shaped(d: &DeclaredInput) -> bool {
+    matches!(d.dims.as_slice(), [_] | [_, Some(1)])
+}
+
 /// Assigns a role to every input (in ONNX order). `overrides` win; the rest is detected from
-/// names and shapes. Errors explain what is ambiguous and how to say it with `--role`.
+/// names, dtypes and shapes:
+///
+/// * an integer input is the `label` (if there are several, the one named like `y`,
+///   `label(s)`, `class`, `class_labels`);
+/// * a float `[B, C]` input named like `cond`, `c`, `context`, `condition` is `cond`, and a
+///   time-shaped input named `guidance*` / `cfg*` (or `g` / `w` when another input can be
+///   the time) is `guidance` — as long as a state (resp. time) input remains;
+/// * the rest is `x` + `t` or one `xt`, as before.
+///
+/// Errors explain what is ambiguous and how to say it with `--role`.
 pub fn assign_roles(
     inputs: &[DeclaredInput],
     outputs: &[DeclaredInput],
@@ -58,6 +104,7 @@ pub fn assign_roles(
             bail!("--role names `{name}`, but the model's inputs are {names:?}");
         }
     }
+    let hint = format!("pass --role ONNX_INPUT_NAME=ROLE ({ROLE_NAMES}) for each input");
     let mut roles: Vec<Option<Role>> = inputs
         .iter()
         .map(|i| {
@@ -67,45 +114,132 @@ pub fn assign_roles(
                 .map(|(_, r)| *r)
         })
         .collect();
-    let open: Vec<usize> = (0..inputs.len()).filter(|&i| roles[i].is_none()).collect();
+    let taken = |roles: &[Option<Role>], r: Role| roles.contains(&Some(r));
+    let open = |roles: &[Option<Role>]| -> Vec<usize> {
+        (0..inputs.len()).filter(|&i| roles[i].is_none()).collect()
+    };
+
+    // Label: integer inputs.
+    let ints: Vec<usize> = open(&roles)
+        .into_iter()
+        .filter(|&i| inputs[i].integer)
+        .collect();
+    if !ints.is_empty() && !taken(&roles, Role::Label) {
+        let named: Vec<usize> = ints
+            .iter()
+            .copied()
+            .filter(|&i| looks_like_label(&inputs[i].name))
+            .collect();
+        let pick = match (ints.as_slice(), named.as_slice()) {
+            ([one], _) | (_, [one]) => *one,
+            _ => bail!(
+                "the integer inputs {:?} could each be the class label; {hint}",
+                ints.iter().map(|&i| &inputs[i].name).collect::<Vec<_>>()
+            ),
+        };
+        roles[pick] = Some(Role::Label);
+    }
+    // Cond: a float [B, C] input named like a condition, if another state candidate remains.
+    let open_now = open(&roles);
+    let conds: Vec<usize> = open_now
+        .iter()
+        .copied()
+        .filter(|&i| {
+            !inputs[i].integer && inputs[i].dims.len() == 2 && looks_like_cond(&inputs[i].name)
+        })
+        .collect();
+    if let [c] = conds.as_slice() {
+        let state_left = taken(&roles, Role::X)
+            || taken(&roles, Role::Xt)
+            || open_now
+                .iter()
+                .any(|&i| i != *c && !inputs[i].integer && inputs[i].dims.len() >= 2);
+        if state_left && !taken(&roles, Role::Cond) {
+            roles[*c] = Some(Role::Cond);
+        }
+    }
+    // Guidance: a time-shaped input named like guidance.
+    let open_now = open(&roles);
+    let time_like: Vec<usize> = open_now
+        .iter()
+        .copied()
+        .filter(|&i| !inputs[i].integer && time_shaped(&inputs[i]))
+        .collect();
+    let sure: Vec<usize> = time_like
+        .iter()
+        .copied()
+        .filter(|&i| surely_guidance(&inputs[i].name))
+        .collect();
+    let maybe: Vec<usize> = time_like
+        .iter()
+        .copied()
+        .filter(|&i| maybe_guidance(&inputs[i].name))
+        .collect();
+    let guidance = match (sure.as_slice(), maybe.as_slice()) {
+        ([g], _) => Some(*g),
+        ([], [g]) => {
+            // `g` / `w` only when something else can be the time.
+            let time_left = taken(&roles, Role::T) || time_like.iter().any(|&i| i != *g);
+            time_left.then_some(*g)
+        }
+        _ => None,
+    };
+    if let Some(g) = guidance {
+        if !taken(&roles, Role::Guidance) {
+            roles[g] = Some(Role::Guidance);
+        }
+    }
+
+    // The core: x + t, or xt, among the inputs without a conditioning role.
+    let core: Vec<usize> = (0..inputs.len())
+        .filter(|&i| !roles[i].is_some_and(|r| r.is_conditioning()))
+        .collect();
+    let core_open: Vec<usize> = core
+        .iter()
+        .copied()
+        .filter(|&i| roles[i].is_none())
+        .collect();
     let out_width = outputs
         .first()
         .and_then(|o| o.dims.last().copied().flatten());
-    let hint = "pass --role ONNX_INPUT_NAME=ROLE (x, t or xt) for each input";
-    match (inputs.len(), open.as_slice()) {
+    match (core.as_slice(), core_open.as_slice()) {
         (_, []) => {}
-        (1, [0]) => {
-            let width = inputs[0].dims.last().copied().flatten();
+        ([only], [_]) => {
+            let only = *only;
+            let width = inputs[only].dims.last().copied().flatten();
             match (width, out_width) {
-                (Some(w), Some(o)) if w == o + 1 => roles[0] = Some(Role::Xt),
+                (Some(w), Some(o)) if w == o + 1 => roles[only] = Some(Role::Xt),
                 // Output shape unknown before analysis: assume xt; lowering checks the
                 // output is [B, width - 1].
-                (Some(_), None) => roles[0] = Some(Role::Xt),
+                (Some(_), None) => roles[only] = Some(Role::Xt),
                 _ => bail!(
-                    "the model has one input `{}` {:?} and output width {:?}: cannot tell \
-                     whether it is `xt` (state with time appended) or `x`; {hint}",
-                    inputs[0].name,
-                    inputs[0].dims,
+                    "the model has one state input `{}` {:?} and output width {:?}: cannot \
+                     tell whether it is `xt` (state with time appended) or `x`; {hint}",
+                    inputs[only].name,
+                    inputs[only].dims,
                     out_width
                 ),
             }
         }
-        (2, open) => {
-            let taken: Vec<Role> = roles.iter().flatten().copied().collect();
-            if open.len() == 1 {
-                let other = taken[0];
-                roles[open[0]] = Some(match other {
+        ([_, _], open2) => {
+            if let [one] = open2 {
+                let other = core
+                    .iter()
+                    .find(|&&i| i != *one)
+                    .and_then(|&i| roles[i])
+                    .ok_or_else(|| anyhow!("{hint}"))?;
+                roles[*one] = Some(match other {
                     Role::T => Role::X,
                     Role::X => Role::T,
-                    Role::Xt => bail!("an `xt` input leaves no role for a second input; {hint}"),
+                    _ => bail!("an `xt` input leaves no role for a second input; {hint}"),
                 });
             } else {
-                let by_name: Vec<usize> = open
+                let by_name: Vec<usize> = open2
                     .iter()
                     .copied()
                     .filter(|&i| looks_like_time(&inputs[i].name))
                     .collect();
-                let by_shape: Vec<usize> = open
+                let by_shape: Vec<usize> = open2
                     .iter()
                     .copied()
                     .filter(|&i| time_shaped(&inputs[i]))
@@ -115,19 +249,21 @@ pub fn assign_roles(
                     (_, [t]) => *t,
                     _ => bail!(
                         "cannot tell which of the inputs {:?} is the time; {hint}",
-                        inputs
+                        open2
                             .iter()
-                            .map(|i| (&i.name, &i.dims))
+                            .map(|&i| (&inputs[i].name, &inputs[i].dims))
                             .collect::<Vec<_>>()
                     ),
                 };
                 roles[t] = Some(Role::T);
-                roles[1 - t] = Some(Role::X);
+                let x = open2.iter().copied().find(|&i| i != t).unwrap_or(t);
+                roles[x] = Some(Role::X);
             }
         }
-        (n, _) => bail!(
-            "the model has {n} inputs {:?}; flowrt velocity fields take x and t (or xt); {hint}",
-            inputs.iter().map(|i| &i.name).collect::<Vec<_>>()
+        (core, _) => bail!(
+            "the model has inputs {:?}; flowrt velocity fields take x and t (or xt), plus \
+             optionally a label, a cond vector and a guidance scale; {hint}",
+            core.iter().map(|&i| &inputs[i].name).collect::<Vec<_>>()
         ),
     }
     let roles: Vec<Role> = roles
@@ -140,19 +276,42 @@ pub fn assign_roles(
         (1, 0, 0) => bail!("the model has a state input but no time input; {hint}"),
         (x, t, xt) => bail!("invalid roles: {x} x, {t} t, {xt} xt inputs (need x + t, or one xt)"),
     }
-    for (input, role) in inputs.iter().zip(&roles) {
-        if *role == Role::T && !time_shaped(input) {
-            bail!(
-                "time input `{}` has shape {:?}; t must be [], [B], [1] or [B, 1]",
-                input.name,
-                input.dims
-            );
+    for r in [Role::Label, Role::Cond, Role::Guidance] {
+        if count(r) > 1 {
+            bail!("{} inputs have the role `{}`; {hint}", count(r), r.name());
         }
-        if matches!(role, Role::X | Role::Xt) && input.dims.len() < 2 {
-            bail!(
-                "state input `{}` has shape {:?}; x must be [B, features...]",
+    }
+    for (input, role) in inputs.iter().zip(&roles) {
+        let bad = |what: &str| {
+            anyhow!(
+                "{} input `{}` has shape {:?}; {what}",
+                role.name(),
                 input.name,
                 input.dims
+            )
+        };
+        match role {
+            Role::T if !time_shaped(input) => {
+                return Err(bad("t must be [], [B], [1] or [B, 1]"));
+            }
+            Role::Guidance if !time_shaped(input) => {
+                return Err(bad("guidance must be [], [B], [1] or [B, 1]"));
+            }
+            Role::X | Role::Xt if input.dims.len() < 2 => {
+                return Err(bad("x must be [B, features...]"));
+            }
+            Role::Label if !label_shaped(input) => {
+                return Err(bad("a label must be [B] or [B, 1]"))
+            }
+            Role::Cond if input.dims.len() != 2 => return Err(bad("cond must be [B, C]")),
+            _ => {}
+        }
+        if input.integer && *role != Role::Label {
+            bail!(
+                "input `{}` is an integer tensor but has the role `{}`; only a label may be \
+                 an integer (flowrt inputs are f32); {hint}",
+                input.name,
+                role.name()
             );
         }
     }
@@ -167,7 +326,114 @@ mod tests {
         DeclaredInput {
             name: name.into(),
             dims: dims.to_vec(),
+            integer: false,
         }
+    }
+
+    fn int(name: &str, dims: &[Option<usize>]) -> DeclaredInput {
+        DeclaredInput {
+            integer: true,
+            ..d(name, dims)
+        }
+    }
+
+    #[test]
+    fn detects_label_cond_guidance() {
+        let out = [d("v", &[None, Some(2)])];
+        let (x, t) = (d("x", &[None, Some(2)]), d("t", &[None]));
+        let r = assign_roles(&[x.clone(), t.clone(), int("y", &[None])], &out, &[]).unwrap();
+        assert_eq!(r, vec![Role::X, Role::T, Role::Label]);
+        // Any integer input is the label, wherever it is.
+        let r = assign_roles(&[int("k", &[None]), x.clone(), t.clone()], &out, &[]).unwrap();
+        assert_eq!(r, vec![Role::Label, Role::X, Role::T]);
+        // Two integer inputs: the one named like a label.
+        let r = assign_roles(
+            &[
+                x.clone(),
+                t.clone(),
+                int("class_labels", &[None]),
+                int("k", &[None]),
+            ],
+            &out,
+            &[],
+        );
+        assert!(r.is_err(), "the second integer input has no role");
+        let ins = [
+            x.clone(),
+            t.clone(),
+            int("class_labels", &[None, Some(1)]),
+            d("cond", &[None, Some(4)]),
+            d("guidance", &[None]),
+        ];
+        let r = assign_roles(&ins, &out, &[]).unwrap();
+        assert_eq!(
+            r,
+            vec![Role::X, Role::T, Role::Label, Role::Cond, Role::Guidance]
+        );
+        // xt + context + cfg scale (scalar).
+        let ins = [
+            d("xt", &[None, Some(3)]),
+            d("context", &[None, Some(5)]),
+            d("cfg_scale", &[]),
+        ];
+        let r = assign_roles(&ins, &out, &[]).unwrap();
+        assert_eq!(r, vec![Role::Xt, Role::Cond, Role::Guidance]);
+        // `w` is guidance only when another input is the time.
+        let r = assign_roles(&[x.clone(), t.clone(), d("w", &[None, Some(1)])], &out, &[]).unwrap();
+        assert_eq!(r, vec![Role::X, Role::T, Role::Guidance]);
+        let r = assign_roles(&[x.clone(), d("w", &[None, Some(1)])], &out, &[]).unwrap();
+        assert_eq!(r, vec![Role::X, Role::T]);
+        // `c` is cond only when another input can be the state.
+        let r = assign_roles(&[d("c", &[None, Some(2)]), t.clone()], &out, &[]).unwrap();
+        assert_eq!(r, vec![Role::X, Role::T]);
+    }
+
+    #[test]
+    fn conditioning_overrides_and_errors() {
+        let out = [d("v", &[None, Some(2)])];
+        let ins = [
+            d("a", &[None, Some(2)]),
+            d("b", &[None]),
+            d("e", &[None, Some(3)]),
+        ];
+        assert!(assign_roles(&ins, &out, &[]).is_err());
+        let r = assign_roles(
+            &ins,
+            &out,
+            &[("e".into(), Role::Cond), ("b".into(), Role::T)],
+        )
+        .unwrap();
+        assert_eq!(r, vec![Role::X, Role::T, Role::Cond]);
+        let r = assign_roles(&ins, &out, &[("e".into(), Role::Cond)]).unwrap();
+        assert_eq!(r, vec![Role::X, Role::T, Role::Cond]);
+        // A label of the wrong shape, an integer input that is not the label, two guidances.
+        let x = d("x", &[None, Some(2)]);
+        let t = d("t", &[None]);
+        let e = assign_roles(
+            &[x.clone(), t.clone(), int("y", &[None, Some(3)])],
+            &out,
+            &[],
+        );
+        assert!(e.unwrap_err().to_string().contains("[B] or [B, 1]"));
+        let e = assign_roles(
+            &[x.clone(), t.clone(), int("y", &[None])],
+            &out,
+            &[("y".into(), Role::Guidance)],
+        );
+        assert!(e.unwrap_err().to_string().contains("integer"));
+        let e = assign_roles(
+            &[x.clone(), t.clone(), d("g1", &[None]), d("g2", &[None])],
+            &out,
+            &[("g1".into(), Role::Guidance), ("g2".into(), Role::Guidance)],
+        );
+        assert!(e.is_err());
+        assert_eq!(parse_role("label").unwrap(), Role::Label);
+        assert_eq!(parse_role("cond").unwrap(), Role::Cond);
+        assert_eq!(parse_role("guidance").unwrap(), Role::Guidance);
+        assert!(parse_role("y")
+            .unwrap_err()
+            .to_string()
+            .contains("guidance"));
     }
 
     #[test]

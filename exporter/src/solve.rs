@@ -231,6 +231,9 @@ pub struct SolveReport {
     pub evaluations: usize,
     /// Rejected steps (dopri5).
     pub rejected: usize,
+    /// Network calls when they differ from the evaluations (guidance: one doubled batch per
+    /// evaluation).
+    pub network_calls: Option<usize>,
 }
 
 /// Counts evaluations of an inner field.
@@ -252,12 +255,13 @@ impl VelocityField<CpuOps> for Counting<'_> {
     }
 }
 
-/// Integrates `x` along `grid` with the plan's method, through the model's time
-/// convention, optionally recording the trajectory.
+/// Integrates `x` along `grid` with the plan's method, through the time convention `conv`
+/// (pass the default when `net` applies it itself, as guidance does), optionally recording
+/// the trajectory.
 ///
 /// Errors: whatever the solver or the field returns.
 pub fn integrate(
-    model: &Model<'_>,
+    conv: flowrt::time::TimeConvention,
     net: &mut dyn VelocityField<CpuOps>,
     plan: &Plan,
     grid: &dyn TimeGrid,
@@ -271,7 +275,7 @@ pub fn integrate(
         inner: net,
         count: 0,
     };
-    let mut field = ConventionField::new(&mut counting, model.time_convention());
+    let mut field = ConventionField::new(&mut counting, conv);
     let mut none = flowrt::solver::NoObserver;
     let observer: &mut dyn StepObserver<CpuOps> = match trajectory {
         Some(t) => {
@@ -353,6 +357,7 @@ pub enum ScoreKind {
 /// Errors: bad options, a model on the sigma axis, sizes, or a failed evaluation.
 pub fn sample_sde(
     model: &Model<'_>,
+    cond: &flowrt::exec::Conditioning<'_>,
     args: &SdeArgs,
     schedule: &str,
     grid: &dyn TimeGrid,
@@ -367,7 +372,11 @@ pub fn sample_sde(
     let mut arena = flowrt::format::AlignedBytes::try_zeroed(model.required_arena_bytes(batch)?)
         .ok_or_else(|| anyhow!("cannot allocate the arena"))?;
     let mut net = flowrt::exec::CpuField::new(model, batch, arena.as_mut_slice())?;
-    let mut field = ConventionField::new(&mut net, conv);
+    let mut conditioned = flowrt::exec::ConditionedField {
+        field: &mut net,
+        cond: *cond,
+    };
+    let mut field = ConventionField::new(&mut conditioned, conv);
     let score_bytes = match &args.score_model {
         Some(p) => Some(crate::read_frt(p)?),
         None => None,
@@ -436,6 +445,6 @@ pub fn sample_sde(
     Ok(SolveReport {
         steps: grid.steps(),
         evaluations: grid.steps() * per_step,
-        rejected: 0,
+        ..Default::default()
     })
 }

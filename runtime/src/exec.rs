@@ -4,8 +4,8 @@
 //! Both work in a caller-supplied arena (`&mut [u8]`, 4-byte aligned; see `docs/arena.md`):
 //!
 //! ```text
-//! | fixed region | per-row region (per_row * B) | CpuField scratch: t | xt rows |
-//! 0              fixed                          graph_arena_bytes(B)           required_arena_bytes(B)
+//! | fixed region | per-row region (per_row * B) | CpuField scratch: t | xt | label | guidance |
+//! 0              fixed                          graph_arena_bytes(B)                     required_arena_bytes(B)
 //! ```
 //!
 //! Sizes and alignment are checked before any work; nothing is allocated.
@@ -251,6 +251,11 @@ fn exec_node(v: &Views<'_, '_>, node: &NodeRec, out: &mut [f32], od: &Dims) -> R
             let (x, _, xd) = v.input(node, 0)?;
             ops::transpose(x, &xd, node.op.perm(), out, od)
         }
+        NodeOp::Gather => {
+            let (table, _, td) = v.input(node, 0)?;
+            let (idx, _, _) = v.input(node, 1)?;
+            ops::gather(table, &td, idx, out)
+        }
         NodeOp::Slice {
             axis, start, step, ..
         } => {
@@ -268,20 +273,54 @@ fn exec_node(v: &Views<'_, '_>, node: &NodeRec, out: &mut [f32], od: &Dims) -> R
     }
 }
 
+/// Per-row conditioning inputs, borrowed for one evaluation. Lengths are per the batch of
+/// that call.
+///
+/// A model with a `label`, `cond` or `guidance` input needs the matching field; a field
+/// given for a role the model does not have is an error too (it would be silently unused).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Conditioning<'c> {
+    /// Class index per row for the `label` role (`batch` values).
+    pub label: Option<&'c [i64]>,
+    /// Conditioning vectors for the `cond` role (`batch * cond_dim` values, row-major).
+    pub cond: Option<&'c [f32]>,
+    /// Embedded guidance scale for the `guidance` role: one value per row (`batch` values).
+    pub guidance: Option<&'c [f32]>,
+}
+
+/// Largest label magnitude that is exact in f32 (`2^24`); used when the label does not feed
+/// a `Gather` table directly, so [`Model::label_classes`] cannot bound it.
+const MAX_EXACT_LABEL: i64 = 1 << 24;
+
+/// Takes the next `len` f32 values (16-byte rounded) off the front of `scratch`.
+fn take_f32<'s>(scratch: &mut &'s mut [u8], len: usize) -> Result<&'s mut [f32], Error> {
+    let bytes = align_up(len.checked_mul(4).ok_or(ops_err())?).ok_or(ops_err())?;
+    let taken = core::mem::take(scratch);
+    let (mine, rest) = taken.split_at_mut_checked(bytes).ok_or(ops_err())?;
+    *scratch = rest;
+    let mine: &mut [f32] = bytemuck::try_cast_slice_mut(mine).map_err(|_| Error::Misaligned)?;
+    mine.get_mut(..len).ok_or(ops_err())
+}
+
 /// The CPU velocity field: evaluates the model on a batch of states at one time.
 ///
 /// Inputs are fed by role: `x` is the solver's state as is; `t` is filled with the time
-/// (one value, or one per row, per the input's shape); `xt` rows `[x_row, t]` are assembled.
-/// The time and `xt` buffers live in the arena's scratch part, after the graph arena.
+/// (one value, or one per row, per the input's shape); `xt` rows `[x_row, t]` are assembled;
+/// `label`, `cond` and `guidance` come from a [`Conditioning`] ([`CpuField::eval_cond`]).
+/// The time, `xt`, label and guidance buffers live in the arena's scratch part, after the
+/// graph arena.
 pub struct CpuField<'m, 'a> {
     model: Model<'m>,
     batch: usize,
     arena: &'a mut [u8],
+    /// Labels allowed by the model, `low..high` (from [`Model::label_classes`], computed once).
+    labels: (i64, i64),
 }
 
 impl<'m, 'a> CpuField<'m, 'a> {
-    /// A field for batch size `batch` working in `arena`, which must be 4-byte aligned and
-    /// at least [`Model::required_arena_bytes`]`(batch)` long (checked here).
+    /// A field for up to `batch` rows per evaluation, working in `arena`, which must be
+    /// 4-byte aligned and at least [`Model::required_arena_bytes`]`(batch)` long (checked
+    /// here).
     pub fn new(
         model: &Model<'m>,
         batch: usize,
@@ -304,14 +343,20 @@ impl<'m, 'a> CpuField<'m, 'a> {
             .ok_or(Error::BadArgument {
                 what: "batch size too large",
             })?;
+        // In 0..N when the label feeds a Gather table, else exact in f32.
+        let labels = match model.label_classes() {
+            Some(n) => (0, i64::try_from(n).unwrap_or(i64::MAX)),
+            None => (-MAX_EXACT_LABEL, MAX_EXACT_LABEL + 1),
+        };
         Ok(CpuField {
             model: *model,
             batch,
             arena,
+            labels: (labels.0, labels.1.min(MAX_EXACT_LABEL + 1)),
         })
     }
 
-    /// The batch size.
+    /// The batch size the field was created for (the most rows one evaluation may have).
     pub fn batch(&self) -> usize {
         self.batch
     }
@@ -321,57 +366,191 @@ impl<'m, 'a> CpuField<'m, 'a> {
         &self.model
     }
 
-    /// Elements of a state (and velocity) buffer: `batch * state_dim`.
+    /// Elements of a full-batch state (and velocity) buffer: `batch * state_dim`.
     pub fn state_len(&self) -> usize {
         self.batch * self.model.state_dim()
     }
 
-    /// Writes `v(x, t)` into `v` (`x` and `v`: `batch * state_dim` elements).
+    /// Writes `v(x, t)` into `v` for a model without conditioning inputs: [`eval_cond`]
+    /// with [`Conditioning::default`]. `x` and `v` hold the same whole number of rows, at
+    /// most [`CpuField::batch`].
+    ///
+    /// [`eval_cond`]: CpuField::eval_cond
     pub fn eval_into(&mut self, t: f32, x: &[f32], v: &mut [f32]) -> Result<(), Error> {
-        let n = self.state_len();
-        if x.len() != n {
+        self.eval_cond(t, x, &Conditioning::default(), v)
+    }
+
+    /// v(x, t) with conditioning. The batch of this call is `x.len() / state_dim` and may be
+    /// ANY number of rows up to the batch the field was created for
+    /// ([`CpuField::new`]`(model, batch, arena)`) -- rows' results do not depend on the batch
+    /// size (the kernels are row-deterministic).
+    ///
+    /// Conditioning per role the model has: `label` — `rows` class indices, each in
+    /// `0..`[`Model::label_classes`] (or `|label| <= 2^24` when the label does not feed a
+    /// `Gather` table directly), handed to the graph as exact f32 values; `cond` — `rows *`
+    /// [`Model::cond_dim`] finite values; `guidance` — `rows` finite values (a model whose
+    /// guidance input is one value for all rows, `[]` / `[1]`, needs them all equal).
+    ///
+    /// Errors: a role the model has but `cond` lacks ([`Error::BadArgument`], e.g. "model
+    /// needs a label input"), or a field given for a role the model lacks; wrong lengths
+    /// ([`Error::ShapeMismatch`]); a label out of range ([`Error::BadArgument`], "label out
+    /// of range"); non-finite cond/guidance values ([`Error::NonFiniteInput`]).
+    pub fn eval_cond(
+        &mut self,
+        t: f32,
+        x: &[f32],
+        cond: &Conditioning<'_>,
+        v: &mut [f32],
+    ) -> Result<(), Error> {
+        let model = &self.model;
+        let d = model.state_dim();
+        let rows = x.len().checked_div(d).unwrap_or(0);
+        if rows == 0 || rows > self.batch || rows.checked_mul(d) != Some(x.len()) {
             return Err(Error::ShapeMismatch {
-                what: "x",
-                expected: n,
+                what: "x (a whole number of rows, at most the field's batch)",
+                expected: self.state_len(),
                 found: x.len(),
             });
         }
-        if v.len() != n {
+        if v.len() != x.len() {
             return Err(Error::ShapeMismatch {
                 what: "v",
-                expected: n,
+                expected: x.len(),
                 found: v.len(),
             });
         }
-        let model = &self.model;
-        let batch = self.batch;
-        let (graph, mut scratch) = arena_f32(self.arena, model.graph_arena_bytes(batch)?)?;
+        check_unused(model, cond)?;
+        let (graph, mut scratch) = arena_f32(self.arena, model.graph_arena_bytes(rows)?)?;
         let mut bufs: [&[f32]; MAX_INPUTS] = [&[]; MAX_INPUTS];
-        let d = model.state_dim();
         for (slot, info) in bufs.iter_mut().zip(model.inputs()) {
+            let len = info.shape.elements(rows).ok_or(ops_err())?;
             match info.role {
                 InputRole::X => *slot = x,
-                InputRole::T | InputRole::Xt => {
-                    let len = info.shape.elements(batch).ok_or(ops_err())?;
-                    let bytes = align_up(len.checked_mul(4).ok_or(ops_err())?).ok_or(ops_err())?;
-                    let taken = core::mem::take(&mut scratch);
-                    let (mine, rest) = taken.split_at_mut_checked(bytes).ok_or(ops_err())?;
-                    scratch = rest;
-                    let mine: &mut [f32] =
-                        bytemuck::try_cast_slice_mut(mine).map_err(|_| Error::Misaligned)?;
-                    let buf = mine.get_mut(..len).ok_or(ops_err())?;
-                    if info.role == InputRole::T {
-                        buf.fill(t);
+                InputRole::Cond => {
+                    let c = cond.cond.ok_or(Error::BadArgument {
+                        what: "model needs a cond input",
+                    })?;
+                    if c.len() != len {
+                        return Err(Error::ShapeMismatch {
+                            what: "cond (rows * cond_dim values)",
+                            expected: len,
+                            found: c.len(),
+                        });
+                    }
+                    if !c.iter().all(|v| v.is_finite()) {
+                        return Err(Error::NonFiniteInput { what: "cond" });
+                    }
+                    *slot = c;
+                }
+                InputRole::T => {
+                    let buf = take_f32(&mut scratch, len)?;
+                    buf.fill(t);
+                    *slot = buf;
+                }
+                InputRole::Xt => {
+                    let buf = take_f32(&mut scratch, len)?;
+                    fill_xt(buf, x, d, t)?;
+                    *slot = buf;
+                }
+                InputRole::Label => {
+                    let labels = cond.label.ok_or(Error::BadArgument {
+                        what: "model needs a label input",
+                    })?;
+                    if labels.len() != rows {
+                        return Err(Error::ShapeMismatch {
+                            what: "label (one per row)",
+                            expected: rows,
+                            found: labels.len(),
+                        });
+                    }
+                    let (low, high) = self.labels;
+                    if labels.iter().any(|l| *l < low || *l >= high) {
+                        return Err(Error::BadArgument {
+                            what: "label out of range (not in 0..label_classes)",
+                        });
+                    }
+                    let buf = take_f32(&mut scratch, len)?;
+                    if buf.len() != labels.len() {
+                        return Err(ops_err());
+                    }
+                    for (b, l) in buf.iter_mut().zip(labels) {
+                        *b = *l as f32; // exact: |l| <= 2^24
+                    }
+                    *slot = buf;
+                }
+                InputRole::Guidance => {
+                    let g = cond.guidance.ok_or(Error::BadArgument {
+                        what: "model needs a guidance input",
+                    })?;
+                    if g.len() != rows {
+                        return Err(Error::ShapeMismatch {
+                            what: "guidance (one per row)",
+                            expected: rows,
+                            found: g.len(),
+                        });
+                    }
+                    if !g.iter().all(|v| v.is_finite()) {
+                        return Err(Error::NonFiniteInput { what: "guidance" });
+                    }
+                    let buf = take_f32(&mut scratch, len)?;
+                    if info.shape.has_batch() {
+                        if buf.len() != g.len() {
+                            return Err(ops_err());
+                        }
+                        buf.copy_from_slice(g);
                     } else {
-                        fill_xt(buf, x, d, t)?;
+                        let first = g.first().copied().ok_or(ops_err())?;
+                        if g.iter().any(|v| v.to_bits() != first.to_bits()) {
+                            return Err(Error::BadArgument {
+                                what: "guidance differs between rows, but the model's \
+                                       guidance input is one value for all rows",
+                            });
+                        }
+                        buf.fill(first);
                     }
                     *slot = buf;
                 }
             }
         }
         let used = bufs.get(..model.input_count()).ok_or(ops_err())?;
-        run_graph(model, batch, used, graph)?;
-        copy_output(model, batch, graph, v)
+        run_graph(model, rows, used, graph)?;
+        copy_output(model, rows, graph, v)
+    }
+}
+
+/// A conditioning field given for a role the model does not have.
+fn check_unused(model: &Model<'_>, cond: &Conditioning<'_>) -> Result<(), Error> {
+    let has = |r: InputRole| model.input_by_role(r).is_some();
+    if cond.label.is_some() && !has(InputRole::Label) {
+        return Err(Error::BadArgument {
+            what: "a label was given, but the model has no label input",
+        });
+    }
+    if cond.cond.is_some() && !has(InputRole::Cond) {
+        return Err(Error::BadArgument {
+            what: "a cond vector was given, but the model has no cond input",
+        });
+    }
+    if cond.guidance.is_some() && !has(InputRole::Guidance) {
+        return Err(Error::BadArgument {
+            what: "a guidance value was given, but the model has no guidance input",
+        });
+    }
+    Ok(())
+}
+
+/// A [`CpuField`] with conditioning fixed for every evaluation: the [`VelocityField`] that
+/// [`crate::sampler::sample_cond`] integrates.
+pub struct ConditionedField<'f, 'm, 'a, 'c> {
+    /// The field.
+    pub field: &'f mut CpuField<'m, 'a>,
+    /// The conditioning handed to [`CpuField::eval_cond`] on every evaluation.
+    pub cond: Conditioning<'c>,
+}
+
+impl VelocityField<CpuOps> for ConditionedField<'_, '_, '_, '_> {
+    fn eval(&mut self, _ops: &mut CpuOps, t: f32, x: &[f32], v: &mut [f32]) -> Result<(), Error> {
+        self.field.eval_cond(t, x, &self.cond, v)
     }
 }
 

@@ -28,6 +28,10 @@ pub enum Op {
     /// `inputs = [cond, a, b]`, broadcast together: `cond != 0 ? a : b` (ONNX `Where`;
     /// `cond` is an f32 mask such as a comparison's output).
     Where,
+    /// `inputs = [table, idx]`: `out[i, ...] = table[idx[i], ...]` along axis 0 (embedding
+    /// lookup); `table` has no batch dim, output shape = `idx.shape + table.shape[1..]`.
+    /// Indices are f32 values that must be exact integers in `0..N` at run time.
+    Gather,
     /// `inputs = [x0, x1, ...]` joined along `axis`.
     Concat {
         /// Axis (0-based, non-negative) along which the inputs are joined.

@@ -35,6 +35,7 @@ pub mod plan;
 
 // Solvers, time grids and the deterministic RNG.
 pub mod grid;
+pub mod guidance;
 pub mod rng;
 pub mod sampler;
 pub mod sde;

@@ -12,7 +12,7 @@ use crate::format::{
 use crate::Error;
 
 /// Most graph inputs a model can have (one per [`InputRole`]).
-pub const MAX_INPUTS: usize = 3;
+pub const MAX_INPUTS: usize = 6;
 
 const fn invalid(what: &'static str) -> Error {
     Error::Invalid { what }
@@ -534,7 +534,7 @@ impl<'a> Model<'a> {
         // Signature: roles unique, tensors unique, kinds, shapes, state dim.
         let n_in = self.n_inputs as usize;
         if n_in == 0 || n_in > MAX_INPUTS {
-            return Err(invalid("a model has 1 to 3 inputs (one per role)"));
+            return Err(invalid("a model has 1 to 6 inputs (one per role)"));
         }
         let mut dim: Option<u64> = None;
         let mut seen_roles = [false; MAX_INPUTS];
@@ -565,7 +565,8 @@ impl<'a> Model<'a> {
                 dim = Some(d);
             }
         }
-        if seen_roles[0] == seen_roles[2] {
+        let seen = |r: InputRole| seen_roles.get(r.code() as usize).copied();
+        if seen(InputRole::X) == seen(InputRole::Xt) {
             return Err(invalid(
                 "a model has exactly one of the inputs `x` and `xt`",
             ));
@@ -778,6 +779,49 @@ impl<'a> Model<'a> {
         self.inputs().find(|i| i.role == role)
     }
 
+    /// Number of classes `N` of the `label` input: the rows of the `Gather` table(s) the
+    /// label indexes (directly, or through `Reshape`s); the smallest if there are several.
+    /// `None` without a label input, or when the label feeds no `Gather` index.
+    /// Callers use it to validate labels, e.g. a null class for classifier-free guidance.
+    pub fn label_classes(&self) -> Option<usize> {
+        let label = self.input_by_role(InputRole::Label)?.tensor;
+        let mut classes: Option<usize> = None;
+        for i in 0..self.n_nodes {
+            let node = self.node_rec(i).ok()?;
+            if node.op != NodeOp::Gather {
+                continue;
+            }
+            // Follow the index back through Reshapes (each produced by an earlier node, so
+            // this ends) to where its values come from.
+            let mut src = self.node_input(&node, 1).ok()?;
+            loop {
+                let rec = self.tensor_rec(src).ok()?;
+                if !rec.kind.in_arena() {
+                    break;
+                }
+                let producer = self.node_rec(rec.producer).ok()?;
+                if producer.op != NodeOp::Reshape {
+                    break;
+                }
+                src = self.node_input(&producer, 0).ok()?;
+            }
+            if src == label {
+                let table = self.tensor_rec(self.node_input(&node, 0).ok()?).ok()?;
+                if let Some(crate::format::Dim::Fixed(n)) = table.shape.dim(0) {
+                    let n = n as usize;
+                    classes = Some(classes.map_or(n, |c| c.min(n)));
+                }
+            }
+        }
+        classes
+    }
+
+    /// Width `C` of the `cond` input (`[B, C]`), if the model has one.
+    pub fn cond_dim(&self) -> Option<usize> {
+        let info = self.input_by_role(InputRole::Cond)?;
+        usize::try_from(info.shape.row_elements()?).ok()
+    }
+
     /// Tensor index of the output (the velocity).
     pub fn output_tensor(&self) -> u32 {
         self.output
@@ -944,15 +988,19 @@ impl<'a> Model<'a> {
     }
 
     /// Per-call scratch of [`crate::exec::CpuField`] for batch `batch`: the time input
-    /// (if the model has one) and the assembled `[x, t]` rows (if it has an `xt` input),
-    /// each rounded up to 16 bytes.
+    /// (if the model has one), the assembled `[x, t]` rows (if it has an `xt` input), and
+    /// the f32 label and guidance inputs (if it has them), each rounded up to 16 bytes.
+    /// (`x` and `cond` are read from the caller's buffers.)
     pub fn scratch_bytes(&self, batch: usize) -> Result<usize, Error> {
         let e = Error::BadArgument {
             what: "batch size too large: arena size overflows",
         };
         let mut total = 0usize;
         for inp in self.inputs() {
-            if matches!(inp.role, InputRole::T | InputRole::Xt) {
+            if matches!(
+                inp.role,
+                InputRole::T | InputRole::Xt | InputRole::Label | InputRole::Guidance
+            ) {
                 let n = inp.shape.elements(batch).ok_or(e)?;
                 total = total
                     .checked_add(align_up(n.checked_mul(4).ok_or(e)?).ok_or(e)?)

@@ -6,7 +6,7 @@
 //!           Model::required_arena_bytes   Method::workspace_bytes(batch * D)
 //! ```
 
-use crate::exec::CpuField;
+use crate::exec::{ConditionedField, Conditioning, CpuField};
 use crate::field::CpuOps;
 use crate::grid::TimeGrid;
 use crate::solver::{integrate_observed, Method, StepObserver, Workspace};
@@ -62,6 +62,31 @@ pub fn sample<G: TimeGrid + ?Sized>(
     )
 }
 
+/// [`sample`] for a model with conditioning inputs (`label`, `cond`, `guidance`): `cond` is
+/// fixed over the whole integration and sized for the batch `x.len() / state_dim` (see
+/// [`CpuField::eval_cond`]). Same arena size as [`sample`] ([`sample_arena_bytes`]).
+///
+/// Errors: as [`sample`], plus those of [`CpuField::eval_cond`] (missing or extra
+/// conditioning, wrong lengths, label out of range, non-finite values).
+pub fn sample_cond<G: TimeGrid + ?Sized>(
+    model: &Model<'_>,
+    method: Method,
+    grid: &G,
+    x: &mut [f32],
+    cond: &Conditioning<'_>,
+    arena: &mut [u8],
+) -> Result<(), Error> {
+    sample_cond_observed(
+        model,
+        method,
+        grid,
+        x,
+        cond,
+        arena,
+        &mut crate::solver::NoObserver,
+    )
+}
+
 /// [`sample`] with a per-step observer (progress, trajectories).
 ///
 /// Errors: as [`sample`], plus whatever the observer returns.
@@ -70,6 +95,29 @@ pub fn sample_observed<G: TimeGrid + ?Sized, O: StepObserver<CpuOps> + ?Sized>(
     method: Method,
     grid: &G,
     x: &mut [f32],
+    arena: &mut [u8],
+    observer: &mut O,
+) -> Result<(), Error> {
+    sample_cond_observed(
+        model,
+        method,
+        grid,
+        x,
+        &Conditioning::default(),
+        arena,
+        observer,
+    )
+}
+
+/// [`sample_cond`] with a per-step observer.
+///
+/// Errors: as [`sample_cond`], plus whatever the observer returns.
+pub fn sample_cond_observed<G: TimeGrid + ?Sized, O: StepObserver<CpuOps> + ?Sized>(
+    model: &Model<'_>,
+    method: Method,
+    grid: &G,
+    x: &mut [f32],
+    cond: &Conditioning<'_>,
     arena: &mut [u8],
     observer: &mut O,
 ) -> Result<(), Error> {
@@ -93,7 +141,11 @@ pub fn sample_observed<G: TimeGrid + ?Sized, O: StepObserver<CpuOps> + ?Sized>(
     let (field_arena, work_arena) = arena.split_at_mut(field_bytes);
     let (mut work, _) = Workspace::from_arena(work_arena, x.len(), method.work_buffers())?;
     let mut net = CpuField::new(model, batch, field_arena)?;
-    let mut field = ConventionField::new(&mut net, model.time_convention());
+    let mut conditioned = ConditionedField {
+        field: &mut net,
+        cond: *cond,
+    };
+    let mut field = ConventionField::new(&mut conditioned, model.time_convention());
     integrate_observed(
         &mut CpuOps,
         &mut field,
@@ -102,5 +154,95 @@ pub fn sample_observed<G: TimeGrid + ?Sized, O: StepObserver<CpuOps> + ?Sized>(
         x,
         &mut work,
         observer,
+    )
+}
+
+/// Arena bytes [`sample_guided`] needs for `batch` rows with `method`: the graph arena for
+/// `2·batch` rows, the two `2·batch`-row guidance buffers, and the solver workspace.
+///
+/// Errors: [`Error::BadArgument`] when the sizes overflow `usize`.
+pub fn guided_arena_bytes(model: &Model<'_>, method: Method, batch: usize) -> Result<usize, Error> {
+    const OVERFLOW: Error = Error::BadArgument {
+        what: "batch size overflows",
+    };
+    let rows2 = batch.checked_mul(2).ok_or(OVERFLOW)?;
+    let field = model.required_arena_bytes(rows2)?;
+    let scratch = crate::guidance::scratch_len(batch, model.state_dim())
+        .and_then(|n| n.checked_mul(8))
+        .ok_or(OVERFLOW)?;
+    let state_len = batch.checked_mul(model.state_dim()).ok_or(OVERFLOW)?;
+    let work = method.workspace_bytes(state_len).ok_or(OVERFLOW)?;
+    field
+        .checked_add(15)
+        .map(|f| f & !15)
+        .and_then(|f| f.checked_add(scratch))
+        .and_then(|f| f.checked_add(work))
+        .ok_or(OVERFLOW)
+}
+
+/// Classifier-free guidance sampling on the CPU ([`crate::guidance`]): `x` holds `batch`
+/// rows of noise and receives the samples; `doubled` the conditioning of `2·batch` rows
+/// (the conditional rows, then the unconditional ones, e.g. labels `[y; null]`).
+///
+/// Errors: as [`sample`], plus invalid guidance and conditioning of the wrong size.
+pub fn sample_guided<G: TimeGrid + ?Sized>(
+    model: &Model<'_>,
+    method: Method,
+    grid: &G,
+    x: &mut [f32],
+    doubled: &Conditioning<'_>,
+    guidance: &crate::guidance::Guidance,
+    arena: &mut [u8],
+) -> Result<(), Error> {
+    let dim = model.state_dim();
+    if x.is_empty() || x.len().checked_rem(dim) != Some(0) {
+        return Err(Error::ShapeMismatch {
+            what: "state (a whole number of rows of state_dim values)",
+            expected: dim,
+            found: x.len(),
+        });
+    }
+    let batch = x.len() / dim;
+    let needed = guided_arena_bytes(model, method, batch)?;
+    if arena.len() < needed {
+        return Err(Error::ArenaTooSmall {
+            needed,
+            given: arena.len(),
+        });
+    }
+    let field_bytes = (model.required_arena_bytes(batch * 2)? + 15) & !15;
+    let (field_arena, rest) = arena.split_at_mut(field_bytes);
+    let n2 = crate::guidance::scratch_len(batch, dim).ok_or(Error::BadArgument {
+        what: "batch size overflows",
+    })?;
+    let (x2, rest) = Workspace::from_arena(rest, n2, 1)?;
+    let (v2, work_arena) = Workspace::from_arena(rest, n2, 1)?;
+    let (mut work, _) = Workspace::from_arena(work_arena, x.len(), method.work_buffers())?;
+    let (Some(x2), Some(v2)) = (x2.into_first(), v2.into_first()) else {
+        return Err(Error::ArenaTooSmall {
+            needed,
+            given: 0,
+        });
+    };
+    let mut net = CpuField::new(model, batch * 2, field_arena)?;
+    let mut field = crate::guidance::CfgField::new(
+        &mut net,
+        model.time_convention(),
+        *guidance,
+        batch,
+        dim,
+        model.cond_dim().unwrap_or(0),
+        *doubled,
+        x2,
+        v2,
+    )?;
+    integrate_observed(
+        &mut CpuOps,
+        &mut field,
+        method,
+        grid,
+        x,
+        &mut work,
+        &mut crate::solver::NoObserver,
     )
 }

@@ -464,6 +464,13 @@ impl<'a, B: ?Sized> Workspace<'a, B> {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// The first buffer, consuming the workspace (e.g. to use an arena-carved buffer as
+    /// plain scratch); `None` when it is empty.
+    pub fn into_first(self) -> Option<&'a mut B> {
+        let [first, ..] = self.bufs;
+        first
+    }
 }
 
 impl<'a> Workspace<'a, [f32]> {

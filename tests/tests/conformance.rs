@@ -42,6 +42,7 @@ fn velocities(model: &Model<'_>, px: &[f32], pt: &[f32], dim: usize) -> Vec<f32>
             InputRole::X => px,
             InputRole::T => pt,
             InputRole::Xt => &xt[..],
+            other => panic!("the trained fixtures have no {} input", other.name()),
         })
         .collect();
     flowrt::exec::run(model, rows, &inputs, &mut out, arena.as_mut_slice()).unwrap();

@@ -1011,3 +1011,192 @@ fn sampler_input_errors() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Conditioning roles (label, cond, guidance) and Gather, on the exported op case
+// `label_cond_guidance` (x, t, y int64 -> Gather, cond [B, 4], guidance [B]).
+
+/// The exported `label_cond_guidance` op case.
+fn conditioned() -> Vec<u8> {
+    exported("ops", "label_cond_guidance.onnx")
+}
+
+/// Byte offset of the signature entry with role `role`, and its tensor index.
+fn sig_entry_of(b: &[u8], role: u32) -> (usize, usize) {
+    let g = Layout::of(b).signature;
+    (0..get_u32(b, g) as usize)
+        .map(|k| g + 16 + 8 * k)
+        .find(|&e| get_u32(b, e + 4) == role)
+        .map(|e| (e, get_u32(b, e) as usize))
+        .unwrap_or_else(|| panic!("no input with role {role}"))
+}
+
+/// Samples a model that loaded with conditioning for its roles; errors are fine, panics not.
+fn exercise_cond(bytes: &[u8], label: &str) {
+    let a = AlignedBytes::copy_from(bytes);
+    let Ok(m) = Model::from_bytes(a.as_slice()) else {
+        return;
+    };
+    let batch = 3;
+    let Ok(need) = flowrt::sampler::sample_arena_bytes(&m, Method::Midpoint, batch) else {
+        return;
+    };
+    if need > 64 << 20 {
+        return;
+    }
+    let mut arena = AlignedBytes::zeroed(need);
+    let mut x: Vec<f32> = (0..batch * m.state_dim())
+        .map(|i| (i as f32 * 0.37).sin())
+        .collect();
+    let labels = [0i64, 1, 2];
+    let cond = vec![0.5f32; batch * m.cond_dim().unwrap_or(0)];
+    let guidance = [1.5f32; 3];
+    let has = |r| m.input_by_role(r).is_some();
+    let c = flowrt::exec::Conditioning {
+        label: has(flowrt::format::InputRole::Label).then_some(&labels[..]),
+        cond: has(flowrt::format::InputRole::Cond).then_some(&cond[..]),
+        guidance: has(flowrt::format::InputRole::Guidance).then_some(&guidance[..]),
+    };
+    let grid = Uniform::new(2, 0.0, 1.0).unwrap();
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        flowrt::sampler::sample_cond(
+            &m,
+            Method::Midpoint,
+            &grid,
+            &mut x,
+            &c,
+            arena.as_mut_slice(),
+        )
+    }));
+    assert!(r.is_ok(), "{label}: sampling a model that loaded panicked");
+}
+
+#[test]
+fn conditioned_export_loads_and_samples() {
+    let b = conditioned();
+    let a = AlignedBytes::copy_from(&b);
+    let m = Model::from_bytes(a.as_slice()).unwrap();
+    assert_eq!(m.input_count(), 5);
+    assert_eq!(m.label_classes(), Some(8));
+    assert_eq!(m.cond_dim(), Some(4));
+    assert!(m.nodes().any(|n| n.op_name() == "Gather"));
+    let (_, y) = sig_entry_of(&b, 3);
+    assert_eq!(m.tensor(y as u32).unwrap().shape.to_string(), "[B]");
+    exercise_cond(&b, "pristine");
+}
+
+#[test]
+fn conditioned_signature_errors() {
+    let b = conditioned();
+    let (label_e, label_t) = sig_entry_of(&b, 3);
+    let (cond_e, cond_t) = sig_entry_of(&b, 4);
+    let (guid_e, guid_t) = sig_entry_of(&b, 5);
+    let l = Layout::of(&b);
+    // Two label inputs (cond relabelled), two conds, two times, an unknown role 6.
+    rejects!(&b, "two labels", Error::Invalid { .. }, |b| put_u32(
+        b,
+        cond_e + 4,
+        3
+    ));
+    rejects!(
+        &b,
+        "two conds",
+        Error::Invalid { .. } | Error::InvalidTensor { .. },
+        |b| put_u32(b, guid_e + 4, 4)
+    );
+    rejects!(&b, "label as a second t", Error::Invalid { .. }, |b| {
+        put_u32(b, label_e + 4, 1)
+    });
+    rejects!(&b, "role 6", Error::Invalid { what } if what.contains("role"), |b| {
+        put_u32(b, label_e + 4, 6)
+    });
+    // Shapes that do not fit the role: label [B, 2], cond [B], guidance [B, 2].
+    let rank_dim = |b: &mut Vec<u8>, t: usize, rank: u8, d1: u32| {
+        let r = l.tensor(t);
+        b[r + 2] = rank;
+        put_u32(b, r + 12, d1);
+    };
+    rejects!(&b, "label [B, 2]", Error::InvalidTensor { tensor, what } if tensor as usize == label_t && what.contains("label"), |b| {
+        rank_dim(b, label_t, 2, 2)
+    });
+    rejects!(&b, "cond [B]", Error::InvalidTensor { tensor, what } if tensor as usize == cond_t && what.contains("cond"), |b| {
+        rank_dim(b, cond_t, 1, 0)
+    });
+    rejects!(&b, "guidance [B, 2]", Error::InvalidTensor { tensor, what } if tensor as usize == guid_t && what.contains("guidance"), |b| {
+        rank_dim(b, guid_t, 2, 2)
+    });
+    // A label without its batch dim: [1].
+    rejects!(&b, "label [1]", Error::InvalidTensor { .. }, |b| {
+        let r = l.tensor(label_t);
+        b[r + 3] = 0xFF;
+        put_u32(b, r + 8, 1)
+    });
+}
+
+#[test]
+fn gather_node_errors() {
+    let b = conditioned();
+    let l = Layout::of(&b);
+    let j = l.first_node(&b, flowrt::format::opcode::GATHER);
+    let n = l.node(j);
+    assert_eq!(get_u16(&b, n + 2), 2, "Gather has two inputs");
+    let first = get_u32(&b, n + 4) as usize;
+    let (e0, e1) = (l.edges + 4 * first, l.edges + 4 * first + 4);
+    rejects!(&b, "gather axis 1", Error::InvalidNode { node, .. } if node as usize == j, |b| {
+        put_u32(b, n + 16, 1)
+    });
+    rejects!(&b, "gather unused attr", Error::InvalidNode { .. }, |b| {
+        put_u32(b, n + 16 + 28, 1)
+    });
+    rejects!(
+        &b,
+        "unknown op next to gather",
+        Error::InvalidNode { .. },
+        |b| { put_u16(b, n, flowrt::format::opcode::GATHER + 1) }
+    );
+    // table <-> idx swapped: the "table" now has the batch dim.
+    rejects!(
+        &b,
+        "gather inputs swapped",
+        Error::InvalidNode { .. },
+        |b| {
+            let (a, c) = (get_u32(b, e0), get_u32(b, e1));
+            put_u32(b, e0, c);
+            put_u32(b, e1, a)
+        }
+    );
+    // Three inputs: arity.
+    rejects!(&b, "gather arity", Error::InvalidNode { .. }, |b| put_u16(
+        b,
+        n + 2,
+        3
+    ));
+}
+
+#[test]
+fn conditioned_bit_flips_never_panic() {
+    let b = conditioned();
+    let l = Layout::of(&b);
+    let (w0, wl) = l.weights;
+    let mut a = AlignedBytes::copy_from(&b);
+    let mut loaded = 0usize;
+    for pos in (0..l.metadata).filter(|p| !(CRC_AT..CRC_AT + 4).contains(p)) {
+        if (w0..w0 + wl).contains(&pos) && pos % 17 != 0 {
+            continue;
+        }
+        for bit in 0..8 {
+            let buf = a.as_mut_slice();
+            buf[pos] ^= 1 << bit;
+            fix_crc(buf);
+            let label = format!("label_cond_guidance: bit {bit} of byte {pos}");
+            if load_aligned(a.as_slice(), &label).is_ok() {
+                loaded += 1;
+                exercise_cond(a.as_slice(), &label);
+            }
+            a.as_mut_slice()[pos] ^= 1 << bit;
+        }
+    }
+    fix_crc(a.as_mut_slice());
+    assert_eq!(a.as_slice(), &b[..]);
+    println!("label_cond_guidance: {loaded} flipped files still loaded (and sampled)");
+}

@@ -9,10 +9,18 @@
 //!   compare with onnxruntime's output: `|flowrt - ort| <= 1e-5 * max(1, |ort|)` per element
 //!   (absolute for values below 1, relative above; the "wide" cases reach |v| ~ 1e2 and
 //!   `exp_wide` ~ 1e10, where an absolute 1e-5 would be below f32 resolution).
+//!
+//! Conditioning cases (`label` int64/int32 `.npy`, `cond`, `guidance` inputs) are also run
+//! through `CpuField::eval_cond` — the API samplers use, with the labels as `i64` — at the
+//! full batch and row by row from one field (fewer rows than its capacity), when `t` is one
+//! value for all rows (`t_const`); and every `bad_labels` file (labels onnxruntime rejects)
+//! must be rejected by flowrt with `Error::BadArgument` (label out of range), through both
+//! `exec::run` and `eval_cond`.
 
 use std::path::{Path, PathBuf};
 
-use flowrt::format::AlignedBytes;
+use flowrt::exec::{Conditioning, CpuField};
+use flowrt::format::{AlignedBytes, InputRole};
 use flowrt::ir::Role;
 use flowrt::Model;
 use flowrt_export::ExportOptions;
@@ -24,7 +32,17 @@ const TOL: f32 = 1e-5;
 struct Input {
     role: String,
     batched: bool,
+    /// f32 values (labels converted exactly).
     data: Vec<f32>,
+    /// The integer values of a label input.
+    labels: Option<Vec<i64>>,
+}
+
+/// A label file onnxruntime rejects: which input it replaces, and the labels.
+struct BadLabels {
+    input: usize,
+    labels: Vec<i64>,
+    ort_error: String,
 }
 
 struct Case {
@@ -35,6 +53,21 @@ struct Case {
     want_shape: Vec<usize>,
     roles: Vec<(String, Role)>,
     expect_error: Option<String>,
+    label_classes: Option<usize>,
+    t_const: bool,
+    bad_labels: Vec<BadLabels>,
+}
+
+/// Reads an input `.npy`: float32 as is, or integer labels (also as exact f32 values).
+fn read_input(path: &Path, dtype: Option<&str>) -> (Vec<f32>, Option<Vec<i64>>) {
+    match dtype {
+        None => (npy(path).0, None),
+        Some(_) => {
+            let (labels, _) = flowrt_export::npy::read_labels(path)
+                .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            (labels.iter().map(|l| *l as f32).collect(), Some(labels))
+        }
+    }
 }
 
 fn ops_dir() -> PathBuf {
@@ -55,13 +88,31 @@ fn cases() -> Vec<Case> {
                 .as_array()
                 .expect("inputs")
                 .iter()
-                .map(|i| Input {
-                    role: s(&i["role"]),
-                    batched: i["shape"].as_array().expect("shape").first()
-                        == Some(&serde_json::Value::from("batch")),
-                    data: npy(&dir.join(s(&i["file"]))).0,
+                .map(|i| {
+                    let (data, labels) = read_input(&dir.join(s(&i["file"])), i["dtype"].as_str());
+                    Input {
+                        role: s(&i["role"]),
+                        batched: i["shape"].as_array().expect("shape").first()
+                            == Some(&serde_json::Value::from("batch")),
+                        data,
+                        labels,
+                    }
                 })
                 .collect();
+            let bad_labels = c["bad_labels"]
+                .as_array()
+                .map(|b| {
+                    b.iter()
+                        .map(|e| BadLabels {
+                            input: e["input"].as_u64().expect("input") as usize,
+                            labels: flowrt_export::npy::read_labels(&dir.join(s(&e["file"])))
+                                .expect("bad labels")
+                                .0,
+                            ort_error: s(&e["ort_error"]),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
             let (want, want_shape) = npy(&dir.join(s(&c["output"]["file"])));
             let roles = c["roles"]
                 .as_object()
@@ -83,6 +134,9 @@ fn cases() -> Vec<Case> {
                 want_shape,
                 roles,
                 expect_error,
+                label_classes: c["label_classes"].as_u64().map(|n| n as usize),
+                t_const: c["t_const"] == true,
+                bad_labels,
             }
         })
         .collect()
@@ -104,33 +158,170 @@ fn scaled_err(got: &[f32], want: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// Runs the graph on rows `rows` of the case's inputs (all rows at once).
-fn eval(model: &Model<'_>, case: &Case, batch: usize, rows: std::ops::Range<usize>) -> Vec<f32> {
+/// The case's input for the model input with `role`.
+fn input_for(case: &Case, role: InputRole) -> &Input {
+    case.inputs
+        .iter()
+        .find(|i| i.role == role.name())
+        .unwrap_or_else(|| panic!("{}: no input with role {}", case.name, role.name()))
+}
+
+/// Rows `rows` of a batched input (all of an unbatched one).
+fn rows_of<'d, T>(
+    data: &'d [T],
+    batched: bool,
+    batch: usize,
+    rows: &std::ops::Range<usize>,
+) -> &'d [T] {
+    if batched {
+        let per_row = data.len() / batch;
+        &data[rows.start * per_row..rows.end * per_row]
+    } else {
+        data
+    }
+}
+
+/// Runs the graph (`exec::run`) on rows `rows` of the case's inputs (all rows at once),
+/// with input `replace.0` (manifest order) replaced by `replace.1` if given.
+fn try_eval(
+    model: &Model<'_>,
+    case: &Case,
+    batch: usize,
+    rows: std::ops::Range<usize>,
+    replace: Option<(usize, &[f32])>,
+) -> Result<Vec<f32>, flowrt::Error> {
     let n = rows.len();
     let slices: Vec<&[f32]> = model
         .inputs()
         .map(|info| {
-            let input = case
+            let input = input_for(case, info.role);
+            let k = case
                 .inputs
                 .iter()
-                .find(|i| i.role == info.role.name())
-                .unwrap_or_else(|| {
-                    panic!("{}: no input with role {}", case.name, info.role.name())
-                });
-            if input.batched {
-                let per_row = input.data.len() / batch;
-                &input.data[rows.start * per_row..rows.end * per_row]
-            } else {
-                &input.data[..]
-            }
+                .position(|i| std::ptr::eq(i, input))
+                .unwrap();
+            let data = match replace {
+                Some((j, d)) if j == k => d,
+                _ => &input.data[..],
+            };
+            rows_of(data, input.batched, batch, &rows)
         })
         .collect();
     let out_len = case.want.len() / batch * n;
     let mut out = vec![0f32; out_len];
     let mut arena = AlignedBytes::zeroed(model.graph_arena_bytes(n).expect("arena size"));
-    flowrt::exec::run(model, n, &slices, &mut out, arena.as_mut_slice())
-        .unwrap_or_else(|e| panic!("{}: run at batch {n}: {e}", case.name));
-    out
+    flowrt::exec::run(model, n, &slices, &mut out, arena.as_mut_slice())?;
+    Ok(out)
+}
+
+fn eval(model: &Model<'_>, case: &Case, batch: usize, rows: std::ops::Range<usize>) -> Vec<f32> {
+    let n = rows.len();
+    try_eval(model, case, batch, rows, None)
+        .unwrap_or_else(|e| panic!("{}: run at batch {n}: {e}", case.name))
+}
+
+/// `(t, state)` of a case whose time is one value for all rows: `x`, or `xt` without its
+/// last column.
+fn state_and_time(model: &Model<'_>, case: &Case) -> (f32, Vec<f32>) {
+    let d = model.state_dim();
+    if model.input_by_role(InputRole::Xt).is_some() {
+        let xt = &input_for(case, InputRole::Xt).data;
+        let t = xt[d];
+        let x = xt
+            .chunks_exact(d + 1)
+            .flat_map(|r| r[..d].to_vec())
+            .collect();
+        (t, x)
+    } else {
+        let t = input_for(case, InputRole::T).data[0];
+        (t, input_for(case, InputRole::X).data.clone())
+    }
+}
+
+/// `CpuField::eval_cond` on rows `rows`, from a field made for the whole batch; the labels
+/// can be replaced.
+fn try_eval_cond(
+    field: &mut CpuField<'_, '_>,
+    case: &Case,
+    batch: usize,
+    rows: std::ops::Range<usize>,
+    labels: Option<&[i64]>,
+) -> Result<Vec<f32>, flowrt::Error> {
+    let model = *field.model();
+    let (t, x) = state_and_time(&model, case);
+    let d = model.state_dim();
+    let find = |r: InputRole| case.inputs.iter().find(|i| i.role == r.name());
+    let label_data = labels.or(find(InputRole::Label).and_then(|i| i.labels.as_deref()));
+    let guidance: Option<Vec<f32>> = find(InputRole::Guidance).map(|g| {
+        if g.batched {
+            g.data.clone()
+        } else {
+            vec![g.data[0]; batch]
+        }
+    });
+    let cond = Conditioning {
+        label: label_data.map(|l| &l[rows.clone()]),
+        cond: find(InputRole::Cond).map(|c| rows_of(&c.data[..], true, batch, &rows)),
+        guidance: guidance.as_deref().map(|g| &g[rows.clone()]),
+    };
+    let mut v = vec![0f32; rows.len() * d];
+    field.eval_cond(t, &x[rows.start * d..rows.end * d], &cond, &mut v)?;
+    Ok(v)
+}
+
+/// The conditioning checks of a case: `eval_cond` against onnxruntime, and the labels
+/// onnxruntime rejects.
+fn check_conditioning(model: &Model<'_>, case: &Case) -> Result<String, String> {
+    let batch = case.want_shape[0];
+    let mut notes = String::new();
+    if case.label_classes != model.label_classes() {
+        return Err(format!(
+            "label_classes: manifest {:?}, model {:?}",
+            case.label_classes,
+            model.label_classes()
+        ));
+    }
+    let mut arena = AlignedBytes::zeroed(model.required_arena_bytes(batch).expect("arena"));
+    let mut field = CpuField::new(model, batch, arena.as_mut_slice()).map_err(|e| e.to_string())?;
+    if case.t_const {
+        let got = try_eval_cond(&mut field, case, batch, 0..batch, None)
+            .map_err(|e| format!("eval_cond: {e}"))?;
+        let mut err = scaled_err(&got, &case.want);
+        let per_row = case.want.len() / batch;
+        for r in 0..batch {
+            let one = try_eval_cond(&mut field, case, batch, r..r + 1, None)
+                .map_err(|e| format!("eval_cond row {r}: {e}"))?;
+            err = err.max(scaled_err(&one, &case.want[r * per_row..(r + 1) * per_row]));
+        }
+        if err > TOL {
+            return Err(format!("eval_cond MISMATCH {err:.2e} > {TOL:e}"));
+        }
+        notes += &format!(", eval_cond {err:.2e}");
+    }
+    for bad in &case.bad_labels {
+        let as_f32: Vec<f32> = bad.labels.iter().map(|l| *l as f32).collect();
+        let r = try_eval(model, case, batch, 0..batch, Some((bad.input, &as_f32)));
+        if !matches!(r, Err(flowrt::Error::BadArgument { .. })) {
+            return Err(format!(
+                "labels {:?} (ORT: {}) accepted by exec::run: {r:?}",
+                bad.labels, bad.ort_error
+            ));
+        }
+        let r = try_eval_cond(&mut field, case, batch, 0..batch, Some(&bad.labels));
+        match r {
+            Err(flowrt::Error::BadArgument { what }) if what.contains("label out of range") => {}
+            other => {
+                return Err(format!(
+                    "labels {:?} (ORT: {}) not rejected by eval_cond: {other:?}",
+                    bad.labels, bad.ort_error
+                ))
+            }
+        }
+    }
+    if !case.bad_labels.is_empty() {
+        notes += &format!(", {} bad label sets rejected", case.bad_labels.len());
+    }
+    Ok(notes)
 }
 
 fn check(case: &Case) -> Result<String, String> {
@@ -167,8 +358,9 @@ fn check(case: &Case) -> Result<String, String> {
                 let one = eval(&model, case, batch, r..r + 1);
                 row_err = row_err.max(scaled_err(&one, &case.want[r * per_row..(r + 1) * per_row]));
             }
-            let line = format!("err {err:.2e} (batch {batch}), {row_err:.2e} (row by row)");
+            let mut line = format!("err {err:.2e} (batch {batch}), {row_err:.2e} (row by row)");
             if err <= TOL && row_err <= TOL {
+                line += &check_conditioning(&model, case)?;
                 Ok(line)
             } else {
                 Err(format!(
@@ -210,6 +402,26 @@ fn single_op_cases_match_onnxruntime() {
         cases.len(),
         failures.join("\n")
     );
+}
+
+#[test]
+fn conditioning_cases_are_present() {
+    // The manifest keeps its conditioning cases (an accidental regeneration without them
+    // would silently drop the coverage).
+    let cases = cases();
+    let with = |role: &str| {
+        cases
+            .iter()
+            .filter(|c| c.expect_error.is_none() && c.inputs.iter().any(|i| i.role == role))
+            .count()
+    };
+    assert!(with("label") >= 5, "label cases: {}", with("label"));
+    assert!(with("cond") >= 2 && with("guidance") >= 2);
+    assert!(cases.iter().filter(|c| !c.bad_labels.is_empty()).count() >= 2);
+    assert!(cases.iter().any(|c| c
+        .inputs
+        .iter()
+        .any(|i| i.labels.is_some() && i.role == "label")));
 }
 
 #[test]

@@ -190,3 +190,216 @@ fn wrong_sizes_are_flowrt_errors() {
     );
     assert!(s.field(0).is_err());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Conditioning inputs (label / cond / guidance) through ONNX Runtime: the single-op cases of
+// tests/fixtures/ops/ with `t_const` (one time for all rows), against the onnxruntime output
+// the generator stored, and against the CPU backend.
+
+use flowrt::exec::{Conditioning, CpuField};
+use flowrt::format::InputRole;
+
+/// One input of a case: (role, batched, f32 data, integer labels).
+type CaseInput = (String, bool, Vec<f32>, Option<Vec<i64>>);
+
+/// One conditioning op case: ONNX path, per-role inputs, stored onnxruntime output.
+struct CondCase {
+    name: String,
+    onnx: std::path::PathBuf,
+    inputs: Vec<CaseInput>,
+    want: Vec<f32>,
+    bad_labels: Vec<Vec<i64>>,
+}
+
+fn cond_cases() -> Vec<CondCase> {
+    let dir = flowrt_tests::fixtures_dir().join("ops");
+    let text = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let s = |v: &serde_json::Value| v.as_str().unwrap().to_string();
+    v["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["t_const"] == true && c["expect_error"] != true)
+        .map(|c| {
+            let inputs = c["inputs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| {
+                    let path = dir.join(s(&i["file"]));
+                    let batched = i["shape"][0] == "batch";
+                    if i["dtype"].is_string() {
+                        let (l, _) = flowrt_export::npy::read_labels(&path).unwrap();
+                        let f = l.iter().map(|v| *v as f32).collect();
+                        (s(&i["role"]), batched, f, Some(l))
+                    } else {
+                        (s(&i["role"]), batched, flowrt_tests::npy(&path).0, None)
+                    }
+                })
+                .collect();
+            let bad_labels = c["bad_labels"]
+                .as_array()
+                .map(|b| {
+                    b.iter()
+                        .map(|e| {
+                            flowrt_export::npy::read_labels(&dir.join(s(&e["file"])))
+                                .unwrap()
+                                .0
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            CondCase {
+                name: s(&c["name"]),
+                onnx: dir.join(s(&c["file"])),
+                inputs,
+                want: flowrt_tests::npy(&dir.join(s(&c["output"]["file"]))).0,
+                bad_labels,
+            }
+        })
+        .collect()
+}
+
+/// Owned conditioning, state and time of a case (rows `0..batch`).
+struct CondData {
+    t: f32,
+    x: Vec<f32>,
+    label: Option<Vec<i64>>,
+    cond: Option<Vec<f32>>,
+    guidance: Option<Vec<f32>>,
+}
+
+impl CondData {
+    fn of(case: &CondCase, model: &Model<'_>, batch: usize) -> CondData {
+        let get = |r: InputRole| case.inputs.iter().find(|i| i.0 == r.name());
+        let d = model.state_dim();
+        let (t, x) = match (get(InputRole::X), get(InputRole::Xt)) {
+            (Some(x), _) => (get(InputRole::T).unwrap().2[0], x.2.clone()),
+            (None, Some(xt)) => (
+                xt.2[d],
+                xt.2.chunks_exact(d + 1)
+                    .flat_map(|r| r[..d].to_vec())
+                    .collect(),
+            ),
+            _ => panic!("{}: no state input", case.name),
+        };
+        CondData {
+            t,
+            x,
+            label: get(InputRole::Label).and_then(|l| l.3.clone()),
+            cond: get(InputRole::Cond).map(|c| c.2.clone()),
+            guidance: get(InputRole::Guidance).map(|g| {
+                if g.1 {
+                    g.2.clone()
+                } else {
+                    vec![g.2[0]; batch]
+                }
+            }),
+        }
+    }
+
+    /// Rows `rows` of the conditioning.
+    fn rows(&self, rows: std::ops::Range<usize>, cond_dim: usize) -> Conditioning<'_> {
+        Conditioning {
+            label: self.label.as_deref().map(|l| &l[rows.clone()]),
+            cond: self
+                .cond
+                .as_deref()
+                .map(|c| &c[rows.start * cond_dim..rows.end * cond_dim]),
+            guidance: self.guidance.as_deref().map(|g| &g[rows.clone()]),
+        }
+    }
+}
+
+#[test]
+fn ort_conditioning_inputs_match_onnxruntime_and_cpu() {
+    let cases = cond_cases();
+    assert!(cases.len() >= 8, "only {} conditioning cases", cases.len());
+    let mut worst = 0f32;
+    for case in &cases {
+        let bytes = export_embedded(&case.onnx);
+        let model = Model::from_bytes(bytes.as_slice()).unwrap();
+        let d = model.state_dim();
+        let batch = case.want.len() / d;
+        let data = CondData::of(case, &model, batch);
+        let cd = model.cond_dim().unwrap_or(0);
+        let mut s = OrtSession::from_bytes(
+            &model,
+            model.embedded_onnx().unwrap(),
+            &OrtOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let mut arena = AlignedBytes::zeroed(model.required_arena_bytes(batch).unwrap());
+        let mut cpu = CpuField::new(&model, batch, arena.as_mut_slice()).unwrap();
+        let mut f = s.field(batch).unwrap();
+        // Whole batch, then every row alone (fewer rows than the field's batch).
+        let spans = std::iter::once(0..batch).chain((0..batch).map(|r| r..r + 1));
+        for rows in spans {
+            let c = data.rows(rows.clone(), cd);
+            let x = &data.x[rows.start * d..rows.end * d];
+            let mut v_ort = vec![0f32; x.len()];
+            f.eval_cond(data.t, x, &c, &mut v_ort)
+                .unwrap_or_else(|e| panic!("{} rows {rows:?}: {e}", case.name));
+            let mut v_cpu = vec![0f32; x.len()];
+            cpu.eval_cond(data.t, x, &c, &mut v_cpu).unwrap();
+            let want = &case.want[rows.start * d..rows.end * d];
+            // The Rust ORT binding and the Python onnxruntime run the same kernels.
+            let e_ort = max_abs_diff(&v_ort, want);
+            let e_cpu = max_abs_diff(&v_cpu, want);
+            worst = worst.max(e_cpu);
+            assert!(e_ort <= 1e-6, "{} rows {rows:?}: ort {e_ort:e}", case.name);
+            assert!(e_cpu <= 1e-5, "{} rows {rows:?}: cpu {e_cpu:e}", case.name);
+        }
+        // Labels onnxruntime rejects are flowrt errors on both backends.
+        for bad in &case.bad_labels {
+            let c = Conditioning {
+                label: Some(bad),
+                ..data.rows(0..batch, cd)
+            };
+            let mut v = vec![0f32; batch * d];
+            let e = f.eval_cond(data.t, &data.x, &c, &mut v).unwrap_err();
+            assert!(
+                matches!(e, OrtError::Flowrt(flowrt::Error::BadArgument { .. })),
+                "{}: {e}",
+                case.name
+            );
+        }
+        // Missing conditioning is the CPU backend's error, not an ORT failure.
+        if data.label.is_some() {
+            let c = Conditioning {
+                label: None,
+                ..data.rows(0..batch, cd)
+            };
+            let mut v = vec![0f32; batch * d];
+            let e = f.eval_cond(data.t, &data.x, &c, &mut v).unwrap_err();
+            assert_eq!(
+                e,
+                OrtError::Flowrt(flowrt::Error::BadArgument {
+                    what: "model needs a label input"
+                }),
+                "{}",
+                case.name
+            );
+        }
+        // sample_cond: ORT and CPU integrate the same conditioned field.
+        let c = data.rows(0..batch, cd);
+        let grid = Uniform::unit(4).unwrap();
+        let mut x_cpu = data.x.clone();
+        let need = flowrt::sampler::sample_arena_bytes(&model, Method::Heun, batch).unwrap();
+        let mut work = AlignedBytes::zeroed(need);
+        flowrt::sampler::sample_cond(&model, Method::Heun, &grid, &mut x_cpu, &c, &mut work)
+            .unwrap();
+        let mut x_ort = data.x.clone();
+        flowrt_ort::sample_cond(&mut s, Method::Heun, &grid, &mut x_ort, &c)
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let scale = x_cpu.iter().fold(1f32, |m, v| m.max(v.abs()));
+        let err = max_abs_diff(&x_ort, &x_cpu);
+        assert!(err <= TOL * scale, "{}: sample_cond {err:e}", case.name);
+        assert!(x_cpu != data.x, "{}: sampling moved nothing", case.name);
+    }
+    println!(
+        "{} conditioning cases: CPU eval_cond within {worst:.2e} of onnxruntime",
+        cases.len()
+    );
+}

@@ -4,7 +4,9 @@
 //! only the velocity evaluation `v(x, t)` goes through an `ort` session built from the
 //! model's ONNX (embedded in the `.frt` with `flowrt export --embed-onnx`, or a file). Inputs
 //! are fed by role exactly as [`flowrt::exec::CpuField`] does — `x` as is, `t` filled with the
-//! time (one value, `[B]` or `[B, 1]` per the signature), `xt` rows `[x_row, t]` assembled —
+//! time (one value, `[B]` or `[B, 1]` per the signature), `xt` rows `[x_row, t]` assembled,
+//! and the conditioning of a [`Conditioning`]: `label` as the ONNX input's integer type
+//! (int64, or int32 / float if the model declares that), `cond` and `guidance` as f32 —
 //! so `--backend ort` differs from `--backend cpu` only in the kernels.
 //!
 //! ONNX Runtime is loaded at run time (`ort`'s `load-dynamic`): [`library_path`] looks at
@@ -19,6 +21,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use flowrt::exec::Conditioning;
 use flowrt::format::InputRole;
 use flowrt::grid::TimeGrid;
 use flowrt::solver::{integrate, Method, Workspace};
@@ -26,7 +29,7 @@ use flowrt::{CpuOps, Model, VelocityField};
 use ort::environment::Environment;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue};
-use ort::value::TensorRef;
+use ort::value::{TensorElementType, TensorRef};
 
 /// The ONNX Runtime version this crate is built for (`ort` 2.0.0-rc.15 pairs with 1.31).
 pub const ORT_VERSION: &str = "1.31.1";
@@ -185,6 +188,11 @@ pub struct OrtSession {
     signature: Vec<(InputRole, flowrt::format::Shape)>,
     /// The `.frt` time convention (applied by [`sample`], not by raw evaluations).
     time: flowrt::time::TimeConvention,
+    /// Element type the ONNX model declares for each signature input (label: int64, int32
+    /// or float), in signature order.
+    element_types: Vec<Option<TensorElementType>>,
+    /// [`Model::label_classes`] of the `.frt`, to check labels as the CPU backend does.
+    label_classes: Option<usize>,
 }
 
 impl fmt::Debug for OrtSession {
@@ -252,7 +260,7 @@ impl OrtSession {
         let by_name = frt_names
             .iter()
             .all(|n| n.is_some_and(|n| ort_inputs.iter().any(|o| o == n)));
-        let input_names = if by_name {
+        let input_names: Vec<String> = if by_name {
             frt_names
                 .iter()
                 .map(|n| n.unwrap_or_default().to_string())
@@ -260,12 +268,24 @@ impl OrtSession {
         } else {
             ort_inputs
         };
+        let element_types = input_names
+            .iter()
+            .map(|n| {
+                session
+                    .inputs()
+                    .iter()
+                    .find(|i| i.name() == n)
+                    .and_then(|i| i.dtype().tensor_type())
+            })
+            .collect();
         Ok(OrtSession {
             time: model.time_convention(),
             session,
             input_names,
             state_dim: model.state_dim(),
             signature: model.inputs().map(|i| (i.role, i.shape)).collect(),
+            element_types,
+            label_classes: model.label_classes(),
         })
     }
 
@@ -279,7 +299,7 @@ impl OrtSession {
         self.time
     }
 
-    /// A velocity field for batch size `batch` driven by this session.
+    /// A velocity field for up to `batch` rows per evaluation driven by this session.
     ///
     /// Errors: batch size 0.
     pub fn field(&mut self, batch: usize) -> Result<OrtField<'_>, OrtError> {
@@ -290,13 +310,12 @@ impl OrtSession {
             .into());
         }
         let mut bufs = Vec::with_capacity(self.signature.len());
-        for (_, shape) in &self.signature {
-            let dims = shape.concrete(batch);
-            let len = dims.elements().ok_or(flowrt::Error::BadArgument {
-                what: "batch size too large",
-            })?;
-            let dims: Vec<i64> = dims.as_slice().iter().map(|d| *d as i64).collect();
-            bufs.push((dims, vec![0f32; len]));
+        for ((role, _), ty) in self.signature.iter().zip(&self.element_types) {
+            bufs.push(match (role, ty) {
+                (InputRole::Label, Some(TensorElementType::Int64) | None) => Buf::I64(Vec::new()),
+                (InputRole::Label, Some(TensorElementType::Int32)) => Buf::I32(Vec::new()),
+                _ => Buf::F32(Vec::new()),
+            });
         }
         Ok(OrtField {
             session: self,
@@ -310,10 +329,48 @@ impl OrtSession {
     ///
     /// Errors: sizes, or ONNX Runtime failing.
     pub fn eval(&mut self, t: f32, x: &[f32], v: &mut [f32]) -> Result<(), OrtError> {
-        let batch = x.len() / self.state_dim.max(1);
-        let mut f = self.field(batch)?;
-        f.eval_into(t, x, v)
+        self.eval_cond(t, x, &Conditioning::default(), v)
     }
+
+    /// [`OrtSession::eval`] with conditioning (as [`flowrt::exec::CpuField::eval_cond`]).
+    ///
+    /// Errors: as [`OrtField::eval_cond`].
+    pub fn eval_cond(
+        &mut self,
+        t: f32,
+        x: &[f32],
+        cond: &Conditioning<'_>,
+        v: &mut [f32],
+    ) -> Result<(), OrtError> {
+        let batch = (x.len() / self.state_dim.max(1)).max(1);
+        let mut f = self.field(batch)?;
+        f.eval_cond(t, x, cond, v)
+    }
+}
+
+/// One input buffer of an [`OrtField`], in the element type the ONNX input declares.
+enum Buf {
+    F32(Vec<f32>),
+    I64(Vec<i64>),
+    I32(Vec<i32>),
+}
+
+/// Checks one conditioning field against the model's roles (same errors as the CPU field).
+fn needed<'c, T>(
+    given: Option<&'c [T]>,
+    what: &'static str,
+    len: usize,
+    shape_what: &'static str,
+) -> Result<&'c [T], flowrt::Error> {
+    let g = given.ok_or(flowrt::Error::BadArgument { what })?;
+    if g.len() != len {
+        return Err(flowrt::Error::ShapeMismatch {
+            what: shape_what,
+            expected: len,
+            found: g.len(),
+        });
+    }
+    Ok(g)
 }
 
 /// Runs `f`, turning a panic inside `ort` into an [`OrtError::Ort`].
@@ -331,8 +388,8 @@ fn catch_ort<T>(f: impl FnOnce() -> Result<T, OrtError>) -> Result<T, OrtError> 
 pub struct OrtField<'s> {
     session: &'s mut OrtSession,
     batch: usize,
-    /// One (shape, data) per signature input; `x` uses the caller's buffer instead.
-    bufs: Vec<(Vec<i64>, Vec<f32>)>,
+    /// One buffer per signature input (`x` and `cond` use the caller's buffers instead).
+    bufs: Vec<Buf>,
     error: Option<OrtError>,
 }
 
@@ -347,60 +404,238 @@ impl OrtField<'_> {
         self.error.take()
     }
 
-    /// Writes `v(x, t)` into `v` (`batch * state_dim` elements each).
+    /// Writes `v(x, t)` into `v` for a model without conditioning: [`OrtField::eval_cond`]
+    /// with [`Conditioning::default`].
     ///
-    /// Errors: wrong sizes, or ONNX Runtime failing / returning the wrong output size.
+    /// Errors: as [`OrtField::eval_cond`].
     pub fn eval_into(&mut self, t: f32, x: &[f32], v: &mut [f32]) -> Result<(), OrtError> {
+        self.eval_cond(t, x, &Conditioning::default(), v)
+    }
+
+    /// Writes `v(x, t)` with conditioning into `v`, like
+    /// [`flowrt::exec::CpuField::eval_cond`]: `x` and `v` hold the same whole number of rows,
+    /// at most [`OrtField::batch`]; the conditioning is sized for those rows.
+    ///
+    /// Errors: the CPU field's errors for sizes, missing / extra conditioning, labels out of
+    /// range and non-finite values (as [`OrtError::Flowrt`]), or ONNX Runtime failing /
+    /// returning the wrong output size.
+    pub fn eval_cond(
+        &mut self,
+        t: f32,
+        x: &[f32],
+        cond: &Conditioning<'_>,
+        v: &mut [f32],
+    ) -> Result<(), OrtError> {
         let d = self.session.state_dim;
-        let n = self.batch * d;
-        if x.len() != n || v.len() != n {
+        let rows = x.len().checked_div(d).unwrap_or(0);
+        if rows == 0 || rows > self.batch || rows * d != x.len() {
             return Err(flowrt::Error::ShapeMismatch {
-                what: "x / v",
-                expected: n,
-                found: if x.len() != n { x.len() } else { v.len() },
+                what: "x (a whole number of rows, at most the field's batch)",
+                expected: self.batch * d,
+                found: x.len(),
             }
             .into());
         }
-        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
-            Vec::with_capacity(self.bufs.len());
-        for (((role, _), (dims, buf)), name) in self
-            .session
-            .signature
-            .iter()
-            .zip(self.bufs.iter_mut())
-            .zip(&self.session.input_names)
-        {
-            let data: &[f32] = match role {
-                InputRole::X => x,
-                InputRole::T => {
-                    buf.fill(t);
-                    buf
+        if v.len() != x.len() {
+            return Err(flowrt::Error::ShapeMismatch {
+                what: "v",
+                expected: x.len(),
+                found: v.len(),
+            }
+            .into());
+        }
+        let has = |r: InputRole| self.session.signature.iter().any(|(role, _)| *role == r);
+        for (given, role, what) in [
+            (
+                cond.label.is_some(),
+                InputRole::Label,
+                "a label was given, but the model has no label input",
+            ),
+            (
+                cond.cond.is_some(),
+                InputRole::Cond,
+                "a cond vector was given, but the model has no cond input",
+            ),
+            (
+                cond.guidance.is_some(),
+                InputRole::Guidance,
+                "a guidance value was given, but the model has no guidance input",
+            ),
+        ] {
+            if given && !has(role) {
+                return Err(flowrt::Error::BadArgument { what }.into());
+            }
+        }
+        let mut dims_all: Vec<Vec<i64>> = Vec::with_capacity(self.bufs.len());
+        for ((role, shape), buf) in self.session.signature.iter().zip(self.bufs.iter_mut()) {
+            let dims = shape.concrete(rows);
+            let len = dims.elements().ok_or(flowrt::Error::BadArgument {
+                what: "batch size too large",
+            })?;
+            dims_all.push(dims.as_slice().iter().map(|d| *d as i64).collect());
+            match (role, buf) {
+                (InputRole::X | InputRole::Cond, _) => {}
+                (InputRole::T, Buf::F32(b)) => {
+                    b.clear();
+                    b.resize(len, t);
                 }
-                InputRole::Xt => {
-                    for (row, xr) in buf.chunks_exact_mut(d + 1).zip(x.chunks_exact(d)) {
+                (InputRole::Xt, Buf::F32(b)) => {
+                    b.clear();
+                    b.resize(len, 0.0);
+                    for (row, xr) in b.chunks_exact_mut(d + 1).zip(x.chunks_exact(d)) {
                         if let Some((last, head)) = row.split_last_mut() {
                             head.copy_from_slice(xr);
                             *last = t;
                         }
                     }
-                    buf
                 }
+                (InputRole::Guidance, Buf::F32(b)) => {
+                    let g = needed(
+                        cond.guidance,
+                        "model needs a guidance input",
+                        rows,
+                        "guidance (one per row)",
+                    )?;
+                    if !g.iter().all(|v| v.is_finite()) {
+                        return Err(flowrt::Error::NonFiniteInput { what: "guidance" }.into());
+                    }
+                    b.clear();
+                    if shape.has_batch() {
+                        b.extend_from_slice(g);
+                    } else {
+                        let first = g.first().copied().unwrap_or(0.0);
+                        if g.iter().any(|v| v.to_bits() != first.to_bits()) {
+                            return Err(flowrt::Error::BadArgument {
+                                what: "guidance differs between rows, but the model's \
+                                       guidance input is one value for all rows",
+                            }
+                            .into());
+                        }
+                        b.resize(len, first);
+                    }
+                }
+                (InputRole::Label, buf) => {
+                    let l = needed(
+                        cond.label,
+                        "model needs a label input",
+                        rows,
+                        "label (one per row)",
+                    )?;
+                    let (low, high) = match self.session.label_classes {
+                        Some(n) => (0, i64::try_from(n).unwrap_or(i64::MAX)),
+                        None => (-(1 << 24), (1 << 24) + 1),
+                    };
+                    if l.iter().any(|v| *v < low || *v >= high.min((1 << 24) + 1)) {
+                        return Err(flowrt::Error::BadArgument {
+                            what: "label out of range (not in 0..label_classes)",
+                        }
+                        .into());
+                    }
+                    match buf {
+                        Buf::I64(b) => {
+                            b.clear();
+                            b.extend_from_slice(l);
+                        }
+                        // In range of 2^24 (checked above), so exact in i32 and f32.
+                        Buf::I32(b) => {
+                            b.clear();
+                            b.extend(l.iter().map(|v| *v as i32));
+                        }
+                        Buf::F32(b) => {
+                            b.clear();
+                            b.extend(l.iter().map(|v| *v as f32));
+                        }
+                    }
+                }
+                _ => {
+                    return Err(OrtError::Signature(format!(
+                        "the ONNX input for role `{}` has an unsupported element type",
+                        role.name()
+                    )))
+                }
+            }
+        }
+        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
+            Vec::with_capacity(self.bufs.len());
+        for ((((role, _), buf), name), dims) in self
+            .session
+            .signature
+            .iter()
+            .zip(self.bufs.iter())
+            .zip(&self.session.input_names)
+            .zip(&dims_all)
+        {
+            let value: SessionInputValue<'_> = match (role, buf) {
+                (InputRole::X, _) => TensorRef::from_array_view((dims.as_slice(), x))?.into(),
+                (InputRole::Cond, _) => {
+                    let c = needed(
+                        cond.cond,
+                        "model needs a cond input",
+                        dims.iter().product::<i64>() as usize,
+                        "cond (rows * cond_dim values)",
+                    )?;
+                    if !c.iter().all(|v| v.is_finite()) {
+                        return Err(flowrt::Error::NonFiniteInput { what: "cond" }.into());
+                    }
+                    TensorRef::from_array_view((dims.as_slice(), c))?.into()
+                }
+                (_, Buf::F32(b)) => TensorRef::from_array_view((dims.as_slice(), &b[..]))?.into(),
+                (_, Buf::I64(b)) => TensorRef::from_array_view((dims.as_slice(), &b[..]))?.into(),
+                (_, Buf::I32(b)) => TensorRef::from_array_view((dims.as_slice(), &b[..]))?.into(),
             };
-            let value = TensorRef::from_array_view((dims.as_slice(), data))?;
-            inputs.push((Cow::Borrowed(name.as_str()), value.into()));
+            inputs.push((Cow::Borrowed(name.as_str()), value));
         }
         let outputs = self.session.session.run(inputs)?;
         let (_, out) = outputs[0].try_extract_tensor::<f32>()?;
         if out.len() != v.len() {
             return Err(OrtError::Signature(format!(
-                "ONNX Runtime returned {} values for a velocity of {} (batch {} x state dim {d})",
+                "ONNX Runtime returned {} values for a velocity of {} (batch {rows} x state dim {d})",
                 out.len(),
                 v.len(),
-                self.batch
             )));
         }
         v.copy_from_slice(out);
         Ok(())
+    }
+
+    /// The [`VelocityField::eval`] body with conditioning: ORT failures are kept for
+    /// [`OrtField::take_error`].
+    fn eval_field(
+        &mut self,
+        t: f32,
+        x: &[f32],
+        cond: &Conditioning<'_>,
+        v: &mut [f32],
+    ) -> Result<(), flowrt::Error> {
+        match catch_ort(|| self.eval_cond(t, x, cond, v)) {
+            Ok(()) => Ok(()),
+            Err(OrtError::Flowrt(e)) => Err(e),
+            Err(e) => {
+                self.error = Some(e);
+                Err(flowrt::Error::Backend {
+                    what: "ONNX Runtime evaluation failed",
+                })
+            }
+        }
+    }
+}
+
+/// An [`OrtField`] with fixed conditioning: what [`sample_cond`] integrates.
+struct ConditionedOrt<'f, 's, 'c> {
+    field: &'f mut OrtField<'s>,
+    cond: Conditioning<'c>,
+}
+
+impl VelocityField<CpuOps> for ConditionedOrt<'_, '_, '_> {
+    fn eval(
+        &mut self,
+        _ops: &mut CpuOps,
+        t: f32,
+        x: &[f32],
+        v: &mut [f32],
+    ) -> Result<(), flowrt::Error> {
+        let cond = self.cond;
+        self.field.eval_field(t, x, &cond, v)
     }
 }
 
@@ -412,16 +647,19 @@ impl VelocityField<CpuOps> for OrtField<'_> {
         x: &[f32],
         v: &mut [f32],
     ) -> Result<(), flowrt::Error> {
-        match catch_ort(|| self.eval_into(t, x, v)) {
-            Ok(()) => Ok(()),
-            Err(OrtError::Flowrt(e)) => Err(e),
-            Err(e) => {
-                self.error = Some(e);
-                Err(flowrt::Error::Backend {
-                    what: "ONNX Runtime evaluation failed",
-                })
-            }
-        }
+        self.eval_field(t, x, &Conditioning::default(), v)
+    }
+}
+
+impl flowrt::guidance::ConditionalField for OrtField<'_> {
+    fn eval_cond(
+        &mut self,
+        t: f32,
+        x: &[f32],
+        cond: &Conditioning<'_>,
+        v: &mut [f32],
+    ) -> Result<(), flowrt::Error> {
+        self.eval_field(t, x, cond, v)
     }
 }
 
@@ -437,6 +675,20 @@ pub fn sample<G: TimeGrid + ?Sized>(
     grid: &G,
     x: &mut [f32],
 ) -> Result<(), OrtError> {
+    sample_cond(session, method, grid, x, &Conditioning::default())
+}
+
+/// [`sample`] with conditioning fixed over the whole integration — the same loop as
+/// [`flowrt::sampler::sample_cond`].
+///
+/// Errors: as [`sample`], plus those of [`OrtField::eval_cond`].
+pub fn sample_cond<G: TimeGrid + ?Sized>(
+    session: &mut OrtSession,
+    method: Method,
+    grid: &G,
+    x: &mut [f32],
+    cond: &Conditioning<'_>,
+) -> Result<(), OrtError> {
     let dim = session.state_dim;
     if x.is_empty() || dim == 0 || !x.len().is_multiple_of(dim) {
         return Err(flowrt::Error::ShapeMismatch {
@@ -451,9 +703,13 @@ pub fn sample<G: TimeGrid + ?Sized>(
     let mut work = Workspace::from_slice(&mut flat, x.len(), method.work_buffers())?;
     let conv = session.time;
     let mut field = session.field(batch)?;
+    let mut cf = ConditionedOrt {
+        field: &mut field,
+        cond: *cond,
+    };
     let r = integrate(
         &mut CpuOps,
-        &mut flowrt::time::ConventionField::new(&mut field, conv),
+        &mut flowrt::time::ConventionField::new(&mut cf, conv),
         method,
         grid,
         x,

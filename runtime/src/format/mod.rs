@@ -100,6 +100,8 @@ pub mod opcode {
     pub const SLICE: u16 = 0x0014;
     /// `Where`: `cond != 0 ? a : b`, three inputs broadcast together.
     pub const WHERE: u16 = 0x0020;
+    /// `Gather { axis: 0 }`: rows of a table picked by an index tensor (embedding lookup).
+    pub const GATHER: u16 = 0x0030;
     /// Binary ops: `BINARY_BASE + Binary::code()` (Add 0, Sub 1, Mul 2, Div 3, Pow 4, Max 5,
     /// Min 6, Greater 7, Less 8, GreaterOrEqual 9, LessOrEqual 10, Equal 11).
     pub const BINARY_BASE: u16 = 0x0100;
@@ -365,33 +367,71 @@ pub enum InputRole {
     T,
     /// State with time appended as the last feature: `[B, D + 1]`.
     Xt,
+    /// A class index per row (`[B]` or `[B, 1]`), stored as exact integers in f32; it feeds
+    /// the index input of `Gather` (embedding lookup). ONNX: an int64 input such as `y`.
+    Label,
+    /// A float conditioning vector per row: `[B, C]`.
+    Cond,
+    /// An embedded guidance scale (Flux-style): one value per row (`[B]`, `[B, 1]`) or one
+    /// value in all (`[]`, `[1]`, ...), like `T`.
+    Guidance,
 }
 
 impl InputRole {
-    pub(crate) fn code(self) -> u32 {
+    /// Every role, in code order.
+    pub const ALL: [InputRole; 6] = [
+        InputRole::X,
+        InputRole::T,
+        InputRole::Xt,
+        InputRole::Label,
+        InputRole::Cond,
+        InputRole::Guidance,
+    ];
+
+    /// Code stored in the signature entry (x 0, t 1, xt 2, label 3, cond 4, guidance 5).
+    pub fn code(self) -> u32 {
         match self {
             InputRole::X => 0,
             InputRole::T => 1,
             InputRole::Xt => 2,
+            InputRole::Label => 3,
+            InputRole::Cond => 4,
+            InputRole::Guidance => 5,
         }
     }
 
-    pub(crate) fn from_code(c: u32) -> Option<InputRole> {
+    /// The role with signature code `c`, if any.
+    pub fn from_code(c: u32) -> Option<InputRole> {
         Some(match c {
             0 => InputRole::X,
             1 => InputRole::T,
             2 => InputRole::Xt,
+            3 => InputRole::Label,
+            4 => InputRole::Cond,
+            5 => InputRole::Guidance,
             _ => return None,
         })
     }
 
-    /// Short name (`"x"`, `"t"`, `"xt"`).
+    /// Short name (`"x"`, `"t"`, `"xt"`, `"label"`, `"cond"`, `"guidance"`).
     pub fn name(self) -> &'static str {
         match self {
             InputRole::X => "x",
             InputRole::T => "t",
             InputRole::Xt => "xt",
+            InputRole::Label => "label",
+            InputRole::Cond => "cond",
+            InputRole::Guidance => "guidance",
         }
+    }
+
+    /// `true` for the conditioning roles (`label`, `cond`, `guidance`), which the caller
+    /// supplies through [`crate::exec::Conditioning`].
+    pub fn is_conditioning(self) -> bool {
+        matches!(
+            self,
+            InputRole::Label | InputRole::Cond | InputRole::Guidance
+        )
     }
 }
 
@@ -466,6 +506,10 @@ pub enum NodeOp {
         /// Stride (>= 1).
         step: u32,
     },
+    /// `inputs = [table, idx]`: `out[i, ...] = table[idx[i], ...]` along axis 0 (the only
+    /// axis in this version); output shape = `idx.shape + table.shape[1..]`. An index that
+    /// is not an integer in `0..N` is a run-time error.
+    Gather,
 }
 
 impl NodeOp {
@@ -482,6 +526,7 @@ impl NodeOp {
             NodeOp::Expand => "Expand",
             NodeOp::Transpose { .. } => "Transpose",
             NodeOp::Slice { .. } => "Slice",
+            NodeOp::Gather => "Gather",
         }
     }
 
@@ -513,6 +558,7 @@ impl NodeOp {
             NodeOp::Reshape => opcode::RESHAPE,
             NodeOp::Expand => opcode::EXPAND,
             NodeOp::Where => opcode::WHERE,
+            NodeOp::Gather => opcode::GATHER,
             NodeOp::Transpose { rank, perm } => {
                 a[0] = u32::from(rank);
                 for (slot, p) in a.iter_mut().skip(1).zip(perm.iter()) {
@@ -548,6 +594,8 @@ impl NodeOp {
             opcode::RESHAPE => NodeOp::Reshape,
             opcode::EXPAND => NodeOp::Expand,
             opcode::WHERE => NodeOp::Where,
+            // attrs[0] is the axis; only 0 is defined (checked as an unused word below).
+            opcode::GATHER => NodeOp::Gather,
             opcode::TRANSPOSE => {
                 let rank = attrs[0];
                 if rank as usize > MAX_RANK {
@@ -626,7 +674,7 @@ impl NodeOp {
     pub fn arity(&self) -> (usize, usize) {
         match self {
             NodeOp::Dense => (2, 3),
-            NodeOp::MatMul | NodeOp::Binary(_) => (2, 2),
+            NodeOp::MatMul | NodeOp::Binary(_) | NodeOp::Gather => (2, 2),
             NodeOp::Where => (3, 3),
             NodeOp::Concat { .. } => (1, u16::MAX as usize),
             _ => (1, 1),
@@ -656,13 +704,32 @@ pub(crate) fn check_role_shape(
                 _ => Err("input `xt` must have shape [B, D + 1] with D >= 1"),
             }
         }
-        InputRole::T => {
+        InputRole::T | InputRole::Guidance => {
             let one_per_row = shape.batch_axis() == Some(0) && shape.row_elements() == Some(1);
             let scalar = !shape.has_batch() && shape.row_elements() == Some(1);
             if one_per_row || scalar {
                 Ok(None)
-            } else {
+            } else if role == InputRole::T {
                 Err("input `t` must have shape [], [1], [B] or [B, 1]")
+            } else {
+                Err("input `guidance` must have shape [], [1], [B] or [B, 1]")
+            }
+        }
+        InputRole::Label => {
+            let per_row = shape.batch_axis() == Some(0)
+                && shape.rank() <= 2
+                && shape.row_elements() == Some(1);
+            if per_row {
+                Ok(None)
+            } else {
+                Err("input `label` must have shape [B] or [B, 1]")
+            }
+        }
+        InputRole::Cond => {
+            if shape.rank() == 2 && shape.batch_axis() == Some(0) {
+                Ok(None)
+            } else {
+                Err("input `cond` must have shape [B, C]")
             }
         }
     }
@@ -708,6 +775,7 @@ mod tests {
             NodeOp::Reshape,
             NodeOp::Expand,
             NodeOp::Where,
+            NodeOp::Gather,
             NodeOp::Transpose {
                 rank: 3,
                 perm: [2, 0, 1, 0, 0, 0]

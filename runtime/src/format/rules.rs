@@ -183,6 +183,21 @@ pub(crate) fn check_node(
                 return Err("Transpose output shape is not the permuted input shape");
             }
         }
+        NodeOp::Gather => {
+            let table = inp(0)?;
+            let idx = inp(1)?;
+            if table.rank() == 0 || table.has_batch() {
+                return Err("Gather table must have a fixed shape [N, ...] (no batch dim)");
+            }
+            let rank = idx.rank() + table.rank() - 1;
+            if rank > MAX_RANK {
+                return Err("Gather output rank is larger than 6");
+            }
+            let dims = idx.dims().chain(table.dims().skip(1));
+            if !same_dims(out, rank, dims) {
+                return Err("Gather output shape is not idx.shape + table.shape[1..]");
+            }
+        }
         NodeOp::Slice {
             axis,
             start,

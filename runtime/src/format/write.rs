@@ -33,6 +33,7 @@ pub(crate) fn node_op(op: &ir::Op) -> Result<NodeOp, &'static str> {
         ir::Op::Binary(b) => NodeOp::Binary(*b).encode(),
         ir::Op::Unary(u) => NodeOp::Unary(*u).encode(),
         ir::Op::Where => NodeOp::Where.encode(),
+        ir::Op::Gather => NodeOp::Gather.encode(),
         ir::Op::Concat { axis } => NodeOp::Concat { axis: *axis }.encode(),
         ir::Op::Reshape => NodeOp::Reshape.encode(),
         ir::Op::Expand => NodeOp::Expand.encode(),
@@ -104,11 +105,11 @@ pub(crate) fn analyze(desc: &ModelDesc) -> Result<Analysis, Error> {
         shapes.push(shape);
     }
     // Inputs.
-    let mut roles = [false; 3];
+    let mut roles = [false; crate::model::MAX_INPUTS];
     let mut dim: Option<u64> = None;
-    if desc.inputs.is_empty() || desc.inputs.len() > 3 {
+    if desc.inputs.is_empty() || desc.inputs.len() > crate::model::MAX_INPUTS {
         return Err(Error::Invalid {
-            what: "a model has 1 to 3 inputs (one per role)",
+            what: "a model has 1 to 6 inputs (one per role)",
         });
     }
     for (k, inp) in desc.inputs.iter().enumerate() {
@@ -139,7 +140,8 @@ pub(crate) fn analyze(desc: &ModelDesc) -> Result<Analysis, Error> {
             *kd = TensorKind::Input;
         }
     }
-    if roles[0] == roles[2] {
+    let seen = |r: ir::Role| roles.get(r.code() as usize).copied();
+    if seen(ir::Role::X) == seen(ir::Role::Xt) {
         return Err(Error::Invalid {
             what: "a model has exactly one of the inputs `x` and `xt`",
         });

@@ -161,3 +161,47 @@ pub fn slice(
     }
     Ok(())
 }
+
+/// The error of a [`gather`] index that is not an integer in `0..N`.
+pub const GATHER_INDEX_ERR: Error = Error::BadArgument {
+    what: "label out of range: a Gather index is not an integer in 0..N (N = table rows)",
+};
+
+/// Gather along axis 0 (embedding lookup): `out[i, ...] = table[idx[i], ...]`.
+///
+/// `table` has dims `td` (`[N, ...]`); `idx` holds any number of indices as f32 values
+/// that must be exact integers in `0..N` — anything else (negative, `>= N`, fractional,
+/// NaN, infinite) is [`GATHER_INDEX_ERR`], checked for every index before anything is
+/// written. `out` has `idx.len() * row` elements, `row` = product of `td[1..]`.
+pub fn gather(table: &[f32], td: &Dims, idx: &[f32], out: &mut [f32]) -> Result<(), Error> {
+    check_len(table.len(), td)?;
+    if td.rank() == 0 {
+        return Err(SIZE_ERR);
+    }
+    let n = td.get(0).ok_or(SIZE_ERR)?;
+    let row = td.product(1, td.rank()).ok_or(SIZE_ERR)?;
+    if row == 0 || idx.len().checked_mul(row) != Some(out.len()) {
+        return Err(SIZE_ERR);
+    }
+    let index = |v: f32| -> Result<usize, Error> {
+        // `n as f32` may round up for huge tables; the `get` below still bounds the read.
+        if v >= 0.0 && v < n as f32 && libm::truncf(v) == v {
+            Ok(v as usize)
+        } else {
+            Err(GATHER_INDEX_ERR)
+        }
+    };
+    for v in idx {
+        if index(*v)? >= n {
+            return Err(GATHER_INDEX_ERR);
+        }
+    }
+    for (o, v) in out.chunks_exact_mut(row).zip(idx) {
+        let start = index(*v)?.checked_mul(row).ok_or(SIZE_ERR)?;
+        let src = table
+            .get(start..start.checked_add(row).ok_or(SIZE_ERR)?)
+            .ok_or(GATHER_INDEX_ERR)?;
+        o.copy_from_slice(src);
+    }
+    Ok(())
+}

@@ -10,7 +10,8 @@
 //! * element-wise ops apply one scalar function per element; transcendental functions come
 //!   from `libm` (bit-identical on every target). Comparisons produce an f32 mask (1.0 / 0.0)
 //!   and [`select`] (ONNX `Where`) only copies one of its operands.
-//! * layout ops ([`concat_part`], [`transpose`], [`slice()`], [`expand`]) only copy.
+//! * layout ops ([`concat_part`], [`transpose`], [`slice()`], [`expand`], [`gather`]) only
+//!   copy.
 //!
 //! Kernels take dense row-major slices plus concrete [`Dims`] and return
 //! [`Error::Invalid`] (never panic) when lengths and dims disagree.
@@ -23,7 +24,7 @@ mod layout;
 
 pub use dense::{dense, matmul};
 pub use elementwise::{binary, expand, select, unary};
-pub use layout::{concat_part, slice, transpose};
+pub use layout::{concat_part, gather, slice, transpose, GATHER_INDEX_ERR};
 
 /// Highest rank the kernels support.
 pub const MAX_RANK: usize = 6;

@@ -593,3 +593,55 @@ fn concat_matches_naive() {
     }
     assert!(concat_part(&b, &dims(&[2, 1, 4]), &mut out, &od, 1, 4).is_err());
 }
+
+#[test]
+fn gather_copies_table_rows() {
+    let table: Vec<f32> = (0..12).map(|i| i as f32 * 0.5).collect(); // [4, 3]
+    let td = dims(&[4, 3]);
+    let idx = [2.0, 0.0, 3.0, 2.0];
+    let mut out = vec![0.0; 12];
+    gather(&table, &td, &idx, &mut out).unwrap();
+    let want: Vec<f32> = [2, 0, 3, 2]
+        .iter()
+        .flat_map(|r| table[r * 3..r * 3 + 3].to_vec())
+        .collect();
+    assert_eq!(out, want);
+    // A 1-D table gives one value per index.
+    let mut one = vec![0.0; 2];
+    gather(&[7.0, 8.0], &dims(&[2]), &[1.0, 0.0], &mut one).unwrap();
+    assert_eq!(one, [8.0, 7.0]);
+    // -0.0 is index 0.
+    gather(&[7.0, 8.0], &dims(&[2]), &[-0.0, 1.0], &mut one).unwrap();
+    assert_eq!(one, [7.0, 8.0]);
+}
+
+#[test]
+fn gather_rejects_bad_indices_without_writing() {
+    let table: Vec<f32> = (0..12).map(|i| i as f32).collect();
+    let td = dims(&[4, 3]);
+    for bad in [
+        4.0,
+        -1.0,
+        1.5,
+        0.25,
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        1e30,
+        16_777_217.0,
+    ] {
+        let idx = [1.0, bad];
+        let mut out = vec![-9.0; 6];
+        assert_eq!(
+            gather(&table, &td, &idx, &mut out),
+            Err(GATHER_INDEX_ERR),
+            "index {bad}"
+        );
+        assert!(out.iter().all(|v| *v == -9.0), "nothing written for {bad}");
+    }
+    // Sizes that disagree with the dims.
+    let mut out = vec![0.0; 5];
+    assert!(gather(&table, &td, &[1.0, 2.0], &mut out).is_err());
+    assert!(gather(&table[..11], &td, &[1.0], &mut out[..3]).is_err());
+    assert!(gather(&table, &dims(&[]), &[0.0], &mut out[..1]).is_err());
+}
