@@ -170,7 +170,8 @@ impl CondFlags {
             None => defaults.interval,
         };
         let g = flowrt::guidance::Guidance { scale, interval };
-        g.validate().map_err(|e| anyhow::anyhow!("--guidance: {e}"))?;
+        g.validate()
+            .map_err(|e| anyhow::anyhow!("--guidance: {e}"))?;
         if inputs.label.is_none() && inputs.cond.is_none() {
             bail!(
                 "--guidance is classifier-free guidance: the model needs a label or cond input \
@@ -181,11 +182,15 @@ impl CondFlags {
         if let Some(labels) = &inputs.label {
             let null = match self.null_label.or(defaults.null_label.map(i64::from)) {
                 Some(k) => k,
-                None => bail!("--guidance on a label model needs --null-label K (the unconditional class)"),
+                None => bail!(
+                    "--guidance on a label model needs --null-label K (the unconditional class)"
+                ),
             };
             if let Some(n) = model.label_classes() {
                 if !(0..n as i64).contains(&null) {
-                    bail!("--null-label {null} is out of range: the model has {n} classes (0..{n})");
+                    bail!(
+                        "--null-label {null} is out of range: the model has {n} classes (0..{n})"
+                    );
                 }
             }
             let mut d = labels.clone();
@@ -198,7 +203,10 @@ impl CondFlags {
                 Some(p) => {
                     let (v, shape) = npy::read_f32(p)?;
                     if v.len() != width {
-                        bail!("{}: null cond of shape {shape:?}; need [{width}]", p.display());
+                        bail!(
+                            "{}: null cond of shape {shape:?}; need [{width}]",
+                            p.display()
+                        );
                     }
                     v
                 }

@@ -7,8 +7,8 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 use flowrt::format::AlignedBytes;
-use flowrt::solver::Method;
 use flowrt::guidance::ConditionalField;
+use flowrt::solver::Method;
 use flowrt::Model;
 use flowrt_export::{npy, roles, ExportOptions};
 
@@ -225,7 +225,8 @@ fn run(cli: Cli) -> Result<()> {
             guidance_interval,
         } => {
             let time = flowrt::time::TimeConvention {
-                axis: flowrt::time::TimeAxis::parse(&time).map_err(|e| anyhow!("--time {time}: {e}"))?,
+                axis: flowrt::time::TimeAxis::parse(&time)
+                    .map_err(|e| anyhow!("--time {time}: {e}"))?,
                 scale: time_scale,
                 negate_output,
             };
@@ -504,7 +505,11 @@ fn inspect(path: &Path, json: bool, batches: &[usize]) -> Result<()> {
             flowrt::time::TimeAxis::Sigma => "1 = noise -> 0 = data",
         },
         tc.scale,
-        if tc.negate_output { ", output = -dx/dtime" } else { "" }
+        if tc.negate_output {
+            ", output = -dx/dtime"
+        } else {
+            ""
+        }
     );
     if let Some(d) = m.solver_defaults() {
         println!("solver defaults: {d:?}");
@@ -548,8 +553,8 @@ struct SampleArgs<'a> {
     backend: (Backend, Option<&'a Path>, usize),
 }
 
-/// Reads `[N, ...]` rows of the model's state from an .npy file.
-fn read_rows(p: &Path, m: &Model<'_>) -> Result<(Vec<f32>, Vec<usize>)> {
+/// Reads `[N, ...]` rows of the model's state (`what`: noise, data) from an .npy file.
+fn read_rows(p: &Path, m: &Model<'_>, what: &str) -> Result<(Vec<f32>, Vec<usize>)> {
     let dim = m.state_dim();
     let (data, shape) = npy::read_f32(p)?;
     let row: usize = shape.iter().skip(1).product();
@@ -562,10 +567,11 @@ fn read_rows(p: &Path, m: &Model<'_>) -> Result<(Vec<f32>, Vec<usize>)> {
                     flowrt::format::InputRole::X | flowrt::format::InputRole::Xt
                 )
             })
-            .map(|i| i.shape.to_string())
+            .map(|i| i.shape.to_string().trim().to_string())
             .unwrap_or_default();
         bail!(
-            "{}: shape {:?} does not fit the model's state (rows of {dim} values, input shape              {x_shape})",
+            "{}: {what} shape {:?} does not fit the model's state (rows of {dim} values, \
+             input shape {x_shape})",
             p.display(),
             shape
         );
@@ -685,7 +691,7 @@ fn sample(a: &SampleArgs<'_>) -> Result<()> {
     let m = load(&bytes, a.path)?;
     let dim = m.state_dim();
     let (mut x, shape) = match (a.noise, a.seeded) {
-        (Some(p), _) => read_rows(p, &m)?,
+        (Some(p), _) => read_rows(p, &m, "noise")?,
         (None, Some((seed, num))) => {
             if num == 0 {
                 bail!("--num must be at least 1");
@@ -708,7 +714,9 @@ fn sample(a: &SampleArgs<'_>) -> Result<()> {
     let grid = plan.grid.grid(axis)?;
     let inputs = flowrt_export::conditioning::load(&m, batch, &a.conditioning.cond_args())?;
     let guided = a.conditioning.guidance(&m, &inputs)?;
-    let mut traj = a.trajectory.map(|_| flowrt_export::solve::Trajectory::default());
+    let mut traj = a
+        .trajectory
+        .map(|_| flowrt_export::solve::Trajectory::default());
     let start = Instant::now();
     let report = if let Some(schedule) = &a.sde.sde {
         if a.backend.0 != Backend::Cpu {
@@ -771,7 +779,11 @@ fn sample(a: &SampleArgs<'_>) -> Result<()> {
         a.output.display()
     );
     if let Some(p) = a.trajectory {
-        println!("trajectory: {} states -> {}", traj.map_or(0, |t| t.times.len()), p.display());
+        println!(
+            "trajectory: {} states -> {}",
+            traj.map_or(0, |t| t.times.len()),
+            p.display()
+        );
     }
     if a.ascii {
         print!("{}", flowrt_export::plot::ascii_scatter(&x, dim, 64, 20));
@@ -789,7 +801,7 @@ fn invert(
 ) -> Result<()> {
     let bytes = read_frt(path)?;
     let m = load(&bytes, path)?;
-    let (x, shape) = read_rows(data, &m)?;
+    let (x, shape) = read_rows(data, &m, "data")?;
     let batch = shape[0];
     let plan = solve.plan(&m)?;
     let axis = m.time_convention().axis;

@@ -94,7 +94,10 @@ pub fn parse_points(s: &str) -> Result<Vec<f32>> {
         })
         .collect::<Result<_>>()?;
     if pts.len() < 2 {
-        bail!("an explicit grid needs at least two times, got {}", pts.len());
+        bail!(
+            "an explicit grid needs at least two times, got {}",
+            pts.len()
+        );
     }
     Ok(pts)
 }
@@ -302,7 +305,15 @@ pub fn integrate(
         report.steps = stats.accepted;
         report.rejected = stats.rejected;
     } else {
-        integrate_observed(&mut CpuOps, &mut field, method, grid, x, &mut work, observer)?;
+        integrate_observed(
+            &mut CpuOps,
+            &mut field,
+            method,
+            grid,
+            x,
+            &mut work,
+            observer,
+        )?;
     }
     report.evaluations = counting.count;
     Ok(report)
@@ -366,7 +377,10 @@ pub fn sample_sde(
     let diffusion = Diffusion::parse(schedule).map_err(|e| anyhow!("--sde {schedule}: {e}"))?;
     let conv = model.time_convention();
     if conv.axis != flowrt::time::TimeAxis::T {
-        bail!("--sde needs a model on the t axis (0 = noise); this one uses {}", conv.axis.name());
+        bail!(
+            "--sde needs a model on the t axis (0 = noise); this one uses {}",
+            conv.axis.name()
+        );
     }
     let batch = x.len() / model.state_dim();
     let mut arena = flowrt::format::AlignedBytes::try_zeroed(model.required_arena_bytes(batch)?)

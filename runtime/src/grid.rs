@@ -397,8 +397,8 @@ pub fn exp_rounded(x: f64) -> f64 {
         return libm::exp(x);
     }
     // x = k ln2 + r, |r| <= ln2 / 2, with ln2 split into an exact high part and a low part.
-    const LN2_HI: f64 = 6.931_471_803_691_238_164_9e-1;
-    const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+    const LN2_HI: f64 = f64::from_bits(0x3FE6_2E42_FEE0_0000);
+    const LN2_LO: f64 = f64::from_bits(0x3DEA_39EF_3579_3C76);
     let k = libm::round(x / core::f64::consts::LN_2);
     let r = add(Dd(x - k * LN2_HI, 0.0), two_prod(-k, LN2_LO));
     let mut sum = Dd(1.0, 0.0);
@@ -491,7 +491,9 @@ impl DynamicShift {
     pub fn new(steps: usize, mu: f64, kind: ShiftKind, axis: TimeAxis) -> Result<Self, Error> {
         check_steps(steps)?;
         if !mu.is_finite() {
-            return Err(Error::NonFiniteInput { what: "time shift mu" });
+            return Err(Error::NonFiniteInput {
+                what: "time shift mu",
+            });
         }
         if kind == ShiftKind::Linear && mu <= 0.0 {
             return Err(Error::BadSolverConfig {
@@ -604,7 +606,9 @@ impl Diffusers {
                 })
             }
             DiffusersShift::Dynamic { mu, .. } if !mu.is_finite() => {
-                return Err(Error::NonFiniteInput { what: "time shift mu" })
+                return Err(Error::NonFiniteInput {
+                    what: "time shift mu",
+                })
             }
             DiffusersShift::Dynamic {
                 mu,

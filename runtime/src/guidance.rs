@@ -137,7 +137,10 @@ impl<'f, 'c, F: ConditionalField + ?Sized> CfgField<'f, 'c, F> {
         let n2 = scratch_len(batch, state_dim).ok_or(Error::BadArgument {
             what: "batch size too large",
         })?;
-        for (len, what) in [(x2.len(), "guidance state scratch"), (v2.len(), "guidance velocity scratch")] {
+        for (len, what) in [
+            (x2.len(), "guidance state scratch"),
+            (v2.len(), "guidance velocity scratch"),
+        ] {
             if len < n2 {
                 return Err(Error::ShapeMismatch {
                     what,
@@ -155,9 +158,21 @@ impl<'f, 'c, F: ConditionalField + ?Sized> CfgField<'f, 'c, F> {
             }),
             _ => Ok(()),
         };
-        check(doubled.label.map(<[i64]>::len), 1, "doubled labels (2 x batch)")?;
-        check(doubled.cond.map(<[f32]>::len), cond_dim, "doubled cond (2 x batch x cond dim)")?;
-        check(doubled.guidance.map(<[f32]>::len), 1, "doubled guidance (2 x batch)")?;
+        check(
+            doubled.label.map(<[i64]>::len),
+            1,
+            "doubled labels (2 x batch)",
+        )?;
+        check(
+            doubled.cond.map(<[f32]>::len),
+            cond_dim,
+            "doubled cond (2 x batch x cond dim)",
+        )?;
+        check(
+            doubled.guidance.map(<[f32]>::len),
+            1,
+            "doubled guidance (2 x batch)",
+        )?;
         let single = first_rows(&doubled, batch, cond_dim);
         let (x2, _) = x2.split_at_mut(n2);
         let (v2, _) = v2.split_at_mut(n2);

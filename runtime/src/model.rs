@@ -1086,9 +1086,7 @@ impl<'a> Sections<'a> {
                 }
             }
             match found.get_mut(usize::from(kind)) {
-                Some(slot)
-                    if (section::TENSORS..=section::TIME).contains(&kind) =>
-                {
+                Some(slot) if (section::TENSORS..=section::TIME).contains(&kind) => {
                     if slot.is_some() {
                         return Err(invalid("a section kind appears twice"));
                     }

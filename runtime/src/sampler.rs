@@ -219,10 +219,7 @@ pub fn sample_guided<G: TimeGrid + ?Sized>(
     let (v2, work_arena) = Workspace::from_arena(rest, n2, 1)?;
     let (mut work, _) = Workspace::from_arena(work_arena, x.len(), method.work_buffers())?;
     let (Some(x2), Some(v2)) = (x2.into_first(), v2.into_first()) else {
-        return Err(Error::ArenaTooSmall {
-            needed,
-            given: 0,
-        });
+        return Err(Error::ArenaTooSmall { needed, given: 0 });
     };
     let mut net = CpuField::new(model, batch * 2, field_arena)?;
     let mut field = crate::guidance::CfgField::new(

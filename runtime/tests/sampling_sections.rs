@@ -17,8 +17,16 @@ fn echo_t() -> ModelDesc {
     let x = m.input(&[Dim::Batch, Dim::Fixed(2)], Role::X);
     let t = m.input(&[Dim::Batch, Dim::Fixed(1)], Role::T);
     let zero = m.constant(&[Dim::Fixed(1)], vec![0.0]);
-    let xz = m.node(Op::Binary(BinaryOp::Mul), &[x, zero], &[Dim::Batch, Dim::Fixed(2)]);
-    let o = m.node(Op::Binary(BinaryOp::Add), &[xz, t], &[Dim::Batch, Dim::Fixed(2)]);
+    let xz = m.node(
+        Op::Binary(BinaryOp::Mul),
+        &[x, zero],
+        &[Dim::Batch, Dim::Fixed(2)],
+    );
+    let o = m.node(
+        Op::Binary(BinaryOp::Add),
+        &[xz, t],
+        &[Dim::Batch, Dim::Fixed(2)],
+    );
     m.finish(o)
 }
 

@@ -43,11 +43,18 @@ fn spec_for(case: &serde_json::Value) -> (GridSpec<'static>, usize) {
                     i as f64 * ((1.0 / n as f64 - 1.0) / (n - 1) as f64) + 1.0
                 };
                 let got = v.as_f64().unwrap();
-                assert!((got - want).abs() < 1e-12, "sigmas[{i}] of {}", case["name"]);
+                assert!(
+                    (got - want).abs() < 1e-12,
+                    "sigmas[{i}] of {}",
+                    case["name"]
+                );
             }
             (true, n)
         }
-        None => (false, call["num_inference_steps"].as_u64().expect("N") as usize),
+        None => (
+            false,
+            call["num_inference_steps"].as_u64().expect("N") as usize,
+        ),
     };
     (GridSpec::Diffusers { shift, flux_sigmas }, steps)
 }
@@ -98,7 +105,9 @@ fn shifted_grids_follow_their_formulas() {
     // SD3 shift: sigma' = s*sigma / (1 + (s-1)*sigma) on linspace(1, 0, N+1), both axes.
     for steps in [1usize, 4, 7, 28] {
         for shift in [1.0f64, 3.0, 0.5] {
-            let g = GridSpec::Shift(shift).build(steps, TimeAxis::Sigma).unwrap();
+            let g = GridSpec::Shift(shift)
+                .build(steps, TimeAxis::Sigma)
+                .unwrap();
             for i in 0..=steps {
                 let s = 1.0 - i as f64 / steps as f64;
                 let want = shift * s / (1.0 + (shift - 1.0) * s);
@@ -165,7 +174,14 @@ fn grid_names_parse() {
             flux_sigmas: false
         }
     );
-    for bad in ["", "shift", "shift:x", "flux:1:cubic", "cosine", "uniform:2"] {
+    for bad in [
+        "",
+        "shift",
+        "shift:x",
+        "flux:1:cubic",
+        "cosine",
+        "uniform:2",
+    ] {
         assert!(G::parse_named(bad).is_err(), "{bad}");
     }
 }

@@ -65,8 +65,13 @@ fn guided_velocity_matches_the_python_formula() {
                     &mut v2,
                 )
                 .unwrap();
-                cfg.eval(&mut CpuOps, pt[r], &px[2 * r..2 * r + 2], &mut got[2 * r..2 * r + 2])
-                    .unwrap();
+                cfg.eval(
+                    &mut CpuOps,
+                    pt[r],
+                    &px[2 * r..2 * r + 2],
+                    &mut got[2 * r..2 * r + 2],
+                )
+                .unwrap();
             }
             let d = max_abs_diff(&got, &want);
             println!("moons_cfg {onnx} guided velocity w={w}: max abs diff {d:.2e}");
@@ -157,7 +162,9 @@ fn guided_samples_match_torchdiffeq() {
             assert!(d <= 5e-5, "{onnx} {name}: {d}");
             worst = worst.max(d);
         }
-        println!("moons_cfg {onnx}: 14 guided / conditional sample sets, worst max abs diff {worst:.2e}");
+        println!(
+            "moons_cfg {onnx}: 14 guided / conditional sample sets, worst max abs diff {worst:.2e}"
+        );
     }
 }
 
@@ -233,22 +240,65 @@ fn guidance_rejects_bad_configurations() {
         }
     }
     // Labels for 3 rows where 2 x 2 are needed.
-    assert!(CfgField::new(&mut net, TimeConvention::default(), ok_g, 2, 2, 0, cond(&lab), &mut x2, &mut v2).is_err());
+    assert!(CfgField::new(
+        &mut net,
+        TimeConvention::default(),
+        ok_g,
+        2,
+        2,
+        0,
+        cond(&lab),
+        &mut x2,
+        &mut v2
+    )
+    .is_err());
     let bad = Guidance {
         scale: f32::NAN,
         interval: None,
     };
     let lab4 = [0i64, 1, NULL, NULL];
-    assert!(CfgField::new(&mut net, TimeConvention::default(), bad, 2, 2, 0, cond(&lab4), &mut x2, &mut v2).is_err());
+    assert!(CfgField::new(
+        &mut net,
+        TimeConvention::default(),
+        bad,
+        2,
+        2,
+        0,
+        cond(&lab4),
+        &mut x2,
+        &mut v2
+    )
+    .is_err());
     let inverted = Guidance {
         scale: 1.0,
         interval: Some((0.8, 0.2)),
     };
-    assert!(CfgField::new(&mut net, TimeConvention::default(), inverted, 2, 2, 0, cond(&lab4), &mut x2, &mut v2).is_err());
+    assert!(CfgField::new(
+        &mut net,
+        TimeConvention::default(),
+        inverted,
+        2,
+        2,
+        0,
+        cond(&lab4),
+        &mut x2,
+        &mut v2
+    )
+    .is_err());
     // A null label out of range fails at evaluation with a typed error, not a panic.
     let lab_oob = [0i64, 1, 7, 7];
-    let mut cfg =
-        CfgField::new(&mut net, TimeConvention::default(), ok_g, 2, 2, 0, cond(&lab_oob), &mut x2, &mut v2).unwrap();
+    let mut cfg = CfgField::new(
+        &mut net,
+        TimeConvention::default(),
+        ok_g,
+        2,
+        2,
+        0,
+        cond(&lab_oob),
+        &mut x2,
+        &mut v2,
+    )
+    .unwrap();
     let mut v = [0f32; 4];
     assert!(cfg.eval(&mut CpuOps, 0.5, &[0.0; 4], &mut v).is_err());
 }

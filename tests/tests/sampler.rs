@@ -32,9 +32,8 @@ fn exported(model: &str) -> AlignedBytes {
 fn sample(bytes: &AlignedBytes, method: Method, grid: &dyn TimeGrid, x0: &[f32]) -> Vec<f32> {
     let m = Model::from_bytes(bytes.as_slice()).unwrap();
     let batch = x0.len() / m.state_dim();
-    let mut arena = AlignedBytes::zeroed(
-        flowrt::sampler::sample_arena_bytes(&m, method, batch).unwrap(),
-    );
+    let mut arena =
+        AlignedBytes::zeroed(flowrt::sampler::sample_arena_bytes(&m, method, batch).unwrap());
     let mut x = x0.to_vec();
     flowrt::sampler::sample(&m, method, grid, &mut x, arena.as_mut_slice())
         .unwrap_or_else(|e| panic!("{method}: {e}"));
@@ -105,7 +104,13 @@ fn torchdyn_solvers_are_reproduced() {
     assert!(max_abs_diff(&classic, &dyn8) > 0.1);
 }
 
-fn dopri5(bytes: &AlignedBytes, x0: &[f32], t0: f32, t1: f32, tol: f32) -> (Vec<f32>, adaptive::Stats) {
+fn dopri5(
+    bytes: &AlignedBytes,
+    x0: &[f32],
+    t0: f32,
+    t1: f32,
+    tol: f32,
+) -> (Vec<f32>, adaptive::Stats) {
     let m = Model::from_bytes(bytes.as_slice()).unwrap();
     let batch = x0.len() / m.state_dim();
     let mut arena = AlignedBytes::zeroed(m.required_arena_bytes(batch).unwrap());
@@ -152,7 +157,10 @@ fn dopri5_matches_torchdiffeq() {
                 "{model} dopri5 rtol=atol={tag}: max abs diff {d:.2e}, {} evaluations (torchdiffeq {nfe}; {} accepted, {} rejected)",
                 stats.evaluations, stats.accepted, stats.rejected
             );
-            assert_eq!(stats.evaluations, nfe, "{file}: same step sequence as torchdiffeq");
+            assert_eq!(
+                stats.evaluations, nfe,
+                "{file}: same step sequence as torchdiffeq"
+            );
             assert!(d <= bound, "{model} dopri5 {tag}: {d}");
         }
     }
@@ -164,18 +172,37 @@ fn inversion_returns_the_noise() {
     let bytes = exported("moons_icfm");
     let noise = model_file("moons_icfm", "noise.npy");
     let data = model_file("moons_icfm", "samples/rk4-38_32.npy");
-    let back = sample(&bytes, Method::Rk4_38, &Uniform::new(32, 1.0, 0.0).unwrap(), &data);
+    let back = sample(
+        &bytes,
+        Method::Rk4_38,
+        &Uniform::new(32, 1.0, 0.0).unwrap(),
+        &data,
+    );
     let d_ref = max_abs_diff(&back, &sampler_file("moons_icfm_invert_rk4-38_32.npy"));
     let d_noise = max_abs_diff(&back, &noise);
-    println!("inversion rk4-38 x 32: vs torchdiffeq backward {d_ref:.2e}, vs the noise {d_noise:.2e}");
+    println!(
+        "inversion rk4-38 x 32: vs torchdiffeq backward {d_ref:.2e}, vs the noise {d_noise:.2e}"
+    );
     assert!(d_ref <= TOL, "{d_ref}");
     assert!(d_noise <= 1e-3, "{d_noise}");
     // Every 2-D fixture: sample 32 rk4-38 steps with flowrt, invert, compare with the noise.
-    for model in ["moons_icfm", "moons_otcfm", "moons_reflow", "checker_fm", "moons_gelu_tanh", "moons_opzoo"] {
+    for model in [
+        "moons_icfm",
+        "moons_otcfm",
+        "moons_reflow",
+        "checker_fm",
+        "moons_gelu_tanh",
+        "moons_opzoo",
+    ] {
         let bytes = exported(model);
         let noise = model_file(model, "noise.npy");
         let x = sample(&bytes, Method::Rk4_38, &Uniform::unit(32).unwrap(), &noise);
-        let z = sample(&bytes, Method::Rk4_38, &Uniform::new(32, 1.0, 0.0).unwrap(), &x);
+        let z = sample(
+            &bytes,
+            Method::Rk4_38,
+            &Uniform::new(32, 1.0, 0.0).unwrap(),
+            &x,
+        );
         let d = max_abs_diff(&z, &noise);
         println!("{model}: invert(sample(noise)) vs noise: {d:.2e}");
         assert!(d <= 1e-3, "{model}: {d}");
@@ -282,9 +309,8 @@ fn sigma_convention_model_reproduces_diffusers_scheduler_loop() {
     };
     let noise = model_file("moons_sigma", "noise.npy");
     for file in ["model.ts.onnx", "model.dynamo.onnx"] {
-        let bytes = AlignedBytes::copy_from(
-            &flowrt_export::export_onnx(&dir.join(file), &opts).unwrap(),
-        );
+        let bytes =
+            AlignedBytes::copy_from(&flowrt_export::export_onnx(&dir.join(file), &opts).unwrap());
         let m = Model::from_bytes(bytes.as_slice()).unwrap();
         assert_eq!(m.time_convention(), opts.time);
         for (name, spec, steps) in [
@@ -298,7 +324,10 @@ fn sigma_convention_model_reproduces_diffusers_scheduler_loop() {
                 .build(steps, m.time_convention().axis)
                 .unwrap();
             let got = sample(&bytes, Method::Euler, &grid, &noise);
-            let d = max_abs_diff(&got, &model_file("moons_sigma", &format!("samples/{name}.npy")));
+            let d = max_abs_diff(
+                &got,
+                &model_file("moons_sigma", &format!("samples/{name}.npy")),
+            );
             println!("moons_sigma {file} {name}: max abs diff {d:.2e}");
             assert!(d <= TOL, "{file} {name}: {d}");
         }

@@ -152,7 +152,9 @@ pub(crate) fn read_defaults(b: &[u8]) -> Result<SolverDefaults<'_>, Error> {
         return Err(invalid("solver defaults: unknown grid kind"));
     }
     if grid_kind != 6 && n_points != 0 {
-        return Err(invalid("solver defaults: points given for a grid that takes none"));
+        return Err(invalid(
+            "solver defaults: points given for a grid that takes none",
+        ));
     }
     let grid = match grid_kind {
         0 => None,
@@ -190,7 +192,9 @@ pub(crate) fn read_defaults(b: &[u8]) -> Result<SolverDefaults<'_>, Error> {
             .interval
             .is_some_and(|(a, b)| !(a.is_finite() && b.is_finite() && a <= b))
     {
-        return Err(invalid("solver defaults: guidance values are not finite or ordered"));
+        return Err(invalid(
+            "solver defaults: guidance values are not finite or ordered",
+        ));
     }
     Ok(SolverDefaults {
         method,

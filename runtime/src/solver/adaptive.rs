@@ -18,9 +18,7 @@
 //! point (changing it does not feed back). Everything runs through [`StateOps`], with no
 //! allocation.
 
-use super::{
-    check_start, eval_hooked, StepObserver, Workspace, MAX_STAGES, NO_BUFFER, NO_POINT,
-};
+use super::{check_start, eval_hooked, StepObserver, Workspace, MAX_STAGES, NO_BUFFER, NO_POINT};
 use crate::field::{StateOps, VelocityField};
 use crate::grid::TimeGrid;
 use crate::Error;
@@ -64,7 +62,14 @@ const C: [f32; 7] = [0.0, 0.2, 0.3, 0.8, 8.0 / 9.0, 1.0, 1.0];
 const A: [[f32; 6]; 7] = [
     [0.0; 6],
     [(1.0f64 / 5.0) as f32, 0.0, 0.0, 0.0, 0.0, 0.0],
-    [(3.0f64 / 40.0) as f32, (9.0f64 / 40.0) as f32, 0.0, 0.0, 0.0, 0.0],
+    [
+        (3.0f64 / 40.0) as f32,
+        (9.0f64 / 40.0) as f32,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+    ],
     [
         (44.0f64 / 45.0) as f32,
         (-56.0f64 / 15.0) as f32,
@@ -136,7 +141,9 @@ fn next_step(dt: f64, ratio: f64) -> f64 {
         return dt * IFACTOR;
     }
     let dfactor = if ratio < 1.0 { 1.0 } else { DFACTOR };
-    let factor = (SAFETY / libm::pow(ratio, 1.0 / ORDER)).max(dfactor).min(IFACTOR);
+    let factor = (SAFETY / libm::pow(ratio, 1.0 / ORDER))
+        .max(dfactor)
+        .min(IFACTOR);
     dt * factor
 }
 
@@ -207,7 +214,15 @@ where
         };
         let h0f = h0 as f32;
         ops.lincomb(nxt, &*cur, &[(h0f * dir, &**k1)]);
-        eval_hooked(ops, field, observer, 0, t_start + h0f * dir, &*nxt, &mut **k2)?;
+        eval_hooked(
+            ops,
+            field,
+            observer,
+            0,
+            t_start + h0f * dir,
+            &*nxt,
+            &mut **k2,
+        )?;
         stats.evaluations += 1;
         let d2 = ops.scaled_rms(&[(1.0, &**k2), (-1.0, &**k1)], &*cur, &*cur, atol, rtol) / h0;
         let h1 = if d1 <= 1e-15 && d2 <= 1e-15 {
@@ -350,4 +365,3 @@ where
     }
     Ok(stats)
 }
-

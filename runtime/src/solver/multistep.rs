@@ -31,9 +31,7 @@
 //!
 //! `steps + 1` evaluations instead of Heun's `2 · steps`.
 
-use super::{
-    check_start, eval_hooked, finish, StepObserver, Workspace, NO_BUFFER, NO_POINT,
-};
+use super::{check_start, eval_hooked, finish, StepObserver, Workspace, NO_BUFFER, NO_POINT};
 use crate::field::{StateOps, VelocityField};
 use crate::grid::TimeGrid;
 use crate::Error;

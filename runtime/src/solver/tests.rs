@@ -163,10 +163,7 @@ fn convergence_order_linear_decay() {
         };
         let orders = observed_orders(m, 2.0, ns, [1.0, -3.0], f, [e, -3.0 * e]);
         for o in &orders {
-            assert!(
-                (o - order).abs() < 0.3,
-                "{m}: observed orders {orders:?}"
-            );
+            assert!((o - order).abs() < 0.3, "{m}: observed orders {orders:?}");
         }
     }
 }
@@ -185,10 +182,7 @@ fn convergence_order_nonlinear_nonautonomous() {
         // Order 4 reaches its asymptotic rate only from N≈16 here (errors 5e-7 .. 1.5e-10).
         let orders = observed_orders(m, t_end as f32, &[16, 32, 64, 128], [1.0, 0.5], f, exact);
         for o in &orders {
-            assert!(
-                (o - order).abs() < 0.35,
-                "{m}: observed orders {orders:?}"
-            );
+            assert!((o - order).abs() < 0.35, "{m}: observed orders {orders:?}");
         }
     }
 }
@@ -981,7 +975,10 @@ fn ab_weights_are_textbook_on_uniform_grids() {
     let e: Vec<f64> = [23.0, -16.0, 5.0].iter().map(|c| c / 12.0 * h).collect();
     assert!(close(&w[..3], &e), "{w:?}");
     let w = multistep::ab_weights(&[0.5, 0.375, 0.25, 0.125], 0.625).unwrap();
-    let e: Vec<f64> = [55.0, -59.0, 37.0, -9.0].iter().map(|c| c / 24.0 * h).collect();
+    let e: Vec<f64> = [55.0, -59.0, 37.0, -9.0]
+        .iter()
+        .map(|c| c / 24.0 * h)
+        .collect();
     assert!(close(&w, &e), "{w:?}");
     assert!(multistep::ab_weights(&[0.5, 0.5], 0.6).is_err());
     assert!(multistep::ab_weights(&[], 0.6).is_err());
@@ -999,7 +996,10 @@ fn ab_weights_integrate_polynomials_exactly_on_any_grid() {
             let p = |t: f64| t.powi(deg);
             let exact = (t_next.powi(deg + 1) - nodes[0].powi(deg + 1)) / f64::from(deg + 1);
             let got: f64 = (0..m).map(|j| w[j] * p(nodes[j])).sum();
-            assert!((got - exact).abs() < 1e-13, "m={m} deg={deg}: {got} vs {exact}");
+            assert!(
+                (got - exact).abs() < 1e-13,
+                "m={m} deg={deg}: {got} vs {exact}"
+            );
         }
     }
 }
@@ -1021,7 +1021,15 @@ fn multistep_methods_evaluate_once_per_step_at_grid_points() {
         }
         let mut field = Closure::new(|t: f64, x: [f64; 2]| [t, -x[1]]);
         let mut x = State([0.0, 1.0]);
-        integrate(&mut ArrOps::default(), &mut field, m, &grid, &mut x, &mut ws).unwrap();
+        integrate(
+            &mut ArrOps::default(),
+            &mut field,
+            m,
+            &grid,
+            &mut x,
+            &mut ws,
+        )
+        .unwrap();
         assert_eq!(field.times, expect, "{m}");
         // dx0/dt = t: AB2+ integrate a linear function exactly once two nodes exist; the
         // Euler start-up step is off by dt0^2 / 2.
@@ -1069,10 +1077,7 @@ fn dopri5_reaches_tolerance_and_counts_steps() {
         assert!(err < prev_err);
         assert_eq!(stats.evaluations, field.times.len());
         // FSAL: 2 evaluations for the first step choice, then 6 per attempted step.
-        assert_eq!(
-            stats.evaluations,
-            2 + 6 * (stats.accepted + stats.rejected)
-        );
+        assert_eq!(stats.evaluations, 2 + 6 * (stats.accepted + stats.rejected));
         assert!(stats.evaluations > prev_evals);
         // torchdiffeq's semantics: the last step passes t_end, the output is interpolated.
         assert!(*field.times.last().unwrap() >= 2.0);
@@ -1113,7 +1118,10 @@ fn dopri5_visits_grid_points_and_runs_backward() {
     .unwrap();
     assert_eq!(seen, [0.75, 0.5, 0.25, 0.0]);
     let e = (-1.0f32).exp();
-    assert!((x[0] - e).abs() < 1e-5 && (x[1] - 2.0 * e).abs() < 1e-5, "{x:?}");
+    assert!(
+        (x[0] - e).abs() < 1e-5 && (x[1] - 2.0 * e).abs() < 1e-5,
+        "{x:?}"
+    );
     let bad = adaptive::Tolerances {
         rtol: f32::NAN,
         ..Default::default()
