@@ -717,39 +717,45 @@ fn sample(a: &SampleArgs<'_>) -> Result<()> {
     let mut traj = a
         .trajectory
         .map(|_| flowrt_export::solve::Trajectory::default());
-    let start = Instant::now();
-    let report = if let Some(schedule) = &a.sde.sde {
-        if a.backend.0 != Backend::Cpu {
-            bail!("--sde runs on the CPU backend only");
-        }
+    if a.sde.sde.is_some() {
         if traj.is_some() {
             bail!("--trajectory is not available with --sde");
         }
         if guided.is_some() {
             bail!("--guidance is not available with --sde");
         }
-        flowrt_export::solve::sample_sde(
+    }
+    let mut sde_error: Option<anyhow::Error> = None;
+    let start = Instant::now();
+    let rows = if guided.is_some() { 2 * batch } else { batch };
+    let report = with_net(&m, a.backend, rows, |net| {
+        if let Some(schedule) = &a.sde.sde {
+            let mut f = Fixed {
+                net,
+                cond: inputs.as_conditioning(),
+            };
+            return flowrt_export::solve::sample_sde(&m, &mut f, a.sde, schedule, &grid, &mut x)
+                .map_err(|e| {
+                    sde_error.replace(e);
+                    flowrt::Error::BadArgument {
+                        what: "SDE sampling failed",
+                    }
+                });
+        }
+        run_plan(
             &m,
-            &inputs.as_conditioning(),
-            a.sde,
-            schedule,
+            net,
+            &plan,
             &grid,
             &mut x,
-        )?
-    } else {
-        let rows = if guided.is_some() { 2 * batch } else { batch };
-        with_net(&m, a.backend, rows, |net| {
-            run_plan(
-                &m,
-                net,
-                &plan,
-                &grid,
-                &mut x,
-                inputs.as_conditioning(),
-                guided.as_ref().map(|(g, d)| (*g, d.as_conditioning())),
-                traj.as_mut(),
-            )
-        })?
+            inputs.as_conditioning(),
+            guided.as_ref().map(|(g, d)| (*g, d.as_conditioning())),
+            traj.as_mut(),
+        )
+    });
+    let report = match (report, sde_error.take()) {
+        (_, Some(e)) => return Err(e),
+        (r, None) => r?,
     };
     let elapsed = start.elapsed();
     npy::write_f32(a.output, &x, &shape)?;

@@ -363,12 +363,13 @@ pub enum ScoreKind {
     Score,
 }
 
-/// Runs the SDE sampler for `x` with the CPU executor.
+/// Runs the SDE sampler for `x` with the network `net` (any backend, conditioning
+/// applied); a score model runs on the CPU executor.
 ///
 /// Errors: bad options, a model on the sigma axis, sizes, or a failed evaluation.
 pub fn sample_sde(
     model: &Model<'_>,
-    cond: &flowrt::exec::Conditioning<'_>,
+    net: &mut dyn VelocityField<CpuOps>,
     args: &SdeArgs,
     schedule: &str,
     grid: &dyn TimeGrid,
@@ -383,14 +384,7 @@ pub fn sample_sde(
         );
     }
     let batch = x.len() / model.state_dim();
-    let mut arena = flowrt::format::AlignedBytes::try_zeroed(model.required_arena_bytes(batch)?)
-        .ok_or_else(|| anyhow!("cannot allocate the arena"))?;
-    let mut net = flowrt::exec::CpuField::new(model, batch, arena.as_mut_slice())?;
-    let mut conditioned = flowrt::exec::ConditionedField {
-        field: &mut net,
-        cond: *cond,
-    };
-    let mut field = ConventionField::new(&mut conditioned, conv);
+    let mut field = ConventionField::new(net, conv);
     let score_bytes = match &args.score_model {
         Some(p) => Some(crate::read_frt(p)?),
         None => None,

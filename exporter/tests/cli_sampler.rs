@@ -273,6 +273,32 @@ fn sde_from_the_command_line() {
         s(&out),
     ]);
     assert_close(&out, "sampler/checker_fm_sde_linear0.5_16.npy", 5e-5);
+    // The same SDE with ONNX Runtime evaluating the velocity.
+    let frt_ort = dir.path("checker_ort.frt");
+    ok(&[
+        "export",
+        s(&fx("checker_fm/model.ts.onnx")),
+        "-o",
+        s(&frt_ort),
+        "--embed-onnx",
+    ]);
+    ok(&[
+        "sample",
+        s(&frt_ort),
+        "--noise",
+        s(&x0),
+        "--steps",
+        "16",
+        "--sde",
+        "linear:0.5",
+        "--sde-noise",
+        s(&fx("sampler/sde_z_16.npy")),
+        "--backend",
+        "ort",
+        "-o",
+        s(&out),
+    ]);
+    assert_close(&out, "sampler/checker_fm_sde_linear0.5_16.npy", 5e-5);
     ok(&[
         "sample",
         s(&frt),
