@@ -41,6 +41,7 @@ impl CondInputs {
             label: self.label.as_deref(),
             cond: self.cond.as_deref(),
             guidance: self.guidance.as_deref(),
+            step: None,
         }
     }
 }

@@ -64,6 +64,22 @@ pub fn onnx_to_desc(path: &Path, opts: &ExportOptions) -> Result<ModelDesc> {
         .collect();
     desc.metadata.push(("roles".into(), sig.join(",")));
     desc.time = opts.time;
+    // Few-step models: the second time input's form, from --second-time or its name.
+    let step_input = inputs
+        .iter()
+        .zip(&roles)
+        .find(|(_, r)| **r == Role::Step)
+        .map(|(i, _)| i.name.clone());
+    match (&step_input, desc.time.second) {
+        (Some(name), flowrt::time::SecondTime::None) => {
+            desc.time.second = roles::second_time_from_name(name);
+        }
+        (None, s) if s != flowrt::time::SecondTime::None => anyhow::bail!(
+            "--second-time {} given, but the model has no second time input (role step)",
+            s.name()
+        ),
+        _ => {}
+    }
     desc.solver_defaults = opts.solver_defaults.clone();
     if opts.embed_onnx {
         desc.onnx = Some(

@@ -51,6 +51,12 @@ enum Command {
         /// The network predicts -dx/dtime (e.g. data - noise on the sigma axis).
         #[arg(long)]
         negate_output: bool,
+        /// What a few-step model's second time input (role step) receives for a step from t
+        /// to r: r, h (= t - r, MeanFlow), step-size (|r - t|) or log2-steps (log2 of
+        /// 1/|r - t|, the official shortcut models' dt_base). Default: from the input's name
+        /// (r, h, dt_base -> log2-steps, d/dt -> step-size).
+        #[arg(long, value_name = "FORM")]
+        second_time: Option<String>,
         /// Bake a default solver into the file (sample uses it unless told otherwise).
         #[arg(long)]
         method: Option<String>,
@@ -119,6 +125,27 @@ enum Command {
         /// With --backend ort: ONNX Runtime intra-op threads.
         #[arg(long, default_value_t = 1)]
         threads: usize,
+    },
+    /// Apply a state-to-state model (a neural PDE surrogate, signature x only) repeatedly:
+    /// x_{n+1} = net(x_n). No ODE solver.
+    Rollout {
+        /// The .frt file.
+        model: PathBuf,
+        /// Initial states as .npy [N, ...state dims].
+        #[arg(long)]
+        init: PathBuf,
+        /// Number of applications.
+        #[arg(long)]
+        steps: usize,
+        /// Output .npy: the trajectory [steps + 1, N, ...] (the initial state first).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Velocity backend.
+        #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+        backend: Backend,
+        /// With --backend ort: use this ONNX file instead of the embedded one.
+        #[arg(long, value_name = "PATH")]
+        onnx: Option<PathBuf>,
     },
     /// Integrate data back to noise (inversion) with any solver and grid, then forward again
     /// and print the round-trip error.
@@ -217,6 +244,7 @@ fn run(cli: Cli) -> Result<()> {
             time,
             time_scale,
             negate_output,
+            second_time,
             method,
             steps,
             grid,
@@ -229,6 +257,11 @@ fn run(cli: Cli) -> Result<()> {
                     .map_err(|e| anyhow!("--time {time}: {e}"))?,
                 scale: time_scale,
                 negate_output,
+                second: match &second_time {
+                    Some(f) => flowrt::time::SecondTime::parse(f)
+                        .map_err(|e| anyhow!("--second-time {f}: {e}"))?,
+                    None => flowrt::time::SecondTime::None,
+                },
             };
             time.validate()
                 .map_err(|e| anyhow!("--time-scale {time_scale}: {e}"))?;
@@ -282,6 +315,14 @@ fn run(cli: Cli) -> Result<()> {
             ascii,
             backend: (backend, onnx.as_deref(), threads),
         }),
+        Command::Rollout {
+            model,
+            init,
+            steps,
+            output,
+            backend,
+            onnx,
+        } => rollout(&model, &init, steps, &output, (backend, onnx.as_deref(), 1)),
         Command::Invert {
             model,
             data,
@@ -643,6 +684,35 @@ fn run_plan(
     trajectory: Option<&mut flowrt_export::solve::Trajectory>,
 ) -> Result<flowrt_export::solve::SolveReport, flowrt::Error> {
     let conv = m.time_convention();
+    if conv.second != flowrt::time::SecondTime::None {
+        if plan.method != Method::Euler {
+            return Err(flowrt::Error::BadSolverConfig {
+                what: "a model with a second time input (mean flow, shortcut) samples with its \
+                       own one-step rule: use --method euler",
+            });
+        }
+        if guided.is_some() {
+            return Err(flowrt::Error::BadSolverConfig {
+                what: "guidance is not available for models with a second time input",
+            });
+        }
+        let mut v = vec![0f32; x.len()];
+        let mut none = flowrt::solver::NoObserver;
+        let observer: &mut dyn flowrt::solver::StepObserver<flowrt::CpuOps> = match trajectory {
+            Some(t) => {
+                t.states.extend_from_slice(x);
+                t.times.push(grid.point(0).unwrap_or(f32::NAN));
+                t
+            }
+            None => &mut none,
+        };
+        flowrt::fewstep::sample_two_time(net, &conv, &cond, grid, x, &mut v, observer)?;
+        return Ok(flowrt_export::solve::SolveReport {
+            steps: grid.steps(),
+            evaluations: grid.steps(),
+            ..Default::default()
+        });
+    }
     match guided {
         None => {
             let mut f = Fixed { net, cond };
@@ -847,5 +917,56 @@ fn invert(
         output.display()
     );
     println!("round trip data -> noise -> data: max abs error {max:.3e}, rms {rms:.3e}");
+    Ok(())
+}
+
+fn rollout(
+    path: &Path,
+    init: &Path,
+    steps: usize,
+    output: &Path,
+    backend: (Backend, Option<&Path>, usize),
+) -> Result<()> {
+    let bytes = read_frt(path)?;
+    let m = load(&bytes, path)?;
+    if m.inputs().any(|i| {
+        matches!(
+            i.role,
+            flowrt::format::InputRole::T
+                | flowrt::format::InputRole::Xt
+                | flowrt::format::InputRole::Step
+        )
+    }) {
+        bail!("rollout needs a state-to-state model (input x only); this one has a time input");
+    }
+    let (mut x, shape) = read_rows(init, &m, "initial state")?;
+    let batch = shape[0];
+    let mut traj = flowrt_export::solve::Trajectory::default();
+    traj.states.extend_from_slice(&x);
+    traj.times.push(0.0);
+    let start = Instant::now();
+    with_net(&m, backend, batch, |net| {
+        let mut next = vec![0f32; x.len()];
+        flowrt::fewstep::rollout(
+            net,
+            &flowrt::exec::Conditioning::default(),
+            steps,
+            &mut x,
+            &mut next,
+            &mut traj,
+        )
+    })?;
+    let elapsed = start.elapsed();
+    let mut tshape = vec![traj.times.len()];
+    tshape.extend_from_slice(&shape);
+    npy::write_f32(output, &traj.states, &tshape)?;
+    println!(
+        "rolled out {batch} x {} for {steps} steps ({steps} evaluations, backend {}) in {:.3} ms -> {} {:?}",
+        m.state_dim(),
+        backend_name(backend.0),
+        elapsed.as_secs_f64() * 1e3,
+        output.display(),
+        tshape
+    );
     Ok(())
 }

@@ -7,7 +7,7 @@ use flowrt::ir::Role;
 use crate::import::DeclaredInput;
 
 /// Role names accepted by `--role NAME=ROLE`.
-const ROLE_NAMES: &str = "x, t, xt, label, cond, guidance";
+const ROLE_NAMES: &str = "x, t, xt, label, cond, guidance, step";
 
 /// Parses a role name as used by `--role NAME=ROLE`: `x`, `t`, `xt`, `label`, `cond`,
 /// `guidance`.
@@ -19,6 +19,7 @@ pub fn parse_role(s: &str) -> Result<Role> {
         "label" => Ok(Role::Label),
         "cond" => Ok(Role::Cond),
         "guidance" => Ok(Role::Guidance),
+        "step" => Ok(Role::Step),
         other => bail!("unknown role `{other}` (known roles: {ROLE_NAMES})"),
     }
 }
@@ -70,6 +71,37 @@ fn surely_guidance(name: &str) -> bool {
 /// A short name that may mean guidance (`g`, `w`) when another input is the time.
 fn maybe_guidance(name: &str) -> bool {
     matches!(name.to_ascii_lowercase().as_str(), "g" | "w")
+}
+
+/// A name that few-step models give their second time input: mean flows' `r` / `h`,
+/// shortcut models' `d` / `dt` / `dt_base`.
+pub fn looks_like_second_time(name: &str) -> bool {
+    matches!(
+        name.to_ascii_lowercase().as_str(),
+        "r" | "h"
+            | "d"
+            | "dt"
+            | "dt_base"
+            | "delta"
+            | "delta_t"
+            | "step"
+            | "step_size"
+            | "log2_steps"
+            | "t_end"
+            | "t_next"
+    )
+}
+
+/// The second-time form a name implies (`r`/`t_end`/`t_next` → r, `h`/`delta` → h,
+/// `dt_base`/`log2_steps` → log2 steps, `d`/`dt`/`step(_size)` → step size).
+pub fn second_time_from_name(name: &str) -> flowrt::time::SecondTime {
+    use flowrt::time::SecondTime as S;
+    match name.to_ascii_lowercase().as_str() {
+        "r" | "t_end" | "t_next" => S::R,
+        "h" | "delta" | "delta_t" => S::H,
+        "dt_base" | "log2_steps" => S::Log2Steps,
+        _ => S::StepSize,
+    }
 }
 
 /// A declared shape that a time input can have: `[]`, `[B]`, `[1]`, `[B, 1]`, `[1, 1]`.
@@ -190,9 +222,27 @@ pub fn assign_roles(
         }
     }
 
-    // The core: x + t, or xt, among the inputs without a conditioning role.
+    // Step: a few-step model's second time input, when two more inputs remain for x and t.
+    let open_now = open(&roles);
+    let steps: Vec<usize> = open_now
+        .iter()
+        .copied()
+        .filter(|&i| {
+            !inputs[i].integer && time_shaped(&inputs[i]) && looks_like_second_time(&inputs[i].name)
+        })
+        .collect();
+    if let [st] = steps.as_slice() {
+        let others = (0..inputs.len())
+            .filter(|&i| i != *st && !roles[i].is_some_and(|r| r.is_conditioning()))
+            .count();
+        if others >= 2 && !taken(&roles, Role::Step) {
+            roles[*st] = Some(Role::Step);
+        }
+    }
+
+    // The core: x + t, or xt, among the inputs without a conditioning or step role.
     let core: Vec<usize> = (0..inputs.len())
-        .filter(|&i| !roles[i].is_some_and(|r| r.is_conditioning()))
+        .filter(|&i| !roles[i].is_some_and(|r| r.is_conditioning() || r == Role::Step))
         .collect();
     let core_open: Vec<usize> = core
         .iter()
@@ -209,6 +259,8 @@ pub fn assign_roles(
             let width = inputs[only].dims.last().copied().flatten();
             match (width, out_width) {
                 (Some(w), Some(o)) if w == o + 1 => roles[only] = Some(Role::Xt),
+                // Same width in and out, no time: a state-to-state map (rollout).
+                (Some(w), Some(o)) if w == o => roles[only] = Some(Role::X),
                 // Output shape unknown before analysis: assume xt; lowering checks the
                 // output is [B, width - 1].
                 (Some(_), None) => roles[only] = Some(Role::Xt),
@@ -273,10 +325,12 @@ pub fn assign_roles(
     let count = |r: Role| roles.iter().filter(|x| **x == r).count();
     match (count(Role::X), count(Role::T), count(Role::Xt)) {
         (1, 1, 0) | (0, 0, 1) => {}
-        (1, 0, 0) => bail!("the model has a state input but no time input; {hint}"),
+        // A state-to-state network (autoregressive rollout, `flowrt rollout`).
+        (1, 0, 0) if count(Role::Step) == 0 => {}
+        (1, 0, 0) => bail!("the model has a step input but no time input; {hint}"),
         (x, t, xt) => bail!("invalid roles: {x} x, {t} t, {xt} xt inputs (need x + t, or one xt)"),
     }
-    for r in [Role::Label, Role::Cond, Role::Guidance] {
+    for r in [Role::Label, Role::Cond, Role::Guidance, Role::Step] {
         if count(r) > 1 {
             bail!("{} inputs have the role `{}`; {hint}", count(r), r.name());
         }
@@ -296,6 +350,9 @@ pub fn assign_roles(
             }
             Role::Guidance if !time_shaped(input) => {
                 return Err(bad("guidance must be [], [B], [1] or [B, 1]"));
+            }
+            Role::Step if !time_shaped(input) => {
+                return Err(bad("step must be [], [B], [1] or [B, 1]"));
             }
             Role::X | Role::Xt if input.dims.len() < 2 => {
                 return Err(bad("x must be [B, features...]"));

@@ -108,6 +108,7 @@ fn sample_with_label_cond_guidance_matches_the_library() {
         label: Some(&y),
         cond: Some(&c),
         guidance: Some(&g),
+        step: None,
     };
     let need = flowrt::sampler::sample_arena_bytes(&m, Method::Heun, y.len()).unwrap();
     let mut arena = AlignedBytes::zeroed(need);

@@ -286,6 +286,9 @@ pub struct Conditioning<'c> {
     pub cond: Option<&'c [f32]>,
     /// Embedded guidance scale for the `guidance` role: one value per row (`batch` values).
     pub guidance: Option<&'c [f32]>,
+    /// The value of the `step` role (few-step models' second time input, the same for all
+    /// rows); set by the few-step sampler ([`crate::fewstep`]) for each step.
+    pub step: Option<f32>,
 }
 
 /// Largest label magnitude that is exact in f32 (`2^24`); used when the label does not feed
@@ -447,6 +450,20 @@ impl<'m, 'a> CpuField<'m, 'a> {
                     buf.fill(t);
                     *slot = buf;
                 }
+                InputRole::Step => {
+                    let value = cond.step.ok_or(Error::BadArgument {
+                        what: "model needs a step input (a few-step model: sample it with \
+                               the few-step sampler)",
+                    })?;
+                    if !value.is_finite() {
+                        return Err(Error::NonFiniteInput {
+                            what: "second time input",
+                        });
+                    }
+                    let buf = take_f32(&mut scratch, len)?;
+                    buf.fill(value);
+                    *slot = buf;
+                }
                 InputRole::Xt => {
                     let buf = take_f32(&mut scratch, len)?;
                     fill_xt(buf, x, d, t)?;
@@ -529,6 +546,11 @@ fn check_unused(model: &Model<'_>, cond: &Conditioning<'_>) -> Result<(), Error>
     if cond.cond.is_some() && !has(InputRole::Cond) {
         return Err(Error::BadArgument {
             what: "a cond vector was given, but the model has no cond input",
+        });
+    }
+    if cond.step.is_some() && !has(InputRole::Step) {
+        return Err(Error::BadArgument {
+            what: "a step value was given, but the model has no step input",
         });
     }
     if cond.guidance.is_some() && !has(InputRole::Guidance) {

@@ -98,6 +98,7 @@ fn first_rows<'c>(c: &Conditioning<'c>, rows: usize, cond_dim: usize) -> Conditi
         label: c.label.and_then(|l| l.get(..rows)),
         cond: c.cond.and_then(|v| v.get(..rows.saturating_mul(cond_dim))),
         guidance: c.guidance.and_then(|g| g.get(..rows)),
+        step: c.step,
     }
 }
 

@@ -27,6 +27,7 @@ pub mod ir;
 
 // Format, model loading and CPU execution (format.rs, model.rs, exec.rs, ops/, plan.rs).
 pub mod exec;
+pub mod fewstep;
 pub mod format;
 pub mod model;
 pub mod ops;

@@ -12,7 +12,7 @@ use crate::format::{
 use crate::Error;
 
 /// Most graph inputs a model can have (one per [`InputRole`]).
-pub const MAX_INPUTS: usize = 6;
+pub const MAX_INPUTS: usize = 7;
 
 const fn invalid(what: &'static str) -> Error {
     Error::Invalid { what }
@@ -366,9 +366,20 @@ impl<'a> Model<'a> {
             n_meta,
             names,
             onnx: s.onnx,
-            time: match s.time {
-                Some(b) => crate::format::sampling::read_time(b)?,
-                None => crate::time::TimeConvention::default(),
+            time: {
+                let conv = match s.time {
+                    Some(b) => crate::format::sampling::read_time(b)?,
+                    None => crate::time::TimeConvention::default(),
+                };
+                let has_step = (0..n_inputs as usize).any(|i| {
+                    le_u32(g, 16 + 8 * i + 4) == Some(crate::format::InputRole::Step.code())
+                });
+                if has_step != (conv.second != crate::time::SecondTime::None) {
+                    return Err(invalid(
+                        "a step input needs a second-time form in the time section, and vice versa",
+                    ));
+                }
+                conv
             },
             defaults: match s.defaults {
                 Some(b) => {
@@ -534,7 +545,7 @@ impl<'a> Model<'a> {
         // Signature: roles unique, tensors unique, kinds, shapes, state dim.
         let n_in = self.n_inputs as usize;
         if n_in == 0 || n_in > MAX_INPUTS {
-            return Err(invalid("a model has 1 to 6 inputs (one per role)"));
+            return Err(invalid("a model has 1 to 7 inputs (one per role)"));
         }
         let mut dim: Option<u64> = None;
         let mut seen_roles = [false; MAX_INPUTS];
@@ -999,7 +1010,11 @@ impl<'a> Model<'a> {
         for inp in self.inputs() {
             if matches!(
                 inp.role,
-                InputRole::T | InputRole::Xt | InputRole::Label | InputRole::Guidance
+                InputRole::T
+                    | InputRole::Xt
+                    | InputRole::Label
+                    | InputRole::Guidance
+                    | InputRole::Step
             ) {
                 let n = inp.shape.elements(batch).ok_or(e)?;
                 total = total

@@ -141,6 +141,20 @@ pub fn sample_cond_observed<G: TimeGrid + ?Sized, O: StepObserver<CpuOps> + ?Siz
     let (field_arena, work_arena) = arena.split_at_mut(field_bytes);
     let (mut work, _) = Workspace::from_arena(work_arena, x.len(), method.work_buffers())?;
     let mut net = CpuField::new(model, batch, field_arena)?;
+    let conv = model.time_convention();
+    if conv.second != crate::time::SecondTime::None {
+        // Mean flows / shortcut models: their own one-step rule (crate::fewstep).
+        if method != Method::Euler {
+            return Err(Error::BadSolverConfig {
+                what: "a model with a second time input (mean flow, shortcut) samples with \
+                       its own one-step rule: use euler",
+            });
+        }
+        let v = work.into_first().ok_or(Error::BadSolverConfig {
+            what: "workspace has fewer buffers than the method needs",
+        })?;
+        return crate::fewstep::sample_two_time(&mut net, &conv, cond, grid, x, v, observer);
+    }
     let mut conditioned = ConditionedField {
         field: &mut net,
         cond: *cond,

@@ -93,6 +93,79 @@ impl TimeAxis {
     }
 }
 
+/// What a few-step model's second time input (role `step`) receives for a step from model
+/// time `t` to `r` (the next grid point).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SecondTime {
+    /// No second time input.
+    #[default]
+    None,
+    /// `r`, the end time of the step (mean flows `u(x, r, t)`), scaled like `t`.
+    R,
+    /// `h = t − r`, the signed length of the step toward data (MeanFlow's official `h`),
+    /// scaled like `t`.
+    H,
+    /// The step size `|r − t|` (shortcut models fed `d`).
+    StepSize,
+    /// `log2(1 / |r − t|)`, the log2 step count on a uniform grid (the official shortcut
+    /// models' `dt_base`: 0 for one step, 3 for eight).
+    Log2Steps,
+}
+
+impl SecondTime {
+    /// Code in the `TIME` section (0 none, 1 r, 2 h, 3 step size, 4 log2 steps).
+    pub fn code(self) -> u8 {
+        match self {
+            SecondTime::None => 0,
+            SecondTime::R => 1,
+            SecondTime::H => 2,
+            SecondTime::StepSize => 3,
+            SecondTime::Log2Steps => 4,
+        }
+    }
+
+    /// The form for a code; `None` if unknown.
+    pub fn from_code(c: u8) -> Option<Self> {
+        Some(match c {
+            0 => SecondTime::None,
+            1 => SecondTime::R,
+            2 => SecondTime::H,
+            3 => SecondTime::StepSize,
+            4 => SecondTime::Log2Steps,
+            _ => return None,
+        })
+    }
+
+    /// The command-line name (`none`, `r`, `h`, `step-size`, `log2-steps`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SecondTime::None => "none",
+            SecondTime::R => "r",
+            SecondTime::H => "h",
+            SecondTime::StepSize => "step-size",
+            SecondTime::Log2Steps => "log2-steps",
+        }
+    }
+
+    /// Parses a command-line name.
+    ///
+    /// Errors: [`Error::BadSolverConfig`] for an unknown name.
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        [
+            SecondTime::None,
+            SecondTime::R,
+            SecondTime::H,
+            SecondTime::StepSize,
+            SecondTime::Log2Steps,
+        ]
+        .into_iter()
+        .find(|f| f.name() == s)
+        .ok_or(Error::BadSolverConfig {
+            what: "unknown second-time form (expected none, r, h, step-size or log2-steps)",
+        })
+    }
+}
+
 /// A model's time convention (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TimeConvention {
@@ -103,6 +176,8 @@ pub struct TimeConvention {
     pub scale: f32,
     /// The network predicts `−dx/dτ`.
     pub negate_output: bool,
+    /// The form of the second time input (few-step models), or none.
+    pub second: SecondTime,
 }
 
 impl Default for TimeConvention {
@@ -111,6 +186,7 @@ impl Default for TimeConvention {
             axis: TimeAxis::T,
             scale: 1.0,
             negate_output: false,
+            second: SecondTime::None,
         }
     }
 }
@@ -131,6 +207,18 @@ impl TimeConvention {
     /// `true` for the default (t 0 → 1, unscaled, not negated), which needs no `TIME` section.
     pub fn is_default(&self) -> bool {
         *self == TimeConvention::default()
+    }
+
+    /// The second time input's value for a step from model time `t` to `r`; `None` when the
+    /// convention has none.
+    pub fn second_time(&self, t: f32, r: f32) -> Option<f32> {
+        Some(match self.second {
+            SecondTime::None => return None,
+            SecondTime::R => self.network_time(r),
+            SecondTime::H => self.network_time(t - r),
+            SecondTime::StepSize => (r - t).abs(),
+            SecondTime::Log2Steps => libm::log2(1.0 / f64::from((r - t).abs())) as f32,
+        })
     }
 
     /// The network's time input for model time `tau` (`scale · tau`, exact when scale is 1).

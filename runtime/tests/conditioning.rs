@@ -155,6 +155,7 @@ fn eval_cond_matches_reference_at_every_batch_size() {
             label: Some(&all.label[..rows]),
             cond: Some(&all.cond[..rows * C]),
             guidance: Some(&all.guidance[..rows]),
+            step: None,
         };
         let mut v = vec![0.0; rows * D];
         field.eval_cond(t, &all.x[..rows * D], &c, &mut v).unwrap();
@@ -165,6 +166,7 @@ fn eval_cond_matches_reference_at_every_batch_size() {
             label: Some(&all.label[r..r + 1]),
             cond: Some(&all.cond[r * C..(r + 1) * C]),
             guidance: Some(&all.guidance[r..r + 1]),
+            step: None,
         };
         let mut v = vec![0.0; D];
         field
@@ -199,6 +201,7 @@ fn eval_cond_errors() {
         label: Some(&i.label),
         cond: Some(&i.cond),
         guidance: Some(&i.guidance),
+        step: None,
     };
     let mut v = vec![0.0; 4 * D];
     field.eval_cond(0.5, &i.x, &good, &mut v).unwrap();
@@ -284,6 +287,7 @@ fn eval_cond_errors() {
             label: Some(&big.label),
             cond: Some(&big.cond),
             guidance: Some(&big.guidance),
+            step: None,
         },
         &big.x,
     );
@@ -374,6 +378,7 @@ fn scalar_guidance_needs_one_value() {
         label: Some(&i.label),
         cond: Some(&i.cond),
         guidance: Some(&same),
+        step: None,
     };
     let mut v = vec![0.0; 4 * D];
     field.eval_cond(0.25, &i.x, &c, &mut v).unwrap();
@@ -403,6 +408,7 @@ fn sample_cond_integrates_with_fixed_conditioning() {
         label: Some(&i.label),
         cond: Some(&i.cond),
         guidance: Some(&i.guidance),
+        step: None,
     };
     let need = flowrt::sampler::sample_arena_bytes(&m, Method::Euler, rows).unwrap();
     let mut arena = AlignedBytes::zeroed(need);
@@ -604,7 +610,7 @@ fn gather_op_code_round_trips_and_rejects_other_axes() {
     for role in InputRole::ALL {
         assert_eq!(InputRole::from_code(role.code()), Some(role));
     }
-    assert_eq!(InputRole::from_code(6), None);
+    assert_eq!(InputRole::from_code(7), None);
     assert_eq!(
         [
             InputRole::Label.code(),

@@ -71,6 +71,7 @@ fn time_convention_round_trips_and_reaches_the_network() {
         axis: TimeAxis::Sigma,
         scale: 1000.0,
         negate_output: true,
+        ..Default::default()
     };
     let f = load(&desc);
     let m = Model::from_bytes(f.as_slice()).unwrap();
@@ -99,6 +100,7 @@ fn malformed_time_sections_are_typed_errors() {
         axis: TimeAxis::Sigma,
         scale: 1.0,
         negate_output: false,
+        ..Default::default()
     };
     let f = load(&desc);
     let (off, len) = section_range(f.as_slice(), section::TIME).unwrap();
@@ -106,7 +108,8 @@ fn malformed_time_sections_are_typed_errors() {
     for (at, value, what) in [
         (off, vec![7u8], "unknown time axis"),
         (off + 1, vec![2u8], "unknown flag bits"),
-        (off + 2, vec![1u8], "second time input"),
+        (off + 2, vec![1u8], "second-time form"),
+        (off + 2, vec![9u8], "unknown second-time form"),
         (off + 4, f32::NAN.to_le_bytes().to_vec(), "scale"),
         (off + 4, (-1.0f32).to_le_bytes().to_vec(), "scale"),
         (off + 12, vec![1u8], "reserved"),

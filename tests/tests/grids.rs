@@ -71,6 +71,7 @@ fn diffusers_flow_match_sigmas_and_timesteps_are_bit_identical() {
         axis: TimeAxis::Sigma,
         scale: 1000.0,
         negate_output: false,
+        ..Default::default()
     };
     for case in cases {
         let name = case["name"].as_str().unwrap();

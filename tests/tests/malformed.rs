@@ -1056,6 +1056,7 @@ fn exercise_cond(bytes: &[u8], label: &str) {
         label: has(flowrt::format::InputRole::Label).then_some(&labels[..]),
         cond: has(flowrt::format::InputRole::Cond).then_some(&cond[..]),
         guidance: has(flowrt::format::InputRole::Guidance).then_some(&guidance[..]),
+        step: None,
     };
     let grid = Uniform::new(2, 0.0, 1.0).unwrap();
     let r = catch_unwind(AssertUnwindSafe(|| {
@@ -1092,7 +1093,8 @@ fn conditioned_signature_errors() {
     let (cond_e, cond_t) = sig_entry_of(&b, 4);
     let (guid_e, guid_t) = sig_entry_of(&b, 5);
     let l = Layout::of(&b);
-    // Two label inputs (cond relabelled), two conds, two times, an unknown role 6.
+    // Two label inputs (cond relabelled), two conds, two times, an unknown role 7, a step
+    // input without its time section.
     rejects!(&b, "two labels", Error::Invalid { .. }, |b| put_u32(
         b,
         cond_e + 4,
@@ -1107,7 +1109,11 @@ fn conditioned_signature_errors() {
     rejects!(&b, "label as a second t", Error::Invalid { .. }, |b| {
         put_u32(b, label_e + 4, 1)
     });
-    rejects!(&b, "role 6", Error::Invalid { what } if what.contains("role"), |b| {
+    rejects!(&b, "role 7", Error::Invalid { what } if what.contains("role"), |b| {
+        put_u32(b, label_e + 4, 7)
+    });
+    // Role 6 (step) without a second-time form in a TIME section.
+    rejects!(&b, "role 6", Error::Invalid { what } if what.contains("second-time"), |b| {
         put_u32(b, label_e + 4, 6)
     });
     // Shapes that do not fit the role: label [B, 2], cond [B], guidance [B, 2].

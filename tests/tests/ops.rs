@@ -263,6 +263,7 @@ fn try_eval_cond(
         label: label_data.map(|l| &l[rows.clone()]),
         cond: find(InputRole::Cond).map(|c| rows_of(&c.data[..], true, batch, &rows)),
         guidance: guidance.as_deref().map(|g| &g[rows.clone()]),
+        step: None,
     };
     let mut v = vec![0f32; rows.len() * d];
     field.eval_cond(t, &x[rows.start * d..rows.end * d], &cond, &mut v)?;

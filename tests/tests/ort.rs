@@ -308,6 +308,7 @@ impl CondData {
                 .as_deref()
                 .map(|c| &c[rows.start * cond_dim..rows.end * cond_dim]),
             guidance: self.guidance.as_deref().map(|g| &g[rows.clone()]),
+            step: None,
         }
     }
 }

@@ -304,6 +304,7 @@ fn sigma_convention_model_reproduces_diffusers_scheduler_loop() {
             axis: TimeAxis::Sigma,
             scale: 1000.0,
             negate_output: false,
+            ..Default::default()
         },
         ..Default::default()
     };

@@ -461,6 +461,11 @@ impl OrtField<'_> {
                 InputRole::Guidance,
                 "a guidance value was given, but the model has no guidance input",
             ),
+            (
+                cond.step.is_some(),
+                InputRole::Step,
+                "a step value was given, but the model has no step input",
+            ),
         ] {
             if given && !has(role) {
                 return Err(flowrt::Error::BadArgument { what }.into());
@@ -478,6 +483,20 @@ impl OrtField<'_> {
                 (InputRole::T, Buf::F32(b)) => {
                     b.clear();
                     b.resize(len, t);
+                }
+                (InputRole::Step, Buf::F32(b)) => {
+                    let value = cond.step.ok_or(flowrt::Error::BadArgument {
+                        what: "model needs a step input (a few-step model: sample it with \
+                               the few-step sampler)",
+                    })?;
+                    if !value.is_finite() {
+                        return Err(flowrt::Error::NonFiniteInput {
+                            what: "second time input",
+                        }
+                        .into());
+                    }
+                    b.clear();
+                    b.resize(len, value);
                 }
                 (InputRole::Xt, Buf::F32(b)) => {
                     b.clear();
@@ -703,18 +722,38 @@ pub fn sample_cond<G: TimeGrid + ?Sized>(
     let mut work = Workspace::from_slice(&mut flat, x.len(), method.work_buffers())?;
     let conv = session.time;
     let mut field = session.field(batch)?;
-    let mut cf = ConditionedOrt {
-        field: &mut field,
-        cond: *cond,
+    let r = if conv.second != flowrt::time::SecondTime::None {
+        if method != Method::Euler {
+            return Err(flowrt::Error::BadSolverConfig {
+                what: "a model with a second time input (mean flow, shortcut) samples with \
+                       its own one-step rule: use euler",
+            }
+            .into());
+        }
+        let mut v = vec![0f32; x.len()];
+        flowrt::fewstep::sample_two_time(
+            &mut field,
+            &conv,
+            cond,
+            grid,
+            x,
+            &mut v,
+            &mut flowrt::solver::NoObserver,
+        )
+    } else {
+        let mut cf = ConditionedOrt {
+            field: &mut field,
+            cond: *cond,
+        };
+        integrate(
+            &mut CpuOps,
+            &mut flowrt::time::ConventionField::new(&mut cf, conv),
+            method,
+            grid,
+            x,
+            &mut work,
+        )
     };
-    let r = integrate(
-        &mut CpuOps,
-        &mut flowrt::time::ConventionField::new(&mut cf, conv),
-        method,
-        grid,
-        x,
-        &mut work,
-    );
     match r {
         Ok(()) => Ok(()),
         Err(e) => Err(field.take_error().unwrap_or(OrtError::Flowrt(e))),

@@ -375,20 +375,26 @@ pub enum InputRole {
     /// An embedded guidance scale (Flux-style): one value per row (`[B]`, `[B, 1]`) or one
     /// value in all (`[]`, `[1]`, ...), like `T`.
     Guidance,
+    /// The second time input of few-step models (mean flows' `r` or `h = t − r`, shortcut
+    /// models' step size or log2 step count; which one is declared by the `TIME` section),
+    /// shaped like `T`; filled by the sampler for each step.
+    Step,
 }
 
 impl InputRole {
     /// Every role, in code order.
-    pub const ALL: [InputRole; 6] = [
+    pub const ALL: [InputRole; 7] = [
         InputRole::X,
         InputRole::T,
         InputRole::Xt,
         InputRole::Label,
         InputRole::Cond,
         InputRole::Guidance,
+        InputRole::Step,
     ];
 
-    /// Code stored in the signature entry (x 0, t 1, xt 2, label 3, cond 4, guidance 5).
+    /// Code stored in the signature entry (x 0, t 1, xt 2, label 3, cond 4, guidance 5,
+    /// step 6).
     pub fn code(self) -> u32 {
         match self {
             InputRole::X => 0,
@@ -397,6 +403,7 @@ impl InputRole {
             InputRole::Label => 3,
             InputRole::Cond => 4,
             InputRole::Guidance => 5,
+            InputRole::Step => 6,
         }
     }
 
@@ -409,11 +416,12 @@ impl InputRole {
             3 => InputRole::Label,
             4 => InputRole::Cond,
             5 => InputRole::Guidance,
+            6 => InputRole::Step,
             _ => return None,
         })
     }
 
-    /// Short name (`"x"`, `"t"`, `"xt"`, `"label"`, `"cond"`, `"guidance"`).
+    /// Short name (`"x"`, `"t"`, `"xt"`, `"label"`, `"cond"`, `"guidance"`, `"step"`).
     pub fn name(self) -> &'static str {
         match self {
             InputRole::X => "x",
@@ -422,6 +430,7 @@ impl InputRole {
             InputRole::Label => "label",
             InputRole::Cond => "cond",
             InputRole::Guidance => "guidance",
+            InputRole::Step => "step",
         }
     }
 
@@ -704,13 +713,15 @@ pub(crate) fn check_role_shape(
                 _ => Err("input `xt` must have shape [B, D + 1] with D >= 1"),
             }
         }
-        InputRole::T | InputRole::Guidance => {
+        InputRole::T | InputRole::Guidance | InputRole::Step => {
             let one_per_row = shape.batch_axis() == Some(0) && shape.row_elements() == Some(1);
             let scalar = !shape.has_batch() && shape.row_elements() == Some(1);
             if one_per_row || scalar {
                 Ok(None)
             } else if role == InputRole::T {
                 Err("input `t` must have shape [], [1], [B] or [B, 1]")
+            } else if role == InputRole::Step {
+                Err("input `step` must have shape [], [1], [B] or [B, 1]")
             } else {
                 Err("input `guidance` must have shape [], [1], [B] or [B, 1]")
             }

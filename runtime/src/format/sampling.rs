@@ -55,11 +55,8 @@ pub(crate) fn read_time(b: &[u8]) -> Result<TimeConvention, Error> {
     if flags & !1 != 0 {
         return Err(invalid("time section: unknown flag bits"));
     }
-    if byte(2) != 0 {
-        return Err(invalid(
-            "time section: second time input kinds are not defined in this version",
-        ));
-    }
+    let second = crate::time::SecondTime::from_code(byte(2))
+        .ok_or(invalid("time section: unknown second-time form"))?;
     if byte(3) != 0 || b.get(8..16).is_none_or(|r| r.iter().any(|&v| v != 0)) {
         return Err(invalid("time section reserved bytes are not zero"));
     }
@@ -67,6 +64,7 @@ pub(crate) fn read_time(b: &[u8]) -> Result<TimeConvention, Error> {
         axis,
         scale: le_f32(b, 4).ok_or(invalid("time section"))?,
         negate_output: flags & 1 != 0,
+        second,
     };
     conv.validate()
         .map_err(|_| invalid("time section: scale must be finite and positive"))?;
@@ -214,7 +212,7 @@ mod write {
         let mut out = Vec::with_capacity(TIME_LEN);
         out.push(c.axis.code());
         out.push(u8::from(c.negate_output));
-        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&[c.second.code(), 0]);
         out.extend_from_slice(&c.scale.to_le_bytes());
         out.extend_from_slice(&[0; 8]);
         out
