@@ -32,6 +32,10 @@ pub struct ExportOptions {
     pub time: flowrt::time::TimeConvention,
     /// Solver defaults to bake in (`export --method --steps --grid --guidance ...`).
     pub solver_defaults: Option<flowrt::ir::SolverDefaultsDesc>,
+    /// Further graphs of a multi-network file (`export --block --refiner --decoder`): each
+    /// stage's rule and its ONNX file, exported with the same time convention (the decoder
+    /// with none).
+    pub pipeline: Vec<(flowrt::pipeline::StageKind, std::path::PathBuf)>,
 }
 
 /// Imports and lowers an ONNX file into a flowrt model description.
@@ -63,6 +67,19 @@ pub fn onnx_to_desc(path: &Path, opts: &ExportOptions) -> Result<ModelDesc> {
         .map(|(i, r)| format!("{}={}", i.name, roles::role_name(*r)))
         .collect();
     desc.metadata.push(("roles".into(), sig.join(",")));
+    for (kind, onnx) in &opts.pipeline {
+        let sub = ExportOptions {
+            time: if *kind == flowrt::pipeline::StageKind::Decoder {
+                flowrt::time::TimeConvention::default()
+            } else {
+                opts.time
+            },
+            ..Default::default()
+        };
+        let bytes = export_onnx(onnx, &sub)
+            .with_context(|| format!("pipeline stage {}", onnx.display()))?;
+        desc.pipeline.push((*kind, bytes));
+    }
     desc.time = opts.time;
     // Few-step models: the second time input's form, from --second-time or its name.
     let step_input = inputs

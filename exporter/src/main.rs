@@ -75,6 +75,18 @@ enum Command {
         /// Bake a guidance interval A,B (model time) into the file.
         #[arg(long, value_name = "A,B")]
         guidance_interval: Option<String>,
+        /// Blockwise flow matching: use the velocity net in FILE.onnx for steps starting at
+        /// model times in [A, B] (repeatable; the main model covers the rest).
+        #[arg(long = "block", value_name = "A:B=FILE.onnx")]
+        blocks: Vec<String>,
+        /// FlowTurbo-style refiner: use the (light) velocity net in FILE.onnx on steps n with
+        /// FROM <= n/steps < TO (e.g. 0.5:1 = the second half).
+        #[arg(long = "refiner", value_name = "FROM:TO=FILE.onnx")]
+        refiners: Vec<String>,
+        /// Latent flow matching: a decoder graph (input: the state) applied after the last
+        /// step; samples are its output.
+        #[arg(long, value_name = "FILE.onnx")]
+        decoder: Option<PathBuf>,
     },
     /// Print a .frt file's signature, ops, parameters and arena sizes.
     Inspect {
@@ -251,6 +263,9 @@ fn run(cli: Cli) -> Result<()> {
             guidance,
             null_label,
             guidance_interval,
+            blocks,
+            refiners,
+            decoder,
         } => {
             let time = flowrt::time::TimeConvention {
                 axis: flowrt::time::TimeAxis::parse(&time)
@@ -281,6 +296,7 @@ fn run(cli: Cli) -> Result<()> {
                 embed_onnx,
                 time,
                 solver_defaults: defaults,
+                pipeline: pipeline_stages(&blocks, &refiners, decoder.as_deref())?,
             };
             export(&model, &output, &opts)
         }
@@ -385,6 +401,45 @@ fn bench(path: &Path, onnx: Option<&Path>, cfg: &flowrt_export::bench::BenchConf
     let report = flowrt_export::bench::run(&m, &mut session, cfg)?;
     println!("{}", report.text);
     Ok(())
+}
+
+/// The pipeline stages of `export --block/--refiner/--decoder`.
+fn pipeline_stages(
+    blocks: &[String],
+    refiners: &[String],
+    decoder: Option<&Path>,
+) -> Result<Vec<(flowrt::pipeline::StageKind, PathBuf)>> {
+    use flowrt::pipeline::StageKind;
+    let parse = |flag: &str, s: &str| -> Result<(f32, f32, PathBuf)> {
+        let (range, file) = s
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--{flag} expects A:B=FILE.onnx, got `{s}`"))?;
+        let (a, b) = range
+            .split_once(':')
+            .ok_or_else(|| anyhow!("--{flag} expects A:B=FILE.onnx, got `{s}`"))?;
+        let num = |v: &str| {
+            v.trim()
+                .parse::<f32>()
+                .map_err(|_| anyhow!("--{flag}: `{v}` is not a number"))
+        };
+        Ok((num(a)?, num(b)?, PathBuf::from(file)))
+    };
+    let mut out = Vec::new();
+    for b in blocks {
+        let (a, bb, f) = parse("block", b)?;
+        out.push((StageKind::Block { a, b: bb }, f));
+    }
+    for r in refiners {
+        let (from, to, f) = parse("refiner", r)?;
+        out.push((StageKind::Refiner { from, to }, f));
+    }
+    if let Some(d) = decoder {
+        out.push((StageKind::Decoder, d.to_path_buf()));
+    }
+    if out.len() > flowrt::pipeline::MAX_STAGES {
+        bail!("at most {} pipeline stages", flowrt::pipeline::MAX_STAGES);
+    }
+    Ok(out)
 }
 
 /// Solver defaults from the export flags; `None` when none was given.
@@ -554,6 +609,16 @@ fn inspect(path: &Path, json: bool, batches: &[usize]) -> Result<()> {
     );
     if let Some(d) = m.solver_defaults() {
         println!("solver defaults: {d:?}");
+    }
+    if let Some(p) = m.pipeline() {
+        for (k, sub) in p.stages() {
+            println!(
+                "pipeline stage: {k:?}: {} nodes, {} parameters, arena {} bytes for batch 1",
+                sub.node_count(),
+                sub.param_count(),
+                sub.required_arena_bytes(1).unwrap_or(0)
+            );
+        }
     }
     let ops: Vec<String> = op_counts.iter().map(|(n, c)| format!("{n} x{c}")).collect();
     println!("ops: {} nodes: {}", m.node_count(), ops.join(", "));
@@ -795,6 +860,9 @@ fn sample(a: &SampleArgs<'_>) -> Result<()> {
             bail!("--guidance is not available with --sde");
         }
     }
+    if let Some(p) = m.pipeline() {
+        return sample_pipeline(a, &m, &p, &plan, &grid, x, &shape);
+    }
     let mut sde_error: Option<anyhow::Error> = None;
     let start = Instant::now();
     let rows = if guided.is_some() { 2 * batch } else { batch };
@@ -967,6 +1035,68 @@ fn rollout(
         elapsed.as_secs_f64() * 1e3,
         output.display(),
         tshape
+    );
+    Ok(())
+}
+
+/// `sample` of a multi-network file (blocks, refiner, decoder) on the CPU executor.
+fn sample_pipeline(
+    a: &SampleArgs<'_>,
+    m: &Model<'_>,
+    p: &flowrt::pipeline::Pipeline<'_>,
+    plan: &flowrt_export::solve::Plan,
+    grid: &dyn flowrt::grid::TimeGrid,
+    mut x: Vec<f32>,
+    shape: &[usize],
+) -> Result<()> {
+    if a.backend.0 != Backend::Cpu || a.sde.sde.is_some() || a.trajectory.is_some() {
+        bail!("multi-network files sample on the CPU backend, without --sde or --trajectory");
+    }
+    if m.inputs().any(|i| i.role.is_conditioning()) {
+        bail!("multi-network files with conditioning inputs are not supported yet");
+    }
+    let batch = shape[0];
+    let need = flowrt::pipeline::pipeline_arena_bytes(p, plan.method, batch)
+        .map_err(|e| anyhow!("{e}"))?;
+    let mut arena = AlignedBytes::try_zeroed(need)
+        .ok_or_else(|| anyhow!("cannot allocate the {need}-byte arena for {batch} rows"))?;
+    let out_dim = p.output_dim();
+    let mut decoded = vec![0f32; if p.decoder().is_some() { batch * out_dim } else { 0 }];
+    let start = Instant::now();
+    flowrt::pipeline::sample_pipeline(
+        p,
+        plan.method,
+        grid,
+        &mut x,
+        p.decoder().map(|_| &mut decoded[..]),
+        arena.as_mut_slice(),
+    )
+    .map_err(|e| anyhow!("sampling failed: {e}"))?;
+    let elapsed = start.elapsed();
+    let (data, out_shape) = if p.decoder().is_some() {
+        (&decoded, vec![batch, out_dim])
+    } else {
+        (&x, shape.to_vec())
+    };
+    npy::write_f32(a.output, data, &out_shape)?;
+    let stages: Vec<String> = p
+        .stages()
+        .map(|(k, _)| match k {
+            flowrt::pipeline::StageKind::Block { a, b } => format!("block [{a}, {b}]"),
+            flowrt::pipeline::StageKind::Refiner { from, to } => format!("refiner [{from}, {to})"),
+            flowrt::pipeline::StageKind::Decoder => "decoder".to_string(),
+        })
+        .collect();
+    println!(
+        "sampled {batch} x {} with {} x {} steps on grid {} through a pipeline ({}; arena {need} bytes) in {:.3} ms -> {} {:?}",
+        m.state_dim(),
+        plan.method.name(),
+        grid.steps(),
+        plan.grid.label,
+        stages.join(", "),
+        elapsed.as_secs_f64() * 1e3,
+        a.output.display(),
+        out_shape
     );
     Ok(())
 }

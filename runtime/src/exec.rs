@@ -423,6 +423,11 @@ impl<'m, 'a> CpuField<'m, 'a> {
             });
         }
         check_unused(model, cond)?;
+        if model.output_dim() != d {
+            return Err(Error::BadArgument {
+                what: "the model's output is not a velocity (its rows differ from the state's)",
+            });
+        }
         let (graph, mut scratch) = arena_f32(self.arena, model.graph_arena_bytes(rows)?)?;
         let mut bufs: [&[f32]; MAX_INPUTS] = [&[]; MAX_INPUTS];
         for (slot, info) in bufs.iter_mut().zip(model.inputs()) {

@@ -113,6 +113,9 @@ pub struct ModelDesc {
     pub time: crate::time::TimeConvention,
     /// Solver defaults (written as a `SOLVER_DEFAULTS` section when set).
     pub solver_defaults: Option<SolverDefaultsDesc>,
+    /// Further graphs of a multi-network file (written as a `PIPELINE` section when not
+    /// empty): each a complete `.frt` image and its rule, see [`crate::pipeline`].
+    pub pipeline: Vec<(crate::pipeline::StageKind, Vec<u8>)>,
 }
 
 /// Owned solver defaults for [`ModelDesc`]; see [`crate::format::sampling::SolverDefaults`].

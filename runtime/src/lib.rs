@@ -31,6 +31,7 @@ pub mod fewstep;
 pub mod format;
 pub mod model;
 pub mod ops;
+pub mod pipeline;
 #[cfg(feature = "alloc")]
 pub mod plan;
 

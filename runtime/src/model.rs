@@ -44,6 +44,7 @@ pub struct Model<'a> {
     onnx: Option<&'a [u8]>,
     time: crate::time::TimeConvention,
     defaults: Option<&'a [u8]>,
+    pipeline: Option<&'a [u8]>,
 }
 
 impl core::fmt::Debug for Model<'_> {
@@ -217,7 +218,11 @@ impl<'a> Model<'a> {
             return Err(invalid("reserved header bytes are not zero"));
         }
         let sections = Sections::parse(file)?;
-        Model::parse(sections)?.validate()
+        let model = Model::parse(sections)?.validate()?;
+        if let Some(p) = model.pipeline {
+            crate::pipeline::parse(&model, p)?;
+        }
+        Ok(model)
     }
 
     fn parse(s: Sections<'a>) -> Result<Model<'a>, Error> {
@@ -388,6 +393,7 @@ impl<'a> Model<'a> {
                 }
                 None => None,
             },
+            pipeline: s.pipeline,
         })
     }
 
@@ -596,7 +602,11 @@ impl<'a> Model<'a> {
                 "signature output is not the output tensor",
             ));
         }
-        check_output_shape(&out.shape, d).map_err(|w| tensor_err(self.output as usize, w))?;
+        let velocity = seen(InputRole::T) == Some(true)
+            || seen(InputRole::Xt) == Some(true)
+            || seen(InputRole::Step) == Some(true);
+        check_output_shape(&out.shape, d, velocity)
+            .map_err(|w| tensor_err(self.output as usize, w))?;
 
         // Tensors.
         let (mut inputs, mut outputs) = (0usize, 0usize);
@@ -850,6 +860,15 @@ impl<'a> Model<'a> {
         self.state_dim
     }
 
+    /// Elements per row of the output: `state_dim` for a velocity field; a decoder's data
+    /// dimension for a model without a time input.
+    pub fn output_dim(&self) -> usize {
+        self.output_shape()
+            .row_elements()
+            .and_then(|r| usize::try_from(r).ok())
+            .unwrap_or(0)
+    }
+
     /// Number of f32 parameters (elements of all constants).
     pub fn param_count(&self) -> usize {
         (0..self.n_tensors)
@@ -961,6 +980,14 @@ impl<'a> Model<'a> {
         self.onnx
     }
 
+    /// The further graphs of a multi-network file (`PIPELINE` section), validated at load;
+    /// `None` for a single-network file. Parsing re-reads the nested files' headers, so keep
+    /// the returned value rather than calling this per step.
+    pub fn pipeline(&self) -> Option<crate::pipeline::Pipeline<'a>> {
+        self.pipeline
+            .and_then(|b| crate::pipeline::parse(self, b).ok())
+    }
+
     /// The model's time convention (the `TIME` section; the default `t` 0 → 1, unscaled,
     /// when the file has none).
     pub fn time_convention(&self) -> crate::time::TimeConvention {
@@ -1049,6 +1076,7 @@ struct Sections<'a> {
     onnx: Option<&'a [u8]>,
     time: Option<&'a [u8]>,
     defaults: Option<&'a [u8]>,
+    pipeline: Option<&'a [u8]>,
 }
 
 impl<'a> Sections<'a> {
@@ -1078,7 +1106,7 @@ impl<'a> Sections<'a> {
             let len = to_usize(le_u64(file, o + 16).ok_or(t)?, "section length")?;
             Ok((kind, flags, off, len))
         };
-        let mut found: [Option<&'a [u8]>; 11] = [None; 11];
+        let mut found: [Option<&'a [u8]>; 12] = [None; 12];
         for i in 0..count {
             let (kind, flags, off, len) = entry(i)?;
             if flags & !SECTION_FLAG_REQUIRED != 0 {
@@ -1101,7 +1129,7 @@ impl<'a> Sections<'a> {
                 }
             }
             match found.get_mut(usize::from(kind)) {
-                Some(slot) if (section::TENSORS..=section::TIME).contains(&kind) => {
+                Some(slot) if (section::TENSORS..=section::PIPELINE).contains(&kind) => {
                     if slot.is_some() {
                         return Err(invalid("a section kind appears twice"));
                     }
@@ -1133,6 +1161,7 @@ impl<'a> Sections<'a> {
             names: found.get(usize::from(section::NAMES)).copied().flatten(),
             onnx: found.get(usize::from(section::ONNX)).copied().flatten(),
             time: found.get(usize::from(section::TIME)).copied().flatten(),
+            pipeline: found.get(usize::from(section::PIPELINE)).copied().flatten(),
             defaults: found
                 .get(usize::from(section::SOLVER_DEFAULTS))
                 .copied()

@@ -80,6 +80,9 @@ pub mod section {
     pub const ONNX: u16 = 9;
     /// The model's time convention (required when present; absent = `t` 0 → 1, unscaled).
     pub const TIME: u16 = 10;
+    /// Further graphs and the rule that picks them (required when present; see
+    /// [`crate::pipeline`]).
+    pub const PIPELINE: u16 = 11;
 }
 
 /// Operation codes of node records.
@@ -746,13 +749,22 @@ pub(crate) fn check_role_shape(
     }
 }
 
-/// Checks the graph output's shape: batch dim first, `D` elements per row.
-pub(crate) fn check_output_shape(shape: &Shape, state_dim: u64) -> Result<(), &'static str> {
+/// Checks the graph output's shape: batch dim first and, for a velocity field (a model
+/// with a time input), `D` elements per row. A model without a time input (a decoder, a
+/// rollout step) may map the state to rows of any size.
+pub(crate) fn check_output_shape(
+    shape: &Shape,
+    state_dim: u64,
+    velocity: bool,
+) -> Result<(), &'static str> {
     if shape.batch_axis() != Some(0) {
         return Err("output must have the batch dim first");
     }
-    if shape.row_elements() != Some(state_dim) {
+    if velocity && shape.row_elements() != Some(state_dim) {
         return Err("output row size differs from the state dimension");
+    }
+    if shape.row_elements().is_none_or(|r| r == 0) {
+        return Err("output rows are empty or too large");
     }
     Ok(())
 }

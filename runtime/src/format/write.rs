@@ -211,7 +211,9 @@ pub(crate) fn analyze(desc: &ModelDesc) -> Result<Analysis, Error> {
     let out_shape = shapes
         .get(out_i)
         .ok_or(tensor_err(out_i, "output tensor id out of range"))?;
-    check_output_shape(out_shape, d).map_err(|w| tensor_err(out_i, w))?;
+    let velocity =
+        seen(ir::Role::T) == Some(true) || seen(ir::Role::Xt) == Some(true) || seen(ir::Role::Step) == Some(true);
+    check_output_shape(out_shape, d, velocity).map_err(|w| tensor_err(out_i, w))?;
     if u32::try_from(edges).is_err() {
         return Err(Error::Invalid {
             what: "too many node inputs",
@@ -456,6 +458,34 @@ pub fn write(desc: &ModelDesc) -> Result<Vec<u8>, Error> {
     };
     if let Some(d) = &defaults {
         sections.push((section::SOLVER_DEFAULTS, 0, d));
+    }
+    // Multi-network files: the stage table, then each nested file 16-byte aligned.
+    let mut pipe = Vec::new();
+    if !desc.pipeline.is_empty() {
+        let n = desc.pipeline.len();
+        put_u32(&mut pipe, u32_of(n)?);
+        put_u32(&mut pipe, 0);
+        let mut off = align_up(8 + crate::pipeline::STAGE_RECORD_LEN * n).ok_or(too_big)?;
+        let mut offsets = Vec::with_capacity(n);
+        for (_, file) in &desc.pipeline {
+            offsets.push(off);
+            off = align_up(off.checked_add(file.len()).ok_or(too_big)?).ok_or(too_big)?;
+        }
+        for ((kind, file), o) in desc.pipeline.iter().zip(&offsets) {
+            let (a, b) = kind.params();
+            put_u16(&mut pipe, kind.code());
+            put_u16(&mut pipe, 0);
+            put_u32(&mut pipe, 0);
+            put_u32(&mut pipe, a.to_bits());
+            put_u32(&mut pipe, b.to_bits());
+            put_u64(&mut pipe, *o as u64);
+            put_u64(&mut pipe, file.len() as u64);
+        }
+        for ((_, file), o) in desc.pipeline.iter().zip(&offsets) {
+            pipe.resize(*o, 0);
+            pipe.extend_from_slice(file);
+        }
+        sections.push((section::PIPELINE, SECTION_FLAG_REQUIRED, &pipe));
     }
     let table_end = HEADER_LEN + sections.len() * SECTION_ENTRY_LEN;
     let mut offsets = Vec::with_capacity(sections.len());
