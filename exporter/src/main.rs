@@ -1061,7 +1061,14 @@ fn sample_pipeline(
     let mut arena = AlignedBytes::try_zeroed(need)
         .ok_or_else(|| anyhow!("cannot allocate the {need}-byte arena for {batch} rows"))?;
     let out_dim = p.output_dim();
-    let mut decoded = vec![0f32; if p.decoder().is_some() { batch * out_dim } else { 0 }];
+    let mut decoded = vec![
+        0f32;
+        if p.decoder().is_some() {
+            batch * out_dim
+        } else {
+            0
+        }
+    ];
     let start = Instant::now();
     flowrt::pipeline::sample_pipeline(
         p,

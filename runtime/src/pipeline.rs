@@ -87,10 +87,7 @@ const fn invalid(what: &'static str) -> Error {
 ///
 /// Errors: [`Error::Invalid`] (table, kinds, parameters, nesting, mismatched dimensions or
 /// conventions) or any error of the nested files.
-pub(crate) fn parse<'a>(
-    main: &Model<'a>,
-    section: &'a [u8],
-) -> Result<Pipeline<'a>, Error> {
+pub(crate) fn parse<'a>(main: &Model<'a>, section: &'a [u8]) -> Result<Pipeline<'a>, Error> {
     const T: Error = Error::Truncated {
         what: "pipeline section",
     };
@@ -136,7 +133,9 @@ pub(crate) fn parse<'a>(
         }
         if let StageKind::Refiner { from, to } = kind {
             if !(0.0..=1.0).contains(&from) || !(from < to && to <= 1.0) {
-                return Err(invalid("refiner step fractions must satisfy 0 <= from < to <= 1"));
+                return Err(invalid(
+                    "refiner step fractions must satisfy 0 <= from < to <= 1",
+                ));
             }
         }
         let m = Model::from_bytes(body)?;
@@ -152,7 +151,9 @@ pub(crate) fn parse<'a>(
                 return Err(invalid("a decoder takes only the state `x`"));
             }
         } else if m.time_convention() != main.time_convention() {
-            return Err(invalid("a pipeline velocity stage has another time convention"));
+            return Err(invalid(
+                "a pipeline velocity stage has another time convention",
+            ));
         }
         if let Some(slot) = p.stages.get_mut(i) {
             *slot = Some((kind, m));
@@ -224,7 +225,11 @@ impl<'a> Pipeline<'a> {
 /// plus the solver workspace.
 ///
 /// Errors: [`Error::BadArgument`] on overflow.
-pub fn pipeline_arena_bytes(p: &Pipeline<'_>, method: Method, batch: usize) -> Result<usize, Error> {
+pub fn pipeline_arena_bytes(
+    p: &Pipeline<'_>,
+    method: Method,
+    batch: usize,
+) -> Result<usize, Error> {
     const OVERFLOW: Error = Error::BadArgument {
         what: "batch size overflows",
     };
@@ -310,9 +315,11 @@ pub fn sample_pipeline<G: TimeGrid + ?Sized>(
         )?;
     }
     if let (Some(dec), Some(out)) = (p.decoder(), out) {
-        let want = batch.checked_mul(dec.output_dim()).ok_or(Error::BadArgument {
-            what: "batch size overflows",
-        })?;
+        let want = batch
+            .checked_mul(dec.output_dim())
+            .ok_or(Error::BadArgument {
+                what: "batch size overflows",
+            })?;
         if out.len() != want {
             return Err(Error::ShapeMismatch {
                 what: "decoded output (batch x decoder output dim)",

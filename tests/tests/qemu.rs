@@ -159,3 +159,60 @@ fn cortex_m4_defmt_log_decodes() {
     assert_eq!(steps, 8, "one debug line per step expected:\n{text}");
     assert!(text.contains("flowrt: step 7 done, t = 1"), "{text}");
 }
+
+/// The one-step paths of the few-step families (MeanFlow on the sigma axis with its `h`
+/// input, a shortcut model with `log2` steps) on both targets: 1 and 4 steps, byte for byte.
+#[test]
+fn few_step_models_match_host_bit_for_bit() {
+    use flowrt::time::{TimeAxis, TimeConvention};
+    let dir = std::env::temp_dir().join(format!("flowrt-qemu-fewstep-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let root = flowrt_tests::fixtures_dir();
+    let sigma = flowrt_export::ExportOptions {
+        time: TimeConvention {
+            axis: TimeAxis::Sigma,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for (name, opts) in [
+        ("moons_meanflow", sigma),
+        ("moons_shortcut", flowrt_export::ExportOptions::default()),
+    ] {
+        let frt = dir.join(format!("{name}.frt"));
+        let bytes = flowrt_export::export_onnx(&root.join(name).join("model.ts.onnx"), &opts)
+            .expect("export");
+        std::fs::write(&frt, bytes).expect("write frt");
+        let (all, shape) = npy(&root.join(name).join("noise.npy"));
+        let noise = dir.join(format!("{name}-noise.npy"));
+        flowrt_export::npy::write_f32(&noise, &all[..ROWS * shape[1]], &[ROWS, shape[1]])
+            .expect("noise");
+        for target in ["cortex-m4", "riscv32"] {
+            for steps in [1usize, 4] {
+                let host = dir.join(format!("{name}-{steps}-host.npy"));
+                let dev = dir.join(format!("{name}-{steps}-{target}.npy"));
+                host_sample(&frt, &noise, "euler", steps, &host);
+                let status = Command::new(repo_root().join("targets/run-qemu.sh"))
+                    .arg(target)
+                    .args([&frt, &noise, &dev])
+                    .args(["--method", "euler", "--steps", &steps.to_string()])
+                    .status()
+                    .expect("run targets/run-qemu.sh");
+                let what = format!("{name} euler x{steps} on {target}");
+                if !status.success() {
+                    failures.push(format!("{what}: run-qemu.sh failed ({status})"));
+                } else if std::fs::read(&host).expect("host") == std::fs::read(&dev).expect("dev") {
+                    println!("{what}: identical");
+                    checked += 1;
+                } else {
+                    failures.push(format!("{what}: output differs from the host"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(checked, 8);
+}

@@ -211,8 +211,9 @@ pub(crate) fn analyze(desc: &ModelDesc) -> Result<Analysis, Error> {
     let out_shape = shapes
         .get(out_i)
         .ok_or(tensor_err(out_i, "output tensor id out of range"))?;
-    let velocity =
-        seen(ir::Role::T) == Some(true) || seen(ir::Role::Xt) == Some(true) || seen(ir::Role::Step) == Some(true);
+    let velocity = seen(ir::Role::T) == Some(true)
+        || seen(ir::Role::Xt) == Some(true)
+        || seen(ir::Role::Step) == Some(true);
     check_output_shape(out_shape, d, velocity).map_err(|w| tensor_err(out_i, w))?;
     if u32::try_from(edges).is_err() {
         return Err(Error::Invalid {

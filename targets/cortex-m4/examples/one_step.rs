@@ -37,7 +37,7 @@ fn main() -> ! {
     flowrt::rng::fill_normal(42, &mut x);
 
     let result = flowrt::Model::from_bytes(MODEL).and_then(|model| {
-        let grid = flowrt::grid::Uniform::unit(1)?;
+        let grid = flowrt::grid::GridSpec::Uniform.build(1, model.time_convention().axis)?;
         flowrt::sampler::sample(
             &model,
             flowrt::solver::Method::Euler,

@@ -10,7 +10,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::{entry, exception};
 use cortex_m_semihosting::{debug, hprint, hprintln};
-use flowrt::grid::Uniform;
+use flowrt::grid::GridSpec;
 use flowrt::solver::Method;
 use flowrt::Model;
 use panic_semihosting as _;
@@ -102,7 +102,10 @@ fn main() -> ! {
     );
     let model = Model::from_bytes(MODEL).unwrap_or_else(|e| fail("loading the model", e));
     let method: Method = METHOD.parse().unwrap_or_else(|e| fail("method", e));
-    let grid = Uniform::unit(STEPS).unwrap_or_else(|e| fail("grid", e));
+    // Uniform steps from the model's noise end to its data end (t 0 -> 1, or sigma 1 -> 0).
+    let grid = GridSpec::Uniform
+        .build(STEPS, model.time_convention().axis)
+        .unwrap_or_else(|e| fail("grid", e));
 
     let (lo, hi) = paint_stack();
     let t0 = ticks();

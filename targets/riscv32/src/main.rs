@@ -8,7 +8,7 @@
 
 use core::fmt::Write;
 
-use flowrt::grid::Uniform;
+use flowrt::grid::GridSpec;
 use flowrt::solver::Method;
 use flowrt::Model;
 
@@ -94,7 +94,10 @@ fn main() -> ! {
     let (arena, x) = buffers();
     let model = Model::from_bytes(MODEL).unwrap_or_else(|e| fail("loading the model", e));
     let method: Method = METHOD.parse().unwrap_or_else(|e| fail("method", e));
-    let grid = Uniform::unit(STEPS).unwrap_or_else(|e| fail("grid", e));
+    // Uniform steps from the model's noise end to its data end (t 0 -> 1, or sigma 1 -> 0).
+    let grid = GridSpec::Uniform
+        .build(STEPS, model.time_convention().axis)
+        .unwrap_or_else(|e| fail("grid", e));
 
     let (lo, hi) = paint_stack();
     let i0 = instret();
