@@ -157,3 +157,45 @@ fn blockwise_pipeline_matches_reference() {
     )
     .is_err());
 }
+
+#[test]
+fn refiner_pipeline_matches_reference() {
+    let opts = ExportOptions {
+        pipeline: vec![(
+            StageKind::Refiner { from: 0.5, to: 1.0 },
+            fx("moons_refiner/model.dynamo.onnx"),
+        )],
+        ..Default::default()
+    };
+    let bytes = export_with("moons_icfm/model.ts.onnx", &opts);
+    let m = Model::from_bytes(bytes.as_slice()).unwrap();
+    let p = m.pipeline().expect("pipeline");
+    // The light net's arena is smaller: the pipeline needs the main net's.
+    assert_eq!(
+        p.required_arena_bytes(256).unwrap(),
+        m.required_arena_bytes(256).unwrap()
+    );
+    let noise = load("moons_icfm/noise.npy");
+    for method in [Method::Euler, Method::Heun] {
+        for n in [4usize, 8] {
+            let mut x = noise.clone();
+            let need = flowrt::pipeline::pipeline_arena_bytes(&p, method, 256).unwrap();
+            let mut arena = AlignedBytes::zeroed(need);
+            flowrt::pipeline::sample_pipeline(
+                &p,
+                method,
+                &Uniform::unit(n).unwrap(),
+                &mut x,
+                None,
+                arena.as_mut_slice(),
+            )
+            .unwrap();
+            let d = max_abs_diff(
+                &x,
+                &load(&format!("fewstep/refiner_{}_{n}.npy", method.name())),
+            );
+            println!("refiner {method} {n}: max abs diff {d:.2e}");
+            assert!(d <= TOL, "refiner {method} {n}: {d}");
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Few-step families and multi-network files through the `flowrt` CLI, against the Python
+//! references of `tests/fixtures/make_fewstep_fixtures.py`.
+
+use std::path::PathBuf;
+
+mod common;
+use common::*;
+
+use flowrt_export::npy;
+
+fn fx(path: &str) -> PathBuf {
+    fixtures().join(path)
+}
+
+fn assert_close(got: &std::path::Path, want: &str, tol: f32) {
+    let (g, gs) = npy::read_f32(got).unwrap();
+    let (w, ws) = npy::read_f32(&fx(want)).unwrap();
+    assert_eq!(gs, ws, "{want}: shape");
+    let d = flowrt_export::max_abs_diff(&g, &w);
+    assert!(d <= tol, "{want}: max abs diff {d}");
+}
+
+#[test]
+fn meanflow_one_step_from_the_command_line() {
+    let dir = TempDir::new("cli-meanflow");
+    let frt = dir.path("mf.frt");
+    ok(&[
+        "export",
+        s(&fx("moons_meanflow/model.ts.onnx")),
+        "-o",
+        s(&frt),
+        "--time",
+        "sigma",
+    ]);
+    let text = ok(&["inspect", s(&frt)]);
+    assert!(
+        text.contains("role step") && text.contains("sigma axis"),
+        "{text}"
+    );
+    let out = dir.path("x.npy");
+    let noise = fx("moons_meanflow/noise.npy");
+    let text = ok(&["sample", s(&frt), "--noise", s(&noise), "-o", s(&out)]);
+    assert!(text.contains("1 velocity evaluations"), "{text}");
+    assert_close(&out, "moons_meanflow/samples/meanflow_1.npy", 5e-5);
+    ok(&[
+        "sample",
+        s(&frt),
+        "--noise",
+        s(&noise),
+        "--steps",
+        "4",
+        "-o",
+        s(&out),
+    ]);
+    assert_close(&out, "moons_meanflow/samples/meanflow_4.npy", 5e-5);
+    let e = fails(&[
+        "sample",
+        s(&frt),
+        "--noise",
+        s(&noise),
+        "--method",
+        "rk4-38",
+        "-o",
+        s(&out),
+    ]);
+    assert!(e.contains("euler"), "{e}");
+    // A wrong declared form is an error.
+    let e = fails(&[
+        "export",
+        s(&fx("moons_icfm/model.ts.onnx")),
+        "-o",
+        s(&frt),
+        "--second-time",
+        "h",
+    ]);
+    assert!(e.contains("no second time input"), "{e}");
+}
+
+#[test]
+fn pipelines_from_the_command_line() {
+    let dir = TempDir::new("cli-pipeline");
+    let frt = dir.path("blocks.frt");
+    let block1 = fx("moons_block1/model.ts.onnx");
+    let spec = format!("0.5:1={}", s(&block1));
+    ok(&[
+        "export",
+        s(&fx("moons_block0/model.ts.onnx")),
+        "-o",
+        s(&frt),
+        "--block",
+        &spec,
+    ]);
+    let text = ok(&["inspect", s(&frt)]);
+    assert!(text.contains("pipeline stage: Block"), "{text}");
+    let out = dir.path("x.npy");
+    let noise = fx("moons_block0/noise.npy");
+    let text = ok(&[
+        "sample",
+        s(&frt),
+        "--noise",
+        s(&noise),
+        "--method",
+        "rk4-38",
+        "--steps",
+        "8",
+        "-o",
+        s(&out),
+    ]);
+    assert!(text.contains("pipeline"), "{text}");
+    assert_close(&out, "fewstep/blockwise_rk4-38_8.npy", 5e-5);
+    // The refiner: the light net on the second half of the steps.
+    let frt2 = dir.path("refined.frt");
+    let refiner = fx("moons_refiner/model.ts.onnx");
+    let spec = format!("0.5:1={}", s(&refiner));
+    ok(&[
+        "export",
+        s(&fx("moons_icfm/model.ts.onnx")),
+        "-o",
+        s(&frt2),
+        "--refiner",
+        &spec,
+    ]);
+    ok(&[
+        "sample",
+        s(&frt2),
+        "--noise",
+        s(&fx("moons_icfm/noise.npy")),
+        "--method",
+        "heun",
+        "--steps",
+        "8",
+        "-o",
+        s(&out),
+    ]);
+    assert_close(&out, "fewstep/refiner_heun_8.npy", 5e-5);
+    let e = fails(&[
+        "export",
+        s(&fx("moons_icfm/model.ts.onnx")),
+        "-o",
+        s(&frt2),
+        "--refiner",
+        "x",
+    ]);
+    assert!(e.contains("--refiner"), "{e}");
+}
