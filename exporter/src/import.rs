@@ -168,7 +168,7 @@ pub fn into_typed(
             // Axis 0 of x / xt (and of label / cond) is the batch even if the export baked a
             // fixed size; a time or guidance input is batched only where it was exported
             // with a dynamic axis 0.
-            let one_value = matches!(role, Role::T | Role::Guidance);
+            let one_value = matches!(role, Role::T | Role::Guidance | Role::Step);
             let batched_axis = axis == 0 && (d.is_none() || !one_value);
             match (d, batched_axis) {
                 (_, true) => dims.push(TDim::Sym(batch.clone())),

@@ -49,6 +49,8 @@ pub fn onnx_to_desc(path: &Path, opts: &ExportOptions) -> Result<ModelDesc> {
     let typed = import::into_typed(model, &inputs, &roles)?;
     let mut desc = lower::lower(&typed, &roles)
         .with_context(|| format!("cannot convert {}", path.display()))?;
+    let mut roles = roles;
+    state_only_fixup(&mut desc, &mut roles, &opts.roles, &inputs);
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let source = path
         .file_name()
@@ -105,6 +107,47 @@ pub fn onnx_to_desc(path: &Path, opts: &ExportOptions) -> Result<ModelDesc> {
         );
     }
     Ok(desc)
+}
+
+/// A single input guessed as `xt` (the ONNX file did not declare its output width) whose
+/// output turns out to be as wide as the input is a state-to-state map (a rollout step) or,
+/// with another width, a decoder: it becomes `x`. Explicit `--role` overrides are kept.
+fn state_only_fixup(
+    desc: &mut ModelDesc,
+    roles: &mut [Role],
+    overrides: &[(String, Role)],
+    inputs: &[import::DeclaredInput],
+) {
+    let [only] = desc.inputs.as_mut_slice() else {
+        return;
+    };
+    if only.role != Role::Xt
+        || inputs
+            .iter()
+            .any(|i| overrides.iter().any(|(n, _)| *n == i.name))
+    {
+        return;
+    }
+    let row = |t: u32| -> Option<u64> {
+        let shape = &desc.tensors.get(t as usize)?.shape;
+        shape
+            .iter()
+            .skip(1)
+            .map(|d| match d {
+                flowrt::ir::Dim::Fixed(n) => Some(u64::from(*n)),
+                flowrt::ir::Dim::Batch => None,
+            })
+            .product()
+    };
+    let (Some(w), Some(o)) = (row(only.tensor), row(desc.output)) else {
+        return;
+    };
+    if o + 1 != w {
+        only.role = Role::X;
+        if let Some(r) = roles.first_mut() {
+            *r = Role::X;
+        }
+    }
 }
 
 /// Exports an ONNX file to `.frt` bytes.

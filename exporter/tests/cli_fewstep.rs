@@ -143,3 +143,70 @@ fn pipelines_from_the_command_line() {
     ]);
     assert!(e.contains("--refiner"), "{e}");
 }
+
+#[test]
+fn latent_decoder_and_rollout_from_the_command_line() {
+    let dir = TempDir::new("cli-latent");
+    let frt = dir.path("latent.frt");
+    ok(&[
+        "export",
+        s(&fx("moons_latent_flow/model.ts.onnx")),
+        "-o",
+        s(&frt),
+        "--decoder",
+        s(&fx("moons_latent_decoder/model.dynamo.onnx")),
+    ]);
+    let out = dir.path("y.npy");
+    let text = ok(&[
+        "sample",
+        s(&frt),
+        "--noise",
+        s(&fx("moons_latent_flow/noise.npy")),
+        "--method",
+        "rk4-38",
+        "--steps",
+        "8",
+        "-o",
+        s(&out),
+    ]);
+    assert!(
+        text.contains("decoder") && text.contains("[256, 8]"),
+        "{text}"
+    );
+    assert_close(&out, "fewstep/latent_rk4-38_8.npy", 5e-5);
+    // Rollout of the heat-equation surrogate.
+    let heat = dir.path("heat.frt");
+    ok(&[
+        "export",
+        s(&fx("heat_rollout/model.ts.onnx")),
+        "-o",
+        s(&heat),
+    ]);
+    let traj = dir.path("traj.npy");
+    let text = ok(&[
+        "rollout",
+        s(&heat),
+        "--init",
+        s(&fx("heat_rollout/init.npy")),
+        "--steps",
+        "20",
+        "-o",
+        s(&traj),
+    ]);
+    assert!(text.contains("[21, 32, 16]"), "{text}");
+    assert_close(&traj, "heat_rollout/rollout_20.npy", 5e-5);
+    // A velocity model is not a rollout model.
+    let v = dir.path("v.frt");
+    ok(&["export", s(&fx("checker_fm/model.ts.onnx")), "-o", s(&v)]);
+    let e = fails(&[
+        "rollout",
+        s(&v),
+        "--init",
+        s(&fx("checker_fm/noise.npy")),
+        "--steps",
+        "2",
+        "-o",
+        s(&traj),
+    ]);
+    assert!(e.contains("time input"), "{e}");
+}

@@ -132,7 +132,7 @@ pub(crate) fn parse<'a>(main: &Model<'a>, section: &'a [u8]) -> Result<Pipeline<
             return Err(invalid("pipeline stage interval is not finite"));
         }
         if let StageKind::Refiner { from, to } = kind {
-            if !(0.0..=1.0).contains(&from) || !(from < to && to <= 1.0) {
+            if !((0.0..=1.0).contains(&from) && from < to && to <= 1.0) {
                 return Err(invalid(
                     "refiner step fractions must satisfy 0 <= from < to <= 1",
                 ));

@@ -199,3 +199,115 @@ fn refiner_pipeline_matches_reference() {
         }
     }
 }
+
+#[test]
+fn latent_pipeline_decodes_like_the_reference() {
+    let opts = ExportOptions {
+        pipeline: vec![(StageKind::Decoder, fx("moons_latent_decoder/model.ts.onnx"))],
+        ..Default::default()
+    };
+    for (_, file) in EXPORTS {
+        let bytes = export_with(&format!("moons_latent_flow/{file}"), &opts);
+        let m = Model::from_bytes(bytes.as_slice()).unwrap();
+        let p = m.pipeline().expect("pipeline");
+        assert_eq!(p.output_dim(), 8);
+        let noise = load("moons_latent_flow/noise.npy");
+        for method in [Method::Euler, Method::Rk4_38] {
+            for n in [4usize, 8] {
+                let mut z = noise.clone();
+                let mut y = vec![0f32; 256 * 8];
+                let need = flowrt::pipeline::pipeline_arena_bytes(&p, method, 256).unwrap();
+                let mut arena = AlignedBytes::zeroed(need);
+                flowrt::pipeline::sample_pipeline(
+                    &p,
+                    method,
+                    &Uniform::unit(n).unwrap(),
+                    &mut z,
+                    Some(&mut y),
+                    arena.as_mut_slice(),
+                )
+                .unwrap();
+                let dz = max_abs_diff(
+                    &z,
+                    &load(&format!("fewstep/latent_z_{}_{n}.npy", method.name())),
+                );
+                let dy = max_abs_diff(
+                    &y,
+                    &load(&format!("fewstep/latent_{}_{n}.npy", method.name())),
+                );
+                println!("latent {file} {method} {n}: latent {dz:.2e}, decoded {dy:.2e}");
+                assert!(dz <= TOL && dy <= TOL, "{file} {method} {n}: {dz} {dy}");
+            }
+        }
+    }
+    // The decoder alone, at the probe points: against onnxruntime.
+    let dec = export_with(
+        "moons_latent_decoder/model.ts.onnx",
+        &ExportOptions::default(),
+    );
+    let m = Model::from_bytes(dec.as_slice()).unwrap();
+    assert_eq!((m.state_dim(), m.output_dim()), (2, 8));
+    let pz = load("moons_latent_decoder/probe_z.npy");
+    let mut out = vec![0f32; 64 * 8];
+    let mut arena = AlignedBytes::zeroed(m.graph_arena_bytes(64).unwrap());
+    flowrt::exec::run(&m, 64, &[&pz], &mut out, arena.as_mut_slice()).unwrap();
+    let d = max_abs_diff(&out, &load("moons_latent_decoder/v_ort_ts.npy"));
+    assert!(d <= 1e-5, "decoder vs onnxruntime: {d}");
+}
+
+#[test]
+fn rollout_matches_torch() {
+    let bytes = export_with("heat_rollout/model.dynamo.onnx", &ExportOptions::default());
+    let m = Model::from_bytes(bytes.as_slice()).unwrap();
+    assert_eq!(m.input_count(), 1);
+    let x0 = load("heat_rollout/init.npy");
+    let want = load("heat_rollout/rollout_20.npy");
+    let mut arena = AlignedBytes::zeroed(m.required_arena_bytes(32).unwrap());
+    let mut net = flowrt::exec::CpuField::new(&m, 32, arena.as_mut_slice()).unwrap();
+    struct Keep(Vec<f32>);
+    impl flowrt::solver::StepObserver<flowrt::CpuOps> for Keep {
+        fn on_step(
+            &mut self,
+            _: &mut flowrt::CpuOps,
+            _: usize,
+            _: f32,
+            x: &mut [f32],
+        ) -> Result<(), flowrt::Error> {
+            self.0.extend_from_slice(x);
+            Ok(())
+        }
+    }
+    let mut traj = Keep(x0.clone());
+    let mut x = x0.clone();
+    let mut next = vec![0f32; x.len()];
+    flowrt::fewstep::rollout(
+        &mut net,
+        &flowrt::exec::Conditioning::default(),
+        20,
+        &mut x,
+        &mut next,
+        &mut traj,
+    )
+    .unwrap();
+    let d = max_abs_diff(&traj.0, &want);
+    println!("heat rollout 20 steps: max abs diff {d:.2e}");
+    assert!(d <= TOL, "{d}");
+}
+
+#[test]
+fn rectified_flows_in_few_euler_steps() {
+    for (model, prefix) in [
+        ("moons_reflow", "fewstep/reflow_euler_"),
+        ("moons_rectified1", "moons_rectified1/samples/euler_"),
+    ] {
+        for (_, file) in EXPORTS {
+            let bytes = export_with(&format!("{model}/{file}"), &ExportOptions::default());
+            let noise = load(&format!("{model}/noise.npy"));
+            for k in [1usize, 2, 4] {
+                let got = sample(&bytes, Method::Euler, &Uniform::unit(k).unwrap(), &noise);
+                let d = max_abs_diff(&got, &load(&format!("{prefix}{k}.npy")));
+                assert!(d <= TOL, "{model} {file} euler {k}: {d}");
+            }
+        }
+    }
+}
