@@ -635,13 +635,29 @@ fn writer_rejects_inconsistent_descs_naming_the_node() {
         write_err(&m.finish(o)),
         Error::InvalidTensor { tensor: 1, .. }
     ));
-    // Output row size differs from D.
+    // Output row size differs from D: invalid for a velocity field (a model with a time
+    // input), allowed for a state-only model (a decoder), whose output_dim says so.
     let mut m = G::default();
     let x = m.input(&[B, f(2)], Role::X);
+    let _t = m.input(&[B], Role::T);
     let o = m.node(Op::Concat { axis: 1 }, &[x, x], &[B, f(4)]);
     assert!(matches!(
         write_err(&m.finish(o)),
         Error::InvalidTensor { .. }
+    ));
+    let mut m = G::default();
+    let x = m.input(&[B, f(2)], Role::X);
+    let o = m.node(Op::Concat { axis: 1 }, &[x, x], &[B, f(4)]);
+    let bytes = format::write(&m.finish(o)).unwrap();
+    let buf = load(&bytes);
+    let dec = Model::from_bytes(&buf[..]).unwrap();
+    assert_eq!((dec.state_dim(), dec.output_dim()), (2, 4));
+    // ... and is refused as a velocity field, with a typed error.
+    let mut arena = AlignedBytes::zeroed(dec.required_arena_bytes(1).unwrap());
+    let mut field = CpuField::new(&dec, 1, &mut arena[..]).unwrap();
+    assert!(matches!(
+        field.eval_into(0.0, &[1.0, 2.0], &mut [0.0; 2]),
+        Err(Error::BadArgument { .. })
     ));
     // No state input; two roles; bad t shape.
     let mut m = G::default();
