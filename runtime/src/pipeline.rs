@@ -154,6 +154,10 @@ pub(crate) fn parse<'a>(main: &Model<'a>, section: &'a [u8]) -> Result<Pipeline<
             return Err(invalid(
                 "a pipeline velocity stage has another time convention",
             ));
+        } else if m.output_dim() != m.state_dim() {
+            return Err(invalid(
+                "a pipeline velocity stage does not output a velocity",
+            ));
         }
         if let Some(slot) = p.stages.get_mut(i) {
             *slot = Some((kind, m));
