@@ -234,17 +234,8 @@ pub fn pipeline_arena_bytes(
     method: Method,
     batch: usize,
 ) -> Result<usize, Error> {
-    const OVERFLOW: Error = Error::BadArgument {
-        what: "batch size overflows",
-    };
     let field = p.required_arena_bytes(batch)?;
-    let state = batch.checked_mul(p.main.state_dim()).ok_or(OVERFLOW)?;
-    let work = method.workspace_bytes(state).ok_or(OVERFLOW)?;
-    field
-        .checked_add(15)
-        .map(|f| f & !15)
-        .and_then(|f| f.checked_add(work))
-        .ok_or(OVERFLOW)
+    crate::sampler::arena_with_workspace(field, 0, method, batch, p.main.state_dim())
 }
 
 /// Samples a pipeline on the CPU: integrates `x` (noise in; the final state out) along
@@ -274,22 +265,9 @@ pub fn sample_pipeline<G: TimeGrid + ?Sized>(
             what: "pipelines of models with a second time input are not supported",
         });
     }
-    let dim = p.main.state_dim();
-    if x.is_empty() || x.len().checked_rem(dim) != Some(0) {
-        return Err(Error::ShapeMismatch {
-            what: "state (a whole number of rows of state_dim values)",
-            expected: dim,
-            found: x.len(),
-        });
-    }
-    let batch = x.len() / dim;
-    let needed = pipeline_arena_bytes(p, method, batch)?;
-    if arena.len() < needed {
-        return Err(Error::ArenaTooSmall {
-            needed,
-            given: arena.len(),
-        });
-    }
+    let batch = crate::sampler::check_rows_and_arena(x, p.main.state_dim(), arena, |b| {
+        pipeline_arena_bytes(p, method, b)
+    })?;
     crate::grid::validate(grid)?;
     let field_bytes = (p.required_arena_bytes(batch)? + 15) & !15;
     let (field_arena, work_arena) = arena.split_at_mut(field_bytes);

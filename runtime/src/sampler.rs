@@ -13,29 +13,61 @@ use crate::solver::{integrate_observed, Method, StepObserver, Workspace};
 use crate::time::ConventionField;
 use crate::{Error, Model};
 
+const OVERFLOW: Error = Error::BadArgument {
+    what: "batch size overflows",
+};
+
+/// `field` rounded up to 16 (so what follows starts aligned) + `extra` + the solver
+/// workspace of `method` for `batch` rows of `state_dim`.
+pub(crate) fn arena_with_workspace(
+    field: usize,
+    extra: usize,
+    method: Method,
+    batch: usize,
+    state_dim: usize,
+) -> Result<usize, Error> {
+    let state_len = batch.checked_mul(state_dim).ok_or(OVERFLOW)?;
+    let work = method.workspace_bytes(state_len).ok_or(OVERFLOW)?;
+    field
+        .checked_add(15)
+        .map(|f| f & !15)
+        .and_then(|f| f.checked_add(extra))
+        .and_then(|f| f.checked_add(work))
+        .ok_or(OVERFLOW)
+}
+
+/// The number of rows of `x` (a whole number of rows of `dim` values, at least one), and
+/// that `arena` has at least `needed` bytes.
+pub(crate) fn check_rows_and_arena(
+    x: &[f32],
+    dim: usize,
+    arena: &[u8],
+    needed: impl FnOnce(usize) -> Result<usize, Error>,
+) -> Result<usize, Error> {
+    if x.is_empty() || x.len().checked_rem(dim) != Some(0) {
+        return Err(Error::ShapeMismatch {
+            what: "state (a whole number of rows of state_dim values)",
+            expected: dim,
+            found: x.len(),
+        });
+    }
+    let batch = x.len() / dim;
+    let needed = needed(batch)?;
+    if arena.len() < needed {
+        return Err(Error::ArenaTooSmall {
+            needed,
+            given: arena.len(),
+        });
+    }
+    Ok(batch)
+}
+
 /// Arena bytes [`sample`] needs for `batch` rows with `method`.
 ///
 /// Errors: [`Error::BadArgument`] when the sizes overflow `usize`.
 pub fn sample_arena_bytes(model: &Model<'_>, method: Method, batch: usize) -> Result<usize, Error> {
     let field = model.required_arena_bytes(batch)?;
-    let state_len = batch
-        .checked_mul(model.state_dim())
-        .ok_or(Error::BadArgument {
-            what: "batch size overflows",
-        })?;
-    let work = method
-        .workspace_bytes(state_len)
-        .ok_or(Error::BadArgument {
-            what: "batch size overflows",
-        })?;
-    // Round the field part up to 16 so the workspace starts aligned.
-    field
-        .checked_add(15)
-        .map(|f| f & !15)
-        .and_then(|f| f.checked_add(work))
-        .ok_or(Error::BadArgument {
-            what: "batch size overflows",
-        })
+    arena_with_workspace(field, 0, method, batch, model.state_dim())
 }
 
 /// Integrates `x` (noise in, samples out; `batch * state_dim` values, row-major) along
@@ -122,21 +154,7 @@ pub fn sample_cond_observed<G: TimeGrid + ?Sized, O: StepObserver<CpuOps> + ?Siz
     observer: &mut O,
 ) -> Result<(), Error> {
     let dim = model.state_dim();
-    if x.is_empty() || x.len().checked_rem(dim) != Some(0) {
-        return Err(Error::ShapeMismatch {
-            what: "state (a whole number of rows of state_dim values)",
-            expected: dim,
-            found: x.len(),
-        });
-    }
-    let batch = x.len() / dim;
-    let needed = sample_arena_bytes(model, method, batch)?;
-    if arena.len() < needed {
-        return Err(Error::ArenaTooSmall {
-            needed,
-            given: arena.len(),
-        });
-    }
+    let batch = check_rows_and_arena(x, dim, arena, |b| sample_arena_bytes(model, method, b))?;
     let field_bytes = (model.required_arena_bytes(batch)? + 15) & !15;
     let (field_arena, work_arena) = arena.split_at_mut(field_bytes);
     let (mut work, _) = Workspace::from_arena(work_arena, x.len(), method.work_buffers())?;
@@ -176,22 +194,12 @@ pub fn sample_cond_observed<G: TimeGrid + ?Sized, O: StepObserver<CpuOps> + ?Siz
 ///
 /// Errors: [`Error::BadArgument`] when the sizes overflow `usize`.
 pub fn guided_arena_bytes(model: &Model<'_>, method: Method, batch: usize) -> Result<usize, Error> {
-    const OVERFLOW: Error = Error::BadArgument {
-        what: "batch size overflows",
-    };
     let rows2 = batch.checked_mul(2).ok_or(OVERFLOW)?;
     let field = model.required_arena_bytes(rows2)?;
     let scratch = crate::guidance::scratch_len(batch, model.state_dim())
         .and_then(|n| n.checked_mul(8))
         .ok_or(OVERFLOW)?;
-    let state_len = batch.checked_mul(model.state_dim()).ok_or(OVERFLOW)?;
-    let work = method.workspace_bytes(state_len).ok_or(OVERFLOW)?;
-    field
-        .checked_add(15)
-        .map(|f| f & !15)
-        .and_then(|f| f.checked_add(scratch))
-        .and_then(|f| f.checked_add(work))
-        .ok_or(OVERFLOW)
+    arena_with_workspace(field, scratch, method, batch, model.state_dim())
 }
 
 /// Classifier-free guidance sampling on the CPU ([`crate::guidance`]): `x` holds `batch`
@@ -209,21 +217,7 @@ pub fn sample_guided<G: TimeGrid + ?Sized>(
     arena: &mut [u8],
 ) -> Result<(), Error> {
     let dim = model.state_dim();
-    if x.is_empty() || x.len().checked_rem(dim) != Some(0) {
-        return Err(Error::ShapeMismatch {
-            what: "state (a whole number of rows of state_dim values)",
-            expected: dim,
-            found: x.len(),
-        });
-    }
-    let batch = x.len() / dim;
-    let needed = guided_arena_bytes(model, method, batch)?;
-    if arena.len() < needed {
-        return Err(Error::ArenaTooSmall {
-            needed,
-            given: arena.len(),
-        });
-    }
+    let batch = check_rows_and_arena(x, dim, arena, |b| guided_arena_bytes(model, method, b))?;
     let field_bytes = (model.required_arena_bytes(batch * 2)? + 15) & !15;
     let (field_arena, rest) = arena.split_at_mut(field_bytes);
     let n2 = crate::guidance::scratch_len(batch, dim).ok_or(Error::BadArgument {
@@ -233,7 +227,10 @@ pub fn sample_guided<G: TimeGrid + ?Sized>(
     let (v2, work_arena) = Workspace::from_arena(rest, n2, 1)?;
     let (mut work, _) = Workspace::from_arena(work_arena, x.len(), method.work_buffers())?;
     let (Some(x2), Some(v2)) = (x2.into_first(), v2.into_first()) else {
-        return Err(Error::ArenaTooSmall { needed, given: 0 });
+        return Err(Error::ArenaTooSmall {
+            needed: guided_arena_bytes(model, method, batch)?,
+            given: 0,
+        });
     };
     let mut net = CpuField::new(model, batch * 2, field_arena)?;
     let mut field = crate::guidance::CfgField::new(
