@@ -11,7 +11,46 @@ use super::{check_len, Dims, SIZE_ERR};
 use crate::Error;
 
 /// `out[rows, n] = a[rows, k] x w[k, n] (+ bias[n])`, `rows = out.len() / n`.
+///
+/// On x86_64 hosts with AVX2 (feature `std`, detected at run time) the same loops run with
+/// 16-column register tiles compiled for AVX2 — separate multiplies and adds, no FMA, the
+/// same per-element order — so the results are bit-identical to every other target.
+///
+/// Errors: sizes that do not fit ([`Error::Invalid`]).
 pub fn dense(
+    a: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    k: usize,
+    n: usize,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: `dense_avx2` only needs the AVX2 instruction set, which the CPU has
+        // (checked just above); its body is safe code.
+        return unsafe { dense_avx2(a, w, bias, k, n, out) };
+    }
+    dense_tiled::<TILE_COLS>(a, w, bias, k, n, out)
+}
+
+/// [`dense`] compiled for AVX2 (no FMA) with 16-column tiles.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[target_feature(enable = "avx2")]
+fn dense_avx2(
+    a: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    k: usize,
+    n: usize,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    dense_tiled::<16>(a, w, bias, k, n, out)
+}
+
+/// The Dense loops with `T`-column register tiles (see the module docs for the order).
+#[inline(always)]
+fn dense_tiled<const T: usize>(
     a: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
@@ -47,7 +86,7 @@ pub fn dense(
             arows.next(),
             arows.next(),
         ) {
-            block4([o0, o1, o2, o3], [a0, a1, a2, a3], w, bias, n);
+            block4::<T>([o0, o1, o2, o3], [a0, a1, a2, a3], w, bias, n);
         }
     }
     for (orow, arow) in o_blocks
@@ -55,7 +94,7 @@ pub fn dense(
         .chunks_exact_mut(n)
         .zip(a_blocks.remainder().chunks_exact(k))
     {
-        row1(orow, arow, w, bias, n);
+        row1::<T>(orow, arow, w, bias, n);
     }
     Ok(())
 }
@@ -82,13 +121,20 @@ const TILE_COLS: usize = 8;
 /// Four rows at once. Full tiles of `TILE_COLS` columns accumulate in registers over all of
 /// `k` and are stored once; the remaining columns take the row-update path. Both keep the
 /// per-element order `((init + a0*w0) + a1*w1) + ...`.
-fn block4(o: [&mut [f32]; 4], a: [&[f32]; 4], w: &[f32], bias: Option<&[f32]>, n: usize) {
+#[inline(always)]
+fn block4<const T: usize>(
+    o: [&mut [f32]; 4],
+    a: [&[f32]; 4],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    n: usize,
+) {
     let [o0, o1, o2, o3] = o;
-    let full = n - n % TILE_COLS;
+    let full = n - n % T;
     let mut c0 = 0;
     while c0 < full {
-        let c1 = c0 + TILE_COLS;
-        let mut acc = [[0f32; TILE_COLS]; 4];
+        let c1 = c0 + T;
+        let mut acc = [[0f32; T]; 4];
         if let Some(b) = bias.and_then(|b| b.get(c0..c1)) {
             for row in acc.iter_mut() {
                 row.copy_from_slice(b);
@@ -148,12 +194,13 @@ fn block4(o: [&mut [f32]; 4], a: [&[f32]; 4], w: &[f32], bias: Option<&[f32]>, n
 }
 
 /// One row (same per-element order as [`block4`]): register tiles, then the tail columns.
-fn row1(o: &mut [f32], a: &[f32], w: &[f32], bias: Option<&[f32]>, n: usize) {
-    let full = n - n % TILE_COLS;
+#[inline(always)]
+fn row1<const T: usize>(o: &mut [f32], a: &[f32], w: &[f32], bias: Option<&[f32]>, n: usize) {
+    let full = n - n % T;
     let mut c0 = 0;
     while c0 < full {
-        let c1 = c0 + TILE_COLS;
-        let mut acc = [0f32; TILE_COLS];
+        let c1 = c0 + T;
+        let mut acc = [0f32; T];
         if let Some(b) = bias.and_then(|b| b.get(c0..c1)) {
             acc.copy_from_slice(b);
         }

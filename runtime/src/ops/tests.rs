@@ -66,7 +66,17 @@ fn bcast_index(out_idx: &[usize], src: &[usize]) -> usize {
 #[test]
 fn dense_matches_naive_loop_bitwise() {
     let mut g = Lcg(1);
-    for &(rows, k, n) in &[(1, 1, 1), (3, 5, 7), (4, 8, 16), (9, 13, 600), (17, 3, 1)] {
+    // Sizes cover the 8- and 16-column tiles (portable and AVX2 paths) and their tails.
+    for &(rows, k, n) in &[
+        (1, 1, 1),
+        (3, 5, 7),
+        (4, 8, 16),
+        (9, 13, 600),
+        (17, 3, 1),
+        (5, 7, 33),
+        (8, 64, 128),
+        (6, 3, 24),
+    ] {
         let a = g.vec(rows * k);
         let w = g.vec(k * n);
         let b = g.vec(n);
