@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 cargo build --release --quiet --bin flowrt
 F=target/release/flowrt
 mkdir -p out/bench
-models=$(sed -n 's/^ *"dir": "\([a-z_0-9]*\)",$/\1/p' tests/fixtures/manifest.json)
+# The plain v(x, t) fixtures (the top-level "models" list; the conditioned, sigma-axis and
+# few-step fixtures need other sampler options).
+models=$(python3 -c 'import json; print(" ".join(m["dir"] for m in json.load(open("tests/fixtures/manifest.json"))["models"]))')
 median() { awk -v b="$1" '$1 == b && $2 ~ /^[0-9]/ { print $4 " " $5 }'; }
 echo "| fixture | batch | loop: flowrt | loop: ORT | loop ratio | eval: flowrt | eval: ORT | eval ratio |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|"
