@@ -101,9 +101,35 @@ pub fn unary(op: Unary, x: &[f32], out: &mut [f32]) -> Result<(), Error> {
         Unary::Neg => map(x, out, |v| -v),
         Unary::Square => map(x, out, |v| v * v),
         Unary::Abs => map(x, out, |v| Unary::Abs.apply(v)),
+        // The exp-based ops: monomorphic loops that vectorize.
+        Unary::Elu { alpha } => logistic(x, out, |v| super::elu(v, alpha)),
+        Unary::Selu { alpha, gamma } => logistic(x, out, |v| gamma * super::elu(v, alpha)),
+        Unary::Sigmoid => logistic(x, out, super::sigmoid),
+        Unary::Silu => logistic(x, out, |v| v * super::sigmoid(v)),
+        Unary::GeluTanh => logistic(x, out, super::gelu_tanh),
         other => map(x, out, |v| other.apply(v)),
     }
     Ok(())
+}
+
+/// The exp-based loops (logistic family, ELU/SELU; branch-free per element): compiled for AVX2 on x86_64 hosts
+/// with `std` when the CPU has it (no FMA: the same bits as the portable loop).
+fn logistic(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if std::is_x86_feature_detected!("avx2") {
+        #[target_feature(enable = "avx2")]
+        fn avx2(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
+            for (y, v) in out.iter_mut().zip(x) {
+                *y = f(*v);
+            }
+        }
+        // SAFETY: the CPU supports AVX2 (checked just above); the body is safe code.
+        unsafe { avx2(x, out, f) };
+        return;
+    }
+    for (y, v) in out.iter_mut().zip(x) {
+        *y = f(*v);
+    }
 }
 
 /// Element-wise `out = op(a, b)` with numpy broadcasting of `a` and `b` to `od`.

@@ -441,24 +441,78 @@ fn leaky_relu(x: f32, alpha: f32) -> f32 {
     }
 }
 
-/// `x` for `x > 0`, else `alpha * expm1(x)` (expm1 keeps accuracy near 0).
-#[inline]
-fn elu(x: f32, alpha: f32) -> f32 {
-    if x > 0.0 {
-        x
+/// `e^y − 1` for `y <= 0`, branch-free like [`exp_nonpositive`]: for `|y| < 0.35` the
+/// degree-8 Taylor polynomial (full relative accuracy near 0, truncation < 3e-10
+/// relative), else `e^y − 1` from [`exp_nonpositive`] (no cancellation there: `e^y <= 0.71`).
+/// NaN stays NaN.
+#[inline(always)]
+pub(crate) fn expm1_nonpositive(y: f32) -> f32 {
+    let small = y
+        * (1.0
+            + y * (0.5
+                + y * (1.0 / 6.0
+                    + y * (1.0 / 24.0
+                        + y * (1.0 / 120.0
+                            + y * (1.0 / 720.0 + y * (1.0 / 5040.0 + y * (1.0 / 40320.0))))))));
+    let large = exp_nonpositive(y) - 1.0;
+    if y > -0.35 {
+        small
     } else {
-        alpha * libm::expm1f(x)
+        large
     }
 }
 
-/// Stable logistic: never evaluates `exp` of a positive number.
-#[inline]
-fn sigmoid(x: f32) -> f32 {
-    if x >= 0.0 {
-        1.0 / (1.0 + libm::expf(-x))
+/// `x` for `x > 0`, else `alpha * expm1(x)` (expm1 keeps accuracy near 0); branch-free.
+#[inline(always)]
+pub(crate) fn elu(x: f32, alpha: f32) -> f32 {
+    let neg = if x > 0.0 { 0.0 } else { x };
+    let e = alpha * expm1_nonpositive(neg);
+    if x > 0.0 {
+        x
     } else {
-        let e = libm::expf(x);
-        e / (1.0 + e)
+        e
+    }
+}
+
+/// `e^y` for `y <= 0` in f32 only, branch-free (so loops over it vectorize) and with only
+/// IEEE basic operations and integer bit manipulation, so every target computes the same
+/// bits: `y = k ln2 + r` (Cody–Waite, `k` rounded by the `1.5·2^23` trick, `|r| <= ln2/2`),
+/// `e^r` by its degree-7 Taylor polynomial (truncation < 5e-9), times `2^k` built in the
+/// exponent bits. Accurate to about 1 ulp. Arguments below -87 are clamped to -87 (the
+/// result, ~1.6e-38, stays normal; the exact value would be smaller still); NaN stays NaN.
+#[inline(always)]
+pub(crate) fn exp_nonpositive(y: f32) -> f32 {
+    const LOG2E: f32 = core::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75; // 0x3F317200: ln 2 with 12 trailing zero bits
+    const LN2_LO: f32 = 1.428_606_8e-6; // ln 2 - LN2_HI
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
+    let y = if y < -87.0 { -87.0 } else { y };
+    let shifted = y * LOG2E + MAGIC;
+    let k = shifted - MAGIC;
+    let ki = (shifted.to_bits() as i32).wrapping_sub(0x4B40_0000);
+    let r = (y - k * LN2_HI) - k * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    let scale = f32::from_bits((ki.wrapping_add(127) as u32).wrapping_shl(23));
+    p * scale
+}
+
+/// Stable logistic: `exp` only of `-|x|` ([`exp_nonpositive`]), the two halves selected
+/// without a branch.
+#[inline(always)]
+pub(crate) fn sigmoid(x: f32) -> f32 {
+    let e = exp_nonpositive(-libm::fabsf(x));
+    let d = 1.0 + e;
+    let pos = 1.0 / d;
+    let neg = e / d;
+    if x >= 0.0 {
+        pos
+    } else {
+        neg
     }
 }
 
@@ -482,8 +536,8 @@ fn gelu_erf(x: f32) -> f32 {
 
 /// `0.5 x (1 + tanh(u))` with `u = sqrt(2/pi) (x + 0.044715 x^3)`, evaluated as the
 /// identical `x * sigmoid(2u)` (no cancellation for negative x).
-#[inline]
-fn gelu_tanh(x: f32) -> f32 {
+#[inline(always)]
+pub(crate) fn gelu_tanh(x: f32) -> f32 {
     const C: f32 = 0.797_884_6; // sqrt(2 / pi)
     let u = C * (x + 0.044_715 * (x * x * x));
     x * sigmoid(2.0 * u)
