@@ -63,8 +63,10 @@ doc=docs/footprint.md
     echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 } >"$doc.tmp"
 
-for d in tests/fixtures/*/; do
-    name=$(basename "$d")
+# The plain v(x, t) fixtures (the top-level "models" list of the manifest).
+models=$(python3 -c 'import json; print(" ".join(m["dir"] for m in json.load(open("tests/fixtures/manifest.json"))["models"]))')
+for name in $models; do
+    d="tests/fixtures/$name"
     [ -f "$d/model.ts.onnx" ] && [ -f "$d/noise.npy" ] || continue
     frt="$work/$name.frt"
     "$flowrt" export "$d/model.ts.onnx" -o "$frt" >/dev/null
