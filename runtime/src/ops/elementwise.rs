@@ -104,6 +104,7 @@ pub fn unary(op: Unary, x: &[f32], out: &mut [f32]) -> Result<(), Error> {
         // The exp-based ops: monomorphic loops that vectorize.
         Unary::Elu { alpha } => logistic(x, out, |v| super::elu(v, alpha)),
         Unary::Selu { alpha, gamma } => logistic(x, out, |v| gamma * super::elu(v, alpha)),
+        Unary::Tanh => logistic(x, out, super::tanh),
         Unary::Sigmoid => logistic(x, out, super::sigmoid),
         Unary::Silu => logistic(x, out, |v| v * super::sigmoid(v)),
         Unary::GeluTanh => logistic(x, out, super::gelu_tanh),

@@ -403,7 +403,7 @@ impl Unary {
             Unary::Elu { alpha } => elu(x, alpha),
             Unary::Selu { alpha, gamma } => gamma * elu(x, alpha),
             Unary::Sigmoid => sigmoid(x),
-            Unary::Tanh => libm::tanhf(x),
+            Unary::Tanh => tanh(x),
             Unary::Softplus => softplus(x),
             Unary::Silu => x * sigmoid(x),
             Unary::GeluErf => gelu_erf(x),
@@ -499,6 +499,15 @@ pub(crate) fn exp_nonpositive(y: f32) -> f32 {
                         + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
     let scale = f32::from_bits((ki.wrapping_add(127) as u32).wrapping_shl(23));
     p * scale
+}
+
+/// `tanh(x) = sign(x) · (−e)/(2 + e)` with `e = expm1(−2|x|)` ([`expm1_nonpositive`]):
+/// branch-free, full relative accuracy near 0, exactly ±1 for large |x|, `tanh(−0) = −0`,
+/// NaN stays NaN.
+#[inline(always)]
+pub(crate) fn tanh(x: f32) -> f32 {
+    let e = expm1_nonpositive(-2.0 * libm::fabsf(x));
+    libm::copysignf(-e / (2.0 + e), x)
 }
 
 /// Stable logistic: `exp` only of `-|x|` ([`exp_nonpositive`]), the two halves selected

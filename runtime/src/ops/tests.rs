@@ -716,3 +716,24 @@ fn expm1_nonpositive_is_accurate() {
     .apply(f32::NAN)
     .is_nan());
 }
+
+#[test]
+fn tanh_is_accurate() {
+    let mut worst = 0f64;
+    for i in -200_000..=200_000 {
+        let x = i as f32 * 1e-4; // [-20, 20]
+        let got = f64::from(Unary::Tanh.apply(x));
+        let want = f64::from(x).tanh();
+        if want == 0.0 {
+            assert_eq!(got, 0.0);
+            continue;
+        }
+        worst = worst.max((got - want).abs() / (f64::from(f32::EPSILON) * want.abs()));
+    }
+    assert!(worst <= 4.0, "tanh: {worst} ulp");
+    assert_eq!(Unary::Tanh.apply(30.0), 1.0);
+    assert_eq!(Unary::Tanh.apply(-30.0), -1.0);
+    assert_eq!(Unary::Tanh.apply(-0.0).to_bits(), (-0.0f32).to_bits());
+    assert!(Unary::Tanh.apply(f32::NAN).is_nan());
+    assert_eq!(Unary::Tanh.apply(f32::INFINITY), 1.0);
+}
