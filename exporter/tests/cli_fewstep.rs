@@ -1,24 +1,8 @@
 //! Few-step families and multi-network files through the `flowrt` CLI, against the Python
 //! references of `tests/fixtures/make_fewstep_fixtures.py`.
 
-use std::path::PathBuf;
-
 mod common;
 use common::*;
-
-use flowrt_export::npy;
-
-fn fx(path: &str) -> PathBuf {
-    fixtures().join(path)
-}
-
-fn assert_close(got: &std::path::Path, want: &str, tol: f32) {
-    let (g, gs) = npy::read_f32(got).unwrap();
-    let (w, ws) = npy::read_f32(&fx(want)).unwrap();
-    assert_eq!(gs, ws, "{want}: shape");
-    let d = flowrt_export::max_abs_diff(&g, &w);
-    assert!(d <= tol, "{want}: max abs diff {d}");
-}
 
 #[test]
 fn meanflow_one_step_from_the_command_line() {

@@ -3,28 +3,8 @@
 //! inversion, SDE sampling, the sigma convention and classifier-free guidance — each checked
 //! against the committed Python references (`tests/fixtures/make_sampler_fixtures.py`).
 
-use std::path::PathBuf;
-
 mod common;
 use common::*;
-
-use flowrt_export::npy;
-
-fn fx(path: &str) -> PathBuf {
-    fixtures().join(path)
-}
-
-fn read(p: &std::path::Path) -> (Vec<f32>, Vec<usize>) {
-    npy::read_f32(p).unwrap()
-}
-
-fn assert_close(got: &std::path::Path, want: &str, tol: f32) {
-    let (g, gs) = read(got);
-    let (w, ws) = read(&fx(want));
-    assert_eq!(gs, ws, "{want}: shape");
-    let d = flowrt_export::max_abs_diff(&g, &w);
-    assert!(d <= tol, "{want}: max abs diff {d}");
-}
 
 #[test]
 fn grids_and_methods_from_the_command_line() {
@@ -132,10 +112,10 @@ fn grids_and_methods_from_the_command_line() {
         "-o",
         s(&out),
     ]);
-    let (t, shape) = read(&traj);
+    let (t, shape) = read_npy(&traj);
     assert_eq!(shape, [5, 256, 2]);
-    assert_eq!(&t[..512], &read(&noise).0[..]);
-    assert_eq!(&t[4 * 512..], &read(&out).0[..]);
+    assert_eq!(&t[..512], &read_npy(&noise).0[..]);
+    assert_eq!(&t[4 * 512..], &read_npy(&out).0[..]);
     // Bad grids are one-line errors.
     for bad in ["cosine", "shift:x", "0,0.5,0.5,1", "0"] {
         let e = fails(&[
@@ -346,7 +326,7 @@ fn sde_from_the_command_line() {
         "-o",
         s(&out),
     ]);
-    assert_eq!(read(&a).0, read(&out).0);
+    assert_eq!(read_npy(&a).0, read_npy(&out).0);
     let e = fails(&[
         "sample",
         s(&frt),

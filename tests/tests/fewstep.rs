@@ -45,6 +45,29 @@ fn sample(
     x
 }
 
+/// Samples a pipeline with `n` uniform steps from `x0` (no decoder output).
+fn run_pipeline(
+    p: &flowrt::pipeline::Pipeline<'_>,
+    method: Method,
+    n: usize,
+    x0: &[f32],
+) -> Vec<f32> {
+    let mut x = x0.to_vec();
+    let batch = x0.len() / p.main().state_dim();
+    let need = flowrt::pipeline::pipeline_arena_bytes(p, method, batch).unwrap();
+    let mut arena = AlignedBytes::zeroed(need);
+    flowrt::pipeline::sample_pipeline(
+        p,
+        method,
+        &Uniform::unit(n).unwrap(),
+        &mut x,
+        None,
+        arena.as_mut_slice(),
+    )
+    .unwrap();
+    x
+}
+
 #[test]
 fn meanflow_one_and_few_steps_match_the_official_rule() {
     let opts = ExportOptions {
@@ -124,18 +147,7 @@ fn blockwise_pipeline_matches_reference() {
     let noise = load("moons_block0/noise.npy");
     for method in [Method::Euler, Method::Rk4_38] {
         for n in [2usize, 4, 8] {
-            let mut x = noise.clone();
-            let need = flowrt::pipeline::pipeline_arena_bytes(&p, method, 256).unwrap();
-            let mut arena = AlignedBytes::zeroed(need);
-            flowrt::pipeline::sample_pipeline(
-                &p,
-                method,
-                &Uniform::unit(n).unwrap(),
-                &mut x,
-                None,
-                arena.as_mut_slice(),
-            )
-            .unwrap();
+            let x = run_pipeline(&p, method, n, &noise);
             let d = max_abs_diff(
                 &x,
                 &load(&format!("fewstep/blockwise_{}_{n}.npy", method.name())),
@@ -178,18 +190,7 @@ fn refiner_pipeline_matches_reference() {
     let noise = load("moons_icfm/noise.npy");
     for method in [Method::Euler, Method::Heun] {
         for n in [4usize, 8] {
-            let mut x = noise.clone();
-            let need = flowrt::pipeline::pipeline_arena_bytes(&p, method, 256).unwrap();
-            let mut arena = AlignedBytes::zeroed(need);
-            flowrt::pipeline::sample_pipeline(
-                &p,
-                method,
-                &Uniform::unit(n).unwrap(),
-                &mut x,
-                None,
-                arena.as_mut_slice(),
-            )
-            .unwrap();
+            let x = run_pipeline(&p, method, n, &noise);
             let d = max_abs_diff(
                 &x,
                 &load(&format!("fewstep/refiner_{}_{n}.npy", method.name())),

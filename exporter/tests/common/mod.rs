@@ -119,3 +119,23 @@ pub fn fails(args: &[&str]) -> String {
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
+
+/// A path under the committed fixtures.
+pub fn fx(path: &str) -> PathBuf {
+    fixtures().join(path)
+}
+
+/// Reads a float32 `.npy` file: (values, shape).
+pub fn read_npy(p: &Path) -> (Vec<f32>, Vec<usize>) {
+    flowrt_export::npy::read_f32(p).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()))
+}
+
+/// Asserts that the `.npy` at `got` has the shape of the fixture file `want` and values
+/// within `tol` (max abs).
+pub fn assert_close(got: &Path, want: &str, tol: f32) {
+    let (g, gs) = read_npy(got);
+    let (w, ws) = read_npy(&fx(want));
+    assert_eq!(gs, ws, "{want}: shape");
+    let d = flowrt_export::max_abs_diff(&g, &w);
+    assert!(d <= tol, "{want}: max abs diff {d}");
+}
