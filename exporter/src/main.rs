@@ -718,24 +718,6 @@ fn with_net<R>(
     }
 }
 
-/// A conditional network with fixed conditioning, as a plain velocity field.
-struct Fixed<'f, 'c> {
-    net: &'f mut dyn ConditionalField,
-    cond: flowrt::exec::Conditioning<'c>,
-}
-
-impl flowrt::VelocityField<flowrt::CpuOps> for Fixed<'_, '_> {
-    fn eval(
-        &mut self,
-        _: &mut flowrt::CpuOps,
-        t: f32,
-        x: &[f32],
-        v: &mut [f32],
-    ) -> Result<(), flowrt::Error> {
-        self.net.eval_cond(t, x, &self.cond, v)
-    }
-}
-
 /// Integrates `x` with `net` under the plan: conditioned, and guided when `guided` is set.
 #[allow(clippy::too_many_arguments)]
 fn run_plan(
@@ -763,14 +745,7 @@ fn run_plan(
         }
         let mut v = vec![0f32; x.len()];
         let mut none = flowrt::solver::NoObserver;
-        let observer: &mut dyn flowrt::solver::StepObserver<flowrt::CpuOps> = match trajectory {
-            Some(t) => {
-                t.states.extend_from_slice(x);
-                t.times.push(grid.point(0).unwrap_or(f32::NAN));
-                t
-            }
-            None => &mut none,
-        };
+        let observer = flowrt_export::solve::observer(trajectory, &mut none, x, grid);
         flowrt::fewstep::sample_two_time(net, &conv, &cond, grid, x, &mut v, observer)?;
         return Ok(flowrt_export::solve::SolveReport {
             steps: grid.steps(),
@@ -780,7 +755,7 @@ fn run_plan(
     }
     match guided {
         None => {
-            let mut f = Fixed { net, cond };
+            let mut f = flowrt::field::Conditioned { field: net, cond };
             flowrt_export::solve::integrate(conv, &mut f, plan, grid, x, trajectory)
         }
         Some((g, doubled)) => {
@@ -800,16 +775,14 @@ fn run_plan(
                 &mut v2,
             )?;
             // CfgField applies the convention itself.
-            let mut r = flowrt_export::solve::integrate(
+            flowrt_export::solve::integrate(
                 flowrt::time::TimeConvention::default(),
                 &mut cfg,
                 plan,
                 grid,
                 x,
                 trajectory,
-            )?;
-            r.network_calls = Some(cfg.evaluations());
-            Ok(r)
+            )
         }
     }
 }
@@ -868,8 +841,8 @@ fn sample(a: &SampleArgs<'_>) -> Result<()> {
     let rows = if guided.is_some() { 2 * batch } else { batch };
     let report = with_net(&m, a.backend, rows, |net| {
         if let Some(schedule) = &a.sde.sde {
-            let mut f = Fixed {
-                net,
+            let mut f = flowrt::field::Conditioned {
+                field: net,
                 cond: inputs.as_conditioning(),
             };
             return flowrt_export::solve::sample_sde(&m, &mut f, a.sde, schedule, &grid, &mut x)

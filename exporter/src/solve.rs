@@ -225,6 +225,24 @@ impl StepObserver<CpuOps> for Trajectory {
     }
 }
 
+/// The observer of a run: the trajectory, after recording the initial state `x` at the
+/// grid's first point, or `none`.
+pub fn observer<'t>(
+    trajectory: Option<&'t mut Trajectory>,
+    none: &'t mut flowrt::solver::NoObserver,
+    x: &[f32],
+    grid: &dyn TimeGrid,
+) -> &'t mut dyn StepObserver<CpuOps> {
+    match trajectory {
+        Some(t) => {
+            t.states.extend_from_slice(x);
+            t.times.push(grid.point(0).unwrap_or(f32::NAN));
+            t
+        }
+        None => none,
+    }
+}
+
 /// What a solve did, for the summary line.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SolveReport {
@@ -234,9 +252,6 @@ pub struct SolveReport {
     pub evaluations: usize,
     /// Rejected steps (dopri5).
     pub rejected: usize,
-    /// Network calls when they differ from the evaluations (guidance: one doubled batch per
-    /// evaluation).
-    pub network_calls: Option<usize>,
 }
 
 /// Counts evaluations of an inner field.
@@ -280,14 +295,7 @@ pub fn integrate(
     };
     let mut field = ConventionField::new(&mut counting, conv);
     let mut none = flowrt::solver::NoObserver;
-    let observer: &mut dyn StepObserver<CpuOps> = match trajectory {
-        Some(t) => {
-            t.states.extend_from_slice(x);
-            t.times.push(grid.point(0).unwrap_or(f32::NAN));
-            t
-        }
-        None => &mut none,
-    };
+    let observer = observer(trajectory, &mut none, x, grid);
     let mut report = SolveReport {
         steps: grid.steps(),
         ..Default::default()

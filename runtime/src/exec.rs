@@ -568,16 +568,17 @@ fn check_unused(model: &Model<'_>, cond: &Conditioning<'_>) -> Result<(), Error>
 
 /// A [`CpuField`] with conditioning fixed for every evaluation: the [`VelocityField`] that
 /// [`crate::sampler::sample_cond`] integrates.
-pub struct ConditionedField<'f, 'm, 'a, 'c> {
-    /// The field.
-    pub field: &'f mut CpuField<'m, 'a>,
-    /// The conditioning handed to [`CpuField::eval_cond`] on every evaluation.
-    pub cond: Conditioning<'c>,
-}
+pub type ConditionedField<'f, 'm, 'a, 'c> = crate::field::Conditioned<'f, 'c, CpuField<'m, 'a>>;
 
-impl VelocityField<CpuOps> for ConditionedField<'_, '_, '_, '_> {
-    fn eval(&mut self, _ops: &mut CpuOps, t: f32, x: &[f32], v: &mut [f32]) -> Result<(), Error> {
-        self.field.eval_cond(t, x, &self.cond, v)
+impl crate::field::ConditionalField for CpuField<'_, '_> {
+    fn eval_cond(
+        &mut self,
+        t: f32,
+        x: &[f32],
+        cond: &Conditioning<'_>,
+        v: &mut [f32],
+    ) -> Result<(), Error> {
+        CpuField::eval_cond(self, t, x, cond, v)
     }
 }
 

@@ -108,3 +108,34 @@ impl StateOps for CpuOps {
         libm::sqrt(sum / a.len() as f64)
     }
 }
+
+/// A velocity network that takes per-call conditioning for any number of rows up to its
+/// capacity (the CPU executor, ONNX Runtime).
+pub trait ConditionalField {
+    /// Writes the raw network output for `x` (`rows × D`) at network time `t` with the
+    /// conditioning of those rows into `v`.
+    ///
+    /// Errors: whatever the backend reports (sizes, labels out of range, ...).
+    fn eval_cond(
+        &mut self,
+        t: f32,
+        x: &[f32],
+        cond: &crate::exec::Conditioning<'_>,
+        v: &mut [f32],
+    ) -> Result<(), Error>;
+}
+
+/// A [`ConditionalField`] with its conditioning fixed for every evaluation: a plain
+/// [`VelocityField`] (what the samplers integrate).
+pub struct Conditioned<'f, 'c, F: ?Sized> {
+    /// The network.
+    pub field: &'f mut F,
+    /// The conditioning handed to [`ConditionalField::eval_cond`] on every evaluation.
+    pub cond: crate::exec::Conditioning<'c>,
+}
+
+impl<F: ConditionalField + ?Sized> VelocityField<CpuOps> for Conditioned<'_, '_, F> {
+    fn eval(&mut self, _ops: &mut CpuOps, t: f32, x: &[f32], v: &mut [f32]) -> Result<(), Error> {
+        self.field.eval_cond(t, x, &self.cond, v)
+    }
+}

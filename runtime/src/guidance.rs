@@ -18,38 +18,12 @@
 //! grid are in model time. Nothing is allocated: the caller provides the doubled
 //! conditioning and two `2B × D` scratch buffers ([`scratch_len`]).
 
-use crate::exec::{Conditioning, CpuField};
+use crate::exec::Conditioning;
 use crate::field::{CpuOps, VelocityField};
 use crate::time::TimeConvention;
 use crate::Error;
 
-/// A velocity network that takes per-call conditioning for any number of rows up to its
-/// capacity (the CPU executor, ONNX Runtime).
-pub trait ConditionalField {
-    /// Writes the raw network output for `x` (`rows × D`) at network time `t` with the
-    /// conditioning of those rows into `v`.
-    ///
-    /// Errors: whatever the backend reports (sizes, labels out of range, ...).
-    fn eval_cond(
-        &mut self,
-        t: f32,
-        x: &[f32],
-        cond: &Conditioning<'_>,
-        v: &mut [f32],
-    ) -> Result<(), Error>;
-}
-
-impl ConditionalField for CpuField<'_, '_> {
-    fn eval_cond(
-        &mut self,
-        t: f32,
-        x: &[f32],
-        cond: &Conditioning<'_>,
-        v: &mut [f32],
-    ) -> Result<(), Error> {
-        CpuField::eval_cond(self, t, x, cond, v)
-    }
-}
+pub use crate::field::ConditionalField;
 
 /// Guidance settings.
 #[derive(Debug, Clone, Copy, PartialEq)]

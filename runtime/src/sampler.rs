@@ -6,7 +6,8 @@
 //!           Model::required_arena_bytes   Method::workspace_bytes(batch * D)
 //! ```
 
-use crate::exec::{ConditionedField, Conditioning, CpuField};
+use crate::exec::{Conditioning, CpuField};
+use crate::field::Conditioned;
 use crate::field::CpuOps;
 use crate::grid::TimeGrid;
 use crate::solver::{integrate_observed, Method, StepObserver, Workspace};
@@ -159,34 +160,59 @@ pub fn sample_cond_observed<G: TimeGrid + ?Sized, O: StepObserver<CpuOps> + ?Siz
     let (field_arena, work_arena) = arena.split_at_mut(field_bytes);
     let (mut work, _) = Workspace::from_arena(work_arena, x.len(), method.work_buffers())?;
     let mut net = CpuField::new(model, batch, field_arena)?;
-    let conv = model.time_convention();
-    if conv.second != crate::time::SecondTime::None {
-        // Mean flows / shortcut models: their own one-step rule (crate::fewstep).
-        if method != Method::Euler {
-            return Err(Error::BadSolverConfig {
-                what: "a model with a second time input (mean flow, shortcut) samples with \
-                       its own one-step rule: use euler",
-            });
-        }
-        let v = work.into_first().ok_or(Error::BadSolverConfig {
-            what: "workspace has fewer buffers than the method needs",
-        })?;
-        return crate::fewstep::sample_two_time(&mut net, &conv, cond, grid, x, v, observer);
-    }
-    let mut conditioned = ConditionedField {
-        field: &mut net,
-        cond: *cond,
-    };
-    let mut field = ConventionField::new(&mut conditioned, model.time_convention());
-    integrate_observed(
-        &mut CpuOps,
-        &mut field,
+    integrate_conditioned(
+        &mut net,
+        &model.time_convention(),
+        cond,
         method,
         grid,
         x,
         &mut work,
         observer,
     )
+}
+
+/// Integrates `x` with any conditional network (CPU executor, ONNX Runtime) under the
+/// model's time convention `conv` and fixed conditioning: the few-step rule
+/// ([`crate::fewstep`]) for a model with a second time input, else `method` through the
+/// shared stepping loops. `work` needs [`Method::work_buffers`] buffers.
+///
+/// Errors: a method other than euler for a few-step model ([`Error::BadSolverConfig`]), or
+/// whatever the solver or the network returns.
+#[allow(clippy::too_many_arguments)]
+pub fn integrate_conditioned<F, G, O>(
+    net: &mut F,
+    conv: &crate::time::TimeConvention,
+    cond: &Conditioning<'_>,
+    method: Method,
+    grid: &G,
+    x: &mut [f32],
+    work: &mut Workspace<'_, [f32]>,
+    observer: &mut O,
+) -> Result<(), Error>
+where
+    F: crate::field::ConditionalField + ?Sized,
+    G: TimeGrid + ?Sized,
+    O: StepObserver<CpuOps> + ?Sized,
+{
+    if conv.second != crate::time::SecondTime::None {
+        if method != Method::Euler {
+            return Err(Error::BadSolverConfig {
+                what: "a model with a second time input (mean flow, shortcut) samples with \
+                       its own one-step rule: use euler",
+            });
+        }
+        let v = work.first_mut().ok_or(Error::BadSolverConfig {
+            what: "workspace has fewer buffers than the method needs",
+        })?;
+        return crate::fewstep::sample_two_time(net, conv, cond, grid, x, v, observer);
+    }
+    let mut conditioned = Conditioned {
+        field: net,
+        cond: *cond,
+    };
+    let mut field = ConventionField::new(&mut conditioned, *conv);
+    integrate_observed(&mut CpuOps, &mut field, method, grid, x, work, observer)
 }
 
 /// Arena bytes [`sample_guided`] needs for `batch` rows with `method`: the graph arena for

@@ -465,6 +465,11 @@ impl<'a, B: ?Sized> Workspace<'a, B> {
         self.len == 0
     }
 
+    /// The first buffer; `None` when the workspace is empty.
+    pub fn first_mut(&mut self) -> Option<&mut B> {
+        self.bufs.first_mut().and_then(|b| b.as_deref_mut())
+    }
+
     /// The first buffer, consuming the workspace (e.g. to use an arena-carved buffer as
     /// plain scratch); `None` when it is empty.
     pub fn into_first(self) -> Option<&'a mut B> {

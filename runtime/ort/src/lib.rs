@@ -24,7 +24,7 @@ use std::sync::OnceLock;
 use flowrt::exec::Conditioning;
 use flowrt::format::InputRole;
 use flowrt::grid::TimeGrid;
-use flowrt::solver::{integrate, Method, Workspace};
+use flowrt::solver::{Method, Workspace};
 use flowrt::{CpuOps, Model, VelocityField};
 use ort::environment::Environment;
 use ort::session::builder::GraphOptimizationLevel;
@@ -639,25 +639,6 @@ impl OrtField<'_> {
     }
 }
 
-/// An [`OrtField`] with fixed conditioning: what [`sample_cond`] integrates.
-struct ConditionedOrt<'f, 's, 'c> {
-    field: &'f mut OrtField<'s>,
-    cond: Conditioning<'c>,
-}
-
-impl VelocityField<CpuOps> for ConditionedOrt<'_, '_, '_> {
-    fn eval(
-        &mut self,
-        _ops: &mut CpuOps,
-        t: f32,
-        x: &[f32],
-        v: &mut [f32],
-    ) -> Result<(), flowrt::Error> {
-        let cond = self.cond;
-        self.field.eval_field(t, x, &cond, v)
-    }
-}
-
 impl VelocityField<CpuOps> for OrtField<'_> {
     fn eval(
         &mut self,
@@ -722,38 +703,16 @@ pub fn sample_cond<G: TimeGrid + ?Sized>(
     let mut work = Workspace::from_slice(&mut flat, x.len(), method.work_buffers())?;
     let conv = session.time;
     let mut field = session.field(batch)?;
-    let r = if conv.second != flowrt::time::SecondTime::None {
-        if method != Method::Euler {
-            return Err(flowrt::Error::BadSolverConfig {
-                what: "a model with a second time input (mean flow, shortcut) samples with \
-                       its own one-step rule: use euler",
-            }
-            .into());
-        }
-        let mut v = vec![0f32; x.len()];
-        flowrt::fewstep::sample_two_time(
-            &mut field,
-            &conv,
-            cond,
-            grid,
-            x,
-            &mut v,
-            &mut flowrt::solver::NoObserver,
-        )
-    } else {
-        let mut cf = ConditionedOrt {
-            field: &mut field,
-            cond: *cond,
-        };
-        integrate(
-            &mut CpuOps,
-            &mut flowrt::time::ConventionField::new(&mut cf, conv),
-            method,
-            grid,
-            x,
-            &mut work,
-        )
-    };
+    let r = flowrt::sampler::integrate_conditioned(
+        &mut field,
+        &conv,
+        cond,
+        method,
+        grid,
+        x,
+        &mut work,
+        &mut flowrt::solver::NoObserver,
+    );
     match r {
         Ok(()) => Ok(()),
         Err(e) => Err(field.take_error().unwrap_or(OrtError::Flowrt(e))),
