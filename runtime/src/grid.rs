@@ -132,16 +132,7 @@ impl Uniform {
     /// `t0 == t1`, or the points are not strictly monotone in f32 (too many steps for the
     /// range); [`Error::NonFiniteInput`] if an endpoint is NaN / infinite.
     pub fn new(steps: usize, t0: f32, t1: f32) -> Result<Self, Error> {
-        if steps == 0 {
-            return Err(Error::BadSolverConfig {
-                what: "zero solver steps",
-            });
-        }
-        if steps > MAX_GRID_STEPS {
-            return Err(Error::BadSolverConfig {
-                what: "too many solver steps (max 2^24)",
-            });
-        }
+        check_steps(steps)?;
         check_endpoints(t0, t1)?;
         // `steps` <= 2^24, so the conversion is exact (torch converts `n - 1` the same way).
         let step = (t1 - t0) / steps as f32;
@@ -337,6 +328,41 @@ fn check_steps(steps: usize) -> Result<(), Error> {
     Ok(())
 }
 
+/// A static shift must be finite and positive.
+fn check_shift(shift: f64) -> Result<(), Error> {
+    if !shift.is_finite() {
+        return Err(Error::NonFiniteInput { what: "time shift" });
+    }
+    if shift <= 0.0 {
+        return Err(Error::BadSolverConfig {
+            what: "time shift must be positive",
+        });
+    }
+    Ok(())
+}
+
+/// A dynamic shift's `mu` must be finite, and positive for the linear kind.
+fn check_mu(mu: f64, kind: ShiftKind) -> Result<(), Error> {
+    if !mu.is_finite() {
+        return Err(Error::NonFiniteInput {
+            what: "time shift mu",
+        });
+    }
+    if kind == ShiftKind::Linear && mu <= 0.0 {
+        return Err(Error::BadSolverConfig {
+            what: "linear time shift needs mu > 0",
+        });
+    }
+    Ok(())
+}
+
+/// The static shift as torch / numpy compute it on a float32 array with Python-float
+/// scalars: `f32(shift)·σ / (1 + f32(shift − 1)·σ)`, all in f32.
+fn shift_noise_level_f32(sigma: f32, shift: f64) -> f32 {
+    let a = (shift as f32) * sigma;
+    a / (1.0 + ((shift - 1.0) as f32) * sigma)
+}
+
 /// The SD3 / diffusers static time shift of a noise level:
 /// `σ' = shift·σ / (1 + (shift − 1)·σ)` (shift > 1 spends more steps at high noise).
 pub fn shift_noise_level(sigma: f64, shift: f64) -> f64 {
@@ -447,14 +473,7 @@ impl Shifted {
     /// [`Error::NonFiniteInput`] for a non-finite shift.
     pub fn new(steps: usize, shift: f64, axis: TimeAxis) -> Result<Self, Error> {
         check_steps(steps)?;
-        if !shift.is_finite() {
-            return Err(Error::NonFiniteInput { what: "time shift" });
-        }
-        if shift <= 0.0 {
-            return Err(Error::BadSolverConfig {
-                what: "time shift must be positive",
-            });
-        }
+        check_shift(shift)?;
         let g = Shifted { steps, shift, axis };
         check_strictly_monotone(&g)?;
         Ok(g)
@@ -490,16 +509,7 @@ impl DynamicShift {
     /// linear kind; [`Error::NonFiniteInput`] for a non-finite `mu`.
     pub fn new(steps: usize, mu: f64, kind: ShiftKind, axis: TimeAxis) -> Result<Self, Error> {
         check_steps(steps)?;
-        if !mu.is_finite() {
-            return Err(Error::NonFiniteInput {
-                what: "time shift mu",
-            });
-        }
-        if kind == ShiftKind::Linear && mu <= 0.0 {
-            return Err(Error::BadSolverConfig {
-                what: "linear time shift needs mu > 0",
-            });
-        }
+        check_mu(mu, kind)?;
         let g = DynamicShift {
             steps,
             mu,
@@ -573,12 +583,7 @@ pub struct Diffusers {
 fn diffusers_table(k: u32, shift: DiffusersShift) -> f32 {
     let s = k as f32 / 1000.0;
     match shift {
-        DiffusersShift::Static(sh) => {
-            // torch: shift * sigmas / (1 + (shift - 1) * sigmas) with Python-float scalars.
-            let a = (sh as f32) * s;
-            let b = 1.0 + ((sh - 1.0) as f32) * s;
-            a / b
-        }
+        DiffusersShift::Static(sh) => shift_noise_level_f32(s, sh),
         DiffusersShift::Dynamic { .. } => s,
     }
 }
@@ -597,28 +602,8 @@ impl Diffusers {
     ) -> Result<Self, Error> {
         check_steps(steps)?;
         match shift {
-            DiffusersShift::Static(s) if !s.is_finite() => {
-                return Err(Error::NonFiniteInput { what: "time shift" })
-            }
-            DiffusersShift::Static(s) if s <= 0.0 => {
-                return Err(Error::BadSolverConfig {
-                    what: "time shift must be positive",
-                })
-            }
-            DiffusersShift::Dynamic { mu, .. } if !mu.is_finite() => {
-                return Err(Error::NonFiniteInput {
-                    what: "time shift mu",
-                })
-            }
-            DiffusersShift::Dynamic {
-                mu,
-                kind: ShiftKind::Linear,
-            } if mu <= 0.0 => {
-                return Err(Error::BadSolverConfig {
-                    what: "linear time shift needs mu > 0",
-                })
-            }
-            _ => {}
+            DiffusersShift::Static(s) => check_shift(s)?,
+            DiffusersShift::Dynamic { mu, kind } => check_mu(mu, kind)?,
         }
         let g = Diffusers {
             steps,
@@ -644,10 +629,7 @@ impl Diffusers {
         if self.flux_sigmas {
             let s = numpy_linspace(1.0, 1.0 / n as f64, n, i) as f32;
             return Some(match self.shift {
-                DiffusersShift::Static(sh) => {
-                    let a = (sh as f32) * s;
-                    a / (1.0 + ((sh - 1.0) as f32) * s)
-                }
+                DiffusersShift::Static(sh) => shift_noise_level_f32(s, sh),
                 DiffusersShift::Dynamic { mu, kind } => kind.apply_f32(mu, s),
             });
         }
