@@ -256,6 +256,68 @@ fn exec_node(v: &Views<'_, '_>, node: &NodeRec, out: &mut [f32], od: &Dims) -> R
             let (idx, _, _) = v.input(node, 1)?;
             ops::gather(table, &td, idx, out)
         }
+        NodeOp::Conv { groups, window } => {
+            let (x, _, xd) = v.input(node, 0)?;
+            let (w, _, wd) = v.input(node, 1)?;
+            let bias = conv_bias(v, node)?;
+            ops::conv(x, &xd, w, &wd, bias, groups as usize, &window, out, od)
+        }
+        NodeOp::ConvTranspose {
+            groups,
+            window,
+            out_pad,
+        } => {
+            let (x, _, xd) = v.input(node, 0)?;
+            let (w, _, wd) = v.input(node, 1)?;
+            let bias = conv_bias(v, node)?;
+            ops::conv_transpose(
+                x,
+                &xd,
+                w,
+                &wd,
+                bias,
+                groups as usize,
+                &window,
+                out_pad,
+                out,
+                od,
+            )
+        }
+        NodeOp::Pool {
+            kind,
+            kernel,
+            window,
+        } => {
+            let (x, _, xd) = v.input(node, 0)?;
+            let kernel = [usize::from(kernel[0]), usize::from(kernel[1])];
+            ops::pool(kind, x, &xd, kernel, &window, out, od)
+        }
+        NodeOp::Reduce { kind, start, end } => {
+            let (x, _, xd) = v.input(node, 0)?;
+            ops::reduce(kind, x, &xd, start.into(), end.into(), out, od)
+        }
+        NodeOp::Softmax { start, end, log } => {
+            let (x, _, xd) = v.input(node, 0)?;
+            ops::softmax(x, &xd, start.into(), end.into(), log, out, od)
+        }
+        NodeOp::Resize {
+            mode,
+            coord,
+            scales,
+        } => {
+            let (x, _, xd) = v.input(node, 0)?;
+            ops::resize(mode, coord, scales, x, &xd, out, od)
+        }
+        NodeOp::Pad { mode, begin, end } => {
+            let (x, _, xd) = v.input(node, 0)?;
+            let r = xd.rank();
+            let b = begin.map(usize::from);
+            let e = end.map(usize::from);
+            let (Some(b), Some(e)) = (b.get(..r), e.get(..r)) else {
+                return Err(ops_err());
+            };
+            ops::pad(mode, b, e, x, &xd, out, od)
+        }
         NodeOp::Slice {
             axis, start, step, ..
         } => {
@@ -270,6 +332,15 @@ fn exec_node(v: &Views<'_, '_>, node: &NodeRec, out: &mut [f32], od: &Dims) -> R
                 step as usize,
             )
         }
+    }
+}
+
+/// The optional third input (bias) of a convolution.
+fn conv_bias<'x>(v: &Views<'x, '_>, node: &NodeRec) -> Result<Option<&'x [f32]>, Error> {
+    if node.n_inputs == 3 {
+        Ok(Some(v.input(node, 2)?.0))
+    } else {
+        Ok(None)
     }
 }
 

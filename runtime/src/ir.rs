@@ -11,6 +11,7 @@ use alloc::vec::Vec;
 // exporter builds is exactly what the file stores and the executor runs.
 pub use crate::format::{Dim, InputRole as Role};
 pub use crate::ops::{Binary as BinaryOp, Unary as UnaryOp};
+pub use crate::ops::{CoordMode, PadMode, PoolKind, ReduceKind, ResizeMode, Window};
 
 /// One operation of the lowered graph. Inputs and the output are tensor indices in
 /// [`ModelDesc::tensors`]; the output shape is the output tensor's shape.
@@ -57,6 +58,68 @@ pub enum Op {
         end: u32,
         /// Stride (>= 1).
         step: u32,
+    },
+    /// `inputs = [x, w]` or `[x, w, bias]`: NCHW convolution (ONNX `Conv`), `w` and `bias`
+    /// constants.
+    Conv {
+        /// Channel groups.
+        groups: u32,
+        /// Strides, dilations, pads.
+        window: Window,
+    },
+    /// `inputs = [x, w]` or `[x, w, bias]`: ONNX `ConvTranspose`.
+    ConvTranspose {
+        /// Channel groups.
+        groups: u32,
+        /// Strides, dilations, pads.
+        window: Window,
+        /// Extra output rows / columns.
+        out_pad: [u16; 2],
+    },
+    /// `inputs = [x]`: ONNX `MaxPool` / `AveragePool` (output dims decide `ceil_mode`).
+    Pool {
+        /// Max or average.
+        kind: PoolKind,
+        /// `[KH, KW]` (`KH = 1` for 1-D).
+        kernel: [u16; 2],
+        /// Strides, dilations, pads.
+        window: Window,
+    },
+    /// `inputs = [x]`: reduction over axes `start..end` (kept as 1s).
+    Reduce {
+        /// The reduction.
+        kind: ReduceKind,
+        /// First axis.
+        start: u8,
+        /// One past the last axis.
+        end: u8,
+    },
+    /// `inputs = [x]`: softmax / log-softmax over axes `start..end` jointly.
+    Softmax {
+        /// First axis.
+        start: u8,
+        /// One past the last axis.
+        end: u8,
+        /// Log-softmax.
+        log: bool,
+    },
+    /// `inputs = [x]`: resize of the last two axes.
+    Resize {
+        /// Interpolation.
+        mode: ResizeMode,
+        /// Coordinate transformation.
+        coord: CoordMode,
+        /// `[row scale, column scale]`.
+        scales: [f32; 2],
+    },
+    /// `inputs = [x]`: pad per axis (`begin[i]`, `end[i]`; lengths = rank).
+    Pad {
+        /// Fill mode.
+        mode: PadMode,
+        /// Before each axis.
+        begin: Vec<u16>,
+        /// After each axis.
+        end: Vec<u16>,
     },
 }
 

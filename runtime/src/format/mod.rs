@@ -10,7 +10,7 @@
 
 use core::fmt;
 
-use crate::ops::{Binary, Unary};
+use crate::ops::{Binary, CoordMode, PadMode, PoolKind, ReduceKind, ResizeMode, Unary, Window};
 use crate::Error;
 
 mod aligned;
@@ -105,6 +105,20 @@ pub mod opcode {
     pub const WHERE: u16 = 0x0020;
     /// `Gather { axis: 0 }`: rows of a table picked by an index tensor (embedding lookup).
     pub const GATHER: u16 = 0x0030;
+    /// `Pad { mode, begin, end }`.
+    pub const PAD: u16 = 0x0015;
+    /// `Conv { groups, window }`: NCHW convolution, `[x, w]` or `[x, w, bias]`.
+    pub const CONV: u16 = 0x0040;
+    /// `ConvTranspose { groups, window, out_pad }`.
+    pub const CONV_TRANSPOSE: u16 = 0x0041;
+    /// `Pool { kind, kernel, window }`: max / average pooling.
+    pub const POOL: u16 = 0x0042;
+    /// `Reduce { kind, start, end }` over a contiguous axis range (dims kept).
+    pub const REDUCE: u16 = 0x0050;
+    /// `Softmax { start, end, log }` over a contiguous axis range.
+    pub const SOFTMAX: u16 = 0x0051;
+    /// `Resize { mode, coord, scales }` of the last two axes.
+    pub const RESIZE: u16 = 0x0060;
     /// Binary ops: `BINARY_BASE + Binary::code()` (Add 0, Sub 1, Mul 2, Div 3, Pow 4, Max 5,
     /// Min 6, Greater 7, Less 8, GreaterOrEqual 9, LessOrEqual 10, Equal 11).
     pub const BINARY_BASE: u16 = 0x0100;
@@ -522,6 +536,98 @@ pub enum NodeOp {
     /// axis in this version); output shape = `idx.shape + table.shape[1..]`. An index that
     /// is not an integer in `0..N` is a run-time error.
     Gather,
+    /// `inputs = [x, w]` or `[x, w, bias]`: NCHW convolution (rank 3 = 1-D, rank 4 = 2-D),
+    /// `w [M, C/groups, (KH,) KW]` and `bias [M]` constants.
+    Conv {
+        /// Channel groups (>= 1).
+        groups: u32,
+        /// Strides, dilations and pads.
+        window: Window,
+    },
+    /// `inputs = [x, w]` or `[x, w, bias]`: transposed convolution, `w [C, M/groups, ...]`.
+    ConvTranspose {
+        /// Channel groups (>= 1).
+        groups: u32,
+        /// Strides, dilations and pads.
+        window: Window,
+        /// Extra output rows / columns at the end.
+        out_pad: [u16; 2],
+    },
+    /// `inputs = [x]`: max or average pooling over the spatial axes of NCHW `x`.
+    Pool {
+        /// Max or average (with or without the padding counted).
+        kind: PoolKind,
+        /// Window size `[KH, KW]` (`KH = 1` for 1-D).
+        kernel: [u16; 2],
+        /// Strides, dilations and pads.
+        window: Window,
+    },
+    /// `inputs = [x]`: reduction over axes `start..end`, which become 1 in the output.
+    Reduce {
+        /// The reduction.
+        kind: ReduceKind,
+        /// First reduced axis.
+        start: u8,
+        /// One past the last reduced axis.
+        end: u8,
+    },
+    /// `inputs = [x]`: softmax (or log-softmax) over axes `start..end` jointly.
+    Softmax {
+        /// First axis.
+        start: u8,
+        /// One past the last axis.
+        end: u8,
+        /// Log-softmax.
+        log: bool,
+    },
+    /// `inputs = [x]`: resize of the last two axes.
+    Resize {
+        /// Nearest (with its rounding) or linear.
+        mode: ResizeMode,
+        /// Coordinate transformation.
+        coord: CoordMode,
+        /// `[row scale, column scale]` (> 0).
+        scales: [f32; 2],
+    },
+    /// `inputs = [x]`: pad each axis `i` by `begin[i]` before and `end[i]` after.
+    Pad {
+        /// Constant, reflect, edge or wrap.
+        mode: PadMode,
+        /// Padding before, per axis (entries past the rank are 0).
+        begin: [u16; MAX_RANK],
+        /// Padding after, per axis (entries past the rank are 0).
+        end: [u16; MAX_RANK],
+    },
+}
+
+/// Packs two u16 into one attribute word (low half first).
+fn pack2(v: [u16; 2]) -> u32 {
+    u32::from(v[0]) | (u32::from(v[1]) << 16)
+}
+
+/// Inverse of [`pack2`].
+fn unpack2(w: u32) -> [u16; 2] {
+    [(w & 0xFFFF) as u16, (w >> 16) as u16]
+}
+
+fn encode_window(a: &mut [u32; NODE_ATTRS], w: &Window) {
+    a[1] = pack2(w.stride);
+    a[2] = pack2(w.dilation);
+    a[3] = pack2(w.pad_begin);
+    a[4] = pack2(w.pad_end);
+}
+
+fn decode_window(a: &[u32; NODE_ATTRS]) -> Result<Window, &'static str> {
+    let w = Window {
+        stride: unpack2(a[1]),
+        dilation: unpack2(a[2]),
+        pad_begin: unpack2(a[3]),
+        pad_end: unpack2(a[4]),
+    };
+    if w.stride.contains(&0) || w.dilation.contains(&0) {
+        return Err("stride or dilation is 0");
+    }
+    Ok(w)
 }
 
 impl NodeOp {
@@ -539,6 +645,18 @@ impl NodeOp {
             NodeOp::Transpose { .. } => "Transpose",
             NodeOp::Slice { .. } => "Slice",
             NodeOp::Gather => "Gather",
+            NodeOp::Conv { .. } => "Conv",
+            NodeOp::ConvTranspose { .. } => "ConvTranspose",
+            NodeOp::Pool {
+                kind: PoolKind::Max,
+                ..
+            } => "MaxPool",
+            NodeOp::Pool { .. } => "AveragePool",
+            NodeOp::Reduce { kind, .. } => kind.name(),
+            NodeOp::Softmax { log: false, .. } => "Softmax",
+            NodeOp::Softmax { log: true, .. } => "LogSoftmax",
+            NodeOp::Resize { .. } => "Resize",
+            NodeOp::Pad { .. } => "Pad",
         }
     }
 
@@ -589,6 +707,62 @@ impl NodeOp {
                 a[2] = end;
                 a[3] = step;
                 opcode::SLICE
+            }
+            NodeOp::Conv { groups, window } => {
+                a[0] = groups;
+                encode_window(&mut a, &window);
+                opcode::CONV
+            }
+            NodeOp::ConvTranspose {
+                groups,
+                window,
+                out_pad,
+            } => {
+                a[0] = groups;
+                encode_window(&mut a, &window);
+                a[5] = pack2(out_pad);
+                opcode::CONV_TRANSPOSE
+            }
+            NodeOp::Pool {
+                kind,
+                kernel,
+                window,
+            } => {
+                a[0] = kind.code();
+                encode_window(&mut a, &window);
+                a[5] = pack2(kernel);
+                opcode::POOL
+            }
+            NodeOp::Reduce { kind, start, end } => {
+                a[0] = kind.code();
+                a[1] = u32::from(start);
+                a[2] = u32::from(end);
+                opcode::REDUCE
+            }
+            NodeOp::Softmax { start, end, log } => {
+                a[0] = u32::from(start);
+                a[1] = u32::from(end);
+                a[2] = u32::from(log);
+                opcode::SOFTMAX
+            }
+            NodeOp::Resize {
+                mode,
+                coord,
+                scales,
+            } => {
+                a[0] = mode.code();
+                a[1] = coord.code();
+                a[2] = scales[0].to_bits();
+                a[3] = scales[1].to_bits();
+                opcode::RESIZE
+            }
+            NodeOp::Pad { mode, begin, end } => {
+                a[0] = mode.code();
+                a[1] = mode.value().to_bits();
+                for (slot, (b, e)) in a.iter_mut().skip(2).zip(begin.iter().zip(&end)) {
+                    *slot = pack2([*b, *e]);
+                }
+                opcode::PAD
             }
         };
         (code, a)
@@ -649,6 +823,88 @@ impl NodeOp {
                     step: attrs[3],
                 }
             }
+            opcode::CONV | opcode::CONV_TRANSPOSE | opcode::POOL => {
+                let window = decode_window(&attrs)?;
+                let op = match code {
+                    opcode::CONV => NodeOp::Conv {
+                        groups: attrs[0],
+                        window,
+                    },
+                    opcode::CONV_TRANSPOSE => NodeOp::ConvTranspose {
+                        groups: attrs[0],
+                        window,
+                        out_pad: unpack2(attrs[5]),
+                    },
+                    _ => NodeOp::Pool {
+                        kind: PoolKind::from_code(attrs[0]).ok_or("unknown pool kind")?,
+                        kernel: unpack2(attrs[5]),
+                        window,
+                    },
+                };
+                if matches!(
+                    op,
+                    NodeOp::Conv { groups: 0, .. } | NodeOp::ConvTranspose { groups: 0, .. }
+                ) {
+                    return Err("convolution groups is 0");
+                }
+                if let NodeOp::Pool { kernel, .. } = op {
+                    if kernel.contains(&0) {
+                        return Err("pool kernel size is 0");
+                    }
+                }
+                let n = if code == opcode::CONV { 5 } else { 6 };
+                if !used(n) {
+                    return Err("non-zero unused attribute");
+                }
+                return Ok(op);
+            }
+            opcode::REDUCE => {
+                let (start, end) = axis_range(attrs[1], attrs[2])?;
+                NodeOp::Reduce {
+                    kind: ReduceKind::from_code(attrs[0]).ok_or("unknown reduction")?,
+                    start,
+                    end,
+                }
+            }
+            opcode::SOFTMAX => {
+                let (start, end) = axis_range(attrs[0], attrs[1])?;
+                if attrs[2] > 1 {
+                    return Err("softmax log flag is not 0 or 1");
+                }
+                NodeOp::Softmax {
+                    start,
+                    end,
+                    log: attrs[2] == 1,
+                }
+            }
+            opcode::RESIZE => {
+                let scales = [f32::from_bits(attrs[2]), f32::from_bits(attrs[3])];
+                if !scales.iter().all(|s| s.is_finite() && *s > 0.0) {
+                    return Err("resize scale is not a positive finite number");
+                }
+                NodeOp::Resize {
+                    mode: ResizeMode::from_code(attrs[0]).ok_or("unknown resize mode")?,
+                    coord: CoordMode::from_code(attrs[1])
+                        .ok_or("unknown resize coordinate mode")?,
+                    scales,
+                }
+            }
+            opcode::PAD => {
+                let value = f32::from_bits(attrs[1]);
+                let mode = PadMode::from_code(attrs[0], value).ok_or("unknown pad mode")?;
+                if mode.value().to_bits() != attrs[1] {
+                    return Err("non-zero unused attribute");
+                }
+                if value.is_nan() {
+                    return Err("pad value is NaN");
+                }
+                let mut begin = [0u16; MAX_RANK];
+                let mut end = [0u16; MAX_RANK];
+                for ((b, e), w) in begin.iter_mut().zip(end.iter_mut()).zip(attrs.iter().skip(2)) {
+                    [*b, *e] = unpack2(*w);
+                }
+                return Ok(NodeOp::Pad { mode, begin, end });
+            }
             c if (opcode::BINARY_BASE..opcode::BINARY_BASE + 0x100).contains(&c) => {
                 NodeOp::Binary(Binary::from_code(c - opcode::BINARY_BASE).ok_or("unknown op code")?)
             }
@@ -673,7 +929,8 @@ impl NodeOp {
         };
         let n_used = match op {
             NodeOp::Concat { .. } => 1,
-            NodeOp::Slice { .. } => 4,
+            NodeOp::Slice { .. } | NodeOp::Resize { .. } => 4,
+            NodeOp::Reduce { .. } | NodeOp::Softmax { .. } => 3,
             _ => 0,
         };
         if !used(n_used) {
@@ -685,13 +942,21 @@ impl NodeOp {
     /// Allowed number of inputs `(min, max)`.
     pub fn arity(&self) -> (usize, usize) {
         match self {
-            NodeOp::Dense => (2, 3),
+            NodeOp::Dense | NodeOp::Conv { .. } | NodeOp::ConvTranspose { .. } => (2, 3),
             NodeOp::MatMul | NodeOp::Binary(_) | NodeOp::Gather => (2, 2),
             NodeOp::Where => (3, 3),
             NodeOp::Concat { .. } => (1, u16::MAX as usize),
             _ => (1, 1),
         }
     }
+}
+
+/// Decodes an axis range `start..end` (`start < end <= 6`).
+fn axis_range(start: u32, end: u32) -> Result<(u8, u8), &'static str> {
+    if start >= end || end as usize > MAX_RANK {
+        return Err("axis range is empty or past rank 6");
+    }
+    Ok((start as u8, end as u8))
 }
 
 /// Checks a graph input's shape against its role; returns the state dimension `D` it

@@ -5,6 +5,7 @@
 //! A rule holds for *every* `B >= 1`, so kernels never see inconsistent sizes.
 
 use super::{Dim, NodeOp, Shape, MAX_RANK};
+use crate::ops::Window;
 
 /// numpy broadcast of two dims: equal dims, or one of them is 1.
 fn broadcast_dim(a: Dim, b: Dim) -> Option<Dim> {
@@ -32,6 +33,71 @@ fn aligned_dim(s: &Shape, rank: usize, i: usize) -> Dim {
 /// `true` when `out` has exactly the dims produced by `dims`.
 fn same_dims(out: &Shape, rank: usize, dims: impl Iterator<Item = Dim>) -> bool {
     out.rank() == rank && out.dims().zip(dims).filter(|(a, b)| a == b).count() == rank
+}
+
+/// The fixed size of dim `i` (`None` when missing or the batch dim).
+fn fixed(s: &Shape, i: usize) -> Option<usize> {
+    match s.dim(i)? {
+        Dim::Fixed(n) => Some(n as usize),
+        Dim::Batch => None,
+    }
+}
+
+/// An NCHW activation: rank 3 or 4, batch (if any) first, channels and spatial dims fixed.
+/// Returns `(C, [H, W])` with `H = 1` for rank 3.
+fn nchw(x: &Shape, what: &'static str) -> Result<(usize, [usize; 2]), &'static str> {
+    let r = x.rank();
+    if !(3..=4).contains(&r) || x.batch_axis().is_some_and(|b| b != 0) {
+        return Err(what);
+    }
+    let c = fixed(x, 1).ok_or(what)?;
+    let h = if r == 4 { fixed(x, 2).ok_or(what)? } else { 1 };
+    let w = fixed(x, r - 1).ok_or(what)?;
+    Ok((c, [h, w]))
+}
+
+/// The output shape of an NCHW op: `x`'s batch dim, `channels`, spatial dims `hw`.
+fn nchw_out(
+    out: &Shape,
+    x: &Shape,
+    channels: usize,
+    hw: [Option<usize>; 2],
+) -> Result<(), &'static str> {
+    let bad = "output shape does not match the window";
+    if out.rank() != x.rank() || out.dim(0) != x.dim(0) || fixed(out, 1) != Some(channels) {
+        return Err(bad);
+    }
+    let r = x.rank();
+    let h_ok = r == 3 || fixed(out, 2) == hw[0];
+    let w_ok = hw[1].is_some() && fixed(out, r - 1) == hw[1];
+    if h_ok && w_ok && (r == 4 || hw[0] == Some(1)) {
+        Ok(())
+    } else {
+        Err(bad)
+    }
+}
+
+/// The 1-D form of a window (row axis unit) is the only one allowed on rank-3 inputs.
+fn unit_rows(x: &Shape, w: &Window, kernel_rows: usize) -> bool {
+    x.rank() == 4
+        || (kernel_rows == 1
+            && w.stride[0] == 1
+            && w.dilation[0] == 1
+            && w.pad_begin[0] == 0
+            && w.pad_end[0] == 0)
+}
+
+/// Checks a contiguous axis range against a shape: in range and not over the batch dim.
+fn axis_range_ok(x: &Shape, start: u8, end: u8) -> Result<(), &'static str> {
+    if usize::from(end) > x.rank() {
+        return Err("axis range past the rank");
+    }
+    if x.batch_axis()
+        .is_some_and(|b| (usize::from(start)..usize::from(end)).contains(&b))
+    {
+        return Err("reductions over the batch dim are not supported");
+    }
+    Ok(())
 }
 
 /// Checks one node: number of inputs, and that the output shape is exactly what the op
@@ -224,6 +290,131 @@ pub(crate) fn check_node(
                 .map(|(i, v)| if i == axis { Dim::Fixed(len) } else { v });
             if !same_dims(out, x.rank(), dims) {
                 return Err("Slice output shape is wrong");
+            }
+        }
+        NodeOp::Conv { groups, window } | NodeOp::ConvTranspose { groups, window, .. } => {
+            let transposed = matches!(op, NodeOp::ConvTranspose { .. });
+            let x = inp(0)?;
+            let w = inp(1)?;
+            let (c, [h, wi]) = nchw(&x, "Conv input must be [B, C, (H,) W] with fixed C, H, W")?;
+            if w.rank() != x.rank() || w.has_batch() {
+                return Err("Conv weight must be a constant of the input's rank");
+            }
+            let r = w.rank();
+            let (w0, w1) = (fixed(&w, 0).unwrap_or(0), fixed(&w, 1).unwrap_or(0));
+            let kh = if r == 4 { fixed(&w, 2).unwrap_or(0) } else { 1 };
+            let kw = fixed(&w, r - 1).unwrap_or(0);
+            let g = groups as usize;
+            if !unit_rows(&x, &window, kh) {
+                return Err("1-D Conv with a 2-D window");
+            }
+            let (m, hw) = if transposed {
+                let NodeOp::ConvTranspose { out_pad, .. } = *op else {
+                    return Err("internal");
+                };
+                if w0 != c || c % g != 0 {
+                    return Err("ConvTranspose weight must be [C, M/groups, ...]");
+                }
+                let hw = [
+                    window.transposed_len(0, h, kh, usize::from(out_pad[0])),
+                    window.transposed_len(1, wi, kw, usize::from(out_pad[1])),
+                ];
+                (w1 * g, hw)
+            } else {
+                if g == 0 || c % g != 0 || w0 % g != 0 || w1 * g != c {
+                    return Err(
+                        "Conv weight must be [M, C/groups, ...] with groups dividing C and M",
+                    );
+                }
+                let hw = [
+                    window.out_len(0, h, kh, false),
+                    window.out_len(1, wi, kw, false),
+                ];
+                (w0, hw)
+            };
+            if n_inputs == 3 {
+                let b = inp(2)?;
+                if b.rank() != 1 || fixed(&b, 0) != Some(m) {
+                    return Err("Conv bias must have shape [M]");
+                }
+            }
+            nchw_out(out, &x, m, hw)?;
+        }
+        NodeOp::Pool { kernel, window, .. } => {
+            let x = inp(0)?;
+            let (c, [h, wi]) = nchw(&x, "Pool input must be [B, C, (H,) W] with fixed C, H, W")?;
+            let (kh, kw) = (usize::from(kernel[0]), usize::from(kernel[1]));
+            if !unit_rows(&x, &window, kh) {
+                return Err("1-D pool with a 2-D window");
+            }
+            let mut ok = false;
+            for ceil in [false, true] {
+                let hw = [
+                    window.out_len(0, h, kh, ceil),
+                    window.out_len(1, wi, kw, ceil),
+                ];
+                ok |= nchw_out(out, &x, c, hw).is_ok();
+            }
+            if !ok {
+                return Err("Pool output shape does not match the window");
+            }
+        }
+        NodeOp::Reduce { start, end, .. } => {
+            let x = inp(0)?;
+            axis_range_ok(&x, start, end)?;
+            let dims = x.dims().enumerate().map(|(i, d)| {
+                if (usize::from(start)..usize::from(end)).contains(&i) {
+                    Dim::Fixed(1)
+                } else {
+                    d
+                }
+            });
+            if !same_dims(out, x.rank(), dims) {
+                return Err("Reduce output must be the input with the reduced axes set to 1");
+            }
+        }
+        NodeOp::Softmax { start, end, .. } => {
+            let x = inp(0)?;
+            axis_range_ok(&x, start, end)?;
+            if x != *out {
+                return Err("output shape differs from the input shape");
+            }
+        }
+        NodeOp::Resize { .. } => {
+            let x = inp(0)?;
+            let r = x.rank();
+            if r < 2 || out.rank() != r {
+                return Err("Resize input must have rank >= 2");
+            }
+            let spatial_fixed =
+                (r - 2..r).all(|i| fixed(&x, i).is_some() && fixed(out, i).is_some());
+            if !spatial_fixed {
+                return Err("Resize of the batch dim is not supported");
+            }
+            if (0..r - 2).any(|i| x.dim(i) != out.dim(i)) {
+                return Err("Resize may only change the last two dims");
+            }
+        }
+        NodeOp::Pad { begin, end, .. } => {
+            let x = inp(0)?;
+            let r = x.rank();
+            let past = |v: &[u16]| v.get(r..).unwrap_or(&[]).iter().any(|p| *p != 0);
+            if out.rank() != r || past(&begin) || past(&end) {
+                return Err("Pad has pads past the input rank");
+            }
+            for (i, (b, e)) in begin.iter().zip(&end).enumerate().take(r) {
+                let (b, e) = (u32::from(*b), u32::from(*e));
+                let want = match x.dim(i) {
+                    Some(Dim::Batch) if b == 0 && e == 0 => Dim::Batch,
+                    Some(Dim::Batch) => return Err("Pad of the batch dim is not supported"),
+                    Some(Dim::Fixed(n)) => {
+                        Dim::Fixed(n.checked_add(b + e).ok_or("Pad output dim is too large")?)
+                    }
+                    None => return Err("Pad rank"),
+                };
+                if out.dim(i) != Some(want) {
+                    return Err("Pad output shape is not the padded input shape");
+                }
             }
         }
     }

@@ -49,6 +49,72 @@ pub(crate) fn node_op(op: &ir::Op) -> Result<NodeOp, &'static str> {
             step: *step,
         }
         .encode(),
+        ir::Op::Conv { groups, window } => NodeOp::Conv {
+            groups: *groups,
+            window: *window,
+        }
+        .encode(),
+        ir::Op::ConvTranspose {
+            groups,
+            window,
+            out_pad,
+        } => NodeOp::ConvTranspose {
+            groups: *groups,
+            window: *window,
+            out_pad: *out_pad,
+        }
+        .encode(),
+        ir::Op::Pool {
+            kind,
+            kernel,
+            window,
+        } => NodeOp::Pool {
+            kind: *kind,
+            kernel: *kernel,
+            window: *window,
+        }
+        .encode(),
+        ir::Op::Reduce { kind, start, end } => NodeOp::Reduce {
+            kind: *kind,
+            start: *start,
+            end: *end,
+        }
+        .encode(),
+        ir::Op::Softmax { start, end, log } => NodeOp::Softmax {
+            start: *start,
+            end: *end,
+            log: *log,
+        }
+        .encode(),
+        ir::Op::Resize {
+            mode,
+            coord,
+            scales,
+        } => NodeOp::Resize {
+            mode: *mode,
+            coord: *coord,
+            scales: *scales,
+        }
+        .encode(),
+        ir::Op::Pad { mode, begin, end } => {
+            if begin.len() > super::MAX_RANK || end.len() != begin.len() {
+                return Err("Pad has more than 6 axes or unequal begin / end lists");
+            }
+            let mut b = [0u16; super::MAX_RANK];
+            let mut e = [0u16; super::MAX_RANK];
+            for (slot, v) in b.iter_mut().zip(begin) {
+                *slot = *v;
+            }
+            for (slot, v) in e.iter_mut().zip(end) {
+                *slot = *v;
+            }
+            NodeOp::Pad {
+                mode: *mode,
+                begin: b,
+                end: e,
+            }
+            .encode()
+        }
     };
     NodeOp::decode(code, attrs)
 }

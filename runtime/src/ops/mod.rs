@@ -18,13 +18,19 @@
 
 use crate::Error;
 
+mod conv;
 mod dense;
 mod elementwise;
 mod layout;
+mod reduce;
+mod resize;
 
+pub use conv::{conv, conv_transpose, pool, PoolKind, Window};
 pub use dense::{dense, matmul};
 pub use elementwise::{binary, expand, select, unary};
 pub use layout::{concat_part, gather, slice, transpose, GATHER_INDEX_ERR};
+pub use reduce::{reduce, softmax, ReduceKind};
+pub use resize::{pad, resize, CoordMode, PadMode, ResizeMode};
 
 /// Highest rank the kernels support.
 pub const MAX_RANK: usize = 6;

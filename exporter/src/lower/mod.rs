@@ -22,6 +22,9 @@ use tract_onnx::tract_core::ops::source::TypedSource;
 
 use crate::import::{FlowrtUnary, BATCH_SYMBOL};
 
+mod cnn;
+mod reduce;
+
 /// A lowered value: a flowrt tensor, or a tract constant not yet materialized.
 #[derive(Clone)]
 enum Value {
@@ -151,18 +154,34 @@ impl Lowering<'_> {
         (self.desc.tensors.len() - 1) as u32
     }
 
+    /// `k` when `d` is `k * B` for a constant `k > 1` (attention code folds heads into the
+    /// batch axis: `[B, H*C, T] -> [B*H, C, T]`).
+    fn batch_multiple(&self, d: &TDim) -> Option<u32> {
+        let b = TDim::Sym(self.batch.clone());
+        match d {
+            TDim::MulInt(k, inner) if **inner == b && *k > 1 => u32::try_from(*k).ok(),
+            _ => None,
+        }
+    }
+
+    /// flowrt dims of a tract shape. A leading `k * B` becomes the two dims `[B, k]` (the
+    /// same elements in the same order), so a tensor with heads folded into the batch keeps
+    /// a plain batch dim; [`Lowering::axis`] maps the axes of such tensors.
     fn dims_to_shape(&self, dims: &[TDim]) -> Result<Vec<Dim>> {
         let b = TDim::Sym(self.batch.clone());
-        let mut shape = Vec::with_capacity(dims.len());
-        for d in dims {
+        let mut shape = Vec::with_capacity(dims.len() + 1);
+        for (i, d) in dims.iter().enumerate() {
             if *d == b {
                 shape.push(Dim::Batch);
+            } else if let (0, Some(k)) = (i, self.batch_multiple(d)) {
+                shape.push(Dim::Batch);
+                shape.push(Dim::Fixed(k));
             } else if let Ok(n) = d.to_i64() {
                 shape.push(Dim::Fixed(
                     u32::try_from(n).map_err(|_| anyhow!("dim {n} too large"))?,
                 ));
             } else {
-                bail!("dimension `{d}` is not supported (only the batch size B or a fixed size)");
+                bail!("dimension `{d}` is not supported (only the batch size B, k·B first, or a fixed size)");
             }
         }
         if shape.iter().filter(|d| **d == Dim::Batch).count() > 1 {
@@ -174,6 +193,31 @@ impl Lowering<'_> {
     fn shape_of(&self, outlet: OutletId) -> Result<Vec<Dim>> {
         let fact = self.model.outlet_fact(outlet)?;
         self.dims_to_shape(&fact.shape.to_tvec())
+    }
+
+    /// `true` when the tract value's first dim is `k * B` (stored as `[B, k, ...]`).
+    fn is_split(&self, outlet: OutletId) -> Result<bool> {
+        let fact = self.model.outlet_fact(outlet)?;
+        Ok(fact
+            .shape
+            .to_tvec()
+            .first()
+            .is_some_and(|d| self.batch_multiple(d).is_some()))
+    }
+
+    /// The flowrt axis of tract axis `axis` of the value at `outlet` (shifted by one past a
+    /// split `k * B` first dim; axis 0 of such a value has no single flowrt axis).
+    fn axis(&self, outlet: OutletId, axis: usize) -> Result<usize> {
+        if !self.is_split(outlet)? {
+            return Ok(axis);
+        }
+        if axis == 0 {
+            bail!(
+                "an op along a batch axis merged with {} is not supported",
+                "heads"
+            );
+        }
+        Ok(axis + 1)
     }
 
     fn value(&self, outlet: OutletId) -> Result<Value> {
@@ -313,10 +357,14 @@ impl Lowering<'_> {
             let x = self.tensor(node.inputs[0])?;
             match axis_op {
                 AxisOp::Move(from, to) => {
+                    let (from, to) = (
+                        self.axis(node.inputs[0], *from)?,
+                        self.axis(node.inputs[0], *to)?,
+                    );
                     let rank = self.desc.tensors[x as usize].shape.len();
                     let mut perm: Vec<u32> = (0..rank as u32).collect();
-                    let moved = perm.remove(*from);
-                    perm.insert(*to, moved);
+                    let moved = perm.remove(from);
+                    perm.insert(to, moved);
                     self.emit(node, Op::Transpose { perm }, vec![x])?
                 }
                 _ => self.emit(node, Op::Reshape, vec![x])?,
@@ -334,13 +382,8 @@ impl Lowering<'_> {
                 .iter()
                 .map(|i| self.tensor(*i))
                 .collect::<Result<Vec<_>>>()?;
-            self.emit(
-                node,
-                Op::Concat {
-                    axis: concat.axis as u32,
-                },
-                inputs,
-            )?
+            let axis = self.axis(node.inputs[0], concat.axis)? as u32;
+            self.emit(node, Op::Concat { axis }, inputs)?
         } else if let Some(gather) = node.op_as::<Gather>() {
             self.lower_gather(node, gather)?
         } else if node.op_is::<MultiBroadcastTo>() {
@@ -357,7 +400,7 @@ impl Lowering<'_> {
                 .to_i64()
                 .map_err(|_| anyhow!("Slice end is not fixed"))?;
             let op = Op::Slice {
-                axis: slice.axis as u32,
+                axis: self.axis(node.inputs[0], slice.axis)? as u32,
                 start: start as u32,
                 end: end as u32,
                 step: 1,
@@ -366,7 +409,8 @@ impl Lowering<'_> {
         } else if let Some(ds) = node.op_as::<Downsample>() {
             // tract's form of a strided Slice: every `stride`-th element from `modulo`.
             let x = self.tensor(node.inputs[0])?;
-            let dim = self.desc.tensors[x as usize].shape.get(ds.axis).copied();
+            let axis = self.axis(node.inputs[0], ds.axis)?;
+            let dim = self.desc.tensors[x as usize].shape.get(axis).copied();
             let (Some(Dim::Fixed(len)), Ok(step)) = (dim, u32::try_from(ds.stride)) else {
                 bail!(
                     "strided slice along the batch axis or with a negative step is not supported"
@@ -380,12 +424,16 @@ impl Lowering<'_> {
                 );
             }
             let op = Op::Slice {
-                axis: ds.axis as u32,
+                axis: axis as u32,
                 start: ds.modulo as u32,
                 end: len,
                 step,
             };
             self.emit(node, op, vec![x])?
+        } else if let Some(out) = self.lower_cnn(node)? {
+            out
+        } else if let Some(out) = self.lower_reduce(node)? {
+            out
         } else if matches!(&*node.op.name(), "Identity" | "Cast") {
             let v = self.value(node.inputs[0])?;
             self.values.insert(out_outlet, v);
@@ -409,7 +457,23 @@ impl Lowering<'_> {
             bail!("quantized or n-ary einsum is not supported");
         }
         let (ins, outs) = ein.axes.to_strs();
-        let (a_str, b_str, o_str) = (ins[0].clone(), ins[1].clone(), outs[0].clone());
+        let (mut a_str, mut b_str, mut o_str) = (ins[0].clone(), ins[1].clone(), outs[0].clone());
+        // Operands with heads folded into the batch (`k * B` first) are `[B, k, ...]` here:
+        // give the `k` axis a letter of its own.
+        let fresh = ('A'..='Z')
+            .chain('a'..='z')
+            .find(|c| !a_str.contains(*c) && !b_str.contains(*c) && !o_str.contains(*c))
+            .ok_or_else(|| anyhow!("einsum uses every letter"))?;
+        let out_outlet = OutletId::new(node.id, 0);
+        for (s, outlet) in [
+            (&mut a_str, node.inputs[0]),
+            (&mut b_str, node.inputs[1]),
+            (&mut o_str, out_outlet),
+        ] {
+            if self.is_split(outlet)? && !s.is_empty() {
+                s.insert(1, fresh);
+            }
+        }
         let a_konst = matches!(self.value(node.inputs[0])?, Value::Konst(_));
         let b_konst = matches!(self.value(node.inputs[1])?, Value::Konst(_));
         let expr = format!("{a_str},{b_str}->{o_str}");
@@ -421,21 +485,138 @@ impl Lowering<'_> {
             };
             return self.lower_dense(node, &expr, x_outlet, &x_str, w_outlet, &w_str, &o_str);
         }
-        // Batched matmul "P mk, P kn -> P mn" with a common prefix P.
-        let n = a_str.len();
-        if n >= 2 && b_str.len() == n && o_str.len() == n {
-            let (pa, ra) = a_str.split_at(n - 2);
-            let (pb, rb) = b_str.split_at(n - 2);
-            let (po, ro) = o_str.split_at(n - 2);
-            let (m, k1) = (ra.as_bytes()[0], ra.as_bytes()[1]);
-            let (k2, nn) = (rb.as_bytes()[0], rb.as_bytes()[1]);
-            if pa == pb && pa == po && k1 == k2 && ro.as_bytes() == [m, nn] && m != nn {
-                let a = self.tensor(node.inputs[0])?;
-                let b = self.tensor(node.inputs[1])?;
-                return self.emit(node, Op::MatMul, vec![a, b]);
+        let a = self.tensor(node.inputs[0])?;
+        let b = self.tensor(node.inputs[1])?;
+        self.lower_matmul(node, &expr, (a, &a_str), (b, &b_str), &o_str)
+    }
+
+    /// An einsum of two run-time operands as one batched MatMul: letters in both operands
+    /// and the output are batch axes, in one operand and the output the rows / columns, in
+    /// both operands only the summed axes; each operand is transposed to `[batch.., M, K]`
+    /// / `[batch.., K, N]` (merging several row, column or summed letters by a Reshape)
+    /// and the product is brought into the output order.
+    fn lower_matmul(
+        &mut self,
+        node: &TypedNode,
+        expr: &str,
+        (a, a_str): (u32, &str),
+        (b, b_str): (u32, &str),
+        o_str: &str,
+    ) -> Result<u32> {
+        let bad = |why: &str| anyhow!("einsum `{expr}` is not supported: {why}");
+        let dim_of = |lw: &Self, c: char| -> Dim {
+            if let Some(p) = a_str.find(c) {
+                lw.desc.tensors[a as usize].shape[p]
+            } else if let Some(p) = b_str.find(c) {
+                lw.desc.tensors[b as usize].shape[p]
+            } else {
+                Dim::Fixed(1)
+            }
+        };
+        let in_a = |c: char| a_str.contains(c);
+        let in_b = |c: char| b_str.contains(c);
+        let in_o = |c: char| o_str.contains(c);
+        let batch: Vec<char> = o_str.chars().filter(|c| in_a(*c) && in_b(*c)).collect();
+        let m: Vec<char> = a_str.chars().filter(|c| in_o(*c) && !in_b(*c)).collect();
+        let k: Vec<char> = a_str.chars().filter(|c| in_b(*c) && !in_o(*c)).collect();
+        let n: Vec<char> = b_str.chars().filter(|c| in_o(*c) && !in_a(*c)).collect();
+        if a_str
+            .chars()
+            .chain(b_str.chars())
+            .any(|c| !(in_o(c) || (in_a(c) && in_b(c))))
+        {
+            return Err(bad("an axis summed within one operand"));
+        }
+        if o_str.chars().any(|c| !in_a(c) && !in_b(c)) {
+            return Err(bad("an output axis from neither operand"));
+        }
+        // A batch-dim letter may be a batch axis, or the only row / column letter.
+        let has_b = |lw: &Self, cs: &[char]| cs.iter().any(|c| dim_of(lw, *c) == Dim::Batch);
+        if has_b(self, &k) || (has_b(self, &m) && m.len() > 1) || (has_b(self, &n) && n.len() > 1) {
+            return Err(bad(
+                "the batch axis would be summed or merged with another axis",
+            ));
+        }
+        let merged = |lw: &Self, cs: &[char]| -> Dim {
+            match cs {
+                [c] => dim_of(lw, *c),
+                _ => Dim::Fixed(
+                    cs.iter()
+                        .map(|c| match dim_of(lw, *c) {
+                            Dim::Fixed(v) => v,
+                            Dim::Batch => 1,
+                        })
+                        .product(),
+                ),
+            }
+        };
+        let operand = |lw: &mut Self,
+                       t: u32,
+                       s: &str,
+                       first: &[char],
+                       second: &[char],
+                       tag: &str|
+         -> Result<u32> {
+            let order: String = batch.iter().chain(first).chain(second).collect();
+            let mut cur = t;
+            if order != s {
+                let perm: Vec<u32> = order
+                    .chars()
+                    .map(|c| s.find(c).unwrap_or(0) as u32)
+                    .collect();
+                let xs = lw.desc.tensors[cur as usize].shape.clone();
+                let shape = perm.iter().map(|p| xs[*p as usize]).collect();
+                cur = lw.emit_shaped(
+                    &format!("{}.{tag}_order", node.name),
+                    Op::Transpose { perm },
+                    vec![cur],
+                    shape,
+                )?;
+            }
+            let mut shape: Vec<Dim> = batch.iter().map(|c| dim_of(lw, *c)).collect();
+            shape.push(merged(lw, first));
+            shape.push(merged(lw, second));
+            if shape != lw.desc.tensors[cur as usize].shape {
+                cur = lw.emit_shaped(
+                    &format!("{}.{tag}_2d", node.name),
+                    Op::Reshape,
+                    vec![cur],
+                    shape,
+                )?;
+            }
+            Ok(cur)
+        };
+        let a2 = operand(self, a, a_str, &m, &k, "a")?;
+        let b2 = operand(self, b, b_str, &k, &n, "b")?;
+        let mut shape: Vec<Dim> = batch.iter().map(|c| dim_of(self, *c)).collect();
+        shape.push(merged(self, &m));
+        shape.push(merged(self, &n));
+        let mm_str: String = batch.iter().chain(&m).chain(&n).collect();
+        let mm_single = m.len() == 1 && n.len() == 1;
+        if mm_single && mm_str == o_str {
+            return self.emit(node, Op::MatMul, vec![a2, b2]);
+        }
+        let mut cur = self.emit_shaped(
+            &format!("{}.matmul", node.name),
+            Op::MatMul,
+            vec![a2, b2],
+            shape,
+        )?;
+        if !mm_single {
+            let shape: Vec<Dim> = mm_str.chars().map(|c| dim_of(self, c)).collect();
+            if shape != self.desc.tensors[cur as usize].shape {
+                if mm_str == o_str {
+                    return self.emit(node, Op::Reshape, vec![cur]);
+                }
+                cur = self.emit_shaped(
+                    &format!("{}.unmerge", node.name),
+                    Op::Reshape,
+                    vec![cur],
+                    shape,
+                )?;
             }
         }
-        bail!("einsum `{expr}` is not supported (only x·W and batched matmul forms)")
+        self.arrange(node, cur, &mm_str, o_str)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -532,20 +713,43 @@ impl Lowering<'_> {
             &format!("{}.dense", node.name),
             Op::Dense,
             vec![x, w_id],
-            dense_shape.clone(),
+            dense_shape,
         )?;
-        let perm: Vec<u32> = o_str
-            .chars()
-            .map(|c| {
-                x_order
-                    .iter()
-                    .position(|x| *x == c)
-                    .map(|p| p as u32)
-                    .ok_or_else(unsupported)
-            })
-            .collect::<Result<_>>()?;
-        let _ = dense_shape;
-        self.emit(node, Op::Transpose { perm }, vec![d])
+        self.arrange(node, d, &dense_str, o_str)
+            .map_err(|_| unsupported())
+    }
+
+    /// Brings `t`, whose axes are the letters of `from`, into the node's output order `to`
+    /// (a permutation of `from` plus unit axes): a Transpose and / or a Reshape, the last
+    /// step named after the node.
+    fn arrange(&mut self, node: &TypedNode, t: u32, from: &str, to: &str) -> Result<u32> {
+        let core: String = to.chars().filter(|c| from.contains(*c)).collect();
+        if core.len() != from.len() {
+            bail!("einsum output `{to}` lacks axes of `{from}`");
+        }
+        let mut cur = t;
+        if core != from {
+            let perm: Vec<u32> = core
+                .chars()
+                .map(|c| from.find(c).map(|p| p as u32).unwrap_or(0))
+                .collect();
+            if core == to {
+                return self.emit(node, Op::Transpose { perm }, vec![cur]);
+            }
+            let xs = self.desc.tensors[cur as usize].shape.clone();
+            let shape = perm.iter().map(|p| xs[*p as usize]).collect();
+            cur = self.emit_shaped(
+                &format!("{}.order", node.name),
+                Op::Transpose { perm },
+                vec![cur],
+                shape,
+            )?;
+        }
+        if core == to {
+            // Only reached when nothing had to move: an identity, still its own node.
+            return self.emit(node, Op::Reshape, vec![cur]);
+        }
+        self.emit(node, Op::Reshape, vec![cur])
     }
 }
 

@@ -1,0 +1,397 @@
+//! Convolution kernels: Conv, ConvTranspose and the pools (MaxPool, AveragePool), all NCHW.
+//!
+//! Rank 4 is `[N, C, H, W]`; rank 3 is `[N, C, L]`, handled as `H = 1`. Each output element
+//! is accumulated in one fixed order — input channel, then kernel row, then kernel column,
+//! all ascending, starting from the bias (or `0.0`) — whatever the batch size or the CPU.
+//! Padding contributes nothing (it is skipped, not multiplied).
+
+use super::{check_len, Dims, SIZE_ERR};
+use crate::Error;
+
+/// Window geometry shared by convolutions and pools; index 0 is the row axis (`H`, unit for
+/// 1-D), index 1 the column axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Window {
+    /// Stride per spatial axis (>= 1).
+    pub stride: [u16; 2],
+    /// Dilation per spatial axis (>= 1).
+    pub dilation: [u16; 2],
+    /// Padding before the first element per spatial axis.
+    pub pad_begin: [u16; 2],
+    /// Padding after the last element per spatial axis.
+    pub pad_end: [u16; 2],
+}
+
+impl Window {
+    /// Stride 1, dilation 1, no padding.
+    pub const UNIT: Window = Window {
+        stride: [1, 1],
+        dilation: [1, 1],
+        pad_begin: [0, 0],
+        pad_end: [0, 0],
+    };
+
+    fn get(&self, axis: usize) -> (usize, usize, usize, usize) {
+        let pick = |v: [u16; 2]| usize::from(if axis == 0 { v[0] } else { v[1] });
+        (
+            pick(self.stride),
+            pick(self.dilation),
+            pick(self.pad_begin),
+            pick(self.pad_end),
+        )
+    }
+
+    /// Output length along `axis` for an input of `len` and a kernel of `k` (`None` when the
+    /// window does not fit even once). `ceil` rounds the window count up (pools' `ceil_mode`).
+    pub fn out_len(&self, axis: usize, len: usize, k: usize, ceil: bool) -> Option<usize> {
+        let (s, d, pb, pe) = self.get(axis);
+        if s == 0 || d == 0 || k == 0 {
+            return None;
+        }
+        let span = d.checked_mul(k - 1)?.checked_add(1)?;
+        let padded = len.checked_add(pb)?.checked_add(pe)?;
+        let room = padded.checked_sub(span)?;
+        let n = if ceil { room.div_ceil(s) } else { room / s };
+        // ceil_mode: the last window must start inside the input or the leading pad.
+        let n = if ceil && n > 0 && n * s >= len + pb {
+            n - 1
+        } else {
+            n
+        };
+        n.checked_add(1)
+    }
+
+    /// Output length of a transposed convolution along `axis` (`None` when not positive).
+    pub fn transposed_len(
+        &self,
+        axis: usize,
+        len: usize,
+        k: usize,
+        out_pad: usize,
+    ) -> Option<usize> {
+        let (s, d, pb, pe) = self.get(axis);
+        let full = s
+            .checked_mul(len.checked_sub(1)?)?
+            .checked_add(out_pad)?
+            .checked_add(d.checked_mul(k.checked_sub(1)?)?)?
+            .checked_add(1)?;
+        full.checked_sub(pb.checked_add(pe)?).filter(|n| *n > 0)
+    }
+
+    fn valid(&self) -> bool {
+        self.stride.iter().chain(&self.dilation).all(|v| *v >= 1)
+    }
+}
+
+/// `bias[oc]`, or 0 without a bias.
+fn bias_of(bias: Option<&[f32]>, oc: usize) -> Result<f32, Error> {
+    match bias {
+        Some(b) => b.get(oc).copied().ok_or(SIZE_ERR),
+        None => Ok(0.0),
+    }
+}
+
+/// `(N, C, H, W)` of a rank-3 or rank-4 NCHW tensor.
+fn nchw(d: &Dims) -> Result<[usize; 4], Error> {
+    let s = d.as_slice();
+    match *s {
+        [n, c, l] => Ok([n, c, 1, l]),
+        [n, c, h, w] => Ok([n, c, h, w]),
+        _ => Err(SIZE_ERR),
+    }
+}
+
+/// The range of output positions `o` for which `o * s + off - pad` lies in `0..len`
+/// (`off` = kernel tap offset), intersected with `0..out`.
+fn valid_range(out: usize, len: usize, s: usize, off: usize, pad: usize) -> (usize, usize) {
+    // i = o*s + off - pad in [0, len)  <=>  o*s >= pad - off  and  o*s < len + pad - off.
+    let lo_num = pad.saturating_sub(off);
+    let lo = lo_num.div_ceil(s);
+    let hi_lim = (len + pad).saturating_sub(off); // o*s < hi_lim
+    let hi = hi_lim.div_ceil(s).min(out);
+    (lo.min(hi), hi)
+}
+
+/// ONNX `Conv`: `x [N, C, (H,) W]`, `w [M, C/groups, (KH,) KW]`, optional `bias [M]` →
+/// `out [N, M, (OH,) OW]`.
+///
+/// Errors: [`Error::Invalid`] when the dims are inconsistent with each other or the window.
+#[allow(clippy::too_many_arguments)]
+pub fn conv(
+    x: &[f32],
+    xd: &Dims,
+    w: &[f32],
+    wd: &Dims,
+    bias: Option<&[f32]>,
+    groups: usize,
+    win: &Window,
+    out: &mut [f32],
+    od: &Dims,
+) -> Result<(), Error> {
+    check_len(x.len(), xd)?;
+    check_len(w.len(), wd)?;
+    check_len(out.len(), od)?;
+    let [n, c, h, wi] = nchw(xd)?;
+    let [m, cg, kh, kw] = nchw(wd)?;
+    let [on, om, oh, ow] = nchw(od)?;
+    let ok = xd.rank() == wd.rank()
+        && xd.rank() == od.rank()
+        && win.valid()
+        && groups >= 1
+        && c % groups == 0
+        && m % groups == 0
+        && c / groups == cg
+        && on == n
+        && om == m
+        && bias.is_none_or(|b| b.len() == m)
+        && win.out_len(0, h, kh, false) == Some(oh)
+        && win.out_len(1, wi, kw, false) == Some(ow);
+    if !ok {
+        return Err(SIZE_ERR);
+    }
+    let (sh, dh, ph, _) = win.get(0);
+    let (sw, dw, pw, _) = win.get(1);
+    let mg = m / groups;
+    let plane_in = h * wi;
+    let plane_out = oh * ow;
+    for b in 0..n {
+        for oc in 0..m {
+            let g = oc / mg;
+            let o_plane = out
+                .get_mut((b * m + oc) * plane_out..(b * m + oc + 1) * plane_out)
+                .ok_or(SIZE_ERR)?;
+            o_plane.fill(bias_of(bias, oc)?);
+            for ci in 0..cg {
+                let ic = g * cg + ci;
+                let x_plane = x
+                    .get((b * c + ic) * plane_in..(b * c + ic + 1) * plane_in)
+                    .ok_or(SIZE_ERR)?;
+                let w_base = (oc * cg + ci) * kh * kw;
+                for ky in 0..kh {
+                    let (y_lo, y_hi) = valid_range(oh, h, sh, ky * dh, ph);
+                    for kx in 0..kw {
+                        let wv = *w.get(w_base + ky * kw + kx).ok_or(SIZE_ERR)?;
+                        let (x_lo, x_hi) = valid_range(ow, wi, sw, kx * dw, pw);
+                        if x_lo >= x_hi {
+                            continue;
+                        }
+                        for oy in y_lo..y_hi {
+                            let iy = oy * sh + ky * dh - ph;
+                            let x_row = x_plane.get(iy * wi..(iy + 1) * wi).ok_or(SIZE_ERR)?;
+                            let o_row = o_plane.get_mut(oy * ow..(oy + 1) * ow).ok_or(SIZE_ERR)?;
+                            let ix0 = x_lo * sw + kx * dw - pw;
+                            let dst = o_row.get_mut(x_lo..x_hi).ok_or(SIZE_ERR)?;
+                            let src = x_row.get(ix0..).ok_or(SIZE_ERR)?;
+                            if sw == 1 {
+                                for (o, xv) in dst.iter_mut().zip(src) {
+                                    *o += *xv * wv;
+                                }
+                            } else {
+                                for (o, xv) in dst.iter_mut().zip(src.iter().step_by(sw)) {
+                                    *o += *xv * wv;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// ONNX `ConvTranspose`: `x [N, C, (H,) W]`, `w [C, M/groups, (KH,) KW]`, optional
+/// `bias [M]` → `out [N, M, (OH,) OW]` with `OH = s (H - 1) + out_pad + d (KH - 1) + 1 -
+/// pads`. Each output sums its contributions in (input channel, kernel row, kernel column)
+/// order.
+///
+/// Errors: [`Error::Invalid`] when the dims are inconsistent.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_transpose(
+    x: &[f32],
+    xd: &Dims,
+    w: &[f32],
+    wd: &Dims,
+    bias: Option<&[f32]>,
+    groups: usize,
+    win: &Window,
+    out_pad: [u16; 2],
+    out: &mut [f32],
+    od: &Dims,
+) -> Result<(), Error> {
+    check_len(x.len(), xd)?;
+    check_len(w.len(), wd)?;
+    check_len(out.len(), od)?;
+    let [n, c, h, wi] = nchw(xd)?;
+    let [wc, mg, kh, kw] = nchw(wd)?;
+    let [on, m, oh, ow] = nchw(od)?;
+    let ok = xd.rank() == wd.rank()
+        && xd.rank() == od.rank()
+        && win.valid()
+        && groups >= 1
+        && wc == c
+        && c % groups == 0
+        && mg * groups == m
+        && on == n
+        && bias.is_none_or(|b| b.len() == m)
+        && win.transposed_len(0, h, kh, usize::from(out_pad[0])) == Some(oh)
+        && win.transposed_len(1, wi, kw, usize::from(out_pad[1])) == Some(ow);
+    if !ok {
+        return Err(SIZE_ERR);
+    }
+    let (sh, dh, ph, _) = win.get(0);
+    let (sw, dw, pw, _) = win.get(1);
+    let cg = c / groups;
+    let plane_in = h * wi;
+    let plane_out = oh * ow;
+    for b in 0..n {
+        for oc in 0..m {
+            let g = oc / mg;
+            let mm = oc % mg;
+            let o_plane = out
+                .get_mut((b * m + oc) * plane_out..(b * m + oc + 1) * plane_out)
+                .ok_or(SIZE_ERR)?;
+            o_plane.fill(bias_of(bias, oc)?);
+            for ci in 0..cg {
+                let ic = g * cg + ci;
+                let x_plane = x
+                    .get((b * c + ic) * plane_in..(b * c + ic + 1) * plane_in)
+                    .ok_or(SIZE_ERR)?;
+                let w_base = (ic * mg + mm) * kh * kw;
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let wv = *w.get(w_base + ky * kw + kx).ok_or(SIZE_ERR)?;
+                        for iy in 0..h {
+                            // oy = iy*sh + ky*dh - ph must be in 0..oh.
+                            let Some(oy) = (iy * sh + ky * dh).checked_sub(ph) else {
+                                continue;
+                            };
+                            if oy >= oh {
+                                continue;
+                            }
+                            let x_row = x_plane.get(iy * wi..(iy + 1) * wi).ok_or(SIZE_ERR)?;
+                            let o_row = o_plane.get_mut(oy * ow..(oy + 1) * ow).ok_or(SIZE_ERR)?;
+                            for (ix, xv) in x_row.iter().enumerate() {
+                                let ox = (ix * sw + kx * dw).checked_sub(pw);
+                                if let Some(o) = ox.and_then(|ox| o_row.get_mut(ox)) {
+                                    *o += *xv * wv;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a pooling window computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PoolKind {
+    /// Largest element of the window (padding ignored; NaN elements are skipped).
+    Max,
+    /// Mean of the window's elements inside the input (`count_include_pad = 0`).
+    AverageExcludePad,
+    /// Sum of the window's elements divided by the number of window positions inside the
+    /// padded input (`count_include_pad = 1`).
+    AverageIncludePad,
+}
+
+impl PoolKind {
+    /// File code (max 0, average excluding pad 1, average including pad 2).
+    pub fn code(self) -> u32 {
+        match self {
+            PoolKind::Max => 0,
+            PoolKind::AverageExcludePad => 1,
+            PoolKind::AverageIncludePad => 2,
+        }
+    }
+
+    /// Inverse of [`PoolKind::code`].
+    pub fn from_code(c: u32) -> Option<PoolKind> {
+        Some(match c {
+            0 => PoolKind::Max,
+            1 => PoolKind::AverageExcludePad,
+            2 => PoolKind::AverageIncludePad,
+            _ => return None,
+        })
+    }
+}
+
+/// ONNX `MaxPool` / `AveragePool` over the spatial axes of `x [N, C, (H,) W]` with a
+/// `kernel = [KH, KW]` window (KH = 1 for 1-D); the output dims decide `ceil_mode`.
+///
+/// Errors: [`Error::Invalid`] when the output dims do not match the window (floor or ceil).
+pub fn pool(
+    kind: PoolKind,
+    x: &[f32],
+    xd: &Dims,
+    kernel: [usize; 2],
+    win: &Window,
+    out: &mut [f32],
+    od: &Dims,
+) -> Result<(), Error> {
+    check_len(x.len(), xd)?;
+    check_len(out.len(), od)?;
+    let [n, c, h, wi] = nchw(xd)?;
+    let [on, oc, oh, ow] = nchw(od)?;
+    let [kh, kw] = kernel;
+    let fits = |axis: usize, len: usize, k: usize, o: usize| {
+        win.out_len(axis, len, k, false) == Some(o) || win.out_len(axis, len, k, true) == Some(o)
+    };
+    if xd.rank() != od.rank()
+        || !win.valid()
+        || on != n
+        || oc != c
+        || !fits(0, h, kh, oh)
+        || !fits(1, wi, kw, ow)
+    {
+        return Err(SIZE_ERR);
+    }
+    let (sh, dh, ph, eh) = win.get(0);
+    let (sw, dw, pw, ew) = win.get(1);
+    for (x_plane, o_plane) in x.chunks_exact(h * wi).zip(out.chunks_exact_mut(oh * ow)) {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut acc = match kind {
+                    PoolKind::Max => f32::NEG_INFINITY,
+                    _ => 0.0,
+                };
+                let (mut inside, mut padded) = (0usize, 0usize);
+                for ky in 0..kh {
+                    let y = (oy * sh + ky * dh) as isize - ph as isize;
+                    if y >= (h + eh) as isize {
+                        continue;
+                    }
+                    for kx in 0..kw {
+                        let xx = (ox * sw + kx * dw) as isize - pw as isize;
+                        if xx >= (wi + ew) as isize {
+                            continue;
+                        }
+                        padded += 1;
+                        if y < 0 || xx < 0 || y >= h as isize || xx >= wi as isize {
+                            continue;
+                        }
+                        inside += 1;
+                        let v = *x_plane.get(y as usize * wi + xx as usize).ok_or(SIZE_ERR)?;
+                        match kind {
+                            PoolKind::Max => {
+                                if v > acc {
+                                    acc = v;
+                                }
+                            }
+                            _ => acc += v,
+                        }
+                    }
+                }
+                *o_plane.get_mut(oy * ow + ox).ok_or(SIZE_ERR)? = match kind {
+                    PoolKind::Max => acc,
+                    PoolKind::AverageExcludePad => acc / inside.max(1) as f32,
+                    PoolKind::AverageIncludePad => acc / padded.max(1) as f32,
+                };
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! Reductions and Softmax over a contiguous range of axes.
+//!
+//! A tensor is viewed as `[outer, len, inner]` where `len` is the product of the reduced
+//! axes. Every output element folds its `len` inputs in ascending order, so the result does
+//! not depend on the batch size or the CPU.
+
+use super::{check_len, exp_nonpositive, Dims, SIZE_ERR};
+use crate::Error;
+
+/// Which reduction (ONNX `Reduce*`); file codes in parentheses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReduceKind {
+    /// `Σ x` (0)
+    Sum,
+    /// `Σ x / n` (1)
+    Mean,
+    /// `max x`, NaN if any element is NaN (2)
+    Max,
+    /// `min x`, NaN if any element is NaN (3)
+    Min,
+    /// `Π x` (4)
+    Prod,
+    /// `Σ x²` (5)
+    SumSquare,
+    /// `Σ |x|` (6)
+    L1,
+    /// `sqrt(Σ x²)` (7)
+    L2,
+    /// `ln Σ x` (8)
+    LogSum,
+    /// `ln Σ eˣ`, computed as `m + ln Σ e^(x − m)` with `m = max x` (9)
+    LogSumExp,
+}
+
+impl ReduceKind {
+    /// Every kind, in code order.
+    pub const ALL: [ReduceKind; 10] = [
+        ReduceKind::Sum,
+        ReduceKind::Mean,
+        ReduceKind::Max,
+        ReduceKind::Min,
+        ReduceKind::Prod,
+        ReduceKind::SumSquare,
+        ReduceKind::L1,
+        ReduceKind::L2,
+        ReduceKind::LogSum,
+        ReduceKind::LogSumExp,
+    ];
+
+    /// File code.
+    pub fn code(self) -> u32 {
+        match self {
+            ReduceKind::Sum => 0,
+            ReduceKind::Mean => 1,
+            ReduceKind::Max => 2,
+            ReduceKind::Min => 3,
+            ReduceKind::Prod => 4,
+            ReduceKind::SumSquare => 5,
+            ReduceKind::L1 => 6,
+            ReduceKind::L2 => 7,
+            ReduceKind::LogSum => 8,
+            ReduceKind::LogSumExp => 9,
+        }
+    }
+
+    /// Inverse of [`ReduceKind::code`].
+    pub fn from_code(c: u32) -> Option<ReduceKind> {
+        ReduceKind::ALL.get(c as usize).copied()
+    }
+
+    /// ONNX op name (`"ReduceSum"`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            ReduceKind::Sum => "ReduceSum",
+            ReduceKind::Mean => "ReduceMean",
+            ReduceKind::Max => "ReduceMax",
+            ReduceKind::Min => "ReduceMin",
+            ReduceKind::Prod => "ReduceProd",
+            ReduceKind::SumSquare => "ReduceSumSquare",
+            ReduceKind::L1 => "ReduceL1",
+            ReduceKind::L2 => "ReduceL2",
+            ReduceKind::LogSum => "ReduceLogSum",
+            ReduceKind::LogSumExp => "ReduceLogSumExp",
+        }
+    }
+}
+
+/// `(outer, len, inner)` of `xd` for the axes `start..end`, checking that `od` is `xd` with
+/// those axes set to 1.
+fn split(xd: &Dims, od: &Dims, start: usize, end: usize, keep: bool) -> Result<[usize; 3], Error> {
+    let r = xd.rank();
+    if start >= end || end > r || od.rank() != r {
+        return Err(SIZE_ERR);
+    }
+    for i in 0..r {
+        let want = if (start..end).contains(&i) && !keep {
+            Some(1)
+        } else {
+            xd.get(i)
+        };
+        if od.get(i) != want {
+            return Err(SIZE_ERR);
+        }
+    }
+    Ok([
+        xd.product(0, start).ok_or(SIZE_ERR)?,
+        xd.product(start, end).ok_or(SIZE_ERR)?,
+        xd.product(end, r).ok_or(SIZE_ERR)?,
+    ])
+}
+
+fn nan_max(a: f32, b: f32) -> f32 {
+    if a.is_nan() || b.is_nan() {
+        f32::NAN
+    } else if b > a {
+        b
+    } else {
+        a
+    }
+}
+
+fn nan_min(a: f32, b: f32) -> f32 {
+    if a.is_nan() || b.is_nan() {
+        f32::NAN
+    } else if b < a {
+        b
+    } else {
+        a
+    }
+}
+
+/// Reduces axes `start..end` of `x` (dims `xd`) into `out`, whose dims `od` are `xd` with
+/// those axes set to 1 (ONNX `keepdims = 1`; other forms are a reshape of this).
+///
+/// Errors: [`Error::Invalid`] when the dims disagree.
+pub fn reduce(
+    kind: ReduceKind,
+    x: &[f32],
+    xd: &Dims,
+    start: usize,
+    end: usize,
+    out: &mut [f32],
+    od: &Dims,
+) -> Result<(), Error> {
+    check_len(x.len(), xd)?;
+    check_len(out.len(), od)?;
+    let [outer, len, inner] = split(xd, od, start, end, false)?;
+    if len == 0 || inner == 0 {
+        return Err(SIZE_ERR);
+    }
+    for (xo, oo) in x
+        .chunks_exact(len * inner)
+        .zip(out.chunks_exact_mut(inner))
+        .take(outer)
+    {
+        let rows = xo.chunks_exact(inner);
+        let init = match kind {
+            ReduceKind::Prod => 1.0,
+            ReduceKind::Max | ReduceKind::LogSumExp => f32::NEG_INFINITY,
+            ReduceKind::Min => f32::INFINITY,
+            _ => 0.0,
+        };
+        oo.fill(init);
+        match kind {
+            ReduceKind::Sum | ReduceKind::Mean | ReduceKind::LogSum => fold(oo, rows, |a, v| a + v),
+            ReduceKind::Prod => fold(oo, rows, |a, v| a * v),
+            ReduceKind::Max => fold(oo, rows, nan_max),
+            ReduceKind::Min => fold(oo, rows, nan_min),
+            ReduceKind::SumSquare | ReduceKind::L2 => fold(oo, rows, |a, v| a + v * v),
+            ReduceKind::L1 => fold(oo, rows, |a, v| a + libm::fabsf(v)),
+            ReduceKind::LogSumExp => {
+                // m = max, then Σ e^(x - m) into a second pass.
+                fold(oo, xo.chunks_exact(inner), nan_max);
+                for (i, o) in oo.iter_mut().enumerate() {
+                    let m = *o;
+                    if !m.is_finite() {
+                        // All -inf: ln 0 = -inf; +inf or NaN propagate.
+                        continue;
+                    }
+                    let mut s = 0.0f32;
+                    for row in xo.chunks_exact(inner) {
+                        s += exp_nonpositive(row.get(i).copied().unwrap_or(m) - m);
+                    }
+                    *o = m + libm::logf(s);
+                }
+            }
+        }
+        match kind {
+            ReduceKind::Mean => {
+                let n = len as f32;
+                oo.iter_mut().for_each(|o| *o /= n);
+            }
+            ReduceKind::L2 => oo.iter_mut().for_each(|o| *o = libm::sqrtf(*o)),
+            ReduceKind::LogSum => oo.iter_mut().for_each(|o| *o = libm::logf(*o)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn fold<'a>(acc: &mut [f32], rows: impl Iterator<Item = &'a [f32]>, f: impl Fn(f32, f32) -> f32) {
+    for row in rows {
+        for (a, v) in acc.iter_mut().zip(row) {
+            *a = f(*a, *v);
+        }
+    }
+}
+
+/// Softmax (or log-softmax with `log`) over axes `start..end` of `x` jointly: `e^(x − m) /
+/// Σ e^(x − m)` with `m` the maximum; `out` has the dims of `x`.
+///
+/// Errors: [`Error::Invalid`] when the dims disagree.
+pub fn softmax(
+    x: &[f32],
+    xd: &Dims,
+    start: usize,
+    end: usize,
+    log: bool,
+    out: &mut [f32],
+    od: &Dims,
+) -> Result<(), Error> {
+    check_len(x.len(), xd)?;
+    check_len(out.len(), od)?;
+    let [outer, len, inner] = split(xd, od, start, end, true)?;
+    if len == 0 || inner == 0 {
+        return Err(SIZE_ERR);
+    }
+    for (xo, oo) in x
+        .chunks_exact(len * inner)
+        .zip(out.chunks_exact_mut(len * inner))
+        .take(outer)
+    {
+        for i in 0..inner {
+            // Element l of this softmax is at l * inner + i.
+            let xs = || xo.iter().skip(i).step_by(inner);
+            let m = xs().fold(f32::NEG_INFINITY, |m, v| nan_max(m, *v));
+            let mut s = 0.0f32;
+            for (o, v) in oo.iter_mut().skip(i).step_by(inner).zip(xs()) {
+                *o = exp_nonpositive(*v - m);
+                s += *o;
+            }
+            if log {
+                let ls = libm::logf(s);
+                for (o, v) in oo.iter_mut().skip(i).step_by(inner).zip(xs()) {
+                    *o = (*v - m) - ls;
+                }
+            } else {
+                for o in oo.iter_mut().skip(i).step_by(inner) {
+                    *o /= s;
+                }
+            }
+        }
+    }
+    Ok(())
+}
