@@ -150,6 +150,37 @@ pub fn load_inference_model(path: &Path) -> Result<InferenceModel> {
         .with_context(|| format!("cannot read ONNX model {}", path.display()))
 }
 
+/// Pins each input of a plain graph (every dim fixed, as declared; the declared dtype) and
+/// runs tract's analysis and decluttering.
+///
+/// Errors: an input with a symbolic dim, or tract cannot type the model.
+pub fn into_typed_fixed(mut model: InferenceModel, inputs: &[DeclaredInput]) -> Result<TypedModel> {
+    for (ix, input) in inputs.iter().enumerate() {
+        let dims: TVec<TDim> = input
+            .dims
+            .iter()
+            .map(|d| {
+                d.map(|n| (n as i64).into())
+                    .ok_or_else(|| anyhow!("input `{}` has a symbolic dim", input.name))
+            })
+            .collect::<Result<_>>()?;
+        let dt = model
+            .input_fact(ix)
+            .ok()
+            .and_then(|f| f.datum_type.concretize())
+            .unwrap_or(f32::datum_type());
+        model
+            .set_input_fact(ix, InferenceFact::dt_shape(dt, dims))
+            .map_err(|e| anyhow!("{e:#}"))?;
+    }
+    model
+        .into_typed()
+        .map_err(|e| anyhow!("{e:#}"))?
+        .into_decluttered()
+        .map_err(|e| anyhow!("{e:#}"))
+        .context("tract could not declutter the model")
+}
+
 /// Pins each input's facts (f32 — or, for a `label` declared as an integer type, that type —
 /// batch dim = the one `B` symbol, other dims as declared) and runs tract's analysis and
 /// decluttering.

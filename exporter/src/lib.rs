@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod conditioning;
+pub mod conformance;
 pub mod embed;
 pub mod import;
 pub mod lower;
@@ -107,6 +108,19 @@ pub fn onnx_to_desc(path: &Path, opts: &ExportOptions) -> Result<ModelDesc> {
         );
     }
     Ok(desc)
+}
+
+/// Imports and lowers an ONNX graph with fixed-shape inputs as a *plain graph*: every input
+/// is a `data` operand, no batch dim, no roles (run with `flowrt::exec::run`). Used by
+/// `flowrt conformance` for the ONNX operator test cases.
+///
+/// Errors: as [`onnx_to_desc`]; an input with a symbolic dim.
+pub fn plain_graph_desc(path: &Path) -> Result<ModelDesc> {
+    let model = import::load_inference_model(path)?;
+    let (inputs, _) = import::declared_io(&model)?;
+    let typed = import::into_typed_fixed(model, &inputs)?;
+    let roles = vec![Role::Data; inputs.len()];
+    lower::lower(&typed, &roles).with_context(|| format!("cannot convert {}", path.display()))
 }
 
 /// A single input guessed as `xt` (the ONNX file did not declare its output width) whose

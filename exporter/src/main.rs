@@ -218,6 +218,21 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Run the ONNX backend node test cases (onnx==1.22.0's `onnx/backend/test/data/node`)
+    /// through export + runtime and write the per-op conformance table.
+    Conformance {
+        /// The `node` test-data folder.
+        data: PathBuf,
+        /// Markdown report to write (e.g. docs/conformance.md).
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+        /// Only cases whose name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Print every case's result.
+        #[arg(short, long)]
+        verbose: bool,
+    },
 }
 
 /// Velocity backends of `sample`.
@@ -383,7 +398,49 @@ fn run(cli: Cli) -> Result<()> {
             };
             bench(&model, onnx.as_deref(), &cfg)
         }
+        Command::Conformance {
+            data,
+            out,
+            filter,
+            verbose,
+        } => conformance(&data, out.as_deref(), filter.as_deref(), verbose),
     }
+}
+
+fn conformance(data: &Path, out: Option<&Path>, filter: Option<&str>, verbose: bool) -> Result<()> {
+    use flowrt_export::conformance::{self, Outcome};
+    let results = conformance::run_all(data, filter)?;
+    if verbose {
+        for r in &results {
+            match &r.outcome {
+                Outcome::Pass { max_abs, .. } => {
+                    println!("pass    {} ({}) {max_abs:.1e}", r.name, r.op)
+                }
+                Outcome::Wrong { why } => println!("WRONG   {} ({}): {why}", r.name, r.op),
+                Outcome::Refused { why } => println!("refused {} ({}): {why}", r.name, r.op),
+            }
+        }
+    }
+    let t = conformance::totals(&results);
+    let (p, w) = t
+        .values()
+        .fold((0, 0), |a, v| (a.0 + v.passed, a.1 + v.wrong));
+    println!(
+        "{} cases: {p} passed, {w} wrong, {} refused; {} ops with a passing case",
+        results.len(),
+        results.len() - p - w,
+        t.values().filter(|v| v.passed > 0).count()
+    );
+    if let Some(out) = out {
+        let source = format!(
+            "`onnx/backend/test/data/node` of onnx 1.22.0 ({} cases)",
+            results.len()
+        );
+        std::fs::write(out, conformance::markdown(&results, &source))
+            .with_context(|| format!("writing {}", out.display()))?;
+        println!("wrote {}", out.display());
+    }
+    Ok(())
 }
 
 fn bench(path: &Path, onnx: Option<&Path>, cfg: &flowrt_export::bench::BenchConfig) -> Result<()> {

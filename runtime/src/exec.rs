@@ -401,6 +401,12 @@ impl<'m, 'a> CpuField<'m, 'a> {
         arena: &'a mut [u8],
     ) -> Result<CpuField<'m, 'a>, Error> {
         check_batch(batch)?;
+        if model.state_dim() == 0 {
+            return Err(Error::BadArgument {
+                what: "a plain graph (inputs `data`) is not a velocity field; run it with \
+                       exec::run",
+            });
+        }
         if arena.as_ptr().align_offset(4) != 0 {
             return Err(Error::Misaligned);
         }
@@ -505,6 +511,12 @@ impl<'m, 'a> CpuField<'m, 'a> {
             let len = info.shape.elements(rows).ok_or(ops_err())?;
             match info.role {
                 InputRole::X => *slot = x,
+                InputRole::Data => {
+                    return Err(Error::BadArgument {
+                        what: "a plain graph (inputs `data`) is not a velocity field; run it \
+                               with exec::run",
+                    })
+                }
                 InputRole::Cond => {
                     let c = cond.cond.ok_or(Error::BadArgument {
                         what: "model needs a cond input",

@@ -67,7 +67,8 @@ pub enum Op {
         /// Strides, dilations, pads.
         window: Window,
     },
-    /// `inputs = [x, w]` or `[x, w, bias]`: ONNX `ConvTranspose`.
+    /// `inputs = [x, w]` or `[x, w, bias]`: ONNX `ConvTranspose` with the kernel as
+    /// `[M, C/groups, KH, KW]` (as `Conv`; ONNX stores `[C, M/groups, ..]`).
     ConvTranspose {
         /// Channel groups.
         groups: u32,

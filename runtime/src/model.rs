@@ -12,7 +12,10 @@ use crate::format::{
 use crate::Error;
 
 /// Most graph inputs a model can have (one per [`InputRole`]).
-pub const MAX_INPUTS: usize = 7;
+pub const MAX_INPUTS: usize = 16;
+
+/// Number of input roles (the size of per-role tables).
+const N_ROLES: usize = InputRole::ALL.len();
 
 const fn invalid(what: &'static str) -> Error {
     Error::Invalid { what }
@@ -551,16 +554,16 @@ impl<'a> Model<'a> {
         // Signature: roles unique, tensors unique, kinds, shapes, state dim.
         let n_in = self.n_inputs as usize;
         if n_in == 0 || n_in > MAX_INPUTS {
-            return Err(invalid("a model has 1 to 7 inputs (one per role)"));
+            return Err(invalid("a model has 1 to 16 inputs"));
         }
         let mut dim: Option<u64> = None;
-        let mut seen_roles = [false; MAX_INPUTS];
+        let mut seen_roles = [false; N_ROLES];
         for i in 0..n_in {
             let (tensor, role) = self.sig_entry(i)?;
             let seen = seen_roles
                 .get_mut(role.code() as usize)
                 .ok_or(invalid("unknown input role"))?;
-            if *seen {
+            if *seen && role != InputRole::Data {
                 return Err(invalid("an input role appears twice in the signature"));
             }
             *seen = true;
@@ -583,7 +586,13 @@ impl<'a> Model<'a> {
             }
         }
         let seen = |r: InputRole| seen_roles.get(r.code() as usize).copied();
-        if seen(InputRole::X) == seen(InputRole::Xt) {
+        let plain = seen(InputRole::Data) == Some(true);
+        if plain && seen_roles.iter().filter(|s| **s).count() > 1 {
+            return Err(invalid("a plain graph's inputs are all `data`"));
+        }
+        if plain {
+            dim = Some(0);
+        } else if seen(InputRole::X) == seen(InputRole::Xt) {
             return Err(invalid(
                 "a model has exactly one of the inputs `x` and `xt`",
             ));

@@ -46,9 +46,37 @@ impl Lowering<'_> {
                     deconv.kernel_format
                 );
             }
-            let (x, window) = self.spatial_input(node, &deconv.pool_spec)?;
+            let (x, mut window) = self.spatial_input(node, &deconv.pool_spec)?;
             let (w, bias) = self.conv_weights(node, deconv.pool_spec.output_channels)?;
             let adj = &deconv.adjustments;
+            let same = &deconv.pool_spec.padding;
+            if matches!(same, PaddingSpec::SameUpper | PaddingSpec::SameLower) {
+                // ONNX ConvTranspose: total = s (in - 1) + adj + d (k - 1) + 1 - out; SAME_UPPER
+                // puts the larger half at the start (the reverse of Conv).
+                let xs = self.desc.tensors[x as usize].shape.clone();
+                let os = self.shape_of(OutletId::new(node.id, 0))?;
+                let spec = &deconv.pool_spec;
+                let r = spec.kernel_shape.len();
+                let (strides, dil) = (spec.strides(), spec.dilations());
+                for i in 0..r {
+                    let fixed = |d: Dim| match d {
+                        Dim::Fixed(n) => n as usize,
+                        Dim::Batch => 0,
+                    };
+                    let (n, o) = (fixed(xs[2 + i]), fixed(os[2 + i]));
+                    let full =
+                        strides[i] * (n - 1) + adj[i] + dil[i] * (spec.kernel_shape[i] - 1) + 1;
+                    let total = full.saturating_sub(o);
+                    let (b, e) = if *same == PaddingSpec::SameUpper {
+                        (total / 2, total - total / 2)
+                    } else {
+                        (total - total / 2, total / 2)
+                    };
+                    let slot = if r == 1 { 1 } else { i };
+                    window.pad_begin[slot] = u16_of(b, "pad")?;
+                    window.pad_end[slot] = u16_of(e, "pad")?;
+                }
+            }
             let out_pad = match adj.len() {
                 1 => [0, u16_of(adj[0], "output_padding")?],
                 2 => [
@@ -114,6 +142,7 @@ impl Lowering<'_> {
                 coord,
                 rs.optional_scales_input,
                 rs.optional_sizes_input,
+                None,
             )?
         } else if let Some(rs) = node.op_as::<OplResize>() {
             if rs.antialias || rs.exclude_outside {
@@ -141,6 +170,7 @@ impl Lowering<'_> {
                 coord,
                 rs.optional_scales_input,
                 rs.optional_sizes_input,
+                rs.axes.as_deref(),
             )?
         } else if let Some(pad) = node.op_as::<Pad>() {
             let x = self.tensor(node.inputs[0])?;
@@ -264,6 +294,7 @@ impl Lowering<'_> {
         coord: CoordMode,
         scales_input: Option<usize>,
         sizes_input: Option<usize>,
+        axes: Option<&[i64]>,
     ) -> Result<u32> {
         let x = self.tensor(node.inputs[0])?;
         let in_shape = self.desc.tensors[x as usize].shape.clone();
@@ -284,9 +315,28 @@ impl Lowering<'_> {
             Dim::Batch => Err(anyhow!("Resize of the batch axis")),
         };
         let given = konst(scales_input).filter(|v| !v.is_empty());
-        let scales = match given {
-            Some(s) if s.len() >= 2 => [s[s.len() - 2], s[s.len() - 1]],
-            Some(s) => bail!("Resize scales {s:?} have fewer than two values"),
+        // Scales per axis of the input (opset 18's `axes` names the axes the scales are for).
+        let full: Option<Vec<f32>> = match (&given, axes) {
+            (Some(s), Some(axes)) if s.len() == axes.len() => {
+                let mut f = vec![1.0f32; r];
+                for (a, v) in axes.iter().zip(s) {
+                    let a = if *a < 0 { *a + r as i64 } else { *a };
+                    *f.get_mut(a as usize)
+                        .ok_or_else(|| anyhow!("Resize axis {a} out of range"))? = *v;
+                }
+                Some(f)
+            }
+            (Some(s), None) if s.len() == r => Some(s.clone()),
+            (Some(s), _) => bail!("Resize scales {s:?} do not match the rank {r}"),
+            (None, _) => None,
+        };
+        if let Some(f) = &full {
+            if f[..r - 2].iter().any(|v| *v != 1.0) {
+                bail!("Resize of axes other than the last two (scales {f:?}) is not supported");
+            }
+        }
+        let scales = match full {
+            Some(s) => [s[r - 2], s[r - 1]],
             None if sizes_input.is_some() || scales_input.is_some() => [
                 len(out_shape[r - 2])? / len(in_shape[r - 2])?,
                 len(out_shape[r - 1])? / len(in_shape[r - 1])?,

@@ -396,11 +396,16 @@ pub enum InputRole {
     /// models' step size or log2 step count; which one is declared by the `TIME` section),
     /// shaped like `T`; filled by the sampler for each step.
     Step,
+    /// An operand of a *plain graph*: a fixed-shape f32 input without a batch dim. A model
+    /// whose inputs are all `Data` is a plain graph (no state, no time; any number of
+    /// inputs), run with [`crate::exec::run`] — e.g. the ONNX operator conformance cases
+    /// (`flowrt conformance`). Samplers refuse it.
+    Data,
 }
 
 impl InputRole {
     /// Every role, in code order.
-    pub const ALL: [InputRole; 7] = [
+    pub const ALL: [InputRole; 8] = [
         InputRole::X,
         InputRole::T,
         InputRole::Xt,
@@ -408,6 +413,7 @@ impl InputRole {
         InputRole::Cond,
         InputRole::Guidance,
         InputRole::Step,
+        InputRole::Data,
     ];
 
     /// Code stored in the signature entry (x 0, t 1, xt 2, label 3, cond 4, guidance 5,
@@ -421,6 +427,7 @@ impl InputRole {
             InputRole::Cond => 4,
             InputRole::Guidance => 5,
             InputRole::Step => 6,
+            InputRole::Data => 7,
         }
     }
 
@@ -434,6 +441,7 @@ impl InputRole {
             4 => InputRole::Cond,
             5 => InputRole::Guidance,
             6 => InputRole::Step,
+            7 => InputRole::Data,
             _ => return None,
         })
     }
@@ -448,6 +456,7 @@ impl InputRole {
             InputRole::Cond => "cond",
             InputRole::Guidance => "guidance",
             InputRole::Step => "step",
+            InputRole::Data => "data",
         }
     }
 
@@ -544,7 +553,8 @@ pub enum NodeOp {
         /// Strides, dilations and pads.
         window: Window,
     },
-    /// `inputs = [x, w]` or `[x, w, bias]`: transposed convolution, `w [C, M/groups, ...]`.
+    /// `inputs = [x, w]` or `[x, w, bias]`: transposed convolution, `w [M, C/groups, ...]`
+    /// (the layout of `Conv`'s kernel).
     ConvTranspose {
         /// Channel groups (>= 1).
         groups: u32,
@@ -900,7 +910,11 @@ impl NodeOp {
                 }
                 let mut begin = [0u16; MAX_RANK];
                 let mut end = [0u16; MAX_RANK];
-                for ((b, e), w) in begin.iter_mut().zip(end.iter_mut()).zip(attrs.iter().skip(2)) {
+                for ((b, e), w) in begin
+                    .iter_mut()
+                    .zip(end.iter_mut())
+                    .zip(attrs.iter().skip(2))
+                {
                     [*b, *e] = unpack2(*w);
                 }
                 return Ok(NodeOp::Pad { mode, begin, end });
@@ -1011,6 +1025,13 @@ pub(crate) fn check_role_shape(
                 Err("input `cond` must have shape [B, C]")
             }
         }
+        InputRole::Data => {
+            if shape.has_batch() {
+                Err("a plain-graph input has no batch dim")
+            } else {
+                Ok(None)
+            }
+        }
     }
 }
 
@@ -1022,6 +1043,14 @@ pub(crate) fn check_output_shape(
     state_dim: u64,
     velocity: bool,
 ) -> Result<(), &'static str> {
+    if state_dim == 0 {
+        // A plain graph (inputs all `Data`): a fixed-shape output.
+        return if shape.has_batch() {
+            Err("a plain graph's output has no batch dim")
+        } else {
+            Ok(())
+        };
+    }
     if shape.batch_axis() != Some(0) {
         return Err("output must have the batch dim first");
     }

@@ -312,14 +312,14 @@ pub(crate) fn check_node(
                 let NodeOp::ConvTranspose { out_pad, .. } = *op else {
                     return Err("internal");
                 };
-                if w0 != c || c % g != 0 {
-                    return Err("ConvTranspose weight must be [C, M/groups, ...]");
+                if g == 0 || w0 % g != 0 || w1 * g != c {
+                    return Err("ConvTranspose weight must be [M, C/groups, ...] with groups dividing C and M");
                 }
                 let hw = [
                     window.transposed_len(0, h, kh, usize::from(out_pad[0])),
                     window.transposed_len(1, wi, kw, usize::from(out_pad[1])),
                 ];
-                (w1 * g, hw)
+                (w0, hw)
             } else {
                 if g == 0 || c % g != 0 || w0 % g != 0 || w1 * g != c {
                     return Err(

@@ -171,11 +171,11 @@ pub(crate) fn analyze(desc: &ModelDesc) -> Result<Analysis, Error> {
         shapes.push(shape);
     }
     // Inputs.
-    let mut roles = [false; crate::model::MAX_INPUTS];
+    let mut roles = [false; ir::Role::ALL.len()];
     let mut dim: Option<u64> = None;
     if desc.inputs.is_empty() || desc.inputs.len() > crate::model::MAX_INPUTS {
         return Err(Error::Invalid {
-            what: "a model has 1 to 6 inputs (one per role)",
+            what: "a model has 1 to 16 inputs",
         });
     }
     for (k, inp) in desc.inputs.iter().enumerate() {
@@ -193,7 +193,7 @@ pub(crate) fn analyze(desc: &ModelDesc) -> Result<Analysis, Error> {
         let seen = roles
             .get_mut(role.code() as usize)
             .ok_or(Error::Invalid { what: "role" })?;
-        if *seen {
+        if *seen && role != ir::Role::Data {
             return Err(Error::Invalid {
                 what: "an input role appears twice",
             });
@@ -207,7 +207,15 @@ pub(crate) fn analyze(desc: &ModelDesc) -> Result<Analysis, Error> {
         }
     }
     let seen = |r: ir::Role| roles.get(r.code() as usize).copied();
-    if seen(ir::Role::X) == seen(ir::Role::Xt) {
+    let plain = seen(ir::Role::Data) == Some(true);
+    if plain && roles.iter().filter(|s| **s).count() > 1 {
+        return Err(Error::Invalid {
+            what: "a plain graph's inputs are all `data`",
+        });
+    }
+    if plain {
+        dim = Some(0);
+    } else if seen(ir::Role::X) == seen(ir::Role::Xt) {
         return Err(Error::Invalid {
             what: "a model has exactly one of the inputs `x` and `xt`",
         });

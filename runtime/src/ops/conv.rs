@@ -200,7 +200,8 @@ pub fn conv(
     Ok(())
 }
 
-/// ONNX `ConvTranspose`: `x [N, C, (H,) W]`, `w [C, M/groups, (KH,) KW]`, optional
+/// ONNX `ConvTranspose`: `x [N, C, (H,) W]`, `w [M, C/groups, (KH,) KW]` (the layout of
+/// [`conv`]'s kernel; ONNX stores `[C, M/groups, ..]`, the exporter reorders it), optional
 /// `bias [M]` → `out [N, M, (OH,) OW]` with `OH = s (H - 1) + out_pad + d (KH - 1) + 1 -
 /// pads`. Each output sums its contributions in (input channel, kernel row, kernel column)
 /// order.
@@ -223,15 +224,15 @@ pub fn conv_transpose(
     check_len(w.len(), wd)?;
     check_len(out.len(), od)?;
     let [n, c, h, wi] = nchw(xd)?;
-    let [wc, mg, kh, kw] = nchw(wd)?;
+    let [wm, cg, kh, kw] = nchw(wd)?;
     let [on, m, oh, ow] = nchw(od)?;
     let ok = xd.rank() == wd.rank()
         && xd.rank() == od.rank()
         && win.valid()
         && groups >= 1
-        && wc == c
-        && c % groups == 0
-        && mg * groups == m
+        && wm == m
+        && m % groups == 0
+        && cg * groups == c
         && on == n
         && bias.is_none_or(|b| b.len() == m)
         && win.transposed_len(0, h, kh, usize::from(out_pad[0])) == Some(oh)
@@ -241,13 +242,12 @@ pub fn conv_transpose(
     }
     let (sh, dh, ph, _) = win.get(0);
     let (sw, dw, pw, _) = win.get(1);
-    let cg = c / groups;
+    let mg = m / groups;
     let plane_in = h * wi;
     let plane_out = oh * ow;
     for b in 0..n {
         for oc in 0..m {
             let g = oc / mg;
-            let mm = oc % mg;
             let o_plane = out
                 .get_mut((b * m + oc) * plane_out..(b * m + oc + 1) * plane_out)
                 .ok_or(SIZE_ERR)?;
@@ -257,7 +257,7 @@ pub fn conv_transpose(
                 let x_plane = x
                     .get((b * c + ic) * plane_in..(b * c + ic + 1) * plane_in)
                     .ok_or(SIZE_ERR)?;
-                let w_base = (ic * mg + mm) * kh * kw;
+                let w_base = (oc * cg + ci) * kh * kw;
                 for ky in 0..kh {
                     for kx in 0..kw {
                         let wv = *w.get(w_base + ky * kw + kx).ok_or(SIZE_ERR)?;

@@ -11,7 +11,8 @@ pub enum CoordMode {
     HalfPixel,
     /// as `HalfPixel`, but 0 when the output length is 1 (1)
     PytorchHalfPixel,
-    /// `o · (in − 1) / (out − 1)`, 0 when the output length is 1 (2)
+    /// `o · (in − 1) / (in · scale − 1)` (ONNX uses the unrounded resized length), 0 when
+    /// the output length is 1 (2)
     AlignCorners,
     /// `o / scale` (3)
     Asymmetric,
@@ -53,7 +54,7 @@ impl CoordMode {
             }
             CoordMode::AlignCorners => {
                 if out_len > 1 {
-                    o * (in_len as f32 - 1.0) / (out_len as f32 - 1.0)
+                    o * (in_len as f32 - 1.0) / (in_len as f32 * scale - 1.0)
                 } else {
                     0.0
                 }
