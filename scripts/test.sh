@@ -29,6 +29,11 @@ if ! .venv-ort/bin/python -c "import onnxruntime, sys; sys.exit(onnxruntime.__ve
     python3 -m venv .venv-ort
     .venv-ort/bin/pip install --quiet "onnxruntime==$ORT_VERSION"
 fi
+# onnx 1.22.0: the last release shipping the ONNX backend node test cases, which
+# tests/tests/onnx_conformance.rs runs (docs/conformance.md).
+if ! .venv-ort/bin/python -c "import onnx, sys; sys.exit(onnx.__version__ != '1.22.0')" 2>/dev/null; then
+    .venv-ort/bin/pip install --quiet "onnx==1.22.0"
+fi
 ORT_DYLIB_PATH="$(echo "$PWD"/.venv-ort/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.$ORT_VERSION)"
 test -f "$ORT_DYLIB_PATH" || { echo "missing $ORT_DYLIB_PATH" >&2; exit 1; }
 export ORT_DYLIB_PATH

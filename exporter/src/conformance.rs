@@ -168,6 +168,13 @@ fn load_case(dir: &Path) -> Result<Case> {
 const FLOAT: i32 = 1;
 const BOOL: i32 = 9;
 
+/// The ONNX name of a TensorProto data type code.
+fn dtype_name(code: i32) -> String {
+    tract_onnx::pb::tensor_proto::DataType::try_from(code)
+        .map(|d| d.as_str_name().to_lowercase())
+        .unwrap_or_else(|_| format!("type {code}"))
+}
+
 /// A tensor's values as f64 (floats, integers and booleans), with its dims.
 fn values(t: &TensorProto) -> Result<(Vec<usize>, Vec<f64>)> {
     let tensor =
@@ -249,7 +256,11 @@ fn run_form(
             }
         }
         if runtime.is_empty() {
-            bail!("the case has no float input to run on (flowrt computes in f32)");
+            let types: Vec<String> = case.inputs.iter().map(|(_, t)| dtype_name(t.data_type)).collect();
+            bail!(
+                "no float32 input to run on: inputs are {} (flowrt computes in f32)",
+                types.join(", ")
+            );
         }
         let out = graph
             .output
