@@ -256,7 +256,11 @@ fn run_form(
             }
         }
         if runtime.is_empty() {
-            let types: Vec<String> = case.inputs.iter().map(|(_, t)| dtype_name(t.data_type)).collect();
+            let types: Vec<String> = case
+                .inputs
+                .iter()
+                .map(|(_, t)| dtype_name(t.data_type))
+                .collect();
             bail!(
                 "no float32 input to run on: inputs are {} (flowrt computes in f32)",
                 types.join(", ")

@@ -35,6 +35,7 @@ impl Lowering<'_> {
             }
             let (x, window) = self.spatial_input(node, &conv.pool_spec)?;
             let (w, bias) = self.conv_weights(node, conv.pool_spec.output_channels)?;
+            let w = self.channel_last(node, w)?;
             let groups = u32::try_from(conv.group)?;
             let mut inputs = vec![x, w];
             inputs.extend(bias);
@@ -266,6 +267,37 @@ impl Lowering<'_> {
             Some(full),
         );
         Ok((w, Some(id)))
+    }
+
+    /// The Conv kernel `[M, C/g, (KH,) KW]` reordered to the runtime's channel-last
+    /// `[C/g, (KH,) KW, M]`.
+    fn channel_last(&mut self, node: &TypedNode, w: u32) -> Result<u32> {
+        let t = &self.desc.tensors[w as usize];
+        let data = t
+            .data
+            .clone()
+            .ok_or_else(|| anyhow!("Conv kernel is not a constant"))?;
+        let dims: Vec<usize> = t
+            .shape
+            .iter()
+            .map(|d| match d {
+                Dim::Fixed(n) => Ok(*n as usize),
+                Dim::Batch => Err(anyhow!("Conv kernel has a batch dim")),
+            })
+            .collect::<Result<_>>()?;
+        let (m, inner) = match dims.split_first() {
+            Some((m, rest)) => (*m, rest.iter().product::<usize>()),
+            None => bail!("Conv kernel is a scalar"),
+        };
+        let mut out = vec![0f32; data.len()];
+        for o in 0..m {
+            for i in 0..inner {
+                out[i * m + o] = data[o * inner + i];
+            }
+        }
+        let mut shape: Vec<Dim> = t.shape[1..].to_vec();
+        shape.push(t.shape[0]);
+        Ok(self.push_tensor(&format!("{}.kernel", node.name), shape, Some(out)))
     }
 
     fn lower_pool(&mut self, node: &TypedNode, spec: &PoolSpec, kind: PoolKind) -> Result<u32> {

@@ -870,6 +870,15 @@ impl Lowering<'_> {
 
 /// The f32 values of a constant; errors for other dtypes.
 fn konst_f32(k: &Tensor) -> Result<Vec<f32>> {
+    if k.datum_type() == bool::datum_type() {
+        // A constant mask (e.g. a Where condition): flowrt's masks are f32 1.0 / 0.0.
+        let view = k.try_as_plain_ram()?;
+        return Ok(view
+            .as_slice::<bool>()?
+            .iter()
+            .map(|b| f32::from(u8::from(*b)))
+            .collect());
+    }
     if k.datum_type() != f32::datum_type() {
         bail!(
             "constant of dtype {:?} used in arithmetic; flowrt computes in f32",

@@ -301,9 +301,18 @@ pub(crate) fn check_node(
                 return Err("Conv weight must be a constant of the input's rank");
             }
             let r = w.rank();
-            let (w0, w1) = (fixed(&w, 0).unwrap_or(0), fixed(&w, 1).unwrap_or(0));
-            let kh = if r == 4 { fixed(&w, 2).unwrap_or(0) } else { 1 };
-            let kw = fixed(&w, r - 1).unwrap_or(0);
+            let dim = |i: usize| fixed(&w, i).unwrap_or(0);
+            // Conv: [C/g, (KH,) KW, M] (channel-last); ConvTranspose: [M, C/g, (KH,) KW].
+            let (w0, w1, kh, kw) = if transposed {
+                (dim(0), dim(1), if r == 4 { dim(2) } else { 1 }, dim(r - 1))
+            } else {
+                (
+                    dim(r - 1),
+                    dim(0),
+                    if r == 4 { dim(1) } else { 1 },
+                    dim(r - 2),
+                )
+            };
             let g = groups as usize;
             if !unit_rows(&x, &window, kh) {
                 return Err("1-D Conv with a 2-D window");
