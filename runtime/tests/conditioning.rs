@@ -610,7 +610,8 @@ fn gather_op_code_round_trips_and_rejects_other_axes() {
     for role in InputRole::ALL {
         assert_eq!(InputRole::from_code(role.code()), Some(role));
     }
-    assert_eq!(InputRole::from_code(7), None);
+    assert_eq!(InputRole::from_code(7), Some(InputRole::Data));
+    assert_eq!(InputRole::from_code(8), None);
     assert_eq!(
         [
             InputRole::Label.code(),

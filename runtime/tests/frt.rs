@@ -1173,7 +1173,7 @@ fn plan_and_signature_errors() {
     ));
     // Signature.
     assert!(matches!(
-        corrupt(|f, l| put32(f, l.sig() + 16 + 4, 7)),
+        corrupt(|f, l| put32(f, l.sig() + 16 + 4, 8)),
         Error::Invalid { .. }
     ));
     assert!(matches!(

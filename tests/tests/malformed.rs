@@ -1093,7 +1093,7 @@ fn conditioned_signature_errors() {
     let (cond_e, cond_t) = sig_entry_of(&b, 4);
     let (guid_e, guid_t) = sig_entry_of(&b, 5);
     let l = Layout::of(&b);
-    // Two label inputs (cond relabelled), two conds, two times, an unknown role 7, a step
+    // Two label inputs (cond relabelled), two conds, two times, an unknown role 8, a data input, a step
     // input without its time section.
     rejects!(&b, "two labels", Error::Invalid { .. }, |b| put_u32(
         b,
@@ -1109,9 +1109,16 @@ fn conditioned_signature_errors() {
     rejects!(&b, "label as a second t", Error::Invalid { .. }, |b| {
         put_u32(b, label_e + 4, 1)
     });
-    rejects!(&b, "role 7", Error::Invalid { what } if what.contains("role"), |b| {
-        put_u32(b, label_e + 4, 7)
+    rejects!(&b, "role 8", Error::Invalid { what } if what.contains("role"), |b| {
+        put_u32(b, label_e + 4, 8)
     });
+    // Role 7 (data: a plain graph's operand) mixed with the roles of a velocity field.
+    rejects!(
+        &b,
+        "data input in a velocity field",
+        Error::Invalid { .. } | Error::InvalidTensor { .. },
+        |b| put_u32(b, label_e + 4, 7)
+    );
     // Role 6 (step) without a second-time form in a TIME section.
     rejects!(&b, "role 6", Error::Invalid { what } if what.contains("second-time"), |b| {
         put_u32(b, label_e + 4, 6)

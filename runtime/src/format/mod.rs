@@ -1107,11 +1107,57 @@ mod tests {
                 end: 9,
                 step: 3
             },
+            NodeOp::Conv {
+                groups: 2,
+                window: Window {
+                    stride: [2, 1],
+                    dilation: [1, 3],
+                    pad_begin: [1, 0],
+                    pad_end: [0, 2],
+                },
+            },
+            NodeOp::ConvTranspose {
+                groups: 1,
+                window: Window::UNIT,
+                out_pad: [1, 0],
+            },
+            NodeOp::Pool {
+                kind: PoolKind::AverageIncludePad,
+                kernel: [3, 2],
+                window: Window::UNIT,
+            },
+            NodeOp::Softmax {
+                start: 1,
+                end: 3,
+                log: true,
+            },
+            NodeOp::Resize {
+                mode: ResizeMode::Linear,
+                coord: CoordMode::AlignCorners,
+                scales: [2.0, 0.5],
+            },
+            NodeOp::Pad {
+                mode: PadMode::Constant(-1.5),
+                begin: [0, 1, 2, 0, 0, 0],
+                end: [0, 0, 3, 0, 0, 0],
+            },
+            NodeOp::Pad {
+                mode: PadMode::Reflect,
+                begin: [0; MAX_RANK],
+                end: [1; MAX_RANK],
+            },
         ];
+        for kind in ReduceKind::ALL {
+            ops.push(NodeOp::Reduce {
+                kind,
+                start: 1,
+                end: 2,
+            });
+        }
         for c in 0..=11 {
             ops.push(NodeOp::Binary(Binary::from_code(c).unwrap()));
         }
-        for c in 0..=20 {
+        for c in 0..=24 {
             ops.push(NodeOp::Unary(Unary::from_code(c, 0.25, 1.5).unwrap()));
         }
         for op in ops {
@@ -1125,7 +1171,7 @@ mod tests {
         let mut a = [0u32; NODE_ATTRS];
         assert!(NodeOp::decode(0x7777, a).is_err());
         assert!(NodeOp::decode(opcode::BINARY_BASE + 12, a).is_err());
-        assert!(NodeOp::decode(opcode::UNARY_BASE + 21, a).is_err());
+        assert!(NodeOp::decode(opcode::UNARY_BASE + 25, a).is_err());
         assert!(NodeOp::decode(opcode::SLICE, a).is_err()); // step 0
         a[7] = 1;
         assert!(NodeOp::decode(opcode::DENSE, a).is_err()); // unused word

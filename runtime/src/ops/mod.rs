@@ -303,6 +303,14 @@ pub enum Unary {
     Square,
     /// `1 / sqrt(x)` (20)
     Rsqrt,
+    /// `floor(x)` (21)
+    Floor,
+    /// `ceil(x)` (22)
+    Ceil,
+    /// round half to even, as ONNX `Round` (23)
+    Round,
+    /// `-1`, `0` or `1` (NaN stays NaN), as ONNX `Sign` (24)
+    Sign,
 }
 
 impl Unary {
@@ -330,6 +338,10 @@ impl Unary {
             Unary::Recip => 18,
             Unary::Square => 19,
             Unary::Rsqrt => 20,
+            Unary::Floor => 21,
+            Unary::Ceil => 22,
+            Unary::Round => 23,
+            Unary::Sign => 24,
         }
     }
 
@@ -360,6 +372,10 @@ impl Unary {
             18 => Unary::Recip,
             19 => Unary::Square,
             20 => Unary::Rsqrt,
+            21 => Unary::Floor,
+            22 => Unary::Ceil,
+            23 => Unary::Round,
+            24 => Unary::Sign,
             _ => return None,
         })
     }
@@ -397,6 +413,10 @@ impl Unary {
             Unary::Recip => "Reciprocal",
             Unary::Square => "Square",
             Unary::Rsqrt => "Rsqrt",
+            Unary::Floor => "Floor",
+            Unary::Ceil => "Ceil",
+            Unary::Round => "Round",
+            Unary::Sign => "Sign",
         }
     }
 
@@ -425,7 +445,26 @@ impl Unary {
             Unary::Recip => 1.0 / x,
             Unary::Square => x * x,
             Unary::Rsqrt => 1.0 / libm::sqrtf(x),
+            Unary::Floor => libm::floorf(x),
+            Unary::Ceil => libm::ceilf(x),
+            Unary::Round => libm::rintf(x),
+            Unary::Sign => sign(x),
         }
+    }
+}
+
+/// ONNX `Sign`: -1, 0 (keeping the sign of zero is not required: returns +0) or 1; NaN
+/// stays NaN.
+#[inline]
+fn sign(x: f32) -> f32 {
+    if x > 0.0 {
+        1.0
+    } else if x < 0.0 {
+        -1.0
+    } else if x == 0.0 {
+        0.0
+    } else {
+        x
     }
 }
 

@@ -179,7 +179,7 @@ pub fn reduce(
                     }
                     let mut s = 0.0f32;
                     for row in xo.chunks_exact(inner) {
-                        s += exp_nonpositive(row.get(i).copied().unwrap_or(m) - m);
+                        s += exp_or_zero(row.get(i).copied().unwrap_or(m) - m);
                     }
                     *o = m + libm::logf(s);
                 }
@@ -203,6 +203,18 @@ fn fold<'a>(acc: &mut [f32], rows: impl Iterator<Item = &'a [f32]>, f: impl Fn(f
         for (a, v) in acc.iter_mut().zip(row) {
             *a = f(*a, *v);
         }
+    }
+}
+
+/// `e^z` for `z <= 0`, exactly 0 below -87 (where [`exp_nonpositive`] clamps; the true
+/// value is a denormal) so that `-inf` masks give exact zeros.
+#[inline(always)]
+fn exp_or_zero(z: f32) -> f32 {
+    let e = exp_nonpositive(z);
+    if z < -87.0 {
+        0.0
+    } else {
+        e
     }
 }
 
@@ -236,7 +248,7 @@ pub fn softmax(
             let m = xs().fold(f32::NEG_INFINITY, |m, v| nan_max(m, *v));
             let mut s = 0.0f32;
             for (o, v) in oo.iter_mut().skip(i).step_by(inner).zip(xs()) {
-                *o = exp_nonpositive(*v - m);
+                *o = exp_or_zero(*v - m);
                 s += *o;
             }
             if log {

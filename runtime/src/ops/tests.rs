@@ -390,6 +390,16 @@ fn ref_unary(op: Unary, x: f64) -> f64 {
         Unary::Recip => 1.0 / x,
         Unary::Square => x * x,
         Unary::Rsqrt => 1.0 / x.sqrt(),
+        Unary::Floor => x.floor(),
+        Unary::Ceil => x.ceil(),
+        Unary::Round => x.round_ties_even(),
+        Unary::Sign => {
+            if x == 0.0 {
+                0.0
+            } else {
+                x.signum()
+            }
+        }
     }
 }
 
@@ -435,6 +445,10 @@ fn every_unary_matches_f64_formula() {
         Unary::Recip,
         Unary::Square,
         Unary::Rsqrt,
+        Unary::Floor,
+        Unary::Ceil,
+        Unary::Round,
+        Unary::Sign,
     ];
     // Values over [-6, 6] (positive only for log / sqrt / rsqrt).
     let xs: Vec<f32> = (-600..=600).map(|i| i as f32 * 0.01 + 0.003).collect();
@@ -480,11 +494,11 @@ fn softplus_is_stable_at_extremes() {
 
 #[test]
 fn unary_codes_round_trip() {
-    for c in 0..=20u16 {
+    for c in 0..=24u16 {
         let u = Unary::from_code(c, 0.5, 2.0).unwrap();
         assert_eq!(u.code(), c);
     }
-    assert!(Unary::from_code(21, 0.0, 0.0).is_none());
+    assert!(Unary::from_code(25, 0.0, 0.0).is_none());
     for c in 0..=11u16 {
         assert_eq!(Binary::from_code(c).unwrap().code(), c);
     }
@@ -736,4 +750,422 @@ fn tanh_is_accurate() {
     assert_eq!(Unary::Tanh.apply(-0.0).to_bits(), (-0.0f32).to_bits());
     assert!(Unary::Tanh.apply(f32::NAN).is_nan());
     assert_eq!(Unary::Tanh.apply(f32::INFINITY), 1.0);
+}
+
+// ---- image ops (conv, pools, reductions, softmax, resize, pad) ------------------------------
+
+/// Naive f64 ONNX Conv (`w` in ONNX layout `[M, C/g, KH, KW]`), the reference for `conv`.
+#[allow(clippy::too_many_arguments)]
+fn conv_ref(
+    x: &[f32],
+    [n, c, h, wi]: [usize; 4],
+    w: &[f32],
+    [m, cg, kh, kw]: [usize; 4],
+    bias: Option<&[f32]>,
+    g: usize,
+    s: [usize; 2],
+    d: [usize; 2],
+    pb: [usize; 2],
+    pe: [usize; 2],
+) -> (Vec<f64>, [usize; 2]) {
+    let oh = (h + pb[0] + pe[0] - d[0] * (kh - 1) - 1) / s[0] + 1;
+    let ow = (wi + pb[1] + pe[1] - d[1] * (kw - 1) - 1) / s[1] + 1;
+    let mg = m / g;
+    let mut out = vec![0f64; n * m * oh * ow];
+    for b in 0..n {
+        for oc in 0..m {
+            let grp = oc / mg;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = bias.map_or(0.0, |bv| f64::from(bv[oc]));
+                    for ci in 0..cg {
+                        let ic = grp * cg + ci;
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * s[0] + ky * d[0]) as isize - pb[0] as isize;
+                                let ix = (ox * s[1] + kx * d[1]) as isize - pb[1] as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= wi as isize {
+                                    continue;
+                                }
+                                let xv = x[((b * c + ic) * h + iy as usize) * wi + ix as usize];
+                                let wv = w[((oc * cg + ci) * kh + ky) * kw + kx];
+                                acc += f64::from(xv) * f64::from(wv);
+                            }
+                        }
+                    }
+                    out[((b * m + oc) * oh + oy) * ow + ox] = acc;
+                }
+            }
+        }
+    }
+    (out, [oh, ow])
+}
+
+fn ramp(n: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 37 % 23) as f32 - 11.0) * scale)
+        .collect()
+}
+
+#[test]
+fn conv_matches_a_naive_reference_with_groups_strides_dilations_and_pads() {
+    let (n, c, h, wi, m, g) = (2, 4, 7, 6, 6, 2);
+    let (kh, kw) = (3, 2);
+    let x = ramp(n * c * h * wi, 0.1);
+    let w = ramp(m * (c / g) * kh * kw, 0.05);
+    let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.25 - 0.5).collect();
+    let (s, d, pb, pe) = ([2, 1], [1, 2], [1, 0], [2, 1]);
+    let (want, [oh, ow]) = conv_ref(
+        &x,
+        [n, c, h, wi],
+        &w,
+        [m, c / g, kh, kw],
+        Some(&bias),
+        g,
+        s,
+        d,
+        pb,
+        pe,
+    );
+    // Channel-last kernel for the runtime.
+    let inner = (c / g) * kh * kw;
+    let mut wt = vec![0f32; w.len()];
+    for o in 0..m {
+        for i in 0..inner {
+            wt[i * m + o] = w[o * inner + i];
+        }
+    }
+    let win = Window {
+        stride: [2, 1],
+        dilation: [1, 2],
+        pad_begin: [1, 0],
+        pad_end: [2, 1],
+    };
+    let mut out = vec![0f32; want.len()];
+    let xd = Dims::new(&[n, c, h, wi]).unwrap();
+    let wd = Dims::new(&[c / g, kh, kw, m]).unwrap();
+    let od = Dims::new(&[n, m, oh, ow]).unwrap();
+    conv(&x, &xd, &wt, &wd, Some(&bias), g, &win, &mut out, &od).unwrap();
+    for (a, b) in out.iter().zip(&want) {
+        assert!((f64::from(*a) - b).abs() < 1e-5, "{a} vs {b}");
+    }
+    // Wrong output dims are an error, not a panic.
+    let bad = Dims::new(&[n, m, oh + 1, ow]).unwrap();
+    let mut big = vec![0f32; n * m * (oh + 1) * ow];
+    assert!(conv(&x, &xd, &wt, &wd, Some(&bias), g, &win, &mut big, &bad).is_err());
+    assert!(conv(&x, &xd, &wt, &wd, Some(&bias[..3]), g, &win, &mut out, &od).is_err());
+}
+
+#[test]
+fn conv_1d_is_the_2d_kernel_with_one_row() {
+    let x = ramp(2 * 9, 0.2);
+    let w = ramp(3 * 2 * 3, 0.1); // [M=3, C=2, K=3]
+    let (want, [_, ow]) = conv_ref(
+        &x,
+        [1, 2, 1, 9],
+        &w,
+        [3, 2, 1, 3],
+        None,
+        1,
+        [1, 2],
+        [1, 1],
+        [0, 1],
+        [0, 1],
+    );
+    let mut wt = vec![0f32; w.len()];
+    for o in 0..3 {
+        for i in 0..6 {
+            wt[i * 3 + o] = w[o * 6 + i];
+        }
+    }
+    let win = Window {
+        stride: [1, 2],
+        dilation: [1, 1],
+        pad_begin: [0, 1],
+        pad_end: [0, 1],
+    };
+    let mut out = vec![0f32; 3 * ow];
+    conv(
+        &x,
+        &Dims::new(&[1, 2, 9]).unwrap(),
+        &wt,
+        &Dims::new(&[2, 3, 3]).unwrap(),
+        None,
+        1,
+        &win,
+        &mut out,
+        &Dims::new(&[1, 3, ow]).unwrap(),
+    )
+    .unwrap();
+    for (a, b) in out.iter().zip(&want) {
+        assert!((f64::from(*a) - b).abs() < 1e-5, "{a} vs {b}");
+    }
+}
+
+#[test]
+fn conv_transpose_matches_a_naive_scatter() {
+    // x [1, 2, 3, 3], w [M=4, C/g=1, 2, 2] with groups 2, stride 2, out_pad 1.
+    let (c, h, m, g, k) = (2, 3, 4, 2, 2);
+    let x = ramp(c * h * h, 0.3);
+    let w = ramp(m * (c / g) * k * k, 0.2);
+    let (s, op) = (2, 1);
+    let o = s * (h - 1) + op + (k - 1) + 1;
+    let mut want = vec![0f64; m * o * o];
+    let mg = m / g;
+    for oc in 0..m {
+        let grp = oc / mg;
+        for ci in 0..c / g {
+            let ic = grp * (c / g) + ci;
+            for iy in 0..h {
+                for ix in 0..h {
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let (oy, ox) = (iy * s + ky, ix * s + kx);
+                            want[(oc * o + oy) * o + ox] += f64::from(x[(ic * h + iy) * h + ix])
+                                * f64::from(w[((oc * (c / g) + ci) * k + ky) * k + kx]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let win = Window {
+        stride: [2, 2],
+        ..Window::UNIT
+    };
+    let mut out = vec![0f32; want.len()];
+    conv_transpose(
+        &x,
+        &Dims::new(&[1, c, h, h]).unwrap(),
+        &w,
+        &Dims::new(&[m, c / g, k, k]).unwrap(),
+        None,
+        g,
+        &win,
+        [1, 1],
+        &mut out,
+        &Dims::new(&[1, m, o, o]).unwrap(),
+    )
+    .unwrap();
+    for (a, b) in out.iter().zip(&want) {
+        assert!((f64::from(*a) - b).abs() < 1e-5, "{a} vs {b}");
+    }
+}
+
+#[test]
+fn pools_count_padding_as_onnx_does() {
+    // x [1, 1, 3, 3] = 1..9, 2x2 window, stride 2, pad 1 before: windows over the padded 5x5.
+    let x: Vec<f32> = (1..=9).map(|v| v as f32).collect();
+    let xd = Dims::new(&[1, 1, 3, 3]).unwrap();
+    let od = Dims::new(&[1, 1, 2, 2]).unwrap();
+    let win = Window {
+        stride: [2, 2],
+        dilation: [1, 1],
+        pad_begin: [1, 1],
+        pad_end: [0, 0],
+    };
+    let mut out = [0f32; 4];
+    pool(PoolKind::Max, &x, &xd, [2, 2], &win, &mut out, &od).unwrap();
+    assert_eq!(out, [1.0, 3.0, 7.0, 9.0]);
+    pool(
+        PoolKind::AverageExcludePad,
+        &x,
+        &xd,
+        [2, 2],
+        &win,
+        &mut out,
+        &od,
+    )
+    .unwrap();
+    assert_eq!(out, [1.0, 2.5, 5.5, 7.0]);
+    pool(
+        PoolKind::AverageIncludePad,
+        &x,
+        &xd,
+        [2, 2],
+        &win,
+        &mut out,
+        &od,
+    )
+    .unwrap();
+    assert_eq!(out, [0.25, 1.25, 2.75, 7.0]);
+    // A 3x3 output is neither the floor nor the ceil window count.
+    let mut big = [0f32; 9];
+    let bad = Dims::new(&[1, 1, 3, 3]).unwrap();
+    assert!(pool(PoolKind::Max, &x, &xd, [2, 2], &win, &mut big, &bad).is_err());
+}
+
+#[test]
+fn reductions_fold_the_axis_range_in_order() {
+    // x [2, 3, 2]: reduce axes 1..2 (the 3).
+    let x: Vec<f32> = vec![
+        1.0, -2.0, 3.0, 4.0, -5.0, 6.0, 0.5, 1.5, 2.5, -3.5, 4.5, 0.0,
+    ];
+    let xd = Dims::new(&[2, 3, 2]).unwrap();
+    let od = Dims::new(&[2, 1, 2]).unwrap();
+    let col = |o: usize, i: usize| -> Vec<f64> {
+        (0..3).map(|l| f64::from(x[(o * 3 + l) * 2 + i])).collect()
+    };
+    for kind in ReduceKind::ALL {
+        let mut out = [0f32; 4];
+        reduce(kind, &x, &xd, 1, 2, &mut out, &od).unwrap();
+        for o in 0..2 {
+            for i in 0..2 {
+                let v = col(o, i);
+                let want = match kind {
+                    ReduceKind::Sum => v.iter().sum(),
+                    ReduceKind::Mean => v.iter().sum::<f64>() / 3.0,
+                    ReduceKind::Max => v.iter().cloned().fold(f64::MIN, f64::max),
+                    ReduceKind::Min => v.iter().cloned().fold(f64::MAX, f64::min),
+                    ReduceKind::Prod => v.iter().product(),
+                    ReduceKind::SumSquare => v.iter().map(|a| a * a).sum(),
+                    ReduceKind::L1 => v.iter().map(|a| a.abs()).sum(),
+                    ReduceKind::L2 => v.iter().map(|a| a * a).sum::<f64>().sqrt(),
+                    ReduceKind::LogSum => v.iter().sum::<f64>().ln(),
+                    ReduceKind::LogSumExp => v.iter().map(|a| a.exp()).sum::<f64>().ln(),
+                };
+                let got = f64::from(out[o * 2 + i]);
+                if want.is_nan() {
+                    assert!(got.is_nan(), "{kind:?}");
+                } else {
+                    assert!(
+                        (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                        "{kind:?}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+    let mut out = [0f32; 6];
+    assert!(reduce(
+        ReduceKind::Sum,
+        &x,
+        &xd,
+        1,
+        2,
+        &mut out,
+        &Dims::new(&[2, 3, 1]).unwrap()
+    )
+    .is_err());
+    let nan = [f32::NAN, 1.0, 2.0];
+    let mut one = [0f32; 1];
+    reduce(
+        ReduceKind::Max,
+        &nan,
+        &Dims::new(&[3]).unwrap(),
+        0,
+        1,
+        &mut one,
+        &Dims::new(&[1]).unwrap(),
+    )
+    .unwrap();
+    assert!(one[0].is_nan());
+}
+
+#[test]
+fn softmax_rows_sum_to_one_and_log_softmax_is_their_log() {
+    let x = [1.0f32, 2.0, 3.0, -1.0, 0.0, 1000.0];
+    let xd = Dims::new(&[2, 3]).unwrap();
+    let mut p = [0f32; 6];
+    softmax(&x, &xd, 1, 2, false, &mut p, &xd).unwrap();
+    let mut lp = [0f32; 6];
+    softmax(&x, &xd, 1, 2, true, &mut lp, &xd).unwrap();
+    for r in 0..2 {
+        let s: f32 = p[r * 3..r * 3 + 3].iter().sum();
+        assert!((s - 1.0).abs() < 1e-6);
+    }
+    let e: Vec<f64> = [1.0f64, 2.0, 3.0].iter().map(|v| v.exp()).collect();
+    let z: f64 = e.iter().sum();
+    for i in 0..3 {
+        assert!((f64::from(p[i]) - e[i] / z).abs() < 1e-6);
+        assert!((f64::from(lp[i]) - (e[i] / z).ln()).abs() < 1e-5);
+    }
+    assert_eq!(p[5], 1.0); // no overflow for 1000
+    assert_eq!(p[3], 0.0);
+}
+
+#[test]
+fn resize_nearest_repeats_and_linear_align_corners_interpolates() {
+    let x = [1.0f32, 2.0, 3.0, 4.0];
+    let xd = Dims::new(&[1, 1, 2, 2]).unwrap();
+    let od = Dims::new(&[1, 1, 4, 4]).unwrap();
+    let mut out = [0f32; 16];
+    resize(
+        ResizeMode::NearestFloor,
+        CoordMode::Asymmetric,
+        [2.0, 2.0],
+        &x,
+        &xd,
+        &mut out,
+        &od,
+    )
+    .unwrap();
+    assert_eq!(out[..8], [1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 2.0]);
+    let od3 = Dims::new(&[1, 1, 3, 3]).unwrap();
+    let mut o3 = [0f32; 9];
+    resize(
+        ResizeMode::Linear,
+        CoordMode::AlignCorners,
+        [1.5, 1.5],
+        &x,
+        &xd,
+        &mut o3,
+        &od3,
+    )
+    .unwrap();
+    assert_eq!(o3, [1.0, 1.5, 2.0, 2.0, 2.5, 3.0, 3.0, 3.5, 4.0]);
+    // half_pixel bilinear 2x: the first output row of [[1, 2], [3, 4]] is 1, 1.25, 1.75, 2.
+    resize(
+        ResizeMode::Linear,
+        CoordMode::HalfPixel,
+        [2.0, 2.0],
+        &x,
+        &xd,
+        &mut out,
+        &od,
+    )
+    .unwrap();
+    assert_eq!(out[..4], [1.0, 1.25, 1.75, 2.0]);
+    assert!(resize(
+        ResizeMode::Linear,
+        CoordMode::HalfPixel,
+        [0.0, 2.0],
+        &x,
+        &xd,
+        &mut out,
+        &od
+    )
+    .is_err());
+}
+
+#[test]
+fn pad_modes_fill_as_numpy() {
+    let x = [1.0f32, 2.0, 3.0];
+    let xd = Dims::new(&[1, 3]).unwrap();
+    let od = Dims::new(&[1, 7]).unwrap();
+    let mut out = [0f32; 7];
+    let cases = [
+        (PadMode::Constant(9.0), [9.0, 9.0, 1.0, 2.0, 3.0, 9.0, 9.0]),
+        (PadMode::Reflect, [3.0, 2.0, 1.0, 2.0, 3.0, 2.0, 1.0]),
+        (PadMode::Edge, [1.0, 1.0, 1.0, 2.0, 3.0, 3.0, 3.0]),
+        (PadMode::Wrap, [2.0, 3.0, 1.0, 2.0, 3.0, 1.0, 2.0]),
+    ];
+    for (mode, want) in cases {
+        pad(mode, &[0, 2], &[0, 2], &x, &xd, &mut out, &od).unwrap();
+        assert_eq!(out, want, "{mode:?}");
+    }
+    // Leading-axis pads and a wrong output shape.
+    let mut o2 = [0f32; 9];
+    pad(
+        PadMode::Constant(0.0),
+        &[1, 0],
+        &[1, 0],
+        &x,
+        &xd,
+        &mut o2,
+        &Dims::new(&[3, 3]).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(o2, [0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 0.0, 0.0, 0.0]);
+    assert!(pad(PadMode::Edge, &[0, 1], &[0, 1], &x, &xd, &mut out, &od).is_err());
 }
