@@ -183,13 +183,12 @@ impl Lowering<'_> {
                 TractPad::Reflect => PadMode::Reflect,
                 TractPad::Edge => PadMode::Edge,
             };
-            let split = self.is_split(node.inputs[0])?;
             let mut pads = pad.pads.clone();
-            if split {
-                if pads[0] != (0, 0) {
+            if let Some(s) = self.split_axis(node.inputs[0])? {
+                if pads[s] != (0, 0) {
                     bail!("Pad of a batch axis merged with heads");
                 }
-                pads.insert(0, (0, 0));
+                pads.insert(s + 1, (0, 0));
             }
             let begin = pads
                 .iter()

@@ -170,10 +170,10 @@ impl Lowering<'_> {
     fn dims_to_shape(&self, dims: &[TDim]) -> Result<Vec<Dim>> {
         let b = TDim::Sym(self.batch.clone());
         let mut shape = Vec::with_capacity(dims.len() + 1);
-        for (i, d) in dims.iter().enumerate() {
+        for d in dims {
             if *d == b {
                 shape.push(Dim::Batch);
-            } else if let (0, Some(k)) = (i, self.batch_multiple(d)) {
+            } else if let Some(k) = self.batch_multiple(d) {
                 shape.push(Dim::Batch);
                 shape.push(Dim::Fixed(k));
             } else if let Ok(n) = d.to_i64() {
@@ -181,7 +181,7 @@ impl Lowering<'_> {
                     u32::try_from(n).map_err(|_| anyhow!("dim {n} too large"))?,
                 ));
             } else {
-                bail!("dimension `{d}` is not supported (only the batch size B, k·B first, or a fixed size)");
+                bail!("dimension `{d}` is not supported (only the batch size B, k·B, or a fixed size)");
             }
         }
         if shape.iter().filter(|d| **d == Dim::Batch).count() > 1 {
@@ -195,29 +195,33 @@ impl Lowering<'_> {
         self.dims_to_shape(&fact.shape.to_tvec())
     }
 
-    /// `true` when the tract value's first dim is `k * B` (stored as `[B, k, ...]`).
-    fn is_split(&self, outlet: OutletId) -> Result<bool> {
+    /// The tract axis holding `k * B` in the value at `outlet`, if any (stored as the two
+    /// flowrt axes `[B, k]`).
+    fn split_axis(&self, outlet: OutletId) -> Result<Option<usize>> {
         let fact = self.model.outlet_fact(outlet)?;
         Ok(fact
             .shape
             .to_tvec()
-            .first()
-            .is_some_and(|d| self.batch_multiple(d).is_some()))
+            .iter()
+            .position(|d| self.batch_multiple(d).is_some()))
+    }
+
+    /// `true` when the tract value has a `k * B` dim (stored as `[B, k]`).
+    fn is_split(&self, outlet: OutletId) -> Result<bool> {
+        Ok(self.split_axis(outlet)?.is_some())
     }
 
     /// The flowrt axis of tract axis `axis` of the value at `outlet` (shifted by one past a
-    /// split `k * B` first dim; axis 0 of such a value has no single flowrt axis).
+    /// split `k * B` dim; the split axis itself has no single flowrt axis).
     fn axis(&self, outlet: OutletId, axis: usize) -> Result<usize> {
-        if !self.is_split(outlet)? {
-            return Ok(axis);
+        match self.split_axis(outlet)? {
+            None => Ok(axis),
+            Some(s) if axis < s => Ok(axis),
+            Some(s) if axis == s => {
+                bail!("an op along a batch axis merged with heads (k·B) is not supported")
+            }
+            Some(_) => Ok(axis + 1),
         }
-        if axis == 0 {
-            bail!(
-                "an op along a batch axis merged with {} is not supported",
-                "heads"
-            );
-        }
-        Ok(axis + 1)
     }
 
     fn value(&self, outlet: OutletId) -> Result<Value> {
@@ -357,14 +361,20 @@ impl Lowering<'_> {
             let x = self.tensor(node.inputs[0])?;
             match axis_op {
                 AxisOp::Move(from, to) => {
-                    let (from, to) = (
-                        self.axis(node.inputs[0], *from)?,
-                        self.axis(node.inputs[0], *to)?,
-                    );
-                    let rank = self.desc.tensors[x as usize].shape.len();
-                    let mut perm: Vec<u32> = (0..rank as u32).collect();
-                    let moved = perm.remove(from);
-                    perm.insert(to, moved);
+                    // Permute tract axes; a split `k * B` axis moves as its two flowrt axes.
+                    let rank = self.model.outlet_fact(node.inputs[0])?.rank();
+                    let mut tract_perm: Vec<usize> = (0..rank).collect();
+                    let moved = tract_perm.remove(*from);
+                    tract_perm.insert(*to, moved);
+                    let split = self.split_axis(node.inputs[0])?;
+                    let flowrt_axes = |a: usize| -> Vec<u32> {
+                        match split {
+                            Some(s) if a == s => vec![s as u32, s as u32 + 1],
+                            Some(s) if a > s => vec![a as u32 + 1],
+                            _ => vec![a as u32],
+                        }
+                    };
+                    let perm: Vec<u32> = tract_perm.iter().flat_map(|a| flowrt_axes(*a)).collect();
                     self.emit(node, Op::Transpose { perm }, vec![x])?
                 }
                 _ => self.emit(node, Op::Reshape, vec![x])?,
@@ -470,8 +480,9 @@ impl Lowering<'_> {
             (&mut b_str, node.inputs[1]),
             (&mut o_str, out_outlet),
         ] {
-            if self.is_split(outlet)? && !s.is_empty() {
-                s.insert(1, fresh);
+            if let Some(ax) = self.split_axis(outlet)? {
+                let at = s.char_indices().nth(ax + 1).map_or(s.len(), |(i, _)| i);
+                s.insert(at, fresh);
             }
         }
         let a_konst = matches!(self.value(node.inputs[0])?, Value::Konst(_));
@@ -504,6 +515,11 @@ impl Lowering<'_> {
         o_str: &str,
     ) -> Result<u32> {
         let bad = |why: &str| anyhow!("einsum `{expr}` is not supported: {why}");
+        // Axes of one operand only (in neither the other nor the output) are summed first
+        // (unit axes just dropped).
+        let (a, a_own) = self.sum_private_axes(node, a, a_str, b_str, o_str, "a")?;
+        let (b, b_own) = self.sum_private_axes(node, b, b_str, &a_own, o_str, "b")?;
+        let (a_str, b_str) = (a_own.as_str(), b_own.as_str());
         let dim_of = |lw: &Self, c: char| -> Dim {
             if let Some(p) = a_str.find(c) {
                 lw.desc.tensors[a as usize].shape[p]
@@ -619,6 +635,10 @@ impl Lowering<'_> {
         self.arrange(node, cur, &mm_str, o_str)
     }
 
+    /// `x · W` for a constant `W`: the summed letters (in `x` and `w`, not the output)
+    /// become one `K` (transposed last and merged), `w`'s other letters one `N`, and the
+    /// Dense result is reshaped / transposed into the output order. A weight with no output
+    /// letter (one output channel) puts `N = 1` on an output unit axis.
     #[allow(clippy::too_many_arguments)]
     fn lower_dense(
         &mut self,
@@ -635,63 +655,80 @@ impl Lowering<'_> {
         let Value::Konst(w) = self.value(w_outlet)? else {
             unreachable!()
         };
-        let summed: Vec<char> = x_str
+        let summed: Vec<char> = w_str
             .chars()
-            .filter(|c| w_str.contains(*c) && !o_str.contains(*c))
+            .filter(|c| x_str.contains(*c) && !o_str.contains(*c))
             .collect();
         if summed.is_empty() {
             return self.lower_outer(node, x_outlet, x_str, w_outlet, w_str, o_str, expr);
         }
-        let [k] = summed.as_slice() else {
-            return Err(unsupported());
-        };
-        let w_chars: Vec<char> = w_str.chars().collect();
-        if w_chars.len() != 2 {
-            return Err(unsupported());
-        }
-        let n = if w_chars[0] == *k {
-            w_chars[1]
-        } else {
-            w_chars[0]
-        };
-        if x_str.contains(n) || !o_str.contains(n) {
+        let mut outs: Vec<char> = w_str.chars().filter(|c| !summed.contains(c)).collect();
+        // Every weight letter is summed or an output column; x's others go to the output.
+        if outs
+            .iter()
+            .any(|c| x_str.contains(*c) || !o_str.contains(*c))
+            || x_str
+                .chars()
+                .any(|c| !summed.contains(&c) && !o_str.contains(c))
+        {
             return Err(unsupported());
         }
-        if x_str.chars().any(|c| c != *k && !o_str.contains(c)) {
-            return Err(unsupported());
+        let o_shape = self.shape_of(OutletId::new(node.id, 0))?;
+        let w_dims: Vec<usize> = w.shape().to_vec();
+        let dim_w = |c: char| w_str.find(c).map_or(1, |p| w_dims[p]);
+        if outs.is_empty() {
+            let unit = o_str
+                .chars()
+                .zip(&o_shape)
+                .find(|(c, d)| !x_str.contains(*c) && **d == Dim::Fixed(1))
+                .map(|(c, _)| c)
+                .ok_or_else(unsupported)?;
+            outs.push(unit);
         }
-        // Weight as [K, N].
+        // Weight as [K, N]: permute to summed ++ outs, row-major.
         let wd = konst_f32(&w)?;
-        let (rows, cols) = (w.shape()[0], w.shape()[1]);
-        let (kk, nn, w_kn) = if w_chars[0] == *k {
-            (rows, cols, wd)
+        let kk: usize = summed.iter().map(|c| dim_w(*c)).product();
+        let nn: usize = outs.iter().map(|c| dim_w(*c)).product();
+        let order: Vec<char> = summed.iter().chain(&outs).copied().collect();
+        let w_kn = if order.iter().collect::<String>() == w_str {
+            wd
         } else {
-            let mut t = vec![0f32; wd.len()];
-            for r in 0..rows {
-                for c in 0..cols {
-                    t[c * rows + r] = wd[r * cols + c];
+            let mut strides = vec![1usize; w_dims.len()];
+            for i in (0..w_dims.len().saturating_sub(1)).rev() {
+                strides[i] = strides[i + 1] * w_dims[i + 1];
+            }
+            let src_stride = |c: char| w_str.find(c).map_or(0, |p| strides[p]);
+            let lens: Vec<usize> = order.iter().map(|c| dim_w(*c)).collect();
+            let steps: Vec<usize> = order.iter().map(|c| src_stride(*c)).collect();
+            let mut t = Vec::with_capacity(wd.len());
+            let mut idx = vec![0usize; order.len()];
+            for _ in 0..kk * nn {
+                let off: usize = idx.iter().zip(&steps).map(|(i, s)| i * s).sum();
+                t.push(wd[off]);
+                for a in (0..idx.len()).rev() {
+                    idx[a] += 1;
+                    if idx[a] < lens[a] {
+                        break;
+                    }
+                    idx[a] = 0;
                 }
             }
-            (cols, rows, t)
+            t
         };
         let w_id = self.push_tensor(
             &format!("{}.weight", node.name),
             vec![Dim::Fixed(kk as u32), Dim::Fixed(nn as u32)],
             Some(w_kn),
         );
-        // x with K last.
+        // x with the summed letters last (in the weight's order), merged into K.
         let mut x = self.tensor(x_outlet)?;
-        let x_chars: Vec<char> = x_str.chars().collect();
-        let kpos = x_chars
-            .iter()
-            .position(|c| c == k)
-            .ok_or_else(unsupported)?;
-        let mut x_order: Vec<char> = x_chars.iter().copied().filter(|c| c != k).collect();
-        if kpos != x_chars.len() - 1 {
-            let mut perm: Vec<u32> = (0..x_chars.len() as u32)
-                .filter(|&i| i as usize != kpos)
+        let rest: Vec<char> = x_str.chars().filter(|c| !summed.contains(c)).collect();
+        let x_order: String = rest.iter().chain(&summed).collect();
+        if x_order != x_str {
+            let perm: Vec<u32> = x_order
+                .chars()
+                .map(|c| x_str.find(c).unwrap_or(0) as u32)
                 .collect();
-            perm.push(kpos as u32);
             let xs = &self.desc.tensors[x as usize].shape;
             let shape = perm.iter().map(|&p| xs[p as usize]).collect();
             x = self.emit_shaped(
@@ -702,21 +739,106 @@ impl Lowering<'_> {
             )?;
         }
         let xs = self.desc.tensors[x as usize].shape.clone();
-        let mut dense_shape = xs[..xs.len() - 1].to_vec();
+        let mut k_shape = xs[..rest.len()].to_vec();
+        k_shape.push(Dim::Fixed(kk as u32));
+        if k_shape != xs {
+            x = self.emit_shaped(
+                &format!("{}.k_merged", node.name),
+                Op::Reshape,
+                vec![x],
+                k_shape.clone(),
+            )?;
+        }
+        let mut dense_shape = k_shape[..rest.len()].to_vec();
         dense_shape.push(Dim::Fixed(nn as u32));
-        x_order.push(n);
-        let dense_str: String = x_order.iter().collect();
-        if dense_str == o_str {
+        let single = outs.len() == 1;
+        let dense_str: String = rest.iter().chain(&outs).collect();
+        if single && dense_str == o_str {
             return self.emit(node, Op::Dense, vec![x, w_id]);
         }
-        let d = self.emit_shaped(
+        let mut d = self.emit_shaped(
             &format!("{}.dense", node.name),
             Op::Dense,
             vec![x, w_id],
             dense_shape,
         )?;
+        if !single {
+            let mut shape = k_shape[..rest.len()].to_vec();
+            shape.extend(outs.iter().map(|c| Dim::Fixed(dim_w(*c) as u32)));
+            if dense_str == o_str {
+                return self.emit(node, Op::Reshape, vec![d]);
+            }
+            d = self.emit_shaped(
+                &format!("{}.unmerge", node.name),
+                Op::Reshape,
+                vec![d],
+                shape,
+            )?;
+        }
         self.arrange(node, d, &dense_str, o_str)
             .map_err(|_| unsupported())
+    }
+
+    /// Sums (or, for unit dims, drops) the axes of `t` (letters `s`) that are in neither
+    /// `other` nor `out`; returns the new tensor and its letters.
+    fn sum_private_axes(
+        &mut self,
+        node: &TypedNode,
+        t: u32,
+        s: &str,
+        other: &str,
+        out: &str,
+        tag: &str,
+    ) -> Result<(u32, String)> {
+        let private: Vec<usize> = s
+            .char_indices()
+            .filter(|(_, c)| !other.contains(*c) && !out.contains(*c))
+            .map(|(i, _)| i)
+            .collect();
+        if private.is_empty() {
+            return Ok((t, s.to_string()));
+        }
+        let shape = self.desc.tensors[t as usize].shape.clone();
+        let mut cur = t;
+        for &i in private.iter().rev() {
+            let d = shape[i];
+            if d == Dim::Batch {
+                bail!("einsum sums over the batch axis");
+            }
+            if d != Dim::Fixed(1) {
+                let mut reduced = self.desc.tensors[cur as usize].shape.clone();
+                reduced[i] = Dim::Fixed(1);
+                let op = Op::Reduce {
+                    kind: flowrt::ir::ReduceKind::Sum,
+                    start: i as u8,
+                    end: i as u8 + 1,
+                };
+                cur = self.emit_shaped(
+                    &format!("{}.{tag}_sum{i}", node.name),
+                    op,
+                    vec![cur],
+                    reduced,
+                )?;
+            }
+        }
+        let kept: Vec<Dim> = shape
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !private.contains(i))
+            .map(|(_, d)| *d)
+            .collect();
+        let cur = self.emit_shaped(
+            &format!("{}.{tag}_squeeze", node.name),
+            Op::Reshape,
+            vec![cur],
+            kept,
+        )?;
+        let letters = s
+            .char_indices()
+            .filter(|(i, _)| !private.contains(i))
+            .map(|(_, c)| c)
+            .collect();
+        Ok((cur, letters))
     }
 
     /// Brings `t`, whose axes are the letters of `from`, into the node's output order `to`
@@ -757,6 +879,15 @@ impl Lowering<'_> {
     /// ONNX `Gather(table, idx, axis=0)`: an embedding lookup. `idx` is the label (integer
     /// values carried as f32) or an integer constant; the table has no batch dim.
     fn lower_gather(&mut self, node: &TypedNode, gather: &Gather) -> Result<u32> {
+        let runtime_table = match self.value(node.inputs[0])? {
+            Value::Tensor(t) => self.desc.tensors[t as usize].data.is_none(),
+            Value::Konst(_) => false,
+        };
+        if runtime_table {
+            if let Value::Konst(k) = self.value(node.inputs[1])? {
+                return self.lower_gather_slices(node, gather.axis, &k);
+            }
+        }
         if gather.axis != 0 {
             bail!(
                 "Gather along axis {} is not supported (only axis 0, an embedding lookup)",
@@ -793,6 +924,61 @@ impl Lowering<'_> {
             }
         };
         self.emit(node, Op::Gather, vec![table, idx])
+    }
+
+    /// `Gather` of a run-time tensor with constant indices (picking q / k / v out of a
+    /// stacked projection, a head, a token): one `Slice` per index along the axis, joined by
+    /// `Concat`, then reshaped to the output shape (a scalar index drops the axis).
+    fn lower_gather_slices(&mut self, node: &TypedNode, axis: usize, idx: &Tensor) -> Result<u32> {
+        let x = self.tensor(node.inputs[0])?;
+        let axis = self.axis(node.inputs[0], axis)?;
+        let shape = self.desc.tensors[x as usize].shape.clone();
+        let Some(Dim::Fixed(len)) = shape.get(axis).copied() else {
+            bail!("Gather along the batch axis is not supported");
+        };
+        let k = idx
+            .cast_to::<i64>()
+            .map_err(|e| anyhow!("Gather indices: {e}"))?;
+        let view = k.try_as_plain_ram()?;
+        let indices: Vec<u32> = view
+            .as_slice::<i64>()?
+            .iter()
+            .map(|&i| {
+                let j = if i < 0 { i + i64::from(len) } else { i };
+                u32::try_from(j)
+                    .ok()
+                    .filter(|j| *j < len)
+                    .ok_or_else(|| anyhow!("Gather index {i} is out of range for {len}"))
+            })
+            .collect::<Result<_>>()?;
+        if indices.is_empty() {
+            bail!("Gather with no indices");
+        }
+        let mut parts = Vec::new();
+        for (n, &i) in indices.iter().enumerate() {
+            let mut s = shape.clone();
+            s[axis] = Dim::Fixed(1);
+            let op = Op::Slice {
+                axis: axis as u32,
+                start: i,
+                end: i + 1,
+                step: 1,
+            };
+            parts.push(self.emit_shaped(&format!("{}.pick{n}", node.name), op, vec![x], s)?);
+        }
+        let joined = if parts.len() == 1 {
+            parts[0]
+        } else {
+            let mut s = shape.clone();
+            s[axis] = Dim::Fixed(parts.len() as u32);
+            self.emit_shaped(
+                &format!("{}.picked", node.name),
+                Op::Concat { axis: axis as u32 },
+                parts,
+                s,
+            )?
+        };
+        self.emit(node, Op::Reshape, vec![joined])
     }
 
     /// `x[...] (outer) w[n] -> [..., n]`: a dense layer with K = 1 (tract splits Gemms over
