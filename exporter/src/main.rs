@@ -128,6 +128,11 @@ enum Command {
         /// Also draw the first two coordinates of the samples in the terminal.
         #[arg(long)]
         ascii: bool,
+        /// Also draw the samples as a PNG: [C, H, W] samples as an image grid (values in
+        /// [-1, 1] mapped to 0..255), any other samples as a scatter of their first two
+        /// coordinates.
+        #[arg(long, value_name = "PATH")]
+        png: Option<PathBuf>,
         /// Velocity backend: flowrt's CPU executor, or ONNX Runtime (same solver loop).
         #[arg(long, value_enum, default_value_t = Backend::Cpu)]
         backend: Backend,
@@ -331,6 +336,7 @@ fn run(cli: Cli) -> Result<()> {
             output,
             trajectory,
             ascii,
+            png,
             backend,
             onnx,
             threads,
@@ -344,6 +350,7 @@ fn run(cli: Cli) -> Result<()> {
             output: &output,
             trajectory: trajectory.as_deref(),
             ascii,
+            png: png.as_deref(),
             backend: (backend, onnx.as_deref(), threads),
         }),
         Command::Rollout {
@@ -713,7 +720,46 @@ struct SampleArgs<'a> {
     output: &'a Path,
     trajectory: Option<&'a Path>,
     ascii: bool,
+    png: Option<&'a Path>,
     backend: (Backend, Option<&'a Path>, usize),
+}
+
+/// The shape of one written sample (`len` values): `out`'s output dims without the batch dim,
+/// or `[len]` when those do not hold `len` values.
+fn sample_row_shape(out: &Model<'_>, len: usize) -> Vec<usize> {
+    let dims: Vec<usize> = out
+        .output_shape()
+        .dims()
+        .filter_map(|d| match d {
+            flowrt::format::Dim::Fixed(n) => usize::try_from(n).ok(),
+            flowrt::format::Dim::Batch => None,
+        })
+        .collect();
+    if dims.iter().product::<usize>() == len {
+        dims
+    } else {
+        vec![len]
+    }
+}
+
+/// With `sample --png`: the shape of one written sample ([`sample_row_shape`]), checked
+/// drawable before sampling.
+fn png_rows(a: &SampleArgs<'_>, out: &Model<'_>, len: usize) -> Result<Option<Vec<usize>>> {
+    if a.png.is_none() {
+        return Ok(None);
+    }
+    let rows = sample_row_shape(out, len);
+    flowrt_export::plot::check_png_rows(&rows)?;
+    Ok(Some(rows))
+}
+
+/// Writes `sample --png` (when asked for) and says what it drew.
+fn write_sample_png(a: &SampleArgs<'_>, rows: Option<&[usize]>, data: &[f32]) -> Result<()> {
+    if let (Some(p), Some(rows)) = (a.png, rows) {
+        let drawn = flowrt_export::plot::samples_png(p, data, rows)?;
+        println!("png: {drawn} -> {}", p.display());
+    }
+    Ok(())
 }
 
 /// Reads `[N, ...]` rows of the model's state (`what`: noise, data) from an .npy file.
@@ -893,6 +939,7 @@ fn sample(a: &SampleArgs<'_>) -> Result<()> {
     if let Some(p) = m.pipeline() {
         return sample_pipeline(a, &m, &p, &plan, &grid, x, &shape);
     }
+    let png = png_rows(a, &m, dim)?;
     let mut sde_error: Option<anyhow::Error> = None;
     let start = Instant::now();
     let rows = if guided.is_some() { 2 * batch } else { batch };
@@ -962,6 +1009,7 @@ fn sample(a: &SampleArgs<'_>) -> Result<()> {
     if a.ascii {
         print!("{}", flowrt_export::plot::ascii_scatter(&x, dim, 64, 20));
     }
+    write_sample_png(a, png.as_deref(), &x)?;
     Ok(())
 }
 
@@ -1085,6 +1133,7 @@ fn sample_pipeline(
     if m.inputs().any(|i| i.role.is_conditioning()) {
         bail!("multi-network files with conditioning inputs are not supported yet");
     }
+    let png = png_rows(a, p.decoder().unwrap_or(m), p.output_dim())?;
     let batch = shape[0];
     let need = flowrt::pipeline::pipeline_arena_bytes(p, plan.method, batch)
         .map_err(|e| anyhow!("{e}"))?;
@@ -1135,5 +1184,6 @@ fn sample_pipeline(
         a.output.display(),
         out_shape
     );
+    write_sample_png(a, png.as_deref(), data)?;
     Ok(())
 }

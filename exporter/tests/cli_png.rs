@@ -1,0 +1,72 @@
+//! `flowrt sample --png`: the real binary on a committed 2-D fixture (export to a temp .frt,
+//! sample with --png), the PNG decoded again; and the error for an unwritable path.
+
+mod common;
+use common::*;
+
+/// Decodes an 8-bit RGB PNG: (width, height, rgb bytes).
+fn read_png(p: &std::path::Path) -> (u32, u32, Vec<u8>) {
+    let file = std::fs::File::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .expect("PNG header");
+    let mut buf = vec![0; reader.output_buffer_size().expect("PNG buffer size")];
+    let info = reader.next_frame(&mut buf).expect("PNG frame");
+    assert_eq!(info.color_type, png::ColorType::Rgb);
+    assert_eq!(info.bit_depth, png::BitDepth::Eight);
+    buf.truncate(info.buffer_size());
+    (info.width, info.height, buf)
+}
+
+#[test]
+fn sample_png_scatter_of_a_2d_model() {
+    let dir = TempDir::new("png");
+    let frt = dir.path("m.frt");
+    let onnx = fx("moons_icfm/model.ts.onnx");
+    ok(&["export", s(&onnx), "-o", s(&frt)]);
+    let out = dir.path("x.npy");
+    let png = dir.path("x.png");
+    let args = [
+        "sample",
+        s(&frt),
+        "--seed",
+        "0",
+        "--num",
+        "256",
+        "--method",
+        "rk4-38",
+        "--steps",
+        "8",
+        "-o",
+        s(&out),
+        "--png",
+        s(&png),
+    ];
+    let stdout = ok(&args);
+    assert!(
+        stdout.contains("png: scatter of 256 of 256 points") && stdout.contains(s(&png)),
+        "{stdout}"
+    );
+    assert!(out.is_file());
+    let (w, h, rgb) = read_png(&png);
+    assert_eq!((w, h), (512, 512));
+    assert_eq!(rgb.len(), 512 * 512 * 3);
+    let dark = rgb
+        .chunks_exact(3)
+        .filter(|p| p.iter().all(|&v| v < 64))
+        .count();
+    let white = rgb
+        .chunks_exact(3)
+        .filter(|p| p.iter().all(|&v| v == 255))
+        .count();
+    // 256 dots of 3 x 3 px, some overlapping; mostly background.
+    assert!(dark >= 300, "only {dark} dark pixels");
+    assert!(white > 512 * 512 / 2, "only {white} white pixels");
+
+    // An unwritable path: one clean error line naming it.
+    let bad = dir.path("no-such-dir").join("x.png");
+    let mut bad_args = args;
+    bad_args[13] = s(&bad);
+    let err = fails(&bad_args);
+    assert!(err.contains(s(&bad)), "{err}");
+}
