@@ -13,7 +13,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
-use flowrt::exec::CpuField;
+use flowrt::exec::{Conditioning, CpuField};
+use flowrt::field::Conditioned;
 use flowrt::format::AlignedBytes;
 use flowrt::grid::Uniform;
 use flowrt::solver::{integrate, Method, Workspace};
@@ -161,44 +162,73 @@ pub fn run(model: &Model<'_>, ort: &mut OrtSession, cfg: &BenchConfig) -> Result
 
     let mut out_cpu = vec![0f32; len];
     let mut out_ort = vec![0f32; len];
+    // Class-conditional models get labels `i % classes` (the same for both backends).
+    let labels: Option<Vec<i64>> =
+        model
+            .input_by_role(flowrt::format::InputRole::Label)
+            .map(|_| {
+                let classes = model.label_classes().unwrap_or(1).max(1) as i64;
+                (0..cfg.batch as i64).map(|i| i % classes).collect()
+            });
+    let cond = Conditioning {
+        label: labels.as_deref(),
+        ..Default::default()
+    };
     let (t_cpu, t_ort) = if cfg.eval {
         let t = 0.5f32;
         let mut arena = AlignedBytes::zeroed(model.required_arena_bytes(cfg.batch).map_err(e)?);
         let mut field = CpuField::new(model, cfg.batch, arena.as_mut_slice()).map_err(e)?;
         let t_cpu = measure(cfg.warmup, cfg.runs, || {
-            field.eval_into(t, &noise, &mut out_cpu).map_err(e)
+            field.eval_cond(t, &noise, &cond, &mut out_cpu).map_err(e)
         })?;
         let mut field = ort.field(cfg.batch).map_err(|e| anyhow!("{e}"))?;
         let t_ort = measure(cfg.warmup, cfg.runs, || {
             field
-                .eval_into(t, &noise, &mut out_ort)
+                .eval_cond(t, &noise, &cond, &mut out_ort)
                 .map_err(|e| anyhow!("{e}"))
         })?;
         (t_cpu, t_ort)
     } else {
         let method = cfg.method;
-        let need = flowrt::sampler::sample_arena_bytes(model, method, cfg.batch).map_err(e)?;
-        let mut arena = AlignedBytes::zeroed(need);
+        let mut flat = vec![0f32; len * method.work_buffers()];
+        let mut arena = AlignedBytes::zeroed(model.required_arena_bytes(cfg.batch).map_err(e)?);
+        let mut cpu = CpuField::new(model, cfg.batch, arena.as_mut_slice()).map_err(e)?;
         let t_cpu = measure(cfg.warmup, cfg.runs, || {
             out_cpu.copy_from_slice(&noise);
-            flowrt::sampler::sample(model, method, &grid, &mut out_cpu, arena.as_mut_slice())
-                .map_err(e)
+            let mut work =
+                Workspace::from_slice(&mut flat, len, method.work_buffers()).map_err(e)?;
+            let mut field = Conditioned {
+                field: &mut cpu,
+                cond,
+            };
+            integrate(
+                &mut CpuOps,
+                &mut field,
+                method,
+                &grid,
+                &mut out_cpu,
+                &mut work,
+            )
+            .map_err(e)
         })?;
-        let mut flat = vec![0f32; len * method.work_buffers()];
-        let mut field = ort.field(cfg.batch).map_err(|e| anyhow!("{e}"))?;
+        let mut ort_field = ort.field(cfg.batch).map_err(|e| anyhow!("{e}"))?;
         let t_ort = measure(cfg.warmup, cfg.runs, || {
             out_ort.copy_from_slice(&noise);
             let mut work =
                 Workspace::from_slice(&mut flat, len, method.work_buffers()).map_err(e)?;
-            integrate(
+            let mut field = Conditioned {
+                field: &mut ort_field,
+                cond,
+            };
+            let r = integrate(
                 &mut CpuOps,
                 &mut field,
                 method,
                 &grid,
                 &mut out_ort,
                 &mut work,
-            )
-            .map_err(|err| match field.take_error() {
+            );
+            r.map_err(|err| match ort_field.take_error() {
                 Some(o) => anyhow!("{o}"),
                 None => e(err),
             })

@@ -101,16 +101,18 @@ fn nchw(d: &Dims) -> Result<[usize; 4], Error> {
     }
 }
 
-/// Output channels accumulated together per output pixel by [`conv`].
-const CONV_TILE: usize = 32;
+/// Output channels accumulated together by [`conv`].
+const CONV_TILE: usize = 16;
+/// Output pixels (along a row) accumulated together by [`conv`].
+const CONV_PIXELS: usize = 4;
 
 /// ONNX `Conv`: `x [N, C, (H,) W]`, `w [C/groups, (KH,) KW, M]` (channel-last: the exporter
 /// reorders ONNX's `[M, C/groups, KH, KW]` so the output channels of one tap are
 /// contiguous; output channel `oc` belongs to group `oc / (M / groups)`), optional
 /// `bias [M]` → `out [N, M, (OH,) OW]`.
 ///
-/// Each output pixel accumulates up to 32 output channels at once (vectorized over the
-/// channels), each element in the fixed order bias, then (input channel, kernel row,
+/// Tiles of 4 output pixels × 16 output channels accumulate together (vectorized over the
+/// channels, each weight row loaded once per tile), each element in the fixed order bias, then (input channel, kernel row,
 /// kernel column) ascending. On x86_64 hosts with AVX2 (feature `std`) the same loops are
 /// compiled for AVX2 (no FMA): bit-identical results.
 ///
@@ -202,7 +204,6 @@ fn conv_impl(
     let mg = m / groups;
     let plane_in = h * wi;
     let plane_out = oh * ow;
-    let mut acc = [0f32; CONV_TILE];
     for b in 0..n {
         let xb = x
             .get(b * c * plane_in..(b + 1) * c * plane_in)
@@ -214,12 +215,19 @@ fn conv_impl(
             for c0 in (0..mg).step_by(CONV_TILE) {
                 let oc0 = g * mg + c0;
                 let cn = CONV_TILE.min(mg - c0);
-                let acc = acc.get_mut(..cn).ok_or(SIZE_ERR)?;
                 for oy in 0..oh {
-                    for ox in 0..ow {
-                        match bias {
-                            Some(bv) => acc.copy_from_slice(bv.get(oc0..oc0 + cn).ok_or(SIZE_ERR)?),
-                            None => acc.fill(0.0),
+                    let mut ox = 0;
+                    while ox < ow {
+                        let np = CONV_PIXELS.min(ow - ox);
+                        // acc[p][j]: output channel oc0 + j at pixel (oy, ox + p).
+                        let mut acc = [[0f32; CONV_TILE]; CONV_PIXELS];
+                        for a in acc.iter_mut() {
+                            if let Some(bv) = bias {
+                                let src = bv.get(oc0..oc0 + cn).ok_or(SIZE_ERR)?;
+                                for (d, v) in a.iter_mut().zip(src) {
+                                    *d = *v;
+                                }
+                            }
                         }
                         for ci in 0..cg {
                             let x_plane = xb
@@ -231,31 +239,47 @@ fn conv_impl(
                                 else {
                                     continue;
                                 };
+                                let x_row = x_plane.get(iy * wi..(iy + 1) * wi).ok_or(SIZE_ERR)?;
                                 for kx in 0..kw {
-                                    let Some(ix) =
-                                        (ox * sw + kx * dw).checked_sub(pw).filter(|v| *v < wi)
-                                    else {
-                                        continue;
-                                    };
-                                    let xv = *x_plane.get(iy * wi + ix).ok_or(SIZE_ERR)?;
                                     let tap = ((ci * kh + ky) * kw + kx) * m + oc0;
                                     let w_row = w.get(tap..tap + cn).ok_or(SIZE_ERR)?;
-                                    for (a, wv) in acc.iter_mut().zip(w_row) {
-                                        *a += xv * *wv;
+                                    for (p, a) in acc.iter_mut().enumerate().take(np) {
+                                        let ix = ((ox + p) * sw + kx * dw).checked_sub(pw);
+                                        let Some(xv) = ix.and_then(|i| x_row.get(i)) else {
+                                            continue;
+                                        };
+                                        axpy(a, w_row, *xv);
                                     }
                                 }
                             }
                         }
-                        let pix = oy * ow + ox;
-                        for (j, a) in acc.iter().enumerate() {
-                            *ob.get_mut((oc0 + j) * plane_out + pix).ok_or(SIZE_ERR)? = *a;
+                        for (p, a) in acc.iter().enumerate().take(np) {
+                            let pix = oy * ow + ox + p;
+                            for (j, v) in a.iter().enumerate().take(cn) {
+                                *ob.get_mut((oc0 + j) * plane_out + pix).ok_or(SIZE_ERR)? = *v;
+                            }
                         }
+                        ox += np;
                     }
                 }
             }
         }
     }
     Ok(())
+}
+
+/// `acc[j] += x * w[j]` for the first `w.len()` channels (a full tile unrolls).
+#[inline(always)]
+fn axpy(acc: &mut [f32; CONV_TILE], w: &[f32], x: f32) {
+    if let Ok(w) = <&[f32; CONV_TILE]>::try_from(w) {
+        for (a, wv) in acc.iter_mut().zip(w) {
+            *a += x * *wv;
+        }
+    } else {
+        for (a, wv) in acc.iter_mut().zip(w) {
+            *a += x * *wv;
+        }
+    }
 }
 
 /// ONNX `ConvTranspose`: `x [N, C, (H,) W]`, `w [M, C/groups, (KH,) KW]` (the layout of

@@ -4,7 +4,7 @@
 //! axes. Every output element folds its `len` inputs in ascending order, so the result does
 //! not depend on the batch size or the CPU.
 
-use super::{check_len, exp_nonpositive, Dims, SIZE_ERR};
+use super::{abs, check_len, exp_nonpositive, Dims, SIZE_ERR};
 use crate::Error;
 
 /// Which reduction (ONNX `Reduce*`); file codes in parentheses.
@@ -153,6 +153,13 @@ pub fn reduce(
         .zip(out.chunks_exact_mut(inner))
         .take(outer)
     {
+        if inner == 1 {
+            // Contiguous runs (the reduced axes are last): fold each directly.
+            if let Some(o) = oo.first_mut() {
+                *o = reduce_run(kind, xo);
+            }
+            continue;
+        }
         let rows = xo.chunks_exact(inner);
         let init = match kind {
             ReduceKind::Prod => 1.0,
@@ -167,7 +174,7 @@ pub fn reduce(
             ReduceKind::Max => fold(oo, rows, nan_max),
             ReduceKind::Min => fold(oo, rows, nan_min),
             ReduceKind::SumSquare | ReduceKind::L2 => fold(oo, rows, |a, v| a + v * v),
-            ReduceKind::L1 => fold(oo, rows, |a, v| a + libm::fabsf(v)),
+            ReduceKind::L1 => fold(oo, rows, |a, v| a + abs(v)),
             ReduceKind::LogSumExp => {
                 // m = max, then Σ e^(x - m) into a second pass.
                 fold(oo, xo.chunks_exact(inner), nan_max);
@@ -196,6 +203,30 @@ pub fn reduce(
         }
     }
     Ok(())
+}
+
+/// One reduction over a contiguous run, in ascending order (the same order as the strided
+/// path).
+fn reduce_run(kind: ReduceKind, xs: &[f32]) -> f32 {
+    let sum = |f: fn(f32) -> f32| xs.iter().fold(0.0f32, |a, v| a + f(*v));
+    match kind {
+        ReduceKind::Sum => sum(|v| v),
+        ReduceKind::Mean => sum(|v| v) / xs.len() as f32,
+        ReduceKind::Max => xs.iter().fold(f32::NEG_INFINITY, |a, v| nan_max(a, *v)),
+        ReduceKind::Min => xs.iter().fold(f32::INFINITY, |a, v| nan_min(a, *v)),
+        ReduceKind::Prod => xs.iter().fold(1.0f32, |a, v| a * v),
+        ReduceKind::SumSquare => sum(|v| v * v),
+        ReduceKind::L1 => sum(abs),
+        ReduceKind::L2 => libm::sqrtf(sum(|v| v * v)),
+        ReduceKind::LogSum => libm::logf(sum(|v| v)),
+        ReduceKind::LogSumExp => {
+            let m = xs.iter().fold(f32::NEG_INFINITY, |a, v| nan_max(a, *v));
+            if !m.is_finite() {
+                return m;
+            }
+            m + libm::logf(xs.iter().fold(0.0f32, |a, v| a + exp_or_zero(*v - m)))
+        }
+    }
 }
 
 fn fold<'a>(acc: &mut [f32], rows: impl Iterator<Item = &'a [f32]>, f: impl Fn(f32, f32) -> f32) {
@@ -242,6 +273,25 @@ pub fn softmax(
         .zip(out.chunks_exact_mut(len * inner))
         .take(outer)
     {
+        if inner == 1 {
+            // Contiguous rows (the softmax axes are last): loops that vectorize.
+            let m = xo.iter().fold(f32::NEG_INFINITY, |m, v| nan_max(m, *v));
+            for (o, v) in oo.iter_mut().zip(xo) {
+                *o = exp_or_zero(*v - m);
+            }
+            let s = oo.iter().fold(0.0f32, |a, v| a + v);
+            if log {
+                let ls = libm::logf(s);
+                for (o, v) in oo.iter_mut().zip(xo) {
+                    *o = (*v - m) - ls;
+                }
+            } else {
+                for o in oo.iter_mut() {
+                    *o /= s;
+                }
+            }
+            continue;
+        }
         for i in 0..inner {
             // Element l of this softmax is at l * inner + i.
             let xs = || xo.iter().skip(i).step_by(inner);
