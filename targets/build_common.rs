@@ -5,8 +5,11 @@
 //   FLOWRT_NOISE  absolute path of the noise .npy (float32 or float64, C order, [N, ...])
 //   FLOWRT_METHOD solver name (default "euler")
 //   FLOWRT_STEPS  uniform steps over [0, 1] (default 1)
+//   FLOWRT_LABELS optional: absolute path of an int64 .npy of class labels, one per noise row
+//                 (class-conditional models)
 //
-// Outputs in OUT_DIR: model.frt (copy), noise.bin (raw f32 little-endian) and plan.rs, which
+// Outputs in OUT_DIR: model.frt (copy), noise.bin (raw f32 little-endian), labels.bin (raw
+// i64 little-endian; empty without labels) and plan.rs, which
 // defines the compile-time constants the firmware sizes its static buffers with. The arena
 // size is the runtime's own plan: `flowrt::sampler::sample_arena_bytes(model, method, batch)`.
 
@@ -28,6 +31,22 @@ fn required_path(name: &str) -> PathBuf {
     let p = PathBuf::from(p);
     println!("cargo:rerun-if-changed={}", p.display());
     p
+}
+
+/// Parses a little-endian int64 C-order 1-D .npy file (class labels).
+fn read_labels(path: &Path) -> Vec<i64> {
+    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(b.len() >= 10 && &b[..6] == b"\x93NUMPY", "{}: not a .npy file", path.display());
+    let (hlen, start) = match b[6] {
+        1 => (u16::from_le_bytes([b[8], b[9]]) as usize, 10),
+        _ => (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12),
+    };
+    let header = std::str::from_utf8(&b[start..start + hlen]).expect("npy header is not UTF-8");
+    assert!(header.contains("'<i8'"), "{}: labels must be little-endian int64", path.display());
+    b[start + hlen..]
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect()
 }
 
 /// Parses a little-endian float32/float64 C-order .npy file: (values as f32, shape).
@@ -137,6 +156,19 @@ fn write_plan() {
     let arena = flowrt::sampler::sample_arena_bytes(&model, method, batch)
         .unwrap_or_else(|e| panic!("arena plan: {e}"));
 
+    println!("cargo:rerun-if-env-changed=FLOWRT_LABELS");
+    let labels: Vec<i64> = match std::env::var("FLOWRT_LABELS") {
+        Ok(p) if !p.is_empty() => {
+            let p = PathBuf::from(p);
+            println!("cargo:rerun-if-changed={}", p.display());
+            let l = read_labels(&p);
+            assert_eq!(l.len(), batch, "{}: one label per noise row", p.display());
+            l
+        }
+        _ => Vec::new(),
+    };
+    let raw_labels: Vec<u8> = labels.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(out.join("labels.bin"), raw_labels).expect("write labels.bin");
     std::fs::write(out.join("model.frt"), &bytes).expect("write model.frt");
     let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     std::fs::write(out.join("noise.bin"), raw).expect("write noise.bin");
@@ -151,6 +183,7 @@ fn write_plan() {
          /// f32 values per row (the model's state dimension).\npub const DIM: usize = {dim};\n\
          /// f32 values in the state (BATCH * DIM).\npub const STATE_LEN: usize = {len};\n\
          /// Noise shape as written to OUT.npy.\npub const SHAPE: &str = \"{shape_str}\";\n\
+         /// Class labels embedded (0 or BATCH).\npub const LABELS_LEN: usize = {labels_len};\n\
          /// Solver name (parsed with `Method::from_str`).\npub const METHOD: &str = \"{method_name}\";\n\
          /// Uniform steps over [0, 1].\npub const STEPS: usize = {steps};\n\
          /// Velocity evaluations per step.\npub const STAGES: usize = {stages};\n\
@@ -164,6 +197,7 @@ fn write_plan() {
         frt = frt.display(),
         noise = noise.display(),
         len = batch * dim,
+        labels_len = labels.len(),
         stages = method.stages(),
         graph = model.required_arena_bytes(batch).expect("graph arena"),
         frt_len = bytes.len(),

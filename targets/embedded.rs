@@ -17,6 +17,12 @@ pub static MODEL: &[u8] = flowrt::include_frt!(concat!(env!("OUT_DIR"), "/model.
 /// The noise: raw little-endian f32, `STATE_LEN` values.
 pub static NOISE: &[u8; STATE_LEN * 4] = include_bytes!(concat!(env!("OUT_DIR"), "/noise.bin"));
 
+/// Class labels (raw little-endian i64, `LABELS_LEN` values; none for unconditional models).
+pub static LABELS_RAW: &[u8; LABELS_LEN * 8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/labels.bin"));
+/// The labels, decoded by [`buffers`].
+pub static LABELS: Static<[i64; LABELS_LEN]> = Static(UnsafeCell::new([0; LABELS_LEN]));
+
 /// A static buffer handed out once, as `&mut`, by `main`.
 pub struct Static<T>(pub UnsafeCell<T>);
 // SAFETY: single core / single hart, no interrupt handler touches these; `main` takes each once.
@@ -28,18 +34,51 @@ pub static ARENA: Static<Aligned16<[u8; ARENA_BYTES]>> =
 /// The state: noise in, samples out.
 pub static STATE: Static<[f32; STATE_LEN]> = Static(UnsafeCell::new([0.0; STATE_LEN]));
 
-/// The arena and the state, the state filled with the embedded noise.
+/// The arena, the state filled with the embedded noise, and the labels.
 ///
 /// Call once (from `main`): the returned references are the only ones ever made to
-/// [`ARENA`] and [`STATE`].
-pub fn buffers() -> (&'static mut [u8], &'static mut [f32; STATE_LEN]) {
+/// [`ARENA`], [`STATE`] and [`LABELS`].
+pub fn buffers() -> (
+    &'static mut [u8],
+    &'static mut [f32; STATE_LEN],
+    &'static [i64],
+) {
     // SAFETY: called once from `main` (single core, no interrupt uses these), so these are
     // the only references to the statics.
-    let (arena, x) = unsafe { (&mut (*ARENA.0.get()).0, &mut *STATE.0.get()) };
+    let (arena, x, labels) = unsafe {
+        (
+            &mut (*ARENA.0.get()).0,
+            &mut *STATE.0.get(),
+            &mut *LABELS.0.get(),
+        )
+    };
     for (v, b) in x.iter_mut().zip(NOISE.chunks_exact(4)) {
         *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     }
-    (arena, x)
+    for (v, b) in labels.iter_mut().zip(LABELS_RAW.chunks_exact(8)) {
+        *v = i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+    }
+    (arena, x, labels)
+}
+
+/// Samples `x` in place: conditioned on `labels` when the firmware embeds them.
+pub fn sample_embedded<G: flowrt::grid::TimeGrid + ?Sized>(
+    model: &flowrt::Model<'_>,
+    method: flowrt::solver::Method,
+    grid: &G,
+    x: &mut [f32],
+    labels: &[i64],
+    arena: &mut [u8],
+) -> Result<(), flowrt::Error> {
+    if labels.is_empty() {
+        flowrt::sampler::sample(model, method, grid, x, arena)
+    } else {
+        let cond = flowrt::exec::Conditioning {
+            label: Some(labels),
+            ..Default::default()
+        };
+        flowrt::sampler::sample_cond(model, method, grid, x, &cond, arena)
+    }
 }
 
 /// Pattern painted on the free stack to measure its high-water mark.

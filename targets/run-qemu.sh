@@ -2,6 +2,7 @@
 # Samples a .frt model on a microcontroller in QEMU and writes the samples as .npy.
 #
 #   targets/run-qemu.sh <cortex-m4|riscv32> MODEL.frt NOISE.npy OUT.npy [--method M] [--steps N]
+#                       [--labels LABELS.npy]   (int64 class labels, one per noise row)
 #
 # Builds the firmware under targets/<target>/ with the model and noise embedded (their paths,
 # the method and the step count reach build.rs through FLOWRT_* environment variables; build.rs
@@ -15,17 +16,18 @@
 # into FILE.
 set -euo pipefail
 usage() {
-    echo "usage: $0 <cortex-m4|riscv32> MODEL.frt NOISE.npy OUT.npy [--method M] [--steps N]" >&2
+    echo "usage: $0 <cortex-m4|riscv32> MODEL.frt NOISE.npy OUT.npy [--method M] [--steps N] [--labels L.npy]" >&2
     exit 2
 }
 [ $# -ge 4 ] || usage
 target=$1 model=$2 noise=$3 out=$4
 shift 4
-method=euler steps=1
+method=euler steps=1 labels=
 while [ $# -gt 0 ]; do
     case $1 in
     --method) method=${2:?}; shift 2 ;;
     --steps) steps=${2:?}; shift 2 ;;
+    --labels) labels=${2:?}; shift 2 ;;
     *) usage ;;
     esac
 done
@@ -48,6 +50,7 @@ command -v "${qemu[0]}" >/dev/null || {
     exit 1
 }
 model="$(abs "$model")" noise="$(abs "$noise")" out="$(abs "$out")"
+[ -z "$labels" ] || labels="$(abs "$labels")"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 elf="$work/firmware.elf"
@@ -59,7 +62,7 @@ crate="$here/$target"
     cd "$crate"
     # The firmware's own target dir, whatever the caller's CARGO_TARGET_DIR says.
     CARGO_TARGET_DIR="$crate/target" FLOWRT_FRT="$model" FLOWRT_NOISE="$noise" \
-        FLOWRT_METHOD="$method" FLOWRT_STEPS="$steps" cargo build --release --quiet
+        FLOWRT_METHOD="$method" FLOWRT_STEPS="$steps" FLOWRT_LABELS="$labels" cargo build --release --quiet
     cp "target/$triple/release/flowrt-$target" "$elf"
 ) 9>"$crate/.build.lock"
 

@@ -49,6 +49,22 @@ pub fn write_f32(path: &Path, data: &[f32], shape: &[usize]) -> Result<()> {
     Ok(())
 }
 
+/// Writes int64 values (class labels) as a 1-D C-order `.npy` file.
+///
+/// Errors: the file cannot be written.
+pub fn write_i64(path: &Path, data: &[i64]) -> Result<()> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(&[data.len() as u64])
+        .writer(std::io::BufWriter::new(file))
+        .begin_nd()?;
+    w.extend(data.iter().copied())?;
+    w.finish()?;
+    Ok(())
+}
+
 /// Reads class labels from a `.npy` file: int64 or int32, or float32 / float64 holding
 /// integer values (C order). Returns the values and the shape.
 ///

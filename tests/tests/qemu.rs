@@ -216,3 +216,78 @@ fn few_step_models_match_host_bit_for_bit() {
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(checked, 8);
 }
+
+/// The image models (issue 4): the class-conditional digits UNet (Conv, GroupNorm through
+/// reductions, attention einsums, Softmax, nearest Resize) and DiT (LayerNorm, attention
+/// MatMuls, GELU-tanh, patchify Conv, 6-D unpatchify Transpose) with embedded labels, on both
+/// targets: the host's AVX2 kernels and the devices' scalar ones give the same bytes.
+#[test]
+fn image_models_match_host_bit_for_bit() {
+    let dir = std::env::temp_dir().join(format!("flowrt-qemu-image-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let root = flowrt_tests::fixtures_dir();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for (name, onnx, method, steps) in [
+        ("digits_unet", "model.ts.onnx", "euler", 1usize),
+        ("digits_dit", "model.dynamo.onnx", "midpoint", 2),
+    ] {
+        let frt = dir.join(format!("{name}.frt"));
+        std::fs::write(&frt, export(&root.join(name).join(onnx)).as_slice()).expect("write frt");
+        let (all, shape) = npy(&root.join(name).join("noise.npy"));
+        let rows = 2;
+        let row_len: usize = shape[1..].iter().product();
+        let mut small = shape.clone();
+        small[0] = rows;
+        let noise = dir.join(format!("{name}-noise.npy"));
+        flowrt_export::npy::write_f32(&noise, &all[..rows * row_len], &small).expect("noise");
+        let labels = dir.join(format!("{name}-labels.npy"));
+        let lab = flowrt_export::npy::read_labels(&root.join(name).join("labels.npy"))
+            .expect("labels")
+            .0;
+        flowrt_export::npy::write_i64(&labels, &lab[..rows]).expect("labels");
+        let host = dir.join(format!("{name}-host.npy"));
+        let status = Command::new(flowrt_bin())
+            .arg("sample")
+            .arg(&frt)
+            .arg("--noise")
+            .arg(&noise)
+            .arg("--label")
+            .arg(&labels)
+            .args(["--method", method, "--steps", &steps.to_string(), "-o"])
+            .arg(&host)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run flowrt sample");
+        assert!(status.success(), "flowrt sample {name}");
+        for target in ["cortex-m4", "riscv32"] {
+            let dev = dir.join(format!("{name}-{target}.npy"));
+            let status = Command::new(repo_root().join("targets/run-qemu.sh"))
+                .arg(target)
+                .args([&frt, &noise, &dev])
+                .args(["--method", method, "--steps", &steps.to_string()])
+                .arg("--labels")
+                .arg(&labels)
+                .status()
+                .expect("run targets/run-qemu.sh");
+            let what = format!("{name} {method} x{steps} on {target}");
+            if !status.success() {
+                failures.push(format!("{what}: run-qemu.sh failed ({status})"));
+                continue;
+            }
+            let (h, d) = (
+                std::fs::read(&host).expect("host"),
+                std::fs::read(&dev).expect("dev"),
+            );
+            if h == d {
+                println!("{what}: {} bytes identical", h.len());
+                checked += 1;
+            } else {
+                failures.push(format!("{what}: output differs from the host"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(checked, 4);
+}

@@ -83,7 +83,7 @@ fn main() -> ! {
     cp.SYST.enable_interrupt();
     cp.SYST.enable_counter();
 
-    let (arena, x) = buffers();
+    let (arena, x, labels) = buffers();
 
     // Calibrate instructions per SysTick tick with a loop of known length.
     let cal_n = 1_000_000u32;
@@ -109,7 +109,7 @@ fn main() -> ! {
 
     let (lo, hi) = paint_stack();
     let t0 = ticks();
-    flowrt::sampler::sample(&model, method, &grid, x, arena)
+    sample_embedded(&model, method, &grid, x, labels, arena)
         .unwrap_or_else(|e| fail("sampling", e));
     let sample_ticks = ticks() - t0;
     let touched = lowest_touched(lo, hi);

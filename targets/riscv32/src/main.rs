@@ -91,7 +91,7 @@ fn fail(what: &str, e: flowrt::Error) -> ! {
 
 #[riscv_rt::entry]
 fn main() -> ! {
-    let (arena, x) = buffers();
+    let (arena, x, labels) = buffers();
     let model = Model::from_bytes(MODEL).unwrap_or_else(|e| fail("loading the model", e));
     let method: Method = METHOD.parse().unwrap_or_else(|e| fail("method", e));
     // Uniform steps from the model's noise end to its data end (t 0 -> 1, or sigma 1 -> 0).
@@ -101,7 +101,7 @@ fn main() -> ! {
 
     let (lo, hi) = paint_stack();
     let i0 = instret();
-    flowrt::sampler::sample(&model, method, &grid, x, arena)
+    sample_embedded(&model, method, &grid, x, labels, arena)
         .unwrap_or_else(|e| fail("sampling", e));
     let instructions = instret() - i0;
     let touched = lowest_touched(lo, hi);
