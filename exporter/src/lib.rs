@@ -1,9 +1,10 @@
 //! `flowrt-export`: turns a trained flow model in ONNX into a `.frt` file.
 //!
-//! Pipeline: [`import`] (tract-onnx: parse, type for a symbolic batch, fold shape subgraphs,
-//! declutter) → [`roles`] (which input is `x`, `t`, `xt`, `label`, `cond` or `guidance`) →
-//! [`lower`] (tract ops → flowrt ops) → `flowrt::format::write` (validate, plan memory,
-//! serialize).
+//! Pipeline: [`validate`] (the ONNX `ModelProto` checked against its opset, flowrt's supported
+//! ops and input types, before tract sees it) → [`import`] (tract-onnx: parse, type for a
+//! symbolic batch, fold shape subgraphs, declutter) → [`roles`] (which input is `x`, `t`,
+//! `xt`, `label`, `cond` or `guidance`) → [`lower`] (tract ops → flowrt ops) →
+//! `flowrt::format::write` (validate, plan memory, serialize).
 
 pub mod bench;
 pub mod conditioning;
@@ -15,6 +16,7 @@ pub mod npy;
 pub mod plot;
 pub mod roles;
 pub mod solve;
+pub mod validate;
 
 use std::path::Path;
 
@@ -41,9 +43,11 @@ pub struct ExportOptions {
 
 /// Imports and lowers an ONNX file into a flowrt model description.
 ///
-/// Errors: unreadable or invalid ONNX, ambiguous roles, or anything flowrt cannot run exactly
-/// (the message names the node, op and reason).
+/// Errors: unreadable or invalid ONNX (checked by [`validate::check_file`] first: opset
+/// validity, supported ops, input types), ambiguous roles, or anything flowrt cannot run
+/// exactly (the message names the node, op and reason).
 pub fn onnx_to_desc(path: &Path, opts: &ExportOptions) -> Result<ModelDesc> {
+    validate::check_file(path)?;
     let model = import::load_inference_model(path)?;
     let (inputs, outputs) = import::declared_io(&model)?;
     let roles = roles::assign_roles(&inputs, &outputs, &opts.roles)?;
@@ -116,6 +120,7 @@ pub fn onnx_to_desc(path: &Path, opts: &ExportOptions) -> Result<ModelDesc> {
 ///
 /// Errors: as [`onnx_to_desc`]; an input with a symbolic dim.
 pub fn plain_graph_desc(path: &Path) -> Result<ModelDesc> {
+    validate::check_file(path)?;
     let model = import::load_inference_model(path)?;
     let (inputs, _) = import::declared_io(&model)?;
     let typed = import::into_typed_fixed(model, &inputs)?;
