@@ -343,7 +343,21 @@ impl Lowering<'_> {
             self.emit(node, Op::Binary(op), vec![a, b])?
         } else if let Some(ew) = node.op_as::<ElementWiseOp>() {
             let x = self.tensor(node.inputs[0])?;
-            if let Some(pc) = ew.0.downcast_ref::<PowConst>() {
+            let pow = ew.0.downcast_ref::<PowConst>().map(|p| p.exponent);
+            if pow == Some(2.0) {
+                self.emit(node, Op::Unary(UnaryOp::Square), vec![x])?
+            } else if pow == Some(3.0) {
+                // x^3 as x * x * x (GELU-tanh's cube; libm's powf would cost 20x more): at
+                // most ~1.5 ulp from the exact cube.
+                let shape = self.desc.tensors[x as usize].shape.clone();
+                let sq = self.emit_shaped(
+                    &format!("{}.square", node.name),
+                    Op::Unary(UnaryOp::Square),
+                    vec![x],
+                    shape,
+                )?;
+                self.emit(node, Op::Binary(BinaryOp::Mul), vec![sq, x])?
+            } else if let Some(pc) = ew.0.downcast_ref::<PowConst>() {
                 let rank = self.desc.tensors[x as usize].shape.len();
                 let e = self.push_tensor(
                     &format!("{}.exponent", node.name),
