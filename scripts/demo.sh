@@ -24,6 +24,13 @@ echo "== sample: 8 rk4-38 steps (torchdiffeq's rk4) from the I-CFM model"
 $FLOWRT sample "$OUT/moons_icfm.frt" --seed 0 --num 1024 --method rk4-38 --steps 8 \
     -o "$OUT/moons_icfm_rk4-38_8.npy" --ascii
 
+echo "== image model: a torchcfm UNet trained on 8x8 digits (tests/fixtures/digits_unet)"
+$FLOWRT export tests/fixtures/digits_unet/model.dynamo.onnx -o "$OUT/digits_unet.frt"
+echo "== sample: 64 digits, labels 0..9 repeated, guidance 2 (null label 10), 16 rk4-38 steps"
+$FLOWRT sample "$OUT/digits_unet.frt" --seed 0 --num 64 --label-cycle 10 \
+    --guidance 2 --null-label 10 --method rk4-38 --steps 16 \
+    -o "$OUT/digits_unet.npy" --png "$OUT/digits_unet.png"
+
 echo
 echo "outputs in $OUT/:"
 ls -l "$OUT"

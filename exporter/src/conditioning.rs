@@ -17,6 +17,8 @@ pub struct CondArgs<'a> {
     pub label: Option<&'a Path>,
     /// `--label-value K`: one class index for every sample.
     pub label_value: Option<i64>,
+    /// `--label-cycle N`: sample `i` gets class `i % N`.
+    pub label_cycle: Option<i64>,
     /// `--cond C.npy`: one conditioning vector per sample, shape `[N, C]`.
     pub cond: Option<&'a Path>,
     /// `--guidance-value G`: the embedded guidance scale for every sample.
@@ -55,9 +57,27 @@ pub fn load(model: &Model<'_>, batch: usize, args: &CondArgs<'_>) -> Result<Cond
     let mut out = CondInputs::default();
     let classes = model.label_classes();
     let range = classes.map_or(String::new(), |n| format!(" ({n} classes, 0..{n})"));
+    let cycled = match args.label_cycle {
+        Some(n) if n >= 1 => Some((0..batch as i64).map(|i| i % n).collect::<Vec<_>>()),
+        Some(n) => bail!("--label-cycle {n}: need at least 1"),
+        None => None,
+    };
+    if cycled.is_some() && (args.label.is_some() || args.label_value.is_some()) {
+        bail!("give one of --label, --label-value and --label-cycle");
+    }
+    if let Some(c) = cycled {
+        if !has(InputRole::Label) {
+            bail!("--label-cycle given, but the model has no label input");
+        }
+        out.label = Some(c);
+    }
     match (has(InputRole::Label), args.label, args.label_value) {
+        (true, None, None) if out.label.is_some() => {}
         (true, None, None) => {
-            bail!("the model has a label input{range}: give --label Y.npy or --label-value K")
+            bail!(
+                "the model has a label input{range}: give --label Y.npy, --label-value K or \
+                 --label-cycle N"
+            )
         }
         (true, Some(p), None) => {
             let (data, shape) = npy::read_labels(p)?;
@@ -113,6 +133,10 @@ pub struct CondFlags {
     /// One class label for every sample (e.g. with --seed/--num).
     #[arg(long, value_name = "K", allow_negative_numbers = true)]
     pub label_value: Option<i64>,
+    /// Labels 0, 1, ..., N-1, 0, 1, ...: sample i gets class i % N (e.g. a grid of every
+    /// class with --png).
+    #[arg(long, value_name = "N", conflicts_with_all = ["label", "label_value"])]
+    pub label_cycle: Option<i64>,
     /// Conditioning vectors for a model with a `cond` input (.npy float, shape [N, C]).
     #[arg(long, value_name = "C.npy")]
     pub cond: Option<std::path::PathBuf>,
@@ -144,6 +168,7 @@ impl CondFlags {
         CondArgs {
             label: self.label.as_deref(),
             label_value: self.label_value,
+            label_cycle: self.label_cycle,
             cond: self.cond.as_deref(),
             guidance_value: self.guidance_value,
         }

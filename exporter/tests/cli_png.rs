@@ -70,3 +70,67 @@ fn sample_png_scatter_of_a_2d_model() {
     let err = fails(&bad_args);
     assert!(err.contains(s(&bad)), "{err}");
 }
+
+/// An image model: the digits UNet, one sample per class (`--label-cycle 10`), drawn as a
+/// grid of 8×8 images; the same labels from a file give the same samples.
+#[test]
+fn sample_png_grid_of_an_image_model_with_cycled_labels() {
+    let dir = TempDir::new("png-grid");
+    let frt = dir.path("u.frt");
+    let onnx = fx("digits_unet/model.dynamo.onnx");
+    ok(&["export", s(&onnx), "-o", s(&frt)]);
+    let (out, png) = (dir.path("x.npy"), dir.path("x.png"));
+    let common = [
+        "--seed", "1", "--num", "10", "--method", "euler", "--steps", "2",
+    ];
+    let mut args = vec![
+        "sample",
+        s(&frt),
+        "--label-cycle",
+        "10",
+        "-o",
+        s(&out),
+        "--png",
+        s(&png),
+    ];
+    args.extend(common);
+    let stdout = ok(&args);
+    assert!(stdout.contains("png: 10 images [1, 8, 8]"), "{stdout}");
+    let (w, h, rgb) = read_png(&png);
+    // 4 columns x 3 rows of 8x8 images upscaled (at least 64 px per cell) with 2 px gaps.
+    assert!(w >= 4 * 64 && h >= 3 * 64 && w > h, "{w} x {h}");
+    assert_eq!(rgb.len(), (w * h * 3) as usize);
+    assert!(rgb.iter().any(|&v| v > 200) && rgb.iter().any(|&v| v < 50));
+    // Labels 0..9 from a file: the same samples.
+    let labels = dir.path("y.npy");
+    flowrt_export::npy::write_i64(&labels, &(0..10).collect::<Vec<i64>>()).unwrap();
+    let out2 = dir.path("x2.npy");
+    let mut args = vec!["sample", s(&frt), "--label", s(&labels), "-o", s(&out2)];
+    args.extend(common);
+    ok(&args);
+    assert_eq!(read_npy(&out).0, read_npy(&out2).0);
+    // --label-cycle on a model without labels is an error naming the flag.
+    let moons = dir.path("m.frt");
+    ok(&[
+        "export",
+        s(&fx("moons_icfm/model.ts.onnx")),
+        "-o",
+        s(&moons),
+    ]);
+    let e = fails(&[
+        "sample",
+        s(&moons),
+        "--seed",
+        "0",
+        "--num",
+        "4",
+        "--label-cycle",
+        "3",
+        "-o",
+        s(&out2),
+    ]);
+    assert!(
+        e.contains("--label-cycle") && e.contains("no label input"),
+        "{e}"
+    );
+}
