@@ -55,6 +55,51 @@ fn host_sample(frt: &Path, noise: &Path, method: &str, steps: usize, out: &Path)
     );
 }
 
+/// One sampling run on a device through `targets/run-qemu.sh` (with embedded labels when
+/// given), compared byte for byte with the host's output `host`: `Ok(bytes)` when identical,
+/// else a message naming `what`.
+#[allow(clippy::too_many_arguments)]
+fn device_matches_host(
+    target: &str,
+    frt: &Path,
+    noise: &Path,
+    labels: Option<&Path>,
+    method: &str,
+    steps: usize,
+    host: &Path,
+    dev: &Path,
+    what: &str,
+) -> Result<usize, String> {
+    let mut cmd = Command::new(repo_root().join("targets/run-qemu.sh"));
+    cmd.arg(target).args([frt, noise, dev]).args([
+        "--method",
+        method,
+        "--steps",
+        &steps.to_string(),
+    ]);
+    if let Some(l) = labels {
+        cmd.arg("--labels").arg(l);
+    }
+    let status = cmd.status().expect("run targets/run-qemu.sh");
+    if !status.success() {
+        return Err(format!("{what}: run-qemu.sh failed ({status})"));
+    }
+    let (h, d) = (
+        std::fs::read(host).expect("host"),
+        std::fs::read(dev).expect("dev"),
+    );
+    if h == d {
+        println!("{what}: {} bytes identical", h.len());
+        Ok(h.len())
+    } else {
+        Err(format!(
+            "{what}: output differs from the host ({} vs {})",
+            host.display(),
+            dev.display()
+        ))
+    }
+}
+
 fn check_target(target: &str) {
     let dir = std::env::temp_dir().join(format!("flowrt-qemu-{target}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -78,30 +123,12 @@ fn check_target(target: &str) {
             let host = dir.join(format!("{}-{method}-{steps}-host.npy", fx.name));
             let dev = dir.join(format!("{}-{method}-{steps}-{target}.npy", fx.name));
             host_sample(&frt, &noise, method, steps, &host);
-            let status = Command::new(repo_root().join("targets/run-qemu.sh"))
-                .arg(target)
-                .args([&frt, &noise, &dev])
-                .args(["--method", method, "--steps", &steps.to_string()])
-                .status()
-                .expect("run targets/run-qemu.sh");
             let what = format!("{} {method} x{steps} on {target}", fx.name);
-            if !status.success() {
-                failures.push(format!("{what}: run-qemu.sh failed ({status})"));
-                continue;
-            }
-            let (h, d) = (
-                std::fs::read(&host).expect("host"),
-                std::fs::read(&dev).expect("dev"),
-            );
-            if h == d {
-                println!("{what}: {} bytes identical", h.len());
-                checked += 1;
-            } else {
-                failures.push(format!(
-                    "{what}: output differs from the host ({} vs {})",
-                    host.display(),
-                    dev.display()
-                ));
+            match device_matches_host(
+                target, &frt, &noise, None, method, steps, &host, &dev, &what,
+            ) {
+                Ok(_) => checked += 1,
+                Err(e) => failures.push(e),
             }
         }
     }
@@ -194,20 +221,13 @@ fn few_step_models_match_host_bit_for_bit() {
                 let host = dir.join(format!("{name}-{steps}-host.npy"));
                 let dev = dir.join(format!("{name}-{steps}-{target}.npy"));
                 host_sample(&frt, &noise, "euler", steps, &host);
-                let status = Command::new(repo_root().join("targets/run-qemu.sh"))
-                    .arg(target)
-                    .args([&frt, &noise, &dev])
-                    .args(["--method", "euler", "--steps", &steps.to_string()])
-                    .status()
-                    .expect("run targets/run-qemu.sh");
                 let what = format!("{name} euler x{steps} on {target}");
-                if !status.success() {
-                    failures.push(format!("{what}: run-qemu.sh failed ({status})"));
-                } else if std::fs::read(&host).expect("host") == std::fs::read(&dev).expect("dev") {
-                    println!("{what}: identical");
-                    checked += 1;
-                } else {
-                    failures.push(format!("{what}: output differs from the host"));
+                let r = device_matches_host(
+                    target, &frt, &noise, None, "euler", steps, &host, &dev, &what,
+                );
+                match r {
+                    Ok(_) => checked += 1,
+                    Err(e) => failures.push(e),
                 }
             }
         }
@@ -262,28 +282,21 @@ fn image_models_match_host_bit_for_bit() {
         assert!(status.success(), "flowrt sample {name}");
         for target in ["cortex-m4", "riscv32"] {
             let dev = dir.join(format!("{name}-{target}.npy"));
-            let status = Command::new(repo_root().join("targets/run-qemu.sh"))
-                .arg(target)
-                .args([&frt, &noise, &dev])
-                .args(["--method", method, "--steps", &steps.to_string()])
-                .arg("--labels")
-                .arg(&labels)
-                .status()
-                .expect("run targets/run-qemu.sh");
             let what = format!("{name} {method} x{steps} on {target}");
-            if !status.success() {
-                failures.push(format!("{what}: run-qemu.sh failed ({status})"));
-                continue;
-            }
-            let (h, d) = (
-                std::fs::read(&host).expect("host"),
-                std::fs::read(&dev).expect("dev"),
+            let r = device_matches_host(
+                target,
+                &frt,
+                &noise,
+                Some(&labels),
+                method,
+                steps,
+                &host,
+                &dev,
+                &what,
             );
-            if h == d {
-                println!("{what}: {} bytes identical", h.len());
-                checked += 1;
-            } else {
-                failures.push(format!("{what}: output differs from the host"));
+            match r {
+                Ok(_) => checked += 1,
+                Err(e) => failures.push(e),
             }
         }
     }
