@@ -2,18 +2,22 @@
 //! `tests/fixtures/make_arch_fixtures.py`: a DiT block with `F.scaled_dot_product_attention`,
 //! one with `nn.MultiheadAttention` (heads folded into the batch axis at a non-leading
 //! position), and a conv net with GroupNorm, BatchNorm, `padding="same"`, strided conv,
-//! AvgPool, bilinear and nearest interpolation, ConvTranspose, PixelShuffle and clamp. Both
-//! torch exporters; flowrt's velocity equals onnxruntime's within 1e-4.
+//! AvgPool, bilinear and nearest interpolation, ConvTranspose, PixelShuffle and clamp; and
+//! diffusers' own `DiTTransformer2DModel` (class-conditional, one-operand-einsum unpatchify)
+//! and `UNet2DModel` (unconditional). Both torch exporters; flowrt's velocity equals
+//! onnxruntime's within 1e-4.
 
 use flowrt::exec::{Conditioning, CpuField};
 use flowrt::format::AlignedBytes;
 use flowrt::Model;
 use flowrt_tests::{export, fixtures_dir, max_abs_diff, npy};
 
-const MODELS: [&str; 3] = [
+const MODELS: [&str; 5] = [
     "dit_sdpa",
     "dit_multihead_attention",
     "convnet_norms_resampling",
+    "diffusers_dit",
+    "diffusers_unet2d",
 ];
 
 #[test]
@@ -24,18 +28,27 @@ fn architecture_variants_match_onnxruntime_with_both_exporters() {
     let t = manifest["t"].as_f64().unwrap() as f32;
     for name in MODELS {
         let x = npy(&dir.join(format!("{name}.x.npy"))).0;
-        let y = flowrt_export::npy::read_labels(&dir.join(format!("{name}.y.npy")))
+        let entry = manifest["models"]
+            .as_array()
             .unwrap()
-            .0;
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap();
+        let labelled = entry["labels"].as_bool().unwrap_or(true);
+        let y = labelled.then(|| {
+            flowrt_export::npy::read_labels(&dir.join(format!("{name}.y.npy")))
+                .unwrap()
+                .0
+        });
         for ex in ["ts", "dynamo"] {
             let bytes = export(&dir.join(format!("{name}.{ex}.onnx")));
             let m = Model::from_bytes(bytes.as_slice()).unwrap();
-            let rows = y.len();
+            let rows = x.len() / m.state_dim();
             let mut arena = AlignedBytes::zeroed(m.required_arena_bytes(rows).unwrap());
             let mut net = CpuField::new(&m, rows, arena.as_mut_slice()).unwrap();
             let mut v = vec![0f32; x.len()];
             let cond = Conditioning {
-                label: Some(&y),
+                label: y.as_deref(),
                 ..Default::default()
             };
             net.eval_cond(t, &x, &cond, &mut v).unwrap();

@@ -477,8 +477,17 @@ impl Lowering<'_> {
     /// where the axes are ordered otherwise); two run-time operands in batched-matmul order
     /// become MatMul.
     fn lower_einsum(&mut self, node: &TypedNode, ein: &EinSum) -> Result<u32> {
-        if ein.q_params.is_some() || node.inputs.len() != 2 {
-            bail!("quantized or n-ary einsum is not supported");
+        if ein.q_params.is_some() {
+            bail!("quantized einsum is not supported");
+        }
+        if node.inputs.len() == 1 {
+            return self.lower_einsum_unary(node, ein);
+        }
+        if node.inputs.len() != 2 {
+            bail!(
+                "einsum with {} operands is not supported (one or two)",
+                node.inputs.len()
+            );
         }
         let (ins, outs) = ein.axes.to_strs();
         let (mut a_str, mut b_str, mut o_str) = (ins[0].clone(), ins[1].clone(), outs[0].clone());
@@ -513,6 +522,41 @@ impl Lowering<'_> {
         let a = self.tensor(node.inputs[0])?;
         let b = self.tensor(node.inputs[1])?;
         self.lower_matmul(node, &expr, (a, &a_str), (b, &b_str), &o_str)
+    }
+
+    /// A one-operand einsum (`nhwpqc->nchpwq`: a permutation, e.g. DiT unpatchify), with
+    /// letters missing from the output summed first.
+    fn lower_einsum_unary(&mut self, node: &TypedNode, ein: &EinSum) -> Result<u32> {
+        let (ins, outs) = ein.axes.to_strs();
+        let (mut a_str, mut o_str) = (ins[0].clone(), outs[0].clone());
+        let fresh = ('A'..='Z')
+            .chain('a'..='z')
+            .find(|c| !a_str.contains(*c) && !o_str.contains(*c))
+            .ok_or_else(|| anyhow!("einsum uses every letter"))?;
+        for (s, outlet) in [
+            (&mut a_str, node.inputs[0]),
+            (&mut o_str, OutletId::new(node.id, 0)),
+        ] {
+            if let Some(ax) = self.split_axis(outlet)? {
+                let at = s.char_indices().nth(ax + 1).map_or(s.len(), |(i, _)| i);
+                s.insert(at, fresh);
+            }
+        }
+        let unique = |s: &str| s.chars().collect::<HashSet<_>>().len() == s.len();
+        let o_shape = self.shape_of(OutletId::new(node.id, 0))?;
+        let new_axis = o_str
+            .chars()
+            .zip(&o_shape)
+            .any(|(c, d)| !a_str.contains(c) && *d != Dim::Fixed(1));
+        if !unique(&a_str) || !unique(&o_str) || new_axis {
+            bail!("einsum `{a_str}->{o_str}` (a diagonal or a new axis) is not supported");
+        }
+        let a = self.tensor(node.inputs[0])?;
+        let (a, kept) = self.sum_private_axes(node, a, &a_str, "", &o_str, "a")?;
+        if kept == o_str {
+            return self.emit(node, Op::Reshape, vec![a]);
+        }
+        self.arrange(node, a, &kept, &o_str)
     }
 
     /// An einsum of two run-time operands as one batched MatMul: letters in both operands
