@@ -4,7 +4,8 @@
 //! position), and a conv net with GroupNorm, BatchNorm, `padding="same"`, strided conv,
 //! AvgPool, bilinear and nearest interpolation, ConvTranspose, PixelShuffle and clamp; and
 //! diffusers' own `DiTTransformer2DModel` (class-conditional, one-operand-einsum unpatchify)
-//! and `UNet2DModel` (unconditional). Both torch exporters; flowrt's velocity equals
+//! and `UNet2DModel` (unconditional); an `nn.TransformerEncoder` (pre-norm, GELU) over
+//! reshape/permute patches. Both torch exporters; flowrt's velocity equals
 //! onnxruntime's within 1e-4.
 
 use flowrt::exec::{Conditioning, CpuField};
@@ -12,12 +13,13 @@ use flowrt::format::AlignedBytes;
 use flowrt::Model;
 use flowrt_tests::{export, fixtures_dir, max_abs_diff, npy};
 
-const MODELS: [&str; 5] = [
+const MODELS: [&str; 6] = [
     "dit_sdpa",
     "dit_multihead_attention",
     "convnet_norms_resampling",
     "diffusers_dit",
     "diffusers_unet2d",
+    "transformer_encoder",
 ];
 
 #[test]

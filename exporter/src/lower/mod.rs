@@ -720,6 +720,11 @@ impl Lowering<'_> {
         if summed.is_empty() {
             return self.lower_outer(node, x_outlet, x_str, w_outlet, w_str, o_str, expr);
         }
+        // Axes of x in neither the weight nor the output (unit axes of a reshape, or a real
+        // sum): summed / dropped first.
+        let x0 = self.tensor(x_outlet)?;
+        let (x_pre, x_own) = self.sum_private_axes(node, x0, x_str, w_str, o_str, "x")?;
+        let x_str = x_own.as_str();
         let mut outs: Vec<char> = w_str.chars().filter(|c| !summed.contains(c)).collect();
         // Every weight letter is summed or an output column; x's others go to the output.
         if outs
@@ -779,7 +784,7 @@ impl Lowering<'_> {
             Some(w_kn),
         );
         // x with the summed letters last (in the weight's order), merged into K.
-        let mut x = self.tensor(x_outlet)?;
+        let mut x = x_pre;
         let rest: Vec<char> = x_str.chars().filter(|c| !summed.contains(c)).collect();
         let x_order: String = rest.iter().chain(&summed).collect();
         if x_order != x_str {
@@ -946,13 +951,48 @@ impl Lowering<'_> {
                 return self.lower_gather_slices(node, gather.axis, &k);
             }
         }
-        if gather.axis != 0 {
-            bail!(
-                "Gather along axis {} is not supported (only axis 0, an embedding lookup)",
-                gather.axis
+        let mut table = self.tensor(node.inputs[0])?;
+        let axis = gather.axis;
+        // A constant table gathered along another axis (tract moves embedding tables): the
+        // same lookup on the table with that axis moved first, then the result permuted.
+        let moved = if axis != 0 {
+            let t = &self.desc.tensors[table as usize];
+            let (Some(data), rank) = (t.data.clone(), t.shape.len()) else {
+                bail!("Gather along axis {axis} of a run-time tensor with run-time indices is not supported");
+            };
+            if axis >= rank {
+                bail!("Gather axis {axis} is out of range for rank {rank}");
+            }
+            let dims: Vec<usize> = t
+                .shape
+                .iter()
+                .map(|d| match d {
+                    Dim::Fixed(n) => *n as usize,
+                    Dim::Batch => 0,
+                })
+                .collect();
+            let outer: usize = dims[..axis].iter().product();
+            let inner: usize = dims[axis + 1..].iter().product();
+            let len = dims[axis];
+            let mut t_data = Vec::with_capacity(data.len());
+            for a in 0..len {
+                for o in 0..outer {
+                    let base = (o * len + a) * inner;
+                    t_data.extend_from_slice(&data[base..base + inner]);
+                }
+            }
+            let mut shape = vec![t.shape[axis]];
+            shape.extend(t.shape[..axis].iter().copied());
+            shape.extend(t.shape[axis + 1..].iter().copied());
+            table = self.push_tensor(
+                &format!("{}.table_axis_first", node.name),
+                shape,
+                Some(t_data),
             );
-        }
-        let table = self.tensor(node.inputs[0])?;
+            Some(rank)
+        } else {
+            None
+        };
         let n = match self.desc.tensors[table as usize].shape.first() {
             Some(Dim::Fixed(n)) => *n,
             _ => bail!("Gather table must have a fixed first dim (no batch dim)"),
@@ -981,7 +1021,26 @@ impl Lowering<'_> {
                 self.push_tensor(&format!("{}.indices", node.name), shape, Some(data))
             }
         };
-        self.emit(node, Op::Gather, vec![table, idx])
+        let Some(rank) = moved else {
+            return self.emit(node, Op::Gather, vec![table, idx]);
+        };
+        // Gathered: idx dims, then the table's axes before `axis`, then those after it;
+        // ONNX's order is before-axes, idx dims, after-axes.
+        let ni = self.desc.tensors[idx as usize].shape.len();
+        let mut shape = self.desc.tensors[idx as usize].shape.clone();
+        let t_shape = self.desc.tensors[table as usize].shape.clone();
+        shape.extend(t_shape[1..].iter().copied());
+        let g = self.emit_shaped(
+            &format!("{}.gathered", node.name),
+            Op::Gather,
+            vec![table, idx],
+            shape,
+        )?;
+        let before = axis as u32;
+        let mut perm: Vec<u32> = (ni as u32..ni as u32 + before).collect();
+        perm.extend(0..ni as u32);
+        perm.extend(ni as u32 + before..(ni + rank - 1) as u32);
+        self.emit(node, Op::Transpose { perm }, vec![g])
     }
 
     /// `Gather` of a run-time tensor with constant indices (picking q / k / v out of a
