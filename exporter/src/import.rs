@@ -71,6 +71,36 @@ pub fn onnx_parser() -> tract_onnx::Onnx {
     reg.insert("Softplus", |_, _| {
         Ok((flowrt_unary(UnaryOp::Softplus), vec![]))
     });
+    // The deprecated Upsample (opset 9: inputs X, scales) is Resize-10 with asymmetric
+    // coordinates; its nearest mode picks floor(x_out / scale) (ONNX's reference repeats).
+    reg.insert("Upsample", |ctx, node| {
+        if ctx.onnx_operator_set_version < 9 {
+            bail!("Upsample before opset 9 (scales as an attribute) is not supported");
+        }
+        let resize = *ctx
+            .framework
+            .op_register
+            .0
+            .get("Resize")
+            .ok_or_else(|| anyhow!("tract has no Resize parser"))?;
+        let mut n = node.clone();
+        n.op_type = "Resize".into();
+        n.attribute.push(tract_onnx::pb::AttributeProto {
+            name: "nearest_mode".into(),
+            r#type: tract_onnx::pb::attribute_proto::AttributeType::String as i32,
+            s: b"floor".to_vec(),
+            ..Default::default()
+        });
+        let ctx10 = tract_onnx::model::ParsingContext {
+            onnx_operator_set_version: 10,
+            framework: ctx.framework,
+            model: ctx.model,
+            parent_graphs: ctx.parent_graphs.clone(),
+            model_dir: ctx.model_dir,
+            template: ctx.template.clone(),
+        };
+        resize(&ctx10, &n)
+    });
     reg.insert("Gelu", |_, node| {
         let approx: Option<String> = node.get_attr_opt("approximate")?;
         match approx.as_deref() {
