@@ -43,11 +43,15 @@ pub struct ExportOptions {
 
 /// Imports and lowers an ONNX file into a flowrt model description.
 ///
-/// Errors: unreadable or invalid ONNX (checked by [`validate::check_file`] first: opset
+/// Errors: unreadable or invalid ONNX (checked by [`validate::check_bytes`] first: opset
 /// validity, supported ops, input types), ambiguous roles, or anything flowrt cannot run
 /// exactly (the message names the node, op and reason).
 pub fn onnx_to_desc(path: &Path, opts: &ExportOptions) -> Result<ModelDesc> {
-    validate::check_file(path)?;
+    // Read once: validated here, hashed into the metadata below (tract reads the path
+    // itself, for the external data next to it).
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    validate::check_bytes(&bytes)
+        .with_context(|| format!("checking ONNX model {}", path.display()))?;
     let model = import::load_inference_model(path)?;
     let (inputs, outputs) = import::declared_io(&model)?;
     let roles = roles::assign_roles(&inputs, &outputs, &opts.roles)?;
@@ -56,7 +60,6 @@ pub fn onnx_to_desc(path: &Path, opts: &ExportOptions) -> Result<ModelDesc> {
         .with_context(|| format!("cannot convert {}", path.display()))?;
     let mut roles = roles;
     state_only_fixup(&mut desc, &mut roles, &opts.roles, &inputs);
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let source = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

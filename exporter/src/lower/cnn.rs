@@ -14,7 +14,7 @@ use tract_onnx::tract_core::ops::nn::resize::{
 use tract_onnx::tract_core::ops::nn::{DataFormat, NearestUpsample};
 use tract_onnx_opl::resize::{CoordTransform, Nearest as OplNearest, Resize as OplResize};
 
-use super::{konst_f32, Lowering, Value};
+use super::{konst_f32, permute_const, Lowering, Value};
 
 fn u16_of(v: usize, what: &str) -> Result<u16> {
     u16::try_from(v).map_err(|_| anyhow!("{what} {v} is larger than 65535"))
@@ -284,16 +284,11 @@ impl Lowering<'_> {
                 Dim::Batch => Err(anyhow!("Conv kernel has a batch dim")),
             })
             .collect::<Result<_>>()?;
-        let (m, inner) = match dims.split_first() {
-            Some((m, rest)) => (*m, rest.iter().product::<usize>()),
-            None => bail!("Conv kernel is a scalar"),
-        };
-        let mut out = vec![0f32; data.len()];
-        for o in 0..m {
-            for i in 0..inner {
-                out[i * m + o] = data[o * inner + i];
-            }
+        if dims.is_empty() {
+            bail!("Conv kernel is a scalar");
         }
+        let perm: Vec<usize> = (1..dims.len()).chain([0]).collect();
+        let out = permute_const(&data, &dims, &perm);
         let mut shape: Vec<Dim> = t.shape[1..].to_vec();
         shape.push(t.shape[0]);
         Ok(self.push_tensor(&format!("{}.kernel", node.name), shape, Some(out)))

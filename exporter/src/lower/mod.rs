@@ -489,25 +489,10 @@ impl Lowering<'_> {
                 node.inputs.len()
             );
         }
-        let (ins, outs) = ein.axes.to_strs();
-        let (mut a_str, mut b_str, mut o_str) = (ins[0].clone(), ins[1].clone(), outs[0].clone());
-        // Operands with heads folded into the batch (`k * B` first) are `[B, k, ...]` here:
-        // give the `k` axis a letter of its own.
-        let fresh = ('A'..='Z')
-            .chain('a'..='z')
-            .find(|c| !a_str.contains(*c) && !b_str.contains(*c) && !o_str.contains(*c))
-            .ok_or_else(|| anyhow!("einsum uses every letter"))?;
-        let out_outlet = OutletId::new(node.id, 0);
-        for (s, outlet) in [
-            (&mut a_str, node.inputs[0]),
-            (&mut b_str, node.inputs[1]),
-            (&mut o_str, out_outlet),
-        ] {
-            if let Some(ax) = self.split_axis(outlet)? {
-                let at = s.char_indices().nth(ax + 1).map_or(s.len(), |(i, _)| i);
-                s.insert(at, fresh);
-            }
-        }
+        let [a_str, b_str, o_str]: [String; 3] = self
+            .einsum_letters(node, ein)?
+            .try_into()
+            .map_err(|_| anyhow!("internal: einsum letters"))?;
         let a_konst = matches!(self.value(node.inputs[0])?, Value::Konst(_));
         let b_konst = matches!(self.value(node.inputs[1])?, Value::Konst(_));
         let expr = format!("{a_str},{b_str}->{o_str}");
@@ -524,24 +509,37 @@ impl Lowering<'_> {
         self.lower_matmul(node, &expr, (a, &a_str), (b, &b_str), &o_str)
     }
 
-    /// A one-operand einsum (`nhwpqc->nchpwq`: a permutation, e.g. DiT unpatchify), with
-    /// letters missing from the output summed first.
-    fn lower_einsum_unary(&mut self, node: &TypedNode, ein: &EinSum) -> Result<u32> {
+    /// The einsum's operand letters, then the output's, as flowrt's axes: a value with heads
+    /// folded into the batch (`k * B`, stored as `[B, k]`) gets a fresh letter for its `k`
+    /// axis right after the batch letter.
+    fn einsum_letters(&self, node: &TypedNode, ein: &EinSum) -> Result<Vec<String>> {
         let (ins, outs) = ein.axes.to_strs();
-        let (mut a_str, mut o_str) = (ins[0].clone(), outs[0].clone());
+        let mut strs: Vec<String> = ins.iter().chain(outs.iter()).cloned().collect();
         let fresh = ('A'..='Z')
             .chain('a'..='z')
-            .find(|c| !a_str.contains(*c) && !o_str.contains(*c))
+            .find(|c| strs.iter().all(|s| !s.contains(*c)))
             .ok_or_else(|| anyhow!("einsum uses every letter"))?;
-        for (s, outlet) in [
-            (&mut a_str, node.inputs[0]),
-            (&mut o_str, OutletId::new(node.id, 0)),
-        ] {
+        let outlets = node
+            .inputs
+            .iter()
+            .copied()
+            .chain([OutletId::new(node.id, 0)]);
+        for (s, outlet) in strs.iter_mut().zip(outlets) {
             if let Some(ax) = self.split_axis(outlet)? {
                 let at = s.char_indices().nth(ax + 1).map_or(s.len(), |(i, _)| i);
                 s.insert(at, fresh);
             }
         }
+        Ok(strs)
+    }
+
+    /// A one-operand einsum (`nhwpqc->nchpwq`: a permutation, e.g. DiT unpatchify), with
+    /// letters missing from the output summed first.
+    fn lower_einsum_unary(&mut self, node: &TypedNode, ein: &EinSum) -> Result<u32> {
+        let [a_str, o_str]: [String; 2] = self
+            .einsum_letters(node, ein)?
+            .try_into()
+            .map_err(|_| anyhow!("internal: einsum letters"))?;
         let unique = |s: &str| s.chars().collect::<HashSet<_>>().len() == s.len();
         let o_shape = self.shape_of(OutletId::new(node.id, 0))?;
         let new_axis = o_str
@@ -753,31 +751,9 @@ impl Lowering<'_> {
         let kk: usize = summed.iter().map(|c| dim_w(*c)).product();
         let nn: usize = outs.iter().map(|c| dim_w(*c)).product();
         let order: Vec<char> = summed.iter().chain(&outs).copied().collect();
-        let w_kn = if order.iter().collect::<String>() == w_str {
-            wd
-        } else {
-            let mut strides = vec![1usize; w_dims.len()];
-            for i in (0..w_dims.len().saturating_sub(1)).rev() {
-                strides[i] = strides[i + 1] * w_dims[i + 1];
-            }
-            let src_stride = |c: char| w_str.find(c).map_or(0, |p| strides[p]);
-            let lens: Vec<usize> = order.iter().map(|c| dim_w(*c)).collect();
-            let steps: Vec<usize> = order.iter().map(|c| src_stride(*c)).collect();
-            let mut t = Vec::with_capacity(wd.len());
-            let mut idx = vec![0usize; order.len()];
-            for _ in 0..kk * nn {
-                let off: usize = idx.iter().zip(&steps).map(|(i, s)| i * s).sum();
-                t.push(wd[off]);
-                for a in (0..idx.len()).rev() {
-                    idx[a] += 1;
-                    if idx[a] < lens[a] {
-                        break;
-                    }
-                    idx[a] = 0;
-                }
-            }
-            t
-        };
+        // (A unit output letter the weight lacks adds no axis.)
+        let perm: Vec<usize> = order.iter().filter_map(|c| w_str.find(*c)).collect();
+        let w_kn = permute_const(&wd, &w_dims, &perm);
         let w_id = self.push_tensor(
             &format!("{}.weight", node.name),
             vec![Dim::Fixed(kk as u32), Dim::Fixed(nn as u32)],
@@ -930,10 +906,7 @@ impl Lowering<'_> {
                 shape,
             )?;
         }
-        if core == to {
-            // Only reached when nothing had to move: an identity, still its own node.
-            return self.emit(node, Op::Reshape, vec![cur]);
-        }
+        // Unit axes to add (or, when nothing moved, an identity that is still its own node).
         self.emit(node, Op::Reshape, vec![cur])
     }
 }
@@ -971,16 +944,9 @@ impl Lowering<'_> {
                     Dim::Batch => 0,
                 })
                 .collect();
-            let outer: usize = dims[..axis].iter().product();
-            let inner: usize = dims[axis + 1..].iter().product();
-            let len = dims[axis];
-            let mut t_data = Vec::with_capacity(data.len());
-            for a in 0..len {
-                for o in 0..outer {
-                    let base = (o * len + a) * inner;
-                    t_data.extend_from_slice(&data[base..base + inner]);
-                }
-            }
+            let mut perm = vec![axis];
+            perm.extend((0..rank).filter(|a| *a != axis));
+            let t_data = permute_const(&data, &dims, &perm);
             let mut shape = vec![t.shape[axis]];
             shape.extend(t.shape[..axis].iter().copied());
             shape.extend(t.shape[axis + 1..].iter().copied());
@@ -1169,6 +1135,33 @@ impl Lowering<'_> {
         )?;
         self.emit(node, Op::Reshape, vec![d])
     }
+}
+
+/// The values of a constant of row-major `dims` with its axes permuted: output axis `i` is
+/// input axis `perm[i]` (weight re-layouts at export).
+pub(super) fn permute_const(data: &[f32], dims: &[usize], perm: &[usize]) -> Vec<f32> {
+    if perm.iter().enumerate().all(|(i, p)| i == *p) {
+        return data.to_vec();
+    }
+    let mut strides = vec![1usize; dims.len()];
+    for i in (0..dims.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * dims[i + 1];
+    }
+    let lens: Vec<usize> = perm.iter().map(|p| dims[*p]).collect();
+    let steps: Vec<usize> = perm.iter().map(|p| strides[*p]).collect();
+    let mut out = Vec::with_capacity(data.len());
+    let mut idx = vec![0usize; perm.len()];
+    for _ in 0..data.len() {
+        out.push(data[idx.iter().zip(&steps).map(|(i, s)| i * s).sum::<usize>()]);
+        for a in (0..idx.len()).rev() {
+            idx[a] += 1;
+            if idx[a] < lens[a] {
+                break;
+            }
+            idx[a] = 0;
+        }
+    }
+    out
 }
 
 /// The f32 values of a constant; errors for other dtypes.
