@@ -893,6 +893,20 @@ impl<'a> Model<'a> {
         self.weights.len() * 4
     }
 
+    /// The values of constant tensor `i` (zero-copy from the weights section), for backends
+    /// that upload the weights elsewhere (a GPU).
+    ///
+    /// Errors: [`Error::BadArgument`] when `i` is not a constant tensor.
+    pub fn const_values(&self, i: u32) -> Result<&'a [f32], Error> {
+        let rec = self.tensor_rec(i)?;
+        if rec.kind != TensorKind::Const {
+            return Err(Error::BadArgument {
+                what: "tensor is not a constant",
+            });
+        }
+        self.const_data(&rec)
+    }
+
     /// Tensor `i`.
     pub fn tensor(&self, i: u32) -> Option<TensorInfo<'a>> {
         let r = self.tensor_rec(i).ok()?;

@@ -1,0 +1,278 @@
+//! `flowrt-cubecl`: flowrt's GPU backend. Every graph op of a `.frt` runs as a cubecl kernel
+//! (one source for wgpu — Vulkan / Metal / DX12, lavapipe in CI — and CUDA), and the
+//! solver's state operations ([`flowrt::StateOps`]) are kernels too, so the runtime's
+//! solvers, grids, time conventions and guidance drive the device **unchanged** and the whole
+//! ODE loop stays on it: the noise is uploaded once, every stage and update runs there, and
+//! the samples are read back once (plus one finite check at each end).
+//!
+//! * [`Gpu`]: a device client ([`Gpu::wgpu`], [`Gpu::cuda`]; a missing device is a
+//!   [`GpuError::NoDevice`] naming the backend and what was looked for, never a panic).
+//! * [`GpuOps`]: [`flowrt::StateOps`] on [`GpuBuf`] device buffers.
+//! * [`GpuField`]: the model as a [`flowrt::VelocityField`] on the device (inputs fed by role
+//!   as the CPU executor does; [`GpuCfgField`] adds classifier-free guidance).
+//! * [`sample`]: noise in, samples out, one call ([`sample::sample`]).
+//! * [`select`]: the `auto` backend choice, inspectable ([`select::choose`]).
+
+pub mod field;
+pub mod graph;
+pub mod kernels;
+pub mod sample;
+pub mod select;
+pub mod state;
+
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use cubecl::prelude::*;
+use cubecl::server::Handle;
+
+/// The cubecl version this crate is built on (for `Runtime` bounds in dependents).
+pub use cubecl;
+pub use field::{GpuCfgField, GpuField};
+pub use state::{GpuBuf, GpuOps};
+
+/// Everything that can go wrong on the GPU path.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GpuError {
+    /// No device for the backend: `backend` is `"wgpu"` or `"cuda"`, `looked_for` says
+    /// what was searched and how to get one.
+    NoDevice {
+        /// The backend asked for.
+        backend: &'static str,
+        /// What was looked for, and why it was not found.
+        looked_for: String,
+    },
+    /// The device failed (a launch, a read-back).
+    Device(String),
+    /// A model or request this backend cannot run, with the reason.
+    Unsupported(String),
+    /// An error of flowrt itself (solver, grid, sizes, non-finite values).
+    Flowrt(flowrt::Error),
+}
+
+impl fmt::Display for GpuError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GpuError::NoDevice {
+                backend,
+                looked_for,
+            } => write!(f, "no {backend} device: {looked_for}"),
+            GpuError::Device(m) => write!(f, "GPU error: {m}"),
+            GpuError::Unsupported(m) => write!(f, "not supported on the GPU backend: {m}"),
+            GpuError::Flowrt(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for GpuError {}
+
+impl From<flowrt::Error> for GpuError {
+    fn from(e: flowrt::Error) -> Self {
+        GpuError::Flowrt(e)
+    }
+}
+
+/// The GPU backends this crate was built with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GpuBackend {
+    /// wgpu: any Vulkan / Metal / DX12 adapter (feature `wgpu`).
+    Wgpu,
+    /// CUDA: NVIDIA GPUs (feature `cuda`).
+    Cuda,
+}
+
+impl GpuBackend {
+    /// `"wgpu"` or `"cuda"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            GpuBackend::Wgpu => "wgpu",
+            GpuBackend::Cuda => "cuda",
+        }
+    }
+}
+
+/// What a probed device is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// The backend.
+    pub backend: GpuBackend,
+    /// The adapter's name (e.g. `"NVIDIA H200"`, `"llvmpipe (LLVM 15.0.6, 256 bits)"`).
+    pub name: String,
+    /// `true` for a software rasterizer running on the CPU (lavapipe / llvmpipe, SwiftShader,
+    /// WARP): correct, but never faster than flowrt's CPU executor.
+    pub software: bool,
+}
+
+/// A device client: uploads, buffers, launches (counted) and read-backs.
+pub struct Gpu<R: Runtime> {
+    pub(crate) client: ComputeClient<R>,
+    /// Kernel launches made through this client so far.
+    pub(crate) launches: u64,
+    info: DeviceInfo,
+}
+
+impl<R: Runtime> fmt::Debug for Gpu<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gpu")
+            .field("info", &self.info)
+            .field("launches", &self.launches)
+            .finish()
+    }
+}
+
+impl<R: Runtime> Gpu<R> {
+    /// What the device is.
+    pub fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    /// Kernel launches made so far (every graph op, state operation and input fill).
+    pub fn launches(&self) -> u64 {
+        self.launches
+    }
+
+    /// Uploads f32 values.
+    pub fn upload(&self, data: &[f32]) -> Handle {
+        if data.is_empty() {
+            return self.client.create_from_slice(f32::as_bytes(&[0.0]));
+        }
+        self.client.create_from_slice(f32::as_bytes(data))
+    }
+
+    pub(crate) fn upload_u32(&self, data: &[u32]) -> Handle {
+        self.client.create_from_slice(u32::as_bytes(data))
+    }
+
+    /// A new uninitialised buffer of `len` f32 values.
+    pub fn empty(&self, len: usize) -> Handle {
+        self.client.empty(len.max(1) * 4)
+    }
+
+    /// Reads `len` f32 values back (waits for every queued launch).
+    ///
+    /// Errors: [`GpuError::Device`] when the device fails.
+    pub fn read(&self, h: &Handle, len: usize) -> Result<Vec<f32>, GpuError> {
+        let bytes = self
+            .client
+            .read_one(h.clone())
+            .map_err(|e| GpuError::Device(format!("read-back failed: {e:?}")))?;
+        let v = f32::from_bytes(&bytes);
+        v.get(..len)
+            .map(<[f32]>::to_vec)
+            .ok_or(GpuError::Device("read-back returned too few values".into()))
+    }
+
+    pub(crate) fn read_u32(&self, h: &Handle) -> Result<u32, GpuError> {
+        let bytes = self
+            .client
+            .read_one(h.clone())
+            .map_err(|e| GpuError::Device(format!("read-back failed: {e:?}")))?;
+        u32::from_bytes(&bytes)
+            .first()
+            .copied()
+            .ok_or(GpuError::Device("read-back returned no value".into()))
+    }
+
+    /// Waits until every queued launch has finished.
+    ///
+    /// Errors: [`GpuError::Device`] when the device reports a failure.
+    pub fn sync(&self) -> Result<(), GpuError> {
+        cubecl::future::block_on(self.client.sync())
+            .map_err(|e| GpuError::Device(format!("device failed: {e:?}")))
+    }
+}
+
+/// Runs `f`, turning a panic inside the device runtime into [`GpuError::NoDevice`].
+fn probe<T>(backend: GpuBackend, looked_for: &str, f: impl FnOnce() -> T) -> Result<T, GpuError> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = catch_unwind(AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    r.map_err(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| p.downcast_ref::<&str>().copied())
+            .unwrap_or("the runtime panicked");
+        let first = msg.lines().next().unwrap_or(msg);
+        GpuError::NoDevice {
+            backend: backend.name(),
+            looked_for: format!("{looked_for} ({first})"),
+        }
+    })
+}
+
+#[cfg(feature = "wgpu")]
+impl Gpu<cubecl::wgpu::WgpuRuntime> {
+    /// The default wgpu adapter (the most powerful one; `CUBECL_WGPU_DEFAULT_DEVICE` picks
+    /// another), with its name and whether it is a software rasterizer.
+    ///
+    /// Errors: [`GpuError::NoDevice`] when no Vulkan / Metal / DX12 adapter exists (for
+    /// software Vulkan on Linux: `apt-get install mesa-vulkan-drivers libvulkan1`).
+    pub fn wgpu() -> Result<Self, GpuError> {
+        use cubecl::wgpu::{init_setup, AutoGraphicsApi, WgpuDevice, WgpuRuntime};
+        static SETUP: std::sync::OnceLock<Result<DeviceInfo, GpuError>> =
+            std::sync::OnceLock::new();
+        let looked_for = "looked for a Vulkan, Metal or DX12 adapter through wgpu; on Linux \
+                          without a GPU install Mesa's software Vulkan driver \
+                          (apt-get install mesa-vulkan-drivers libvulkan1)";
+        let info = SETUP
+            .get_or_init(|| {
+                probe(GpuBackend::Wgpu, looked_for, || {
+                    let setup = init_setup::<AutoGraphicsApi>(
+                        &WgpuDevice::DefaultDevice,
+                        Default::default(),
+                    );
+                    let a = setup.adapter.get_info();
+                    let software = format!("{:?}", a.device_type) == "Cpu"
+                        || a.name.contains("llvmpipe")
+                        || a.name.contains("SwiftShader");
+                    DeviceInfo {
+                        backend: GpuBackend::Wgpu,
+                        name: a.name,
+                        software,
+                    }
+                })
+            })
+            .clone()?;
+        let client = WgpuRuntime::client(&WgpuDevice::DefaultDevice);
+        Ok(Gpu {
+            client,
+            launches: 0,
+            info,
+        })
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl Gpu<cubecl::cuda::CudaRuntime> {
+    /// CUDA device 0.
+    ///
+    /// Errors: [`GpuError::NoDevice`] when the CUDA driver (`libcuda.so`) or a device is
+    /// missing.
+    pub fn cuda() -> Result<Self, GpuError> {
+        use cubecl::cuda::{CudaDevice, CudaRuntime};
+        static SETUP: std::sync::OnceLock<Result<String, GpuError>> = std::sync::OnceLock::new();
+        let looked_for = "looked for CUDA device 0 through the driver library libcuda.so \
+                          (an NVIDIA GPU with its driver) and NVRTC (libnvrtc.so, e.g. from the \
+                          nvidia-cuda-nvrtc pip package, on LD_LIBRARY_PATH)";
+        let name = SETUP
+            .get_or_init(|| {
+                probe(GpuBackend::Cuda, looked_for, || {
+                    let client = CudaRuntime::client(&CudaDevice::new(0));
+                    format!("{:?}", client.info())
+                })
+            })
+            .clone()?;
+        let client = CudaRuntime::client(&CudaDevice::new(0));
+        Ok(Gpu {
+            client,
+            launches: 0,
+            info: DeviceInfo {
+                backend: GpuBackend::Cuda,
+                name,
+                software: false,
+            },
+        })
+    }
+}

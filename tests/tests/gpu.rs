@@ -1,0 +1,490 @@
+//! GPU backend conformance (issue 7): `flowrt-cubecl` samples equal the CPU backend's within
+//! 1e-4 on every fixture and solver, with the whole ODE loop on the device, and its single
+//! velocity evaluations equal onnxruntime's on the architecture fixtures.
+//!
+//! One suite, run per backend: `wgpu_*` on whatever wgpu adapter exists (lavapipe, Mesa's
+//! software Vulkan, in CI: the test command installs it, and a missing adapter fails), and
+//! `cuda_*` on CUDA device 0, skipped with the reason printed when there is none.
+
+use flowrt::exec::{Conditioning, CpuField};
+use flowrt::field::Conditioned;
+use flowrt::format::AlignedBytes;
+use flowrt::grid::{GridSpec, TimeGrid, Uniform};
+use flowrt::guidance::Guidance;
+use flowrt::solver::{adaptive, Method, Workspace};
+use flowrt::time::{ConventionField, TimeAxis, TimeConvention};
+use flowrt::{CpuOps, Error, Model};
+use flowrt_cubecl::cubecl::Runtime;
+use flowrt_cubecl::sample::{sample, SampleRequest};
+use flowrt_cubecl::{Gpu, GpuError, GpuField, GpuOps};
+use flowrt_export::ExportOptions;
+use flowrt_tests::{export, fixtures, fixtures_dir, max_abs_diff, npy};
+
+/// Issue 7: GPU samples within 1e-4 of the CPU backend's.
+const TOL: f32 = 1e-4;
+
+fn file(model: &str, name: &str) -> Vec<f32> {
+    npy(&fixtures_dir().join(model).join(name)).0
+}
+
+fn labels(model: &str, name: &str) -> Vec<i64> {
+    flowrt_export::npy::read_labels(&fixtures_dir().join(model).join(name))
+        .unwrap()
+        .0
+}
+
+fn tolerances() -> adaptive::Tolerances {
+    adaptive::Tolerances {
+        rtol: 1e-5,
+        atol: 1e-6,
+        max_steps: 10_000,
+    }
+}
+
+/// The CPU backend's samples (the reference), through the same solver loop.
+fn cpu_sample(
+    m: &Model<'_>,
+    method: Method,
+    grid: &dyn TimeGrid,
+    noise: &[f32],
+    cond: Conditioning<'_>,
+    guided: Option<(Guidance, Conditioning<'_>)>,
+) -> Vec<f32> {
+    let mut x = noise.to_vec();
+    let batch = x.len() / m.state_dim();
+    if let Some((g, doubled)) = guided {
+        let need = flowrt::sampler::guided_arena_bytes(m, method, batch).unwrap();
+        let mut arena = AlignedBytes::zeroed(need);
+        flowrt::sampler::sample_guided(m, method, grid, &mut x, &doubled, &g, arena.as_mut_slice())
+            .unwrap();
+        return x;
+    }
+    if method != Method::Dopri5 {
+        let need = flowrt::sampler::sample_arena_bytes(m, method, batch).unwrap();
+        let mut arena = AlignedBytes::zeroed(need);
+        flowrt::sampler::sample_cond(m, method, grid, &mut x, &cond, arena.as_mut_slice()).unwrap();
+        return x;
+    }
+    let mut arena = AlignedBytes::zeroed(m.required_arena_bytes(batch).unwrap());
+    let mut net = CpuField::new(m, batch, arena.as_mut_slice()).unwrap();
+    let mut f = Conditioned {
+        field: &mut net,
+        cond,
+    };
+    let mut field = ConventionField::new(&mut f, m.time_convention());
+    let mut flat = vec![0f32; x.len() * method.work_buffers()];
+    let mut work = Workspace::from_slice(&mut flat, x.len(), method.work_buffers()).unwrap();
+    adaptive::dopri5(
+        &mut CpuOps,
+        &mut field,
+        &tolerances(),
+        grid,
+        &mut x,
+        &mut work,
+        &mut flowrt::solver::NoObserver,
+    )
+    .unwrap();
+    x
+}
+
+/// GPU samples, with the report's launch count per step printed once per model.
+fn gpu_sample<R: Runtime>(
+    ops: &mut GpuOps<R>,
+    m: &Model<'_>,
+    method: Method,
+    grid: &dyn TimeGrid,
+    noise: &[f32],
+    cond: Conditioning<'_>,
+    guided: Option<(Guidance, Conditioning<'_>)>,
+) -> (Vec<f32>, flowrt_cubecl::sample::SampleReport) {
+    let mut x = noise.to_vec();
+    let req = SampleRequest {
+        method,
+        grid,
+        tol: tolerances(),
+        cond,
+        guided,
+    };
+    let report = sample(ops, m, &mut x, &req).unwrap_or_else(|e| panic!("{method:?}: {e}"));
+    (x, report)
+}
+
+/// Compares GPU and CPU samples for one configuration; returns the difference.
+#[allow(clippy::too_many_arguments)]
+fn compare<R: Runtime>(
+    ops: &mut GpuOps<R>,
+    what: &str,
+    m: &Model<'_>,
+    method: Method,
+    grid: &dyn TimeGrid,
+    noise: &[f32],
+    cond: Conditioning<'_>,
+    guided: Option<(Guidance, Conditioning<'_>)>,
+) -> f32 {
+    let want = cpu_sample(m, method, grid, noise, cond, guided);
+    let (got, report) = gpu_sample(ops, m, method, grid, noise, cond, guided);
+    let d = max_abs_diff(&got, &want);
+    assert!(
+        d <= TOL,
+        "{what} {} x {} steps: GPU vs CPU max abs diff {d}",
+        method.name(),
+        grid.steps()
+    );
+    assert_eq!(
+        report.steps,
+        if method == Method::Dopri5 {
+            report.steps
+        } else {
+            grid.steps()
+        }
+    );
+    d
+}
+
+fn two_d_models() -> Vec<String> {
+    let mut v: Vec<String> = fixtures().into_iter().map(|f| f.name).collect();
+    v.extend(["moons_sigma", "checker_eps"].map(String::from));
+    v
+}
+
+fn two_d_fixtures_every_solver<R: Runtime>(ops: &mut GpuOps<R>) {
+    for name in two_d_models() {
+        let bytes = export(&fixtures_dir().join(&name).join("model.ts.onnx"));
+        let m = Model::from_bytes(bytes.as_slice()).unwrap();
+        let noise = file(&name, "noise.npy");
+        let axis = m.time_convention().axis;
+        let mut worst = 0f32;
+        for method in Method::ALL {
+            let steps: &[usize] = if method == Method::Dopri5 {
+                &[1]
+            } else {
+                &[1, 4, 8]
+            };
+            for &n in steps {
+                let grid = GridSpec::Uniform.build(n, axis).unwrap();
+                let d = compare(
+                    ops,
+                    &name,
+                    &m,
+                    method,
+                    &grid,
+                    &noise,
+                    Conditioning::default(),
+                    None,
+                );
+                worst = worst.max(d);
+            }
+        }
+        let grid = GridSpec::Uniform.build(8, axis).unwrap();
+        let (_, r) = gpu_sample(
+            ops,
+            &m,
+            Method::Rk4_38,
+            &grid,
+            &noise,
+            Conditioning::default(),
+            None,
+        );
+        println!(
+            "{name}: {} methods, worst GPU vs CPU {worst:.2e}; rk4-38 x 8: {} graph launches per \
+             evaluation, {:.1} launches per step",
+            Method::ALL.len(),
+            r.graph_launches,
+            r.launches_per_step()
+        );
+    }
+}
+
+fn doubled(l: &[i64], null: i64) -> Vec<i64> {
+    let mut v = l.to_vec();
+    v.extend(std::iter::repeat_n(null, l.len()));
+    v
+}
+
+fn guidance_and_labels<R: Runtime>(ops: &mut GpuOps<R>) {
+    let bytes = export(&fixtures_dir().join("moons_cfg/model.ts.onnx"));
+    let m = Model::from_bytes(bytes.as_slice()).unwrap();
+    let noise = file("moons_cfg", "noise.npy");
+    let lab = labels("moons_cfg", "labels.npy");
+    let dl = doubled(&lab, 2);
+    let grid = Uniform::unit(8).unwrap();
+    let cond = Conditioning {
+        label: Some(&lab),
+        ..Default::default()
+    };
+    let dcond = Conditioning {
+        label: Some(&dl),
+        ..Default::default()
+    };
+    let mut worst = 0f32;
+    for method in [Method::Euler, Method::Rk4_38, Method::Ab3] {
+        worst = worst.max(compare(
+            ops,
+            "moons_cfg cond",
+            &m,
+            method,
+            &grid,
+            &noise,
+            cond,
+            None,
+        ));
+        for g in [
+            Guidance {
+                scale: 2.5,
+                interval: None,
+            },
+            Guidance {
+                scale: 2.5,
+                interval: Some((0.2, 0.8)),
+            },
+        ] {
+            worst = worst.max(compare(
+                ops,
+                "moons_cfg guided",
+                &m,
+                method,
+                &grid,
+                &noise,
+                Conditioning::default(),
+                Some((g, dcond)),
+            ));
+        }
+    }
+    // The GPU run also matches the Python reference (torchdiffeq + the CFG formula).
+    let (got, _) = gpu_sample(
+        ops,
+        &m,
+        Method::Rk4_38,
+        &grid,
+        &noise,
+        Conditioning::default(),
+        Some((
+            Guidance {
+                scale: 2.5,
+                interval: Some((0.2, 0.8)),
+            },
+            dcond,
+        )),
+    );
+    let reference = max_abs_diff(
+        &got,
+        &file("moons_cfg", "samples/cfg2.5_interval0.2-0.8_rk4-38_8.npy"),
+    );
+    println!(
+        "moons_cfg: conditional and guided (w=2.5, with and without interval) x 3 methods, \
+         worst GPU vs CPU {worst:.2e}; vs the Python reference {reference:.2e}"
+    );
+    assert!(reference <= 2e-4, "vs python {reference}");
+}
+
+fn few_step_models<R: Runtime>(ops: &mut GpuOps<R>) {
+    let sigma = ExportOptions {
+        time: TimeConvention {
+            axis: TimeAxis::Sigma,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    for (name, opts) in [
+        ("moons_meanflow", sigma),
+        ("moons_shortcut", ExportOptions::default()),
+        ("moons_rectified1", ExportOptions::default()),
+    ] {
+        let path = fixtures_dir().join(name).join("model.ts.onnx");
+        let bytes = AlignedBytes::copy_from(&flowrt_export::export_onnx(&path, &opts).unwrap());
+        let m = Model::from_bytes(bytes.as_slice()).unwrap();
+        let noise = file(name, "noise.npy");
+        let mut worst = 0f32;
+        for n in [1usize, 2, 4] {
+            let grid = GridSpec::Uniform
+                .build(n, m.time_convention().axis)
+                .unwrap();
+            worst = worst.max(compare(
+                ops,
+                name,
+                &m,
+                Method::Euler,
+                &grid,
+                &noise,
+                Conditioning::default(),
+                None,
+            ));
+        }
+        println!("{name}: 1, 2 and 4 steps, worst GPU vs CPU {worst:.2e}");
+    }
+}
+
+fn image_models<R: Runtime>(ops: &mut GpuOps<R>) {
+    for name in ["digits_unet", "digits_dit"] {
+        let bytes = export(&fixtures_dir().join(name).join("model.ts.onnx"));
+        let m = Model::from_bytes(bytes.as_slice()).unwrap();
+        let noise = file(name, "noise.npy");
+        let lab = labels(name, "labels.npy");
+        let dl = doubled(&lab, 10);
+        let cond = Conditioning {
+            label: Some(&lab),
+            ..Default::default()
+        };
+        let mut worst = 0f32;
+        for (method, n) in [
+            (Method::Euler, 1usize),
+            (Method::Midpoint, 2),
+            (Method::Rk4_38, 2),
+        ] {
+            let grid = Uniform::unit(n).unwrap();
+            worst = worst.max(compare(ops, name, &m, method, &grid, &noise, cond, None));
+        }
+        let grid = Uniform::unit(2).unwrap();
+        let g = Guidance {
+            scale: 2.0,
+            interval: None,
+        };
+        let dcond = Conditioning {
+            label: Some(&dl),
+            ..Default::default()
+        };
+        worst = worst.max(compare(
+            ops,
+            name,
+            &m,
+            Method::Euler,
+            &grid,
+            &noise,
+            Conditioning::default(),
+            Some((g, dcond)),
+        ));
+        let (got, r) = gpu_sample(ops, &m, Method::Midpoint, &grid, &noise, cond, None);
+        let reference = max_abs_diff(&got, &file(name, "samples/midpoint_2.npy"));
+        println!(
+            "{name}: euler x1, midpoint x2, rk4-38 x2, guided euler x2: worst GPU vs CPU \
+             {worst:.2e}; midpoint x2 vs torchdiffeq {reference:.2e}; {} graph launches per \
+             evaluation, {:.1} launches per step",
+            r.graph_launches,
+            r.launches_per_step()
+        );
+        assert!(reference <= 2e-4, "{name} vs torchdiffeq {reference}");
+    }
+}
+
+/// One GPU velocity evaluation of every architecture fixture against onnxruntime's.
+fn architectures<R: Runtime>(ops: &mut GpuOps<R>) {
+    let dir = fixtures_dir().join("arch");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let t = manifest["t"].as_f64().unwrap() as f32;
+    for entry in manifest["models"].as_array().unwrap() {
+        let name = entry["name"].as_str().unwrap();
+        let x = npy(&dir.join(format!("{name}.x.npy"))).0;
+        let y = entry["labels"].as_bool().unwrap_or(true).then(|| {
+            flowrt_export::npy::read_labels(&dir.join(format!("{name}.y.npy")))
+                .unwrap()
+                .0
+        });
+        let bytes = export(&dir.join(format!("{name}.ts.onnx")));
+        let m = Model::from_bytes(bytes.as_slice()).unwrap();
+        let rows = x.len() / m.state_dim();
+        let mut field = GpuField::new(ops, &m, rows).unwrap();
+        field
+            .set_conditioning(
+                ops,
+                &Conditioning {
+                    label: y.as_deref(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let xs = ops.upload(&x);
+        let mut v = ops.buffer(x.len());
+        flowrt::VelocityField::eval(&mut field, ops, t, &xs, &mut v).unwrap();
+        let got = ops.read(&v).unwrap();
+        let want = npy(&dir.join(format!("{name}.v_ort_ts.npy"))).0;
+        let d = max_abs_diff(&got, &want);
+        println!(
+            "{name}: {} nodes in {} launches, GPU velocity vs onnxruntime {d:.2e}",
+            m.node_count(),
+            field.launches_per_eval(rows).unwrap()
+        );
+        assert!(d <= TOL, "{name}: {d}");
+    }
+}
+
+/// Bad input gives typed errors on the device path too.
+fn errors<R: Runtime>(ops: &mut GpuOps<R>) {
+    let bytes = export(&fixtures_dir().join("moons_cfg/model.ts.onnx"));
+    let m = Model::from_bytes(bytes.as_slice()).unwrap();
+    let grid = Uniform::unit(2).unwrap();
+    let mut noise = file("moons_cfg", "noise.npy");
+    let lab = labels("moons_cfg", "labels.npy");
+    let cond = Conditioning {
+        label: Some(&lab),
+        ..Default::default()
+    };
+    let req = |cond| SampleRequest {
+        method: Method::Euler,
+        grid: &grid,
+        tol: tolerances(),
+        cond,
+        guided: None,
+    };
+    noise[3] = f32::NAN;
+    let e = sample(ops, &m, &mut noise.clone(), &req(cond)).unwrap_err();
+    assert!(
+        matches!(e, GpuError::Flowrt(Error::NonFiniteInput { .. })),
+        "{e}"
+    );
+    noise[3] = 0.0;
+    let e = sample(ops, &m, &mut noise.clone(), &req(Conditioning::default())).unwrap_err();
+    assert!(e.to_string().contains("needs a label"), "{e}");
+    let bad = vec![7i64; lab.len()];
+    let e = sample(
+        ops,
+        &m,
+        &mut noise.clone(),
+        &req(Conditioning {
+            label: Some(&bad),
+            ..Default::default()
+        }),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("label out of range"), "{e}");
+    let e = sample(ops, &m, &mut noise[..5].to_vec(), &req(cond)).unwrap_err();
+    assert!(
+        matches!(e, GpuError::Flowrt(Error::ShapeMismatch { .. })),
+        "{e}"
+    );
+    // A state that blows up is reported, not returned.
+    let huge: Vec<f32> = noise.iter().map(|_| 3e38).collect();
+    let e = sample(ops, &m, &mut huge.clone(), &req(cond));
+    if let Err(e) = e {
+        assert!(
+            matches!(e, GpuError::Flowrt(Error::NonFiniteOutput { .. })),
+            "{e}"
+        );
+    }
+}
+
+fn suite<R: Runtime>(mut ops: GpuOps<R>) {
+    println!("device: {:?}", ops.gpu.info());
+    two_d_fixtures_every_solver(&mut ops);
+    guidance_and_labels(&mut ops);
+    few_step_models(&mut ops);
+    image_models(&mut ops);
+    architectures(&mut ops);
+    errors(&mut ops);
+}
+
+#[test]
+fn wgpu_samples_equal_the_cpu_backend() {
+    let gpu = Gpu::wgpu().unwrap_or_else(|e| {
+        panic!("{e} (scripts/test.sh installs lavapipe: mesa-vulkan-drivers libvulkan1)")
+    });
+    suite(GpuOps::new(gpu));
+}
+
+#[test]
+fn cuda_samples_equal_the_cpu_backend() {
+    match Gpu::cuda() {
+        Ok(gpu) => suite(GpuOps::new(gpu)),
+        Err(e) => println!("skipped: {e}"),
+    }
+}
