@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every flowrt test on a fresh machine. Installs what it needs itself (idempotently):
 # the bare-metal Rust targets the no_std runtime must build for, the onnxruntime wheel (in
-# .venv-ort/, for the ORT backend), QEMU (for the firmware bit-identity tests) and defmt-print.
+# .venv-ort/, for the ORT backend), lavapipe (software Vulkan, for the wgpu GPU backend's
+# tests), QEMU (for the firmware bit-identity tests) and defmt-print.
 # The Python references the tests compare against are committed under tests/fixtures/
 # (regenerating them needs torch; see tests/fixtures/README.md).
 set -euo pipefail
@@ -39,6 +40,26 @@ test -f "$ORT_DYLIB_PATH" || { echo "missing $ORT_DYLIB_PATH" >&2; exit 1; }
 export ORT_DYLIB_PATH
 echo "ORT_DYLIB_PATH=$ORT_DYLIB_PATH"
 # ---- end ONNX Runtime ------------------------------------------------------------------------
+
+# ---- lavapipe for flowrt-cubecl's wgpu backend (issue 7) -------------------------------------
+# No GPU on CI machines: the wgpu backend runs its conformance tests (tests/tests/gpu.rs,
+# exporter/tests/cli_gpu.rs) on Mesa's software Vulkan driver. The CUDA suite skips with its
+# reason when there is no NVIDIA device.
+step "lavapipe (Mesa software Vulkan) for the wgpu backend tests"
+if [ ! -f /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] || ! ldconfig -p | grep -q 'libvulkan\.so\.1'; then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+        mesa-vulkan-drivers libvulkan1 >/dev/null
+fi
+ls /usr/share/vulkan/icd.d/lvp_icd.*.json
+# Mesa's Vulkan WSI warns on every start without a runtime dir; give it a private one.
+if [ -z "${XDG_RUNTIME_DIR:-}" ] || [ ! -d "$XDG_RUNTIME_DIR" ]; then
+    XDG_RUNTIME_DIR="$(mktemp -d)"
+    chmod 700 "$XDG_RUNTIME_DIR"
+    export XDG_RUNTIME_DIR
+fi
+# ---- end lavapipe ----------------------------------------------------------------------------
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

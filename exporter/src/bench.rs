@@ -60,6 +60,8 @@ pub struct BenchConfig {
     pub warmup: usize,
     /// Noise seed (flowrt's RNG).
     pub seed: u64,
+    /// flowrt's backend: `None` the CPU executor, or a GPU (`flowrt-cubecl`).
+    pub gpu: Option<flowrt_cubecl::GpuBackend>,
 }
 
 impl Default for BenchConfig {
@@ -73,6 +75,7 @@ impl Default for BenchConfig {
             runs: 20,
             warmup: 3,
             seed: 0,
+            gpu: None,
         }
     }
 }
@@ -143,6 +146,43 @@ fn measure(warmup: usize, runs: usize, mut f: impl FnMut() -> Result<()>) -> Res
     Ok(timing(samples))
 }
 
+/// Times ONNX Runtime on the same work as flowrt (one evaluation, or the same solver loop
+/// driving the ORT session); `out` receives the last run's output.
+fn time_ort(
+    ort: &mut OrtSession,
+    cfg: &BenchConfig,
+    noise: &[f32],
+    cond: &Conditioning<'_>,
+    grid: &Uniform,
+    out: &mut [f32],
+) -> Result<Timing> {
+    let e = |e: flowrt::Error| anyhow!("flowrt: {e}");
+    let mut field = ort.field(cfg.batch).map_err(|e| anyhow!("{e}"))?;
+    if cfg.eval {
+        return measure(cfg.warmup, cfg.runs, || {
+            field
+                .eval_cond(0.5, noise, cond, out)
+                .map_err(|e| anyhow!("{e}"))
+        });
+    }
+    let method = cfg.method;
+    let len = noise.len();
+    let mut flat = vec![0f32; len * method.work_buffers()];
+    measure(cfg.warmup, cfg.runs, || {
+        out.copy_from_slice(noise);
+        let mut work = Workspace::from_slice(&mut flat, len, method.work_buffers()).map_err(e)?;
+        let mut f = Conditioned {
+            field: &mut field,
+            cond: *cond,
+        };
+        let r = integrate(&mut CpuOps, &mut f, method, grid, out, &mut work);
+        r.map_err(|err| match field.take_error() {
+            Some(o) => anyhow!("{o}"),
+            None => e(err),
+        })
+    })
+}
+
 /// Runs the comparison.
 ///
 /// Errors: bad configuration, or either backend failing.
@@ -174,19 +214,39 @@ pub fn run(model: &Model<'_>, ort: &mut OrtSession, cfg: &BenchConfig) -> Result
         label: labels.as_deref(),
         ..Default::default()
     };
-    let (t_cpu, t_ort) = if cfg.eval {
+    let mut gpu_line = None;
+    let (t_cpu, t_ort) = if let Some(backend) = cfg.gpu {
+        let req = flowrt_cubecl::sample::SampleRequest {
+            method: cfg.method,
+            grid: &grid,
+            tol: Default::default(),
+            cond,
+            guided: None,
+        };
+        let g = crate::gpu::bench(backend, model, &req, &noise, &cond, cfg.eval, &mut |f| {
+            measure(cfg.warmup, cfg.runs, f)
+        })?;
+        out_cpu.copy_from_slice(&g.out);
+        gpu_line = Some(match &g.report {
+            Some(r) => format!(
+                "flowrt backend: {} on {} (whole loop on the device: noise upload, every stage \
+                 and update, one read-back); {}",
+                backend.name(),
+                g.device,
+                crate::gpu::describe(r)
+            ),
+            None => format!("flowrt backend: {} on {}", backend.name(), g.device),
+        });
+        let t_ort = time_ort(ort, cfg, &noise, &cond, &grid, &mut out_ort)?;
+        (g.timing, t_ort)
+    } else if cfg.eval {
         let t = 0.5f32;
         let mut arena = AlignedBytes::zeroed(model.required_arena_bytes(cfg.batch).map_err(e)?);
         let mut field = CpuField::new(model, cfg.batch, arena.as_mut_slice()).map_err(e)?;
         let t_cpu = measure(cfg.warmup, cfg.runs, || {
             field.eval_cond(t, &noise, &cond, &mut out_cpu).map_err(e)
         })?;
-        let mut field = ort.field(cfg.batch).map_err(|e| anyhow!("{e}"))?;
-        let t_ort = measure(cfg.warmup, cfg.runs, || {
-            field
-                .eval_cond(t, &noise, &cond, &mut out_ort)
-                .map_err(|e| anyhow!("{e}"))
-        })?;
+        let t_ort = time_ort(ort, cfg, &noise, &cond, &grid, &mut out_ort)?;
         (t_cpu, t_ort)
     } else {
         let method = cfg.method;
@@ -211,28 +271,7 @@ pub fn run(model: &Model<'_>, ort: &mut OrtSession, cfg: &BenchConfig) -> Result
             )
             .map_err(e)
         })?;
-        let mut ort_field = ort.field(cfg.batch).map_err(|e| anyhow!("{e}"))?;
-        let t_ort = measure(cfg.warmup, cfg.runs, || {
-            out_ort.copy_from_slice(&noise);
-            let mut work =
-                Workspace::from_slice(&mut flat, len, method.work_buffers()).map_err(e)?;
-            let mut field = Conditioned {
-                field: &mut ort_field,
-                cond,
-            };
-            let r = integrate(
-                &mut CpuOps,
-                &mut field,
-                method,
-                &grid,
-                &mut out_ort,
-                &mut work,
-            );
-            r.map_err(|err| match ort_field.take_error() {
-                Some(o) => anyhow!("{o}"),
-                None => e(err),
-            })
-        })?;
+        let t_ort = time_ort(ort, cfg, &noise, &cond, &grid, &mut out_ort)?;
         (t_cpu, t_ort)
     };
     let max_abs_diff = crate::max_abs_diff(&out_cpu, &out_ort);
@@ -254,11 +293,19 @@ pub fn run(model: &Model<'_>, ort: &mut OrtSession, cfg: &BenchConfig) -> Result
         "run = {what}, batch {} (state dim {dim}), same noise (seed {}) for both; {} warm-up + {} timed runs each",
         cfg.batch, cfg.seed, cfg.warmup, cfg.runs
     );
+    if let Some(l) = &gpu_line {
+        let _ = writeln!(text, "{l}");
+    }
     let _ = writeln!(
         text,
-        "threads: flowrt CPU executor 1 (single-threaded), ONNX Runtime intra_threads {}{}",
+        "threads: flowrt {}, ONNX Runtime (CPU) intra_threads {}{}",
+        if cfg.gpu.is_some() {
+            "GPU kernels"
+        } else {
+            "CPU executor 1 (single-threaded)"
+        },
         cfg.threads.max(1),
-        if cfg.threads > 1 {
+        if cfg.threads > 1 && cfg.gpu.is_none() {
             " (NOT the same thread count: ORT uses more threads than flowrt)"
         } else {
             ""

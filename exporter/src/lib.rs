@@ -10,6 +10,7 @@ pub mod bench;
 pub mod conditioning;
 pub mod conformance;
 pub mod embed;
+pub mod gpu;
 pub mod import;
 pub mod lower;
 pub mod npy;

@@ -133,9 +133,14 @@ enum Command {
         /// coordinates.
         #[arg(long, value_name = "PATH")]
         png: Option<PathBuf>,
-        /// Velocity backend: flowrt's CPU executor, or ONNX Runtime (same solver loop).
-        #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+        /// Velocity backend: flowrt's CPU executor, ONNX Runtime (same solver loop), flowrt's
+        /// GPU kernels (wgpu, cuda: the whole loop on the device), or auto (a GPU when one
+        /// is found and the model is large enough for it to win, else the CPU; -v says why).
+        #[arg(long, value_enum, default_value_t = Backend::Auto)]
         backend: Backend,
+        /// Say which backend ran and why (and, on a GPU, the device and kernel launches).
+        #[arg(short, long)]
+        verbose: bool,
         /// With --backend ort: use this ONNX file instead of the one embedded in the .frt.
         #[arg(long, value_name = "PATH")]
         onnx: Option<PathBuf>,
@@ -191,9 +196,15 @@ enum Command {
     Bench {
         /// The .frt file (with an embedded ONNX model, or pass --onnx).
         model: PathBuf,
-        /// What to compare against (only `ort`).
+        /// What to compare against (only `ort`, on the CPU).
         #[arg(long, value_enum, default_value_t = Against::Ort)]
         against: Against,
+        /// flowrt's backend to time: the CPU executor, a GPU (wgpu, cuda), or auto.
+        #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+        backend: Backend,
+        /// With --backend auto: say which backend was chosen and why.
+        #[arg(short, long)]
+        verbose: bool,
         /// ONNX file to use instead of the one embedded in the .frt.
         #[arg(long, value_name = "PATH")]
         onnx: Option<PathBuf>,
@@ -247,6 +258,12 @@ enum Backend {
     Cpu,
     /// ONNX Runtime (flowrt-ort), from the embedded ONNX or --onnx.
     Ort,
+    /// flowrt's cubecl kernels through wgpu (Vulkan / Metal / DX12; `sample`, `bench`).
+    Wgpu,
+    /// flowrt's cubecl kernels through CUDA (`sample`, `bench`).
+    Cuda,
+    /// A GPU when one is found and the model is large enough, else the CPU executor.
+    Auto,
 }
 
 /// What `bench` compares flowrt's CPU backend with.
@@ -338,6 +355,7 @@ fn run(cli: Cli) -> Result<()> {
             ascii,
             png,
             backend,
+            verbose,
             onnx,
             threads,
         } => sample(&SampleArgs {
@@ -352,6 +370,7 @@ fn run(cli: Cli) -> Result<()> {
             ascii,
             png: png.as_deref(),
             backend: (backend, onnx.as_deref(), threads),
+            verbose,
         }),
         Command::Rollout {
             model,
@@ -380,6 +399,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             model,
             against: Against::Ort,
+            backend,
+            verbose,
             onnx,
             batch,
             method,
@@ -402,8 +423,9 @@ fn run(cli: Cli) -> Result<()> {
                 runs,
                 warmup,
                 seed,
+                gpu: None,
             };
-            bench(&model, onnx.as_deref(), &cfg)
+            bench(&model, onnx.as_deref(), cfg, backend, verbose)
         }
         Command::Conformance {
             data,
@@ -450,9 +472,24 @@ fn conformance(data: &Path, out: Option<&Path>, filter: Option<&str>, verbose: b
     Ok(())
 }
 
-fn bench(path: &Path, onnx: Option<&Path>, cfg: &flowrt_export::bench::BenchConfig) -> Result<()> {
+fn bench(
+    path: &Path,
+    onnx: Option<&Path>,
+    mut cfg: flowrt_export::bench::BenchConfig,
+    backend: Backend,
+    verbose: bool,
+) -> Result<()> {
     let bytes = read_frt(path)?;
     let m = load(&bytes, path)?;
+    cfg.gpu = match resolve_backend(backend, &m, cfg.batch, verbose) {
+        Backend::Cpu => None,
+        Backend::Wgpu => Some(flowrt_cubecl::GpuBackend::Wgpu),
+        Backend::Cuda => Some(flowrt_cubecl::GpuBackend::Cuda),
+        Backend::Ort | Backend::Auto => {
+            bail!("bench times flowrt (--backend cpu|wgpu|cuda|auto) against ONNX Runtime")
+        }
+    };
+    let cfg = &cfg;
     let mut session = flowrt_export::bench::open_ort(&m, onnx, cfg.threads)?;
     println!(
         "flowrt bench {} against ONNX Runtime ({})",
@@ -722,6 +759,7 @@ struct SampleArgs<'a> {
     ascii: bool,
     png: Option<&'a Path>,
     backend: (Backend, Option<&'a Path>, usize),
+    verbose: bool,
 }
 
 /// The shape of one written sample (`len` values): `out`'s output dims without the batch dim,
@@ -796,7 +834,13 @@ fn with_net<R>(
     f: impl FnOnce(&mut dyn ConditionalField) -> Result<R, flowrt::Error>,
 ) -> Result<R> {
     match backend {
-        Backend::Cpu => {
+        Backend::Wgpu | Backend::Cuda => {
+            bail!(
+                "--backend {} is available for sample and bench",
+                backend_name(backend)
+            )
+        }
+        Backend::Cpu | Backend::Auto => {
             if onnx.is_some() {
                 bail!("--onnx is only used with --backend ort");
             }
@@ -890,10 +934,39 @@ fn run_plan(
     }
 }
 
+/// The GPU backend of `b`, if it is one.
+fn gpu_of(b: Backend) -> Option<flowrt_cubecl::GpuBackend> {
+    match b {
+        Backend::Wgpu => Some(flowrt_cubecl::GpuBackend::Wgpu),
+        Backend::Cuda => Some(flowrt_cubecl::GpuBackend::Cuda),
+        _ => None,
+    }
+}
+
+/// Resolves `auto` for `rows` rows per evaluation (printing the choice and its reason with
+/// `verbose`); other backends are returned as they are.
+fn resolve_backend(b: Backend, m: &Model<'_>, rows: usize, verbose: bool) -> Backend {
+    if b != Backend::Auto {
+        return b;
+    }
+    let sel = flowrt_export::gpu::auto(m, rows);
+    if verbose {
+        println!("backend auto: {} ({})", sel.backend.name(), sel.reason);
+    }
+    match sel.backend {
+        flowrt_cubecl::select::Chosen::Cpu => Backend::Cpu,
+        flowrt_cubecl::select::Chosen::Gpu(flowrt_cubecl::GpuBackend::Wgpu) => Backend::Wgpu,
+        flowrt_cubecl::select::Chosen::Gpu(flowrt_cubecl::GpuBackend::Cuda) => Backend::Cuda,
+    }
+}
+
 fn backend_name(b: Backend) -> &'static str {
     match b {
         Backend::Cpu => "cpu",
         Backend::Ort => "ort",
+        Backend::Wgpu => "wgpu",
+        Backend::Cuda => "cuda",
+        Backend::Auto => "auto",
     }
 }
 
@@ -940,37 +1013,75 @@ fn sample(a: &SampleArgs<'_>) -> Result<()> {
         return sample_pipeline(a, &m, &p, &plan, &grid, x, &shape);
     }
     let png = png_rows(a, &m, dim)?;
-    let mut sde_error: Option<anyhow::Error> = None;
     let start = Instant::now();
     let rows = if guided.is_some() { 2 * batch } else { batch };
-    let report = with_net(&m, a.backend, rows, |net| {
-        if let Some(schedule) = &a.sde.sde {
-            let mut f = flowrt::field::Conditioned {
-                field: net,
-                cond: inputs.as_conditioning(),
-            };
-            return flowrt_export::solve::sample_sde(&m, &mut f, a.sde, schedule, &grid, &mut x)
+    let cpu_only = a.sde.sde.is_some() || a.trajectory.is_some() || a.backend.1.is_some();
+    let backend = match a.backend.0 {
+        Backend::Auto if cpu_only => {
+            if a.verbose {
+                println!("backend auto: cpu (--sde, --trajectory and --onnx run on the CPU)");
+            }
+            Backend::Cpu
+        }
+        b => resolve_backend(b, &m, rows, a.verbose),
+    };
+    let report = if let Some(gpu) = gpu_of(backend) {
+        if cpu_only {
+            bail!(
+                "--sde, --trajectory and --onnx are not available with --backend {} (use cpu \
+                 or ort)",
+                backend_name(backend)
+            );
+        }
+        let req = flowrt_cubecl::sample::SampleRequest {
+            method: plan.method,
+            grid: &grid,
+            tol: plan.tol,
+            cond: inputs.as_conditioning(),
+            guided: guided.as_ref().map(|(g, d)| (*g, d.as_conditioning())),
+        };
+        let r = flowrt_export::gpu::sample(gpu, &m, &mut x, &req)?;
+        if a.verbose {
+            println!("{}", flowrt_export::gpu::describe(&r));
+        }
+        flowrt_export::solve::SolveReport {
+            steps: r.steps,
+            rejected: r.rejected,
+            evaluations: r.evaluations,
+        }
+    } else {
+        let mut sde_error: Option<anyhow::Error> = None;
+        let report = with_net(&m, (backend, a.backend.1, a.backend.2), rows, |net| {
+            if let Some(schedule) = &a.sde.sde {
+                let mut f = flowrt::field::Conditioned {
+                    field: net,
+                    cond: inputs.as_conditioning(),
+                };
+                return flowrt_export::solve::sample_sde(
+                    &m, &mut f, a.sde, schedule, &grid, &mut x,
+                )
                 .map_err(|e| {
                     sde_error.replace(e);
                     flowrt::Error::BadArgument {
                         what: "SDE sampling failed",
                     }
                 });
+            }
+            run_plan(
+                &m,
+                net,
+                &plan,
+                &grid,
+                &mut x,
+                inputs.as_conditioning(),
+                guided.as_ref().map(|(g, d)| (*g, d.as_conditioning())),
+                traj.as_mut(),
+            )
+        });
+        match (report, sde_error.take()) {
+            (_, Some(e)) => return Err(e),
+            (r, None) => r?,
         }
-        run_plan(
-            &m,
-            net,
-            &plan,
-            &grid,
-            &mut x,
-            inputs.as_conditioning(),
-            guided.as_ref().map(|(g, d)| (*g, d.as_conditioning())),
-            traj.as_mut(),
-        )
-    });
-    let report = match (report, sde_error.take()) {
-        (_, Some(e)) => return Err(e),
-        (r, None) => r?,
     };
     let elapsed = start.elapsed();
     npy::write_f32(a.output, &x, &shape)?;
@@ -995,7 +1106,7 @@ fn sample(a: &SampleArgs<'_>) -> Result<()> {
         if report.rejected > 0 { format!(" (+{} rejected)", report.rejected) } else { String::new() },
         plan.grid.label,
         report.evaluations,
-        backend_name(a.backend.0),
+        backend_name(backend),
         elapsed.as_secs_f64() * 1e3,
         a.output.display()
     );
@@ -1127,7 +1238,10 @@ fn sample_pipeline(
     mut x: Vec<f32>,
     shape: &[usize],
 ) -> Result<()> {
-    if a.backend.0 != Backend::Cpu || a.sde.sde.is_some() || a.trajectory.is_some() {
+    if !matches!(a.backend.0, Backend::Cpu | Backend::Auto)
+        || a.sde.sde.is_some()
+        || a.trajectory.is_some()
+    {
         bail!("multi-network files sample on the CPU backend, without --sde or --trajectory");
     }
     if m.inputs().any(|i| i.role.is_conditioning()) {

@@ -260,7 +260,22 @@ impl Gpu<cubecl::cuda::CudaRuntime> {
             .get_or_init(|| {
                 probe(GpuBackend::Cuda, looked_for, || {
                     let client = CudaRuntime::client(&CudaDevice::new(0));
-                    format!("{:?}", client.info())
+                    let sms = client.properties().hardware.num_streaming_multiprocessors;
+                    cuda_device_name().unwrap_or_else(|| match sms {
+                        Some(n) => format!("CUDA device 0 ({n} SMs)"),
+                        None => "CUDA device 0".into(),
+                    })
+                })
+                .map_err(|e| match find_libcuda() {
+                    // The runtime's own panic says little then: name the missing library.
+                    Err(searched) => GpuError::NoDevice {
+                        backend: "cuda",
+                        looked_for: format!(
+                            "the CUDA driver library libcuda.so (installed with the NVIDIA \
+                             driver) is not in {searched}, and CUDA device 0 did not start"
+                        ),
+                    },
+                    Ok(_) => e,
                 })
             })
             .clone()?;
@@ -275,4 +290,49 @@ impl Gpu<cubecl::cuda::CudaRuntime> {
             },
         })
     }
+}
+
+/// Finds the CUDA driver library (`libcuda.so*`) where the dynamic loader looks for it:
+/// `LD_LIBRARY_PATH`, then the usual system folders. Returns the searched folders when absent.
+#[cfg(feature = "cuda")]
+fn find_libcuda() -> Result<std::path::PathBuf, String> {
+    let mut dirs: Vec<std::path::PathBuf> = std::env::var_os("LD_LIBRARY_PATH")
+        .map(|v| std::env::split_paths(&v).collect())
+        .unwrap_or_default();
+    for d in [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib64",
+        "/usr/lib",
+        "/usr/local/cuda/lib64",
+        "/usr/local/cuda/compat",
+        "/usr/lib/wsl/lib",
+    ] {
+        dirs.push(d.into());
+    }
+    for d in &dirs {
+        if let Ok(entries) = std::fs::read_dir(d) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with("libcuda.so") {
+                    return Ok(e.path());
+                }
+            }
+        }
+    }
+    Err(dirs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", "))
+}
+
+/// The name of CUDA device 0 as `nvidia-smi` reports it (the cubecl runtime has none).
+#[cfg(feature = "cuda")]
+fn cuda_device_name() -> Option<String> {
+    let out = std::process::Command::new("nvidia-smi")
+        .args(["--query-gpu=name", "--format=csv,noheader", "--id=0"])
+        .output()
+        .ok()?;
+    let name = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (out.status.success() && !name.is_empty()).then_some(name)
 }

@@ -46,7 +46,7 @@ pub struct SampleReport {
     pub launches: u64,
     /// Graph launches of one network evaluation.
     pub graph_launches: usize,
-    /// Weight upload and planning.
+    /// Weight upload, planning and the conditioning upload ([`Sampler::new`]).
     pub setup: Duration,
     /// Noise upload, the ODE loop and the read-back of the samples.
     pub run: Duration,
@@ -72,22 +72,170 @@ fn cause<R: Runtime>(e: Error, ops: &mut GpuOps<R>, field: &mut GpuField<'_>) ->
     GpuError::Flowrt(e)
 }
 
-/// Samples `x` (noise in, `batch × state_dim` values; samples out) on `ops`' device.
+/// A model ready to sample on the device: weights uploaded, the graph planned and the
+/// conditioning checked and uploaded once ([`Sampler::new`]); each [`Sampler::run`] then
+/// uploads the noise, runs the solver loop on the device and reads the samples back.
+pub struct Sampler<'m> {
+    model: Model<'m>,
+    field: GpuField<'m>,
+    batch: usize,
+    guided: bool,
+    setup: Duration,
+}
+
+impl<'m> Sampler<'m> {
+    /// Prepares `model` for `batch` rows with `req`'s conditioning (the doubled one when
+    /// guided).
+    ///
+    /// Errors: a multi-network file ([`GpuError::Unsupported`]), conditioning problems and
+    /// launches the device cannot take.
+    pub fn new<R: Runtime>(
+        ops: &mut GpuOps<R>,
+        model: &Model<'m>,
+        batch: usize,
+        req: &SampleRequest<'_>,
+    ) -> Result<Self, GpuError> {
+        let start = Instant::now();
+        if model.pipeline().is_some() {
+            return Err(GpuError::Unsupported(
+                "multi-network files sample on the CPU backend".into(),
+            ));
+        }
+        let rows = if req.guided.is_some() {
+            2 * batch
+        } else {
+            batch
+        };
+        let mut field = GpuField::new(ops, model, rows)?;
+        match &req.guided {
+            Some((_, doubled)) => field.set_conditioning(ops, doubled)?,
+            None => field.set_conditioning(ops, &req.cond)?,
+        }
+        Ok(Sampler {
+            model: *model,
+            field,
+            batch,
+            guided: req.guided.is_some(),
+            setup: start.elapsed(),
+        })
+    }
+
+    /// Samples `x` (noise in, `batch × state_dim` values; samples out) with `req`'s method,
+    /// grid, tolerances and guidance scale (its conditioning was set by [`Sampler::new`]).
+    ///
+    /// The model's time convention is applied (grids are in model time), as by the CPU
+    /// samplers; a model with a second time input (mean flow, shortcut) takes its own
+    /// one-step rule per grid step (method Euler), as `flowrt::fewstep::sample_two_time`
+    /// does.
+    ///
+    /// Errors: as the CPU sampler (non-finite noise [`Error::NonFiniteInput`], non-finite
+    /// result, bad grids and settings) inside [`GpuError::Flowrt`]; device failures as the
+    /// other variants.
+    pub fn run<R: Runtime>(
+        &mut self,
+        ops: &mut GpuOps<R>,
+        x: &mut [f32],
+        req: &SampleRequest<'_>,
+    ) -> Result<SampleReport, GpuError> {
+        let d = self.model.state_dim();
+        if x.len() != self.batch * d {
+            return Err(Error::ShapeMismatch {
+                what: "noise (batch x state dim, the batch the sampler was made for)",
+                expected: self.batch * d,
+                found: x.len(),
+            }
+            .into());
+        }
+        if req.guided.is_some() != self.guided {
+            return Err(Error::BadArgument {
+                what: "guidance on or off must match the request the sampler was made with",
+            }
+            .into());
+        }
+        let conv = self.model.time_convention();
+        let rows = if self.guided {
+            2 * self.batch
+        } else {
+            self.batch
+        };
+        let field = &mut self.field;
+        let launches0 = ops.gpu.launches();
+        let evaluations0 = field.evaluations();
+        let run_start = Instant::now();
+        let mut xs = ops.upload(x);
+        let mut report = SampleReport {
+            device: ops.gpu.info().clone(),
+            steps: req.grid.steps(),
+            rejected: 0,
+            evaluations: 0,
+            launches: 0,
+            graph_launches: field.launches_per_eval(rows).unwrap_or(0),
+            setup: self.setup,
+            run: Duration::ZERO,
+        };
+        let result = if conv.second != SecondTime::None {
+            if req.method != Method::Euler {
+                return Err(Error::BadSolverConfig {
+                    what: "a model with a second time input (mean flow, shortcut) samples with \
+                           its own one-step rule: use --method euler",
+                }
+                .into());
+            }
+            if req.guided.is_some() {
+                return Err(Error::BadSolverConfig {
+                    what: "guidance is not available for models with a second time input",
+                }
+                .into());
+            }
+            two_time(ops, field, &conv, req.grid, &mut xs)
+        } else {
+            let mut bufs: Vec<GpuBuf> = (0..req.method.work_buffers())
+                .map(|_| ops.buffer(x.len()))
+                .collect();
+            let mut work = Workspace::default();
+            for b in bufs.iter_mut() {
+                work.push(b)?;
+            }
+            let r = match &req.guided {
+                Some((g, _)) => {
+                    let mut cfg = GpuCfgField::new(ops, field, conv, *g, self.batch)?;
+                    run_solver(ops, &mut cfg, req, &mut xs, &mut work)
+                }
+                None => {
+                    let mut f = ConventionField::new(&mut *field, conv);
+                    run_solver(ops, &mut f, req, &mut xs, &mut work)
+                }
+            };
+            r.map(|(steps, rejected)| {
+                if let Some(s) = steps {
+                    report.steps = s;
+                    report.rejected = rejected;
+                }
+            })
+        };
+        if let Err(e) = result {
+            return Err(cause(e, ops, field));
+        }
+        let out = ops.read(&xs)?;
+        x.copy_from_slice(&out);
+        report.run = run_start.elapsed();
+        report.evaluations = field.evaluations() - evaluations0;
+        report.launches = ops.gpu.launches() - launches0;
+        Ok(report)
+    }
+}
+
+/// Samples `x` (noise in, `batch × state_dim` values; samples out) on `ops`' device in one
+/// call: [`Sampler::new`] then [`Sampler::run`].
 ///
-/// The model's time convention is applied (grids are in model time), as by the CPU
-/// samplers; a model with a second time input (mean flow, shortcut) takes its own one-step
-/// rule per grid step (method Euler), as `flowrt::fewstep::sample_two_time` does.
-///
-/// Errors: as the CPU sampler (non-finite noise [`Error::NonFiniteInput`], non-finite
-/// result, bad grids and settings, conditioning problems) inside [`GpuError::Flowrt`]; device
-/// failures and launches the device cannot take as the other variants.
+/// Errors: as [`Sampler::new`] and [`Sampler::run`]; noise that is not a whole number of
+/// rows ([`Error::ShapeMismatch`]).
 pub fn sample<R: Runtime>(
     ops: &mut GpuOps<R>,
     model: &Model<'_>,
     x: &mut [f32],
     req: &SampleRequest<'_>,
 ) -> Result<SampleReport, GpuError> {
-    let setup_start = Instant::now();
     let d = model.state_dim();
     let batch = x.len().checked_div(d).unwrap_or(0);
     if batch == 0 || batch * d != x.len() {
@@ -98,87 +246,7 @@ pub fn sample<R: Runtime>(
         }
         .into());
     }
-    if model.pipeline().is_some() {
-        return Err(GpuError::Unsupported(
-            "multi-network files sample on the CPU backend".into(),
-        ));
-    }
-    let conv = model.time_convention();
-    let rows = if req.guided.is_some() {
-        2 * batch
-    } else {
-        batch
-    };
-    let mut field = GpuField::new(ops, model, rows)?;
-    match &req.guided {
-        Some((_, doubled)) => field.set_conditioning(ops, doubled)?,
-        None => field.set_conditioning(ops, &req.cond)?,
-    }
-    let launches0 = ops.gpu.launches();
-    let graph_launches = field.launches_per_eval(rows).unwrap_or(0);
-    let setup = setup_start.elapsed();
-
-    let run_start = Instant::now();
-    let mut xs = ops.upload(x);
-    let mut report = SampleReport {
-        device: ops.gpu.info().clone(),
-        steps: req.grid.steps(),
-        rejected: 0,
-        evaluations: 0,
-        launches: 0,
-        graph_launches,
-        setup,
-        run: Duration::ZERO,
-    };
-    let result = if conv.second != SecondTime::None {
-        if req.method != Method::Euler {
-            return Err(Error::BadSolverConfig {
-                what: "a model with a second time input (mean flow, shortcut) samples with its \
-                       own one-step rule: use --method euler",
-            }
-            .into());
-        }
-        if req.guided.is_some() {
-            return Err(Error::BadSolverConfig {
-                what: "guidance is not available for models with a second time input",
-            }
-            .into());
-        }
-        two_time(ops, &mut field, &conv, req.grid, &mut xs)
-    } else {
-        let mut bufs: Vec<GpuBuf> = (0..req.method.work_buffers())
-            .map(|_| ops.buffer(x.len()))
-            .collect();
-        let mut work = Workspace::default();
-        for b in bufs.iter_mut() {
-            work.push(b)?;
-        }
-        let r = match &req.guided {
-            Some((g, _)) => {
-                let mut cfg = GpuCfgField::new(ops, &mut field, conv, *g, batch)?;
-                run_solver(ops, &mut cfg, req, &mut xs, &mut work)
-            }
-            None => {
-                let mut f = ConventionField::new(&mut field, conv);
-                run_solver(ops, &mut f, req, &mut xs, &mut work)
-            }
-        };
-        r.map(|(steps, rejected)| {
-            if let Some(s) = steps {
-                report.steps = s;
-                report.rejected = rejected;
-            }
-        })
-    };
-    if let Err(e) = result {
-        return Err(cause(e, ops, &mut field));
-    }
-    let out = ops.read(&xs)?;
-    x.copy_from_slice(&out);
-    report.run = run_start.elapsed();
-    report.evaluations = field.evaluations();
-    report.launches = ops.gpu.launches() - launches0;
-    Ok(report)
+    Sampler::new(ops, model, batch, req)?.run(ops, x, req)
 }
 
 /// The fixed-step or adaptive loop; returns the adaptive method's (accepted, rejected).

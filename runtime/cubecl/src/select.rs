@@ -100,10 +100,23 @@ fn probe_order() -> Vec<(GpuBackend, Probe)> {
     v
 }
 
-/// Picks the backend for sampling `model` at `batch` rows (see the module docs); probing
-/// a missing GPU is not an error, it is a reason.
+/// Picks the backend for sampling `model` at `batch` rows per evaluation (see the module
+/// docs); GPUs are probed only for a model large enough, and a missing GPU is not an error,
+/// it is a reason.
 pub fn choose(model: &Model<'_>, batch: usize) -> Selection {
     let macs = macs_per_eval(model, batch);
+    if macs < GPU_MIN_MACS {
+        return Selection {
+            backend: Chosen::Cpu,
+            device: None,
+            macs_per_eval: macs,
+            reason: format!(
+                "the model does {macs} multiply-adds per evaluation at batch {batch} (< \
+                 {GPU_MIN_MACS}): kernel launch latency would dominate on any GPU, so the CPU \
+                 executor, without probing for one"
+            ),
+        };
+    }
     let mut missing: Vec<String> = Vec::new();
     let mut found: Option<DeviceInfo> = None;
     for (backend, probe) in probe_order() {
