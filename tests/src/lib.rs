@@ -5,9 +5,14 @@ use std::path::{Path, PathBuf};
 
 use flowrt::format::AlignedBytes;
 
-/// Root of the committed fixtures.
+/// Root of the committed fixtures: `FLOWRT_FIXTURES_DIR` when set (a test binary carried to
+/// another machine, e.g. the GPU machine of `scripts/bench-gpu.sh`), else `tests/fixtures`
+/// of the checkout the tests were built in.
 pub fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+    match std::env::var_os("FLOWRT_FIXTURES_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures"),
+    }
 }
 
 /// One fixture model (a folder under `tests/fixtures/`).
