@@ -7,9 +7,11 @@
 # The GPU machine has no Rust toolchain and no network, so this runs in two halves:
 #
 #   scripts/bench-gpu.sh prepare   # here: release binary (stripped), the CUDA test binary,
-#                                  # the .frt files and libonnxruntime into out/gpu/
-#   scripts/bench-gpu.sh run       # there (carry out/gpu): conformance, then the benchmark;
-#                                  # writes $OUT/gpu-bench.md (or out/gpu/gpu-bench.md)
+#                                  # the .frt files and libonnxruntime into out/gpu/, packed
+#                                  # as out/gpu-bundle/gpu.tar.xz (~28 MB: the carry limit is 64)
+#   scripts/bench-gpu.sh run       # there (carry out/gpu-bundle): unpacks, runs the CUDA
+#                                  # conformance suite, then the benchmark; writes
+#                                  # $OUT/gpu-bench.md (or out/gpu/gpu-bench.md)
 #
 # `BACKEND=wgpu TORCH_DEVICE=cpu BATCHES_2D=1,256 BATCHES_IMG=4 scripts/bench-gpu.sh run` is
 # a dry run of the second half on a machine without CUDA.
@@ -38,7 +40,9 @@ for l in sys.stdin:
         target/release/flowrt export "tests/fixtures/$m/model.ts.onnx" -o "$G/$m.frt" --embed-onnx >/dev/null
     done
     cp .venv-ort/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1 "$G/"
-    du -sh "$G"
+    mkdir -p out/gpu-bundle
+    tar -C out -cf - gpu | xz -T0 -6 >out/gpu-bundle/gpu.tar.xz
+    du -sh "$G" out/gpu-bundle/gpu.tar.xz
 }
 
 # NVRTC from the pip `nvidia` packages when the system has none on the loader path.
@@ -64,6 +68,9 @@ run() {
     local b2d="${BATCHES_2D:-1,4096,65536}" bimg="${BATCHES_IMG:-64,1024}"
     local out="${OUT:-$G}"
     mkdir -p "$out"
+    if [ ! -x "$G/flowrt" ] && [ -f out/gpu-bundle/gpu.tar.xz ]; then
+        xz -dc out/gpu-bundle/gpu.tar.xz | tar -C out -xf -
+    fi
     local F="$G/flowrt"
     [ -x "$F" ] || F=target/release/flowrt
     export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$PWD/$G/libonnxruntime.so.1.31.1}"
@@ -96,7 +103,7 @@ def secs(s):
     return float(v) * {"s": 1, "ms": 1e-3, "µs": 1e-6, "ns": 1e-9}[u]
 def med(name):
     for l in text.splitlines():
-        if l.startswith(name + " "):
+        if re.match(name + r"\s+[0-9]", l):
             f = re.findall(r"[0-9.]+ (?:s|ms|µs|ns)", l)
             return secs(f[1])
     return float("nan")

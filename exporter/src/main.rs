@@ -273,7 +273,26 @@ enum Against {
     Ort,
 }
 
+/// Mesa's Vulkan drivers (which the GPU probe of `--backend auto` may load) print
+/// "XDG_RUNTIME_DIR is invalid" on every start without one; give the process a private one.
+fn quiet_vulkan_loader() {
+    let valid = std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| Path::new(&d).is_dir());
+    if !valid {
+        let dir = std::env::temp_dir().join("flowrt-xdg");
+        if std::fs::create_dir_all(&dir).is_ok() {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+            }
+            // Single-threaded here: nothing else reads the environment yet.
+            std::env::set_var("XDG_RUNTIME_DIR", &dir);
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    quiet_vulkan_loader();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
