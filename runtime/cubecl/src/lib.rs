@@ -183,6 +183,7 @@ impl<R: Runtime> Gpu<R> {
 }
 
 /// Runs `f`, turning a panic inside the device runtime into [`GpuError::NoDevice`].
+#[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(dead_code))]
 fn probe<T>(backend: GpuBackend, looked_for: &str, f: impl FnOnce() -> T) -> Result<T, GpuError> {
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
@@ -292,6 +293,18 @@ impl Gpu<cubecl::cuda::CudaRuntime> {
     }
 }
 
+/// Where NVIDIA's installers put `libcuda.so`.
+#[cfg(feature = "cuda")]
+const SYSTEM_DIRS: [&str; 7] = [
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib",
+    "/usr/local/cuda/lib64",
+    "/usr/local/cuda/compat",
+    "/usr/lib/wsl/lib",
+];
+
 /// Finds the CUDA driver library (`libcuda.so*`) where the dynamic loader looks for it:
 /// `LD_LIBRARY_PATH`, then the usual system folders. Returns the searched folders when absent.
 #[cfg(feature = "cuda")]
@@ -299,15 +312,7 @@ fn find_libcuda() -> Result<std::path::PathBuf, String> {
     let mut dirs: Vec<std::path::PathBuf> = std::env::var_os("LD_LIBRARY_PATH")
         .map(|v| std::env::split_paths(&v).collect())
         .unwrap_or_default();
-    for d in [
-        "/usr/lib/x86_64-linux-gnu",
-        "/usr/lib/aarch64-linux-gnu",
-        "/usr/lib64",
-        "/usr/lib",
-        "/usr/local/cuda/lib64",
-        "/usr/local/cuda/compat",
-        "/usr/lib/wsl/lib",
-    ] {
+    for d in SYSTEM_DIRS {
         dirs.push(d.into());
     }
     for d in &dirs {
@@ -319,11 +324,14 @@ fn find_libcuda() -> Result<std::path::PathBuf, String> {
             }
         }
     }
-    Err(dirs
-        .iter()
-        .map(|d| d.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", "))
+    Err(format!(
+        "LD_LIBRARY_PATH or {}",
+        dirs.iter()
+            .skip(dirs.len() - SYSTEM_DIRS.len())
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
 }
 
 /// The name of CUDA device 0 as `nvidia-smi` reports it (the cubecl runtime has none).

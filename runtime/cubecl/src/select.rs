@@ -87,6 +87,7 @@ pub fn macs_per_eval(model: &Model<'_>, rows: usize) -> u64 {
 /// How one backend's device is probed.
 type Probe = fn() -> Result<DeviceInfo, GpuError>;
 
+#[allow(unused_mut)] // with neither GPU feature the list stays empty
 fn probe_order() -> Vec<(GpuBackend, Probe)> {
     let mut v: Vec<(GpuBackend, Probe)> = Vec::new();
     #[cfg(feature = "cuda")]
