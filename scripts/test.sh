@@ -101,6 +101,8 @@ cargo test --workspace --release
 step "README demo and the embedding example"
 ./scripts/demo.sh >/dev/null
 cargo run --release --quiet -p flowrt-examples --bin embed -- out/demo/moons_reflow.frt
+cargo run --release --quiet -p flowrt-examples --bin gpu -- out/demo/moons_reflow.frt 64 wgpu
+cargo run --release --quiet -p flowrt-examples --bin gpu -- out/demo/moons_reflow.frt 64 auto
 echo "demo ok"
 
 step "flowrt bench smoke run (tiny size; a benchmark, not a timed test)"
