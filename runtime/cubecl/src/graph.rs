@@ -90,10 +90,8 @@ enum Kernel {
     },
     Conv {
         has_bias: bool,
+        transposed: bool,
         act: Act,
-    },
-    ConvTranspose {
-        has_bias: bool,
     },
     Pool {
         kind: u32,
@@ -420,7 +418,11 @@ fn launch<R: Runtime>(
                 act.op,
             )
         }
-        Kernel::Conv { has_bias, act } => {
+        Kernel::Conv {
+            has_bias,
+            transposed,
+            act,
+        } => {
             let bias = if has_bias { input(2)? } else { input(1)? };
             image::conv::launch::<R>(
                 &client,
@@ -434,21 +436,8 @@ fn launch<R: Runtime>(
                 act.alpha,
                 act.gamma,
                 has_bias,
+                transposed,
                 act.op,
-            )
-        }
-        Kernel::ConvTranspose { has_bias } => {
-            let bias = if has_bias { input(2)? } else { input(1)? };
-            image::conv_transpose::launch::<R>(
-                &client,
-                elems(out_len)?,
-                dim,
-                input(0)?,
-                input(1)?,
-                bias,
-                o,
-                meta()?,
-                has_bias,
             )
         }
         Kernel::Pool { kind } => image::pool::launch::<R>(
@@ -585,7 +574,11 @@ impl<'g, 'm, R: Runtime> Planner<'g, 'm, R> {
                 let pn = model.node(*p).ok_or(bad_graph())?;
                 let fusable = matches!(
                     pn.op,
-                    NodeOp::Dense | NodeOp::MatMul | NodeOp::Conv { .. } | NodeOp::Binary(_)
+                    NodeOp::Dense
+                        | NodeOp::MatMul
+                        | NodeOp::Conv { .. }
+                        | NodeOp::ConvTranspose { .. }
+                        | NodeOp::Binary(_)
                 );
                 let intermediate = model
                     .tensor(input)
@@ -961,6 +954,7 @@ impl<'g, 'm, R: Runtime> Planner<'g, 'm, R> {
                 self.push(
                     Kernel::Conv {
                         has_bias: ins.len() == 3,
+                        transposed: false,
                         act,
                     },
                     ins.to_vec(),
@@ -977,8 +971,10 @@ impl<'g, 'm, R: Runtime> Planner<'g, 'm, R> {
                 };
                 let meta = self.geometry(d0, od, (kh, kw), groups, &window)?;
                 self.push(
-                    Kernel::ConvTranspose {
+                    Kernel::Conv {
                         has_bias: ins.len() == 3,
+                        transposed: true,
+                        act,
                     },
                     ins.to_vec(),
                     out,

@@ -183,48 +183,34 @@ impl<R: Runtime> GpuOps<R> {
             self.fail(GpuError::Unsupported("a state over 2^32 values".into()));
             return;
         };
-        let filler = base.unwrap_or(dst);
+        // Unused term slots get a buffer that is not `dst` (never read: `n` masks them).
+        let filler = base.or(terms.first().map(|t| t.1)).unwrap_or(dst);
         let t = |j: usize| terms.get(j).map_or(filler, |t| t.1);
         let c = |j: usize| terms.get(j).map_or(0.0, |t| t.0);
         let k = terms.len() as u32;
         self.gpu.launches += 1;
         let client = &self.gpu.client;
         let dim = CubeDim::new_1d(BLOCK);
-        match base {
-            Some(b) => state::lincomb4::launch::<R>(
-                client,
-                grid,
-                dim,
-                Self::arr(&b.handle, n),
-                Self::arr(&t(0).handle, n),
-                Self::arr(&t(1).handle, n),
-                Self::arr(&t(2).handle, n),
-                Self::arr(&t(3).handle, n),
-                Self::arr(&dst.handle, n),
-                c(0),
-                c(1),
-                c(2),
-                c(3),
-                count,
-                k,
-            ),
-            None => state::accumulate4::launch::<R>(
-                client,
-                grid,
-                dim,
-                Self::arr(&t(0).handle, n),
-                Self::arr(&t(1).handle, n),
-                Self::arr(&t(2).handle, n),
-                Self::arr(&t(3).handle, n),
-                Self::arr(&dst.handle, n),
-                c(0),
-                c(1),
-                c(2),
-                c(3),
-                count,
-                k,
-            ),
-        }
+        // Without a base the kernel starts from `dst` and does not read `base`.
+        let b = base.unwrap_or(filler);
+        state::lincomb4::launch::<R>(
+            client,
+            grid,
+            dim,
+            Self::arr(&b.handle, n),
+            Self::arr(&t(0).handle, n),
+            Self::arr(&t(1).handle, n),
+            Self::arr(&t(2).handle, n),
+            Self::arr(&t(3).handle, n),
+            Self::arr(&dst.handle, n),
+            c(0),
+            c(1),
+            c(2),
+            c(3),
+            count,
+            k,
+            base.is_some(),
+        );
     }
 
     /// `true` when the first `n` values of `h` are finite (one launch and a 4-byte read).

@@ -52,7 +52,9 @@ pub mod geo {
     pub const LEN: usize = 18;
 }
 
-/// ONNX `Conv` (see the module docs); `meta` per [`geo`].
+/// ONNX `Conv`, or with `transposed` ONNX `ConvTranspose` as a gather over the input
+/// positions that reach each output (see the module docs for the kernel layouts); `meta` per
+/// [`geo`]; `act` is a fused activation (or [`ACT_NONE`]).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn conv(
@@ -64,6 +66,7 @@ pub fn conv(
     alpha: f32,
     gamma: f32,
     #[comptime] has_bias: bool,
+    #[comptime] transposed: bool,
     #[comptime] act: u32,
 ) {
     let i = ABSOLUTE_POS;
@@ -95,14 +98,34 @@ pub fn conv(
         }
         for ci in 0..cg {
             let plane = (b * c + g * cg + ci) * h * wi;
-            for ky in 0..kh {
-                let yy = oy * sh + ky * dh;
-                if yy >= ph && yy - ph < h {
-                    let row = plane + (yy - ph) * wi;
-                    for kx in 0..kw {
-                        let xx = ox * sw + kx * dw;
-                        if xx >= pw && xx - pw < wi {
-                            acc += x[row + xx - pw] * w[((ci * kh + ky) * kw + kx) * m + oc];
+            if transposed {
+                // oy = iy*sh + ky*dh - ph  =>  iy = (oy + ph - ky*dh) / sh
+                let wbase = (oc * cg + ci) * kh * kw;
+                for ky in 0..kh {
+                    let num = oy + ph;
+                    let kd = ky * dh;
+                    if num >= kd && (num - kd) % sh == 0 && (num - kd) / sh < h {
+                        let iy = (num - kd) / sh;
+                        for kx in 0..kw {
+                            let numx = ox + pw;
+                            let kdx = kx * dw;
+                            if numx >= kdx && (numx - kdx) % sw == 0 && (numx - kdx) / sw < wi {
+                                let ix = (numx - kdx) / sw;
+                                acc += x[plane + iy * wi + ix] * w[wbase + ky * kw + kx];
+                            }
+                        }
+                    }
+                }
+            } else {
+                for ky in 0..kh {
+                    let yy = oy * sh + ky * dh;
+                    if yy >= ph && yy - ph < h {
+                        let row = plane + (yy - ph) * wi;
+                        for kx in 0..kw {
+                            let xx = ox * sw + kx * dw;
+                            if xx >= pw && xx - pw < wi {
+                                acc += x[row + xx - pw] * w[((ci * kh + ky) * kw + kx) * m + oc];
+                            }
                         }
                     }
                 }
@@ -110,69 +133,6 @@ pub fn conv(
         }
         if act != ACT_NONE {
             acc = unary_apply(acc, alpha, gamma, act);
-        }
-        out[i] = acc;
-    }
-}
-
-/// ONNX `ConvTranspose` as a gather over the input positions that reach each output.
-#[cube(launch)]
-pub fn conv_transpose(
-    x: &Array<f32>,
-    w: &Array<f32>,
-    bias: &Array<f32>,
-    out: &mut Array<f32>,
-    meta: &Array<u32>,
-    #[comptime] has_bias: bool,
-) {
-    let i = ABSOLUTE_POS;
-    if i < out.len() {
-        let c = meta[1] as usize;
-        let h = meta[2] as usize;
-        let wi = meta[3] as usize;
-        let m = meta[4] as usize;
-        let oh = meta[5] as usize;
-        let ow = meta[6] as usize;
-        let kh = meta[7] as usize;
-        let kw = meta[8] as usize;
-        let sh = meta[9] as usize;
-        let sw = meta[10] as usize;
-        let dh = meta[11] as usize;
-        let dw = meta[12] as usize;
-        let ph = meta[13] as usize;
-        let pw = meta[14] as usize;
-        let groups = meta[15] as usize;
-        let ox = i % ow;
-        let oy = (i / ow) % oh;
-        let oc = (i / (ow * oh)) % m;
-        let b = i / (ow * oh * m);
-        let cg = c / groups;
-        let mg = m / groups;
-        let g = oc / mg;
-        let mut acc = 0.0f32;
-        if has_bias {
-            acc = bias[oc];
-        }
-        for ci in 0..cg {
-            let ic = g * cg + ci;
-            let plane = (b * c + ic) * h * wi;
-            let wbase = (oc * cg + ci) * kh * kw;
-            for ky in 0..kh {
-                // oy = iy*sh + ky*dh - ph  =>  iy = (oy + ph - ky*dh) / sh
-                let num = oy + ph;
-                let kd = ky * dh;
-                if num >= kd && (num - kd) % sh == 0 && (num - kd) / sh < h {
-                    let iy = (num - kd) / sh;
-                    for kx in 0..kw {
-                        let numx = ox + pw;
-                        let kdx = kx * dw;
-                        if numx >= kdx && (numx - kdx) % sw == 0 && (numx - kdx) / sw < wi {
-                            let ix = (numx - kdx) / sw;
-                            acc += x[plane + iy * wi + ix] * w[wbase + ky * kw + kx];
-                        }
-                    }
-                }
-            }
         }
         out[i] = acc;
     }

@@ -2,7 +2,9 @@
 
 use cubecl::prelude::*;
 
-/// `dst = base + c0·t0 + c1·t1 + c2·t2 + c3·t3` (the first `n` terms), left to right.
+/// `dst = start + c0·t0 + c1·t1 + c2·t2 + c3·t3` (the first `n` terms, left to right), where
+/// `start` is `base[i]`, or `dst[i]` itself when `!has_base` (the continuation of a
+/// combination of more than four terms; `base` is then any other buffer and not read).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn lincomb4(
@@ -18,46 +20,14 @@ pub fn lincomb4(
     c3: f32,
     count: u32,
     #[comptime] n: u32,
-) {
-    let i = ABSOLUTE_POS;
-    if i < count as usize {
-        let mut acc = base[i];
-        if n > 0 {
-            acc += c0 * t0[i];
-        }
-        if n > 1 {
-            acc += c1 * t1[i];
-        }
-        if n > 2 {
-            acc += c2 * t2[i];
-        }
-        if n > 3 {
-            acc += c3 * t3[i];
-        }
-        dst[i] = acc;
-    }
-}
-
-/// `dst += c0·t0 + ...` (the first `n` of four terms), left to right: the continuation of
-/// [`lincomb4`] for more than four terms.
-#[cube(launch)]
-#[allow(clippy::too_many_arguments)]
-pub fn accumulate4(
-    t0: &Array<f32>,
-    t1: &Array<f32>,
-    t2: &Array<f32>,
-    t3: &Array<f32>,
-    dst: &mut Array<f32>,
-    c0: f32,
-    c1: f32,
-    c2: f32,
-    c3: f32,
-    count: u32,
-    #[comptime] n: u32,
+    #[comptime] has_base: bool,
 ) {
     let i = ABSOLUTE_POS;
     if i < count as usize {
         let mut acc = dst[i];
+        if has_base {
+            acc = base[i];
+        }
         if n > 0 {
             acc += c0 * t0[i];
         }
