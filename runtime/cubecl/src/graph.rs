@@ -85,6 +85,7 @@ enum Kernel {
     },
     Gemm {
         grid: (u32, u32, u32),
+        per: u32,
         has_bias: bool,
         act: Act,
     },
@@ -399,6 +400,7 @@ fn launch<R: Runtime>(
         ),
         Kernel::Gemm {
             grid,
+            per,
             has_bias,
             act,
         } => {
@@ -416,6 +418,7 @@ fn launch<R: Runtime>(
                 act.gamma,
                 has_bias,
                 act.op,
+                per as usize,
             )
         }
         Kernel::Conv {
@@ -790,10 +793,11 @@ impl<'g, 'm, R: Runtime> Planner<'g, 'm, R> {
                 let (k, n) = (wd.get(0).ok_or(bad_graph())?, wd.get(1).ok_or(bad_graph())?);
                 let m = in0()?.1.checked_div(k).unwrap_or(0);
                 let meta = self.meta(&[to_u32(m)?, to_u32(n)?, to_u32(k)?, 0]);
-                let grid = gemm_grid(m, n, 1)?;
+                let (grid, per) = gemm_grid(m, n, 1)?;
                 self.push(
                     Kernel::Gemm {
                         grid,
+                        per,
                         has_bias: ins.len() == 3,
                         act,
                     },
@@ -829,10 +833,11 @@ impl<'g, 'm, R: Runtime> Planner<'g, 'm, R> {
                     w.extend(st);
                 }
                 let meta = self.meta(&w);
-                let grid = gemm_grid(m, n, batches)?;
+                let (grid, per) = gemm_grid(m, n, batches)?;
                 self.push(
                     Kernel::Gemm {
                         grid,
+                        per,
                         has_bias: false,
                         act,
                     },
@@ -1119,9 +1124,11 @@ fn split3(d: &Dims, start: usize, end: usize) -> Result<(usize, usize, usize), G
     ))
 }
 
-/// The GEMM grid for `batches` products of `m × n`.
-fn gemm_grid(m: usize, n: usize, batches: usize) -> Result<(u32, u32, u32), GpuError> {
-    let t = gemm::TILE as usize;
+/// The GEMM shape and grid for `batches` products of `m × n`: 8×8 outputs per thread
+/// (128×128 tiles) when both sides are at least 128, else 4×4 (64×64 tiles).
+fn gemm_grid(m: usize, n: usize, batches: usize) -> Result<((u32, u32, u32), u32), GpuError> {
+    let per = if m >= 128 && n >= 128 { 8 } else { 4 };
+    let t = gemm::tile(per) as usize;
     let x = to_u32(n.div_ceil(t).max(1))?;
     let y = to_u32(m.div_ceil(t).max(1))?;
     let z = to_u32(batches.max(1))?;
@@ -1130,7 +1137,7 @@ fn gemm_grid(m: usize, n: usize, batches: usize) -> Result<(u32, u32, u32), GpuE
             "a matrix product of {batches} x [{m} x {n}] exceeds the device's launch grid"
         )));
     }
-    Ok((x, y, z))
+    Ok(((x, y, z), per))
 }
 
 fn bad_graph() -> GpuError {

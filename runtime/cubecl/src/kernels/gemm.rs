@@ -1,19 +1,26 @@
-//! The GEMM behind `Dense` and `MatMul`: 64×64 output tiles, 16×16 threads of 4×4 outputs,
-//! operands staged through shared memory 16 deep, with the bias and an activation fused
-//! into the epilogue.
+//! The GEMM behind `Dense` and `MatMul`: 16×16 threads per cube, each accumulating a
+//! `per × per` block of outputs (`per` = 4: 64×64 tiles staged 16 deep, for narrow
+//! products; `per` = 8: 128×128 tiles staged 8 deep, twice the multiply-adds per
+//! shared-memory load, for wide ones), the operands staged through shared memory, with the
+//! bias and an activation fused into the epilogue. Every output element is summed over `k`
+//! in ascending order.
 
 use cubecl::prelude::*;
 
 use super::elementwise::{unary_apply, ACT_NONE};
 
-/// Output rows / columns of one cube.
-pub const TILE: u32 = 64;
-/// Depth of one shared-memory stage.
-const DEPTH: usize = 16;
 /// Threads per cube side.
 pub const THREADS: u32 = 16;
+/// Elements of each shared-memory stage (`tile × depth`, the same for both shapes).
+const STAGE: usize = 1024;
 
-/// `out[z] = act(a[z] (m×k) · b[z] (k×n) + bias)` for every batch index `z` (`CUBE_POS_Z`).
+/// Output rows / columns of one cube for a micro-tile of `per × per`.
+pub const fn tile(per: u32) -> u32 {
+    THREADS * per
+}
+
+/// `out[z] = act(a[z] (m×k) · b[z] (k×n) + bias)` for every batch index `z` (`CUBE_POS_Z`),
+/// with `per × per` outputs per thread (4 or 8).
 ///
 /// `meta = [m, n, k, batch rank r, out batch dims (r), a batch strides (r), b batch strides
 /// (r)]` (strides in elements, 0 for a broadcast operand); `out` batches are contiguous.
@@ -29,7 +36,11 @@ pub fn gemm(
     gamma: f32,
     #[comptime] has_bias: bool,
     #[comptime] act: u32,
+    #[comptime] per: usize,
 ) {
+    let tile = comptime!(16 * per);
+    let depth = comptime!(STAGE / (16 * per));
+    let cells = comptime!(per * per);
     let m = meta[0] as usize;
     let n = meta[1] as usize;
     let k = meta[2] as usize;
@@ -52,32 +63,33 @@ pub fn gemm(
     let tx = UNIT_POS_X as usize;
     let ty = UNIT_POS_Y as usize;
     let tid = ty * 16 + tx;
-    let row0 = CUBE_POS_Y as usize * 64;
-    let col0 = CUBE_POS_X as usize * 64;
+    let row0 = CUBE_POS_Y as usize * tile;
+    let col0 = CUBE_POS_X as usize * tile;
 
-    let mut sa = SharedMemory::<f32>::new(64 * DEPTH);
-    let mut sb = SharedMemory::<f32>::new(DEPTH * 64);
-    let mut acc = Array::<f32>::new(16usize);
+    let mut sa = SharedMemory::<f32>::new(STAGE);
+    let mut sb = SharedMemory::<f32>::new(STAGE);
+    let mut acc = Array::<f32>::new(cells);
+    let mut bf = Array::<f32>::new(per);
     #[unroll]
-    for i in 0..16usize {
+    for i in 0..cells {
         acc[i] = 0.0;
     }
-    let tiles = k.div_ceil(DEPTH);
+    let tiles = k.div_ceil(depth);
     for t in 0..tiles {
-        let k0 = t * DEPTH;
+        let k0 = t * depth;
         #[unroll]
         for j in 0..4usize {
             let e = tid + j * 256;
-            // a tile: 64 rows × 16 depth
-            let ar = e / DEPTH;
-            let ac = e % DEPTH;
+            // a tile: `tile` rows × `depth`
+            let ar = e / depth;
+            let ac = e % depth;
             let gr = row0 + ar;
             let gc = k0 + ac;
             let in_a = gr < m && gc < k;
             sa[e] = select(in_a, a[a_base + select(in_a, gr * k + gc, 0)], 0.0);
-            // b tile: 16 depth × 64 columns
-            let br = e / 64;
-            let bc = e % 64;
+            // b tile: `depth` × `tile` columns
+            let br = e / tile;
+            let bc = e % tile;
             let grb = k0 + br;
             let gcb = col0 + bc;
             let in_b = grb < k && gcb < n;
@@ -85,26 +97,30 @@ pub fn gemm(
         }
         sync_cube();
         #[unroll]
-        for kk in 0..DEPTH {
+        for kk in 0..depth {
             #[unroll]
-            for i in 0..4usize {
-                let av = sa[(ty + 16 * i) * DEPTH + kk];
+            for j in 0..per {
+                bf[j] = sb[kk * tile + tx + 16 * j];
+            }
+            #[unroll]
+            for i in 0..per {
+                let av = sa[(ty + 16 * i) * depth + kk];
                 #[unroll]
-                for j in 0..4usize {
-                    acc[i * 4 + j] += av * sb[kk * 64 + tx + 16 * j];
+                for j in 0..per {
+                    acc[i * per + j] += av * bf[j];
                 }
             }
         }
         sync_cube();
     }
     #[unroll]
-    for i in 0..4usize {
+    for i in 0..per {
         let r = row0 + ty + 16 * i;
         #[unroll]
-        for j in 0..4usize {
+        for j in 0..per {
             let c = col0 + tx + 16 * j;
             if r < m && c < n {
-                let mut y = acc[i * 4 + j];
+                let mut y = acc[i * per + j];
                 if has_bias {
                     y += bias[c];
                 }
