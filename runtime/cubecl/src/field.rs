@@ -80,9 +80,14 @@ impl<'m> GpuField<'m> {
             }
             .into());
         }
-        let graph = GpuGraph::new(&ops.gpu, model)?;
+        let (graph, plan) = crate::guard(|| {
+            Ok((
+                GpuGraph::new(&ops.gpu, model)?,
+                Plan::new(&ops.gpu, model, batch)?,
+            ))
+        })?;
         let mut plans = HashMap::new();
-        plans.insert(batch, Plan::new(&ops.gpu, model, batch)?);
+        plans.insert(batch, plan);
         Ok(GpuField {
             model: *model,
             graph,

@@ -182,6 +182,28 @@ impl<R: Runtime> Gpu<R> {
     }
 }
 
+/// The message of a caught panic, first line only.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    let msg = p
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| p.downcast_ref::<&str>().copied())
+        .unwrap_or("the runtime panicked");
+    msg.lines().next().unwrap_or(msg).to_string()
+}
+
+/// Runs `f`, turning a panic inside the device runtime (a kernel that does not compile for
+/// the device, a lost device) into [`GpuError::Device`]: the GPU path returns errors, it
+/// does not unwind into the caller.
+pub(crate) fn guard<T>(f: impl FnOnce() -> Result<T, GpuError>) -> Result<T, GpuError> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        Err(GpuError::Device(format!(
+            "the GPU runtime panicked: {}",
+            panic_message(p.as_ref())
+        )))
+    })
+}
+
 /// Runs `f`, turning a panic inside the device runtime into [`GpuError::NoDevice`].
 #[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(dead_code))]
 fn probe<T>(backend: GpuBackend, looked_for: &str, f: impl FnOnce() -> T) -> Result<T, GpuError> {
@@ -189,17 +211,9 @@ fn probe<T>(backend: GpuBackend, looked_for: &str, f: impl FnOnce() -> T) -> Res
     std::panic::set_hook(Box::new(|_| {}));
     let r = catch_unwind(AssertUnwindSafe(f));
     std::panic::set_hook(hook);
-    r.map_err(|p| {
-        let msg = p
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| p.downcast_ref::<&str>().copied())
-            .unwrap_or("the runtime panicked");
-        let first = msg.lines().next().unwrap_or(msg);
-        GpuError::NoDevice {
-            backend: backend.name(),
-            looked_for: format!("{looked_for} ({first})"),
-        }
+    r.map_err(|p| GpuError::NoDevice {
+        backend: backend.name(),
+        looked_for: format!("{looked_for} ({})", panic_message(p.as_ref())),
     })
 }
 

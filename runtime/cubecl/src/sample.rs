@@ -95,6 +95,15 @@ impl<'m> Sampler<'m> {
         batch: usize,
         req: &SampleRequest<'_>,
     ) -> Result<Self, GpuError> {
+        crate::guard(|| Self::prepare(ops, model, batch, req))
+    }
+
+    fn prepare<R: Runtime>(
+        ops: &mut GpuOps<R>,
+        model: &Model<'m>,
+        batch: usize,
+        req: &SampleRequest<'_>,
+    ) -> Result<Self, GpuError> {
         let start = Instant::now();
         if model.pipeline().is_some() {
             return Err(GpuError::Unsupported(
@@ -132,6 +141,15 @@ impl<'m> Sampler<'m> {
     /// result, bad grids and settings) inside [`GpuError::Flowrt`]; device failures as the
     /// other variants.
     pub fn run<R: Runtime>(
+        &mut self,
+        ops: &mut GpuOps<R>,
+        x: &mut [f32],
+        req: &SampleRequest<'_>,
+    ) -> Result<SampleReport, GpuError> {
+        crate::guard(|| self.run_unguarded(ops, x, req))
+    }
+
+    fn run_unguarded<R: Runtime>(
         &mut self,
         ops: &mut GpuOps<R>,
         x: &mut [f32],
