@@ -7,7 +7,7 @@ use anyhow::{anyhow, Result};
 use flowrt::exec::Conditioning;
 use flowrt::Model;
 use flowrt_cubecl::cubecl::Runtime;
-use flowrt_cubecl::sample::{SampleReport, SampleRequest, Sampler};
+use flowrt_cubecl::sample::{Recorder, SampleReport, SampleRequest, Sampler};
 use flowrt_cubecl::select::{choose, Chosen, Selection};
 use flowrt_cubecl::{Gpu, GpuBackend, GpuError, GpuField, GpuOps};
 
@@ -22,7 +22,8 @@ fn ops_of<R: Runtime>(gpu: Result<Gpu<R>, GpuError>) -> Result<GpuOps<R>> {
     gpu.map(GpuOps::new).map_err(|e| anyhow!("{e}"))
 }
 
-/// Samples `x` on `backend` (noise in, samples out).
+/// Samples `x` on `backend` (noise in, samples out); with `trajectory`, every step's state
+/// is read back into it (the initial state is the caller's to add).
 ///
 /// Errors: no device (naming the backend and what was looked for), or whatever sampling
 /// reports.
@@ -31,19 +32,27 @@ pub fn sample(
     model: &Model<'_>,
     x: &mut [f32],
     req: &SampleRequest<'_>,
+    trajectory: Option<&mut Recorder>,
 ) -> Result<SampleReport> {
     fn go<R: Runtime>(
         mut ops: GpuOps<R>,
         model: &Model<'_>,
         x: &mut [f32],
         req: &SampleRequest<'_>,
+        trajectory: Option<&mut Recorder>,
     ) -> Result<SampleReport> {
-        flowrt_cubecl::sample::sample(&mut ops, model, x, req)
-            .map_err(|e| anyhow!("sampling failed: {e}"))
+        let batch = x.len() / model.state_dim().max(1);
+        let e = |e: GpuError| anyhow!("sampling failed: {e}");
+        let mut sampler = Sampler::new(&mut ops, model, batch, req).map_err(e)?;
+        match trajectory {
+            Some(r) => sampler.run_observed(&mut ops, x, req, r),
+            None => sampler.run(&mut ops, x, req),
+        }
+        .map_err(e)
     }
     match backend {
-        GpuBackend::Wgpu => go(ops_of(Gpu::wgpu())?, model, x, req),
-        GpuBackend::Cuda => go(ops_of(Gpu::cuda())?, model, x, req),
+        GpuBackend::Wgpu => go(ops_of(Gpu::wgpu())?, model, x, req, trajectory),
+        GpuBackend::Cuda => go(ops_of(Gpu::cuda())?, model, x, req, trajectory),
     }
 }
 

@@ -1034,11 +1034,11 @@ fn sample(a: &SampleArgs<'_>) -> Result<()> {
     let png = png_rows(a, &m, dim)?;
     let start = Instant::now();
     let rows = if guided.is_some() { 2 * batch } else { batch };
-    let cpu_only = a.sde.sde.is_some() || a.trajectory.is_some() || a.backend.1.is_some();
+    let cpu_only = a.sde.sde.is_some() || a.backend.1.is_some();
     let backend = match a.backend.0 {
         Backend::Auto if cpu_only => {
             if a.verbose {
-                println!("backend auto: cpu (--sde, --trajectory and --onnx run on the CPU)");
+                println!("backend auto: cpu (--sde and --onnx run on the CPU)");
             }
             Backend::Cpu
         }
@@ -1047,8 +1047,7 @@ fn sample(a: &SampleArgs<'_>) -> Result<()> {
     let report = if let Some(gpu) = gpu_of(backend) {
         if cpu_only {
             bail!(
-                "--sde, --trajectory and --onnx are not available with --backend {} (use cpu \
-                 or ort)",
+                "--sde and --onnx are not available with --backend {} (use cpu or ort)",
                 backend_name(backend)
             );
         }
@@ -1059,7 +1058,18 @@ fn sample(a: &SampleArgs<'_>) -> Result<()> {
             cond: inputs.as_conditioning(),
             guided: guided.as_ref().map(|(g, d)| (*g, d.as_conditioning())),
         };
-        let r = flowrt_export::gpu::sample(gpu, &m, &mut x, &req)?;
+        let mut rec = traj
+            .as_ref()
+            .map(|_| flowrt_cubecl::sample::Recorder::default());
+        let x0 = traj.as_ref().map(|_| x.clone()).unwrap_or_default();
+        let r = flowrt_export::gpu::sample(gpu, &m, &mut x, &req, rec.as_mut())?;
+        if let (Some(t), Some(rec)) = (traj.as_mut(), rec) {
+            // The initial state first, as the CPU path records it.
+            t.states = x0;
+            t.times = vec![flowrt::grid::TimeGrid::point(&grid, 0).unwrap_or(f32::NAN)];
+            t.states.extend_from_slice(&rec.states);
+            t.times.extend_from_slice(&rec.times);
+        }
         if a.verbose {
             println!("{}", flowrt_export::gpu::describe(&r));
         }

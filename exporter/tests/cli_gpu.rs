@@ -89,6 +89,37 @@ fn gpu_backends_on_the_command_line() {
         assert!(err.contains("libcuda"), "{err}");
     }
 
+    // --trajectory reads every step back: the same trajectory as the CPU backend's.
+    let traj = |backend: &str, t: &std::path::Path| {
+        ok(&[
+            "sample",
+            s(&frt),
+            "--noise",
+            s(&noise),
+            "--label",
+            s(&labels),
+            "--method",
+            "midpoint",
+            "--steps",
+            "4",
+            "--backend",
+            backend,
+            "--trajectory",
+            s(t),
+            "-o",
+            s(&dir.path("t_out.npy")),
+        ])
+    };
+    let (tc, tg) = (dir.path("traj_cpu.npy"), dir.path("traj_gpu.npy"));
+    traj("cpu", &tc);
+    let text = traj("wgpu", &tg);
+    assert!(text.contains("trajectory: 5 states"), "{text}");
+    let (a, sa) = read_npy(&tg);
+    let (b, sb) = read_npy(&tc);
+    assert_eq!(sa, sb);
+    let d = max_diff(&a, &b);
+    assert!(d <= 1e-4, "trajectory wgpu vs cpu: {d}");
+
     // Options the GPU path does not take are refused, not ignored.
     let err = fails(&[
         "sample",
@@ -99,8 +130,8 @@ fn gpu_backends_on_the_command_line() {
         s(&labels),
         "--backend",
         "wgpu",
-        "--trajectory",
-        s(&dir.path("t.npy")),
+        "--sde",
+        "linear:0.5",
         "-o",
         s(&gpu),
     ]);

@@ -8,7 +8,7 @@ use cubecl::prelude::*;
 use flowrt::exec::Conditioning;
 use flowrt::grid::TimeGrid;
 use flowrt::guidance::Guidance;
-use flowrt::solver::{adaptive, integrate_observed, Method, NoObserver, Workspace};
+use flowrt::solver::{adaptive, integrate_observed, Method, NoObserver, StepObserver, Workspace};
 use flowrt::time::{ConventionField, SecondTime};
 use flowrt::{Error, Model, StateOps, VelocityField};
 
@@ -146,7 +146,21 @@ impl<'m> Sampler<'m> {
         x: &mut [f32],
         req: &SampleRequest<'_>,
     ) -> Result<SampleReport, GpuError> {
-        crate::guard(|| self.run_unguarded(ops, x, req))
+        self.run_observed(ops, x, req, &mut NoObserver)
+    }
+
+    /// [`Sampler::run`] with a step observer on the device state (e.g. [`Recorder`], which
+    /// reads every step's state back for `--trajectory`).
+    ///
+    /// Errors: as [`Sampler::run`], plus the observer's.
+    pub fn run_observed<R: Runtime>(
+        &mut self,
+        ops: &mut GpuOps<R>,
+        x: &mut [f32],
+        req: &SampleRequest<'_>,
+        observer: &mut dyn StepObserver<GpuOps<R>>,
+    ) -> Result<SampleReport, GpuError> {
+        crate::guard(|| self.run_unguarded(ops, x, req, observer))
     }
 
     fn run_unguarded<R: Runtime>(
@@ -154,6 +168,7 @@ impl<'m> Sampler<'m> {
         ops: &mut GpuOps<R>,
         x: &mut [f32],
         req: &SampleRequest<'_>,
+        observer: &mut dyn StepObserver<GpuOps<R>>,
     ) -> Result<SampleReport, GpuError> {
         let d = self.model.state_dim();
         if x.len() != self.batch * d {
@@ -205,7 +220,7 @@ impl<'m> Sampler<'m> {
                 }
                 .into());
             }
-            two_time(ops, field, &conv, req.grid, &mut xs)
+            two_time(ops, field, &conv, req.grid, &mut xs, observer)
         } else {
             let mut bufs: Vec<GpuBuf> = (0..req.method.work_buffers())
                 .map(|_| ops.buffer(x.len()))
@@ -217,11 +232,11 @@ impl<'m> Sampler<'m> {
             let r = match &req.guided {
                 Some((g, _)) => {
                     let mut cfg = GpuCfgField::new(ops, field, conv, *g, self.batch)?;
-                    run_solver(ops, &mut cfg, req, &mut xs, &mut work)
+                    run_solver(ops, &mut cfg, req, &mut xs, &mut work, observer)
                 }
                 None => {
                     let mut f = ConventionField::new(&mut *field, conv);
-                    run_solver(ops, &mut f, req, &mut xs, &mut work)
+                    run_solver(ops, &mut f, req, &mut xs, &mut work, observer)
                 }
             };
             r.map(|(steps, rejected)| {
@@ -274,12 +289,13 @@ fn run_solver<R: Runtime, F: VelocityField<GpuOps<R>> + ?Sized>(
     req: &SampleRequest<'_>,
     x: &mut GpuBuf,
     work: &mut Workspace<'_, GpuBuf>,
+    observer: &mut dyn StepObserver<GpuOps<R>>,
 ) -> Result<(Option<usize>, usize), Error> {
     if req.method == Method::Dopri5 {
-        let stats = adaptive::dopri5(ops, field, &req.tol, req.grid, x, work, &mut NoObserver)?;
+        let stats = adaptive::dopri5(ops, field, &req.tol, req.grid, x, work, observer)?;
         Ok((Some(stats.accepted), stats.rejected))
     } else {
-        integrate_observed(ops, field, req.method, req.grid, x, work, &mut NoObserver)?;
+        integrate_observed(ops, field, req.method, req.grid, x, work, observer)?;
         Ok((None, 0))
     }
 }
@@ -292,6 +308,7 @@ fn two_time<R: Runtime>(
     conv: &flowrt::time::TimeConvention,
     grid: &dyn TimeGrid,
     x: &mut GpuBuf,
+    observer: &mut dyn StepObserver<GpuOps<R>>,
 ) -> Result<(), Error> {
     flowrt::grid::validate(grid)?;
     if !ops.all_finite(x) {
@@ -316,8 +333,10 @@ fn two_time<R: Runtime>(
         if conv.negate_output {
             ops.scale(&mut v, -1.0);
         }
+        observer.on_velocity(ops, n, t0, x, &mut v)?;
         ops.lincomb(&mut next, x, &[(t1 - t0, &v)]);
         std::mem::swap(x, &mut next);
+        observer.on_step(ops, n, t1, x)?;
     }
     if !ops.all_finite(x) {
         return Err(if ops.has_error() {
@@ -329,4 +348,37 @@ fn two_time<R: Runtime>(
         });
     }
     Ok(())
+}
+
+/// A [`StepObserver`] that reads the device state back after every step: the trajectory
+/// (`states`: one state per step, step-major; `times`: their grid times). One read-back per
+/// step, so it costs what a host round trip costs.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    /// The recorded states, step-major.
+    pub states: Vec<f32>,
+    /// The time of each recorded state.
+    pub times: Vec<f32>,
+}
+
+impl<R: Runtime> StepObserver<GpuOps<R>> for Recorder {
+    fn on_step(
+        &mut self,
+        ops: &mut GpuOps<R>,
+        _: usize,
+        t: f32,
+        x: &mut GpuBuf,
+    ) -> Result<(), Error> {
+        match ops.read(x) {
+            Ok(v) => {
+                self.states.extend_from_slice(&v);
+                self.times.push(t);
+                Ok(())
+            }
+            Err(e) => {
+                ops.fail(e);
+                Err(DEVICE_FAILED)
+            }
+        }
+    }
 }
