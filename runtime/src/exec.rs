@@ -366,6 +366,116 @@ pub struct Conditioning<'c> {
 /// a `Gather` table directly, so [`Model::label_classes`] cannot bound it.
 const MAX_EXACT_LABEL: i64 = 1 << 24;
 
+/// The labels `model` accepts, `low..high`: `0..`[`Model::label_classes`] when the label
+/// feeds a `Gather` table directly, else every integer exact in f32 (`|label| <= 2^24`).
+pub fn label_range(model: &Model<'_>) -> (i64, i64) {
+    let (low, high) = match model.label_classes() {
+        Some(n) => (0, i64::try_from(n).unwrap_or(i64::MAX)),
+        None => (-MAX_EXACT_LABEL, MAX_EXACT_LABEL + 1),
+    };
+    (low, high.min(MAX_EXACT_LABEL + 1))
+}
+
+/// Checks the conditioning of `rows` rows against `model`, exactly as
+/// [`CpuField::eval_cond`] does before evaluating (other backends call it too): every role
+/// the model has is given and no other; `label` has `rows` values in [`label_range`]; `cond`
+/// has `rows *` [`Model::cond_dim`] finite values; `guidance` has `rows` finite values, all
+/// equal when the model takes one value for all rows; `step` is finite.
+///
+/// Errors: [`Error::BadArgument`] (a missing or unused role, a label out of range, rows of
+/// guidance that differ), [`Error::ShapeMismatch`] (lengths), [`Error::NonFiniteInput`].
+pub fn check_conditioning(
+    model: &Model<'_>,
+    rows: usize,
+    cond: &Conditioning<'_>,
+) -> Result<(), Error> {
+    check_with(model, rows, cond, label_range(model))
+}
+
+/// [`check_conditioning`] with the label range given (a field caches it).
+fn check_with(
+    model: &Model<'_>,
+    rows: usize,
+    cond: &Conditioning<'_>,
+    (low, high): (i64, i64),
+) -> Result<(), Error> {
+    check_unused(model, cond)?;
+    for info in model.inputs() {
+        let len = info.shape.elements(rows).ok_or(Error::BadArgument {
+            what: "batch size too large",
+        })?;
+        match info.role {
+            InputRole::Label => {
+                let labels = cond.label.ok_or(Error::BadArgument {
+                    what: "model needs a label input",
+                })?;
+                if labels.len() != rows {
+                    return Err(Error::ShapeMismatch {
+                        what: "label (one per row)",
+                        expected: rows,
+                        found: labels.len(),
+                    });
+                }
+                if labels.iter().any(|l| *l < low || *l >= high) {
+                    return Err(Error::BadArgument {
+                        what: "label out of range (not in 0..label_classes)",
+                    });
+                }
+            }
+            InputRole::Cond => {
+                let c = cond.cond.ok_or(Error::BadArgument {
+                    what: "model needs a cond input",
+                })?;
+                if c.len() != len {
+                    return Err(Error::ShapeMismatch {
+                        what: "cond (rows * cond_dim values)",
+                        expected: len,
+                        found: c.len(),
+                    });
+                }
+                if !c.iter().all(|v| v.is_finite()) {
+                    return Err(Error::NonFiniteInput { what: "cond" });
+                }
+            }
+            InputRole::Guidance => {
+                let g = cond.guidance.ok_or(Error::BadArgument {
+                    what: "model needs a guidance input",
+                })?;
+                if g.len() != rows {
+                    return Err(Error::ShapeMismatch {
+                        what: "guidance (one per row)",
+                        expected: rows,
+                        found: g.len(),
+                    });
+                }
+                if !g.iter().all(|v| v.is_finite()) {
+                    return Err(Error::NonFiniteInput { what: "guidance" });
+                }
+                if !info.shape.has_batch() {
+                    let first = g.first().copied().unwrap_or(0.0);
+                    if g.iter().any(|v| v.to_bits() != first.to_bits()) {
+                        return Err(Error::BadArgument {
+                            what: "guidance differs between rows, but the model's guidance \
+                                   input is one value for all rows",
+                        });
+                    }
+                }
+            }
+            InputRole::Step => {
+                if let Some(v) = cond.step {
+                    if !v.is_finite() {
+                        return Err(Error::NonFiniteInput {
+                            what: "second time input",
+                        });
+                    }
+                }
+            }
+            InputRole::X | InputRole::T | InputRole::Xt | InputRole::Data => {}
+        }
+    }
+    Ok(())
+}
+
 /// Takes the next `len` f32 values (16-byte rounded) off the front of `scratch`.
 fn take_f32<'s>(scratch: &mut &'s mut [u8], len: usize) -> Result<&'s mut [f32], Error> {
     let bytes = align_up(len.checked_mul(4).ok_or(ops_err())?).ok_or(ops_err())?;
@@ -424,15 +534,12 @@ impl<'m, 'a> CpuField<'m, 'a> {
                 what: "batch size too large",
             })?;
         // In 0..N when the label feeds a Gather table, else exact in f32.
-        let labels = match model.label_classes() {
-            Some(n) => (0, i64::try_from(n).unwrap_or(i64::MAX)),
-            None => (-MAX_EXACT_LABEL, MAX_EXACT_LABEL + 1),
-        };
+        let labels = label_range(model);
         Ok(CpuField {
             model: *model,
             batch,
             arena,
-            labels: (labels.0, labels.1.min(MAX_EXACT_LABEL + 1)),
+            labels,
         })
     }
 
@@ -499,7 +606,7 @@ impl<'m, 'a> CpuField<'m, 'a> {
                 found: v.len(),
             });
         }
-        check_unused(model, cond)?;
+        check_with(model, rows, cond, self.labels)?;
         if model.output_dim() != d {
             return Err(Error::BadArgument {
                 what: "the model's output is not a velocity (its rows differ from the state's)",
@@ -518,20 +625,8 @@ impl<'m, 'a> CpuField<'m, 'a> {
                     })
                 }
                 InputRole::Cond => {
-                    let c = cond.cond.ok_or(Error::BadArgument {
-                        what: "model needs a cond input",
-                    })?;
-                    if c.len() != len {
-                        return Err(Error::ShapeMismatch {
-                            what: "cond (rows * cond_dim values)",
-                            expected: len,
-                            found: c.len(),
-                        });
-                    }
-                    if !c.iter().all(|v| v.is_finite()) {
-                        return Err(Error::NonFiniteInput { what: "cond" });
-                    }
-                    *slot = c;
+                    // Checked by `check_with`.
+                    *slot = cond.cond.ok_or(ops_err())?;
                 }
                 InputRole::T => {
                     let buf = take_f32(&mut scratch, len)?;
@@ -543,11 +638,6 @@ impl<'m, 'a> CpuField<'m, 'a> {
                         what: "model needs a step input (a few-step model: sample it with \
                                the few-step sampler)",
                     })?;
-                    if !value.is_finite() {
-                        return Err(Error::NonFiniteInput {
-                            what: "second time input",
-                        });
-                    }
                     let buf = take_f32(&mut scratch, len)?;
                     buf.fill(value);
                     *slot = buf;
@@ -558,22 +648,8 @@ impl<'m, 'a> CpuField<'m, 'a> {
                     *slot = buf;
                 }
                 InputRole::Label => {
-                    let labels = cond.label.ok_or(Error::BadArgument {
-                        what: "model needs a label input",
-                    })?;
-                    if labels.len() != rows {
-                        return Err(Error::ShapeMismatch {
-                            what: "label (one per row)",
-                            expected: rows,
-                            found: labels.len(),
-                        });
-                    }
-                    let (low, high) = self.labels;
-                    if labels.iter().any(|l| *l < low || *l >= high) {
-                        return Err(Error::BadArgument {
-                            what: "label out of range (not in 0..label_classes)",
-                        });
-                    }
+                    // Checked by `check_with`: `rows` labels, all in range.
+                    let labels = cond.label.ok_or(ops_err())?;
                     let buf = take_f32(&mut scratch, len)?;
                     if buf.len() != labels.len() {
                         return Err(ops_err());
@@ -584,19 +660,8 @@ impl<'m, 'a> CpuField<'m, 'a> {
                     *slot = buf;
                 }
                 InputRole::Guidance => {
-                    let g = cond.guidance.ok_or(Error::BadArgument {
-                        what: "model needs a guidance input",
-                    })?;
-                    if g.len() != rows {
-                        return Err(Error::ShapeMismatch {
-                            what: "guidance (one per row)",
-                            expected: rows,
-                            found: g.len(),
-                        });
-                    }
-                    if !g.iter().all(|v| v.is_finite()) {
-                        return Err(Error::NonFiniteInput { what: "guidance" });
-                    }
+                    // Checked by `check_with`: `rows` finite values (equal without a batch dim).
+                    let g = cond.guidance.ok_or(ops_err())?;
                     let buf = take_f32(&mut scratch, len)?;
                     if info.shape.has_batch() {
                         if buf.len() != g.len() {
@@ -604,14 +669,7 @@ impl<'m, 'a> CpuField<'m, 'a> {
                         }
                         buf.copy_from_slice(g);
                     } else {
-                        let first = g.first().copied().ok_or(ops_err())?;
-                        if g.iter().any(|v| v.to_bits() != first.to_bits()) {
-                            return Err(Error::BadArgument {
-                                what: "guidance differs between rows, but the model's \
-                                       guidance input is one value for all rows",
-                            });
-                        }
-                        buf.fill(first);
+                        buf.fill(g.first().copied().ok_or(ops_err())?);
                     }
                     *slot = buf;
                 }

@@ -28,9 +28,6 @@ pub const DEVICE_FAILED: Error = Error::BadArgument {
     what: "the GPU backend failed (its error says why)",
 };
 
-/// Largest label magnitude that is exact in f32.
-const MAX_EXACT_LABEL: i64 = 1 << 24;
-
 /// Conditioning uploaded for up to `rows` rows.
 #[derive(Default)]
 struct Uploaded {
@@ -116,14 +113,13 @@ impl<'m> GpuField<'m> {
         self.error.take()
     }
 
-    /// Checks and uploads the conditioning for `batch` rows (as the CPU executor checks it
-    /// on every call): labels in `0..label_classes` (or `|label| <= 2^24`), finite `cond`
-    /// (`batch * cond_dim` values) and `guidance` (`batch` values, all equal when the model
-    /// takes one value for all rows), the `step` value of few-step models (optional here: the
-    /// few-step rule sets it per step, and an evaluation without it fails).
+    /// Checks the conditioning for `batch` rows with the CPU executor's own rules
+    /// ([`flowrt::exec::check_conditioning`]) and uploads it. The `step` value of few-step
+    /// models is optional here: the few-step rule sets it per step, and an evaluation
+    /// without it fails.
     ///
-    /// Errors: a role the model has but `cond` lacks, or the reverse; wrong lengths; labels
-    /// out of range; non-finite values.
+    /// Errors: as [`flowrt::exec::check_conditioning`] (a missing or unused role, wrong
+    /// lengths, labels out of range, non-finite values).
     pub fn set_conditioning<R: Runtime>(
         &mut self,
         ops: &GpuOps<R>,
@@ -131,120 +127,28 @@ impl<'m> GpuField<'m> {
     ) -> Result<(), GpuError> {
         let model = &self.model;
         let rows = self.batch;
-        let has = |r: InputRole| model.input_by_role(r);
-        let mut up = Uploaded::default();
-        let missing = |what: &'static str| GpuError::Flowrt(Error::BadArgument { what });
-        let unused = |what: &'static str| GpuError::Flowrt(Error::BadArgument { what });
-        match (has(InputRole::Label), cond.label) {
-            (Some(_), Some(l)) => {
-                if l.len() != rows {
-                    return Err(Error::ShapeMismatch {
-                        what: "label (one per row)",
-                        expected: rows,
-                        found: l.len(),
-                    }
-                    .into());
-                }
-                let (low, high) = match model.label_classes() {
-                    Some(n) => (
-                        0,
-                        i64::try_from(n)
-                            .unwrap_or(i64::MAX)
-                            .min(MAX_EXACT_LABEL + 1),
-                    ),
-                    None => (-MAX_EXACT_LABEL, MAX_EXACT_LABEL + 1),
-                };
-                if l.iter().any(|v| *v < low || *v >= high) {
-                    return Err(missing("label out of range (not in 0..label_classes)"));
-                }
-                let f: Vec<f32> = l.iter().map(|v| *v as f32).collect();
-                up.label = Some(ops.gpu.upload(&f));
-            }
-            (Some(_), None) => return Err(missing("model needs a label input")),
-            (None, Some(_)) => {
-                return Err(unused(
-                    "a label was given, but the model has no label input",
-                ))
-            }
-            (None, None) => {}
+        flowrt::exec::check_conditioning(model, rows, cond)?;
+        let mut up = Uploaded {
+            step: cond.step,
+            ..Default::default()
+        };
+        if let Some(l) = cond.label {
+            // Exact in f32: check_conditioning bounds labels by 2^24.
+            let f: Vec<f32> = l.iter().map(|v| *v as f32).collect();
+            up.label = Some(ops.gpu.upload(&f));
         }
-        match (has(InputRole::Cond), cond.cond) {
-            (Some(info), Some(c)) => {
-                let len = info.shape.elements(rows).unwrap_or(0);
-                if c.len() != len {
-                    return Err(Error::ShapeMismatch {
-                        what: "cond (rows * cond_dim values)",
-                        expected: len,
-                        found: c.len(),
-                    }
-                    .into());
-                }
-                if !c.iter().all(|v| v.is_finite()) {
-                    return Err(Error::NonFiniteInput { what: "cond" }.into());
-                }
-                up.cond = Some(ops.gpu.upload(c));
-            }
-            (Some(_), None) => return Err(missing("model needs a cond input")),
-            (None, Some(_)) => {
-                return Err(unused(
-                    "a cond vector was given, but the model has no cond input",
-                ))
-            }
-            (None, None) => {}
+        if let Some(c) = cond.cond {
+            up.cond = Some(ops.gpu.upload(c));
         }
-        match (has(InputRole::Guidance), cond.guidance) {
-            (Some(info), Some(g)) => {
-                if g.len() != rows {
-                    return Err(Error::ShapeMismatch {
-                        what: "guidance (one per row)",
-                        expected: rows,
-                        found: g.len(),
-                    }
-                    .into());
-                }
-                if !g.iter().all(|v| v.is_finite()) {
-                    return Err(Error::NonFiniteInput { what: "guidance" }.into());
-                }
-                if info.shape.has_batch() {
-                    up.guidance = Some(ops.gpu.upload(g));
-                } else {
-                    let first = g.first().copied().unwrap_or(0.0);
-                    if g.iter().any(|v| v.to_bits() != first.to_bits()) {
-                        return Err(missing(
-                            "guidance differs between rows, but the model's guidance input \
-                             is one value for all rows",
-                        ));
-                    }
-                    let len = info.shape.elements(rows).unwrap_or(1);
-                    up.guidance = Some(ops.gpu.upload(&vec![first; len]));
-                }
-            }
-            (Some(_), None) => return Err(missing("model needs a guidance input")),
-            (None, Some(_)) => {
-                return Err(unused(
-                    "a guidance value was given, but the model has no guidance input",
-                ))
-            }
-            (None, None) => {}
-        }
-        match (has(InputRole::Step), cond.step) {
-            (Some(_), Some(s)) => {
-                if !s.is_finite() {
-                    return Err(Error::NonFiniteInput {
-                        what: "second time input",
-                    }
-                    .into());
-                }
-                up.step = Some(s);
-            }
-            // Set per step by the few-step rule ([`GpuField::set_step`]).
-            (Some(_), None) => {}
-            (None, Some(_)) => {
-                return Err(unused(
-                    "a step value was given, but the model has no step input",
-                ))
-            }
-            (None, None) => {}
+        if let (Some(g), Some(info)) = (cond.guidance, model.input_by_role(InputRole::Guidance)) {
+            up.guidance = Some(if info.shape.has_batch() {
+                ops.gpu.upload(g)
+            } else {
+                // One value for all rows (check_conditioning made sure they are equal).
+                let len = info.shape.elements(rows).unwrap_or(1);
+                ops.gpu
+                    .upload(&vec![g.first().copied().unwrap_or(0.0); len])
+            });
         }
         self.cond = up;
         Ok(())

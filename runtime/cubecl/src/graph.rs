@@ -948,37 +948,21 @@ impl<'g, 'm, R: Runtime> Planner<'g, 'm, R> {
                     None,
                 );
             }
-            NodeOp::Conv { groups, window } => {
+            NodeOp::Conv { groups, window } | NodeOp::ConvTranspose { groups, window, .. } => {
+                // Kernel rows and columns: Conv's kernel is `[C/g, (KH,) KW, M]`,
+                // ConvTranspose's `[M, C/g, (KH,) KW]`.
+                let transposed = matches!(op, NodeOp::ConvTranspose { .. });
                 let wd = ind.get(1).ok_or(bad_graph())?;
-                let (kh, kw) = match *wd.as_slice() {
-                    [_, kw, _] => (1, kw),
-                    [_, kh, kw, _] => (kh, kw),
+                let (kh, kw) = match (transposed, wd.as_slice()) {
+                    (false, [_, kw, _]) | (true, [_, _, kw]) => (1, *kw),
+                    (false, [_, kh, kw, _]) | (true, [_, _, kh, kw]) => (*kh, *kw),
                     _ => return Err(bad_graph()),
                 };
                 let meta = self.geometry(d0, od, (kh, kw), groups, &window)?;
                 self.push(
                     Kernel::Conv {
                         has_bias: ins.len() == 3,
-                        transposed: false,
-                        act,
-                    },
-                    ins.to_vec(),
-                    out,
-                    meta,
-                );
-            }
-            NodeOp::ConvTranspose { groups, window, .. } => {
-                let wd = ind.get(1).ok_or(bad_graph())?;
-                let (kh, kw) = match *wd.as_slice() {
-                    [_, _, kw] => (1, kw),
-                    [_, _, kh, kw] => (kh, kw),
-                    _ => return Err(bad_graph()),
-                };
-                let meta = self.geometry(d0, od, (kh, kw), groups, &window)?;
-                self.push(
-                    Kernel::Conv {
-                        has_bias: ins.len() == 3,
-                        transposed: true,
+                        transposed,
                         act,
                     },
                     ins.to_vec(),
