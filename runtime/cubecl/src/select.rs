@@ -1,22 +1,49 @@
 //! `--backend auto`: which backend samples a model fastest here, and why — one function,
 //! [`choose`], for the CLI and for Rust applications alike.
 //!
-//! The rule: a hardware GPU (CUDA first, then a wgpu adapter that is not a software
-//! rasterizer) when the model's work per network evaluation — multiply-adds of its Dense,
-//! MatMul and Conv nodes at the requested batch — is at least [`GPU_MIN_MACS`]; otherwise
-//! flowrt's CPU executor. Below that size a step costs less on one CPU core than the ~10 µs
-//! launch latency of each of the step's kernels. The CPU executor runs every op a `.frt`
-//! can hold, so `auto` never needs ONNX Runtime (`--backend ort` stays available).
-//! Software Vulkan (lavapipe) is never chosen: it runs the kernels on the same CPU cores,
-//! slower than the CPU executor.
+//! The rule is a cost model of one network evaluation at the requested batch:
+//! * CPU: `macs / CPU_MACS_PER_S` — flowrt's single-threaded executor, whose throughput
+//!   ([`CPU_MACS_PER_S`]) is measured on this project's benchmark machine
+//!   (`docs/benchmarks.md`: 23–35 G multiply-adds/s on the MLP fixtures at 4,096 rows);
+//! * GPU: `launches · GPU_LAUNCH_S + macs / GPU_MACS_PER_S`, with one launch per graph node
+//!   plus the input fill and the stage combination (an upper bound: fusion removes some).
+//!
+//! A hardware GPU (CUDA first, then a wgpu adapter that is not a software rasterizer) is
+//! chosen when its estimate is at most half the CPU's ([`GPU_MARGIN`]: the estimate leaves
+//! out uploads and the finite checks); otherwise flowrt's CPU executor. The GPU constants
+//! are typical figures for a current NVIDIA part, **not yet measured with flowrt**
+//! (`scripts/bench-gpu.sh` does that). GPUs are probed only when the model is large enough
+//! for one to win. `multiply-adds` are those of Dense, MatMul and Conv nodes.
+//!
+//! The CPU executor runs every op a `.frt` can hold, so `auto` never needs ONNX Runtime
+//! (`--backend ort` stays available). Software Vulkan (lavapipe) is never chosen: it runs
+//! the kernels on the same CPU cores, slower than the CPU executor.
 
 use flowrt::format::NodeOp;
 use flowrt::Model;
 
 use crate::{DeviceInfo, GpuBackend, GpuError};
 
-/// Multiply-adds per network evaluation from which a hardware GPU is chosen.
-pub const GPU_MIN_MACS: u64 = 1 << 24;
+/// flowrt's CPU executor: multiply-adds per second on one core (measured, see the module
+/// docs).
+pub const CPU_MACS_PER_S: f64 = 2.5e10;
+/// Seconds per kernel launch on a GPU (typical CUDA launch-to-completion of a small kernel).
+pub const GPU_LAUNCH_S: f64 = 5e-6;
+/// Multiply-adds per second of flowrt's fp32 GEMM on a data-centre GPU (an estimate: ~30 %
+/// of an H100's fp32 peak).
+pub const GPU_MACS_PER_S: f64 = 1e13;
+/// The GPU must be estimated this many times faster than the CPU to be chosen.
+pub const GPU_MARGIN: f64 = 2.0;
+
+/// Estimated seconds of one evaluation of `rows` rows: `(cpu, gpu)` (see the module docs).
+pub fn estimate(model: &Model<'_>, rows: usize) -> (f64, f64) {
+    let macs = macs_per_eval(model, rows) as f64;
+    let launches = model.node_count() as f64 + 2.0;
+    (
+        macs / CPU_MACS_PER_S,
+        launches * GPU_LAUNCH_S + macs / GPU_MACS_PER_S,
+    )
+}
 
 /// A backend [`choose`] can pick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -106,15 +133,23 @@ fn probe_order() -> Vec<(GpuBackend, Probe)> {
 /// it is a reason.
 pub fn choose(model: &Model<'_>, batch: usize) -> Selection {
     let macs = macs_per_eval(model, batch);
-    if macs < GPU_MIN_MACS {
+    let (cpu_s, gpu_s) = estimate(model, batch);
+    let us = |s: f64| s * 1e6;
+    let costs = format!(
+        "{macs} multiply-adds per evaluation at batch {batch}: about {:.1} µs on the CPU \
+         executor, {:.1} µs on a GPU ({} launches)",
+        us(cpu_s),
+        us(gpu_s),
+        model.node_count() + 2
+    );
+    if gpu_s * GPU_MARGIN > cpu_s {
         return Selection {
             backend: Chosen::Cpu,
             device: None,
             macs_per_eval: macs,
             reason: format!(
-                "the model does {macs} multiply-adds per evaluation at batch {batch} (< \
-                 {GPU_MIN_MACS}): kernel launch latency would dominate on any GPU, so the CPU \
-                 executor, without probing for one"
+                "{costs}: launch latency would dominate on any GPU, so the CPU executor, \
+                 without probing for one"
             ),
         };
     }
@@ -131,31 +166,9 @@ pub fn choose(model: &Model<'_>, batch: usize) -> Selection {
                 found.get_or_insert(info);
             }
             Ok(info) => {
-                if macs >= GPU_MIN_MACS {
-                    return Selection {
-                        backend: Chosen::Gpu(backend),
-                        reason: format!(
-                            "{} GPU {} found and the model does {} multiply-adds per \
-                             evaluation at batch {batch} (>= {GPU_MIN_MACS}, where kernels \
-                             outweigh launch latency)",
-                            backend.name(),
-                            info.name,
-                            macs
-                        ),
-                        device: Some(info),
-                        macs_per_eval: macs,
-                    };
-                }
                 return Selection {
-                    backend: Chosen::Cpu,
-                    reason: format!(
-                        "{} GPU {} found, but the model does only {} multiply-adds per \
-                         evaluation at batch {batch} (< {GPU_MIN_MACS}): launch latency would \
-                         dominate, the CPU executor is faster",
-                        backend.name(),
-                        info.name,
-                        macs
-                    ),
+                    backend: Chosen::Gpu(backend),
+                    reason: format!("{} GPU {} found; {costs}", backend.name(), info.name),
                     device: Some(info),
                     macs_per_eval: macs,
                 };
@@ -170,7 +183,7 @@ pub fn choose(model: &Model<'_>, batch: usize) -> Selection {
     };
     Selection {
         backend: Chosen::Cpu,
-        reason: format!("{why}: the CPU executor"),
+        reason: format!("{why}; {costs}: the CPU executor"),
         device: found,
         macs_per_eval: macs,
     }
