@@ -10,7 +10,8 @@ use crate::graph::{grid_1d, BLOCK};
 use crate::kernels::state;
 use crate::{Gpu, GpuError};
 
-/// A state-sized device buffer: `len` f32 values.
+/// A state-sized device buffer: `len` f32 values. `clone` shares the device memory (it
+/// copies the handle, not the values); [`StateOps::copy`] copies values.
 #[derive(Debug, Clone)]
 pub struct GpuBuf {
     pub(crate) handle: Handle,
