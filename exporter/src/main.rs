@@ -291,7 +291,19 @@ fn quiet_vulkan_loader() {
     }
 }
 
+/// Rust ignores SIGPIPE, so a `println!` into a closed pipe (`flowrt inspect m.frt | head`)
+/// panics; restore the default, which ends the process quietly as other command-line tools do.
+fn default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in `main`, before any other thread exists; SIG_DFL is a
+    // valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    default_sigpipe();
     quiet_vulkan_loader();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
