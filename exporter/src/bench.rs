@@ -223,7 +223,7 @@ pub fn run(model: &Model<'_>, ort: &mut OrtSession, cfg: &BenchConfig) -> Result
             cond,
             guided: None,
         };
-        let g = crate::gpu::bench(backend, model, &req, &noise, &cond, cfg.eval, &mut |f| {
+        let g = crate::gpu::bench(backend, model, &req, &noise, cfg.eval, &mut |f| {
             measure(cfg.warmup, cfg.runs, f)
         })?;
         out_cpu.copy_from_slice(&g.out);

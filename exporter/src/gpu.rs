@@ -4,18 +4,10 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
-use flowrt::exec::Conditioning;
 use flowrt::Model;
 use flowrt_cubecl::cubecl::Runtime;
 use flowrt_cubecl::sample::{Recorder, SampleReport, SampleRequest, Sampler};
-use flowrt_cubecl::select::{choose, Chosen, Selection};
 use flowrt_cubecl::{Gpu, GpuBackend, GpuError, GpuField, GpuOps};
-
-/// `--backend auto` for `batch` rows: the choice, with the reason (see
-/// [`flowrt_cubecl::select`]).
-pub fn auto(model: &Model<'_>, batch: usize) -> Selection {
-    choose(model, batch)
-}
 
 /// The device of `backend`.
 fn ops_of<R: Runtime>(gpu: Result<Gpu<R>, GpuError>) -> Result<GpuOps<R>> {
@@ -72,18 +64,17 @@ pub struct GpuBench {
     pub device: String,
 }
 
-/// Times sampling (or one evaluation, `eval`) of `noise` on `backend` with `measure`.
+/// Times sampling (or one evaluation, `eval`, with `req`'s conditioning) of `noise` on
+/// `backend` with `measure`.
 /// Weights are uploaded and the graph planned once, outside the timed runs; each timed
 /// sampling run uploads the noise, runs the whole loop on the device and reads back.
 ///
 /// Errors: no device, or a failing run.
-#[allow(clippy::too_many_arguments)]
 pub fn bench(
     backend: GpuBackend,
     model: &Model<'_>,
     req: &SampleRequest<'_>,
     noise: &[f32],
-    cond: &Conditioning<'_>,
     eval: bool,
     measure: &mut Measure<'_>,
 ) -> Result<GpuBench> {
@@ -92,7 +83,6 @@ pub fn bench(
         model: &Model<'_>,
         req: &SampleRequest<'_>,
         noise: &[f32],
-        cond: &Conditioning<'_>,
         eval: bool,
         measure: &mut Measure<'_>,
     ) -> Result<GpuBench> {
@@ -101,7 +91,7 @@ pub fn bench(
         let e = |e: GpuError| anyhow!("{e}");
         if eval {
             let mut field = GpuField::new(&ops, model, batch).map_err(e)?;
-            field.set_conditioning(&ops, cond).map_err(e)?;
+            field.set_conditioning(&ops, &req.cond).map_err(e)?;
             let x = ops.upload(noise);
             let mut v = ops.buffer(noise.len());
             let timing = measure(&mut || {
@@ -141,8 +131,8 @@ pub fn bench(
         })
     }
     match backend {
-        GpuBackend::Wgpu => go(ops_of(Gpu::wgpu())?, model, req, noise, cond, eval, measure),
-        GpuBackend::Cuda => go(ops_of(Gpu::cuda())?, model, req, noise, cond, eval, measure),
+        GpuBackend::Wgpu => go(ops_of(Gpu::wgpu())?, model, req, noise, eval, measure),
+        GpuBackend::Cuda => go(ops_of(Gpu::cuda())?, model, req, noise, eval, measure),
     }
 }
 
@@ -168,9 +158,4 @@ pub fn describe(r: &SampleReport) -> String {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
-}
-
-/// The backend name of a selection.
-pub fn chosen_name(c: Chosen) -> &'static str {
-    c.name()
 }

@@ -980,7 +980,7 @@ fn resolve_backend(b: Backend, m: &Model<'_>, rows: usize, verbose: bool) -> Bac
     if b != Backend::Auto {
         return b;
     }
-    let sel = flowrt_export::gpu::auto(m, rows);
+    let sel = flowrt_cubecl::select::choose(m, rows);
     if verbose {
         println!("backend auto: {} ({})", sel.backend.name(), sel.reason);
     }

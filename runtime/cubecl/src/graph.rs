@@ -167,10 +167,8 @@ impl GpuGraph {
 
 /// Every node of the graph as launches for one batch size, with its buffers.
 pub struct Plan {
-    rows: usize,
     launches: Vec<Launch>,
     slots: Vec<Handle>,
-    output_len: usize,
     /// `FLOWRT_GPU_TRACE` was set: read back and print every launch's output (debugging).
     trace: bool,
 }
@@ -261,19 +259,9 @@ impl Plan {
         Planner::new(gpu, model, rows)?.plan()
     }
 
-    /// The batch rows this plan runs.
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
     /// Kernel launches one evaluation makes.
     pub fn launches(&self) -> usize {
         self.launches.len()
-    }
-
-    /// Elements of the graph output.
-    pub fn output_len(&self) -> usize {
-        self.output_len
     }
 
     /// Runs every launch: `inputs` are the signature inputs' buffers (with their lengths),
@@ -704,12 +692,9 @@ impl<'g, 'm, R: Runtime> Planner<'g, 'm, R> {
             self.lower(&node.op, &ins, &ind, (out_src, out_len), &od, act)?;
             self.release(i);
         }
-        let output_len = self.t.len(model.output_tensor())?;
         Ok(Plan {
-            rows: self.t.rows,
             launches: self.launches,
             slots: self.slots.into_iter().map(|(h, _)| h).collect(),
-            output_len,
             trace: std::env::var_os("FLOWRT_GPU_TRACE").is_some(),
         })
     }
