@@ -68,6 +68,9 @@ step "cargo clippy (workspace, all targets, -D warnings)"
 cargo clippy --workspace --all-targets --release -- -D warnings
 cargo clippy -p flowrt --no-default-features -- -D warnings
 
+step "runtime modules import one way (scripts/check-layers.py)"
+python3 scripts/check-layers.py
+
 step "no_std runtime builds (no default features: no alloc, no std)"
 for t in "${NO_STD_TARGETS[@]}"; do
     cargo build -p flowrt --no-default-features --release --target "$t"

@@ -73,7 +73,7 @@ pub fn sample_embedded<G: flowrt::grid::TimeGrid + ?Sized>(
     if labels.is_empty() {
         flowrt::sampler::sample(model, method, grid, x, arena)
     } else {
-        let cond = flowrt::exec::Conditioning {
+        let cond = flowrt::field::Conditioning {
             label: Some(labels),
             ..Default::default()
         };

@@ -13,8 +13,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
-use flowrt::exec::{Conditioning, CpuField};
+use flowrt::exec::CpuField;
 use flowrt::field::Conditioned;
+use flowrt::field::Conditioning;
 use flowrt::format::AlignedBytes;
 use flowrt::grid::Uniform;
 use flowrt::solver::{integrate, Method, Workspace};

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Result};
-use flowrt::exec::Conditioning;
+use flowrt::field::Conditioning;
 use flowrt::format::InputRole;
 use flowrt::Model;
 

@@ -275,7 +275,7 @@ fn run_form(
         let path = scratch.join("case.onnx");
         std::fs::write(&path, model.encode_to_vec())?;
         let desc = crate::plain_graph_desc(&path)?;
-        let bytes = flowrt::format::write(&desc)
+        let bytes = flowrt::write::write(&desc)
             .map_err(|e| anyhow!("{}", crate::describe_write_error(&desc, e)))?;
         let aligned = flowrt::format::AlignedBytes::copy_from(&bytes);
         let m = flowrt::Model::from_bytes(aligned.as_slice())?;

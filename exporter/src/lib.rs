@@ -178,7 +178,7 @@ fn state_only_fixup(
 /// Errors: see [`onnx_to_desc`]; plus the writer's validation of the lowered graph.
 pub fn export_onnx(path: &Path, opts: &ExportOptions) -> Result<Vec<u8>> {
     let desc = onnx_to_desc(path, opts)?;
-    flowrt::format::write(&desc)
+    flowrt::write::write(&desc)
         .map_err(|e| anyhow::anyhow!("{}", describe_write_error(&desc, e)))
         .with_context(|| format!("cannot write {} as .frt", path.display()))
 }

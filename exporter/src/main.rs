@@ -904,8 +904,8 @@ fn run_plan(
     plan: &flowrt_export::solve::Plan,
     grid: &dyn flowrt::grid::TimeGrid,
     x: &mut [f32],
-    cond: flowrt::exec::Conditioning<'_>,
-    guided: Option<(flowrt::guidance::Guidance, flowrt::exec::Conditioning<'_>)>,
+    cond: flowrt::field::Conditioning<'_>,
+    guided: Option<(flowrt::guidance::Guidance, flowrt::field::Conditioning<'_>)>,
     trajectory: Option<&mut flowrt_export::solve::Trajectory>,
 ) -> Result<flowrt_export::solve::SolveReport, flowrt::Error> {
     let conv = m.time_convention();
@@ -1247,7 +1247,7 @@ fn rollout(
         let mut next = vec![0f32; x.len()];
         flowrt::fewstep::rollout(
             net,
-            &flowrt::exec::Conditioning::default(),
+            &flowrt::field::Conditioning::default(),
             steps,
             &mut x,
             &mut next,

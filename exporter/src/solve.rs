@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
+use flowrt::field::ConventionField;
 use flowrt::grid::{Explicit, Grid, GridSpec, TimeGrid};
 use flowrt::sde::{Diffusion, NoiseSource, PhiloxNoise, Score, SliceNoise};
 use flowrt::solver::{adaptive, integrate_observed, Method, StepObserver, Workspace};
-use flowrt::time::ConventionField;
 use flowrt::{CpuOps, Model, VelocityField};
 
 /// Solver options shared by `sample` and `invert`.

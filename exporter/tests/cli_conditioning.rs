@@ -11,7 +11,7 @@ use std::path::PathBuf;
 mod common;
 use common::*;
 
-use flowrt::exec::Conditioning;
+use flowrt::field::Conditioning;
 use flowrt::format::AlignedBytes;
 use flowrt::grid::Uniform;
 use flowrt::solver::Method;

@@ -12,7 +12,7 @@
 
 use core::ops::Range;
 
-use crate::field::{CpuOps, VelocityField};
+use crate::field::{check_with, label_range, Conditioning, CpuOps, VelocityField};
 use crate::format::{align_up, InputRole, NodeOp, TensorKind};
 use crate::model::{Model, NodeRec, TensorRec, MAX_INPUTS};
 use crate::ops::{self, Dims};
@@ -344,138 +344,6 @@ fn conv_bias<'x>(v: &Views<'x, '_>, node: &NodeRec) -> Result<Option<&'x [f32]>,
     }
 }
 
-/// Per-row conditioning inputs, borrowed for one evaluation. Lengths are per the batch of
-/// that call.
-///
-/// A model with a `label`, `cond` or `guidance` input needs the matching field; a field
-/// given for a role the model does not have is an error too (it would be silently unused).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Conditioning<'c> {
-    /// Class index per row for the `label` role (`batch` values).
-    pub label: Option<&'c [i64]>,
-    /// Conditioning vectors for the `cond` role (`batch * cond_dim` values, row-major).
-    pub cond: Option<&'c [f32]>,
-    /// Embedded guidance scale for the `guidance` role: one value per row (`batch` values).
-    pub guidance: Option<&'c [f32]>,
-    /// The value of the `step` role (few-step models' second time input, the same for all
-    /// rows); set by the few-step sampler ([`crate::fewstep`]) for each step.
-    pub step: Option<f32>,
-}
-
-/// Largest label magnitude that is exact in f32 (`2^24`); used when the label does not feed
-/// a `Gather` table directly, so [`Model::label_classes`] cannot bound it.
-const MAX_EXACT_LABEL: i64 = 1 << 24;
-
-/// The labels `model` accepts, `low..high`: `0..`[`Model::label_classes`] when the label
-/// feeds a `Gather` table directly, else every integer exact in f32 (`|label| <= 2^24`).
-pub fn label_range(model: &Model<'_>) -> (i64, i64) {
-    let (low, high) = match model.label_classes() {
-        Some(n) => (0, i64::try_from(n).unwrap_or(i64::MAX)),
-        None => (-MAX_EXACT_LABEL, MAX_EXACT_LABEL + 1),
-    };
-    (low, high.min(MAX_EXACT_LABEL + 1))
-}
-
-/// Checks the conditioning of `rows` rows against `model`, exactly as
-/// [`CpuField::eval_cond`] does before evaluating (other backends call it too): every role
-/// the model has is given and no other; `label` has `rows` values in [`label_range`]; `cond`
-/// has `rows *` [`Model::cond_dim`] finite values; `guidance` has `rows` finite values, all
-/// equal when the model takes one value for all rows; `step` is finite.
-///
-/// Errors: [`Error::BadArgument`] (a missing or unused role, a label out of range, rows of
-/// guidance that differ), [`Error::ShapeMismatch`] (lengths), [`Error::NonFiniteInput`].
-pub fn check_conditioning(
-    model: &Model<'_>,
-    rows: usize,
-    cond: &Conditioning<'_>,
-) -> Result<(), Error> {
-    check_with(model, rows, cond, label_range(model))
-}
-
-/// [`check_conditioning`] with the label range given (a field caches it).
-fn check_with(
-    model: &Model<'_>,
-    rows: usize,
-    cond: &Conditioning<'_>,
-    (low, high): (i64, i64),
-) -> Result<(), Error> {
-    check_unused(model, cond)?;
-    for info in model.inputs() {
-        let len = info.shape.elements(rows).ok_or(Error::BadArgument {
-            what: "batch size too large",
-        })?;
-        match info.role {
-            InputRole::Label => {
-                let labels = cond.label.ok_or(Error::BadArgument {
-                    what: "model needs a label input",
-                })?;
-                if labels.len() != rows {
-                    return Err(Error::ShapeMismatch {
-                        what: "label (one per row)",
-                        expected: rows,
-                        found: labels.len(),
-                    });
-                }
-                if labels.iter().any(|l| *l < low || *l >= high) {
-                    return Err(Error::BadArgument {
-                        what: "label out of range (not in 0..label_classes)",
-                    });
-                }
-            }
-            InputRole::Cond => {
-                let c = cond.cond.ok_or(Error::BadArgument {
-                    what: "model needs a cond input",
-                })?;
-                if c.len() != len {
-                    return Err(Error::ShapeMismatch {
-                        what: "cond (rows * cond_dim values)",
-                        expected: len,
-                        found: c.len(),
-                    });
-                }
-                if !c.iter().all(|v| v.is_finite()) {
-                    return Err(Error::NonFiniteInput { what: "cond" });
-                }
-            }
-            InputRole::Guidance => {
-                let g = cond.guidance.ok_or(Error::BadArgument {
-                    what: "model needs a guidance input",
-                })?;
-                if g.len() != rows {
-                    return Err(Error::ShapeMismatch {
-                        what: "guidance (one per row)",
-                        expected: rows,
-                        found: g.len(),
-                    });
-                }
-                if !g.iter().all(|v| v.is_finite()) {
-                    return Err(Error::NonFiniteInput { what: "guidance" });
-                }
-                if !info.shape.has_batch() {
-                    let first = g.first().copied().unwrap_or(0.0);
-                    if g.iter().any(|v| v.to_bits() != first.to_bits()) {
-                        return Err(Error::BadArgument {
-                            what: "guidance differs between rows, but the model's guidance \
-                                   input is one value for all rows",
-                        });
-                    }
-                }
-            }
-            InputRole::Step => {
-                if let Some(v) = cond.step {
-                    if !v.is_finite() {
-                        return Err(Error::NonFiniteInput {
-                            what: "second time input",
-                        });
-                    }
-                }
-            }
-            InputRole::X | InputRole::T | InputRole::Xt | InputRole::Data => {}
-        }
-    }
-    Ok(())
-}
-
 /// Takes the next `len` f32 values (16-byte rounded) off the front of `scratch`.
 fn take_f32<'s>(scratch: &mut &'s mut [u8], len: usize) -> Result<&'s mut [f32], Error> {
     let bytes = align_up(len.checked_mul(4).ok_or(ops_err())?).ok_or(ops_err())?;
@@ -679,32 +547,6 @@ impl<'m, 'a> CpuField<'m, 'a> {
         run_graph(model, rows, used, graph)?;
         copy_output(model, rows, graph, v)
     }
-}
-
-/// A conditioning field given for a role the model does not have.
-fn check_unused(model: &Model<'_>, cond: &Conditioning<'_>) -> Result<(), Error> {
-    let has = |r: InputRole| model.input_by_role(r).is_some();
-    if cond.label.is_some() && !has(InputRole::Label) {
-        return Err(Error::BadArgument {
-            what: "a label was given, but the model has no label input",
-        });
-    }
-    if cond.cond.is_some() && !has(InputRole::Cond) {
-        return Err(Error::BadArgument {
-            what: "a cond vector was given, but the model has no cond input",
-        });
-    }
-    if cond.step.is_some() && !has(InputRole::Step) {
-        return Err(Error::BadArgument {
-            what: "a step value was given, but the model has no step input",
-        });
-    }
-    if cond.guidance.is_some() && !has(InputRole::Guidance) {
-        return Err(Error::BadArgument {
-            what: "a guidance value was given, but the model has no guidance input",
-        });
-    }
-    Ok(())
 }
 
 /// A [`CpuField`] with conditioning fixed for every evaluation: the [`VelocityField`] that

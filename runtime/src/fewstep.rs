@@ -25,10 +25,10 @@
 //! A neural PDE surrogate maps `state_n → state_{n+1}` (signature: an `x` input and an
 //! output of the same size, no time): [`rollout`] applies it `steps` times.
 
-use crate::exec::Conditioning;
+use crate::field::ConditionalField;
+use crate::field::Conditioning;
 use crate::field::CpuOps;
 use crate::grid::{self, TimeGrid};
-use crate::guidance::ConditionalField;
 use crate::solver::StepObserver;
 use crate::time::{SecondTime, TimeConvention};
 use crate::Error;

@@ -1,9 +1,13 @@
-//! The two traits every backend implements: state-vector operations and the velocity field.
+//! The seam every backend implements: state-vector operations ([`StateOps`]), the velocity
+//! field ([`VelocityField`]) and the conditioning a network takes ([`Conditioning`], checked
+//! once by [`check_conditioning`] for every backend).
 //!
 //! The solvers in [`crate::solver`] are written once against these traits, so the same
 //! stepping loop drives the CPU executor, ONNX Runtime and GPU backends.
 
-use crate::Error;
+use crate::format::InputRole;
+use crate::time::TimeConvention;
+use crate::{Error, Model};
 
 /// Vector operations the stepping loop needs, over one kind of state storage.
 ///
@@ -120,7 +124,7 @@ pub trait ConditionalField {
         &mut self,
         t: f32,
         x: &[f32],
-        cond: &crate::exec::Conditioning<'_>,
+        cond: &Conditioning<'_>,
         v: &mut [f32],
     ) -> Result<(), Error>;
 }
@@ -131,11 +135,196 @@ pub struct Conditioned<'f, 'c, F: ?Sized> {
     /// The network.
     pub field: &'f mut F,
     /// The conditioning handed to [`ConditionalField::eval_cond`] on every evaluation.
-    pub cond: crate::exec::Conditioning<'c>,
+    pub cond: Conditioning<'c>,
 }
 
 impl<F: ConditionalField + ?Sized> VelocityField<CpuOps> for Conditioned<'_, '_, F> {
     fn eval(&mut self, _ops: &mut CpuOps, t: f32, x: &[f32], v: &mut [f32]) -> Result<(), Error> {
         self.field.eval_cond(t, x, &self.cond, v)
     }
+}
+
+/// A velocity field seen through a [`TimeConvention`]: the solver's model time `τ` reaches the
+/// network as `scale · τ`, and a negated output is turned back into `dx/dτ`. Every sampler
+/// of flowrt wraps its network in this, so grids are always in model time.
+pub struct ConventionField<'f, F: ?Sized> {
+    inner: &'f mut F,
+    conv: TimeConvention,
+}
+
+impl<'f, F: ?Sized> ConventionField<'f, F> {
+    /// Wraps `inner` (the raw network) in `conv`.
+    pub fn new(inner: &'f mut F, conv: TimeConvention) -> Self {
+        ConventionField { inner, conv }
+    }
+}
+
+impl<S: StateOps + ?Sized, F: VelocityField<S> + ?Sized> VelocityField<S>
+    for ConventionField<'_, F>
+{
+    fn eval(&mut self, ops: &mut S, t: f32, x: &S::Buf, v: &mut S::Buf) -> Result<(), Error> {
+        self.inner.eval(ops, self.conv.network_time(t), x, v)?;
+        if self.conv.negate_output {
+            ops.scale(v, -1.0);
+        }
+        Ok(())
+    }
+}
+
+/// Per-row conditioning inputs, borrowed for one evaluation. Lengths are per the batch of
+/// that call.
+///
+/// A model with a `label`, `cond` or `guidance` input needs the matching field; a field
+/// given for a role the model does not have is an error too (it would be silently unused).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Conditioning<'c> {
+    /// Class index per row for the `label` role (`batch` values).
+    pub label: Option<&'c [i64]>,
+    /// Conditioning vectors for the `cond` role (`batch * cond_dim` values, row-major).
+    pub cond: Option<&'c [f32]>,
+    /// Embedded guidance scale for the `guidance` role: one value per row (`batch` values).
+    pub guidance: Option<&'c [f32]>,
+    /// The value of the `step` role (few-step models' second time input, the same for all
+    /// rows); set by the few-step sampler ([`crate::fewstep`]) for each step.
+    pub step: Option<f32>,
+}
+
+/// Largest label magnitude that is exact in f32 (`2^24`); used when the label does not feed
+/// a `Gather` table directly, so [`Model::label_classes`] cannot bound it.
+const MAX_EXACT_LABEL: i64 = 1 << 24;
+
+/// The labels `model` accepts, `low..high`: `0..`[`Model::label_classes`] when the label
+/// feeds a `Gather` table directly, else every integer exact in f32 (`|label| <= 2^24`).
+pub fn label_range(model: &Model<'_>) -> (i64, i64) {
+    let (low, high) = match model.label_classes() {
+        Some(n) => (0, i64::try_from(n).unwrap_or(i64::MAX)),
+        None => (-MAX_EXACT_LABEL, MAX_EXACT_LABEL + 1),
+    };
+    (low, high.min(MAX_EXACT_LABEL + 1))
+}
+
+/// Checks the conditioning of `rows` rows against `model`, exactly as
+/// [`crate::exec::CpuField::eval_cond`] does before evaluating (every backend calls it): every role
+/// the model has is given and no other; `label` has `rows` values in [`label_range`]; `cond`
+/// has `rows *` [`Model::cond_dim`] finite values; `guidance` has `rows` finite values, all
+/// equal when the model takes one value for all rows; `step` is finite.
+///
+/// Errors: [`Error::BadArgument`] (a missing or unused role, a label out of range, rows of
+/// guidance that differ), [`Error::ShapeMismatch`] (lengths), [`Error::NonFiniteInput`].
+pub fn check_conditioning(
+    model: &Model<'_>,
+    rows: usize,
+    cond: &Conditioning<'_>,
+) -> Result<(), Error> {
+    check_with(model, rows, cond, label_range(model))
+}
+
+/// [`check_conditioning`] with the label range given (a field caches it).
+pub(crate) fn check_with(
+    model: &Model<'_>,
+    rows: usize,
+    cond: &Conditioning<'_>,
+    (low, high): (i64, i64),
+) -> Result<(), Error> {
+    check_unused(model, cond)?;
+    for info in model.inputs() {
+        let len = info.shape.elements(rows).ok_or(Error::BadArgument {
+            what: "batch size too large",
+        })?;
+        match info.role {
+            InputRole::Label => {
+                let labels = cond.label.ok_or(Error::BadArgument {
+                    what: "model needs a label input",
+                })?;
+                if labels.len() != rows {
+                    return Err(Error::ShapeMismatch {
+                        what: "label (one per row)",
+                        expected: rows,
+                        found: labels.len(),
+                    });
+                }
+                if labels.iter().any(|l| *l < low || *l >= high) {
+                    return Err(Error::BadArgument {
+                        what: "label out of range (not in 0..label_classes)",
+                    });
+                }
+            }
+            InputRole::Cond => {
+                let c = cond.cond.ok_or(Error::BadArgument {
+                    what: "model needs a cond input",
+                })?;
+                if c.len() != len {
+                    return Err(Error::ShapeMismatch {
+                        what: "cond (rows * cond_dim values)",
+                        expected: len,
+                        found: c.len(),
+                    });
+                }
+                if !c.iter().all(|v| v.is_finite()) {
+                    return Err(Error::NonFiniteInput { what: "cond" });
+                }
+            }
+            InputRole::Guidance => {
+                let g = cond.guidance.ok_or(Error::BadArgument {
+                    what: "model needs a guidance input",
+                })?;
+                if g.len() != rows {
+                    return Err(Error::ShapeMismatch {
+                        what: "guidance (one per row)",
+                        expected: rows,
+                        found: g.len(),
+                    });
+                }
+                if !g.iter().all(|v| v.is_finite()) {
+                    return Err(Error::NonFiniteInput { what: "guidance" });
+                }
+                if !info.shape.has_batch() {
+                    let first = g.first().copied().unwrap_or(0.0);
+                    if g.iter().any(|v| v.to_bits() != first.to_bits()) {
+                        return Err(Error::BadArgument {
+                            what: "guidance differs between rows, but the model's guidance \
+                                   input is one value for all rows",
+                        });
+                    }
+                }
+            }
+            InputRole::Step => {
+                if let Some(v) = cond.step {
+                    if !v.is_finite() {
+                        return Err(Error::NonFiniteInput {
+                            what: "second time input",
+                        });
+                    }
+                }
+            }
+            InputRole::X | InputRole::T | InputRole::Xt | InputRole::Data => {}
+        }
+    }
+    Ok(())
+}
+
+/// A conditioning field given for a role the model does not have.
+fn check_unused(model: &Model<'_>, cond: &Conditioning<'_>) -> Result<(), Error> {
+    let has = |r: InputRole| model.input_by_role(r).is_some();
+    if cond.label.is_some() && !has(InputRole::Label) {
+        return Err(Error::BadArgument {
+            what: "a label was given, but the model has no label input",
+        });
+    }
+    if cond.cond.is_some() && !has(InputRole::Cond) {
+        return Err(Error::BadArgument {
+            what: "a cond vector was given, but the model has no cond input",
+        });
+    }
+    if cond.step.is_some() && !has(InputRole::Step) {
+        return Err(Error::BadArgument {
+            what: "a step value was given, but the model has no step input",
+        });
+    }
+    if cond.guidance.is_some() && !has(InputRole::Guidance) {
+        return Err(Error::BadArgument {
+            what: "a guidance value was given, but the model has no guidance input",
+        });
+    }
+    Ok(())
 }

@@ -18,7 +18,7 @@
 //! grid are in model time. Nothing is allocated: the caller provides the doubled
 //! conditioning and two `2B × D` scratch buffers ([`scratch_len`]).
 
-use crate::exec::Conditioning;
+use crate::field::Conditioning;
 use crate::field::{CpuOps, VelocityField};
 use crate::time::TimeConvention;
 use crate::Error;

@@ -1,6 +1,6 @@
 //! In-memory description of a model before it is written as `.frt` (feature `alloc`).
 //!
-//! The exporter lowers an ONNX graph into a [`ModelDesc`]; `format::write` plans memory and
+//! The exporter lowers an ONNX graph into a [`ModelDesc`]; [`crate::write`] plans memory and
 //! serializes it. Tensors are f32. Shapes are lists of [`Dim`]s where at most one dim is the
 //! symbolic batch size `B`.
 
@@ -13,116 +13,11 @@ pub use crate::format::{Dim, InputRole as Role};
 pub use crate::ops::{Binary as BinaryOp, Unary as UnaryOp};
 pub use crate::ops::{CoordMode, PadMode, PoolKind, ReduceKind, ResizeMode, Window};
 
-/// One operation of the lowered graph. Inputs and the output are tensor indices in
-/// [`ModelDesc::tensors`]; the output shape is the output tensor's shape.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Op {
-    /// `inputs = [a, w]` or `[a, w, bias]`: `a[..., K] x w[K, N] (+ bias[N]) -> [..., N]`.
-    /// `w` and `bias` are constants.
-    Dense,
-    /// `inputs = [a, b]`: numpy `matmul` of two tensors (rank >= 2, leading dims broadcast).
-    MatMul,
-    /// `inputs = [a, b]`, broadcast element-wise.
-    Binary(BinaryOp),
-    /// `inputs = [x]`, element-wise.
-    Unary(UnaryOp),
-    /// `inputs = [cond, a, b]`, broadcast together: `cond != 0 ? a : b` (ONNX `Where`;
-    /// `cond` is an f32 mask such as a comparison's output).
-    Where,
-    /// `inputs = [table, idx]`: `out[i, ...] = table[idx[i], ...]` along axis 0 (embedding
-    /// lookup); `table` has no batch dim, output shape = `idx.shape + table.shape[1..]`.
-    /// Indices are f32 values that must be exact integers in `0..N` at run time.
-    Gather,
-    /// `inputs = [x0, x1, ...]` joined along `axis`.
-    Concat {
-        /// Axis (0-based, non-negative) along which the inputs are joined.
-        axis: u32,
-    },
-    /// `inputs = [x]`: same elements in the same order, new shape (Reshape, Flatten,
-    /// Squeeze, Unsqueeze, Identity).
-    Reshape,
-    /// `inputs = [x]`: broadcast `x` to the output shape (ONNX `Expand`).
-    Expand,
-    /// `inputs = [x]`: permute axes; output axis `i` is input axis `perm[i]`.
-    Transpose {
-        /// The permutation (length = rank).
-        perm: Vec<u32>,
-    },
-    /// `inputs = [x]`: elements `start, start + step, ...` (< `end`) along `axis`, `step >= 1`.
-    Slice {
-        /// Axis to slice.
-        axis: u32,
-        /// First index taken.
-        start: u32,
-        /// One past the last index that may be taken.
-        end: u32,
-        /// Stride (>= 1).
-        step: u32,
-    },
-    /// `inputs = [x, w]` or `[x, w, bias]`: NCHW convolution (ONNX `Conv`), `w` and `bias`
-    /// constants.
-    Conv {
-        /// Channel groups.
-        groups: u32,
-        /// Strides, dilations, pads.
-        window: Window,
-    },
-    /// `inputs = [x, w]` or `[x, w, bias]`: ONNX `ConvTranspose` with the kernel as
-    /// `[M, C/groups, KH, KW]` (as `Conv`; ONNX stores `[C, M/groups, ..]`).
-    ConvTranspose {
-        /// Channel groups.
-        groups: u32,
-        /// Strides, dilations, pads.
-        window: Window,
-        /// Extra output rows / columns.
-        out_pad: [u16; 2],
-    },
-    /// `inputs = [x]`: ONNX `MaxPool` / `AveragePool` (output dims decide `ceil_mode`).
-    Pool {
-        /// Max or average.
-        kind: PoolKind,
-        /// `[KH, KW]` (`KH = 1` for 1-D).
-        kernel: [u16; 2],
-        /// Strides, dilations, pads.
-        window: Window,
-    },
-    /// `inputs = [x]`: reduction over axes `start..end` (kept as 1s).
-    Reduce {
-        /// The reduction.
-        kind: ReduceKind,
-        /// First axis.
-        start: u8,
-        /// One past the last axis.
-        end: u8,
-    },
-    /// `inputs = [x]`: softmax / log-softmax over axes `start..end` jointly.
-    Softmax {
-        /// First axis.
-        start: u8,
-        /// One past the last axis.
-        end: u8,
-        /// Log-softmax.
-        log: bool,
-    },
-    /// `inputs = [x]`: resize of the last two axes.
-    Resize {
-        /// Interpolation.
-        mode: ResizeMode,
-        /// Coordinate transformation.
-        coord: CoordMode,
-        /// `[row scale, column scale]`.
-        scales: [f32; 2],
-    },
-    /// `inputs = [x]`: pad per axis (`begin[i]`, `end[i]`; lengths = rank).
-    Pad {
-        /// Fill mode.
-        mode: PadMode,
-        /// Before each axis.
-        begin: Vec<u16>,
-        /// After each axis.
-        end: Vec<u16>,
-    },
-}
+/// One operation of the lowered graph: the file's own op enum ([`crate::format::NodeOp`]), so
+/// the exporter, the writer and the reader share one definition. Inputs and the output of a
+/// [`NodeDesc`] are tensor indices in [`ModelDesc::tensors`]; the output shape is the output
+/// tensor's shape. Build `Transpose` and `Pad` with [`Op::transpose`] and [`Op::pad`].
+pub use crate::format::NodeOp as Op;
 
 /// A tensor of the model: a constant (weights) or a value computed at run time.
 #[derive(Debug, Clone, PartialEq)]
@@ -178,15 +73,15 @@ pub struct ModelDesc {
     /// Solver defaults (written as a `SOLVER_DEFAULTS` section when set).
     pub solver_defaults: Option<SolverDefaultsDesc>,
     /// Further graphs of a multi-network file (written as a `PIPELINE` section when not
-    /// empty): each a complete `.frt` image and its rule, see [`crate::pipeline`].
-    pub pipeline: Vec<(crate::pipeline::StageKind, Vec<u8>)>,
+    /// empty): each a complete `.frt` image and its rule, see `flowrt::pipeline`.
+    pub pipeline: Vec<(crate::format::pipeline::StageKind, Vec<u8>)>,
 }
 
 /// Owned solver defaults for [`ModelDesc`]; see [`crate::format::sampling::SolverDefaults`].
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SolverDefaultsDesc {
     /// Default method.
-    pub method: Option<crate::solver::Method>,
+    pub method: Option<crate::method::Method>,
     /// Default step count.
     pub steps: Option<usize>,
     /// Default named grid (ignored when `grid_points` is set).
@@ -200,7 +95,7 @@ pub struct SolverDefaultsDesc {
 /// A small builder for [`ModelDesc`]s by hand (tests, tools, programmatic models).
 ///
 /// Tensors get names `t0, t1, ...` and nodes `n0, n1, ...`; nothing is validated until the
-/// description is written with `format::write`.
+/// description is written with [`crate::write::write`].
 #[derive(Debug, Clone, Default)]
 pub struct ModelBuilder {
     desc: ModelDesc,

@@ -20,10 +20,16 @@ extern crate alloc;
 #[cfg(any(feature = "std", test))]
 extern crate std;
 
+// Modules import one way, each only from those listed before it (scripts/check-layers.py
+// checks it in CI): error → rng, time → grid → method → ops → format → ir → plan → model →
+// write → field → exec → solver → guidance, fewstep, sde → pipeline → sampler.
 pub mod error;
 pub mod field;
 #[cfg(feature = "alloc")]
 pub mod ir;
+pub mod method;
+#[cfg(feature = "alloc")]
+pub mod write;
 
 // Format, model loading and CPU execution (format.rs, model.rs, exec.rs, ops/, plan.rs).
 pub mod exec;

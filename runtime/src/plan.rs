@@ -16,8 +16,6 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::format::{Region, ALIGN};
-use crate::ir::ModelDesc;
-use crate::Error;
 
 /// One buffer to place: its size and the inclusive range of node indices it is live for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,11 +149,6 @@ pub fn plan(tensors: &[Option<(Region, Request)>]) -> MemoryPlan {
         per_row_bytes: sizes[1],
         slots,
     }
-}
-
-/// Validates `desc` (the same rules as [`crate::format::write`]) and plans its memory.
-pub fn plan_model(desc: &ModelDesc) -> Result<MemoryPlan, Error> {
-    Ok(crate::format::write::analyze(desc)?.plan)
 }
 
 #[cfg(test)]

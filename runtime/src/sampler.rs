@@ -6,12 +6,13 @@
 //!           Model::required_arena_bytes   Method::workspace_bytes(batch * D)
 //! ```
 
-use crate::exec::{Conditioning, CpuField};
+use crate::exec::CpuField;
 use crate::field::Conditioned;
+use crate::field::Conditioning;
+use crate::field::ConventionField;
 use crate::field::CpuOps;
 use crate::grid::TimeGrid;
 use crate::solver::{integrate_observed, Method, StepObserver, Workspace};
-use crate::time::ConventionField;
 use crate::{Error, Model};
 
 const OVERFLOW: Error = Error::BadArgument {

@@ -15,7 +15,6 @@
 //! the model output is needed. A model whose output has the opposite sign of `dx/dτ` (e.g. a
 //! σ-timed network trained to predict `x0 − noise`) is declared with `negate_output`.
 
-use crate::field::{StateOps, VelocityField};
 use crate::Error;
 
 /// Which end of the model's time axis is noise.
@@ -228,32 +227,5 @@ impl TimeConvention {
         } else {
             self.scale * tau
         }
-    }
-}
-
-/// A velocity field seen through a [`TimeConvention`]: the solver's model time `τ` reaches the
-/// network as `scale · τ`, and a negated output is turned back into `dx/dτ`. Every sampler
-/// of flowrt wraps its network in this, so grids are always in model time.
-pub struct ConventionField<'f, F: ?Sized> {
-    inner: &'f mut F,
-    conv: TimeConvention,
-}
-
-impl<'f, F: ?Sized> ConventionField<'f, F> {
-    /// Wraps `inner` (the raw network) in `conv`.
-    pub fn new(inner: &'f mut F, conv: TimeConvention) -> Self {
-        ConventionField { inner, conv }
-    }
-}
-
-impl<S: StateOps + ?Sized, F: VelocityField<S> + ?Sized> VelocityField<S>
-    for ConventionField<'_, F>
-{
-    fn eval(&mut self, ops: &mut S, t: f32, x: &S::Buf, v: &mut S::Buf) -> Result<(), Error> {
-        self.inner.eval(ops, self.conv.network_time(t), x, v)?;
-        if self.conv.negate_output {
-            ops.scale(v, -1.0);
-        }
-        Ok(())
     }
 }

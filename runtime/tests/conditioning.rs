@@ -10,7 +10,8 @@
     clippy::indexing_slicing
 )]
 
-use flowrt::exec::{self, Conditioning, CpuField};
+use flowrt::exec::{self, CpuField};
+use flowrt::field::Conditioning;
 use flowrt::format::{self, opcode, AlignedBytes, InputRole, NODE_ATTRS};
 use flowrt::grid::Uniform;
 use flowrt::ir::{BinaryOp, Dim, ModelBuilder as G, ModelDesc, Op, Role};
@@ -76,7 +77,7 @@ fn reference(t: f32, x: &[f32], label: &[i64], cond: &[f32], guidance: &[f32]) -
 }
 
 fn load(desc: &ModelDesc) -> AlignedBytes {
-    AlignedBytes::copy_from(&format::write(desc).unwrap())
+    AlignedBytes::copy_from(&flowrt::write::write(desc).unwrap())
 }
 
 fn bits(v: &[f32]) -> Vec<u32> {
@@ -520,7 +521,7 @@ fn writer_rejects_bad_conditioning_signatures_and_gathers() {
     let write = |build: &dyn Fn(&mut G) -> u32| {
         let mut g = G::default();
         let o = build(&mut g);
-        format::write(&g.finish(o))
+        flowrt::write::write(&g.finish(o))
     };
     let base = |g: &mut G| -> (u32, u32) {
         let x = g.input(&[B, f(2)], Role::X);

@@ -11,7 +11,6 @@ use flowrt::exec::{self, CpuField};
 use flowrt::format::{self, AlignedBytes, InputRole, TensorKind};
 use flowrt::ir::{BinaryOp, Dim, ModelDesc, NodeDesc, Op, Role, UnaryOp};
 use flowrt::ops::Unary;
-use flowrt::plan;
 use flowrt::{CpuOps, Error, Model, VelocityField};
 
 const B: Dim = Dim::Batch;
@@ -84,7 +83,7 @@ fn naive_dense(a: &[f32], w: &[f32], b: &[f32], k: usize, n: usize) -> Vec<f32> 
 fn mlp_round_trip_matches_naive_reference_bitwise() {
     let mut g = Lcg(1);
     let (desc, w1, b1, w2, b2) = mlp(&mut g);
-    let bytes = format::write(&desc).unwrap();
+    let bytes = flowrt::write::write(&desc).unwrap();
     let buf = load(&bytes);
     let m = Model::from_bytes(&buf).unwrap();
     assert_eq!(m.state_dim(), 3);
@@ -161,7 +160,7 @@ fn xt_model(g: &mut Lcg) -> ModelDesc {
 fn xt_model_assembles_rows_with_time() {
     let mut g = Lcg(2);
     let desc = xt_model(&mut g);
-    let buf = load(&format::write(&desc).unwrap());
+    let buf = load(&flowrt::write::write(&desc).unwrap());
     let m = Model::from_bytes(&buf).unwrap();
     assert_eq!(m.state_dim(), 2);
     let batch = 5;
@@ -209,13 +208,7 @@ fn layout_model(g: &mut Lcg) -> ModelDesc {
     let emb = m.node(Op::Unary(UnaryOp::Sin), &[emb], &[f(1), f(6)]);
     let a = m.node(Op::Binary(BinaryOp::Mul), &[x, t], &[B, f(4)]);
     let r = m.node(Op::Reshape, &[a], &[B, f(2), f(2)]);
-    let tr = m.node(
-        Op::Transpose {
-            perm: vec![0, 2, 1],
-        },
-        &[r],
-        &[B, f(2), f(2)],
-    );
+    let tr = m.node(Op::transpose(&[0, 2, 1]).unwrap(), &[r], &[B, f(2), f(2)]);
     let mm = m.node(Op::MatMul, &[tr, c22], &[B, f(2), f(2)]);
     let s = m.node(
         Op::Slice {
@@ -232,8 +225,8 @@ fn layout_model(g: &mut Lcg) -> ModelDesc {
     let embb = m.node(Op::Expand, &[emb], &[B, f(6)]);
     let cat = m.node(Op::Concat { axis: 1 }, &[fl, embb], &[B, f(10)]);
     let d = m.node(Op::Dense, &[cat, wout], &[B, f(4)]);
-    let tx = m.node(Op::Transpose { perm: vec![1, 0] }, &[x], &[f(4), B]);
-    let txx = m.node(Op::Transpose { perm: vec![1, 0] }, &[tx], &[B, f(4)]);
+    let tx = m.node(Op::transpose(&[1, 0]).unwrap(), &[x], &[f(4), B]);
+    let txx = m.node(Op::transpose(&[1, 0]).unwrap(), &[tx], &[B, f(4)]);
     let mx = m.node(Op::Binary(BinaryOp::Max), &[d, txx], &[B, f(4)]);
     let o = m.node(Op::Binary(BinaryOp::Add), &[mx, x], &[B, f(4)]);
     m.finish(o)
@@ -275,7 +268,7 @@ fn layout_reference(desc: &ModelDesc, x: &[f32], t: f32) -> Vec<f32> {
 fn layout_ops_round_trip_match_reference() {
     let mut g = Lcg(3);
     let desc = layout_model(&mut g);
-    let buf = load(&format::write(&desc).unwrap());
+    let buf = load(&flowrt::write::write(&desc).unwrap());
     let m = Model::from_bytes(&buf).unwrap();
     assert!(m.fixed_arena_bytes() > 0 && m.per_row_arena_bytes() > 0);
     for batch in [1usize, 3, 8] {
@@ -298,7 +291,7 @@ fn rows_do_not_depend_on_batch_size_or_position() {
         xt_model(&mut g),
         wide_model(&mut g),
     ] {
-        let buf = load(&format::write(&desc).unwrap());
+        let buf = load(&flowrt::write::write(&desc).unwrap());
         let m = Model::from_bytes(&buf).unwrap();
         let d = m.state_dim();
         let batch = 8;
@@ -341,7 +334,7 @@ fn wide_model(g: &mut Lcg) -> ModelDesc {
 // Planner.
 
 fn check_plan(desc: &ModelDesc) {
-    let p = plan::plan_model(desc).unwrap();
+    let p = flowrt::write::plan_model(desc).unwrap();
     let slots: Vec<_> = p
         .slots
         .iter()
@@ -366,7 +359,7 @@ fn check_plan(desc: &ModelDesc) {
         }
     }
     // Arena formula.
-    let buf = load(&format::write(desc).unwrap());
+    let buf = load(&flowrt::write::write(desc).unwrap());
     let m = Model::from_bytes(&buf).unwrap();
     for b in [1usize, 2, 7, 64] {
         assert_eq!(
@@ -438,7 +431,7 @@ fn planner_never_overlaps_live_tensors() {
         let desc = random_model(&mut g);
         check_plan(&desc);
         // And the planned model runs and is row-independent.
-        let buf = load(&format::write(&desc).unwrap());
+        let buf = load(&flowrt::write::write(&desc).unwrap());
         let m = Model::from_bytes(&buf).unwrap();
         let d = m.state_dim();
         let x = g.vec(3 * d);
@@ -461,7 +454,7 @@ fn planner_never_overlaps_live_tensors() {
 #[test]
 fn arena_and_argument_errors() {
     let mut g = Lcg(6);
-    let buf = load(&format::write(&mlp(&mut g).0).unwrap());
+    let buf = load(&flowrt::write::write(&mlp(&mut g).0).unwrap());
     let m = Model::from_bytes(&buf).unwrap();
     let need = m.required_arena_bytes(4).unwrap();
     let mut arena = AlignedBytes::zeroed(need + 4);
@@ -510,7 +503,7 @@ fn aligned_buffers() {
     assert_eq!(a.as_ptr() as usize % 16, 0);
     assert_eq!(&a[..], &[1, 2, 3]);
     let mut g = Lcg(7);
-    let bytes = format::write(&mlp(&mut g).0).unwrap();
+    let bytes = flowrt::write::write(&mlp(&mut g).0).unwrap();
     let buf = load(&bytes);
     assert_eq!(Model::from_bytes(&buf[..]).map(|_| ()), Ok(()));
     // Misaligned start (copy shifted by one byte).
@@ -526,7 +519,7 @@ fn aligned_buffers() {
 // Writer validation: errors name the node / tensor.
 
 fn write_err(desc: &ModelDesc) -> Error {
-    format::write(desc).expect_err("writer must reject this desc")
+    flowrt::write::write(desc).expect_err("writer must reject this desc")
 }
 
 #[test]
@@ -572,8 +565,14 @@ fn writer_rejects_inconsistent_descs_naming_the_node() {
     assert_eq!(node_of(write_err(&m.finish(o))).0, 0);
     // Bad permutation, slice out of range, zero step, NaN attribute.
     for bad in [
-        Op::Transpose { perm: vec![0, 0] },
-        Op::Transpose { perm: vec![0, 2] },
+        Op::Transpose {
+            rank: 2,
+            perm: [0, 0, 0, 0, 0, 0],
+        },
+        Op::Transpose {
+            rank: 2,
+            perm: [0, 2, 0, 0, 0, 0],
+        },
         Op::Slice {
             axis: 1,
             start: 0,
@@ -648,7 +647,7 @@ fn writer_rejects_inconsistent_descs_naming_the_node() {
     let mut m = G::default();
     let x = m.input(&[B, f(2)], Role::X);
     let o = m.node(Op::Concat { axis: 1 }, &[x, x], &[B, f(4)]);
-    let bytes = format::write(&m.finish(o)).unwrap();
+    let bytes = flowrt::write::write(&m.finish(o)).unwrap();
     let buf = load(&bytes);
     let dec = Model::from_bytes(&buf[..]).unwrap();
     assert_eq!((dec.state_dim(), dec.output_dim()), (2, 4));
@@ -700,7 +699,7 @@ fn small_file() -> Vec<u8> {
     let o = m.node(Op::Binary(BinaryOp::Add), &[h, x], &[B, f(2)]);
     let mut d = m.finish(o);
     d.metadata.push(("k".into(), "v".into()));
-    format::write(&d).unwrap()
+    flowrt::write::write(&d).unwrap()
 }
 
 struct Layout {

@@ -3,7 +3,7 @@
 #![cfg(feature = "alloc")]
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
-use flowrt::format::{self, AlignedBytes};
+use flowrt::format::AlignedBytes;
 use flowrt::ir::{Dim, InputDesc, ModelDesc, NodeDesc, Op, Role, TensorDesc, UnaryOp};
 use flowrt::Model;
 
@@ -36,8 +36,8 @@ fn tiny(onnx: Option<Vec<u8>>) -> ModelDesc {
 fn onnx_section_round_trips() {
     // Odd length and arbitrary bytes: the section is opaque to flowrt.
     let payload: Vec<u8> = (0..1001u32).map(|i| (i * 7 + 3) as u8).collect();
-    let with = format::write(&tiny(Some(payload.clone()))).unwrap();
-    let without = format::write(&tiny(None)).unwrap();
+    let with = flowrt::write::write(&tiny(Some(payload.clone()))).unwrap();
+    let without = flowrt::write::write(&tiny(None)).unwrap();
     let a = AlignedBytes::copy_from(&with);
     let b = AlignedBytes::copy_from(&without);
     let ma = Model::from_bytes(a.as_slice()).unwrap();
@@ -50,7 +50,7 @@ fn onnx_section_round_trips() {
     assert!(with.len() <= without.len() + 24 + 2 * 15 + payload.len());
     assert_eq!(ma.node_count(), mb.node_count());
     // An empty payload is still a present section.
-    let e = format::write(&tiny(Some(Vec::new()))).unwrap();
+    let e = flowrt::write::write(&tiny(Some(Vec::new()))).unwrap();
     let e = AlignedBytes::copy_from(&e);
     assert_eq!(
         Model::from_bytes(e.as_slice()).unwrap().embedded_onnx(),

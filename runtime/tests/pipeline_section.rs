@@ -47,18 +47,21 @@ fn pipeline_file() -> Vec<u8> {
     desc.pipeline = vec![
         (
             StageKind::Block { a: 0.5, b: 1.0 },
-            format::write(&constant(10.0)).unwrap(),
+            flowrt::write::write(&constant(10.0)).unwrap(),
         ),
         (
             StageKind::Refiner {
                 from: 0.75,
                 to: 1.0,
             },
-            format::write(&constant(100.0)).unwrap(),
+            flowrt::write::write(&constant(100.0)).unwrap(),
         ),
-        (StageKind::Decoder, format::write(&doubler()).unwrap()),
+        (
+            StageKind::Decoder,
+            flowrt::write::write(&doubler()).unwrap(),
+        ),
     ];
-    format::write(&desc).unwrap()
+    flowrt::write::write(&desc).unwrap()
 }
 
 #[test]
@@ -185,10 +188,10 @@ fn malformed_pipelines_are_typed_errors() {
     let mut desc = constant(1.0);
     desc.pipeline = vec![(
         StageKind::Block { a: 0.0, b: 1.0 },
-        format::write(&wide.finish(o)).unwrap(),
+        flowrt::write::write(&wide.finish(o)).unwrap(),
     )];
     assert!(
-        matches!(format::write(&desc), Err(Error::Invalid { what }) if what.contains("state dimension"))
+        matches!(flowrt::write::write(&desc), Err(Error::Invalid { what }) if what.contains("state dimension"))
     );
     // Truncations anywhere in the section never panic.
     for cut in (off..file.len()).step_by(37) {

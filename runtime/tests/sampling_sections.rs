@@ -31,7 +31,7 @@ fn echo_t() -> ModelDesc {
 }
 
 fn load(desc: &ModelDesc) -> AlignedBytes {
-    AlignedBytes::copy_from(&format::write(desc).unwrap())
+    AlignedBytes::copy_from(&flowrt::write::write(desc).unwrap())
 }
 
 /// Finds a section's body range in a written file.
@@ -121,7 +121,7 @@ fn malformed_time_sections_are_typed_errors() {
     }
     // A writer refuses an invalid convention too.
     desc.time.scale = 0.0;
-    assert!(format::write(&desc).is_err());
+    assert!(flowrt::write::write(&desc).is_err());
 }
 
 #[test]

@@ -70,7 +70,7 @@ fn softplus_ref(x: f32) -> f32 {
 #[test]
 fn softplus_guard_round_trips_and_runs_exactly() {
     let desc = softplus_guard();
-    let bytes = format::write(&desc).unwrap();
+    let bytes = flowrt::write::write(&desc).unwrap();
     let buf = AlignedBytes::copy_from(&bytes);
     let m = Model::from_bytes(&buf).unwrap();
     let ops: Vec<&str> = m.nodes().map(|n| n.op_name()).collect();
@@ -131,7 +131,7 @@ fn comparisons_and_broadcast_where_round_trip() {
         let mt = m.node(Op::Binary(ir_op), &[t, half], &[B, f(1)]);
         let o = m.node(Op::Where, &[mt, w, thr], &[B, f(3)]);
         let desc = m.finish(o);
-        let bytes = format::write(&desc).unwrap();
+        let bytes = flowrt::write::write(&desc).unwrap();
         let buf = AlignedBytes::copy_from(&bytes);
         let model = Model::from_bytes(&buf).unwrap();
         let ops: Vec<&str> = model.nodes().map(|n| n.op_name()).collect();
@@ -179,20 +179,23 @@ fn writer_rejects_bad_where() {
     let mut m = G::default();
     let x = m.input(&[B, f(3)], Role::X);
     let o = m.node(Op::Where, &[x, x], &[B, f(3)]);
-    let (node, what) = node_of(format::write(&m.finish(o)).unwrap_err());
+    let (node, what) = node_of(flowrt::write::write(&m.finish(o)).unwrap_err());
     assert_eq!((node, what), (0, "wrong number of inputs for this op"));
     // Four inputs.
     let mut m = G::default();
     let x = m.input(&[B, f(3)], Role::X);
     let o = m.node(Op::Where, &[x, x, x, x], &[B, f(3)]);
-    assert_eq!(node_of(format::write(&m.finish(o)).unwrap_err()).0, 0);
+    assert_eq!(
+        node_of(flowrt::write::write(&m.finish(o)).unwrap_err()).0,
+        0
+    );
     // Operands that do not broadcast.
     let mut m = G::default();
     let x = m.input(&[B, f(3)], Role::X);
     let c = m.constant(&[f(2)], vec![1.0, 2.0]);
     let o = m.node(Op::Where, &[x, x, c], &[B, f(3)]);
     assert_eq!(
-        node_of(format::write(&m.finish(o)).unwrap_err()),
+        node_of(flowrt::write::write(&m.finish(o)).unwrap_err()),
         (0, "inputs do not broadcast")
     );
     // Output shape that is not the broadcast shape.
@@ -201,7 +204,10 @@ fn writer_rejects_bad_where() {
     let c = m.constant(&[f(2), f(1), f(1)], vec![1.0, 2.0]);
     let w = m.node(Op::Where, &[c, x, x], &[B, f(3)]);
     let o = m.node(Op::Unary(UnaryOp::Relu), &[w], &[B, f(3)]);
-    assert_eq!(node_of(format::write(&m.finish(o)).unwrap_err()).0, 0);
+    assert_eq!(
+        node_of(flowrt::write::write(&m.finish(o)).unwrap_err()).0,
+        0
+    );
 }
 
 // Byte offsets in a written file (see docs/frt-format.md).
@@ -219,7 +225,7 @@ fn nodes_offset(file: &[u8]) -> usize {
 
 /// Applies `edit` to node `i`'s record, fixes the checksum and loads the file.
 fn load_edited(i: usize, edit: impl FnOnce(&mut [u8])) -> Result<(), Error> {
-    let mut file = format::write(&softplus_guard()).unwrap();
+    let mut file = flowrt::write::write(&softplus_guard()).unwrap();
     let at = nodes_offset(&file) + 8 + NODE_RECORD_LEN * i;
     edit(&mut file[at..at + NODE_RECORD_LEN]);
     let crc = format::file_checksum(&file).to_le_bytes();

@@ -8,7 +8,8 @@
 //! reshape/permute patches. Both torch exporters; flowrt's velocity equals
 //! onnxruntime's within 1e-4.
 
-use flowrt::exec::{Conditioning, CpuField};
+use flowrt::exec::CpuField;
+use flowrt::field::Conditioning;
 use flowrt::format::AlignedBytes;
 use flowrt::Model;
 use flowrt_tests::{export, fixtures_dir, max_abs_diff, npy};

@@ -283,7 +283,7 @@ fn rollout_matches_torch() {
     let mut next = vec![0f32; x.len()];
     flowrt::fewstep::rollout(
         &mut net,
-        &flowrt::exec::Conditioning::default(),
+        &flowrt::field::Conditioning::default(),
         20,
         &mut x,
         &mut next,

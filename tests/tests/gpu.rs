@@ -6,13 +6,15 @@
 //! software Vulkan, in CI: the test command installs it, and a missing adapter fails), and
 //! `cuda_*` on CUDA device 0, skipped with the reason printed when there is none.
 
-use flowrt::exec::{Conditioning, CpuField};
+use flowrt::exec::CpuField;
 use flowrt::field::Conditioned;
+use flowrt::field::Conditioning;
+use flowrt::field::ConventionField;
 use flowrt::format::AlignedBytes;
 use flowrt::grid::{GridSpec, TimeGrid, Uniform};
 use flowrt::guidance::Guidance;
 use flowrt::solver::{adaptive, Method, Workspace};
-use flowrt::time::{ConventionField, TimeAxis, TimeConvention};
+use flowrt::time::{TimeAxis, TimeConvention};
 use flowrt::{CpuOps, Error, Model};
 use flowrt_cubecl::cubecl::Runtime;
 use flowrt_cubecl::sample::{sample, SampleRequest};

@@ -3,7 +3,8 @@
 //! guided velocities at probe points, torchdiffeq samples of the guided field, the guidance
 //! interval, both exporters, and the ONNX Runtime backend.
 
-use flowrt::exec::{Conditioning, CpuField};
+use flowrt::exec::CpuField;
+use flowrt::field::Conditioning;
 use flowrt::format::AlignedBytes;
 use flowrt::grid::Uniform;
 use flowrt::guidance::{CfgField, Guidance};

@@ -4,7 +4,8 @@
 //! within 1e-4, and its samples match torchdiffeq's (same noise and labels) within 2e-4 for
 //! euler / midpoint / rk4-38 at 1, 2, 4, 8 and 32 steps, plus a classifier-free guided run.
 
-use flowrt::exec::{Conditioning, CpuField};
+use flowrt::exec::CpuField;
+use flowrt::field::Conditioning;
 use flowrt::format::AlignedBytes;
 use flowrt::grid::Uniform;
 use flowrt::guidance::Guidance;

@@ -1052,7 +1052,7 @@ fn exercise_cond(bytes: &[u8], label: &str) {
     let cond = vec![0.5f32; batch * m.cond_dim().unwrap_or(0)];
     let guidance = [1.5f32; 3];
     let has = |r| m.input_by_role(r).is_some();
-    let c = flowrt::exec::Conditioning {
+    let c = flowrt::field::Conditioning {
         label: has(flowrt::format::InputRole::Label).then_some(&labels[..]),
         cond: has(flowrt::format::InputRole::Cond).then_some(&cond[..]),
         guidance: has(flowrt::format::InputRole::Guidance).then_some(&guidance[..]),

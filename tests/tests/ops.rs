@@ -19,7 +19,8 @@
 
 use std::path::{Path, PathBuf};
 
-use flowrt::exec::{Conditioning, CpuField};
+use flowrt::exec::CpuField;
+use flowrt::field::Conditioning;
 use flowrt::format::{AlignedBytes, InputRole};
 use flowrt::ir::Role;
 use flowrt::Model;

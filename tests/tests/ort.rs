@@ -196,7 +196,8 @@ fn wrong_sizes_are_flowrt_errors() {
 // tests/fixtures/ops/ with `t_const` (one time for all rows), against the onnxruntime output
 // the generator stored, and against the CPU backend.
 
-use flowrt::exec::{Conditioning, CpuField};
+use flowrt::exec::CpuField;
+use flowrt::field::Conditioning;
 use flowrt::format::InputRole;
 
 /// One input of a case: (role, batched, f32 data, integer labels).

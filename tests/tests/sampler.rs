@@ -5,11 +5,12 @@
 //! same Brownian increments, and diffusers' scheduler loop on a sigma-convention model.
 
 use flowrt::exec::CpuField;
+use flowrt::field::ConventionField;
 use flowrt::format::AlignedBytes;
 use flowrt::grid::{Explicit, GridSpec, TimeGrid, Uniform};
 use flowrt::sde::{Diffusion, Score, SliceNoise};
 use flowrt::solver::{adaptive, Method, NoObserver, Workspace};
-use flowrt::time::{ConventionField, TimeAxis, TimeConvention};
+use flowrt::time::{TimeAxis, TimeConvention};
 use flowrt::{CpuOps, Model};
 use flowrt_export::ExportOptions;
 use flowrt_tests::{export, fixtures_dir, max_abs_diff, npy};

@@ -190,15 +190,16 @@ impl Lowering<'_> {
                 }
                 pads.insert(s + 1, (0, 0));
             }
-            let begin = pads
+            let begin: Vec<u16> = pads
                 .iter()
                 .map(|p| u16_of(p.0, "pad"))
                 .collect::<Result<_>>()?;
-            let end = pads
+            let end: Vec<u16> = pads
                 .iter()
                 .map(|p| u16_of(p.1, "pad"))
                 .collect::<Result<_>>()?;
-            self.emit(node, Op::Pad { mode, begin, end }, vec![x])?
+            let op = Op::pad(mode, &begin, &end).map_err(|e| anyhow!("Pad: {e}"))?;
+            self.emit(node, op, vec![x])?
         } else if let Some(tile) = node.op_as::<Tile>() {
             self.lower_tile(node, tile)?
         } else {

@@ -22,6 +22,13 @@ use tract_onnx::tract_core::ops::source::TypedSource;
 
 use crate::import::{FlowrtUnary, BATCH_SYMBOL};
 
+/// A `Transpose` op (output axis `i` = input axis `perm[i]`).
+///
+/// Errors: a permutation flowrt cannot store (more than 6 axes, an entry out of range).
+pub(crate) fn transpose_op(perm: &[u32]) -> Result<Op> {
+    Op::transpose(perm).map_err(|e| anyhow!("Transpose {perm:?}: {e}"))
+}
+
 mod cnn;
 mod reduce;
 
@@ -389,7 +396,7 @@ impl Lowering<'_> {
                         }
                     };
                     let perm: Vec<u32> = tract_perm.iter().flat_map(|a| flowrt_axes(*a)).collect();
-                    self.emit(node, Op::Transpose { perm }, vec![x])?
+                    self.emit(node, transpose_op(&perm)?, vec![x])?
                 }
                 _ => self.emit(node, Op::Reshape, vec![x])?,
             }
@@ -640,7 +647,7 @@ impl Lowering<'_> {
                 let shape = perm.iter().map(|p| xs[*p as usize]).collect();
                 cur = lw.emit_shaped(
                     &format!("{}.{tag}_order", node.name),
-                    Op::Transpose { perm },
+                    transpose_op(&perm)?,
                     vec![cur],
                     shape,
                 )?;
@@ -772,7 +779,7 @@ impl Lowering<'_> {
             let shape = perm.iter().map(|&p| xs[p as usize]).collect();
             x = self.emit_shaped(
                 &format!("{}.k_last", node.name),
-                Op::Transpose { perm },
+                transpose_op(&perm)?,
                 vec![x],
                 shape,
             )?;
@@ -895,13 +902,13 @@ impl Lowering<'_> {
                 .map(|c| from.find(c).map(|p| p as u32).unwrap_or(0))
                 .collect();
             if core == to {
-                return self.emit(node, Op::Transpose { perm }, vec![cur]);
+                return self.emit(node, transpose_op(&perm)?, vec![cur]);
             }
             let xs = self.desc.tensors[cur as usize].shape.clone();
             let shape = perm.iter().map(|p| xs[*p as usize]).collect();
             cur = self.emit_shaped(
                 &format!("{}.order", node.name),
-                Op::Transpose { perm },
+                transpose_op(&perm)?,
                 vec![cur],
                 shape,
             )?;
@@ -1006,7 +1013,7 @@ impl Lowering<'_> {
         let mut perm: Vec<u32> = (ni as u32..ni as u32 + before).collect();
         perm.extend(0..ni as u32);
         perm.extend(ni as u32 + before..(ni + rank - 1) as u32);
-        self.emit(node, Op::Transpose { perm }, vec![g])
+        self.emit(node, transpose_op(&perm)?, vec![g])
     }
 
     /// `Gather` of a run-time tensor with constant indices (picking q / k / v out of a

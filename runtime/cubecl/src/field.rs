@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use cubecl::prelude::*;
 use cubecl::server::Handle;
-use flowrt::exec::Conditioning;
+use flowrt::field::Conditioning;
 use flowrt::format::InputRole;
 use flowrt::guidance::Guidance;
 use flowrt::model::MAX_INPUTS;
@@ -114,11 +114,11 @@ impl<'m> GpuField<'m> {
     }
 
     /// Checks the conditioning for `batch` rows with the CPU executor's own rules
-    /// ([`flowrt::exec::check_conditioning`]) and uploads it. The `step` value of few-step
+    /// ([`flowrt::field::check_conditioning`]) and uploads it. The `step` value of few-step
     /// models is optional here: the few-step rule sets it per step, and an evaluation
     /// without it fails.
     ///
-    /// Errors: as [`flowrt::exec::check_conditioning`] (a missing or unused role, wrong
+    /// Errors: as [`flowrt::field::check_conditioning`] (a missing or unused role, wrong
     /// lengths, labels out of range, non-finite values).
     pub fn set_conditioning<R: Runtime>(
         &mut self,
@@ -127,7 +127,7 @@ impl<'m> GpuField<'m> {
     ) -> Result<(), GpuError> {
         let model = &self.model;
         let rows = self.batch;
-        flowrt::exec::check_conditioning(model, rows, cond)?;
+        flowrt::field::check_conditioning(model, rows, cond)?;
         let mut up = Uploaded {
             step: cond.step,
             ..Default::default()

@@ -5,11 +5,12 @@
 use std::time::{Duration, Instant};
 
 use cubecl::prelude::*;
-use flowrt::exec::Conditioning;
+use flowrt::field::Conditioning;
+use flowrt::field::ConventionField;
 use flowrt::grid::TimeGrid;
 use flowrt::guidance::Guidance;
 use flowrt::solver::{adaptive, integrate_observed, Method, NoObserver, StepObserver, Workspace};
-use flowrt::time::{ConventionField, SecondTime};
+use flowrt::time::SecondTime;
 use flowrt::{Error, Model, StateOps, VelocityField};
 
 use crate::field::DEVICE_FAILED;

@@ -21,7 +21,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use flowrt::exec::Conditioning;
+use flowrt::field::Conditioning;
 use flowrt::format::InputRole;
 use flowrt::grid::TimeGrid;
 use flowrt::solver::{Method, Workspace};

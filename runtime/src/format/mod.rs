@@ -2,7 +2,7 @@
 //! shared by the writer and the reader, and aligned byte buffers.
 //!
 //! The normative description is `docs/frt-format.md`; this module is its implementation.
-//! Reading is done by [`crate::Model::from_bytes`]; writing (feature `alloc`) by `format::write`.
+//! Reading is done by [`crate::Model::from_bytes`]; writing (feature `alloc`) by [`crate::write`].
 //!
 //! Everything is little-endian. A file is a 32-byte header, a section table, and
 //! 16-byte aligned sections (tensors, nodes, weights, memory plan, signature, metadata,
@@ -14,16 +14,13 @@ use crate::ops::{Binary, CoordMode, PadMode, PoolKind, ReduceKind, ResizeMode, U
 use crate::Error;
 
 mod aligned;
+pub mod pipeline;
 pub(crate) mod rules;
 pub mod sampling;
-#[cfg(feature = "alloc")]
-pub(crate) mod write;
 
 pub use aligned::Aligned16;
 #[cfg(feature = "alloc")]
 pub use aligned::AlignedBytes;
-#[cfg(feature = "alloc")]
-pub use write::write;
 
 /// The four magic bytes every `.frt` file starts with.
 pub const MAGIC: [u8; 4] = *b"FLRT";
@@ -641,6 +638,44 @@ fn decode_window(a: &[u32; NODE_ATTRS]) -> Result<Window, &'static str> {
 }
 
 impl NodeOp {
+    /// A `Transpose` whose output axis `i` is input axis `perm[i]`.
+    ///
+    /// Errors: a permutation longer than [`MAX_RANK`] or with an entry that is no axis of
+    /// it (the reader's rule).
+    pub fn transpose(perm: &[u32]) -> Result<NodeOp, &'static str> {
+        if perm.len() > MAX_RANK {
+            return Err("transpose rank is larger than 6");
+        }
+        let mut p = [0u8; MAX_RANK];
+        for (slot, v) in p.iter_mut().zip(perm) {
+            *slot = u8::try_from(*v).map_err(|_| "transpose perm entry out of range")?;
+        }
+        let op = NodeOp::Transpose {
+            rank: perm.len() as u8,
+            perm: p,
+        };
+        let (code, attrs) = op.encode();
+        NodeOp::decode(code, attrs)
+    }
+
+    /// A `Pad` of `begin[i]` before and `end[i]` after axis `i`.
+    ///
+    /// Errors: more than [`MAX_RANK`] axes, or `begin` and `end` of different lengths.
+    pub fn pad(mode: PadMode, begin: &[u16], end: &[u16]) -> Result<NodeOp, &'static str> {
+        if begin.len() > MAX_RANK || end.len() != begin.len() {
+            return Err("Pad has more than 6 axes or unequal begin / end lists");
+        }
+        let mut b = [0u16; MAX_RANK];
+        let mut e = [0u16; MAX_RANK];
+        b.iter_mut().zip(begin).for_each(|(s, v)| *s = *v);
+        e.iter_mut().zip(end).for_each(|(s, v)| *s = *v);
+        Ok(NodeOp::Pad {
+            mode,
+            begin: b,
+            end: e,
+        })
+    }
+
     /// Short operation name for `inspect` (`"Dense"`, `"Add"`, `"Gelu"`, ...).
     pub fn name(&self) -> &'static str {
         match self {

@@ -3,7 +3,7 @@
 //! export, kind 8, optional). Layouts are in `docs/frt-format.md`.
 
 use crate::grid::{DiffusersShift, GridSpec, ShiftKind};
-use crate::solver::Method;
+use crate::method::Method;
 use crate::time::{TimeAxis, TimeConvention};
 use crate::Error;
 

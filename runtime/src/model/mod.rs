@@ -11,6 +11,8 @@ use crate::format::{
 };
 use crate::Error;
 
+pub mod pipeline;
+
 /// Most graph inputs a model can have (one per [`InputRole`]).
 pub const MAX_INPUTS: usize = 16;
 
@@ -223,7 +225,7 @@ impl<'a> Model<'a> {
         let sections = Sections::parse(file)?;
         let model = Model::parse(sections)?.validate()?;
         if let Some(p) = model.pipeline {
-            crate::pipeline::parse(&model, p)?;
+            pipeline::parse(&model, p)?;
         }
         Ok(model)
     }
@@ -1006,9 +1008,8 @@ impl<'a> Model<'a> {
     /// The further graphs of a multi-network file (`PIPELINE` section), validated at load;
     /// `None` for a single-network file. Parsing re-reads the nested files' headers, so keep
     /// the returned value rather than calling this per step.
-    pub fn pipeline(&self) -> Option<crate::pipeline::Pipeline<'a>> {
-        self.pipeline
-            .and_then(|b| crate::pipeline::parse(self, b).ok())
+    pub fn pipeline(&self) -> Option<pipeline::Pipeline<'a>> {
+        self.pipeline.and_then(|b| pipeline::parse(self, b).ok())
     }
 
     /// The model's time convention (the `TIME` section; the default `t` 0 → 1, unscaled,

@@ -1,121 +1,22 @@
 //! The `.frt` writer (feature `alloc`): validates an [`ir::ModelDesc`], plans its memory and
-//! serializes it. The result is loaded back with [`crate::Model::from_bytes`] before it is
+//! serializes it ([`write`]; [`plan_model`] stops after the plan). The result is loaded back with [`crate::Model::from_bytes`] before it is
 //! returned, so a file this function returns is always one the runtime accepts.
 
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::{
+use crate::format::{
     align_up, check_output_shape, check_role_shape, node_err, rules, section, tensor_err, NodeOp,
-    Region, Shape, TensorKind, ALIGN, DTYPE_F32, HEADER_LEN, MAGIC, NODE_ATTRS, NONE_U32, NO_BATCH,
+    Region, Shape, TensorKind, ALIGN, DTYPE_F32, HEADER_LEN, MAGIC, NONE_U32, NO_BATCH,
     SECTION_ENTRY_LEN, SECTION_FLAG_REQUIRED, VERSION,
 };
 use crate::ir::{self, ModelDesc};
 use crate::plan::{self, MemoryPlan, Request};
 use crate::Error;
 
-/// Converts an `ir::Op` to its file form, checking attribute ranges exactly as the reader.
-pub(crate) fn node_op(op: &ir::Op) -> Result<NodeOp, &'static str> {
-    let (code, attrs) = match op {
-        ir::Op::Transpose { perm } => {
-            if perm.len() > super::MAX_RANK {
-                return Err("transpose rank is larger than 6");
-            }
-            let mut a = [0u32; NODE_ATTRS];
-            a[0] = perm.len() as u32;
-            for (slot, p) in a.iter_mut().skip(1).zip(perm) {
-                *slot = *p;
-            }
-            (super::opcode::TRANSPOSE, a)
-        }
-        ir::Op::Dense => NodeOp::Dense.encode(),
-        ir::Op::MatMul => NodeOp::MatMul.encode(),
-        ir::Op::Binary(b) => NodeOp::Binary(*b).encode(),
-        ir::Op::Unary(u) => NodeOp::Unary(*u).encode(),
-        ir::Op::Where => NodeOp::Where.encode(),
-        ir::Op::Gather => NodeOp::Gather.encode(),
-        ir::Op::Concat { axis } => NodeOp::Concat { axis: *axis }.encode(),
-        ir::Op::Reshape => NodeOp::Reshape.encode(),
-        ir::Op::Expand => NodeOp::Expand.encode(),
-        ir::Op::Slice {
-            axis,
-            start,
-            end,
-            step,
-        } => NodeOp::Slice {
-            axis: *axis,
-            start: *start,
-            end: *end,
-            step: *step,
-        }
-        .encode(),
-        ir::Op::Conv { groups, window } => NodeOp::Conv {
-            groups: *groups,
-            window: *window,
-        }
-        .encode(),
-        ir::Op::ConvTranspose {
-            groups,
-            window,
-            out_pad,
-        } => NodeOp::ConvTranspose {
-            groups: *groups,
-            window: *window,
-            out_pad: *out_pad,
-        }
-        .encode(),
-        ir::Op::Pool {
-            kind,
-            kernel,
-            window,
-        } => NodeOp::Pool {
-            kind: *kind,
-            kernel: *kernel,
-            window: *window,
-        }
-        .encode(),
-        ir::Op::Reduce { kind, start, end } => NodeOp::Reduce {
-            kind: *kind,
-            start: *start,
-            end: *end,
-        }
-        .encode(),
-        ir::Op::Softmax { start, end, log } => NodeOp::Softmax {
-            start: *start,
-            end: *end,
-            log: *log,
-        }
-        .encode(),
-        ir::Op::Resize {
-            mode,
-            coord,
-            scales,
-        } => NodeOp::Resize {
-            mode: *mode,
-            coord: *coord,
-            scales: *scales,
-        }
-        .encode(),
-        ir::Op::Pad { mode, begin, end } => {
-            if begin.len() > super::MAX_RANK || end.len() != begin.len() {
-                return Err("Pad has more than 6 axes or unequal begin / end lists");
-            }
-            let mut b = [0u16; super::MAX_RANK];
-            let mut e = [0u16; super::MAX_RANK];
-            for (slot, v) in b.iter_mut().zip(begin) {
-                *slot = *v;
-            }
-            for (slot, v) in e.iter_mut().zip(end) {
-                *slot = *v;
-            }
-            NodeOp::Pad {
-                mode: *mode,
-                begin: b,
-                end: e,
-            }
-            .encode()
-        }
-    };
+/// Checks an op's attributes exactly as the reader does (encode, then decode).
+fn checked_op(op: &NodeOp) -> Result<NodeOp, &'static str> {
+    let (code, attrs) = op.encode();
     NodeOp::decode(code, attrs)
 }
 
@@ -147,7 +48,7 @@ pub(crate) fn analyze(desc: &ModelDesc) -> Result<Analysis, Error> {
     let mut shapes = Vec::with_capacity(n_t);
     let mut kinds = vec![TensorKind::Intermediate; n_t];
     for (i, (t, kind)) in desc.tensors.iter().zip(kinds.iter_mut()).enumerate() {
-        let dims: Vec<super::Dim> = t.shape.to_vec();
+        let dims: Vec<crate::format::Dim> = t.shape.to_vec();
         let shape = Shape::new(&dims).map_err(|w| tensor_err(i, w))?;
         let row = shape
             .row_elements()
@@ -240,7 +141,7 @@ pub(crate) fn analyze(desc: &ModelDesc) -> Result<Analysis, Error> {
     let mut edges = 0usize;
     for (i, node) in desc.nodes.iter().enumerate() {
         let err = |w| node_err(i, w);
-        let op = node_op(&node.op).map_err(err)?;
+        let op = checked_op(&node.op).map_err(err)?;
         let o = node.output as usize;
         match kinds.get(o) {
             None => return Err(err("output tensor id out of range")),
@@ -513,14 +414,14 @@ pub fn write(desc: &ModelDesc) -> Result<Vec<u8>, Error> {
     // The time convention: required when present, so readers that predate it refuse the file
     // rather than sample it on the wrong axis; absent for the default convention.
     desc.time.validate()?;
-    let time = super::sampling::encode_time(&desc.time);
+    let time = crate::format::sampling::encode_time(&desc.time);
     if !desc.time.is_default() {
         sections.push((section::TIME, SECTION_FLAG_REQUIRED, &time));
     }
     let defaults = match &desc.solver_defaults {
         None => None,
-        Some(d) => Some(super::sampling::encode_defaults(
-            &super::sampling::SolverDefaults {
+        Some(d) => Some(crate::format::sampling::encode_defaults(
+            &crate::format::sampling::SolverDefaults {
                 method: d.method,
                 steps: d.steps,
                 grid: match &d.grid_points {
@@ -540,7 +441,7 @@ pub fn write(desc: &ModelDesc) -> Result<Vec<u8>, Error> {
         let n = desc.pipeline.len();
         put_u32(&mut pipe, u32_of(n)?);
         put_u32(&mut pipe, 0);
-        let mut off = align_up(8 + crate::pipeline::STAGE_RECORD_LEN * n).ok_or(too_big)?;
+        let mut off = align_up(8 + crate::format::pipeline::STAGE_RECORD_LEN * n).ok_or(too_big)?;
         let mut offsets = Vec::with_capacity(n);
         for (_, file) in &desc.pipeline {
             offsets.push(off);
@@ -592,13 +493,20 @@ pub fn write(desc: &ModelDesc) -> Result<Vec<u8>, Error> {
     if let Some(dst) = out.get_mut(8..16) {
         dst.copy_from_slice(&total);
     }
-    let crc = super::file_checksum(&out).to_le_bytes();
+    let crc = crate::format::file_checksum(&out).to_le_bytes();
     if let Some(dst) = out.get_mut(16..20) {
         dst.copy_from_slice(&crc);
     }
 
     // The reader must accept what we wrote.
-    let check = super::AlignedBytes::copy_from(&out);
+    let check = crate::format::AlignedBytes::copy_from(&out);
     crate::Model::from_bytes(check.as_slice())?;
     Ok(out)
+}
+
+/// Validates `desc` (the same rules as [`write`]) and plans its memory.
+///
+/// Errors: as [`write`].
+pub fn plan_model(desc: &ModelDesc) -> Result<MemoryPlan, Error> {
+    Ok(analyze(desc)?.plan)
 }
