@@ -9,4 +9,4 @@ if ! .venv-ort/bin/python -c "import onnx, sys; sys.exit(onnx.__version__ != '1.
     .venv-ort/bin/pip install --quiet "onnx==1.22.0"
 fi
 data="$(echo "$PWD"/.venv-ort/lib/python3*/site-packages/onnx/backend/test/data/node)"
-cargo run --release -q -p flowrt-export --bin flowrt -- conformance "$data" --out docs/conformance.md "$@"
+cargo run --release -q -p flowrt-cli --bin flowrt -- conformance "$data" --out docs/conformance.md "$@"

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 ROWS=${ROWS:-32}
 work=out/footprint
 mkdir -p "$work"
-cargo build --release --quiet -p flowrt-export --bin flowrt
+cargo build --release --quiet -p flowrt-cli --bin flowrt
 flowrt="${CARGO_TARGET_DIR:-target}/release/flowrt"
 
 # First N rows of a float32 .npy, without Python.

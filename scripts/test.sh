@@ -71,6 +71,13 @@ cargo clippy -p flowrt --no-default-features -- -D warnings
 step "runtime modules import one way (scripts/check-layers.py)"
 python3 scripts/check-layers.py
 
+step "the exporter library has no GPU, ONNX Runtime, CLI or PNG dependency"
+if cargo tree -p flowrt-export -e normal --prefix none | grep -E '^(ort|cubecl|clap|png|flowrt-ort|flowrt-cubecl|flowrt-host) '; then
+    echo "flowrt-export must not depend on the crates above" >&2
+    exit 1
+fi
+echo "ok: cargo tree -p flowrt-export has none of ort, cubecl, clap, png"
+
 step "no_std runtime builds (no default features: no alloc, no std)"
 for t in "${NO_STD_TARGETS[@]}"; do
     cargo build -p flowrt --no-default-features --release --target "$t"
@@ -88,7 +95,7 @@ command -v defmt-print >/dev/null || cargo install --locked defmt-print@1.2.0
 step "firmware crates under targets/: fmt, clippy -D warnings, one-step example in QEMU"
 fw_dir=out/qemu-ci
 mkdir -p "$fw_dir"
-cargo run --release --quiet -p flowrt-export --bin flowrt -- \
+cargo run --release --quiet -p flowrt-cli --bin flowrt -- \
     export tests/fixtures/moons_reflow/model.ts.onnx -o "$fw_dir/moons_reflow.frt" >/dev/null
 export FLOWRT_FRT="$PWD/$fw_dir/moons_reflow.frt" FLOWRT_NOISE="$PWD/tests/fixtures/moons_reflow/noise.npy"
 for fw in cortex-m4 riscv32; do
@@ -104,13 +111,16 @@ cargo test --workspace --release
 step "README demo and the embedding example"
 ./scripts/demo.sh >/dev/null
 cargo run --release --quiet -p flowrt-examples --bin embed -- out/demo/moons_reflow.frt
-cargo run --release --quiet -p flowrt-examples --bin gpu -- out/demo/moons_reflow.frt 64 wgpu
-cargo run --release --quiet -p flowrt-examples --bin gpu -- out/demo/moons_reflow.frt 64 auto
+# The host API example: a guided class-conditional model as an SDE on the CPU, as an ODE on
+# wgpu (lavapipe) and with the automatic backend choice.
+cargo run --release --quiet -p flowrt-examples --bin host -- out/demo/digits_unet.frt cpu const:0.3
+cargo run --release --quiet -p flowrt-examples --bin host -- out/demo/digits_unet.frt wgpu
+cargo run --release --quiet -p flowrt-examples --bin host -- out/demo/digits_unet.frt auto
 echo "demo ok"
 
 step "flowrt bench smoke run (tiny size; a benchmark, not a timed test)"
-cargo run --release --quiet -p flowrt-export --bin flowrt -- export \
+cargo run --release --quiet -p flowrt-cli --bin flowrt -- export \
     tests/fixtures/moons_icfm/model.dynamo.onnx -o out/bench_smoke.frt --embed-onnx >/dev/null
-cargo run --release --quiet -p flowrt-export --bin flowrt -- bench out/bench_smoke.frt \
+cargo run --release --quiet -p flowrt-cli --bin flowrt -- bench out/bench_smoke.frt \
     --against ort --batch 4 --steps 2 --runs 3 --warmup 1 | tail -n 1 | grep -E '^ratio flowrt/ort: [0-9.]+$'
 

@@ -6,17 +6,12 @@
 //! `xt`, `label`, `cond` or `guidance`) → [`lower`] (tract ops → flowrt ops) →
 //! `flowrt::format::write` (validate, plan memory, serialize).
 
-pub mod bench;
-pub mod conditioning;
 pub mod conformance;
 pub mod embed;
-pub mod gpu;
 pub mod import;
 pub mod lower;
 pub mod npy;
-pub mod plot;
 pub mod roles;
-pub mod solve;
 pub mod validate;
 
 use std::path::Path;

@@ -597,7 +597,7 @@ fn writer_rejects_inconsistent_descs_naming_the_node() {
     ] {
         let mut m = G::default();
         let x = m.input(&[B, f(4)], Role::X);
-        let o = m.node(bad.clone(), &[x], &[B, f(4)]);
+        let o = m.node(bad, &[x], &[B, f(4)]);
         let (node, what) = node_of(write_err(&m.finish(o)));
         assert_eq!(node, 0, "{bad:?}: {what}");
     }

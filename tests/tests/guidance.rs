@@ -182,7 +182,7 @@ fn guidance_is_the_same_through_onnx_runtime() {
         .unwrap(),
     );
     let m = Model::from_bytes(bytes.as_slice()).unwrap();
-    let mut session = flowrt_export::bench::open_ort(&m, None, 1).unwrap();
+    let mut session = flowrt_host::open_ort(&m, None, 1).unwrap();
     let mut field = session.field(512).unwrap();
     let lab = doubled(&labels("labels.npy"));
     let (mut x2, mut v2) = (vec![0f32; 1024], vec![0f32; 1024]);

@@ -11,13 +11,11 @@
 //! * [`GpuField`]: the model as a [`flowrt::VelocityField`] on the device (inputs fed by role
 //!   as the CPU executor does; [`GpuCfgField`] adds classifier-free guidance).
 //! * [`sample`]: noise in, samples out, one call ([`sample::sample`]).
-//! * [`select`]: the `auto` backend choice, inspectable ([`select::choose`]).
 
 pub mod field;
 pub mod graph;
 pub mod kernels;
 pub mod sample;
-pub mod select;
 pub mod state;
 
 use std::fmt;

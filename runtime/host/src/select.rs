@@ -1,5 +1,5 @@
-//! `--backend auto`: which backend samples a model fastest here, and why — one function,
-//! [`choose`], for the CLI and for Rust applications alike.
+//! [`crate::Backend::Auto`]: which backend samples a model fastest here, and why — one
+//! function, [`choose`], for the CLI and for Rust applications alike.
 //!
 //! The rule is a cost model of one network evaluation at the requested batch:
 //! * CPU: `macs / CPU_MACS_PER_S` — flowrt's single-threaded executor, whose throughput
@@ -22,7 +22,36 @@
 use flowrt::format::NodeOp;
 use flowrt::Model;
 
-use crate::{DeviceInfo, GpuBackend, GpuError};
+#[cfg(feature = "gpu")]
+use flowrt_cubecl::{DeviceInfo, GpuBackend, GpuError};
+
+/// Stand-ins for the GPU crate's types when this build has no GPU backend.
+#[cfg(not(feature = "gpu"))]
+mod no_gpu {
+    /// A GPU backend (none in this build).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum GpuBackend {}
+    impl GpuBackend {
+        /// Never called: there is no value.
+        pub fn name(self) -> &'static str {
+            match self {}
+        }
+    }
+    /// A probed device (none in this build).
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct DeviceInfo {
+        /// The device name.
+        pub name: String,
+        /// A software rasterizer.
+        pub software: bool,
+    }
+    /// A probe failure (none in this build).
+    pub type GpuError = String;
+}
+#[cfg(not(feature = "gpu"))]
+use no_gpu::GpuError;
+#[cfg(not(feature = "gpu"))]
+pub use no_gpu::{DeviceInfo, GpuBackend};
 
 /// flowrt's CPU executor: multiply-adds per second on one core (measured, see the module
 /// docs).
@@ -119,11 +148,11 @@ fn probe_order() -> Vec<(GpuBackend, Probe)> {
     let mut v: Vec<(GpuBackend, Probe)> = Vec::new();
     #[cfg(feature = "cuda")]
     v.push((GpuBackend::Cuda, || {
-        crate::Gpu::cuda().map(|g| g.info().clone())
+        flowrt_cubecl::Gpu::cuda().map(|g| g.info().clone())
     }));
     #[cfg(feature = "wgpu")]
     v.push((GpuBackend::Wgpu, || {
-        crate::Gpu::wgpu().map(|g| g.info().clone())
+        flowrt_cubecl::Gpu::wgpu().map(|g| g.info().clone())
     }));
     v
 }

@@ -9,7 +9,7 @@
 //! faster). With `eval` a run is a single velocity evaluation instead of the full loop.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
@@ -20,26 +20,133 @@ use flowrt::format::AlignedBytes;
 use flowrt::grid::Uniform;
 use flowrt::solver::{integrate, Method, Workspace};
 use flowrt::{CpuOps, Model};
-use flowrt_ort::{OrtOptions, OrtSession};
+use flowrt_cubecl::cubecl::Runtime;
+use flowrt_cubecl::sample::{SampleReport, SampleRequest, Sampler};
+use flowrt_cubecl::{Gpu, GpuBackend, GpuError, GpuField, GpuOps};
+use flowrt_ort::OrtSession;
 
-/// Opens an ONNX Runtime session for `model`: from `onnx` if given, else from the ONNX
-/// embedded in the `.frt` (`export --embed-onnx`).
+use flowrt_host::open_ort;
+
+use crate::args::BackendArg;
+
+/// `flowrt bench`: time flowrt's CPU backend against ONNX Runtime in one process (same noise,
+/// solver loop and threads); the last line is `ratio flowrt/ort: R` (median over median).
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// The .frt file (with an embedded ONNX model, or pass --onnx).
+    pub model: PathBuf,
+    /// What to compare against (only `ort`, on the CPU).
+    #[arg(long, value_enum, default_value_t = Against::Ort)]
+    pub against: Against,
+    /// flowrt's backend to time: the CPU executor, a GPU (wgpu, cuda), or auto.
+    #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
+    pub backend: BackendArg,
+    /// With --backend auto: say which backend was chosen and why.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// ONNX file to use instead of the one embedded in the .frt.
+    #[arg(long, value_name = "PATH")]
+    pub onnx: Option<PathBuf>,
+    /// Rows per run.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Solver (as for `sample`).
+    #[arg(long, default_value = "rk4-38")]
+    pub method: String,
+    /// Uniform steps over [0, 1].
+    #[arg(long, default_value_t = 8)]
+    pub steps: usize,
+    /// ONNX Runtime intra-op threads (flowrt's CPU executor is single-threaded, so 1 is
+    /// the like-for-like setting).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Time a single velocity evaluation instead of the full sampling loop.
+    #[arg(long)]
+    pub eval: bool,
+    /// Timed runs per backend.
+    #[arg(long, default_value_t = 20)]
+    pub runs: usize,
+    /// Untimed warm-up runs per backend.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Noise seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// What `bench` compares flowrt's CPU backend with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Against {
+    /// ONNX Runtime.
+    Ort,
+}
+
+/// Runs `flowrt bench`.
 ///
-/// Errors: neither is available (the message says how to get one), or ONNX Runtime fails
-/// (missing library, bad model).
-pub fn open_ort(model: &Model<'_>, onnx: Option<&Path>, threads: usize) -> Result<OrtSession> {
-    let opts = OrtOptions {
-        intra_threads: threads.max(1),
+/// Errors: bad flags, no ONNX model to compare with, a failing backend.
+pub fn command(a: BenchArgs) -> Result<()> {
+    let method: Method = a
+        .method
+        .parse()
+        .map_err(|e| anyhow!("--method {}: {e}", a.method))?;
+    let cfg = BenchConfig {
+        batch: a.batch,
+        method,
+        steps: a.steps,
+        threads: a.threads,
+        eval: a.eval,
+        runs: a.runs,
+        warmup: a.warmup,
+        seed: a.seed,
+        gpu: None,
     };
-    let s = match (onnx, model.embedded_onnx()) {
-        (Some(p), _) => OrtSession::from_file(model, p, &opts),
-        (None, Some(bytes)) => OrtSession::from_bytes(model, bytes, &opts),
-        (None, None) => bail!(
-            "this .frt has no embedded ONNX model for --backend ort: re-export it with \
-             `flowrt export --embed-onnx`, or pass the ONNX file with --onnx MODEL.onnx"
-        ),
+    bench(&a.model, a.onnx.as_deref(), cfg, a.backend, a.verbose)
+}
+
+fn bench(
+    path: &Path,
+    onnx: Option<&Path>,
+    mut cfg: BenchConfig,
+    backend: BackendArg,
+    verbose: bool,
+) -> Result<()> {
+    let frt = flowrt_host::Frt::open(path)?;
+    let m = frt.model();
+    let backend = match backend {
+        BackendArg::Auto => {
+            let sel = flowrt_host::select::choose(&m, cfg.batch);
+            if verbose {
+                println!("backend auto: {} ({})", sel.backend.name(), sel.reason);
+            }
+            match sel.backend {
+                flowrt_host::select::Chosen::Cpu => BackendArg::Cpu,
+                flowrt_host::select::Chosen::Gpu(GpuBackend::Wgpu) => BackendArg::Wgpu,
+                flowrt_host::select::Chosen::Gpu(GpuBackend::Cuda) => BackendArg::Cuda,
+            }
+        }
+        b => b,
     };
-    s.map_err(|e| anyhow!("{e}"))
+    cfg.gpu = match backend {
+        BackendArg::Cpu => None,
+        BackendArg::Wgpu => Some(GpuBackend::Wgpu),
+        BackendArg::Cuda => Some(GpuBackend::Cuda),
+        BackendArg::Ort | BackendArg::Auto => {
+            bail!("bench times flowrt (--backend cpu|wgpu|cuda|auto) against ONNX Runtime")
+        }
+    };
+    let cfg = &cfg;
+    let mut session = open_ort(&m, onnx, cfg.threads)?;
+    println!(
+        "flowrt bench {} against ONNX Runtime ({})",
+        path.display(),
+        match onnx {
+            Some(p) => p.display().to_string(),
+            None => "embedded ONNX".into(),
+        }
+    );
+    let report = run(&m, &mut session, cfg)?;
+    println!("{}", report.text);
+    Ok(())
 }
 
 /// What to measure.
@@ -93,15 +200,7 @@ pub struct Timing {
 /// Result of [`run`].
 #[derive(Debug, Clone)]
 pub struct BenchReport {
-    /// flowrt's CPU backend.
-    pub flowrt: Timing,
-    /// ONNX Runtime.
-    pub ort: Timing,
-    /// Largest |flowrt − ort| over the outputs of the last run (sanity check).
-    pub max_abs_diff: f32,
-    /// `flowrt.median / ort.median`.
-    pub ratio: f64,
-    /// The printable report; its last line is `ratio flowrt/ort: R`.
+    /// The report, ending with `ratio flowrt/ort: R`.
     pub text: String,
 }
 
@@ -224,7 +323,7 @@ pub fn run(model: &Model<'_>, ort: &mut OrtSession, cfg: &BenchConfig) -> Result
             cond,
             guided: None,
         };
-        let g = crate::gpu::bench(backend, model, &req, &noise, cfg.eval, &mut |f| {
+        let g = gpu_bench(backend, model, &req, &noise, cfg.eval, &mut |f| {
             measure(cfg.warmup, cfg.runs, f)
         })?;
         out_cpu.copy_from_slice(&g.out);
@@ -234,7 +333,7 @@ pub fn run(model: &Model<'_>, ort: &mut OrtSession, cfg: &BenchConfig) -> Result
                  and update, one read-back); {}",
                 backend.name(),
                 g.device,
-                crate::gpu::describe(r)
+                flowrt_host::gpu::describe(r)
             ),
             None => format!("flowrt backend: {} on {}", backend.name(), g.device),
         });
@@ -275,7 +374,7 @@ pub fn run(model: &Model<'_>, ort: &mut OrtSession, cfg: &BenchConfig) -> Result
         let t_ort = time_ort(ort, cfg, &noise, &cond, &grid, &mut out_ort)?;
         (t_cpu, t_ort)
     };
-    let max_abs_diff = crate::max_abs_diff(&out_cpu, &out_ort);
+    let max_abs_diff = flowrt_export::max_abs_diff(&out_cpu, &out_ort);
     let ratio = t_cpu.median.as_secs_f64() / t_ort.median.as_secs_f64().max(1e-12);
 
     let mut text = String::new();
@@ -333,11 +432,97 @@ pub fn run(model: &Model<'_>, ort: &mut OrtSession, cfg: &BenchConfig) -> Result
         "max |flowrt - ort| over the outputs: {max_abs_diff:.3e}"
     );
     let _ = write!(text, "ratio flowrt/ort: {ratio:.3}");
-    Ok(BenchReport {
-        flowrt: t_cpu,
-        ort: t_ort,
-        max_abs_diff,
-        ratio,
-        text,
-    })
+    Ok(BenchReport { text })
+}
+
+/// Timed runs of one backend: `warmup` untimed then `runs` timed calls of `run`.
+type Measure<'a> = dyn FnMut(&mut dyn FnMut() -> Result<()>) -> Result<Timing> + 'a;
+
+/// What [`bench`] measured on the GPU.
+struct GpuBench {
+    /// The timing of the runs.
+    pub timing: Timing,
+    /// The output of the last run.
+    pub out: Vec<f32>,
+    /// The device, kernel launches and evaluations of the last run.
+    pub report: Option<SampleReport>,
+    /// The device name.
+    pub device: String,
+}
+
+/// Times sampling (or one evaluation, `eval`, with `req`'s conditioning) of `noise` on
+/// `backend` with `measure`.
+/// Weights are uploaded and the graph planned once, outside the timed runs; each timed
+/// sampling run uploads the noise, runs the whole loop on the device and reads back.
+///
+/// Errors: no device, or a failing run.
+fn gpu_bench(
+    backend: GpuBackend,
+    model: &Model<'_>,
+    req: &SampleRequest<'_>,
+    noise: &[f32],
+    eval: bool,
+    measure: &mut Measure<'_>,
+) -> Result<GpuBench> {
+    fn go<R: Runtime>(
+        mut ops: GpuOps<R>,
+        model: &Model<'_>,
+        req: &SampleRequest<'_>,
+        noise: &[f32],
+        eval: bool,
+        measure: &mut Measure<'_>,
+    ) -> Result<GpuBench> {
+        let device = ops.gpu.info().name.clone();
+        let batch = noise.len() / model.state_dim().max(1);
+        let e = |e: GpuError| anyhow!("{e}");
+        if eval {
+            let mut field = GpuField::new(&ops, model, batch).map_err(e)?;
+            field.set_conditioning(&ops, &req.cond).map_err(e)?;
+            let x = ops.upload(noise);
+            let mut v = ops.buffer(noise.len());
+            let timing = measure(&mut || {
+                flowrt::VelocityField::eval(&mut field, &mut ops, 0.5, &x, &mut v).map_err(
+                    |err| {
+                        anyhow!(
+                            "{}",
+                            field
+                                .take_error()
+                                .map_or(err.to_string(), |g| g.to_string())
+                        )
+                    },
+                )?;
+                ops.gpu.sync().map_err(e)
+            })?;
+            let out = ops.read(&v).map_err(e)?;
+            return Ok(GpuBench {
+                timing,
+                out,
+                report: None,
+                device,
+            });
+        }
+        let mut sampler = Sampler::new(&mut ops, model, batch, req).map_err(e)?;
+        let mut out = noise.to_vec();
+        let mut report = None;
+        let timing = measure(&mut || {
+            out.copy_from_slice(noise);
+            report = Some(sampler.run(&mut ops, &mut out, req).map_err(e)?);
+            Ok(())
+        })?;
+        Ok(GpuBench {
+            timing,
+            out,
+            report,
+            device,
+        })
+    }
+    match backend {
+        GpuBackend::Wgpu => go(ops_of(Gpu::wgpu())?, model, req, noise, eval, measure),
+        GpuBackend::Cuda => go(ops_of(Gpu::cuda())?, model, req, noise, eval, measure),
+    }
+}
+
+/// The device of `backend`.
+fn ops_of<R: Runtime>(gpu: Result<Gpu<R>, GpuError>) -> Result<GpuOps<R>> {
+    gpu.map(GpuOps::new).map_err(|e| anyhow!("{e}"))
 }

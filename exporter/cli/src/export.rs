@@ -1,0 +1,242 @@
+//! `flowrt export`: the flags, turned into [`flowrt_export::ExportOptions`].
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use flowrt::format::AlignedBytes;
+use flowrt::solver::Method;
+use flowrt::Model;
+use flowrt_export::{roles, ExportOptions};
+
+/// Convert an ONNX velocity network into a .frt file.
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    /// The ONNX model (external data files are read from its folder).
+    pub model: PathBuf,
+    /// Output .frt path.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Role of an ONNX input: NAME=x|t|xt|label|cond|guidance (repeatable; overrides
+    /// detection).
+    #[arg(long = "role", value_name = "NAME=ROLE")]
+    pub roles: Vec<String>,
+    /// Also store the source ONNX (external weights inlined) in the .frt, so
+    /// `sample --backend ort` and `bench` can run the same artifact with ONNX Runtime.
+    #[arg(long)]
+    pub embed_onnx: bool,
+    /// The model's time axis: t (0 = noise, 1 = data; torchcfm, flow_matching) or sigma
+    /// (1 = noise, 0 = data, output noise - x0; SD3, Flux, diffusers).
+    #[arg(long, default_value = "t")]
+    pub time: String,
+    /// The network receives scale * time (1000 for diffusers-style timesteps, 999 for the
+    /// official Rectified Flow code).
+    #[arg(long, default_value_t = 1.0)]
+    pub time_scale: f32,
+    /// The network predicts -dx/dtime (e.g. data - noise on the sigma axis).
+    #[arg(long)]
+    pub negate_output: bool,
+    /// What a few-step model's second time input (role step) receives for a step from t
+    /// to r: r, h (= t - r, MeanFlow), step-size (|r - t|) or log2-steps (log2 of
+    /// 1/|r - t|, the official shortcut models' dt_base). Default: from the input's name
+    /// (r, h, dt_base -> log2-steps, d/dt -> step-size).
+    #[arg(long, value_name = "FORM")]
+    pub second_time: Option<String>,
+    /// Bake a default solver into the file (sample uses it unless told otherwise).
+    #[arg(long)]
+    pub method: Option<String>,
+    /// Bake a default step count into the file.
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Bake a default grid into the file (same forms as `sample --grid`).
+    #[arg(long, allow_hyphen_values = true)]
+    pub grid: Option<String>,
+    /// Bake a default classifier-free guidance scale into the file.
+    #[arg(long)]
+    pub guidance: Option<f32>,
+    /// Bake the null (unconditional) label into the file.
+    #[arg(long)]
+    pub null_label: Option<u32>,
+    /// Bake a guidance interval A,B (model time) into the file.
+    #[arg(long, value_name = "A,B")]
+    pub guidance_interval: Option<String>,
+    /// Blockwise flow matching: use the velocity net in FILE.onnx for steps starting at
+    /// model times in [A, B] (repeatable; the main model covers the rest).
+    #[arg(long = "block", value_name = "A:B=FILE.onnx")]
+    pub blocks: Vec<String>,
+    /// FlowTurbo-style refiner: use the (light) velocity net in FILE.onnx on steps n with
+    /// FROM <= n/steps < TO (e.g. 0.5:1 = the second half).
+    #[arg(long = "refiner", value_name = "FROM:TO=FILE.onnx")]
+    pub refiners: Vec<String>,
+    /// Latent flow matching: a decoder graph (input: the state) applied after the last
+    /// step; samples are its output.
+    #[arg(long, value_name = "FILE.onnx")]
+    pub decoder: Option<PathBuf>,
+}
+
+/// Runs `flowrt export`.
+///
+/// Errors: bad flags, or anything the exporter refuses (naming node, op and reason).
+pub fn run(a: ExportArgs) -> Result<()> {
+    let ExportArgs {
+        model,
+        output,
+        roles,
+        embed_onnx,
+        time,
+        time_scale,
+        negate_output,
+        second_time,
+        method,
+        steps,
+        grid,
+        guidance,
+        null_label,
+        guidance_interval,
+        blocks,
+        refiners,
+        decoder,
+    } = a;
+
+    let time = flowrt::time::TimeConvention {
+        axis: flowrt::time::TimeAxis::parse(&time).map_err(|e| anyhow!("--time {time}: {e}"))?,
+        scale: time_scale,
+        negate_output,
+        second: match &second_time {
+            Some(f) => {
+                flowrt::time::SecondTime::parse(f).map_err(|e| anyhow!("--second-time {f}: {e}"))?
+            }
+            None => flowrt::time::SecondTime::None,
+        },
+    };
+    time.validate()
+        .map_err(|e| anyhow!("--time-scale {time_scale}: {e}"))?;
+    let defaults = solver_defaults(
+        method.as_deref(),
+        steps,
+        grid.as_deref(),
+        guidance,
+        null_label,
+        guidance_interval.as_deref(),
+    )?;
+    let opts = ExportOptions {
+        roles: roles
+            .iter()
+            .map(|r| roles::parse_role_override(r))
+            .collect::<Result<_>>()?,
+        embed_onnx,
+        time,
+        solver_defaults: defaults,
+        pipeline: pipeline_stages(&blocks, &refiners, decoder.as_deref())?,
+    };
+    write(&model, &output, &opts)
+}
+
+/// The pipeline stages of `export --block/--refiner/--decoder`.
+fn pipeline_stages(
+    blocks: &[String],
+    refiners: &[String],
+    decoder: Option<&Path>,
+) -> Result<Vec<(flowrt::pipeline::StageKind, PathBuf)>> {
+    use flowrt::pipeline::StageKind;
+    let parse = |flag: &str, s: &str| -> Result<(f32, f32, PathBuf)> {
+        let (range, file) = s
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--{flag} expects A:B=FILE.onnx, got `{s}`"))?;
+        let (a, b) = range
+            .split_once(':')
+            .ok_or_else(|| anyhow!("--{flag} expects A:B=FILE.onnx, got `{s}`"))?;
+        let num = |v: &str| {
+            v.trim()
+                .parse::<f32>()
+                .map_err(|_| anyhow!("--{flag}: `{v}` is not a number"))
+        };
+        Ok((num(a)?, num(b)?, PathBuf::from(file)))
+    };
+    let mut out = Vec::new();
+    for b in blocks {
+        let (a, bb, f) = parse("block", b)?;
+        out.push((StageKind::Block { a, b: bb }, f));
+    }
+    for r in refiners {
+        let (from, to, f) = parse("refiner", r)?;
+        out.push((StageKind::Refiner { from, to }, f));
+    }
+    if let Some(d) = decoder {
+        out.push((StageKind::Decoder, d.to_path_buf()));
+    }
+    if out.len() > flowrt::pipeline::MAX_STAGES {
+        bail!("at most {} pipeline stages", flowrt::pipeline::MAX_STAGES);
+    }
+    Ok(out)
+}
+
+/// Solver defaults from the export flags; `None` when none was given.
+fn solver_defaults(
+    method: Option<&str>,
+    steps: Option<usize>,
+    grid: Option<&str>,
+    guidance: Option<f32>,
+    null_label: Option<u32>,
+    interval: Option<&str>,
+) -> Result<Option<flowrt::ir::SolverDefaultsDesc>> {
+    if method.is_none()
+        && steps.is_none()
+        && grid.is_none()
+        && guidance.is_none()
+        && null_label.is_none()
+        && interval.is_none()
+    {
+        return Ok(None);
+    }
+    let method: Option<Method> = method
+        .map(|m| m.parse().map_err(|e| anyhow!("--method {m}: {e}")))
+        .transpose()?;
+    if steps == Some(0) {
+        bail!("--steps must be at least 1");
+    }
+    let (grid, grid_points) = match grid {
+        Some(g) => {
+            let (spec, points) = match flowrt_host::GridChoice::parse(g)? {
+                flowrt_host::GridChoice::Points(p) => (flowrt::grid::GridSpec::Uniform, Some(p)),
+                flowrt_host::GridChoice::Named(s) => (s, None),
+                flowrt_host::GridChoice::StepSize(h) => (flowrt::grid::GridSpec::StepSize(h), None),
+            };
+            (points.is_none().then_some(spec), points)
+        }
+        None => (None, None),
+    };
+    let interval = interval
+        .map(flowrt_host::conditioning::parse_interval)
+        .transpose()?;
+    if guidance.is_some_and(|w| !w.is_finite()) {
+        bail!("--guidance must be finite");
+    }
+    Ok(Some(flowrt::ir::SolverDefaultsDesc {
+        method,
+        steps,
+        grid,
+        grid_points,
+        guidance: flowrt::format::sampling::GuidanceDefaults {
+            scale: guidance,
+            null_label,
+            interval,
+        },
+    }))
+}
+
+fn write(model: &Path, output: &Path, opts: &ExportOptions) -> Result<()> {
+    let bytes = flowrt_export::export_onnx(model, opts)?;
+    std::fs::write(output, &bytes).with_context(|| format!("writing {}", output.display()))?;
+    let aligned = AlignedBytes::copy_from(&bytes);
+    let m =
+        Model::from_bytes(aligned.as_slice()).map_err(|e| anyhow!("re-reading the export: {e}"))?;
+    println!(
+        "exported {} -> {} ({} bytes, {} nodes, {} parameters)",
+        model.display(),
+        output.display(),
+        bytes.len(),
+        m.node_count(),
+        m.param_count()
+    );
+    Ok(())
+}

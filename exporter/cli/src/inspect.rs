@@ -1,0 +1,135 @@
+//! `flowrt inspect`: a `.frt` file's signature, ops, parameters and arena sizes.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Result};
+
+/// Prints `path`'s description (`json`: machine-readable), with arena bytes per batch size.
+///
+/// Errors: an unreadable or invalid file, batch 0.
+pub fn run(path: &Path, json: bool, batches: &[usize]) -> Result<()> {
+    if batches.contains(&0) {
+        bail!("--batch must be at least 1");
+    }
+    let frt = flowrt_host::Frt::open(path)?;
+    let m = frt.model();
+    let mut op_counts: Vec<(&str, usize)> = Vec::new();
+    for n in m.nodes() {
+        match op_counts.iter_mut().find(|(name, _)| *name == n.op_name()) {
+            Some((_, c)) => *c += 1,
+            None => op_counts.push((n.op_name(), 1)),
+        }
+    }
+    let inputs: Vec<(String, String, String)> = m
+        .inputs()
+        .map(|i| {
+            let name = m
+                .tensor(i.tensor)
+                .and_then(|t| t.name)
+                .unwrap_or("?")
+                .to_string();
+            (
+                name,
+                format!("{:?}", i.role).to_lowercase(),
+                i.shape.to_string(),
+            )
+        })
+        .collect();
+    let arena: Vec<(usize, usize)> = batches
+        .iter()
+        .map(|&b| Ok((b, m.required_arena_bytes(b).map_err(|e| anyhow!("{e}"))?)))
+        .collect::<Result<_>>()?;
+    if json {
+        let v = serde_json::json!({
+            "file": path.display().to_string(),
+            "file_bytes": m.file_len(),
+            "inputs": inputs.iter().map(|(n, r, s)| serde_json::json!({"name": n, "role": r, "shape": s})).collect::<Vec<_>>(),
+            "output_shape": m.output_shape().to_string(),
+            "state_dim": m.state_dim(),
+            "nodes": m.node_count(),
+            "ops": op_counts.iter().map(|(n, c)| serde_json::json!({"op": n, "count": c})).collect::<Vec<_>>(),
+            "parameters": m.param_count(),
+            "label_classes": m.label_classes(),
+            "cond_dim": m.cond_dim(),
+            "time": {"axis": m.time_convention().axis.name(), "scale": m.time_convention().scale, "negate_output": m.time_convention().negate_output},
+            "solver_defaults": m.solver_defaults().map(|d| format!("{d:?}")),
+            "weight_bytes": m.weight_bytes(),
+            "arena_fixed_bytes": m.fixed_arena_bytes(),
+            "arena_per_row_bytes": m.per_row_arena_bytes(),
+            "arena_bytes": arena.iter().map(|(b, a)| serde_json::json!({"batch": b, "bytes": a})).collect::<Vec<_>>(),
+            "metadata": m.metadata().collect::<std::collections::BTreeMap<_, _>>(),
+            "embedded_onnx_bytes": m.embedded_onnx().map(<[u8]>::len),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("{}: {} bytes, .frt format v1", path.display(), m.file_len());
+    for (k, v) in m.metadata() {
+        println!("  {k}: {v}");
+    }
+    println!("signature:");
+    for (name, role, shape) in &inputs {
+        let extra = match (role.as_str(), m.label_classes(), m.cond_dim()) {
+            ("label", Some(n), _) => format!("  ({n} classes)"),
+            ("cond", _, Some(c)) => format!("  (cond dim {c})"),
+            _ => String::new(),
+        };
+        println!("  input  {name:<12} role {role:<3} shape {shape}{extra}");
+    }
+    println!(
+        "  output velocity          shape {}  (state dim {})",
+        m.output_shape(),
+        m.state_dim()
+    );
+    let tc = m.time_convention();
+    println!(
+        "time: {} axis ({}), network time = {} x time{}",
+        tc.axis.name(),
+        match tc.axis {
+            flowrt::time::TimeAxis::T => "0 = noise -> 1 = data",
+            flowrt::time::TimeAxis::Sigma => "1 = noise -> 0 = data",
+        },
+        tc.scale,
+        if tc.negate_output {
+            ", output = -dx/dtime"
+        } else {
+            ""
+        }
+    );
+    if let Some(d) = m.solver_defaults() {
+        println!("solver defaults: {d:?}");
+    }
+    if let Some(p) = m.pipeline() {
+        for (k, sub) in p.stages() {
+            println!(
+                "pipeline stage: {k:?}: {} nodes, {} parameters, arena {} bytes for batch 1",
+                sub.node_count(),
+                sub.param_count(),
+                sub.required_arena_bytes(1).unwrap_or(0)
+            );
+        }
+    }
+    let ops: Vec<String> = op_counts.iter().map(|(n, c)| format!("{n} x{c}")).collect();
+    println!("ops: {} nodes: {}", m.node_count(), ops.join(", "));
+    println!(
+        "parameters: {} ({} weight bytes)",
+        m.param_count(),
+        m.weight_bytes()
+    );
+    match m.embedded_onnx() {
+        Some(o) => println!(
+            "embedded ONNX: {} bytes (sample --backend ort / bench can run it)",
+            o.len()
+        ),
+        None => println!("embedded ONNX: none (export --embed-onnx to add it)"),
+    }
+    println!(
+        "arena (graph + field scratch) = {} fixed + {} per row, rounded to 16:",
+        m.fixed_arena_bytes(),
+        m.per_row_arena_bytes()
+    );
+    for (b, a) in arena {
+        println!("  batch {b:>6}: {a} bytes");
+    }
+    Ok(())
+}

@@ -1,0 +1,418 @@
+//! The `flowrt` command-line tool: export, inspect and sample flow models. A thin layer: the
+//! arguments become a [`flowrt_host::Request`], the host API runs it, and this file writes
+//! `.npy` / PNG files and the summary lines.
+
+mod args;
+mod bench;
+mod conformance;
+mod export;
+mod inspect;
+mod plot;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, Subcommand};
+use flowrt_export::npy;
+use flowrt_host::{Backend, Frt, Noise, Samples};
+
+use args::{BackendArg, CondFlags, SdeArgs, SolveArgs};
+
+#[derive(Parser)]
+#[command(
+    name = "flowrt",
+    version,
+    about = "Run flow-matching / rectified-flow models anywhere"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Convert an ONNX velocity network into a .frt file.
+    Export(export::ExportArgs),
+    /// Print a .frt file's signature, ops, parameters and arena sizes.
+    Inspect {
+        /// The .frt file.
+        model: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Batch sizes to report arena bytes for (repeatable).
+        #[arg(long = "batch", default_values_t = [1usize, 64, 4096])]
+        batches: Vec<usize>,
+    },
+    /// Integrate noise to samples (the model's noise end to its data end).
+    Sample(SampleArgs),
+    /// Apply a state-to-state model (a neural PDE surrogate, signature x only) repeatedly:
+    /// x_{n+1} = net(x_n). No ODE solver.
+    Rollout {
+        /// The .frt file.
+        model: PathBuf,
+        /// Initial states as .npy [N, ...state dims].
+        #[arg(long)]
+        init: PathBuf,
+        /// Number of applications.
+        #[arg(long)]
+        steps: usize,
+        /// Output .npy: the trajectory [steps + 1, N, ...] (the initial state first).
+        #[arg(short, long)]
+        output: PathBuf,
+        #[command(flatten)]
+        backend: HostBackend,
+    },
+    /// Integrate data back to noise (inversion) with any solver and grid, then forward again
+    /// and print the round-trip error.
+    Invert {
+        /// The .frt file.
+        model: PathBuf,
+        /// Data as .npy [N, ...state dims].
+        #[arg(long)]
+        data: PathBuf,
+        #[command(flatten)]
+        solve: SolveArgs,
+        #[command(flatten)]
+        conditioning: CondFlags,
+        /// Output .npy: the recovered noise.
+        #[arg(short, long)]
+        output: PathBuf,
+        #[command(flatten)]
+        backend: HostBackend,
+    },
+    /// Time flowrt's CPU backend against ONNX Runtime in one process (same noise, solver
+    /// loop and threads); the last line is `ratio flowrt/ort: R` (median over median).
+    Bench(bench::BenchArgs),
+    /// Run the ONNX backend node test cases (onnx==1.22.0's `onnx/backend/test/data/node`)
+    /// through export + runtime and write the per-op conformance table.
+    Conformance {
+        /// The `node` test-data folder.
+        data: PathBuf,
+        /// Markdown report to write (e.g. docs/conformance.md).
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+        /// Only cases whose name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Print every case's result.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+}
+
+/// The backend of `invert` and `rollout` (host-memory backends).
+#[derive(clap::Args)]
+struct HostBackend {
+    /// Velocity backend.
+    #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
+    backend: BackendArg,
+    /// With --backend ort: use this ONNX file instead of the embedded one.
+    #[arg(long, value_name = "PATH")]
+    onnx: Option<PathBuf>,
+}
+
+/// `flowrt sample`.
+#[derive(clap::Args)]
+struct SampleArgs {
+    /// The .frt file.
+    model: PathBuf,
+    /// Noise as .npy (float32 or float64, shape [N, ...state dims]).
+    #[arg(long, conflicts_with_all = ["seed", "num"])]
+    noise: Option<PathBuf>,
+    /// Draw the noise with flowrt's deterministic RNG (Philox4x32-10 + Box-Muller, the
+    /// same bits on every platform; docs/rng.md) from this seed.
+    #[arg(long, requires = "num")]
+    seed: Option<u64>,
+    /// Number of samples to draw with --seed.
+    #[arg(long, requires = "seed")]
+    num: Option<usize>,
+    #[command(flatten)]
+    solve: SolveArgs,
+    #[command(flatten)]
+    sde: SdeArgs,
+    #[command(flatten)]
+    conditioning: CondFlags,
+    /// Output .npy (float32, same shape as the noise).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Also write every step's state as .npy [steps + 1, N, ...] (the initial noise first).
+    #[arg(long, value_name = "NPY")]
+    trajectory: Option<PathBuf>,
+    /// Also draw the first two coordinates of the samples in the terminal.
+    #[arg(long)]
+    ascii: bool,
+    /// Also draw the samples as a PNG: [C, H, W] samples as an image grid (values in
+    /// [-1, 1] mapped to 0..255), any other samples as a scatter of their first two
+    /// coordinates.
+    #[arg(long, value_name = "PATH")]
+    png: Option<PathBuf>,
+    /// Velocity backend: flowrt's CPU executor, ONNX Runtime (same solver loop), flowrt's
+    /// GPU kernels (wgpu, cuda: the whole loop on the device), or auto (a GPU when one
+    /// is found and the model is large enough for it to win, else the CPU; -v says why).
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    backend: BackendArg,
+    /// Say which backend ran and why (and, on a GPU, the device and kernel launches).
+    #[arg(short, long)]
+    verbose: bool,
+    /// With --backend ort: use this ONNX file instead of the one embedded in the .frt.
+    #[arg(long, value_name = "PATH")]
+    onnx: Option<PathBuf>,
+    /// With --backend ort: ONNX Runtime intra-op threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+/// Mesa's Vulkan drivers (which the GPU probe of `--backend auto` may load) print
+/// "XDG_RUNTIME_DIR is invalid" on every start without one; give the process a private one.
+fn quiet_vulkan_loader() {
+    let valid = std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| Path::new(&d).is_dir());
+    if !valid {
+        let dir = std::env::temp_dir().join("flowrt-xdg");
+        if std::fs::create_dir_all(&dir).is_ok() {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+            }
+            // Single-threaded here: nothing else reads the environment yet.
+            std::env::set_var("XDG_RUNTIME_DIR", &dir);
+        }
+    }
+}
+
+/// Rust ignores SIGPIPE, so a `println!` into a closed pipe (`flowrt inspect m.frt | head`)
+/// panics; restore the default, which ends the process quietly as other command-line tools do.
+fn default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in `main`, before any other thread exists; SIG_DFL is a
+    // valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+fn main() -> ExitCode {
+    default_sigpipe();
+    quiet_vulkan_loader();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Export(a) => export::run(a),
+        Command::Inspect {
+            model,
+            json,
+            batches,
+        } => inspect::run(&model, json, &batches),
+        Command::Sample(a) => sample(&a),
+        Command::Rollout {
+            model,
+            init,
+            steps,
+            output,
+            backend,
+        } => rollout(&model, &init, steps, &output, &backend),
+        Command::Invert {
+            model,
+            data,
+            solve,
+            conditioning,
+            output,
+            backend,
+        } => invert(&model, &data, &solve, &conditioning, &output, &backend),
+        Command::Bench(a) => bench::command(a),
+        Command::Conformance {
+            data,
+            out,
+            filter,
+            verbose,
+        } => conformance::run(&data, out.as_deref(), filter.as_deref(), verbose),
+    }
+}
+
+/// Reads `[N, ...]` rows of the model's state (`what`: noise, data) from an .npy file.
+fn read_rows(p: &Path, frt: &Frt, what: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+    let m = frt.model();
+    let dim = m.state_dim();
+    let (data, shape) = npy::read_f32(p)?;
+    let row: usize = shape.iter().skip(1).product();
+    if shape.len() < 2 || row != dim {
+        use flowrt::format::InputRole;
+        let x_shape = m
+            .inputs()
+            .find(|i| matches!(i.role, InputRole::X | InputRole::Xt))
+            .map(|i| i.shape.to_string().trim().to_string())
+            .unwrap_or_default();
+        bail!(
+            "{}: {what} shape {:?} does not fit the model's state (rows of {dim} values, \
+             input shape {x_shape})",
+            p.display(),
+            shape
+        );
+    }
+    Ok((data, shape))
+}
+
+fn sample(a: &SampleArgs) -> Result<()> {
+    let frt = Frt::open(&a.model)?;
+    let dim = frt.model().state_dim();
+    let (noise, shape) = match (&a.noise, a.seed.zip(a.num)) {
+        (Some(p), _) => {
+            let (x, shape) = read_rows(p, &frt, "noise")?;
+            (Noise::Given(x), shape)
+        }
+        (None, Some((seed, num))) => (Noise::Seed { seed, num }, vec![num, dim]),
+        (None, None) => bail!("give the noise with --noise Z.npy, or --seed S --num N"),
+    };
+    let batch = shape[0];
+    let mut req = args::request(
+        &a.solve,
+        &a.conditioning,
+        Some(&a.sde),
+        a.onnx.as_deref(),
+        a.threads,
+        batch,
+    )?;
+    req.trajectory = a.trajectory.is_some();
+    let rows = frt.sample_row_shape();
+    if a.png.is_some() {
+        plot::check_png_rows(&rows)?;
+    }
+    let out = frt.sample(a.backend.into(), &req, noise)?;
+    let r = &out.report;
+    if a.verbose {
+        r.notes.iter().for_each(|n| println!("{n}"));
+    }
+    let out_shape = if r.pipeline.is_some() {
+        let mut s = vec![batch];
+        s.extend_from_slice(&out.row_shape);
+        s
+    } else {
+        shape.clone()
+    };
+    npy::write_f32(&a.output, &out.data, &out_shape)?;
+    if let (Some(p), Some(t)) = (&a.trajectory, &out.trajectory) {
+        let mut tshape = vec![t.times.len()];
+        tshape.extend_from_slice(&shape);
+        npy::write_f32(p, &t.states, &tshape)?;
+        println!("trajectory: {} states -> {}", t.times.len(), p.display());
+    }
+    print_sample_summary(&out, batch, dim, &a.output, &out_shape);
+    if a.ascii {
+        print!("{}", plot::ascii_scatter(&out.data, dim, 64, 20));
+    }
+    if let Some(p) = &a.png {
+        let drawn = plot::samples_png(p, &out.data, &rows)?;
+        println!("png: {drawn} -> {}", p.display());
+    }
+    Ok(())
+}
+
+/// The one-line summary of `sample`.
+fn print_sample_summary(out: &Samples, batch: usize, dim: usize, path: &Path, shape: &[usize]) {
+    let r = &out.report;
+    let ms = r.elapsed.as_secs_f64() * 1e3;
+    if let Some((stages, arena)) = &r.pipeline {
+        println!(
+            "sampled {batch} x {dim} with {} x {} steps on grid {} through a pipeline ({stages}; arena {arena} bytes) in {ms:.3} ms -> {} {shape:?}",
+            r.method, r.steps, r.grid, path.display()
+        );
+        return;
+    }
+    let guidance = match &r.guidance {
+        Some(g) => format!(
+            ", guidance w={}{}",
+            g.scale,
+            g.interval
+                .map_or(String::new(), |(lo, hi)| format!(" on [{lo}, {hi}]"))
+        ),
+        None => String::new(),
+    };
+    let rejected = if r.rejected > 0 {
+        format!(" (+{} rejected)", r.rejected)
+    } else {
+        String::new()
+    };
+    println!(
+        "sampled {batch} x {dim} with {} x {} steps{rejected} on grid {} ({} velocity evaluations{guidance}, backend {}) in {ms:.3} ms -> {}",
+        r.method,
+        r.steps,
+        r.grid,
+        r.evaluations,
+        r.backend.name(),
+        path.display()
+    );
+}
+
+fn invert(
+    path: &Path,
+    data: &Path,
+    solve: &SolveArgs,
+    cond: &CondFlags,
+    output: &Path,
+    b: &HostBackend,
+) -> Result<()> {
+    let frt = Frt::open(path)?;
+    let (x, shape) = read_rows(data, &frt, "data")?;
+    let batch = shape[0];
+    let req = args::request(solve, cond, None, b.onnx.as_deref(), 1, batch)?;
+    let inv = frt.invert(b.backend.into(), &req, x.clone())?;
+    npy::write_f32(output, &inv.noise, &shape)?;
+    let max = flowrt_export::max_abs_diff(&inv.roundtrip, &x);
+    let rms = (inv
+        .roundtrip
+        .iter()
+        .zip(&x)
+        .map(|(a, b)| f64::from(a - b).powi(2))
+        .sum::<f64>()
+        / x.len() as f64)
+        .sqrt();
+    let r = &inv.report;
+    println!(
+        "inverted {batch} x {} with {} x {} steps on grid {} ({} velocity evaluations) -> {}",
+        frt.model().state_dim(),
+        r.method,
+        r.steps,
+        r.grid,
+        r.evaluations,
+        output.display()
+    );
+    println!("round trip data -> noise -> data: max abs error {max:.3e}, rms {rms:.3e}");
+    Ok(())
+}
+
+fn rollout(path: &Path, init: &Path, steps: usize, output: &Path, b: &HostBackend) -> Result<()> {
+    let frt = Frt::open(path)?;
+    let req = flowrt_host::Request {
+        onnx: b.onnx.clone(),
+        ..Default::default()
+    };
+    let m = frt.model();
+    let (x, shape) = read_rows(init, &frt, "initial state")?;
+    let batch = shape[0];
+    let backend: Backend = b.backend.into();
+    let (traj, r) = frt
+        .rollout(backend, &req, x, steps)
+        .map_err(|e| anyhow!("{e}"))?;
+    let mut tshape = vec![traj.times.len()];
+    tshape.extend_from_slice(&shape);
+    npy::write_f32(output, &traj.states, &tshape).context("writing the trajectory")?;
+    println!(
+        "rolled out {batch} x {} for {steps} steps ({steps} evaluations, backend {}) in {:.3} ms -> {} {:?}",
+        m.state_dim(),
+        backend.name(),
+        r.elapsed.as_secs_f64() * 1e3,
+        output.display(),
+        tshape
+    );
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! `flowrt-host`: sampling `.frt` models from a Rust application on a host, the API the
+//! `flowrt` command line is a thin layer over.
+//!
+//! ```no_run
+//! use flowrt_host::{Backend, Frt, Noise, Request};
+//!
+//! let frt = Frt::open("digits_unet.frt")?;
+//! let req = Request::default().steps(8).label_cycle(10).guidance(2.0);
+//! let out = frt.sample(Backend::Auto, &req, Noise::Seed { seed: 0, num: 10 })?;
+//! println!("{} samples of {:?} on {}", out.rows(), out.row_shape, out.report.backend.name());
+//! # Ok::<(), flowrt_host::HostError>(())
+//! ```
+//!
+//! * [`Frt`]: a validated `.frt` file held in memory.
+//! * [`Request`]: what to run — solver, grid, conditioning, classifier-free guidance, SDE,
+//!   trajectory — as typed overrides of the defaults baked into the file ([`plan`]).
+//! * [`Backend`]: `cpu` (flowrt's executor), `ort` (ONNX Runtime, feature `ort`), `wgpu` /
+//!   `cuda` (flowrt's cubecl kernels, features `wgpu`, `cuda`) or `auto` ([`select`]).
+//! * [`Frt::sample`], [`Frt::invert`], [`Frt::rollout`]: run it; every failure is a
+//!   [`HostError`] naming its cause, whichever backend it came from.
+
+pub mod conditioning;
+#[cfg(feature = "gpu")]
+pub mod gpu;
+pub mod plan;
+mod run;
+pub mod sde;
+pub mod select;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use flowrt::format::AlignedBytes;
+use flowrt::Model;
+
+pub use conditioning::{CondInputs, CondRequest, GuidanceRequest, Labels};
+pub use plan::{GridChoice, Plan, SolverRequest};
+#[cfg(feature = "ort")]
+pub use run::open_ort;
+pub use run::{Inverted, Noise, Report, Request, Samples, Trajectory};
+pub use sde::{ScoreKind, SdeRequest};
+
+/// Every way a host call can fail, whichever backend it ran on.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// A file could not be read.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A `.frt` file that does not load (the runtime's validation error).
+    #[error("{path}: {source}")]
+    BadFile {
+        /// The file (or `<memory>`).
+        path: String,
+        /// The runtime's reason.
+        source: flowrt::Error,
+    },
+    /// A request that does not fit the model (a missing label, a bad grid, ...).
+    #[error("{0}")]
+    Request(String),
+    /// A request the chosen backend cannot run (with the reason and what can).
+    #[error("{0}")]
+    Unsupported(String),
+    /// The runtime refused or failed a computation (sizes, non-finite values, ...).
+    #[error("sampling failed: {0}")]
+    Flowrt(#[from] flowrt::Error),
+    /// ONNX Runtime failed (missing library, bad model, a failed run).
+    #[cfg(feature = "ort")]
+    #[error("sampling failed: {0}")]
+    Ort(#[from] flowrt_ort::OrtError),
+    /// The GPU backend failed (no device, a launch, a read-back).
+    #[cfg(feature = "gpu")]
+    #[error("sampling failed: {0}")]
+    Gpu(#[from] flowrt_cubecl::GpuError),
+    /// Memory for a buffer of this many bytes could not be allocated.
+    #[error("cannot allocate {0} bytes")]
+    Alloc(usize),
+}
+
+impl HostError {
+    /// A [`HostError::Request`] from anything printable.
+    pub fn request(msg: impl fmt::Display) -> Self {
+        HostError::Request(msg.to_string())
+    }
+}
+
+/// Results of this crate.
+pub type Result<T, E = HostError> = std::result::Result<T, E>;
+
+/// A validated `.frt` file held in aligned memory; [`Frt::model`] borrows it.
+pub struct Frt {
+    bytes: AlignedBytes,
+    name: String,
+}
+
+impl fmt::Debug for Frt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Frt")
+            .field("name", &self.name)
+            .field("bytes", &self.bytes.as_slice().len())
+            .finish()
+    }
+}
+
+impl Frt {
+    /// Reads and validates a `.frt` file.
+    ///
+    /// Errors: [`HostError::Io`] (unreadable), [`HostError::BadFile`] (the runtime's
+    /// validation: magic, version, checksum, bounds, ...).
+    pub fn open(path: impl AsRef<Path>) -> Result<Frt> {
+        let path = path.as_ref();
+        let raw = std::fs::read(path).map_err(|source| HostError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Frt::from_vec(&raw, path.display().to_string())
+    }
+
+    /// Validates a `.frt` image already in memory; `name` is used in messages.
+    ///
+    /// Errors: [`HostError::BadFile`].
+    pub fn from_vec(raw: &[u8], name: impl Into<String>) -> Result<Frt> {
+        let name = name.into();
+        let bytes = AlignedBytes::copy_from(raw);
+        Model::from_bytes(bytes.as_slice()).map_err(|source| HostError::BadFile {
+            path: name.clone(),
+            source,
+        })?;
+        Ok(Frt { bytes, name })
+    }
+
+    /// The model (validated when the file was opened).
+    pub fn model(&self) -> Model<'_> {
+        // Validated in `from_vec`; loading again cannot fail on the same bytes.
+        Model::from_bytes(self.bytes.as_slice()).unwrap_or_else(|_| unreachable!())
+    }
+
+    /// The name given when opening (the path).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Where velocities are evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Backend {
+    /// flowrt's own CPU executor (always available, bit-identical across CPUs).
+    Cpu,
+    /// ONNX Runtime, from the ONNX embedded in the `.frt` or [`Request::onnx`] (feature `ort`).
+    Ort,
+    /// flowrt's cubecl kernels through wgpu (feature `wgpu`).
+    Wgpu,
+    /// flowrt's cubecl kernels through CUDA (feature `cuda`).
+    Cuda,
+    /// A GPU when one is found and the model is large enough for it to win, else the CPU
+    /// ([`select::choose`]).
+    #[default]
+    Auto,
+}
+
+impl Backend {
+    /// Every backend, in the order the CLI lists them.
+    pub const ALL: [Backend; 5] = [
+        Backend::Cpu,
+        Backend::Ort,
+        Backend::Wgpu,
+        Backend::Cuda,
+        Backend::Auto,
+    ];
+
+    /// `"cpu"`, `"ort"`, `"wgpu"`, `"cuda"` or `"auto"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Cpu => "cpu",
+            Backend::Ort => "ort",
+            Backend::Wgpu => "wgpu",
+            Backend::Cuda => "cuda",
+            Backend::Auto => "auto",
+        }
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = HostError;
+
+    /// Parses a backend name.
+    ///
+    /// Errors: [`HostError::Request`] for an unknown name.
+    fn from_str(s: &str) -> Result<Backend> {
+        Backend::ALL
+            .into_iter()
+            .find(|b| b.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                HostError::request(format!(
+                    "unknown backend `{s}` (expected cpu, ort, wgpu, cuda or auto)"
+                ))
+            })
+    }
+}
