@@ -31,6 +31,7 @@ LAYERS = [
     ["exec"],
     ["solver"],
     ["guidance", "fewstep", "sde"],
+    ["run"],
     ["sampler"],
     ["pipeline"],
 ]

@@ -12,7 +12,7 @@
 
 use core::ops::Range;
 
-use crate::field::{check_with, label_range, Conditioning, CpuOps, VelocityField};
+use crate::field::{ConditionalField, Conditioning, CpuOps, Signature, VelocityField};
 use crate::format::{align_up, InputRole, NodeOp, TensorKind};
 use crate::model::{Model, NodeRec, TensorRec, MAX_INPUTS};
 use crate::ops::{self, Dims};
@@ -365,8 +365,8 @@ pub struct CpuField<'m, 'a> {
     model: Model<'m>,
     batch: usize,
     arena: &'a mut [u8],
-    /// Labels allowed by the model, `low..high` (from [`Model::label_classes`], computed once).
-    labels: (i64, i64),
+    /// What the conditioning is checked against (computed once).
+    sig: Signature,
 }
 
 impl<'m, 'a> CpuField<'m, 'a> {
@@ -401,13 +401,11 @@ impl<'m, 'a> CpuField<'m, 'a> {
             .ok_or(Error::BadArgument {
                 what: "batch size too large",
             })?;
-        // In 0..N when the label feeds a Gather table, else exact in f32.
-        let labels = label_range(model);
         Ok(CpuField {
             model: *model,
             batch,
             arena,
-            labels,
+            sig: Signature::of(model),
         })
     }
 
@@ -474,7 +472,7 @@ impl<'m, 'a> CpuField<'m, 'a> {
                 found: v.len(),
             });
         }
-        check_with(model, rows, cond, self.labels)?;
+        self.sig.check(rows, cond)?;
         if model.output_dim() != d {
             return Err(Error::BadArgument {
                 what: "the model's output is not a velocity (its rows differ from the state's)",
@@ -493,7 +491,7 @@ impl<'m, 'a> CpuField<'m, 'a> {
                     })
                 }
                 InputRole::Cond => {
-                    // Checked by `check_with`.
+                    // Checked by `Signature::check`.
                     *slot = cond.cond.ok_or(ops_err())?;
                 }
                 InputRole::T => {
@@ -516,7 +514,7 @@ impl<'m, 'a> CpuField<'m, 'a> {
                     *slot = buf;
                 }
                 InputRole::Label => {
-                    // Checked by `check_with`: `rows` labels, all in range.
+                    // Checked by `Signature::check`: `rows` labels, all in range.
                     let labels = cond.label.ok_or(ops_err())?;
                     let buf = take_f32(&mut scratch, len)?;
                     if buf.len() != labels.len() {
@@ -528,7 +526,7 @@ impl<'m, 'a> CpuField<'m, 'a> {
                     *slot = buf;
                 }
                 InputRole::Guidance => {
-                    // Checked by `check_with`: `rows` finite values (equal without a batch dim).
+                    // Checked by `Signature::check`: `rows` finite values (equal without a batch dim).
                     let g = cond.guidance.ok_or(ops_err())?;
                     let buf = take_f32(&mut scratch, len)?;
                     if info.shape.has_batch() {
@@ -553,9 +551,10 @@ impl<'m, 'a> CpuField<'m, 'a> {
 /// [`crate::sampler::sample_cond`] integrates.
 pub type ConditionedField<'f, 'm, 'a, 'c> = crate::field::Conditioned<'f, 'c, CpuField<'m, 'a>>;
 
-impl crate::field::ConditionalField for CpuField<'_, '_> {
+impl ConditionalField<CpuOps> for CpuField<'_, '_> {
     fn eval_cond(
         &mut self,
+        _: &mut CpuOps,
         t: f32,
         x: &[f32],
         cond: &Conditioning<'_>,

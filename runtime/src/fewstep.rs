@@ -25,9 +25,7 @@
 //! A neural PDE surrogate maps `state_n → state_{n+1}` (signature: an `x` input and an
 //! output of the same size, no time): [`rollout`] applies it `steps` times.
 
-use crate::field::ConditionalField;
-use crate::field::Conditioning;
-use crate::field::CpuOps;
+use crate::field::{ConditionalField, Conditioning, StateOps};
 use crate::grid::{self, TimeGrid};
 use crate::solver::StepObserver;
 use crate::time::{SecondTime, TimeConvention};
@@ -37,25 +35,55 @@ const NO_POINT: Error = Error::BadSolverConfig {
     what: "time grid is missing a point",
 };
 
-/// Samples a model with a second time input along `grid` (see the module docs). `v` is
-/// state-sized scratch. The observer sees every velocity and step.
+/// `Ok` when every element of `x` is finite, else `err`.
+fn finite<S: StateOps + ?Sized>(ops: &mut S, x: &S::Buf, err: Error) -> Result<(), Error> {
+    if ops.all_finite(x) {
+        Ok(())
+    } else {
+        Err(err)
+    }
+}
+
+/// `Ok` when `buf` has `len` elements, else a [`Error::ShapeMismatch`] naming `what`.
+fn same_len<S: StateOps + ?Sized>(
+    ops: &S,
+    buf: &S::Buf,
+    len: usize,
+    what: &'static str,
+) -> Result<(), Error> {
+    let found = ops.len(buf);
+    if found == len {
+        Ok(())
+    } else {
+        Err(Error::ShapeMismatch {
+            what,
+            expected: len,
+            found,
+        })
+    }
+}
+
+/// Samples a model with a second time input along `grid` on any backend (see the module
+/// docs). `v` and `next` are state-sized scratch. The observer sees every velocity and step.
 ///
 /// Errors: [`Error::BadSolverConfig`] when the convention declares no second time input,
 /// sizes, non-finite values, or whatever the network returns.
 #[allow(clippy::too_many_arguments)]
-pub fn sample_two_time<F, G, O>(
+pub fn sample_two_time<S, F, G, O>(
+    ops: &mut S,
     net: &mut F,
     conv: &TimeConvention,
     cond: &Conditioning<'_>,
     grid: &G,
-    x: &mut [f32],
-    v: &mut [f32],
+    x: &mut S::Buf,
+    [v, next]: [&mut S::Buf; 2],
     observer: &mut O,
 ) -> Result<(), Error>
 where
-    F: ConditionalField + ?Sized,
+    S: StateOps + ?Sized,
+    F: ConditionalField<S> + ?Sized,
     G: TimeGrid + ?Sized,
-    O: StepObserver<CpuOps> + ?Sized,
+    O: StepObserver<S> + ?Sized,
 {
     if conv.second == SecondTime::None {
         return Err(Error::BadSolverConfig {
@@ -63,83 +91,81 @@ where
         });
     }
     grid::validate(grid)?;
-    if v.len() != x.len() {
-        return Err(Error::ShapeMismatch {
-            what: "few-step velocity scratch",
-            expected: x.len(),
-            found: v.len(),
-        });
-    }
-    if !x.iter().all(|e| e.is_finite()) {
-        return Err(Error::NonFiniteInput {
+    let n = ops.len(x);
+    same_len(ops, v, n, "few-step velocity scratch")?;
+    same_len(ops, next, n, "few-step state scratch")?;
+    finite(
+        ops,
+        x,
+        Error::NonFiniteInput {
             what: "initial state",
-        });
-    }
-    for n in 0..grid.steps() {
-        let t0 = grid.point(n).ok_or(NO_POINT)?;
-        let t1 = grid.point(n + 1).ok_or(NO_POINT)?;
-        let dt = t1 - t0;
+        },
+    )?;
+    for step in 0..grid.steps() {
+        let t0 = grid.point(step).ok_or(NO_POINT)?;
+        let t1 = grid.point(step + 1).ok_or(NO_POINT)?;
         let c = Conditioning {
             step: conv.second_time(t0, t1),
             ..*cond
         };
-        net.eval_cond(conv.network_time(t0), x, &c, v)?;
+        net.eval_cond(ops, conv.network_time(t0), x, &c, v)?;
         if conv.negate_output {
-            v.iter_mut().for_each(|e| *e = -*e);
+            ops.scale(v, -1.0);
         }
-        observer.on_velocity(&mut CpuOps, n, t0, x, v)?;
-        for (xi, vi) in x.iter_mut().zip(v.iter()) {
-            *xi += dt * *vi;
-        }
-        observer.on_step(&mut CpuOps, n, t1, x)?;
+        observer.on_velocity(ops, step, t0, x, v)?;
+        ops.lincomb(next, x, &[(t1 - t0, v)]);
+        ops.copy(x, next);
+        observer.on_step(ops, step, t1, x)?;
     }
-    if !x.iter().all(|e| e.is_finite()) {
-        return Err(Error::NonFiniteOutput {
+    finite(
+        ops,
+        x,
+        Error::NonFiniteOutput {
             what: "solver result",
-        });
-    }
-    Ok(())
+        },
+    )
 }
 
-/// Applies a state-to-state network `steps` times to `x` (autoregressive rollout), with
-/// `next` as state-sized scratch; the observer's `on_step` sees every state (its `t` is the
-/// step number).
+/// Applies a state-to-state network `steps` times to `x` (autoregressive rollout) on any
+/// backend, with `next` as state-sized scratch; the observer's `on_step` sees every state
+/// (its `t` is the step number).
 ///
 /// Errors: sizes, non-finite states ([`Error::NonFiniteOutput`] names the first bad step's
 /// result), or whatever the network returns.
-pub fn rollout<F, O>(
+pub fn rollout<S, F, O>(
+    ops: &mut S,
     net: &mut F,
     cond: &Conditioning<'_>,
     steps: usize,
-    x: &mut [f32],
-    next: &mut [f32],
+    x: &mut S::Buf,
+    next: &mut S::Buf,
     observer: &mut O,
 ) -> Result<(), Error>
 where
-    F: ConditionalField + ?Sized,
-    O: StepObserver<CpuOps> + ?Sized,
+    S: StateOps + ?Sized,
+    F: ConditionalField<S> + ?Sized,
+    O: StepObserver<S> + ?Sized,
 {
-    if next.len() != x.len() {
-        return Err(Error::ShapeMismatch {
-            what: "rollout scratch",
-            expected: x.len(),
-            found: next.len(),
-        });
-    }
-    if !x.iter().all(|e| e.is_finite()) {
-        return Err(Error::NonFiniteInput {
+    let n = ops.len(x);
+    same_len(ops, next, n, "rollout scratch")?;
+    finite(
+        ops,
+        x,
+        Error::NonFiniteInput {
             what: "initial state",
-        });
-    }
-    for n in 0..steps {
-        net.eval_cond(0.0, x, cond, next)?;
-        if !next.iter().all(|e| e.is_finite()) {
-            return Err(Error::NonFiniteOutput {
+        },
+    )?;
+    for step in 0..steps {
+        net.eval_cond(ops, 0.0, x, cond, next)?;
+        finite(
+            ops,
+            next,
+            Error::NonFiniteOutput {
                 what: "rollout state",
-            });
-        }
-        x.copy_from_slice(next);
-        observer.on_step(&mut CpuOps, n, (n + 1) as f32, x)?;
+            },
+        )?;
+        ops.copy(x, next);
+        observer.on_step(ops, step, (step + 1) as f32, x)?;
     }
     Ok(())
 }

@@ -1,11 +1,12 @@
 //! The seam every backend implements: state-vector operations ([`StateOps`]), the velocity
-//! field ([`VelocityField`]) and the conditioning a network takes ([`Conditioning`], checked
-//! once by [`check_conditioning`] for every backend).
+//! field ([`VelocityField`]), the conditional network every backend implements
+//! ([`ConditionalField`]) and its conditioning ([`Conditioning`], checked by the same
+//! [`Signature::check`] on every backend).
 //!
 //! The solvers in [`crate::solver`] are written once against these traits, so the same
 //! stepping loop drives the CPU executor, ONNX Runtime and GPU backends.
 
-use crate::format::InputRole;
+use crate::format::{InputRole, Shape};
 use crate::time::TimeConvention;
 use crate::{Error, Model};
 
@@ -42,6 +43,18 @@ pub trait StateOps {
         atol: f32,
         rtol: f32,
     ) -> f64;
+
+    /// Elements in `buf`.
+    fn len(&self, buf: &Self::Buf) -> usize;
+
+    /// `dst <- [src; src]`: `src` twice, one after the other (`dst` holds `2 · len(src)`
+    /// elements): the doubled batch classifier-free guidance evaluates.
+    fn duplicate(&mut self, dst: &mut Self::Buf, src: &Self::Buf);
+
+    /// `dst <- u + w · (c − u)` elementwise in f32, in that order, where `c` is the first
+    /// and `u` the second half of `src` (`src` holds `2 · len(dst)` elements): the
+    /// classifier-free guidance combination of a doubled evaluation.
+    fn guide(&mut self, dst: &mut Self::Buf, src: &Self::Buf, w: f32);
 }
 
 /// A velocity field `v(x, t)` evaluated on a whole batch of states at one time.
@@ -111,21 +124,41 @@ impl StateOps for CpuOps {
         }
         libm::sqrt(sum / a.len() as f64)
     }
+
+    fn len(&self, buf: &[f32]) -> usize {
+        buf.len()
+    }
+
+    fn duplicate(&mut self, dst: &mut [f32], src: &[f32]) {
+        let (a, b) = dst.split_at_mut(src.len().min(dst.len()));
+        a.iter_mut().zip(src).for_each(|(d, s)| *d = *s);
+        b.iter_mut().zip(src).for_each(|(d, s)| *d = *s);
+    }
+
+    fn guide(&mut self, dst: &mut [f32], src: &[f32], w: f32) {
+        let (c, u) = src.split_at(dst.len().min(src.len()));
+        for ((o, c), u) in dst.iter_mut().zip(c).zip(u) {
+            *o = *u + w * (*c - *u);
+        }
+    }
 }
 
 /// A velocity network that takes per-call conditioning for any number of rows up to its
-/// capacity (the CPU executor, ONNX Runtime).
-pub trait ConditionalField {
+/// capacity: what every backend implements (the CPU executor, ONNX Runtime, the GPU). The
+/// guidance, few-step and request-driven runs of this crate are written once against it.
+pub trait ConditionalField<S: StateOps + ?Sized> {
     /// Writes the raw network output for `x` (`rows × D`) at network time `t` with the
     /// conditioning of those rows into `v`.
     ///
-    /// Errors: whatever the backend reports (sizes, labels out of range, ...).
+    /// Errors: the conditioning's [`Signature::check`] errors, sizes, or whatever the
+    /// backend reports ([`Error::Backend`] when the backend keeps the cause itself).
     fn eval_cond(
         &mut self,
+        ops: &mut S,
         t: f32,
-        x: &[f32],
+        x: &S::Buf,
         cond: &Conditioning<'_>,
-        v: &mut [f32],
+        v: &mut S::Buf,
     ) -> Result<(), Error>;
 }
 
@@ -138,9 +171,11 @@ pub struct Conditioned<'f, 'c, F: ?Sized> {
     pub cond: Conditioning<'c>,
 }
 
-impl<F: ConditionalField + ?Sized> VelocityField<CpuOps> for Conditioned<'_, '_, F> {
-    fn eval(&mut self, _ops: &mut CpuOps, t: f32, x: &[f32], v: &mut [f32]) -> Result<(), Error> {
-        self.field.eval_cond(t, x, &self.cond, v)
+impl<S: StateOps + ?Sized, F: ConditionalField<S> + ?Sized> VelocityField<S>
+    for Conditioned<'_, '_, F>
+{
+    fn eval(&mut self, ops: &mut S, t: f32, x: &S::Buf, v: &mut S::Buf) -> Result<(), Error> {
+        self.field.eval_cond(ops, t, x, &self.cond, v)
     }
 }
 
@@ -193,6 +228,144 @@ pub struct Conditioning<'c> {
 /// a `Gather` table directly, so [`Model::label_classes`] cannot bound it.
 const MAX_EXACT_LABEL: i64 = 1 << 24;
 
+/// The part of a model's signature its conditioning is checked against: small, owned and
+/// `Copy`, so every backend keeps one ([`Signature::of`]) and checks with the same rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signature {
+    /// Values per row of the state (`x`).
+    pub state_dim: usize,
+    /// The labels accepted, `low..high`, when the model has a `label` input.
+    pub label: Option<(i64, i64)>,
+    /// The `cond` input's shape, when the model has one.
+    pub cond: Option<Shape>,
+    /// The `guidance` input's shape, when the model has one.
+    pub guidance: Option<Shape>,
+    /// The model has a `step` input (a few-step model's second time).
+    pub step: bool,
+}
+
+impl Signature {
+    /// The signature of `model`.
+    pub fn of(model: &Model<'_>) -> Signature {
+        let shape = |r: InputRole| model.input_by_role(r).map(|i| i.shape);
+        Signature {
+            state_dim: model.state_dim(),
+            label: model
+                .input_by_role(InputRole::Label)
+                .map(|_| label_range(model)),
+            cond: shape(InputRole::Cond),
+            guidance: shape(InputRole::Guidance),
+            step: model.input_by_role(InputRole::Step).is_some(),
+        }
+    }
+
+    /// Checks the conditioning of `rows` rows, as every backend does before evaluating:
+    /// every role the model has is given and no other; `label` has `rows` values in range
+    /// ([`label_range`]); `cond` has the `cond` input's elements for `rows`, all finite;
+    /// `guidance` has `rows` finite values, all equal when the model takes one value for all
+    /// rows; `step` is finite.
+    ///
+    /// Errors: [`Error::BadArgument`] (a missing or unused role, a label out of range, rows
+    /// of guidance that differ), [`Error::ShapeMismatch`] (lengths),
+    /// [`Error::NonFiniteInput`].
+    pub fn check(&self, rows: usize, cond: &Conditioning<'_>) -> Result<(), Error> {
+        const BIG: Error = Error::BadArgument {
+            what: "batch size too large",
+        };
+        for (given, has, what) in [
+            (
+                cond.label.is_some(),
+                self.label.is_some(),
+                "a label was given, but the model has no label input",
+            ),
+            (
+                cond.cond.is_some(),
+                self.cond.is_some(),
+                "a cond vector was given, but the model has no cond input",
+            ),
+            (
+                cond.step.is_some(),
+                self.step,
+                "a step value was given, but the model has no step input",
+            ),
+            (
+                cond.guidance.is_some(),
+                self.guidance.is_some(),
+                "a guidance value was given, but the model has no guidance input",
+            ),
+        ] {
+            if given && !has {
+                return Err(Error::BadArgument { what });
+            }
+        }
+        if let Some((low, high)) = self.label {
+            let labels = cond.label.ok_or(Error::BadArgument {
+                what: "model needs a label input",
+            })?;
+            if labels.len() != rows {
+                return Err(Error::ShapeMismatch {
+                    what: "label (one per row)",
+                    expected: rows,
+                    found: labels.len(),
+                });
+            }
+            if labels.iter().any(|l| *l < low || *l >= high) {
+                return Err(Error::BadArgument {
+                    what: "label out of range (not in 0..label_classes)",
+                });
+            }
+        }
+        if let Some(shape) = self.cond {
+            let len = shape.elements(rows).ok_or(BIG)?;
+            let c = cond.cond.ok_or(Error::BadArgument {
+                what: "model needs a cond input",
+            })?;
+            if c.len() != len {
+                return Err(Error::ShapeMismatch {
+                    what: "cond (rows * cond_dim values)",
+                    expected: len,
+                    found: c.len(),
+                });
+            }
+            if !c.iter().all(|v| v.is_finite()) {
+                return Err(Error::NonFiniteInput { what: "cond" });
+            }
+        }
+        if let Some(shape) = self.guidance {
+            let g = cond.guidance.ok_or(Error::BadArgument {
+                what: "model needs a guidance input",
+            })?;
+            if g.len() != rows {
+                return Err(Error::ShapeMismatch {
+                    what: "guidance (one per row)",
+                    expected: rows,
+                    found: g.len(),
+                });
+            }
+            if !g.iter().all(|v| v.is_finite()) {
+                return Err(Error::NonFiniteInput { what: "guidance" });
+            }
+            if !shape.has_batch() {
+                let first = g.first().copied().unwrap_or(0.0);
+                if g.iter().any(|v| v.to_bits() != first.to_bits()) {
+                    return Err(Error::BadArgument {
+                        what: "guidance differs between rows, but the model's guidance \
+                               input is one value for all rows",
+                    });
+                }
+            }
+        }
+        if let Some(v) = cond.step {
+            if !v.is_finite() {
+                return Err(Error::NonFiniteInput {
+                    what: "second time input",
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The labels `model` accepts, `low..high`: `0..`[`Model::label_classes`] when the label
 /// feeds a `Gather` table directly, else every integer exact in f32 (`|label| <= 2^24`).
 pub fn label_range(model: &Model<'_>) -> (i64, i64) {
@@ -201,130 +374,4 @@ pub fn label_range(model: &Model<'_>) -> (i64, i64) {
         None => (-MAX_EXACT_LABEL, MAX_EXACT_LABEL + 1),
     };
     (low, high.min(MAX_EXACT_LABEL + 1))
-}
-
-/// Checks the conditioning of `rows` rows against `model`, exactly as
-/// [`crate::exec::CpuField::eval_cond`] does before evaluating (every backend calls it): every role
-/// the model has is given and no other; `label` has `rows` values in [`label_range`]; `cond`
-/// has `rows *` [`Model::cond_dim`] finite values; `guidance` has `rows` finite values, all
-/// equal when the model takes one value for all rows; `step` is finite.
-///
-/// Errors: [`Error::BadArgument`] (a missing or unused role, a label out of range, rows of
-/// guidance that differ), [`Error::ShapeMismatch`] (lengths), [`Error::NonFiniteInput`].
-pub fn check_conditioning(
-    model: &Model<'_>,
-    rows: usize,
-    cond: &Conditioning<'_>,
-) -> Result<(), Error> {
-    check_with(model, rows, cond, label_range(model))
-}
-
-/// [`check_conditioning`] with the label range given (a field caches it).
-pub(crate) fn check_with(
-    model: &Model<'_>,
-    rows: usize,
-    cond: &Conditioning<'_>,
-    (low, high): (i64, i64),
-) -> Result<(), Error> {
-    check_unused(model, cond)?;
-    for info in model.inputs() {
-        let len = info.shape.elements(rows).ok_or(Error::BadArgument {
-            what: "batch size too large",
-        })?;
-        match info.role {
-            InputRole::Label => {
-                let labels = cond.label.ok_or(Error::BadArgument {
-                    what: "model needs a label input",
-                })?;
-                if labels.len() != rows {
-                    return Err(Error::ShapeMismatch {
-                        what: "label (one per row)",
-                        expected: rows,
-                        found: labels.len(),
-                    });
-                }
-                if labels.iter().any(|l| *l < low || *l >= high) {
-                    return Err(Error::BadArgument {
-                        what: "label out of range (not in 0..label_classes)",
-                    });
-                }
-            }
-            InputRole::Cond => {
-                let c = cond.cond.ok_or(Error::BadArgument {
-                    what: "model needs a cond input",
-                })?;
-                if c.len() != len {
-                    return Err(Error::ShapeMismatch {
-                        what: "cond (rows * cond_dim values)",
-                        expected: len,
-                        found: c.len(),
-                    });
-                }
-                if !c.iter().all(|v| v.is_finite()) {
-                    return Err(Error::NonFiniteInput { what: "cond" });
-                }
-            }
-            InputRole::Guidance => {
-                let g = cond.guidance.ok_or(Error::BadArgument {
-                    what: "model needs a guidance input",
-                })?;
-                if g.len() != rows {
-                    return Err(Error::ShapeMismatch {
-                        what: "guidance (one per row)",
-                        expected: rows,
-                        found: g.len(),
-                    });
-                }
-                if !g.iter().all(|v| v.is_finite()) {
-                    return Err(Error::NonFiniteInput { what: "guidance" });
-                }
-                if !info.shape.has_batch() {
-                    let first = g.first().copied().unwrap_or(0.0);
-                    if g.iter().any(|v| v.to_bits() != first.to_bits()) {
-                        return Err(Error::BadArgument {
-                            what: "guidance differs between rows, but the model's guidance \
-                                   input is one value for all rows",
-                        });
-                    }
-                }
-            }
-            InputRole::Step => {
-                if let Some(v) = cond.step {
-                    if !v.is_finite() {
-                        return Err(Error::NonFiniteInput {
-                            what: "second time input",
-                        });
-                    }
-                }
-            }
-            InputRole::X | InputRole::T | InputRole::Xt | InputRole::Data => {}
-        }
-    }
-    Ok(())
-}
-
-/// A conditioning field given for a role the model does not have.
-fn check_unused(model: &Model<'_>, cond: &Conditioning<'_>) -> Result<(), Error> {
-    let has = |r: InputRole| model.input_by_role(r).is_some();
-    if cond.label.is_some() && !has(InputRole::Label) {
-        return Err(Error::BadArgument {
-            what: "a label was given, but the model has no label input",
-        });
-    }
-    if cond.cond.is_some() && !has(InputRole::Cond) {
-        return Err(Error::BadArgument {
-            what: "a cond vector was given, but the model has no cond input",
-        });
-    }
-    if cond.step.is_some() && !has(InputRole::Step) {
-        return Err(Error::BadArgument {
-            what: "a step value was given, but the model has no step input",
-        });
-    }
-    if cond.guidance.is_some() && !has(InputRole::Guidance) {
-        return Err(Error::BadArgument {
-            what: "a guidance value was given, but the model has no guidance input",
-        });
-    }
-    Ok(())
 }

@@ -1,8 +1,9 @@
 //! Classifier-free guidance: `v = v_u + w·(v_c − v_u)`, evaluated as one doubled batch.
 //!
-//! [`CfgField`] wraps a [`ConditionalField`] (the CPU executor or ONNX Runtime, created for
-//! at least `2B` rows) and presents a plain [`VelocityField`] of `B` rows to the solvers. Each
-//! evaluation copies the state into both halves of a `2B`-row buffer and evaluates it once
+//! [`CfgField`] wraps a [`ConditionalField`] of any backend (the CPU executor, ONNX Runtime,
+//! the GPU; created for at least `2B` rows) and presents a plain [`VelocityField`] of `B` rows
+//! to the solvers. Each evaluation copies the state into both halves of a `2B`-row buffer
+//! ([`StateOps::duplicate`]) and evaluates it once
 //! with the *doubled conditioning* — rows `0..B` conditional (the caller's labels / vectors),
 //! rows `B..2B` unconditional (the null label or null conditioning vector) — then combines
 //! `v = v_u + w·(v_c − v_u)` in f32, in that order (as the reference Python computes it).
@@ -16,14 +17,12 @@
 //!
 //! The field applies the model's [`TimeConvention`] itself, so the interval and the solver
 //! grid are in model time. Nothing is allocated: the caller provides the doubled
-//! conditioning and two `2B × D` scratch buffers ([`scratch_len`]).
+//! conditioning and two `2B × D` scratch buffers ([`scratch_len`]); the combination is
+//! [`StateOps::guide`].
 
-use crate::field::Conditioning;
-use crate::field::{CpuOps, VelocityField};
+use crate::field::{ConditionalField, Conditioning, StateOps, VelocityField};
 use crate::time::TimeConvention;
 use crate::Error;
-
-pub use crate::field::ConditionalField;
 
 /// Guidance settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -76,28 +75,30 @@ fn first_rows<'c>(c: &Conditioning<'c>, rows: usize, cond_dim: usize) -> Conditi
     }
 }
 
-/// Classifier-free guidance around a [`ConditionalField`] (see the module docs).
-pub struct CfgField<'f, 'c, F: ?Sized> {
+/// Classifier-free guidance around a [`ConditionalField`] of any backend (see the module
+/// docs).
+pub struct CfgField<'f, 'c, S: StateOps + ?Sized, F: ?Sized> {
     inner: &'f mut F,
     conv: TimeConvention,
     guidance: Guidance,
     doubled: Conditioning<'c>,
     single: Conditioning<'c>,
-    x2: &'f mut [f32],
-    v2: &'f mut [f32],
+    x2: &'f mut S::Buf,
+    v2: &'f mut S::Buf,
     evaluations: usize,
 }
 
-impl<'f, 'c, F: ConditionalField + ?Sized> CfgField<'f, 'c, F> {
+impl<'f, 'c, S: StateOps + ?Sized, F: ConditionalField<S> + ?Sized> CfgField<'f, 'c, S, F> {
     /// Guidance for `batch` rows of `state_dim`. `doubled` holds `2·batch` rows of
     /// conditioning (conditional first, then unconditional; `cond_dim` values per row of
-    /// `doubled.cond`); `x2` and `v2` at least [`scratch_len`] elements each; `inner` must
-    /// accept `2·batch` rows.
+    /// `doubled.cond`); `x2` and `v2` hold exactly [`scratch_len`] elements each; `inner`
+    /// must accept `2·batch` rows.
     ///
     /// Errors: [`Error::BadSolverConfig`] for invalid guidance; [`Error::ShapeMismatch`] for
     /// conditioning or scratch of the wrong size.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
+        ops: &S,
         inner: &'f mut F,
         conv: TimeConvention,
         guidance: Guidance,
@@ -105,18 +106,18 @@ impl<'f, 'c, F: ConditionalField + ?Sized> CfgField<'f, 'c, F> {
         state_dim: usize,
         cond_dim: usize,
         doubled: Conditioning<'c>,
-        x2: &'f mut [f32],
-        v2: &'f mut [f32],
+        x2: &'f mut S::Buf,
+        v2: &'f mut S::Buf,
     ) -> Result<Self, Error> {
         guidance.validate()?;
         let n2 = scratch_len(batch, state_dim).ok_or(Error::BadArgument {
             what: "batch size too large",
         })?;
         for (len, what) in [
-            (x2.len(), "guidance state scratch"),
-            (v2.len(), "guidance velocity scratch"),
+            (ops.len(x2), "guidance state scratch"),
+            (ops.len(v2), "guidance velocity scratch"),
         ] {
-            if len < n2 {
+            if len != n2 {
                 return Err(Error::ShapeMismatch {
                     what,
                     expected: n2,
@@ -149,8 +150,6 @@ impl<'f, 'c, F: ConditionalField + ?Sized> CfgField<'f, 'c, F> {
             "doubled guidance (2 x batch)",
         )?;
         let single = first_rows(&doubled, batch, cond_dim);
-        let (x2, _) = x2.split_at_mut(n2);
-        let (v2, _) = v2.split_at_mut(n2);
         Ok(CfgField {
             inner,
             conv,
@@ -169,33 +168,30 @@ impl<'f, 'c, F: ConditionalField + ?Sized> CfgField<'f, 'c, F> {
     }
 }
 
-impl<F: ConditionalField + ?Sized> VelocityField<CpuOps> for CfgField<'_, '_, F> {
-    fn eval(&mut self, _: &mut CpuOps, t: f32, x: &[f32], v: &mut [f32]) -> Result<(), Error> {
-        let n = x.len();
-        if v.len() != n || n.checked_mul(2) != Some(self.x2.len()) {
+impl<S: StateOps + ?Sized, F: ConditionalField<S> + ?Sized> VelocityField<S>
+    for CfgField<'_, '_, S, F>
+{
+    fn eval(&mut self, ops: &mut S, t: f32, x: &S::Buf, v: &mut S::Buf) -> Result<(), Error> {
+        let n = ops.len(x);
+        if ops.len(v) != n || n.checked_mul(2) != Some(ops.len(self.x2)) {
             return Err(Error::ShapeMismatch {
                 what: "guided state (batch x state dim)",
-                expected: self.x2.len() / 2,
+                expected: ops.len(self.x2) / 2,
                 found: n,
             });
         }
         let tn = self.conv.network_time(t);
         self.evaluations += 1;
         if !self.guidance.active_at(t) {
-            self.inner.eval_cond(tn, x, &self.single, v)?;
+            self.inner.eval_cond(ops, tn, x, &self.single, v)?;
         } else {
-            let (xc, xu) = self.x2.split_at_mut(n);
-            xc.copy_from_slice(x);
-            xu.copy_from_slice(x);
-            self.inner.eval_cond(tn, self.x2, &self.doubled, self.v2)?;
-            let (vc, vu) = self.v2.split_at(n);
-            let w = self.guidance.scale;
-            for ((o, c), u) in v.iter_mut().zip(vc).zip(vu) {
-                *o = *u + w * (*c - *u);
-            }
+            ops.duplicate(self.x2, x);
+            self.inner
+                .eval_cond(ops, tn, self.x2, &self.doubled, self.v2)?;
+            ops.guide(v, self.v2, self.guidance.scale);
         }
         if self.conv.negate_output {
-            v.iter_mut().for_each(|e| *e = -*e);
+            ops.scale(v, -1.0);
         }
         Ok(())
     }

@@ -45,6 +45,7 @@ pub mod plan;
 pub mod grid;
 pub mod guidance;
 pub mod rng;
+pub mod run;
 pub mod sampler;
 pub mod sde;
 pub mod solver;

@@ -7,12 +7,10 @@
 //! ```
 
 use crate::exec::CpuField;
-use crate::field::Conditioned;
-use crate::field::Conditioning;
-use crate::field::ConventionField;
-use crate::field::CpuOps;
+use crate::field::{Conditioning, CpuOps};
 use crate::grid::TimeGrid;
-use crate::solver::{integrate_observed, Method, StepObserver, Workspace};
+use crate::run::{run, Buffers, Facts, Request};
+use crate::solver::{Method, StepObserver, Workspace};
 use crate::{Error, Model};
 
 const OVERFLOW: Error = Error::BadArgument {
@@ -159,61 +157,26 @@ pub fn sample_cond_observed<G: TimeGrid + ?Sized, O: StepObserver<CpuOps> + ?Siz
     let batch = check_rows_and_arena(x, dim, arena, |b| sample_arena_bytes(model, method, b))?;
     let field_bytes = (model.required_arena_bytes(batch)? + 15) & !15;
     let (field_arena, work_arena) = arena.split_at_mut(field_bytes);
-    let (mut work, _) = Workspace::from_arena(work_arena, x.len(), method.work_buffers())?;
+    let (work, _) = Workspace::from_arena(work_arena, x.len(), method.work_buffers())?;
     let mut net = CpuField::new(model, batch, field_arena)?;
-    integrate_conditioned(
-        &mut net,
-        &model.time_convention(),
-        cond,
+    let req = Request {
         method,
-        grid,
-        x,
-        &mut work,
-        observer,
-    )
-}
-
-/// Integrates `x` with any conditional network (CPU executor, ONNX Runtime) under the
-/// model's time convention `conv` and fixed conditioning: the few-step rule
-/// ([`crate::fewstep`]) for a model with a second time input, else `method` through the
-/// shared stepping loops. `work` needs [`Method::work_buffers`] buffers.
-///
-/// Errors: a method other than euler for a few-step model ([`Error::BadSolverConfig`]), or
-/// whatever the solver or the network returns.
-#[allow(clippy::too_many_arguments)]
-pub fn integrate_conditioned<F, G, O>(
-    net: &mut F,
-    conv: &crate::time::TimeConvention,
-    cond: &Conditioning<'_>,
-    method: Method,
-    grid: &G,
-    x: &mut [f32],
-    work: &mut Workspace<'_, [f32]>,
-    observer: &mut O,
-) -> Result<(), Error>
-where
-    F: crate::field::ConditionalField + ?Sized,
-    G: TimeGrid + ?Sized,
-    O: StepObserver<CpuOps> + ?Sized,
-{
-    if conv.second != crate::time::SecondTime::None {
-        if method != Method::Euler {
-            return Err(Error::BadSolverConfig {
-                what: "a model with a second time input (mean flow, shortcut) samples with \
-                       its own one-step rule: use euler",
-            });
-        }
-        let v = work.first_mut().ok_or(Error::BadSolverConfig {
-            what: "workspace has fewer buffers than the method needs",
-        })?;
-        return crate::fewstep::sample_two_time(net, conv, cond, grid, x, v, observer);
-    }
-    let mut conditioned = Conditioned {
-        field: net,
+        grid: &Grid(grid),
+        tol: Default::default(),
         cond: *cond,
+        guidance: None,
     };
-    let mut field = ConventionField::new(&mut conditioned, *conv);
-    integrate_observed(&mut CpuOps, &mut field, method, grid, x, work, observer)
+    let mut bufs = Buffers { work, guided: None };
+    run(
+        &mut CpuOps,
+        &mut net,
+        &Facts::of(model),
+        &req,
+        x,
+        &mut bufs,
+        &mut Observer(observer),
+    )
+    .map(|_| ())
 }
 
 /// Arena bytes [`sample_guided`] needs for `batch` rows with `method`: the graph arena for
@@ -252,7 +215,7 @@ pub fn sample_guided<G: TimeGrid + ?Sized>(
     })?;
     let (x2, rest) = Workspace::from_arena(rest, n2, 1)?;
     let (v2, work_arena) = Workspace::from_arena(rest, n2, 1)?;
-    let (mut work, _) = Workspace::from_arena(work_arena, x.len(), method.work_buffers())?;
+    let (work, _) = Workspace::from_arena(work_arena, x.len(), method.work_buffers())?;
     let (Some(x2), Some(v2)) = (x2.into_first(), v2.into_first()) else {
         return Err(Error::ArenaTooSmall {
             needed: guided_arena_bytes(model, method, batch)?,
@@ -260,24 +223,56 @@ pub fn sample_guided<G: TimeGrid + ?Sized>(
         });
     };
     let mut net = CpuField::new(model, batch * 2, field_arena)?;
-    let mut field = crate::guidance::CfgField::new(
-        &mut net,
-        model.time_convention(),
-        *guidance,
-        batch,
-        dim,
-        model.cond_dim().unwrap_or(0),
-        *doubled,
-        x2,
-        v2,
-    )?;
-    integrate_observed(
-        &mut CpuOps,
-        &mut field,
+    let req = Request {
         method,
-        grid,
+        grid: &Grid(grid),
+        tol: Default::default(),
+        cond: Conditioning::default(),
+        guidance: Some((*guidance, *doubled)),
+    };
+    let mut bufs = Buffers {
+        work,
+        guided: Some([x2, v2]),
+    };
+    run(
+        &mut CpuOps,
+        &mut net,
+        &Facts::of(model),
+        &req,
         x,
-        &mut work,
+        &mut bufs,
         &mut crate::solver::NoObserver,
     )
+    .map(|_| ())
+}
+
+/// A `?Sized` grid seen as a `dyn TimeGrid`.
+struct Grid<'g, G: ?Sized>(&'g G);
+
+impl<G: TimeGrid + ?Sized> TimeGrid for Grid<'_, G> {
+    fn steps(&self) -> usize {
+        self.0.steps()
+    }
+    fn point(&self, i: usize) -> Option<f32> {
+        self.0.point(i)
+    }
+}
+
+/// A `?Sized` observer seen as a `dyn StepObserver`.
+struct Observer<'o, O: ?Sized>(&'o mut O);
+
+impl<O: StepObserver<CpuOps> + ?Sized> StepObserver<CpuOps> for Observer<'_, O> {
+    fn on_velocity(
+        &mut self,
+        ops: &mut CpuOps,
+        n: usize,
+        t: f32,
+        x: &[f32],
+        v: &mut [f32],
+    ) -> Result<(), Error> {
+        self.0.on_velocity(ops, n, t, x, v)
+    }
+    fn on_step(&mut self, ops: &mut CpuOps, n: usize, t: f32, x: &mut [f32]) -> Result<(), Error> {
+        self.0.on_step(ops, n, t, x)
+    }
 }

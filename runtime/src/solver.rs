@@ -356,9 +356,12 @@ impl<'a, B: ?Sized> Workspace<'a, B> {
         self.len == 0
     }
 
-    /// The first buffer; `None` when the workspace is empty.
-    pub fn first_mut(&mut self) -> Option<&mut B> {
-        self.bufs.first_mut().and_then(|b| b.as_deref_mut())
+    /// The first two buffers; `None` when it holds fewer.
+    pub fn first_two_mut(&mut self) -> Option<(&mut B, &mut B)> {
+        match &mut self.bufs {
+            [Some(a), Some(b), ..] => Some((&mut **a, &mut **b)),
+            _ => None,
+        }
     }
 
     /// The first buffer, consuming the workspace (e.g. to use an arena-carved buffer as

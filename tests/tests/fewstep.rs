@@ -282,6 +282,7 @@ fn rollout_matches_torch() {
     let mut x = x0.clone();
     let mut next = vec![0f32; x.len()];
     flowrt::fewstep::rollout(
+        &mut flowrt::CpuOps,
         &mut net,
         &flowrt::field::Conditioning::default(),
         20,

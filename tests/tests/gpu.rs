@@ -386,18 +386,13 @@ fn architectures<R: Runtime>(ops: &mut GpuOps<R>) {
         let m = Model::from_bytes(bytes.as_slice()).unwrap();
         let rows = x.len() / m.state_dim();
         let mut field = GpuField::new(ops, &m, rows).unwrap();
-        field
-            .set_conditioning(
-                ops,
-                &Conditioning {
-                    label: y.as_deref(),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        let cond = Conditioning {
+            label: y.as_deref(),
+            ..Default::default()
+        };
         let xs = ops.upload(&x);
         let mut v = ops.buffer(x.len());
-        flowrt::VelocityField::eval(&mut field, ops, t, &xs, &mut v).unwrap();
+        flowrt::field::ConditionalField::eval_cond(&mut field, ops, t, &xs, &cond, &mut v).unwrap();
         let got = ops.read(&v).unwrap();
         let want = npy(&dir.join(format!("{name}.v_ort_ts.npy"))).0;
         let d = max_abs_diff(&got, &want);

@@ -52,6 +52,7 @@ fn guided_velocity_matches_the_python_formula() {
                 let lab = doubled(&py[r..r + 1]);
                 let (mut x2, mut v2) = ([0f32; 4], [0f32; 4]);
                 let mut cfg = CfgField::new(
+                    &flowrt::CpuOps,
                     &mut net,
                     TimeConvention::default(),
                     g,
@@ -187,6 +188,7 @@ fn guidance_is_the_same_through_onnx_runtime() {
     let lab = doubled(&labels("labels.npy"));
     let (mut x2, mut v2) = (vec![0f32; 1024], vec![0f32; 1024]);
     let mut cfg = CfgField::new(
+        &flowrt::CpuOps,
         &mut field,
         m.time_convention(),
         Guidance {
@@ -242,6 +244,7 @@ fn guidance_rejects_bad_configurations() {
     }
     // Labels for 3 rows where 2 x 2 are needed.
     assert!(CfgField::new(
+        &flowrt::CpuOps,
         &mut net,
         TimeConvention::default(),
         ok_g,
@@ -259,6 +262,7 @@ fn guidance_rejects_bad_configurations() {
     };
     let lab4 = [0i64, 1, NULL, NULL];
     assert!(CfgField::new(
+        &flowrt::CpuOps,
         &mut net,
         TimeConvention::default(),
         bad,
@@ -275,6 +279,7 @@ fn guidance_rejects_bad_configurations() {
         interval: Some((0.8, 0.2)),
     };
     assert!(CfgField::new(
+        &flowrt::CpuOps,
         &mut net,
         TimeConvention::default(),
         inverted,
@@ -289,6 +294,7 @@ fn guidance_rejects_bad_configurations() {
     // A null label out of range fails at evaluation with a typed error, not a panic.
     let lab_oob = [0i64, 1, 7, 7];
     let mut cfg = CfgField::new(
+        &flowrt::CpuOps,
         &mut net,
         TimeConvention::default(),
         ok_g,

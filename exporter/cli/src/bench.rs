@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 use flowrt::exec::CpuField;
+use flowrt::field::ConditionalField;
 use flowrt::field::Conditioned;
 use flowrt::field::Conditioning;
 use flowrt::format::AlignedBytes;
@@ -477,20 +478,19 @@ fn gpu_bench(
         let e = |e: GpuError| anyhow!("{e}");
         if eval {
             let mut field = GpuField::new(&ops, model, batch).map_err(e)?;
-            field.set_conditioning(&ops, &req.cond).map_err(e)?;
+            field.set_conditioning(&ops, batch, &req.cond).map_err(e)?;
             let x = ops.upload(noise);
             let mut v = ops.buffer(noise.len());
             let timing = measure(&mut || {
-                flowrt::VelocityField::eval(&mut field, &mut ops, 0.5, &x, &mut v).map_err(
-                    |err| {
+                ConditionalField::eval_cond(&mut field, &mut ops, 0.5, &x, &req.cond, &mut v)
+                    .map_err(|err| {
                         anyhow!(
                             "{}",
                             field
                                 .take_error()
                                 .map_or(err.to_string(), |g| g.to_string())
                         )
-                    },
-                )?;
+                    })?;
                 ops.gpu.sync().map_err(e)
             })?;
             let out = ops.read(&v).map_err(e)?;

@@ -1,40 +1,55 @@
-//! The model as a velocity field on the device ([`GpuField`]) and classifier-free guidance
-//! over one doubled batch ([`GpuCfgField`]), both [`VelocityField`]s of [`GpuOps`], so
-//! `flowrt::solver` integrates them as it integrates the CPU executor.
+//! The model on the device ([`GpuField`]): a [`ConditionalField`] of [`GpuOps`], so the
+//! runtime's request-driven run (`flowrt::run`: solvers, guidance, the few-step rule)
+//! integrates it as it integrates the CPU executor.
 //!
 //! Inputs are fed by role exactly as `flowrt::exec::CpuField` feeds them: `x` is the solver's
 //! state buffer itself; `t` (and a few-step model's `step`) is filled on the device with one
 //! launch; `xt` rows `[x_row, t]` are assembled by a kernel; `label`, `cond` and `guidance`
-//! are checked and uploaded once ([`GpuField::set_conditioning`]).
+//! are checked with the same [`Signature`] as on every backend and uploaded only when they
+//! change (an evaluation with the rows already on the device uploads nothing).
 
 use std::collections::HashMap;
 
 use cubecl::prelude::*;
 use cubecl::server::Handle;
-use flowrt::field::Conditioning;
+use flowrt::field::{ConditionalField, Conditioning, Signature};
 use flowrt::format::InputRole;
-use flowrt::guidance::Guidance;
 use flowrt::model::MAX_INPUTS;
-use flowrt::time::TimeConvention;
-use flowrt::{Error, Model, StateOps, VelocityField};
+use flowrt::{Error, Model};
 
 use crate::graph::{GpuGraph, Plan, BLOCK};
-use crate::kernels::{layout, state};
+use crate::kernels::layout;
 use crate::{GpuBuf, GpuError, GpuOps};
 
 /// The flowrt error a failed device operation turns into inside the solver; the cause is
-/// kept by the field ([`GpuField::take_error`]).
-pub const DEVICE_FAILED: Error = Error::BadArgument {
+/// kept by the field ([`GpuField::take_error`]) or the ops ([`GpuOps::take_error`]).
+pub const DEVICE_FAILED: Error = Error::Backend {
     what: "the GPU backend failed (its error says why)",
 };
 
-/// Conditioning uploaded for up to `rows` rows.
+/// One conditioning input on the device, with the host values it was made from.
+struct OnDevice<T> {
+    handle: Handle,
+    host: Vec<T>,
+}
+
+/// Conditioning uploaded for some number of rows.
 #[derive(Default)]
 struct Uploaded {
-    label: Option<Handle>,
-    cond: Option<Handle>,
-    guidance: Option<Handle>,
+    label: Option<OnDevice<i64>>,
+    cond: Option<OnDevice<f32>>,
+    guidance: Option<OnDevice<f32>>,
     step: Option<f32>,
+}
+
+/// `true` when `want` is on the device already: both absent, or `want` a prefix of what was
+/// uploaded (bit for bit).
+fn covers<T: Copy + PartialEq>(have: &Option<OnDevice<T>>, want: Option<&[T]>) -> bool {
+    match (have, want) {
+        (None, None) => true,
+        (Some(h), Some(w)) => h.host.get(..w.len()).is_some_and(|p| p == w),
+        _ => false,
+    }
 }
 
 /// A `.frt` model evaluated on the device for up to `batch` rows per call.
@@ -43,6 +58,7 @@ pub struct GpuField<'m> {
     graph: GpuGraph,
     plans: HashMap<usize, Plan>,
     batch: usize,
+    sig: Signature,
     cond: Uploaded,
     /// Scratch for the `t`, `step` and `xt` inputs (per signature position).
     scratch: [Option<(Handle, usize)>; MAX_INPUTS],
@@ -90,6 +106,7 @@ impl<'m> GpuField<'m> {
             graph,
             plans,
             batch,
+            sig: Signature::of(model),
             cond: Uploaded::default(),
             scratch: Default::default(),
             error: None,
@@ -113,50 +130,56 @@ impl<'m> GpuField<'m> {
         self.error.take()
     }
 
-    /// Checks the conditioning for `batch` rows with the CPU executor's own rules
-    /// ([`flowrt::field::check_conditioning`]) and uploads it. The `step` value of few-step
-    /// models is optional here: the few-step rule sets it per step, and an evaluation
-    /// without it fails.
+    /// Checks `cond` for `rows` rows with the rules of every backend ([`Signature::check`])
+    /// and uploads what is not on the device yet (nothing when its rows are a prefix of the
+    /// last upload, as a guided run's conditional half is). The `step` value is kept for the
+    /// next evaluation.
     ///
-    /// Errors: as [`flowrt::field::check_conditioning`] (a missing or unused role, wrong
-    /// lengths, labels out of range, non-finite values).
+    /// Errors: as [`Signature::check`] (a missing or unused role, wrong lengths, labels out
+    /// of range, non-finite values).
     pub fn set_conditioning<R: Runtime>(
         &mut self,
         ops: &GpuOps<R>,
+        rows: usize,
         cond: &Conditioning<'_>,
     ) -> Result<(), GpuError> {
-        let model = &self.model;
-        let rows = self.batch;
-        flowrt::field::check_conditioning(model, rows, cond)?;
-        let mut up = Uploaded {
-            step: cond.step,
-            ..Default::default()
-        };
-        if let Some(l) = cond.label {
-            // Exact in f32: check_conditioning bounds labels by 2^24.
-            let f: Vec<f32> = l.iter().map(|v| *v as f32).collect();
-            up.label = Some(ops.gpu.upload(&f));
-        }
-        if let Some(c) = cond.cond {
-            up.cond = Some(ops.gpu.upload(c));
-        }
-        if let (Some(g), Some(info)) = (cond.guidance, model.input_by_role(InputRole::Guidance)) {
-            up.guidance = Some(if info.shape.has_batch() {
-                ops.gpu.upload(g)
-            } else {
-                // One value for all rows (check_conditioning made sure they are equal).
-                let len = info.shape.elements(rows).unwrap_or(1);
-                ops.gpu
-                    .upload(&vec![g.first().copied().unwrap_or(0.0); len])
+        self.sig.check(rows, cond)?;
+        self.cond.step = cond.step;
+        let up = &mut self.cond;
+        if !covers(&up.label, cond.label) {
+            up.label = cond.label.map(|l| {
+                // Exact in f32: the signature check bounds labels by 2^24.
+                let f: Vec<f32> = l.iter().map(|v| *v as f32).collect();
+                OnDevice {
+                    handle: ops.gpu.upload(&f),
+                    host: l.to_vec(),
+                }
             });
         }
-        self.cond = up;
+        if !covers(&up.cond, cond.cond) {
+            up.cond = cond.cond.map(|c| OnDevice {
+                handle: ops.gpu.upload(c),
+                host: c.to_vec(),
+            });
+        }
+        if !covers(&up.guidance, cond.guidance) {
+            let info = self.model.input_by_role(InputRole::Guidance);
+            up.guidance = match (cond.guidance, info) {
+                (Some(g), Some(info)) => Some(OnDevice {
+                    handle: if info.shape.has_batch() {
+                        ops.gpu.upload(g)
+                    } else {
+                        // One value for all rows (the check made sure they are equal).
+                        let len = info.shape.elements(rows).unwrap_or(1);
+                        ops.gpu
+                            .upload(&vec![g.first().copied().unwrap_or(0.0); len])
+                    },
+                    host: g.to_vec(),
+                }),
+                _ => None,
+            };
+        }
         Ok(())
-    }
-
-    /// Sets only the `step` value (the few-step sampler changes it per step).
-    pub fn set_step(&mut self, step: Option<f32>) {
-        self.cond.step = step;
     }
 
     fn eval_gpu<R: Runtime>(
@@ -221,15 +244,11 @@ impl<'m> GpuField<'m> {
                     );
                     h
                 }
-                InputRole::Label => self.cond.label.clone().ok_or(Error::BadArgument {
-                    what: "model needs a label input",
-                })?,
-                InputRole::Cond => self.cond.cond.clone().ok_or(Error::BadArgument {
-                    what: "model needs a cond input",
-                })?,
-                InputRole::Guidance => self.cond.guidance.clone().ok_or(Error::BadArgument {
-                    what: "model needs a guidance input",
-                })?,
+                InputRole::Label => on_device(&self.cond.label, "model needs a label input")?,
+                InputRole::Cond => on_device(&self.cond.cond, "model needs a cond input")?,
+                InputRole::Guidance => {
+                    on_device(&self.cond.guidance, "model needs a guidance input")?
+                }
                 InputRole::Data => {
                     return Err(GpuError::Unsupported(
                         "a plain graph (inputs `data`) is not a velocity field".into(),
@@ -267,15 +286,27 @@ fn scratch<R: Runtime>(
     }
 }
 
-impl<R: Runtime> VelocityField<GpuOps<R>> for GpuField<'_> {
-    fn eval(
+/// The device handle of a conditioning input, or the error naming it.
+fn on_device<T>(c: &Option<OnDevice<T>>, what: &'static str) -> Result<Handle, Error> {
+    c.as_ref()
+        .map(|c| c.handle.clone())
+        .ok_or(Error::BadArgument { what })
+}
+
+impl<R: Runtime> ConditionalField<GpuOps<R>> for GpuField<'_> {
+    fn eval_cond(
         &mut self,
         ops: &mut GpuOps<R>,
         t: f32,
         x: &GpuBuf,
+        cond: &Conditioning<'_>,
         v: &mut GpuBuf,
     ) -> Result<(), Error> {
-        match self.eval_gpu(ops, t, x, v) {
+        let rows = x.len / self.model.state_dim().max(1);
+        let r = self
+            .set_conditioning(ops, rows, cond)
+            .and_then(|()| self.eval_gpu(ops, t, x, v));
+        match r {
             Ok(()) => Ok(()),
             Err(GpuError::Flowrt(e)) => Err(e),
             Err(e) => {
@@ -283,96 +314,5 @@ impl<R: Runtime> VelocityField<GpuOps<R>> for GpuField<'_> {
                 Err(DEVICE_FAILED)
             }
         }
-    }
-}
-
-/// Classifier-free guidance on the device: `v = v_u + w·(v_c − v_u)` from one doubled batch,
-/// as `flowrt::guidance::CfgField` computes it on the CPU (same order, same interval rule,
-/// same time convention handling). The inner field is created for `2B` rows with the
-/// doubled conditioning (conditional rows first, then the null rows).
-pub struct GpuCfgField<'f, 'm> {
-    inner: &'f mut GpuField<'m>,
-    conv: TimeConvention,
-    guidance: Guidance,
-    x2: GpuBuf,
-    v2: GpuBuf,
-}
-
-impl<'f, 'm> GpuCfgField<'f, 'm> {
-    /// Guidance around `inner` (planned for `2 · batch` rows, conditioning set doubled) for
-    /// `batch` rows of the model's state.
-    ///
-    /// Errors: a bad guidance setting; an inner field not made for `2 · batch` rows.
-    pub fn new<R: Runtime>(
-        ops: &GpuOps<R>,
-        inner: &'f mut GpuField<'m>,
-        conv: TimeConvention,
-        guidance: Guidance,
-        batch: usize,
-    ) -> Result<Self, GpuError> {
-        guidance.validate()?;
-        let d = inner.model.state_dim();
-        if inner.batch != batch * 2 {
-            return Err(Error::ShapeMismatch {
-                what: "guided field rows (2 x batch)",
-                expected: batch * 2,
-                found: inner.batch,
-            }
-            .into());
-        }
-        let n2 = batch * d * 2;
-        Ok(GpuCfgField {
-            inner,
-            conv,
-            guidance,
-            x2: ops.buffer(n2),
-            v2: ops.buffer(n2),
-        })
-    }
-}
-
-impl<R: Runtime> VelocityField<GpuOps<R>> for GpuCfgField<'_, '_> {
-    fn eval(
-        &mut self,
-        ops: &mut GpuOps<R>,
-        t: f32,
-        x: &GpuBuf,
-        v: &mut GpuBuf,
-    ) -> Result<(), Error> {
-        let n = x.len;
-        if v.len != n || n * 2 != self.x2.len {
-            return Err(Error::ShapeMismatch {
-                what: "guided state (batch x state dim)",
-                expected: self.x2.len / 2,
-                found: n,
-            });
-        }
-        let tn = self.conv.network_time(t);
-        if !self.guidance.active_at(t) {
-            self.inner.eval(ops, tn, x, v)?;
-        } else {
-            let n2 = self.x2.len;
-            ops.copy_range(&x.handle, n, &self.x2.handle, n2, 0, 0, n);
-            ops.copy_range(&x.handle, n, &self.x2.handle, n2, 0, n, n);
-            let (x2, mut v2) = (self.x2.clone(), self.v2.clone());
-            self.inner.eval(ops, tn, &x2, &mut v2)?;
-            let (Some(grid), Ok(half)) = (ops.grid(n), u32::try_from(n)) else {
-                return Err(DEVICE_FAILED);
-            };
-            ops.gpu.launches += 1;
-            state::cfg_combine::launch::<R>(
-                &ops.gpu.client,
-                grid,
-                CubeDim::new_1d(BLOCK),
-                unsafe { ArrayArg::from_raw_parts(v2.handle.clone(), n2) },
-                unsafe { ArrayArg::from_raw_parts(v.handle.clone(), n) },
-                self.guidance.scale,
-                half,
-            );
-        }
-        if self.conv.negate_output {
-            ops.scale(v, -1.0);
-        }
-        Ok(())
     }
 }

@@ -8,8 +8,8 @@
 //! * [`Gpu`]: a device client ([`Gpu::wgpu`], [`Gpu::cuda`]; a missing device is a
 //!   [`GpuError::NoDevice`] naming the backend and what was looked for, never a panic).
 //! * [`GpuOps`]: [`flowrt::StateOps`] on [`GpuBuf`] device buffers.
-//! * [`GpuField`]: the model as a [`flowrt::VelocityField`] on the device (inputs fed by role
-//!   as the CPU executor does; [`GpuCfgField`] adds classifier-free guidance).
+//! * [`GpuField`]: the model as a [`flowrt::field::ConditionalField`] on the device (inputs fed by role
+//!   as the CPU executor does; guidance and the few-step rule are the runtime's own).
 //! * [`sample`]: noise in, samples out, one call ([`sample::sample`]).
 
 pub mod field;
@@ -26,7 +26,7 @@ use cubecl::server::Handle;
 
 /// The cubecl version this crate is built on (for `Runtime` bounds in dependents).
 pub use cubecl;
-pub use field::{GpuCfgField, GpuField};
+pub use field::GpuField;
 pub use state::{GpuBuf, GpuOps};
 
 /// Everything that can go wrong on the GPU path.

@@ -6,15 +6,14 @@ use std::time::{Duration, Instant};
 
 use cubecl::prelude::*;
 use flowrt::field::Conditioning;
-use flowrt::field::ConventionField;
 use flowrt::grid::TimeGrid;
 use flowrt::guidance::Guidance;
-use flowrt::solver::{adaptive, integrate_observed, Method, NoObserver, StepObserver, Workspace};
-use flowrt::time::SecondTime;
-use flowrt::{Error, Model, StateOps, VelocityField};
+use flowrt::run::{run, Buffers, Facts, Request};
+use flowrt::solver::{adaptive, Method, NoObserver, StepObserver, Workspace};
+use flowrt::{Error, Model};
 
 use crate::field::DEVICE_FAILED;
-use crate::{DeviceInfo, GpuBuf, GpuCfgField, GpuError, GpuField, GpuOps};
+use crate::{DeviceInfo, GpuBuf, GpuError, GpuField, GpuOps};
 
 /// What to sample.
 #[derive(Clone, Copy)]
@@ -118,8 +117,8 @@ impl<'m> Sampler<'m> {
         };
         let mut field = GpuField::new(ops, model, rows)?;
         match &req.guided {
-            Some((_, doubled)) => field.set_conditioning(ops, doubled)?,
-            None => field.set_conditioning(ops, &req.cond)?,
+            Some((_, doubled)) => field.set_conditioning(ops, rows, doubled)?,
+            None => field.set_conditioning(ops, rows, &req.cond)?,
         }
         Ok(Sampler {
             model: *model,
@@ -186,7 +185,6 @@ impl<'m> Sampler<'m> {
             }
             .into());
         }
-        let conv = self.model.time_convention();
         let rows = if self.guided {
             2 * self.batch
         } else {
@@ -207,48 +205,43 @@ impl<'m> Sampler<'m> {
             setup: self.setup,
             run: Duration::ZERO,
         };
-        let result = if conv.second != SecondTime::None {
-            if req.method != Method::Euler {
-                return Err(Error::BadSolverConfig {
-                    what: "a model with a second time input (mean flow, shortcut) samples with \
-                           its own one-step rule: use --method euler",
-                }
-                .into());
-            }
-            if req.guided.is_some() {
-                return Err(Error::BadSolverConfig {
-                    what: "guidance is not available for models with a second time input",
-                }
-                .into());
-            }
-            two_time(ops, field, &conv, req.grid, &mut xs, observer)
-        } else {
-            let mut bufs: Vec<GpuBuf> = (0..req.method.work_buffers())
-                .map(|_| ops.buffer(x.len()))
-                .collect();
-            let mut work = Workspace::default();
-            for b in bufs.iter_mut() {
-                work.push(b)?;
-            }
-            let r = match &req.guided {
-                Some((g, _)) => {
-                    let mut cfg = GpuCfgField::new(ops, field, conv, *g, self.batch)?;
-                    run_solver(ops, &mut cfg, req, &mut xs, &mut work, observer)
-                }
-                None => {
-                    let mut f = ConventionField::new(&mut *field, conv);
-                    run_solver(ops, &mut f, req, &mut xs, &mut work, observer)
-                }
-            };
-            r.map(|(steps, rejected)| {
-                if let Some(s) = steps {
-                    report.steps = s;
-                    report.rejected = rejected;
-                }
-            })
+        let mut bufs: Vec<GpuBuf> = (0..req.method.work_buffers().max(2))
+            .map(|_| ops.buffer(x.len()))
+            .collect();
+        let mut doubled: Vec<GpuBuf> = (0..if self.guided { 2 } else { 0 })
+            .map(|_| ops.buffer(2 * x.len()))
+            .collect();
+        let mut work = Workspace::default();
+        for b in bufs.iter_mut() {
+            work.push(b)?;
+        }
+        let guided = match doubled.as_mut_slice() {
+            [x2, v2] => Some([x2, v2]),
+            _ => None,
         };
-        if let Err(e) = result {
-            return Err(cause(e, ops, field));
+        let run_req = Request {
+            method: req.method,
+            grid: req.grid,
+            tol: req.tol,
+            cond: req.cond,
+            guidance: req.guided,
+        };
+        let mut b = Buffers { work, guided };
+        let facts = Facts::of(&self.model);
+        match run(
+            ops,
+            &mut *field,
+            &facts,
+            &run_req,
+            &mut xs,
+            &mut b,
+            observer,
+        ) {
+            Ok(stats) => {
+                report.steps = stats.steps;
+                report.rejected = stats.rejected;
+            }
+            Err(e) => return Err(cause(e, ops, field)),
         }
         let out = ops.read(&xs)?;
         x.copy_from_slice(&out);
@@ -281,74 +274,6 @@ pub fn sample<R: Runtime>(
         .into());
     }
     Sampler::new(ops, model, batch, req)?.run(ops, x, req)
-}
-
-/// The fixed-step or adaptive loop; returns the adaptive method's (accepted, rejected).
-fn run_solver<R: Runtime, F: VelocityField<GpuOps<R>> + ?Sized>(
-    ops: &mut GpuOps<R>,
-    field: &mut F,
-    req: &SampleRequest<'_>,
-    x: &mut GpuBuf,
-    work: &mut Workspace<'_, GpuBuf>,
-    observer: &mut dyn StepObserver<GpuOps<R>>,
-) -> Result<(Option<usize>, usize), Error> {
-    if req.method == Method::Dopri5 {
-        let stats = adaptive::dopri5(ops, field, &req.tol, req.grid, x, work, observer)?;
-        Ok((Some(stats.accepted), stats.rejected))
-    } else {
-        integrate_observed(ops, field, req.method, req.grid, x, work, observer)?;
-        Ok((None, 0))
-    }
-}
-
-/// A few-step model's rule on the device: per grid step, one evaluation with the second time
-/// input set, then `x += dt · v` (as `flowrt::fewstep::sample_two_time`).
-fn two_time<R: Runtime>(
-    ops: &mut GpuOps<R>,
-    field: &mut GpuField<'_>,
-    conv: &flowrt::time::TimeConvention,
-    grid: &dyn TimeGrid,
-    x: &mut GpuBuf,
-    observer: &mut dyn StepObserver<GpuOps<R>>,
-) -> Result<(), Error> {
-    flowrt::grid::validate(grid)?;
-    if !ops.all_finite(x) {
-        return Err(if ops.has_error() {
-            DEVICE_FAILED
-        } else {
-            Error::NonFiniteInput {
-                what: "initial state",
-            }
-        });
-    }
-    let mut v = ops.buffer(x.len());
-    let mut next = ops.buffer(x.len());
-    const NO_POINT: Error = Error::BadSolverConfig {
-        what: "grid point out of range",
-    };
-    for n in 0..grid.steps() {
-        let t0 = grid.point(n).ok_or(NO_POINT)?;
-        let t1 = grid.point(n + 1).ok_or(NO_POINT)?;
-        field.set_step(conv.second_time(t0, t1));
-        field.eval(ops, conv.network_time(t0), x, &mut v)?;
-        if conv.negate_output {
-            ops.scale(&mut v, -1.0);
-        }
-        observer.on_velocity(ops, n, t0, x, &mut v)?;
-        ops.lincomb(&mut next, x, &[(t1 - t0, &v)]);
-        std::mem::swap(x, &mut next);
-        observer.on_step(ops, n, t1, x)?;
-    }
-    if !ops.all_finite(x) {
-        return Err(if ops.has_error() {
-            DEVICE_FAILED
-        } else {
-            Error::NonFiniteOutput {
-                what: "solver result",
-            }
-        });
-    }
-    Ok(())
 }
 
 /// A [`StepObserver`] that reads the device state back after every step: the trajectory

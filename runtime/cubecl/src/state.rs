@@ -293,6 +293,49 @@ impl<R: Runtime> StateOps for GpuOps<R> {
         );
     }
 
+    fn len(&self, buf: &GpuBuf) -> usize {
+        buf.len
+    }
+
+    fn duplicate(&mut self, dst: &mut GpuBuf, src: &GpuBuf) {
+        let n = src.len;
+        if dst.len != 2 * n {
+            self.fail(GpuError::Flowrt(flowrt::Error::ShapeMismatch {
+                what: "doubled guidance state (2 x batch x state dim)",
+                expected: 2 * n,
+                found: dst.len,
+            }));
+            return;
+        }
+        self.copy_range(&src.handle, n, &dst.handle, 2 * n, 0, 0, n);
+        self.copy_range(&src.handle, n, &dst.handle, 2 * n, 0, n, n);
+    }
+
+    fn guide(&mut self, dst: &mut GpuBuf, src: &GpuBuf, w: f32) {
+        let n = dst.len;
+        if src.len != 2 * n {
+            self.fail(GpuError::Flowrt(flowrt::Error::ShapeMismatch {
+                what: "doubled guidance velocity (2 x batch x state dim)",
+                expected: 2 * n,
+                found: src.len,
+            }));
+            return;
+        }
+        let (Some(grid), Ok(half)) = (self.grid(n), u32::try_from(n)) else {
+            return;
+        };
+        self.gpu.launches += 1;
+        state::cfg_combine::launch::<R>(
+            &self.gpu.client,
+            grid,
+            CubeDim::new_1d(BLOCK),
+            Self::arr(&src.handle, 2 * n),
+            Self::arr(&dst.handle, n),
+            w,
+            half,
+        );
+    }
+
     fn scaled_rms(
         &mut self,
         terms: &[(f32, &GpuBuf)],

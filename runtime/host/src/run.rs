@@ -5,13 +5,14 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use flowrt::field::{Conditioned, ConventionField};
+use flowrt::field::{ConditionalField, Conditioned};
 use flowrt::format::{AlignedBytes, Dim, InputRole};
 use flowrt::grid::{Explicit, TimeGrid};
-use flowrt::guidance::{CfgField, ConditionalField, Guidance};
-use flowrt::solver::{adaptive, integrate_observed, Method, NoObserver, StepObserver, Workspace};
-use flowrt::time::{SecondTime, TimeConvention};
-use flowrt::{CpuOps, Model, VelocityField};
+use flowrt::guidance::{CfgField, Guidance};
+use flowrt::run::{Buffers, Facts, Stats};
+use flowrt::solver::{Method, NoObserver, StepObserver, Workspace};
+use flowrt::time::SecondTime;
+use flowrt::{CpuOps, Model};
 
 use crate::conditioning::{CondInputs, CondRequest, GuidanceRequest, Labels};
 use crate::plan::{GridChoice, Plan, SolverRequest};
@@ -224,102 +225,6 @@ pub fn open_ort(
     }?)
 }
 
-/// Counts evaluations of an inner field.
-struct Counting<'f> {
-    inner: &'f mut dyn VelocityField<CpuOps>,
-    count: usize,
-}
-
-impl VelocityField<CpuOps> for Counting<'_> {
-    fn eval(
-        &mut self,
-        ops: &mut CpuOps,
-        t: f32,
-        x: &[f32],
-        v: &mut [f32],
-    ) -> Result<(), flowrt::Error> {
-        self.count += 1;
-        self.inner.eval(ops, t, x, v)
-    }
-}
-
-/// The observer of a run: the trajectory, after recording the initial state `x` at the
-/// grid's first point, or `none`.
-fn observer<'t>(
-    trajectory: Option<&'t mut Trajectory>,
-    none: &'t mut NoObserver,
-    x: &[f32],
-    grid: &dyn TimeGrid,
-) -> &'t mut dyn StepObserver<CpuOps> {
-    match trajectory {
-        Some(t) => {
-            t.states.extend_from_slice(x);
-            t.times.push(grid.point(0).unwrap_or(f32::NAN));
-            t
-        }
-        None => none,
-    }
-}
-
-/// Solver counts of one integration.
-#[derive(Debug, Clone, Copy, Default)]
-struct Counts {
-    steps: usize,
-    rejected: usize,
-    evaluations: usize,
-}
-
-/// Integrates `x` along `grid` with the plan's method through the time convention `conv`
-/// (the default when `net` applies it itself, as guidance does).
-fn integrate(
-    conv: TimeConvention,
-    net: &mut dyn VelocityField<CpuOps>,
-    plan: &Plan,
-    grid: &dyn TimeGrid,
-    x: &mut [f32],
-    trajectory: Option<&mut Trajectory>,
-) -> Result<Counts, flowrt::Error> {
-    let method = plan.method;
-    let mut flat = vec![0f32; x.len() * method.work_buffers()];
-    let mut work = Workspace::from_slice(&mut flat, x.len(), method.work_buffers())?;
-    let mut counting = Counting {
-        inner: net,
-        count: 0,
-    };
-    let mut field = ConventionField::new(&mut counting, conv);
-    let mut none = NoObserver;
-    let observer = observer(trajectory, &mut none, x, grid);
-    let mut counts = Counts {
-        steps: grid.steps(),
-        ..Default::default()
-    };
-    if method == Method::Dopri5 {
-        let stats = adaptive::dopri5(
-            &mut CpuOps,
-            &mut field,
-            &plan.tol,
-            grid,
-            x,
-            &mut work,
-            observer,
-        )?;
-        counts.steps = stats.accepted;
-        counts.rejected = stats.rejected;
-    } else {
-        integrate_observed(
-            &mut CpuOps,
-            &mut field,
-            method,
-            grid,
-            x,
-            &mut work,
-            observer,
-        )?;
-    }
-    counts.evaluations = counting.count;
-    Ok(counts)
-}
-
 /// What one host-memory integration does: the ODE (with guidance when set) or the SDE.
 struct HostRun<'r> {
     model: Model<'r>,
@@ -335,88 +240,89 @@ struct Conditioning2<'r> {
 }
 
 impl HostRun<'_> {
-    /// Integrates `x` with `net` (a CPU or ORT network for the run's rows) along `grid`.
+    /// Integrates `x` with `net` (a CPU or ORT network for the run's rows) along `grid`:
+    /// the runtime's request-driven run, or the SDE sampler.
     fn run(
         &self,
-        net: &mut dyn ConditionalField,
+        net: &mut dyn ConditionalField<CpuOps>,
         grid: &dyn TimeGrid,
         x: &mut [f32],
         trajectory: Option<&mut Trajectory>,
-    ) -> Result<Counts> {
-        let m = &self.model;
-        let conv = m.time_convention();
+    ) -> Result<Stats> {
+        let facts = Facts::of(&self.model);
         let cond = self.cond.inputs.as_conditioning();
-        if conv.second != SecondTime::None {
-            if self.plan.method != Method::Euler {
-                return Err(flowrt::Error::BadSolverConfig {
-                    what: "a model with a second time input (mean flow, shortcut) samples with \
-                           its own one-step rule: use --method euler",
-                }
-                .into());
-            }
-            if self.cond.guided.is_some() || self.sde.is_some() {
+        let guided = self.cond.guided;
+        let n = x.len();
+        let (mut x2, mut v2) = match guided {
+            Some(_) => (vec![0f32; 2 * n], vec![0f32; 2 * n]),
+            None => (Vec::new(), Vec::new()),
+        };
+        if let Some(sde) = self.sde {
+            if facts.conv.second != SecondTime::None {
                 return Err(HostError::Unsupported(
-                    "guidance and --sde are not available for models with a second time input"
-                        .into(),
+                    "--sde is not available for models with a second time input".into(),
                 ));
             }
-            let mut v = vec![0f32; x.len()];
-            let mut none = NoObserver;
-            let observer = observer(trajectory, &mut none, x, grid);
-            flowrt::fewstep::sample_two_time(net, &conv, &cond, grid, x, &mut v, observer)?;
-            return Ok(Counts {
+            let evaluations = match guided {
+                None => {
+                    let mut f = Conditioned { field: net, cond };
+                    sde.run(&self.model, &mut f, false, grid, x)?
+                }
+                Some((g, doubled)) => {
+                    let mut cfg = CfgField::new(
+                        &CpuOps,
+                        net,
+                        facts.conv,
+                        *g,
+                        n / facts.state_dim.max(1),
+                        facts.state_dim,
+                        facts.cond_dim,
+                        doubled.as_conditioning(),
+                        &mut x2,
+                        &mut v2,
+                    )?;
+                    // CfgField applies the convention itself.
+                    sde.run(&self.model, &mut cfg, true, grid, x)?
+                }
+            };
+            return Ok(Stats {
                 steps: grid.steps(),
-                evaluations: grid.steps(),
-                ..Default::default()
-            });
-        }
-        let Some((g, doubled)) = self.cond.guided else {
-            let mut f = Conditioned { field: net, cond };
-            return self.finish(&mut f, conv, false, grid, x, trajectory);
-        };
-        let dim = m.state_dim();
-        let batch = x.len() / dim.max(1);
-        let n2 = flowrt::guidance::scratch_len(batch, dim).unwrap_or(0);
-        let (mut x2, mut v2) = (vec![0f32; n2], vec![0f32; n2]);
-        let mut cfg = CfgField::new(
-            net,
-            conv,
-            *g,
-            batch,
-            dim,
-            m.cond_dim().unwrap_or(0),
-            doubled.as_conditioning(),
-            &mut x2,
-            &mut v2,
-        )?;
-        // CfgField applies the convention itself.
-        self.finish(&mut cfg, conv, true, grid, x, trajectory)
-    }
-
-    /// The ODE or the SDE over a field with its conditioning (and guidance) applied.
-    fn finish(
-        &self,
-        field: &mut dyn VelocityField<CpuOps>,
-        conv: TimeConvention,
-        conv_applied: bool,
-        grid: &dyn TimeGrid,
-        x: &mut [f32],
-        trajectory: Option<&mut Trajectory>,
-    ) -> Result<Counts> {
-        if let Some(sde) = self.sde {
-            let evaluations = sde.run(&self.model, field, conv_applied, grid, x)?;
-            return Ok(Counts {
-                steps: grid.steps(),
+                rejected: 0,
                 evaluations,
-                ..Default::default()
             });
         }
-        let conv = if conv_applied {
-            TimeConvention::default()
-        } else {
-            conv
+        let req = flowrt::run::Request {
+            method: self.plan.method,
+            grid,
+            tol: self.plan.tol,
+            cond,
+            guidance: guided.map(|(g, d)| (*g, d.as_conditioning())),
         };
-        Ok(integrate(conv, field, self.plan, grid, x, trajectory)?)
+        let wb = self.plan.method.work_buffers();
+        let mut flat = vec![0f32; n * wb];
+        let work = Workspace::from_slice(&mut flat, n, wb)?;
+        let mut bufs = Buffers {
+            work,
+            guided: guided.map(|_| [&mut x2[..], &mut v2[..]]),
+        };
+        let mut none = NoObserver;
+        let observer: &mut dyn StepObserver<CpuOps> = match trajectory {
+            Some(t) => {
+                t.states.extend_from_slice(x);
+                t.times.push(grid.point(0).unwrap_or(f32::NAN));
+                t
+            }
+            None => &mut none,
+        };
+        Ok(flowrt::run::run(
+            &mut CpuOps,
+            net,
+            &facts,
+            &req,
+            x,
+            &mut bufs,
+            observer,
+        )?)
     }
 }
 
@@ -427,7 +333,7 @@ fn with_net<R>(
     backend: Backend,
     req: &Request,
     rows: usize,
-    f: impl FnOnce(&mut dyn ConditionalField) -> Result<R>,
+    f: impl FnOnce(&mut dyn ConditionalField<CpuOps>) -> Result<R>,
 ) -> Result<R> {
     match backend {
         Backend::Wgpu | Backend::Cuda => Err(HostError::Unsupported(format!(
@@ -624,7 +530,7 @@ impl Frt {
                     t.times.extend_from_slice(&rec.times);
                 }
                 report.notes.push(crate::gpu::describe(&r));
-                Counts {
+                Stats {
                     steps: r.steps,
                     rejected: r.rejected,
                     evaluations: r.evaluations,
@@ -824,6 +730,7 @@ impl Frt {
         with_net(&m, backend, req, batch, |net| {
             let mut next = vec![0f32; x.len()];
             Ok(flowrt::fewstep::rollout(
+                &mut CpuOps,
                 net,
                 &flowrt::field::Conditioning::default(),
                 steps,

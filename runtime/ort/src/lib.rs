@@ -191,8 +191,10 @@ pub struct OrtSession {
     /// Element type the ONNX model declares for each signature input (label: int64, int32
     /// or float), in signature order.
     element_types: Vec<Option<TensorElementType>>,
-    /// [`Model::label_classes`] of the `.frt`, to check labels as the CPU backend does.
-    label_classes: Option<usize>,
+    /// What conditioning is checked against, by the same rules as every backend.
+    sig: flowrt::field::Signature,
+    /// What a run of this model needs to know.
+    facts: flowrt::run::Facts,
 }
 
 impl fmt::Debug for OrtSession {
@@ -285,7 +287,8 @@ impl OrtSession {
             state_dim: model.state_dim(),
             signature: model.inputs().map(|i| (i.role, i.shape)).collect(),
             element_types,
-            label_classes: model.label_classes(),
+            sig: flowrt::field::Signature::of(model),
+            facts: flowrt::run::Facts::of(model),
         })
     }
 
@@ -356,23 +359,6 @@ enum Buf {
 }
 
 /// Checks one conditioning field against the model's roles (same errors as the CPU field).
-fn needed<'c, T>(
-    given: Option<&'c [T]>,
-    what: &'static str,
-    len: usize,
-    shape_what: &'static str,
-) -> Result<&'c [T], flowrt::Error> {
-    let g = given.ok_or(flowrt::Error::BadArgument { what })?;
-    if g.len() != len {
-        return Err(flowrt::Error::ShapeMismatch {
-            what: shape_what,
-            expected: len,
-            found: g.len(),
-        });
-    }
-    Ok(g)
-}
-
 /// Runs `f`, turning a panic inside `ort` into an [`OrtError::Ort`].
 fn catch_ort<T>(f: impl FnOnce() -> Result<T, OrtError>) -> Result<T, OrtError> {
     match catch_unwind(AssertUnwindSafe(f)) {
@@ -444,33 +430,7 @@ impl OrtField<'_> {
             }
             .into());
         }
-        let has = |r: InputRole| self.session.signature.iter().any(|(role, _)| *role == r);
-        for (given, role, what) in [
-            (
-                cond.label.is_some(),
-                InputRole::Label,
-                "a label was given, but the model has no label input",
-            ),
-            (
-                cond.cond.is_some(),
-                InputRole::Cond,
-                "a cond vector was given, but the model has no cond input",
-            ),
-            (
-                cond.guidance.is_some(),
-                InputRole::Guidance,
-                "a guidance value was given, but the model has no guidance input",
-            ),
-            (
-                cond.step.is_some(),
-                InputRole::Step,
-                "a step value was given, but the model has no step input",
-            ),
-        ] {
-            if given && !has(role) {
-                return Err(flowrt::Error::BadArgument { what }.into());
-            }
-        }
+        self.session.sig.check(rows, cond)?;
         let mut dims_all: Vec<Vec<i64>> = Vec::with_capacity(self.bufs.len());
         for ((role, shape), buf) in self.session.signature.iter().zip(self.bufs.iter_mut()) {
             let dims = shape.concrete(rows);
@@ -489,12 +449,6 @@ impl OrtField<'_> {
                         what: "model needs a step input (a few-step model: sample it with \
                                the few-step sampler)",
                     })?;
-                    if !value.is_finite() {
-                        return Err(flowrt::Error::NonFiniteInput {
-                            what: "second time input",
-                        }
-                        .into());
-                    }
                     b.clear();
                     b.resize(len, value);
                 }
@@ -508,48 +462,19 @@ impl OrtField<'_> {
                         }
                     }
                 }
+                // Checked by `Signature::check`: rows finite values (all equal without a batch
+                // dim), and rows labels in range (so exact in i32 and f32).
                 (InputRole::Guidance, Buf::F32(b)) => {
-                    let g = needed(
-                        cond.guidance,
-                        "model needs a guidance input",
-                        rows,
-                        "guidance (one per row)",
-                    )?;
-                    if !g.iter().all(|v| v.is_finite()) {
-                        return Err(flowrt::Error::NonFiniteInput { what: "guidance" }.into());
-                    }
+                    let g = cond.guidance.unwrap_or_default();
                     b.clear();
                     if shape.has_batch() {
                         b.extend_from_slice(g);
                     } else {
-                        let first = g.first().copied().unwrap_or(0.0);
-                        if g.iter().any(|v| v.to_bits() != first.to_bits()) {
-                            return Err(flowrt::Error::BadArgument {
-                                what: "guidance differs between rows, but the model's \
-                                       guidance input is one value for all rows",
-                            }
-                            .into());
-                        }
-                        b.resize(len, first);
+                        b.resize(len, g.first().copied().unwrap_or(0.0));
                     }
                 }
                 (InputRole::Label, buf) => {
-                    let l = needed(
-                        cond.label,
-                        "model needs a label input",
-                        rows,
-                        "label (one per row)",
-                    )?;
-                    let (low, high) = match self.session.label_classes {
-                        Some(n) => (0, i64::try_from(n).unwrap_or(i64::MAX)),
-                        None => (-(1 << 24), (1 << 24) + 1),
-                    };
-                    if l.iter().any(|v| *v < low || *v >= high.min((1 << 24) + 1)) {
-                        return Err(flowrt::Error::BadArgument {
-                            what: "label out of range (not in 0..label_classes)",
-                        }
-                        .into());
-                    }
+                    let l = cond.label.unwrap_or_default();
                     match buf {
                         Buf::I64(b) => {
                             b.clear();
@@ -586,16 +511,9 @@ impl OrtField<'_> {
         {
             let value: SessionInputValue<'_> = match (role, buf) {
                 (InputRole::X, _) => TensorRef::from_array_view((dims.as_slice(), x))?.into(),
+                // Checked by `Signature::check`.
                 (InputRole::Cond, _) => {
-                    let c = needed(
-                        cond.cond,
-                        "model needs a cond input",
-                        dims.iter().product::<i64>() as usize,
-                        "cond (rows * cond_dim values)",
-                    )?;
-                    if !c.iter().all(|v| v.is_finite()) {
-                        return Err(flowrt::Error::NonFiniteInput { what: "cond" }.into());
-                    }
+                    let c = cond.cond.unwrap_or_default();
                     TensorRef::from_array_view((dims.as_slice(), c))?.into()
                 }
                 (_, Buf::F32(b)) => TensorRef::from_array_view((dims.as_slice(), &b[..]))?.into(),
@@ -651,9 +569,10 @@ impl VelocityField<CpuOps> for OrtField<'_> {
     }
 }
 
-impl flowrt::guidance::ConditionalField for OrtField<'_> {
+impl flowrt::field::ConditionalField<CpuOps> for OrtField<'_> {
     fn eval_cond(
         &mut self,
+        _: &mut CpuOps,
         t: f32,
         x: &[f32],
         cond: &Conditioning<'_>,
@@ -700,21 +619,40 @@ pub fn sample_cond<G: TimeGrid + ?Sized>(
     }
     let batch = x.len() / dim;
     let mut flat = vec![0f32; x.len() * method.work_buffers()];
-    let mut work = Workspace::from_slice(&mut flat, x.len(), method.work_buffers())?;
-    let conv = session.time;
+    let work = Workspace::from_slice(&mut flat, x.len(), method.work_buffers())?;
+    let facts = session.facts;
     let mut field = session.field(batch)?;
-    let r = flowrt::sampler::integrate_conditioned(
-        &mut field,
-        &conv,
-        cond,
+    let req = flowrt::run::Request {
         method,
-        grid,
+        grid: &Grid(grid),
+        tol: Default::default(),
+        cond: *cond,
+        guidance: None,
+    };
+    let mut bufs = flowrt::run::Buffers { work, guided: None };
+    let r = flowrt::run::run(
+        &mut CpuOps,
+        &mut field,
+        &facts,
+        &req,
         x,
-        &mut work,
+        &mut bufs,
         &mut flowrt::solver::NoObserver,
     );
     match r {
-        Ok(()) => Ok(()),
+        Ok(_) => Ok(()),
         Err(e) => Err(field.take_error().unwrap_or(OrtError::Flowrt(e))),
+    }
+}
+
+/// A `?Sized` grid as a `dyn TimeGrid`.
+struct Grid<'g, G: ?Sized>(&'g G);
+
+impl<G: TimeGrid + ?Sized> TimeGrid for Grid<'_, G> {
+    fn steps(&self) -> usize {
+        self.0.steps()
+    }
+    fn point(&self, i: usize) -> Option<f32> {
+        self.0.point(i)
     }
 }

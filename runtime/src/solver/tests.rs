@@ -59,6 +59,18 @@ impl StateOps for ArrOps {
         }
         (sum / 2.0).sqrt()
     }
+
+    fn len(&self, _: &State) -> usize {
+        2
+    }
+
+    fn duplicate(&mut self, _: &mut State, _: &State) {
+        unimplemented!("a fixed two-element state has no doubled batch")
+    }
+
+    fn guide(&mut self, _: &mut State, _: &State, _: f32) {
+        unimplemented!("a fixed two-element state has no doubled batch")
+    }
 }
 
 /// A field given by a closure `f(t, x) -> v`, recording every evaluation time.
