@@ -457,22 +457,7 @@ impl<'m, 'a> CpuField<'m, 'a> {
     ) -> Result<(), Error> {
         let model = &self.model;
         let d = model.state_dim();
-        let rows = x.len().checked_div(d).unwrap_or(0);
-        if rows == 0 || rows > self.batch || rows.checked_mul(d) != Some(x.len()) {
-            return Err(Error::ShapeMismatch {
-                what: "x (a whole number of rows, at most the field's batch)",
-                expected: self.state_len(),
-                found: x.len(),
-            });
-        }
-        if v.len() != x.len() {
-            return Err(Error::ShapeMismatch {
-                what: "v",
-                expected: x.len(),
-                found: v.len(),
-            });
-        }
-        self.sig.check(rows, cond)?;
+        let rows = self.sig.check_eval(x.len(), v.len(), self.batch, cond)?;
         if model.output_dim() != d {
             return Err(Error::BadArgument {
                 what: "the model's output is not a velocity (its rows differ from the state's)",

@@ -259,6 +259,38 @@ impl Signature {
         }
     }
 
+    /// Checks one evaluation as every backend does before running it: `x` holds a whole
+    /// number of rows of the state, at least one and at most `max_rows`; `v` is as long as
+    /// `x`; the conditioning fits those rows ([`Signature::check`]). Returns the rows.
+    ///
+    /// Errors: [`Error::ShapeMismatch`] for `x` or `v`, or those of [`Signature::check`].
+    pub fn check_eval(
+        &self,
+        x_len: usize,
+        v_len: usize,
+        max_rows: usize,
+        cond: &Conditioning<'_>,
+    ) -> Result<usize, Error> {
+        let d = self.state_dim;
+        let rows = x_len.checked_div(d).unwrap_or(0);
+        if rows == 0 || rows > max_rows || rows.checked_mul(d) != Some(x_len) {
+            return Err(Error::ShapeMismatch {
+                what: "x (a whole number of rows, at most the field's batch)",
+                expected: max_rows.saturating_mul(d),
+                found: x_len,
+            });
+        }
+        if v_len != x_len {
+            return Err(Error::ShapeMismatch {
+                what: "v",
+                expected: x_len,
+                found: v_len,
+            });
+        }
+        self.check(rows, cond)?;
+        Ok(rows)
+    }
+
     /// Checks the conditioning of `rows` rows, as every backend does before evaluating:
     /// every role the model has is given and no other; `label` has `rows` values in range
     /// ([`label_range`]); `cond` has the `cond` input's elements for `rows`, all finite;

@@ -42,8 +42,10 @@ pub enum Method {
 }
 
 impl Method {
-    /// Every built-in fixed-step method, in a fixed order (all but [`Method::Dopri5`]).
-    pub const ALL: [Method; 11] = [
+    /// Every built-in method: the fixed-step ones, then dopri5. The position is the method's
+    /// code in a `.frt` file's solver defaults (`format::sampling::METHOD_CODES`), so the
+    /// order never changes; new methods go at the end.
+    pub const EVERY: [Method; 12] = [
         Method::Euler,
         Method::Midpoint,
         Method::Heun,
@@ -55,7 +57,14 @@ impl Method {
         Method::Ab3,
         Method::Ab4,
         Method::HeunReuse,
+        Method::Dopri5,
     ];
+
+    /// Every built-in fixed-step method, in a fixed order (all but [`Method::Dopri5`]).
+    pub const ALL: [Method; 11] = {
+        let [a, b, c, d, e, f, g, h, i, j, k, _dopri5] = Method::EVERY;
+        [a, b, c, d, e, f, g, h, i, j, k]
+    };
 
     /// The command-line name (`euler`, `midpoint`, `heun`, `ralston`, `rk4`, `rk4-38`,
     /// `rk4-torchdyn`, `ab2`, `ab3`, `ab4`, `heun-reuse`, `dopri5`); [`Method::from_str`]
@@ -103,7 +112,7 @@ impl FromStr for Method {
     ///
     /// Errors: [`Error::BadSolverConfig`] for an unknown name.
     fn from_str(s: &str) -> Result<Self, Error> {
-        for m in Method::ALL.iter().copied().chain([Method::Dopri5]) {
+        for m in Method::EVERY {
             if s.eq_ignore_ascii_case(m.name()) {
                 return Ok(m);
             }

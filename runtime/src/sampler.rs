@@ -77,10 +77,10 @@ pub fn sample_arena_bytes(model: &Model<'_>, method: Method, batch: usize) -> Re
 ///
 /// Errors: `x` not a whole number of rows ([`Error::ShapeMismatch`]), arena too small or
 /// misaligned, NaN/infinite noise ([`Error::NonFiniteInput`]), or a non-finite result.
-pub fn sample<G: TimeGrid + ?Sized>(
+pub fn sample(
     model: &Model<'_>,
     method: Method,
-    grid: &G,
+    grid: &dyn TimeGrid,
     x: &mut [f32],
     arena: &mut [u8],
 ) -> Result<(), Error> {
@@ -100,10 +100,10 @@ pub fn sample<G: TimeGrid + ?Sized>(
 ///
 /// Errors: as [`sample`], plus those of [`CpuField::eval_cond`] (missing or extra
 /// conditioning, wrong lengths, label out of range, non-finite values).
-pub fn sample_cond<G: TimeGrid + ?Sized>(
+pub fn sample_cond(
     model: &Model<'_>,
     method: Method,
-    grid: &G,
+    grid: &dyn TimeGrid,
     x: &mut [f32],
     cond: &Conditioning<'_>,
     arena: &mut [u8],
@@ -122,13 +122,13 @@ pub fn sample_cond<G: TimeGrid + ?Sized>(
 /// [`sample`] with a per-step observer (progress, trajectories).
 ///
 /// Errors: as [`sample`], plus whatever the observer returns.
-pub fn sample_observed<G: TimeGrid + ?Sized, O: StepObserver<CpuOps> + ?Sized>(
+pub fn sample_observed(
     model: &Model<'_>,
     method: Method,
-    grid: &G,
+    grid: &dyn TimeGrid,
     x: &mut [f32],
     arena: &mut [u8],
-    observer: &mut O,
+    observer: &mut dyn StepObserver<CpuOps>,
 ) -> Result<(), Error> {
     sample_cond_observed(
         model,
@@ -144,14 +144,14 @@ pub fn sample_observed<G: TimeGrid + ?Sized, O: StepObserver<CpuOps> + ?Sized>(
 /// [`sample_cond`] with a per-step observer.
 ///
 /// Errors: as [`sample_cond`], plus whatever the observer returns.
-pub fn sample_cond_observed<G: TimeGrid + ?Sized, O: StepObserver<CpuOps> + ?Sized>(
+pub fn sample_cond_observed(
     model: &Model<'_>,
     method: Method,
-    grid: &G,
+    grid: &dyn TimeGrid,
     x: &mut [f32],
     cond: &Conditioning<'_>,
     arena: &mut [u8],
-    observer: &mut O,
+    observer: &mut dyn StepObserver<CpuOps>,
 ) -> Result<(), Error> {
     let dim = model.state_dim();
     let batch = check_rows_and_arena(x, dim, arena, |b| sample_arena_bytes(model, method, b))?;
@@ -161,7 +161,7 @@ pub fn sample_cond_observed<G: TimeGrid + ?Sized, O: StepObserver<CpuOps> + ?Siz
     let mut net = CpuField::new(model, batch, field_arena)?;
     let req = Request {
         method,
-        grid: &Grid(grid),
+        grid,
         tol: Default::default(),
         cond: *cond,
         guidance: None,
@@ -174,7 +174,7 @@ pub fn sample_cond_observed<G: TimeGrid + ?Sized, O: StepObserver<CpuOps> + ?Siz
         &req,
         x,
         &mut bufs,
-        &mut Observer(observer),
+        observer,
     )
     .map(|_| ())
 }
@@ -197,10 +197,10 @@ pub fn guided_arena_bytes(model: &Model<'_>, method: Method, batch: usize) -> Re
 /// (the conditional rows, then the unconditional ones, e.g. labels `[y; null]`).
 ///
 /// Errors: as [`sample`], plus invalid guidance and conditioning of the wrong size.
-pub fn sample_guided<G: TimeGrid + ?Sized>(
+pub fn sample_guided(
     model: &Model<'_>,
     method: Method,
-    grid: &G,
+    grid: &dyn TimeGrid,
     x: &mut [f32],
     doubled: &Conditioning<'_>,
     guidance: &crate::guidance::Guidance,
@@ -225,7 +225,7 @@ pub fn sample_guided<G: TimeGrid + ?Sized>(
     let mut net = CpuField::new(model, batch * 2, field_arena)?;
     let req = Request {
         method,
-        grid: &Grid(grid),
+        grid,
         tol: Default::default(),
         cond: Conditioning::default(),
         guidance: Some((*guidance, *doubled)),
@@ -244,35 +244,4 @@ pub fn sample_guided<G: TimeGrid + ?Sized>(
         &mut crate::solver::NoObserver,
     )
     .map(|_| ())
-}
-
-/// A `?Sized` grid seen as a `dyn TimeGrid`.
-struct Grid<'g, G: ?Sized>(&'g G);
-
-impl<G: TimeGrid + ?Sized> TimeGrid for Grid<'_, G> {
-    fn steps(&self) -> usize {
-        self.0.steps()
-    }
-    fn point(&self, i: usize) -> Option<f32> {
-        self.0.point(i)
-    }
-}
-
-/// A `?Sized` observer seen as a `dyn StepObserver`.
-struct Observer<'o, O: ?Sized>(&'o mut O);
-
-impl<O: StepObserver<CpuOps> + ?Sized> StepObserver<CpuOps> for Observer<'_, O> {
-    fn on_velocity(
-        &mut self,
-        ops: &mut CpuOps,
-        n: usize,
-        t: f32,
-        x: &[f32],
-        v: &mut [f32],
-    ) -> Result<(), Error> {
-        self.0.on_velocity(ops, n, t, x, v)
-    }
-    fn on_step(&mut self, ops: &mut CpuOps, n: usize, t: f32, x: &mut [f32]) -> Result<(), Error> {
-        self.0.on_step(ops, n, t, x)
-    }
 }

@@ -10,6 +10,9 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
+use common::{f, load, B};
 use flowrt::exec::{self, CpuField};
 use flowrt::field::Conditioning;
 use flowrt::format::{self, opcode, AlignedBytes, InputRole, NODE_ATTRS};
@@ -17,11 +20,6 @@ use flowrt::grid::Uniform;
 use flowrt::ir::{BinaryOp, Dim, ModelBuilder as G, ModelDesc, Op, Role};
 use flowrt::solver::Method;
 use flowrt::{Error, Model};
-
-const B: Dim = Dim::Batch;
-fn f(n: u32) -> Dim {
-    Dim::Fixed(n)
-}
 
 const D: usize = 3;
 const N: usize = 4;
@@ -74,10 +72,6 @@ fn reference(t: f32, x: &[f32], label: &[i64], cond: &[f32], guidance: &[f32]) -
         }
     }
     v
-}
-
-fn load(desc: &ModelDesc) -> AlignedBytes {
-    AlignedBytes::copy_from(&flowrt::write::write(desc).unwrap())
 }
 
 fn bits(v: &[f32]) -> Vec<u32> {

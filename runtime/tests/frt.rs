@@ -7,36 +7,14 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
+use common::{f, Lcg, B};
 use flowrt::exec::{self, CpuField};
 use flowrt::format::{self, AlignedBytes, InputRole, TensorKind};
-use flowrt::ir::{BinaryOp, Dim, ModelDesc, NodeDesc, Op, Role, UnaryOp};
+use flowrt::ir::{BinaryOp, ModelDesc, NodeDesc, Op, Role, UnaryOp};
 use flowrt::ops::Unary;
 use flowrt::{CpuOps, Error, Model, VelocityField};
-
-const B: Dim = Dim::Batch;
-fn f(n: u32) -> Dim {
-    Dim::Fixed(n)
-}
-
-struct Lcg(u64);
-impl Lcg {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 11
-    }
-    fn f32(&mut self) -> f32 {
-        ((self.next_u64() >> 29) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.f32()).collect()
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-}
 
 use flowrt::ir::ModelBuilder as G;
 

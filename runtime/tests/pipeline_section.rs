@@ -3,6 +3,8 @@
 #![cfg(feature = "alloc")]
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 
+mod common;
+
 use flowrt::format::{self, section, AlignedBytes};
 use flowrt::grid::Uniform;
 use flowrt::ir::{BinaryOp, Dim, ModelBuilder, ModelDesc, Op, Role};
@@ -15,18 +17,8 @@ fn constant(c: f32) -> ModelDesc {
     let mut m = ModelBuilder::default();
     let x = m.input(&[Dim::Batch, Dim::Fixed(2)], Role::X);
     let _t = m.input(&[Dim::Batch], Role::T);
-    let zero = m.constant(&[Dim::Fixed(1)], vec![0.0]);
     let k = m.constant(&[Dim::Fixed(1)], vec![c]);
-    let xz = m.node(
-        Op::Binary(BinaryOp::Mul),
-        &[x, zero],
-        &[Dim::Batch, Dim::Fixed(2)],
-    );
-    let o = m.node(
-        Op::Binary(BinaryOp::Add),
-        &[xz, k],
-        &[Dim::Batch, Dim::Fixed(2)],
-    );
+    let o = common::zero_plus(&mut m, x, k);
     m.finish(o)
 }
 

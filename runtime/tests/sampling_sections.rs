@@ -3,10 +3,12 @@
 #![cfg(feature = "alloc")]
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
+mod common;
+
 use flowrt::format::sampling::GuidanceDefaults;
 use flowrt::format::{self, section, AlignedBytes};
 use flowrt::grid::{DiffusersShift, GridSpec, ShiftKind, TimeGrid, Uniform};
-use flowrt::ir::{BinaryOp, Dim, ModelBuilder, ModelDesc, Op, Role, SolverDefaultsDesc};
+use flowrt::ir::{Dim, ModelBuilder, ModelDesc, Role, SolverDefaultsDesc};
 use flowrt::solver::Method;
 use flowrt::time::{TimeAxis, TimeConvention};
 use flowrt::{Error, Model};
@@ -16,23 +18,11 @@ fn echo_t() -> ModelDesc {
     let mut m = ModelBuilder::default();
     let x = m.input(&[Dim::Batch, Dim::Fixed(2)], Role::X);
     let t = m.input(&[Dim::Batch, Dim::Fixed(1)], Role::T);
-    let zero = m.constant(&[Dim::Fixed(1)], vec![0.0]);
-    let xz = m.node(
-        Op::Binary(BinaryOp::Mul),
-        &[x, zero],
-        &[Dim::Batch, Dim::Fixed(2)],
-    );
-    let o = m.node(
-        Op::Binary(BinaryOp::Add),
-        &[xz, t],
-        &[Dim::Batch, Dim::Fixed(2)],
-    );
+    let o = common::zero_plus(&mut m, x, t);
     m.finish(o)
 }
 
-fn load(desc: &ModelDesc) -> AlignedBytes {
-    AlignedBytes::copy_from(&flowrt::write::write(desc).unwrap())
-}
+use common::load;
 
 /// Finds a section's body range in a written file.
 fn section_range(file: &[u8], kind: u16) -> Option<(usize, usize)> {

@@ -8,37 +8,26 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
+use common::{f, Lcg, B};
 use flowrt::exec::{self, CpuField};
 use flowrt::format::{self, opcode, AlignedBytes};
-use flowrt::ir::{BinaryOp, Dim, ModelDesc, Op, Role, UnaryOp};
+use flowrt::ir::{BinaryOp, ModelDesc, Op, Role, UnaryOp};
 use flowrt::ops::{Binary, Unary};
 use flowrt::{CpuOps, Error, Model, VelocityField};
 
-const B: Dim = Dim::Batch;
-fn f(n: u32) -> Dim {
-    Dim::Fixed(n)
+/// Uniform in [-40, 40), with exact threshold values mixed in.
+fn x(g: &mut Lcg) -> f32 {
+    match g.next_u64() % 8 {
+        0 => 20.0,
+        1 => -20.0,
+        _ => ((g.next_u64() >> 29) as f32 / (1u64 << 24) as f32) * 80.0 - 40.0,
+    }
 }
 
-struct Lcg(u64);
-impl Lcg {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 11
-    }
-    /// Uniform in [-40, 40), with exact threshold values mixed in.
-    fn x(&mut self) -> f32 {
-        match self.next_u64() % 8 {
-            0 => 20.0,
-            1 => -20.0,
-            _ => ((self.next_u64() >> 29) as f32 / (1u64 << 24) as f32) * 80.0 - 40.0,
-        }
-    }
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.x()).collect()
-    }
+fn xs(g: &mut Lcg, n: usize) -> Vec<f32> {
+    (0..n).map(|_| x(g)).collect()
 }
 
 use flowrt::ir::ModelBuilder as G;
@@ -81,7 +70,7 @@ fn softplus_guard_round_trips_and_runs_exactly() {
     );
     let mut g = Lcg(5);
     for batch in [1usize, 3, 8] {
-        let x = g.vec(batch * 3);
+        let x = xs(&mut g, batch * 3);
         let want: Vec<f32> = x.iter().map(|v| softplus_ref(*v)).collect();
         let mut out = vec![0.0; batch * 3];
         let mut arena = AlignedBytes::zeroed(m.graph_arena_bytes(batch).unwrap());
@@ -139,7 +128,7 @@ fn comparisons_and_broadcast_where_round_trip() {
         let thr_v = [-20.0f32, 0.0, 20.0];
         let fill_v = [7.0f32, -0.0, f32::NAN];
         for batch in [1usize, 4, 7] {
-            let mut x = g.vec(batch * 3);
+            let mut x = xs(&mut g, batch * 3);
             // Some exact ties with the thresholds.
             for (i, v) in x.iter_mut().enumerate().filter(|(i, _)| i % 4 == 0) {
                 *v = thr_v[i % 3];

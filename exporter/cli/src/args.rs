@@ -304,3 +304,26 @@ pub fn request(
         threads,
     })
 }
+
+/// Reads `[N, ...]` rows of the model's state (`what`: noise, data) from an .npy file.
+pub fn read_rows(p: &Path, frt: &Frt, what: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+    let m = frt.model();
+    let dim = m.state_dim();
+    let (data, shape) = npy::read_f32(p)?;
+    let row: usize = shape.iter().skip(1).product();
+    if shape.len() < 2 || row != dim {
+        use flowrt::format::InputRole;
+        let x_shape = m
+            .inputs()
+            .find(|i| matches!(i.role, InputRole::X | InputRole::Xt))
+            .map(|i| i.shape.to_string().trim().to_string())
+            .unwrap_or_default();
+        bail!(
+            "{}: {what} shape {:?} does not fit the model's state (rows of {dim} values, \
+             input shape {x_shape})",
+            p.display(),
+            shape
+        );
+    }
+    Ok((data, shape))
+}

@@ -19,10 +19,11 @@ use flowrt::field::Conditioned;
 use flowrt::field::Conditioning;
 use flowrt::format::AlignedBytes;
 use flowrt::grid::Uniform;
+use flowrt::run::Request;
 use flowrt::solver::{integrate, Method, Workspace};
 use flowrt::{CpuOps, Model};
 use flowrt_cubecl::cubecl::Runtime;
-use flowrt_cubecl::sample::{SampleReport, SampleRequest, Sampler};
+use flowrt_cubecl::sample::{SampleReport, Sampler};
 use flowrt_cubecl::{Gpu, GpuBackend, GpuError, GpuField, GpuOps};
 use flowrt_ort::OrtSession;
 
@@ -317,12 +318,12 @@ pub fn run(model: &Model<'_>, ort: &mut OrtSession, cfg: &BenchConfig) -> Result
     };
     let mut gpu_line = None;
     let (t_cpu, t_ort) = if let Some(backend) = cfg.gpu {
-        let req = flowrt_cubecl::sample::SampleRequest {
+        let req = flowrt::run::Request {
             method: cfg.method,
             grid: &grid,
             tol: Default::default(),
             cond,
-            guided: None,
+            guidance: None,
         };
         let g = gpu_bench(backend, model, &req, &noise, cfg.eval, &mut |f| {
             measure(cfg.warmup, cfg.runs, f)
@@ -460,7 +461,7 @@ struct GpuBench {
 fn gpu_bench(
     backend: GpuBackend,
     model: &Model<'_>,
-    req: &SampleRequest<'_>,
+    req: &Request<'_>,
     noise: &[f32],
     eval: bool,
     measure: &mut Measure<'_>,
@@ -468,7 +469,7 @@ fn gpu_bench(
     fn go<R: Runtime>(
         mut ops: GpuOps<R>,
         model: &Model<'_>,
-        req: &SampleRequest<'_>,
+        req: &Request<'_>,
         noise: &[f32],
         eval: bool,
         measure: &mut Measure<'_>,

@@ -8,6 +8,7 @@ mod conformance;
 mod export;
 mod inspect;
 mod plot;
+mod process;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,7 +18,7 @@ use clap::{Parser, Subcommand};
 use flowrt_export::npy;
 use flowrt_host::{Backend, Frt, Noise, Samples};
 
-use args::{BackendArg, CondFlags, SdeArgs, SolveArgs};
+use args::{read_rows, BackendArg, CondFlags, SdeArgs, SolveArgs};
 
 #[derive(Parser)]
 #[command(
@@ -164,38 +165,9 @@ struct SampleArgs {
     threads: usize,
 }
 
-/// Mesa's Vulkan drivers (which the GPU probe of `--backend auto` may load) print
-/// "XDG_RUNTIME_DIR is invalid" on every start without one; give the process a private one.
-fn quiet_vulkan_loader() {
-    let valid = std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| Path::new(&d).is_dir());
-    if !valid {
-        let dir = std::env::temp_dir().join("flowrt-xdg");
-        if std::fs::create_dir_all(&dir).is_ok() {
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
-            }
-            // Single-threaded here: nothing else reads the environment yet.
-            std::env::set_var("XDG_RUNTIME_DIR", &dir);
-        }
-    }
-}
-
-/// Rust ignores SIGPIPE, so a `println!` into a closed pipe (`flowrt inspect m.frt | head`)
-/// panics; restore the default, which ends the process quietly as other command-line tools do.
-fn default_sigpipe() {
-    #[cfg(unix)]
-    // SAFETY: called first thing in `main`, before any other thread exists; SIG_DFL is a
-    // valid disposition for SIGPIPE.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
-}
-
 fn main() -> ExitCode {
-    default_sigpipe();
-    quiet_vulkan_loader();
+    process::default_sigpipe();
+    process::quiet_vulkan_loader();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -237,29 +209,6 @@ fn run(cli: Cli) -> Result<()> {
             verbose,
         } => conformance::run(&data, out.as_deref(), filter.as_deref(), verbose),
     }
-}
-
-/// Reads `[N, ...]` rows of the model's state (`what`: noise, data) from an .npy file.
-fn read_rows(p: &Path, frt: &Frt, what: &str) -> Result<(Vec<f32>, Vec<usize>)> {
-    let m = frt.model();
-    let dim = m.state_dim();
-    let (data, shape) = npy::read_f32(p)?;
-    let row: usize = shape.iter().skip(1).product();
-    if shape.len() < 2 || row != dim {
-        use flowrt::format::InputRole;
-        let x_shape = m
-            .inputs()
-            .find(|i| matches!(i.role, InputRole::X | InputRole::Xt))
-            .map(|i| i.shape.to_string().trim().to_string())
-            .unwrap_or_default();
-        bail!(
-            "{}: {what} shape {:?} does not fit the model's state (rows of {dim} values, \
-             input shape {x_shape})",
-            p.display(),
-            shape
-        );
-    }
-    Ok((data, shape))
 }
 
 fn sample(a: &SampleArgs) -> Result<()> {

@@ -16,7 +16,7 @@ const SAMPLE_TOL: f32 = 5e-5;
 fn export(dir: &TempDir, model: &str, file: &str, out: &str) -> PathBuf {
     let frt = dir.path(out);
     let onnx = fixtures().join(model).join(file);
-    let stdout = ok(&["export", s(&onnx), "-o", s(&frt)]);
+    let stdout = ok(&[&"export", &onnx, &"-o", &frt]);
     assert!(stdout.contains("exported"), "{stdout}");
     assert!(frt.is_file());
     frt
@@ -28,7 +28,7 @@ fn round_trip(model: &str, file: &str, roles: &[(&str, &str)]) {
     let frt = export(&dir, model, file, "model.frt");
 
     // inspect, text.
-    let text = ok(&["inspect", s(&frt)]);
+    let text = ok(&[&"inspect", &frt]);
     for needle in [
         "signature:",
         "role",
@@ -52,15 +52,9 @@ fn round_trip(model: &str, file: &str, roles: &[(&str, &str)]) {
 
     // inspect, JSON.
     let json = ok(&[
-        "inspect",
-        s(&frt),
-        "--json",
-        "--batch",
-        "1",
-        "--batch",
-        "64",
-        "--batch",
-        "4096",
+        &"inspect",
+        &frt,
+        &"--json --batch 1 --batch 64 --batch 4096",
     ]);
     let v: serde_json::Value =
         serde_json::from_str(&json).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{json}"));
@@ -92,7 +86,7 @@ fn round_trip(model: &str, file: &str, roles: &[(&str, &str)]) {
         "{json}"
     );
     // Default batches are reported too.
-    let json = ok(&["inspect", s(&frt), "--json"]);
+    let json = ok(&[&"inspect", &frt, &"--json"]);
     let v: serde_json::Value = serde_json::from_str(&json).expect("JSON");
     assert_eq!(v["arena_bytes"].as_array().unwrap().len(), 3, "{json}");
 
@@ -100,16 +94,12 @@ fn round_trip(model: &str, file: &str, roles: &[(&str, &str)]) {
     let noise = fixtures().join(model).join("noise.npy");
     let out = dir.path("out.npy");
     let stdout = ok(&[
-        "sample",
-        s(&frt),
-        "--noise",
-        s(&noise),
-        "--method",
-        "rk4-38",
-        "--steps",
-        "8",
-        "-o",
-        s(&out),
+        &"sample",
+        &frt,
+        &"--noise",
+        &noise,
+        &"--method rk4-38 --steps 8 -o",
+        &out,
     ]);
     assert!(stdout.contains("sampled"), "{stdout}");
     let (got, shape) = npy::read_f32(&out).expect("read samples");
@@ -127,18 +117,12 @@ fn round_trip(model: &str, file: &str, roles: &[(&str, &str)]) {
     let (a, b, c) = (dir.path("a.npy"), dir.path("b.npy"), dir.path("c.npy"));
     for (seed, path) in [("7", &a), ("7", &b), ("8", &c)] {
         ok(&[
-            "sample",
-            s(&frt),
-            "--seed",
-            seed,
-            "--num",
-            "16",
-            "--method",
-            "heun",
-            "--steps",
-            "4",
-            "-o",
-            s(path),
+            &"sample",
+            &frt,
+            &"--seed",
+            &seed,
+            &"--num 16 --method heun --steps 4 -o",
+            &path,
         ]);
     }
     let bytes_a = std::fs::read(&a).unwrap();
@@ -175,17 +159,8 @@ fn role_overrides() {
     let dir = TempDir::new("roles");
     let onnx = fixtures().join("checker_fm/model.dynamo.onnx");
     let frt = dir.path("m.frt");
-    ok(&[
-        "export",
-        s(&onnx),
-        "-o",
-        s(&frt),
-        "--role",
-        "x=x",
-        "--role",
-        "t=t",
-    ]);
-    let v: serde_json::Value = serde_json::from_str(&ok(&["inspect", s(&frt), "--json"])).unwrap();
+    ok(&[&"export", &onnx, &"-o", &frt, &"--role x=x --role t=t"]);
+    let v: serde_json::Value = serde_json::from_str(&ok(&[&"inspect", &frt, &"--json"])).unwrap();
     let roles: Vec<&str> = v["inputs"]
         .as_array()
         .unwrap()
@@ -195,45 +170,33 @@ fn role_overrides() {
     assert_eq!(roles, ["x", "t"]);
 
     let e = fails(&[
-        "export",
-        s(&onnx),
-        "-o",
-        s(&dir.path("bad1.frt")),
-        "--role",
-        "nope=t",
+        &"export",
+        &onnx,
+        &"-o",
+        &dir.path("bad1.frt"),
+        &"--role nope=t",
     ]);
     assert!(
         e.contains("nope") && e.contains("\"x\"") && e.contains("\"t\""),
         "{e}"
     );
     let e = fails(&[
-        "export",
-        s(&onnx),
-        "-o",
-        s(&dir.path("bad2.frt")),
-        "--role",
-        "x=banana",
+        &"export",
+        &onnx,
+        &"-o",
+        &dir.path("bad2.frt"),
+        &"--role x=banana",
     ]);
     assert!(e.contains("banana") && e.contains("x, t, xt"), "{e}");
-    let e = fails(&[
-        "export",
-        s(&onnx),
-        "-o",
-        s(&dir.path("bad3.frt")),
-        "--role",
-        "x",
-    ]);
+    let e = fails(&[&"export", &onnx, &"-o", &dir.path("bad3.frt"), &"--role x"]);
     assert!(e.contains("NAME=ROLE") || e.contains("=ROLE"), "{e}");
     // Contradictory roles: an error, never a panic (the message is the exporter's business).
     fails(&[
-        "export",
-        s(&onnx),
-        "-o",
-        s(&dir.path("bad4.frt")),
-        "--role",
-        "x=t",
-        "--role",
-        "t=x",
+        &"export",
+        &onnx,
+        &"-o",
+        &dir.path("bad4.frt"),
+        &"--role x=t --role t=x",
     ]);
     for bad in ["bad1.frt", "bad2.frt", "bad3.frt", "bad4.frt"] {
         assert!(
@@ -247,34 +210,30 @@ fn role_overrides() {
 fn missing_and_non_onnx_inputs() {
     let dir = TempDir::new("missing");
     let missing = dir.path("missing.onnx");
-    let e = fails(&["export", s(&missing), "-o", s(&dir.path("m.frt"))]);
+    let e = fails(&[&"export", &missing, &"-o", &dir.path("m.frt")]);
     assert!(e.contains("missing.onnx"), "{e}");
-    let e = fails(&["inspect", s(&dir.path("missing.frt"))]);
+    let e = fails(&[&"inspect", &dir.path("missing.frt")]);
     assert!(e.contains("missing.frt"), "{e}");
     let e = fails(&[
-        "sample",
-        s(&dir.path("missing.frt")),
-        "--seed",
-        "1",
-        "--num",
-        "2",
-        "-o",
-        s(&dir.path("o.npy")),
+        &"sample",
+        &dir.path("missing.frt"),
+        &"--seed 1 --num 2 -o",
+        &dir.path("o.npy"),
     ]);
     assert!(e.contains("missing.frt"), "{e}");
 
     let junk = dir.path("junk.onnx");
     std::fs::write(&junk, b"hello, this is not a protobuf\n").unwrap();
-    fails(&["export", s(&junk), "-o", s(&dir.path("j.frt"))]);
+    fails(&[&"export", &junk, &"-o", &dir.path("j.frt")]);
     let empty = dir.path("empty.onnx");
     std::fs::write(&empty, b"").unwrap();
-    fails(&["export", s(&empty), "-o", s(&dir.path("e.frt"))]);
+    fails(&[&"export", &empty, &"-o", &dir.path("e.frt")]);
     // A .frt file is not ONNX either.
     let frt = export(&dir, "moons_icfm", "model.ts.onnx", "m.frt");
-    fails(&["export", s(&frt), "-o", s(&dir.path("x.frt"))]);
+    fails(&[&"export", &frt, &"-o", &dir.path("x.frt")]);
     // Nor is an ONNX file a .frt.
     let onnx = fixtures().join("moons_icfm/model.ts.onnx");
-    let e = fails(&["inspect", s(&onnx)]);
+    let e = fails(&[&"inspect", &onnx]);
     assert!(e.contains("FLRT"), "{e}");
 }
 
@@ -298,28 +257,19 @@ fn corrupt_frt_files() {
     ] {
         let cut = dir.path(&format!("cut{len}.frt"));
         std::fs::write(&cut, &bytes[..len]).unwrap();
-        let e = fails(&["inspect", s(&cut)]);
+        let e = fails(&[&"inspect", &cut]);
         assert!(
             e.contains("truncated") || len < 4,
             "truncated at {len}: {e}"
         );
+        fails(&[&"sample", &cut, &"--seed 1 --num 4 -o", &out]);
         fails(&[
-            "sample",
-            s(&cut),
-            "--seed",
-            "1",
-            "--num",
-            "4",
-            "-o",
-            s(&out),
-        ]);
-        fails(&[
-            "sample",
-            s(&cut),
-            "--noise",
-            s(&fixtures().join("moons_icfm/noise.npy")),
-            "-o",
-            s(&out),
+            &"sample",
+            &cut,
+            &"--noise",
+            &fixtures().join("moons_icfm/noise.npy"),
+            &"-o",
+            &out,
         ]);
     }
     assert!(!out.exists(), "samples written from a corrupt model");
@@ -328,18 +278,9 @@ fn corrupt_frt_files() {
     v2[4..6].copy_from_slice(&2u16.to_le_bytes());
     let bad = dir.path("v2.frt");
     std::fs::write(&bad, &v2).unwrap();
-    let e = fails(&["inspect", s(&bad)]);
+    let e = fails(&[&"inspect", &bad]);
     assert!(e.contains("version"), "{e}");
-    let e = fails(&[
-        "sample",
-        s(&bad),
-        "--seed",
-        "1",
-        "--num",
-        "4",
-        "-o",
-        s(&out),
-    ]);
+    let e = fails(&[&"sample", &bad, &"--seed 1 --num 4 -o", &out]);
     assert!(e.contains("version"), "{e}");
 
     let mut flipped = bytes.clone();
@@ -347,7 +288,7 @@ fn corrupt_frt_files() {
     flipped[mid] ^= 0x10;
     let bad = dir.path("flip.frt");
     std::fs::write(&bad, &flipped).unwrap();
-    let e = fails(&["inspect", s(&bad)]);
+    let e = fails(&[&"inspect", &bad]);
     assert!(e.contains("checksum"), "{e}");
 }
 
@@ -359,22 +300,18 @@ fn bad_sample_arguments() {
     let out = dir.path("o.npy");
     let o = s(&out);
 
-    let e = fails(&[
-        "sample", f, "--seed", "1", "--num", "4", "--method", "banana", "-o", o,
-    ]);
+    let e = fails(&[&"sample", &f, &"--seed 1 --num 4 --method banana -o", &o]);
     assert!(e.contains("banana") && e.contains("rk4"), "{e}");
-    let e = fails(&[
-        "sample", f, "--seed", "1", "--num", "4", "--steps", "0", "-o", o,
-    ]);
+    let e = fails(&[&"sample", &f, &"--seed 1 --num 4 --steps 0 -o", &o]);
     assert!(e.contains("steps"), "{e}");
-    let e = fails(&["sample", f, "-o", o]);
+    let e = fails(&[&"sample", &f, &"-o", &o]);
     assert!(e.contains("--noise") && e.contains("--seed"), "{e}");
-    let e = fails(&["sample", f, "--seed", "1", "--num", "0", "-o", o]);
+    let e = fails(&[&"sample", &f, &"--seed 1 --num 0 -o", &o]);
     assert!(e.contains("--num"), "{e}");
     // Absurd sample counts: a clean error, not an allocation-failure abort.
     for num in [u64::MAX, 1 << 62, 1 << 60] {
         let num = num.to_string();
-        let e = fails(&["sample", f, "--seed", "1", "--num", &num, "-o", o]);
+        let e = fails(&[&"sample", &f, &"--seed 1 --num", &&num, &"-o", &o]);
         assert!(e.contains("--num") && e.contains("too large"), "{e}");
     }
 
@@ -384,37 +321,40 @@ fn bad_sample_arguments() {
         p
     };
     let wide = write("wide.npy", &[0.0; 12], &[4, 3]);
-    let e = fails(&["sample", f, "--noise", s(&wide), "-o", o]);
+    let e = fails(&[&"sample", &f, &"--noise", &wide, &"-o", &o]);
     assert!(e.contains("noise shape") && e.contains("[4, 3]"), "{e}");
     let flat = write("flat.npy", &[0.0; 4], &[4]);
-    fails(&["sample", f, "--noise", s(&flat), "-o", o]);
+    fails(&[&"sample", &f, &"--noise", &flat, &"-o", &o]);
     let empty = write("empty.npy", &[], &[0, 2]);
-    fails(&["sample", f, "--noise", s(&empty), "-o", o]);
+    fails(&[&"sample", &f, &"--noise", &empty, &"-o", &o]);
     let mut nan = vec![0.5f32; 8];
     nan[5] = f32::NAN;
     let nan = write("nan.npy", &nan, &[4, 2]);
-    let e = fails(&["sample", f, "--noise", s(&nan), "-o", o]);
+    let e = fails(&[&"sample", &f, &"--noise", &nan, &"-o", &o]);
     assert!(e.contains("NaN"), "{e}");
     let inf = write("inf.npy", &[f32::INFINITY; 8], &[4, 2]);
-    let e = fails(&["sample", f, "--noise", s(&inf), "-o", o]);
+    let e = fails(&[&"sample", &f, &"--noise", &inf, &"-o", &o]);
     assert!(e.contains("infinity"), "{e}");
     let junk = dir.path("junk.npy");
     std::fs::write(&junk, b"not an npy file").unwrap();
-    fails(&["sample", f, "--noise", s(&junk), "-o", o]);
-    let e = fails(&["sample", f, "--noise", s(&dir.path("missing.npy")), "-o", o]);
+    fails(&[&"sample", &f, &"--noise", &junk, &"-o", &o]);
+    let e = fails(&[
+        &"sample",
+        &f,
+        &"--noise",
+        &dir.path("missing.npy"),
+        &"-o",
+        &o,
+    ]);
     assert!(e.contains("missing.npy"), "{e}");
     assert!(!out.exists(), "samples written although sampling failed");
 
     // An output path that cannot be created.
     let e = fails(&[
-        "sample",
-        f,
-        "--seed",
-        "1",
-        "--num",
-        "4",
-        "-o",
-        s(&dir.path("no/such/dir/o.npy")),
+        &"sample",
+        &f,
+        &"--seed 1 --num 4 -o",
+        &dir.path("no/such/dir/o.npy"),
     ]);
     assert!(e.contains("o.npy"), "{e}");
 }

@@ -25,7 +25,7 @@ fn case(file: &str) -> PathBuf {
 fn export_cond(dir: &TempDir) -> PathBuf {
     let frt = dir.path("cond.frt");
     let onnx = case("label_cond_guidance.onnx");
-    ok(&["export", s(&onnx), "-o", s(&frt), "--embed-onnx"]);
+    ok(&[&"export", &onnx, &"-o", &frt, &"--embed-onnx"]);
     frt
 }
 
@@ -33,7 +33,7 @@ fn export_cond(dir: &TempDir) -> PathBuf {
 fn inspect_shows_conditioning_roles() {
     let dir = TempDir::new("cond-inspect");
     let frt = export_cond(&dir);
-    let text = ok(&["inspect", s(&frt)]);
+    let text = ok(&[&"inspect", &frt]);
     for needle in [
         "role label",
         "(8 classes)",
@@ -45,7 +45,7 @@ fn inspect_shows_conditioning_roles() {
     ] {
         assert!(text.contains(needle), "inspect lacks `{needle}`:\n{text}");
     }
-    let json = ok(&["inspect", s(&frt), "--json"]);
+    let json = ok(&[&"inspect", &frt, &"--json"]);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["label_classes"], 8);
     assert_eq!(v["cond_dim"], 4);
@@ -85,7 +85,7 @@ fn sample_with_label_cond_guidance_matches_the_library() {
     };
     let run_ok = |extra: &[&str]| {
         let a = args(extra);
-        ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        ok(&[&a]);
         npy::read_f32(&out).unwrap().0
     };
     let full = [
@@ -246,7 +246,7 @@ fn sample_with_label_cond_guidance_matches_the_library() {
     ];
     for (extra, needle) in cases {
         let a = args(&extra);
-        let msg = fails(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        let msg = fails(&[&a]);
         assert!(msg.contains(needle), "{extra:?}: `{msg}` lacks `{needle}`");
         assert_eq!(msg.trim().lines().count(), 1, "{extra:?}: {msg}");
     }
@@ -257,7 +257,7 @@ fn conditioning_options_on_an_unconditioned_model_are_errors() {
     let dir = TempDir::new("cond-unused");
     let frt = dir.path("m.frt");
     let onnx = fixtures().join("checker_fm").join("model.ts.onnx");
-    ok(&["export", s(&onnx), "-o", s(&frt)]);
+    ok(&[&"export", &onnx, &"-o", &frt]);
     let out = dir.path("x.npy");
     for (extra, needle) in [
         (["--label-value", "1"], "no label input"),
@@ -274,7 +274,7 @@ fn conditioning_options_on_an_unconditioned_model_are_errors() {
             s(&out),
         ];
         a.extend(extra);
-        let msg = fails(&a);
+        let msg = fails(&[&a]);
         assert!(msg.contains(needle), "{msg}");
     }
 }

@@ -19,35 +19,25 @@ fn gpu_backends_on_the_command_line() {
     let dir = TempDir::new("cli-gpu");
     let frt = dir.path("cfg.frt");
     ok(&[
-        "export",
-        "--embed-onnx",
-        s(&fx("moons_cfg/model.ts.onnx")),
-        "-o",
-        s(&frt),
+        &"export --embed-onnx",
+        &fx("moons_cfg/model.ts.onnx"),
+        &"-o",
+        &frt,
     ]);
     let noise = fx("moons_cfg/noise.npy");
     let labels = fx("moons_cfg/labels.npy");
     let run = |backend: &str, out: &std::path::Path| {
         ok(&[
-            "sample",
-            s(&frt),
-            "--noise",
-            s(&noise),
-            "--label",
-            s(&labels),
-            "--guidance",
-            "2.5",
-            "--null-label",
-            "2",
-            "--method",
-            "rk4-38",
-            "--steps",
-            "8",
-            "--backend",
-            backend,
-            "-v",
-            "-o",
-            s(out),
+            &"sample",
+            &frt,
+            &"--noise",
+            &noise,
+            &"--label",
+            &labels,
+            &"--guidance 2.5 --null-label 2 --method rk4-38 --steps 8 --backend",
+            &backend,
+            &"-v -o",
+            &out,
         ])
     };
     let (cpu, gpu) = (dir.path("cpu.npy"), dir.path("gpu.npy"));
@@ -67,19 +57,11 @@ fn gpu_backends_on_the_command_line() {
     assert!(text.contains("backend cpu)"), "{text}");
 
     // No CUDA device here: the error names the backend and what was looked for.
-    let cuda = flowrt([
-        "sample",
-        s(&frt),
-        "--seed",
-        "1",
-        "--num",
-        "4",
-        "--label-cycle",
-        "2",
-        "--backend",
-        "cuda",
-        "-o",
-        s(&dir.path("c.npy")),
+    let cuda = flowrt(&[
+        &"sample",
+        &frt,
+        &"--seed 1 --num 4 --label-cycle 2 --backend cuda -o",
+        &dir.path("c.npy"),
     ]);
     if cuda.status.success() {
         println!("a CUDA device exists here: the missing-device error is not checked");
@@ -92,22 +74,18 @@ fn gpu_backends_on_the_command_line() {
     // --trajectory reads every step back: the same trajectory as the CPU backend's.
     let traj = |backend: &str, t: &std::path::Path| {
         ok(&[
-            "sample",
-            s(&frt),
-            "--noise",
-            s(&noise),
-            "--label",
-            s(&labels),
-            "--method",
-            "midpoint",
-            "--steps",
-            "4",
-            "--backend",
-            backend,
-            "--trajectory",
-            s(t),
-            "-o",
-            s(&dir.path("t_out.npy")),
+            &"sample",
+            &frt,
+            &"--noise",
+            &noise,
+            &"--label",
+            &labels,
+            &"--method midpoint --steps 4 --backend",
+            &backend,
+            &"--trajectory",
+            &t,
+            &"-o",
+            &dir.path("t_out.npy"),
         ])
     };
     let (tc, tg) = (dir.path("traj_cpu.npy"), dir.path("traj_gpu.npy"));
@@ -122,33 +100,22 @@ fn gpu_backends_on_the_command_line() {
 
     // Options the GPU path does not take are refused, not ignored.
     let err = fails(&[
-        "sample",
-        s(&frt),
-        "--noise",
-        s(&noise),
-        "--label",
-        s(&labels),
-        "--backend",
-        "wgpu",
-        "--sde",
-        "linear:0.5",
-        "-o",
-        s(&gpu),
+        &"sample",
+        &frt,
+        &"--noise",
+        &noise,
+        &"--label",
+        &labels,
+        &"--backend wgpu --sde linear:0.5 -o",
+        &gpu,
     ]);
     assert!(err.contains("not available with --backend wgpu"), "{err}");
 
     // bench: the GPU against ONNX Runtime, side by side.
     let text = ok(&[
-        "bench",
-        s(&frt),
-        "--backend",
-        "wgpu",
-        "--batch",
-        "256",
-        "--runs",
-        "2",
-        "--warmup",
-        "1",
+        &"bench",
+        &frt,
+        &"--backend wgpu --batch 256 --runs 2 --warmup 1",
     ]);
     assert!(text.contains("flowrt backend: wgpu on "), "{text}");
     assert!(text.contains("ratio flowrt/ort: "), "{text}");

@@ -23,7 +23,7 @@ fn sample_png_scatter_of_a_2d_model() {
     let dir = TempDir::new("png");
     let frt = dir.path("m.frt");
     let onnx = fx("moons_icfm/model.ts.onnx");
-    ok(&["export", s(&onnx), "-o", s(&frt)]);
+    ok(&[&"export", &onnx, &"-o", &frt]);
     let out = dir.path("x.npy");
     let png = dir.path("x.png");
     let args = [
@@ -42,7 +42,7 @@ fn sample_png_scatter_of_a_2d_model() {
         "--png",
         s(&png),
     ];
-    let stdout = ok(&args);
+    let stdout = ok(&[&args]);
     assert!(
         stdout.contains("png: scatter of 256 of 256 points") && stdout.contains(s(&png)),
         "{stdout}"
@@ -67,7 +67,7 @@ fn sample_png_scatter_of_a_2d_model() {
     let bad = dir.path("no-such-dir").join("x.png");
     let mut bad_args = args;
     bad_args[13] = s(&bad);
-    let err = fails(&bad_args);
+    let err = fails(&[&bad_args]);
     assert!(err.contains(s(&bad)), "{err}");
 }
 
@@ -78,7 +78,7 @@ fn sample_png_grid_of_an_image_model_with_cycled_labels() {
     let dir = TempDir::new("png-grid");
     let frt = dir.path("u.frt");
     let onnx = fx("digits_unet/model.dynamo.onnx");
-    ok(&["export", s(&onnx), "-o", s(&frt)]);
+    ok(&[&"export", &onnx, &"-o", &frt]);
     let (out, png) = (dir.path("x.npy"), dir.path("x.png"));
     let common = [
         "--seed", "1", "--num", "10", "--method", "euler", "--steps", "2",
@@ -94,7 +94,7 @@ fn sample_png_grid_of_an_image_model_with_cycled_labels() {
         s(&png),
     ];
     args.extend(common);
-    let stdout = ok(&args);
+    let stdout = ok(&[&args]);
     assert!(stdout.contains("png: 10 images [1, 8, 8]"), "{stdout}");
     let (w, h, rgb) = read_png(&png);
     // 4 columns x 3 rows of 8x8 images upscaled (at least 64 px per cell) with 2 px gaps.
@@ -107,27 +107,16 @@ fn sample_png_grid_of_an_image_model_with_cycled_labels() {
     let out2 = dir.path("x2.npy");
     let mut args = vec!["sample", s(&frt), "--label", s(&labels), "-o", s(&out2)];
     args.extend(common);
-    ok(&args);
+    ok(&[&args]);
     assert_eq!(read_npy(&out).0, read_npy(&out2).0);
     // --label-cycle on a model without labels is an error naming the flag.
     let moons = dir.path("m.frt");
-    ok(&[
-        "export",
-        s(&fx("moons_icfm/model.ts.onnx")),
-        "-o",
-        s(&moons),
-    ]);
+    ok(&[&"export", &fx("moons_icfm/model.ts.onnx"), &"-o", &moons]);
     let e = fails(&[
-        "sample",
-        s(&moons),
-        "--seed",
-        "0",
-        "--num",
-        "4",
-        "--label-cycle",
-        "3",
-        "-o",
-        s(&out2),
+        &"sample",
+        &moons,
+        &"--seed 0 --num 4 --label-cycle 3 -o",
+        &out2,
     ]);
     assert!(
         e.contains("--label-cycle") && e.contains("no label input"),

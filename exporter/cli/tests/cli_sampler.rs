@@ -10,51 +10,45 @@ use common::*;
 fn grids_and_methods_from_the_command_line() {
     let dir = TempDir::new("cli-sampler");
     let frt = dir.path("checker.frt");
-    ok(&["export", s(&fx("checker_fm/model.ts.onnx")), "-o", s(&frt)]);
+    ok(&[&"export", &fx("checker_fm/model.ts.onnx"), &"-o", &frt]);
     let noise = fx("checker_fm/noise.npy");
     let out = dir.path("x.npy");
     // Explicit grid on the command line and from a file: flow_matching's ODESolver.
     let grid = "0,0.1,0.25,0.45,0.7,0.9,1";
     let text = ok(&[
-        "sample",
-        s(&frt),
-        "--noise",
-        s(&noise),
-        "--method",
-        "rk4-38",
-        "--grid",
-        grid,
-        "-o",
-        s(&out),
+        &"sample",
+        &frt,
+        &"--noise",
+        &noise,
+        &"--method rk4-38 --grid",
+        &grid,
+        &"-o",
+        &out,
     ]);
     assert!(text.contains("x 6 steps"), "{text}");
     assert_close(&out, "sampler/checker_fm_timegrid_rk4-38.npy", 5e-5);
     ok(&[
-        "sample",
-        s(&frt),
-        "--noise",
-        s(&noise),
-        "--method",
-        "midpoint",
-        "--grid-file",
-        s(&fx("sampler/timegrid.npy")),
-        "-o",
-        s(&out),
+        &"sample",
+        &frt,
+        &"--noise",
+        &noise,
+        &"--method midpoint --grid-file",
+        &fx("sampler/timegrid.npy"),
+        &"-o",
+        &out,
     ]);
     assert_close(&out, "sampler/checker_fm_timegrid_midpoint.npy", 5e-5);
     // Adams-Bashforth and the pseudo-corrector.
     for m in ["ab2", "ab3", "ab4", "heun-reuse"] {
         let text = ok(&[
-            "sample",
-            s(&frt),
-            "--noise",
-            s(&noise),
-            "--method",
-            m,
-            "--steps",
-            "8",
-            "-o",
-            s(&out),
+            &"sample",
+            &frt,
+            &"--noise",
+            &noise,
+            &"--method",
+            &m,
+            &"--steps 8 -o",
+            &out,
         ]);
         let evals = if m == "heun-reuse" {
             "9 velocity"
@@ -66,51 +60,37 @@ fn grids_and_methods_from_the_command_line() {
     }
     // dopri5 with tolerances.
     let text = ok(&[
-        "sample",
-        s(&frt),
-        "--noise",
-        s(&noise),
-        "--method",
-        "dopri5",
-        "--rtol",
-        "1e-5",
-        "--atol",
-        "1e-5",
-        "-o",
-        s(&out),
+        &"sample",
+        &frt,
+        &"--noise",
+        &noise,
+        &"--method dopri5 --rtol 1e-5 --atol 1e-5 -o",
+        &out,
     ]);
     assert!(text.contains("68 velocity evaluations"), "{text}");
     assert_close(&out, "sampler/checker_fm_dopri5_rtol1e-5.npy", 5e-5);
     // --step-size: torchdiffeq's grid (0.125 -> 8 steps).
     let text = ok(&[
-        "sample",
-        s(&frt),
-        "--noise",
-        s(&noise),
-        "--method",
-        "euler",
-        "--step-size",
-        "0.125",
-        "-o",
-        s(&out),
+        &"sample",
+        &frt,
+        &"--noise",
+        &noise,
+        &"--method euler --step-size 0.125 -o",
+        &out,
     ]);
     assert!(text.contains("x 8 steps"), "{text}");
     assert_close(&out, "checker_fm/samples/euler_8.npy", 5e-5);
     // Trajectory: [steps + 1, N, 2], first the noise, last the sample.
     let traj = dir.path("traj.npy");
     ok(&[
-        "sample",
-        s(&frt),
-        "--noise",
-        s(&noise),
-        "--method",
-        "rk4-38",
-        "--steps",
-        "4",
-        "--trajectory",
-        s(&traj),
-        "-o",
-        s(&out),
+        &"sample",
+        &frt,
+        &"--noise",
+        &noise,
+        &"--method rk4-38 --steps 4 --trajectory",
+        &traj,
+        &"-o",
+        &out,
     ]);
     let (t, shape) = read_npy(&traj);
     assert_eq!(shape, [5, 256, 2]);
@@ -119,26 +99,17 @@ fn grids_and_methods_from_the_command_line() {
     // Bad grids are one-line errors.
     for bad in ["cosine", "shift:x", "0,0.5,0.5,1", "0"] {
         let e = fails(&[
-            "sample",
-            s(&frt),
-            "--noise",
-            s(&noise),
-            "--grid",
-            bad,
-            "-o",
-            s(&out),
+            &"sample", &frt, &"--noise", &noise, &"--grid", &bad, &"-o", &out,
         ]);
         assert!(e.contains("grid"), "{bad}: {e}");
     }
     let e = fails(&[
-        "sample",
-        s(&frt),
-        "--noise",
-        s(&noise),
-        "--method",
-        "ab7",
-        "-o",
-        s(&out),
+        &"sample",
+        &frt,
+        &"--noise",
+        &noise,
+        &"--method ab7 -o",
+        &out,
     ]);
     assert!(e.contains("--method ab7"), "{e}");
 }
@@ -148,60 +119,49 @@ fn baked_in_defaults_are_used_and_overridable() {
     let dir = TempDir::new("cli-defaults");
     let frt = dir.path("icfm.frt");
     ok(&[
-        "export",
-        s(&fx("moons_icfm/model.dynamo.onnx")),
-        "-o",
-        s(&frt),
-        "--method",
-        "ab3",
-        "--steps",
-        "16",
+        &"export",
+        &fx("moons_icfm/model.dynamo.onnx"),
+        &"-o",
+        &frt,
+        &"--method ab3 --steps 16",
     ]);
-    let text = ok(&["inspect", s(&frt)]);
+    let text = ok(&[&"inspect", &frt]);
     assert!(
         text.contains("solver defaults") && text.contains("Ab3"),
         "{text}"
     );
     let noise = fx("moons_icfm/noise.npy");
     let out = dir.path("x.npy");
-    let text = ok(&["sample", s(&frt), "--noise", s(&noise), "-o", s(&out)]);
+    let text = ok(&[&"sample", &frt, &"--noise", &noise, &"-o", &out]);
     assert!(text.contains("ab3 x 16 steps"), "{text}");
     assert_close(&out, "sampler/moons_icfm_ab3_16.npy", 5e-5);
     // The command line wins.
     ok(&[
-        "sample",
-        s(&frt),
-        "--noise",
-        s(&noise),
-        "--method",
-        "rk4-38",
-        "--steps",
-        "8",
-        "-o",
-        s(&out),
+        &"sample",
+        &frt,
+        &"--noise",
+        &noise,
+        &"--method rk4-38 --steps 8 -o",
+        &out,
     ]);
     assert_close(&out, "moons_icfm/samples/rk4-38_8.npy", 5e-5);
     // A baked explicit grid.
     let frt2 = dir.path("icfm_grid.frt");
     ok(&[
-        "export",
-        s(&fx("moons_icfm/model.ts.onnx")),
-        "-o",
-        s(&frt2),
-        "--method",
-        "heun-reuse",
-        "--grid",
-        "0,0.1,0.25,0.45,0.7,0.9,1",
+        &"export",
+        &fx("moons_icfm/model.ts.onnx"),
+        &"-o",
+        &frt2,
+        &"--method heun-reuse --grid 0,0.1,0.25,0.45,0.7,0.9,1",
     ]);
-    ok(&["sample", s(&frt2), "--noise", s(&noise), "-o", s(&out)]);
+    ok(&[&"sample", &frt2, &"--noise", &noise, &"-o", &out]);
     assert_close(&out, "sampler/moons_icfm_heun-reuse_grid.npy", 5e-5);
     let e = fails(&[
-        "export",
-        s(&fx("moons_icfm/model.ts.onnx")),
-        "-o",
-        s(&frt2),
-        "--grid",
-        "nope",
+        &"export",
+        &fx("moons_icfm/model.ts.onnx"),
+        &"-o",
+        &frt2,
+        &"--grid nope",
     ]);
     assert!(e.contains("grid"), "{e}");
 }
@@ -210,19 +170,15 @@ fn baked_in_defaults_are_used_and_overridable() {
 fn invert_round_trips() {
     let dir = TempDir::new("cli-invert");
     let frt = dir.path("icfm.frt");
-    ok(&["export", s(&fx("moons_icfm/model.ts.onnx")), "-o", s(&frt)]);
+    ok(&[&"export", &fx("moons_icfm/model.ts.onnx"), &"-o", &frt]);
     let z = dir.path("z.npy");
     let text = ok(&[
-        "invert",
-        s(&frt),
-        "--data",
-        s(&fx("moons_icfm/samples/rk4-38_32.npy")),
-        "--method",
-        "rk4-38",
-        "--steps",
-        "32",
-        "-o",
-        s(&z),
+        &"invert",
+        &frt,
+        &"--data",
+        &fx("moons_icfm/samples/rk4-38_32.npy"),
+        &"--method rk4-38 --steps 32 -o",
+        &z,
     ]);
     assert!(text.contains("round trip"), "{text}");
     assert_close(&z, "sampler/moons_icfm_invert_rk4-38_32.npy", 5e-5);
@@ -234,123 +190,84 @@ fn sde_from_the_command_line() {
     let dir = TempDir::new("cli-sde");
     let frt = dir.path("checker.frt");
     let eps = dir.path("eps.frt");
-    ok(&["export", s(&fx("checker_fm/model.ts.onnx")), "-o", s(&frt)]);
-    ok(&["export", s(&fx("checker_eps/model.ts.onnx")), "-o", s(&eps)]);
+    ok(&[&"export", &fx("checker_fm/model.ts.onnx"), &"-o", &frt]);
+    ok(&[&"export", &fx("checker_eps/model.ts.onnx"), &"-o", &eps]);
     let out = dir.path("x.npy");
     let x0 = fx("sampler/sde_noise.npy");
     ok(&[
-        "sample",
-        s(&frt),
-        "--noise",
-        s(&x0),
-        "--steps",
-        "16",
-        "--sde",
-        "linear:0.5",
-        "--sde-noise",
-        s(&fx("sampler/sde_z_16.npy")),
-        "-o",
-        s(&out),
+        &"sample",
+        &frt,
+        &"--noise",
+        &x0,
+        &"--steps 16 --sde linear:0.5 --sde-noise",
+        &fx("sampler/sde_z_16.npy"),
+        &"-o",
+        &out,
     ]);
     assert_close(&out, "sampler/checker_fm_sde_linear0.5_16.npy", 5e-5);
     // The same SDE with ONNX Runtime evaluating the velocity.
     let frt_ort = dir.path("checker_ort.frt");
     ok(&[
-        "export",
-        s(&fx("checker_fm/model.ts.onnx")),
-        "-o",
-        s(&frt_ort),
-        "--embed-onnx",
+        &"export",
+        &fx("checker_fm/model.ts.onnx"),
+        &"-o",
+        &frt_ort,
+        &"--embed-onnx",
     ]);
     ok(&[
-        "sample",
-        s(&frt_ort),
-        "--noise",
-        s(&x0),
-        "--steps",
-        "16",
-        "--sde",
-        "linear:0.5",
-        "--sde-noise",
-        s(&fx("sampler/sde_z_16.npy")),
-        "--backend",
-        "ort",
-        "-o",
-        s(&out),
+        &"sample",
+        &frt_ort,
+        &"--noise",
+        &x0,
+        &"--steps 16 --sde linear:0.5 --sde-noise",
+        &fx("sampler/sde_z_16.npy"),
+        &"--backend ort -o",
+        &out,
     ]);
     assert_close(&out, "sampler/checker_fm_sde_linear0.5_16.npy", 5e-5);
     ok(&[
-        "sample",
-        s(&frt),
-        "--noise",
-        s(&x0),
-        "--steps",
-        "16",
-        "--sde",
-        "linear:1.0",
-        "--score-model",
-        s(&eps),
-        "--sde-noise",
-        s(&fx("sampler/sde_z_16.npy")),
-        "-o",
-        s(&out),
+        &"sample",
+        &frt,
+        &"--noise",
+        &x0,
+        &"--steps 16 --sde linear:1.0 --score-model",
+        &eps,
+        &"--sde-noise",
+        &fx("sampler/sde_z_16.npy"),
+        &"-o",
+        &out,
     ]);
     assert_close(&out, "sampler/checker_fm_sde_eps_linear1.0_16.npy", 5e-5);
     // Seeded noise is deterministic.
     let a = dir.path("a.npy");
     ok(&[
-        "sample",
-        s(&frt),
-        "--noise",
-        s(&x0),
-        "--steps",
-        "8",
-        "--sde",
-        "const:0.3",
-        "--sde-seed",
-        "5",
-        "-o",
-        s(&a),
+        &"sample",
+        &frt,
+        &"--noise",
+        &x0,
+        &"--steps 8 --sde const:0.3 --sde-seed 5 -o",
+        &a,
     ]);
     ok(&[
-        "sample",
-        s(&frt),
-        "--noise",
-        s(&x0),
-        "--steps",
-        "8",
-        "--sde",
-        "const:0.3",
-        "--sde-seed",
-        "5",
-        "-o",
-        s(&out),
+        &"sample",
+        &frt,
+        &"--noise",
+        &x0,
+        &"--steps 8 --sde const:0.3 --sde-seed 5 -o",
+        &out,
     ]);
     assert_eq!(read_npy(&a).0, read_npy(&out).0);
-    let e = fails(&[
-        "sample",
-        s(&frt),
-        "--noise",
-        s(&x0),
-        "--sde",
-        "cubic:1",
-        "-o",
-        s(&out),
-    ]);
+    let e = fails(&[&"sample", &frt, &"--noise", &x0, &"--sde cubic:1 -o", &out]);
     assert!(e.contains("--sde"), "{e}");
     let e = fails(&[
-        "sample",
-        s(&frt),
-        "--noise",
-        s(&x0),
-        "--steps",
-        "16",
-        "--sde",
-        "linear:1",
-        "--sde-noise",
-        s(&fx("sampler/sde_z_32.npy")),
-        "-o",
-        s(&out),
+        &"sample",
+        &frt,
+        &"--noise",
+        &x0,
+        &"--steps 16 --sde linear:1 --sde-noise",
+        &fx("sampler/sde_z_32.npy"),
+        &"-o",
+        &out,
     ]);
     assert!(e.contains("steps x N x dim"), "{e}");
 }
@@ -360,16 +277,13 @@ fn sigma_convention_and_diffusers_grids() {
     let dir = TempDir::new("cli-sigma");
     let frt = dir.path("sigma.frt");
     ok(&[
-        "export",
-        s(&fx("moons_sigma/model.ts.onnx")),
-        "-o",
-        s(&frt),
-        "--time",
-        "sigma",
-        "--time-scale",
-        "1000",
+        &"export",
+        &fx("moons_sigma/model.ts.onnx"),
+        &"-o",
+        &frt,
+        &"--time sigma --time-scale 1000",
     ]);
-    let text = ok(&["inspect", s(&frt)]);
+    let text = ok(&[&"inspect", &frt]);
     assert!(
         text.contains("sigma axis") && text.contains("1000"),
         "{text}"
@@ -389,37 +303,25 @@ fn sigma_convention_and_diffusers_grids() {
         ),
     ] {
         ok(&[
-            "sample",
-            s(&frt),
-            "--noise",
-            s(&noise),
-            "--grid",
-            grid,
-            "--steps",
-            steps,
-            "-o",
-            s(&out),
+            &"sample", &frt, &"--noise", &noise, &"--grid", &grid, &"--steps", &steps, &"-o", &out,
         ]);
         assert_close(&out, want, 5e-5);
     }
     let e = fails(&[
-        "export",
-        s(&fx("moons_sigma/model.ts.onnx")),
-        "-o",
-        s(&frt),
-        "--time",
-        "tau",
+        &"export",
+        &fx("moons_sigma/model.ts.onnx"),
+        &"-o",
+        &frt,
+        &"--time tau",
     ]);
     assert!(e.contains("--time tau"), "{e}");
     let e = fails(&[
-        "sample",
-        s(&frt),
-        "--noise",
-        s(&noise),
-        "--sde",
-        "linear:1",
-        "-o",
-        s(&out),
+        &"sample",
+        &frt,
+        &"--noise",
+        &noise,
+        &"--sde linear:1 -o",
+        &out,
     ]);
     assert!(e.contains("t axis"), "{e}");
 }
@@ -428,49 +330,31 @@ fn sigma_convention_and_diffusers_grids() {
 fn classifier_free_guidance_from_the_command_line() {
     let dir = TempDir::new("cli-cfg");
     let frt = dir.path("cfg.frt");
-    ok(&["export", s(&fx("moons_cfg/model.ts.onnx")), "-o", s(&frt)]);
+    ok(&[&"export", &fx("moons_cfg/model.ts.onnx"), &"-o", &frt]);
     let out = dir.path("x.npy");
     let noise = fx("moons_cfg/noise.npy");
     let labels = fx("moons_cfg/labels.npy");
     let text = ok(&[
-        "sample",
-        s(&frt),
-        "--noise",
-        s(&noise),
-        "--label",
-        s(&labels),
-        "--guidance",
-        "2.5",
-        "--null-label",
-        "2",
-        "--method",
-        "rk4-38",
-        "--steps",
-        "8",
-        "-o",
-        s(&out),
+        &"sample",
+        &frt,
+        &"--noise",
+        &noise,
+        &"--label",
+        &labels,
+        &"--guidance 2.5 --null-label 2 --method rk4-38 --steps 8 -o",
+        &out,
     ]);
     assert!(text.contains("guidance w=2.5"), "{text}");
     assert_close(&out, "moons_cfg/samples/cfg2.5_rk4-38_8.npy", 5e-5);
     ok(&[
-        "sample",
-        s(&frt),
-        "--noise",
-        s(&noise),
-        "--label",
-        s(&labels),
-        "--guidance",
-        "2.5",
-        "--null-label",
-        "2",
-        "--guidance-interval",
-        "0.2,0.8",
-        "--method",
-        "rk4-38",
-        "--steps",
-        "8",
-        "-o",
-        s(&out),
+        &"sample",
+        &frt,
+        &"--noise",
+        &noise,
+        &"--label",
+        &labels,
+        &"--guidance 2.5 --null-label 2 --guidance-interval 0.2,0.8 --method rk4-38 --steps 8 -o",
+        &out,
     ]);
     assert_close(
         &out,
@@ -480,77 +364,41 @@ fn classifier_free_guidance_from_the_command_line() {
     // Baked-in guidance.
     let baked = dir.path("cfg_baked.frt");
     ok(&[
-        "export",
-        s(&fx("moons_cfg/model.dynamo.onnx")),
-        "-o",
-        s(&baked),
-        "--guidance",
-        "2.5",
-        "--null-label",
-        "2",
-        "--method",
-        "midpoint",
-        "--steps",
-        "4",
+        &"export",
+        &fx("moons_cfg/model.dynamo.onnx"),
+        &"-o",
+        &baked,
+        &"--guidance 2.5 --null-label 2 --method midpoint --steps 4",
     ]);
     ok(&[
-        "sample",
-        s(&baked),
-        "--noise",
-        s(&noise),
-        "--label",
-        s(&labels),
-        "-o",
-        s(&out),
+        &"sample", &baked, &"--noise", &noise, &"--label", &labels, &"-o", &out,
     ]);
     assert_close(&out, "moons_cfg/samples/cfg2.5_midpoint_4.npy", 5e-5);
     // Errors.
     let e = fails(&[
-        "sample",
-        s(&frt),
-        "--noise",
-        s(&noise),
-        "--label",
-        s(&labels),
-        "--guidance",
-        "2",
-        "-o",
-        s(&out),
+        &"sample",
+        &frt,
+        &"--noise",
+        &noise,
+        &"--label",
+        &labels,
+        &"--guidance 2 -o",
+        &out,
     ]);
     assert!(e.contains("--null-label"), "{e}");
     let e = fails(&[
-        "sample",
-        s(&frt),
-        "--noise",
-        s(&noise),
-        "--label",
-        s(&labels),
-        "--guidance",
-        "2",
-        "--null-label",
-        "9",
-        "-o",
-        s(&out),
+        &"sample",
+        &frt,
+        &"--noise",
+        &noise,
+        &"--label",
+        &labels,
+        &"--guidance 2 --null-label 9 -o",
+        &out,
     ]);
     assert!(e.contains("out of range"), "{e}");
     let plain = dir.path("plain.frt");
-    ok(&[
-        "export",
-        s(&fx("checker_fm/model.ts.onnx")),
-        "-o",
-        s(&plain),
-    ]);
-    let e = fails(&[
-        "sample",
-        s(&plain),
-        "--seed",
-        "1",
-        "--num",
-        "4",
-        "--guidance",
-        "2",
-        "-o",
-        s(&out),
-    ]);
+    ok(&[&"export", &fx("checker_fm/model.ts.onnx"), &"-o", &plain]);
+    let e = fails(&[&"sample", &plain, &"--seed 1 --num 4 --guidance 2 -o", &out]);
     assert!(e.contains("label or cond input"), "{e}");
 }

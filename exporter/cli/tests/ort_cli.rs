@@ -20,8 +20,8 @@ fn embed_onnx_round_trip_ort_equals_cpu() {
     ] {
         let onnx = fixtures().join(model).join(file);
         let frt = dir.join(format!("{model}.frt"));
-        ok(&["export", s(&onnx), "-o", s(&frt), "--embed-onnx"]);
-        let insp = ok(&["inspect", s(&frt)]);
+        ok(&[&"export", &onnx, &"-o", &frt, &"--embed-onnx"]);
+        let insp = ok(&[&"inspect", &frt]);
         assert!(insp.contains("embedded ONNX"), "{insp}");
         let cpu = dir.join(format!("{model}.cpu.npy"));
         let ort = dir.join(format!("{model}.ort.npy"));
@@ -30,10 +30,10 @@ fn embed_onnx_round_trip_ort_equals_cpu() {
         ];
         let mut a = vec!["sample", s(&frt), "-o", s(&cpu), "--backend", "cpu"];
         a.extend(common);
-        ok(&a);
+        ok(&[&a]);
         let mut b = vec!["sample", s(&frt), "-o", s(&ort), "--backend", "ort"];
         b.extend(common);
-        let out = ok(&b);
+        let out = ok(&[&b]);
         assert!(out.contains("backend ort"), "{out}");
         let (xc, shc) = npy::read_f32(&cpu).unwrap();
         let (xo, sho) = npy::read_f32(&ort).unwrap();
@@ -53,7 +53,7 @@ fn ort_without_embedded_onnx_says_how() {
     let dir = TempDir::new("noembed");
     let onnx = fixtures().join("moons_icfm/model.dynamo.onnx");
     let frt = dir.join("m.frt");
-    ok(&["export", s(&onnx), "-o", s(&frt)]);
+    ok(&[&"export", &onnx, &"-o", &frt]);
     let out = dir.join("o.npy");
     let args = [
         "sample",
@@ -67,23 +67,14 @@ fn ort_without_embedded_onnx_says_how() {
         "--backend",
         "ort",
     ];
-    let e = fails_env(&args, &[]);
+    let e = fails_env(&[&args], &[]);
     assert!(e.contains("--embed-onnx") && e.contains("--onnx"), "{e}");
     // --onnx PATH makes it work, and matches --backend cpu.
     let mut with = args.to_vec();
     with.extend(["--onnx", s(&onnx)]);
-    ok(&with);
+    ok(&[&with]);
     let cpu = dir.join("c.npy");
-    ok(&[
-        "sample",
-        s(&frt),
-        "--seed",
-        "1",
-        "--num",
-        "4",
-        "-o",
-        s(&cpu),
-    ]);
+    ok(&[&"sample", &frt, &"--seed 1 --num 4 -o", &cpu]);
     let (a, _) = npy::read_f32(&out).unwrap();
     let (b, _) = npy::read_f32(&cpu).unwrap();
     assert!(a.iter().zip(&b).all(|(p, q)| (p - q).abs() <= 1e-4));
@@ -94,7 +85,7 @@ fn missing_or_broken_library_is_a_clear_error() {
     let dir = TempDir::new("nolib");
     let onnx = fixtures().join("moons_icfm/model.ts.onnx");
     let frt = dir.join("m.frt");
-    ok(&["export", s(&onnx), "-o", s(&frt), "--embed-onnx"]);
+    ok(&[&"export", &onnx, &"-o", &frt, &"--embed-onnx"]);
     let out = dir.join("o.npy");
     let args = [
         "sample",
@@ -109,7 +100,7 @@ fn missing_or_broken_library_is_a_clear_error() {
         "ort",
     ];
     let e = fails_env(
-        &args,
+        &[&args],
         &[("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")],
     );
     assert!(
@@ -119,7 +110,7 @@ fn missing_or_broken_library_is_a_clear_error() {
     // A file that is not a shared library.
     let fake = dir.join("libonnxruntime.so.1.31.1");
     std::fs::write(&fake, b"not a library").unwrap();
-    let e = fails_env(&args, &[("ORT_DYLIB_PATH", s(&fake))]);
+    let e = fails_env(&[&args], &[("ORT_DYLIB_PATH", s(&fake))]);
     assert!(e.contains("cannot load ONNX Runtime"), "{e}");
 }
 
@@ -128,7 +119,7 @@ fn bench_smoke_prints_ratio_last() {
     let dir = TempDir::new("bench");
     let onnx = fixtures().join("moons_reflow/model.dynamo.onnx");
     let frt = dir.join("m.frt");
-    ok(&["export", s(&onnx), "-o", s(&frt), "--embed-onnx"]);
+    ok(&[&"export", &onnx, &"-o", &frt, &"--embed-onnx"]);
     for extra in [&[][..], &["--eval"][..]] {
         let mut args = vec![
             "bench",
@@ -147,7 +138,7 @@ fn bench_smoke_prints_ratio_last() {
             "1",
         ];
         args.extend(extra);
-        let out = ok(&args);
+        let out = ok(&[&args]);
         let last = out.lines().last().unwrap_or_default();
         let r: f64 = last
             .strip_prefix("ratio flowrt/ort: ")

@@ -144,6 +144,12 @@ impl<'m> GpuField<'m> {
         cond: &Conditioning<'_>,
     ) -> Result<(), GpuError> {
         self.sig.check(rows, cond)?;
+        self.upload(ops, rows, cond);
+        Ok(())
+    }
+
+    /// Uploads what of `cond` (checked) is not on the device yet; keeps the `step` value.
+    fn upload<R: Runtime>(&mut self, ops: &GpuOps<R>, rows: usize, cond: &Conditioning<'_>) {
         self.cond.step = cond.step;
         let up = &mut self.cond;
         if !covers(&up.label, cond.label) {
@@ -179,7 +185,6 @@ impl<'m> GpuField<'m> {
                 _ => None,
             };
         }
-        Ok(())
     }
 
     fn eval_gpu<R: Runtime>(
@@ -188,17 +193,9 @@ impl<'m> GpuField<'m> {
         t: f32,
         x: &GpuBuf,
         v: &GpuBuf,
+        rows: usize,
     ) -> Result<(), GpuError> {
         let d = self.model.state_dim();
-        let rows = x.len / d;
-        if rows == 0 || rows > self.batch || rows * d != x.len || v.len != x.len {
-            return Err(Error::ShapeMismatch {
-                what: "x (a whole number of rows, at most the field's batch)",
-                expected: self.batch * d,
-                found: x.len,
-            }
-            .into());
-        }
         if !self.plans.contains_key(&rows) {
             let plan = Plan::new(&ops.gpu, &self.model, rows)?;
             self.plans.insert(rows, plan);
@@ -302,11 +299,9 @@ impl<R: Runtime> ConditionalField<GpuOps<R>> for GpuField<'_> {
         cond: &Conditioning<'_>,
         v: &mut GpuBuf,
     ) -> Result<(), Error> {
-        let rows = x.len / self.model.state_dim().max(1);
-        let r = self
-            .set_conditioning(ops, rows, cond)
-            .and_then(|()| self.eval_gpu(ops, t, x, v));
-        match r {
+        let rows = self.sig.check_eval(x.len, v.len, self.batch, cond)?;
+        self.upload(ops, rows, cond);
+        match self.eval_gpu(ops, t, x, v, rows) {
             Ok(()) => Ok(()),
             Err(GpuError::Flowrt(e)) => Err(e),
             Err(e) => {

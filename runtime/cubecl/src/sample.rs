@@ -5,31 +5,12 @@
 use std::time::{Duration, Instant};
 
 use cubecl::prelude::*;
-use flowrt::field::Conditioning;
-use flowrt::grid::TimeGrid;
-use flowrt::guidance::Guidance;
 use flowrt::run::{run, Buffers, Facts, Request};
-use flowrt::solver::{adaptive, Method, NoObserver, StepObserver, Workspace};
+use flowrt::solver::{NoObserver, StepObserver, Workspace};
 use flowrt::{Error, Model};
 
 use crate::field::DEVICE_FAILED;
 use crate::{DeviceInfo, GpuBuf, GpuError, GpuField, GpuOps};
-
-/// What to sample.
-#[derive(Clone, Copy)]
-pub struct SampleRequest<'a> {
-    /// The solver (any fixed-step method, or `Dopri5` with [`SampleRequest::tol`]).
-    pub method: Method,
-    /// The time grid, in model time.
-    pub grid: &'a dyn TimeGrid,
-    /// Tolerances of the adaptive method.
-    pub tol: adaptive::Tolerances,
-    /// Per-row conditioning (labels, vectors, embedded guidance) for the batch.
-    pub cond: Conditioning<'a>,
-    /// Classifier-free guidance with the doubled conditioning (conditional rows first,
-    /// then the null rows), or `None`.
-    pub guided: Option<(Guidance, Conditioning<'a>)>,
-}
 
 /// What a [`sample`] call did.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,7 +74,7 @@ impl<'m> Sampler<'m> {
         ops: &mut GpuOps<R>,
         model: &Model<'m>,
         batch: usize,
-        req: &SampleRequest<'_>,
+        req: &Request<'_>,
     ) -> Result<Self, GpuError> {
         crate::guard(|| Self::prepare(ops, model, batch, req))
     }
@@ -102,7 +83,7 @@ impl<'m> Sampler<'m> {
         ops: &mut GpuOps<R>,
         model: &Model<'m>,
         batch: usize,
-        req: &SampleRequest<'_>,
+        req: &Request<'_>,
     ) -> Result<Self, GpuError> {
         let start = Instant::now();
         if model.pipeline().is_some() {
@@ -110,13 +91,13 @@ impl<'m> Sampler<'m> {
                 "multi-network files sample on the CPU backend".into(),
             ));
         }
-        let rows = if req.guided.is_some() {
+        let rows = if req.guidance.is_some() {
             2 * batch
         } else {
             batch
         };
         let mut field = GpuField::new(ops, model, rows)?;
-        match &req.guided {
+        match &req.guidance {
             Some((_, doubled)) => field.set_conditioning(ops, rows, doubled)?,
             None => field.set_conditioning(ops, rows, &req.cond)?,
         }
@@ -124,7 +105,7 @@ impl<'m> Sampler<'m> {
             model: *model,
             field,
             batch,
-            guided: req.guided.is_some(),
+            guided: req.guidance.is_some(),
             setup: start.elapsed(),
         })
     }
@@ -144,7 +125,7 @@ impl<'m> Sampler<'m> {
         &mut self,
         ops: &mut GpuOps<R>,
         x: &mut [f32],
-        req: &SampleRequest<'_>,
+        req: &Request<'_>,
     ) -> Result<SampleReport, GpuError> {
         self.run_observed(ops, x, req, &mut NoObserver)
     }
@@ -157,7 +138,7 @@ impl<'m> Sampler<'m> {
         &mut self,
         ops: &mut GpuOps<R>,
         x: &mut [f32],
-        req: &SampleRequest<'_>,
+        req: &Request<'_>,
         observer: &mut dyn StepObserver<GpuOps<R>>,
     ) -> Result<SampleReport, GpuError> {
         crate::guard(|| self.run_unguarded(ops, x, req, observer))
@@ -167,7 +148,7 @@ impl<'m> Sampler<'m> {
         &mut self,
         ops: &mut GpuOps<R>,
         x: &mut [f32],
-        req: &SampleRequest<'_>,
+        req: &Request<'_>,
         observer: &mut dyn StepObserver<GpuOps<R>>,
     ) -> Result<SampleReport, GpuError> {
         let d = self.model.state_dim();
@@ -179,7 +160,7 @@ impl<'m> Sampler<'m> {
             }
             .into());
         }
-        if req.guided.is_some() != self.guided {
+        if req.guidance.is_some() != self.guided {
             return Err(Error::BadArgument {
                 what: "guidance on or off must match the request the sampler was made with",
             }
@@ -219,24 +200,9 @@ impl<'m> Sampler<'m> {
             [x2, v2] => Some([x2, v2]),
             _ => None,
         };
-        let run_req = Request {
-            method: req.method,
-            grid: req.grid,
-            tol: req.tol,
-            cond: req.cond,
-            guidance: req.guided,
-        };
         let mut b = Buffers { work, guided };
         let facts = Facts::of(&self.model);
-        match run(
-            ops,
-            &mut *field,
-            &facts,
-            &run_req,
-            &mut xs,
-            &mut b,
-            observer,
-        ) {
+        match run(ops, &mut *field, &facts, req, &mut xs, &mut b, observer) {
             Ok(stats) => {
                 report.steps = stats.steps;
                 report.rejected = stats.rejected;
@@ -261,7 +227,7 @@ pub fn sample<R: Runtime>(
     ops: &mut GpuOps<R>,
     model: &Model<'_>,
     x: &mut [f32],
-    req: &SampleRequest<'_>,
+    req: &Request<'_>,
 ) -> Result<SampleReport, GpuError> {
     let d = model.state_dim();
     let batch = x.len().checked_div(d).unwrap_or(0);

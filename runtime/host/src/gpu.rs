@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
+use flowrt::run::Request;
 use flowrt::Model;
 use flowrt_cubecl::cubecl::Runtime;
-use flowrt_cubecl::sample::{Recorder, SampleReport, SampleRequest, Sampler};
+use flowrt_cubecl::sample::{Recorder, SampleReport, Sampler};
 use flowrt_cubecl::{Gpu, GpuBackend, GpuError, GpuOps};
 
 use crate::Result;
@@ -24,14 +25,14 @@ pub(crate) fn sample(
     backend: GpuBackend,
     model: &Model<'_>,
     x: &mut [f32],
-    req: &SampleRequest<'_>,
+    req: &Request<'_>,
     trajectory: Option<&mut Recorder>,
 ) -> Result<SampleReport> {
     fn go<R: Runtime>(
         mut ops: GpuOps<R>,
         model: &Model<'_>,
         x: &mut [f32],
-        req: &SampleRequest<'_>,
+        req: &Request<'_>,
         trajectory: Option<&mut Recorder>,
     ) -> Result<SampleReport> {
         let batch = x.len() / model.state_dim().max(1);

@@ -510,12 +510,12 @@ impl Frt {
                 } else {
                     flowrt_cubecl::GpuBackend::Cuda
                 };
-                let sreq = flowrt_cubecl::sample::SampleRequest {
+                let sreq = flowrt::run::Request {
                     method: plan.method,
                     grid: &grid,
                     tol: plan.tol,
                     cond: inputs.as_conditioning(),
-                    guided: guided.as_ref().map(|(g, d)| (*g, d.as_conditioning())),
+                    guidance: guided.as_ref().map(|(g, d)| (*g, d.as_conditioning())),
                 };
                 let mut rec = traj
                     .as_ref()

@@ -413,24 +413,10 @@ impl OrtField<'_> {
         v: &mut [f32],
     ) -> Result<(), OrtError> {
         let d = self.session.state_dim;
-        let rows = x.len().checked_div(d).unwrap_or(0);
-        if rows == 0 || rows > self.batch || rows * d != x.len() {
-            return Err(flowrt::Error::ShapeMismatch {
-                what: "x (a whole number of rows, at most the field's batch)",
-                expected: self.batch * d,
-                found: x.len(),
-            }
-            .into());
-        }
-        if v.len() != x.len() {
-            return Err(flowrt::Error::ShapeMismatch {
-                what: "v",
-                expected: x.len(),
-                found: v.len(),
-            }
-            .into());
-        }
-        self.session.sig.check(rows, cond)?;
+        let rows = self
+            .session
+            .sig
+            .check_eval(x.len(), v.len(), self.batch, cond)?;
         let mut dims_all: Vec<Vec<i64>> = Vec::with_capacity(self.bufs.len());
         for ((role, shape), buf) in self.session.signature.iter().zip(self.bufs.iter_mut()) {
             let dims = shape.concrete(rows);
@@ -588,10 +574,10 @@ impl flowrt::field::ConditionalField<CpuOps> for OrtField<'_> {
 ///
 /// Errors: sizes, solver configuration, non-finite values, or ONNX Runtime failing (with its
 /// message).
-pub fn sample<G: TimeGrid + ?Sized>(
+pub fn sample(
     session: &mut OrtSession,
     method: Method,
-    grid: &G,
+    grid: &dyn TimeGrid,
     x: &mut [f32],
 ) -> Result<(), OrtError> {
     sample_cond(session, method, grid, x, &Conditioning::default())
@@ -601,10 +587,10 @@ pub fn sample<G: TimeGrid + ?Sized>(
 /// [`flowrt::sampler::sample_cond`].
 ///
 /// Errors: as [`sample`], plus those of [`OrtField::eval_cond`].
-pub fn sample_cond<G: TimeGrid + ?Sized>(
+pub fn sample_cond(
     session: &mut OrtSession,
     method: Method,
-    grid: &G,
+    grid: &dyn TimeGrid,
     x: &mut [f32],
     cond: &Conditioning<'_>,
 ) -> Result<(), OrtError> {
@@ -624,7 +610,7 @@ pub fn sample_cond<G: TimeGrid + ?Sized>(
     let mut field = session.field(batch)?;
     let req = flowrt::run::Request {
         method,
-        grid: &Grid(grid),
+        grid,
         tol: Default::default(),
         cond: *cond,
         guidance: None,
@@ -642,17 +628,5 @@ pub fn sample_cond<G: TimeGrid + ?Sized>(
     match r {
         Ok(_) => Ok(()),
         Err(e) => Err(field.take_error().unwrap_or(OrtError::Flowrt(e))),
-    }
-}
-
-/// A `?Sized` grid as a `dyn TimeGrid`.
-struct Grid<'g, G: ?Sized>(&'g G);
-
-impl<G: TimeGrid + ?Sized> TimeGrid for Grid<'_, G> {
-    fn steps(&self) -> usize {
-        self.0.steps()
-    }
-    fn point(&self, i: usize) -> Option<f32> {
-        self.0.point(i)
     }
 }

@@ -44,34 +44,97 @@ impl Drop for TempDir {
     }
 }
 
-/// Runs the `flowrt` binary with `args` and extra environment variables.
-pub fn flowrt_env<I, S>(args: I, env: &[(&str, &str)]) -> Output
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<std::ffi::OsStr>,
-{
+/// Words of a `flowrt` command line, as the one helper every CLI test builds its arguments
+/// with ([`args`]): a string literal is split at white space (`"--method rk4-38 --steps 8"`),
+/// a path or a `String` is one word.
+pub trait Arg {
+    /// Appends the words.
+    fn push_to(&self, out: &mut Vec<String>);
+}
+
+impl Arg for str {
+    fn push_to(&self, out: &mut Vec<String>) {
+        out.extend(self.split_whitespace().map(str::to_string));
+    }
+}
+
+impl<T: Arg + ?Sized> Arg for &T {
+    fn push_to(&self, out: &mut Vec<String>) {
+        (**self).push_to(out);
+    }
+}
+
+impl Arg for String {
+    fn push_to(&self, out: &mut Vec<String>) {
+        out.push(self.clone());
+    }
+}
+
+impl Arg for Path {
+    fn push_to(&self, out: &mut Vec<String>) {
+        out.push(s(self).to_string());
+    }
+}
+
+impl Arg for PathBuf {
+    fn push_to(&self, out: &mut Vec<String>) {
+        out.push(s(self).to_string());
+    }
+}
+
+impl Arg for [&str] {
+    fn push_to(&self, out: &mut Vec<String>) {
+        out.extend(self.iter().map(|w| w.to_string()));
+    }
+}
+
+impl Arg for Vec<&str> {
+    fn push_to(&self, out: &mut Vec<String>) {
+        self.as_slice().push_to(out);
+    }
+}
+
+impl<const N: usize> Arg for [&str; N] {
+    fn push_to(&self, out: &mut Vec<String>) {
+        self.as_slice().push_to(out);
+    }
+}
+
+impl Arg for Vec<String> {
+    fn push_to(&self, out: &mut Vec<String>) {
+        out.extend(self.iter().cloned());
+    }
+}
+
+/// The command line of `parts` (see [`Arg`]).
+pub fn args(parts: &[&dyn Arg]) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in parts {
+        p.push_to(&mut out);
+    }
+    out
+}
+
+/// Runs the `flowrt` binary with `parts` and extra environment variables.
+pub fn flowrt_env(parts: &[&dyn Arg], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_flowrt"));
-    c.args(args);
+    c.args(args(parts));
     for (k, v) in env {
         c.env(k, v);
     }
     c.output().expect("run the flowrt binary")
 }
 
-/// Runs the `flowrt` binary with `args`.
-pub fn flowrt<I, S>(args: I) -> Output
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<std::ffi::OsStr>,
-{
-    flowrt_env(args, &[])
+/// Runs the `flowrt` binary with `parts`.
+pub fn flowrt(parts: &[&dyn Arg]) -> Output {
+    flowrt_env(parts, &[])
 }
 
 /// The command line, status and both streams, for assertion messages.
-pub fn describe(args: &[&str], out: &Output) -> String {
+pub fn describe(parts: &[&dyn Arg], out: &Output) -> String {
     format!(
         "flowrt {}\nstatus: {}\nstdout:\n{}\nstderr:\n{}",
-        args.join(" "),
+        args(parts).join(" "),
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
@@ -79,7 +142,7 @@ pub fn describe(args: &[&str], out: &Output) -> String {
 }
 
 /// Runs flowrt, asserts success, returns stdout.
-pub fn ok(args: &[&str]) -> String {
+pub fn ok(args: &[&dyn Arg]) -> String {
     let out = flowrt(args);
     assert!(
         out.status.success(),
@@ -91,7 +154,7 @@ pub fn ok(args: &[&str]) -> String {
 
 /// Runs flowrt with `env`, asserts a clean failure (non-zero exit, not a signal, exactly one
 /// `error:` line on stderr, no panic), returns that line.
-pub fn fails_env(args: &[&str], env: &[(&str, &str)]) -> String {
+pub fn fails_env(args: &[&dyn Arg], env: &[(&str, &str)]) -> String {
     let out = flowrt_env(args, env);
     let what = describe(args, &out);
     assert!(!out.status.success(), "expected failure:\n{what}");
@@ -111,7 +174,7 @@ pub fn fails_env(args: &[&str], env: &[(&str, &str)]) -> String {
 }
 
 /// [`fails_env`] without extra environment.
-pub fn fails(args: &[&str]) -> String {
+pub fn fails(args: &[&dyn Arg]) -> String {
     fails_env(args, &[])
 }
 
