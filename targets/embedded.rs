@@ -71,13 +71,13 @@ pub fn sample_embedded<G: flowrt::grid::TimeGrid + ?Sized>(
     arena: &mut [u8],
 ) -> Result<(), flowrt::Error> {
     if labels.is_empty() {
-        flowrt::sampler::sample(model, method, grid, x, arena)
+        flowrt::sampler::sample(model, method, &grid, x, arena)
     } else {
         let cond = flowrt::field::Conditioning {
             label: Some(labels),
             ..Default::default()
         };
-        flowrt::sampler::sample_cond(model, method, grid, x, &cond, arena)
+        flowrt::sampler::sample_cond(model, method, &grid, x, &cond, arena)
     }
 }
 

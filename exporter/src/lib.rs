@@ -4,7 +4,7 @@
 //! ops and input types, before tract sees it) → [`import`] (tract-onnx: parse, type for a
 //! symbolic batch, fold shape subgraphs, declutter) → [`roles`] (which input is `x`, `t`,
 //! `xt`, `label`, `cond` or `guidance`) → [`lower`] (tract ops → flowrt ops) →
-//! `flowrt::format::write` (validate, plan memory, serialize).
+//! `flowrt::write::write` (validate, plan memory, serialize).
 
 pub mod conformance;
 pub mod embed;

@@ -1,0 +1,516 @@
+//! Node operations as the file stores them ([`NodeOp`]): the one op enum of flowrt (the
+//! exporter's `ir::Op` is this type), with its attribute encoding and checks.
+
+use super::MAX_RANK;
+use super::{opcode, NODE_ATTRS};
+use crate::ops::{Binary, CoordMode, PadMode, PoolKind, ReduceKind, ResizeMode, Unary, Window};
+
+/// A node's operation with its attributes, as stored in the file (no heap).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum NodeOp {
+    /// `inputs = [a, w]` or `[a, w, bias]`: `a[.., K] x w[K, N] (+ bias[N]) -> [.., N]`.
+    Dense,
+    /// `inputs = [a, b]`: numpy matmul, rank >= 2, leading dims broadcast.
+    MatMul,
+    /// `inputs = [a, b]`: element-wise with numpy broadcasting.
+    Binary(Binary),
+    /// `inputs = [x]`: element-wise.
+    Unary(Unary),
+    /// `inputs = [cond, a, b]`: `cond != 0 ? a : b`, all three broadcast (numpy) to the output.
+    Where,
+    /// `inputs = [x0, x1, ...]` joined along `axis`.
+    Concat {
+        /// Axis along which the inputs are joined.
+        axis: u32,
+    },
+    /// `inputs = [x]`: same elements, new shape.
+    Reshape,
+    /// `inputs = [x]`: broadcast to the output shape.
+    Expand,
+    /// `inputs = [x]`: output axis `i` is input axis `perm[i]`.
+    Transpose {
+        /// Rank (length of the permutation).
+        rank: u8,
+        /// The permutation; entries past `rank` are 0.
+        perm: [u8; MAX_RANK],
+    },
+    /// `inputs = [x]`: indices `start, start + step, ...` (< `end`) along `axis`.
+    Slice {
+        /// Axis to slice.
+        axis: u32,
+        /// First index taken.
+        start: u32,
+        /// One past the last index that may be taken.
+        end: u32,
+        /// Stride (>= 1).
+        step: u32,
+    },
+    /// `inputs = [table, idx]`: `out[i, ...] = table[idx[i], ...]` along axis 0 (the only
+    /// axis in this version); output shape = `idx.shape + table.shape[1..]`. An index that
+    /// is not an integer in `0..N` is a run-time error.
+    Gather,
+    /// `inputs = [x, w]` or `[x, w, bias]`: NCHW convolution (rank 3 = 1-D, rank 4 = 2-D),
+    /// `w [M, C/groups, (KH,) KW]` and `bias [M]` constants.
+    Conv {
+        /// Channel groups (>= 1).
+        groups: u32,
+        /// Strides, dilations and pads.
+        window: Window,
+    },
+    /// `inputs = [x, w]` or `[x, w, bias]`: transposed convolution, `w [M, C/groups, ...]`
+    /// (the layout of `Conv`'s kernel).
+    ConvTranspose {
+        /// Channel groups (>= 1).
+        groups: u32,
+        /// Strides, dilations and pads.
+        window: Window,
+        /// Extra output rows / columns at the end.
+        out_pad: [u16; 2],
+    },
+    /// `inputs = [x]`: max or average pooling over the spatial axes of NCHW `x`.
+    Pool {
+        /// Max or average (with or without the padding counted).
+        kind: PoolKind,
+        /// Window size `[KH, KW]` (`KH = 1` for 1-D).
+        kernel: [u16; 2],
+        /// Strides, dilations and pads.
+        window: Window,
+    },
+    /// `inputs = [x]`: reduction over axes `start..end`, which become 1 in the output.
+    Reduce {
+        /// The reduction.
+        kind: ReduceKind,
+        /// First reduced axis.
+        start: u8,
+        /// One past the last reduced axis.
+        end: u8,
+    },
+    /// `inputs = [x]`: softmax (or log-softmax) over axes `start..end` jointly.
+    Softmax {
+        /// First axis.
+        start: u8,
+        /// One past the last axis.
+        end: u8,
+        /// Log-softmax.
+        log: bool,
+    },
+    /// `inputs = [x]`: resize of the last two axes.
+    Resize {
+        /// Nearest (with its rounding) or linear.
+        mode: ResizeMode,
+        /// Coordinate transformation.
+        coord: CoordMode,
+        /// `[row scale, column scale]` (> 0).
+        scales: [f32; 2],
+    },
+    /// `inputs = [x]`: pad each axis `i` by `begin[i]` before and `end[i]` after.
+    Pad {
+        /// Constant, reflect, edge or wrap.
+        mode: PadMode,
+        /// Padding before, per axis (entries past the rank are 0).
+        begin: [u16; MAX_RANK],
+        /// Padding after, per axis (entries past the rank are 0).
+        end: [u16; MAX_RANK],
+    },
+}
+
+/// Packs two u16 into one attribute word (low half first).
+fn pack2(v: [u16; 2]) -> u32 {
+    u32::from(v[0]) | (u32::from(v[1]) << 16)
+}
+
+/// Inverse of [`pack2`].
+fn unpack2(w: u32) -> [u16; 2] {
+    [(w & 0xFFFF) as u16, (w >> 16) as u16]
+}
+
+fn encode_window(a: &mut [u32; NODE_ATTRS], w: &Window) {
+    a[1] = pack2(w.stride);
+    a[2] = pack2(w.dilation);
+    a[3] = pack2(w.pad_begin);
+    a[4] = pack2(w.pad_end);
+}
+
+fn decode_window(a: &[u32; NODE_ATTRS]) -> Result<Window, &'static str> {
+    let w = Window {
+        stride: unpack2(a[1]),
+        dilation: unpack2(a[2]),
+        pad_begin: unpack2(a[3]),
+        pad_end: unpack2(a[4]),
+    };
+    if w.stride.contains(&0) || w.dilation.contains(&0) {
+        return Err("stride or dilation is 0");
+    }
+    Ok(w)
+}
+
+impl NodeOp {
+    /// A `Transpose` whose output axis `i` is input axis `perm[i]`.
+    ///
+    /// Errors: a permutation longer than [`MAX_RANK`] or with an entry that is no axis of
+    /// it (the reader's rule).
+    pub fn transpose(perm: &[u32]) -> Result<NodeOp, &'static str> {
+        if perm.len() > MAX_RANK {
+            return Err("transpose rank is larger than 6");
+        }
+        let mut p = [0u8; MAX_RANK];
+        for (slot, v) in p.iter_mut().zip(perm) {
+            *slot = u8::try_from(*v).map_err(|_| "transpose perm entry out of range")?;
+        }
+        let op = NodeOp::Transpose {
+            rank: perm.len() as u8,
+            perm: p,
+        };
+        let (code, attrs) = op.encode();
+        NodeOp::decode(code, attrs)
+    }
+
+    /// A `Pad` of `begin[i]` before and `end[i]` after axis `i`.
+    ///
+    /// Errors: more than [`MAX_RANK`] axes, or `begin` and `end` of different lengths.
+    pub fn pad(mode: PadMode, begin: &[u16], end: &[u16]) -> Result<NodeOp, &'static str> {
+        if begin.len() > MAX_RANK || end.len() != begin.len() {
+            return Err("Pad has more than 6 axes or unequal begin / end lists");
+        }
+        let mut b = [0u16; MAX_RANK];
+        let mut e = [0u16; MAX_RANK];
+        b.iter_mut().zip(begin).for_each(|(s, v)| *s = *v);
+        e.iter_mut().zip(end).for_each(|(s, v)| *s = *v);
+        Ok(NodeOp::Pad {
+            mode,
+            begin: b,
+            end: e,
+        })
+    }
+
+    /// Short operation name for `inspect` (`"Dense"`, `"Add"`, `"Gelu"`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            NodeOp::Dense => "Dense",
+            NodeOp::MatMul => "MatMul",
+            NodeOp::Binary(b) => b.name(),
+            NodeOp::Unary(u) => u.name(),
+            NodeOp::Where => "Where",
+            NodeOp::Concat { .. } => "Concat",
+            NodeOp::Reshape => "Reshape",
+            NodeOp::Expand => "Expand",
+            NodeOp::Transpose { .. } => "Transpose",
+            NodeOp::Slice { .. } => "Slice",
+            NodeOp::Gather => "Gather",
+            NodeOp::Conv { .. } => "Conv",
+            NodeOp::ConvTranspose { .. } => "ConvTranspose",
+            NodeOp::Pool {
+                kind: PoolKind::Max,
+                ..
+            } => "MaxPool",
+            NodeOp::Pool { .. } => "AveragePool",
+            NodeOp::Reduce { kind, .. } => kind.name(),
+            NodeOp::Softmax { log: false, .. } => "Softmax",
+            NodeOp::Softmax { log: true, .. } => "LogSoftmax",
+            NodeOp::Resize { .. } => "Resize",
+            NodeOp::Pad { .. } => "Pad",
+        }
+    }
+
+    /// Permutation of a `Transpose` as a slice (empty for other ops).
+    pub fn perm(&self) -> &[u8] {
+        match self {
+            NodeOp::Transpose { rank, perm } => perm.get(..usize::from(*rank)).unwrap_or(&[]),
+            _ => &[],
+        }
+    }
+
+    /// Encodes as (op code, attribute words).
+    pub fn encode(&self) -> (u16, [u32; NODE_ATTRS]) {
+        let mut a = [0u32; NODE_ATTRS];
+        let code = match *self {
+            NodeOp::Dense => opcode::DENSE,
+            NodeOp::MatMul => opcode::MATMUL,
+            NodeOp::Binary(b) => opcode::BINARY_BASE + b.code(),
+            NodeOp::Unary(u) => {
+                let (p0, p1) = u.params();
+                a[0] = p0.to_bits();
+                a[1] = p1.to_bits();
+                opcode::UNARY_BASE + u.code()
+            }
+            NodeOp::Concat { axis } => {
+                a[0] = axis;
+                opcode::CONCAT
+            }
+            NodeOp::Reshape => opcode::RESHAPE,
+            NodeOp::Expand => opcode::EXPAND,
+            NodeOp::Where => opcode::WHERE,
+            NodeOp::Gather => opcode::GATHER,
+            NodeOp::Transpose { rank, perm } => {
+                a[0] = u32::from(rank);
+                for (slot, p) in a.iter_mut().skip(1).zip(perm.iter()) {
+                    *slot = u32::from(*p);
+                }
+                opcode::TRANSPOSE
+            }
+            NodeOp::Slice {
+                axis,
+                start,
+                end,
+                step,
+            } => {
+                a[0] = axis;
+                a[1] = start;
+                a[2] = end;
+                a[3] = step;
+                opcode::SLICE
+            }
+            NodeOp::Conv { groups, window } => {
+                a[0] = groups;
+                encode_window(&mut a, &window);
+                opcode::CONV
+            }
+            NodeOp::ConvTranspose {
+                groups,
+                window,
+                out_pad,
+            } => {
+                a[0] = groups;
+                encode_window(&mut a, &window);
+                a[5] = pack2(out_pad);
+                opcode::CONV_TRANSPOSE
+            }
+            NodeOp::Pool {
+                kind,
+                kernel,
+                window,
+            } => {
+                a[0] = kind.code();
+                encode_window(&mut a, &window);
+                a[5] = pack2(kernel);
+                opcode::POOL
+            }
+            NodeOp::Reduce { kind, start, end } => {
+                a[0] = kind.code();
+                a[1] = u32::from(start);
+                a[2] = u32::from(end);
+                opcode::REDUCE
+            }
+            NodeOp::Softmax { start, end, log } => {
+                a[0] = u32::from(start);
+                a[1] = u32::from(end);
+                a[2] = u32::from(log);
+                opcode::SOFTMAX
+            }
+            NodeOp::Resize {
+                mode,
+                coord,
+                scales,
+            } => {
+                a[0] = mode.code();
+                a[1] = coord.code();
+                a[2] = scales[0].to_bits();
+                a[3] = scales[1].to_bits();
+                opcode::RESIZE
+            }
+            NodeOp::Pad { mode, begin, end } => {
+                a[0] = mode.code();
+                a[1] = mode.value().to_bits();
+                for (slot, (b, e)) in a.iter_mut().skip(2).zip(begin.iter().zip(&end)) {
+                    *slot = pack2([*b, *e]);
+                }
+                opcode::PAD
+            }
+        };
+        (code, a)
+    }
+
+    /// Decodes and checks attribute ranges (not shapes): unknown op codes, non-finite
+    /// parameters, bad permutations, `step == 0`, and non-zero unused attribute words are
+    /// rejected.
+    pub fn decode(code: u16, attrs: [u32; NODE_ATTRS]) -> Result<NodeOp, &'static str> {
+        let used = |n: usize| attrs.iter().skip(n).all(|w| *w == 0);
+        let op = match code {
+            opcode::DENSE => NodeOp::Dense,
+            opcode::MATMUL => NodeOp::MatMul,
+            opcode::CONCAT => NodeOp::Concat { axis: attrs[0] },
+            opcode::RESHAPE => NodeOp::Reshape,
+            opcode::EXPAND => NodeOp::Expand,
+            opcode::WHERE => NodeOp::Where,
+            // attrs[0] is the axis; only 0 is defined (checked as an unused word below).
+            opcode::GATHER => NodeOp::Gather,
+            opcode::TRANSPOSE => {
+                let rank = attrs[0];
+                if rank as usize > MAX_RANK {
+                    return Err("transpose rank is larger than 6");
+                }
+                let mut perm = [0u8; MAX_RANK];
+                let mut seen = [false; MAX_RANK];
+                for (slot, w) in perm
+                    .iter_mut()
+                    .zip(attrs.iter().skip(1))
+                    .take(rank as usize)
+                {
+                    let flag = seen
+                        .get_mut(*w as usize)
+                        .filter(|_| *w < rank)
+                        .ok_or("transpose perm entry out of range")?;
+                    if *flag {
+                        return Err("transpose perm is not a permutation");
+                    }
+                    *flag = true;
+                    *slot = *w as u8; // < rank <= 6
+                }
+                if !attrs.iter().skip(1 + rank as usize).all(|w| *w == 0) {
+                    return Err("non-zero unused attribute");
+                }
+                return Ok(NodeOp::Transpose {
+                    rank: rank as u8,
+                    perm,
+                });
+            }
+            opcode::SLICE => {
+                if attrs[3] == 0 {
+                    return Err("slice step is 0");
+                }
+                NodeOp::Slice {
+                    axis: attrs[0],
+                    start: attrs[1],
+                    end: attrs[2],
+                    step: attrs[3],
+                }
+            }
+            opcode::CONV | opcode::CONV_TRANSPOSE | opcode::POOL => {
+                let window = decode_window(&attrs)?;
+                let op = match code {
+                    opcode::CONV => NodeOp::Conv {
+                        groups: attrs[0],
+                        window,
+                    },
+                    opcode::CONV_TRANSPOSE => NodeOp::ConvTranspose {
+                        groups: attrs[0],
+                        window,
+                        out_pad: unpack2(attrs[5]),
+                    },
+                    _ => NodeOp::Pool {
+                        kind: PoolKind::from_code(attrs[0]).ok_or("unknown pool kind")?,
+                        kernel: unpack2(attrs[5]),
+                        window,
+                    },
+                };
+                if matches!(
+                    op,
+                    NodeOp::Conv { groups: 0, .. } | NodeOp::ConvTranspose { groups: 0, .. }
+                ) {
+                    return Err("convolution groups is 0");
+                }
+                if let NodeOp::Pool { kernel, .. } = op {
+                    if kernel.contains(&0) {
+                        return Err("pool kernel size is 0");
+                    }
+                }
+                let n = if code == opcode::CONV { 5 } else { 6 };
+                if !used(n) {
+                    return Err("non-zero unused attribute");
+                }
+                return Ok(op);
+            }
+            opcode::REDUCE => {
+                let (start, end) = axis_range(attrs[1], attrs[2])?;
+                NodeOp::Reduce {
+                    kind: ReduceKind::from_code(attrs[0]).ok_or("unknown reduction")?,
+                    start,
+                    end,
+                }
+            }
+            opcode::SOFTMAX => {
+                let (start, end) = axis_range(attrs[0], attrs[1])?;
+                if attrs[2] > 1 {
+                    return Err("softmax log flag is not 0 or 1");
+                }
+                NodeOp::Softmax {
+                    start,
+                    end,
+                    log: attrs[2] == 1,
+                }
+            }
+            opcode::RESIZE => {
+                let scales = [f32::from_bits(attrs[2]), f32::from_bits(attrs[3])];
+                if !scales.iter().all(|s| s.is_finite() && *s > 0.0) {
+                    return Err("resize scale is not a positive finite number");
+                }
+                NodeOp::Resize {
+                    mode: ResizeMode::from_code(attrs[0]).ok_or("unknown resize mode")?,
+                    coord: CoordMode::from_code(attrs[1])
+                        .ok_or("unknown resize coordinate mode")?,
+                    scales,
+                }
+            }
+            opcode::PAD => {
+                let value = f32::from_bits(attrs[1]);
+                let mode = PadMode::from_code(attrs[0], value).ok_or("unknown pad mode")?;
+                if mode.value().to_bits() != attrs[1] {
+                    return Err("non-zero unused attribute");
+                }
+                if value.is_nan() {
+                    return Err("pad value is NaN");
+                }
+                let mut begin = [0u16; MAX_RANK];
+                let mut end = [0u16; MAX_RANK];
+                for ((b, e), w) in begin
+                    .iter_mut()
+                    .zip(end.iter_mut())
+                    .zip(attrs.iter().skip(2))
+                {
+                    [*b, *e] = unpack2(*w);
+                }
+                return Ok(NodeOp::Pad { mode, begin, end });
+            }
+            c if (opcode::BINARY_BASE..opcode::BINARY_BASE + 0x100).contains(&c) => {
+                NodeOp::Binary(Binary::from_code(c - opcode::BINARY_BASE).ok_or("unknown op code")?)
+            }
+            c if (opcode::UNARY_BASE..opcode::UNARY_BASE + 0x100).contains(&c) => {
+                let u = Unary::from_code(
+                    c - opcode::UNARY_BASE,
+                    f32::from_bits(attrs[0]),
+                    f32::from_bits(attrs[1]),
+                )
+                .ok_or("unknown op code")?;
+                let (p0, p1) = u.params();
+                if !p0.is_finite() || !p1.is_finite() {
+                    return Err("activation parameter is not finite");
+                }
+                // Parameters not used by this activation must be zero (canonical form).
+                if p0.to_bits() != attrs[0] || p1.to_bits() != attrs[1] || !used(2) {
+                    return Err("non-zero unused attribute");
+                }
+                return Ok(NodeOp::Unary(u));
+            }
+            _ => return Err("unknown op code"),
+        };
+        let n_used = match op {
+            NodeOp::Concat { .. } => 1,
+            NodeOp::Slice { .. } | NodeOp::Resize { .. } => 4,
+            NodeOp::Reduce { .. } | NodeOp::Softmax { .. } => 3,
+            _ => 0,
+        };
+        if !used(n_used) {
+            return Err("non-zero unused attribute");
+        }
+        Ok(op)
+    }
+
+    /// Allowed number of inputs `(min, max)`.
+    pub fn arity(&self) -> (usize, usize) {
+        match self {
+            NodeOp::Dense | NodeOp::Conv { .. } | NodeOp::ConvTranspose { .. } => (2, 3),
+            NodeOp::MatMul | NodeOp::Binary(_) | NodeOp::Gather => (2, 2),
+            NodeOp::Where => (3, 3),
+            NodeOp::Concat { .. } => (1, u16::MAX as usize),
+            _ => (1, 1),
+        }
+    }
+}
+
+/// Decodes an axis range `start..end` (`start < end <= 6`).
+fn axis_range(start: u32, end: u32) -> Result<(u8, u8), &'static str> {
+    if start >= end || end as usize > MAX_RANK {
+        return Err("axis range is empty or past rank 6");
+    }
+    Ok((start as u8, end as u8))
+}

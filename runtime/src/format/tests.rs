@@ -1,0 +1,188 @@
+use super::*;
+use crate::ops::{Binary, CoordMode, PadMode, PoolKind, ReduceKind, ResizeMode, Unary, Window};
+
+#[test]
+fn every_op_round_trips_through_its_encoding() {
+    let mut ops = std::vec![
+        NodeOp::Dense,
+        NodeOp::MatMul,
+        NodeOp::Concat { axis: 3 },
+        NodeOp::Reshape,
+        NodeOp::Expand,
+        NodeOp::Where,
+        NodeOp::Gather,
+        NodeOp::Transpose {
+            rank: 3,
+            perm: [2, 0, 1, 0, 0, 0]
+        },
+        NodeOp::Transpose {
+            rank: 0,
+            perm: [0; MAX_RANK]
+        },
+        NodeOp::Slice {
+            axis: 1,
+            start: 2,
+            end: 9,
+            step: 3
+        },
+        NodeOp::Conv {
+            groups: 2,
+            window: Window {
+                stride: [2, 1],
+                dilation: [1, 3],
+                pad_begin: [1, 0],
+                pad_end: [0, 2],
+            },
+        },
+        NodeOp::ConvTranspose {
+            groups: 1,
+            window: Window::UNIT,
+            out_pad: [1, 0],
+        },
+        NodeOp::Pool {
+            kind: PoolKind::AverageIncludePad,
+            kernel: [3, 2],
+            window: Window::UNIT,
+        },
+        NodeOp::Softmax {
+            start: 1,
+            end: 3,
+            log: true,
+        },
+        NodeOp::Resize {
+            mode: ResizeMode::Linear,
+            coord: CoordMode::AlignCorners,
+            scales: [2.0, 0.5],
+        },
+        NodeOp::Pad {
+            mode: PadMode::Constant(-1.5),
+            begin: [0, 1, 2, 0, 0, 0],
+            end: [0, 0, 3, 0, 0, 0],
+        },
+        NodeOp::Pad {
+            mode: PadMode::Reflect,
+            begin: [0; MAX_RANK],
+            end: [1; MAX_RANK],
+        },
+    ];
+    for kind in ReduceKind::ALL {
+        ops.push(NodeOp::Reduce {
+            kind,
+            start: 1,
+            end: 2,
+        });
+    }
+    for c in 0..=11 {
+        ops.push(NodeOp::Binary(Binary::from_code(c).unwrap()));
+    }
+    for c in 0..=24 {
+        ops.push(NodeOp::Unary(Unary::from_code(c, 0.25, 1.5).unwrap()));
+    }
+    for op in ops {
+        let (code, attrs) = op.encode();
+        assert_eq!(NodeOp::decode(code, attrs), Ok(op), "{}", op.name());
+    }
+}
+
+#[test]
+fn decode_rejects_bad_attributes() {
+    let mut a = [0u32; NODE_ATTRS];
+    assert!(NodeOp::decode(0x7777, a).is_err());
+    assert!(NodeOp::decode(opcode::BINARY_BASE + 12, a).is_err());
+    assert!(NodeOp::decode(opcode::UNARY_BASE + 25, a).is_err());
+    assert!(NodeOp::decode(opcode::SLICE, a).is_err()); // step 0
+    a[7] = 1;
+    assert!(NodeOp::decode(opcode::DENSE, a).is_err()); // unused word
+    assert!(NodeOp::decode(opcode::WHERE, a).is_err()); // unused word
+    assert!(NodeOp::decode(opcode::WHERE + 1, [0; NODE_ATTRS]).is_err());
+    let mut p = [0u32; NODE_ATTRS];
+    p[0] = 2;
+    p[1] = 1;
+    p[2] = 1;
+    assert!(NodeOp::decode(opcode::TRANSPOSE, p).is_err()); // not a permutation
+    p[2] = 2;
+    assert!(NodeOp::decode(opcode::TRANSPOSE, p).is_err()); // out of range
+    p[0] = 7;
+    assert!(NodeOp::decode(opcode::TRANSPOSE, p).is_err()); // rank > 6
+    let mut u = [0u32; NODE_ATTRS];
+    u[0] = f32::INFINITY.to_bits();
+    assert!(NodeOp::decode(opcode::UNARY_BASE + 1, u).is_err()); // non-finite alpha
+    u[0] = 1.0f32.to_bits();
+    assert!(NodeOp::decode(opcode::UNARY_BASE, u).is_err()); // Relu has no alpha
+}
+
+#[test]
+fn shapes() {
+    let s = Shape::new(&[Dim::Batch, Dim::Fixed(3), Dim::Fixed(4)]).unwrap();
+    assert_eq!(s.rank(), 3);
+    assert_eq!(s.batch_axis(), Some(0));
+    assert_eq!(s.row_elements(), Some(12));
+    assert_eq!(s.elements(5), Some(60));
+    assert_eq!(std::format!("{s}"), "[B, 3, 4]");
+    assert_eq!(Shape::SCALAR.elements(7), Some(1));
+    assert!(Shape::new(&[Dim::Batch, Dim::Batch]).is_err());
+    assert!(Shape::new(&[Dim::Fixed(0)]).is_err());
+    assert!(Shape::new(&[Dim::Fixed(1); 7]).is_err());
+    assert!(Shape::from_raw(2, 2, [1, 1, 0, 0, 0, 0]).is_err());
+    assert!(Shape::from_raw(2, 0, [1, 1, 0, 0, 0, 0]).is_err());
+    assert!(Shape::from_raw(2, NO_BATCH, [1, 1, 1, 0, 0, 0]).is_err());
+    let big = Shape::new(&[Dim::Batch, Dim::Fixed(u32::MAX), Dim::Fixed(u32::MAX)]).unwrap();
+    assert_eq!(big.elements(usize::MAX), None);
+}
+
+#[test]
+fn symbolic_shape_rules() {
+    let sh = |d: &[Dim]| Shape::new(d).unwrap();
+    let (b, f) = (Dim::Batch, Dim::Fixed);
+    let add = NodeOp::Binary(Binary::Add);
+    let check = |op: &NodeOp, ins: &[Shape], out: Shape| {
+        rules::check_node(op, ins.len(), |i| ins.get(i).copied(), &out)
+    };
+    assert!(check(&add, &[sh(&[b, f(4)]), sh(&[f(4)])], sh(&[b, f(4)])).is_ok());
+    assert!(check(&add, &[sh(&[b, f(1)]), sh(&[f(1), f(4)])], sh(&[b, f(4)])).is_ok());
+    assert!(check(&add, &[sh(&[b, f(4)]), sh(&[f(3), f(4)])], sh(&[b, f(4)])).is_err());
+    assert!(check(&add, &[sh(&[b, f(4)]), sh(&[f(4), b])], sh(&[b, f(4)])).is_err());
+    assert!(check(&add, &[sh(&[b])], sh(&[b])).is_err()); // arity
+    let mm = NodeOp::MatMul;
+    assert!(check(
+        &mm,
+        &[sh(&[b, f(2), f(3)]), sh(&[f(3), f(5)])],
+        sh(&[b, f(2), f(5)])
+    )
+    .is_ok());
+    assert!(check(&mm, &[sh(&[f(2), b]), sh(&[b, f(5)])], sh(&[f(2), f(5)])).is_ok());
+    assert!(check(
+        &mm,
+        &[sh(&[f(2), f(4)]), sh(&[f(3), f(5)])],
+        sh(&[f(2), f(5)])
+    )
+    .is_err());
+    let cat = NodeOp::Concat { axis: 0 };
+    assert!(check(&cat, &[sh(&[b, f(2)]), sh(&[b, f(2)])], sh(&[b, f(2)])).is_err());
+    let ex = NodeOp::Expand;
+    assert!(check(&ex, &[sh(&[f(1), f(4)])], sh(&[b, f(4)])).is_ok());
+    assert!(check(&ex, &[sh(&[f(2), f(4)])], sh(&[b, f(4)])).is_err());
+    let wh = NodeOp::Where;
+    let (bf4, one) = (sh(&[b, f(4)]), Shape::SCALAR);
+    assert!(check(&wh, &[bf4, bf4, bf4], bf4).is_ok());
+    assert!(check(&wh, &[bf4, sh(&[f(4)]), one], bf4).is_ok());
+    assert!(check(
+        &wh,
+        &[sh(&[f(3), f(1), f(1)]), bf4, one],
+        sh(&[f(3), b, f(4)])
+    )
+    .is_ok());
+    assert!(check(&wh, &[one, sh(&[b, f(1)]), sh(&[f(4)])], bf4).is_ok());
+    assert!(check(&wh, &[one, one, one], one).is_ok());
+    assert!(check(&wh, &[bf4, bf4], bf4).is_err()); // arity
+    assert!(check(&wh, &[bf4, bf4, bf4, bf4], bf4).is_err()); // arity
+    assert!(check(&wh, &[bf4, sh(&[f(3)]), bf4], bf4).is_err()); // 3 vs 4
+    assert!(check(&wh, &[sh(&[f(2), f(4)]), bf4, bf4], bf4).is_err()); // B vs 2
+    assert!(check(&wh, &[bf4, bf4, bf4], sh(&[f(1), f(4)])).is_err()); // wrong output
+    assert!(check(&wh, &[one, one, one], sh(&[f(1)])).is_err()); // wrong output rank
+    assert!(check(&wh, &[sh(&[b, f(1)]), sh(&[f(1), b]), one], bf4).is_err()); // [B, B]
+    let rs = NodeOp::Reshape;
+    assert!(check(&rs, &[sh(&[b, f(2), f(3)])], sh(&[b, f(6)])).is_ok());
+    assert!(check(&rs, &[sh(&[f(2), b, f(3)])], sh(&[b, f(6)])).is_ok());
+    assert!(check(&rs, &[sh(&[b, f(6)])], sh(&[f(6)])).is_err());
+}

@@ -1,0 +1,547 @@
+//! Loading (what [`Model::from_bytes`] runs): the section table, every record and the whole
+//! graph checked once, so nothing after a successful load can index out of bounds.
+
+use super::*;
+
+impl<'a> Model<'a> {
+    /// [`Model::from_bytes`] without logging.
+    pub(super) fn load(bytes: &'a [u8]) -> Result<Model<'a>, Error> {
+        if bytes.as_ptr().align_offset(4) != 0 {
+            return Err(Error::Misaligned);
+        }
+        let magic = bytes.get(..4).ok_or(Error::Truncated { what: "header" })?;
+        if magic != MAGIC {
+            return Err(Error::BadMagic);
+        }
+        let version = le_u16(bytes, 4).ok_or(Error::Truncated { what: "header" })?;
+        if version != VERSION {
+            return Err(Error::UnsupportedVersion { found: version });
+        }
+        let header = bytes
+            .get(..HEADER_LEN)
+            .ok_or(Error::Truncated { what: "header" })?;
+        let total = le_u64(header, 8).ok_or(Error::Truncated { what: "header" })?;
+        let total = usize::try_from(total).map_err(|_| Error::Truncated { what: "file" })?;
+        let file = bytes
+            .get(..total)
+            .ok_or(Error::Truncated { what: "file" })?;
+        if total < HEADER_LEN {
+            return Err(invalid("file length is smaller than the header"));
+        }
+        let stored = le_u32(header, 16).ok_or(Error::Truncated { what: "header" })?;
+        let computed = format::file_checksum(file);
+        if stored != computed {
+            return Err(Error::ChecksumMismatch { stored, computed });
+        }
+        if le_u16(header, 6) != Some(0) {
+            return Err(invalid("unknown header flags"));
+        }
+        if header.get(24..32).is_none_or(|r| r.iter().any(|b| *b != 0)) {
+            return Err(invalid("reserved header bytes are not zero"));
+        }
+        let sections = Sections::parse(file)?;
+        let model = Model::parse(sections)?.validate()?;
+        if let Some(p) = model.pipeline {
+            pipeline::parse(&model, p)?;
+        }
+        Ok(model)
+    }
+
+    fn parse(s: Sections<'a>) -> Result<Model<'a>, Error> {
+        // Tensors.
+        let t = s.tensors;
+        let n_tensors = le_u32(t, 0).ok_or(Error::Truncated {
+            what: "tensors section",
+        })?;
+        if le_u32(t, 4) != Some(0) {
+            return Err(invalid("tensors section reserved field is not zero"));
+        }
+        if mul_add(n_tensors as usize, TENSOR_RECORD_LEN, 8) != Some(t.len()) {
+            return Err(invalid("tensors section length does not match its count"));
+        }
+        let tensors = t.get(8..).unwrap_or(&[]);
+        // Nodes.
+        let n = s.nodes;
+        let n_nodes = le_u32(n, 0).ok_or(Error::Truncated {
+            what: "nodes section",
+        })?;
+        let n_edges = le_u32(n, 4).ok_or(Error::Truncated {
+            what: "nodes section",
+        })?;
+        let nodes_end =
+            mul_add(n_nodes as usize, NODE_RECORD_LEN, 8).ok_or(invalid("node count"))?;
+        if mul_add(n_edges as usize, 4, nodes_end) != Some(n.len()) {
+            return Err(invalid("nodes section length does not match its counts"));
+        }
+        let nodes = n.get(8..nodes_end).ok_or(invalid("nodes section"))?;
+        let edges = n.get(nodes_end..).ok_or(invalid("nodes section"))?;
+        // Weights: zero-copy f32 view (the section is 16-aligned in a 4-aligned buffer).
+        if s.weights.len() & 3 != 0 {
+            return Err(invalid("weights section length is not a multiple of 4"));
+        }
+        let weights: &[f32] = bytemuck::try_cast_slice(s.weights).map_err(|_| Error::Misaligned)?;
+        // Plan.
+        let p = s.plan;
+        let fixed = le_u64(p, 0).ok_or(Error::Truncated {
+            what: "plan section",
+        })?;
+        let per_row = le_u64(p, 8).ok_or(Error::Truncated {
+            what: "plan section",
+        })?;
+        let n_plan = le_u32(p, 16).ok_or(Error::Truncated {
+            what: "plan section",
+        })?;
+        if le_u32(p, 20) != Some(0) {
+            return Err(invalid("plan section reserved field is not zero"));
+        }
+        if mul_add(n_plan as usize, PLAN_ENTRY_LEN, 24) != Some(p.len()) {
+            return Err(invalid("plan section length does not match its count"));
+        }
+        let fixed_bytes = to_usize(fixed, "fixed arena region is too large for this platform")?;
+        let per_row_bytes = to_usize(
+            per_row,
+            "per-row arena region is too large for this platform",
+        )?;
+        if fixed_bytes % format::ALIGN != 0 || per_row_bytes % format::ALIGN != 0 {
+            return Err(invalid("arena region sizes must be multiples of 16"));
+        }
+        // Signature.
+        let g = s.signature;
+        let n_inputs = le_u32(g, 0).ok_or(Error::Truncated {
+            what: "signature section",
+        })?;
+        let output = le_u32(g, 4).ok_or(Error::Truncated {
+            what: "signature section",
+        })?;
+        let state_dim = le_u32(g, 8).ok_or(Error::Truncated {
+            what: "signature section",
+        })?;
+        if le_u32(g, 12) != Some(0) {
+            return Err(invalid("signature section reserved field is not zero"));
+        }
+        if mul_add(n_inputs as usize, SIGNATURE_ENTRY_LEN, 16) != Some(g.len()) {
+            return Err(invalid("signature section length does not match its count"));
+        }
+        // Metadata: count, then (key_len, value_len, key, value) entries; all UTF-8.
+        let (metadata, n_meta) = match s.metadata {
+            Some(m) => {
+                let count = le_u32(m, 0).ok_or(Error::Truncated {
+                    what: "metadata section",
+                })?;
+                let mut pos = 4usize;
+                for _ in 0..count {
+                    let kl = le_u32(m, pos).ok_or(Error::Truncated {
+                        what: "metadata entry",
+                    })? as usize;
+                    let vl = le_u32(m, pos + 4).ok_or(Error::Truncated {
+                        what: "metadata entry",
+                    })? as usize;
+                    let ks = pos.checked_add(8).ok_or(invalid("metadata"))?;
+                    let vs = ks.checked_add(kl).ok_or(invalid("metadata"))?;
+                    let end = vs.checked_add(vl).ok_or(invalid("metadata"))?;
+                    let (Some(k), Some(v)) = (m.get(ks..vs), m.get(vs..end)) else {
+                        return Err(Error::Truncated {
+                            what: "metadata entry",
+                        });
+                    };
+                    if core::str::from_utf8(k).is_err() || core::str::from_utf8(v).is_err() {
+                        return Err(invalid("metadata string is not valid UTF-8"));
+                    }
+                    pos = end;
+                }
+                if pos != m.len() {
+                    return Err(invalid("metadata section has trailing bytes"));
+                }
+                (m.get(4..).unwrap_or(&[]), count)
+            }
+            None => (&[][..], 0),
+        };
+        // Names: tensor count, node count, then that many strings.
+        let names = match s.names {
+            Some(m) => {
+                if le_u32(m, 0) != Some(n_tensors) || le_u32(m, 4) != Some(n_nodes) {
+                    return Err(invalid("names section counts differ from the graph"));
+                }
+                let mut pos = 8usize;
+                for _ in 0..(u64::from(n_tensors) + u64::from(n_nodes)) {
+                    read_str(m, &mut pos, "names section")?;
+                }
+                if pos != m.len() {
+                    return Err(invalid("names section has trailing bytes"));
+                }
+                Some(m.get(8..).unwrap_or(&[]))
+            }
+            None => None,
+        };
+        Ok(Model {
+            file_len: s.file_len,
+            tensors,
+            n_tensors,
+            nodes,
+            n_nodes,
+            edges,
+            weights,
+            plan: p.get(24..).unwrap_or(&[]),
+            n_plan,
+            fixed_bytes,
+            per_row_bytes,
+            signature: g.get(16..).unwrap_or(&[]),
+            n_inputs,
+            output,
+            state_dim: state_dim as usize,
+            metadata,
+            n_meta,
+            names,
+            onnx: s.onnx,
+            time: {
+                let conv = match s.time {
+                    Some(b) => crate::format::sampling::read_time(b)?,
+                    None => crate::time::TimeConvention::default(),
+                };
+                let has_step = (0..n_inputs as usize).any(|i| {
+                    le_u32(g, 16 + 8 * i + 4) == Some(crate::format::InputRole::Step.code())
+                });
+                if has_step != (conv.second != crate::time::SecondTime::None) {
+                    return Err(invalid(
+                        "a step input needs a second-time form in the time section, and vice versa",
+                    ));
+                }
+                conv
+            },
+            defaults: match s.defaults {
+                Some(b) => {
+                    crate::format::sampling::read_defaults(b)?;
+                    Some(b)
+                }
+                None => None,
+            },
+            pipeline: s.pipeline,
+        })
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Record decoding (bounds-checked; after validation these never fail).
+
+    fn validate(self) -> Result<Model<'a>, Error> {
+        let n_t = self.n_tensors;
+        let n_n = self.n_nodes;
+        // Signature: roles unique, tensors unique, kinds, shapes, state dim.
+        let n_in = self.n_inputs as usize;
+        if n_in == 0 || n_in > MAX_INPUTS {
+            return Err(invalid("a model has 1 to 16 inputs"));
+        }
+        let mut dim: Option<u64> = None;
+        let mut seen_roles = [false; N_ROLES];
+        for i in 0..n_in {
+            let (tensor, role) = self.sig_entry(i)?;
+            let seen = seen_roles
+                .get_mut(role.code() as usize)
+                .ok_or(invalid("unknown input role"))?;
+            if *seen && role != InputRole::Data {
+                return Err(invalid("an input role appears twice in the signature"));
+            }
+            *seen = true;
+            for j in 0..i {
+                if self.sig_entry(j)?.0 == tensor {
+                    return Err(invalid("a tensor appears twice in the signature"));
+                }
+            }
+            let rec = self.tensor_rec(tensor)?;
+            if rec.kind != TensorKind::Input {
+                return Err(tensor_err(
+                    tensor as usize,
+                    "signature input is not an input tensor",
+                ));
+            }
+            if let Some(d) =
+                check_role_shape(role, &rec.shape).map_err(|w| tensor_err(tensor as usize, w))?
+            {
+                dim = Some(d);
+            }
+        }
+        let seen = |r: InputRole| seen_roles.get(r.code() as usize).copied();
+        let plain = seen(InputRole::Data) == Some(true);
+        if plain && seen_roles.iter().filter(|s| **s).count() > 1 {
+            return Err(invalid("a plain graph's inputs are all `data`"));
+        }
+        if plain {
+            dim = Some(0);
+        } else if seen(InputRole::X) == seen(InputRole::Xt) {
+            return Err(invalid(
+                "a model has exactly one of the inputs `x` and `xt`",
+            ));
+        }
+        let d = dim.ok_or(invalid(
+            "a model has exactly one of the inputs `x` and `xt`",
+        ))?;
+        if u64::try_from(self.state_dim).ok() != Some(d) {
+            return Err(invalid("signature state dim differs from the input shape"));
+        }
+        // Output.
+        let out = self.tensor_rec(self.output)?;
+        if out.kind != TensorKind::Output {
+            return Err(tensor_err(
+                self.output as usize,
+                "signature output is not the output tensor",
+            ));
+        }
+        let velocity = seen(InputRole::T) == Some(true)
+            || seen(InputRole::Xt) == Some(true)
+            || seen(InputRole::Step) == Some(true);
+        check_output_shape(&out.shape, d, velocity)
+            .map_err(|w| tensor_err(self.output as usize, w))?;
+
+        // Tensors.
+        let (mut inputs, mut outputs) = (0usize, 0usize);
+        for i in 0..n_t {
+            let r = self.tensor_rec(i)?;
+            let err = |w| tensor_err(i as usize, w);
+            let elements = r.shape.row_elements().ok_or(err("tensor is too large"))?;
+            let bytes = elements.checked_mul(4).ok_or(err("tensor is too large"))?;
+            usize::try_from(bytes).map_err(|_| err("tensor is too large for this platform"))?;
+            let no_data = r.data_off == 0 && r.data_len == 0;
+            match r.kind {
+                TensorKind::Input => {
+                    inputs += 1;
+                    if r.producer != NONE_U32 || r.slot != NONE_U32 || !no_data {
+                        return Err(err("input tensor has a producer, slot or data"));
+                    }
+                }
+                TensorKind::Const => {
+                    if r.producer != NONE_U32 || r.slot != NONE_U32 {
+                        return Err(err("constant has a producer or slot"));
+                    }
+                    if r.shape.has_batch() {
+                        return Err(err("constant has a batch dim"));
+                    }
+                    if r.data_off % format::ALIGN as u64 != 0 {
+                        return Err(err("constant data is not 16-byte aligned"));
+                    }
+                    if r.data_len != bytes {
+                        return Err(err("constant data length does not match its shape"));
+                    }
+                    let end = r
+                        .data_off
+                        .checked_add(r.data_len)
+                        .ok_or(err("constant data out of range"))?;
+                    if end > (self.weights.len() as u64).saturating_mul(4) {
+                        return Err(err("constant data out of range"));
+                    }
+                }
+                TensorKind::Intermediate | TensorKind::Output => {
+                    if r.kind == TensorKind::Output {
+                        outputs += 1;
+                        if i != self.output {
+                            return Err(err("output tensor is not the signature output"));
+                        }
+                    }
+                    if !no_data {
+                        return Err(err("computed tensor has constant data"));
+                    }
+                    if r.producer >= n_n || self.node_rec(r.producer)?.output != i {
+                        return Err(err("producer node does not produce this tensor"));
+                    }
+                    if r.slot >= self.n_plan || self.plan_entry(r.slot)?.tensor != i {
+                        return Err(err("memory plan slot does not belong to this tensor"));
+                    }
+                }
+            }
+        }
+        if inputs != n_in {
+            return Err(invalid("input tensors and signature inputs differ"));
+        }
+        if outputs != 1 {
+            return Err(invalid("there must be exactly one output tensor"));
+        }
+
+        // Plan: every entry belongs to an arena tensor that points back at it, lies inside
+        // its region, and is 16-aligned.
+        for j in 0..self.n_plan {
+            let p = self.plan_entry(j)?;
+            let rec = self.tensor_rec(p.tensor)?;
+            let err = |w| tensor_err(p.tensor as usize, w);
+            if !rec.kind.in_arena() || rec.slot != j {
+                return Err(err("plan entry does not belong to a computed tensor"));
+            }
+            let want = if rec.shape.has_batch() {
+                Region::PerRow
+            } else {
+                Region::Fixed
+            };
+            if p.region != want {
+                return Err(err("plan region does not match the tensor's batch dim"));
+            }
+            if p.offset % format::ALIGN != 0 {
+                return Err(err("plan offset is not 16-byte aligned"));
+            }
+            let (_, _, end) = self.slot_range(&rec)?;
+            let limit = match p.region {
+                Region::Fixed => self.fixed_bytes,
+                Region::PerRow => self.per_row_bytes,
+            };
+            if end > limit {
+                return Err(err("plan slot extends past its arena region"));
+            }
+        }
+
+        // Nodes: contiguous input lists, ids, topological order, shape rules, no overlap of
+        // the output slot with any input slot.
+        let mut next_edge = 0usize;
+        for i in 0..n_n {
+            let node = self.node_rec(i)?;
+            let err = |w| node_err(i as usize, w);
+            if node.first_input != next_edge {
+                return Err(err("input list is not contiguous"));
+            }
+            next_edge = next_edge
+                .checked_add(node.n_inputs)
+                .ok_or(err("input list"))?;
+            if next_edge > self.edges.len() / 4 {
+                return Err(err("input list extends past the edge table"));
+            }
+            if node.output >= n_t {
+                return Err(err("output tensor id out of range"));
+            }
+            let out = self.tensor_rec(node.output)?;
+            if !out.kind.in_arena() || out.producer != i {
+                return Err(err("output tensor is not produced by this node"));
+            }
+            let out_slot = self.slot_range(&out)?;
+            for j in 0..node.n_inputs {
+                let t = self.node_input(&node, j)?;
+                if t >= n_t {
+                    return Err(err("input tensor id out of range"));
+                }
+                let r = self.tensor_rec(t)?;
+                if r.kind.in_arena() {
+                    if r.producer >= i {
+                        return Err(err("input is used before it is computed"));
+                    }
+                    let (reg, s, e) = self.slot_range(&r)?;
+                    if reg == out_slot.0 && s < out_slot.2 && out_slot.1 < e {
+                        return Err(err("output slot overlaps an input slot"));
+                    }
+                }
+            }
+            let shape_of = |j: usize| -> Option<Shape> {
+                let t = self.node_input(&node, j).ok()?;
+                Some(self.tensor_rec(t).ok()?.shape)
+            };
+            rules::check_node(&node.op, node.n_inputs, shape_of, &out.shape).map_err(err)?;
+        }
+        if next_edge != self.edges.len() / 4 {
+            return Err(invalid("edge table has unused entries"));
+        }
+        Ok(self)
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Public accessors.
+}
+
+/// The section table, checked: bounds, alignment, overlap, duplicates, required kinds.
+struct Sections<'a> {
+    file_len: usize,
+    tensors: &'a [u8],
+    nodes: &'a [u8],
+    weights: &'a [u8],
+    plan: &'a [u8],
+    signature: &'a [u8],
+    metadata: Option<&'a [u8]>,
+    names: Option<&'a [u8]>,
+    onnx: Option<&'a [u8]>,
+    time: Option<&'a [u8]>,
+    defaults: Option<&'a [u8]>,
+    pipeline: Option<&'a [u8]>,
+}
+
+impl<'a> Sections<'a> {
+    fn parse(file: &'a [u8]) -> Result<Sections<'a>, Error> {
+        let count = le_u32(file, 20).ok_or(Error::Truncated { what: "header" })? as usize;
+        if count > MAX_SECTIONS {
+            return Err(invalid("too many sections"));
+        }
+        let table_end =
+            mul_add(count, SECTION_ENTRY_LEN, HEADER_LEN).ok_or(invalid("section table"))?;
+        if table_end > file.len() {
+            return Err(Error::Truncated {
+                what: "section table",
+            });
+        }
+        let entry = |i: usize| -> Result<(u16, u16, usize, usize), Error> {
+            let o = HEADER_LEN + i * SECTION_ENTRY_LEN;
+            let t = Error::Truncated {
+                what: "section table",
+            };
+            let kind = le_u16(file, o).ok_or(t)?;
+            let flags = le_u16(file, o + 2).ok_or(t)?;
+            if le_u32(file, o + 4) != Some(0) {
+                return Err(invalid("section entry reserved field is not zero"));
+            }
+            let off = to_usize(le_u64(file, o + 8).ok_or(t)?, "section offset")?;
+            let len = to_usize(le_u64(file, o + 16).ok_or(t)?, "section length")?;
+            Ok((kind, flags, off, len))
+        };
+        let mut found: [Option<&'a [u8]>; 12] = [None; 12];
+        for i in 0..count {
+            let (kind, flags, off, len) = entry(i)?;
+            if flags & !SECTION_FLAG_REQUIRED != 0 {
+                return Err(invalid("unknown section flags"));
+            }
+            if off % format::ALIGN != 0 {
+                return Err(invalid("section offset is not 16-byte aligned"));
+            }
+            if off < table_end {
+                return Err(invalid("section overlaps the header or section table"));
+            }
+            let end = off.checked_add(len).ok_or(invalid("section length"))?;
+            let body = file
+                .get(off..end)
+                .ok_or(Error::Truncated { what: "section" })?;
+            for j in 0..i {
+                let (_, _, o2, l2) = entry(j)?;
+                if off < o2.saturating_add(l2) && o2 < end {
+                    return Err(invalid("sections overlap"));
+                }
+            }
+            match found.get_mut(usize::from(kind)) {
+                Some(slot) if (section::TENSORS..=section::PIPELINE).contains(&kind) => {
+                    if slot.is_some() {
+                        return Err(invalid("a section kind appears twice"));
+                    }
+                    *slot = Some(body);
+                }
+                _ => {
+                    // Unknown (or reserved, not yet defined) kinds: skip optional ones.
+                    if flags & SECTION_FLAG_REQUIRED != 0 {
+                        return Err(Error::UnsupportedSection { kind });
+                    }
+                }
+            }
+        }
+        let need = |k: u16, what: &'static str| {
+            found
+                .get(usize::from(k))
+                .copied()
+                .flatten()
+                .ok_or(Error::Invalid { what })
+        };
+        Ok(Sections {
+            file_len: file.len(),
+            tensors: need(section::TENSORS, "missing tensors section")?,
+            nodes: need(section::NODES, "missing nodes section")?,
+            weights: need(section::WEIGHTS, "missing weights section")?,
+            plan: need(section::PLAN, "missing plan section")?,
+            signature: need(section::SIGNATURE, "missing signature section")?,
+            metadata: found.get(usize::from(section::METADATA)).copied().flatten(),
+            names: found.get(usize::from(section::NAMES)).copied().flatten(),
+            onnx: found.get(usize::from(section::ONNX)).copied().flatten(),
+            time: found.get(usize::from(section::TIME)).copied().flatten(),
+            pipeline: found.get(usize::from(section::PIPELINE)).copied().flatten(),
+            defaults: found
+                .get(usize::from(section::SOLVER_DEFAULTS))
+                .copied()
+                .flatten(),
+        })
+    }
+}
