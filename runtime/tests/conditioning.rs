@@ -3,12 +3,6 @@
 //! against a naive reference, plus every typed error (missing / extra conditioning, wrong
 //! lengths, label out of range, non-finite values, malformed signatures and Gather nodes).
 #![cfg(feature = "alloc")]
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 
 mod common;
 

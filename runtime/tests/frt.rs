@@ -1,11 +1,5 @@
 //! `.frt` round trips, validation of malformed files, planner properties, determinism.
 #![cfg(feature = "alloc")]
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 
 mod common;
 

@@ -1,7 +1,6 @@
 //! The optional `ONNX` section (kind 9): written when `ModelDesc::onnx` is set, read back
 //! zero-copy by `Model::embedded_onnx`, absent otherwise, and skipped by nothing else.
 #![cfg(feature = "alloc")]
-#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use flowrt::format::AlignedBytes;
 use flowrt::ir::{Dim, InputDesc, ModelDesc, NodeDesc, Op, Role, TensorDesc, UnaryOp};

@@ -1,7 +1,6 @@
 //! The `PIPELINE` section: round trip, the step rule, and typed errors for malformed tables
 //! or nested files (never a panic).
 #![cfg(feature = "alloc")]
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 
 mod common;
 

@@ -1,7 +1,6 @@
 //! The `TIME` and `SOLVER_DEFAULTS` sections: round trips, the convention reaching the
 //! network, and typed errors for malformed contents.
 #![cfg(feature = "alloc")]
-#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 mod common;
 

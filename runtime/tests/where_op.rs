@@ -1,12 +1,6 @@
 //! Comparison ops and `Where`: writer -> reader -> run round trips (the torch Softplus
 //! threshold guard `Where(Greater(x, 20), x, Softplus(x))`), and malformed arity.
 #![cfg(feature = "alloc")]
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 
 mod common;
 

@@ -93,14 +93,7 @@ fn round_trip(model: &str, file: &str, roles: &[(&str, &str)]) {
     // sample from the reference noise, compare with torchdiffeq's rk4 (3/8 rule), 8 steps.
     let noise = fixtures().join(model).join("noise.npy");
     let out = dir.path("out.npy");
-    let stdout = ok(&[
-        &"sample",
-        &frt,
-        &"--noise",
-        &noise,
-        &"--method rk4-38 --steps 8 -o",
-        &out,
-    ]);
+    let stdout = sample_ok(&frt, &noise, "--method rk4-38 --steps 8", &out);
     assert!(stdout.contains("sampled"), "{stdout}");
     let (got, shape) = npy::read_f32(&out).expect("read samples");
     let (want, want_shape) = npy::read_f32(&fixtures().join(model).join("samples/rk4-38_8.npy"))

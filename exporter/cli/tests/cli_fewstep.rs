@@ -8,13 +8,7 @@ use common::*;
 fn meanflow_one_step_from_the_command_line() {
     let dir = TempDir::new("cli-meanflow");
     let frt = dir.path("mf.frt");
-    ok(&[
-        &"export",
-        &fx("moons_meanflow/model.ts.onnx"),
-        &"-o",
-        &frt,
-        &"--time sigma",
-    ]);
+    export_fx("moons_meanflow/model.ts.onnx", &frt, "--time sigma");
     let text = ok(&[&"inspect", &frt]);
     assert!(
         text.contains("role step") && text.contains("sigma axis"),
@@ -22,10 +16,10 @@ fn meanflow_one_step_from_the_command_line() {
     );
     let out = dir.path("x.npy");
     let noise = fx("moons_meanflow/noise.npy");
-    let text = ok(&[&"sample", &frt, &"--noise", &noise, &"-o", &out]);
+    let text = sample_ok(&frt, &noise, "", &out);
     assert!(text.contains("1 velocity evaluations"), "{text}");
     assert_close(&out, "moons_meanflow/samples/meanflow_1.npy", 5e-5);
-    ok(&[&"sample", &frt, &"--noise", &noise, &"--steps 4 -o", &out]);
+    sample_ok(&frt, &noise, "--steps 4", &out);
     assert_close(&out, "moons_meanflow/samples/meanflow_4.npy", 5e-5);
     let e = fails(&[
         &"sample",
@@ -65,14 +59,7 @@ fn pipelines_from_the_command_line() {
     assert!(text.contains("pipeline stage: Block"), "{text}");
     let out = dir.path("x.npy");
     let noise = fx("moons_block0/noise.npy");
-    let text = ok(&[
-        &"sample",
-        &frt,
-        &"--noise",
-        &noise,
-        &"--method rk4-38 --steps 8 -o",
-        &out,
-    ]);
+    let text = sample_ok(&frt, &noise, "--method rk4-38 --steps 8", &out);
     assert!(text.contains("pipeline"), "{text}");
     assert_close(&out, "fewstep/blockwise_rk4-38_8.npy", 5e-5);
     // The refiner: the light net on the second half of the steps.

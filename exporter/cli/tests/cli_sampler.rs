@@ -59,25 +59,16 @@ fn grids_and_methods_from_the_command_line() {
         assert_close(&out, &format!("sampler/checker_fm_{m}_8.npy"), 5e-5);
     }
     // dopri5 with tolerances.
-    let text = ok(&[
-        &"sample",
+    let text = sample_ok(
         &frt,
-        &"--noise",
         &noise,
-        &"--method dopri5 --rtol 1e-5 --atol 1e-5 -o",
+        "--method dopri5 --rtol 1e-5 --atol 1e-5",
         &out,
-    ]);
+    );
     assert!(text.contains("68 velocity evaluations"), "{text}");
     assert_close(&out, "sampler/checker_fm_dopri5_rtol1e-5.npy", 5e-5);
     // --step-size: torchdiffeq's grid (0.125 -> 8 steps).
-    let text = ok(&[
-        &"sample",
-        &frt,
-        &"--noise",
-        &noise,
-        &"--method euler --step-size 0.125 -o",
-        &out,
-    ]);
+    let text = sample_ok(&frt, &noise, "--method euler --step-size 0.125", &out);
     assert!(text.contains("x 8 steps"), "{text}");
     assert_close(&out, "checker_fm/samples/euler_8.npy", 5e-5);
     // Trajectory: [steps + 1, N, 2], first the noise, last the sample.
@@ -118,13 +109,11 @@ fn grids_and_methods_from_the_command_line() {
 fn baked_in_defaults_are_used_and_overridable() {
     let dir = TempDir::new("cli-defaults");
     let frt = dir.path("icfm.frt");
-    ok(&[
-        &"export",
-        &fx("moons_icfm/model.dynamo.onnx"),
-        &"-o",
+    export_fx(
+        "moons_icfm/model.dynamo.onnx",
         &frt,
-        &"--method ab3 --steps 16",
-    ]);
+        "--method ab3 --steps 16",
+    );
     let text = ok(&[&"inspect", &frt]);
     assert!(
         text.contains("solver defaults") && text.contains("Ab3"),
@@ -132,29 +121,20 @@ fn baked_in_defaults_are_used_and_overridable() {
     );
     let noise = fx("moons_icfm/noise.npy");
     let out = dir.path("x.npy");
-    let text = ok(&[&"sample", &frt, &"--noise", &noise, &"-o", &out]);
+    let text = sample_ok(&frt, &noise, "", &out);
     assert!(text.contains("ab3 x 16 steps"), "{text}");
     assert_close(&out, "sampler/moons_icfm_ab3_16.npy", 5e-5);
     // The command line wins.
-    ok(&[
-        &"sample",
-        &frt,
-        &"--noise",
-        &noise,
-        &"--method rk4-38 --steps 8 -o",
-        &out,
-    ]);
+    sample_ok(&frt, &noise, "--method rk4-38 --steps 8", &out);
     assert_close(&out, "moons_icfm/samples/rk4-38_8.npy", 5e-5);
     // A baked explicit grid.
     let frt2 = dir.path("icfm_grid.frt");
-    ok(&[
-        &"export",
-        &fx("moons_icfm/model.ts.onnx"),
-        &"-o",
+    export_fx(
+        "moons_icfm/model.ts.onnx",
         &frt2,
-        &"--method heun-reuse --grid 0,0.1,0.25,0.45,0.7,0.9,1",
-    ]);
-    ok(&[&"sample", &frt2, &"--noise", &noise, &"-o", &out]);
+        "--method heun-reuse --grid 0,0.1,0.25,0.45,0.7,0.9,1",
+    );
+    sample_ok(&frt2, &noise, "", &out);
     assert_close(&out, "sampler/moons_icfm_heun-reuse_grid.npy", 5e-5);
     let e = fails(&[
         &"export",
@@ -207,13 +187,7 @@ fn sde_from_the_command_line() {
     assert_close(&out, "sampler/checker_fm_sde_linear0.5_16.npy", 5e-5);
     // The same SDE with ONNX Runtime evaluating the velocity.
     let frt_ort = dir.path("checker_ort.frt");
-    ok(&[
-        &"export",
-        &fx("checker_fm/model.ts.onnx"),
-        &"-o",
-        &frt_ort,
-        &"--embed-onnx",
-    ]);
+    export_fx("checker_fm/model.ts.onnx", &frt_ort, "--embed-onnx");
     ok(&[
         &"sample",
         &frt_ort,
@@ -240,22 +214,8 @@ fn sde_from_the_command_line() {
     assert_close(&out, "sampler/checker_fm_sde_eps_linear1.0_16.npy", 5e-5);
     // Seeded noise is deterministic.
     let a = dir.path("a.npy");
-    ok(&[
-        &"sample",
-        &frt,
-        &"--noise",
-        &x0,
-        &"--steps 8 --sde const:0.3 --sde-seed 5 -o",
-        &a,
-    ]);
-    ok(&[
-        &"sample",
-        &frt,
-        &"--noise",
-        &x0,
-        &"--steps 8 --sde const:0.3 --sde-seed 5 -o",
-        &out,
-    ]);
+    sample_ok(&frt, &x0, "--steps 8 --sde const:0.3 --sde-seed 5", &a);
+    sample_ok(&frt, &x0, "--steps 8 --sde const:0.3 --sde-seed 5", &out);
     assert_eq!(read_npy(&a).0, read_npy(&out).0);
     let e = fails(&[&"sample", &frt, &"--noise", &x0, &"--sde cubic:1 -o", &out]);
     assert!(e.contains("--sde"), "{e}");
@@ -276,13 +236,11 @@ fn sde_from_the_command_line() {
 fn sigma_convention_and_diffusers_grids() {
     let dir = TempDir::new("cli-sigma");
     let frt = dir.path("sigma.frt");
-    ok(&[
-        &"export",
-        &fx("moons_sigma/model.ts.onnx"),
-        &"-o",
+    export_fx(
+        "moons_sigma/model.ts.onnx",
         &frt,
-        &"--time sigma --time-scale 1000",
-    ]);
+        "--time sigma --time-scale 1000",
+    );
     let text = ok(&[&"inspect", &frt]);
     assert!(
         text.contains("sigma axis") && text.contains("1000"),
@@ -363,13 +321,11 @@ fn classifier_free_guidance_from_the_command_line() {
     );
     // Baked-in guidance.
     let baked = dir.path("cfg_baked.frt");
-    ok(&[
-        &"export",
-        &fx("moons_cfg/model.dynamo.onnx"),
-        &"-o",
+    export_fx(
+        "moons_cfg/model.dynamo.onnx",
         &baked,
-        &"--guidance 2.5 --null-label 2 --method midpoint --steps 4",
-    ]);
+        "--guidance 2.5 --null-label 2 --method midpoint --steps 4",
+    );
     ok(&[
         &"sample", &baked, &"--noise", &noise, &"--label", &labels, &"-o", &out,
     ]);

@@ -202,3 +202,13 @@ pub fn assert_close(got: &Path, want: &str, tol: f32) {
     let d = flowrt_export::max_abs_diff(&g, &w);
     assert!(d <= tol, "{want}: max abs diff {d}");
 }
+
+/// `flowrt export FIXTURE -o FRT FLAGS...` (a fixture's ONNX file); asserts success.
+pub fn export_fx(onnx: &str, frt: &Path, flags: &str) -> String {
+    ok(&[&"export", &fx(onnx), &"-o", &frt, &flags])
+}
+
+/// `flowrt sample FRT --noise NOISE FLAGS... -o OUT`; asserts success.
+pub fn sample_ok(frt: &Path, noise: &Path, flags: &str, out: &Path) -> String {
+    ok(&[&"sample", &frt, &"--noise", &noise, &flags, &"-o", &out])
+}
