@@ -172,6 +172,7 @@ impl<'m> Sampler<'m> {
             self.batch
         };
         let field = &mut self.field;
+        field.forget_checked();
         let launches0 = ops.gpu.launches();
         let evaluations0 = field.evaluations();
         let run_start = Instant::now();

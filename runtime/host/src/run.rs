@@ -229,12 +229,12 @@ pub fn open_ort(
 struct HostRun<'r> {
     model: Model<'r>,
     plan: &'r Plan,
-    cond: Conditioning2<'r>,
+    cond: RunConditioning<'r>,
     sde: Option<&'r SdeRequest>,
 }
 
 /// The plain and the doubled (guided) conditioning of a run.
-struct Conditioning2<'r> {
+struct RunConditioning<'r> {
     inputs: &'r CondInputs,
     guided: Option<&'r (Guidance, CondInputs)>,
 }
@@ -547,7 +547,7 @@ impl Frt {
                 let run = HostRun {
                     model: m,
                     plan: &plan,
-                    cond: Conditioning2 {
+                    cond: RunConditioning {
                         inputs: &inputs,
                         guided: guided.as_ref(),
                     },
@@ -666,7 +666,7 @@ impl Frt {
         let run = HostRun {
             model: m,
             plan: &plan,
-            cond: Conditioning2 {
+            cond: RunConditioning {
                 inputs: &inputs,
                 guided: guided.as_ref(),
             },
