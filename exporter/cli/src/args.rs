@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
+use flowrt::Model;
 use flowrt_export::npy;
 use flowrt_host::{
     CondRequest, Frt, GridChoice, GuidanceRequest, Labels, Request, ScoreKind, SdeRequest,
@@ -306,8 +307,7 @@ pub fn request(
 }
 
 /// Reads `[N, ...]` rows of the model's state (`what`: noise, data) from an .npy file.
-pub fn read_rows(p: &Path, frt: &Frt, what: &str) -> Result<(Vec<f32>, Vec<usize>)> {
-    let m = frt.model();
+pub fn read_rows(p: &Path, m: &Model<'_>, what: &str) -> Result<(Vec<f32>, Vec<usize>)> {
     let dim = m.state_dim();
     let (data, shape) = npy::read_f32(p)?;
     let row: usize = shape.iter().skip(1).product();

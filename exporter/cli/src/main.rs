@@ -213,10 +213,11 @@ fn run(cli: Cli) -> Result<()> {
 
 fn sample(a: &SampleArgs) -> Result<()> {
     let frt = Frt::open(&a.model)?;
-    let dim = frt.model().state_dim();
+    let m = frt.model();
+    let dim = m.state_dim();
     let (noise, shape) = match (&a.noise, a.seed.zip(a.num)) {
         (Some(p), _) => {
-            let (x, shape) = read_rows(p, &frt, "noise")?;
+            let (x, shape) = read_rows(p, &m, "noise")?;
             (Noise::Given(x), shape)
         }
         (None, Some((seed, num))) => (Noise::Seed { seed, num }, vec![num, dim]),
@@ -232,7 +233,7 @@ fn sample(a: &SampleArgs) -> Result<()> {
         batch,
     )?;
     req.trajectory = a.trajectory.is_some();
-    let rows = frt.sample_row_shape();
+    let rows = flowrt_host::sample_row_shape(&m);
     if a.png.is_some() {
         plot::check_png_rows(&rows)?;
     }
@@ -311,7 +312,8 @@ fn invert(
     b: &HostBackend,
 ) -> Result<()> {
     let frt = Frt::open(path)?;
-    let (x, shape) = read_rows(data, &frt, "data")?;
+    let m = frt.model();
+    let (x, shape) = read_rows(data, &m, "data")?;
     let batch = shape[0];
     let req = args::request(solve, cond, None, b.onnx.as_deref(), 1, batch)?;
     let inv = frt.invert(b.backend.into(), &req, x.clone())?;
@@ -328,7 +330,7 @@ fn invert(
     let r = &inv.report;
     println!(
         "inverted {batch} x {} with {} x {} steps on grid {} ({} velocity evaluations) -> {}",
-        frt.model().state_dim(),
+        m.state_dim(),
         r.method,
         r.steps,
         r.grid,
@@ -346,7 +348,7 @@ fn rollout(path: &Path, init: &Path, steps: usize, output: &Path, b: &HostBacken
         ..Default::default()
     };
     let m = frt.model();
-    let (x, shape) = read_rows(init, &frt, "initial state")?;
+    let (x, shape) = read_rows(init, &m, "initial state")?;
     let batch = shape[0];
     let backend: Backend = b.backend.into();
     let (traj, r) = frt

@@ -174,6 +174,20 @@ impl<R: Runtime> GpuOps<R> {
         }
     }
 
+    /// Checks that `buf` holds `2 · n` values (a doubled guidance buffer); records an error
+    /// naming `what` otherwise.
+    fn doubled(&mut self, n: usize, buf: &GpuBuf, what: &'static str) -> bool {
+        if buf.len == 2 * n {
+            return true;
+        }
+        self.fail(GpuError::Flowrt(flowrt::Error::ShapeMismatch {
+            what,
+            expected: 2 * n,
+            found: buf.len,
+        }));
+        false
+    }
+
     /// `dst <- (base or dst) + Σ c_j t_j` for up to four terms, one launch.
     fn lincomb_chunk(&mut self, dst: &GpuBuf, base: Option<&GpuBuf>, terms: &[(f32, &GpuBuf)]) {
         let n = dst.len;
@@ -299,12 +313,7 @@ impl<R: Runtime> StateOps for GpuOps<R> {
 
     fn duplicate(&mut self, dst: &mut GpuBuf, src: &GpuBuf) {
         let n = src.len;
-        if dst.len != 2 * n {
-            self.fail(GpuError::Flowrt(flowrt::Error::ShapeMismatch {
-                what: "doubled guidance state (2 x batch x state dim)",
-                expected: 2 * n,
-                found: dst.len,
-            }));
+        if !self.doubled(n, dst, "doubled guidance state (2 x batch x state dim)") {
             return;
         }
         self.copy_range(&src.handle, n, &dst.handle, 2 * n, 0, 0, n);
@@ -313,12 +322,7 @@ impl<R: Runtime> StateOps for GpuOps<R> {
 
     fn guide(&mut self, dst: &mut GpuBuf, src: &GpuBuf, w: f32) {
         let n = dst.len;
-        if src.len != 2 * n {
-            self.fail(GpuError::Flowrt(flowrt::Error::ShapeMismatch {
-                what: "doubled guidance velocity (2 x batch x state dim)",
-                expected: 2 * n,
-                found: src.len,
-            }));
+        if !self.doubled(n, src, "doubled guidance velocity (2 x batch x state dim)") {
             return;
         }
         let (Some(grid), Ok(half)) = (self.grid(n), u32::try_from(n)) else {

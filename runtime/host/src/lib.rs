@@ -37,7 +37,7 @@ pub use conditioning::{CondInputs, CondRequest, GuidanceRequest, Labels};
 pub use plan::{GridChoice, Plan, SolverRequest};
 #[cfg(feature = "ort")]
 pub use run::open_ort;
-pub use run::{Inverted, Noise, Report, Request, Samples, Trajectory};
+pub use run::{sample_row_shape, Inverted, Noise, Report, Request, Samples, Trajectory};
 pub use sde::{ScoreKind, SdeRequest};
 
 /// Every way a host call can fail, whichever backend it ran on.
@@ -133,7 +133,8 @@ impl Frt {
         Ok(Frt { bytes, name })
     }
 
-    /// The model (validated when the file was opened).
+    /// The model (validated when the file was opened). Each call validates the bytes again
+    /// (the runtime's only constructor), so hold the result rather than calling this per use.
     pub fn model(&self) -> Model<'_> {
         // Validated in `from_vec`; loading again cannot fail on the same bytes.
         Model::from_bytes(self.bytes.as_slice()).unwrap_or_else(|_| unreachable!())

@@ -406,16 +406,17 @@ fn row_shape(out: &Model<'_>, len: usize) -> Vec<usize> {
     }
 }
 
-impl Frt {
-    /// The shape of one sample [`Frt::sample`] returns (a latent pipeline's decoder output).
-    pub fn sample_row_shape(&self) -> Vec<usize> {
-        let m = self.model();
-        match m.pipeline() {
-            Some(p) => row_shape(p.decoder().unwrap_or(&m), p.output_dim()),
-            None => row_shape(&m, m.state_dim()),
-        }
+/// The shape of one sample [`Frt::sample`] returns for `model` (a latent pipeline's decoder
+/// output). Takes the model, not the [`Frt`], so a caller that holds it does not validate the
+/// file again.
+pub fn sample_row_shape(model: &Model<'_>) -> Vec<usize> {
+    match model.pipeline() {
+        Some(p) => row_shape(p.decoder().unwrap_or(model), p.output_dim()),
+        None => row_shape(model, model.state_dim()),
     }
+}
 
+impl Frt {
     /// The noise as rows of the model's state.
     fn noise_rows(&self, m: &Model<'_>, noise: Noise) -> Result<(Vec<f32>, usize)> {
         let dim = m.state_dim();
@@ -640,7 +641,7 @@ impl Frt {
             ..Default::default()
         };
         Ok(Samples {
-            row_shape: self.sample_row_shape(),
+            row_shape: row_shape(p.decoder().unwrap_or(m), out_dim),
             data: if p.decoder().is_some() { decoded } else { x },
             trajectory: None,
             report,
