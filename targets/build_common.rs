@@ -15,6 +15,17 @@
 
 use std::path::{Path, PathBuf};
 
+/// The whole build script of a firmware crate: `memory.x` into OUT_DIR on the linker's search
+/// path, then the plan.
+fn main() {
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
+    std::fs::copy("memory.x", out.join("memory.x")).expect("copy memory.x");
+    println!("cargo:rustc-link-search={}", out.display());
+    println!("cargo:rerun-if-changed=memory.x");
+    println!("cargo:rerun-if-changed=../build_common.rs");
+    write_plan();
+}
+
 fn env_or(name: &str, default: &str) -> String {
     println!("cargo:rerun-if-env-changed={name}");
     std::env::var(name).unwrap_or_else(|_| default.to_string())

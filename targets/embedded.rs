@@ -62,22 +62,59 @@ pub fn buffers() -> (
 }
 
 /// Samples `x` in place: conditioned on `labels` when the firmware embeds them.
-pub fn sample_embedded<G: flowrt::grid::TimeGrid + ?Sized>(
+pub fn sample_embedded(
     model: &flowrt::Model<'_>,
     method: flowrt::solver::Method,
-    grid: &G,
+    grid: &dyn flowrt::grid::TimeGrid,
     x: &mut [f32],
     labels: &[i64],
     arena: &mut [u8],
 ) -> Result<(), flowrt::Error> {
     if labels.is_empty() {
-        flowrt::sampler::sample(model, method, &grid, x, arena)
+        flowrt::sampler::sample(model, method, grid, x, arena)
     } else {
         let cond = flowrt::field::Conditioning {
             label: Some(labels),
             ..Default::default()
         };
-        flowrt::sampler::sample_cond(model, method, &grid, x, &cond, arena)
+        flowrt::sampler::sample_cond(model, method, grid, x, &cond, arena)
+    }
+}
+
+/// What [`run_embedded`] measured around the sampling.
+pub struct Measured {
+    /// Counter ticks the sampling took (SysTick ticks, retired instructions).
+    pub counted: u64,
+    /// The deepest stack address the sampling touched ([`lowest_touched`]).
+    pub touched: usize,
+}
+
+/// The firmware's job: loads the embedded model, builds the uniform grid of `STEPS` steps from
+/// the model's noise end to its data end (t 0 -> 1, or sigma 1 -> 0) and samples `x` in place
+/// ([`sample_embedded`]), with the free stack painted by `paint_stack` and `counter` read
+/// around the sampling. Any error goes to `fail`, which does not return.
+pub fn run_embedded(
+    x: &mut [f32],
+    labels: &[i64],
+    arena: &mut [u8],
+    paint_stack: fn() -> (usize, usize),
+    counter: fn() -> u64,
+    fail: fn(&str, flowrt::Error) -> !,
+) -> Measured {
+    let model = flowrt::Model::from_bytes(MODEL).unwrap_or_else(|e| fail("loading the model", e));
+    let method: flowrt::solver::Method = METHOD.parse().unwrap_or_else(|e| fail("method", e));
+    let grid = flowrt::grid::GridSpec::Uniform
+        .build(STEPS, model.time_convention().axis)
+        .unwrap_or_else(|e| fail("grid", e));
+
+    let (lo, hi) = paint_stack();
+    let c0 = counter();
+    sample_embedded(&model, method, &grid, x, labels, arena)
+        .unwrap_or_else(|e| fail("sampling", e));
+    let counted = counter() - c0;
+    Measured {
+        counted,
+        touched: lowest_touched(lo, hi),
     }
 }
 

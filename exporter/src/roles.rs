@@ -37,41 +37,39 @@ pub fn role_name(role: Role) -> &'static str {
     role.name()
 }
 
-fn looks_like_time(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    matches!(
-        n.as_str(),
-        "t" | "s" | "time" | "times" | "timestep" | "timesteps" | "sigma" | "sigmas"
-    ) || n.contains("time")
+/// Names that suggest a role, matched in any case: whole names, prefixes, and parts.
+struct NameHint(
+    /// Whole names.
+    &'static [&'static str],
+    /// Prefixes.
+    &'static [&'static str],
+    /// Parts.
+    &'static [&'static str],
+);
+
+impl NameHint {
+    fn matches(&self, name: &str) -> bool {
+        let n = name.to_ascii_lowercase();
+        self.0.contains(&n.as_str())
+            || self.1.iter().any(|p| n.starts_with(p))
+            || self.2.iter().any(|p| n.contains(p))
+    }
 }
 
-fn looks_like_label(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    matches!(
-        n.as_str(),
-        "y" | "label" | "labels" | "class" | "classes" | "class_labels" | "class_label"
-    ) || n.contains("label")
-}
+/// `t`, `s`, `sigma(s)`, or any name with `time` (`timestep(s)`).
+const TIME_NAMES: NameHint = NameHint(&["t", "s", "sigma", "sigmas"], &[], &["time"]);
 
-fn looks_like_cond(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    matches!(
-        n.as_str(),
-        "c" | "cond" | "conds" | "context" | "condition" | "conditioning" | "conditions"
-    ) || n.starts_with("cond")
-        || n.contains("context")
-}
+/// `y`, `class(es)`, or any name with `label` (`labels`, `class_labels`).
+const LABEL_NAMES: NameHint = NameHint(&["y", "class", "classes"], &[], &["label"]);
 
-/// A name that can only mean guidance (`guidance`, `guidance_scale`, `cfg`, `cfg_scale`).
-fn surely_guidance(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    n.contains("guidance") || n.starts_with("cfg")
-}
+/// `c`, `cond...` (`condition`, `conditioning`), or any name with `context`.
+const COND_NAMES: NameHint = NameHint(&["c"], &["cond"], &["context"]);
 
-/// A short name that may mean guidance (`g`, `w`) when another input is the time.
-fn maybe_guidance(name: &str) -> bool {
-    matches!(name.to_ascii_lowercase().as_str(), "g" | "w")
-}
+/// Names that can only mean guidance (`guidance`, `guidance_scale`, `cfg`, `cfg_scale`).
+const SURELY_GUIDANCE: NameHint = NameHint(&[], &["cfg"], &["guidance"]);
+
+/// Short names that may mean guidance (`g`, `w`) when another input is the time.
+const MAYBE_GUIDANCE: NameHint = NameHint(&["g", "w"], &[], &[]);
 
 /// A name that few-step models give their second time input: mean flows' `r` / `h`,
 /// shortcut models' `d` / `dt` / `dt_base`.
@@ -114,6 +112,19 @@ fn label_shaped(d: &DeclaredInput) -> bool {
     matches!(d.dims.as_slice(), [_] | [_, Some(1)])
 }
 
+/// The indices in `among` of the inputs that satisfy `pred`.
+fn which(
+    inputs: &[DeclaredInput],
+    among: &[usize],
+    pred: impl Fn(&DeclaredInput) -> bool,
+) -> Vec<usize> {
+    among
+        .iter()
+        .copied()
+        .filter(|&i| pred(&inputs[i]))
+        .collect()
+}
+
 /// Assigns a role to every input (in ONNX order). `overrides` win; the rest is detected from
 /// names, dtypes and shapes:
 ///
@@ -152,16 +163,9 @@ pub fn assign_roles(
     };
 
     // Label: integer inputs.
-    let ints: Vec<usize> = open(&roles)
-        .into_iter()
-        .filter(|&i| inputs[i].integer)
-        .collect();
+    let ints = which(inputs, &open(&roles), |d| d.integer);
     if !ints.is_empty() && !taken(&roles, Role::Label) {
-        let named: Vec<usize> = ints
-            .iter()
-            .copied()
-            .filter(|&i| looks_like_label(&inputs[i].name))
-            .collect();
+        let named = which(inputs, &ints, |d| LABEL_NAMES.matches(&d.name));
         let pick = match (ints.as_slice(), named.as_slice()) {
             ([one], _) | (_, [one]) => *one,
             _ => bail!(
@@ -173,13 +177,9 @@ pub fn assign_roles(
     }
     // Cond: a float [B, C] input named like a condition, if another state candidate remains.
     let open_now = open(&roles);
-    let conds: Vec<usize> = open_now
-        .iter()
-        .copied()
-        .filter(|&i| {
-            !inputs[i].integer && inputs[i].dims.len() == 2 && looks_like_cond(&inputs[i].name)
-        })
-        .collect();
+    let conds = which(inputs, &open_now, |d| {
+        !d.integer && d.dims.len() == 2 && COND_NAMES.matches(&d.name)
+    });
     if let [c] = conds.as_slice() {
         let state_left = taken(&roles, Role::X)
             || taken(&roles, Role::Xt)
@@ -192,21 +192,9 @@ pub fn assign_roles(
     }
     // Guidance: a time-shaped input named like guidance.
     let open_now = open(&roles);
-    let time_like: Vec<usize> = open_now
-        .iter()
-        .copied()
-        .filter(|&i| !inputs[i].integer && time_shaped(&inputs[i]))
-        .collect();
-    let sure: Vec<usize> = time_like
-        .iter()
-        .copied()
-        .filter(|&i| surely_guidance(&inputs[i].name))
-        .collect();
-    let maybe: Vec<usize> = time_like
-        .iter()
-        .copied()
-        .filter(|&i| maybe_guidance(&inputs[i].name))
-        .collect();
+    let time_like = which(inputs, &open_now, |d| !d.integer && time_shaped(d));
+    let sure = which(inputs, &time_like, |d| SURELY_GUIDANCE.matches(&d.name));
+    let maybe = which(inputs, &time_like, |d| MAYBE_GUIDANCE.matches(&d.name));
     let guidance = match (sure.as_slice(), maybe.as_slice()) {
         ([g], _) => Some(*g),
         ([], [g]) => {
@@ -224,13 +212,9 @@ pub fn assign_roles(
 
     // Step: a few-step model's second time input, when two more inputs remain for x and t.
     let open_now = open(&roles);
-    let steps: Vec<usize> = open_now
-        .iter()
-        .copied()
-        .filter(|&i| {
-            !inputs[i].integer && time_shaped(&inputs[i]) && looks_like_second_time(&inputs[i].name)
-        })
-        .collect();
+    let steps = which(inputs, &open_now, |d| {
+        !d.integer && time_shaped(d) && looks_like_second_time(&d.name)
+    });
     if let [st] = steps.as_slice() {
         let others = (0..inputs.len())
             .filter(|&i| i != *st && !roles[i].is_some_and(|r| r.is_conditioning()))
@@ -286,16 +270,8 @@ pub fn assign_roles(
                     _ => bail!("an `xt` input leaves no role for a second input; {hint}"),
                 });
             } else {
-                let by_name: Vec<usize> = open2
-                    .iter()
-                    .copied()
-                    .filter(|&i| looks_like_time(&inputs[i].name))
-                    .collect();
-                let by_shape: Vec<usize> = open2
-                    .iter()
-                    .copied()
-                    .filter(|&i| time_shaped(&inputs[i]))
-                    .collect();
+                let by_name = which(inputs, open2, |d| TIME_NAMES.matches(&d.name));
+                let by_shape = which(inputs, open2, time_shaped);
                 let t = match (by_name.as_slice(), by_shape.as_slice()) {
                     ([t], _) => *t,
                     (_, [t]) => *t,

@@ -175,62 +175,55 @@ const fn moved(
     }
 }
 
+/// Rows of [`ATTR_RULES`] for several ops at once: `rule [OP, ...] (ARGS)` stands for a
+/// `rule(OP, ARGS)` row for each op.
+macro_rules! per_op {
+    (@row $rule:ident $op:literal ($($arg:expr),+)) => {
+        $rule($op, $($arg),+)
+    };
+    ($($rule:ident [$($op:literal),+] $args:tt),* $(,)?) => {
+        &[$($(per_op!(@row $rule $op $args)),+),*]
+    };
+}
+
 /// Attributes valid only in some opsets (default domain). Add a row for each further rule.
-pub const ATTR_RULES: &[AttrRule] = &[
-    moved("Add", "broadcast", 7, "inputs broadcast numpy-style"),
-    moved("Add", "axis", 7, "inputs broadcast numpy-style"),
-    moved("Sub", "broadcast", 7, "inputs broadcast numpy-style"),
-    moved("Sub", "axis", 7, "inputs broadcast numpy-style"),
-    moved("Mul", "broadcast", 7, "inputs broadcast numpy-style"),
-    moved("Mul", "axis", 7, "inputs broadcast numpy-style"),
-    moved("Div", "broadcast", 7, "inputs broadcast numpy-style"),
-    moved("Div", "axis", 7, "inputs broadcast numpy-style"),
-    moved("Gemm", "broadcast", 7, "C broadcasts numpy-style"),
-    moved("BatchNormalization", "spatial", 9, ""),
-    moved("Reshape", "shape", 5, "it is the second input"),
-    added("Reshape", "allowzero", 14),
-    moved("Slice", "starts", 10, "it is an input"),
-    moved("Slice", "ends", 10, "it is an input"),
-    moved("Slice", "axes", 10, "it is an input"),
-    moved("Upsample", "scales", 9, "it is the second input"),
-    moved("Pad", "pads", 11, "it is the second input"),
-    moved("Pad", "value", 11, "it is the `constant_value` input"),
-    moved("Clip", "min", 11, "it is the second input"),
-    moved("Clip", "max", 11, "it is the third input"),
-    moved("Dropout", "ratio", 12, "it is the second input"),
-    moved("Split", "split", 13, "it is the second input"),
-    added("Split", "num_outputs", 18),
-    moved("Squeeze", "axes", 13, "it is the second input"),
-    moved("Unsqueeze", "axes", 13, "it is the second input"),
-    moved("ReduceSum", "axes", 13, "it is the second input"),
-    added("ReduceSum", "noop_with_empty_axes", 13),
-    moved("ReduceMean", "axes", 18, "it is the second input"),
-    moved("ReduceMax", "axes", 18, "it is the second input"),
-    moved("ReduceMin", "axes", 18, "it is the second input"),
-    moved("ReduceProd", "axes", 18, "it is the second input"),
-    moved("ReduceL1", "axes", 18, "it is the second input"),
-    moved("ReduceL2", "axes", 18, "it is the second input"),
-    moved("ReduceLogSum", "axes", 18, "it is the second input"),
-    moved("ReduceLogSumExp", "axes", 18, "it is the second input"),
-    moved("ReduceSumSquare", "axes", 18, "it is the second input"),
-    added("ReduceMean", "noop_with_empty_axes", 18),
-    added("ReduceMax", "noop_with_empty_axes", 18),
-    added("ReduceMin", "noop_with_empty_axes", 18),
-    added("ReduceProd", "noop_with_empty_axes", 18),
-    added("ReduceL1", "noop_with_empty_axes", 18),
-    added("ReduceL2", "noop_with_empty_axes", 18),
-    added("ReduceLogSum", "noop_with_empty_axes", 18),
-    added("ReduceLogSumExp", "noop_with_empty_axes", 18),
-    added("ReduceSumSquare", "noop_with_empty_axes", 18),
-    added("Resize", "coordinate_transformation_mode", 11),
-    added("Resize", "cubic_coeff_a", 11),
-    added("Resize", "exclude_outside", 11),
-    added("Resize", "extrapolation_value", 11),
-    added("Resize", "nearest_mode", 11),
-    added("Resize", "antialias", 18),
-    added("Resize", "axes", 18),
-    added("Resize", "keep_aspect_ratio_policy", 18),
-    added("Cast", "saturate", 19),
+pub const ATTR_RULES: &[AttrRule] = per_op![
+    moved ["Add", "Sub", "Mul", "Div"] ("broadcast", 7, "inputs broadcast numpy-style"),
+    moved ["Add", "Sub", "Mul", "Div"] ("axis", 7, "inputs broadcast numpy-style"),
+    moved ["Gemm"] ("broadcast", 7, "C broadcasts numpy-style"),
+    moved ["BatchNormalization"] ("spatial", 9, ""),
+    moved ["Reshape"] ("shape", 5, "it is the second input"),
+    added ["Reshape"] ("allowzero", 14),
+    moved ["Slice"] ("starts", 10, "it is an input"),
+    moved ["Slice"] ("ends", 10, "it is an input"),
+    moved ["Slice"] ("axes", 10, "it is an input"),
+    moved ["Upsample"] ("scales", 9, "it is the second input"),
+    moved ["Pad"] ("pads", 11, "it is the second input"),
+    moved ["Pad"] ("value", 11, "it is the `constant_value` input"),
+    moved ["Clip"] ("min", 11, "it is the second input"),
+    moved ["Clip"] ("max", 11, "it is the third input"),
+    moved ["Dropout"] ("ratio", 12, "it is the second input"),
+    moved ["Split"] ("split", 13, "it is the second input"),
+    added ["Split"] ("num_outputs", 18),
+    moved ["Squeeze", "Unsqueeze", "ReduceSum"] ("axes", 13, "it is the second input"),
+    added ["ReduceSum"] ("noop_with_empty_axes", 13),
+    moved [
+        "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+        "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"
+    ] ("axes", 18, "it is the second input"),
+    added [
+        "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+        "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"
+    ] ("noop_with_empty_axes", 18),
+    added ["Resize"] ("coordinate_transformation_mode", 11),
+    added ["Resize"] ("cubic_coeff_a", 11),
+    added ["Resize"] ("exclude_outside", 11),
+    added ["Resize"] ("extrapolation_value", 11),
+    added ["Resize"] ("nearest_mode", 11),
+    added ["Resize"] ("antialias", 18),
+    added ["Resize"] ("axes", 18),
+    added ["Resize"] ("keep_aspect_ratio_policy", 18),
+    added ["Cast"] ("saturate", 19),
 ];
 
 /// The first opset of the default domain with each op (ops not listed exist since opset 1

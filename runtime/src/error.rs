@@ -106,6 +106,20 @@ pub enum Error {
     },
 }
 
+/// `Ok` when a buffer has the length expected of it, else [`Error::ShapeMismatch`] naming
+/// `what` with both lengths.
+pub fn expect_len(what: &'static str, expected: usize, found: usize) -> Result<(), Error> {
+    if found == expected {
+        Ok(())
+    } else {
+        Err(Error::ShapeMismatch {
+            what,
+            expected,
+            found,
+        })
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -12,6 +12,7 @@
 
 use core::ops::Range;
 
+use crate::error::expect_len;
 use crate::field::{ConditionalField, Conditioning, CpuOps, Signature, VelocityField};
 use crate::format::{align_up, InputRole, NodeOp, TensorKind};
 use crate::model::{Model, NodeRec, TensorRec, MAX_INPUTS};
@@ -59,24 +60,12 @@ pub fn run(
     arena: &mut [u8],
 ) -> Result<(), Error> {
     check_batch(batch)?;
-    if inputs.len() != model.input_count() {
-        return Err(Error::ShapeMismatch {
-            what: "number of inputs",
-            expected: model.input_count(),
-            found: inputs.len(),
-        });
-    }
+    expect_len("number of inputs", model.input_count(), inputs.len())?;
     for (info, buf) in model.inputs().zip(inputs) {
         let want = info.shape.elements(batch).ok_or(Error::BadArgument {
             what: "batch size too large",
         })?;
-        if buf.len() != want {
-            return Err(Error::ShapeMismatch {
-                what: info.role.name(),
-                expected: want,
-                found: buf.len(),
-            });
-        }
+        expect_len(info.role.name(), want, buf.len())?;
     }
     let out_len = model
         .output_shape()
@@ -84,13 +73,7 @@ pub fn run(
         .ok_or(Error::BadArgument {
             what: "batch size too large",
         })?;
-    if output.len() != out_len {
-        return Err(Error::ShapeMismatch {
-            what: "output",
-            expected: out_len,
-            found: output.len(),
-        });
-    }
+    expect_len("output", out_len, output.len())?;
     let (graph, _) = arena_f32(arena, model.graph_arena_bytes(batch)?)?;
     run_graph(model, batch, inputs, graph)?;
     copy_output(model, batch, graph, output)

@@ -69,21 +69,19 @@ fn same_len<S: StateOps + ?Sized>(
 /// Errors: [`Error::BadSolverConfig`] when the convention declares no second time input,
 /// sizes, non-finite values, or whatever the network returns.
 #[allow(clippy::too_many_arguments)]
-pub fn sample_two_time<S, F, G, O>(
+pub fn sample_two_time<S, F>(
     ops: &mut S,
     net: &mut F,
     conv: &TimeConvention,
     cond: &Conditioning<'_>,
-    grid: &G,
+    grid: &dyn TimeGrid,
     x: &mut S::Buf,
     [v, next]: [&mut S::Buf; 2],
-    observer: &mut O,
+    observer: &mut dyn StepObserver<S>,
 ) -> Result<(), Error>
 where
     S: StateOps + ?Sized,
     F: ConditionalField<S> + ?Sized,
-    G: TimeGrid + ?Sized,
-    O: StepObserver<S> + ?Sized,
 {
     if conv.second == SecondTime::None {
         return Err(Error::BadSolverConfig {
@@ -132,19 +130,18 @@ where
 ///
 /// Errors: sizes, non-finite states ([`Error::NonFiniteOutput`] names the first bad step's
 /// result), or whatever the network returns.
-pub fn rollout<S, F, O>(
+pub fn rollout<S, F>(
     ops: &mut S,
     net: &mut F,
     cond: &Conditioning<'_>,
     steps: usize,
     x: &mut S::Buf,
     next: &mut S::Buf,
-    observer: &mut O,
+    observer: &mut dyn StepObserver<S>,
 ) -> Result<(), Error>
 where
     S: StateOps + ?Sized,
     F: ConditionalField<S> + ?Sized,
-    O: StepObserver<S> + ?Sized,
 {
     let n = ops.len(x);
     same_len(ops, next, n, "rollout scratch")?;

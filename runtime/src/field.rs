@@ -6,6 +6,7 @@
 //! The solvers in [`crate::solver`] are written once against these traits, so the same
 //! stepping loop drives the CPU executor, ONNX Runtime and GPU backends.
 
+use crate::error::expect_len;
 use crate::format::{InputRole, Shape};
 use crate::time::TimeConvention;
 use crate::{Error, Model};
@@ -280,13 +281,7 @@ impl Signature {
                 found: x_len,
             });
         }
-        if v_len != x_len {
-            return Err(Error::ShapeMismatch {
-                what: "v",
-                expected: x_len,
-                found: v_len,
-            });
-        }
+        expect_len("v", x_len, v_len)?;
         self.check(rows, cond)?;
         Ok(rows)
     }
@@ -334,13 +329,7 @@ impl Signature {
             let labels = cond.label.ok_or(Error::BadArgument {
                 what: "model needs a label input",
             })?;
-            if labels.len() != rows {
-                return Err(Error::ShapeMismatch {
-                    what: "label (one per row)",
-                    expected: rows,
-                    found: labels.len(),
-                });
-            }
+            expect_len("label (one per row)", rows, labels.len())?;
             if labels.iter().any(|l| *l < low || *l >= high) {
                 return Err(Error::BadArgument {
                     what: "label out of range (not in 0..label_classes)",
@@ -352,13 +341,7 @@ impl Signature {
             let c = cond.cond.ok_or(Error::BadArgument {
                 what: "model needs a cond input",
             })?;
-            if c.len() != len {
-                return Err(Error::ShapeMismatch {
-                    what: "cond (rows * cond_dim values)",
-                    expected: len,
-                    found: c.len(),
-                });
-            }
+            expect_len("cond (rows * cond_dim values)", len, c.len())?;
             if !c.iter().all(|v| v.is_finite()) {
                 return Err(Error::NonFiniteInput { what: "cond" });
             }
@@ -367,13 +350,7 @@ impl Signature {
             let g = cond.guidance.ok_or(Error::BadArgument {
                 what: "model needs a guidance input",
             })?;
-            if g.len() != rows {
-                return Err(Error::ShapeMismatch {
-                    what: "guidance (one per row)",
-                    expected: rows,
-                    found: g.len(),
-                });
-            }
+            expect_len("guidance (one per row)", rows, g.len())?;
             if !g.iter().all(|v| v.is_finite()) {
                 return Err(Error::NonFiniteInput { what: "guidance" });
             }

@@ -20,6 +20,7 @@
 //! conditioning and two `2B × D` scratch buffers ([`scratch_len`]); the combination is
 //! [`StateOps::guide`].
 
+use crate::error::expect_len;
 use crate::field::{ConditionalField, Conditioning, StateOps, VelocityField};
 use crate::time::TimeConvention;
 use crate::Error;
@@ -117,13 +118,7 @@ impl<'f, 'c, S: StateOps + ?Sized, F: ConditionalField<S> + ?Sized> CfgField<'f,
             (ops.len(x2), "guidance state scratch"),
             (ops.len(v2), "guidance velocity scratch"),
         ] {
-            if len != n2 {
-                return Err(Error::ShapeMismatch {
-                    what,
-                    expected: n2,
-                    found: len,
-                });
-            }
+            expect_len(what, n2, len)?;
         }
         let rows2 = batch.saturating_mul(2);
         let check = |len: Option<usize>, per_row: usize, what: &'static str| match len {

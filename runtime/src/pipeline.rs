@@ -17,6 +17,7 @@
 //! graphs' ([`Pipeline::required_arena_bytes`]) plus the solver workspace: the graphs run
 //! one at a time in the same memory.
 
+use crate::error::expect_len;
 use crate::exec::CpuField;
 use crate::field::{ConventionField, CpuOps};
 use crate::grid::{Explicit, TimeGrid};
@@ -103,13 +104,11 @@ pub fn sample_pipeline<G: TimeGrid + ?Sized>(
             .ok_or(Error::BadArgument {
                 what: "batch size overflows",
             })?;
-        if out.len() != want {
-            return Err(Error::ShapeMismatch {
-                what: "decoded output (batch x decoder output dim)",
-                expected: want,
-                found: out.len(),
-            });
-        }
+        expect_len(
+            "decoded output (batch x decoder output dim)",
+            want,
+            out.len(),
+        )?;
         crate::exec::run(dec, batch, &[&*x], out, field_arena)?;
         if !out.iter().all(|v| v.is_finite()) {
             return Err(Error::NonFiniteOutput {

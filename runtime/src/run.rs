@@ -127,17 +127,47 @@ where
             evaluations: grid.steps(),
         });
     }
-    match (&req.guidance, &mut bufs.guided) {
+    let guided = bufs.guided.as_mut().map(|[a, b]| [&mut **a, &mut **b]);
+    let work = &mut bufs.work;
+    let batch = ops.len(x) / facts.state_dim.max(1);
+    with_field(ops, net, facts, req, batch, guided, |ops, field| {
+        solve(ops, field, req, x, work, observer)
+    })
+}
+
+/// Runs `f` with the velocity field `req` describes: `net` with the request's conditioning
+/// and the time convention of `facts` applied, under classifier-free guidance when the
+/// request asks for it (`guided` holds guidance's two doubled buffers for `batch` rows). The
+/// SDE sampler of
+/// the host API uses it as the ODE solvers do.
+///
+/// Errors: guidance without its buffers or with a bad configuration
+/// ([`Error::BadSolverConfig`]), or whatever `f` returns.
+pub fn with_field<S, F, R, E>(
+    ops: &mut S,
+    net: &mut F,
+    facts: &Facts,
+    req: &Request<'_>,
+    batch: usize,
+    guided: Option<[&mut S::Buf; 2]>,
+    f: impl FnOnce(&mut S, &mut dyn VelocityField<S>) -> Result<R, E>,
+) -> Result<R, E>
+where
+    S: StateOps + ?Sized,
+    F: ConditionalField<S> + ?Sized,
+    E: From<Error>,
+{
+    let conv = facts.conv;
+    match (&req.guidance, guided) {
         (None, _) => {
             let mut conditioned = Conditioned {
                 field: net,
                 cond: req.cond,
             };
             let mut field = ConventionField::new(&mut conditioned, conv);
-            solve(ops, &mut field, req, x, &mut bufs.work, observer)
+            f(ops, &mut field)
         }
         (Some((g, doubled)), Some([x2, v2])) => {
-            let batch = ops.len(x) / facts.state_dim.max(1);
             // CfgField applies the convention itself.
             let mut cfg = CfgField::new(
                 ops,
@@ -151,11 +181,12 @@ where
                 x2,
                 v2,
             )?;
-            solve(ops, &mut cfg, req, x, &mut bufs.work, observer)
+            f(ops, &mut cfg)
         }
         (Some(_), None) => Err(Error::BadSolverConfig {
             what: "guidance needs its two doubled buffers",
-        }),
+        }
+        .into()),
     }
 }
 

@@ -511,10 +511,10 @@ impl<S: StateOps + ?Sized, F: FnMut(usize, f32)> StepObserver<S> for FnObserver<
 }
 
 /// Evaluates the field into `v` and hands the result to the observer's velocity hook.
-pub(crate) fn eval_hooked<S, F, O>(
+pub(crate) fn eval_hooked<S, F>(
     ops: &mut S,
     field: &mut F,
-    observer: &mut O,
+    observer: &mut dyn StepObserver<S>,
     step: usize,
     t: f32,
     x: &S::Buf,
@@ -523,7 +523,6 @@ pub(crate) fn eval_hooked<S, F, O>(
 where
     S: StateOps + ?Sized,
     F: VelocityField<S> + ?Sized,
-    O: StepObserver<S> + ?Sized,
 {
     field.eval(ops, t, x, v)?;
     observer.on_velocity(ops, step, t, x, v)
@@ -539,18 +538,17 @@ where
 /// Errors: [`Error::BadSolverConfig`] (grid without steps, workspace too small),
 /// [`Error::NonFiniteInput`] (non-finite `x` or grid point), [`Error::NonFiniteOutput`]
 /// (the result is not finite), or whatever the velocity field returns.
-pub fn integrate<S, F, G>(
+pub fn integrate<S, F>(
     ops: &mut S,
     field: &mut F,
     method: Method,
-    grid: &G,
+    grid: &dyn TimeGrid,
     x: &mut S::Buf,
     work: &mut Workspace<'_, S::Buf>,
 ) -> Result<(), Error>
 where
     S: StateOps + ?Sized,
     F: VelocityField<S> + ?Sized,
-    G: TimeGrid + ?Sized,
 {
     integrate_observed(ops, field, method, grid, x, work, &mut NoObserver)
 }
@@ -558,20 +556,18 @@ where
 /// [`integrate`] with a [`StepObserver`] called after every velocity evaluation and step.
 ///
 /// Errors: as [`integrate`], plus any error the observer returns.
-pub fn integrate_observed<S, F, G, O>(
+pub fn integrate_observed<S, F>(
     ops: &mut S,
     field: &mut F,
     method: Method,
-    grid: &G,
+    grid: &dyn TimeGrid,
     x: &mut S::Buf,
     work: &mut Workspace<'_, S::Buf>,
-    observer: &mut O,
+    observer: &mut dyn StepObserver<S>,
 ) -> Result<(), Error>
 where
     S: StateOps + ?Sized,
     F: VelocityField<S> + ?Sized,
-    G: TimeGrid + ?Sized,
-    O: StepObserver<S> + ?Sized,
 {
     match method.scheme() {
         Scheme::RungeKutta(tableau) => {
@@ -595,17 +591,13 @@ where
 }
 
 /// Checks the grid, the workspace size and the initial state (what every loop checks first).
-pub(crate) fn check_start<S, G>(
+pub(crate) fn check_start<S: StateOps + ?Sized>(
     ops: &mut S,
-    grid: &G,
+    grid: &dyn TimeGrid,
     x: &S::Buf,
     work: &Workspace<'_, S::Buf>,
     buffers: usize,
-) -> Result<(), Error>
-where
-    S: StateOps + ?Sized,
-    G: TimeGrid + ?Sized,
-{
+) -> Result<(), Error> {
     grid::validate(grid)?;
     if work.len() < buffers {
         return Err(NO_BUFFER);
@@ -643,33 +635,42 @@ pub(crate) const NO_POINT: Error = Error::BadSolverConfig {
     what: "time grid is missing a point",
 };
 
-/// The stepping loop shared by every explicit Runge–Kutta method (see the module docs for the
-/// exact arithmetic). `work` must hold at least `tableau.stages() + 1` buffers.
+/// Where a step of a fixed-grid method goes: step `n` (0-based) from `t0` to `t1`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Step {
+    pub n: usize,
+    pub t0: f32,
+    pub t1: f32,
+}
+
+/// The loop every fixed-grid method shares: checks the start ([`check_start`] with
+/// `buffers` workspace buffers), then for every grid interval calls `step(ops, observer,
+/// step, cur, nxt, slots)`, which must write the next state into `nxt` (it may use `nxt` as
+/// scratch before that) and may use the `buffers - 1` method buffers `slots` freely; the two
+/// states swap, the observer's `on_step` runs, and at the end the result is copied into `x`
+/// and checked ([`finish`]).
 ///
-/// Errors: as [`integrate_observed`], plus [`Error::BadSolverConfig`] for a malformed
-/// tableau ([`Tableau::validate`]).
-pub fn integrate_tableau<S, F, G, O>(
+/// Errors: as [`integrate_observed`], plus whatever `step` returns.
+pub(crate) fn fixed_grid_loop<S: StateOps + ?Sized>(
     ops: &mut S,
-    field: &mut F,
-    tableau: &Tableau<'_>,
-    grid: &G,
+    grid: &dyn TimeGrid,
     x: &mut S::Buf,
     work: &mut Workspace<'_, S::Buf>,
-    observer: &mut O,
-) -> Result<(), Error>
-where
-    S: StateOps + ?Sized,
-    F: VelocityField<S> + ?Sized,
-    G: TimeGrid + ?Sized,
-    O: StepObserver<S> + ?Sized,
-{
-    tableau.validate()?;
-    let stages = tableau.stages();
-    check_start(ops, grid, x, work, stages + 1)?;
-
-    let (tmp_slot, k_slots) = work.bufs.split_first_mut().ok_or(NO_BUFFER)?;
+    buffers: usize,
+    observer: &mut dyn StepObserver<S>,
+    mut step: impl FnMut(
+        &mut S,
+        &mut dyn StepObserver<S>,
+        Step,
+        &S::Buf,
+        &mut S::Buf,
+        &mut [Option<&mut S::Buf>],
+    ) -> Result<(), Error>,
+) -> Result<(), Error> {
+    check_start(ops, grid, x, work, buffers)?;
+    let (tmp_slot, slots) = work.bufs.split_first_mut().ok_or(NO_BUFFER)?;
     let tmp: &mut S::Buf = tmp_slot.as_deref_mut().ok_or(NO_BUFFER)?;
-    let ks = k_slots.get_mut(..stages).ok_or(NO_BUFFER)?;
+    let slots = slots.get_mut(..buffers - 1).ok_or(NO_BUFFER)?;
 
     // `cur` holds the current state, `nxt` is scratch; they swap after every step.
     let mut result_in_tmp = false;
@@ -679,34 +680,14 @@ where
         for n in 0..grid.steps() {
             let t0 = grid.point(n).ok_or(NO_POINT)?;
             let t1 = grid.point(n + 1).ok_or(NO_POINT)?;
-            let dt = t1 - t0;
-
-            for (i, (row, &ci)) in tableau.a.iter().zip(tableau.c).enumerate() {
-                let t = if ci == 0.0 {
-                    t0
-                } else if ci == 1.0 {
-                    t1
-                } else {
-                    t0 + ci * dt
-                };
-                let (done, rest) = ks.split_at_mut_checked(i).ok_or(NO_BUFFER)?;
-                let ki: &mut S::Buf = rest
-                    .first_mut()
-                    .and_then(|k| k.as_deref_mut())
-                    .ok_or(NO_BUFFER)?;
-                let mut terms: [(f32, &S::Buf); MAX_STAGES] = [(0.0, &*cur); MAX_STAGES];
-                let count = collect_terms(&mut terms, row, done, dt)?;
-                if count == 0 {
-                    eval_hooked(ops, field, observer, n, t, &*cur, ki)?;
-                } else {
-                    ops.lincomb(nxt, &*cur, terms.get(..count).ok_or(NO_BUFFER)?);
-                    eval_hooked(ops, field, observer, n, t, &*nxt, ki)?;
-                }
-            }
-
-            let mut terms: [(f32, &S::Buf); MAX_STAGES] = [(0.0, &*cur); MAX_STAGES];
-            let count = collect_terms(&mut terms, tableau.b, ks, dt)?;
-            ops.lincomb(nxt, &*cur, terms.get(..count).ok_or(NO_BUFFER)?);
+            step(
+                ops,
+                &mut *observer,
+                Step { n, t0, t1 },
+                &*cur,
+                &mut *nxt,
+                &mut *slots,
+            )?;
             core::mem::swap(&mut cur, &mut nxt);
             result_in_tmp = !result_in_tmp;
 
@@ -716,6 +697,65 @@ where
         }
     }
     finish(ops, x, &*tmp, result_in_tmp)
+}
+
+/// The stepping loop shared by every explicit Runge–Kutta method (see the module docs for the
+/// exact arithmetic). `work` must hold at least `tableau.stages() + 1` buffers.
+///
+/// Errors: as [`integrate_observed`], plus [`Error::BadSolverConfig`] for a malformed
+/// tableau ([`Tableau::validate`]).
+pub fn integrate_tableau<S, F>(
+    ops: &mut S,
+    field: &mut F,
+    tableau: &Tableau<'_>,
+    grid: &dyn TimeGrid,
+    x: &mut S::Buf,
+    work: &mut Workspace<'_, S::Buf>,
+    observer: &mut dyn StepObserver<S>,
+) -> Result<(), Error>
+where
+    S: StateOps + ?Sized,
+    F: VelocityField<S> + ?Sized,
+{
+    tableau.validate()?;
+    let stages = tableau.stages();
+    fixed_grid_loop(
+        ops,
+        grid,
+        x,
+        work,
+        stages + 1,
+        observer,
+        |ops, observer, s, cur, nxt, ks| {
+            let dt = s.t1 - s.t0;
+            for (i, (row, &ci)) in tableau.a.iter().zip(tableau.c).enumerate() {
+                let t = if ci == 0.0 {
+                    s.t0
+                } else if ci == 1.0 {
+                    s.t1
+                } else {
+                    s.t0 + ci * dt
+                };
+                let (done, rest) = ks.split_at_mut_checked(i).ok_or(NO_BUFFER)?;
+                let ki: &mut S::Buf = rest
+                    .first_mut()
+                    .and_then(|k| k.as_deref_mut())
+                    .ok_or(NO_BUFFER)?;
+                let mut terms: [(f32, &S::Buf); MAX_STAGES] = [(0.0, cur); MAX_STAGES];
+                let count = collect_terms(&mut terms, row, done, dt)?;
+                if count == 0 {
+                    eval_hooked(ops, field, observer, s.n, t, cur, ki)?;
+                } else {
+                    ops.lincomb(nxt, cur, terms.get(..count).ok_or(NO_BUFFER)?);
+                    eval_hooked(ops, field, observer, s.n, t, &*nxt, ki)?;
+                }
+            }
+            let mut terms: [(f32, &S::Buf); MAX_STAGES] = [(0.0, cur); MAX_STAGES];
+            let count = collect_terms(&mut terms, tableau.b, ks, dt)?;
+            ops.lincomb(nxt, cur, terms.get(..count).ok_or(NO_BUFFER)?);
+            Ok(())
+        },
+    )
 }
 
 /// Fills `terms` with `(dt * coef_j, k_j)` for every nonzero `coef_j`, in order; returns how

@@ -79,6 +79,18 @@ struct Inputs {
     guidance: Vec<f32>,
 }
 
+impl Inputs {
+    /// All three conditioning inputs.
+    fn conditioning(&self) -> Conditioning<'_> {
+        Conditioning {
+            label: Some(&self.label),
+            cond: Some(&self.cond),
+            guidance: Some(&self.guidance),
+            step: None,
+        }
+    }
+}
+
 fn inputs(rows: usize) -> Inputs {
     Inputs {
         x: (0..rows * D)
@@ -186,12 +198,7 @@ fn eval_cond_errors() {
     let mut arena = AlignedBytes::zeroed(m.required_arena_bytes(4).unwrap());
     let mut field = CpuField::new(&m, 4, &mut arena).unwrap();
     let i = inputs(4);
-    let good = Conditioning {
-        label: Some(&i.label),
-        cond: Some(&i.cond),
-        guidance: Some(&i.guidance),
-        step: None,
-    };
+    let good = i.conditioning();
     let mut v = vec![0.0; 4 * D];
     field.eval_cond(0.5, &i.x, &good, &mut v).unwrap();
     let mut run = |c: Conditioning<'_>, x: &[f32]| {
@@ -241,72 +248,69 @@ fn eval_cond_errors() {
             "label {bad}: {e:?}"
         );
     }
-    // Wrong lengths.
-    let e = run(
-        Conditioning {
-            label: Some(&i.label[..3]),
-            ..good
-        },
-        &i.x,
-    );
-    assert!(matches!(e, Err(Error::ShapeMismatch { .. })), "{e:?}");
-    let e = run(
-        Conditioning {
-            cond: Some(&i.cond[..7]),
-            ..good
-        },
-        &i.x,
-    );
-    assert!(matches!(e, Err(Error::ShapeMismatch { .. })), "{e:?}");
-    let e = run(
-        Conditioning {
-            guidance: Some(&i.guidance[..1]),
-            ..good
-        },
-        &i.x,
-    );
-    assert!(matches!(e, Err(Error::ShapeMismatch { .. })), "{e:?}");
-    // Conditioning sized for 4 rows with 3 rows of x.
-    let e = run(good, &i.x[..3 * D]);
-    assert!(matches!(e, Err(Error::ShapeMismatch { .. })), "{e:?}");
-    // More rows than the field was made for, a partial row, no rows.
+    // Wrong lengths; conditioning sized for 4 rows with 3 rows of x; more rows than the field
+    // was made for, a partial row, no rows.
     let big = inputs(5);
-    let e = run(
-        Conditioning {
-            label: Some(&big.label),
-            cond: Some(&big.cond),
-            guidance: Some(&big.guidance),
-            step: None,
-        },
-        &big.x,
-    );
-    assert!(matches!(e, Err(Error::ShapeMismatch { .. })), "{e:?}");
-    let e = run(good, &i.x[..D + 1]);
-    assert!(matches!(e, Err(Error::ShapeMismatch { .. })), "{e:?}");
-    let e = run(good, &[]);
-    assert!(matches!(e, Err(Error::ShapeMismatch { .. })), "{e:?}");
+    for (what, c, x) in [
+        (
+            "3 labels",
+            Conditioning {
+                label: Some(&i.label[..3]),
+                ..good
+            },
+            &i.x[..],
+        ),
+        (
+            "7 conds",
+            Conditioning {
+                cond: Some(&i.cond[..7]),
+                ..good
+            },
+            &i.x,
+        ),
+        (
+            "1 guidance",
+            Conditioning {
+                guidance: Some(&i.guidance[..1]),
+                ..good
+            },
+            &i.x,
+        ),
+        ("3 rows of x", good, &i.x[..3 * D]),
+        ("5 rows", big.conditioning(), &big.x),
+        ("a partial row", good, &i.x[..D + 1]),
+        ("no rows", good, &[]),
+    ] {
+        let e = run(c, x);
+        assert!(
+            matches!(e, Err(Error::ShapeMismatch { .. })),
+            "{what}: {e:?}"
+        );
+    }
     // Non-finite cond / guidance.
     for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
         let mut c = i.cond.clone();
         c[5] = bad;
-        let e = run(
-            Conditioning {
-                cond: Some(&c),
-                ..good
-            },
-            &i.x,
-        );
-        assert_eq!(e, Err(Error::NonFiniteInput { what: "cond" }));
         let mut g = i.guidance.clone();
         g[0] = bad;
-        let e = run(
-            Conditioning {
-                guidance: Some(&g),
-                ..good
-            },
-            &i.x,
-        );
-        assert_eq!(e, Err(Error::NonFiniteInput { what: "guidance" }));
+        for (what, with_bad) in [
+            (
+                "cond",
+                Conditioning {
+                    cond: Some(&c),
+                    ..good
+                },
+            ),
+            (
+                "guidance",
+                Conditioning {
+                    guidance: Some(&g),
+                    ..good
+                },
+            ),
+        ] {
+            assert_eq!(run(with_bad, &i.x), Err(Error::NonFiniteInput { what }));
+        }
     }
     // The field still works after all those errors.
     field.eval_cond(0.5, &i.x, &good, &mut v).unwrap();
@@ -393,12 +397,7 @@ fn sample_cond_integrates_with_fixed_conditioning() {
     let m = Model::from_bytes(&bytes).unwrap();
     let rows = 4;
     let i = inputs(rows);
-    let c = Conditioning {
-        label: Some(&i.label),
-        cond: Some(&i.cond),
-        guidance: Some(&i.guidance),
-        step: None,
-    };
+    let c = i.conditioning();
     let need = flowrt::sampler::sample_arena_bytes(&m, Method::Euler, rows).unwrap();
     let mut arena = AlignedBytes::zeroed(need);
     // Two Euler steps by hand: x1 = x0 + 0.5 v(0, x0); x2 = x1 + 0.5 v(0.5, x1).
@@ -565,22 +564,20 @@ fn writer_rejects_bad_conditioning_signatures_and_gathers() {
         add(g, x, x)
     });
     assert!(matches!(e, Err(Error::InvalidNode { .. })), "{e:?}");
-    let e = write(&|g| {
-        let (x, _) = base(g);
-        let y = g.input(&[B], Role::Label);
-        let tab = g.constant(&[f(3), f(2)], vec![0.0; 6]);
-        let emb = g.node(Op::Gather, &[tab, y], &[B, f(3)]);
-        add(g, x, emb)
-    });
-    assert!(matches!(e, Err(Error::InvalidNode { .. })), "{e:?}");
-    let e = write(&|g| {
-        let (x, _) = base(g);
-        let y = g.input(&[B], Role::Label);
-        let tab = g.constant(&[f(3), f(2)], vec![0.0; 6]);
-        let emb = g.node(Op::Gather, &[tab, y, y], &[B, f(2)]);
-        add(g, x, emb)
-    });
-    assert!(matches!(e, Err(Error::InvalidNode { .. })), "{e:?}");
+    // The label gathered from a [3, 2] table: as [B, 3] (2 inputs), as [B, 2] with 3 inputs.
+    for (arity, out) in [(2, 3), (3, 2)] {
+        let e = write(&|g| {
+            let (x, _) = base(g);
+            let y = g.input(&[B], Role::Label);
+            let tab = g.constant(&[f(3), f(2)], vec![0.0; 6]);
+            let emb = g.node(Op::Gather, &[tab, y, y][..arity], &[B, f(out)]);
+            add(g, x, emb)
+        });
+        assert!(
+            matches!(e, Err(Error::InvalidNode { .. })),
+            "{arity} inputs to [B, {out}]: {e:?}"
+        );
+    }
 }
 
 #[test]

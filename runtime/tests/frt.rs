@@ -115,24 +115,28 @@ fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
+/// `h` [B, k] -> dense(k -> hidden)+b -> `act` -> dense(hidden -> n): weights from `g`.
+fn mlp_head(m: &mut G, g: &mut Lcg, h: u32, [k, hidden, n]: [u32; 3], act: UnaryOp) -> u32 {
+    let w1 = m.constant(&[f(k), f(hidden)], g.vec((k * hidden) as usize));
+    let b1 = m.constant(&[f(hidden)], g.vec(hidden as usize));
+    let w2 = m.constant(&[f(hidden), f(n)], g.vec((hidden * n) as usize));
+    let h = m.node(Op::Dense, &[h, w1, b1], &[B, f(hidden)]);
+    let h = m.node(Op::Unary(act), &[h], &[B, f(hidden)]);
+    m.node(Op::Dense, &[h, w2], &[B, f(n)])
+}
+
 /// xt [B, 3] (D = 2) -> dense -> gelu -> dense -> [B, 2].
 fn xt_model(g: &mut Lcg) -> ModelDesc {
     let mut m = G::default();
     let xt = m.input(&[B, f(3)], Role::Xt);
-    let w1 = m.constant(&[f(3), f(8)], g.vec(24));
-    let b1 = m.constant(&[f(8)], g.vec(8));
-    let w2 = m.constant(&[f(8), f(2)], g.vec(16));
-    let h = m.node(Op::Dense, &[xt, w1, b1], &[B, f(8)]);
-    let h = m.node(Op::Unary(UnaryOp::GeluErf), &[h], &[B, f(8)]);
-    let o = m.node(Op::Dense, &[h, w2], &[B, f(2)]);
+    let o = mlp_head(&mut m, g, xt, [3, 8, 2], UnaryOp::GeluErf);
     m.finish(o)
 }
 
 #[test]
 fn xt_model_assembles_rows_with_time() {
     let mut g = Lcg(2);
-    let desc = xt_model(&mut g);
-    let buf = load(&flowrt::write::write(&desc).unwrap());
+    let buf = common::load(&xt_model(&mut g));
     let m = Model::from_bytes(&buf).unwrap();
     assert_eq!(m.state_dim(), 2);
     let batch = 5;
@@ -158,6 +162,18 @@ fn xt_model_assembles_rows_with_time() {
         field_err(&m, batch, &x[1..]),
         Error::ShapeMismatch { .. }
     ));
+}
+
+/// The velocity of `m` at time `t` for the rows `x`, from a field made for exactly those rows.
+fn velocity(m: &Model<'_>, t: f32, x: &[f32]) -> Vec<f32> {
+    let batch = x.len() / m.state_dim();
+    let mut arena = AlignedBytes::zeroed(m.required_arena_bytes(batch).unwrap());
+    let mut v = vec![0.0; x.len()];
+    CpuField::new(m, batch, &mut arena)
+        .unwrap()
+        .eval_into(t, x, &mut v)
+        .unwrap();
+    v
 }
 
 fn field_err(m: &Model<'_>, batch: usize, x: &[f32]) -> Error {
@@ -240,16 +256,13 @@ fn layout_reference(desc: &ModelDesc, x: &[f32], t: f32) -> Vec<f32> {
 fn layout_ops_round_trip_match_reference() {
     let mut g = Lcg(3);
     let desc = layout_model(&mut g);
-    let buf = load(&flowrt::write::write(&desc).unwrap());
+    let buf = common::load(&desc);
     let m = Model::from_bytes(&buf).unwrap();
     assert!(m.fixed_arena_bytes() > 0 && m.per_row_arena_bytes() > 0);
     for batch in [1usize, 3, 8] {
         let x = g.vec(batch * 4);
         let t = 0.7f32;
-        let mut arena = AlignedBytes::zeroed(m.required_arena_bytes(batch).unwrap());
-        let mut field = CpuField::new(&m, batch, &mut arena).unwrap();
-        let mut v = vec![0.0; batch * 4];
-        field.eval_into(t, &x, &mut v).unwrap();
+        let v = velocity(&m, t, &x);
         assert_eq!(bits(&v), bits(&layout_reference(&desc, &x, t)));
     }
 }
@@ -263,24 +276,14 @@ fn rows_do_not_depend_on_batch_size_or_position() {
         xt_model(&mut g),
         wide_model(&mut g),
     ] {
-        let buf = load(&flowrt::write::write(&desc).unwrap());
+        let buf = common::load(&desc);
         let m = Model::from_bytes(&buf).unwrap();
         let d = m.state_dim();
         let batch = 8;
         let x = g.vec(batch * d);
-        let mut arena = AlignedBytes::zeroed(m.required_arena_bytes(batch).unwrap());
-        let mut v = vec![0.0; batch * d];
-        CpuField::new(&m, batch, &mut arena)
-            .unwrap()
-            .eval_into(0.3, &x, &mut v)
-            .unwrap();
+        let v = velocity(&m, 0.3, &x);
         for r in 0..batch {
-            let mut arena1 = AlignedBytes::zeroed(m.required_arena_bytes(1).unwrap());
-            let mut v1 = vec![0.0; d];
-            CpuField::new(&m, 1, &mut arena1)
-                .unwrap()
-                .eval_into(0.3, &x[r * d..(r + 1) * d], &mut v1)
-                .unwrap();
+            let v1 = velocity(&m, 0.3, &x[r * d..(r + 1) * d]);
             assert_eq!(bits(&v1), bits(&v[r * d..(r + 1) * d]), "row {r}");
         }
     }
@@ -293,12 +296,7 @@ fn wide_model(g: &mut Lcg) -> ModelDesc {
     let t = m.input(&[B], Role::T);
     let t2 = m.node(Op::Reshape, &[t], &[B, f(1)]);
     let h = m.node(Op::Concat { axis: 1 }, &[x, t2], &[B, f(6)]);
-    let w1 = m.constant(&[f(6), f(700)], g.vec(6 * 700));
-    let b1 = m.constant(&[f(700)], g.vec(700));
-    let w2 = m.constant(&[f(700), f(5)], g.vec(3500));
-    let h = m.node(Op::Dense, &[h, w1, b1], &[B, f(700)]);
-    let h = m.node(Op::Unary(UnaryOp::Tanh), &[h], &[B, f(700)]);
-    let o = m.node(Op::Dense, &[h, w2], &[B, f(5)]);
+    let o = mlp_head(&mut m, g, h, [6, 700, 5], UnaryOp::Tanh);
     m.finish(o)
 }
 
@@ -403,22 +401,12 @@ fn planner_never_overlaps_live_tensors() {
         let desc = random_model(&mut g);
         check_plan(&desc);
         // And the planned model runs and is row-independent.
-        let buf = load(&flowrt::write::write(&desc).unwrap());
+        let buf = common::load(&desc);
         let m = Model::from_bytes(&buf).unwrap();
         let d = m.state_dim();
         let x = g.vec(3 * d);
-        let mut arena = AlignedBytes::zeroed(m.required_arena_bytes(3).unwrap());
-        let mut v = vec![0.0; 3 * d];
-        CpuField::new(&m, 3, &mut arena)
-            .unwrap()
-            .eval_into(0.5, &x, &mut v)
-            .unwrap();
-        let mut arena = AlignedBytes::zeroed(m.required_arena_bytes(1).unwrap());
-        let mut v1 = vec![0.0; d];
-        CpuField::new(&m, 1, &mut arena)
-            .unwrap()
-            .eval_into(0.5, &x[2 * d..], &mut v1)
-            .unwrap();
+        let v = velocity(&m, 0.5, &x);
+        let v1 = velocity(&m, 0.5, &x[2 * d..]);
         assert_eq!(bits(&v1), bits(&v[2 * d..]));
     }
 }
@@ -752,6 +740,18 @@ fn corrupt(edit: impl FnOnce(&mut Vec<u8>, &Layout)) -> Error {
     load_err(&f)
 }
 
+/// Asserts that each edit (see [`corrupt`]) gives an error matching `$pat`; `$what` names it.
+macro_rules! rejects {
+    ($pat:pat, $($what:expr => |$f:ident, $l:tt| $edit:expr),+ $(,)?) => {{
+        $({
+            let e = corrupt(|$f, $l| {
+                $edit;
+            });
+            assert!(matches!(e, $pat), "{}: {e:?}", $what);
+        })+
+    }};
+}
+
 #[test]
 fn every_truncation_is_rejected() {
     let f = small_file();
@@ -795,19 +795,19 @@ fn header_errors() {
     let mut v = f.clone();
     v[16] ^= 1;
     assert!(matches!(load_err(&v), Error::ChecksumMismatch { .. }));
-    assert!(matches!(corrupt(|f, _| f[6] = 1), Error::Invalid { .. }));
-    assert!(matches!(corrupt(|f, _| f[30] = 1), Error::Invalid { .. }));
-    assert!(matches!(
-        corrupt(|f, _| {
+    rejects!(
+        Error::Invalid { .. },
+        "header byte 6" => |f, _| f[6] = 1,
+        "header byte 30" => |f, _| f[30] = 1,
+        "total length 8" => |f, _| put64(f, 8, 8),
+    );
+    rejects!(
+        Error::Truncated { .. },
+        "total length past the end" => |f, _| {
             let n = f.len() as u64;
             put64(f, 8, n + 16)
-        }),
-        Error::Truncated { .. }
-    ));
-    assert!(matches!(
-        corrupt(|f, _| put64(f, 8, 8)),
-        Error::Invalid { .. }
-    ));
+        },
+    );
     // Extra bytes after the recorded length are ignored.
     let mut v = f.clone();
     v.extend_from_slice(&[0xAB; 7]);
@@ -817,51 +817,27 @@ fn header_errors() {
 #[test]
 fn section_table_errors() {
     use format::section::*;
-    assert!(matches!(
-        corrupt(|f, _| put32(f, 20, 65)),
-        Error::Invalid { .. }
-    ));
-    assert!(matches!(
-        corrupt(|f, _| put32(f, 20, 1000)),
-        Error::Truncated { .. } | Error::Invalid { .. }
-    ));
-    assert!(matches!(
-        corrupt(|f, l| put64(f, l.entry(NODES) + 8, 1 << 40)),
-        Error::Truncated { .. }
-    ));
-    assert!(matches!(
-        corrupt(|f, l| put64(f, l.entry(NODES) + 16, 1 << 40)),
-        Error::Truncated { .. }
-    ));
-    assert!(matches!(
-        corrupt(|f, l| put64(f, l.entry(NODES) + 16, u64::MAX)),
-        Error::Invalid { .. } | Error::Truncated { .. }
-    ));
-    assert!(matches!(
-        corrupt(|f, l| put64(f, l.entry(NODES) + 8, l.off(NODES) as u64 + 4)),
-        Error::Invalid { .. }
-    ));
-    assert!(matches!(
-        corrupt(|f, l| put64(f, l.entry(NODES) + 8, 16)),
-        Error::Invalid { .. }
-    ));
-    assert!(matches!(
-        corrupt(|f, l| put64(f, l.entry(NODES) + 8, l.off(TENSORS) as u64)),
-        Error::Invalid { .. }
-    ));
-    assert!(matches!(
-        corrupt(|f, l| f[l.entry(NODES) + 2] = 2),
-        Error::Invalid { .. }
-    ));
-    assert!(matches!(
-        corrupt(|f, l| f[l.entry(NODES) + 4] = 2),
-        Error::Invalid { .. }
-    ));
-    // Duplicate kind.
-    assert!(matches!(
-        corrupt(|f, l| f[l.entry(METADATA)] = NAMES as u8),
-        Error::Invalid { .. }
-    ));
+    rejects!(
+        Error::Invalid { .. },
+        "65 sections" => |f, _| put32(f, 20, 65),
+        "nodes offset moved by 4" => |f, l| put64(f, l.entry(NODES) + 8, l.off(NODES) as u64 + 4),
+        "nodes inside the header" => |f, l| put64(f, l.entry(NODES) + 8, 16),
+        "nodes over the tensors" => |f, l| put64(f, l.entry(NODES) + 8, l.off(TENSORS) as u64),
+        "nodes flags" => |f, l| f[l.entry(NODES) + 2] = 2,
+        "nodes reserved" => |f, l| f[l.entry(NODES) + 4] = 2,
+        // Duplicate kind.
+        "duplicate kind" => |f, l| f[l.entry(METADATA)] = NAMES as u8,
+    );
+    rejects!(
+        Error::Truncated { .. } | Error::Invalid { .. },
+        "1000 sections" => |f, _| put32(f, 20, 1000),
+        "nodes length u64::MAX" => |f, l| put64(f, l.entry(NODES) + 16, u64::MAX),
+    );
+    rejects!(
+        Error::Truncated { .. },
+        "nodes offset 2^40" => |f, l| put64(f, l.entry(NODES) + 8, 1 << 40),
+        "nodes length 2^40" => |f, l| put64(f, l.entry(NODES) + 16, 1 << 40),
+    );
     // Unknown optional kinds are skipped; unknown required kinds are rejected.
     let mut v = small_file();
     let l = Layout::of(&v);
@@ -870,214 +846,111 @@ fn section_table_errors() {
     let buf = load(&v);
     let m = Model::from_bytes(&buf).unwrap();
     assert_eq!(m.metadata().count(), 0);
-    assert_eq!(
-        corrupt(|f, l| {
+    rejects!(
+        Error::UnsupportedSection { kind: 100 },
+        "required kind 100" => |f, l| {
             f[l.entry(METADATA)] = 100;
             f[l.entry(METADATA) + 2] = 1
-        }),
-        Error::UnsupportedSection { kind: 100 }
+        },
     );
-    assert_eq!(
-        corrupt(|f, l| f[l.entry(SOLVER_DEFAULTS.min(PLAN))] = 200),
-        Error::UnsupportedSection { kind: 200 }
+    rejects!(
+        Error::UnsupportedSection { kind: 200 },
+        "required kind 200" => |f, l| f[l.entry(SOLVER_DEFAULTS.min(PLAN))] = 200,
     );
-    // A missing required section.
-    assert!(matches!(
-        corrupt(|f, l| {
+    rejects!(
+        Error::Invalid { .. },
+        // A missing required section.
+        "no tensors section" => |f, l| {
             f[l.entry(TENSORS)] = 100;
             f[l.entry(TENSORS) + 2] = 0
-        }),
-        Error::Invalid { .. }
-    ));
-    // Section lengths that disagree with their counts.
-    assert!(matches!(
-        corrupt(|f, l| put32(f, l.off(TENSORS), 99)),
-        Error::Invalid { .. }
-    ));
-    assert!(matches!(
-        corrupt(|f, l| put32(f, l.off(NODES) + 4, 99)),
-        Error::Invalid { .. }
-    ));
-    assert!(matches!(
-        corrupt(|f, l| put32(f, l.off(PLAN) + 16, 99)),
-        Error::Invalid { .. }
-    ));
-    assert!(matches!(
-        corrupt(|f, l| put32(f, l.sig(), 99)),
-        Error::Invalid { .. }
-    ));
-    assert!(matches!(
-        corrupt(|f, l| put32(f, l.off(METADATA), 2)),
-        Error::Truncated { .. }
-    ));
-    assert!(matches!(
-        corrupt(|f, l| put32(f, l.off(METADATA) + 4, 1 << 30)),
-        Error::Truncated { .. }
-    ));
-    assert!(matches!(
-        corrupt(|f, l| f[l.off(METADATA) + 12] = 0xFF),
-        Error::Invalid { .. }
-    ));
-    assert!(matches!(
-        corrupt(|f, l| put32(f, l.off(NAMES), 1)),
-        Error::Invalid { .. }
-    ));
-    assert!(matches!(
-        corrupt(|f, l| f[l.off(NAMES) + 12] = 0xC0),
-        Error::Invalid { .. }
-    ));
+        },
+        // Section lengths that disagree with their counts.
+        "tensor count" => |f, l| put32(f, l.off(TENSORS), 99),
+        "edge count" => |f, l| put32(f, l.off(NODES) + 4, 99),
+        "plan count" => |f, l| put32(f, l.off(PLAN) + 16, 99),
+        "signature count" => |f, l| put32(f, l.sig(), 99),
+        "metadata utf-8" => |f, l| f[l.off(METADATA) + 12] = 0xFF,
+        "names count" => |f, l| put32(f, l.off(NAMES), 1),
+        "names utf-8" => |f, l| f[l.off(NAMES) + 12] = 0xC0,
+    );
+    rejects!(
+        Error::Truncated { .. },
+        "metadata count" => |f, l| put32(f, l.off(METADATA), 2),
+        "metadata length" => |f, l| put32(f, l.off(METADATA) + 4, 1 << 30),
+    );
 }
 
 #[test]
 fn tensor_record_errors() {
     // Tensors of small_file: 0 x, 1 t, 2 w, 3 b, 4 concat, 5 dense, 6 leaky, 7 add (output).
-    let bad_tensor = |e: Error| matches!(e, Error::InvalidTensor { .. });
-    assert!(
-        bad_tensor(corrupt(|f, l| put32(f, l.tensor(2) + 8, 0))),
-        "zero dim"
-    );
-    assert!(bad_tensor(corrupt(|f, l| f[l.tensor(2) + 2] = 7)), "rank 7");
-    assert!(
-        bad_tensor(corrupt(|f, l| f[l.tensor(5) + 3] = 5)),
-        "batch axis out of range"
-    );
-    assert!(bad_tensor(corrupt(|f, l| f[l.tensor(2) + 1] = 1)), "dtype");
-    assert!(bad_tensor(corrupt(|f, l| f[l.tensor(2)] = 9)), "kind");
-    assert!(
-        bad_tensor(corrupt(|f, l| put32(f, l.tensor(2) + 8, 4))),
-        "K changed: data length"
-    );
-    assert!(
-        bad_tensor(corrupt(|f, l| put32(f, l.tensor(2) + 16, 1))),
-        "unused dim not zero"
-    );
-    assert!(
-        bad_tensor(corrupt(|f, l| put32(f, l.tensor(2) + 36, 1))),
-        "reserved"
-    );
-    assert!(
-        bad_tensor(corrupt(|f, l| {
+    rejects!(
+        Error::InvalidTensor { .. },
+        "zero dim" => |f, l| put32(f, l.tensor(2) + 8, 0),
+        "rank 7" => |f, l| f[l.tensor(2) + 2] = 7,
+        "batch axis out of range" => |f, l| f[l.tensor(5) + 3] = 5,
+        "dtype" => |f, l| f[l.tensor(2) + 1] = 1,
+        "kind" => |f, l| f[l.tensor(2)] = 9,
+        "K changed: data length" => |f, l| put32(f, l.tensor(2) + 8, 4),
+        "unused dim not zero" => |f, l| put32(f, l.tensor(2) + 16, 1),
+        "reserved" => |f, l| put32(f, l.tensor(2) + 36, 1),
+        "misaligned const data" => |f, l| {
             let at = l.tensor(3) + 40;
             let v = get64(f, at);
             put64(f, at, v + 4)
-        })),
-        "misaligned const data"
+        },
+        "const data out of range" => |f, l| put64(f, l.tensor(3) + 40, 1 << 20),
+        "const with batch" => |f, l| f[l.tensor(2) + 3] = 0,
+        "wrong producer" => |f, l| put32(f, l.tensor(5) + 4, 0),
+        "producer out of range" => |f, l| put32(f, l.tensor(5) + 4, 999),
+        "slot out of range" => |f, l| put32(f, l.tensor(5) + 32, 999),
+        "input with producer" => |f, l| put32(f, l.tensor(0) + 4, 0),
     );
-    assert!(
-        bad_tensor(corrupt(|f, l| put64(f, l.tensor(3) + 40, 1 << 20))),
-        "const data out of range"
-    );
-    assert!(
-        bad_tensor(corrupt(|f, l| f[l.tensor(2) + 3] = 0)),
-        "const with batch"
-    );
-    assert!(
-        bad_tensor(corrupt(|f, l| put32(f, l.tensor(5) + 4, 0))),
-        "wrong producer"
-    );
-    assert!(
-        bad_tensor(corrupt(|f, l| put32(f, l.tensor(5) + 4, 999))),
-        "producer out of range"
-    );
-    assert!(
-        bad_tensor(corrupt(|f, l| put32(f, l.tensor(5) + 32, 999))),
-        "slot out of range"
-    );
-    assert!(
-        bad_tensor(corrupt(|f, l| put32(f, l.tensor(0) + 4, 0))),
-        "input with producer"
-    );
-    assert!(
-        matches!(
-            corrupt(|f, l| f[l.tensor(6)] = 3),
-            Error::InvalidTensor { .. } | Error::Invalid { .. }
-        ),
-        "two outputs"
+    rejects!(
+        Error::InvalidTensor { .. } | Error::Invalid { .. },
+        "two outputs" => |f, l| f[l.tensor(6)] = 3,
     );
     // Intermediate dim changed: shape rules catch it.
-    assert!(matches!(
-        corrupt(|f, l| put32(f, l.tensor(5) + 12, 3)),
-        Error::InvalidNode { .. } | Error::InvalidTensor { .. }
-    ));
+    rejects!(
+        Error::InvalidNode { .. } | Error::InvalidTensor { .. },
+        "intermediate dim" => |f, l| put32(f, l.tensor(5) + 12, 3),
+    );
 }
 
 #[test]
 fn node_record_errors() {
     // Nodes: 0 concat(x,t), 1 dense(h,w,b), 2 leaky(h), 3 add(h,x).
-    let bad_node = |e: Error| matches!(e, Error::InvalidNode { .. });
-    assert!(
-        bad_node(corrupt(|f, l| put32(f, l.node(0), 0x0999))),
-        "unknown op"
+    rejects!(
+        Error::InvalidNode { .. },
+        "unknown op" => |f, l| put32(f, l.node(0), 0x0999),
+        "binary op code -> unary (arity)" => |f, l| f[l.node(3) + 1] = 0x02,
+        "unary op code -> binary (arity)" => |f, l| f[l.node(2) + 1] = 0x01,
+        "input count changed" => |f, l| f[l.node(2) + 2] = 2,
+        "input list not contiguous" => |f, l| put32(f, l.node(1) + 4, 0),
     );
-    assert!(
-        bad_node(corrupt(|f, l| f[l.node(3) + 1] = 0x02)),
-        "binary op code -> unary (arity)"
+    rejects!(
+        Error::InvalidNode { .. } | Error::InvalidTensor { .. },
+        "output id out of range" => |f, l| put32(f, l.node(1) + 8, 999),
+        "output is a constant" => |f, l| put32(f, l.node(1) + 8, 2),
     );
-    assert!(
-        bad_node(corrupt(|f, l| f[l.node(2) + 1] = 0x01)),
-        "unary op code -> binary (arity)"
+    rejects!(
+        Error::InvalidNode { .. },
+        "reserved" => |f, l| put32(f, l.node(1) + 12, 1),
+        "concat axis" => |f, l| put32(f, l.node(0) + 16, 5),
+        "unused attribute" => |f, l| put32(f, l.node(0) + 20, 1),
+        "NaN alpha" => |f, l| put32(f, l.node(2) + 16, f32::NAN.to_bits()),
     );
-    assert!(
-        bad_node(corrupt(|f, l| f[l.node(2) + 2] = 2)),
-        "input count changed"
-    );
-    assert!(
-        bad_node(corrupt(|f, l| put32(f, l.node(1) + 4, 0))),
-        "input list not contiguous"
-    );
-    let bad = |e: Error| matches!(e, Error::InvalidNode { .. } | Error::InvalidTensor { .. });
-    assert!(
-        bad(corrupt(|f, l| put32(f, l.node(1) + 8, 999))),
-        "output id out of range"
-    );
-    assert!(
-        bad(corrupt(|f, l| put32(f, l.node(1) + 8, 2))),
-        "output is a constant"
-    );
-    assert!(
-        bad_node(corrupt(|f, l| put32(f, l.node(1) + 12, 1))),
-        "reserved"
-    );
-    assert!(
-        bad_node(corrupt(|f, l| put32(f, l.node(0) + 16, 5))),
-        "concat axis"
-    );
-    assert!(
-        bad_node(corrupt(|f, l| put32(f, l.node(0) + 20, 1))),
-        "unused attribute"
-    );
-    assert!(
-        bad_node(corrupt(|f, l| put32(f, l.node(2) + 16, f32::NAN.to_bits()))),
-        "NaN alpha"
-    );
-    assert!(
-        bad_node(corrupt(|f, l| {
-            let e = l.edge(f, 0);
-            put32(f, e, 999)
-        })),
-        "input id out of range"
-    );
-    assert!(
-        bad_node(corrupt(|f, l| {
-            let e = l.edge(f, 0);
-            put32(f, e, 6)
-        })),
-        "use before def"
-    );
-    assert!(
-        bad_node(corrupt(|f, l| {
-            let e = l.edge(f, 3);
-            put32(f, e, 3)
-        })),
-        "dense weight <- bias (shape)"
-    );
-    assert!(
-        bad_node(corrupt(|f, l| {
-            let e = l.edge(f, 6);
-            put32(f, e, 4)
-        })),
-        "add of [B,3] and [B,2]"
-    );
+    // Edge `i` set to tensor `t`.
+    for (i, t, what) in [
+        (0, 999, "input id out of range"),
+        (0, 6, "use before def"),
+        (3, 3, "dense weight <- bias (shape)"),
+        (6, 4, "add of [B,3] and [B,2]"),
+    ] {
+        rejects!(Error::InvalidNode { .. }, what => |f, l| {
+            let e = l.edge(f, i);
+            put32(f, e, t)
+        });
+    }
     // Edge table with an unused trailing entry.
     let mut f = small_file();
     let l = Layout::of(&f);
@@ -1110,67 +983,32 @@ fn plan_and_signature_errors() {
     let off_of = |t: usize| get64(&f, l.plan_entry(slot_of(t)) + 8);
     // Output of the dense (5) placed on its input (4): overlap.
     let (s5, o4) = (slot_of(5), off_of(4));
-    assert!(matches!(
-        corrupt(|f, l| put64(f, l.plan_entry(s5) + 8, o4)),
-        Error::InvalidNode { node: 1, .. }
-    ));
-    assert!(matches!(
-        corrupt(|f, l| put64(f, l.plan_entry(s5) + 8, 8)),
-        Error::InvalidTensor { .. }
-    ));
-    assert!(matches!(
-        corrupt(|f, l| put64(f, l.plan_entry(s5) + 8, 1 << 20)),
-        Error::InvalidTensor { .. }
-    ));
-    assert!(matches!(
-        corrupt(|f, l| put32(f, l.plan_entry(s5) + 4, 5)),
-        Error::Invalid { .. }
-    ));
-    assert!(matches!(
-        corrupt(|f, l| put32(f, l.plan_entry(s5) + 4, 0)),
-        Error::InvalidTensor { .. }
-    ));
-    assert!(matches!(
-        corrupt(|f, l| put32(f, l.plan_entry(s5), 4)),
-        Error::InvalidTensor { .. }
-    ));
-    assert!(matches!(
-        corrupt(|f, l| put64(f, l.off(4), 8)),
-        Error::Invalid { .. }
-    ));
-    assert!(matches!(
-        corrupt(|f, l| put64(f, l.off(4) + 8, 0)),
-        Error::InvalidTensor { .. }
-    ));
-    // Signature.
-    assert!(matches!(
-        corrupt(|f, l| put32(f, l.sig() + 16 + 4, 8)),
-        Error::Invalid { .. }
-    ));
-    assert!(matches!(
-        corrupt(|f, l| put32(f, l.sig() + 16 + 12, 0)),
-        Error::Invalid { .. }
-    ));
-    assert!(matches!(
-        corrupt(|f, l| put32(f, l.sig() + 4, 6)),
-        Error::InvalidTensor { .. }
-    ));
-    assert!(matches!(
-        corrupt(|f, l| put32(f, l.sig() + 8, 3)),
-        Error::Invalid { .. }
-    ));
-    assert!(matches!(
-        corrupt(|f, l| put32(f, l.sig() + 16, 2)),
-        Error::InvalidTensor { .. }
-    ));
-    assert!(matches!(
-        corrupt(|f, l| put32(f, l.sig() + 16 + 8, 0)),
-        Error::Invalid { .. }
-    ));
-    assert!(matches!(
-        corrupt(|f, l| put32(f, l.sig() + 12, 1)),
-        Error::Invalid { .. }
-    ));
+    rejects!(
+        Error::InvalidNode { node: 1, .. },
+        "overlap" => |f, l| put64(f, l.plan_entry(s5) + 8, o4),
+    );
+    rejects!(
+        Error::InvalidTensor { .. },
+        "offset 8: on a live tensor" => |f, l| put64(f, l.plan_entry(s5) + 8, 8),
+        "offset past the region" => |f, l| put64(f, l.plan_entry(s5) + 8, 1 << 20),
+        "region fixed for a per-row tensor" => |f, l| put32(f, l.plan_entry(s5) + 4, 0),
+        "entry for another tensor" => |f, l| put32(f, l.plan_entry(s5), 4),
+        "no per-row bytes" => |f, l| put64(f, l.off(4) + 8, 0),
+        // Signature.
+        "output not the output tensor" => |f, l| put32(f, l.sig() + 4, 6),
+        "input x is a constant" => |f, l| put32(f, l.sig() + 16, 2),
+    );
+    rejects!(
+        Error::Invalid { .. },
+        "unknown region 5" => |f, l| put32(f, l.plan_entry(s5) + 4, 5),
+        "fixed bytes 8" => |f, l| put64(f, l.off(4), 8),
+        // Signature.
+        "unknown role 8" => |f, l| put32(f, l.sig() + 16 + 4, 8),
+        "t role set to x: two x" => |f, l| put32(f, l.sig() + 16 + 12, 0),
+        "state dim 3" => |f, l| put32(f, l.sig() + 8, 3),
+        "t tensor set to x" => |f, l| put32(f, l.sig() + 16 + 8, 0),
+        "reserved" => |f, l| put32(f, l.sig() + 12, 1),
+    );
 }
 
 /// Random field-aware corruption with a valid checksum: loading never panics, and a file

@@ -4,7 +4,8 @@
 
 mod common;
 
-use flowrt::format::{self, section, AlignedBytes};
+use common::{assert_invalid_patches, patched, section_range};
+use flowrt::format::{section, AlignedBytes};
 use flowrt::grid::Uniform;
 use flowrt::ir::{BinaryOp, Dim, ModelBuilder, ModelDesc, Op, Role};
 use flowrt::pipeline::StageKind;
@@ -67,97 +68,62 @@ fn the_rule_picks_the_right_network_per_step() {
     let mut y = [0.0f32; 4];
     let need = flowrt::pipeline::pipeline_arena_bytes(&p, Method::Euler, 1).unwrap();
     let mut arena = AlignedBytes::zeroed(need);
-    flowrt::pipeline::sample_pipeline(
-        &p,
-        Method::Euler,
-        &Uniform::unit(4).unwrap(),
-        &mut x,
-        Some(&mut y),
-        arena.as_mut_slice(),
-    )
-    .unwrap();
+    let grid = Uniform::unit(4).unwrap();
+    let euler = |x: &mut [f32], y: &mut [f32], arena: &mut AlignedBytes| {
+        flowrt::pipeline::sample_pipeline(
+            &p,
+            Method::Euler,
+            &grid,
+            x,
+            Some(y),
+            arena.as_mut_slice(),
+        )
+    };
+    euler(&mut x, &mut y, &mut arena).unwrap();
     let want = 0.25 * (1.0 + 1.0 + 10.0 + 100.0);
     assert_eq!(x, [want, want]);
     assert_eq!(y, [want; 4]);
     // Too small an arena, a wrong output size: typed errors.
     let mut small = AlignedBytes::zeroed(need - 1);
     assert!(matches!(
-        flowrt::pipeline::sample_pipeline(
-            &p,
-            Method::Euler,
-            &Uniform::unit(4).unwrap(),
-            &mut x,
-            Some(&mut y),
-            small.as_mut_slice()
-        ),
+        euler(&mut x, &mut y, &mut small),
         Err(Error::ArenaTooSmall { .. })
     ));
     let mut y3 = [0.0f32; 3];
     assert!(matches!(
-        flowrt::pipeline::sample_pipeline(
-            &p,
-            Method::Euler,
-            &Uniform::unit(4).unwrap(),
-            &mut x,
-            Some(&mut y3),
-            arena.as_mut_slice()
-        ),
+        euler(&mut x, &mut y3, &mut arena),
         Err(Error::ShapeMismatch { .. })
     ));
-}
-
-fn section_range(file: &[u8], kind: u16) -> (usize, usize) {
-    let count = u32::from_le_bytes(file[20..24].try_into().unwrap()) as usize;
-    (0..count)
-        .find_map(|i| {
-            let o = 32 + 24 * i;
-            let k = u16::from_le_bytes(file[o..o + 2].try_into().unwrap());
-            let off = u64::from_le_bytes(file[o + 8..o + 16].try_into().unwrap()) as usize;
-            let len = u64::from_le_bytes(file[o + 16..o + 24].try_into().unwrap()) as usize;
-            (k == kind).then_some((off, len))
-        })
-        .unwrap()
-}
-
-fn patched(bytes: &[u8], at: usize, value: &[u8]) -> Result<(), Error> {
-    let mut b = bytes.to_vec();
-    b[at..at + value.len()].copy_from_slice(value);
-    let crc = format::file_checksum(&b).to_le_bytes();
-    b[16..20].copy_from_slice(&crc);
-    let a = AlignedBytes::copy_from(&b);
-    Model::from_bytes(a.as_slice()).map(|_| ())
 }
 
 #[test]
 fn malformed_pipelines_are_typed_errors() {
     let file = pipeline_file();
-    let (off, _) = section_range(&file, section::PIPELINE);
+    let (off, _) = section_range(&file, section::PIPELINE).unwrap();
     let stage = |i: usize| off + 8 + 32 * i;
-    for (at, value, what) in [
-        (off, 0u32.to_le_bytes().to_vec(), "1 to 8 stages"),
-        (off, 9u32.to_le_bytes().to_vec(), "1 to 8 stages"),
-        (off + 4, vec![1u8], "reserved"),
-        (
-            stage(0),
-            7u16.to_le_bytes().to_vec(),
-            "unknown pipeline stage kind",
-        ),
-        (stage(0) + 2, vec![1u8], "reserved"),
-        (stage(0) + 8, f32::NAN.to_le_bytes().to_vec(), "not finite"),
-        (stage(1) + 8, 1.5f32.to_le_bytes().to_vec(), "refiner"),
-        (stage(0) + 16, 8u64.to_le_bytes().to_vec(), "misplaced"),
-        (stage(0) + 16, 17u64.to_le_bytes().to_vec(), "misplaced"),
-        (
-            stage(2),
-            0u16.to_le_bytes().to_vec(),
-            "does not output a velocity",
-        ),
-    ] {
-        match patched(&file, at, &value) {
-            Err(Error::Invalid { what: w }) => assert!(w.contains(what), "{w} vs {what}"),
-            other => panic!("{what}: {other:?}"),
-        }
-    }
+    assert_invalid_patches(
+        &file,
+        [
+            (off, 0u32.to_le_bytes().to_vec(), "1 to 8 stages"),
+            (off, 9u32.to_le_bytes().to_vec(), "1 to 8 stages"),
+            (off + 4, vec![1u8], "reserved"),
+            (
+                stage(0),
+                7u16.to_le_bytes().to_vec(),
+                "unknown pipeline stage kind",
+            ),
+            (stage(0) + 2, vec![1u8], "reserved"),
+            (stage(0) + 8, f32::NAN.to_le_bytes().to_vec(), "not finite"),
+            (stage(1) + 8, 1.5f32.to_le_bytes().to_vec(), "refiner"),
+            (stage(0) + 16, 8u64.to_le_bytes().to_vec(), "misplaced"),
+            (stage(0) + 16, 17u64.to_le_bytes().to_vec(), "misplaced"),
+            (
+                stage(2),
+                0u16.to_le_bytes().to_vec(),
+                "does not output a velocity",
+            ),
+        ],
+    );
     // A nested file's length beyond the section, a bit flip inside a nested file.
     assert!(matches!(
         patched(&file, stage(0) + 24, (1u64 << 40).to_le_bytes().as_slice()),

@@ -4,13 +4,14 @@
 
 mod common;
 
+use common::{assert_invalid_patches, load, section_range};
 use flowrt::format::sampling::GuidanceDefaults;
 use flowrt::format::{self, section, AlignedBytes};
 use flowrt::grid::{DiffusersShift, GridSpec, ShiftKind, TimeGrid, Uniform};
 use flowrt::ir::{Dim, ModelBuilder, ModelDesc, Role, SolverDefaultsDesc};
 use flowrt::solver::Method;
 use flowrt::time::{TimeAxis, TimeConvention};
-use flowrt::{Error, Model};
+use flowrt::Model;
 
 /// v(x, t) = t (broadcast to x's shape): the network's output reveals the time it was fed.
 fn echo_t() -> ModelDesc {
@@ -21,27 +22,16 @@ fn echo_t() -> ModelDesc {
     m.finish(o)
 }
 
-use common::load;
-
-/// Finds a section's body range in a written file.
-fn section_range(file: &[u8], kind: u16) -> Option<(usize, usize)> {
-    let count = u32::from_le_bytes(file[20..24].try_into().unwrap()) as usize;
-    (0..count).find_map(|i| {
-        let o = 32 + 24 * i;
-        let k = u16::from_le_bytes(file[o..o + 2].try_into().unwrap());
-        let off = u64::from_le_bytes(file[o + 8..o + 16].try_into().unwrap()) as usize;
-        let len = u64::from_le_bytes(file[o + 16..o + 24].try_into().unwrap()) as usize;
-        (k == kind).then_some((off, len))
-    })
-}
-
-fn patched(bytes: &[u8], at: usize, value: &[u8]) -> Result<(), Error> {
-    let mut b = bytes.to_vec();
-    b[at..at + value.len()].copy_from_slice(value);
-    let crc = format::file_checksum(&b).to_le_bytes();
-    b[16..20].copy_from_slice(&crc);
-    let a = AlignedBytes::copy_from(&b);
-    Model::from_bytes(a.as_slice()).map(|_| ())
+/// [`echo_t`] with its time on the sigma axis, scaled by `scale`.
+fn echo_sigma(scale: f32, negate_output: bool) -> ModelDesc {
+    let mut desc = echo_t();
+    desc.time = TimeConvention {
+        axis: TimeAxis::Sigma,
+        scale,
+        negate_output,
+        ..Default::default()
+    };
+    desc
 }
 
 #[test]
@@ -55,13 +45,7 @@ fn default_convention_writes_no_time_section() {
 
 #[test]
 fn time_convention_round_trips_and_reaches_the_network() {
-    let mut desc = echo_t();
-    desc.time = TimeConvention {
-        axis: TimeAxis::Sigma,
-        scale: 1000.0,
-        negate_output: true,
-        ..Default::default()
-    };
+    let desc = echo_sigma(1000.0, true);
     let f = load(&desc);
     let m = Model::from_bytes(f.as_slice()).unwrap();
     assert_eq!(m.time_convention(), desc.time);
@@ -84,30 +68,22 @@ fn time_convention_round_trips_and_reaches_the_network() {
 
 #[test]
 fn malformed_time_sections_are_typed_errors() {
-    let mut desc = echo_t();
-    desc.time = TimeConvention {
-        axis: TimeAxis::Sigma,
-        scale: 1.0,
-        negate_output: false,
-        ..Default::default()
-    };
+    let mut desc = echo_sigma(1.0, false);
     let f = load(&desc);
     let (off, len) = section_range(f.as_slice(), section::TIME).unwrap();
     assert_eq!(len, 16);
-    for (at, value, what) in [
-        (off, vec![7u8], "unknown time axis"),
-        (off + 1, vec![2u8], "unknown flag bits"),
-        (off + 2, vec![1u8], "second-time form"),
-        (off + 2, vec![9u8], "unknown second-time form"),
-        (off + 4, f32::NAN.to_le_bytes().to_vec(), "scale"),
-        (off + 4, (-1.0f32).to_le_bytes().to_vec(), "scale"),
-        (off + 12, vec![1u8], "reserved"),
-    ] {
-        match patched(f.as_slice(), at, &value) {
-            Err(Error::Invalid { what: w }) => assert!(w.contains(what), "{w} vs {what}"),
-            other => panic!("{what}: {other:?}"),
-        }
-    }
+    assert_invalid_patches(
+        f.as_slice(),
+        [
+            (off, vec![7u8], "unknown time axis"),
+            (off + 1, vec![2u8], "unknown flag bits"),
+            (off + 2, vec![1u8], "second-time form"),
+            (off + 2, vec![9u8], "unknown second-time form"),
+            (off + 4, f32::NAN.to_le_bytes().to_vec(), "scale"),
+            (off + 4, (-1.0f32).to_le_bytes().to_vec(), "scale"),
+            (off + 12, vec![1u8], "reserved"),
+        ],
+    );
     // A writer refuses an invalid convention too.
     desc.time.scale = 0.0;
     assert!(flowrt::write::write(&desc).is_err());
@@ -183,19 +159,17 @@ fn malformed_solver_defaults_are_typed_errors() {
     let f = load(&desc);
     let (off, len) = section_range(f.as_slice(), section::SOLVER_DEFAULTS).unwrap();
     assert_eq!(len, 48 + 8);
-    for (at, value, what) in [
-        (off, 99u16.to_le_bytes().to_vec(), "unknown method"),
-        (off + 2, 42u16.to_le_bytes().to_vec(), "unknown grid kind"),
-        (off + 2, 1u16.to_le_bytes().to_vec(), "points given"),
-        (off + 16, vec![5u8], "time-shift kind"),
-        (off + 18, vec![8u8], "guidance flag"),
-        (off + 36, 3u32.to_le_bytes().to_vec(), "wrong length"),
-        (off + 44, vec![1u8], "reserved"),
-        (off + 48, f32::INFINITY.to_le_bytes().to_vec(), "not finite"),
-    ] {
-        match patched(f.as_slice(), at, &value) {
-            Err(Error::Invalid { what: w }) => assert!(w.contains(what), "{w} vs {what}"),
-            other => panic!("{what}: {other:?}"),
-        }
-    }
+    assert_invalid_patches(
+        f.as_slice(),
+        [
+            (off, 99u16.to_le_bytes().to_vec(), "unknown method"),
+            (off + 2, 42u16.to_le_bytes().to_vec(), "unknown grid kind"),
+            (off + 2, 1u16.to_le_bytes().to_vec(), "points given"),
+            (off + 16, vec![5u8], "time-shift kind"),
+            (off + 18, vec![8u8], "guidance flag"),
+            (off + 36, 3u32.to_le_bytes().to_vec(), "wrong length"),
+            (off + 44, vec![1u8], "reserved"),
+            (off + 48, f32::INFINITY.to_le_bytes().to_vec(), "not finite"),
+        ],
+    );
 }

@@ -45,12 +45,13 @@ fn sample(
     x
 }
 
-/// Samples a pipeline with `n` uniform steps from `x0` (no decoder output).
+/// Samples a pipeline with `n` uniform steps from `x0`, decoding into `out` when given.
 fn run_pipeline(
     p: &flowrt::pipeline::Pipeline<'_>,
     method: Method,
     n: usize,
     x0: &[f32],
+    out: Option<&mut [f32]>,
 ) -> Vec<f32> {
     let mut x = x0.to_vec();
     let batch = x0.len() / p.main().state_dim();
@@ -61,11 +62,49 @@ fn run_pipeline(
         method,
         &Uniform::unit(n).unwrap(),
         &mut x,
-        None,
+        out,
         arena.as_mut_slice(),
     )
     .unwrap();
     x
+}
+
+/// Exports `main` with one pipeline stage of `kind` running the network of `stage`, and hands
+/// the loaded model and its pipeline to `check`.
+fn with_pipeline(
+    main: &str,
+    kind: StageKind,
+    stage: &str,
+    check: impl FnOnce(&Model<'_>, &flowrt::pipeline::Pipeline<'_>),
+) {
+    let opts = ExportOptions {
+        pipeline: vec![(kind, fx(stage))],
+        ..Default::default()
+    };
+    let bytes = export_with(main, &opts);
+    let m = Model::from_bytes(bytes.as_slice()).unwrap();
+    check(&m, &m.pipeline().expect("pipeline"));
+}
+
+/// Samples the pipeline with every method and step count, against `fewstep/{name}_{method}_{n}.npy`.
+fn check_pipeline(
+    p: &flowrt::pipeline::Pipeline<'_>,
+    name: &str,
+    methods: &[Method],
+    steps: &[usize],
+    noise: &[f32],
+) {
+    for &method in methods {
+        for &n in steps {
+            let x = run_pipeline(p, method, n, noise, None);
+            let d = max_abs_diff(
+                &x,
+                &load(&format!("fewstep/{name}_{}_{n}.npy", method.name())),
+            );
+            println!("{name} {method} {n}: max abs diff {d:.2e}");
+            assert!(d <= TOL, "{name} {method} {n}: {d}");
+        }
+    }
 }
 
 #[test]
@@ -133,113 +172,77 @@ fn shortcut_model_steps_match_the_official_rule() {
 
 #[test]
 fn blockwise_pipeline_matches_reference() {
-    let opts = ExportOptions {
-        pipeline: vec![(
-            StageKind::Block { a: 0.5, b: 1.0 },
-            fx("moons_block1/model.ts.onnx"),
-        )],
-        ..Default::default()
-    };
-    let bytes = export_with("moons_block0/model.dynamo.onnx", &opts);
-    let m = Model::from_bytes(bytes.as_slice()).unwrap();
-    let p = m.pipeline().expect("pipeline");
-    assert_eq!(p.stages().count(), 1);
-    let noise = load("moons_block0/noise.npy");
-    for method in [Method::Euler, Method::Rk4_38] {
-        for n in [2usize, 4, 8] {
-            let x = run_pipeline(&p, method, n, &noise);
-            let d = max_abs_diff(
-                &x,
-                &load(&format!("fewstep/blockwise_{}_{n}.npy", method.name())),
-            );
-            println!("blockwise {method} {n}: max abs diff {d:.2e}");
-            assert!(d <= TOL, "blockwise {method} {n}: {d}");
-        }
-    }
-    // Multistep methods cannot switch networks mid-history.
-    let mut x = noise.clone();
-    let mut arena = AlignedBytes::zeroed(1 << 20);
-    assert!(flowrt::pipeline::sample_pipeline(
-        &p,
-        Method::Ab2,
-        &Uniform::unit(4).unwrap(),
-        &mut x,
-        None,
-        arena.as_mut_slice()
-    )
-    .is_err());
+    let block = StageKind::Block { a: 0.5, b: 1.0 };
+    with_pipeline(
+        "moons_block0/model.dynamo.onnx",
+        block,
+        "moons_block1/model.ts.onnx",
+        |_, p| {
+            assert_eq!(p.stages().count(), 1);
+            let noise = load("moons_block0/noise.npy");
+            let methods = [Method::Euler, Method::Rk4_38];
+            check_pipeline(p, "blockwise", &methods, &[2, 4, 8], &noise);
+            // Multistep methods cannot switch networks mid-history.
+            let mut x = noise.clone();
+            let mut arena = AlignedBytes::zeroed(1 << 20);
+            assert!(flowrt::pipeline::sample_pipeline(
+                p,
+                Method::Ab2,
+                &Uniform::unit(4).unwrap(),
+                &mut x,
+                None,
+                arena.as_mut_slice()
+            )
+            .is_err());
+        },
+    );
 }
 
 #[test]
 fn refiner_pipeline_matches_reference() {
-    let opts = ExportOptions {
-        pipeline: vec![(
-            StageKind::Refiner { from: 0.5, to: 1.0 },
-            fx("moons_refiner/model.dynamo.onnx"),
-        )],
-        ..Default::default()
-    };
-    let bytes = export_with("moons_icfm/model.ts.onnx", &opts);
-    let m = Model::from_bytes(bytes.as_slice()).unwrap();
-    let p = m.pipeline().expect("pipeline");
-    // The light net's arena is smaller: the pipeline needs the main net's.
-    assert_eq!(
-        p.required_arena_bytes(256).unwrap(),
-        m.required_arena_bytes(256).unwrap()
-    );
-    let noise = load("moons_icfm/noise.npy");
-    for method in [Method::Euler, Method::Heun] {
-        for n in [4usize, 8] {
-            let x = run_pipeline(&p, method, n, &noise);
-            let d = max_abs_diff(
-                &x,
-                &load(&format!("fewstep/refiner_{}_{n}.npy", method.name())),
+    let refiner = StageKind::Refiner { from: 0.5, to: 1.0 };
+    with_pipeline(
+        "moons_icfm/model.ts.onnx",
+        refiner,
+        "moons_refiner/model.dynamo.onnx",
+        |m, p| {
+            // The light net's arena is smaller: the pipeline needs the main net's.
+            assert_eq!(
+                p.required_arena_bytes(256).unwrap(),
+                m.required_arena_bytes(256).unwrap()
             );
-            println!("refiner {method} {n}: max abs diff {d:.2e}");
-            assert!(d <= TOL, "refiner {method} {n}: {d}");
-        }
-    }
+            let noise = load("moons_icfm/noise.npy");
+            let methods = [Method::Euler, Method::Heun];
+            check_pipeline(p, "refiner", &methods, &[4, 8], &noise);
+        },
+    );
 }
 
 #[test]
 fn latent_pipeline_decodes_like_the_reference() {
-    let opts = ExportOptions {
-        pipeline: vec![(StageKind::Decoder, fx("moons_latent_decoder/model.ts.onnx"))],
-        ..Default::default()
-    };
     for (_, file) in EXPORTS {
-        let bytes = export_with(&format!("moons_latent_flow/{file}"), &opts);
-        let m = Model::from_bytes(bytes.as_slice()).unwrap();
-        let p = m.pipeline().expect("pipeline");
-        assert_eq!(p.output_dim(), 8);
-        let noise = load("moons_latent_flow/noise.npy");
-        for method in [Method::Euler, Method::Rk4_38] {
-            for n in [4usize, 8] {
-                let mut z = noise.clone();
-                let mut y = vec![0f32; 256 * 8];
-                let need = flowrt::pipeline::pipeline_arena_bytes(&p, method, 256).unwrap();
-                let mut arena = AlignedBytes::zeroed(need);
-                flowrt::pipeline::sample_pipeline(
-                    &p,
-                    method,
-                    &Uniform::unit(n).unwrap(),
-                    &mut z,
-                    Some(&mut y),
-                    arena.as_mut_slice(),
-                )
-                .unwrap();
-                let dz = max_abs_diff(
-                    &z,
-                    &load(&format!("fewstep/latent_z_{}_{n}.npy", method.name())),
-                );
-                let dy = max_abs_diff(
-                    &y,
-                    &load(&format!("fewstep/latent_{}_{n}.npy", method.name())),
-                );
-                println!("latent {file} {method} {n}: latent {dz:.2e}, decoded {dy:.2e}");
-                assert!(dz <= TOL && dy <= TOL, "{file} {method} {n}: {dz} {dy}");
+        let main = format!("moons_latent_flow/{file}");
+        let decoder = "moons_latent_decoder/model.ts.onnx";
+        with_pipeline(&main, StageKind::Decoder, decoder, |_, p| {
+            assert_eq!(p.output_dim(), 8);
+            let noise = load("moons_latent_flow/noise.npy");
+            for method in [Method::Euler, Method::Rk4_38] {
+                for n in [4usize, 8] {
+                    let mut y = vec![0f32; 256 * 8];
+                    let z = run_pipeline(p, method, n, &noise, Some(&mut y));
+                    let dz = max_abs_diff(
+                        &z,
+                        &load(&format!("fewstep/latent_z_{}_{n}.npy", method.name())),
+                    );
+                    let dy = max_abs_diff(
+                        &y,
+                        &load(&format!("fewstep/latent_{}_{n}.npy", method.name())),
+                    );
+                    println!("latent {file} {method} {n}: latent {dz:.2e}, decoded {dy:.2e}");
+                    assert!(dz <= TOL && dy <= TOL, "{file} {method} {n}: {dz} {dy}");
+                }
             }
-        }
+        });
     }
     // The decoder alone, at the probe points: against onnxruntime.
     let dec = export_with(

@@ -43,15 +43,28 @@ fn tolerances() -> adaptive::Tolerances {
     }
 }
 
-/// The CPU backend's samples (the reference), through the same solver loop.
-fn cpu_sample(
-    m: &Model<'_>,
+/// One sampling configuration: a model, a solver on a grid, noise, and its conditioning (or
+/// guidance with the doubled conditioning).
+#[derive(Clone, Copy)]
+struct Case<'a> {
+    m: &'a Model<'a>,
     method: Method,
-    grid: &dyn TimeGrid,
-    noise: &[f32],
-    cond: Conditioning<'_>,
-    guided: Option<(Guidance, Conditioning<'_>)>,
-) -> Vec<f32> {
+    grid: &'a dyn TimeGrid,
+    noise: &'a [f32],
+    cond: Conditioning<'a>,
+    guided: Option<(Guidance, Conditioning<'a>)>,
+}
+
+/// The CPU backend's samples (the reference), through the same solver loop.
+fn cpu_sample(c: Case<'_>) -> Vec<f32> {
+    let Case {
+        m,
+        method,
+        grid,
+        noise,
+        cond,
+        guided,
+    } = c;
     let mut x = noise.to_vec();
     let batch = x.len() / m.state_dim();
     if let Some((g, doubled)) = guided {
@@ -92,40 +105,26 @@ fn cpu_sample(
 /// GPU samples, with the report's launch count per step printed once per model.
 fn gpu_sample<R: Runtime>(
     ops: &mut GpuOps<R>,
-    m: &Model<'_>,
-    method: Method,
-    grid: &dyn TimeGrid,
-    noise: &[f32],
-    cond: Conditioning<'_>,
-    guided: Option<(Guidance, Conditioning<'_>)>,
+    c: Case<'_>,
 ) -> (Vec<f32>, flowrt_cubecl::sample::SampleReport) {
-    let mut x = noise.to_vec();
+    let mut x = c.noise.to_vec();
     let req = Request {
-        method,
-        grid,
+        method: c.method,
+        grid: c.grid,
         tol: tolerances(),
-        cond,
-        guidance: guided,
+        cond: c.cond,
+        guidance: c.guided,
     };
-    let report = sample(ops, m, &mut x, &req).unwrap_or_else(|e| panic!("{method:?}: {e}"));
+    let report = sample(ops, c.m, &mut x, &req).unwrap_or_else(|e| panic!("{:?}: {e}", c.method));
     (x, report)
 }
 
 /// Compares GPU and CPU samples for one configuration; returns the difference.
-#[allow(clippy::too_many_arguments)]
-fn compare<R: Runtime>(
-    ops: &mut GpuOps<R>,
-    what: &str,
-    m: &Model<'_>,
-    method: Method,
-    grid: &dyn TimeGrid,
-    noise: &[f32],
-    cond: Conditioning<'_>,
-    guided: Option<(Guidance, Conditioning<'_>)>,
-) -> f32 {
-    let want = cpu_sample(m, method, grid, noise, cond, guided);
-    let (got, report) = gpu_sample(ops, m, method, grid, noise, cond, guided);
+fn compare<R: Runtime>(ops: &mut GpuOps<R>, what: &str, c: Case<'_>) -> f32 {
+    let want = cpu_sample(c);
+    let (got, report) = gpu_sample(ops, c);
     let d = max_abs_diff(&got, &want);
+    let (method, grid) = (c.method, c.grid);
     assert!(
         d <= TOL,
         "{what} {} x {} steps: GPU vs CPU max abs diff {d}",
@@ -161,6 +160,15 @@ fn image_models<R: Runtime>(ops: &mut GpuOps<R>) {
             label: Some(&lab),
             ..Default::default()
         };
+        let grid = Uniform::unit(2).unwrap();
+        let case = Case {
+            m: &m,
+            method: Method::Euler,
+            grid: &grid,
+            noise: &noise,
+            cond,
+            guided: None,
+        };
         let mut worst = 0f32;
         for (method, n) in [
             (Method::Euler, 1usize),
@@ -168,9 +176,13 @@ fn image_models<R: Runtime>(ops: &mut GpuOps<R>) {
             (Method::Rk4_38, 2),
         ] {
             let grid = Uniform::unit(n).unwrap();
-            worst = worst.max(compare(ops, name, &m, method, &grid, &noise, cond, None));
+            let c = Case {
+                method,
+                grid: &grid,
+                ..case
+            };
+            worst = worst.max(compare(ops, name, c));
         }
-        let grid = Uniform::unit(2).unwrap();
         let g = Guidance {
             scale: 2.0,
             interval: None,
@@ -179,17 +191,17 @@ fn image_models<R: Runtime>(ops: &mut GpuOps<R>) {
             label: Some(&dl),
             ..Default::default()
         };
-        worst = worst.max(compare(
-            ops,
-            name,
-            &m,
-            Method::Euler,
-            &grid,
-            &noise,
-            Conditioning::default(),
-            Some((g, dcond)),
-        ));
-        let (got, r) = gpu_sample(ops, &m, Method::Midpoint, &grid, &noise, cond, None);
+        let guided = Case {
+            cond: Conditioning::default(),
+            guided: Some((g, dcond)),
+            ..case
+        };
+        worst = worst.max(compare(ops, name, guided));
+        let midpoint = Case {
+            method: Method::Midpoint,
+            ..case
+        };
+        let (got, r) = gpu_sample(ops, midpoint);
         let reference = max_abs_diff(&got, &file(name, "samples/midpoint_2.npy"));
         println!(
             "{name}: euler x1, midpoint x2, rk4-38 x2, guided euler x2: worst GPU vs CPU \

@@ -25,6 +25,14 @@ fn labels(name: &str) -> Vec<i64> {
         .0
 }
 
+/// Conditioning on the labels `l` only.
+fn labelled(l: &[i64]) -> Conditioning<'_> {
+    Conditioning {
+        label: Some(l),
+        ..Default::default()
+    }
+}
+
 fn doubled(y: &[i64]) -> Vec<i64> {
     y.iter().copied().chain(y.iter().map(|_| NULL)).collect()
 }
@@ -59,10 +67,7 @@ fn guided_velocity_matches_the_python_formula() {
                     1,
                     2,
                     0,
-                    Conditioning {
-                        label: Some(&lab),
-                        ..Default::default()
-                    },
+                    labelled(&lab),
                     &mut x2,
                     &mut v2,
                 )
@@ -88,10 +93,7 @@ fn guided_sample(m: &Model<'_>, method: Method, steps: usize, g: Guidance) -> Ve
     let batch = x.len() / 2;
     let need = flowrt::sampler::guided_arena_bytes(m, method, batch).unwrap();
     let mut arena = AlignedBytes::zeroed(need);
-    let cond = Conditioning {
-        label: Some(&lab),
-        ..Default::default()
-    };
+    let cond = labelled(&lab);
     flowrt::sampler::sample_guided(
         m,
         method,
@@ -147,10 +149,7 @@ fn guided_samples_match_torchdiffeq() {
             let mut x = file("noise.npy");
             let need = flowrt::sampler::sample_arena_bytes(&m, Method::Rk4_38, 256).unwrap();
             let mut arena = AlignedBytes::zeroed(need);
-            let cond = Conditioning {
-                label: Some(&lab),
-                ..Default::default()
-            };
+            let cond = labelled(&lab);
             flowrt::sampler::sample_cond(
                 &m,
                 Method::Rk4_38,
@@ -198,10 +197,7 @@ fn guidance_is_the_same_through_onnx_runtime() {
         256,
         2,
         0,
-        Conditioning {
-            label: Some(&lab),
-            ..Default::default()
-        },
+        labelled(&lab),
         &mut x2,
         &mut v2,
     )
@@ -236,12 +232,6 @@ fn guidance_rejects_bad_configurations() {
         scale: 2.0,
         interval: None,
     };
-    fn cond(l: &[i64]) -> Conditioning<'_> {
-        Conditioning {
-            label: Some(l),
-            ..Default::default()
-        }
-    }
     // Labels for 3 rows where 2 x 2 are needed.
     assert!(CfgField::new(
         &flowrt::CpuOps,
@@ -251,7 +241,7 @@ fn guidance_rejects_bad_configurations() {
         2,
         2,
         0,
-        cond(&lab),
+        labelled(&lab),
         &mut x2,
         &mut v2
     )
@@ -269,7 +259,7 @@ fn guidance_rejects_bad_configurations() {
         2,
         2,
         0,
-        cond(&lab4),
+        labelled(&lab4),
         &mut x2,
         &mut v2
     )
@@ -286,7 +276,7 @@ fn guidance_rejects_bad_configurations() {
         2,
         2,
         0,
-        cond(&lab4),
+        labelled(&lab4),
         &mut x2,
         &mut v2
     )
@@ -301,7 +291,7 @@ fn guidance_rejects_bad_configurations() {
         2,
         2,
         0,
-        cond(&lab_oob),
+        labelled(&lab_oob),
         &mut x2,
         &mut v2,
     )

@@ -159,44 +159,62 @@ fn corrupt(base: &[u8], patch: impl FnOnce(&mut Vec<u8>)) -> Result<(), Error> {
     load(&b, "corrupted file")
 }
 
-/// Asserts that a corruption gives an error matching `$pat`.
+/// Asserts that each corruption (a row `label, pattern, |b| patch;`) of `$base` gives an
+/// error matching its pattern.
 macro_rules! rejects {
-    ($base:expr, $label:expr, $pat:pat $(if $guard:expr)?, |$b:ident| $patch:expr) => {{
-        let r = corrupt($base, |$b: &mut Vec<u8>| {
-            $patch;
-        });
-        assert!(
-            matches!(r, Err($pat) $(if $guard)?),
-            "{}: expected {}, got {r:?}",
-            $label,
-            stringify!($pat)
-        );
+    ($base:expr; $($label:expr, $pat:pat $(if $guard:expr)?, |$b:ident| $patch:expr;)+) => {{
+        $({
+            let r = corrupt($base, |$b: &mut Vec<u8>| {
+                $patch;
+            });
+            assert!(
+                matches!(r, Err($pat) $(if $guard)?),
+                "{}: expected {}, got {r:?}",
+                $label,
+                stringify!($pat)
+            );
+        })+
     }};
 }
 
-/// Runs a model that loaded (e.g. after a benign bit flip) through the sampler; it may fail,
-/// but must not panic.
-fn exercise(bytes: &[u8], label: &str) {
+/// Rows that [`exercise_with`] samples.
+const BATCH: usize = 3;
+
+/// Loads `bytes` and calls `sample(model, grid, x, arena)` on [`BATCH`] rows, 2 steps and a
+/// midpoint arena; gives up quietly where loading or sizing fails (or the arena is huge), and
+/// fails the test with `label` if sampling panics.
+fn exercise_with(
+    bytes: &[u8],
+    label: &str,
+    sample: impl FnOnce(&Model<'_>, &Uniform, &mut [f32], &mut [u8]) -> Result<(), Error>,
+) {
     let a = AlignedBytes::copy_from(bytes);
     let Ok(m) = Model::from_bytes(a.as_slice()) else {
         return;
     };
-    let batch = 3;
-    let Ok(need) = flowrt::sampler::sample_arena_bytes(&m, Method::Midpoint, batch) else {
+    let Ok(need) = flowrt::sampler::sample_arena_bytes(&m, Method::Midpoint, BATCH) else {
         return;
     };
     if need > 64 << 20 {
         return; // A flipped arena size; allocating it is not the point here.
     }
     let mut arena = AlignedBytes::zeroed(need);
-    let mut x: Vec<f32> = (0..batch * m.state_dim())
+    let mut x: Vec<f32> = (0..BATCH * m.state_dim())
         .map(|i| (i as f32 * 0.37).sin())
         .collect();
     let grid = Uniform::new(2, 0.0, 1.0).unwrap();
     let r = catch_unwind(AssertUnwindSafe(|| {
-        flowrt::sampler::sample(&m, Method::Midpoint, &grid, &mut x, arena.as_mut_slice())
+        sample(&m, &grid, &mut x, arena.as_mut_slice())
     }));
     assert!(r.is_ok(), "{label}: sampling a model that loaded panicked");
+}
+
+/// Runs a model that loaded (e.g. after a benign bit flip) through the sampler; it may fail,
+/// but must not panic.
+fn exercise(bytes: &[u8], label: &str) {
+    exercise_with(bytes, label, |m, grid, x, arena| {
+        flowrt::sampler::sample(m, Method::Midpoint, grid, x, arena)
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -350,23 +368,10 @@ fn bit_flips_with_valid_checksum_never_panic() {
 #[test]
 fn header_errors() {
     let b = moons();
-    rejects!(
-        &b,
-        "version 2",
-        Error::UnsupportedVersion { found: 2 },
-        |b| put_u16(b, 4, 2)
-    );
-    rejects!(
-        &b,
-        "version 0",
-        Error::UnsupportedVersion { found: 0 },
-        |b| put_u16(b, 4, 0)
-    );
-    rejects!(
-        &b,
-        "version 0xFFFF",
-        Error::UnsupportedVersion { found: 0xFFFF },
-        |b| put_u16(b, 4, 0xFFFF)
+    rejects!(&b;
+        "version 2", Error::UnsupportedVersion { found: 2 }, |b| put_u16(b, 4, 2);
+        "version 0", Error::UnsupportedVersion { found: 0 }, |b| put_u16(b, 4, 0);
+        "version 0xFFFF", Error::UnsupportedVersion { found: 0xFFFF }, |b| put_u16(b, 4, 0xFFFF);
     );
     // The version is checked before the CRC.
     let mut v = b.clone();
@@ -376,9 +381,10 @@ fn header_errors() {
         Err(Error::UnsupportedVersion { found: 7 })
     );
 
-    rejects!(&b, "magic", Error::BadMagic, |b| b[..4]
-        .copy_from_slice(b"ONNX"));
-    rejects!(&b, "lowercase magic", Error::BadMagic, |b| b[0] = b'f');
+    rejects!(&b;
+        "magic", Error::BadMagic, |b| b[..4] .copy_from_slice(b"ONNX");
+        "lowercase magic", Error::BadMagic, |b| b[0] = b'f';
+    );
     let mut m = b.clone();
     m[3] = 0;
     assert_eq!(load(&m, "magic, stale CRC"), Err(Error::BadMagic));
@@ -388,22 +394,17 @@ fn header_errors() {
     );
     assert_eq!(load(b"", "empty"), Err(Error::Truncated { what: "header" }));
 
-    rejects!(&b, "header flags", Error::Invalid { .. }, |b| put_u16(
-        b, 6, 1
-    ));
-    rejects!(&b, "header reserved", Error::Invalid { .. }, |b| b[27] = 1);
-    rejects!(&b, "total_len 16", Error::Invalid { .. }, |b| put_u64(
-        b, 8, 16
-    ));
-    rejects!(&b, "total_len + 1", Error::Truncated { .. }, |b| {
-        let n = b.len() as u64;
-        put_u64(b, 8, n + 1)
-    });
-    rejects!(&b, "total_len max", Error::Truncated { .. }, |b| put_u64(
-        b,
-        8,
-        u64::MAX
-    ));
+    rejects!(&b;
+        "header flags", Error::Invalid { .. }, |b| put_u16(b, 6, 1);
+        "header reserved", Error::Invalid { .. }, |b| b[27] = 1;
+        "total_len 16", Error::Invalid { .. }, |b| put_u64(b, 8, 16);
+        "total_len + 1", Error::Truncated { .. },
+            |b| {
+                let n = b.len() as u64;
+                put_u64(b, 8, n + 1)
+            };
+        "total_len max", Error::Truncated { .. }, |b| put_u64(b, 8, u64::MAX);
+    );
     let mut c = b.clone();
     c[CRC_AT] ^= 1;
     assert!(matches!(
@@ -419,79 +420,35 @@ fn section_table_errors() {
     let (ni, _, _) = section_of(&b, section::NODES);
     let te = entry_at(ti);
     let ne = entry_at(ni);
-    rejects!(&b, "section_count 65", Error::Invalid { .. }, |b| put_u32(
-        b, 20, 65
-    ));
-    rejects!(&b, "section_count max", Error::Invalid { .. }, |b| put_u32(
-        b,
-        20,
-        u32::MAX
-    ));
-    rejects!(&b, "section_count 0", Error::Invalid { .. }, |b| put_u32(
-        b, 20, 0
-    ));
-    rejects!(
-        &b,
+    rejects!(&b;
+        "section_count 65", Error::Invalid { .. }, |b| put_u32(b, 20, 65);
+        "section_count max", Error::Invalid { .. }, |b| put_u32(b, 20, u32::MAX);
+        "section_count 0", Error::Invalid { .. }, |b| put_u32(b, 20, 0);
         "section_count 64",
-        Error::Truncated { .. } | Error::Invalid { .. } | Error::UnsupportedSection { .. },
-        |b| put_u32(b, 20, 64)
+            Error::Truncated { .. } | Error::Invalid { .. } | Error::UnsupportedSection { .. },
+            |b| put_u32(b, 20, 64);
+        "misaligned section", Error::Invalid { .. }, |b| put_u64(b, te + 8, t_off as u64 + 1);
+        "section over the header", Error::Invalid { .. }, |b| put_u64(b, te + 8, 0);
+        "section past the end", Error::Truncated { .. } | Error::Invalid { .. },
+            |b| put_u64(b, te + 8, !15u64);
+        "section length max", Error::Truncated { .. } | Error::Invalid { .. },
+            |b| put_u64(b, te + 16, u64::MAX);
+        "section length + 1", Error::Truncated { .. } | Error::Invalid { .. },
+            |b| {
+                let l = get_u64(b, te + 16);
+                put_u64(b, te + 16, l + 1)
+            };
+        "overlapping sections", Error::Invalid { .. }, |b| put_u64(b, ne + 8, t_off as u64);
+        "unknown required kind", Error::UnsupportedSection { kind: 200 }, |b| put_u16(b, te, 200);
+        "missing tensors section", Error::Invalid { .. },
+            |b| {
+                put_u16(b, te, 200);
+                put_u16(b, te + 2, 0)
+            };
+        "duplicate kind", Error::Invalid { .. }, |b| put_u16(b, ne, section::TENSORS);
+        "unknown section flag", Error::Invalid { .. }, |b| put_u16(b, te + 2, 0x8001);
+        "section reserved", Error::Invalid { .. }, |b| put_u32(b, te + 4, 1);
     );
-    rejects!(
-        &b,
-        "misaligned section",
-        Error::Invalid { .. },
-        |b| put_u64(b, te + 8, t_off as u64 + 1)
-    );
-    rejects!(&b, "section over the header", Error::Invalid { .. }, |b| {
-        put_u64(b, te + 8, 0)
-    });
-    rejects!(
-        &b,
-        "section past the end",
-        Error::Truncated { .. } | Error::Invalid { .. },
-        |b| { put_u64(b, te + 8, !15u64) }
-    );
-    rejects!(
-        &b,
-        "section length max",
-        Error::Truncated { .. } | Error::Invalid { .. },
-        |b| { put_u64(b, te + 16, u64::MAX) }
-    );
-    rejects!(
-        &b,
-        "section length + 1",
-        Error::Truncated { .. } | Error::Invalid { .. },
-        |b| {
-            let l = get_u64(b, te + 16);
-            put_u64(b, te + 16, l + 1)
-        }
-    );
-    rejects!(&b, "overlapping sections", Error::Invalid { .. }, |b| {
-        put_u64(b, ne + 8, t_off as u64)
-    });
-    rejects!(
-        &b,
-        "unknown required kind",
-        Error::UnsupportedSection { kind: 200 },
-        |b| put_u16(b, te, 200)
-    );
-    rejects!(&b, "missing tensors section", Error::Invalid { .. }, |b| {
-        put_u16(b, te, 200);
-        put_u16(b, te + 2, 0)
-    });
-    rejects!(&b, "duplicate kind", Error::Invalid { .. }, |b| put_u16(
-        b,
-        ne,
-        section::TENSORS
-    ));
-    rejects!(&b, "unknown section flag", Error::Invalid { .. }, |b| {
-        put_u16(b, te + 2, 0x8001)
-    });
-    rejects!(&b, "section reserved", Error::Invalid { .. }, |b| put_u32(
-        b,
-        te + 4,
-        1
-    ));
     // An unknown optional section is skipped: renaming METADATA to kind 300 without the
     // REQUIRED flag still loads.
     let (mi, _, _) = section_of(&b, section::METADATA);
@@ -511,73 +468,52 @@ fn tensor_record_errors() {
         let (ct, it, mt) = (l.tensor(c), l.tensor(i), l.tensor(m));
         let (c32, i32_, m32) = (c as u32, i as u32, m as u32);
         let t = l.tensors;
-        rejects!(&b, "tensor count + 1", Error::Invalid { .. }, |b| put_u32(
-            b,
-            t,
-            l.n_tensors as u32 + 1
-        ));
-        rejects!(&b, "tensor count max", Error::Invalid { .. }, |b| put_u32(
-            b,
-            t,
-            u32::MAX
-        ));
-        rejects!(&b, "tensors reserved", Error::Invalid { .. }, |b| put_u32(
-            b,
-            t + 4,
-            1
-        ));
-        rejects!(&b, "tensor kind", Error::InvalidTensor { tensor, .. } if tensor == c32, |b| b[ct] = 7);
-        rejects!(&b, "tensor dtype", Error::InvalidTensor { tensor, .. } if tensor == c32, |b| b[ct + 1] = 1);
-        rejects!(&b, "tensor rank 7", Error::InvalidTensor { tensor, .. } if tensor == c32, |b| b[ct + 2] = 7);
-        rejects!(&b, "input batch axis = rank", Error::InvalidTensor { tensor, .. } if tensor == i32_, |b| {
-            b[it + 3] = b[it + 2]
-        });
-        rejects!(&b, "const with a batch dim", Error::InvalidTensor { tensor, .. } if tensor == c32, |b| {
-            b[ct + 3] = 0;
-            put_u32(b, ct + 8, 0)
-        });
-        rejects!(&b, "zero dim", Error::InvalidTensor { tensor, .. } if tensor == c32, |b| put_u32(b, ct + 8, 0));
-        rejects!(&b, "dim beyond rank", Error::InvalidTensor { tensor, .. } if tensor == c32, |b| {
-            put_u32(b, ct + 8 + 4 * 5, 3)
-        });
-        rejects!(&b, "const data misaligned", Error::InvalidTensor { tensor, .. } if tensor == c32, |b| {
-            let o = get_u64(b, ct + 40);
-            put_u64(b, ct + 40, o + 4)
-        });
-        rejects!(&b, "const data out of range", Error::InvalidTensor { tensor, .. } if tensor == c32, |b| {
-            put_u64(b, ct + 40, !15u64)
-        });
-        rejects!(&b, "const data length", Error::InvalidTensor { tensor, .. } if tensor == c32, |b| {
-            let n = get_u64(b, ct + 48);
-            put_u64(b, ct + 48, n + 4)
-        });
-        rejects!(&b, "const with a producer", Error::InvalidTensor { tensor, .. } if tensor == c32, |b| {
-            put_u32(b, ct + 4, 0)
-        });
-        rejects!(&b, "input with a slot", Error::InvalidTensor { tensor, .. } if tensor == i32_, |b| {
-            put_u32(b, it + 32, 0)
-        });
-        rejects!(&b, "producer out of range", Error::InvalidTensor { tensor, .. } if tensor == m32, |b| {
-            put_u32(b, mt + 4, u32::MAX - 1)
-        });
-        rejects!(&b, "slot out of range", Error::InvalidTensor { tensor, .. } if tensor == m32, |b| {
-            put_u32(b, mt + 32, 9999)
-        });
-        rejects!(&b, "intermediate with data", Error::InvalidTensor { tensor, .. } if tensor == m32, |b| {
-            put_u64(b, mt + 48, 16)
-        });
-        rejects!(&b, "tensor reserved", Error::InvalidTensor { tensor, .. } if tensor == c32, |b| b[ct + 60] = 1);
-        rejects!(
-            &b,
-            "second output",
-            Error::Invalid { .. } | Error::InvalidTensor { .. },
-            |b| b[mt] = 3
-        );
-        rejects!(
-            &b,
-            "computed tensor as input",
-            Error::Invalid { .. } | Error::InvalidTensor { .. },
-            |b| { b[mt] = 0 }
+        rejects!(&b;
+            "tensor count + 1", Error::Invalid { .. }, |b| put_u32(b, t, l.n_tensors as u32 + 1);
+            "tensor count max", Error::Invalid { .. }, |b| put_u32(b, t, u32::MAX);
+            "tensors reserved", Error::Invalid { .. }, |b| put_u32(b, t + 4, 1);
+            "tensor kind", Error::InvalidTensor { tensor, .. } if tensor == c32, |b| b[ct] = 7;
+            "tensor dtype", Error::InvalidTensor { tensor, .. } if tensor == c32, |b| b[ct + 1] = 1;
+            "tensor rank 7", Error::InvalidTensor { tensor, .. } if tensor == c32,
+                |b| b[ct + 2] = 7;
+            "input batch axis = rank", Error::InvalidTensor { tensor, .. } if tensor == i32_,
+                |b| b[it + 3] = b[it + 2];
+            "const with a batch dim", Error::InvalidTensor { tensor, .. } if tensor == c32,
+                |b| {
+                    b[ct + 3] = 0;
+                    put_u32(b, ct + 8, 0)
+                };
+            "zero dim", Error::InvalidTensor { tensor, .. } if tensor == c32,
+                |b| put_u32(b, ct + 8, 0);
+            "dim beyond rank", Error::InvalidTensor { tensor, .. } if tensor == c32,
+                |b| put_u32(b, ct + 8 + 4 * 5, 3);
+            "const data misaligned", Error::InvalidTensor { tensor, .. } if tensor == c32,
+                |b| {
+                    let o = get_u64(b, ct + 40);
+                    put_u64(b, ct + 40, o + 4)
+                };
+            "const data out of range", Error::InvalidTensor { tensor, .. } if tensor == c32,
+                |b| put_u64(b, ct + 40, !15u64);
+            "const data length", Error::InvalidTensor { tensor, .. } if tensor == c32,
+                |b| {
+                    let n = get_u64(b, ct + 48);
+                    put_u64(b, ct + 48, n + 4)
+                };
+            "const with a producer", Error::InvalidTensor { tensor, .. } if tensor == c32,
+                |b| put_u32(b, ct + 4, 0);
+            "input with a slot", Error::InvalidTensor { tensor, .. } if tensor == i32_,
+                |b| put_u32(b, it + 32, 0);
+            "producer out of range", Error::InvalidTensor { tensor, .. } if tensor == m32,
+                |b| put_u32(b, mt + 4, u32::MAX - 1);
+            "slot out of range", Error::InvalidTensor { tensor, .. } if tensor == m32,
+                |b| put_u32(b, mt + 32, 9999);
+            "intermediate with data", Error::InvalidTensor { tensor, .. } if tensor == m32,
+                |b| put_u64(b, mt + 48, 16);
+            "tensor reserved", Error::InvalidTensor { tensor, .. } if tensor == c32,
+                |b| b[ct + 60] = 1;
+            "second output", Error::Invalid { .. } | Error::InvalidTensor { .. }, |b| b[mt] = 3;
+            "computed tensor as input", Error::Invalid { .. } | Error::InvalidTensor { .. },
+                |b| b[mt] = 0;
         );
     }
 }
@@ -594,118 +530,61 @@ fn node_record_errors() {
         let last_out = get_u32(&b, l.node(l.n_nodes - 1) + 8);
         let nodes = l.nodes;
         let edges = l.edges;
-        rejects!(
-            &b,
-            "unknown op code",
-            Error::InvalidNode { node: 0, .. },
-            |b| put_u16(b, n0, 0x7777)
-        );
-        rejects!(
-            &b,
-            "unary op code past the table",
-            Error::InvalidNode { node: 0, .. },
-            |b| { put_u16(b, n0, 0x02FF) }
-        );
-        rejects!(
-            &b,
-            "binary op code past the table",
-            Error::InvalidNode { node: 0, .. },
-            |b| { put_u16(b, n0, 0x01FF) }
-        );
-        rejects!(&b, "op code 0", Error::InvalidNode { node: 0, .. }, |b| {
-            put_u16(b, n0, 0)
-        });
-        // A known op with the wrong arity / shapes: Dense -> Relu, Dense -> Concat on axis 9.
-        rejects!(&b, "dense as relu", Error::InvalidNode { .. }, |b| put_u16(
-            b, dense, 0x0200
-        ));
-        rejects!(&b, "dense as concat", Error::InvalidNode { .. }, |b| {
-            put_u16(b, dense, 0x0010);
-            put_u32(b, dense + 16, 9)
-        });
-        rejects!(&b, "dense with attrs", Error::InvalidNode { .. }, |b| {
-            put_u32(b, dense + 16 + 28, 1)
-        });
-        rejects!(
-            &b,
-            "n_inputs + 1",
-            Error::InvalidNode { .. } | Error::Invalid { .. },
-            |b| {
-                let n = get_u16(b, n0 + 2);
-                put_u16(b, n0 + 2, n + 1)
-            }
-        );
-        rejects!(
-            &b,
-            "n_inputs max",
-            Error::InvalidNode { .. } | Error::Invalid { .. },
-            |b| { put_u16(b, n0 + 2, u16::MAX) }
-        );
-        rejects!(&b, "first_input", Error::InvalidNode { node: 1, .. }, |b| {
-            let f = get_u32(b, n1 + 4);
-            put_u32(b, n1 + 4, f + 1)
-        });
-        rejects!(
-            &b,
-            "first_input max",
-            Error::InvalidNode { node: 1, .. },
-            |b| put_u32(b, n1 + 4, u32::MAX)
-        );
-        rejects!(
-            &b,
-            "output out of range",
-            Error::InvalidTensor { .. } | Error::InvalidNode { .. },
-            |b| { put_u32(b, n0 + 8, u32::MAX) }
-        );
-        rejects!(&b, "node reserved", Error::InvalidNode { .. }, |b| put_u32(
-            b,
-            n0 + 12,
-            1
-        ));
-        rejects!(&b, "edge count + 1", Error::Invalid { .. }, |b| {
-            let e = get_u32(b, nodes + 4);
-            put_u32(b, nodes + 4, e + 1)
-        });
-        rejects!(&b, "node count max", Error::Invalid { .. }, |b| put_u32(
-            b,
-            nodes,
-            u32::MAX
-        ));
-        rejects!(
-            &b,
-            "input id out of range",
-            Error::InvalidNode { node: 0, .. },
-            |b| { put_u32(b, edges, u32::MAX) }
-        );
-        rejects!(
-            &b,
-            "input id = tensor count",
-            Error::InvalidNode { node: 0, .. },
-            |b| { put_u32(b, edges, l.n_tensors as u32) }
-        );
-        rejects!(
-            &b,
-            "input used before it is computed",
-            Error::InvalidNode { node: 0, .. },
-            |b| { put_u32(b, edges, last_out) }
+        rejects!(&b;
+            "unknown op code", Error::InvalidNode { node: 0, .. }, |b| put_u16(b, n0, 0x7777);
+            "unary op code past the table", Error::InvalidNode { node: 0, .. },
+                |b| put_u16(b, n0, 0x02FF);
+            "binary op code past the table", Error::InvalidNode { node: 0, .. },
+                |b| put_u16(b, n0, 0x01FF);
+            "op code 0", Error::InvalidNode { node: 0, .. }, |b| put_u16(b, n0, 0);
+            // A known op with the wrong arity / shapes: Dense -> Relu, Dense -> Concat on axis 9.
+            "dense as relu", Error::InvalidNode { .. }, |b| put_u16(b, dense, 0x0200);
+            "dense as concat", Error::InvalidNode { .. },
+                |b| {
+                    put_u16(b, dense, 0x0010);
+                    put_u32(b, dense + 16, 9)
+                };
+            "dense with attrs", Error::InvalidNode { .. }, |b| put_u32(b, dense + 16 + 28, 1);
+            "n_inputs + 1", Error::InvalidNode { .. } | Error::Invalid { .. },
+                |b| {
+                    let n = get_u16(b, n0 + 2);
+                    put_u16(b, n0 + 2, n + 1)
+                };
+            "n_inputs max", Error::InvalidNode { .. } | Error::Invalid { .. },
+                |b| put_u16(b, n0 + 2, u16::MAX);
+            "first_input", Error::InvalidNode { node: 1, .. },
+                |b| {
+                    let f = get_u32(b, n1 + 4);
+                    put_u32(b, n1 + 4, f + 1)
+                };
+            "first_input max", Error::InvalidNode { node: 1, .. }, |b| put_u32(b, n1 + 4, u32::MAX);
+            "output out of range", Error::InvalidTensor { .. } | Error::InvalidNode { .. },
+                |b| put_u32(b, n0 + 8, u32::MAX);
+            "node reserved", Error::InvalidNode { .. }, |b| put_u32(b, n0 + 12, 1);
+            "edge count + 1", Error::Invalid { .. },
+                |b| {
+                    let e = get_u32(b, nodes + 4);
+                    put_u32(b, nodes + 4, e + 1)
+                };
+            "node count max", Error::Invalid { .. }, |b| put_u32(b, nodes, u32::MAX);
+            "input id out of range", Error::InvalidNode { node: 0, .. },
+                |b| put_u32(b, edges, u32::MAX);
+            "input id = tensor count", Error::InvalidNode { node: 0, .. },
+                |b| put_u32(b, edges, l.n_tensors as u32);
+            "input used before it is computed", Error::InvalidNode { node: 0, .. },
+                |b| put_u32(b, edges, last_out);
         );
     }
     // Unary attributes must be finite: Selu's alpha = NaN / infinity.
     let b = moons();
     let l = Layout::of(&b);
     let selu = l.node(l.first_node(&b, 0x0203));
-    rejects!(
-        &b,
-        "selu alpha NaN",
-        Error::InvalidNode { .. },
-        |b| put_u32(b, selu + 16, f32::NAN.to_bits())
+    rejects!(&b;
+        "selu alpha NaN", Error::InvalidNode { .. }, |b| put_u32(b, selu + 16, f32::NAN.to_bits());
+        "selu gamma inf", Error::InvalidNode { .. },
+            |b| put_u32(b, selu + 20, f32::INFINITY.to_bits());
+        "selu unused attr", Error::InvalidNode { .. }, |b| put_u32(b, selu + 24, 1);
     );
-    rejects!(&b, "selu gamma inf", Error::InvalidNode { .. }, |b| {
-        put_u32(b, selu + 20, f32::INFINITY.to_bits())
-    });
-    rejects!(&b, "selu unused attr", Error::InvalidNode { .. }, |b| {
-        put_u32(b, selu + 24, 1)
-    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -717,65 +596,39 @@ fn plan_errors() {
         let l = Layout::of(&b);
         let p = l.plan;
         let e0 = l.plan_entry(0);
-        rejects!(&b, "fixed bytes not /16", Error::Invalid { .. }, |b| {
-            let f = get_u64(b, p);
-            put_u64(b, p, f + 8)
-        });
-        rejects!(&b, "per-row bytes 0", Error::InvalidTensor { .. }, |b| {
-            put_u64(b, p + 8, 0)
-        });
-        rejects!(&b, "fixed bytes max", Error::Invalid { .. }, |b| put_u64(
-            b,
-            p,
-            u64::MAX
-        ));
-        rejects!(&b, "plan count + 1", Error::Invalid { .. }, |b| {
-            let n = get_u32(b, p + 16);
-            put_u32(b, p + 16, n + 1)
-        });
-        rejects!(&b, "plan reserved", Error::Invalid { .. }, |b| put_u32(
-            b,
-            p + 20,
-            1
-        ));
-        rejects!(&b, "unknown region", Error::Invalid { .. }, |b| put_u32(
-            b,
-            e0 + 4,
-            7
-        ));
-        rejects!(&b, "wrong region", Error::InvalidTensor { .. }, |b| {
-            let r = get_u32(b, e0 + 4);
-            put_u32(b, e0 + 4, 1 - r)
-        });
-        rejects!(
-            &b,
-            "plan offset not /16",
-            Error::InvalidTensor { .. },
-            |b| {
-                let o = get_u64(b, e0 + 8);
-                put_u64(b, e0 + 8, o + 8)
-            }
-        );
-        rejects!(
-            &b,
-            "plan offset past the region",
-            Error::InvalidTensor { .. },
-            |b| {
-                let per_row = get_u64(b, p + 8).max(get_u64(b, p));
-                put_u64(b, e0 + 8, per_row)
-            }
-        );
-        rejects!(
-            &b,
-            "plan offset max",
-            Error::InvalidTensor { .. } | Error::Invalid { .. },
-            |b| { put_u64(b, e0 + 8, !15u64) }
-        );
-        rejects!(
-            &b,
-            "plan tensor out of range",
-            Error::InvalidTensor { .. },
-            |b| { put_u32(b, e0, u32::MAX) }
+        rejects!(&b;
+            "fixed bytes not /16", Error::Invalid { .. },
+                |b| {
+                    let f = get_u64(b, p);
+                    put_u64(b, p, f + 8)
+                };
+            "per-row bytes 0", Error::InvalidTensor { .. }, |b| put_u64(b, p + 8, 0);
+            "fixed bytes max", Error::Invalid { .. }, |b| put_u64(b, p, u64::MAX);
+            "plan count + 1", Error::Invalid { .. },
+                |b| {
+                    let n = get_u32(b, p + 16);
+                    put_u32(b, p + 16, n + 1)
+                };
+            "plan reserved", Error::Invalid { .. }, |b| put_u32(b, p + 20, 1);
+            "unknown region", Error::Invalid { .. }, |b| put_u32(b, e0 + 4, 7);
+            "wrong region", Error::InvalidTensor { .. },
+                |b| {
+                    let r = get_u32(b, e0 + 4);
+                    put_u32(b, e0 + 4, 1 - r)
+                };
+            "plan offset not /16", Error::InvalidTensor { .. },
+                |b| {
+                    let o = get_u64(b, e0 + 8);
+                    put_u64(b, e0 + 8, o + 8)
+                };
+            "plan offset past the region", Error::InvalidTensor { .. },
+                |b| {
+                    let per_row = get_u64(b, p + 8).max(get_u64(b, p));
+                    put_u64(b, e0 + 8, per_row)
+                };
+            "plan offset max", Error::InvalidTensor { .. } | Error::Invalid { .. },
+                |b| put_u64(b, e0 + 8, !15u64);
+            "plan tensor out of range", Error::InvalidTensor { .. }, |b| put_u32(b, e0, u32::MAX);
         );
     }
 }
@@ -788,78 +641,45 @@ fn signature_errors() {
         let c = l.first_tensor(&b, 1) as u32;
         let input = get_u32(&b, g + 16);
         let role = get_u32(&b, g + 20);
-        rejects!(&b, "no inputs", Error::Invalid { .. }, |b| put_u32(b, g, 0));
-        rejects!(&b, "four inputs", Error::Invalid { .. }, |b| put_u32(
-            b, g, 4
-        ));
-        rejects!(&b, "input count max", Error::Invalid { .. }, |b| put_u32(
-            b,
-            g,
-            u32::MAX
-        ));
-        rejects!(&b, "state dim", Error::Invalid { .. }, |b| put_u32(
-            b,
-            g + 8,
-            3
-        ));
-        rejects!(&b, "state dim 0", Error::Invalid { .. }, |b| put_u32(
-            b,
-            g + 8,
-            0
-        ));
-        rejects!(
-            &b,
-            "signature reserved",
-            Error::Invalid { .. },
-            |b| put_u32(b, g + 12, 1)
+        rejects!(&b;
+            "no inputs", Error::Invalid { .. }, |b| put_u32(b, g, 0);
+            "four inputs", Error::Invalid { .. }, |b| put_u32(b, g, 4);
+            "input count max", Error::Invalid { .. }, |b| put_u32(b, g, u32::MAX);
+            "state dim", Error::Invalid { .. }, |b| put_u32(b, g + 8, 3);
+            "state dim 0", Error::Invalid { .. }, |b| put_u32(b, g + 8, 0);
+            "signature reserved", Error::Invalid { .. }, |b| put_u32(b, g + 12, 1);
+            "output is an input", Error::InvalidTensor { .. }, |b| put_u32(b, g + 4, input);
+            "output out of range", Error::InvalidTensor { .. }, |b| put_u32(b, g + 4, u32::MAX);
+            "unknown role", Error::Invalid { .. }, |b| put_u32(b, g + 20, 9);
+            "input is a constant", Error::InvalidTensor { tensor, .. } if tensor == c,
+                |b| put_u32(b, g + 16, c);
+            "input out of range", Error::InvalidTensor { .. }, |b| put_u32(b, g + 16, u32::MAX);
         );
-        rejects!(&b, "output is an input", Error::InvalidTensor { .. }, |b| {
-            put_u32(b, g + 4, input)
-        });
-        rejects!(
-            &b,
-            "output out of range",
-            Error::InvalidTensor { .. },
-            |b| put_u32(b, g + 4, u32::MAX)
-        );
-        rejects!(&b, "unknown role", Error::Invalid { .. }, |b| put_u32(
-            b,
-            g + 20,
-            9
-        ));
-        rejects!(&b, "input is a constant", Error::InvalidTensor { tensor, .. } if tensor == c, |b| {
-            put_u32(b, g + 16, c)
-        });
-        rejects!(&b, "input out of range", Error::InvalidTensor { .. }, |b| {
-            put_u32(b, g + 16, u32::MAX)
-        });
         // x <-> xt, or the state input relabelled as time.
         let other = if role == 2 { 0 } else { 2 };
-        rejects!(
-            &b,
-            "x/xt swapped",
-            Error::Invalid { .. } | Error::InvalidTensor { .. },
-            |b| { put_u32(b, g + 20, other) }
-        );
-        rejects!(
-            &b,
-            "state input as time",
-            Error::Invalid { .. } | Error::InvalidTensor { .. },
-            |b| { put_u32(b, g + 20, 1) }
+        rejects!(&b;
+            "x/xt swapped", Error::Invalid { .. } | Error::InvalidTensor { .. },
+                |b| put_u32(b, g + 20, other);
+            "state input as time", Error::Invalid { .. } | Error::InvalidTensor { .. },
+                |b| put_u32(b, g + 20, 1);
         );
     }
     // Two inputs: duplicated role, duplicated tensor.
     let b = checker();
     let g = Layout::of(&b).signature;
     assert_eq!(get_u32(&b, g), 2);
-    rejects!(&b, "duplicate role", Error::Invalid { .. }, |b| {
-        let r = get_u32(b, g + 20);
-        put_u32(b, g + 28, r)
-    });
-    rejects!(&b, "duplicate tensor", Error::Invalid { .. }, |b| {
-        let t = get_u32(b, g + 16);
-        put_u32(b, g + 24, t)
-    });
+    rejects!(&b;
+        "duplicate role", Error::Invalid { .. },
+            |b| {
+                let r = get_u32(b, g + 20);
+                put_u32(b, g + 28, r)
+            };
+        "duplicate tensor", Error::Invalid { .. },
+            |b| {
+                let t = get_u32(b, g + 16);
+                put_u32(b, g + 24, t)
+            };
+    );
 }
 
 #[test]
@@ -868,37 +688,30 @@ fn metadata_and_names_errors() {
     let l = Layout::of(&b);
     let (md, names) = (l.metadata, l.names);
     assert!(get_u32(&b, md) > 0, "fixture has metadata");
-    rejects!(&b, "metadata count + 1", Error::Truncated { .. }, |b| {
-        let n = get_u32(b, md);
-        put_u32(b, md, n + 1)
-    });
-    rejects!(&b, "metadata count max", Error::Truncated { .. }, |b| {
-        put_u32(b, md, u32::MAX)
-    });
-    rejects!(
-        &b,
-        "metadata key length",
-        Error::Truncated { .. } | Error::Invalid { .. },
-        |b| { put_u32(b, md + 4, u32::MAX) }
+    rejects!(&b;
+        "metadata count + 1", Error::Truncated { .. },
+            |b| {
+                let n = get_u32(b, md);
+                put_u32(b, md, n + 1)
+            };
+        "metadata count max", Error::Truncated { .. }, |b| put_u32(b, md, u32::MAX);
+        "metadata key length", Error::Truncated { .. } | Error::Invalid { .. },
+            |b| put_u32(b, md + 4, u32::MAX);
+        "metadata not UTF-8", Error::Invalid { .. }, |b| b [md + 12] = 0xFF;
+        "names tensor count", Error::Invalid { .. },
+            |b| {
+                let n = get_u32(b, names);
+                put_u32(b, names, n + 1)
+            };
+        "names length", Error::Invalid { .. } | Error::Truncated { .. },
+            |b| put_u32(b, names + 8, u32::MAX);
+        "name not UTF-8", Error::Invalid { .. },
+            |b| {
+                let first_len = get_u32(b, names + 8);
+                assert!(first_len > 0);
+                b[names + 12] = 0xC0
+            };
     );
-    rejects!(&b, "metadata not UTF-8", Error::Invalid { .. }, |b| b
-        [md + 12] =
-        0xFF);
-    rejects!(&b, "names tensor count", Error::Invalid { .. }, |b| {
-        let n = get_u32(b, names);
-        put_u32(b, names, n + 1)
-    });
-    rejects!(
-        &b,
-        "names length",
-        Error::Invalid { .. } | Error::Truncated { .. },
-        |b| { put_u32(b, names + 8, u32::MAX) }
-    );
-    rejects!(&b, "name not UTF-8", Error::Invalid { .. }, |b| {
-        let first_len = get_u32(b, names + 8);
-        assert!(first_len > 0);
-        b[names + 12] = 0xC0
-    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1033,43 +846,19 @@ fn sig_entry_of(b: &[u8], role: u32) -> (usize, usize) {
 
 /// Samples a model that loaded with conditioning for its roles; errors are fine, panics not.
 fn exercise_cond(bytes: &[u8], label: &str) {
-    let a = AlignedBytes::copy_from(bytes);
-    let Ok(m) = Model::from_bytes(a.as_slice()) else {
-        return;
-    };
-    let batch = 3;
-    let Ok(need) = flowrt::sampler::sample_arena_bytes(&m, Method::Midpoint, batch) else {
-        return;
-    };
-    if need > 64 << 20 {
-        return;
-    }
-    let mut arena = AlignedBytes::zeroed(need);
-    let mut x: Vec<f32> = (0..batch * m.state_dim())
-        .map(|i| (i as f32 * 0.37).sin())
-        .collect();
-    let labels = [0i64, 1, 2];
-    let cond = vec![0.5f32; batch * m.cond_dim().unwrap_or(0)];
-    let guidance = [1.5f32; 3];
-    let has = |r| m.input_by_role(r).is_some();
-    let c = flowrt::field::Conditioning {
-        label: has(flowrt::format::InputRole::Label).then_some(&labels[..]),
-        cond: has(flowrt::format::InputRole::Cond).then_some(&cond[..]),
-        guidance: has(flowrt::format::InputRole::Guidance).then_some(&guidance[..]),
-        step: None,
-    };
-    let grid = Uniform::new(2, 0.0, 1.0).unwrap();
-    let r = catch_unwind(AssertUnwindSafe(|| {
-        flowrt::sampler::sample_cond(
-            &m,
-            Method::Midpoint,
-            &grid,
-            &mut x,
-            &c,
-            arena.as_mut_slice(),
-        )
-    }));
-    assert!(r.is_ok(), "{label}: sampling a model that loaded panicked");
+    exercise_with(bytes, label, |m, grid, x, arena| {
+        let labels = [0i64, 1, 2];
+        let cond = vec![0.5f32; BATCH * m.cond_dim().unwrap_or(0)];
+        let guidance = [1.5f32; BATCH];
+        let has = |r| m.input_by_role(r).is_some();
+        let c = flowrt::field::Conditioning {
+            label: has(flowrt::format::InputRole::Label).then_some(&labels[..]),
+            cond: has(flowrt::format::InputRole::Cond).then_some(&cond[..]),
+            guidance: has(flowrt::format::InputRole::Guidance).then_some(&guidance[..]),
+            step: None,
+        };
+        flowrt::sampler::sample_cond(m, Method::Midpoint, grid, x, &c, arena)
+    });
 }
 
 #[test]
@@ -1095,55 +884,43 @@ fn conditioned_signature_errors() {
     let l = Layout::of(&b);
     // Two label inputs (cond relabelled), two conds, two times, an unknown role 8, a data input, a step
     // input without its time section.
-    rejects!(&b, "two labels", Error::Invalid { .. }, |b| put_u32(
-        b,
-        cond_e + 4,
-        3
-    ));
-    rejects!(
-        &b,
-        "two conds",
-        Error::Invalid { .. } | Error::InvalidTensor { .. },
-        |b| put_u32(b, guid_e + 4, 4)
+    rejects!(&b;
+        "two labels", Error::Invalid { .. }, |b| put_u32(b, cond_e + 4, 3);
+        "two conds", Error::Invalid { .. } | Error::InvalidTensor { .. },
+            |b| put_u32(b, guid_e + 4, 4);
+        "label as a second t", Error::Invalid { .. }, |b| put_u32(b, label_e + 4, 1);
+        "role 8", Error::Invalid { what } if what.contains("role"), |b| put_u32(b, label_e + 4, 8);
+        // Role 7 (data: a plain graph's operand) mixed with the roles of a velocity field.
+        "data input in a velocity field", Error::Invalid { .. } | Error::InvalidTensor { .. },
+            |b| put_u32(b, label_e + 4, 7);
+        // Role 6 (step) without a second-time form in a TIME section.
+        "role 6", Error::Invalid { what } if what.contains("second-time"),
+            |b| put_u32(b, label_e + 4, 6);
     );
-    rejects!(&b, "label as a second t", Error::Invalid { .. }, |b| {
-        put_u32(b, label_e + 4, 1)
-    });
-    rejects!(&b, "role 8", Error::Invalid { what } if what.contains("role"), |b| {
-        put_u32(b, label_e + 4, 8)
-    });
-    // Role 7 (data: a plain graph's operand) mixed with the roles of a velocity field.
-    rejects!(
-        &b,
-        "data input in a velocity field",
-        Error::Invalid { .. } | Error::InvalidTensor { .. },
-        |b| put_u32(b, label_e + 4, 7)
-    );
-    // Role 6 (step) without a second-time form in a TIME section.
-    rejects!(&b, "role 6", Error::Invalid { what } if what.contains("second-time"), |b| {
-        put_u32(b, label_e + 4, 6)
-    });
     // Shapes that do not fit the role: label [B, 2], cond [B], guidance [B, 2].
     let rank_dim = |b: &mut Vec<u8>, t: usize, rank: u8, d1: u32| {
         let r = l.tensor(t);
         b[r + 2] = rank;
         put_u32(b, r + 12, d1);
     };
-    rejects!(&b, "label [B, 2]", Error::InvalidTensor { tensor, what } if tensor as usize == label_t && what.contains("label"), |b| {
-        rank_dim(b, label_t, 2, 2)
-    });
-    rejects!(&b, "cond [B]", Error::InvalidTensor { tensor, what } if tensor as usize == cond_t && what.contains("cond"), |b| {
-        rank_dim(b, cond_t, 1, 0)
-    });
-    rejects!(&b, "guidance [B, 2]", Error::InvalidTensor { tensor, what } if tensor as usize == guid_t && what.contains("guidance"), |b| {
-        rank_dim(b, guid_t, 2, 2)
-    });
-    // A label without its batch dim: [1].
-    rejects!(&b, "label [1]", Error::InvalidTensor { .. }, |b| {
-        let r = l.tensor(label_t);
-        b[r + 3] = 0xFF;
-        put_u32(b, r + 8, 1)
-    });
+    rejects!(&b;
+        "label [B, 2]", Error::InvalidTensor { tensor, what }
+            if tensor as usize == label_t && what.contains("label"),
+            |b| rank_dim(b, label_t, 2, 2);
+        "cond [B]", Error::InvalidTensor { tensor, what }
+            if tensor as usize == cond_t && what.contains("cond"),
+            |b| rank_dim(b, cond_t, 1, 0);
+        "guidance [B, 2]", Error::InvalidTensor { tensor, what }
+            if tensor as usize == guid_t && what.contains("guidance"),
+            |b| rank_dim(b, guid_t, 2, 2);
+        // A label without its batch dim: [1].
+        "label [1]", Error::InvalidTensor { .. },
+            |b| {
+                let r = l.tensor(label_t);
+                b[r + 3] = 0xFF;
+                put_u32(b, r + 8, 1)
+            };
+    );
 }
 
 #[test]
@@ -1155,35 +932,22 @@ fn gather_node_errors() {
     assert_eq!(get_u16(&b, n + 2), 2, "Gather has two inputs");
     let first = get_u32(&b, n + 4) as usize;
     let (e0, e1) = (l.edges + 4 * first, l.edges + 4 * first + 4);
-    rejects!(&b, "gather axis 1", Error::InvalidNode { node, .. } if node as usize == j, |b| {
-        put_u32(b, n + 16, 1)
-    });
-    rejects!(&b, "gather unused attr", Error::InvalidNode { .. }, |b| {
-        put_u32(b, n + 16 + 28, 1)
-    });
-    rejects!(
-        &b,
-        "unknown op next to gather",
-        Error::InvalidNode { .. },
-        |b| { put_u16(b, n, flowrt::format::opcode::GATHER + 1) }
+    rejects!(&b;
+        "gather axis 1", Error::InvalidNode { node, .. } if node as usize == j,
+            |b| put_u32(b, n + 16, 1);
+        "gather unused attr", Error::InvalidNode { .. }, |b| put_u32(b, n + 16 + 28, 1);
+        "unknown op next to gather", Error::InvalidNode { .. },
+            |b| put_u16(b, n, flowrt::format::opcode::GATHER + 1);
+        // table <-> idx swapped: the "table" now has the batch dim.
+        "gather inputs swapped", Error::InvalidNode { .. },
+            |b| {
+                let (a, c) = (get_u32(b, e0), get_u32(b, e1));
+                put_u32(b, e0, c);
+                put_u32(b, e1, a)
+            };
+        // Three inputs: arity.
+        "gather arity", Error::InvalidNode { .. }, |b| put_u16(b, n + 2, 3);
     );
-    // table <-> idx swapped: the "table" now has the batch dim.
-    rejects!(
-        &b,
-        "gather inputs swapped",
-        Error::InvalidNode { .. },
-        |b| {
-            let (a, c) = (get_u32(b, e0), get_u32(b, e1));
-            put_u32(b, e0, c);
-            put_u32(b, e1, a)
-        }
-    );
-    // Three inputs: arity.
-    rejects!(&b, "gather arity", Error::InvalidNode { .. }, |b| put_u16(
-        b,
-        n + 2,
-        3
-    ));
 }
 
 #[test]

@@ -36,14 +36,48 @@ fn flowrt_bin() -> PathBuf {
     bin
 }
 
-/// Runs `flowrt sample MODEL --noise NOISE --method M --steps N -o OUT` on the host.
-fn host_sample(frt: &Path, noise: &Path, method: &str, steps: usize, out: &Path) {
-    let status = Command::new(flowrt_bin())
-        .arg("sample")
-        .arg(frt)
-        .arg("--noise")
-        .arg(noise)
-        .args(["--method", method, "--steps", &steps.to_string(), "-o"])
+/// A fresh temporary folder named after `tag` and this process.
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("flowrt-qemu-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Writes the first `rows` rows of the `.npy` file `from` (all, when it has fewer) to `to`.
+fn write_rows(from: &Path, rows: usize, to: &Path) {
+    let (all, shape) = npy(from);
+    let rows = rows.min(shape[0]);
+    let row_len: usize = shape[1..].iter().product();
+    let mut small = shape.clone();
+    small[0] = rows;
+    flowrt_export::npy::write_f32(to, &all[..rows * row_len], &small).expect("noise");
+}
+
+/// One sampling run: a model, its noise (and labels to embed), a method and a step count.
+struct Run<'a> {
+    frt: &'a Path,
+    noise: &'a Path,
+    labels: Option<&'a Path>,
+    method: &'a str,
+    steps: usize,
+}
+
+/// Runs `flowrt sample MODEL --noise NOISE [--label LABELS] --method M --steps N -o OUT` on
+/// the host.
+fn host_sample(run: &Run<'_>, out: &Path) {
+    let mut cmd = Command::new(flowrt_bin());
+    cmd.arg("sample").arg(run.frt).arg("--noise").arg(run.noise);
+    if let Some(l) = run.labels {
+        cmd.arg("--label").arg(l);
+    }
+    let status = cmd
+        .args([
+            "--method",
+            run.method,
+            "--steps",
+            &run.steps.to_string(),
+            "-o",
+        ])
         .arg(out)
         .stdout(std::process::Stdio::null())
         .status()
@@ -51,33 +85,52 @@ fn host_sample(frt: &Path, noise: &Path, method: &str, steps: usize, out: &Path)
     assert!(
         status.success(),
         "flowrt sample failed for {}",
-        frt.display()
+        run.frt.display()
     );
+}
+
+/// Runs on a device that must give the host's bytes; the failures are collected.
+#[derive(Default)]
+struct Tally {
+    checked: usize,
+    failures: Vec<String>,
+}
+
+impl Tally {
+    /// Counts the result of [`device_matches_host`].
+    fn add(&mut self, r: Result<usize, String>) {
+        match r {
+            Ok(_) => self.checked += 1,
+            Err(e) => self.failures.push(e),
+        }
+    }
+
+    /// Fails on any failure, else removes `dir` and returns how many runs were checked.
+    fn finish(self, dir: &Path) -> usize {
+        assert!(self.failures.is_empty(), "{}", self.failures.join("\n"));
+        let _ = std::fs::remove_dir_all(dir);
+        self.checked
+    }
 }
 
 /// One sampling run on a device through `targets/run-qemu.sh` (with embedded labels when
 /// given), compared byte for byte with the host's output `host`: `Ok(bytes)` when identical,
 /// else a message naming `what`.
-#[allow(clippy::too_many_arguments)]
 fn device_matches_host(
     target: &str,
-    frt: &Path,
-    noise: &Path,
-    labels: Option<&Path>,
-    method: &str,
-    steps: usize,
+    run: &Run<'_>,
     host: &Path,
     dev: &Path,
     what: &str,
 ) -> Result<usize, String> {
     let mut cmd = Command::new(repo_root().join("targets/run-qemu.sh"));
-    cmd.arg(target).args([frt, noise, dev]).args([
+    cmd.arg(target).args([run.frt, run.noise, dev]).args([
         "--method",
-        method,
+        run.method,
         "--steps",
-        &steps.to_string(),
+        &run.steps.to_string(),
     ]);
-    if let Some(l) = labels {
+    if let Some(l) = run.labels {
         cmd.arg("--labels").arg(l);
     }
     let status = cmd.status().expect("run targets/run-qemu.sh");
@@ -101,10 +154,8 @@ fn device_matches_host(
 }
 
 fn check_target(target: &str) {
-    let dir = std::env::temp_dir().join(format!("flowrt-qemu-{target}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let mut failures = Vec::new();
-    let mut checked = 0;
+    let dir = temp_dir(target);
+    let mut tally = Tally::default();
     let only = std::env::var("FLOWRT_QEMU_ONLY").ok();
     for fx in fixtures() {
         if only.as_deref().is_some_and(|o| o != fx.name) {
@@ -112,28 +163,24 @@ fn check_target(target: &str) {
         }
         let frt = dir.join(format!("{}.frt", fx.name));
         std::fs::write(&frt, export(&fx.dir.join("model.ts.onnx")).as_slice()).expect("write frt");
-        let (all, shape) = npy(&fx.dir.join("noise.npy"));
-        let rows = ROWS.min(shape[0]);
-        let row_len: usize = shape[1..].iter().product();
-        let mut small = shape.clone();
-        small[0] = rows;
         let noise = dir.join(format!("{}-noise.npy", fx.name));
-        flowrt_export::npy::write_f32(&noise, &all[..rows * row_len], &small).expect("noise");
+        write_rows(&fx.dir.join("noise.npy"), ROWS, &noise);
         for (method, steps) in CONFIGS {
             let host = dir.join(format!("{}-{method}-{steps}-host.npy", fx.name));
             let dev = dir.join(format!("{}-{method}-{steps}-{target}.npy", fx.name));
-            host_sample(&frt, &noise, method, steps, &host);
+            let run = Run {
+                frt: &frt,
+                noise: &noise,
+                labels: None,
+                method,
+                steps,
+            };
+            host_sample(&run, &host);
             let what = format!("{} {method} x{steps} on {target}", fx.name);
-            match device_matches_host(
-                target, &frt, &noise, None, method, steps, &host, &dev, &what,
-            ) {
-                Ok(_) => checked += 1,
-                Err(e) => failures.push(e),
-            }
+            tally.add(device_matches_host(target, &run, &host, &dev, &what));
         }
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    let _ = std::fs::remove_dir_all(&dir);
+    let checked = tally.finish(&dir);
     assert!(checked >= 2, "only {checked} runs checked");
 }
 
@@ -152,17 +199,12 @@ fn riscv32_matches_host_bit_for_bit() {
 /// step.
 #[test]
 fn cortex_m4_defmt_log_decodes() {
-    let dir = std::env::temp_dir().join(format!("flowrt-qemu-defmt-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = temp_dir("defmt");
     let fx = &fixtures()[0];
     let frt = dir.join("model.frt");
     std::fs::write(&frt, export(&fx.dir.join("model.ts.onnx")).as_slice()).expect("write frt");
-    let (all, shape) = npy(&fx.dir.join("noise.npy"));
-    let row_len: usize = shape[1..].iter().product();
     let noise = dir.join("noise.npy");
-    let mut small = shape.clone();
-    small[0] = 4;
-    flowrt_export::npy::write_f32(&noise, &all[..4 * row_len], &small).expect("noise");
+    write_rows(&fx.dir.join("noise.npy"), 4, &noise);
     let log = dir.join("defmt.txt");
     let status = Command::new(repo_root().join("targets/run-qemu.sh"))
         .args(["cortex-m4".as_ref(), frt.as_os_str(), noise.as_os_str()])
@@ -192,8 +234,7 @@ fn cortex_m4_defmt_log_decodes() {
 #[test]
 fn few_step_models_match_host_bit_for_bit() {
     use flowrt::time::{TimeAxis, TimeConvention};
-    let dir = std::env::temp_dir().join(format!("flowrt-qemu-fewstep-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = temp_dir("fewstep");
     let root = flowrt_tests::fixtures_dir();
     let sigma = flowrt_export::ExportOptions {
         time: TimeConvention {
@@ -202,8 +243,7 @@ fn few_step_models_match_host_bit_for_bit() {
         },
         ..Default::default()
     };
-    let mut failures = Vec::new();
-    let mut checked = 0;
+    let mut tally = Tally::default();
     for (name, opts) in [
         ("moons_meanflow", sigma),
         ("moons_shortcut", flowrt_export::ExportOptions::default()),
@@ -212,29 +252,26 @@ fn few_step_models_match_host_bit_for_bit() {
         let bytes = flowrt_export::export_onnx(&root.join(name).join("model.ts.onnx"), &opts)
             .expect("export");
         std::fs::write(&frt, bytes).expect("write frt");
-        let (all, shape) = npy(&root.join(name).join("noise.npy"));
         let noise = dir.join(format!("{name}-noise.npy"));
-        flowrt_export::npy::write_f32(&noise, &all[..ROWS * shape[1]], &[ROWS, shape[1]])
-            .expect("noise");
+        write_rows(&root.join(name).join("noise.npy"), ROWS, &noise);
         for target in ["cortex-m4", "riscv32"] {
             for steps in [1usize, 4] {
                 let host = dir.join(format!("{name}-{steps}-host.npy"));
                 let dev = dir.join(format!("{name}-{steps}-{target}.npy"));
-                host_sample(&frt, &noise, "euler", steps, &host);
+                let run = Run {
+                    frt: &frt,
+                    noise: &noise,
+                    labels: None,
+                    method: "euler",
+                    steps,
+                };
+                host_sample(&run, &host);
                 let what = format!("{name} euler x{steps} on {target}");
-                let r = device_matches_host(
-                    target, &frt, &noise, None, "euler", steps, &host, &dev, &what,
-                );
-                match r {
-                    Ok(_) => checked += 1,
-                    Err(e) => failures.push(e),
-                }
+                tally.add(device_matches_host(target, &run, &host, &dev, &what));
             }
         }
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    let _ = std::fs::remove_dir_all(&dir);
-    assert_eq!(checked, 8);
+    assert_eq!(tally.finish(&dir), 8);
 }
 
 /// The image models (issue 4): the class-conditional digits UNet (Conv, GroupNorm through
@@ -243,64 +280,37 @@ fn few_step_models_match_host_bit_for_bit() {
 /// targets: the host's AVX2 kernels and the devices' scalar ones give the same bytes.
 #[test]
 fn image_models_match_host_bit_for_bit() {
-    let dir = std::env::temp_dir().join(format!("flowrt-qemu-image-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = temp_dir("image");
     let root = flowrt_tests::fixtures_dir();
-    let mut failures = Vec::new();
-    let mut checked = 0;
+    let mut tally = Tally::default();
     for (name, onnx, method, steps) in [
         ("digits_unet", "model.ts.onnx", "euler", 1usize),
         ("digits_dit", "model.dynamo.onnx", "midpoint", 2),
     ] {
         let frt = dir.join(format!("{name}.frt"));
         std::fs::write(&frt, export(&root.join(name).join(onnx)).as_slice()).expect("write frt");
-        let (all, shape) = npy(&root.join(name).join("noise.npy"));
         let rows = 2;
-        let row_len: usize = shape[1..].iter().product();
-        let mut small = shape.clone();
-        small[0] = rows;
         let noise = dir.join(format!("{name}-noise.npy"));
-        flowrt_export::npy::write_f32(&noise, &all[..rows * row_len], &small).expect("noise");
+        write_rows(&root.join(name).join("noise.npy"), rows, &noise);
         let labels = dir.join(format!("{name}-labels.npy"));
         let lab = flowrt_export::npy::read_labels(&root.join(name).join("labels.npy"))
             .expect("labels")
             .0;
         flowrt_export::npy::write_i64(&labels, &lab[..rows]).expect("labels");
         let host = dir.join(format!("{name}-host.npy"));
-        let status = Command::new(flowrt_bin())
-            .arg("sample")
-            .arg(&frt)
-            .arg("--noise")
-            .arg(&noise)
-            .arg("--label")
-            .arg(&labels)
-            .args(["--method", method, "--steps", &steps.to_string(), "-o"])
-            .arg(&host)
-            .stdout(std::process::Stdio::null())
-            .status()
-            .expect("run flowrt sample");
-        assert!(status.success(), "flowrt sample {name}");
+        let run = Run {
+            frt: &frt,
+            noise: &noise,
+            labels: Some(&labels),
+            method,
+            steps,
+        };
+        host_sample(&run, &host);
         for target in ["cortex-m4", "riscv32"] {
             let dev = dir.join(format!("{name}-{target}.npy"));
             let what = format!("{name} {method} x{steps} on {target}");
-            let r = device_matches_host(
-                target,
-                &frt,
-                &noise,
-                Some(&labels),
-                method,
-                steps,
-                &host,
-                &dev,
-                &what,
-            );
-            match r {
-                Ok(_) => checked += 1,
-                Err(e) => failures.push(e),
-            }
+            tally.add(device_matches_host(target, &run, &host, &dev, &what));
         }
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    let _ = std::fs::remove_dir_all(&dir);
-    assert_eq!(checked, 4);
+    assert_eq!(tally.finish(&dir), 4);
 }

@@ -325,9 +325,13 @@ pub fn run(model: &Model<'_>, ort: &mut OrtSession, cfg: &BenchConfig) -> Result
             cond,
             guidance: None,
         };
-        let g = gpu_bench(backend, model, &req, &noise, cfg.eval, &mut |f| {
-            measure(cfg.warmup, cfg.runs, f)
-        })?;
+        let job = GpuJob {
+            model,
+            req: &req,
+            noise: &noise,
+            eval: cfg.eval,
+        };
+        let g = gpu_bench(backend, &job, &mut |f| measure(cfg.warmup, cfg.runs, f))?;
         out_cpu.copy_from_slice(&g.out);
         gpu_line = Some(match &g.report {
             Some(r) => format!(
@@ -452,28 +456,32 @@ struct GpuBench {
     pub device: String,
 }
 
-/// Times sampling (or one evaluation, `eval`, with `req`'s conditioning) of `noise` on
-/// `backend` with `measure`.
+/// What [`gpu_bench`] times: sampling `noise` with `req` (or one evaluation, `eval`, with
+/// `req`'s conditioning).
+struct GpuJob<'a> {
+    model: &'a Model<'a>,
+    req: &'a Request<'a>,
+    noise: &'a [f32],
+    eval: bool,
+}
+
+/// Times `job` on `backend` with `measure`.
 /// Weights are uploaded and the graph planned once, outside the timed runs; each timed
 /// sampling run uploads the noise, runs the whole loop on the device and reads back.
 ///
 /// Errors: no device, or a failing run.
-fn gpu_bench(
-    backend: GpuBackend,
-    model: &Model<'_>,
-    req: &Request<'_>,
-    noise: &[f32],
-    eval: bool,
-    measure: &mut Measure<'_>,
-) -> Result<GpuBench> {
+fn gpu_bench(backend: GpuBackend, job: &GpuJob<'_>, measure: &mut Measure<'_>) -> Result<GpuBench> {
     fn go<R: Runtime>(
         mut ops: GpuOps<R>,
-        model: &Model<'_>,
-        req: &Request<'_>,
-        noise: &[f32],
-        eval: bool,
+        job: &GpuJob<'_>,
         measure: &mut Measure<'_>,
     ) -> Result<GpuBench> {
+        let &GpuJob {
+            model,
+            req,
+            noise,
+            eval,
+        } = job;
         let device = ops.gpu.info().name.clone();
         let batch = noise.len() / model.state_dim().max(1);
         let e = |e: GpuError| anyhow!("{e}");
@@ -518,8 +526,8 @@ fn gpu_bench(
         })
     }
     match backend {
-        GpuBackend::Wgpu => go(ops_of(Gpu::wgpu())?, model, req, noise, eval, measure),
-        GpuBackend::Cuda => go(ops_of(Gpu::cuda())?, model, req, noise, eval, measure),
+        GpuBackend::Wgpu => go(ops_of(Gpu::wgpu())?, job, measure),
+        GpuBackend::Cuda => go(ops_of(Gpu::cuda())?, job, measure),
     }
 }
 

@@ -103,12 +103,7 @@ pub fn image_grid(data: &[f32], n: usize, c: usize, h: usize, w: usize) -> (usiz
     let rows = n.div_ceil(cols);
     let width = cols * cw + (cols - 1) * GAP;
     let height = rows * ch + (rows - 1) * GAP;
-    let mut rgb: Vec<u8> = GAP_RGB
-        .iter()
-        .copied()
-        .cycle()
-        .take(width * height * 3)
-        .collect();
+    let mut rgb = canvas(GAP_RGB, width, height);
     let plane = h * w;
     for (k, sample) in data.chunks_exact(c * plane).take(n).enumerate() {
         let (x0, y0) = ((k % cols) * (cw + GAP), (k / cols) * (ch + GAP));
@@ -147,12 +142,7 @@ pub fn image_grid(data: &[f32], n: usize, c: usize, h: usize, w: usize) -> (usiz
 /// non-finite coordinate are skipped. Returns `(width, height, rgb, points drawn)`.
 pub fn scatter_png(data: &[f32], dim: usize) -> (usize, usize, Vec<u8>, usize) {
     let size = SCATTER_SIZE;
-    let mut rgb: Vec<u8> = SCATTER_BG
-        .iter()
-        .copied()
-        .cycle()
-        .take(size * size * 3)
-        .collect();
+    let mut rgb = canvas(SCATTER_BG, size, size);
     let points: Vec<(f32, f32)> = if dim < 2 {
         Vec::new()
     } else {
@@ -306,6 +296,16 @@ pub fn write_png(path: &Path, width: usize, height: usize, rgb: &[u8]) -> Result
     writer.write_image_data(rgb).with_context(what)?;
     writer.finish().with_context(what)?;
     Ok(())
+}
+
+/// A `width` x `height` RGB image filled with `color`.
+fn canvas(color: [u8; 3], width: usize, height: usize) -> Vec<u8> {
+    color
+        .iter()
+        .copied()
+        .cycle()
+        .take(width * height * 3)
+        .collect()
 }
 
 #[cfg(test)]

@@ -6,55 +6,38 @@
 mod common;
 use common::*;
 
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 #[test]
 fn gpu_backends_on_the_command_line() {
-    let dir = TempDir::new("cli-gpu");
-    let frt = dir.path("cfg.frt");
-    ok(&[
-        &"export --embed-onnx",
-        &fx("moons_cfg/model.ts.onnx"),
-        &"-o",
-        &frt,
-    ]);
+    let (dir, frt) = temp_export("cli-gpu", "moons_cfg/model.ts.onnx", "--embed-onnx");
     let noise = fx("moons_cfg/noise.npy");
     let labels = fx("moons_cfg/labels.npy");
-    let run = |backend: &str, out: &std::path::Path| {
-        ok(&[
-            &"sample",
+    // `sample` with the labels on `backend`.
+    let run = |backend: &str, flags: &[&dyn Arg], out: &std::path::Path| {
+        sample_ok(
             &frt,
-            &"--noise",
             &noise,
-            &"--label",
-            &labels,
-            &"--guidance 2.5 --null-label 2 --method rk4-38 --steps 8 --backend",
-            &backend,
-            &"-v -o",
-            &out,
-        ])
+            &[&"--label", &labels, &"--backend", &backend, &flags],
+            out,
+        )
     };
+    let guided: &[&dyn Arg] = &[&"--guidance 2.5 --null-label 2 --method rk4-38 --steps 8 -v"];
     let (cpu, gpu) = (dir.path("cpu.npy"), dir.path("gpu.npy"));
-    let text = run("cpu", &cpu);
+    let text = run("cpu", guided, &cpu);
     assert!(text.contains("backend cpu"), "{text}");
-    let text = run("wgpu", &gpu);
-    assert!(text.contains("backend wgpu"), "{text}");
-    assert!(text.contains("launches per evaluation"), "{text}");
-    let d = max_diff(&read_npy(&gpu).0, &read_npy(&cpu).0);
+    let text = run("wgpu", guided, &gpu);
+    assert_contains(&text, &["backend wgpu", "launches per evaluation"]);
+    let d = npy_diff(&gpu, &cpu);
     assert!(d <= 1e-4, "guided wgpu vs cpu: {d}");
     assert_close(&gpu, "moons_cfg/samples/cfg2.5_rk4-38_8.npy", 2e-4);
 
     // auto: this small model stays on the CPU, and -v says why.
-    let text = run("auto", &dir.path("auto.npy"));
-    assert!(text.contains("backend auto: cpu ("), "{text}");
-    assert!(text.contains("multiply-adds per evaluation"), "{text}");
-    assert!(text.contains("backend cpu)"), "{text}");
+    let text = run("auto", guided, &dir.path("auto.npy"));
+    let why = [
+        "backend auto: cpu (",
+        "multiply-adds per evaluation",
+        "backend cpu)",
+    ];
+    assert_contains(&text, &why);
 
     // No CUDA device here: the error names the backend and what was looked for.
     let cuda = flowrt(&[
@@ -72,44 +55,24 @@ fn gpu_backends_on_the_command_line() {
     }
 
     // --trajectory reads every step back: the same trajectory as the CPU backend's.
-    let traj = |backend: &str, t: &std::path::Path| {
-        ok(&[
-            &"sample",
-            &frt,
-            &"--noise",
-            &noise,
-            &"--label",
-            &labels,
-            &"--method midpoint --steps 4 --backend",
-            &backend,
-            &"--trajectory",
-            &t,
-            &"-o",
-            &dir.path("t_out.npy"),
-        ])
-    };
     let (tc, tg) = (dir.path("traj_cpu.npy"), dir.path("traj_gpu.npy"));
-    traj("cpu", &tc);
-    let text = traj("wgpu", &tg);
+    let t_out = dir.path("t_out.npy");
+    let traj = |t| -> Vec<String> { args(&[&"--method midpoint --steps 4 --trajectory", &t]) };
+    run("cpu", &[&traj(&tc)], &t_out);
+    let text = run("wgpu", &[&traj(&tg)], &t_out);
     assert!(text.contains("trajectory: 5 states"), "{text}");
-    let (a, sa) = read_npy(&tg);
-    let (b, sb) = read_npy(&tc);
-    assert_eq!(sa, sb);
-    let d = max_diff(&a, &b);
+    let d = npy_diff(&tg, &tc);
     assert!(d <= 1e-4, "trajectory wgpu vs cpu: {d}");
 
     // Options the GPU path does not take are refused, not ignored.
-    let err = fails(&[
-        &"sample",
+    let flags: &[&dyn Arg] = &[&"--label", &labels, &"--backend wgpu --sde linear:0.5"];
+    sample_fails(
         &frt,
-        &"--noise",
         &noise,
-        &"--label",
-        &labels,
-        &"--backend wgpu --sde linear:0.5 -o",
+        flags,
         &gpu,
-    ]);
-    assert!(err.contains("not available with --backend wgpu"), "{err}");
+        &["not available with --backend wgpu"],
+    );
 
     // bench: the GPU against ONNX Runtime, side by side.
     let text = ok(&[

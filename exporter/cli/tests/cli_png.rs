@@ -20,81 +20,46 @@ fn read_png(p: &std::path::Path) -> (u32, u32, Vec<u8>) {
 
 #[test]
 fn sample_png_scatter_of_a_2d_model() {
-    let dir = TempDir::new("png");
-    let frt = dir.path("m.frt");
-    let onnx = fx("moons_icfm/model.ts.onnx");
-    ok(&[&"export", &onnx, &"-o", &frt]);
+    let (dir, frt) = temp_export("png", "moons_icfm/model.ts.onnx", "");
     let out = dir.path("x.npy");
     let png = dir.path("x.png");
-    let args = [
-        "sample",
-        s(&frt),
-        "--seed",
-        "0",
-        "--num",
-        "256",
-        "--method",
-        "rk4-38",
-        "--steps",
-        "8",
-        "-o",
-        s(&out),
-        "--png",
-        s(&png),
-    ];
-    let stdout = ok(&[&args]);
-    assert!(
-        stdout.contains("png: scatter of 256 of 256 points") && stdout.contains(s(&png)),
-        "{stdout}"
-    );
+    // Sampling with the scatter plot written to `png`.
+    let cmd = |png: &std::path::Path| {
+        let flags = "--seed 0 --num 256 --method rk4-38 --steps 8 -o";
+        args(&[&"sample", &frt, &flags, &out, &"--png", &png])
+    };
+    let stdout = ok(&[&cmd(&png)]);
+    assert_contains(&stdout, &["png: scatter of 256 of 256 points", s(&png)]);
     assert!(out.is_file());
     let (w, h, rgb) = read_png(&png);
     assert_eq!((w, h), (512, 512));
     assert_eq!(rgb.len(), 512 * 512 * 3);
-    let dark = rgb
-        .chunks_exact(3)
-        .filter(|p| p.iter().all(|&v| v < 64))
-        .count();
-    let white = rgb
-        .chunks_exact(3)
-        .filter(|p| p.iter().all(|&v| v == 255))
-        .count();
+    // Pixels whose channels all pass `test`.
+    let count = |test: fn(u8) -> bool| {
+        rgb.chunks_exact(3)
+            .filter(|p| p.iter().all(|&v| test(v)))
+            .count()
+    };
+    let dark = count(|v| v < 64);
+    let white = count(|v| v == 255);
     // 256 dots of 3 x 3 px, some overlapping; mostly background.
     assert!(dark >= 300, "only {dark} dark pixels");
     assert!(white > 512 * 512 / 2, "only {white} white pixels");
 
     // An unwritable path: one clean error line naming it.
     let bad = dir.path("no-such-dir").join("x.png");
-    let mut bad_args = args;
-    bad_args[13] = s(&bad);
-    let err = fails(&[&bad_args]);
-    assert!(err.contains(s(&bad)), "{err}");
+    fails_with(&[&cmd(&bad)], &[s(&bad)]);
 }
 
 /// An image model: the digits UNet, one sample per class (`--label-cycle 10`), drawn as a
 /// grid of 8×8 images; the same labels from a file give the same samples.
 #[test]
 fn sample_png_grid_of_an_image_model_with_cycled_labels() {
-    let dir = TempDir::new("png-grid");
-    let frt = dir.path("u.frt");
-    let onnx = fx("digits_unet/model.dynamo.onnx");
-    ok(&[&"export", &onnx, &"-o", &frt]);
+    let (dir, frt) = temp_export("png-grid", "digits_unet/model.dynamo.onnx", "");
     let (out, png) = (dir.path("x.npy"), dir.path("x.png"));
-    let common = [
-        "--seed", "1", "--num", "10", "--method", "euler", "--steps", "2",
-    ];
-    let mut args = vec![
-        "sample",
-        s(&frt),
-        "--label-cycle",
-        "10",
-        "-o",
-        s(&out),
-        "--png",
-        s(&png),
-    ];
-    args.extend(common);
-    let stdout = ok(&[&args]);
+    let common = "--seed 1 --num 10 --method euler --steps 2";
+    let cycled: &[&dyn Arg] = &[&"--label-cycle 10 -o", &out, &"--png", &png, &common];
+    let stdout = ok(&[&"sample", &frt, &cycled]);
     assert!(stdout.contains("png: 10 images [1, 8, 8]"), "{stdout}");
     let (w, h, rgb) = read_png(&png);
     // 4 columns x 3 rows of 8x8 images upscaled (at least 64 px per cell) with 2 px gaps.
@@ -105,21 +70,13 @@ fn sample_png_grid_of_an_image_model_with_cycled_labels() {
     let labels = dir.path("y.npy");
     flowrt_export::npy::write_i64(&labels, &(0..10).collect::<Vec<i64>>()).unwrap();
     let out2 = dir.path("x2.npy");
-    let mut args = vec!["sample", s(&frt), "--label", s(&labels), "-o", s(&out2)];
-    args.extend(common);
-    ok(&[&args]);
+    ok(&[&"sample", &frt, &"--label", &labels, &"-o", &out2, &common]);
     assert_eq!(read_npy(&out).0, read_npy(&out2).0);
     // --label-cycle on a model without labels is an error naming the flag.
-    let moons = dir.path("m.frt");
-    ok(&[&"export", &fx("moons_icfm/model.ts.onnx"), &"-o", &moons]);
-    let e = fails(&[
-        &"sample",
-        &moons,
-        &"--seed 0 --num 4 --label-cycle 3 -o",
-        &out2,
-    ]);
-    assert!(
-        e.contains("--label-cycle") && e.contains("no label input"),
-        "{e}"
+    let moons = export_in(&dir, "m.frt", "moons_icfm/model.ts.onnx", "");
+    let flags = "--seed 0 --num 4 --label-cycle 3 -o";
+    fails_with(
+        &[&"sample", &moons, &flags, &out2],
+        &["--label-cycle", "no label input"],
     );
 }

@@ -8,6 +8,8 @@
 mod common;
 use common::*;
 
+use std::path::Path;
+
 use flowrt_export::npy;
 
 #[test]
@@ -18,61 +20,41 @@ fn embed_onnx_round_trip_ort_equals_cpu() {
         ("checker_fm", "model.ts.onnx"),
         ("checker_fm_scalar_t", "model.dynamo.onnx"),
     ] {
-        let onnx = fixtures().join(model).join(file);
-        let frt = dir.join(format!("{model}.frt"));
-        ok(&[&"export", &onnx, &"-o", &frt, &"--embed-onnx"]);
-        let insp = ok(&[&"inspect", &frt]);
-        assert!(insp.contains("embedded ONNX"), "{insp}");
+        let onnx = format!("{model}/{file}");
+        let frt = export_in(&dir, &format!("{model}.frt"), &onnx, "--embed-onnx");
+        inspect_has(&frt, &["embedded ONNX"]);
         let cpu = dir.join(format!("{model}.cpu.npy"));
         let ort = dir.join(format!("{model}.ort.npy"));
-        let common = [
-            "--seed", "5", "--num", "33", "--method", "rk4-38", "--steps", "8",
-        ];
-        let mut a = vec!["sample", s(&frt), "-o", s(&cpu), "--backend", "cpu"];
-        a.extend(common);
-        ok(&[&a]);
-        let mut b = vec!["sample", s(&frt), "-o", s(&ort), "--backend", "ort"];
-        b.extend(common);
-        let out = ok(&[&b]);
+        let common = "--seed 5 --num 33 --method rk4-38 --steps 8";
+        ok(&[&"sample", &frt, &"-o", &cpu, &"--backend cpu", &common]);
+        let out = ok(&[&"sample", &frt, &"-o", &ort, &"--backend ort", &common]);
         assert!(out.contains("backend ort"), "{out}");
-        let (xc, shc) = npy::read_f32(&cpu).unwrap();
-        let (xo, sho) = npy::read_f32(&ort).unwrap();
-        assert_eq!(shc, sho);
-        let scale = xc.iter().fold(1f32, |m, v| m.max(v.abs()));
-        let err = xc
-            .iter()
-            .zip(&xo)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0f32, f32::max);
+        let scale = read_npy(&cpu).0.iter().fold(1f32, |m, v| m.max(v.abs()));
+        let err = npy_diff(&cpu, &ort);
         assert!(err <= 1e-5 * scale, "{model}: max|ort - cpu| = {err:e}");
     }
 }
 
+/// `sample FRT --seed 1 --num 4 -o OUT --backend ort`, `extra` appended.
+fn ort_args(frt: &Path, out: &Path, extra: &[&dyn Arg]) -> Vec<String> {
+    args(&[
+        &"sample",
+        &frt,
+        &"--seed 1 --num 4 -o",
+        &out,
+        &"--backend ort",
+        &extra,
+    ])
+}
+
 #[test]
 fn ort_without_embedded_onnx_says_how() {
-    let dir = TempDir::new("noembed");
-    let onnx = fixtures().join("moons_icfm/model.dynamo.onnx");
-    let frt = dir.join("m.frt");
-    ok(&[&"export", &onnx, &"-o", &frt]);
+    let onnx = "moons_icfm/model.dynamo.onnx";
+    let (dir, frt) = temp_export("noembed", onnx, "");
     let out = dir.join("o.npy");
-    let args = [
-        "sample",
-        s(&frt),
-        "--seed",
-        "1",
-        "--num",
-        "4",
-        "-o",
-        s(&out),
-        "--backend",
-        "ort",
-    ];
-    let e = fails_env(&[&args], &[]);
-    assert!(e.contains("--embed-onnx") && e.contains("--onnx"), "{e}");
+    fails_with(&[&ort_args(&frt, &out, &[])], &["--embed-onnx", "--onnx"]);
     // --onnx PATH makes it work, and matches --backend cpu.
-    let mut with = args.to_vec();
-    with.extend(["--onnx", s(&onnx)]);
-    ok(&[&with]);
+    ok(&[&ort_args(&frt, &out, &[&"--onnx", &fx(onnx)])]);
     let cpu = dir.join("c.npy");
     ok(&[&"sample", &frt, &"--seed 1 --num 4 -o", &cpu]);
     let (a, _) = npy::read_f32(&out).unwrap();
@@ -82,31 +64,13 @@ fn ort_without_embedded_onnx_says_how() {
 
 #[test]
 fn missing_or_broken_library_is_a_clear_error() {
-    let dir = TempDir::new("nolib");
-    let onnx = fixtures().join("moons_icfm/model.ts.onnx");
-    let frt = dir.join("m.frt");
-    ok(&[&"export", &onnx, &"-o", &frt, &"--embed-onnx"]);
-    let out = dir.join("o.npy");
-    let args = [
-        "sample",
-        s(&frt),
-        "--seed",
-        "1",
-        "--num",
-        "4",
-        "-o",
-        s(&out),
-        "--backend",
-        "ort",
-    ];
+    let (dir, frt) = temp_export("nolib", "moons_icfm/model.ts.onnx", "--embed-onnx");
+    let args = ort_args(&frt, &dir.join("o.npy"), &[]);
     let e = fails_env(
         &[&args],
         &[("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")],
     );
-    assert!(
-        e.contains("ORT_DYLIB_PATH") && e.contains("onnxruntime==1.31.1"),
-        "{e}"
-    );
+    assert_contains(&e, &["ORT_DYLIB_PATH", "onnxruntime==1.31.1"]);
     // A file that is not a shared library.
     let fake = dir.join("libonnxruntime.so.1.31.1");
     std::fs::write(&fake, b"not a library").unwrap();
@@ -116,29 +80,10 @@ fn missing_or_broken_library_is_a_clear_error() {
 
 #[test]
 fn bench_smoke_prints_ratio_last() {
-    let dir = TempDir::new("bench");
-    let onnx = fixtures().join("moons_reflow/model.dynamo.onnx");
-    let frt = dir.join("m.frt");
-    ok(&[&"export", &onnx, &"-o", &frt, &"--embed-onnx"]);
-    for extra in [&[][..], &["--eval"][..]] {
-        let mut args = vec![
-            "bench",
-            s(&frt),
-            "--against",
-            "ort",
-            "--batch",
-            "3",
-            "--method",
-            "heun",
-            "--steps",
-            "2",
-            "--runs",
-            "3",
-            "--warmup",
-            "1",
-        ];
-        args.extend(extra);
-        let out = ok(&[&args]);
+    let (_dir, frt) = temp_export("bench", "moons_reflow/model.dynamo.onnx", "--embed-onnx");
+    for extra in ["", "--eval"] {
+        let flags = "--against ort --batch 3 --method heun --steps 2 --runs 3 --warmup 1";
+        let out = ok(&[&"bench", &frt, &flags, &extra]);
         let last = out.lines().last().unwrap_or_default();
         let r: f64 = last
             .strip_prefix("ratio flowrt/ort: ")
@@ -146,6 +91,6 @@ fn bench_smoke_prints_ratio_last() {
             .parse()
             .unwrap();
         assert!(r.is_finite() && r > 0.0, "{out}");
-        assert!(out.contains("flowrt ") && out.contains("ort "), "{out}");
+        assert_contains(&out, &["flowrt ", "ort "]);
     }
 }

@@ -14,7 +14,9 @@ use tract_onnx::tract_core::ops::nn::resize::{
 use tract_onnx::tract_core::ops::nn::{DataFormat, NearestUpsample};
 use tract_onnx_opl::resize::{CoordTransform, Nearest as OplNearest, Resize as OplResize};
 
-use super::{konst_f32, permute_const, Lowering, Value};
+use super::konst::{konst_f32, permute_const};
+use super::shape::fixed_len;
+use super::{Lowering, Value};
 
 fn u16_of(v: usize, what: &str) -> Result<u16> {
     u16::try_from(v).map_err(|_| anyhow!("{what} {v} is larger than 65535"))
@@ -54,17 +56,13 @@ impl Lowering<'_> {
             if matches!(same, PaddingSpec::SameUpper | PaddingSpec::SameLower) {
                 // ONNX ConvTranspose: total = s (in - 1) + adj + d (k - 1) + 1 - out; SAME_UPPER
                 // puts the larger half at the start (the reverse of Conv).
-                let xs = self.desc.tensors[x as usize].shape.clone();
-                let os = self.shape_of(OutletId::new(node.id, 0))?;
+                let xs = self.dims(x).to_vec();
+                let os = self.out_shape(node)?;
                 let spec = &deconv.pool_spec;
                 let r = spec.kernel_shape.len();
                 let (strides, dil) = (spec.strides(), spec.dilations());
                 for i in 0..r {
-                    let fixed = |d: Dim| match d {
-                        Dim::Fixed(n) => n as usize,
-                        Dim::Batch => 0,
-                    };
-                    let (n, o) = (fixed(xs[2 + i]), fixed(os[2 + i]));
+                    let (n, o) = (fixed_len(xs[2 + i]), fixed_len(os[2 + i]));
                     let full =
                         strides[i] * (n - 1) + adj[i] + dil[i] * (spec.kernel_shape[i] - 1) + 1;
                     let total = full.saturating_sub(o);
@@ -127,52 +125,8 @@ impl Lowering<'_> {
                 scales,
             };
             self.emit(node, op, vec![x])?
-        } else if let Some(rs) = node.op_as::<CoreResize>() {
-            let mode = match (&rs.interpolator, rs.nearest) {
-                (Interpolator::Linear, _) => ResizeMode::Linear,
-                (Interpolator::Nearest, CoreNearest::Floor) => ResizeMode::NearestFloor,
-                (Interpolator::Nearest, CoreNearest::RoundPreferCeil) => {
-                    ResizeMode::NearestRoundPreferCeil
-                }
-                (Interpolator::Cubic, _) => bail!("Resize mode cubic is not supported"),
-            };
-            let coord = coord_mode(&rs.coord_transformer)?;
-            self.lower_resize(
-                node,
-                mode,
-                coord,
-                rs.optional_scales_input,
-                rs.optional_sizes_input,
-                None,
-            )?
-        } else if let Some(rs) = node.op_as::<OplResize>() {
-            if rs.antialias || rs.exclude_outside {
-                bail!("Resize with antialias or exclude_outside is not supported");
-            }
-            let CoordTransform::Plain(ct) = &rs.coord_transformer else {
-                bail!("Resize coordinate mode tf_crop_and_resize is not supported");
-            };
-            let mode = match (&rs.interpolator, rs.nearest) {
-                (Interpolator::Linear, _) => ResizeMode::Linear,
-                (Interpolator::Nearest, OplNearest::Floor) => ResizeMode::NearestFloor,
-                (Interpolator::Nearest, OplNearest::Ceil) => ResizeMode::NearestCeil,
-                (Interpolator::Nearest, OplNearest::RoundPreferFloor) => {
-                    ResizeMode::NearestRoundPreferFloor
-                }
-                (Interpolator::Nearest, OplNearest::RoundPreferCeil) => {
-                    ResizeMode::NearestRoundPreferCeil
-                }
-                (Interpolator::Cubic, _) => bail!("Resize mode cubic is not supported"),
-            };
-            let coord = coord_mode(ct)?;
-            self.lower_resize(
-                node,
-                mode,
-                coord,
-                rs.optional_scales_input,
-                rs.optional_sizes_input,
-                rs.axes.as_deref(),
-            )?
+        } else if let Some(spec) = resize_spec(node)? {
+            self.lower_resize(node, spec)?
         } else if let Some(pad) = node.op_as::<Pad>() {
             let x = self.tensor(node.inputs[0])?;
             let mode = match &pad.mode {
@@ -217,7 +171,7 @@ impl Lowering<'_> {
             );
         }
         let x = self.tensor(node.inputs[0])?;
-        let shape = self.desc.tensors[x as usize].shape.clone();
+        let shape = self.dims(x).to_vec();
         if self.is_split(node.inputs[0])? {
             bail!("convolution of a batch axis merged with heads");
         }
@@ -261,11 +215,7 @@ impl Lowering<'_> {
             n if n == out_channels => data,
             n => bail!("convolution bias has {n} values for {out_channels} output channels"),
         };
-        let id = self.push_tensor(
-            &format!("{}.bias", node.name),
-            vec![Dim::Fixed(out_channels as u32)],
-            Some(full),
-        );
+        let id = self.push_const(node, "bias", vec![Dim::Fixed(out_channels as u32)], full);
         Ok((w, Some(id)))
     }
 
@@ -292,7 +242,7 @@ impl Lowering<'_> {
         let out = permute_const(&data, &dims, &perm);
         let mut shape: Vec<Dim> = t.shape[1..].to_vec();
         shape.push(t.shape[0]);
-        Ok(self.push_tensor(&format!("{}.kernel", node.name), shape, Some(out)))
+        Ok(self.push_const(node, "kernel", shape, out))
     }
 
     fn lower_pool(&mut self, node: &TypedNode, spec: &PoolSpec, kind: PoolKind) -> Result<u32> {
@@ -314,18 +264,10 @@ impl Lowering<'_> {
         )
     }
 
-    fn lower_resize(
-        &mut self,
-        node: &TypedNode,
-        mode: ResizeMode,
-        coord: CoordMode,
-        scales_input: Option<usize>,
-        sizes_input: Option<usize>,
-        axes: Option<&[i64]>,
-    ) -> Result<u32> {
+    fn lower_resize(&mut self, node: &TypedNode, spec: ResizeSpec) -> Result<u32> {
         let x = self.tensor(node.inputs[0])?;
-        let in_shape = self.desc.tensors[x as usize].shape.clone();
-        let out_shape = self.shape_of(tract_onnx::prelude::OutletId::new(node.id, 0))?;
+        let in_shape = self.dims(x).to_vec();
+        let out_shape = self.out_shape(node)?;
         let r = in_shape.len();
         if r < 2 || out_shape.len() != r || in_shape[..r - 2] != out_shape[..r - 2] {
             bail!("Resize may only change the last two axes ({in_shape:?} -> {out_shape:?})");
@@ -341,9 +283,9 @@ impl Lowering<'_> {
             Dim::Fixed(n) => Ok(n as f32),
             Dim::Batch => Err(anyhow!("Resize of the batch axis")),
         };
-        let given = konst(scales_input).filter(|v| !v.is_empty());
+        let given = konst(spec.scales_input).filter(|v| !v.is_empty());
         // Scales per axis of the input (opset 18's `axes` names the axes the scales are for).
-        let full: Option<Vec<f32>> = match (&given, axes) {
+        let full: Option<Vec<f32>> = match (&given, spec.axes) {
             (Some(s), Some(axes)) if s.len() == axes.len() => {
                 let mut f = vec![1.0f32; r];
                 for (a, v) in axes.iter().zip(s) {
@@ -364,7 +306,7 @@ impl Lowering<'_> {
         }
         let scales = match full {
             Some(s) => [s[r - 2], s[r - 1]],
-            None if sizes_input.is_some() || scales_input.is_some() => [
+            None if spec.sizes_input.is_some() || spec.scales_input.is_some() => [
                 len(out_shape[r - 2])? / len(in_shape[r - 2])?,
                 len(out_shape[r - 1])? / len(in_shape[r - 1])?,
             ],
@@ -373,8 +315,8 @@ impl Lowering<'_> {
         self.emit(
             node,
             Op::Resize {
-                mode,
-                coord,
+                mode: spec.mode,
+                coord: spec.coord,
                 scales,
             },
             vec![x],
@@ -384,7 +326,7 @@ impl Lowering<'_> {
     /// `Tile` as Reshape (a unit axis before each tiled axis), Expand, Reshape.
     fn lower_tile(&mut self, node: &TypedNode, tile: &Tile) -> Result<u32> {
         let x = self.tensor(node.inputs[0])?;
-        let shape = self.desc.tensors[x as usize].shape.clone();
+        let shape = self.dims(x).to_vec();
         let mult: Vec<u32> = tile
             .multipliers
             .iter()
@@ -414,10 +356,70 @@ impl Lowering<'_> {
         if unit.len() > flowrt::ops::MAX_RANK {
             bail!("Tile needs rank {} (> 6) in flowrt's lowering", unit.len());
         }
-        let u = self.emit_shaped(&format!("{}.unit", node.name), Op::Reshape, vec![x], unit)?;
-        let e = self.emit_shaped(&format!("{}.expand", node.name), Op::Expand, vec![u], wide)?;
+        let u = self.emit_step(node, "unit", Op::Reshape, vec![x], unit);
+        let e = self.emit_step(node, "expand", Op::Expand, vec![u], wide);
         self.emit(node, Op::Reshape, vec![e])
     }
+}
+
+/// What a Resize (tract's core op or the ONNX one) asks for.
+struct ResizeSpec<'a> {
+    mode: ResizeMode,
+    coord: CoordMode,
+    /// The input slots of the scales and the sizes, where given.
+    scales_input: Option<usize>,
+    sizes_input: Option<usize>,
+    /// The axes the scales are for (opset 18); `None`: all of them.
+    axes: Option<&'a [i64]>,
+}
+
+/// The [`ResizeSpec`] of a Resize node; `None` when `node` is not one.
+fn resize_spec(node: &TypedNode) -> Result<Option<ResizeSpec<'_>>> {
+    let (mode, coord, (scales_input, sizes_input), axes) =
+        if let Some(rs) = node.op_as::<CoreResize>() {
+            let mode = match (&rs.interpolator, rs.nearest) {
+                (Interpolator::Linear, _) => ResizeMode::Linear,
+                (Interpolator::Nearest, CoreNearest::Floor) => ResizeMode::NearestFloor,
+                (Interpolator::Nearest, CoreNearest::RoundPreferCeil) => {
+                    ResizeMode::NearestRoundPreferCeil
+                }
+                (Interpolator::Cubic, _) => bail!("Resize mode cubic is not supported"),
+            };
+            let coord = coord_mode(&rs.coord_transformer)?;
+            let inputs = (rs.optional_scales_input, rs.optional_sizes_input);
+            (mode, coord, inputs, None)
+        } else if let Some(rs) = node.op_as::<OplResize>() {
+            if rs.antialias || rs.exclude_outside {
+                bail!("Resize with antialias or exclude_outside is not supported");
+            }
+            let CoordTransform::Plain(ct) = &rs.coord_transformer else {
+                bail!("Resize coordinate mode tf_crop_and_resize is not supported");
+            };
+            let mode = match (&rs.interpolator, rs.nearest) {
+                (Interpolator::Linear, _) => ResizeMode::Linear,
+                (Interpolator::Nearest, OplNearest::Floor) => ResizeMode::NearestFloor,
+                (Interpolator::Nearest, OplNearest::Ceil) => ResizeMode::NearestCeil,
+                (Interpolator::Nearest, OplNearest::RoundPreferFloor) => {
+                    ResizeMode::NearestRoundPreferFloor
+                }
+                (Interpolator::Nearest, OplNearest::RoundPreferCeil) => {
+                    ResizeMode::NearestRoundPreferCeil
+                }
+                (Interpolator::Cubic, _) => bail!("Resize mode cubic is not supported"),
+            };
+            let coord = coord_mode(ct)?;
+            let inputs = (rs.optional_scales_input, rs.optional_sizes_input);
+            (mode, coord, inputs, rs.axes.as_deref())
+        } else {
+            return Ok(None);
+        };
+    Ok(Some(ResizeSpec {
+        mode,
+        coord,
+        scales_input,
+        sizes_input,
+        axes,
+    }))
 }
 
 fn coord_mode(ct: &CoordTransformer) -> Result<CoordMode> {

@@ -24,30 +24,16 @@ impl Lowering<'_> {
             };
             let mut x = self.tensor(node.inputs[0])?;
             if square {
-                let shape = self.desc.tensors[x as usize].shape.clone();
-                x = self.emit_shaped(
-                    &format!("{}.square", node.name),
-                    Op::Unary(UnaryOp::Square),
-                    vec![x],
-                    shape,
-                )?;
+                x = self.emit_like(node, "square", Op::Unary(UnaryOp::Square), vec![x]);
             }
-            let axes: Vec<usize> = r
-                .axes
-                .iter()
-                .map(|a| self.axis(node.inputs[0], *a))
-                .collect::<Result<_>>()?;
+            let axes = self.axes(node.inputs[0], &r.axes)?;
             self.reduce_axes(node, kind, x, &axes, true)?
         } else if let Some(sm) = node.op_as::<Softmax>() {
             if sm.quant_output_dt.is_some() {
                 bail!("quantized Softmax is not supported");
             }
             let x = self.tensor(node.inputs[0])?;
-            let axes: Vec<usize> = sm
-                .axes
-                .iter()
-                .map(|a| self.axis(node.inputs[0], *a))
-                .collect::<Result<_>>()?;
+            let axes = self.axes(node.inputs[0], &sm.axes)?;
             let (start, end) = contiguous(&axes)
                 .ok_or_else(|| anyhow::anyhow!("Softmax over non-adjacent axes {:?}", sm.axes))?;
             let log = sm.kind == SoftmaxKind::LogSoftmax;
@@ -56,33 +42,12 @@ impl Lowering<'_> {
             // x * rsqrt(mean(x^2, axis) + eps), as tract defines it.
             let x = self.tensor(node.inputs[0])?;
             let axis = self.axis(node.inputs[0], rms.axis)?;
-            let shape = self.desc.tensors[x as usize].shape.clone();
-            let sq = self.emit_shaped(
-                &format!("{}.square", node.name),
-                Op::Unary(UnaryOp::Square),
-                vec![x],
-                shape.clone(),
-            )?;
+            let sq = self.emit_like(node, "square", Op::Unary(UnaryOp::Square), vec![x]);
             let mean = self.reduce_axes(node, ReduceKind::Mean, sq, &[axis], false)?;
             let eps = rms.eps.cast_to_scalar::<f32>()?;
-            let reduced = self.desc.tensors[mean as usize].shape.clone();
-            let e = self.push_tensor(
-                &format!("{}.eps", node.name),
-                vec![Dim::Fixed(1)],
-                Some(vec![eps]),
-            );
-            let var = self.emit_shaped(
-                &format!("{}.var_eps", node.name),
-                Op::Binary(BinaryOp::Add),
-                vec![mean, e],
-                reduced.clone(),
-            )?;
-            let inv = self.emit_shaped(
-                &format!("{}.rsqrt", node.name),
-                Op::Unary(UnaryOp::Rsqrt),
-                vec![var],
-                reduced,
-            )?;
+            let e = self.push_const(node, "eps", vec![Dim::Fixed(1)], vec![eps]);
+            let var = self.emit_like(node, "var_eps", Op::Binary(BinaryOp::Add), vec![mean, e]);
+            let inv = self.emit_like(node, "rsqrt", Op::Unary(UnaryOp::Rsqrt), vec![var]);
             self.emit(node, Op::Binary(BinaryOp::Mul), vec![x, inv])?
         } else {
             return Ok(None);
@@ -120,7 +85,7 @@ impl Lowering<'_> {
         let mut cur = x;
         let n_runs = runs.len();
         for (i, (s, e)) in runs.into_iter().enumerate() {
-            let mut shape = self.desc.tensors[cur as usize].shape.clone();
+            let mut shape = self.dims(cur).to_vec();
             for d in &mut shape[s..e] {
                 if *d == Dim::Batch {
                     bail!("a reduction over the batch axis is not supported");
@@ -133,14 +98,14 @@ impl Lowering<'_> {
                 end: e as u8,
             };
             let out_shape = if last && i + 1 == n_runs {
-                self.shape_of(OutletId::new(node.id, 0))?
+                self.out_shape(node)?
             } else {
                 shape.clone()
             };
             if last && i + 1 == n_runs && out_shape == shape {
                 return self.emit(node, op, vec![cur]);
             }
-            cur = self.emit_shaped(&format!("{}.reduce{i}", node.name), op, vec![cur], shape)?;
+            cur = self.emit_step(node, &format!("reduce{i}"), op, vec![cur], shape);
             if last && i + 1 == n_runs {
                 return self.emit(node, Op::Reshape, vec![cur]);
             }

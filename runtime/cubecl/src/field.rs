@@ -17,7 +17,7 @@ use flowrt::format::InputRole;
 use flowrt::model::MAX_INPUTS;
 use flowrt::{Error, Model};
 
-use crate::graph::{GpuGraph, Plan, BLOCK};
+use crate::graph::{GpuGraph, Plan};
 use crate::kernels::layout;
 use crate::{GpuBuf, GpuError, GpuOps};
 
@@ -259,22 +259,23 @@ impl<'m> GpuField<'m> {
                 }
                 InputRole::Xt => {
                     let h = scratch(&mut self.scratch, info.index, ops, len);
-                    let (Some(grid), Ok(c), Ok(du)) =
-                        (ops.grid(len), u32::try_from(len), u32::try_from(d))
-                    else {
-                        return Err(GpuError::Unsupported("an xt input too large".into()));
-                    };
-                    ops.gpu.launches += 1;
-                    layout::assemble_xt::launch::<R>(
-                        &ops.gpu.client,
-                        grid,
-                        CubeDim::new_1d(BLOCK),
-                        unsafe { ArrayArg::from_raw_parts(x.handle.clone(), x.len) },
-                        unsafe { ArrayArg::from_raw_parts(h.clone(), len) },
-                        du,
-                        t,
-                        c,
-                    );
+                    let too_large = || GpuError::Unsupported("an xt input too large".into());
+                    let du = u32::try_from(d).map_err(|_| too_large())?;
+                    let launched = ops.launch_1d(len, None, |client, grid, dim, c| {
+                        layout::assemble_xt::launch::<R>(
+                            client,
+                            grid,
+                            dim,
+                            GpuOps::<R>::arr(&x.handle, x.len),
+                            GpuOps::<R>::arr(&h, len),
+                            du,
+                            t,
+                            c,
+                        )
+                    });
+                    if !launched {
+                        return Err(too_large());
+                    }
                     h
                 }
                 InputRole::Label => on_device(&self.cond.label, "model needs a label input")?,

@@ -141,81 +141,73 @@ impl<'m> Sampler<'m> {
         req: &Request<'_>,
         observer: &mut dyn StepObserver<GpuOps<R>>,
     ) -> Result<SampleReport, GpuError> {
-        crate::guard(|| self.run_unguarded(ops, x, req, observer))
-    }
-
-    fn run_unguarded<R: Runtime>(
-        &mut self,
-        ops: &mut GpuOps<R>,
-        x: &mut [f32],
-        req: &Request<'_>,
-        observer: &mut dyn StepObserver<GpuOps<R>>,
-    ) -> Result<SampleReport, GpuError> {
-        let d = self.model.state_dim();
-        if x.len() != self.batch * d {
-            return Err(Error::ShapeMismatch {
-                what: "noise (batch x state dim, the batch the sampler was made for)",
-                expected: self.batch * d,
-                found: x.len(),
+        crate::guard(|| {
+            let d = self.model.state_dim();
+            if x.len() != self.batch * d {
+                return Err(Error::ShapeMismatch {
+                    what: "noise (batch x state dim, the batch the sampler was made for)",
+                    expected: self.batch * d,
+                    found: x.len(),
+                }
+                .into());
             }
-            .into());
-        }
-        if req.guidance.is_some() != self.guided {
-            return Err(Error::BadArgument {
-                what: "guidance on or off must match the request the sampler was made with",
+            if req.guidance.is_some() != self.guided {
+                return Err(Error::BadArgument {
+                    what: "guidance on or off must match the request the sampler was made with",
+                }
+                .into());
             }
-            .into());
-        }
-        let rows = if self.guided {
-            2 * self.batch
-        } else {
-            self.batch
-        };
-        let field = &mut self.field;
-        field.forget_checked();
-        let launches0 = ops.gpu.launches();
-        let evaluations0 = field.evaluations();
-        let run_start = Instant::now();
-        let mut xs = ops.upload(x);
-        let mut report = SampleReport {
-            device: ops.gpu.info().clone(),
-            steps: req.grid.steps(),
-            rejected: 0,
-            evaluations: 0,
-            launches: 0,
-            graph_launches: field.launches_per_eval(rows).unwrap_or(0),
-            setup: self.setup,
-            run: Duration::ZERO,
-        };
-        let mut bufs: Vec<GpuBuf> = (0..req.method.work_buffers().max(2))
-            .map(|_| ops.buffer(x.len()))
-            .collect();
-        let mut doubled: Vec<GpuBuf> = (0..if self.guided { 2 } else { 0 })
-            .map(|_| ops.buffer(2 * x.len()))
-            .collect();
-        let mut work = Workspace::default();
-        for b in bufs.iter_mut() {
-            work.push(b)?;
-        }
-        let guided = match doubled.as_mut_slice() {
-            [x2, v2] => Some([x2, v2]),
-            _ => None,
-        };
-        let mut b = Buffers { work, guided };
-        let facts = Facts::of(&self.model);
-        match run(ops, &mut *field, &facts, req, &mut xs, &mut b, observer) {
-            Ok(stats) => {
-                report.steps = stats.steps;
-                report.rejected = stats.rejected;
+            let rows = if self.guided {
+                2 * self.batch
+            } else {
+                self.batch
+            };
+            let field = &mut self.field;
+            field.forget_checked();
+            let launches0 = ops.gpu.launches();
+            let evaluations0 = field.evaluations();
+            let run_start = Instant::now();
+            let mut xs = ops.upload(x);
+            let mut report = SampleReport {
+                device: ops.gpu.info().clone(),
+                steps: req.grid.steps(),
+                rejected: 0,
+                evaluations: 0,
+                launches: 0,
+                graph_launches: field.launches_per_eval(rows).unwrap_or(0),
+                setup: self.setup,
+                run: Duration::ZERO,
+            };
+            let mut bufs: Vec<GpuBuf> = (0..req.method.work_buffers().max(2))
+                .map(|_| ops.buffer(x.len()))
+                .collect();
+            let mut doubled: Vec<GpuBuf> = (0..if self.guided { 2 } else { 0 })
+                .map(|_| ops.buffer(2 * x.len()))
+                .collect();
+            let mut work = Workspace::default();
+            for b in bufs.iter_mut() {
+                work.push(b)?;
             }
-            Err(e) => return Err(cause(e, ops, field)),
-        }
-        let out = ops.read(&xs)?;
-        x.copy_from_slice(&out);
-        report.run = run_start.elapsed();
-        report.evaluations = field.evaluations() - evaluations0;
-        report.launches = ops.gpu.launches() - launches0;
-        Ok(report)
+            let guided = match doubled.as_mut_slice() {
+                [x2, v2] => Some([x2, v2]),
+                _ => None,
+            };
+            let mut b = Buffers { work, guided };
+            let facts = Facts::of(&self.model);
+            match run(ops, &mut *field, &facts, req, &mut xs, &mut b, observer) {
+                Ok(stats) => {
+                    report.steps = stats.steps;
+                    report.rejected = stats.rejected;
+                }
+                Err(e) => return Err(cause(e, ops, field)),
+            }
+            let out = ops.read(&xs)?;
+            x.copy_from_slice(&out);
+            report.run = run_start.elapsed();
+            report.evaluations = field.evaluations() - evaluations0;
+            report.launches = ops.gpu.launches() - launches0;
+            Ok(report)
+        })
     }
 }
 

@@ -7,7 +7,7 @@ use cubecl::server::Handle;
 use flowrt::StateOps;
 
 use crate::graph::{grid_1d, BLOCK};
-use crate::kernels::state;
+use crate::kernels::{layout, state};
 use crate::{Gpu, GpuError};
 
 /// A state-sized device buffer: `len` f32 values. `clone` shares the device memory (it
@@ -37,18 +37,12 @@ pub struct GpuOps<R: Runtime> {
     /// The device.
     pub gpu: Gpu<R>,
     error: Option<GpuError>,
-    flag: Handle,
 }
 
 impl<R: Runtime> GpuOps<R> {
     /// State operations on `gpu`.
     pub fn new(gpu: Gpu<R>) -> Self {
-        let flag = gpu.client.create_from_slice(u32::as_bytes(&[0]));
-        GpuOps {
-            gpu,
-            error: None,
-            flag,
-        }
+        GpuOps { gpu, error: None }
     }
 
     /// A new buffer holding `data`.
@@ -98,7 +92,32 @@ impl<R: Runtime> GpuOps<R> {
         g
     }
 
-    fn arr(h: &Handle, n: usize) -> ArrayArg<R> {
+    /// Launches a one-thread-per-value kernel over `n` values, counted:
+    /// `f(client, grid, dim, count)`. Nothing is launched for `n` = 0, for a grid past the
+    /// device's limits (recorded as an error) or for `n` over 2^32 (recorded when `over`
+    /// names what is too large). Returns whether it launched.
+    pub(crate) fn launch_1d(
+        &mut self,
+        n: usize,
+        over: Option<&str>,
+        f: impl FnOnce(&ComputeClient<R>, CubeCount, CubeDim, u32),
+    ) -> bool {
+        let Some(grid) = self.grid(n) else {
+            return false;
+        };
+        let Ok(count) = u32::try_from(n) else {
+            if let Some(what) = over {
+                self.fail(GpuError::Unsupported(format!("{what} over 2^32 values")));
+            }
+            return false;
+        };
+        self.gpu.launches += 1;
+        f(&self.gpu.client, grid, CubeDim::new_1d(BLOCK), count);
+        true
+    }
+
+    /// `n` values of `h` as a kernel argument.
+    pub(crate) fn arr(h: &Handle, n: usize) -> ArrayArg<R> {
         // SAFETY: every buffer passed here holds at least `n` values (checked by callers
         // against `GpuBuf::len`), and the kernels bound every access by `count`.
         unsafe { ArrayArg::from_raw_parts(h.clone(), n.max(1)) }
@@ -116,48 +135,29 @@ impl<R: Runtime> GpuOps<R> {
         dst_off: usize,
         count: usize,
     ) {
-        let Some(grid) = self.grid(count) else {
-            return;
-        };
-        let (Ok(so), Ok(d_o), Ok(c)) = (
-            u32::try_from(src_off),
-            u32::try_from(dst_off),
-            u32::try_from(count),
-        ) else {
+        let (Ok(so), Ok(d_o)) = (u32::try_from(src_off), u32::try_from(dst_off)) else {
             self.fail(GpuError::Unsupported("a buffer over 2^32 values".into()));
             return;
         };
-        self.gpu.launches += 1;
-        crate::kernels::layout::copy_range::launch::<R>(
-            &self.gpu.client,
-            grid,
-            CubeDim::new_1d(BLOCK),
-            Self::arr(src, src_len),
-            Self::arr(dst, dst_len),
-            so,
-            d_o,
-            c,
-        );
+        self.launch_1d(count, Some("a buffer"), |client, grid, dim, c| {
+            layout::copy_range::launch::<R>(
+                client,
+                grid,
+                dim,
+                Self::arr(src, src_len),
+                Self::arr(dst, dst_len),
+                so,
+                d_o,
+                c,
+            )
+        });
     }
 
     /// `buf[..count] <- value`.
     pub(crate) fn fill(&mut self, buf: &Handle, count: usize, value: f32) {
-        let Some(grid) = self.grid(count) else {
-            return;
-        };
-        let Ok(c) = u32::try_from(count) else {
-            self.fail(GpuError::Unsupported("a buffer over 2^32 values".into()));
-            return;
-        };
-        self.gpu.launches += 1;
-        crate::kernels::layout::fill::launch::<R>(
-            &self.gpu.client,
-            grid,
-            CubeDim::new_1d(BLOCK),
-            Self::arr(buf, count),
-            value,
-            c,
-        );
+        self.launch_1d(count, Some("a buffer"), |client, grid, dim, c| {
+            layout::fill::launch::<R>(client, grid, dim, Self::arr(buf, count), value, c)
+        });
     }
 
     /// Checks that `bufs` all hold `n` values; records an error otherwise.
@@ -191,41 +191,33 @@ impl<R: Runtime> GpuOps<R> {
     /// `dst <- (base or dst) + Σ c_j t_j` for up to four terms, one launch.
     fn lincomb_chunk(&mut self, dst: &GpuBuf, base: Option<&GpuBuf>, terms: &[(f32, &GpuBuf)]) {
         let n = dst.len;
-        let Some(grid) = self.grid(n) else {
-            return;
-        };
-        let Ok(count) = u32::try_from(n) else {
-            self.fail(GpuError::Unsupported("a state over 2^32 values".into()));
-            return;
-        };
         // Unused term slots get a buffer that is not `dst` (never read: `n` masks them).
         let filler = base.or(terms.first().map(|t| t.1)).unwrap_or(dst);
         let t = |j: usize| terms.get(j).map_or(filler, |t| t.1);
         let c = |j: usize| terms.get(j).map_or(0.0, |t| t.0);
         let k = terms.len() as u32;
-        self.gpu.launches += 1;
-        let client = &self.gpu.client;
-        let dim = CubeDim::new_1d(BLOCK);
         // Without a base the kernel starts from `dst` and does not read `base`.
         let b = base.unwrap_or(filler);
-        state::lincomb4::launch::<R>(
-            client,
-            grid,
-            dim,
-            Self::arr(&b.handle, n),
-            Self::arr(&t(0).handle, n),
-            Self::arr(&t(1).handle, n),
-            Self::arr(&t(2).handle, n),
-            Self::arr(&t(3).handle, n),
-            Self::arr(&dst.handle, n),
-            c(0),
-            c(1),
-            c(2),
-            c(3),
-            count,
-            k,
-            base.is_some(),
-        );
+        self.launch_1d(n, Some("a state"), |client, grid, dim, count| {
+            state::lincomb4::launch::<R>(
+                client,
+                grid,
+                dim,
+                Self::arr(&b.handle, n),
+                Self::arr(&t(0).handle, n),
+                Self::arr(&t(1).handle, n),
+                Self::arr(&t(2).handle, n),
+                Self::arr(&t(3).handle, n),
+                Self::arr(&dst.handle, n),
+                c(0),
+                c(1),
+                c(2),
+                c(3),
+                count,
+                k,
+                base.is_some(),
+            )
+        });
     }
 
     /// `true` when the first `n` values of `h` are finite (one launch and a 4-byte read).
@@ -233,23 +225,24 @@ impl<R: Runtime> GpuOps<R> {
         if self.error.is_some() {
             return false;
         }
-        let Some(grid) = self.grid(n) else {
-            return n == 0;
-        };
-        let Ok(count) = u32::try_from(n) else {
+        if n == 0 {
+            return true;
+        }
+        let flag = self.gpu.client.create_from_slice(u32::as_bytes(&[0]));
+        let launched = self.launch_1d(n, None, |client, grid, dim, count| {
+            state::non_finite_flag::launch::<R>(
+                client,
+                grid,
+                dim,
+                Self::arr(h, n),
+                Self::arr(&flag, 1),
+                count,
+            )
+        });
+        if !launched {
             return false;
-        };
-        self.flag = self.gpu.client.create_from_slice(u32::as_bytes(&[0]));
-        self.gpu.launches += 1;
-        state::non_finite_flag::launch::<R>(
-            &self.gpu.client,
-            grid,
-            CubeDim::new_1d(BLOCK),
-            Self::arr(h, n),
-            unsafe { ArrayArg::from_raw_parts(self.flag.clone(), 1) },
-            count,
-        );
-        match self.gpu.read_u32(&self.flag) {
+        }
+        match self.gpu.read_u32(&flag) {
             Ok(f) => f == 0,
             Err(e) => {
                 self.fail(e);
@@ -290,21 +283,9 @@ impl<R: Runtime> StateOps for GpuOps<R> {
 
     fn scale(&mut self, buf: &mut GpuBuf, c: f32) {
         let n = buf.len;
-        let Some(grid) = self.grid(n) else {
-            return;
-        };
-        let Ok(count) = u32::try_from(n) else {
-            return;
-        };
-        self.gpu.launches += 1;
-        state::scale::launch::<R>(
-            &self.gpu.client,
-            grid,
-            CubeDim::new_1d(BLOCK),
-            Self::arr(&buf.handle, n),
-            c,
-            count,
-        );
+        self.launch_1d(n, None, |client, grid, dim, count| {
+            state::scale::launch::<R>(client, grid, dim, Self::arr(&buf.handle, n), c, count)
+        });
     }
 
     fn len(&self, buf: &GpuBuf) -> usize {
@@ -325,19 +306,17 @@ impl<R: Runtime> StateOps for GpuOps<R> {
         if !self.doubled(n, src, "doubled guidance velocity (2 x batch x state dim)") {
             return;
         }
-        let (Some(grid), Ok(half)) = (self.grid(n), u32::try_from(n)) else {
-            return;
-        };
-        self.gpu.launches += 1;
-        state::cfg_combine::launch::<R>(
-            &self.gpu.client,
-            grid,
-            CubeDim::new_1d(BLOCK),
-            Self::arr(&src.handle, 2 * n),
-            Self::arr(&dst.handle, n),
-            w,
-            half,
-        );
+        self.launch_1d(n, None, |client, grid, dim, half| {
+            state::cfg_combine::launch::<R>(
+                client,
+                grid,
+                dim,
+                Self::arr(&src.handle, 2 * n),
+                Self::arr(&dst.handle, n),
+                w,
+                half,
+            )
+        });
     }
 
     fn scaled_rms(
@@ -364,22 +343,23 @@ impl<R: Runtime> StateOps for GpuOps<R> {
             self.lincomb_chunk(&e, None, c);
         }
         let r = self.buffer(n);
-        let (Some(grid), Ok(count)) = (self.grid(n), u32::try_from(n)) else {
+        let launched = self.launch_1d(n, None, |client, grid, dim, count| {
+            state::error_ratio::launch::<R>(
+                client,
+                grid,
+                dim,
+                Self::arr(&e.handle, n),
+                Self::arr(&a.handle, n),
+                Self::arr(&b.handle, n),
+                Self::arr(&r.handle, n),
+                atol,
+                rtol,
+                count,
+            )
+        });
+        if !launched {
             return f64::NAN;
-        };
-        self.gpu.launches += 1;
-        state::error_ratio::launch::<R>(
-            &self.gpu.client,
-            grid,
-            CubeDim::new_1d(BLOCK),
-            Self::arr(&e.handle, n),
-            Self::arr(&a.handle, n),
-            Self::arr(&b.handle, n),
-            Self::arr(&r.handle, n),
-            atol,
-            rtol,
-            count,
-        );
+        }
         match self.read(&r) {
             Ok(v) => {
                 let mut sum = 0f64;

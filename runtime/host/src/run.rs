@@ -5,11 +5,11 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use flowrt::field::{ConditionalField, Conditioned};
+use flowrt::field::ConditionalField;
 use flowrt::format::{AlignedBytes, Dim, InputRole};
 use flowrt::grid::{Explicit, TimeGrid};
-use flowrt::guidance::{CfgField, Guidance};
-use flowrt::run::{Buffers, Facts, Stats};
+use flowrt::guidance::Guidance;
+use flowrt::run::{with_field, Buffers, Facts, Stats};
 use flowrt::solver::{Method, NoObserver, StepObserver, Workspace};
 use flowrt::time::SecondTime;
 use flowrt::{CpuOps, Model};
@@ -54,59 +54,48 @@ pub struct Request {
     pub threads: usize,
 }
 
+/// Builder methods that each set one field of a [`Request`] and return it.
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty)?) => $($field:ident).+ = $value:expr;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, $($arg: $ty)?) -> Self {
+                self.$($field).+ = $value;
+                self
+            }
+        )*
+    };
+}
+
 impl Request {
-    /// Sets the method.
-    pub fn method(mut self, m: Method) -> Self {
-        self.solver.method = Some(m);
-        self
+    setters! {
+        /// Sets the method.
+        method(m: Method) => solver.method = Some(m);
+        /// Sets the step count.
+        steps(n: usize) => solver.steps = Some(n);
+        /// One label for every sample.
+        label(k: i64) => conditioning.labels = Some(Labels::All(k));
+        /// One label per sample.
+        labels(v: Vec<i64>) => conditioning.labels = Some(Labels::PerRow(v));
+        /// Labels `i % n`.
+        label_cycle(n: i64) => conditioning.labels = Some(Labels::Cycle(n));
+        /// Classifier-free guidance with scale `w` (null label and interval from the file
+        /// unless set in [`Request::guidance`]).
+        guidance(w: f32) => guidance.scale = Some(w);
+        /// The null label of classifier-free guidance.
+        null_label(k: i64) => guidance.null_label = Some(k);
+        /// Samples the SDE with diffusion `g` (`const:W`, `linear:W`) instead of the ODE.
+        sde(g: &str) => sde = Some(SdeRequest::new(g));
+        /// Records the trajectory.
+        trajectory() => trajectory = true;
     }
-    /// Sets the step count.
-    pub fn steps(mut self, n: usize) -> Self {
-        self.solver.steps = Some(n);
-        self
-    }
+
     /// Sets the grid (a name or a list of times, as [`GridChoice::parse`] reads it).
     ///
     /// Errors: an unknown name or malformed numbers.
     pub fn grid(mut self, g: &str) -> Result<Self> {
         self.solver.grid = Some((GridChoice::parse(g)?, g.to_string()));
         Ok(self)
-    }
-    /// One label for every sample.
-    pub fn label(mut self, k: i64) -> Self {
-        self.conditioning.labels = Some(Labels::All(k));
-        self
-    }
-    /// One label per sample.
-    pub fn labels(mut self, v: Vec<i64>) -> Self {
-        self.conditioning.labels = Some(Labels::PerRow(v));
-        self
-    }
-    /// Labels `i % n`.
-    pub fn label_cycle(mut self, n: i64) -> Self {
-        self.conditioning.labels = Some(Labels::Cycle(n));
-        self
-    }
-    /// Classifier-free guidance with scale `w` (null label and interval from the file unless
-    /// set in [`Request::guidance`]).
-    pub fn guidance(mut self, w: f32) -> Self {
-        self.guidance.scale = Some(w);
-        self
-    }
-    /// The null label of classifier-free guidance.
-    pub fn null_label(mut self, k: i64) -> Self {
-        self.guidance.null_label = Some(k);
-        self
-    }
-    /// Samples the SDE with diffusion `g` (`const:W`, `linear:W`) instead of the ODE.
-    pub fn sde(mut self, g: &str) -> Self {
-        self.sde = Some(SdeRequest::new(g));
-        self
-    }
-    /// Records the trajectory.
-    pub fn trajectory(mut self) -> Self {
-        self.trajectory = true;
-        self
     }
 }
 
@@ -225,18 +214,39 @@ pub fn open_ort(
     }?)
 }
 
+/// A request resolved against a model for `batch` rows: the solver plan, the conditioning
+/// and, with guidance, the doubled conditioning.
+struct Resolved {
+    plan: Plan,
+    inputs: CondInputs,
+    guided: Option<(Guidance, CondInputs)>,
+    /// Rows per network evaluation (twice the batch with guidance).
+    rows: usize,
+}
+
+impl Resolved {
+    /// Resolves `req` against `m` for `batch` rows.
+    ///
+    /// Errors: a solver, conditioning or guidance the model cannot take.
+    fn new(m: &Model<'_>, req: &Request, batch: usize) -> Result<Resolved> {
+        let plan = req.solver.resolve(m)?;
+        let inputs = req.conditioning.resolve(m, batch)?;
+        let guided = req.guidance.resolve(m, &inputs)?;
+        let rows = if guided.is_some() { 2 * batch } else { batch };
+        Ok(Resolved {
+            plan,
+            inputs,
+            guided,
+            rows,
+        })
+    }
+}
+
 /// What one host-memory integration does: the ODE (with guidance when set) or the SDE.
 struct HostRun<'r> {
     model: Model<'r>,
-    plan: &'r Plan,
-    cond: RunConditioning<'r>,
+    res: &'r Resolved,
     sde: Option<&'r SdeRequest>,
-}
-
-/// The plain and the doubled (guided) conditioning of a run.
-struct RunConditioning<'r> {
-    inputs: &'r CondInputs,
-    guided: Option<&'r (Guidance, CondInputs)>,
 }
 
 impl HostRun<'_> {
@@ -250,60 +260,44 @@ impl HostRun<'_> {
         trajectory: Option<&mut Trajectory>,
     ) -> Result<Stats> {
         let facts = Facts::of(&self.model);
-        let cond = self.cond.inputs.as_conditioning();
-        let guided = self.cond.guided;
+        let guided = self.res.guided.as_ref();
         let n = x.len();
         let (mut x2, mut v2) = match guided {
             Some(_) => (vec![0f32; 2 * n], vec![0f32; 2 * n]),
             None => (Vec::new(), Vec::new()),
         };
+        let req = flowrt::run::Request {
+            method: self.res.plan.method,
+            grid,
+            tol: self.res.plan.tol,
+            cond: self.res.inputs.as_conditioning(),
+            guidance: guided.map(|(g, d)| (*g, d.as_conditioning())),
+        };
+        let doubled = guided.map(|_| [&mut x2[..], &mut v2[..]]);
         if let Some(sde) = self.sde {
             if facts.conv.second != SecondTime::None {
                 return Err(HostError::Unsupported(
                     "--sde is not available for models with a second time input".into(),
                 ));
             }
-            let evaluations = match guided {
-                None => {
-                    let mut f = Conditioned { field: net, cond };
-                    sde.run(&self.model, &mut f, false, grid, x)?
-                }
-                Some((g, doubled)) => {
-                    let mut cfg = CfgField::new(
-                        &CpuOps,
-                        net,
-                        facts.conv,
-                        *g,
-                        n / facts.state_dim.max(1),
-                        facts.state_dim,
-                        facts.cond_dim,
-                        doubled.as_conditioning(),
-                        &mut x2,
-                        &mut v2,
-                    )?;
-                    // CfgField applies the convention itself.
-                    sde.run(&self.model, &mut cfg, true, grid, x)?
-                }
-            };
+            let batch = n / facts.state_dim.max(1);
+            // The field applies the time convention itself.
+            let evaluations =
+                with_field(&mut CpuOps, net, &facts, &req, batch, doubled, |_, f| {
+                    sde.run(&self.model, f, true, grid, x)
+                })?;
             return Ok(Stats {
                 steps: grid.steps(),
                 rejected: 0,
                 evaluations,
             });
         }
-        let req = flowrt::run::Request {
-            method: self.plan.method,
-            grid,
-            tol: self.plan.tol,
-            cond,
-            guidance: guided.map(|(g, d)| (*g, d.as_conditioning())),
-        };
-        let wb = self.plan.method.work_buffers();
+        let wb = self.res.plan.method.work_buffers();
         let mut flat = vec![0f32; n * wb];
         let work = Workspace::from_slice(&mut flat, n, wb)?;
         let mut bufs = Buffers {
             work,
-            guided: guided.map(|_| [&mut x2[..], &mut v2[..]]),
+            guided: doubled,
         };
         let mut none = NoObserver;
         let observer: &mut dyn StepObserver<CpuOps> = match trajectory {
@@ -462,17 +456,16 @@ impl Frt {
     pub fn sample(&self, backend: Backend, req: &Request, noise: Noise) -> Result<Samples> {
         let m = self.model();
         let (mut x, batch) = self.noise_rows(&m, noise)?;
-        let plan = req.solver.resolve(&m)?;
+        let res = Resolved::new(&m, req, batch)?;
+        let (plan, inputs, guided, rows) = (&res.plan, &res.inputs, &res.guided, res.rows);
         let grid = plan.grid.grid(m.time_convention().axis)?;
-        let inputs = req.conditioning.resolve(&m, batch)?;
-        let guided = req.guidance.resolve(&m, &inputs)?;
         if req.sde.is_some() && req.trajectory {
             return Err(HostError::Unsupported(
                 "--trajectory is not available with --sde".into(),
             ));
         }
         if let Some(p) = m.pipeline() {
-            return self.sample_pipeline(backend, req, &m, &p, &plan, &grid, x, guided.is_some());
+            return self.sample_pipeline(backend, req, &m, &p, plan, &grid, x, guided.is_some());
         }
         let mut report = Report {
             method: if req.sde.is_some() {
@@ -485,7 +478,6 @@ impl Frt {
             ..Default::default()
         };
         let start = Instant::now();
-        let rows = if guided.is_some() { 2 * batch } else { batch };
         let cpu_only = req.sde.is_some() || req.onnx.is_some();
         report.backend = match backend {
             Backend::Auto if cpu_only => {
@@ -547,11 +539,7 @@ impl Frt {
             b => {
                 let run = HostRun {
                     model: m,
-                    plan: &plan,
-                    cond: RunConditioning {
-                        inputs: &inputs,
-                        guided: guided.as_ref(),
-                    },
+                    res: &res,
                     sde: req.sde.as_ref(),
                 };
                 with_net(&m, b, req, rows, |net| {
@@ -655,28 +643,22 @@ impl Frt {
     pub fn invert(&self, backend: Backend, req: &Request, data: Vec<f32>) -> Result<Inverted> {
         let m = self.model();
         let (x, batch) = self.noise_rows(&m, Noise::Given(data))?;
-        let plan = req.solver.resolve(&m)?;
+        let res = Resolved::new(&m, req, batch)?;
+        let plan = &res.plan;
         let axis = m.time_convention().axis;
         let forward = plan.grid.points(axis)?;
         let backward = crate::plan::reversed(&forward)?;
         let back_grid = Explicit::new(&backward)?;
         let fwd_grid = Explicit::new(&forward)?;
-        let inputs = req.conditioning.resolve(&m, batch)?;
-        let guided = req.guidance.resolve(&m, &inputs)?;
-        let rows = if guided.is_some() { 2 * batch } else { batch };
         let run = HostRun {
             model: m,
-            plan: &plan,
-            cond: RunConditioning {
-                inputs: &inputs,
-                guided: guided.as_ref(),
-            },
+            res: &res,
             sde: None,
         };
         let start = Instant::now();
         let mut z = x;
         let mut again = Vec::new();
-        let counts = with_net(&m, backend, req, rows, |net| {
+        let counts = with_net(&m, backend, req, res.rows, |net| {
             let c = run.run(net, &back_grid, &mut z, None)?;
             again = z.clone();
             run.run(net, &fwd_grid, &mut again, None)?;
@@ -693,7 +675,7 @@ impl Frt {
             rejected: counts.rejected,
             evaluations: counts.evaluations,
             grid: plan.grid.label.clone(),
-            guidance: guided.as_ref().map(|(g, _)| *g),
+            guidance: res.guided.as_ref().map(|(g, _)| *g),
             elapsed: start.elapsed(),
             ..Default::default()
         };

@@ -332,22 +332,8 @@ impl OrtSession {
     ///
     /// Errors: sizes, or ONNX Runtime failing.
     pub fn eval(&mut self, t: f32, x: &[f32], v: &mut [f32]) -> Result<(), OrtError> {
-        self.eval_cond(t, x, &Conditioning::default(), v)
-    }
-
-    /// [`OrtSession::eval`] with conditioning (as [`flowrt::exec::CpuField::eval_cond`]).
-    ///
-    /// Errors: as [`OrtField::eval_cond`].
-    pub fn eval_cond(
-        &mut self,
-        t: f32,
-        x: &[f32],
-        cond: &Conditioning<'_>,
-        v: &mut [f32],
-    ) -> Result<(), OrtError> {
         let batch = (x.len() / self.state_dim.max(1)).max(1);
-        let mut f = self.field(batch)?;
-        f.eval_cond(t, x, cond, v)
+        self.field(batch)?.eval_into(t, x, v)
     }
 }
 
@@ -358,7 +344,6 @@ enum Buf {
     I32(Vec<i32>),
 }
 
-/// Checks one conditioning field against the model's roles (same errors as the CPU field).
 /// Runs `f`, turning a panic inside `ort` into an [`OrtError::Ort`].
 fn catch_ort<T>(f: impl FnOnce() -> Result<T, OrtError>) -> Result<T, OrtError> {
     match catch_unwind(AssertUnwindSafe(f)) {

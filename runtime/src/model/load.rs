@@ -3,6 +3,77 @@
 
 use super::*;
 
+/// The layout of a section that is a table: a header of `header` bytes with the record
+/// count (`u32`) at `count_at` and a reserved zero `u32` at `reserved_at`, then `count`
+/// records of `entry` bytes and nothing after.
+struct TableLayout {
+    /// The section's name, for [`Error::Truncated`].
+    name: &'static str,
+    header: usize,
+    count_at: usize,
+    reserved_at: usize,
+    entry: usize,
+    /// The [`Error::Invalid`] messages for a nonzero reserved field and a wrong length.
+    bad_reserved: &'static str,
+    bad_length: &'static str,
+}
+
+impl TableLayout {
+    /// Checks `bytes` against the layout and returns the record count.
+    ///
+    /// Errors: [`Error::Truncated`] when the header ends before its reserved field,
+    /// [`Error::Invalid`] for a nonzero or missing reserved field or a length that does not
+    /// match the count.
+    fn check(&self, bytes: &[u8]) -> Result<u32, Error> {
+        if bytes.len() < self.reserved_at {
+            return Err(self.truncated());
+        }
+        let count = le_u32(bytes, self.count_at).ok_or(self.truncated())?;
+        if le_u32(bytes, self.reserved_at) != Some(0) {
+            return Err(invalid(self.bad_reserved));
+        }
+        if mul_add(count as usize, self.entry, self.header) != Some(bytes.len()) {
+            return Err(invalid(self.bad_length));
+        }
+        Ok(count)
+    }
+
+    /// The error for a header cut short.
+    fn truncated(&self) -> Error {
+        Error::Truncated { what: self.name }
+    }
+}
+
+const TENSORS_TABLE: TableLayout = TableLayout {
+    name: "tensors section",
+    header: 8,
+    count_at: 0,
+    reserved_at: 4,
+    entry: TENSOR_RECORD_LEN,
+    bad_reserved: "tensors section reserved field is not zero",
+    bad_length: "tensors section length does not match its count",
+};
+
+const PLAN_TABLE: TableLayout = TableLayout {
+    name: "plan section",
+    header: 24,
+    count_at: 16,
+    reserved_at: 20,
+    entry: PLAN_ENTRY_LEN,
+    bad_reserved: "plan section reserved field is not zero",
+    bad_length: "plan section length does not match its count",
+};
+
+const SIGNATURE_TABLE: TableLayout = TableLayout {
+    name: "signature section",
+    header: 16,
+    count_at: 0,
+    reserved_at: 12,
+    entry: SIGNATURE_ENTRY_LEN,
+    bad_reserved: "signature section reserved field is not zero",
+    bad_length: "signature section length does not match its count",
+};
+
 impl<'a> Model<'a> {
     /// [`Model::from_bytes`] without logging.
     pub(super) fn load(bytes: &'a [u8]) -> Result<Model<'a>, Error> {
@@ -50,15 +121,7 @@ impl<'a> Model<'a> {
     fn parse(s: Sections<'a>) -> Result<Model<'a>, Error> {
         // Tensors.
         let t = s.tensors;
-        let n_tensors = le_u32(t, 0).ok_or(Error::Truncated {
-            what: "tensors section",
-        })?;
-        if le_u32(t, 4) != Some(0) {
-            return Err(invalid("tensors section reserved field is not zero"));
-        }
-        if mul_add(n_tensors as usize, TENSOR_RECORD_LEN, 8) != Some(t.len()) {
-            return Err(invalid("tensors section length does not match its count"));
-        }
+        let n_tensors = TENSORS_TABLE.check(t)?;
         let tensors = t.get(8..).unwrap_or(&[]);
         // Nodes.
         let n = s.nodes;
@@ -82,21 +145,9 @@ impl<'a> Model<'a> {
         let weights: &[f32] = bytemuck::try_cast_slice(s.weights).map_err(|_| Error::Misaligned)?;
         // Plan.
         let p = s.plan;
-        let fixed = le_u64(p, 0).ok_or(Error::Truncated {
-            what: "plan section",
-        })?;
-        let per_row = le_u64(p, 8).ok_or(Error::Truncated {
-            what: "plan section",
-        })?;
-        let n_plan = le_u32(p, 16).ok_or(Error::Truncated {
-            what: "plan section",
-        })?;
-        if le_u32(p, 20) != Some(0) {
-            return Err(invalid("plan section reserved field is not zero"));
-        }
-        if mul_add(n_plan as usize, PLAN_ENTRY_LEN, 24) != Some(p.len()) {
-            return Err(invalid("plan section length does not match its count"));
-        }
+        let n_plan = PLAN_TABLE.check(p)?;
+        let fixed = le_u64(p, 0).ok_or(PLAN_TABLE.truncated())?;
+        let per_row = le_u64(p, 8).ok_or(PLAN_TABLE.truncated())?;
         let fixed_bytes = to_usize(fixed, "fixed arena region is too large for this platform")?;
         let per_row_bytes = to_usize(
             per_row,
@@ -107,21 +158,9 @@ impl<'a> Model<'a> {
         }
         // Signature.
         let g = s.signature;
-        let n_inputs = le_u32(g, 0).ok_or(Error::Truncated {
-            what: "signature section",
-        })?;
-        let output = le_u32(g, 4).ok_or(Error::Truncated {
-            what: "signature section",
-        })?;
-        let state_dim = le_u32(g, 8).ok_or(Error::Truncated {
-            what: "signature section",
-        })?;
-        if le_u32(g, 12) != Some(0) {
-            return Err(invalid("signature section reserved field is not zero"));
-        }
-        if mul_add(n_inputs as usize, SIGNATURE_ENTRY_LEN, 16) != Some(g.len()) {
-            return Err(invalid("signature section length does not match its count"));
-        }
+        let n_inputs = SIGNATURE_TABLE.check(g)?;
+        let output = le_u32(g, 4).ok_or(SIGNATURE_TABLE.truncated())?;
+        let state_dim = le_u32(g, 8).ok_or(SIGNATURE_TABLE.truncated())?;
         // Metadata: count, then (key_len, value_len, key, value) entries; all UTF-8.
         let (metadata, n_meta) = match s.metadata {
             Some(m) => {

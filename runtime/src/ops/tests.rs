@@ -670,21 +670,33 @@ fn gather_rejects_bad_indices_without_writing() {
     assert!(gather(&table, &dims(&[]), &[0.0], &mut out[..1]).is_err());
 }
 
+/// The largest error of `got` against the f64 function `want` over `xs`, in f32 ulps of
+/// the exact value; where that is 0, `got` must be exactly 0.
+fn worst_ulp(
+    xs: impl IntoIterator<Item = f32>,
+    got: impl Fn(f32) -> f32,
+    want: impl Fn(f64) -> f64,
+) -> f64 {
+    let mut worst = 0f64;
+    for x in xs {
+        let (got, want) = (f64::from(got(x)), want(f64::from(x)));
+        if want == 0.0 {
+            assert_eq!(got, 0.0);
+            continue;
+        }
+        worst = worst.max((got - want).abs() / (f64::from(f32::EPSILON) * want.abs()));
+    }
+    worst
+}
+
 #[test]
 fn exp_nonpositive_is_accurate_and_propagates_nan() {
-    // Every 997th f32 in [-87, 0] plus the special points: relative error <= 2 ulp.
-    let mut worst = 0f64;
-    let mut y = -87.0f32;
-    while y <= 0.0 {
-        let got = f64::from(exp_nonpositive(y));
-        let want = f64::from(y).exp();
-        let ulp = f64::from(f32::EPSILON) * want;
-        worst = worst.max((got - want).abs() / ulp);
-        y = f32::from_bits(y.to_bits() - 997.min(y.to_bits() - 0x8000_0000).max(1));
-        if y.to_bits() == 0x8000_0000 {
-            break;
-        }
-    }
+    // Every 997th f32 in [-87, 0) plus the special points: relative error <= 2 ulp.
+    let ys = core::iter::successors(Some(-87.0f32), |y| {
+        let next = f32::from_bits(y.to_bits() - 997.min(y.to_bits() - 0x8000_0000).max(1));
+        (next.to_bits() != 0x8000_0000).then_some(next)
+    });
+    let worst = worst_ulp(ys, exp_nonpositive, f64::exp);
     assert!(worst <= 2.0, "exp_nonpositive: {worst} ulp");
     assert_eq!(exp_nonpositive(0.0), 1.0);
     assert_eq!(exp_nonpositive(-0.0), 1.0);
@@ -692,13 +704,11 @@ fn exp_nonpositive_is_accurate_and_propagates_nan() {
     assert!(exp_nonpositive(-1000.0) > 0.0 && exp_nonpositive(-1000.0) < 2e-38);
     assert!(exp_nonpositive(f32::NEG_INFINITY) < 2e-38);
     // The logistic family built on it: within 3 ulp of f64 over [-40, 40], exact limits.
-    let mut worst = 0f64;
-    for i in -40_000..=40_000 {
-        let x = i as f32 * 1e-3;
-        let got = f64::from(Unary::Sigmoid.apply(x));
-        let want = 1.0 / (1.0 + (-f64::from(x)).exp());
-        worst = worst.max((got - want).abs() / (f64::from(f32::EPSILON) * want));
-    }
+    let worst = worst_ulp(
+        (-40_000..=40_000).map(|i| i as f32 * 1e-3),
+        |x| Unary::Sigmoid.apply(x),
+        |x| 1.0 / (1.0 + (-x).exp()),
+    );
     assert!(worst <= 3.0, "sigmoid: {worst} ulp");
     assert_eq!(Unary::Sigmoid.apply(100.0), 1.0);
     assert!(Unary::Silu.apply(f32::NAN).is_nan());
@@ -707,17 +717,8 @@ fn exp_nonpositive_is_accurate_and_propagates_nan() {
 
 #[test]
 fn expm1_nonpositive_is_accurate() {
-    let mut worst = 0f64;
-    for i in 0..=200_000 {
-        let y = -(i as f32) * 1e-4; // [-20, 0], dense near 0
-        let got = f64::from(expm1_nonpositive(y));
-        let want = f64::from(y).exp_m1();
-        if want == 0.0 {
-            assert_eq!(got, 0.0);
-            continue;
-        }
-        worst = worst.max((got - want).abs() / (f64::from(f32::EPSILON) * want.abs()));
-    }
+    let ys = (0..=200_000).map(|i| -(i as f32) * 1e-4); // [-20, 0], dense near 0
+    let worst = worst_ulp(ys, expm1_nonpositive, f64::exp_m1);
     assert!(worst <= 3.0, "expm1: {worst} ulp");
     assert!(expm1_nonpositive(f32::NAN).is_nan());
     assert_eq!(expm1_nonpositive(-200.0), -1.0);
@@ -733,17 +734,8 @@ fn expm1_nonpositive_is_accurate() {
 
 #[test]
 fn tanh_is_accurate() {
-    let mut worst = 0f64;
-    for i in -200_000..=200_000 {
-        let x = i as f32 * 1e-4; // [-20, 20]
-        let got = f64::from(Unary::Tanh.apply(x));
-        let want = f64::from(x).tanh();
-        if want == 0.0 {
-            assert_eq!(got, 0.0);
-            continue;
-        }
-        worst = worst.max((got - want).abs() / (f64::from(f32::EPSILON) * want.abs()));
-    }
+    let xs = (-200_000..=200_000).map(|i| i as f32 * 1e-4); // [-20, 20]
+    let worst = worst_ulp(xs, |x| Unary::Tanh.apply(x), f64::tanh);
     assert!(worst <= 4.0, "tanh: {worst} ulp");
     assert_eq!(Unary::Tanh.apply(30.0), 1.0);
     assert_eq!(Unary::Tanh.apply(-30.0), -1.0);
@@ -965,30 +957,14 @@ fn pools_count_padding_as_onnx_does() {
         pad_end: [0, 0],
     };
     let mut out = [0f32; 4];
-    pool(PoolKind::Max, &x, &xd, [2, 2], &win, &mut out, &od).unwrap();
-    assert_eq!(out, [1.0, 3.0, 7.0, 9.0]);
-    pool(
-        PoolKind::AverageExcludePad,
-        &x,
-        &xd,
-        [2, 2],
-        &win,
-        &mut out,
-        &od,
-    )
-    .unwrap();
-    assert_eq!(out, [1.0, 2.5, 5.5, 7.0]);
-    pool(
-        PoolKind::AverageIncludePad,
-        &x,
-        &xd,
-        [2, 2],
-        &win,
-        &mut out,
-        &od,
-    )
-    .unwrap();
-    assert_eq!(out, [0.25, 1.25, 2.75, 7.0]);
+    for (kind, want) in [
+        (PoolKind::Max, [1.0, 3.0, 7.0, 9.0]),
+        (PoolKind::AverageExcludePad, [1.0, 2.5, 5.5, 7.0]),
+        (PoolKind::AverageIncludePad, [0.25, 1.25, 2.75, 7.0]),
+    ] {
+        pool(kind, &x, &xd, [2, 2], &win, &mut out, &od).unwrap();
+        assert_eq!(out, want, "{kind:?}");
+    }
     // A 3x3 output is neither the floor nor the ceil window count.
     let mut big = [0f32; 9];
     let bad = Dims::new(&[1, 1, 3, 3]).unwrap();
@@ -1090,12 +1066,13 @@ fn resize_nearest_repeats_and_linear_align_corners_interpolates() {
     let xd = Dims::new(&[1, 1, 2, 2]).unwrap();
     let od = Dims::new(&[1, 1, 4, 4]).unwrap();
     let mut out = [0f32; 16];
-    resize(
+    let of_x = |mode, coord, scales, out: &mut [f32], od: &Dims| {
+        resize(mode, coord, scales, &x, &xd, out, od)
+    };
+    of_x(
         ResizeMode::NearestFloor,
         CoordMode::Asymmetric,
         [2.0, 2.0],
-        &x,
-        &xd,
         &mut out,
         &od,
     )
@@ -1103,39 +1080,20 @@ fn resize_nearest_repeats_and_linear_align_corners_interpolates() {
     assert_eq!(out[..8], [1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 2.0]);
     let od3 = Dims::new(&[1, 1, 3, 3]).unwrap();
     let mut o3 = [0f32; 9];
-    resize(
+    of_x(
         ResizeMode::Linear,
         CoordMode::AlignCorners,
         [1.5, 1.5],
-        &x,
-        &xd,
         &mut o3,
         &od3,
     )
     .unwrap();
     assert_eq!(o3, [1.0, 1.5, 2.0, 2.0, 2.5, 3.0, 3.0, 3.5, 4.0]);
     // half_pixel bilinear 2x: the first output row of [[1, 2], [3, 4]] is 1, 1.25, 1.75, 2.
-    resize(
-        ResizeMode::Linear,
-        CoordMode::HalfPixel,
-        [2.0, 2.0],
-        &x,
-        &xd,
-        &mut out,
-        &od,
-    )
-    .unwrap();
+    let half_pixel = CoordMode::HalfPixel;
+    of_x(ResizeMode::Linear, half_pixel, [2.0, 2.0], &mut out, &od).unwrap();
     assert_eq!(out[..4], [1.0, 1.25, 1.75, 2.0]);
-    assert!(resize(
-        ResizeMode::Linear,
-        CoordMode::HalfPixel,
-        [0.0, 2.0],
-        &x,
-        &xd,
-        &mut out,
-        &od
-    )
-    .is_err());
+    assert!(of_x(ResizeMode::Linear, half_pixel, [0.0, 2.0], &mut out, &od).is_err());
 }
 
 #[test]

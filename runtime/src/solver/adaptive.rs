@@ -155,20 +155,18 @@ fn next_step(dt: f64, ratio: f64) -> f64 {
 /// Errors: as [`super::integrate`]; [`Error::BadSolverConfig`] for non-positive or
 /// non-finite tolerances, more than `max_steps` attempted steps, or a step size that
 /// underflows; [`Error::NonFiniteOutput`] when the error estimate is not finite.
-pub fn dopri5<S, F, G, O>(
+pub fn dopri5<S, F>(
     ops: &mut S,
     field: &mut F,
     tol: &Tolerances,
-    grid: &G,
+    grid: &dyn TimeGrid,
     x: &mut S::Buf,
     work: &mut Workspace<'_, S::Buf>,
-    observer: &mut O,
+    observer: &mut dyn StepObserver<S>,
 ) -> Result<Stats, Error>
 where
     S: StateOps + ?Sized,
     F: VelocityField<S> + ?Sized,
-    G: TimeGrid + ?Sized,
-    O: StepObserver<S> + ?Sized,
 {
     if !(tol.rtol.is_finite() && tol.atol.is_finite() && tol.rtol >= 0.0 && tol.atol >= 0.0)
         || (tol.rtol == 0.0 && tol.atol == 0.0)

@@ -31,7 +31,7 @@
 //!
 //! `steps + 1` evaluations instead of Heun's `2 · steps`.
 
-use super::{check_start, eval_hooked, finish, StepObserver, Workspace, NO_BUFFER, NO_POINT};
+use super::{eval_hooked, fixed_grid_loop, StepObserver, Workspace, NO_BUFFER, NO_POINT};
 use crate::field::{StateOps, VelocityField};
 use crate::grid::TimeGrid;
 use crate::Error;
@@ -100,53 +100,47 @@ pub fn ab_weights(times: &[f64], t_next: f64) -> Result<[f64; MAX_AB_ORDER], Err
 /// `work` needs `order + 1` buffers (one temporary, `order` velocity slots used as a ring).
 ///
 /// Errors: as [`super::integrate`]; [`Error::BadSolverConfig`] for an order outside 2..=4.
-pub fn adams_bashforth<S, F, G, O>(
+pub fn adams_bashforth<S, F>(
     ops: &mut S,
     field: &mut F,
     order: usize,
-    grid: &G,
+    grid: &dyn TimeGrid,
     x: &mut S::Buf,
     work: &mut Workspace<'_, S::Buf>,
-    observer: &mut O,
+    observer: &mut dyn StepObserver<S>,
 ) -> Result<(), Error>
 where
     S: StateOps + ?Sized,
     F: VelocityField<S> + ?Sized,
-    G: TimeGrid + ?Sized,
-    O: StepObserver<S> + ?Sized,
 {
     if !(2..=MAX_AB_ORDER).contains(&order) {
         return Err(Error::BadSolverConfig {
             what: "Adams-Bashforth order must be 2, 3 or 4",
         });
     }
-    check_start(ops, grid, x, work, order + 1)?;
-    let (tmp_slot, k_slots) = work.bufs.split_first_mut().ok_or(NO_BUFFER)?;
-    let tmp: &mut S::Buf = tmp_slot.as_deref_mut().ok_or(NO_BUFFER)?;
-    let ring = k_slots.get_mut(..order).ok_or(NO_BUFFER)?;
-
-    let mut result_in_tmp = false;
-    {
-        let mut cur: &mut S::Buf = &mut *x;
-        let mut nxt: &mut S::Buf = &mut *tmp;
-        for n in 0..grid.steps() {
-            let t0 = grid.point(n).ok_or(NO_POINT)?;
-            let t1 = grid.point(n + 1).ok_or(NO_POINT)?;
-            let slot = n % order;
+    fixed_grid_loop(
+        ops,
+        grid,
+        x,
+        work,
+        order + 1,
+        observer,
+        |ops, observer, s, cur, nxt, ring| {
+            let n = s.n;
             {
                 let f_n = ring
-                    .get_mut(slot)
+                    .get_mut(n % order)
                     .and_then(|k| k.as_deref_mut())
                     .ok_or(NO_BUFFER)?;
-                eval_hooked(ops, field, observer, n, t0, &*cur, f_n)?;
+                eval_hooked(ops, field, observer, n, s.t0, cur, f_n)?;
             }
             let m = order.min(n + 1);
             let mut times = [0f64; MAX_AB_ORDER];
             for (j, tj) in times.iter_mut().enumerate().take(m) {
                 *tj = f64::from(grid.point(n - j).ok_or(NO_POINT)?);
             }
-            let beta = ab_weights(times.get(..m).ok_or(NO_POINT)?, f64::from(t1))?;
-            let mut terms: [(f32, &S::Buf); MAX_AB_ORDER] = [(0.0, &*cur); MAX_AB_ORDER];
+            let beta = ab_weights(times.get(..m).ok_or(NO_POINT)?, f64::from(s.t1))?;
+            let mut terms: [(f32, &S::Buf); MAX_AB_ORDER] = [(0.0, cur); MAX_AB_ORDER];
             for (j, term) in terms.iter_mut().enumerate().take(m) {
                 // f_{n-j} lives in ring slot (n - j) % order.
                 let k = ring
@@ -155,64 +149,54 @@ where
                     .ok_or(NO_BUFFER)?;
                 *term = (beta.get(j).copied().ok_or(NO_BUFFER)? as f32, k);
             }
-            ops.lincomb(nxt, &*cur, terms.get(..m).ok_or(NO_BUFFER)?);
-            core::mem::swap(&mut cur, &mut nxt);
-            result_in_tmp = !result_in_tmp;
-            observer.on_step(ops, n, t1, &mut *cur)?;
-        }
-    }
-    finish(ops, x, &*tmp, result_in_tmp)
+            ops.lincomb(nxt, cur, terms.get(..m).ok_or(NO_BUFFER)?);
+            Ok(())
+        },
+    )
 }
 
 /// FlowTurbo's pseudo-corrector (`heun-reuse`) along `grid` (see the module docs). `work`
 /// needs 3 buffers.
 ///
 /// Errors: as [`super::integrate`].
-pub fn heun_reuse<S, F, G, O>(
+pub fn heun_reuse<S, F>(
     ops: &mut S,
     field: &mut F,
-    grid: &G,
+    grid: &dyn TimeGrid,
     x: &mut S::Buf,
     work: &mut Workspace<'_, S::Buf>,
-    observer: &mut O,
+    observer: &mut dyn StepObserver<S>,
 ) -> Result<(), Error>
 where
     S: StateOps + ?Sized,
     F: VelocityField<S> + ?Sized,
-    G: TimeGrid + ?Sized,
-    O: StepObserver<S> + ?Sized,
 {
-    check_start(ops, grid, x, work, 3)?;
-    let (tmp_slot, k_slots) = work.bufs.split_first_mut().ok_or(NO_BUFFER)?;
-    let tmp: &mut S::Buf = tmp_slot.as_deref_mut().ok_or(NO_BUFFER)?;
-    let (a_slot, rest) = k_slots.split_first_mut().ok_or(NO_BUFFER)?;
-    let mut v_n: &mut S::Buf = a_slot.as_deref_mut().ok_or(NO_BUFFER)?;
-    let mut w: &mut S::Buf = rest
-        .first_mut()
-        .and_then(|k| k.as_deref_mut())
-        .ok_or(NO_BUFFER)?;
-
-    let mut result_in_tmp = false;
-    {
-        let mut cur: &mut S::Buf = &mut *x;
-        let mut nxt: &mut S::Buf = &mut *tmp;
-        let t_start = grid.point(0).ok_or(NO_POINT)?;
-        eval_hooked(ops, field, observer, 0, t_start, &*cur, &mut *v_n)?;
-        for n in 0..grid.steps() {
-            let t0 = grid.point(n).ok_or(NO_POINT)?;
-            let t1 = grid.point(n + 1).ok_or(NO_POINT)?;
-            let dt = t1 - t0;
+    // Slot 0 holds v_n, slot 1 the corrector velocity w; they swap after every step.
+    fixed_grid_loop(
+        ops,
+        grid,
+        x,
+        work,
+        3,
+        observer,
+        |ops, observer, s, cur, nxt, slots| {
+            let [v_slot, w_slot] = slots else {
+                return Err(NO_BUFFER);
+            };
+            let v_n: &mut S::Buf = v_slot.as_deref_mut().ok_or(NO_BUFFER)?;
+            let w: &mut S::Buf = w_slot.as_deref_mut().ok_or(NO_BUFFER)?;
+            if s.n == 0 {
+                eval_hooked(ops, field, observer, 0, s.t0, cur, &mut *v_n)?;
+            }
+            let dt = s.t1 - s.t0;
             // Predictor x̃ = x_n + dt v_n, evaluated at t_{n+1}.
-            ops.lincomb(nxt, &*cur, &[(dt, &*v_n)]);
-            eval_hooked(ops, field, observer, n, t1, &*nxt, &mut *w)?;
+            ops.lincomb(nxt, cur, &[(dt, &*v_n)]);
+            eval_hooked(ops, field, observer, s.n, s.t1, &*nxt, &mut *w)?;
             // Corrector x_{n+1} = x_n + dt/2 v_n + dt/2 w (x̃ is no longer needed).
             let half = dt * 0.5;
-            ops.lincomb(nxt, &*cur, &[(half, &*v_n), (half, &*w)]);
-            core::mem::swap(&mut cur, &mut nxt);
-            core::mem::swap(&mut v_n, &mut w);
-            result_in_tmp = !result_in_tmp;
-            observer.on_step(ops, n, t1, &mut *cur)?;
-        }
-    }
-    finish(ops, x, &*tmp, result_in_tmp)
+            ops.lincomb(nxt, cur, &[(half, &*v_n), (half, &*w)]);
+            slots.swap(0, 1);
+            Ok(())
+        },
+    )
 }

@@ -96,6 +96,15 @@ impl<F: FnMut(f64, [f64; 2]) -> [f64; 2]> VelocityField<ArrOps> for Closure<F> {
     }
 }
 
+/// A workspace over the first `n` of `bufs`.
+fn arr_workspace(bufs: &mut [State], n: usize) -> Workspace<'_, State> {
+    let mut ws = Workspace::new();
+    for b in bufs.iter_mut().take(n) {
+        ws.push(b).unwrap();
+    }
+    ws
+}
+
 fn solve_arr<F: FnMut(f64, [f64; 2]) -> [f64; 2]>(
     method: Method,
     grid: &dyn TimeGrid,
@@ -103,10 +112,7 @@ fn solve_arr<F: FnMut(f64, [f64; 2]) -> [f64; 2]>(
     f: F,
 ) -> [f64; 2] {
     let mut bufs = [State::default(); MAX_WORK_BUFFERS];
-    let mut ws = Workspace::new();
-    for b in bufs.iter_mut().take(method.work_buffers()) {
-        ws.push(b).unwrap();
-    }
+    let mut ws = arr_workspace(&mut bufs, method.work_buffers());
     let mut x = State(x0);
     let mut field = Closure::new(f);
     integrate(
@@ -291,6 +297,18 @@ struct Affine {
     evals: usize,
 }
 
+impl Affine {
+    /// v = a x on `n` elements.
+    fn linear(a: f32, n: usize) -> Self {
+        Affine {
+            a: vec![a; n],
+            b: vec![0.0; n],
+            c: vec![0.0; n],
+            evals: 0,
+        }
+    }
+}
+
 impl VelocityField<CpuOps> for Affine {
     fn eval(&mut self, _: &mut CpuOps, t: f32, x: &[f32], v: &mut [f32]) -> Result<(), Error> {
         self.evals += 1;
@@ -319,16 +337,67 @@ fn wavy(t: f32, x: &[f32]) -> Vec<f32> {
     v
 }
 
+/// The largest absolute difference between two states.
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max)
+}
+
 fn run_cpu<F: VelocityField<CpuOps>>(
     method: Method,
     grid: &dyn TimeGrid,
     x: &mut [f32],
     field: &mut F,
 ) -> Result<(), Error> {
+    run_cpu_observed(method, grid, x, field, &mut NoObserver)
+}
+
+/// [`run_cpu`] with a step observer.
+fn run_cpu_observed<F: VelocityField<CpuOps>>(
+    method: Method,
+    grid: &dyn TimeGrid,
+    x: &mut [f32],
+    field: &mut F,
+    observer: &mut dyn StepObserver<CpuOps>,
+) -> Result<(), Error> {
     let n = x.len();
     let mut flat = vec![0.0f32; method.workspace_len(n).unwrap()];
     let mut ws = Workspace::from_slice(&mut flat, n, method.work_buffers())?;
-    integrate(&mut CpuOps, field, method, grid, x, &mut ws)
+    integrate_observed(&mut CpuOps, field, method, grid, x, &mut ws, observer)
+}
+
+/// `method` on [`Wavy`] from `x0` over `steps` uniform steps, and a plain loop of the step
+/// `step(t0, t1, y)` over the same grid points: (the solver's result, the loop's).
+fn solver_and_loop(
+    method: Method,
+    steps: usize,
+    x0: &[f32],
+    step: impl Fn(f32, f32, &[f32]) -> Vec<f32>,
+) -> (Vec<f32>, Vec<f32>) {
+    let g = Uniform::unit(steps).unwrap();
+    let ts: Vec<f32> = (0..=steps).map(|i| g.point(i).unwrap()).collect();
+    let want = ts.windows(2).fold(x0.to_vec(), |y, w| step(w[0], w[1], &y));
+    let mut x = x0.to_vec();
+    run_cpu(method, &g, &mut x, &mut Wavy).unwrap();
+    (x, want)
+}
+
+/// torchdiffeq's euler step (float32): y1 = y0 + dt*f(t0, y0).
+fn euler_step(t0: f32, t1: f32, y: &[f32]) -> Vec<f32> {
+    let dt = t1 - t0;
+    let f0 = wavy(t0, y);
+    y.iter().zip(&f0).map(|(y, f)| y + dt * f).collect()
+}
+
+/// A step observer given by a closure `f(step, t, x)`.
+struct StepFn<F: FnMut(usize, f32, &mut [f32]) -> Result<(), Error>>(F);
+
+impl<F: FnMut(usize, f32, &mut [f32]) -> Result<(), Error>> StepObserver<CpuOps> for StepFn<F> {
+    fn on_step(&mut self, _: &mut CpuOps, step: usize, t: f32, x: &mut [f32]) -> Result<(), Error> {
+        (self.0)(step, t, x)
+    }
 }
 
 #[test]
@@ -361,32 +430,16 @@ fn euler_and_midpoint_are_bit_identical_to_torchdiffeq() {
     //                        midpoint y1 = y0 + dt*f(t0 + 0.5*dt, y0 + f0*(0.5*dt))
     let x0: Vec<f32> = (0..33).map(|i| (i as f32 - 16.0) * 0.173).collect();
     for steps in [1usize, 2, 3, 7, 10, 25] {
-        let g = Uniform::unit(steps).unwrap();
-        let ts: Vec<f32> = (0..=steps).map(|i| g.point(i).unwrap()).collect();
-
-        let mut want = x0.clone();
-        for w in ts.windows(2) {
-            let (t0, t1) = (w[0], w[1]);
-            let dt = t1 - t0;
-            let f0 = wavy(t0, &want);
-            want = want.iter().zip(&f0).map(|(y, f)| y + dt * f).collect();
-        }
-        let mut x = x0.clone();
-        run_cpu(Method::Euler, &g, &mut x, &mut Wavy).unwrap();
+        let (x, want) = solver_and_loop(Method::Euler, steps, &x0, euler_step);
         assert_eq!(x, want, "euler steps={steps}");
-
-        let mut want = x0.clone();
-        for w in ts.windows(2) {
-            let (t0, t1) = (w[0], w[1]);
+        let (x, want) = solver_and_loop(Method::Midpoint, steps, &x0, |t0, t1, y| {
             let dt = t1 - t0;
             let half_dt = 0.5 * dt;
-            let f0 = wavy(t0, &want);
-            let y_mid: Vec<f32> = want.iter().zip(&f0).map(|(y, f)| y + f * half_dt).collect();
+            let f0 = wavy(t0, y);
+            let y_mid: Vec<f32> = y.iter().zip(&f0).map(|(y, f)| y + f * half_dt).collect();
             let f1 = wavy(t0 + half_dt, &y_mid);
-            want = want.iter().zip(&f1).map(|(y, f)| y + dt * f).collect();
-        }
-        let mut x = x0.clone();
-        run_cpu(Method::Midpoint, &g, &mut x, &mut Wavy).unwrap();
+            y.iter().zip(&f1).map(|(y, f)| y + dt * f).collect()
+        });
         assert_eq!(x, want, "midpoint steps={steps}");
     }
 }
@@ -398,13 +451,9 @@ fn rk4_38_matches_torchdiffeq_formula() {
     let two_thirds = (2.0f64 / 3.0) as f32;
     let x0: Vec<f32> = (0..33).map(|i| (i as f32 - 16.0) * 0.173).collect();
     for steps in [1usize, 2, 5, 8, 20] {
-        let g = Uniform::unit(steps).unwrap();
-        let ts: Vec<f32> = (0..=steps).map(|i| g.point(i).unwrap()).collect();
-        let mut y = x0.clone();
-        for w in ts.windows(2) {
-            let (t0, t1) = (w[0], w[1]);
+        let (x, y) = solver_and_loop(Method::Rk4_38, steps, &x0, |t0, t1, y| {
             let dt = t1 - t0;
-            let k1 = wavy(t0, &y);
+            let k1 = wavy(t0, y);
             let s2: Vec<f32> = y
                 .iter()
                 .zip(&k1)
@@ -419,17 +468,11 @@ fn rk4_38_matches_torchdiffeq_formula() {
                 .map(|i| y[i] + dt * (k1[i] - k2[i] + k3[i]))
                 .collect();
             let k4 = wavy(t1, &s4);
-            y = (0..y.len())
+            (0..y.len())
                 .map(|i| y[i] + (k1[i] + 3.0 * (k2[i] + k3[i]) + k4[i]) * dt * 0.125)
-                .collect();
-        }
-        let mut x = x0.clone();
-        run_cpu(Method::Rk4_38, &g, &mut x, &mut Wavy).unwrap();
-        let max_diff = x
-            .iter()
-            .zip(&y)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+                .collect()
+        });
+        let max_diff = max_abs_diff(&x, &y);
         // Only the rounding order differs (dt*a*k vs (dt*a)*k); |x| ~ 3 and this field
         // amplifies perturbations, so allow a few ulps of accumulated difference.
         assert!(max_diff < 1e-5, "steps={steps}: max diff {max_diff}");
@@ -442,10 +485,7 @@ fn stage_times_use_grid_points() {
     let pts = [0.1f32, 0.7, 0.8];
     let g = Explicit::new(&pts).unwrap();
     let mut bufs = [State::default(); 5];
-    let mut ws = Workspace::new();
-    for b in bufs.iter_mut() {
-        ws.push(b).unwrap();
-    }
+    let mut ws = arr_workspace(&mut bufs, 5);
     let mut field = Closure::new(|_, x: [f64; 2]| x);
     let mut x = State([1.0, 1.0]);
     integrate(
@@ -487,10 +527,7 @@ fn zero_coefficients_are_skipped() {
     // Euler: no lincomb for its only stage, one for the update.
     let mut ops = ArrOps::default();
     let mut bufs = [State::default(); 5];
-    let mut ws = Workspace::new();
-    for b in bufs.iter_mut() {
-        ws.push(b).unwrap();
-    }
+    let mut ws = arr_workspace(&mut bufs, 5);
     let g = Uniform::unit(3).unwrap();
     let mut x = State([1.0, 2.0]);
     integrate(
@@ -521,19 +558,7 @@ fn zero_coefficients_are_skipped() {
 fn odd_and_even_step_counts_agree_with_plain_loop() {
     // The ping-pong between x and the temporary must not change results.
     for steps in 1..8 {
-        let g = Uniform::unit(steps).unwrap();
-        let mut want = vec![0.3f32, -0.7, 1.1];
-        for i in 0..steps {
-            let (t0, t1) = (g.point(i).unwrap(), g.point(i + 1).unwrap());
-            let f = wavy(t0, &want);
-            want = want
-                .iter()
-                .zip(&f)
-                .map(|(y, f)| y + (t1 - t0) * f)
-                .collect();
-        }
-        let mut x = vec![0.3f32, -0.7, 1.1];
-        run_cpu(Method::Euler, &g, &mut x, &mut Wavy).unwrap();
+        let (x, want) = solver_and_loop(Method::Euler, steps, &[0.3, -0.7, 1.1], euler_step);
         assert_eq!(x, want, "steps={steps}");
     }
 }
@@ -557,11 +582,7 @@ fn backward_integration_inverts() {
         &mut Wavy,
     )
     .unwrap();
-    let err = x
-        .iter()
-        .zip(&x0)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let err = max_abs_diff(&x, &x0);
     assert!(err < 1e-4, "round trip error {err}");
 }
 
@@ -575,12 +596,7 @@ fn works_with_every_grid_kind_and_dyn() {
     ];
     for g in &grids {
         let mut x = vec![1.0f32, 2.0];
-        let mut field = Affine {
-            a: vec![-1.0, -1.0],
-            b: vec![0.0, 0.0],
-            c: vec![0.0, 0.0],
-            evals: 0,
-        };
+        let mut field = Affine::linear(-1.0, 2);
         run_cpu(Method::Heun, g, &mut x, &mut field).unwrap();
         assert_eq!(field.evals, 2 * g.steps());
         let e = (-1.0f32).exp();
@@ -606,12 +622,7 @@ fn works_with_every_grid_kind_and_dyn() {
 fn non_finite_noise_is_rejected() {
     for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
         let mut x = vec![0.0f32, bad, 1.0];
-        let mut field = Affine {
-            a: vec![1.0; 3],
-            b: vec![0.0; 3],
-            c: vec![0.0; 3],
-            evals: 0,
-        };
+        let mut field = Affine::linear(1.0, 3);
         let r = run_cpu(Method::Rk4, &Uniform::unit(4).unwrap(), &mut x, &mut field);
         assert_eq!(
             r,
@@ -642,12 +653,7 @@ fn diverging_or_nan_field_gives_non_finite_output() {
     assert!(matches!(r, Err(Error::NonFiniteOutput { .. })), "{r:?}");
     // Overflow to infinity.
     let mut x = vec![1.0f32; 2];
-    let mut field = Affine {
-        a: vec![1e30; 2],
-        b: vec![0.0; 2],
-        c: vec![0.0; 2],
-        evals: 0,
-    };
+    let mut field = Affine::linear(1e30, 2);
     let r = run_cpu(
         Method::Euler,
         &Uniform::unit(5).unwrap(),
@@ -678,39 +684,16 @@ fn field_and_observer_errors_propagate() {
         })
     );
 
-    struct StopAfter(usize);
-    impl StepObserver<CpuOps> for StopAfter {
-        fn on_step(
-            &mut self,
-            _: &mut CpuOps,
-            step: usize,
-            _: f32,
-            _: &mut [f32],
-        ) -> Result<(), Error> {
-            if step + 1 == self.0 {
-                Err(Error::BadSolverConfig { what: "stopped" })
-            } else {
-                Ok(())
-            }
+    let mut stop_after_3 = StepFn(|step, _, _| {
+        if step + 1 == 3 {
+            Err(Error::BadSolverConfig { what: "stopped" })
+        } else {
+            Ok(())
         }
-    }
-    let mut flat = [0.0f32; 4];
-    let mut ws = Workspace::from_slice(&mut flat, 2, 2).unwrap();
-    let mut field = Affine {
-        a: vec![1.0; 2],
-        b: vec![0.0; 2],
-        c: vec![0.0; 2],
-        evals: 0,
-    };
-    let r = integrate_observed(
-        &mut CpuOps,
-        &mut field,
-        Method::Euler,
-        &Uniform::unit(10).unwrap(),
-        &mut x,
-        &mut ws,
-        &mut StopAfter(3),
-    );
+    });
+    let mut field = Affine::linear(1.0, 2);
+    let grid = Uniform::unit(10).unwrap();
+    let r = run_cpu_observed(Method::Euler, &grid, &mut x, &mut field, &mut stop_after_3);
     assert_eq!(r, Err(Error::BadSolverConfig { what: "stopped" }));
     assert_eq!(field.evals, 3);
 }
@@ -718,50 +701,22 @@ fn field_and_observer_errors_propagate() {
 #[test]
 fn observer_sees_every_step() {
     let mut seen = Vec::new();
-    let mut flat = [0.0f32; 5 * 3];
-    let mut ws = Workspace::from_slice(&mut flat, 3, 5).unwrap();
     let g = Uniform::unit(4).unwrap();
     let mut x = vec![0.1f32, 0.2, 0.3];
-    integrate_observed(
-        &mut CpuOps,
-        &mut Wavy,
-        Method::Rk4,
-        &g,
-        &mut x,
-        &mut ws,
-        &mut FnObserver(|step, t| seen.push((step, t))),
-    )
-    .unwrap();
+    let mut record = FnObserver(|step, t| seen.push((step, t)));
+    run_cpu_observed(Method::Rk4, &g, &mut x, &mut Wavy, &mut record).unwrap();
     assert_eq!(seen, [(0, 0.25), (1, 0.5), (2, 0.75), (3, 1.0)]);
 
     // An observer also sees the state (here: records the trajectory's first element).
-    struct Traj(Vec<f32>);
-    impl StepObserver<CpuOps> for Traj {
-        fn on_step(
-            &mut self,
-            _: &mut CpuOps,
-            _: usize,
-            _: f32,
-            x: &mut [f32],
-        ) -> Result<(), Error> {
-            self.0.push(x[0]);
-            Ok(())
-        }
-    }
-    let mut traj = Traj(Vec::new());
+    let mut traj = Vec::new();
     let mut x = vec![0.1f32, 0.2, 0.3];
-    integrate_observed(
-        &mut CpuOps,
-        &mut Wavy,
-        Method::Euler,
-        &g,
-        &mut x,
-        &mut ws,
-        &mut traj,
-    )
-    .unwrap();
-    assert_eq!(traj.0.len(), 4);
-    assert_eq!(*traj.0.last().unwrap(), x[0]);
+    let mut first = StepFn(|_, _, x: &mut [f32]| {
+        traj.push(x[0]);
+        Ok(())
+    });
+    run_cpu_observed(Method::Euler, &g, &mut x, &mut Wavy, &mut first).unwrap();
+    assert_eq!(traj.len(), 4);
+    assert_eq!(*traj.last().unwrap(), x[0]);
 }
 
 #[test]
@@ -1027,10 +982,7 @@ fn multistep_methods_evaluate_once_per_step_at_grid_points() {
         (Method::HeunReuse, p.to_vec()),
     ] {
         let mut bufs = [State::default(); MAX_WORK_BUFFERS];
-        let mut ws = Workspace::new();
-        for b in bufs.iter_mut().take(m.work_buffers()) {
-            ws.push(b).unwrap();
-        }
+        let mut ws = arr_workspace(&mut bufs, m.work_buffers());
         let mut field = Closure::new(|t: f64, x: [f64; 2]| [t, -x[1]]);
         let mut x = State([0.0, 1.0]);
         integrate(
@@ -1067,10 +1019,7 @@ fn dopri5_reaches_tolerance_and_counts_steps() {
             ..Default::default()
         };
         let mut bufs = [State::default(); MAX_WORK_BUFFERS];
-        let mut ws = Workspace::new();
-        for b in bufs.iter_mut() {
-            ws.push(b).unwrap();
-        }
+        let mut ws = arr_workspace(&mut bufs, MAX_WORK_BUFFERS);
         let mut field = Closure::new(f);
         let mut x = State([1.0, 0.5]);
         let grid = Uniform::new(1, 0.0, 2.0).unwrap();

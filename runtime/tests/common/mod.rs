@@ -2,8 +2,9 @@
 //! generator for weights and inputs, and small hand-built graphs.
 #![allow(dead_code)]
 
-use flowrt::format::AlignedBytes;
+use flowrt::format::{self, AlignedBytes};
 use flowrt::ir::{BinaryOp, Dim, ModelBuilder, ModelDesc, Op};
+use flowrt::{Error, Model};
 
 /// The symbolic batch dimension.
 pub const B: Dim = Dim::Batch;
@@ -45,6 +46,38 @@ impl Lcg {
 /// Writes `desc` and loads the bytes into an aligned buffer.
 pub fn load(desc: &ModelDesc) -> AlignedBytes {
     AlignedBytes::copy_from(&flowrt::write::write(desc).unwrap())
+}
+
+/// A section's body (offset, length) in a written file, found in its section table.
+pub fn section_range(file: &[u8], kind: u16) -> Option<(usize, usize)> {
+    let count = u32::from_le_bytes(file[20..24].try_into().unwrap()) as usize;
+    (0..count).find_map(|i| {
+        let o = 32 + 24 * i;
+        let k = u16::from_le_bytes(file[o..o + 2].try_into().unwrap());
+        let off = u64::from_le_bytes(file[o + 8..o + 16].try_into().unwrap()) as usize;
+        let len = u64::from_le_bytes(file[o + 16..o + 24].try_into().unwrap()) as usize;
+        (k == kind).then_some((off, len))
+    })
+}
+
+/// Loads a copy of `bytes` with `value` written at `at` and the checksum recomputed.
+pub fn patched(bytes: &[u8], at: usize, value: &[u8]) -> Result<(), Error> {
+    let mut b = bytes.to_vec();
+    b[at..at + value.len()].copy_from_slice(value);
+    let crc = format::file_checksum(&b).to_le_bytes();
+    b[16..20].copy_from_slice(&crc);
+    let a = AlignedBytes::copy_from(&b);
+    Model::from_bytes(a.as_slice()).map(|_| ())
+}
+
+/// Asserts that each patch `(at, value, what)` of `file` is an `Error::Invalid` naming `what`.
+pub fn assert_invalid_patches<const N: usize>(file: &[u8], patches: [(usize, Vec<u8>, &str); N]) {
+    for (at, value, what) in patches {
+        match patched(file, at, &value) {
+            Err(Error::Invalid { what: w }) => assert!(w.contains(what), "{w} vs {what}"),
+            other => panic!("{what}: {other:?}"),
+        }
+    }
 }
 
 /// `x · 0 + other` with the shape of `x` ([B, 2]): an output that depends on `x`'s batch but

@@ -10,9 +10,6 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::{entry, exception};
 use cortex_m_semihosting::{debug, hprint, hprintln};
-use flowrt::grid::GridSpec;
-use flowrt::solver::Method;
-use flowrt::Model;
 use panic_semihosting as _;
 
 mod logger;
@@ -100,19 +97,10 @@ fn main() -> ! {
         STEPS,
         ARENA_BYTES
     );
-    let model = Model::from_bytes(MODEL).unwrap_or_else(|e| fail("loading the model", e));
-    let method: Method = METHOD.parse().unwrap_or_else(|e| fail("method", e));
-    // Uniform steps from the model's noise end to its data end (t 0 -> 1, or sigma 1 -> 0).
-    let grid = GridSpec::Uniform
-        .build(STEPS, model.time_convention().axis)
-        .unwrap_or_else(|e| fail("grid", e));
-
-    let (lo, hi) = paint_stack();
-    let t0 = ticks();
-    sample_embedded(&model, method, &grid, x, labels, arena)
-        .unwrap_or_else(|e| fail("sampling", e));
-    let sample_ticks = ticks() - t0;
-    let touched = lowest_touched(lo, hi);
+    let Measured {
+        counted: sample_ticks,
+        touched,
+    } = run_embedded(x, labels, arena, paint_stack, ticks, fail);
     let stack_top = core::ptr::addr_of!(_stack_start) as usize;
 
     hprintln!("FLOWRT-SHAPE {}", SHAPE);

@@ -8,10 +8,6 @@
 
 use core::fmt::Write;
 
-use flowrt::grid::GridSpec;
-use flowrt::solver::Method;
-use flowrt::Model;
-
 #[path = "../../embedded.rs"]
 mod embedded;
 use embedded::*;
@@ -92,19 +88,10 @@ fn fail(what: &str, e: flowrt::Error) -> ! {
 #[riscv_rt::entry]
 fn main() -> ! {
     let (arena, x, labels) = buffers();
-    let model = Model::from_bytes(MODEL).unwrap_or_else(|e| fail("loading the model", e));
-    let method: Method = METHOD.parse().unwrap_or_else(|e| fail("method", e));
-    // Uniform steps from the model's noise end to its data end (t 0 -> 1, or sigma 1 -> 0).
-    let grid = GridSpec::Uniform
-        .build(STEPS, model.time_convention().axis)
-        .unwrap_or_else(|e| fail("grid", e));
-
-    let (lo, hi) = paint_stack();
-    let i0 = instret();
-    sample_embedded(&model, method, &grid, x, labels, arena)
-        .unwrap_or_else(|e| fail("sampling", e));
-    let instructions = instret() - i0;
-    let touched = lowest_touched(lo, hi);
+    let Measured {
+        counted: instructions,
+        touched,
+    } = run_embedded(x, labels, arena, paint_stack, instret, fail);
     let stack_top = core::ptr::addr_of!(_stack_start) as usize;
 
     let mut u = Uart;

@@ -1,5 +1,5 @@
 //! Helpers shared by the CLI test files: run the real `flowrt` binary, check clean successes
-//! and failures, temp dirs, fixture paths.
+//! and failures, temp dirs, fixture paths, and the export / inspect / sample command lines.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -46,7 +46,7 @@ impl Drop for TempDir {
 
 /// Words of a `flowrt` command line, as the one helper every CLI test builds its arguments
 /// with ([`args`]): a string literal is split at white space (`"--method rk4-38 --steps 8"`),
-/// a path or a `String` is one word.
+/// a path or a `String` is one word, a list (`[&dyn Arg]`) is its parts in order.
 pub trait Arg {
     /// Appends the words.
     fn push_to(&self, out: &mut Vec<String>);
@@ -106,12 +106,18 @@ impl Arg for Vec<String> {
     }
 }
 
+impl Arg for [&dyn Arg] {
+    fn push_to(&self, out: &mut Vec<String>) {
+        for p in self {
+            p.push_to(out);
+        }
+    }
+}
+
 /// The command line of `parts` (see [`Arg`]).
 pub fn args(parts: &[&dyn Arg]) -> Vec<String> {
     let mut out = Vec::new();
-    for p in parts {
-        p.push_to(&mut out);
-    }
+    parts.push_to(&mut out);
     out
 }
 
@@ -178,6 +184,39 @@ pub fn fails(args: &[&dyn Arg]) -> String {
     fails_env(args, &[])
 }
 
+/// [`fails`], and asserts that the error line contains each of `needles`.
+pub fn fails_with(args: &[&dyn Arg], needles: &[&str]) -> String {
+    let e = fails(args);
+    assert_contains(&e, needles);
+    e
+}
+
+/// Asserts that `text` contains every one of `needles`.
+pub fn assert_contains(text: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(text.contains(needle), "output lacks `{needle}`:\n{text}");
+    }
+}
+
+/// `flowrt inspect FRT`; asserts that its output contains each of `needles`, returns it.
+pub fn inspect_has(frt: &Path, needles: &[&str]) -> String {
+    let text = ok(&[&"inspect", &frt]);
+    assert_contains(&text, needles);
+    text
+}
+
+/// `flowrt inspect FRT --json`, parsed.
+pub fn inspect_json(frt: &Path) -> serde_json::Value {
+    let json = ok(&[&"inspect", &frt, &"--json"]);
+    serde_json::from_str(&json).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{json}"))
+}
+
+/// The `role` of each input in an `inspect --json` value.
+pub fn input_roles(v: &serde_json::Value) -> Vec<&str> {
+    let inputs = v["inputs"].as_array().expect("inputs array");
+    inputs.iter().map(|i| i["role"].as_str().unwrap()).collect()
+}
+
 /// A path as `&str` (the fixtures and temp dirs are UTF-8).
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
@@ -203,12 +242,58 @@ pub fn assert_close(got: &Path, want: &str, tol: f32) {
     assert!(d <= tol, "{want}: max abs diff {d}");
 }
 
+/// The max abs difference of two `.npy` files, after asserting that their shapes agree.
+pub fn npy_diff(a: &Path, b: &Path) -> f32 {
+    let ((x, xs), (y, ys)) = (read_npy(a), read_npy(b));
+    assert_eq!(xs, ys, "{} vs {}: shape", a.display(), b.display());
+    flowrt_export::max_abs_diff(&x, &y)
+}
+
 /// `flowrt export FIXTURE -o FRT FLAGS...` (a fixture's ONNX file); asserts success.
-pub fn export_fx(onnx: &str, frt: &Path, flags: &str) -> String {
+pub fn export_fx(onnx: &str, frt: &Path, flags: impl Arg) -> String {
     ok(&[&"export", &fx(onnx), &"-o", &frt, &flags])
 }
 
-/// `flowrt sample FRT --noise NOISE FLAGS... -o OUT`; asserts success.
-pub fn sample_ok(frt: &Path, noise: &Path, flags: &str, out: &Path) -> String {
-    ok(&[&"sample", &frt, &"--noise", &noise, &flags, &"-o", &out])
+/// `flowrt export FIXTURE -o DIR/NAME FLAGS...`; asserts success and the written file,
+/// returns its path.
+pub fn export_in(dir: &TempDir, name: &str, onnx: &str, flags: impl Arg) -> PathBuf {
+    let frt = dir.path(name);
+    let stdout = export_fx(onnx, &frt, flags);
+    assert!(stdout.contains("exported"), "{stdout}");
+    assert!(frt.is_file(), "{} not written", frt.display());
+    frt
+}
+
+/// A fresh [`TempDir`] tagged `tag`, with the fixture `onnx` exported to `model.frt` in it
+/// ([`export_in`]).
+pub fn temp_export(tag: &str, onnx: &str, flags: impl Arg) -> (TempDir, PathBuf) {
+    let dir = TempDir::new(tag);
+    let frt = export_in(&dir, "model.frt", onnx, flags);
+    (dir, frt)
+}
+
+/// `flowrt export FIXTURE -o FRT FLAGS...`; asserts a clean failure naming `needles`.
+pub fn export_fails(onnx: &str, frt: &Path, flags: impl Arg, needles: &[&str]) -> String {
+    fails_with(&[&"export", &fx(onnx), &"-o", &frt, &flags], needles)
+}
+
+/// The command line `sample FRT --noise NOISE PARTS... -o OUT`.
+pub fn sample_args(frt: &Path, noise: &Path, parts: &[&dyn Arg], out: &Path) -> Vec<String> {
+    args(&[&"sample", &frt, &"--noise", &noise, &parts, &"-o", &out])
+}
+
+/// [`sample_args`] run; asserts success, returns stdout.
+pub fn sample_ok(frt: &Path, noise: &Path, parts: &[&dyn Arg], out: &Path) -> String {
+    ok(&[&sample_args(frt, noise, parts, out)])
+}
+
+/// [`sample_args`] run; asserts a clean failure naming `needles`, returns the error line.
+pub fn sample_fails(
+    frt: &Path,
+    noise: &Path,
+    parts: &[&dyn Arg],
+    out: &Path,
+    needles: &[&str],
+) -> String {
+    fails_with(&[&sample_args(frt, noise, parts, out)], needles)
 }

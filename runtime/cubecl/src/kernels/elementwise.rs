@@ -3,10 +3,11 @@
 
 use cubecl::prelude::*;
 
-/// "No activation" code for fused epilogues.
+/// "No activation" code for fused epilogues ([`unary_apply`] passes the value through).
 pub const ACT_NONE: u32 = 255;
 
-/// `flowrt::ops::Unary` by file code (`op`), with its attributes `alpha`, `gamma`.
+/// `flowrt::ops::Unary` by file code (`op`), with its attributes `alpha`, `gamma`; `x` itself
+/// for [`ACT_NONE`].
 #[cube]
 pub fn unary_apply(x: f32, alpha: f32, gamma: f32, #[comptime] op: u32) -> f32 {
     let mut y = x;
@@ -128,18 +129,24 @@ pub fn binary_apply(a: f32, b: f32, #[comptime] op: u32) -> f32 {
     y
 }
 
-/// Offset of output element `i` in an operand with strides `meta[base + k]`, where
-/// `meta[1..=rank]` are the output dims (a broadcast axis has stride 0).
+/// Offset of element `i` of the view with dims `meta[dims..dims + rank]` in an operand with
+/// strides `meta[strides..strides + rank]` (a broadcast axis has stride 0).
 #[cube]
-pub fn strided_offset(meta: &Array<u32>, i: usize, rank: usize, base: usize) -> usize {
+pub fn strided_offset(
+    meta: &Array<u32>,
+    i: usize,
+    rank: usize,
+    dims: usize,
+    strides: usize,
+) -> usize {
     let mut rem = i;
     let mut off = 0usize;
     for kk in 0..rank {
         let k = rank - 1 - kk;
-        let d = meta[1 + k] as usize;
+        let d = meta[dims + k] as usize;
         let c = rem % d;
         rem /= d;
-        off += c * meta[base + k] as usize;
+        off += c * meta[strides + k] as usize;
     }
     off
 }
@@ -175,16 +182,12 @@ pub fn binary(
         let mut ia = i;
         let mut ib = i;
         if !direct_a {
-            ia = strided_offset(meta, i, rank, 1 + rank);
+            ia = strided_offset(meta, i, rank, 1, 1 + rank);
         }
         if !direct_b {
-            ib = strided_offset(meta, i, rank, 1 + 2 * rank);
+            ib = strided_offset(meta, i, rank, 1, 1 + 2 * rank);
         }
-        let mut y = binary_apply(a[ia], b[ib], op);
-        if act != ACT_NONE {
-            y = unary_apply(y, alpha, gamma, act);
-        }
-        out[i] = y;
+        out[i] = unary_apply(binary_apply(a[ia], b[ib], op), alpha, gamma, act);
     }
 }
 
@@ -200,9 +203,9 @@ pub fn select3(
     let i = ABSOLUTE_POS;
     if i < out.len() {
         let rank = meta[0] as usize;
-        let ic = strided_offset(meta, i, rank, 1 + rank);
-        let ia = strided_offset(meta, i, rank, 1 + 2 * rank);
-        let ib = strided_offset(meta, i, rank, 1 + 3 * rank);
+        let ic = strided_offset(meta, i, rank, 1, 1 + rank);
+        let ia = strided_offset(meta, i, rank, 1, 1 + 2 * rank);
+        let ib = strided_offset(meta, i, rank, 1, 1 + 3 * rank);
         out[i] = select(c[ic] != 0.0, a[ia], b[ib]);
     }
 }

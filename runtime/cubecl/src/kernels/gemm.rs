@@ -7,7 +7,7 @@
 
 use cubecl::prelude::*;
 
-use super::elementwise::{unary_apply, ACT_NONE};
+use super::elementwise::{strided_offset, unary_apply};
 
 /// Threads per cube side.
 pub const THREADS: u32 = 16;
@@ -17,6 +17,26 @@ const STAGE: usize = 1024;
 /// Output rows / columns of one cube for a micro-tile of `per × per`.
 pub const fn tile(per: u32) -> u32 {
     THREADS * per
+}
+
+/// Element `e` of the `width`-column tile at `(row, col)` of the row-major `rows × cols`
+/// matrix at `src[base..]`; 0 outside the matrix.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn tile_value(
+    src: &Array<f32>,
+    base: usize,
+    e: usize,
+    #[comptime] width: usize,
+    row: usize,
+    col: usize,
+    rows: usize,
+    cols: usize,
+) -> f32 {
+    let r = row + e / width;
+    let c = col + e % width;
+    let inside = r < rows && c < cols;
+    select(inside, src[base + select(inside, r * cols + c, 0)], 0.0)
 }
 
 /// `out[z] = act(a[z] (m×k) · b[z] (k×n) + bias)` for every batch index `z` (`CUBE_POS_Z`),
@@ -47,17 +67,8 @@ pub fn gemm(
     let rank = meta[3] as usize;
     let z = CUBE_POS_Z as usize;
     // Batch offsets of a and b from the batch index.
-    let mut rem = z;
-    let mut a_base = 0usize;
-    let mut b_base = 0usize;
-    for kk in 0..rank {
-        let ax = rank - 1 - kk;
-        let d = meta[4 + ax] as usize;
-        let c = rem % d;
-        rem /= d;
-        a_base += c * meta[4 + rank + ax] as usize;
-        b_base += c * meta[4 + 2 * rank + ax] as usize;
-    }
+    let a_base = strided_offset(meta, z, rank, 4, 4 + rank);
+    let b_base = strided_offset(meta, z, rank, 4, 4 + 2 * rank);
     let out_base = z * m * n;
 
     let tx = UNIT_POS_X as usize;
@@ -80,20 +91,9 @@ pub fn gemm(
         #[unroll]
         for j in 0..4usize {
             let e = tid + j * 256;
-            // a tile: `tile` rows × `depth`
-            let ar = e / depth;
-            let ac = e % depth;
-            let gr = row0 + ar;
-            let gc = k0 + ac;
-            let in_a = gr < m && gc < k;
-            sa[e] = select(in_a, a[a_base + select(in_a, gr * k + gc, 0)], 0.0);
-            // b tile: `depth` × `tile` columns
-            let br = e / tile;
-            let bc = e % tile;
-            let grb = k0 + br;
-            let gcb = col0 + bc;
-            let in_b = grb < k && gcb < n;
-            sb[e] = select(in_b, b[b_base + select(in_b, grb * n + gcb, 0)], 0.0);
+            // a tile: `tile` rows × `depth`; b tile: `depth` × `tile` columns
+            sa[e] = tile_value(a, a_base, e, depth, row0, k0, m, k);
+            sb[e] = tile_value(b, b_base, e, tile, k0, col0, k, n);
         }
         sync_cube();
         #[unroll]
@@ -124,10 +124,7 @@ pub fn gemm(
                 if has_bias {
                     y += bias[c];
                 }
-                if act != ACT_NONE {
-                    y = unary_apply(y, alpha, gamma, act);
-                }
-                out[out_base + r * n + c] = y;
+                out[out_base + r * n + c] = unary_apply(y, alpha, gamma, act);
             }
         }
     }

@@ -8,7 +8,7 @@
 
 use cubecl::prelude::*;
 
-use super::elementwise::{unary_apply, ACT_NONE};
+use super::elementwise::unary_apply;
 
 /// Geometry words shared by the image kernels (indices into `meta`).
 pub mod geo {
@@ -54,7 +54,8 @@ pub mod geo {
 
 /// ONNX `Conv`, or with `transposed` ONNX `ConvTranspose` as a gather over the input
 /// positions that reach each output (see the module docs for the kernel layouts); `meta` per
-/// [`geo`]; `act` is a fused activation (or [`ACT_NONE`]).
+/// [`geo`]; `act` is a fused activation (or
+/// [`ACT_NONE`](super::elementwise::ACT_NONE)).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn conv(
@@ -131,10 +132,7 @@ pub fn conv(
                 }
             }
         }
-        if act != ACT_NONE {
-            acc = unary_apply(acc, alpha, gamma, act);
-        }
-        out[i] = acc;
+        out[i] = unary_apply(acc, alpha, gamma, act);
     }
 }
 

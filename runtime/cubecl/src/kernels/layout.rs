@@ -3,6 +3,8 @@
 
 use cubecl::prelude::*;
 
+use super::elementwise::strided_offset;
+
 /// `dst[dst_base + Σ i_k·dst_k] = src[src_base + Σ i_k·src_k]` over the view `dims`:
 /// `meta = [rank, dims.., src strides.., dst strides.., src_base, dst_base]`; `count` is the
 /// number of view elements.
@@ -11,17 +13,8 @@ pub fn strided_copy(src: &Array<f32>, dst: &mut Array<f32>, meta: &Array<u32>, c
     let i = ABSOLUTE_POS;
     if i < count as usize {
         let rank = meta[0] as usize;
-        let mut rem = i;
-        let mut so = meta[1 + 3 * rank] as usize;
-        let mut d_off = meta[2 + 3 * rank] as usize;
-        for kk in 0..rank {
-            let k = rank - 1 - kk;
-            let d = meta[1 + k] as usize;
-            let c = rem % d;
-            rem /= d;
-            so += c * meta[1 + rank + k] as usize;
-            d_off += c * meta[1 + 2 * rank + k] as usize;
-        }
+        let so = meta[1 + 3 * rank] as usize + strided_offset(meta, i, rank, 1, 1 + rank);
+        let d_off = meta[2 + 3 * rank] as usize + strided_offset(meta, i, rank, 1, 1 + 2 * rank);
         dst[d_off] = src[so];
     }
 }
