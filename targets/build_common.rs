@@ -203,7 +203,7 @@ fn write_plan() {
          /// Graph-arena bytes for BATCH rows: `Model::required_arena_bytes(BATCH)`.\n\
          pub const GRAPH_ARENA_BYTES: usize = {graph};\n\
          /// .frt file bytes.\npub const FRT_BYTES: usize = {frt_len};\n\
-         /// Raw weight bytes (f32 parameters * 4).\npub const WEIGHT_BYTES: usize = {wbytes};\n\
+         /// Bytes of the weights section (constants in their stored types, with padding).\npub const WEIGHT_BYTES: usize = {wbytes};\n\
          /// Multiply-accumulates per velocity evaluation per row.\npub const MACS_PER_ROW: usize = {macs};\n",
         frt = frt.display(),
         noise = noise.display(),
@@ -212,7 +212,7 @@ fn write_plan() {
         stages = method.stages(),
         graph = model.required_arena_bytes(batch).expect("graph arena"),
         frt_len = bytes.len(),
-        wbytes = model.param_count() * 4,
+        wbytes = model.weight_bytes(),
         macs = macs_per_row(&model),
     );
     std::fs::write(out.join("plan.rs"), plan).expect("write plan.rs");

@@ -4,7 +4,9 @@
 //! embedded copy must not depend on it. [`self_contained_onnx`] decodes the `ModelProto`
 //! (tract-onnx's prost types), reads every externally stored tensor (`external_data`:
 //! `location`, `offset`, `length`) into `raw_data`, clears `external_data` and
-//! `data_location`, and re-encodes.
+//! `data_location`, and re-encodes. A half-precision model is stored widened to float32
+//! ([`crate::half::widen_model`]): the graph flowrt imported, with the float32 signature the
+//! `.frt` declares, so ONNX Runtime computes what the CPU path computes.
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
@@ -16,17 +18,19 @@ use tract_onnx::pb::{GraphProto, ModelProto, TensorProto};
 /// ONNX `TensorProto.DataLocation.EXTERNAL`.
 const EXTERNAL: i32 = 1;
 
-/// Reads `path` and returns ONNX bytes with every external initializer inlined (the input
-/// bytes re-encoded unchanged in meaning when nothing was external).
+/// Reads `path` and returns ONNX bytes with every external initializer inlined and every
+/// float16 / bfloat16 tensor, type and `Cast` target widened to float32 (the input bytes
+/// re-encoded unchanged in meaning when nothing was external or half precision).
 ///
-/// Errors: unreadable / undecodable ONNX, a missing or too short external data file, or an
-/// external location that is absolute or leaves the model's folder.
+/// Errors: unreadable / undecodable ONNX, a missing or too short external data file, an
+/// external location that is absolute or leaves the model's folder, or malformed half data.
 pub fn self_contained_onnx(path: &Path) -> Result<Vec<u8>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let mut model = ModelProto::decode(&bytes[..])
         .with_context(|| format!("{} is not an ONNX ModelProto", path.display()))?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut files = HashMap::new();
+    crate::half::widen_model(&mut model, dir)?;
     if let Some(g) = model.graph.as_mut() {
         inline_graph(g, dir, &mut files)?;
     }
@@ -68,7 +72,9 @@ fn inline_graph(
     Ok(())
 }
 
-fn inline_tensor(
+/// Reads an externally stored tensor's data (`files` caches the files read) into `raw_data`;
+/// a tensor stored inline is left as it is.
+pub(crate) fn inline_tensor(
     t: &mut TensorProto,
     dir: &Path,
     files: &mut HashMap<PathBuf, Vec<u8>>,

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use flowrt::ir::{Role, UnaryOp};
+use prost::Message as _;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::DimLike;
@@ -173,11 +174,33 @@ pub fn declared_io(model: &InferenceModel) -> Result<(Vec<DeclaredInput>, Vec<De
 }
 
 /// Loads `path` (external data files are resolved next to it) as an inference model.
+///
+/// float16 / bfloat16 weights, `Constant` values, graph inputs / outputs and `Cast` targets
+/// are widened to float32 in the `ModelProto` first ([`crate::half::widen_model`]): flowrt
+/// computes in f32, and tract has no bfloat16.
+///
+/// Errors: unreadable or undecodable file, malformed half-precision data, or tract cannot
+/// parse the graph.
 pub fn load_inference_model(path: &Path) -> Result<InferenceModel> {
-    onnx_parser()
-        .model_for_path(path)
-        .map_err(|e| anyhow!("{e:#}"))
-        .with_context(|| format!("cannot read ONNX model {}", path.display()))
+    let load = || -> Result<InferenceModel> {
+        let bytes = std::fs::read(path)?;
+        let mut proto =
+            tract_onnx::pb::ModelProto::decode(&bytes[..]).context("not an ONNX ModelProto")?;
+        let dir = path.parent().unwrap_or(Path::new(""));
+        crate::half::widen_model(&mut proto, dir)?;
+        // As tract's `model_for_path`: external data is read relative to the model's folder.
+        let parsed = onnx_parser()
+            .parse(&proto, dir.to_str())
+            .map_err(|e| anyhow!("{e:#}"))?;
+        if !parsed.unresolved_inputs.is_empty() {
+            bail!(
+                "could not resolve inputs at top level: {:?}",
+                parsed.unresolved_inputs
+            );
+        }
+        Ok(parsed.model)
+    };
+    load().with_context(|| format!("cannot read ONNX model {}", path.display()))
 }
 
 /// Pins each input of a plain graph (every dim fixed, as declared; the declared dtype) and

@@ -8,11 +8,13 @@
 
 pub mod conformance;
 pub mod embed;
+pub mod half;
 pub mod import;
 pub mod lower;
 pub mod npy;
 pub mod roles;
 pub mod validate;
+pub mod weights;
 
 use std::path::Path;
 
@@ -35,6 +37,9 @@ pub struct ExportOptions {
     /// stage's rule and its ONNX file, exported with the same time convention (the decoder
     /// with none).
     pub pipeline: Vec<(flowrt::pipeline::StageKind, std::path::PathBuf)>,
+    /// The stored type of the weights (`export --weights --keep-f32`); pipeline stages use
+    /// the same type.
+    pub weights: weights::WeightChoice,
 }
 
 /// Imports and lowers an ONNX file into a flowrt model description.
@@ -56,6 +61,8 @@ pub fn onnx_to_desc(path: &Path, opts: &ExportOptions) -> Result<ModelDesc> {
         .with_context(|| format!("cannot convert {}", path.display()))?;
     let mut roles = roles;
     state_only_fixup(&mut desc, &mut roles, &opts.roles, &inputs);
+    weights::assign(&mut desc, &opts.weights)
+        .with_context(|| format!("choosing the weight types of {}", path.display()))?;
     let source = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -79,6 +86,10 @@ pub fn onnx_to_desc(path: &Path, opts: &ExportOptions) -> Result<ModelDesc> {
                 flowrt::time::TimeConvention::default()
             } else {
                 opts.time
+            },
+            weights: weights::WeightChoice {
+                kind: opts.weights.kind,
+                keep_f32: Vec::new(),
             },
             ..Default::default()
         };

@@ -9,7 +9,11 @@
 //!    `ai.onnx`), an op that does not exist yet ([`OP_SINCE`]), or an attribute that does not
 //!    exist at that opset ([`ATTR_RULES`]) — "model is invalid: ...";
 //! 2. op types outside [`SUPPORTED_OPS`], all of them at once (de-duplicated, with a count);
-//! 3. graph inputs that are not float32 / int64 / int32.
+//! 3. graph inputs that are not float32 / float16 / bfloat16 / int64 / int32 (half-precision
+//!    inputs are imported as float32: [`crate::half`] widens the graph before tract);
+//! 4. initializers and tensor attributes (`Constant` values) of an element type tract cannot
+//!    load (complex, float8, 4-bit, undefined or unknown codes), or a string tensor in
+//!    `raw_data` — named, instead of tract's "Unknown DatumType" without a name.
 //!
 //! Only the main graph is checked (the ops with subgraphs — If, Loop, Scan — are refused as
 //! unsupported); external data files are not read.
@@ -20,7 +24,7 @@ use anyhow::{bail, Context, Result};
 use prost::Message;
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::type_proto;
-use tract_onnx::pb::{ModelProto, NodeProto};
+use tract_onnx::pb::{ModelProto, NodeProto, TensorProto};
 
 /// ONNX op types (default domain) that flowrt's lowering can handle.
 ///
@@ -243,8 +247,57 @@ pub const OP_SINCE: &[(&str, i64)] = &[
     ("Gelu", 20),
 ];
 
-/// Graph input element types flowrt accepts (`x`, `t`... are f32; labels are integers).
-const INPUT_TYPES: &[DataType] = &[DataType::Float, DataType::Int64, DataType::Int32];
+/// Graph input element types flowrt accepts (`x`, `t`... are f32 — float16 / bfloat16 ones
+/// are widened to f32 with the rest of the graph; labels are integers).
+const INPUT_TYPES: &[DataType] = &[
+    DataType::Float,
+    DataType::Float16,
+    DataType::Bfloat16,
+    DataType::Int64,
+    DataType::Int32,
+];
+
+/// Element types of initializers and tensor attributes the import can load (tract's types;
+/// float16 / bfloat16 are widened to float32 first, see [`crate::half`]).
+const TENSOR_TYPES: &[DataType] = &[
+    DataType::Float,
+    DataType::Float16,
+    DataType::Bfloat16,
+    DataType::Double,
+    DataType::Int8,
+    DataType::Int16,
+    DataType::Int32,
+    DataType::Int64,
+    DataType::Uint8,
+    DataType::Uint16,
+    DataType::Uint32,
+    DataType::Uint64,
+    DataType::Bool,
+    DataType::String,
+];
+
+/// The ONNX name of an element type code ("float8e4m3fn"; "data type N" if unknown).
+fn dtype_name(code: i32) -> String {
+    DataType::try_from(code)
+        .map(|d| d.as_str_name().to_ascii_lowercase())
+        .unwrap_or_else(|_| format!("data type {code}"))
+}
+
+/// Why a constant tensor cannot be imported, if it cannot.
+fn tensor_problem(t: &TensorProto) -> Option<String> {
+    let dt = DataType::try_from(t.data_type).ok();
+    if !dt.is_some_and(|dt| TENSOR_TYPES.contains(&dt)) {
+        return Some(format!(
+            "is {}: flowrt imports float32, float16 / bfloat16 (widened to float32), float64, \
+             integer and bool constants",
+            dtype_name(t.data_type)
+        ));
+    }
+    if dt == Some(DataType::String) && !t.raw_data.is_empty() {
+        return Some("is a string tensor stored in raw_data, which ONNX does not allow".into());
+    }
+    None
+}
 
 /// Reads and decodes `path` as an ONNX `ModelProto` and runs [`check_model`].
 ///
@@ -316,8 +369,9 @@ fn plural(n: usize, what: &str) -> String {
 /// Checks an ONNX model before tract imports it (see the module docs).
 ///
 /// Errors: one error listing every problem found: invalid nodes for the model's opset (or
-/// custom-domain nodes), op types flowrt does not support, and graph inputs of a type other
-/// than float32 / int64 / int32.
+/// custom-domain nodes), op types flowrt does not support, graph inputs of a type other than
+/// float32 / float16 / bfloat16 / int64 / int32, and initializers or tensor attributes of a
+/// type the import cannot load.
 pub fn check_model(model: &ModelProto) -> Result<()> {
     let Some(graph) = model.graph.as_ref() else {
         bail!("model is invalid: the ModelProto has no graph");
@@ -425,16 +479,33 @@ pub fn check_model(model: &ModelProto) -> Result<()> {
         if dt.is_some_and(|dt| dt == DataType::Undefined || INPUT_TYPES.contains(&dt)) {
             continue;
         }
-        let name = dt
-            .map(|d| d.as_str_name().to_ascii_lowercase())
-            .unwrap_or_else(|| format!("data type {}", t.elem_type));
+        let name = dtype_name(t.elem_type);
         let hint = match dt {
-            Some(DataType::Float16 | DataType::Double | DataType::Bfloat16) => {
-                "flowrt computes in f32; re-export in float32"
+            Some(DataType::Double) => {
+                "flowrt computes in f32; re-export in float32 (float16 / bfloat16 are accepted)"
             }
-            _ => "flowrt accepts float32 inputs (and int64 / int32 class labels)",
+            _ => {
+                "flowrt accepts float32 / float16 / bfloat16 inputs (and int64 / int32 class \
+                 labels)"
+            }
         };
         dtypes.push(format!("graph input `{}` is {name}: {hint}", input.name));
+    }
+
+    for t in &graph.initializer {
+        if let Some(why) = tensor_problem(t) {
+            dtypes.push(format!("initializer `{}` {why}", t.name));
+        }
+    }
+    for (ix, node) in graph.node.iter().enumerate() {
+        for a in &node.attribute {
+            for t in a.t.iter().chain(&a.tensors) {
+                if let Some(why) = tensor_problem(t) {
+                    let label = node_label(ix, node, opset_of(model, &node.domain));
+                    dtypes.push(format!("{label}: attribute `{}` {why}", a.name));
+                }
+            }
+        }
     }
 
     let mut problems = Vec::new();

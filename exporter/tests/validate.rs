@@ -213,7 +213,7 @@ fn ai_onnx_is_the_default_domain() {
 fn non_f32_inputs_are_refused() {
     let mut m = model(17, vec![node("add", "Add", &["x", "h"], &["v"])]);
     if let Some(g) = m.graph.as_mut() {
-        g.input.push(input("h", DataType::Float16));
+        g.input.push(input("h", DataType::Double));
         g.input.push(input("label", DataType::Int64));
         g.input.push(input("flag", DataType::Bool));
     }
@@ -221,7 +221,7 @@ fn non_f32_inputs_are_refused() {
     assert_has(
         &e,
         &[
-            "graph input `h` is float16",
+            "graph input `h` is double",
             "flowrt computes in f32; re-export in float32",
             "graph input `flag` is bool",
         ],

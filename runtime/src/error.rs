@@ -98,6 +98,14 @@ pub enum Error {
         /// What is wrong.
         what: &'static str,
     },
+    /// A constant is stored in a weight type this runtime was built without (cargo features
+    /// `weights-f16` for f16 / bf16, `weights-int8` for int8).
+    UnsupportedWeightType {
+        /// Index of the constant.
+        tensor: u32,
+        /// The type's name (`f16`, `bf16`, `int8`).
+        dtype: &'static str,
+    },
     /// A velocity-field backend outside the runtime (ONNX Runtime, a GPU) failed; the
     /// backend keeps its own detailed message (e.g. `flowrt_ort::OrtField::take_error`).
     Backend {
@@ -127,7 +135,7 @@ impl fmt::Display for Error {
             Error::UnsupportedVersion { found } => {
                 write!(
                     f,
-                    "unsupported .frt format version {found} (this runtime reads version 1)"
+                    "unsupported .frt format version {found} (this runtime reads versions 1 and 2)"
                 )
             }
             Error::Truncated { what } => {
@@ -172,6 +180,12 @@ impl fmt::Display for Error {
             }
             Error::BadArgument { what } => write!(f, "bad argument: {what}"),
             Error::Backend { what } => write!(f, "backend error: {what}"),
+            Error::UnsupportedWeightType { tensor, dtype } => write!(
+                f,
+                "tensor #{tensor} stores {dtype} weights, which this runtime was built without \
+                 (cargo feature weights-{})",
+                if *dtype == "int8" { "int8" } else { "f16" }
+            ),
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::error::expect_len;
 use crate::field::{ConditionalField, Conditioning, CpuOps, Signature, VelocityField};
 use crate::format::{align_up, InputRole, NodeOp, TensorKind};
 use crate::model::{Model, NodeRec, TensorRec, MAX_INPUTS};
-use crate::ops::{self, Dims};
+use crate::ops::{self, Dims, Weights};
 use crate::Error;
 
 fn check_batch(batch: usize) -> Result<(), Error> {
@@ -149,6 +149,18 @@ impl<'x, 'm: 'x> Views<'x, 'm> {
     fn input(&self, node: &NodeRec, j: usize) -> Result<(&'x [f32], TensorRec, Dims), Error> {
         self.get(self.model.node_input(node, j)?)
     }
+
+    /// Weight input `j` of `node`: a constant in its stored type, or any f32 tensor.
+    fn weights(&self, node: &NodeRec, j: usize) -> Result<(Weights<'x>, Dims), Error> {
+        let tensor = self.model.node_input(node, j)?;
+        let rec = self.model.tensor_rec(tensor)?;
+        if rec.kind == TensorKind::Const {
+            let w = self.model.const_weights_of(&rec)?;
+            return Ok((w, rec.shape.concrete(self.batch)));
+        }
+        let (data, _, dims) = self.get(tensor)?;
+        Ok((Weights::F32(data), dims))
+    }
 }
 
 /// Runs every node in order. `inputs` in signature order, `arena` = graph arena.
@@ -182,7 +194,7 @@ fn exec_node(v: &Views<'_, '_>, node: &NodeRec, out: &mut [f32], od: &Dims) -> R
     match node.op {
         NodeOp::Dense => {
             let (a, _, _) = v.input(node, 0)?;
-            let (w, _, wd) = v.input(node, 1)?;
+            let (w, wd) = v.weights(node, 1)?;
             let bias = if node.n_inputs == 3 {
                 Some(v.input(node, 2)?.0)
             } else {
@@ -235,13 +247,13 @@ fn exec_node(v: &Views<'_, '_>, node: &NodeRec, out: &mut [f32], od: &Dims) -> R
             ops::transpose(x, &xd, node.op.perm(), out, od)
         }
         NodeOp::Gather => {
-            let (table, _, td) = v.input(node, 0)?;
+            let (table, td) = v.weights(node, 0)?;
             let (idx, _, _) = v.input(node, 1)?;
             ops::gather(table, &td, idx, out)
         }
         NodeOp::Conv { groups, window } => {
             let (x, _, xd) = v.input(node, 0)?;
-            let (w, _, wd) = v.input(node, 1)?;
+            let (w, wd) = v.weights(node, 1)?;
             let bias = conv_bias(v, node)?;
             ops::conv(x, &xd, w, &wd, bias, groups as usize, &window, out, od)
         }
@@ -251,7 +263,7 @@ fn exec_node(v: &Views<'_, '_>, node: &NodeRec, out: &mut [f32], od: &Dims) -> R
             out_pad,
         } => {
             let (x, _, xd) = v.input(node, 0)?;
-            let (w, _, wd) = v.input(node, 1)?;
+            let (w, wd) = v.weights(node, 1)?;
             let bias = conv_bias(v, node)?;
             ops::conv_transpose(
                 x,

@@ -28,6 +28,9 @@ pub struct TensorDesc {
     pub shape: Vec<Dim>,
     /// `Some(values)` for a constant (row-major, must match the shape, no batch dim).
     pub data: Option<Vec<f32>>,
+    /// How the writer stores a constant's values (f32 unless the exporter was asked for
+    /// f16, bf16 or int8 weights; see [`crate::write::quantize`]). Computed tensors are f32.
+    pub stored: crate::format::WeightType,
 }
 
 /// One node: an operation, its input tensors and its single output tensor.
@@ -109,6 +112,7 @@ impl ModelBuilder {
             name: alloc::format!("t{n}"),
             shape: shape.to_vec(),
             data: None,
+            stored: Default::default(),
         });
         n as u32
     }

@@ -7,8 +7,8 @@ use alloc::vec::Vec;
 
 use crate::format::{
     align_up, check_output_shape, check_role_shape, node_err, rules, section, tensor_err, NodeOp,
-    Region, Shape, TensorKind, ALIGN, DTYPE_F32, HEADER_LEN, MAGIC, NONE_U32, NO_BATCH,
-    SECTION_ENTRY_LEN, SECTION_FLAG_REQUIRED, VERSION,
+    Region, Shape, TensorKind, WeightType, ALIGN, HEADER_LEN, MAGIC, NONE_U32, NO_BATCH,
+    SECTION_ENTRY_LEN, SECTION_FLAG_REQUIRED, VERSION, VERSION_TYPED_WEIGHTS,
 };
 use crate::ir::{self, ModelDesc};
 use crate::plan::{self, MemoryPlan, Request};
@@ -68,6 +68,16 @@ pub(crate) fn analyze(desc: &ModelDesc) -> Result<Analysis, Error> {
                 ));
             }
             *kind = TensorKind::Const;
+            if let WeightType::Int8 { axis } = t.stored {
+                if usize::from(axis) >= shape.rank() {
+                    return Err(tensor_err(i, "int8 channel axis is not below the rank"));
+                }
+            }
+        } else if t.stored != WeightType::F32 {
+            return Err(tensor_err(
+                i,
+                "only constants may be stored as f16, bf16 or int8",
+            ));
         }
         shapes.push(shape);
     }
@@ -252,6 +262,97 @@ fn put_str(v: &mut Vec<u8>, s: &str) -> Result<(), Error> {
     v.extend_from_slice(s.as_bytes());
     Ok(())
 }
+/// Appends constant `data` of `shape` in the stored type `stored` (docs/frt-format.md,
+/// "Weight types"): f32 / f16 / bf16 little-endian (half types rounded to nearest even), or
+/// int8 values padded to 4 bytes followed by the channels' f32 scales ([`quantize`]).
+///
+/// Errors: a non-finite value in a typed constant, an int8 axis outside the shape, or a
+/// type this build lacks.
+fn encode_const(
+    out: &mut Vec<u8>,
+    data: &[f32],
+    shape: &[crate::format::Dim],
+    stored: WeightType,
+) -> Result<(), &'static str> {
+    if stored != WeightType::F32 && !data.iter().all(|v| v.is_finite()) {
+        return Err("a constant stored as f16, bf16 or int8 must be finite");
+    }
+    match stored {
+        WeightType::F32 => {
+            for v in data {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        #[cfg(feature = "weights-f16")]
+        WeightType::F16 => {
+            for v in data {
+                out.extend_from_slice(&half::f16::from_f32(*v).to_le_bytes());
+            }
+        }
+        #[cfg(feature = "weights-f16")]
+        WeightType::Bf16 => {
+            for v in data {
+                out.extend_from_slice(&half::bf16::from_f32(*v).to_le_bytes());
+            }
+        }
+        WeightType::Int8 { axis } => {
+            let fixed = |d: &crate::format::Dim| match d {
+                crate::format::Dim::Fixed(n) => Some(*n as usize),
+                crate::format::Dim::Batch => None,
+            };
+            let dims: Option<Vec<usize>> = shape.iter().map(fixed).collect();
+            let dims = dims.ok_or("constant has a batch dim")?;
+            let channels = *dims
+                .get(usize::from(axis))
+                .ok_or("int8 channel axis is not below the rank")?;
+            let inner: usize = dims.iter().skip(usize::from(axis) + 1).product();
+            let (q, scales) = quantize(data, channels, inner);
+            out.extend(q.iter().map(|v| *v as u8));
+            pad4(out);
+            for s in scales {
+                out.extend_from_slice(&s.to_le_bytes());
+            }
+        }
+        #[allow(unreachable_patterns)]
+        _ => return Err("this build cannot write the requested weight type"),
+    }
+    Ok(())
+}
+
+/// Symmetric int8 quantization with one scale per channel: element `e` belongs to channel
+/// `(e / inner) % channels`; a channel's scale is `max |w| / 127` (0 for an all-zero
+/// channel) and its values `round(w / scale)` (ties away from zero) in `-127..=127`.
+/// Returns the values and the scales. The runtime computes with `q * scale`.
+pub fn quantize(data: &[f32], channels: usize, inner: usize) -> (Vec<i8>, Vec<f32>) {
+    let channel = |e: usize| (e / inner.max(1)) % channels.max(1);
+    let mut amax = vec![0f32; channels.max(1)];
+    for (e, v) in data.iter().enumerate() {
+        if let Some(m) = amax.get_mut(channel(e)) {
+            *m = m.max(v.abs());
+        }
+    }
+    let scales: Vec<f32> = amax.iter().map(|m| m / 127.0).collect();
+    let q = data
+        .iter()
+        .enumerate()
+        .map(|(e, v)| {
+            let s = scales.get(channel(e)).copied().unwrap_or(0.0);
+            if s == 0.0 {
+                0
+            } else {
+                libm::roundf(v / s).clamp(-127.0, 127.0) as i8
+            }
+        })
+        .collect();
+    (q, scales)
+}
+
+fn pad4(v: &mut Vec<u8>) {
+    while v.len() & 3 != 0 {
+        v.push(0);
+    }
+}
+
 fn pad16(v: &mut Vec<u8>) {
     while v.len() & (ALIGN - 1) != 0 {
         v.push(0);
@@ -269,19 +370,41 @@ pub fn write(desc: &ModelDesc) -> Result<Vec<u8>, Error> {
     };
     let u32_of = |n: usize| u32::try_from(n).map_err(|_| too_big);
 
-    // Weights: each constant 16-aligned.
+    // Typed weights only where a kernel reads them.
+    for (j, node) in desc.nodes.iter().enumerate() {
+        for (k, t) in node.inputs.iter().enumerate() {
+            let typed = desc
+                .tensors
+                .get(*t as usize)
+                .is_some_and(|t| t.stored != WeightType::F32);
+            if typed && !node.op.reads_typed_weights(k) {
+                return Err(Error::InvalidNode {
+                    node: u32_of(j)?,
+                    what: "an f16 / bf16 / int8 constant feeds an input that reads f32 (only \
+                           the weights of Dense, Conv, ConvTranspose and Gather may be typed)",
+                });
+            }
+        }
+    }
+
+    // Weights: each constant 16-aligned, in its stored type.
     let mut weights = Vec::new();
     let mut data_pos = vec![(0u64, 0u64); desc.tensors.len()];
-    for (t, pos) in desc.tensors.iter().zip(data_pos.iter_mut()) {
+    for (i, (t, pos)) in desc.tensors.iter().zip(data_pos.iter_mut()).enumerate() {
         if let Some(data) = &t.data {
             pad16(&mut weights);
             let off = weights.len() as u64;
-            for v in data {
-                weights.extend_from_slice(&v.to_le_bytes());
-            }
-            *pos = (off, data.len() as u64 * 4);
+            encode_const(&mut weights, data, &t.shape, t.stored).map_err(|w| tensor_err(i, w))?;
+            *pos = (off, weights.len() as u64 - off);
         }
     }
+    // The section stays a whole number of words (f16 data may end on a half word).
+    pad4(&mut weights);
+    let version = if desc.tensors.iter().all(|t| t.stored == WeightType::F32) {
+        VERSION
+    } else {
+        VERSION_TYPED_WEIGHTS
+    };
 
     // Plan entries, in tensor order; slot index per tensor.
     let mut plan_sec = Vec::new();
@@ -312,8 +435,9 @@ pub fn write(desc: &ModelDesc) -> Result<Vec<u8>, Error> {
         let shape = a.shapes.get(i).copied().ok_or(too_big)?;
         let kind = a.kinds.get(i).copied().ok_or(too_big)?;
         let (rank, batch_axis, dims) = shape.raw();
+        let stored = desc.tensors.get(i).map(|t| t.stored).unwrap_or_default();
         tensors.push(kind.code());
-        tensors.push(DTYPE_F32);
+        tensors.push(stored.code());
         tensors.push(rank);
         tensors.push(if shape.has_batch() {
             batch_axis
@@ -331,7 +455,13 @@ pub fn write(desc: &ModelDesc) -> Result<Vec<u8>, Error> {
             put_u32(&mut tensors, d);
         }
         put_u32(&mut tensors, slot_of.get(i).copied().unwrap_or(NONE_U32));
-        put_u32(&mut tensors, 0);
+        put_u32(
+            &mut tensors,
+            match stored {
+                WeightType::Int8 { axis } => u32::from(axis),
+                _ => 0,
+            },
+        );
         let (off, len) = data_pos.get(i).copied().unwrap_or((0, 0));
         put_u64(&mut tensors, off);
         put_u64(&mut tensors, len);
@@ -472,7 +602,7 @@ pub fn write(desc: &ModelDesc) -> Result<Vec<u8>, Error> {
     }
     let mut out = Vec::with_capacity(pos);
     out.extend_from_slice(&MAGIC);
-    put_u16(&mut out, VERSION);
+    put_u16(&mut out, version);
     put_u16(&mut out, 0);
     put_u64(&mut out, 0); // total length, patched below
     put_u32(&mut out, 0); // checksum, patched below

@@ -785,10 +785,10 @@ fn every_bit_flip_is_rejected() {
 fn header_errors() {
     let f = small_file();
     let mut v = f.clone();
-    v[4] = 2;
-    assert_eq!(load_err(&v), Error::UnsupportedVersion { found: 2 });
+    v[4] = 3;
+    assert_eq!(load_err(&v), Error::UnsupportedVersion { found: 3 });
     refresh(&mut v);
-    assert_eq!(load_err(&v), Error::UnsupportedVersion { found: 2 });
+    assert_eq!(load_err(&v), Error::UnsupportedVersion { found: 3 });
     let mut v = f.clone();
     v[0] = b'X';
     assert_eq!(load_err(&v), Error::BadMagic);

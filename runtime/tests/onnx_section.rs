@@ -11,6 +11,7 @@ fn tiny(onnx: Option<Vec<u8>>) -> ModelDesc {
         name: name.into(),
         shape: vec![Dim::Batch, Dim::Fixed(2)],
         data: None,
+        stored: Default::default(),
     };
     ModelDesc {
         tensors: vec![t("x"), t("v")],

@@ -369,7 +369,7 @@ fn bit_flips_with_valid_checksum_never_panic() {
 fn header_errors() {
     let b = moons();
     rejects!(&b;
-        "version 2", Error::UnsupportedVersion { found: 2 }, |b| put_u16(b, 4, 2);
+        "version 3", Error::UnsupportedVersion { found: 3 }, |b| put_u16(b, 4, 3);
         "version 0", Error::UnsupportedVersion { found: 0 }, |b| put_u16(b, 4, 0);
         "version 0xFFFF", Error::UnsupportedVersion { found: 0xFFFF }, |b| put_u16(b, 4, 0xFFFF);
     );

@@ -53,6 +53,18 @@ fn write_rows(from: &Path, rows: usize, to: &Path) {
     flowrt_export::npy::write_f32(to, &all[..rows * row_len], &small).expect("noise");
 }
 
+/// Writes the first `rows` labels of fixture `name` to `dir/TAG-labels.npy`; returns the path.
+fn labels_file(dir: &Path, tag: &str, name: &str, rows: usize) -> PathBuf {
+    let path = dir.join(format!("{tag}-labels.npy"));
+    let all = flowrt_export::npy::read_labels(
+        &flowrt_tests::fixtures_dir().join(name).join("labels.npy"),
+    )
+    .expect("labels")
+    .0;
+    flowrt_export::npy::write_i64(&path, &all[..rows]).expect("labels");
+    path
+}
+
 /// One sampling run: a model, its noise (and labels to embed), a method and a step count.
 struct Run<'a> {
     frt: &'a Path,
@@ -292,11 +304,7 @@ fn image_models_match_host_bit_for_bit() {
         let rows = 2;
         let noise = dir.join(format!("{name}-noise.npy"));
         write_rows(&root.join(name).join("noise.npy"), rows, &noise);
-        let labels = dir.join(format!("{name}-labels.npy"));
-        let lab = flowrt_export::npy::read_labels(&root.join(name).join("labels.npy"))
-            .expect("labels")
-            .0;
-        flowrt_export::npy::write_i64(&labels, &lab[..rows]).expect("labels");
+        let labels = labels_file(&dir, name, name, rows);
         let host = dir.join(format!("{name}-host.npy"));
         let run = Run {
             frt: &frt,
@@ -313,4 +321,62 @@ fn image_models_match_host_bit_for_bit() {
         }
     }
     assert_eq!(tally.finish(&dir), 4);
+}
+
+/// Typed weights (`flowrt export --weights f16|bf16|int8`) on both targets: the MLP fixture
+/// in every type (Dense kernels with dequantized weight runs) and the class-conditional
+/// digits UNet in int8 (Conv, ConvTranspose-free up path, the label table as an int8
+/// Gather), byte for byte against the host.
+#[test]
+fn typed_weights_match_host_bit_for_bit() {
+    use flowrt_export::weights::{WeightChoice, WeightKind};
+    let dir = temp_dir("weights");
+    let root = flowrt_tests::fixtures_dir();
+    let mut tally = Tally::default();
+    let cases = [
+        ("moons_icfm", WeightKind::F16, "rk4-38", 8usize, 0usize),
+        ("moons_icfm", WeightKind::Bf16, "rk4-38", 8, 0),
+        ("moons_icfm", WeightKind::Int8, "rk4-38", 8, 0),
+        ("digits_unet", WeightKind::Int8, "euler", 1, 2),
+    ];
+    for (name, kind, method, steps, labelled) in cases {
+        let opts = flowrt_export::ExportOptions {
+            weights: WeightChoice {
+                kind,
+                keep_f32: Vec::new(),
+            },
+            ..Default::default()
+        };
+        let tag = format!("{name}-{kind:?}");
+        let frt = dir.join(format!("{tag}.frt"));
+        let bytes = flowrt_export::export_onnx(&root.join(name).join("model.ts.onnx"), &opts)
+            .expect("export");
+        let model_bytes = flowrt::format::AlignedBytes::copy_from(&bytes);
+        let model = flowrt::Model::from_bytes(model_bytes.as_slice()).expect("load");
+        assert_eq!(
+            model.version(),
+            flowrt::format::VERSION_TYPED_WEIGHTS,
+            "{tag}"
+        );
+        std::fs::write(&frt, &bytes).expect("write frt");
+        let rows = if labelled > 0 { labelled } else { ROWS };
+        let noise = dir.join(format!("{tag}-noise.npy"));
+        write_rows(&root.join(name).join("noise.npy"), rows, &noise);
+        let labels = (labelled > 0).then(|| labels_file(&dir, &tag, name, rows));
+        let host = dir.join(format!("{tag}-host.npy"));
+        let run = Run {
+            frt: &frt,
+            noise: &noise,
+            labels: labels.as_deref(),
+            method,
+            steps,
+        };
+        host_sample(&run, &host);
+        for target in ["cortex-m4", "riscv32"] {
+            let dev = dir.join(format!("{tag}-{target}.npy"));
+            let what = format!("{tag} {method} x{steps} on {target}");
+            tally.add(device_matches_host(target, &run, &host, &dev, &what));
+        }
+    }
+    assert_eq!(tally.finish(&dir), 8);
 }

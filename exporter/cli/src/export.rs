@@ -71,6 +71,15 @@ pub struct ExportArgs {
     /// step; samples are its output.
     #[arg(long, value_name = "FILE.onnx")]
     pub decoder: Option<PathBuf>,
+    /// Store the weights (Dense / Conv / ConvTranspose kernels, Gather tables) as f32, f16,
+    /// bf16 or int8 (symmetric, one f32 scale per output channel). Biases and every other
+    /// constant stay f32; the runtime dequantizes on the fly.
+    #[arg(long, default_value = "f32", value_name = "TYPE")]
+    pub weights: String,
+    /// Keep these weights f32 with --weights f16|bf16|int8 (comma-separated names of
+    /// weight tensors or of the nodes that read them, as `flowrt inspect --json` lists).
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    pub keep_f32: Vec<String>,
 }
 
 /// Runs `flowrt export`.
@@ -95,6 +104,8 @@ pub fn run(a: ExportArgs) -> Result<()> {
         blocks,
         refiners,
         decoder,
+        weights,
+        keep_f32,
     } = a;
 
     let time = flowrt::time::TimeConvention {
@@ -127,6 +138,10 @@ pub fn run(a: ExportArgs) -> Result<()> {
         time,
         solver_defaults: defaults,
         pipeline: pipeline_stages(&blocks, &refiners, decoder.as_deref())?,
+        weights: flowrt_export::weights::WeightChoice {
+            kind: flowrt_export::weights::WeightKind::parse(&weights)?,
+            keep_f32,
+        },
     };
     write(&model, &output, &opts)
 }
@@ -230,8 +245,21 @@ fn write(model: &Path, output: &Path, opts: &ExportOptions) -> Result<()> {
     let aligned = AlignedBytes::copy_from(&bytes);
     let m =
         Model::from_bytes(aligned.as_slice()).map_err(|e| anyhow!("re-reading the export: {e}"))?;
+    let typed = m
+        .tensors()
+        .filter_map(|t| m.const_weights(t.index).ok())
+        .filter(|w| w.as_f32().is_none())
+        .count();
+    let weights = if typed > 0 {
+        format!(
+            ", {typed} weight tensors stored as {}",
+            opts.weights.kind.name()
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "exported {} -> {} ({} bytes, {} nodes, {} parameters)",
+        "exported {} -> {} ({} bytes, {} nodes, {} parameters{weights})",
         model.display(),
         output.display(),
         bytes.len(),

@@ -39,6 +39,17 @@ pub fn run(path: &Path, json: bool, batches: &[usize]) -> Result<()> {
         .iter()
         .map(|&b| Ok((b, m.required_arena_bytes(b).map_err(|e| anyhow!("{e}"))?)))
         .collect::<Result<_>>()?;
+    // Constants per stored type: (tensors, values).
+    let mut stored = std::collections::BTreeMap::<&str, (usize, usize)>::new();
+    for t in m
+        .tensors()
+        .filter(|t| t.kind == flowrt::format::TensorKind::Const)
+    {
+        let w = m.const_weights(t.index).map_err(|e| anyhow!("{e}"))?;
+        let e = stored.entry(w.type_name()).or_default();
+        e.0 += 1;
+        e.1 += w.len();
+    }
     if json {
         let v = serde_json::json!({
             "file": path.display().to_string(),
@@ -54,6 +65,8 @@ pub fn run(path: &Path, json: bool, batches: &[usize]) -> Result<()> {
             "time": {"axis": m.time_convention().axis.name(), "scale": m.time_convention().scale, "negate_output": m.time_convention().negate_output},
             "solver_defaults": m.solver_defaults().map(|d| format!("{d:?}")),
             "weight_bytes": m.weight_bytes(),
+            "format_version": m.version(),
+            "constants": stored.iter().map(|(ty, (n, v))| serde_json::json!({"type": ty, "tensors": n, "values": v})).collect::<Vec<_>>(),
             "arena_fixed_bytes": m.fixed_arena_bytes(),
             "arena_per_row_bytes": m.per_row_arena_bytes(),
             "arena_bytes": arena.iter().map(|(b, a)| serde_json::json!({"batch": b, "bytes": a})).collect::<Vec<_>>(),
@@ -63,7 +76,12 @@ pub fn run(path: &Path, json: bool, batches: &[usize]) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("{}: {} bytes, .frt format v1", path.display(), m.file_len());
+    println!(
+        "{}: {} bytes, .frt format v{}",
+        path.display(),
+        m.file_len(),
+        m.version()
+    );
     for (k, v) in m.metadata() {
         println!("  {k}: {v}");
     }
@@ -111,10 +129,15 @@ pub fn run(path: &Path, json: bool, batches: &[usize]) -> Result<()> {
     }
     let ops: Vec<String> = op_counts.iter().map(|(n, c)| format!("{n} x{c}")).collect();
     println!("ops: {} nodes: {}", m.node_count(), ops.join(", "));
+    let types: Vec<String> = stored
+        .iter()
+        .map(|(ty, (n, v))| format!("{ty} x{n} ({v} values)"))
+        .collect();
     println!(
-        "parameters: {} ({} weight bytes)",
+        "parameters: {} ({} weight bytes; constants {})",
         m.param_count(),
-        m.weight_bytes()
+        m.weight_bytes(),
+        types.join(", ")
     );
     match m.embedded_onnx() {
         Some(o) => println!(

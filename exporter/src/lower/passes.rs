@@ -11,7 +11,12 @@ pub(super) fn push_tensor(
     shape: Vec<Dim>,
     data: Option<Vec<f32>>,
 ) -> u32 {
-    desc.tensors.push(TensorDesc { name, shape, data });
+    desc.tensors.push(TensorDesc {
+        name,
+        shape,
+        data,
+        stored: Default::default(),
+    });
     (desc.tensors.len() - 1) as u32
 }
 

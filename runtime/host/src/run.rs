@@ -189,8 +189,9 @@ pub(crate) fn arena(bytes: usize) -> Result<AlignedBytes> {
 /// Opens an ONNX Runtime session for `model`: from `onnx` if given, else from the ONNX
 /// embedded in the `.frt` (`export --embed-onnx`).
 ///
-/// Errors: neither is available (the message says how to get one), or ONNX Runtime fails
-/// (missing library, bad model).
+/// Errors: neither is available (the message says how to get one), a file whose weights are
+/// stored as f16 / bf16 / int8 (ONNX Runtime would run the f32 ONNX weights instead: a
+/// different model), or ONNX Runtime fails (missing library, bad model).
 #[cfg(feature = "ort")]
 pub fn open_ort(
     model: &Model<'_>,
@@ -198,6 +199,17 @@ pub fn open_ort(
     threads: usize,
 ) -> Result<flowrt_ort::OrtSession> {
     use flowrt_ort::{OrtOptions, OrtSession};
+    let typed = model
+        .tensors()
+        .filter_map(|t| model.const_weights(t.index).ok())
+        .find(|w| w.as_f32().is_none());
+    if let Some(w) = typed {
+        return Err(HostError::Unsupported(format!(
+            "this .frt stores {} weights; ONNX Runtime would run the ONNX file's f32 weights \
+             instead (a different model): use --backend cpu, wgpu or cuda",
+            w.type_name()
+        )));
+    }
     let opts = OrtOptions {
         intra_threads: threads.max(1),
     };

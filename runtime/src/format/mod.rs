@@ -25,8 +25,11 @@ pub use node::NodeOp;
 
 /// The four magic bytes every `.frt` file starts with.
 pub const MAGIC: [u8; 4] = *b"FLRT";
-/// The format version this runtime reads and writes.
+/// The format version of files whose constants are all f32: every runtime since the first
+/// reads it, and the writer uses it whenever it can.
 pub const VERSION: u16 = 1;
+/// The format version of files with f16, bf16 or int8 constants ([`WeightType`]).
+pub const VERSION_TYPED_WEIGHTS: u16 = 2;
 /// Length of the fixed header in bytes.
 pub const HEADER_LEN: usize = 32;
 /// Length of one section-table entry in bytes.
@@ -55,6 +58,67 @@ pub const NONE_U32: u32 = u32::MAX;
 pub const NO_BATCH: u8 = 0xFF;
 /// Element type code of f32 (the only one in version 1).
 pub const DTYPE_F32: u8 = 0;
+/// Element type code of f16 constants (version 2).
+pub const DTYPE_F16: u8 = 1;
+/// Element type code of bf16 constants (version 2).
+pub const DTYPE_BF16: u8 = 2;
+/// Element type code of int8 constants with one f32 scale per channel (version 2).
+pub const DTYPE_I8: u8 = 3;
+
+/// How a constant's values are stored in the file (a tensor record's `dtype`; see
+/// docs/frt-format.md, "Weight types"). Every computed tensor is f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum WeightType {
+    /// 4 bytes per value.
+    #[default]
+    F32,
+    /// IEEE half precision, 2 bytes per value (rounded to nearest even at export).
+    F16,
+    /// bfloat16, 2 bytes per value (rounded to nearest even at export).
+    Bf16,
+    /// int8, symmetric, with one f32 scale per index of the `axis` dim: 1 byte per value
+    /// plus 4 bytes per channel.
+    Int8 {
+        /// The channel axis (< rank).
+        axis: u8,
+    },
+}
+
+impl WeightType {
+    /// The record's `dtype` code.
+    pub fn code(self) -> u8 {
+        match self {
+            WeightType::F32 => DTYPE_F32,
+            WeightType::F16 => DTYPE_F16,
+            WeightType::Bf16 => DTYPE_BF16,
+            WeightType::Int8 { .. } => DTYPE_I8,
+        }
+    }
+
+    /// Short name (`f32`, `f16`, `bf16`, `int8`).
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightType::F32 => "f32",
+            WeightType::F16 => "f16",
+            WeightType::Bf16 => "bf16",
+            WeightType::Int8 { .. } => "int8",
+        }
+    }
+
+    /// Bytes of a constant of `elements` values whose channel axis has `channels` entries:
+    /// the values (int8: padded to a multiple of 4), then for int8 the f32 scales. `None`
+    /// on overflow.
+    pub fn data_len(self, elements: u64, channels: u64) -> Option<u64> {
+        match self {
+            WeightType::F32 => elements.checked_mul(4),
+            WeightType::F16 | WeightType::Bf16 => elements.checked_mul(2),
+            WeightType::Int8 { .. } => {
+                let values = elements.checked_add(3)? & !3;
+                values.checked_add(channels.checked_mul(4)?)
+            }
+        }
+    }
+}
 
 /// Section kind codes.
 pub mod section {

@@ -50,7 +50,7 @@ pub enum NodeOp {
     /// is not an integer in `0..N` is a run-time error.
     Gather,
     /// `inputs = [x, w]` or `[x, w, bias]`: NCHW convolution (rank 3 = 1-D, rank 4 = 2-D),
-    /// `w [M, C/groups, (KH,) KW]` and `bias [M]` constants.
+    /// `w [C/groups, (KH,) KW, M]` (channel-last) and `bias [M]` constants.
     Conv {
         /// Channel groups (>= 1).
         groups: u32,
@@ -145,6 +145,19 @@ fn decode_window(a: &[u32; NODE_ATTRS]) -> Result<Window, &'static str> {
 }
 
 impl NodeOp {
+    /// Whether input `j` is a weight input that may be a constant stored as f16, bf16 or
+    /// int8 ([`crate::format::WeightType`]): Dense's and (transposed) Conv's kernel, Gather's
+    /// table. Every other input reads f32.
+    pub fn reads_typed_weights(&self, j: usize) -> bool {
+        matches!(
+            (self, j),
+            (NodeOp::Dense, 1)
+                | (NodeOp::Conv { .. }, 1)
+                | (NodeOp::ConvTranspose { .. }, 1)
+                | (NodeOp::Gather, 0)
+        )
+    }
+
     /// A `Transpose` whose output axis `i` is input axis `perm[i]`.
     ///
     /// Errors: a permutation longer than [`MAX_RANK`] or with an entry that is no axis of

@@ -2,6 +2,7 @@
 //! graph checked once, so nothing after a successful load can index out of bounds.
 
 use super::*;
+use crate::format::Dim;
 
 /// The layout of a section that is a table: a header of `header` bytes with the record
 /// count (`u32`) at `count_at` and a reserved zero `u32` at `reserved_at`, then `count`
@@ -85,7 +86,7 @@ impl<'a> Model<'a> {
             return Err(Error::BadMagic);
         }
         let version = le_u16(bytes, 4).ok_or(Error::Truncated { what: "header" })?;
-        if version != VERSION {
+        if version != VERSION && version != VERSION_TYPED_WEIGHTS {
             return Err(Error::UnsupportedVersion { found: version });
         }
         let header = bytes
@@ -111,14 +112,14 @@ impl<'a> Model<'a> {
             return Err(invalid("reserved header bytes are not zero"));
         }
         let sections = Sections::parse(file)?;
-        let model = Model::parse(sections)?.validate()?;
+        let model = Model::parse(sections, version)?.validate()?;
         if let Some(p) = model.pipeline {
             pipeline::parse(&model, p)?;
         }
         Ok(model)
     }
 
-    fn parse(s: Sections<'a>) -> Result<Model<'a>, Error> {
+    fn parse(s: Sections<'a>, version: u16) -> Result<Model<'a>, Error> {
         // Tensors.
         let t = s.tensors;
         let n_tensors = TENSORS_TABLE.check(t)?;
@@ -142,7 +143,11 @@ impl<'a> Model<'a> {
         if s.weights.len() & 3 != 0 {
             return Err(invalid("weights section length is not a multiple of 4"));
         }
-        let weights: &[f32] = bytemuck::try_cast_slice(s.weights).map_err(|_| Error::Misaligned)?;
+        // Constants are 16-aligned inside; f32 views are cast per constant.
+        if s.weights.as_ptr().align_offset(4) != 0 {
+            return Err(Error::Misaligned);
+        }
+        let weights = s.weights;
         // Plan.
         let p = s.plan;
         let n_plan = PLAN_TABLE.check(p)?;
@@ -220,6 +225,7 @@ impl<'a> Model<'a> {
             n_nodes,
             edges,
             weights,
+            version,
             plan: p.get(24..).unwrap_or(&[]),
             n_plan,
             fixed_bytes,
@@ -342,6 +348,9 @@ impl<'a> Model<'a> {
             match r.kind {
                 TensorKind::Input => {
                     inputs += 1;
+                    if r.dtype != WeightType::F32 {
+                        return Err(err("only constants may be stored as f16, bf16 or int8"));
+                    }
                     if r.producer != NONE_U32 || r.slot != NONE_U32 || !no_data {
                         return Err(err("input tensor has a producer, slot or data"));
                     }
@@ -356,18 +365,40 @@ impl<'a> Model<'a> {
                     if r.data_off % format::ALIGN as u64 != 0 {
                         return Err(err("constant data is not 16-byte aligned"));
                     }
-                    if r.data_len != bytes {
+                    let channels = match r.dtype {
+                        WeightType::Int8 { axis } => match r.shape.dim(usize::from(axis)) {
+                            Some(Dim::Fixed(n)) => u64::from(n),
+                            _ => return Err(err("int8 channel axis is not a fixed dim")),
+                        },
+                        _ => 0,
+                    };
+                    if Some(r.data_len) != r.dtype.data_len(elements, channels) {
                         return Err(err("constant data length does not match its shape"));
                     }
                     let end = r
                         .data_off
                         .checked_add(r.data_len)
                         .ok_or(err("constant data out of range"))?;
-                    if end > (self.weights.len() as u64).saturating_mul(4) {
+                    if end > self.weights.len() as u64 {
                         return Err(err("constant data out of range"));
+                    }
+                    if let WeightType::Int8 { .. } = r.dtype {
+                        let scales_ok = match self.const_weights_of(&r)? {
+                            #[cfg(feature = "weights-int8")]
+                            crate::ops::Weights::Int8(w) => {
+                                w.scales.iter().all(|s| s.is_finite() && *s >= 0.0)
+                            }
+                            _ => false,
+                        };
+                        if !scales_ok {
+                            return Err(err("int8 scales must be finite and non-negative"));
+                        }
                     }
                 }
                 TensorKind::Intermediate | TensorKind::Output => {
+                    if r.dtype != WeightType::F32 {
+                        return Err(err("only constants may be stored as f16, bf16 or int8"));
+                    }
                     if r.kind == TensorKind::Output {
                         outputs += 1;
                         if i != self.output {
@@ -452,6 +483,12 @@ impl<'a> Model<'a> {
                     return Err(err("input tensor id out of range"));
                 }
                 let r = self.tensor_rec(t)?;
+                if r.dtype != WeightType::F32 && !node.op.reads_typed_weights(j) {
+                    return Err(err(
+                        "an f16 / bf16 / int8 constant feeds an input that reads f32 (only the \
+                         weights of Dense, Conv, ConvTranspose and Gather may be typed)",
+                    ));
+                }
                 if r.kind.in_arena() {
                     if r.producer >= i {
                         return Err(err("input is used before it is computed"));

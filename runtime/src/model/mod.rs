@@ -5,10 +5,12 @@ use core::ops::Range;
 
 use crate::format::{
     self, align_up, check_output_shape, check_role_shape, le_u16, le_u32, le_u64, node_err, rules,
-    section, tensor_err, InputRole, NodeOp, Region, Shape, TensorKind, DTYPE_F32, HEADER_LEN,
-    MAGIC, MAX_RANK, MAX_SECTIONS, NODE_ATTRS, NODE_RECORD_LEN, NONE_U32, PLAN_ENTRY_LEN,
-    SECTION_ENTRY_LEN, SECTION_FLAG_REQUIRED, SIGNATURE_ENTRY_LEN, TENSOR_RECORD_LEN, VERSION,
+    section, tensor_err, InputRole, NodeOp, Region, Shape, TensorKind, WeightType, DTYPE_BF16,
+    DTYPE_F16, DTYPE_F32, DTYPE_I8, HEADER_LEN, MAGIC, MAX_RANK, MAX_SECTIONS, NODE_ATTRS,
+    NODE_RECORD_LEN, NONE_U32, PLAN_ENTRY_LEN, SECTION_ENTRY_LEN, SECTION_FLAG_REQUIRED,
+    SIGNATURE_ENTRY_LEN, TENSOR_RECORD_LEN, VERSION, VERSION_TYPED_WEIGHTS,
 };
+use crate::ops::Weights;
 use crate::Error;
 
 mod load;
@@ -35,7 +37,10 @@ pub struct Model<'a> {
     nodes: &'a [u8],
     n_nodes: u32,
     edges: &'a [u8],
-    weights: &'a [f32],
+    /// The `WEIGHTS` section (4-aligned in a 4-aligned buffer).
+    weights: &'a [u8],
+    /// The file's format version (1: f32 constants only; 2: typed weights).
+    version: u16,
     plan: &'a [u8],
     n_plan: u32,
     fixed_bytes: usize,
@@ -72,6 +77,7 @@ impl core::fmt::Debug for Model<'_> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TensorRec {
     pub(crate) kind: TensorKind,
+    pub(crate) dtype: WeightType,
     pub(crate) shape: Shape,
     pub(crate) producer: u32,
     pub(crate) slot: u32,
@@ -198,28 +204,72 @@ impl<'a> Model<'a> {
         let b = |o: usize| r.get(o).copied().unwrap_or(0);
         let kind =
             TensorKind::from_code(b(0)).ok_or(tensor_err(i as usize, "unknown tensor kind"))?;
-        if b(1) != DTYPE_F32 {
-            return Err(tensor_err(
-                i as usize,
-                "unsupported dtype (version 1 has f32 only)",
-            ));
-        }
         let mut dims = [0u32; MAX_RANK];
         for (j, d) in dims.iter_mut().enumerate() {
             *d = le_u32(r, 8 + 4 * j).unwrap_or(0);
         }
         let shape = Shape::from_raw(b(2), b(3), dims).map_err(|w| tensor_err(i as usize, w))?;
-        if le_u32(r, 36) != Some(0) || le_u64(r, 56) != Some(0) {
+        // Word 36: the channel axis of an int8 constant, reserved (0) otherwise.
+        let word36 = le_u32(r, 36).unwrap_or(u32::MAX);
+        let dtype = self.weight_type(i, b(1), word36, &shape)?;
+        if (word36 != 0 && !matches!(dtype, WeightType::Int8 { .. })) || le_u64(r, 56) != Some(0) {
             return Err(tensor_err(i as usize, "reserved field is not zero"));
         }
         Ok(TensorRec {
             kind,
+            dtype,
             shape,
             producer: le_u32(r, 4).unwrap_or(NONE_U32),
             slot: le_u32(r, 32).unwrap_or(NONE_U32),
             data_off: le_u64(r, 40).unwrap_or(0),
             data_len: le_u64(r, 48).unwrap_or(0),
         })
+    }
+
+    /// The stored type of tensor `i` from its record's `dtype` code and word 36.
+    ///
+    /// Errors: an unknown code, a typed constant in a version-1 file, an int8 axis outside
+    /// the rank ([`Error::InvalidTensor`]); a type this build lacks
+    /// ([`Error::UnsupportedWeightType`]).
+    fn weight_type(
+        &self,
+        i: u32,
+        code: u8,
+        word36: u32,
+        shape: &Shape,
+    ) -> Result<WeightType, Error> {
+        let t = match code {
+            DTYPE_F32 => return Ok(WeightType::F32),
+            DTYPE_F16 => WeightType::F16,
+            DTYPE_BF16 => WeightType::Bf16,
+            DTYPE_I8 => {
+                if word36 as usize >= shape.rank() {
+                    return Err(tensor_err(
+                        i as usize,
+                        "int8 channel axis is not below the rank",
+                    ));
+                }
+                WeightType::Int8 { axis: word36 as u8 }
+            }
+            _ => return Err(tensor_err(i as usize, "unknown dtype")),
+        };
+        if self.version < VERSION_TYPED_WEIGHTS {
+            return Err(tensor_err(
+                i as usize,
+                "a version-1 file stores f32 only (dtype must be 0)",
+            ));
+        }
+        let built = match t {
+            WeightType::F16 | WeightType::Bf16 => cfg!(feature = "weights-f16"),
+            _ => cfg!(feature = "weights-int8"),
+        };
+        if !built {
+            return Err(Error::UnsupportedWeightType {
+                tensor: i,
+                dtype: t.name(),
+            });
+        }
+        Ok(t)
     }
 
     pub(crate) fn node_rec(&self, i: u32) -> Result<NodeRec, Error> {
@@ -315,12 +365,70 @@ impl<'a> Model<'a> {
         Ok(s / 4..t / 4)
     }
 
-    /// Constant data of a `Const` tensor.
-    pub(crate) fn const_data(&self, rec: &TensorRec) -> Result<&'a [f32], Error> {
+    /// The bytes of a `Const` tensor's data.
+    fn const_bytes(&self, rec: &TensorRec) -> Result<&'a [u8], Error> {
         let e = invalid("constant data out of range");
-        let s = usize::try_from(rec.data_off / 4).map_err(|_| e)?;
-        let n = usize::try_from(rec.data_len / 4).map_err(|_| e)?;
+        let s = usize::try_from(rec.data_off).map_err(|_| e)?;
+        let n = usize::try_from(rec.data_len).map_err(|_| e)?;
         self.weights.get(s..s.checked_add(n).ok_or(e)?).ok_or(e)
+    }
+
+    /// Constant data of an f32 `Const` tensor.
+    ///
+    /// Errors: a constant stored in another type ([`Error::Invalid`]: only the weight inputs
+    /// of Dense, Conv, ConvTranspose and Gather may be typed, see [`Model::const_weights`]).
+    pub(crate) fn const_data(&self, rec: &TensorRec) -> Result<&'a [f32], Error> {
+        if rec.dtype != WeightType::F32 {
+            return Err(invalid(
+                "an f16 / bf16 / int8 constant feeds an input that reads f32",
+            ));
+        }
+        bytemuck::try_cast_slice(self.const_bytes(rec)?).map_err(|_| Error::Misaligned)
+    }
+
+    /// A `Const` tensor's data in its stored type.
+    pub(crate) fn const_weights_of(&self, rec: &TensorRec) -> Result<Weights<'a>, Error> {
+        let bytes = self.const_bytes(rec)?;
+        let cast = |_| Error::Misaligned;
+        Ok(match rec.dtype {
+            WeightType::F32 => Weights::F32(bytemuck::try_cast_slice(bytes).map_err(cast)?),
+            #[cfg(feature = "weights-f16")]
+            WeightType::F16 => Weights::F16(bytemuck::try_cast_slice(bytes).map_err(cast)?),
+            #[cfg(feature = "weights-f16")]
+            WeightType::Bf16 => Weights::Bf16(bytemuck::try_cast_slice(bytes).map_err(cast)?),
+            #[cfg(feature = "weights-int8")]
+            WeightType::Int8 { axis } => {
+                let e = invalid("constant data out of range");
+                let elements = rec.shape.row_elements().ok_or(e)?;
+                let elements = usize::try_from(elements).map_err(|_| e)?;
+                let values_len = elements.checked_add(3).ok_or(e)? & !3;
+                let (values, scales) = bytes.split_at_checked(values_len).ok_or(e)?;
+                let values: &[i8] =
+                    bytemuck::try_cast_slice(values.get(..elements).ok_or(e)?).map_err(cast)?;
+                let scales: &[f32] = bytemuck::try_cast_slice(scales).map_err(cast)?;
+                let inner = rec
+                    .shape
+                    .dims()
+                    .skip(usize::from(axis) + 1)
+                    .try_fold(1usize, |acc, d| match d {
+                        format::Dim::Fixed(n) => acc.checked_mul(n as usize),
+                        format::Dim::Batch => None,
+                    })
+                    .ok_or(e)?;
+                Weights::Int8(crate::ops::Int8Weights {
+                    values,
+                    scales,
+                    inner,
+                })
+            }
+            #[allow(unreachable_patterns)]
+            _ => {
+                return Err(Error::UnsupportedWeightType {
+                    tensor: 0,
+                    dtype: rec.dtype.name(),
+                })
+            }
+        })
     }
 
     /// Signature position of an `Input` tensor.
@@ -447,19 +555,25 @@ impl<'a> Model<'a> {
             .unwrap_or(0)
     }
 
-    /// Number of f32 parameters (elements of all constants).
+    /// Number of parameters (elements of all constants, whatever their stored type).
     pub fn param_count(&self) -> usize {
         (0..self.n_tensors)
             .filter_map(|i| self.tensor_rec(i).ok())
             .filter(|r| r.kind == TensorKind::Const)
             .fold(0usize, |acc, r| {
-                acc.saturating_add(usize::try_from(r.data_len / 4).unwrap_or(usize::MAX))
+                let n = r.shape.row_elements().unwrap_or(u64::MAX);
+                acc.saturating_add(usize::try_from(n).unwrap_or(usize::MAX))
             })
     }
 
     /// Size of the weights section in bytes (constant data plus alignment padding).
     pub fn weight_bytes(&self) -> usize {
-        self.weights.len() * 4
+        self.weights.len()
+    }
+
+    /// The file's format version (1: every constant is f32; 2: some are f16, bf16 or int8).
+    pub fn version(&self) -> u16 {
+        self.version
     }
 
     /// The values of constant tensor `i` (zero-copy from the weights section), for backends
@@ -467,13 +581,25 @@ impl<'a> Model<'a> {
     ///
     /// Errors: [`Error::BadArgument`] when `i` is not a constant tensor.
     pub fn const_values(&self, i: u32) -> Result<&'a [f32], Error> {
+        self.const_data(&self.const_rec(i)?)
+    }
+
+    /// Constant tensor `i` in its stored type (f32, f16, bf16, int8 with scales), for
+    /// backends that upload the weights elsewhere ([`Weights::dequantize`] gives f32).
+    ///
+    /// Errors: [`Error::BadArgument`] when `i` is not a constant tensor.
+    pub fn const_weights(&self, i: u32) -> Result<Weights<'a>, Error> {
+        self.const_weights_of(&self.const_rec(i)?)
+    }
+
+    fn const_rec(&self, i: u32) -> Result<TensorRec, Error> {
         let rec = self.tensor_rec(i)?;
         if rec.kind != TensorKind::Const {
             return Err(Error::BadArgument {
                 what: "tensor is not a constant",
             });
         }
-        self.const_data(&rec)
+        Ok(rec)
     }
 
     /// Tensor `i`.

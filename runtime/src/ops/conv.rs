@@ -5,6 +5,7 @@
 //! all ascending, starting from the bias (or `0.0`) — whatever the batch size or the CPU.
 //! Padding contributes nothing (it is skipped, not multiplied).
 
+use super::weights::{WeightRuns, Weights};
 use super::{check_len, Dims, SIZE_ERR};
 use crate::Error;
 
@@ -121,7 +122,7 @@ const CONV_PIXELS: usize = 4;
 pub fn conv(
     x: &[f32],
     xd: &Dims,
-    w: &[f32],
+    w: Weights<'_>,
     wd: &Dims,
     bias: Option<&[f32]>,
     groups: usize,
@@ -129,6 +130,9 @@ pub fn conv(
     out: &mut [f32],
     od: &Dims,
 ) -> Result<(), Error> {
+    let Some(w) = w.as_f32() else {
+        return conv_impl(x, xd, w, wd, bias, groups, win, out, od);
+    };
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: `conv_avx2` only needs the AVX2 instruction set, which the CPU has
@@ -167,10 +171,10 @@ fn kernel_dims(d: &Dims) -> Result<[usize; 4], Error> {
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn conv_impl(
+fn conv_impl<W: WeightRuns>(
     x: &[f32],
     xd: &Dims,
-    w: &[f32],
+    w: W,
     wd: &Dims,
     bias: Option<&[f32]>,
     groups: usize,
@@ -179,7 +183,7 @@ fn conv_impl(
     od: &Dims,
 ) -> Result<(), Error> {
     check_len(x.len(), xd)?;
-    check_len(w.len(), wd)?;
+    check_len(w.total(), wd)?;
     check_len(out.len(), od)?;
     let [n, c, h, wi] = nchw(xd)?;
     let [cg, kh, kw, m] = kernel_dims(wd)?;
@@ -221,6 +225,7 @@ fn conv_impl(
                         let np = CONV_PIXELS.min(ow - ox);
                         // acc[p][j]: output channel oc0 + j at pixel (oy, ox + p).
                         let mut acc = [[0f32; CONV_TILE]; CONV_PIXELS];
+                        let mut w_buf = [0f32; CONV_TILE];
                         for a in acc.iter_mut() {
                             if let Some(bv) = bias {
                                 let src = bv.get(oc0..oc0 + cn).ok_or(SIZE_ERR)?;
@@ -242,7 +247,7 @@ fn conv_impl(
                                 let x_row = x_plane.get(iy * wi..(iy + 1) * wi).ok_or(SIZE_ERR)?;
                                 for kx in 0..kw {
                                     let tap = ((ci * kh + ky) * kw + kx) * m + oc0;
-                                    let w_row = w.get(tap..tap + cn).ok_or(SIZE_ERR)?;
+                                    let w_row = w.run(tap, cn, &mut w_buf).ok_or(SIZE_ERR)?;
                                     for (p, a) in acc.iter_mut().enumerate().take(np) {
                                         let ix = ((ox + p) * sw + kx * dw).checked_sub(pw);
                                         let Some(xv) = ix.and_then(|i| x_row.get(i)) else {
@@ -293,7 +298,7 @@ fn axpy(acc: &mut [f32; CONV_TILE], w: &[f32], x: f32) {
 pub fn conv_transpose(
     x: &[f32],
     xd: &Dims,
-    w: &[f32],
+    w: Weights<'_>,
     wd: &Dims,
     bias: Option<&[f32]>,
     groups: usize,
@@ -342,7 +347,7 @@ pub fn conv_transpose(
                 let w_base = (oc * cg + ci) * kh * kw;
                 for ky in 0..kh {
                     for kx in 0..kw {
-                        let wv = *w.get(w_base + ky * kw + kx).ok_or(SIZE_ERR)?;
+                        let wv = w.get(w_base + ky * kw + kx).ok_or(SIZE_ERR)?;
                         for iy in 0..h {
                             // oy = iy*sh + ky*dh - ph must be in 0..oh.
                             let Some(oy) = (iy * sh + ky * dh).checked_sub(ph) else {

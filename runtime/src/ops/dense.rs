@@ -7,10 +7,13 @@
 //! work *between* output elements, so a row's result is the same whether it is computed in a
 //! block of 4, alone, or at any position.
 
+use super::weights::{WeightRuns, Weights};
 use super::{check_len, Dims, SIZE_ERR};
 use crate::Error;
 
-/// `out[rows, n] = a[rows, k] x w[k, n] (+ bias[n])`, `rows = out.len() / n`.
+/// `out[rows, n] = a[rows, k] x w[k, n] (+ bias[n])`, `rows = out.len() / n`, with `w` in
+/// its stored type ([`Weights`]: f16, bf16 and int8 weights are dequantized on the fly, so
+/// the result equals that of the dequantized f32 weights bit for bit).
 ///
 /// On x86_64 hosts with AVX2 (feature `std`, detected at run time) the same loops run with
 /// 16-column register tiles compiled for AVX2 — separate multiplies and adds, no FMA, the
@@ -18,6 +21,21 @@ use crate::Error;
 ///
 /// Errors: sizes that do not fit ([`Error::Invalid`]).
 pub fn dense(
+    a: &[f32],
+    w: Weights<'_>,
+    bias: Option<&[f32]>,
+    k: usize,
+    n: usize,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    match w.as_f32() {
+        Some(w) => dense_f32(a, w, bias, k, n, out),
+        None => dense_tiled::<TILE_COLS, _>(a, w, bias, k, n, out),
+    }
+}
+
+/// [`dense`] with f32 weights.
+fn dense_f32(
     a: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
@@ -31,7 +49,7 @@ pub fn dense(
         // (checked just above); its body is safe code.
         return unsafe { dense_avx2(a, w, bias, k, n, out) };
     }
-    dense_tiled::<TILE_COLS>(a, w, bias, k, n, out)
+    dense_tiled::<TILE_COLS, _>(a, w, bias, k, n, out)
 }
 
 /// [`dense`] compiled for AVX2 (no FMA) with 16-column tiles.
@@ -45,14 +63,14 @@ fn dense_avx2(
     n: usize,
     out: &mut [f32],
 ) -> Result<(), Error> {
-    dense_tiled::<16>(a, w, bias, k, n, out)
+    dense_tiled::<16, _>(a, w, bias, k, n, out)
 }
 
 /// The Dense loops with `T`-column register tiles (see the module docs for the order).
 #[inline(always)]
-fn dense_tiled<const T: usize>(
+fn dense_tiled<const T: usize, W: WeightRuns>(
     a: &[f32],
-    w: &[f32],
+    w: W,
     bias: Option<&[f32]>,
     k: usize,
     n: usize,
@@ -64,7 +82,7 @@ fn dense_tiled<const T: usize>(
     let rows = out.len() / n;
     let ok = rows.checked_mul(n) == Some(out.len())
         && rows.checked_mul(k) == Some(a.len())
-        && k.checked_mul(n) == Some(w.len())
+        && k.checked_mul(n) == Some(w.total())
         && bias.is_none_or(|b| b.len() == n);
     if !ok {
         return Err(SIZE_ERR);
@@ -86,7 +104,7 @@ fn dense_tiled<const T: usize>(
             arows.next(),
             arows.next(),
         ) {
-            block4::<T>([o0, o1, o2, o3], [a0, a1, a2, a3], w, bias, n);
+            block4::<T, W>([o0, o1, o2, o3], [a0, a1, a2, a3], w, bias, n)?;
         }
     }
     for (orow, arow) in o_blocks
@@ -94,7 +112,7 @@ fn dense_tiled<const T: usize>(
         .chunks_exact_mut(n)
         .zip(a_blocks.remainder().chunks_exact(k))
     {
-        row1::<T>(orow, arow, w, bias, n);
+        row1::<T, W>(orow, arow, w, bias, n)?;
     }
     Ok(())
 }
@@ -118,19 +136,23 @@ const TILE_COLS: usize = 4;
 #[cfg(not(target_arch = "arm"))]
 const TILE_COLS: usize = 8;
 
-/// Four rows at once. Full tiles of `TILE_COLS` columns accumulate in registers over all of
-/// `k` and are stored once; the remaining columns take the row-update path. Both keep the
+/// Columns of a tail (the columns after the last full tile) dequantized at once.
+const TAIL_CHUNK: usize = 16;
+
+/// Four rows at once. Full tiles of `T` columns accumulate in registers over all of `k` and
+/// are stored once; the remaining columns take the row-update path. Both keep the
 /// per-element order `((init + a0*w0) + a1*w1) + ...`.
 #[inline(always)]
-fn block4<const T: usize>(
+fn block4<const T: usize, W: WeightRuns>(
     o: [&mut [f32]; 4],
     a: [&[f32]; 4],
-    w: &[f32],
+    w: W,
     bias: Option<&[f32]>,
     n: usize,
-) {
+) -> Result<(), Error> {
     let [o0, o1, o2, o3] = o;
     let full = n - n % T;
+    let mut buf = [0f32; T];
     let mut c0 = 0;
     while c0 < full {
         let c1 = c0 + T;
@@ -141,8 +163,8 @@ fn block4<const T: usize>(
             }
         }
         let avals = a[0].iter().zip(a[1]).zip(a[2]).zip(a[3]);
-        for ((((x0, x1), x2), x3), wrow) in avals.zip(w.chunks_exact(n)) {
-            let Some(wt) = wrow.get(c0..c1) else { return };
+        for (kk, (((x0, x1), x2), x3)) in avals.enumerate() {
+            let wt = w.run(kk * n + c0, T, &mut buf).ok_or(SIZE_ERR)?;
             let xs = [*x0, *x1, *x2, *x3];
             for (row, x) in acc.iter_mut().zip(xs) {
                 for (y, wv) in row.iter_mut().zip(wt) {
@@ -167,16 +189,18 @@ fn block4<const T: usize>(
             o2.get_mut(full..),
             o3.get_mut(full..),
         ) else {
-            return;
+            return Err(SIZE_ERR);
         };
         let tail_bias = bias.and_then(|b| b.get(full..));
         for oi in [&mut *t0, &mut *t1, &mut *t2, &mut *t3] {
             init(oi, tail_bias);
         }
+        let mut tail = [0f32; TAIL_CHUNK];
         let avals = a[0].iter().zip(a[1]).zip(a[2]).zip(a[3]);
-        for ((((x0, x1), x2), x3), wrow) in avals.zip(w.chunks_exact(n)) {
+        for (kk, (((x0, x1), x2), x3)) in avals.enumerate() {
             let (x0, x1, x2, x3) = (*x0, *x1, *x2, *x3);
-            let Some(wt) = wrow.get(full..) else { return };
+            // The tail is shorter than a tile (< 16 columns), so one chunk covers it.
+            let wt = w.run(kk * n + full, n - full, &mut tail).ok_or(SIZE_ERR)?;
             let ys = t0
                 .iter_mut()
                 .zip(t1.iter_mut())
@@ -191,12 +215,20 @@ fn block4<const T: usize>(
             }
         }
     }
+    Ok(())
 }
 
 /// One row (same per-element order as [`block4`]): register tiles, then the tail columns.
 #[inline(always)]
-fn row1<const T: usize>(o: &mut [f32], a: &[f32], w: &[f32], bias: Option<&[f32]>, n: usize) {
+fn row1<const T: usize, W: WeightRuns>(
+    o: &mut [f32],
+    a: &[f32],
+    w: W,
+    bias: Option<&[f32]>,
+    n: usize,
+) -> Result<(), Error> {
     let full = n - n % T;
+    let mut buf = [0f32; T];
     let mut c0 = 0;
     while c0 < full {
         let c1 = c0 + T;
@@ -204,8 +236,8 @@ fn row1<const T: usize>(o: &mut [f32], a: &[f32], w: &[f32], bias: Option<&[f32]
         if let Some(b) = bias.and_then(|b| b.get(c0..c1)) {
             acc.copy_from_slice(b);
         }
-        for (x, wrow) in a.iter().zip(w.chunks_exact(n)) {
-            let Some(wt) = wrow.get(c0..c1) else { return };
+        for (kk, x) in a.iter().enumerate() {
+            let wt = w.run(kk * n + c0, T, &mut buf).ok_or(SIZE_ERR)?;
             for (y, wv) in acc.iter_mut().zip(wt) {
                 *y += *x * *wv;
             }
@@ -215,14 +247,16 @@ fn row1<const T: usize>(o: &mut [f32], a: &[f32], w: &[f32], bias: Option<&[f32]
         }
         c0 = c1;
     }
-    let Some(t) = o.get_mut(full..) else { return };
+    let t = o.get_mut(full..).ok_or(SIZE_ERR)?;
     init(t, bias.and_then(|b| b.get(full..)));
-    for (x, wrow) in a.iter().zip(w.chunks_exact(n)) {
-        let Some(wt) = wrow.get(full..) else { return };
+    let mut tail = [0f32; TAIL_CHUNK];
+    for (kk, x) in a.iter().enumerate() {
+        let wt = w.run(kk * n + full, n - full, &mut tail).ok_or(SIZE_ERR)?;
         for (y, wv) in t.iter_mut().zip(wt) {
             *y += *x * *wv;
         }
     }
+    Ok(())
 }
 
 /// numpy `matmul`: `a[.., M, K] x b[.., K, N] -> out[.., M, N]`, leading dims broadcast.
@@ -293,7 +327,7 @@ pub fn matmul(
         }
         let am = a.get(oa..oa + a_mat).ok_or(SIZE_ERR)?;
         let bm = b.get(ob..ob + b_mat).ok_or(SIZE_ERR)?;
-        dense(am, bm, None, k, n, o)?;
+        dense_f32(am, bm, None, k, n, o)?;
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Layout kernels: Concat (one input at a time), Transpose, Slice. They only copy.
 
+use super::weights::Weights;
 use super::{check_len, Dims, MAX_RANK, SIZE_ERR};
 use crate::Error;
 
@@ -172,8 +173,9 @@ pub const GATHER_INDEX_ERR: Error = Error::BadArgument {
 /// `table` has dims `td` (`[N, ...]`); `idx` holds any number of indices as f32 values
 /// that must be exact integers in `0..N` — anything else (negative, `>= N`, fractional,
 /// NaN, infinite) is [`GATHER_INDEX_ERR`], checked for every index before anything is
-/// written. `out` has `idx.len() * row` elements, `row` = product of `td[1..]`.
-pub fn gather(table: &[f32], td: &Dims, idx: &[f32], out: &mut [f32]) -> Result<(), Error> {
+/// written. `out` has `idx.len() * row` elements, `row` = product of `td[1..]`. A table in
+/// another stored type than f32 is dequantized row by row ([`Weights`]).
+pub fn gather(table: Weights<'_>, td: &Dims, idx: &[f32], out: &mut [f32]) -> Result<(), Error> {
     check_len(table.len(), td)?;
     if td.rank() == 0 {
         return Err(SIZE_ERR);
@@ -198,10 +200,7 @@ pub fn gather(table: &[f32], td: &Dims, idx: &[f32], out: &mut [f32]) -> Result<
     }
     for (o, v) in out.chunks_exact_mut(row).zip(idx) {
         let start = index(*v)?.checked_mul(row).ok_or(SIZE_ERR)?;
-        let src = table
-            .get(start..start.checked_add(row).ok_or(SIZE_ERR)?)
-            .ok_or(GATHER_INDEX_ERR)?;
-        o.copy_from_slice(src);
+        table.load(start, o).ok_or(GATHER_INDEX_ERR)?;
     }
     Ok(())
 }

@@ -82,7 +82,7 @@ fn dense_matches_naive_loop_bitwise() {
         let b = g.vec(n);
         for bias in [None, Some(&b[..])] {
             let mut out = vec![0.0; rows * n];
-            dense(&a, &w, bias, k, n, &mut out).unwrap();
+            dense(&a, Weights::F32(&w), bias, k, n, &mut out).unwrap();
             for r in 0..rows {
                 for c in 0..n {
                     let mut acc = bias.map_or(0.0, |b| b[c]);
@@ -99,9 +99,17 @@ fn dense_matches_naive_loop_bitwise() {
 #[test]
 fn dense_rejects_bad_sizes() {
     let mut out = vec![0.0; 6];
-    assert!(dense(&[0.0; 5], &[0.0; 6], None, 2, 3, &mut out).is_err());
-    assert!(dense(&[0.0; 4], &[0.0; 6], Some(&[0.0; 2]), 2, 3, &mut out).is_err());
-    assert!(dense(&[0.0; 4], &[0.0; 6], None, 0, 3, &mut out).is_err());
+    assert!(dense(&[0.0; 5], Weights::F32(&[0.0; 6]), None, 2, 3, &mut out).is_err());
+    assert!(dense(
+        &[0.0; 4],
+        Weights::F32(&[0.0; 6]),
+        Some(&[0.0; 2]),
+        2,
+        3,
+        &mut out
+    )
+    .is_err());
+    assert!(dense(&[0.0; 4], Weights::F32(&[0.0; 6]), None, 0, 3, &mut out).is_err());
 }
 
 #[test]
@@ -624,7 +632,7 @@ fn gather_copies_table_rows() {
     let td = dims(&[4, 3]);
     let idx = [2.0, 0.0, 3.0, 2.0];
     let mut out = vec![0.0; 12];
-    gather(&table, &td, &idx, &mut out).unwrap();
+    gather(Weights::F32(&table), &td, &idx, &mut out).unwrap();
     let want: Vec<f32> = [2, 0, 3, 2]
         .iter()
         .flat_map(|r| table[r * 3..r * 3 + 3].to_vec())
@@ -632,10 +640,22 @@ fn gather_copies_table_rows() {
     assert_eq!(out, want);
     // A 1-D table gives one value per index.
     let mut one = vec![0.0; 2];
-    gather(&[7.0, 8.0], &dims(&[2]), &[1.0, 0.0], &mut one).unwrap();
+    gather(
+        Weights::F32(&[7.0, 8.0]),
+        &dims(&[2]),
+        &[1.0, 0.0],
+        &mut one,
+    )
+    .unwrap();
     assert_eq!(one, [8.0, 7.0]);
     // -0.0 is index 0.
-    gather(&[7.0, 8.0], &dims(&[2]), &[-0.0, 1.0], &mut one).unwrap();
+    gather(
+        Weights::F32(&[7.0, 8.0]),
+        &dims(&[2]),
+        &[-0.0, 1.0],
+        &mut one,
+    )
+    .unwrap();
     assert_eq!(one, [7.0, 8.0]);
 }
 
@@ -657,7 +677,7 @@ fn gather_rejects_bad_indices_without_writing() {
         let idx = [1.0, bad];
         let mut out = vec![-9.0; 6];
         assert_eq!(
-            gather(&table, &td, &idx, &mut out),
+            gather(Weights::F32(&table), &td, &idx, &mut out),
             Err(GATHER_INDEX_ERR),
             "index {bad}"
         );
@@ -665,9 +685,9 @@ fn gather_rejects_bad_indices_without_writing() {
     }
     // Sizes that disagree with the dims.
     let mut out = vec![0.0; 5];
-    assert!(gather(&table, &td, &[1.0, 2.0], &mut out).is_err());
-    assert!(gather(&table[..11], &td, &[1.0], &mut out[..3]).is_err());
-    assert!(gather(&table, &dims(&[]), &[0.0], &mut out[..1]).is_err());
+    assert!(gather(Weights::F32(&table), &td, &[1.0, 2.0], &mut out).is_err());
+    assert!(gather(Weights::F32(&table[..11]), &td, &[1.0], &mut out[..3]).is_err());
+    assert!(gather(Weights::F32(&table), &dims(&[]), &[0.0], &mut out[..1]).is_err());
 }
 
 /// The largest error of `got` against the f64 function `want` over `xs`, in f32 ulps of
@@ -836,16 +856,17 @@ fn conv_matches_a_naive_reference_with_groups_strides_dilations_and_pads() {
     let mut out = vec![0f32; want.len()];
     let xd = Dims::new(&[n, c, h, wi]).unwrap();
     let wd = Dims::new(&[c / g, kh, kw, m]).unwrap();
+    let w = Weights::F32(&wt);
     let od = Dims::new(&[n, m, oh, ow]).unwrap();
-    conv(&x, &xd, &wt, &wd, Some(&bias), g, &win, &mut out, &od).unwrap();
+    conv(&x, &xd, w, &wd, Some(&bias), g, &win, &mut out, &od).unwrap();
     for (a, b) in out.iter().zip(&want) {
         assert!((f64::from(*a) - b).abs() < 1e-5, "{a} vs {b}");
     }
     // Wrong output dims are an error, not a panic.
     let bad = Dims::new(&[n, m, oh + 1, ow]).unwrap();
     let mut big = vec![0f32; n * m * (oh + 1) * ow];
-    assert!(conv(&x, &xd, &wt, &wd, Some(&bias), g, &win, &mut big, &bad).is_err());
-    assert!(conv(&x, &xd, &wt, &wd, Some(&bias[..3]), g, &win, &mut out, &od).is_err());
+    assert!(conv(&x, &xd, w, &wd, Some(&bias), g, &win, &mut big, &bad).is_err());
+    assert!(conv(&x, &xd, w, &wd, Some(&bias[..3]), g, &win, &mut out, &od).is_err());
 }
 
 #[test]
@@ -880,7 +901,7 @@ fn conv_1d_is_the_2d_kernel_with_one_row() {
     conv(
         &x,
         &Dims::new(&[1, 2, 9]).unwrap(),
-        &wt,
+        Weights::F32(&wt),
         &Dims::new(&[2, 3, 3]).unwrap(),
         None,
         1,
@@ -929,7 +950,7 @@ fn conv_transpose_matches_a_naive_scatter() {
     conv_transpose(
         &x,
         &Dims::new(&[1, c, h, h]).unwrap(),
-        &w,
+        Weights::F32(&w),
         &Dims::new(&[m, c / g, k, k]).unwrap(),
         None,
         g,

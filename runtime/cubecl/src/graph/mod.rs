@@ -150,15 +150,19 @@ pub struct GpuGraph {
 }
 
 impl GpuGraph {
-    /// Uploads every constant tensor of `model` once.
+    /// Uploads every constant tensor of `model` once, as f32 (f16, bf16 and int8 weights are
+    /// dequantized on the host first, to exactly the values the CPU kernels compute with).
     ///
     /// Errors: a constant that cannot be read ([`GpuError::Flowrt`]).
     pub fn new<R: Runtime>(gpu: &Gpu<R>, model: &Model<'_>) -> Result<GpuGraph, GpuError> {
         let mut consts = Vec::with_capacity(model.tensor_count());
         for t in model.tensors() {
             consts.push(if t.kind == TensorKind::Const {
-                let data = model.const_values(t.index)?;
-                Some(gpu.upload(data))
+                let w = model.const_weights(t.index)?;
+                Some(match w.as_f32() {
+                    Some(data) => gpu.upload(data),
+                    None => gpu.upload(&w.dequantize()),
+                })
             } else {
                 None
             });

@@ -1,0 +1,195 @@
+//! Weight-only quantization at export (`flowrt export --weights f16|bf16|int8`): which
+//! constants of a lowered model are stored in a smaller type, and along which channel axis
+//! int8 scales run. The values are encoded by `flowrt::write` (f16 / bf16 rounded to nearest
+//! even; int8 symmetric with one scale per output channel, `flowrt::write::quantize`).
+
+use anyhow::{bail, Result};
+use flowrt::format::WeightType;
+use flowrt::ir::{ModelDesc, Op};
+
+/// The stored type asked for with `--weights`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightKind {
+    /// Keep every constant f32 (the default).
+    #[default]
+    F32,
+    /// IEEE half precision (2 bytes per weight).
+    F16,
+    /// bfloat16 (2 bytes per weight).
+    Bf16,
+    /// int8 with one f32 scale per output channel (1 byte per weight).
+    Int8,
+}
+
+impl WeightKind {
+    /// The name `--weights` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightKind::F32 => "f32",
+            WeightKind::F16 => "f16",
+            WeightKind::Bf16 => "bf16",
+            WeightKind::Int8 => "int8",
+        }
+    }
+
+    /// Parses `f32`, `f16`, `bf16` or `int8`.
+    ///
+    /// Errors: any other name.
+    pub fn parse(s: &str) -> Result<WeightKind> {
+        Ok(match s {
+            "f32" => WeightKind::F32,
+            "f16" => WeightKind::F16,
+            "bf16" => WeightKind::Bf16,
+            "int8" => WeightKind::Int8,
+            _ => bail!("--weights {s}: expected f32, f16, bf16 or int8"),
+        })
+    }
+}
+
+/// What `--weights` and `--keep-f32` ask for.
+#[derive(Debug, Clone, Default)]
+pub struct WeightChoice {
+    /// The stored type of the weights.
+    pub kind: WeightKind,
+    /// Constants that stay f32: a weight whose tensor name or consuming node's name equals
+    /// one of these (or starts with it followed by `.` or `/`) is kept.
+    pub keep_f32: Vec<String>,
+}
+
+/// One weight the choice stored in another type (for the export report).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredWeight {
+    /// The constant's name.
+    pub tensor: String,
+    /// The type it is stored in.
+    pub stored: WeightType,
+    /// Its element count.
+    pub elements: usize,
+}
+
+/// Marks the weights of `desc` with the stored type `choice` asks for and returns them.
+///
+/// A constant is a weight when every node that reads it reads it as its weight input
+/// (Dense's and Conv's kernel, ConvTranspose's kernel, Gather's table:
+/// [`flowrt::format::NodeOp::reads_typed_weights`]); a constant any node reads as a plain
+/// f32 operand (a bias, an Add operand) stays f32. The int8 channel axis is the output
+/// channel: Dense `w[K, N]` axis 1, Conv's channel-last kernel its last axis,
+/// ConvTranspose `w[M, ..]` axis 0, a Gather table one scale per row (axis 0).
+///
+/// Errors: a `--keep-f32` name that matches no weight (a typo would silently quantize).
+pub fn assign(desc: &mut ModelDesc, choice: &WeightChoice) -> Result<Vec<StoredWeight>> {
+    if choice.kind == WeightKind::F32 {
+        if let Some(name) = choice.keep_f32.first() {
+            bail!("--keep-f32 {name} needs --weights f16, bf16 or int8");
+        }
+        return Ok(Vec::new());
+    }
+    // Per tensor: the int8 axis its weight readers agree on, or None when some node reads
+    // it as f32 (or the readers disagree).
+    let n = desc.tensors.len();
+    let mut axis: Vec<Option<Option<u8>>> = vec![None; n]; // None = unseen
+    let mut kept_by_name = vec![false; n];
+    let mut matched = vec![false; choice.keep_f32.len()];
+    for node in &desc.nodes {
+        for (j, &t) in node.inputs.iter().enumerate() {
+            let Some(tensor) = desc.tensors.get(t as usize) else {
+                continue;
+            };
+            if tensor.data.is_none() {
+                continue;
+            }
+            let here = if node.op.reads_typed_weights(j) {
+                channel_axis(&node.op, tensor.shape.len())
+            } else {
+                None
+            };
+            let slot = &mut axis[t as usize];
+            *slot = Some(match *slot {
+                None => here,
+                Some(prev) if prev == here => here,
+                Some(_) => None,
+            });
+            for (k, name) in choice.keep_f32.iter().enumerate() {
+                if names(name, &node.name) || names(name, &tensor.name) {
+                    matched[k] = true;
+                    kept_by_name[t as usize] = true;
+                }
+            }
+        }
+    }
+    if let Some(k) = matched.iter().position(|m| !m) {
+        let known: Vec<&str> = desc
+            .tensors
+            .iter()
+            .zip(&axis)
+            .filter(|(_, a)| matches!(a, Some(Some(_))))
+            .map(|(t, _)| t.name.as_str())
+            .collect();
+        bail!(
+            "--keep-f32 {}: no weight or node of that name (the weights: {})",
+            choice.keep_f32[k],
+            known.join(", ")
+        );
+    }
+    let mut stored = Vec::new();
+    for (i, t) in desc.tensors.iter_mut().enumerate() {
+        let (Some(Some(ax)), Some(data)) = (axis[i], &t.data) else {
+            continue;
+        };
+        if kept_by_name[i] {
+            continue;
+        }
+        t.stored = match choice.kind {
+            WeightKind::F32 => continue,
+            WeightKind::F16 => WeightType::F16,
+            WeightKind::Bf16 => WeightType::Bf16,
+            WeightKind::Int8 => WeightType::Int8 { axis: ax },
+        };
+        stored.push(StoredWeight {
+            tensor: t.name.clone(),
+            stored: t.stored,
+            elements: data.len(),
+        });
+    }
+    Ok(stored)
+}
+
+/// The output-channel axis of a weight of `rank` read by `op`.
+fn channel_axis(op: &Op, rank: usize) -> Option<u8> {
+    let last = u8::try_from(rank.checked_sub(1)?).ok()?;
+    match op {
+        Op::Dense | Op::Conv { .. } => Some(last),
+        Op::ConvTranspose { .. } | Op::Gather => Some(0),
+        _ => None,
+    }
+}
+
+/// Whether `pattern` names `name` or a part of it: `pattern` stands at the start of `name`
+/// or after a `/`, and is followed by the end, `.` or `/` — so `net.0` (a PyTorch module)
+/// names `/net/net.0/Gemm.ab.weight` and `net.0.weight`, but not `net.01`.
+fn names(pattern: &str, name: &str) -> bool {
+    !pattern.is_empty()
+        && name.match_indices(pattern).any(|(at, _)| {
+            let before = name[..at].chars().next_back();
+            let after = name[at + pattern.len()..].chars().next();
+            matches!(before, None | Some('/')) && matches!(after, None | Some('.' | '/'))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names;
+
+    #[test]
+    fn keep_names_match_modules_and_tensors() {
+        assert!(names("net.0", "/net/net.0/Gemm.ab.weight"));
+        assert!(names("net.0", "net.0.weight"));
+        assert!(names(
+            "/net/net.0/Gemm.ab.weight",
+            "/net/net.0/Gemm.ab.weight"
+        ));
+        assert!(!names("net.0", "/net/net.01/Gemm.ab.weight"));
+        assert!(!names("et.0", "/net/net.0/Gemm"));
+        assert!(!names("", "net.0"));
+    }
+}

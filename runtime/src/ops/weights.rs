@@ -1,0 +1,195 @@
+//! Constant weights as a `.frt` stores them: f32, f16, bf16, or int8 with one f32 scale per
+//! channel (docs/frt-format.md, "Weight types").
+//!
+//! The kernels that take weights (Dense, Conv, ConvTranspose, Gather) read them through
+//! [`Weights`] and dequantize on the fly, element by element: f16 and bf16 widen to f32
+//! exactly; an int8 value `q` of channel `c` becomes `f32::from(q) * scale[c]` (one IEEE
+//! multiplication). The kernels then run their f32 arithmetic in their fixed order, so a
+//! kernel's result with stored weights is bit for bit its result with the dequantized f32
+//! weights ([`Weights::dequantize`]), on every target.
+
+#[cfg(feature = "weights-f16")]
+use half::{bf16, f16};
+
+/// A constant weight tensor in its stored type, borrowed from the model's bytes.
+#[derive(Debug, Clone, Copy)]
+pub enum Weights<'a> {
+    /// f32 values.
+    F32(&'a [f32]),
+    /// IEEE half-precision values.
+    #[cfg(feature = "weights-f16")]
+    F16(&'a [f16]),
+    /// bfloat16 values.
+    #[cfg(feature = "weights-f16")]
+    Bf16(&'a [bf16]),
+    /// int8 values with one scale per channel.
+    #[cfg(feature = "weights-int8")]
+    Int8(Int8Weights<'a>),
+}
+
+/// int8 weights: element `e` belongs to channel `(e / inner) % scales.len()` (the channel
+/// axis has `scales.len()` entries and `inner` elements after it per step) and stands for
+/// `f32::from(values[e]) * scales[channel]`.
+#[derive(Debug, Clone, Copy)]
+#[cfg(feature = "weights-int8")]
+pub struct Int8Weights<'a> {
+    /// The quantized values, row-major in the tensor's shape.
+    pub values: &'a [i8],
+    /// One scale per channel (finite, non-negative).
+    pub scales: &'a [f32],
+    /// Elements per step of the channel axis (the product of the dims after it).
+    pub inner: usize,
+}
+
+#[cfg(feature = "weights-int8")]
+impl Int8Weights<'_> {
+    /// Dequantizes `out.len()` values from element `start` into `out`; `None` when they are
+    /// not all inside the tensor.
+    #[inline]
+    fn load(&self, start: usize, out: &mut [f32]) -> Option<()> {
+        let end = start.checked_add(out.len())?;
+        let q = self.values.get(start..end)?;
+        let channels = self.scales.len();
+        if channels == 0 || self.inner == 0 {
+            return None;
+        }
+        if self.inner == 1 {
+            // The channel is the last axis: it steps with every element.
+            let mut c = start % channels;
+            for (o, v) in out.iter_mut().zip(q) {
+                *o = f32::from(*v) * *self.scales.get(c)?;
+                c += 1;
+                if c == channels {
+                    c = 0;
+                }
+            }
+        } else {
+            for (e, (o, v)) in out.iter_mut().zip(q).enumerate() {
+                let c = ((start + e) / self.inner) % channels;
+                *o = f32::from(*v) * *self.scales.get(c)?;
+            }
+        }
+        Some(())
+    }
+}
+
+impl<'a> Weights<'a> {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Weights::F32(w) => w.len(),
+            #[cfg(feature = "weights-f16")]
+            Weights::F16(w) => w.len(),
+            #[cfg(feature = "weights-f16")]
+            Weights::Bf16(w) => w.len(),
+            #[cfg(feature = "weights-int8")]
+            Weights::Int8(w) => w.values.len(),
+        }
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The f32 values when the weights are stored as f32.
+    pub fn as_f32(&self) -> Option<&'a [f32]> {
+        match *self {
+            Weights::F32(w) => Some(w),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+
+    /// Short name of the stored type (`f32`, `f16`, `bf16`, `int8`).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Weights::F32(_) => "f32",
+            #[cfg(feature = "weights-f16")]
+            Weights::F16(_) => "f16",
+            #[cfg(feature = "weights-f16")]
+            Weights::Bf16(_) => "bf16",
+            #[cfg(feature = "weights-int8")]
+            Weights::Int8(_) => "int8",
+        }
+    }
+
+    /// Writes the dequantized values `start .. start + out.len()` into `out`; `None` when
+    /// they are not all inside the tensor.
+    #[inline]
+    pub fn load(&self, start: usize, out: &mut [f32]) -> Option<()> {
+        let end = start.checked_add(out.len())?;
+        match self {
+            Weights::F32(w) => out.copy_from_slice(w.get(start..end)?),
+            #[cfg(feature = "weights-f16")]
+            Weights::F16(w) => {
+                for (o, v) in out.iter_mut().zip(w.get(start..end)?) {
+                    *o = v.to_f32();
+                }
+            }
+            #[cfg(feature = "weights-f16")]
+            Weights::Bf16(w) => {
+                for (o, v) in out.iter_mut().zip(w.get(start..end)?) {
+                    *o = v.to_f32();
+                }
+            }
+            #[cfg(feature = "weights-int8")]
+            Weights::Int8(w) => w.load(start, out)?,
+        }
+        Some(())
+    }
+
+    /// The dequantized value of element `i`.
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<f32> {
+        let mut v = [0f32];
+        self.load(i, &mut v)?;
+        Some(v[0])
+    }
+
+    /// All values dequantized to f32 (what the kernels compute with).
+    #[cfg(feature = "alloc")]
+    pub fn dequantize(&self) -> alloc::vec::Vec<f32> {
+        let mut out = alloc::vec![0f32; self.len()];
+        // Cannot fail: `out` has exactly `len()` elements.
+        let _ = self.load(0, &mut out);
+        out
+    }
+}
+
+/// A source of weight runs for the kernels' inner loops: a plain f32 slice (borrowed as is)
+/// or stored [`Weights`] (dequantized into a caller's buffer). Kernels are generic over it,
+/// so the f32 path compiles to the same code as before weights had types.
+pub(crate) trait WeightRuns: Copy {
+    /// Number of elements.
+    fn total(&self) -> usize;
+    /// `len` values from element `start` as f32, borrowed or dequantized into `buf` (at
+    /// least `len` long); `None` when out of range.
+    fn run<'b>(&'b self, start: usize, len: usize, buf: &'b mut [f32]) -> Option<&'b [f32]>;
+}
+
+impl WeightRuns for &[f32] {
+    #[inline(always)]
+    fn total(&self) -> usize {
+        self.len()
+    }
+
+    #[inline(always)]
+    fn run<'b>(&'b self, start: usize, len: usize, _: &'b mut [f32]) -> Option<&'b [f32]> {
+        self.get(start..start.checked_add(len)?)
+    }
+}
+
+impl WeightRuns for Weights<'_> {
+    #[inline(always)]
+    fn total(&self) -> usize {
+        self.len()
+    }
+
+    #[inline(always)]
+    fn run<'b>(&'b self, start: usize, len: usize, buf: &'b mut [f32]) -> Option<&'b [f32]> {
+        let out = buf.get_mut(..len)?;
+        self.load(start, out)?;
+        Some(out)
+    }
+}

@@ -1,0 +1,249 @@
+//! Typed weights (f16, bf16, int8 with per-channel scales): a graph whose weights are stored
+//! in a smaller type computes, bit for bit, what the same graph computes with the
+//! dequantized values stored as f32 — through the writer, the loader and every kernel that
+//! reads weights (Dense with a tile tail, Conv, ConvTranspose, Gather) — and the files are
+//! versioned and checked.
+
+mod common;
+
+use common::{f, load, patched, section_range, Lcg};
+use flowrt::format::{self, AlignedBytes, WeightType};
+use flowrt::ir::{ModelBuilder, ModelDesc, Op, Role, UnaryOp, Window};
+use flowrt::{Error, Model};
+
+/// The weight types besides f32, with the int8 axis filled in per weight by [`mark`].
+const TYPES: [WeightType; 3] = [
+    WeightType::F16,
+    WeightType::Bf16,
+    WeightType::Int8 { axis: 0 },
+];
+
+/// A plain graph over `data` inputs `[9, 5]` (rows: two blocks of 4 and one single row),
+/// `[2, 3, 5, 6]` (images) and `[3, 2]` (gather indices): Dense 5 -> 37 (a tile tail) with
+/// bias, SiLU, Dense 37 -> 5; Conv 3 -> 4 (3x3, pad 1) with bias, then ConvTranspose 4 -> 2
+/// (2x2, stride 2); Gather from a 10 x 6 table. The flattened results go through one more
+/// Dense into the output `[1, 5]`. Returns the description and its weight tensors with their
+/// int8 channel axes.
+fn graph(g: &mut Lcg) -> (ModelDesc, Vec<(u32, u8)>) {
+    let mut b = ModelBuilder::default();
+    let x = b.input(&[f(9), f(5)], Role::Data);
+    let img = b.input(&[f(2), f(3), f(5), f(6)], Role::Data);
+    let idx = b.input(&[f(3), f(2)], Role::Data);
+    let mut weights = Vec::new();
+    let mut weight = |b: &mut ModelBuilder, shape: &[u32], axis: u8| {
+        let dims: Vec<_> = shape.iter().map(|n| f(*n)).collect();
+        let n = shape.iter().product::<u32>() as usize;
+        let t = b.constant(&dims, g.vec(n));
+        weights.push((t, axis));
+        t
+    };
+    // MLP.
+    let w1 = weight(&mut b, &[5, 37], 1);
+    let b1 = b.constant(&[f(37)], vec![0.1; 37]);
+    let h = b.node(Op::Dense, &[x, w1, b1], &[f(9), f(37)]);
+    let h = b.node(Op::Unary(UnaryOp::Silu), &[h], &[f(9), f(37)]);
+    let w2 = weight(&mut b, &[37, 5], 1);
+    let mlp = b.node(Op::Dense, &[h, w2], &[f(9), f(5)]);
+    let mlp = b.node(Op::Reshape, &[mlp], &[f(1), f(45)]);
+    // Conv then ConvTranspose.
+    let pad = Window {
+        pad_begin: [1, 1],
+        pad_end: [1, 1],
+        ..Window::UNIT
+    };
+    let wc = weight(&mut b, &[3, 3, 3, 4], 3);
+    let bc = b.constant(&[f(4)], vec![-0.2, 0.0, 0.3, 0.05]);
+    let c = b.node(
+        Op::Conv {
+            groups: 1,
+            window: pad,
+        },
+        &[img, wc, bc],
+        &[f(2), f(4), f(5), f(6)],
+    );
+    let stride2 = Window {
+        stride: [2, 2],
+        ..Window::UNIT
+    };
+    let wt = weight(&mut b, &[2, 4, 2, 2], 0);
+    let ct = b.node(
+        Op::ConvTranspose {
+            groups: 1,
+            window: stride2,
+            out_pad: [0, 0],
+        },
+        &[c, wt],
+        &[f(2), f(2), f(10), f(12)],
+    );
+    let ct = b.node(Op::Reshape, &[ct], &[f(1), f(480)]);
+    // Gather.
+    let table = weight(&mut b, &[10, 6], 0);
+    let gathered = b.node(Op::Gather, &[table, idx], &[f(3), f(2), f(6)]);
+    let gathered = b.node(Op::Reshape, &[gathered], &[f(1), f(36)]);
+    // Everything into one [B, 5] output.
+    let all = b.node(
+        Op::Concat { axis: 1 },
+        &[mlp, ct, gathered],
+        &[f(1), f(45 + 480 + 36)],
+    );
+    let wo = weight(&mut b, &[561, 5], 1);
+    let out = b.node(Op::Dense, &[all, wo], &[f(1), f(5)]);
+    (b.finish(out), weights)
+}
+
+/// `desc` with its weights stored as `ty` (int8 along each weight's output-channel axis).
+fn mark(desc: &ModelDesc, weights: &[(u32, u8)], ty: WeightType) -> ModelDesc {
+    let mut d = desc.clone();
+    for (t, axis) in weights {
+        d.tensors[*t as usize].stored = match ty {
+            WeightType::Int8 { .. } => WeightType::Int8 { axis: *axis },
+            other => other,
+        };
+    }
+    d
+}
+
+/// `desc` with every constant replaced by the values `file` stores for it (dequantized),
+/// stored as f32.
+fn dequantized(desc: &ModelDesc, file: &Model<'_>) -> ModelDesc {
+    let mut d = desc.clone();
+    for (i, t) in d.tensors.iter_mut().enumerate() {
+        if t.data.is_some() {
+            t.data = Some(file.const_weights(i as u32).unwrap().dequantize());
+            t.stored = WeightType::F32;
+        }
+    }
+    d
+}
+
+/// Runs the plain graph on inputs drawn from `g`.
+fn run(model: &Model<'_>, g: &mut Lcg) -> Vec<f32> {
+    let x = g.vec(9 * 5);
+    let img = g.vec(2 * 3 * 5 * 6);
+    let idx: Vec<f32> = (0..3 * 2).map(|_| g.below(10) as f32).collect();
+    let mut out = vec![0f32; 5];
+    let mut arena = AlignedBytes::zeroed(model.graph_arena_bytes(1).unwrap());
+    flowrt::exec::run(model, 1, &[&x, &img, &idx], &mut out, arena.as_mut_slice()).unwrap();
+    out
+}
+
+#[test]
+fn typed_weights_compute_their_dequantized_values_bit_for_bit() {
+    let (desc, weights) = graph(&mut Lcg(7));
+    let f32_file = load(&desc);
+    let f32_model = Model::from_bytes(f32_file.as_slice()).unwrap();
+    assert_eq!(f32_model.version(), format::VERSION);
+    for ty in TYPES {
+        let typed_file = load(&mark(&desc, &weights, ty));
+        let typed = Model::from_bytes(typed_file.as_slice()).unwrap();
+        assert_eq!(typed.version(), format::VERSION_TYPED_WEIGHTS, "{ty:?}");
+        let plain_file = load(&dequantized(&desc, &typed));
+        let plain = Model::from_bytes(plain_file.as_slice()).unwrap();
+        for seed in 1..5 {
+            let got = run(&typed, &mut Lcg(seed));
+            let want = run(&plain, &mut Lcg(seed));
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{ty:?} inputs {seed}");
+            // And close to the f32 model: the quantization error only.
+            let exact = run(&f32_model, &mut Lcg(seed));
+            let scale = exact.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let err = got
+                .iter()
+                .zip(&exact)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            let tol = match ty {
+                WeightType::F16 => 2e-3,
+                _ => 3e-2,
+            };
+            assert!(err <= tol * scale, "{ty:?} inputs {seed}: {err} vs {scale}");
+            assert!(err > 0.0, "{ty:?}: quantization changed nothing");
+        }
+    }
+}
+
+#[test]
+fn typed_files_are_smaller_and_their_values_are_the_quantized_ones() {
+    let (desc, weights) = graph(&mut Lcg(11));
+    let f32_len = flowrt::write::write(&desc).unwrap().len();
+    for (ty, ratio) in [(TYPES[0], 0.6), (TYPES[1], 0.6), (TYPES[2], 0.45)] {
+        let bytes = flowrt::write::write(&mark(&desc, &weights, ty)).unwrap();
+        assert!(
+            (bytes.len() as f64) < ratio * f32_len as f64,
+            "{ty:?}: {} vs {f32_len} bytes",
+            bytes.len()
+        );
+    }
+    // int8: one scale per output channel, max |w| / 127, and q = round(w / scale).
+    let file = load(&mark(&desc, &weights, TYPES[2]));
+    let model = Model::from_bytes(file.as_slice()).unwrap();
+    let (w1, _) = weights[0];
+    let original = desc.tensors[w1 as usize].data.clone().unwrap();
+    let deq = model.const_weights(w1).unwrap().dequantize();
+    for col in 0..37 {
+        let column = |v: &[f32]| (0..5).map(|r| v[r * 37 + col]).collect::<Vec<_>>();
+        let amax = column(&original).iter().fold(0f32, |m, v| m.max(v.abs()));
+        let scale = amax / 127.0;
+        for (d, o) in column(&deq).iter().zip(column(&original)) {
+            assert_eq!(*d, (o / scale).round() * scale, "column {col}");
+        }
+    }
+}
+
+#[test]
+fn typed_constants_only_where_a_kernel_reads_weights() {
+    let (desc, weights) = graph(&mut Lcg(3));
+    // A bias (Dense input 2) stored as f16: the writer refuses.
+    let mut d = desc.clone();
+    let bias = d.nodes[0].inputs[2] as usize;
+    d.tensors[bias].stored = WeightType::F16;
+    match flowrt::write::write(&d) {
+        Err(Error::InvalidNode { node: 0, what }) => assert!(what.contains("reads f32"), "{what}"),
+        other => panic!("{other:?}"),
+    }
+    // A computed tensor cannot be typed.
+    let mut d = desc.clone();
+    let hidden = d.nodes[0].output as usize;
+    d.tensors[hidden].stored = WeightType::Bf16;
+    assert!(matches!(
+        flowrt::write::write(&d),
+        Err(Error::InvalidTensor { what, .. }) if what.contains("only constants")
+    ));
+    // int8 along an axis the weight does not have.
+    let mut d = mark(&desc, &weights, TYPES[2]);
+    d.tensors[weights[0].0 as usize].stored = WeightType::Int8 { axis: 2 };
+    assert!(flowrt::write::write(&d).is_err());
+
+    // In a written file: the loader checks the same rules on the records.
+    let bytes = flowrt::write::write(&mark(&desc, &weights, TYPES[2])).unwrap();
+    let (tensors, _) = section_range(&bytes, format::section::TENSORS).unwrap();
+    let record = |t: usize| tensors + 8 + 64 * t;
+    // The bias record patched to f16 (its data length no longer matches either).
+    assert!(patched(&bytes, record(bias) + 1, &[format::DTYPE_F16]).is_err());
+    // An unknown dtype code.
+    assert!(matches!(
+        patched(&bytes, record(weights[0].0 as usize) + 1, &[9]),
+        Err(Error::InvalidTensor { what, .. }) if what.contains("unknown dtype")
+    ));
+    // An int8 axis beyond the rank.
+    assert!(matches!(
+        patched(&bytes, record(weights[0].0 as usize) + 36, &[7]),
+        Err(Error::InvalidTensor { what, .. }) if what.contains("axis")
+    ));
+    // A version-1 header on a file with typed weights.
+    assert!(matches!(
+        patched(&bytes, 4, &format::VERSION.to_le_bytes()),
+        Err(Error::InvalidTensor { what, .. }) if what.contains("version-1")
+    ));
+    // A NaN scale.
+    let model_file = AlignedBytes::copy_from(&bytes);
+    let model = Model::from_bytes(model_file.as_slice()).unwrap();
+    let w1 = weights[0].0;
+    assert_eq!(model.const_weights(w1).unwrap().type_name(), "int8");
+    let (wsec, _) = section_range(&bytes, format::section::WEIGHTS).unwrap();
+    let off = u64::from_le_bytes(bytes[record(w1 as usize) + 40..][..8].try_into().unwrap());
+    let scales_at = wsec + off as usize + (5 * 37usize).div_ceil(4) * 4;
+    assert!(matches!(
+        patched(&bytes, scales_at, &f32::NAN.to_le_bytes()),
+        Err(Error::InvalidTensor { what, .. }) if what.contains("scales")
+    ));
+}
