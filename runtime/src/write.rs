@@ -271,7 +271,7 @@ fn put_str(v: &mut Vec<u8>, s: &str) -> Result<(), Error> {
 fn encode_const(
     out: &mut Vec<u8>,
     data: &[f32],
-    shape: &[crate::format::Dim],
+    shape: &Shape,
     stored: WeightType,
 ) -> Result<(), &'static str> {
     if stored != WeightType::F32 && !data.iter().all(|v| v.is_finite()) {
@@ -296,16 +296,9 @@ fn encode_const(
             }
         }
         WeightType::Int8 { axis } => {
-            let fixed = |d: &crate::format::Dim| match d {
-                crate::format::Dim::Fixed(n) => Some(*n as usize),
-                crate::format::Dim::Batch => None,
-            };
-            let dims: Option<Vec<usize>> = shape.iter().map(fixed).collect();
-            let dims = dims.ok_or("constant has a batch dim")?;
-            let channels = *dims
-                .get(usize::from(axis))
+            let (channels, inner) = shape
+                .channel_layout(usize::from(axis))
                 .ok_or("int8 channel axis is not below the rank")?;
-            let inner: usize = dims.iter().skip(usize::from(axis) + 1).product();
             let (q, scales) = quantize(data, channels, inner);
             out.extend(q.iter().map(|v| *v as u8));
             pad4(out);
@@ -394,7 +387,8 @@ pub fn write(desc: &ModelDesc) -> Result<Vec<u8>, Error> {
         if let Some(data) = &t.data {
             pad16(&mut weights);
             let off = weights.len() as u64;
-            encode_const(&mut weights, data, &t.shape, t.stored).map_err(|w| tensor_err(i, w))?;
+            let shape = a.shapes.get(i).ok_or(too_big)?;
+            encode_const(&mut weights, data, shape, t.stored).map_err(|w| tensor_err(i, w))?;
             *pos = (off, weights.len() as u64 - off);
         }
     }

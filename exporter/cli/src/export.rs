@@ -245,11 +245,7 @@ fn write(model: &Path, output: &Path, opts: &ExportOptions) -> Result<()> {
     let aligned = AlignedBytes::copy_from(&bytes);
     let m =
         Model::from_bytes(aligned.as_slice()).map_err(|e| anyhow!("re-reading the export: {e}"))?;
-    let typed = m
-        .tensors()
-        .filter_map(|t| m.const_weights(t.index).ok())
-        .filter(|w| w.as_f32().is_none())
-        .count();
+    let typed = m.constants().filter(|w| w.as_f32().is_none()).count();
     let weights = if typed > 0 {
         format!(
             ", {typed} weight tensors stored as {}",

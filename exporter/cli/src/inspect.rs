@@ -41,11 +41,7 @@ pub fn run(path: &Path, json: bool, batches: &[usize]) -> Result<()> {
         .collect::<Result<_>>()?;
     // Constants per stored type: (tensors, values).
     let mut stored = std::collections::BTreeMap::<&str, (usize, usize)>::new();
-    for t in m
-        .tensors()
-        .filter(|t| t.kind == flowrt::format::TensorKind::Const)
-    {
-        let w = m.const_weights(t.index).map_err(|e| anyhow!("{e}"))?;
+    for w in m.constants() {
         let e = stored.entry(w.type_name()).or_default();
         e.0 += 1;
         e.1 += w.len();

@@ -199,10 +199,7 @@ pub fn open_ort(
     threads: usize,
 ) -> Result<flowrt_ort::OrtSession> {
     use flowrt_ort::{OrtOptions, OrtSession};
-    let typed = model
-        .tensors()
-        .filter_map(|t| model.const_weights(t.index).ok())
-        .find(|w| w.as_f32().is_none());
+    let typed = model.constants().find(|w| w.as_f32().is_none());
     if let Some(w) = typed {
         return Err(HostError::Unsupported(format!(
             "this .frt stores {} weights; ONNX Runtime would run the ONNX file's f32 weights \
@@ -329,6 +326,15 @@ impl HostRun<'_> {
             &mut bufs,
             observer,
         )?)
+    }
+}
+
+/// The backend [`with_net`] runs for `b`: `auto` is the CPU executor.
+fn host_memory_backend(b: Backend) -> Backend {
+    if b == Backend::Auto {
+        Backend::Cpu
+    } else {
+        b
     }
 }
 
@@ -677,11 +683,7 @@ impl Frt {
             Ok(c)
         })?;
         let report = Report {
-            backend: if backend == Backend::Auto {
-                Backend::Cpu
-            } else {
-                backend
-            },
+            backend: host_memory_backend(backend),
             method: plan.method.name().into(),
             steps: counts.steps,
             rejected: counts.rejected,
@@ -735,11 +737,7 @@ impl Frt {
             )?)
         })?;
         let report = Report {
-            backend: if backend == Backend::Auto {
-                Backend::Cpu
-            } else {
-                backend
-            },
+            backend: host_memory_backend(backend),
             steps,
             evaluations: steps,
             elapsed: start.elapsed(),

@@ -338,6 +338,23 @@ impl Shape {
         (0..self.rank()).filter_map(|i| self.dim(i))
     }
 
+    /// The per-channel layout along `axis` (int8 weight scales): `(channels, inner)`, the
+    /// size of `axis` and the product of the dims after it, so element `e` belongs to
+    /// channel `(e / inner) % channels`. `None` when `axis` is not below the rank, one of
+    /// those dims is the batch dim, or the product overflows.
+    pub fn channel_layout(&self, axis: usize) -> Option<(usize, usize)> {
+        let fixed = |d: Dim| match d {
+            Dim::Fixed(n) => usize::try_from(n).ok(),
+            Dim::Batch => None,
+        };
+        let channels = fixed(self.dim(axis)?)?;
+        let inner = self
+            .dims()
+            .skip(axis + 1)
+            .try_fold(1usize, |acc, d| acc.checked_mul(fixed(d)?))?;
+        Some((channels, inner))
+    }
+
     /// Product of the fixed dims: elements per batch row for a batched shape, the total
     /// element count otherwise. `None` on u64 overflow.
     pub fn row_elements(&self) -> Option<u64> {

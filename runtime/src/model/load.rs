@@ -2,7 +2,6 @@
 //! graph checked once, so nothing after a successful load can index out of bounds.
 
 use super::*;
-use crate::format::Dim;
 
 /// The layout of a section that is a table: a header of `header` bytes with the record
 /// count (`u32`) at `count_at` and a reserved zero `u32` at `reserved_at`, then `count`
@@ -366,10 +365,12 @@ impl<'a> Model<'a> {
                         return Err(err("constant data is not 16-byte aligned"));
                     }
                     let channels = match r.dtype {
-                        WeightType::Int8 { axis } => match r.shape.dim(usize::from(axis)) {
-                            Some(Dim::Fixed(n)) => u64::from(n),
-                            _ => return Err(err("int8 channel axis is not a fixed dim")),
-                        },
+                        WeightType::Int8 { axis } => {
+                            r.shape
+                                .channel_layout(usize::from(axis))
+                                .ok_or(err("int8 channel axis is not a fixed dim"))?
+                                .0 as u64
+                        }
                         _ => 0,
                     };
                     if Some(r.data_len) != r.dtype.data_len(elements, channels) {

@@ -406,15 +406,7 @@ impl<'a> Model<'a> {
                 let values: &[i8] =
                     bytemuck::try_cast_slice(values.get(..elements).ok_or(e)?).map_err(cast)?;
                 let scales: &[f32] = bytemuck::try_cast_slice(scales).map_err(cast)?;
-                let inner = rec
-                    .shape
-                    .dims()
-                    .skip(usize::from(axis) + 1)
-                    .try_fold(1usize, |acc, d| match d {
-                        format::Dim::Fixed(n) => acc.checked_mul(n as usize),
-                        format::Dim::Batch => None,
-                    })
-                    .ok_or(e)?;
+                let (_, inner) = rec.shape.channel_layout(usize::from(axis)).ok_or(e)?;
                 Weights::Int8(crate::ops::Int8Weights {
                     values,
                     scales,
@@ -590,6 +582,12 @@ impl<'a> Model<'a> {
     /// Errors: [`Error::BadArgument`] when `i` is not a constant tensor.
     pub fn const_weights(&self, i: u32) -> Result<Weights<'a>, Error> {
         self.const_weights_of(&self.const_rec(i)?)
+    }
+
+    /// Every constant tensor in its stored type, in tensor order (a loaded model's constants
+    /// all decode; see [`Model::const_weights`]).
+    pub fn constants(&self) -> impl Iterator<Item = Weights<'a>> + '_ {
+        (0..self.n_tensors).filter_map(|i| self.const_weights(i).ok())
     }
 
     fn const_rec(&self, i: u32) -> Result<TensorRec, Error> {
