@@ -40,6 +40,10 @@ pub struct ExportOptions {
     /// The stored type of the weights (`export --weights --keep-f32`); pipeline stages use
     /// the same type.
     pub weights: weights::WeightChoice,
+    /// Leave out the names of nodes and of every tensor but the signature's inputs and
+    /// output (`export --strip-names`): `inspect` and error messages show indices for the
+    /// rest. Saves the bytes of the ONNX names, which a microcontroller never reads.
+    pub strip_names: bool,
 }
 
 /// Imports and lowers an ONNX file into a flowrt model description.
@@ -91,6 +95,7 @@ pub fn onnx_to_desc(path: &Path, opts: &ExportOptions) -> Result<ModelDesc> {
                 kind: opts.weights.kind,
                 keep_f32: Vec::new(),
             },
+            strip_names: opts.strip_names,
             ..Default::default()
         };
         let bytes = export_onnx(onnx, &sub)
@@ -115,6 +120,21 @@ pub fn onnx_to_desc(path: &Path, opts: &ExportOptions) -> Result<ModelDesc> {
         _ => {}
     }
     desc.solver_defaults = opts.solver_defaults.clone();
+    if opts.strip_names {
+        // The signature's names stay (they are few and say what to feed).
+        let io: Vec<u32> = desc
+            .inputs
+            .iter()
+            .map(|i| i.tensor)
+            .chain([desc.output])
+            .collect();
+        for (i, t) in desc.tensors.iter_mut().enumerate() {
+            if !io.contains(&(i as u32)) {
+                t.name.clear();
+            }
+        }
+        desc.nodes.iter_mut().for_each(|n| n.name.clear());
+    }
     if opts.embed_onnx {
         desc.onnx = Some(
             embed::self_contained_onnx(path)

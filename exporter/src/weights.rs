@@ -4,8 +4,9 @@
 //! even; int8 symmetric with one scale per output channel, `flowrt::write::quantize`).
 
 use anyhow::{bail, Result};
-use flowrt::format::WeightType;
+use flowrt::format::{ScaleType, WeightType};
 use flowrt::ir::{ModelDesc, Op};
+use flowrt::write::fits_f16;
 
 /// The stored type asked for with `--weights`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -17,7 +18,7 @@ pub enum WeightKind {
     F16,
     /// bfloat16 (2 bytes per weight).
     Bf16,
-    /// int8 with one f32 scale per output channel (1 byte per weight).
+    /// int8 with one bfloat16 scale per output channel (1 byte per weight; biases f16).
     Int8,
 }
 
@@ -71,10 +72,13 @@ pub struct StoredWeight {
 ///
 /// A constant is a weight when every node that reads it reads it as its weight input
 /// (Dense's and Conv's kernel, ConvTranspose's kernel, Gather's table:
-/// [`flowrt::format::NodeOp::reads_typed_weights`]); a constant any node reads as a plain
-/// f32 operand (a bias, an Add operand) stays f32. The int8 channel axis is the output
-/// channel: Dense `w[K, N]` axis 1, Conv's channel-last kernel its last axis,
-/// ConvTranspose `w[M, ..]` axis 0, a Gather table one scale per row (axis 0).
+/// [`flowrt::format::NodeOp::reads_typed_weights`]), and a bias when every reader reads it
+/// as its bias ([`flowrt::format::NodeOp::reads_typed_bias`]); a constant any node reads as
+/// a plain f32 operand (an Add operand) stays f32. Weights take the asked type; biases are
+/// stored as bf16 in bf16 models and as f16 in f16 and int8 models (f32 when a value does
+/// not fit f16). The int8 channel axis is the output channel: Dense `w[K, N]` axis 1,
+/// Conv's channel-last kernel its last axis, ConvTranspose `w[M, ..]` axis 0, a Gather
+/// table one scale per row (axis 0); the scales are bfloat16 ([`ScaleType::Bf16`]).
 ///
 /// Errors: a `--keep-f32` name that matches no weight (a typo would silently quantize).
 pub fn assign(desc: &mut ModelDesc, choice: &WeightChoice) -> Result<Vec<StoredWeight>> {
@@ -84,10 +88,9 @@ pub fn assign(desc: &mut ModelDesc, choice: &WeightChoice) -> Result<Vec<StoredW
         }
         return Ok(Vec::new());
     }
-    // Per tensor: the int8 axis its weight readers agree on, or None when some node reads
-    // it as f32 (or the readers disagree).
+    // Per tensor: how every node reads it (`None` = unseen).
     let n = desc.tensors.len();
-    let mut axis: Vec<Option<Option<u8>>> = vec![None; n]; // None = unseen
+    let mut role: Vec<Option<Role>> = vec![None; n];
     let mut kept_by_name = vec![false; n];
     let mut matched = vec![false; choice.keep_f32.len()];
     for node in &desc.nodes {
@@ -99,15 +102,17 @@ pub fn assign(desc: &mut ModelDesc, choice: &WeightChoice) -> Result<Vec<StoredW
                 continue;
             }
             let here = if node.op.reads_typed_weights(j) {
-                channel_axis(&node.op, tensor.shape.len())
+                channel_axis(&node.op, tensor.shape.len()).map_or(Role::Plain, Role::Weight)
+            } else if node.op.reads_typed_bias(j) {
+                Role::Bias
             } else {
-                None
+                Role::Plain
             };
-            let slot = &mut axis[t as usize];
+            let slot = &mut role[t as usize];
             *slot = Some(match *slot {
                 None => here,
                 Some(prev) if prev == here => here,
-                Some(_) => None,
+                Some(_) => Role::Plain,
             });
             for (k, name) in choice.keep_f32.iter().enumerate() {
                 if names(name, &node.name) || names(name, &tensor.name) {
@@ -121,8 +126,8 @@ pub fn assign(desc: &mut ModelDesc, choice: &WeightChoice) -> Result<Vec<StoredW
         let known: Vec<&str> = desc
             .tensors
             .iter()
-            .zip(&axis)
-            .filter(|(_, a)| matches!(a, Some(Some(_))))
+            .zip(&role)
+            .filter(|(_, r)| matches!(r, Some(Role::Weight(_))))
             .map(|(t, _)| t.name.as_str())
             .collect();
         bail!(
@@ -133,17 +138,23 @@ pub fn assign(desc: &mut ModelDesc, choice: &WeightChoice) -> Result<Vec<StoredW
     }
     let mut stored = Vec::new();
     for (i, t) in desc.tensors.iter_mut().enumerate() {
-        let (Some(Some(ax)), Some(data)) = (axis[i], &t.data) else {
+        let (Some(r), Some(data)) = (role[i], &t.data) else {
             continue;
         };
         if kept_by_name[i] {
             continue;
         }
-        t.stored = match choice.kind {
-            WeightKind::F32 => continue,
-            WeightKind::F16 => WeightType::F16,
-            WeightKind::Bf16 => WeightType::Bf16,
-            WeightKind::Int8 => WeightType::Int8 { axis: ax },
+        t.stored = match (r, choice.kind) {
+            (Role::Plain, _) | (_, WeightKind::F32) => continue,
+            (Role::Weight(_), WeightKind::F16) => WeightType::F16,
+            (_, WeightKind::Bf16) => WeightType::Bf16,
+            (Role::Weight(axis), WeightKind::Int8) => WeightType::Int8 {
+                axis,
+                scales: ScaleType::Bf16,
+            },
+            // Biases of f16 and int8 models: f16 where every value fits.
+            (Role::Bias, WeightKind::F16 | WeightKind::Int8) if fits_f16(data) => WeightType::F16,
+            (Role::Bias, _) => continue,
         };
         stored.push(StoredWeight {
             tensor: t.name.clone(),
@@ -152,6 +163,17 @@ pub fn assign(desc: &mut ModelDesc, choice: &WeightChoice) -> Result<Vec<StoredW
         });
     }
     Ok(stored)
+}
+
+/// How the nodes read a constant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Every reader reads it as its weight, with this output-channel axis.
+    Weight(u8),
+    /// Every reader reads it as its bias.
+    Bias,
+    /// Some reader reads it as a plain f32 operand (or the readers disagree).
+    Plain,
 }
 
 /// The output-channel axis of a weight of `rank` read by `op`.

@@ -195,11 +195,7 @@ fn exec_node(v: &Views<'_, '_>, node: &NodeRec, out: &mut [f32], od: &Dims) -> R
         NodeOp::Dense => {
             let (a, _, _) = v.input(node, 0)?;
             let (w, wd) = v.weights(node, 1)?;
-            let bias = if node.n_inputs == 3 {
-                Some(v.input(node, 2)?.0)
-            } else {
-                None
-            };
+            let bias = bias_input(v, node)?;
             let (k, n) = (wd.get(0).ok_or(ops_err())?, wd.get(1).ok_or(ops_err())?);
             ops::dense(a, w, bias, k, n, out)
         }
@@ -254,7 +250,7 @@ fn exec_node(v: &Views<'_, '_>, node: &NodeRec, out: &mut [f32], od: &Dims) -> R
         NodeOp::Conv { groups, window } => {
             let (x, _, xd) = v.input(node, 0)?;
             let (w, wd) = v.weights(node, 1)?;
-            let bias = conv_bias(v, node)?;
+            let bias = bias_input(v, node)?;
             ops::conv(x, &xd, w, &wd, bias, groups as usize, &window, out, od)
         }
         NodeOp::ConvTranspose {
@@ -264,7 +260,7 @@ fn exec_node(v: &Views<'_, '_>, node: &NodeRec, out: &mut [f32], od: &Dims) -> R
         } => {
             let (x, _, xd) = v.input(node, 0)?;
             let (w, wd) = v.weights(node, 1)?;
-            let bias = conv_bias(v, node)?;
+            let bias = bias_input(v, node)?;
             ops::conv_transpose(
                 x,
                 &xd,
@@ -330,10 +326,10 @@ fn exec_node(v: &Views<'_, '_>, node: &NodeRec, out: &mut [f32], od: &Dims) -> R
     }
 }
 
-/// The optional third input (bias) of a convolution.
-fn conv_bias<'x>(v: &Views<'x, '_>, node: &NodeRec) -> Result<Option<&'x [f32]>, Error> {
+/// The optional third input (bias) of Dense, Conv and ConvTranspose, in its stored type.
+fn bias_input<'x>(v: &Views<'x, '_>, node: &NodeRec) -> Result<Option<Weights<'x>>, Error> {
     if node.n_inputs == 3 {
-        Ok(Some(v.input(node, 2)?.0))
+        Ok(Some(v.weights(node, 2)?.0))
     } else {
         Ok(None)
     }

@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 
 use crate::format::{
     align_up, check_output_shape, check_role_shape, node_err, rules, section, tensor_err, NodeOp,
-    Region, Shape, TensorKind, WeightType, ALIGN, HEADER_LEN, MAGIC, NONE_U32, NO_BATCH,
+    Region, ScaleType, Shape, TensorKind, WeightType, ALIGN, HEADER_LEN, MAGIC, NONE_U32, NO_BATCH,
     SECTION_ENTRY_LEN, SECTION_FLAG_REQUIRED, VERSION, VERSION_TYPED_WEIGHTS,
 };
 use crate::ir::{self, ModelDesc};
@@ -68,7 +68,7 @@ pub(crate) fn analyze(desc: &ModelDesc) -> Result<Analysis, Error> {
                 ));
             }
             *kind = TensorKind::Const;
-            if let WeightType::Int8 { axis } = t.stored {
+            if let WeightType::Int8 { axis, .. } = t.stored {
                 if usize::from(axis) >= shape.rank() {
                     return Err(tensor_err(i, "int8 channel axis is not below the rank"));
                 }
@@ -264,7 +264,8 @@ fn put_str(v: &mut Vec<u8>, s: &str) -> Result<(), Error> {
 }
 /// Appends constant `data` of `shape` in the stored type `stored` (docs/frt-format.md,
 /// "Weight types"): f32 / f16 / bf16 little-endian (half types rounded to nearest even), or
-/// int8 values padded to 4 bytes followed by the channels' f32 scales ([`quantize`]).
+/// int8 values padded to 4 bytes followed by the channels' f32 or bfloat16 scales
+/// ([`quantize`]).
 ///
 /// Errors: a non-finite value in a typed constant, an int8 axis outside the shape, or a
 /// type this build lacks.
@@ -285,6 +286,9 @@ fn encode_const(
         }
         #[cfg(feature = "weights-f16")]
         WeightType::F16 => {
+            if !fits_f16(data) {
+                return Err("a constant stored as f16 must lie within +-65504");
+            }
             for v in data {
                 out.extend_from_slice(&half::f16::from_f32(*v).to_le_bytes());
             }
@@ -295,15 +299,21 @@ fn encode_const(
                 out.extend_from_slice(&half::bf16::from_f32(*v).to_le_bytes());
             }
         }
-        WeightType::Int8 { axis } => {
+        WeightType::Int8 { axis, scales } => {
             let (channels, inner) = shape
                 .channel_layout(usize::from(axis))
                 .ok_or("int8 channel axis is not below the rank")?;
-            let (q, scales) = quantize(data, channels, inner);
+            let (q, values) = quantize(data, channels, inner, scales);
             out.extend(q.iter().map(|v| *v as u8));
             pad4(out);
-            for s in scales {
-                out.extend_from_slice(&s.to_le_bytes());
+            for s in values {
+                match scales {
+                    ScaleType::F32 => out.extend_from_slice(&s.to_le_bytes()),
+                    // Exact: `quantize` returns bfloat16 values.
+                    ScaleType::Bf16 => {
+                        out.extend_from_slice(&((s.to_bits() >> 16) as u16).to_le_bytes())
+                    }
+                }
             }
         }
         #[allow(unreachable_patterns)]
@@ -314,9 +324,16 @@ fn encode_const(
 
 /// Symmetric int8 quantization with one scale per channel: element `e` belongs to channel
 /// `(e / inner) % channels`; a channel's scale is `max |w| / 127` (0 for an all-zero
-/// channel) and its values `round(w / scale)` (ties away from zero) in `-127..=127`.
-/// Returns the values and the scales. The runtime computes with `q * scale`.
-pub fn quantize(data: &[f32], channels: usize, inner: usize) -> (Vec<i8>, Vec<f32>) {
+/// channel), for [`ScaleType::Bf16`] rounded up to the next bfloat16, and its values
+/// `round(w / scale)` (ties away from zero, against the stored scale) in `-127..=127`.
+/// Returns the values and the scales as stored (bfloat16 ones exactly representable). The
+/// runtime computes with `q * scale`.
+pub fn quantize(
+    data: &[f32],
+    channels: usize,
+    inner: usize,
+    stored: ScaleType,
+) -> (Vec<i8>, Vec<f32>) {
     let channel = |e: usize| (e / inner.max(1)) % channels.max(1);
     let mut amax = vec![0f32; channels.max(1)];
     for (e, v) in data.iter().enumerate() {
@@ -324,7 +341,13 @@ pub fn quantize(data: &[f32], channels: usize, inner: usize) -> (Vec<i8>, Vec<f3
             *m = m.max(v.abs());
         }
     }
-    let scales: Vec<f32> = amax.iter().map(|m| m / 127.0).collect();
+    let scales: Vec<f32> = amax
+        .iter()
+        .map(|m| match stored {
+            ScaleType::F32 => m / 127.0,
+            ScaleType::Bf16 => bf16_up(m / 127.0),
+        })
+        .collect();
     let q = data
         .iter()
         .enumerate()
@@ -338,6 +361,23 @@ pub fn quantize(data: &[f32], channels: usize, inner: usize) -> (Vec<i8>, Vec<f3
         })
         .collect();
     (q, scales)
+}
+
+/// Whether every value rounds to a finite f16 (what [`WeightType::F16`] can store).
+pub fn fits_f16(data: &[f32]) -> bool {
+    // f16::MAX = 65504; values up to the midpoint to the next (unrepresentable) step round
+    // down to it, so anything below 65520 stays finite.
+    data.iter().all(|v| v.abs() < 65520.0)
+}
+
+/// The smallest bfloat16 value (as f32) that is `>= s`, for a finite `s >= 0`.
+fn bf16_up(s: f32) -> f32 {
+    let bits = s.to_bits();
+    if bits & 0xFFFF == 0 {
+        s
+    } else {
+        f32::from_bits((bits & 0xFFFF_0000) + 0x1_0000)
+    }
 }
 
 fn pad4(v: &mut Vec<u8>) {
@@ -366,15 +406,14 @@ pub fn write(desc: &ModelDesc) -> Result<Vec<u8>, Error> {
     // Typed weights only where a kernel reads them.
     for (j, node) in desc.nodes.iter().enumerate() {
         for (k, t) in node.inputs.iter().enumerate() {
-            let typed = desc
+            let stored = desc
                 .tensors
                 .get(*t as usize)
-                .is_some_and(|t| t.stored != WeightType::F32);
-            if typed && !node.op.reads_typed_weights(k) {
+                .map_or(WeightType::F32, |t| t.stored);
+            if !node.op.accepts_stored(k, stored) {
                 return Err(Error::InvalidNode {
                     node: u32_of(j)?,
-                    what: "an f16 / bf16 / int8 constant feeds an input that reads f32 (only \
-                           the weights of Dense, Conv, ConvTranspose and Gather may be typed)",
+                    what: crate::format::TYPED_INPUT_RULE,
                 });
             }
         }
@@ -452,7 +491,7 @@ pub fn write(desc: &ModelDesc) -> Result<Vec<u8>, Error> {
         put_u32(
             &mut tensors,
             match stored {
-                WeightType::Int8 { axis } => u32::from(axis),
+                WeightType::Int8 { axis, .. } => u32::from(axis),
                 _ => 0,
             },
         );
@@ -529,8 +568,13 @@ pub fn write(desc: &ModelDesc) -> Result<Vec<u8>, Error> {
         (section::PLAN, SECTION_FLAG_REQUIRED, &plan_sec),
         (section::SIGNATURE, SECTION_FLAG_REQUIRED, &sig),
         (section::METADATA, 0, &meta),
-        (section::NAMES, 0, &names),
     ];
+    // Names only when some tensor or node has one (an export with `--strip-names` has none).
+    let named = desc.tensors.iter().any(|t| !t.name.is_empty())
+        || desc.nodes.iter().any(|n| !n.name.is_empty());
+    if named {
+        sections.push((section::NAMES, 0, &names));
+    }
     // Optional: the source ONNX bytes, for flowrt-ort.
     if let Some(onnx) = &desc.onnx {
         sections.push((section::ONNX, 0, onnx));

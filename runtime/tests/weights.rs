@@ -7,24 +7,36 @@
 mod common;
 
 use common::{f, load, patched, section_range, Lcg};
-use flowrt::format::{self, AlignedBytes, WeightType};
+use flowrt::format::{self, AlignedBytes, ScaleType, WeightType};
 use flowrt::ir::{ModelBuilder, ModelDesc, Op, Role, UnaryOp, Window};
 use flowrt::{Error, Model};
 
 /// The weight types besides f32, with the int8 axis filled in per weight by [`mark`].
-const TYPES: [WeightType; 3] = [
+const TYPES: [WeightType; 4] = [
     WeightType::F16,
     WeightType::Bf16,
-    WeightType::Int8 { axis: 0 },
+    WeightType::Int8 {
+        axis: 0,
+        scales: ScaleType::F32,
+    },
+    WeightType::Int8 {
+        axis: 0,
+        scales: ScaleType::Bf16,
+    },
 ];
+
+/// The weight tensors of [`graph`] with their int8 channel axes, and its biases.
+struct Constants {
+    weights: Vec<(u32, u8)>,
+    biases: Vec<u32>,
+}
 
 /// A plain graph over `data` inputs `[9, 5]` (rows: two blocks of 4 and one single row),
 /// `[2, 3, 5, 6]` (images) and `[3, 2]` (gather indices): Dense 5 -> 37 (a tile tail) with
 /// bias, SiLU, Dense 37 -> 5; Conv 3 -> 4 (3x3, pad 1) with bias, then ConvTranspose 4 -> 2
-/// (2x2, stride 2); Gather from a 10 x 6 table. The flattened results go through one more
-/// Dense into the output `[1, 5]`. Returns the description and its weight tensors with their
-/// int8 channel axes.
-fn graph(g: &mut Lcg) -> (ModelDesc, Vec<(u32, u8)>) {
+/// (2x2, stride 2) with bias; Gather from a 10 x 6 table. The flattened results go through
+/// one more Dense into the output `[1, 5]`. Returns the description and its constants.
+fn graph(g: &mut Lcg) -> (ModelDesc, Constants) {
     let mut b = ModelBuilder::default();
     let x = b.input(&[f(9), f(5)], Role::Data);
     let img = b.input(&[f(2), f(3), f(5), f(6)], Role::Data);
@@ -39,7 +51,10 @@ fn graph(g: &mut Lcg) -> (ModelDesc, Vec<(u32, u8)>) {
     };
     // MLP.
     let w1 = weight(&mut b, &[5, 37], 1);
-    let b1 = b.constant(&[f(37)], vec![0.1; 37]);
+    let b1 = b.constant(
+        &[f(37)],
+        (0..37).map(|i| 0.37 * (i as f32 * 1.7).sin()).collect(),
+    );
     let h = b.node(Op::Dense, &[x, w1, b1], &[f(9), f(37)]);
     let h = b.node(Op::Unary(UnaryOp::Silu), &[h], &[f(9), f(37)]);
     let w2 = weight(&mut b, &[37, 5], 1);
@@ -66,13 +81,14 @@ fn graph(g: &mut Lcg) -> (ModelDesc, Vec<(u32, u8)>) {
         ..Window::UNIT
     };
     let wt = weight(&mut b, &[2, 4, 2, 2], 0);
+    let bt = b.constant(&[f(2)], vec![0.7, -1.3]);
     let ct = b.node(
         Op::ConvTranspose {
             groups: 1,
             window: stride2,
             out_pad: [0, 0],
         },
-        &[c, wt],
+        &[c, wt, bt],
         &[f(2), f(2), f(10), f(12)],
     );
     let ct = b.node(Op::Reshape, &[ct], &[f(1), f(480)]);
@@ -88,16 +104,27 @@ fn graph(g: &mut Lcg) -> (ModelDesc, Vec<(u32, u8)>) {
     );
     let wo = weight(&mut b, &[561, 5], 1);
     let out = b.node(Op::Dense, &[all, wo], &[f(1), f(5)]);
-    (b.finish(out), weights)
+    let biases = vec![b1, bc, bt];
+    (b.finish(out), Constants { weights, biases })
 }
 
-/// `desc` with its weights stored as `ty` (int8 along each weight's output-channel axis).
-fn mark(desc: &ModelDesc, weights: &[(u32, u8)], ty: WeightType) -> ModelDesc {
+/// `desc` with its weights stored as `ty` (int8 along each weight's output-channel axis)
+/// and its biases as the exporter stores them: bf16 with bf16 weights, else f16.
+fn mark(desc: &ModelDesc, c: &Constants, ty: WeightType) -> ModelDesc {
     let mut d = desc.clone();
-    for (t, axis) in weights {
+    for (t, axis) in &c.weights {
         d.tensors[*t as usize].stored = match ty {
-            WeightType::Int8 { .. } => WeightType::Int8 { axis: *axis },
+            WeightType::Int8 { scales, .. } => WeightType::Int8 {
+                axis: *axis,
+                scales,
+            },
             other => other,
+        };
+    }
+    for t in &c.biases {
+        d.tensors[*t as usize].stored = match ty {
+            WeightType::Bf16 => WeightType::Bf16,
+            _ => WeightType::F16,
         };
     }
     d
@@ -129,12 +156,12 @@ fn run(model: &Model<'_>, g: &mut Lcg) -> Vec<f32> {
 
 #[test]
 fn typed_weights_compute_their_dequantized_values_bit_for_bit() {
-    let (desc, weights) = graph(&mut Lcg(7));
+    let (desc, consts) = graph(&mut Lcg(7));
     let f32_file = load(&desc);
     let f32_model = Model::from_bytes(f32_file.as_slice()).unwrap();
     assert_eq!(f32_model.version(), format::VERSION);
     for ty in TYPES {
-        let typed_file = load(&mark(&desc, &weights, ty));
+        let typed_file = load(&mark(&desc, &consts, ty));
         let typed = Model::from_bytes(typed_file.as_slice()).unwrap();
         assert_eq!(typed.version(), format::VERSION_TYPED_WEIGHTS, "{ty:?}");
         let plain_file = load(&dequantized(&desc, &typed));
@@ -163,41 +190,73 @@ fn typed_weights_compute_their_dequantized_values_bit_for_bit() {
 
 #[test]
 fn typed_files_are_smaller_and_their_values_are_the_quantized_ones() {
-    let (desc, weights) = graph(&mut Lcg(11));
+    let (desc, consts) = graph(&mut Lcg(11));
     let f32_len = flowrt::write::write(&desc).unwrap().len();
-    for (ty, ratio) in [(TYPES[0], 0.6), (TYPES[1], 0.6), (TYPES[2], 0.45)] {
-        let bytes = flowrt::write::write(&mark(&desc, &weights, ty)).unwrap();
+    for (ty, ratio) in [
+        (TYPES[0], 0.6),
+        (TYPES[1], 0.6),
+        (TYPES[2], 0.45),
+        (TYPES[3], 0.45),
+    ] {
+        let bytes = flowrt::write::write(&mark(&desc, &consts, ty)).unwrap();
         assert!(
             (bytes.len() as f64) < ratio * f32_len as f64,
             "{ty:?}: {} vs {f32_len} bytes",
             bytes.len()
         );
     }
-    // int8: one scale per output channel, max |w| / 127, and q = round(w / scale).
-    let file = load(&mark(&desc, &weights, TYPES[2]));
-    let model = Model::from_bytes(file.as_slice()).unwrap();
-    let (w1, _) = weights[0];
-    let original = desc.tensors[w1 as usize].data.clone().unwrap();
-    let deq = model.const_weights(w1).unwrap().dequantize();
-    for col in 0..37 {
-        let column = |v: &[f32]| (0..5).map(|r| v[r * 37 + col]).collect::<Vec<_>>();
-        let amax = column(&original).iter().fold(0f32, |m, v| m.max(v.abs()));
-        let scale = amax / 127.0;
-        for (d, o) in column(&deq).iter().zip(column(&original)) {
-            assert_eq!(*d, (o / scale).round() * scale, "column {col}");
+    // int8: one scale per output channel, max |w| / 127 (f32, or rounded up to the next
+    // bfloat16: at most 2^-8 larger), and q = round(w / scale).
+    for ty in [TYPES[2], TYPES[3]] {
+        let file = load(&mark(&desc, &consts, ty));
+        let model = Model::from_bytes(file.as_slice()).unwrap();
+        let (w1, _) = consts.weights[0];
+        let original = desc.tensors[w1 as usize].data.clone().unwrap();
+        let deq = model.const_weights(w1).unwrap().dequantize();
+        for col in 0..37 {
+            let column = |v: &[f32]| (0..5).map(|r| v[r * 37 + col]).collect::<Vec<_>>();
+            let amax = column(&original).iter().fold(0f32, |m, v| m.max(v.abs()));
+            let exact = amax / 127.0;
+            let scale = match ty {
+                WeightType::Int8 {
+                    scales: ScaleType::Bf16,
+                    ..
+                } => {
+                    let up = (exact.to_bits() + 0xFFFF) & 0xFFFF_0000;
+                    f32::from_bits(up)
+                }
+                _ => exact,
+            };
+            assert!(
+                scale >= exact && scale <= exact * (1.0 + 1.0 / 128.0),
+                "{ty:?} {col}"
+            );
+            for (d, o) in column(&deq).iter().zip(column(&original)) {
+                assert_eq!(*d, (o / scale).round() * scale, "{ty:?} column {col}");
+            }
+        }
+        // The biases: f16 values, rounded to nearest.
+        let b1 = consts.biases[0];
+        let original = desc.tensors[b1 as usize].data.clone().unwrap();
+        let stored = model.const_weights(b1).unwrap();
+        assert_eq!(stored.type_name(), "f16");
+        for (d, o) in stored.dequantize().iter().zip(&original) {
+            assert_eq!(*d, half::f16::from_f32(*o).to_f32());
         }
     }
 }
 
 #[test]
 fn typed_constants_only_where_a_kernel_reads_weights() {
-    let (desc, weights) = graph(&mut Lcg(3));
-    // A bias (Dense input 2) stored as f16: the writer refuses.
+    let (desc, consts) = graph(&mut Lcg(3));
+    // A bias (Dense input 2) stored as int8: the writer refuses (biases may be f16 / bf16).
     let mut d = desc.clone();
     let bias = d.nodes[0].inputs[2] as usize;
-    d.tensors[bias].stored = WeightType::F16;
+    d.tensors[bias].stored = TYPES[3];
     match flowrt::write::write(&d) {
-        Err(Error::InvalidNode { node: 0, what }) => assert!(what.contains("reads f32"), "{what}"),
+        Err(Error::InvalidNode { node: 0, what }) => {
+            assert!(what.contains("cannot read it"), "{what}")
+        }
         other => panic!("{other:?}"),
     }
     // A computed tensor cannot be typed.
@@ -209,24 +268,28 @@ fn typed_constants_only_where_a_kernel_reads_weights() {
         Err(Error::InvalidTensor { what, .. }) if what.contains("only constants")
     ));
     // int8 along an axis the weight does not have.
-    let mut d = mark(&desc, &weights, TYPES[2]);
-    d.tensors[weights[0].0 as usize].stored = WeightType::Int8 { axis: 2 };
+    let mut d = mark(&desc, &consts, TYPES[2]);
+    d.tensors[consts.weights[0].0 as usize].stored = WeightType::Int8 {
+        axis: 2,
+        scales: ScaleType::Bf16,
+    };
     assert!(flowrt::write::write(&d).is_err());
 
     // In a written file: the loader checks the same rules on the records.
-    let bytes = flowrt::write::write(&mark(&desc, &weights, TYPES[2])).unwrap();
+    let bytes = flowrt::write::write(&mark(&desc, &consts, TYPES[2])).unwrap();
     let (tensors, _) = section_range(&bytes, format::section::TENSORS).unwrap();
     let record = |t: usize| tensors + 8 + 64 * t;
-    // The bias record patched to f16 (its data length no longer matches either).
-    assert!(patched(&bytes, record(bias) + 1, &[format::DTYPE_F16]).is_err());
+    // The (f16) bias record patched to f32 or int8 (its data length no longer matches).
+    assert!(patched(&bytes, record(bias) + 1, &[format::DTYPE_F32]).is_err());
+    assert!(patched(&bytes, record(bias) + 1, &[format::DTYPE_I8_BF16_SCALES]).is_err());
     // An unknown dtype code.
     assert!(matches!(
-        patched(&bytes, record(weights[0].0 as usize) + 1, &[9]),
+        patched(&bytes, record(consts.weights[0].0 as usize) + 1, &[9]),
         Err(Error::InvalidTensor { what, .. }) if what.contains("unknown dtype")
     ));
     // An int8 axis beyond the rank.
     assert!(matches!(
-        patched(&bytes, record(weights[0].0 as usize) + 36, &[7]),
+        patched(&bytes, record(consts.weights[0].0 as usize) + 36, &[7]),
         Err(Error::InvalidTensor { what, .. }) if what.contains("axis")
     ));
     // A version-1 header on a file with typed weights.
@@ -237,7 +300,7 @@ fn typed_constants_only_where_a_kernel_reads_weights() {
     // A NaN scale.
     let model_file = AlignedBytes::copy_from(&bytes);
     let model = Model::from_bytes(model_file.as_slice()).unwrap();
-    let w1 = weights[0].0;
+    let w1 = consts.weights[0].0;
     assert_eq!(model.const_weights(w1).unwrap().type_name(), "int8");
     let (wsec, _) = section_range(&bytes, format::section::WEIGHTS).unwrap();
     let off = u64::from_le_bytes(bytes[record(w1 as usize) + 40..][..8].try_into().unwrap());

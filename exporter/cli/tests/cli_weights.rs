@@ -15,12 +15,12 @@ fn typed_weights_export_inspect_and_sample_close_to_f32() {
     let f32_out = dir.path("f32.npy");
     sample_ok(&f32_frt, &noise, &[&"--method rk4 --steps 8"], &f32_out);
     let f32_len = std::fs::metadata(&f32_frt).unwrap().len() as f64;
-    // (type, largest file size over f32, largest sample difference from f32): the moons
-    // MLP's 4 Dense weights are stored typed, its biases stay f32.
-    for (ty, size, tol) in [
-        ("f16", 0.56, 0.05),
-        ("bf16", 0.56, 0.2),
-        ("int8", 0.35, 0.5),
+    // (type, largest file size over f32, stored types, largest sample difference from
+    // f32): the moons MLP's 4 Dense weights and their 4 biases are stored typed.
+    for (ty, size, types, tol) in [
+        ("f16", 0.54, "f16 x8", 0.05),
+        ("bf16", 0.54, "bf16 x8", 0.2),
+        ("int8", 0.32, "int8 x4, f16 x4", 0.5),
     ] {
         let frt = export_in(
             &dir,
@@ -30,7 +30,9 @@ fn typed_weights_export_inspect_and_sample_close_to_f32() {
         );
         let ratio = std::fs::metadata(&frt).unwrap().len() as f64 / f32_len;
         assert!(ratio <= size, "{ty}: {ratio} of the f32 file");
-        inspect_has(&frt, &["format v2", &format!("{ty} x4")]);
+        let mut needles = vec!["format v2"];
+        needles.extend(types.split(", "));
+        inspect_has(&frt, &needles);
         let out = dir.path(&format!("{ty}.npy"));
         sample_ok(
             &frt,
@@ -48,7 +50,30 @@ fn typed_weights_export_inspect_and_sample_close_to_f32() {
         MODEL,
         "--weights int8 --keep-f32 net.0,net.6",
     );
-    inspect_has(&kept, &["int8 x2", "f32 x6"]);
+    inspect_has(&kept, &["int8 x2", "f16 x2", "f32 x4"]);
+    // --strip-names: no names section, the same numbers.
+    let plain = export_in(&dir, "plain.frt", MODEL, "--weights int8");
+    let stripped = export_in(&dir, "stripped.frt", MODEL, "--weights int8 --strip-names");
+    let size = |p: &std::path::Path| std::fs::metadata(p).unwrap().len();
+    assert!(
+        size(&stripped) + 300 < size(&plain),
+        "the names take 516 bytes"
+    );
+    let names = |p: &std::path::Path| {
+        let bytes = flowrt::format::AlignedBytes::copy_from(&std::fs::read(p).unwrap());
+        let m = flowrt::Model::from_bytes(bytes.as_slice()).unwrap();
+        m.tensors()
+            .filter_map(|t| t.name.filter(|n| !n.is_empty()).map(str::to_owned))
+            .collect::<Vec<_>>()
+    };
+    assert!(names(&plain).iter().any(|n| n.contains("net.0")));
+    let kept = names(&stripped);
+    assert!(kept.len() == 2 && kept[0] == "xt", "{kept:?}");
+    inspect_has(&stripped, &["input  xt"]);
+    let (a, b) = (dir.path("plain.npy"), dir.path("stripped.npy"));
+    sample_ok(&plain, &noise, &[&"--method rk4 --steps 8"], &a);
+    sample_ok(&stripped, &noise, &[&"--method rk4 --steps 8"], &b);
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
 }
 
 #[test]

@@ -64,6 +64,36 @@ pub const DTYPE_F16: u8 = 1;
 pub const DTYPE_BF16: u8 = 2;
 /// Element type code of int8 constants with one f32 scale per channel (version 2).
 pub const DTYPE_I8: u8 = 3;
+/// Element type code of int8 constants with one bfloat16 scale per channel (version 2; what
+/// the writer emits for int8 since this code exists).
+pub const DTYPE_I8_BF16_SCALES: u8 = 4;
+
+/// The rule on typed constants, as the reader's and the writer's error text.
+pub const TYPED_INPUT_RULE: &str = "a typed constant feeds an input that cannot read it (f16 / \
+     bf16 / int8: the weights of Dense, Conv, ConvTranspose and Gather; f16 / bf16: the bias \
+     of Dense, Conv and ConvTranspose; everything else reads f32)";
+
+/// How the per-channel scales of an int8 constant are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum ScaleType {
+    /// 4 bytes per channel (dtype 3).
+    #[default]
+    F32,
+    /// bfloat16, 2 bytes per channel (dtype 4): the high half of the f32 bits, widened by
+    /// one shift. The writer rounds the scale up to bfloat16 and quantizes against the
+    /// rounded scale, so the coarser scale costs no systematic error.
+    Bf16,
+}
+
+impl ScaleType {
+    /// Bytes per scale.
+    pub fn bytes(self) -> u64 {
+        match self {
+            ScaleType::F32 => 4,
+            ScaleType::Bf16 => 2,
+        }
+    }
+}
 
 /// How a constant's values are stored in the file (a tensor record's `dtype`; see
 /// docs/frt-format.md, "Weight types"). Every computed tensor is f32.
@@ -76,11 +106,13 @@ pub enum WeightType {
     F16,
     /// bfloat16, 2 bytes per value (rounded to nearest even at export).
     Bf16,
-    /// int8, symmetric, with one f32 scale per index of the `axis` dim: 1 byte per value
-    /// plus 4 bytes per channel.
+    /// int8, symmetric, with one scale per index of the `axis` dim: 1 byte per value plus
+    /// 4 (f32) or 2 (bfloat16) bytes per channel.
     Int8 {
         /// The channel axis (< rank).
         axis: u8,
+        /// How the scales are stored.
+        scales: ScaleType,
     },
 }
 
@@ -91,7 +123,14 @@ impl WeightType {
             WeightType::F32 => DTYPE_F32,
             WeightType::F16 => DTYPE_F16,
             WeightType::Bf16 => DTYPE_BF16,
-            WeightType::Int8 { .. } => DTYPE_I8,
+            WeightType::Int8 {
+                scales: ScaleType::F32,
+                ..
+            } => DTYPE_I8,
+            WeightType::Int8 {
+                scales: ScaleType::Bf16,
+                ..
+            } => DTYPE_I8_BF16_SCALES,
         }
     }
 
@@ -106,15 +145,15 @@ impl WeightType {
     }
 
     /// Bytes of a constant of `elements` values whose channel axis has `channels` entries:
-    /// the values (int8: padded to a multiple of 4), then for int8 the f32 scales. `None`
-    /// on overflow.
+    /// the values (int8: padded to a multiple of 4), then for int8 the scales. `None` on
+    /// overflow.
     pub fn data_len(self, elements: u64, channels: u64) -> Option<u64> {
         match self {
             WeightType::F32 => elements.checked_mul(4),
             WeightType::F16 | WeightType::Bf16 => elements.checked_mul(2),
-            WeightType::Int8 { .. } => {
+            WeightType::Int8 { scales, .. } => {
                 let values = elements.checked_add(3)? & !3;
-                values.checked_add(channels.checked_mul(4)?)
+                values.checked_add(channels.checked_mul(scales.bytes())?)
             }
         }
     }

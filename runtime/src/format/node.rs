@@ -158,6 +158,30 @@ impl NodeOp {
         )
     }
 
+    /// Whether input `j` is a bias that may be a constant stored as f16 or bf16 (not int8):
+    /// the third input of Dense, Conv and ConvTranspose.
+    pub fn reads_typed_bias(&self, j: usize) -> bool {
+        j == 2
+            && matches!(
+                self,
+                NodeOp::Dense | NodeOp::Conv { .. } | NodeOp::ConvTranspose { .. }
+            )
+    }
+
+    /// Whether input `j` may be a constant stored as `stored` (the reader's and the
+    /// writer's rule): f32 anywhere; f16, bf16 and int8 for weight inputs; f16 and bf16 for
+    /// biases.
+    pub fn accepts_stored(&self, j: usize, stored: crate::format::WeightType) -> bool {
+        use crate::format::WeightType;
+        match stored {
+            WeightType::F32 => true,
+            WeightType::F16 | WeightType::Bf16 => {
+                self.reads_typed_weights(j) || self.reads_typed_bias(j)
+            }
+            WeightType::Int8 { .. } => self.reads_typed_weights(j),
+        }
+    }
+
     /// A `Transpose` whose output axis `i` is input axis `perm[i]`.
     ///
     /// Errors: a permutation longer than [`MAX_RANK`] or with an entry that is no axis of

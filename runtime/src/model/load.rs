@@ -365,7 +365,7 @@ impl<'a> Model<'a> {
                         return Err(err("constant data is not 16-byte aligned"));
                     }
                     let channels = match r.dtype {
-                        WeightType::Int8 { axis } => {
+                        WeightType::Int8 { axis, .. } => {
                             r.shape
                                 .channel_layout(usize::from(axis))
                                 .ok_or(err("int8 channel axis is not a fixed dim"))?
@@ -386,9 +386,7 @@ impl<'a> Model<'a> {
                     if let WeightType::Int8 { .. } = r.dtype {
                         let scales_ok = match self.const_weights_of(&r)? {
                             #[cfg(feature = "weights-int8")]
-                            crate::ops::Weights::Int8(w) => {
-                                w.scales.iter().all(|s| s.is_finite() && *s >= 0.0)
-                            }
+                            crate::ops::Weights::Int8(w) => w.scales.all_valid(),
                             _ => false,
                         };
                         if !scales_ok {
@@ -484,11 +482,8 @@ impl<'a> Model<'a> {
                     return Err(err("input tensor id out of range"));
                 }
                 let r = self.tensor_rec(t)?;
-                if r.dtype != WeightType::F32 && !node.op.reads_typed_weights(j) {
-                    return Err(err(
-                        "an f16 / bf16 / int8 constant feeds an input that reads f32 (only the \
-                         weights of Dense, Conv, ConvTranspose and Gather may be typed)",
-                    ));
+                if !node.op.accepts_stored(j, r.dtype) {
+                    return Err(err(TYPED_INPUT_RULE));
                 }
                 if r.kind.in_arena() {
                     if r.producer >= i {

@@ -5,10 +5,11 @@ use core::ops::Range;
 
 use crate::format::{
     self, align_up, check_output_shape, check_role_shape, le_u16, le_u32, le_u64, node_err, rules,
-    section, tensor_err, InputRole, NodeOp, Region, Shape, TensorKind, WeightType, DTYPE_BF16,
-    DTYPE_F16, DTYPE_F32, DTYPE_I8, HEADER_LEN, MAGIC, MAX_RANK, MAX_SECTIONS, NODE_ATTRS,
-    NODE_RECORD_LEN, NONE_U32, PLAN_ENTRY_LEN, SECTION_ENTRY_LEN, SECTION_FLAG_REQUIRED,
-    SIGNATURE_ENTRY_LEN, TENSOR_RECORD_LEN, VERSION, VERSION_TYPED_WEIGHTS,
+    section, tensor_err, InputRole, NodeOp, Region, ScaleType, Shape, TensorKind, WeightType,
+    DTYPE_BF16, DTYPE_F16, DTYPE_F32, DTYPE_I8, DTYPE_I8_BF16_SCALES, HEADER_LEN, MAGIC, MAX_RANK,
+    MAX_SECTIONS, NODE_ATTRS, NODE_RECORD_LEN, NONE_U32, PLAN_ENTRY_LEN, SECTION_ENTRY_LEN,
+    SECTION_FLAG_REQUIRED, SIGNATURE_ENTRY_LEN, TENSOR_RECORD_LEN, TYPED_INPUT_RULE, VERSION,
+    VERSION_TYPED_WEIGHTS,
 };
 use crate::ops::Weights;
 use crate::Error;
@@ -242,14 +243,22 @@ impl<'a> Model<'a> {
             DTYPE_F32 => return Ok(WeightType::F32),
             DTYPE_F16 => WeightType::F16,
             DTYPE_BF16 => WeightType::Bf16,
-            DTYPE_I8 => {
+            DTYPE_I8 | DTYPE_I8_BF16_SCALES => {
                 if word36 as usize >= shape.rank() {
                     return Err(tensor_err(
                         i as usize,
                         "int8 channel axis is not below the rank",
                     ));
                 }
-                WeightType::Int8 { axis: word36 as u8 }
+                let scales = if code == DTYPE_I8 {
+                    ScaleType::F32
+                } else {
+                    ScaleType::Bf16
+                };
+                WeightType::Int8 {
+                    axis: word36 as u8,
+                    scales,
+                }
             }
             _ => return Err(tensor_err(i as usize, "unknown dtype")),
         };
@@ -397,15 +406,22 @@ impl<'a> Model<'a> {
             #[cfg(feature = "weights-f16")]
             WeightType::Bf16 => Weights::Bf16(bytemuck::try_cast_slice(bytes).map_err(cast)?),
             #[cfg(feature = "weights-int8")]
-            WeightType::Int8 { axis } => {
+            WeightType::Int8 { axis, scales } => {
                 let e = invalid("constant data out of range");
                 let elements = rec.shape.row_elements().ok_or(e)?;
                 let elements = usize::try_from(elements).map_err(|_| e)?;
                 let values_len = elements.checked_add(3).ok_or(e)? & !3;
-                let (values, scales) = bytes.split_at_checked(values_len).ok_or(e)?;
+                let (values, scale_bytes) = bytes.split_at_checked(values_len).ok_or(e)?;
                 let values: &[i8] =
                     bytemuck::try_cast_slice(values.get(..elements).ok_or(e)?).map_err(cast)?;
-                let scales: &[f32] = bytemuck::try_cast_slice(scales).map_err(cast)?;
+                let scales = match scales {
+                    ScaleType::F32 => crate::ops::Scales::F32(
+                        bytemuck::try_cast_slice(scale_bytes).map_err(cast)?,
+                    ),
+                    ScaleType::Bf16 => crate::ops::Scales::Bf16(
+                        bytemuck::try_cast_slice(scale_bytes).map_err(cast)?,
+                    ),
+                };
                 let (_, inner) = rec.shape.channel_layout(usize::from(axis)).ok_or(e)?;
                 Weights::Int8(crate::ops::Int8Weights {
                     values,

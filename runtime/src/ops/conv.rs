@@ -5,7 +5,7 @@
 //! all ascending, starting from the bias (or `0.0`) — whatever the batch size or the CPU.
 //! Padding contributes nothing (it is skipped, not multiplied).
 
-use super::weights::{WeightRuns, Weights};
+use super::weights::{load_bias, WeightRuns, Weights};
 use super::{check_len, Dims, SIZE_ERR};
 use crate::Error;
 
@@ -84,12 +84,11 @@ impl Window {
     }
 }
 
-/// `bias[oc]`, or 0 without a bias.
-fn bias_of(bias: Option<&[f32]>, oc: usize) -> Result<f32, Error> {
-    match bias {
-        Some(b) => b.get(oc).copied().ok_or(SIZE_ERR),
-        None => Ok(0.0),
-    }
+/// `bias[oc]` (dequantized), or 0 without a bias.
+fn bias_of(bias: Option<Weights<'_>>, oc: usize) -> Result<f32, Error> {
+    let mut v = [0f32];
+    load_bias(bias, oc, &mut v).ok_or(SIZE_ERR)?;
+    Ok(v[0])
 }
 
 /// `(N, C, H, W)` of a rank-3 or rank-4 NCHW tensor.
@@ -124,7 +123,7 @@ pub fn conv(
     xd: &Dims,
     w: Weights<'_>,
     wd: &Dims,
-    bias: Option<&[f32]>,
+    bias: Option<Weights<'_>>,
     groups: usize,
     win: &Window,
     out: &mut [f32],
@@ -151,7 +150,7 @@ fn conv_avx2(
     xd: &Dims,
     w: &[f32],
     wd: &Dims,
-    bias: Option<&[f32]>,
+    bias: Option<Weights<'_>>,
     groups: usize,
     win: &Window,
     out: &mut [f32],
@@ -176,7 +175,7 @@ fn conv_impl<W: WeightRuns>(
     xd: &Dims,
     w: W,
     wd: &Dims,
-    bias: Option<&[f32]>,
+    bias: Option<Weights<'_>>,
     groups: usize,
     win: &Window,
     out: &mut [f32],
@@ -219,21 +218,15 @@ fn conv_impl<W: WeightRuns>(
             for c0 in (0..mg).step_by(CONV_TILE) {
                 let oc0 = g * mg + c0;
                 let cn = CONV_TILE.min(mg - c0);
+                let mut init = [0f32; CONV_TILE];
+                load_bias(bias, oc0, init.get_mut(..cn).ok_or(SIZE_ERR)?).ok_or(SIZE_ERR)?;
                 for oy in 0..oh {
                     let mut ox = 0;
                     while ox < ow {
                         let np = CONV_PIXELS.min(ow - ox);
                         // acc[p][j]: output channel oc0 + j at pixel (oy, ox + p).
-                        let mut acc = [[0f32; CONV_TILE]; CONV_PIXELS];
+                        let mut acc = [init; CONV_PIXELS];
                         let mut w_buf = [0f32; CONV_TILE];
-                        for a in acc.iter_mut() {
-                            if let Some(bv) = bias {
-                                let src = bv.get(oc0..oc0 + cn).ok_or(SIZE_ERR)?;
-                                for (d, v) in a.iter_mut().zip(src) {
-                                    *d = *v;
-                                }
-                            }
-                        }
                         for ci in 0..cg {
                             let x_plane = xb
                                 .get((g * cg + ci) * plane_in..(g * cg + ci + 1) * plane_in)
@@ -300,7 +293,7 @@ pub fn conv_transpose(
     xd: &Dims,
     w: Weights<'_>,
     wd: &Dims,
-    bias: Option<&[f32]>,
+    bias: Option<Weights<'_>>,
     groups: usize,
     win: &Window,
     out_pad: [u16; 2],

@@ -7,13 +7,13 @@
 //! work *between* output elements, so a row's result is the same whether it is computed in a
 //! block of 4, alone, or at any position.
 
-use super::weights::{WeightRuns, Weights};
+use super::weights::{load_bias, WeightRuns, Weights};
 use super::{check_len, Dims, SIZE_ERR};
 use crate::Error;
 
-/// `out[rows, n] = a[rows, k] x w[k, n] (+ bias[n])`, `rows = out.len() / n`, with `w` in
-/// its stored type ([`Weights`]: f16, bf16 and int8 weights are dequantized on the fly, so
-/// the result equals that of the dequantized f32 weights bit for bit).
+/// `out[rows, n] = a[rows, k] x w[k, n] (+ bias[n])`, `rows = out.len() / n`, with `w` and
+/// `bias` in their stored types ([`Weights`]: f16, bf16 and int8 values are dequantized on
+/// the fly, so the result equals that of the dequantized f32 values bit for bit).
 ///
 /// On x86_64 hosts with AVX2 (feature `std`, detected at run time) the same loops run with
 /// 16-column register tiles compiled for AVX2 — separate multiplies and adds, no FMA, the
@@ -23,7 +23,7 @@ use crate::Error;
 pub fn dense(
     a: &[f32],
     w: Weights<'_>,
-    bias: Option<&[f32]>,
+    bias: Option<Weights<'_>>,
     k: usize,
     n: usize,
     out: &mut [f32],
@@ -38,7 +38,7 @@ pub fn dense(
 fn dense_f32(
     a: &[f32],
     w: &[f32],
-    bias: Option<&[f32]>,
+    bias: Option<Weights<'_>>,
     k: usize,
     n: usize,
     out: &mut [f32],
@@ -58,7 +58,7 @@ fn dense_f32(
 fn dense_avx2(
     a: &[f32],
     w: &[f32],
-    bias: Option<&[f32]>,
+    bias: Option<Weights<'_>>,
     k: usize,
     n: usize,
     out: &mut [f32],
@@ -71,7 +71,7 @@ fn dense_avx2(
 fn dense_tiled<const T: usize, W: WeightRuns>(
     a: &[f32],
     w: W,
-    bias: Option<&[f32]>,
+    bias: Option<Weights<'_>>,
     k: usize,
     n: usize,
     out: &mut [f32],
@@ -117,17 +117,6 @@ fn dense_tiled<const T: usize, W: WeightRuns>(
     Ok(())
 }
 
-fn init(o: &mut [f32], bias: Option<&[f32]>) {
-    match bias {
-        Some(b) => {
-            for (y, v) in o.iter_mut().zip(b) {
-                *y = *v;
-            }
-        }
-        None => o.fill(0.0),
-    }
-}
-
 /// Output columns per register tile: 4 rows × `TILE_COLS` accumulators stay in registers
 /// for the whole `k` loop (8 fills two SSE/NEON vectors per row; 4 fits the 32 single-
 /// precision registers of a Cortex-M FPU next to the operands).
@@ -147,7 +136,7 @@ fn block4<const T: usize, W: WeightRuns>(
     o: [&mut [f32]; 4],
     a: [&[f32]; 4],
     w: W,
-    bias: Option<&[f32]>,
+    bias: Option<Weights<'_>>,
     n: usize,
 ) -> Result<(), Error> {
     let [o0, o1, o2, o3] = o;
@@ -156,12 +145,9 @@ fn block4<const T: usize, W: WeightRuns>(
     let mut c0 = 0;
     while c0 < full {
         let c1 = c0 + T;
-        let mut acc = [[0f32; T]; 4];
-        if let Some(b) = bias.and_then(|b| b.get(c0..c1)) {
-            for row in acc.iter_mut() {
-                row.copy_from_slice(b);
-            }
-        }
+        let mut init = [0f32; T];
+        load_bias(bias, c0, &mut init).ok_or(SIZE_ERR)?;
+        let mut acc = [init; 4];
         let avals = a[0].iter().zip(a[1]).zip(a[2]).zip(a[3]);
         for (kk, (((x0, x1), x2), x3)) in avals.enumerate() {
             let wt = w.run(kk * n + c0, T, &mut buf).ok_or(SIZE_ERR)?;
@@ -191,9 +177,8 @@ fn block4<const T: usize, W: WeightRuns>(
         ) else {
             return Err(SIZE_ERR);
         };
-        let tail_bias = bias.and_then(|b| b.get(full..));
         for oi in [&mut *t0, &mut *t1, &mut *t2, &mut *t3] {
-            init(oi, tail_bias);
+            load_bias(bias, full, oi).ok_or(SIZE_ERR)?;
         }
         let mut tail = [0f32; TAIL_CHUNK];
         let avals = a[0].iter().zip(a[1]).zip(a[2]).zip(a[3]);
@@ -224,7 +209,7 @@ fn row1<const T: usize, W: WeightRuns>(
     o: &mut [f32],
     a: &[f32],
     w: W,
-    bias: Option<&[f32]>,
+    bias: Option<Weights<'_>>,
     n: usize,
 ) -> Result<(), Error> {
     let full = n - n % T;
@@ -233,9 +218,7 @@ fn row1<const T: usize, W: WeightRuns>(
     while c0 < full {
         let c1 = c0 + T;
         let mut acc = [0f32; T];
-        if let Some(b) = bias.and_then(|b| b.get(c0..c1)) {
-            acc.copy_from_slice(b);
-        }
+        load_bias(bias, c0, &mut acc).ok_or(SIZE_ERR)?;
         for (kk, x) in a.iter().enumerate() {
             let wt = w.run(kk * n + c0, T, &mut buf).ok_or(SIZE_ERR)?;
             for (y, wv) in acc.iter_mut().zip(wt) {
@@ -248,7 +231,7 @@ fn row1<const T: usize, W: WeightRuns>(
         c0 = c1;
     }
     let t = o.get_mut(full..).ok_or(SIZE_ERR)?;
-    init(t, bias.and_then(|b| b.get(full..)));
+    load_bias(bias, full, t).ok_or(SIZE_ERR)?;
     let mut tail = [0f32; TAIL_CHUNK];
     for (kk, x) in a.iter().enumerate() {
         let wt = w.run(kk * n + full, n - full, &mut tail).ok_or(SIZE_ERR)?;

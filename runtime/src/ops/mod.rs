@@ -32,9 +32,9 @@ pub use elementwise::{binary, expand, select, unary};
 pub use layout::{concat_part, gather, slice, transpose, GATHER_INDEX_ERR};
 pub use reduce::{reduce, softmax, ReduceKind};
 pub use resize::{pad, resize, CoordMode, PadMode, ResizeMode};
-#[cfg(feature = "weights-int8")]
-pub use weights::Int8Weights;
 pub use weights::Weights;
+#[cfg(feature = "weights-int8")]
+pub use weights::{Int8Weights, Scales};
 
 /// Highest rank the kernels support.
 pub const MAX_RANK: usize = 6;

@@ -82,7 +82,7 @@ fn dense_matches_naive_loop_bitwise() {
         let b = g.vec(n);
         for bias in [None, Some(&b[..])] {
             let mut out = vec![0.0; rows * n];
-            dense(&a, Weights::F32(&w), bias, k, n, &mut out).unwrap();
+            dense(&a, Weights::F32(&w), bias.map(Weights::F32), k, n, &mut out).unwrap();
             for r in 0..rows {
                 for c in 0..n {
                     let mut acc = bias.map_or(0.0, |b| b[c]);
@@ -103,7 +103,7 @@ fn dense_rejects_bad_sizes() {
     assert!(dense(
         &[0.0; 4],
         Weights::F32(&[0.0; 6]),
-        Some(&[0.0; 2]),
+        Some(Weights::F32(&[0.0; 2])),
         2,
         3,
         &mut out
@@ -858,15 +858,48 @@ fn conv_matches_a_naive_reference_with_groups_strides_dilations_and_pads() {
     let wd = Dims::new(&[c / g, kh, kw, m]).unwrap();
     let w = Weights::F32(&wt);
     let od = Dims::new(&[n, m, oh, ow]).unwrap();
-    conv(&x, &xd, w, &wd, Some(&bias), g, &win, &mut out, &od).unwrap();
+    conv(
+        &x,
+        &xd,
+        w,
+        &wd,
+        Some(Weights::F32(&bias)),
+        g,
+        &win,
+        &mut out,
+        &od,
+    )
+    .unwrap();
     for (a, b) in out.iter().zip(&want) {
         assert!((f64::from(*a) - b).abs() < 1e-5, "{a} vs {b}");
     }
     // Wrong output dims are an error, not a panic.
     let bad = Dims::new(&[n, m, oh + 1, ow]).unwrap();
     let mut big = vec![0f32; n * m * (oh + 1) * ow];
-    assert!(conv(&x, &xd, w, &wd, Some(&bias), g, &win, &mut big, &bad).is_err());
-    assert!(conv(&x, &xd, w, &wd, Some(&bias[..3]), g, &win, &mut out, &od).is_err());
+    assert!(conv(
+        &x,
+        &xd,
+        w,
+        &wd,
+        Some(Weights::F32(&bias)),
+        g,
+        &win,
+        &mut big,
+        &bad
+    )
+    .is_err());
+    assert!(conv(
+        &x,
+        &xd,
+        w,
+        &wd,
+        Some(Weights::F32(&bias[..3])),
+        g,
+        &win,
+        &mut out,
+        &od
+    )
+    .is_err());
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! Constant weights as a `.frt` stores them: f32, f16, bf16, or int8 with one f32 scale per
-//! channel (docs/frt-format.md, "Weight types").
+//! Constant weights as a `.frt` stores them: f32, f16, bf16, or int8 with one f32 or
+//! bfloat16 scale per channel (docs/frt-format.md, "Weight types").
 //!
 //! The kernels that take weights (Dense, Conv, ConvTranspose, Gather) read them through
 //! [`Weights`] and dequantize on the fly, element by element: f16 and bf16 widen to f32
@@ -29,16 +29,56 @@ pub enum Weights<'a> {
 
 /// int8 weights: element `e` belongs to channel `(e / inner) % scales.len()` (the channel
 /// axis has `scales.len()` entries and `inner` elements after it per step) and stands for
-/// `f32::from(values[e]) * scales[channel]`.
+/// `f32::from(values[e]) * scale[channel]`.
 #[derive(Debug, Clone, Copy)]
 #[cfg(feature = "weights-int8")]
 pub struct Int8Weights<'a> {
     /// The quantized values, row-major in the tensor's shape.
     pub values: &'a [i8],
     /// One scale per channel (finite, non-negative).
-    pub scales: &'a [f32],
+    pub scales: Scales<'a>,
     /// Elements per step of the channel axis (the product of the dims after it).
     pub inner: usize,
+}
+
+/// The per-channel scales of [`Int8Weights`], as stored.
+#[derive(Debug, Clone, Copy)]
+#[cfg(feature = "weights-int8")]
+pub enum Scales<'a> {
+    /// f32 scales (dtype 3).
+    F32(&'a [f32]),
+    /// bfloat16 scales as their bits (dtype 4): scale `c` is `f32::from_bits(bits << 16)`.
+    Bf16(&'a [u16]),
+}
+
+#[cfg(feature = "weights-int8")]
+impl Scales<'_> {
+    /// Number of channels.
+    pub fn len(&self) -> usize {
+        match self {
+            Scales::F32(s) => s.len(),
+            Scales::Bf16(s) => s.len(),
+        }
+    }
+
+    /// Whether there are no channels.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Scale `c` as f32 (bfloat16 widens exactly).
+    #[inline(always)]
+    pub fn get(&self, c: usize) -> Option<f32> {
+        match self {
+            Scales::F32(s) => s.get(c).copied(),
+            Scales::Bf16(s) => s.get(c).map(|b| f32::from_bits(u32::from(*b) << 16)),
+        }
+    }
+
+    /// Whether every scale is finite and non-negative (the reader's rule).
+    pub fn all_valid(&self) -> bool {
+        (0..self.len()).all(|c| self.get(c).is_some_and(|s| s.is_finite() && s >= 0.0))
+    }
 }
 
 #[cfg(feature = "weights-int8")]
@@ -47,9 +87,25 @@ impl Int8Weights<'_> {
     /// not all inside the tensor.
     #[inline]
     fn load(&self, start: usize, out: &mut [f32]) -> Option<()> {
+        match self.scales {
+            Scales::F32(s) => self.load_with(start, out, s.len(), |c| s.get(c).copied()),
+            Scales::Bf16(s) => self.load_with(start, out, s.len(), |c| {
+                s.get(c).map(|b| f32::from_bits(u32::from(*b) << 16))
+            }),
+        }
+    }
+
+    /// [`Int8Weights::load`] with the scale of channel `c` from `scale(c)`.
+    #[inline(always)]
+    fn load_with(
+        &self,
+        start: usize,
+        out: &mut [f32],
+        channels: usize,
+        scale: impl Fn(usize) -> Option<f32>,
+    ) -> Option<()> {
         let end = start.checked_add(out.len())?;
         let q = self.values.get(start..end)?;
-        let channels = self.scales.len();
         if channels == 0 || self.inner == 0 {
             return None;
         }
@@ -57,7 +113,7 @@ impl Int8Weights<'_> {
             // The channel is the last axis: it steps with every element.
             let mut c = start % channels;
             for (o, v) in out.iter_mut().zip(q) {
-                *o = f32::from(*v) * *self.scales.get(c)?;
+                *o = f32::from(*v) * scale(c)?;
                 c += 1;
                 if c == channels {
                     c = 0;
@@ -66,7 +122,7 @@ impl Int8Weights<'_> {
         } else {
             for (e, (o, v)) in out.iter_mut().zip(q).enumerate() {
                 let c = ((start + e) / self.inner) % channels;
-                *o = f32::from(*v) * *self.scales.get(c)?;
+                *o = f32::from(*v) * scale(c)?;
             }
         }
         Some(())
@@ -154,6 +210,19 @@ impl<'a> Weights<'a> {
         // Cannot fail: `out` has exactly `len()` elements.
         let _ = self.load(0, &mut out);
         out
+    }
+}
+
+/// Writes bias values `start .. start + out.len()` into `out` (dequantized), or zeros
+/// without a bias; `None` when they are not all inside the bias.
+#[inline(always)]
+pub(crate) fn load_bias(bias: Option<Weights<'_>>, start: usize, out: &mut [f32]) -> Option<()> {
+    match bias {
+        Some(b) => b.load(start, out),
+        None => {
+            out.fill(0.0);
+            Some(())
+        }
     }
 }
 
