@@ -27,6 +27,7 @@ LAYERS = [
     ["plan"],
     ["model"],
     ["write"],
+    ["select"],
     ["field"],
     ["exec"],
     ["solver"],

@@ -106,6 +106,12 @@ pub enum Error {
         /// The type's name (`f16`, `bf16`, `int8`).
         dtype: &'static str,
     },
+    /// The model needs an op kernel, weight type or solver this build does not link: a
+    /// firmware built with a [`crate::select::Selection`] for another model.
+    NotLinked {
+        /// What is missing (an op name such as `Conv`, a method name, `f16 weights`).
+        what: &'static str,
+    },
     /// A velocity-field backend outside the runtime (ONNX Runtime, a GPU) failed; the
     /// backend keeps its own detailed message (e.g. `flowrt_ort::OrtField::take_error`).
     Backend {
@@ -180,6 +186,11 @@ impl fmt::Display for Error {
             }
             Error::BadArgument { what } => write!(f, "bad argument: {what}"),
             Error::Backend { what } => write!(f, "backend error: {what}"),
+            Error::NotLinked { what } => write!(
+                f,
+                "{what} is not linked into this build (its flowrt::select::Selection was made \
+                 for another model or method: rebuild the firmware for this one)"
+            ),
             Error::UnsupportedWeightType { tensor, dtype } => write!(
                 f,
                 "tensor #{tensor} stores {dtype} weights, which this runtime was built without \

@@ -10,6 +10,7 @@
 //!
 //! Sizes and alignment are checked before any work; nothing is allocated.
 
+use core::marker::PhantomData;
 use core::ops::Range;
 
 use crate::error::expect_len;
@@ -17,6 +18,7 @@ use crate::field::{ConditionalField, Conditioning, CpuOps, Signature, VelocityFi
 use crate::format::{align_up, InputRole, NodeOp, TensorKind};
 use crate::model::{Model, NodeRec, TensorRec, MAX_INPUTS};
 use crate::ops::{self, Dims, Weights};
+use crate::select::{self, node, All, Selection};
 use crate::Error;
 
 fn check_batch(batch: usize) -> Result<(), Error> {
@@ -75,7 +77,7 @@ pub fn run(
         })?;
     expect_len("output", out_len, output.len())?;
     let (graph, _) = arena_f32(arena, model.graph_arena_bytes(batch)?)?;
-    run_graph(model, batch, inputs, graph)?;
+    run_graph::<All>(model, batch, inputs, graph)?;
     copy_output(model, batch, graph, output)
 }
 
@@ -150,12 +152,17 @@ impl<'x, 'm: 'x> Views<'x, 'm> {
         self.get(self.model.node_input(node, j)?)
     }
 
-    /// Weight input `j` of `node`: a constant in its stored type, or any f32 tensor.
-    fn weights(&self, node: &NodeRec, j: usize) -> Result<(Weights<'x>, Dims), Error> {
+    /// Weight input `j` of `node`: a constant in its stored type (one `S` links), or any f32
+    /// tensor.
+    fn weights<S: Selection>(
+        &self,
+        node: &NodeRec,
+        j: usize,
+    ) -> Result<(Weights<'x>, Dims), Error> {
         let tensor = self.model.node_input(node, j)?;
         let rec = self.model.tensor_rec(tensor)?;
         if rec.kind == TensorKind::Const {
-            let w = self.model.const_weights_of(&rec)?;
+            let w = select::check_weights::<S>(self.model.const_weights_of(&rec)?)?;
             return Ok((w, rec.shape.concrete(self.batch)));
         }
         let (data, _, dims) = self.get(tensor)?;
@@ -163,8 +170,9 @@ impl<'x, 'm: 'x> Views<'x, 'm> {
     }
 }
 
-/// Runs every node in order. `inputs` in signature order, `arena` = graph arena.
-pub(crate) fn run_graph(
+/// Runs every node in order with the kernels `S` links. `inputs` in signature order,
+/// `arena` = graph arena.
+pub(crate) fn run_graph<S: Selection>(
     model: &Model<'_>,
     batch: usize,
     inputs: &[&[f32]],
@@ -185,38 +193,48 @@ pub(crate) fn run_graph(
             hi_start: range.end,
         };
         let od = out_rec.shape.concrete(batch);
-        exec_node(&v, &node, out, &od)?;
+        exec_node::<S>(&v, &node, out, &od)?;
     }
     Ok(())
 }
 
-fn exec_node(v: &Views<'_, '_>, node: &NodeRec, out: &mut [f32], od: &Dims) -> Result<(), Error> {
+/// One node. Every arm is guarded by the (constant) bit of its kind in `S`, so the kernels of
+/// unlinked kinds are not compiled in; a node of such a kind returns [`Error::NotLinked`].
+fn exec_node<S: Selection>(
+    v: &Views<'_, '_>,
+    node: &NodeRec,
+    out: &mut [f32],
+    od: &Dims,
+) -> Result<(), Error> {
+    let has = select::has_node::<S>;
     match node.op {
-        NodeOp::Dense => {
+        NodeOp::Dense if has(node::DENSE) => {
             let (a, _, _) = v.input(node, 0)?;
-            let (w, wd) = v.weights(node, 1)?;
-            let bias = bias_input(v, node)?;
+            let (w, wd) = v.weights::<S>(node, 1)?;
+            let bias = bias_input::<S>(v, node)?;
             let (k, n) = (wd.get(0).ok_or(ops_err())?, wd.get(1).ok_or(ops_err())?);
             ops::dense(a, w, bias, k, n, out)
         }
-        NodeOp::MatMul => {
+        NodeOp::MatMul if has(node::MATMUL) => {
             let (a, _, ad) = v.input(node, 0)?;
             let (b, _, bd) = v.input(node, 1)?;
             ops::matmul(a, &ad, b, &bd, out, od)
         }
-        NodeOp::Binary(op) => {
+        NodeOp::Binary(op) if has(node::BINARY) => {
             let (a, _, ad) = v.input(node, 0)?;
             let (b, _, bd) = v.input(node, 1)?;
-            ops::binary(op, a, &ad, b, &bd, out, od)
+            ops::binary_linked(op, a, &ad, b, &bd, out, od, select::has_binary::<S>)
         }
-        NodeOp::Unary(op) => ops::unary(op, v.input(node, 0)?.0, out),
-        NodeOp::Where => {
+        NodeOp::Unary(op) if has(node::UNARY) => {
+            ops::unary_linked(op, v.input(node, 0)?.0, out, select::has_unary::<S>)
+        }
+        NodeOp::Where if has(node::WHERE) => {
             let (c, _, cd) = v.input(node, 0)?;
             let (a, _, ad) = v.input(node, 1)?;
             let (b, _, bd) = v.input(node, 2)?;
             ops::select(c, &cd, a, &ad, b, &bd, out, od)
         }
-        NodeOp::Concat { axis } => {
+        NodeOp::Concat { axis } if has(node::CONCAT) => {
             let axis = axis as usize;
             let mut offset = 0usize;
             for j in 0..node.n_inputs {
@@ -226,7 +244,7 @@ fn exec_node(v: &Views<'_, '_>, node: &NodeRec, out: &mut [f32], od: &Dims) -> R
             }
             Ok(())
         }
-        NodeOp::Reshape => {
+        NodeOp::Reshape if has(node::RESHAPE) => {
             let (x, _, _) = v.input(node, 0)?;
             if x.len() != out.len() {
                 return Err(ops_err());
@@ -234,33 +252,33 @@ fn exec_node(v: &Views<'_, '_>, node: &NodeRec, out: &mut [f32], od: &Dims) -> R
             out.copy_from_slice(x);
             Ok(())
         }
-        NodeOp::Expand => {
+        NodeOp::Expand if has(node::EXPAND) => {
             let (x, _, xd) = v.input(node, 0)?;
             ops::expand(x, &xd, out, od)
         }
-        NodeOp::Transpose { .. } => {
+        NodeOp::Transpose { .. } if has(node::TRANSPOSE) => {
             let (x, _, xd) = v.input(node, 0)?;
             ops::transpose(x, &xd, node.op.perm(), out, od)
         }
-        NodeOp::Gather => {
-            let (table, td) = v.weights(node, 0)?;
+        NodeOp::Gather if has(node::GATHER) => {
+            let (table, td) = v.weights::<S>(node, 0)?;
             let (idx, _, _) = v.input(node, 1)?;
             ops::gather(table, &td, idx, out)
         }
-        NodeOp::Conv { groups, window } => {
+        NodeOp::Conv { groups, window } if has(node::CONV) => {
             let (x, _, xd) = v.input(node, 0)?;
-            let (w, wd) = v.weights(node, 1)?;
-            let bias = bias_input(v, node)?;
+            let (w, wd) = v.weights::<S>(node, 1)?;
+            let bias = bias_input::<S>(v, node)?;
             ops::conv(x, &xd, w, &wd, bias, groups as usize, &window, out, od)
         }
         NodeOp::ConvTranspose {
             groups,
             window,
             out_pad,
-        } => {
+        } if has(node::CONV_TRANSPOSE) => {
             let (x, _, xd) = v.input(node, 0)?;
-            let (w, wd) = v.weights(node, 1)?;
-            let bias = bias_input(v, node)?;
+            let (w, wd) = v.weights::<S>(node, 1)?;
+            let bias = bias_input::<S>(v, node)?;
             ops::conv_transpose(
                 x,
                 &xd,
@@ -278,16 +296,16 @@ fn exec_node(v: &Views<'_, '_>, node: &NodeRec, out: &mut [f32], od: &Dims) -> R
             kind,
             kernel,
             window,
-        } => {
+        } if has(node::POOL) => {
             let (x, _, xd) = v.input(node, 0)?;
             let kernel = [usize::from(kernel[0]), usize::from(kernel[1])];
             ops::pool(kind, x, &xd, kernel, &window, out, od)
         }
-        NodeOp::Reduce { kind, start, end } => {
+        NodeOp::Reduce { kind, start, end } if has(node::REDUCE) => {
             let (x, _, xd) = v.input(node, 0)?;
             ops::reduce(kind, x, &xd, start.into(), end.into(), out, od)
         }
-        NodeOp::Softmax { start, end, log } => {
+        NodeOp::Softmax { start, end, log } if has(node::SOFTMAX) => {
             let (x, _, xd) = v.input(node, 0)?;
             ops::softmax(x, &xd, start.into(), end.into(), log, out, od)
         }
@@ -295,11 +313,11 @@ fn exec_node(v: &Views<'_, '_>, node: &NodeRec, out: &mut [f32], od: &Dims) -> R
             mode,
             coord,
             scales,
-        } => {
+        } if has(node::RESIZE) => {
             let (x, _, xd) = v.input(node, 0)?;
             ops::resize(mode, coord, scales, x, &xd, out, od)
         }
-        NodeOp::Pad { mode, begin, end } => {
+        NodeOp::Pad { mode, begin, end } if has(node::PAD) => {
             let (x, _, xd) = v.input(node, 0)?;
             let r = xd.rank();
             let b = begin.map(usize::from);
@@ -311,7 +329,7 @@ fn exec_node(v: &Views<'_, '_>, node: &NodeRec, out: &mut [f32], od: &Dims) -> R
         }
         NodeOp::Slice {
             axis, start, step, ..
-        } => {
+        } if has(node::SLICE) => {
             let (x, _, xd) = v.input(node, 0)?;
             ops::slice(
                 x,
@@ -323,13 +341,17 @@ fn exec_node(v: &Views<'_, '_>, node: &NodeRec, out: &mut [f32], od: &Dims) -> R
                 step as usize,
             )
         }
+        other => Err(select::not_linked(other.name())),
     }
 }
 
 /// The optional third input (bias) of Dense, Conv and ConvTranspose, in its stored type.
-fn bias_input<'x>(v: &Views<'x, '_>, node: &NodeRec) -> Result<Option<Weights<'x>>, Error> {
+fn bias_input<'x, S: Selection>(
+    v: &Views<'x, '_>,
+    node: &NodeRec,
+) -> Result<Option<Weights<'x>>, Error> {
     if node.n_inputs == 3 {
-        Ok(Some(v.weights(node, 2)?.0))
+        Ok(Some(v.weights::<S>(node, 2)?.0))
     } else {
         Ok(None)
     }
@@ -352,12 +374,16 @@ fn take_f32<'s>(scratch: &mut &'s mut [u8], len: usize) -> Result<&'s mut [f32],
 /// `label`, `cond` and `guidance` come from a [`Conditioning`] ([`CpuField::eval_cond`]).
 /// The time, `xt`, label and guidance buffers live in the arena's scratch part, after the
 /// graph arena.
-pub struct CpuField<'m, 'a> {
+///
+/// `S` selects the kernels linked ([`crate::select`]): [`All`] by default; a firmware
+/// specialised for its model builds the field with [`CpuField::new_selected`].
+pub struct CpuField<'m, 'a, S: Selection = All> {
     model: Model<'m>,
     batch: usize,
     arena: &'a mut [u8],
     /// What the conditioning is checked against (computed once).
     sig: Signature,
+    linked: PhantomData<S>,
 }
 
 impl<'m, 'a> CpuField<'m, 'a> {
@@ -369,7 +395,27 @@ impl<'m, 'a> CpuField<'m, 'a> {
         batch: usize,
         arena: &'a mut [u8],
     ) -> Result<CpuField<'m, 'a>, Error> {
+        CpuField::new_selected(model, batch, arena)
+    }
+}
+
+impl<'m, 'a, S: Selection> CpuField<'m, 'a, S> {
+    /// [`CpuField::new`] with the kernels `S` links.
+    ///
+    /// Errors: as [`CpuField::new`], plus [`Error::NotLinked`] naming the first node whose
+    /// op `S` does not link.
+    pub fn new_selected(
+        model: &Model<'m>,
+        batch: usize,
+        arena: &'a mut [u8],
+    ) -> Result<CpuField<'m, 'a, S>, Error> {
         check_batch(batch)?;
+        for i in 0..model.node_count() as u32 {
+            let op = model.node_rec(i)?.op;
+            if !select::has_op::<S>(&op) {
+                return Err(select::not_linked(op.name()));
+            }
+        }
         if model.state_dim() == 0 {
             return Err(Error::BadArgument {
                 what: "a plain graph (inputs `data`) is not a velocity field; run it with \
@@ -397,6 +443,7 @@ impl<'m, 'a> CpuField<'m, 'a> {
             batch,
             arena,
             sig: Signature::of(model),
+            linked: PhantomData,
         })
     }
 
@@ -518,7 +565,7 @@ impl<'m, 'a> CpuField<'m, 'a> {
             }
         }
         let used = bufs.get(..model.input_count()).ok_or(ops_err())?;
-        run_graph(model, rows, used, graph)?;
+        run_graph::<S>(model, rows, used, graph)?;
         copy_output(model, rows, graph, v)
     }
 }
@@ -527,7 +574,7 @@ impl<'m, 'a> CpuField<'m, 'a> {
 /// [`crate::sampler::sample_cond`] integrates.
 pub type ConditionedField<'f, 'm, 'a, 'c> = crate::field::Conditioned<'f, 'c, CpuField<'m, 'a>>;
 
-impl ConditionalField<CpuOps> for CpuField<'_, '_> {
+impl<S: Selection> ConditionalField<CpuOps> for CpuField<'_, '_, S> {
     fn eval_cond(
         &mut self,
         _: &mut CpuOps,
@@ -556,7 +603,7 @@ fn fill_xt(xt: &mut [f32], x: &[f32], d: usize, t: f32) -> Result<(), Error> {
     Ok(())
 }
 
-impl VelocityField<CpuOps> for CpuField<'_, '_> {
+impl<S: Selection> VelocityField<CpuOps> for CpuField<'_, '_, S> {
     fn eval(&mut self, _ops: &mut CpuOps, t: f32, x: &[f32], v: &mut [f32]) -> Result<(), Error> {
         self.eval_into(t, x, v)
     }

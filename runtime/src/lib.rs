@@ -22,7 +22,7 @@ extern crate std;
 
 // Modules import one way, each only from those listed before it (scripts/check-layers.py
 // checks it in CI): error → rng, time → grid → method → ops → format → ir → plan → model →
-// write → field → exec → solver → guidance, fewstep, sde → pipeline → sampler.
+// write → select → field → exec → solver → guidance, fewstep, sde → pipeline → sampler.
 pub mod error;
 pub mod field;
 #[cfg(feature = "alloc")]
@@ -48,6 +48,7 @@ pub mod rng;
 pub mod run;
 pub mod sampler;
 pub mod sde;
+pub mod select;
 pub mod solver;
 pub mod time;
 

@@ -7,7 +7,8 @@
 use crate::field::{ConditionalField, Conditioned, Conditioning, ConventionField, StateOps};
 use crate::grid::TimeGrid;
 use crate::guidance::{CfgField, Guidance};
-use crate::solver::{adaptive, integrate_observed, Method, StepObserver, Workspace};
+use crate::select::{self, All, Selection};
+use crate::solver::{adaptive, integrate_selected, Method, StepObserver, Workspace};
 use crate::time::{SecondTime, TimeConvention};
 use crate::{Error, VelocityField};
 
@@ -105,9 +106,33 @@ where
     S: StateOps + ?Sized,
     F: ConditionalField<S> + ?Sized,
 {
+    run_selected::<All, S, F>(ops, net, facts, req, x, bufs, observer)
+}
+
+/// [`run`] with the solvers, the few-step rule and guidance that `L` links
+/// ([`crate::select`]); what it leaves out returns [`Error::NotLinked`].
+///
+/// Errors: as [`run`], plus [`Error::NotLinked`].
+pub fn run_selected<L, S, F>(
+    ops: &mut S,
+    net: &mut F,
+    facts: &Facts,
+    req: &Request<'_>,
+    x: &mut S::Buf,
+    bufs: &mut Buffers<'_, S::Buf>,
+    observer: &mut dyn StepObserver<S>,
+) -> Result<Stats, Error>
+where
+    L: Selection,
+    S: StateOps + ?Sized,
+    F: ConditionalField<S> + ?Sized,
+{
     let conv = facts.conv;
     let grid = req.grid;
     if conv.second != SecondTime::None {
+        if !L::FEW_STEP {
+            return Err(select::not_linked("few-step sampling"));
+        }
         if req.method != Method::Euler {
             return Err(Error::BadSolverConfig {
                 what: "a model with a second time input (mean flow, shortcut) samples with \
@@ -130,8 +155,8 @@ where
     let guided = bufs.guided.as_mut().map(|[a, b]| [&mut **a, &mut **b]);
     let work = &mut bufs.work;
     let batch = ops.len(x) / facts.state_dim.max(1);
-    with_field(ops, net, facts, req, batch, guided, |ops, field| {
-        solve(ops, field, req, x, work, observer)
+    with_field_selected::<L, _, _, _, _>(ops, net, facts, req, batch, guided, |ops, field| {
+        solve::<L, _, _>(ops, field, req, x, work, observer)
     })
 }
 
@@ -157,6 +182,25 @@ where
     F: ConditionalField<S> + ?Sized,
     E: From<Error>,
 {
+    with_field_selected::<All, S, F, R, E>(ops, net, facts, req, batch, guided, f)
+}
+
+/// [`with_field`] where guidance is available only when `L` links it.
+fn with_field_selected<L, S, F, R, E>(
+    ops: &mut S,
+    net: &mut F,
+    facts: &Facts,
+    req: &Request<'_>,
+    batch: usize,
+    guided: Option<[&mut S::Buf; 2]>,
+    f: impl FnOnce(&mut S, &mut dyn VelocityField<S>) -> Result<R, E>,
+) -> Result<R, E>
+where
+    L: Selection,
+    S: StateOps + ?Sized,
+    F: ConditionalField<S> + ?Sized,
+    E: From<Error>,
+{
     let conv = facts.conv;
     match (&req.guidance, guided) {
         (None, _) => {
@@ -167,6 +211,7 @@ where
             let mut field = ConventionField::new(&mut conditioned, conv);
             f(ops, &mut field)
         }
+        (Some(_), _) if !L::GUIDANCE => Err(select::not_linked("guidance").into()),
         (Some((g, doubled)), Some([x2, v2])) => {
             // CfgField applies the convention itself.
             let mut cfg = CfgField::new(
@@ -192,7 +237,7 @@ where
 
 /// The fixed-step or adaptive loop over a field with conditioning, convention and guidance
 /// applied, counting its evaluations.
-fn solve<S: StateOps + ?Sized, F: VelocityField<S> + ?Sized>(
+fn solve<L: Selection, S: StateOps + ?Sized, F: VelocityField<S> + ?Sized>(
     ops: &mut S,
     field: &mut F,
     req: &Request<'_>,
@@ -208,12 +253,12 @@ fn solve<S: StateOps + ?Sized, F: VelocityField<S> + ?Sized>(
         steps: req.grid.steps(),
         ..Stats::default()
     };
-    if req.method == Method::Dopri5 {
+    if req.method == Method::Dopri5 && select::has_method::<L>(Method::Dopri5) {
         let a = adaptive::dopri5(ops, &mut counting, &req.tol, req.grid, x, work, observer)?;
         stats.steps = a.accepted;
         stats.rejected = a.rejected;
     } else {
-        integrate_observed(ops, &mut counting, req.method, req.grid, x, work, observer)?;
+        integrate_selected::<L, _, _>(ops, &mut counting, req.method, req.grid, x, work, observer)?;
     }
     stats.evaluations = counting.count;
     Ok(stats)

@@ -9,7 +9,8 @@
 use crate::exec::CpuField;
 use crate::field::{Conditioning, CpuOps};
 use crate::grid::TimeGrid;
-use crate::run::{run, Buffers, Facts, Request};
+use crate::run::{run, run_selected, Buffers, Facts, Request};
+use crate::select::{All, Selection};
 use crate::solver::{Method, StepObserver, Workspace};
 use crate::{Error, Model};
 
@@ -153,12 +154,73 @@ pub fn sample_cond_observed(
     arena: &mut [u8],
     observer: &mut dyn StepObserver<CpuOps>,
 ) -> Result<(), Error> {
+    sample_selected::<All>(model, method, grid, x, cond, arena, observer)
+}
+
+/// [`sample`] linking only the op kernels and solvers of `S` ([`crate::select`]): what a
+/// firmware specialised for its model calls, with the [`Selection`] its build script
+/// generated. Same results as [`sample`] for every model and method `S` links.
+///
+/// Errors: as [`sample`], plus [`Error::NotLinked`] when the model or `method` needs
+/// something `S` leaves out.
+pub fn sample_with<S: Selection>(
+    model: &Model<'_>,
+    method: Method,
+    grid: &dyn TimeGrid,
+    x: &mut [f32],
+    arena: &mut [u8],
+) -> Result<(), Error> {
+    sample_selected::<S>(
+        model,
+        method,
+        grid,
+        x,
+        &Conditioning::default(),
+        arena,
+        &mut crate::solver::NoObserver,
+    )
+}
+
+/// [`sample_cond`] linking only what `S` selects (see [`sample_with`]).
+///
+/// Errors: as [`sample_cond`], plus [`Error::NotLinked`].
+pub fn sample_cond_with<S: Selection>(
+    model: &Model<'_>,
+    method: Method,
+    grid: &dyn TimeGrid,
+    x: &mut [f32],
+    cond: &Conditioning<'_>,
+    arena: &mut [u8],
+) -> Result<(), Error> {
+    sample_selected::<S>(
+        model,
+        method,
+        grid,
+        x,
+        cond,
+        arena,
+        &mut crate::solver::NoObserver,
+    )
+}
+
+/// [`sample_cond_observed`] linking only what `S` selects.
+///
+/// Errors: as [`sample_cond_observed`], plus [`Error::NotLinked`].
+pub fn sample_selected<S: Selection>(
+    model: &Model<'_>,
+    method: Method,
+    grid: &dyn TimeGrid,
+    x: &mut [f32],
+    cond: &Conditioning<'_>,
+    arena: &mut [u8],
+    observer: &mut dyn StepObserver<CpuOps>,
+) -> Result<(), Error> {
     let dim = model.state_dim();
     let batch = check_rows_and_arena(x, dim, arena, |b| sample_arena_bytes(model, method, b))?;
     let field_bytes = (model.required_arena_bytes(batch)? + 15) & !15;
     let (field_arena, work_arena) = arena.split_at_mut(field_bytes);
     let (work, _) = Workspace::from_arena(work_arena, x.len(), method.work_buffers())?;
-    let mut net = CpuField::new(model, batch, field_arena)?;
+    let mut net = CpuField::<S>::new_selected(model, batch, field_arena)?;
     let req = Request {
         method,
         grid,
@@ -167,7 +229,7 @@ pub fn sample_cond_observed(
         guidance: None,
     };
     let mut bufs = Buffers { work, guided: None };
-    run(
+    run_selected::<S, _, _>(
         &mut CpuOps,
         &mut net,
         &Facts::of(model),

@@ -75,6 +75,7 @@ pub use crate::method::Method;
 
 use crate::field::{StateOps, VelocityField};
 use crate::grid::{self, TimeGrid};
+use crate::select::{self, All, Selection};
 use crate::Error;
 
 /// Most stages any tableau may have (room for Dormand–Prince's 7).
@@ -569,15 +570,52 @@ where
     S: StateOps + ?Sized,
     F: VelocityField<S> + ?Sized,
 {
+    integrate_selected::<All, S, F>(ops, field, method, grid, x, work, observer)
+}
+
+/// [`integrate_observed`] with the methods `L` links ([`crate::select`]): the loops of the
+/// others are not compiled in, and asking for one returns [`Error::NotLinked`].
+///
+/// Errors: as [`integrate_observed`], plus [`Error::NotLinked`].
+pub fn integrate_selected<L, S, F>(
+    ops: &mut S,
+    field: &mut F,
+    method: Method,
+    grid: &dyn TimeGrid,
+    x: &mut S::Buf,
+    work: &mut Workspace<'_, S::Buf>,
+    observer: &mut dyn StepObserver<S>,
+) -> Result<(), Error>
+where
+    L: Selection,
+    S: StateOps + ?Sized,
+    F: VelocityField<S> + ?Sized,
+{
+    if !select::has_method::<L>(method) {
+        return Err(select::not_linked(method.name()));
+    }
+    use select::method_bit as bit;
+    // The methods of each loop, as `Selection::METHODS` bits.
+    const RK: u32 = bit(Method::Euler)
+        | bit(Method::Midpoint)
+        | bit(Method::Heun)
+        | bit(Method::Ralston)
+        | bit(Method::Rk4)
+        | bit(Method::Rk4_38)
+        | bit(Method::Rk4Torchdyn);
+    const AB: u32 = bit(Method::Ab2) | bit(Method::Ab3) | bit(Method::Ab4);
+    let linked = |bits: u32| L::METHODS & bits != 0;
     match method.scheme() {
-        Scheme::RungeKutta(tableau) => {
+        Scheme::RungeKutta(tableau) if linked(RK) => {
             integrate_tableau(ops, field, tableau, grid, x, work, observer)
         }
-        Scheme::AdamsBashforth(order) => {
+        Scheme::AdamsBashforth(order) if linked(AB) => {
             multistep::adams_bashforth(ops, field, order, grid, x, work, observer)
         }
-        Scheme::HeunReuse => multistep::heun_reuse(ops, field, grid, x, work, observer),
-        Scheme::Dopri5 => adaptive::dopri5(
+        Scheme::HeunReuse if linked(bit(Method::HeunReuse)) => {
+            multistep::heun_reuse(ops, field, grid, x, work, observer)
+        }
+        Scheme::Dopri5 if linked(bit(Method::Dopri5)) => adaptive::dopri5(
             ops,
             field,
             &adaptive::Tolerances::default(),
@@ -587,6 +625,7 @@ where
             observer,
         )
         .map(|_| ()),
+        _ => Err(select::not_linked(method.name())),
     }
 }
 

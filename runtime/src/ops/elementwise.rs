@@ -86,6 +86,18 @@ fn walk<const N: usize>(
 
 /// `out[i] = op(x[i])`.
 pub fn unary(op: Unary, x: &[f32], out: &mut [f32]) -> Result<(), Error> {
+    unary_linked(op, x, out, |_| true)
+}
+
+/// [`unary`] for the operations `linked` accepts; the others return [`Error::NotLinked`].
+/// `linked` is meant to be constant per operation (a compile-time selection,
+/// [`crate::select`] in the executor): the kernels it rejects are then not compiled in.
+pub fn unary_linked(
+    op: Unary,
+    x: &[f32],
+    out: &mut [f32],
+    linked: impl Fn(Unary) -> bool,
+) -> Result<(), Error> {
     if x.len() != out.len() {
         return Err(SIZE_ERR);
     }
@@ -95,20 +107,36 @@ pub fn unary(op: Unary, x: &[f32], out: &mut [f32]) -> Result<(), Error> {
             *y = f(*v);
         }
     }
+    // An op with no attributes: its own loop over `Unary::apply` of the constant op.
+    macro_rules! plain {
+        ($($op:ident),*) => {
+            match op {
+                $(Unary::$op if linked(Unary::$op) => map(x, out, |v| Unary::$op.apply(v)),)*
+                _ => return Err(Error::NotLinked { what: op.name() }),
+            }
+        };
+    }
     match op {
-        Unary::Relu => map(x, out, |v| Unary::Relu.apply(v)),
-        Unary::LeakyRelu { alpha } => map(x, out, |v| Unary::LeakyRelu { alpha }.apply(v)),
-        Unary::Neg => map(x, out, |v| -v),
-        Unary::Square => map(x, out, |v| v * v),
-        Unary::Abs => map(x, out, |v| Unary::Abs.apply(v)),
+        Unary::Relu if linked(op) => map(x, out, |v| Unary::Relu.apply(v)),
+        Unary::LeakyRelu { alpha } if linked(op) => {
+            map(x, out, |v| Unary::LeakyRelu { alpha }.apply(v))
+        }
+        Unary::Neg if linked(op) => map(x, out, |v| -v),
+        Unary::Square if linked(op) => map(x, out, |v| v * v),
+        Unary::Abs if linked(op) => map(x, out, |v| Unary::Abs.apply(v)),
         // The exp-based ops: monomorphic loops that vectorize.
-        Unary::Elu { alpha } => logistic(x, out, |v| super::elu(v, alpha)),
-        Unary::Selu { alpha, gamma } => logistic(x, out, |v| gamma * super::elu(v, alpha)),
-        Unary::Tanh => logistic(x, out, super::tanh),
-        Unary::Sigmoid => logistic(x, out, super::sigmoid),
-        Unary::Silu => logistic(x, out, |v| v * super::sigmoid(v)),
-        Unary::GeluTanh => logistic(x, out, super::gelu_tanh),
-        other => map(x, out, |v| other.apply(v)),
+        Unary::Elu { alpha } if linked(op) => logistic(x, out, |v| super::elu(v, alpha)),
+        Unary::Selu { alpha, gamma } if linked(op) => {
+            logistic(x, out, |v| gamma * super::elu(v, alpha))
+        }
+        Unary::Tanh if linked(op) => logistic(x, out, super::tanh),
+        Unary::Sigmoid if linked(op) => logistic(x, out, super::sigmoid),
+        Unary::Silu if linked(op) => logistic(x, out, |v| v * super::sigmoid(v)),
+        Unary::GeluTanh if linked(op) => logistic(x, out, super::gelu_tanh),
+        _ => plain!(
+            Softplus, GeluErf, Sin, Cos, Exp, Log, Sqrt, Erf, Recip, Rsqrt, Floor, Ceil, Round,
+            Sign
+        ),
     }
     Ok(())
 }
@@ -143,13 +171,60 @@ pub fn binary(
     out: &mut [f32],
     od: &Dims,
 ) -> Result<(), Error> {
+    binary_linked(op, a, ad, b, bd, out, od, |_| true)
+}
+
+/// [`binary`] for the operations `linked` accepts; the others return [`Error::NotLinked`]
+/// (see [`unary_linked`]).
+#[allow(clippy::too_many_arguments)]
+pub fn binary_linked(
+    op: Binary,
+    a: &[f32],
+    ad: &Dims,
+    b: &[f32],
+    bd: &Dims,
+    out: &mut [f32],
+    od: &Dims,
+    linked: impl Fn(Binary) -> bool,
+) -> Result<(), Error> {
     match op {
-        Binary::Add => bin(a, ad, b, bd, out, od, |x, y| x + y),
-        Binary::Sub => bin(a, ad, b, bd, out, od, |x, y| x - y),
-        Binary::Mul => bin(a, ad, b, bd, out, od, |x, y| x * y),
-        Binary::Div => bin(a, ad, b, bd, out, od, |x, y| x / y),
-        other => bin(a, ad, b, bd, out, od, |x, y| other.apply(x, y)),
+        Binary::Add if linked(op) => bin(a, ad, b, bd, out, od, |x, y| x + y),
+        Binary::Sub if linked(op) => bin(a, ad, b, bd, out, od, |x, y| x - y),
+        Binary::Mul if linked(op) => bin(a, ad, b, bd, out, od, |x, y| x * y),
+        Binary::Div if linked(op) => bin(a, ad, b, bd, out, od, |x, y| x / y),
+        Binary::Add | Binary::Sub | Binary::Mul | Binary::Div => {
+            Err(Error::NotLinked { what: op.name() })
+        }
+        // The rest: one loop over `Binary::apply`, whose unlinked operations are cut out.
+        other if linked(other) => bin(a, ad, b, bd, out, od, |x, y| {
+            apply_linked(other, x, y, &linked)
+        }),
+        other => Err(Error::NotLinked { what: other.name() }),
     }
+}
+
+/// [`Binary::apply`] of the rarer operations, each kept only when `linked` (a constant
+/// predicate) accepts it; NaN for the others (the caller checks `linked(op)` first).
+#[inline(always)]
+fn apply_linked(op: Binary, x: f32, y: f32, linked: &impl Fn(Binary) -> bool) -> f32 {
+    macro_rules! keep {
+        ($($op:ident),*) => {
+            match op {
+                $(Binary::$op if linked(Binary::$op) => Binary::$op.apply(x, y),)*
+                _ => f32::NAN,
+            }
+        };
+    }
+    keep!(
+        Pow,
+        Max,
+        Min,
+        Greater,
+        Less,
+        GreaterOrEqual,
+        LessOrEqual,
+        Equal
+    )
 }
 
 fn bin(

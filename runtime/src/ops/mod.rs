@@ -28,7 +28,7 @@ mod weights;
 
 pub use conv::{conv, conv_transpose, pool, PoolKind, Window};
 pub use dense::{dense, matmul};
-pub use elementwise::{binary, expand, select, unary};
+pub use elementwise::{binary, binary_linked, expand, select, unary, unary_linked};
 pub use layout::{concat_part, gather, slice, transpose, GATHER_INDEX_ERR};
 pub use reduce::{reduce, softmax, ReduceKind};
 pub use resize::{pad, resize, CoordMode, PadMode, ResizeMode};
