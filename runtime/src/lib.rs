@@ -21,8 +21,9 @@ extern crate alloc;
 extern crate std;
 
 // Modules import one way, each only from those listed before it (scripts/check-layers.py
-// checks it in CI): error → rng, time → grid → method → ops → format → ir → plan → model →
+// checks it in CI): error, crc → rng, time → grid → method → ops → format → ir → plan → model →
 // write → select → field → exec → solver → guidance, fewstep, sde → pipeline → sampler.
+pub mod crc;
 pub mod error;
 pub mod field;
 #[cfg(feature = "alloc")]

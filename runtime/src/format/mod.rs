@@ -253,7 +253,7 @@ pub(crate) fn align_up(n: usize) -> Option<usize> {
 /// CRC-32 (IEEE 802.3, as zlib / `crc32fast`) of a whole file image, skipping the 4
 /// checksum bytes at offset 16. Tools that patch a file recompute it with this.
 pub fn file_checksum(file: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
+    let mut h = crate::crc::Hasher::new();
     h.update(file.get(..16).unwrap_or(&[]));
     h.update(file.get(20..).unwrap_or(&[]));
     h.finalize()
