@@ -10,8 +10,11 @@
 //
 // Outputs in OUT_DIR: model.frt (copy), noise.bin (raw f32 little-endian), labels.bin (raw
 // i64 little-endian; empty without labels) and plan.rs, which
-// defines the compile-time constants the firmware sizes its static buffers with. The arena
-// size is the runtime's own plan: `flowrt::sampler::sample_arena_bytes(model, method, batch)`.
+// defines the compile-time constants the firmware sizes its static buffers with, and
+// `Selected`, the `flowrt::select::Selection` of exactly the op kernels, weight types and
+// solver the model and method need (the firmware samples with it, so nothing else is linked).
+// The arena size is the runtime's own plan:
+// `flowrt::sampler::sample_arena_bytes(model, method, batch)`.
 
 use std::path::{Path, PathBuf};
 
@@ -214,6 +217,17 @@ fn write_plan() {
         frt_len = bytes.len(),
         wbytes = model.weight_bytes(),
         macs = macs_per_row(&model),
+    );
+    let selected = flowrt::select::Needs::of(&model, &[method])
+        .unwrap_or_else(|e| panic!("{}: {e}", frt.display()))
+        .to_rust("Selected");
+    let method_index = flowrt::solver::Method::EVERY
+        .iter()
+        .position(|m| *m == method)
+        .expect("a built-in method");
+    let plan = format!(
+        "{plan}/// Position of the method in `flowrt::solver::Method::EVERY`.\n\
+         pub const METHOD_INDEX: usize = {method_index};\n{selected}"
     );
     std::fs::write(out.join("plan.rs"), plan).expect("write plan.rs");
 }

@@ -61,7 +61,9 @@ pub fn buffers() -> (
     (arena, x, labels)
 }
 
-/// Samples `x` in place: conditioned on `labels` when the firmware embeds them.
+/// Samples `x` in place: conditioned on `labels` when the firmware embeds them. Only the op
+/// kernels and the solver of the embedded model and method are linked ([`Selected`], written
+/// by build.rs).
 pub fn sample_embedded(
     model: &flowrt::Model<'_>,
     method: flowrt::solver::Method,
@@ -70,15 +72,11 @@ pub fn sample_embedded(
     labels: &[i64],
     arena: &mut [u8],
 ) -> Result<(), flowrt::Error> {
-    if labels.is_empty() {
-        flowrt::sampler::sample(model, method, grid, x, arena)
-    } else {
-        let cond = flowrt::field::Conditioning {
-            label: Some(labels),
-            ..Default::default()
-        };
-        flowrt::sampler::sample_cond(model, method, grid, x, &cond, arena)
-    }
+    let cond = flowrt::field::Conditioning {
+        label: (!labels.is_empty()).then_some(labels),
+        ..Default::default()
+    };
+    flowrt::sampler::sample_cond_with::<Selected>(model, method, grid, x, &cond, arena)
 }
 
 /// What [`run_embedded`] measured around the sampling.
@@ -102,9 +100,10 @@ pub fn run_embedded(
     fail: fn(&str, flowrt::Error) -> !,
 ) -> Measured {
     let model = flowrt::Model::from_bytes(MODEL).unwrap_or_else(|e| fail("loading the model", e));
-    let method: flowrt::solver::Method = METHOD.parse().unwrap_or_else(|e| fail("method", e));
-    let grid = flowrt::grid::GridSpec::Uniform
-        .build(STEPS, model.time_convention().axis)
+    let method = flowrt::solver::Method::EVERY[METHOD_INDEX];
+    // `GridSpec::Uniform.build(STEPS, axis)`, without linking the other schedules.
+    let axis = model.time_convention().axis;
+    let grid = flowrt::grid::Uniform::new(STEPS, axis.noise_end(), axis.data_end())
         .unwrap_or_else(|e| fail("grid", e));
 
     let (lo, hi) = paint_stack();
@@ -143,4 +142,146 @@ pub fn lowest_touched(lo: usize, hi: usize) -> usize {
         p += 4;
     }
     p
+}
+
+/// Line output without `core::fmt` (whose integer and padding machinery would be most of a
+/// small firmware's code): text is collected in a buffer and handed to `sink` per line.
+/// Not generic and not inlined, so each call costs a few instructions of flash.
+pub struct Text<'s> {
+    buf: [u8; 160],
+    len: usize,
+    sink: &'s mut dyn FnMut(&[u8]),
+}
+
+impl<'s> Text<'s> {
+    /// Output through `sink` (the semihosting console, a UART).
+    pub fn new(sink: &'s mut dyn FnMut(&[u8])) -> Self {
+        Text {
+            buf: [0; 160],
+            len: 0,
+            sink,
+        }
+    }
+
+    /// Appends `s` (flushing first when the buffer is full).
+    #[inline(never)]
+    pub fn str(&mut self, s: &str) -> &mut Self {
+        for &b in s.as_bytes() {
+            if self.len == self.buf.len() {
+                self.flush();
+            }
+            self.buf[self.len] = b;
+            self.len += 1;
+        }
+        self
+    }
+
+    /// Appends `v` in decimal.
+    #[inline(never)]
+    pub fn dec(&mut self, mut v: u64) -> &mut Self {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        self.str(core::str::from_utf8(&digits[i..]).unwrap_or("?"))
+    }
+
+    /// Appends `v` as 8 lowercase hex digits (`{:08x}`).
+    #[inline(never)]
+    pub fn hex8(&mut self, v: u32) -> &mut Self {
+        let mut digits = [0u8; 8];
+        for (k, d) in digits.iter_mut().enumerate() {
+            let nibble = (v >> (28 - 4 * k)) & 0xF;
+            *d = b"0123456789abcdef"[nibble as usize];
+        }
+        self.str(core::str::from_utf8(&digits).unwrap_or("?"))
+    }
+
+    /// Ends the line and writes it out.
+    #[inline(never)]
+    pub fn line(&mut self) -> &mut Self {
+        self.str("\n");
+        self.flush();
+        self
+    }
+
+    fn flush(&mut self) {
+        (self.sink)(&self.buf[..self.len]);
+        self.len = 0;
+    }
+}
+
+/// Prints the samples as `targets/run-qemu.sh` reads them: `FLOWRT-SHAPE d0,d1,...`, then
+/// `FLOWRT-OUT` lines of 8 hex f32 words.
+pub fn print_samples(t: &mut Text<'_>, x: &[f32]) {
+    t.str("FLOWRT-SHAPE ").str(SHAPE).line();
+    for chunk in x.chunks(8) {
+        t.str("FLOWRT-OUT");
+        for v in chunk {
+            t.str(" ").hex8(v.to_bits());
+        }
+        t.line();
+    }
+}
+
+/// The common part of the `FLOWRT-STATS` line (the caller appends its counters and ends the
+/// line).
+pub fn print_stats(t: &mut Text<'_>, stack_bytes: usize) {
+    t.str("FLOWRT-STATS batch=").dec(BATCH as u64);
+    t.str(" dim=").dec(DIM as u64);
+    t.str(" method=").str(METHOD);
+    t.str(" steps=").dec(STEPS as u64);
+    t.str(" evals=").dec((STEPS * STAGES) as u64);
+    t.str(" arena_bytes=").dec(ARENA_BYTES as u64);
+    t.str(" graph_arena_bytes=").dec(GRAPH_ARENA_BYTES as u64);
+    t.str(" stack_bytes=").dec(stack_bytes as u64);
+    t.str(" macs_per_row=").dec(MACS_PER_ROW as u64);
+    t.str(" frt_bytes=").dec(FRT_BYTES as u64);
+    t.str(" weight_bytes=").dec(WEIGHT_BYTES as u64);
+}
+
+/// `FLOWRT-ERROR {what}: {error}`, the error's text as its `Display` words it for the common
+/// cases (the full error also goes to the defmt log where there is one).
+pub fn print_error(t: &mut Text<'_>, what: &str, e: &flowrt::Error) {
+    use flowrt::Error as E;
+    t.str("FLOWRT-ERROR ").str(what).str(": ");
+    match *e {
+        E::NotLinked { what } => {
+            t.str(what).str(" is not linked into this firmware (it was built for another model or method: rebuild it)")
+        }
+        E::Invalid { what } => t.str("invalid .frt file: ").str(what),
+        E::InvalidNode { node, what } => t.str("invalid node #").dec(node.into()).str(": ").str(what),
+        E::InvalidTensor { tensor, what } => {
+            t.str("invalid tensor #").dec(tensor.into()).str(": ").str(what)
+        }
+        E::ShapeMismatch {
+            what,
+            expected,
+            found,
+        } => t
+            .str("wrong size for ")
+            .str(what)
+            .str(": expected ")
+            .dec(expected as u64)
+            .str(", got ")
+            .dec(found as u64),
+        E::ArenaTooSmall { needed, given } => t
+            .str("arena too small: need ")
+            .dec(needed as u64)
+            .str(" bytes, got ")
+            .dec(given as u64),
+        E::BadSolverConfig { what } => t.str("bad solver configuration: ").str(what),
+        E::BadArgument { what } => t.str("bad argument: ").str(what),
+        E::NonFiniteInput { what } | E::NonFiniteOutput { what } => {
+            t.str(what).str(" contains NaN or infinity")
+        }
+        _ => t.str("see the error's Display text (flowrt::Error)"),
+    };
+    t.line();
 }

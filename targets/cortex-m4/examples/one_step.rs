@@ -3,7 +3,10 @@
 //! The model lives in flash (`include_frt!`), the arena is a static whose size comes from the
 //! model's memory plan at compile time (`ARENA_BYTES`, written by `build.rs` from
 //! `flowrt::sampler::sample_arena_bytes`; `flowrt inspect --json` prints the graph part), and
-//! one Euler step maps noise to a sample. No heap, no std.
+//! one Euler step maps noise to a sample. No heap, no std. Only the op kernels the model uses
+//! and the Euler loop are linked: `build.rs` writes `plan::Selected` (a
+//! `flowrt::select::Selection` made from the model) and the example samples with
+//! `sample_with::<plan::Selected>`; `flowrt::sampler::sample` would link every kernel.
 //!
 //! Build and run (from targets/cortex-m4):
 //!   FLOWRT_FRT=/abs/model.frt FLOWRT_NOISE=/abs/noise.npy cargo run --release --example one_step
@@ -38,7 +41,7 @@ fn main() -> ! {
 
     let result = flowrt::Model::from_bytes(MODEL).and_then(|model| {
         let grid = flowrt::grid::GridSpec::Uniform.build(1, model.time_convention().axis)?;
-        flowrt::sampler::sample(
+        flowrt::sampler::sample_with::<plan::Selected>(
             &model,
             flowrt::solver::Method::Euler,
             &grid,

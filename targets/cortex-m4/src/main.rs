@@ -9,8 +9,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::{entry, exception};
-use cortex_m_semihosting::{debug, hprint, hprintln};
-use panic_semihosting as _;
+use cortex_m_semihosting::{debug, hio};
 
 mod logger;
 
@@ -62,13 +61,33 @@ fn paint_stack() -> (usize, usize) {
     unsafe { paint(lo, hi) }
 }
 
-fn fail(what: &str, e: flowrt::Error) -> ! {
-    defmt::error!("{=str} failed: {}", what, e);
-    hprintln!("FLOWRT-ERROR {}: {}", what, e);
-    debug::exit(debug::EXIT_FAILURE);
+/// Writes to the semihosting console (the output of `embedded::Text`, which avoids
+/// `core::fmt`).
+fn console(bytes: &[u8]) {
+    if let Ok(mut out) = hio::hstdout() {
+        let _ = out.write_all(bytes);
+    }
+}
+
+fn exit(status: debug::ExitStatus) -> ! {
+    debug::exit(status);
     loop {
         core::hint::spin_loop();
     }
+}
+
+fn fail(what: &str, e: flowrt::Error) -> ! {
+    defmt::error!("{=str} failed: {}", what, e);
+    print_error(&mut Text::new(&mut console), what, &e);
+    exit(debug::EXIT_FAILURE)
+}
+
+/// Panics cannot come from the runtime (it returns errors); this one reports without
+/// formatting the message.
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    Text::new(&mut console).str("FLOWRT-PANIC").line();
+    exit(debug::EXIT_FAILURE)
 }
 
 #[entry]
@@ -103,35 +122,14 @@ fn main() -> ! {
     } = run_embedded(x, labels, arena, paint_stack, ticks, fail);
     let stack_top = core::ptr::addr_of!(_stack_start) as usize;
 
-    hprintln!("FLOWRT-SHAPE {}", SHAPE);
-    for chunk in x.chunks(8) {
-        hprint!("FLOWRT-OUT");
-        for v in chunk {
-            hprint!(" {:08x}", v.to_bits());
-        }
-        hprintln!();
-    }
-    hprintln!(
-        "FLOWRT-STATS batch={} dim={} method={} steps={} evals={} arena_bytes={} graph_arena_bytes={} \
-         stack_bytes={} ticks={} cal_ticks={} cal_instructions={} macs_per_row={} frt_bytes={} weight_bytes={}",
-        BATCH,
-        DIM,
-        METHOD,
-        STEPS,
-        STEPS * STAGES,
-        ARENA_BYTES,
-        GRAPH_ARENA_BYTES,
-        stack_top - touched,
-        sample_ticks,
-        cal_ticks,
-        2 * u64::from(cal_n),
-        MACS_PER_ROW,
-        FRT_BYTES,
-        WEIGHT_BYTES
-    );
+    let mut sink = console;
+    let mut out = Text::new(&mut sink);
+    print_samples(&mut out, x);
+    print_stats(&mut out, stack_top - touched);
+    out.str(" ticks=").dec(sample_ticks);
+    out.str(" cal_ticks=").dec(cal_ticks);
+    out.str(" cal_instructions=").dec(2 * u64::from(cal_n));
+    out.line();
     defmt::info!("flowrt firmware: done, {=u64} SysTick ticks", sample_ticks);
-    debug::exit(debug::EXIT_SUCCESS);
-    loop {
-        core::hint::spin_loop();
-    }
+    exit(debug::EXIT_SUCCESS)
 }

@@ -6,8 +6,6 @@
 #![no_std]
 #![no_main]
 
-use core::fmt::Write;
-
 #[path = "../../embedded.rs"]
 mod embedded;
 use embedded::*;
@@ -17,15 +15,11 @@ const UART_THR: *mut u8 = 0x1000_0000 as *mut u8;
 /// The virt machine's SiFive test device: 0x5555 = pass, (code << 16) | 0x3333 = fail.
 const TEST_DEV: *mut u32 = 0x0010_0000 as *mut u32;
 
-struct Uart;
-
-impl Write for Uart {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        for b in s.bytes() {
-            // SAFETY: MMIO register of the virt machine's UART.
-            unsafe { core::ptr::write_volatile(UART_THR, b) };
-        }
-        Ok(())
+/// Writes to the UART (the output of `embedded::Text`, which avoids `core::fmt`).
+fn uart(bytes: &[u8]) {
+    for b in bytes {
+        // SAFETY: MMIO register of the virt machine's UART.
+        unsafe { core::ptr::write_volatile(UART_THR, *b) };
     }
 }
 
@@ -43,8 +37,8 @@ fn exit(code: u32) -> ! {
 }
 
 #[panic_handler]
-fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    let _ = writeln!(Uart, "FLOWRT-PANIC {info}");
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    Text::new(&mut uart).str("FLOWRT-PANIC").line();
     exit(1)
 }
 
@@ -81,7 +75,7 @@ fn paint_stack() -> (usize, usize) {
 }
 
 fn fail(what: &str, e: flowrt::Error) -> ! {
-    let _ = writeln!(Uart, "FLOWRT-ERROR {what}: {e}");
+    print_error(&mut Text::new(&mut uart), what, &e);
     exit(1)
 }
 
@@ -94,23 +88,11 @@ fn main() -> ! {
     } = run_embedded(x, labels, arena, paint_stack, instret, fail);
     let stack_top = core::ptr::addr_of!(_stack_start) as usize;
 
-    let mut u = Uart;
-    let _ = writeln!(u, "FLOWRT-SHAPE {SHAPE}");
-    for chunk in x.chunks(8) {
-        let _ = write!(u, "FLOWRT-OUT");
-        for v in chunk {
-            let _ = write!(u, " {:08x}", v.to_bits());
-        }
-        let _ = writeln!(u);
-    }
-    let _ = writeln!(
-        u,
-        "FLOWRT-STATS batch={BATCH} dim={DIM} method={METHOD} steps={STEPS} evals={} \
-         arena_bytes={ARENA_BYTES} graph_arena_bytes={GRAPH_ARENA_BYTES} stack_bytes={} \
-         instructions={instructions} macs_per_row={MACS_PER_ROW} frt_bytes={FRT_BYTES} \
-         weight_bytes={WEIGHT_BYTES}",
-        STEPS * STAGES,
-        stack_top - touched,
-    );
+    let mut sink = uart;
+    let mut out = Text::new(&mut sink);
+    print_samples(&mut out, x);
+    print_stats(&mut out, stack_top - touched);
+    out.str(" instructions=").dec(instructions);
+    out.line();
     exit(0)
 }
