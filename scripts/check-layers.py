@@ -34,7 +34,7 @@ LAYERS = [
     ["guidance", "fewstep", "sde"],
     ["run"],
     ["sampler"],
-    ["pipeline"],
+    ["pipeline", "calibrate"],
 ]
 
 # Names re-exported at the crate root, and the module they come from.

@@ -10,6 +10,7 @@ pub mod conformance;
 pub mod embed;
 pub mod half;
 pub mod import;
+pub mod int8act;
 pub mod lower;
 pub mod npy;
 pub mod roles;
@@ -44,6 +45,9 @@ pub struct ExportOptions {
     /// output (`export --strip-names`): `inspect` and error messages show indices for the
     /// rest. Saves the bytes of the ONNX names, which a microcontroller never reads.
     pub strip_names: bool,
+    /// Full-integer mode (`export --activations int8`, needs int8 weights): Dense and Conv
+    /// quantize their inputs with scales calibrated on sampled trajectories.
+    pub int8_activations: Option<int8act::Calibration>,
 }
 
 /// Imports and lowers an ONNX file into a flowrt model description.
@@ -120,6 +124,20 @@ pub fn onnx_to_desc(path: &Path, opts: &ExportOptions) -> Result<ModelDesc> {
         _ => {}
     }
     desc.solver_defaults = opts.solver_defaults.clone();
+    if let Some(cal) = &opts.int8_activations {
+        if opts.weights.kind != weights::WeightKind::Int8 {
+            anyhow::bail!("--activations int8 needs --weights int8");
+        }
+        if !opts.pipeline.is_empty() {
+            anyhow::bail!(
+                "--activations int8 calibrates one network; it does not support --block, \
+                 --refiner or --decoder yet"
+            );
+        }
+        let ranges = int8act::calibrate(&desc, cal)
+            .with_context(|| format!("calibrating the activations of {}", path.display()))?;
+        int8act::apply(&mut desc, &ranges)?;
+    }
     if opts.strip_names {
         // The signature's names stay (they are few and say what to feed).
         let io: Vec<u32> = desc

@@ -77,7 +77,7 @@ pub fn run(
         })?;
     expect_len("output", out_len, output.len())?;
     let (graph, _) = arena_f32(arena, model.graph_arena_bytes(batch)?)?;
-    run_graph::<All>(model, batch, inputs, graph)?;
+    run_graph::<All>(model, batch, inputs, graph, None)?;
     copy_output(model, batch, graph, output)
 }
 
@@ -177,7 +177,13 @@ pub(crate) fn run_graph<S: Selection>(
     batch: usize,
     inputs: &[&[f32]],
     arena: &mut [f32],
+    mut observe: Option<&mut Observer<'_>>,
 ) -> Result<(), Error> {
+    if let Some(f) = observe.as_deref_mut() {
+        for (info, data) in model.inputs().zip(inputs) {
+            f(info.tensor, data);
+        }
+    }
     for i in 0..model.node_count() as u32 {
         let node = model.node_rec(i)?;
         let out_rec = model.tensor_rec(node.output)?;
@@ -194,9 +200,17 @@ pub(crate) fn run_graph<S: Selection>(
         };
         let od = out_rec.shape.concrete(batch);
         exec_node::<S>(&v, &node, out, &od)?;
+        if let Some(f) = observe.as_deref_mut() {
+            f(node.output, out);
+        }
     }
     Ok(())
 }
+
+/// Sees every value a graph evaluation computes: called with each input tensor's index and
+/// data before the nodes run, then with each node's output tensor index and values
+/// ([`CpuField::observe`]; export-time calibration of int8 activations).
+pub type Observer<'o> = dyn FnMut(u32, &[f32]) + 'o;
 
 /// One node. Every arm is guarded by the (constant) bit of its kind in `S`, so the kernels of
 /// unlinked kinds are not compiled in; a node of such a kind returns [`Error::NotLinked`].
@@ -208,6 +222,16 @@ fn exec_node<S: Selection>(
 ) -> Result<(), Error> {
     let has = select::has_node::<S>;
     match node.op {
+        // Full-integer forms (4 inputs; only files with int8 weights have them).
+        #[cfg(feature = "weights-int8")]
+        NodeOp::Dense if node.n_inputs == 4 && has(node::DENSE) => {
+            let (a, _, _) = v.input(node, 0)?;
+            let (w, wd) = v.weights::<S>(node, 1)?;
+            let (n, k) = (wd.get(0).ok_or(ops_err())?, wd.get(1).ok_or(ops_err())?);
+            full_integer::<S>(v, node, w, |w, bias, s| {
+                ops::dense_q8(a, w, bias, s, k, n, out)
+            })
+        }
         NodeOp::Dense if has(node::DENSE) => {
             let (a, _, _) = v.input(node, 0)?;
             let (w, wd) = v.weights::<S>(node, 1)?;
@@ -264,6 +288,14 @@ fn exec_node<S: Selection>(
             let (table, td) = v.weights::<S>(node, 0)?;
             let (idx, _, _) = v.input(node, 1)?;
             ops::gather(table, &td, idx, out)
+        }
+        #[cfg(feature = "weights-int8")]
+        NodeOp::Conv { groups, window } if node.n_inputs == 4 && has(node::CONV) => {
+            let (x, _, xd) = v.input(node, 0)?;
+            let (w, wd) = v.weights::<S>(node, 1)?;
+            full_integer::<S>(v, node, w, |w, bias, s| {
+                ops::conv_q8(x, &xd, w, &wd, bias, s, groups as usize, &window, out, od)
+            })
         }
         NodeOp::Conv { groups, window } if has(node::CONV) => {
             let (x, _, xd) = v.input(node, 0)?;
@@ -345,12 +377,28 @@ fn exec_node<S: Selection>(
     }
 }
 
+/// A full-integer Dense or Conv (4 inputs): `kernel(int8 weights, bias, activation scale)`.
+#[cfg(feature = "weights-int8")]
+fn full_integer<'x, S: Selection>(
+    v: &Views<'x, '_>,
+    node: &NodeRec,
+    w: Weights<'x>,
+    kernel: impl FnOnce(ops::Int8Weights<'x>, Option<Weights<'x>>, f32) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let Weights::Int8(w) = w else {
+        return Err(ops_err());
+    };
+    let bias = bias_input::<S>(v, node)?;
+    let scale = v.input(node, 3)?.0.first().copied().ok_or(ops_err())?;
+    kernel(w, bias, scale)
+}
+
 /// The optional third input (bias) of Dense, Conv and ConvTranspose, in its stored type.
 fn bias_input<'x, S: Selection>(
     v: &Views<'x, '_>,
     node: &NodeRec,
 ) -> Result<Option<Weights<'x>>, Error> {
-    if node.n_inputs == 3 {
+    if node.n_inputs >= 3 {
         Ok(Some(v.weights::<S>(node, 2)?.0))
     } else {
         Ok(None)
@@ -384,6 +432,8 @@ pub struct CpuField<'m, 'a, S: Selection = All> {
     /// What the conditioning is checked against (computed once).
     sig: Signature,
     linked: PhantomData<S>,
+    /// Sees every evaluation's tensors ([`CpuField::observe`]).
+    observer: Option<&'a mut Observer<'a>>,
 }
 
 impl<'m, 'a> CpuField<'m, 'a> {
@@ -444,7 +494,13 @@ impl<'m, 'a, S: Selection> CpuField<'m, 'a, S> {
             arena,
             sig: Signature::of(model),
             linked: PhantomData,
+            observer: None,
         })
+    }
+
+    /// Calls `observer` with every tensor of every later evaluation ([`Observer`]).
+    pub fn observe(&mut self, observer: &'a mut Observer<'a>) {
+        self.observer = Some(observer);
     }
 
     /// The batch size the field was created for (the most rows one evaluation may have).
@@ -565,7 +621,7 @@ impl<'m, 'a, S: Selection> CpuField<'m, 'a, S> {
             }
         }
         let used = bufs.get(..model.input_count()).ok_or(ops_err())?;
-        run_graph::<S>(model, rows, used, graph)?;
+        run_graph::<S>(model, rows, used, graph, self.observer.as_deref_mut())?;
         copy_output(model, rows, graph, v)
     }
 }

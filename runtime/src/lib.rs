@@ -43,6 +43,8 @@ pub mod pipeline;
 pub mod plan;
 
 // Solvers, time grids and the deterministic RNG.
+#[cfg(feature = "alloc")]
+pub mod calibrate;
 pub mod grid;
 pub mod guidance;
 pub mod rng;

@@ -19,7 +19,7 @@
 
 use crate::error::expect_len;
 use crate::exec::CpuField;
-use crate::field::{ConventionField, CpuOps};
+use crate::field::{Conditioned, Conditioning, ConventionField, CpuOps};
 use crate::grid::{Explicit, TimeGrid};
 use crate::solver::{integrate_tableau, Method, NoObserver, Scheme, Workspace};
 use crate::Error;
@@ -43,7 +43,7 @@ pub fn pipeline_arena_bytes(
 /// Samples a pipeline on the CPU: integrates `x` (noise in; the final state out) along
 /// `grid` with a Runge–Kutta `method`, each step with the network the rule picks; with a
 /// decoder, also decodes the final state into `out` (`batch × output_dim`; ignored without
-/// a decoder).
+/// a decoder). For a model without conditioning inputs; see [`sample_pipeline_cond`].
 ///
 /// Errors: a non-Runge–Kutta method ([`Error::BadSolverConfig`]: multistep history and
 /// adaptive steps do not survive a change of network), sizes, a too-small arena, or
@@ -53,6 +53,24 @@ pub fn sample_pipeline<G: TimeGrid + ?Sized>(
     method: Method,
     grid: &G,
     x: &mut [f32],
+    out: Option<&mut [f32]>,
+    arena: &mut [u8],
+) -> Result<(), Error> {
+    sample_pipeline_cond(p, method, grid, x, &Conditioning::default(), out, arena)
+}
+
+/// [`sample_pipeline`] with per-row conditioning (`label`, `cond`, `guidance` inputs) handed
+/// to every velocity network (the main net, blocks and refiners, which must all take it);
+/// the decoder sees the final state only. Latent class-conditional models sample this way.
+///
+/// Errors: as [`sample_pipeline`], plus those of [`CpuField::eval_cond`] (missing or extra
+/// conditioning, wrong lengths, labels out of range).
+pub fn sample_pipeline_cond<G: TimeGrid + ?Sized>(
+    p: &Pipeline<'_>,
+    method: Method,
+    grid: &G,
+    x: &mut [f32],
+    cond: &Conditioning<'_>,
     out: Option<&mut [f32]>,
     arena: &mut [u8],
 ) -> Result<(), Error> {
@@ -83,7 +101,11 @@ pub fn sample_pipeline<G: TimeGrid + ?Sized>(
         let t1 = grid.point(n + 1).ok_or(NO_POINT)?;
         let m = p.velocity_for_step(n, steps, t0);
         let mut net = CpuField::new(m, batch, &mut *field_arena)?;
-        let mut field = ConventionField::new(&mut net, m.time_convention());
+        let mut conditioned = Conditioned {
+            field: &mut net,
+            cond: *cond,
+        };
+        let mut field = ConventionField::new(&mut conditioned, m.time_convention());
         // One step of the same loop on the sub-grid [t_n, t_{n+1}]: the same arithmetic as a
         // step of the whole-grid loop.
         let pts = [t0, t1];

@@ -326,28 +326,40 @@ fn image_models_match_host_bit_for_bit() {
 /// Typed weights (`flowrt export --weights f16|bf16|int8`) on both targets: the MLP fixture
 /// in every type (Dense kernels with dequantized weight runs) and the class-conditional
 /// digits UNet in int8 (Conv, ConvTranspose-free up path, the label table as an int8
-/// Gather), byte for byte against the host.
+/// Gather), byte for byte against the host; and both in the full-integer mode
+/// (`--activations int8`: integer Dense and Conv).
 #[test]
 fn typed_weights_match_host_bit_for_bit() {
     use flowrt_export::weights::{WeightChoice, WeightKind};
     let dir = temp_dir("weights");
     let root = flowrt_tests::fixtures_dir();
     let mut tally = Tally::default();
+    // (fixture, weights, full-integer activations, method, steps, labelled rows)
     let cases = [
-        ("moons_icfm", WeightKind::F16, "rk4-38", 8usize, 0usize),
-        ("moons_icfm", WeightKind::Bf16, "rk4-38", 8, 0),
-        ("moons_icfm", WeightKind::Int8, "rk4-38", 8, 0),
-        ("digits_unet", WeightKind::Int8, "euler", 1, 2),
+        (
+            "moons_icfm",
+            WeightKind::F16,
+            false,
+            "rk4-38",
+            8usize,
+            0usize,
+        ),
+        ("moons_icfm", WeightKind::Bf16, false, "rk4-38", 8, 0),
+        ("moons_icfm", WeightKind::Int8, false, "rk4-38", 8, 0),
+        ("digits_unet", WeightKind::Int8, false, "euler", 1, 2),
+        ("moons_icfm", WeightKind::Int8, true, "rk4-38", 8, 0),
+        ("digits_unet", WeightKind::Int8, true, "euler", 1, 2),
     ];
-    for (name, kind, method, steps, labelled) in cases {
+    for (name, kind, int8_act, method, steps, labelled) in cases {
         let opts = flowrt_export::ExportOptions {
             weights: WeightChoice {
                 kind,
                 keep_f32: Vec::new(),
             },
+            int8_activations: int8_act.then(Default::default),
             ..Default::default()
         };
-        let tag = format!("{name}-{kind:?}");
+        let tag = format!("{name}-{kind:?}{}", if int8_act { "-act8" } else { "" });
         let frt = dir.join(format!("{tag}.frt"));
         let bytes = flowrt_export::export_onnx(&root.join(name).join("model.ts.onnx"), &opts)
             .expect("export");
@@ -378,5 +390,5 @@ fn typed_weights_match_host_bit_for_bit() {
             tally.add(device_matches_host(target, &run, &host, &dev, &what));
         }
     }
-    assert_eq!(tally.finish(&dir), 8);
+    assert_eq!(tally.finish(&dir), 2 * cases.len());
 }

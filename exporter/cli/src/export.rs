@@ -86,6 +86,17 @@ pub struct ExportArgs {
     /// show indices.
     #[arg(long)]
     pub strip_names: bool,
+    /// f32 (default) or int8: full-integer Dense and Conv (needs --weights int8). Each
+    /// quantizes its input with a scale calibrated by sampling the f32 model, multiplies in
+    /// integers and rescales to f32 once per output.
+    #[arg(long, default_value = "f32", value_name = "TYPE")]
+    pub activations: String,
+    /// Noise rows sampled for the --activations int8 calibration.
+    #[arg(long, default_value_t = 256)]
+    pub calibrate_rows: usize,
+    /// Euler steps per calibration trajectory.
+    #[arg(long, default_value_t = 16)]
+    pub calibrate_steps: usize,
 }
 
 /// Runs `flowrt export`.
@@ -113,6 +124,9 @@ pub fn run(a: ExportArgs) -> Result<()> {
         weights,
         keep_f32,
         strip_names,
+        activations,
+        calibrate_rows,
+        calibrate_steps,
     } = a;
 
     let time = flowrt::time::TimeConvention {
@@ -150,6 +164,15 @@ pub fn run(a: ExportArgs) -> Result<()> {
             keep_f32,
         },
         strip_names,
+        int8_activations: match activations.as_str() {
+            "f32" => None,
+            "int8" => Some(flowrt_export::int8act::Calibration {
+                rows: calibrate_rows,
+                steps: calibrate_steps,
+                ..Default::default()
+            }),
+            other => bail!("--activations {other}: expected f32 or int8"),
+        },
     };
     write(&model, &output, &opts)
 }
@@ -261,12 +284,16 @@ fn write(model: &Path, output: &Path, opts: &ExportOptions) -> Result<()> {
             None => typed.push((w.type_name(), 1)),
         }
     }
-    let weights = if typed.is_empty() {
+    let mut weights = if typed.is_empty() {
         String::new()
     } else {
         let list: Vec<String> = typed.iter().map(|(n, c)| format!("{n} x{c}")).collect();
         format!(", stored: {}", list.join(", "))
     };
+    let integer = m.nodes().filter(|n| n.inputs().count() == 4).count();
+    if integer > 0 {
+        weights.push_str(&format!(", int8 activations on {integer} nodes"));
+    }
     println!(
         "exported {} -> {} ({} bytes, {} nodes, {} parameters{weights})",
         model.display(),

@@ -60,6 +60,38 @@ fn latent_decoder_and_rollout_from_the_command_line() {
     let text = sample_ok(&frt, &noise, &[&"--method rk4-38 --steps 8"], &out);
     assert_contains(&text, &["decoder", "[256, 8]"]);
     assert_close(&out, "fewstep/latent_rk4-38_8.npy", 5e-5);
+    // A class-conditional flow with a decoder: the labels reach the flow, the decoder maps
+    // the final state, exactly as the flow alone and then the decoder graph.
+    let dec_onnx = "moons_latent_decoder/model.ts.onnx";
+    let cond = export_in(
+        &dir,
+        "cond.frt",
+        "moons_cfg/model.ts.onnx",
+        args(&[&"--decoder", &fx(dec_onnx)]),
+    );
+    let flow = export_in(&dir, "flow.frt", "moons_cfg/model.ts.onnx", "");
+    let dec = export_in(&dir, "dec.frt", dec_onnx, "");
+    let (noise, labels) = (fx("moons_cfg/noise.npy"), fx("moons_cfg/labels.npy"));
+    let run = [&"--method rk4-38 --steps 8 --label" as &dyn Arg, &labels];
+    let (y, z) = (dir.path("cond_y.npy"), dir.path("cond_z.npy"));
+    assert_contains(&sample_ok(&cond, &noise, &run, &y), &["decoder"]);
+    sample_ok(&flow, &noise, &run, &z);
+    let (zv, zs) = read_npy(&z);
+    let bytes = flowrt::format::AlignedBytes::copy_from(&std::fs::read(&dec).unwrap());
+    let model = flowrt::Model::from_bytes(bytes.as_slice()).unwrap();
+    let mut want = vec![0f32; zs[0] * model.output_dim()];
+    let mut arena = flowrt::format::AlignedBytes::zeroed(model.graph_arena_bytes(zs[0]).unwrap());
+    flowrt::exec::run(&model, zs[0], &[&zv], &mut want, arena.as_mut_slice()).unwrap();
+    assert_eq!(read_npy(&y).0, want, "pipeline = flow, then decoder");
+    // Other labels, other samples.
+    let flipped = dir.path("flipped.npy");
+    let (lv, _) = flowrt_export::npy::read_labels(std::path::Path::new(&labels)).unwrap();
+    let other: Vec<i64> = lv.iter().map(|l| 1 - l.min(&1)).collect();
+    flowrt_export::npy::write_i64(&flipped, &other).unwrap();
+    let y2 = dir.path("cond_y2.npy");
+    let run2 = [&"--method rk4-38 --steps 8 --label" as &dyn Arg, &flipped];
+    sample_ok(&cond, &noise, &run2, &y2);
+    assert!(npy_diff(&y, &y2) > 0.1, "the labels change the samples");
     // Rollout of the heat-equation surrogate.
     let heat = export_in(&dir, "heat.frt", "heat_rollout/model.ts.onnx", "");
     let traj = dir.path("traj.npy");

@@ -77,6 +77,41 @@ fn typed_weights_export_inspect_and_sample_close_to_f32() {
 }
 
 #[test]
+fn int8_activations_export_and_sample_close_to_f32() {
+    let dir = TempDir::new("act8");
+    let noise = fx("moons_icfm/noise.npy");
+    let f32_frt = export_in(&dir, "f32.frt", MODEL, "");
+    let out = export_fx(
+        MODEL,
+        &dir.path("act8.frt"),
+        "--weights int8 --activations int8 --calibrate-rows 64 --calibrate-steps 4",
+    );
+    assert_contains(&out, &["int8 activations on 4 nodes"]);
+    let (a, b) = (dir.path("f32.npy"), dir.path("act8.npy"));
+    sample_ok(&f32_frt, &noise, &[&"--method euler --steps 8"], &a);
+    sample_ok(
+        &dir.path("act8.frt"),
+        &noise,
+        &[&"--method euler --steps 8"],
+        &b,
+    );
+    let d = npy_diff(&a, &b);
+    assert!(d > 0.0 && d < 0.6, "max abs diff {d} from f32");
+    export_fails(
+        MODEL,
+        &dir.path("x.frt"),
+        "--activations int8",
+        &["needs --weights int8"],
+    );
+    export_fails(
+        MODEL,
+        &dir.path("x.frt"),
+        "--weights int8 --activations int4",
+        &["--activations int4"],
+    );
+}
+
+#[test]
 fn typed_weights_errors() {
     let dir = TempDir::new("weights-err");
     let frt = dir.path("bad.frt");

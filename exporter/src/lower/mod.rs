@@ -24,7 +24,7 @@ mod einsum;
 mod elementwise;
 mod konst;
 mod layout;
-mod passes;
+pub(crate) mod passes;
 mod reduce;
 mod shape;
 

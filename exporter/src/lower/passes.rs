@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use flowrt::ir::{BinaryOp, Dim, ModelDesc, Op, TensorDesc};
 
 /// Appends a tensor to `desc`; returns its id.
-pub(super) fn push_tensor(
+pub(crate) fn push_tensor(
     desc: &mut ModelDesc,
     name: String,
     shape: Vec<Dim>,
@@ -81,7 +81,7 @@ pub(super) fn fuse_dense_bias(desc: &mut ModelDesc) {
 }
 
 /// Drops tensors no node, input or output refers to, and renumbers the rest in order.
-pub(super) fn compact_tensors(desc: &mut ModelDesc) {
+pub(crate) fn compact_tensors(desc: &mut ModelDesc) {
     let mut used = vec![false; desc.tensors.len()];
     used[desc.output as usize] = true;
     for i in &desc.inputs {

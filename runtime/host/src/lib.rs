@@ -66,19 +66,40 @@ pub enum HostError {
     #[error("{0}")]
     Unsupported(String),
     /// The runtime refused or failed a computation (sizes, non-finite values, ...).
+    // The cause is in the message, not also a `source` (an error chain would print it twice).
     #[error("sampling failed: {0}")]
-    Flowrt(#[from] flowrt::Error),
+    Flowrt(flowrt::Error),
     /// ONNX Runtime failed (missing library, bad model, a failed run).
     #[cfg(feature = "ort")]
     #[error("sampling failed: {0}")]
-    Ort(#[from] flowrt_ort::OrtError),
+    Ort(flowrt_ort::OrtError),
     /// The GPU backend failed (no device, a launch, a read-back).
     #[cfg(feature = "gpu")]
     #[error("sampling failed: {0}")]
-    Gpu(#[from] flowrt_cubecl::GpuError),
+    Gpu(flowrt_cubecl::GpuError),
     /// Memory for a buffer of this many bytes could not be allocated.
     #[error("cannot allocate {0} bytes")]
     Alloc(usize),
+}
+
+impl From<flowrt::Error> for HostError {
+    fn from(e: flowrt::Error) -> Self {
+        HostError::Flowrt(e)
+    }
+}
+
+#[cfg(feature = "ort")]
+impl From<flowrt_ort::OrtError> for HostError {
+    fn from(e: flowrt_ort::OrtError) -> Self {
+        HostError::Ort(e)
+    }
+}
+
+#[cfg(feature = "gpu")]
+impl From<flowrt_cubecl::GpuError> for HostError {
+    fn from(e: flowrt_cubecl::GpuError) -> Self {
+        HostError::Gpu(e)
+    }
 }
 
 impl HostError {

@@ -483,7 +483,18 @@ impl Frt {
             ));
         }
         if let Some(p) = m.pipeline() {
-            return self.sample_pipeline(backend, req, &m, &p, plan, &grid, x, guided.is_some());
+            let cond = inputs.as_conditioning();
+            return self.sample_pipeline(
+                backend,
+                req,
+                &m,
+                &p,
+                plan,
+                &grid,
+                x,
+                &cond,
+                guided.is_some(),
+            );
         }
         let mut report = Report {
             method: if req.sde.is_some() {
@@ -588,6 +599,7 @@ impl Frt {
         plan: &Plan,
         grid: &dyn TimeGrid,
         mut x: Vec<f32>,
+        cond: &flowrt::field::Conditioning<'_>,
         guided: bool,
     ) -> Result<Samples> {
         if !matches!(backend, Backend::Cpu | Backend::Auto)
@@ -599,11 +611,6 @@ impl Frt {
                 "multi-network files sample on the CPU backend, without --sde, --guidance or \
                  --trajectory"
                     .into(),
-            ));
-        }
-        if m.inputs().any(|i| i.role.is_conditioning()) {
-            return Err(HostError::Unsupported(
-                "multi-network files with conditioning inputs are not supported yet".into(),
             ));
         }
         let batch = x.len() / m.state_dim();
@@ -619,11 +626,12 @@ impl Frt {
             }
         ];
         let start = Instant::now();
-        flowrt::pipeline::sample_pipeline(
+        flowrt::pipeline::sample_pipeline_cond(
             p,
             plan.method,
             grid,
             &mut x,
+            cond,
             p.decoder().map(|_| &mut decoded[..]),
             arena.as_mut_slice(),
         )?;

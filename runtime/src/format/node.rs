@@ -535,7 +535,9 @@ impl NodeOp {
     /// Allowed number of inputs `(min, max)`.
     pub fn arity(&self) -> (usize, usize) {
         match self {
-            NodeOp::Dense | NodeOp::Conv { .. } | NodeOp::ConvTranspose { .. } => (2, 3),
+            // Dense and Conv: a 4th input, the int8 activation scale (full-integer mode).
+            NodeOp::Dense | NodeOp::Conv { .. } => (2, 4),
+            NodeOp::ConvTranspose { .. } => (2, 3),
             NodeOp::MatMul | NodeOp::Binary(_) | NodeOp::Gather => (2, 2),
             NodeOp::Where => (3, 3),
             NodeOp::Concat { .. } => (1, u16::MAX as usize),

@@ -100,6 +100,15 @@ fn axis_range_ok(x: &Shape, start: u8, end: u8) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The activation scale of a full-integer Dense or Conv (input 3) is `[1]`.
+fn act_scale_shape(s: &Shape) -> Result<(), &'static str> {
+    if s.rank() == 1 && fixed(s, 0) == Some(1) {
+        Ok(())
+    } else {
+        Err("int8 activation scale (input 3) must have shape [1]")
+    }
+}
+
 /// Checks one node: number of inputs, and that the output shape is exactly what the op
 /// produces from the input shapes. `input(i)` returns the shape of input `i`.
 pub(crate) fn check_node(
@@ -120,14 +129,19 @@ pub(crate) fn check_node(
             if w.rank() != 2 || w.has_batch() {
                 return Err("Dense weight must have a fixed 2-D shape [K, N]");
             }
-            let (k, n) = match (w.dim(0), w.dim(1)) {
-                (Some(k), Some(n)) => (k, n),
+            // Full-integer Dense (4 inputs) stores its weight output channel first, [N, K].
+            let (k, n) = match (w.dim(0), w.dim(1), n_inputs == 4) {
+                (Some(k), Some(n), false) => (k, n),
+                (Some(n), Some(k), true) => (k, n),
                 _ => return Err("Dense weight must have a fixed 2-D shape [K, N]"),
             };
             if a.rank() == 0 || a.dim(a.rank() - 1) != Some(k) {
                 return Err("Dense input's last dim differs from the weight's K");
             }
-            if n_inputs == 3 {
+            if n_inputs == 4 {
+                act_scale_shape(&inp(3)?)?;
+            }
+            if n_inputs >= 3 {
                 let b = inp(2)?;
                 if b.rank() != 1 || b.dim(0) != Some(n) {
                     return Err("Dense bias must have shape [N]");
@@ -302,8 +316,9 @@ pub(crate) fn check_node(
             }
             let r = w.rank();
             let dim = |i: usize| fixed(&w, i).unwrap_or(0);
-            // Conv: [C/g, (KH,) KW, M] (channel-last); ConvTranspose: [M, C/g, (KH,) KW].
-            let (w0, w1, kh, kw) = if transposed {
+            // Conv: [C/g, (KH,) KW, M] (channel-last); ConvTranspose and full-integer Conv
+            // (4 inputs): [M, C/g, (KH,) KW].
+            let (w0, w1, kh, kw) = if transposed || n_inputs == 4 {
                 (dim(0), dim(1), if r == 4 { dim(2) } else { 1 }, dim(r - 1))
             } else {
                 (
@@ -341,7 +356,10 @@ pub(crate) fn check_node(
                 ];
                 (w0, hw)
             };
-            if n_inputs == 3 {
+            if n_inputs == 4 {
+                act_scale_shape(&inp(3)?)?;
+            }
+            if n_inputs >= 3 {
                 let b = inp(2)?;
                 if b.rank() != 1 || fixed(&b, 0) != Some(m) {
                     return Err("Conv bias must have shape [M]");

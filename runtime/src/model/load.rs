@@ -500,6 +500,9 @@ impl<'a> Model<'a> {
                 Some(self.tensor_rec(t).ok()?.shape)
             };
             rules::check_node(&node.op, node.n_inputs, shape_of, &out.shape).map_err(err)?;
+            if node.n_inputs == 4 {
+                self.act_scale(&node).map_err(err)?;
+            }
         }
         if next_edge != self.edges.len() / 4 {
             return Err(invalid("edge table has unused entries"));
@@ -507,8 +510,33 @@ impl<'a> Model<'a> {
         Ok(self)
     }
 
-    // -----------------------------------------------------------------------------------
-    // Public accessors.
+    /// The activation scale of a full-integer Dense or Conv (4 inputs): its weight is int8
+    /// along axis 0 (output channel first), input 3 a constant holding one finite, positive
+    /// f32. Returns the scale.
+    pub(crate) fn act_scale(&self, node: &NodeRec) -> Result<f32, &'static str> {
+        let rec = |j| {
+            self.node_input(node, j)
+                .and_then(|t| self.tensor_rec(t))
+                .map_err(|_| "input tensor missing")
+        };
+        let w = rec(1)?;
+        if !matches!(w.dtype, WeightType::Int8 { axis: 0, .. }) {
+            return Err("int8 activations need int8 weights along axis 0 (output channel first)");
+        }
+        let reduction = w.shape.channel_layout(0).map_or(0, |(_, inner)| inner);
+        if reduction > crate::ops::MAX_INT8_REDUCTION {
+            return Err("int8 activations: reduction longer than 133000 terms");
+        }
+        let s = rec(3)?;
+        let value = match (s.kind, self.const_data(&s)) {
+            (TensorKind::Const, Ok([v])) => *v,
+            _ => return Err("int8 activation scale (input 3) must be one f32 constant"),
+        };
+        if !(value.is_finite() && value > 0.0) {
+            return Err("int8 activation scale must be finite and positive");
+        }
+        Ok(value)
+    }
 }
 
 /// The section table, checked: bounds, alignment, overlap, duplicates, required kinds.

@@ -32,7 +32,7 @@ impl Window {
         pad_end: [0, 0],
     };
 
-    fn get(&self, axis: usize) -> (usize, usize, usize, usize) {
+    pub(super) fn get(&self, axis: usize) -> (usize, usize, usize, usize) {
         let pick = |v: [u16; 2]| usize::from(if axis == 0 { v[0] } else { v[1] });
         (
             pick(self.stride),
@@ -79,7 +79,7 @@ impl Window {
         full.checked_sub(pb.checked_add(pe)?).filter(|n| *n > 0)
     }
 
-    fn valid(&self) -> bool {
+    pub(super) fn valid(&self) -> bool {
         self.stride.iter().chain(&self.dilation).all(|v| *v >= 1)
     }
 }
@@ -92,7 +92,7 @@ fn bias_of(bias: Option<Weights<'_>>, oc: usize) -> Result<f32, Error> {
 }
 
 /// `(N, C, H, W)` of a rank-3 or rank-4 NCHW tensor.
-fn nchw(d: &Dims) -> Result<[usize; 4], Error> {
+pub(super) fn nchw(d: &Dims) -> Result<[usize; 4], Error> {
     let s = d.as_slice();
     match *s {
         [n, c, l] => Ok([n, c, 1, l]),

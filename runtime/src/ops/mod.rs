@@ -21,6 +21,8 @@ use crate::Error;
 mod conv;
 mod dense;
 mod elementwise;
+#[cfg(feature = "weights-int8")]
+mod int8;
 mod layout;
 mod reduce;
 mod resize;
@@ -29,12 +31,18 @@ mod weights;
 pub use conv::{conv, conv_transpose, pool, PoolKind, Window};
 pub use dense::{dense, matmul};
 pub use elementwise::{binary, binary_linked, expand, select, unary, unary_linked};
+#[cfg(feature = "weights-int8")]
+pub use int8::{conv_q8, dense_q8};
 pub use layout::{concat_part, gather, slice, transpose, GATHER_INDEX_ERR};
 pub use reduce::{reduce, softmax, ReduceKind};
 pub use resize::{pad, resize, CoordMode, PadMode, ResizeMode};
 pub use weights::Weights;
 #[cfg(feature = "weights-int8")]
 pub use weights::{Int8Weights, Scales};
+
+/// Longest reduction of a full-integer Dense or Conv: `127 · 127 · 133000 < 2^31`, so its
+/// `i32` sum cannot overflow (docs/frt-format.md, "Full-integer Dense and Conv").
+pub const MAX_INT8_REDUCTION: usize = 133_000;
 
 /// Highest rank the kernels support.
 pub const MAX_RANK: usize = 6;
@@ -613,5 +621,7 @@ pub(crate) fn gelu_tanh(x: f32) -> f32 {
     x * sigmoid(2.0 * u)
 }
 
+#[cfg(all(test, feature = "weights-int8"))]
+mod int8_tests;
 #[cfg(test)]
 mod tests;

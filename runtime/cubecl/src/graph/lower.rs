@@ -70,6 +70,12 @@ impl<R: Runtime> Planner<'_, '_, R> {
     ) -> Result<(), GpuError> {
         let in0 = || ins.first().copied().ok_or(bad_graph());
         let d0 = ind.first().ok_or(bad_graph())?;
+        if matches!(op, NodeOp::Dense | NodeOp::Conv { .. }) && ins.len() == 4 {
+            return Err(GpuError::Unsupported(
+                "full-integer Dense / Conv (export --activations int8) runs on the CPU backend"
+                    .into(),
+            ));
+        }
         match *op {
             NodeOp::Dense => {
                 let wd = ind.get(1).ok_or(bad_graph())?;

@@ -1,0 +1,279 @@
+//! Full-integer Dense and Conv (`flowrt export --activations int8`): int8 weights times
+//! int8 activations, accumulated exactly in `i32`.
+//!
+//! A node in this mode has a fourth input, the activation scale `s_x` (a one-element f32
+//! constant, calibrated at export). Each input value is quantized on the way in,
+//! `q = clamp(round(x * (1 / s_x)), -127, 127)` (`1 / s_x` one f32 division, `round` ties
+//! away from zero), each output is `f32(Σ q · w) · (s_x · s_w[c]) + bias[c]`: one exact
+//! integer sum (any order gives the same value, so every target may use its own SIMD), one
+//! rounding to f32, one f32 multiplication by the f32 product `s_x · s_w[c]`, one f32
+//! addition. A NaN input makes its whole output row NaN (never a silent 0); ±∞ saturates to
+//! ±127 like any value beyond the calibrated range.
+//!
+//! The weights are stored output channel first, so each output's reduction is contiguous:
+//! Dense `w[N, K]`, Conv `w[M, C/groups, KH, KW]` (ONNX's layout), int8 with one scale per
+//! output channel (axis 0).
+
+use super::conv::{nchw, Window};
+use super::weights::{load_bias, Int8Weights, Weights};
+use super::{check_len, Dims, MAX_INT8_REDUCTION as MAX_REDUCTION, SIZE_ERR};
+use crate::Error;
+
+/// Activations quantized at once (an `i16` stack buffer of this many values).
+const CHUNK: usize = 512;
+/// Output channels accumulated at once when the reduction is longer than [`CHUNK`].
+const TILE: usize = 32;
+
+/// The quantizer of one node's input: `1 / s_x` once, then [`Quantizer::quantize`] per value.
+#[derive(Clone, Copy)]
+struct Quantizer {
+    inv: f32,
+}
+
+impl Quantizer {
+    /// Errors: a scale that is not finite and positive.
+    fn new(act_scale: f32) -> Result<Quantizer, Error> {
+        if !(act_scale.is_finite() && act_scale > 0.0) {
+            return Err(Error::Invalid {
+                what: "int8 activation scale must be finite and positive",
+            });
+        }
+        Ok(Quantizer {
+            inv: 1.0 / act_scale,
+        })
+    }
+
+    /// Quantizes `x` into `q`; returns whether some value was NaN (its `q` is 0).
+    #[inline]
+    fn quantize(self, x: &[f32], q: &mut [i16]) -> bool {
+        let mut nan = false;
+        for (d, v) in q.iter_mut().zip(x) {
+            nan |= v.is_nan();
+            *d = quantize_one(*v, self.inv);
+        }
+        nan
+    }
+}
+
+/// `clamp(round(x * inv), -127, 127)`, NaN to 0 (the caller flags it).
+#[inline(always)]
+fn quantize_one(x: f32, inv: f32) -> i16 {
+    let r = libm::roundf(x * inv);
+    if r >= 127.0 {
+        127
+    } else if r <= -127.0 {
+        -127
+    } else if r.is_nan() {
+        0
+    } else {
+        r as i16
+    }
+}
+
+/// `Σ q[i] · w[i]` exactly (the lengths are equal; at most [`CHUNK`]).
+#[inline(always)]
+fn dot(q: &[i16], w: &[i8]) -> i32 {
+    let mut acc = 0i32;
+    for (a, b) in q.iter().zip(w) {
+        acc += i32::from(*a) * i32::from(*b);
+    }
+    acc
+}
+
+/// One output "row" of `n` channels whose inputs are a reduction of length `r`: `fill(start,
+/// q)` quantizes reduction values `start .. start + q.len()` into `q` and says whether one
+/// was NaN; channel `j` reads weight row `c0 + j` (`r` values) of `w` and bias `c0 + j`, and
+/// its value goes to `emit(j, v)`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn row(
+    r: usize,
+    n: usize,
+    c0: usize,
+    w: &Int8Weights<'_>,
+    bias: Option<Weights<'_>>,
+    act_scale: f32,
+    mut fill: impl FnMut(usize, &mut [i16]) -> Result<bool, Error>,
+    mut emit: impl FnMut(usize, f32) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut q = [0i16; CHUNK];
+    let mut nan = false;
+    let single = r <= CHUNK;
+    if single {
+        nan = fill(0, q.get_mut(..r).ok_or(SIZE_ERR)?)?;
+    }
+    let mut t0 = 0;
+    while t0 < n {
+        let tn = TILE.min(n - t0);
+        let mut acc = [0i32; TILE];
+        let mut k0 = 0;
+        while k0 < r {
+            let kn = CHUNK.min(r - k0);
+            let qs = q.get_mut(..kn).ok_or(SIZE_ERR)?;
+            if !single {
+                nan |= fill(k0, qs)?;
+            }
+            for (j, a) in acc.iter_mut().enumerate().take(tn) {
+                let start = (c0 + t0 + j) * r + k0;
+                let wrow = w.values.get(start..start + kn).ok_or(SIZE_ERR)?;
+                *a += dot(qs, wrow);
+            }
+            k0 += kn;
+        }
+        let mut b = [0f32; TILE];
+        load_bias(bias, c0 + t0, b.get_mut(..tn).ok_or(SIZE_ERR)?).ok_or(SIZE_ERR)?;
+        for (j, (a, bj)) in acc.iter().zip(&b).enumerate().take(tn) {
+            let v = if nan {
+                f32::NAN
+            } else {
+                let s = w.scales.get(c0 + t0 + j).ok_or(SIZE_ERR)?;
+                (*a as f32) * (act_scale * s) + bj
+            };
+            emit(t0 + j, v)?;
+        }
+        t0 += tn;
+    }
+    Ok(())
+}
+
+/// Full-integer Dense: `out[rows, n] = a[rows, k] x w[n, k]^T (+ bias[n])` with `a`
+/// quantized by `act_scale` (module docs), `rows = out.len() / n`.
+///
+/// Errors: sizes that do not fit, weights not `[n, k]` with `n` scales, a reduction longer
+/// than [`super::MAX_INT8_REDUCTION`], a scale that is not finite and positive ([`Error::Invalid`]).
+pub fn dense_q8(
+    a: &[f32],
+    w: Int8Weights<'_>,
+    bias: Option<Weights<'_>>,
+    act_scale: f32,
+    k: usize,
+    n: usize,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    let quant = Quantizer::new(act_scale)?;
+    if k == 0 || n == 0 || k > MAX_REDUCTION {
+        return Err(SIZE_ERR);
+    }
+    let rows = out.len() / n;
+    let ok = rows.checked_mul(n) == Some(out.len())
+        && rows.checked_mul(k) == Some(a.len())
+        && k.checked_mul(n) == Some(w.values.len())
+        && w.scales.len() == n
+        && w.inner == k
+        && bias.is_none_or(|b| b.len() == n);
+    if !ok {
+        return Err(SIZE_ERR);
+    }
+    for (arow, orow) in a.chunks_exact(k).zip(out.chunks_exact_mut(n)) {
+        row(
+            k,
+            n,
+            0,
+            &w,
+            bias,
+            act_scale,
+            |start, q| {
+                let x = arow.get(start..start + q.len()).ok_or(SIZE_ERR)?;
+                Ok(quant.quantize(x, q))
+            },
+            |j, v| {
+                *orow.get_mut(j).ok_or(SIZE_ERR)? = v;
+                Ok(())
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Full-integer Conv: `x [N, C, H, W]` (or `[N, C, L]`), `w [M, C/groups, KH, KW]` int8
+/// (output channel first; rank 3 `[M, C/g, KW]` for 1-D), `bias [M]` → `out [N, M, OH, OW]`,
+/// with `x` quantized by `act_scale`; padding contributes 0 (module docs).
+///
+/// Errors: as [`dense_q8`], and dims inconsistent with each other or the window.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_q8(
+    x: &[f32],
+    xd: &Dims,
+    w: Int8Weights<'_>,
+    wd: &Dims,
+    bias: Option<Weights<'_>>,
+    act_scale: f32,
+    groups: usize,
+    win: &Window,
+    out: &mut [f32],
+    od: &Dims,
+) -> Result<(), Error> {
+    let quant = Quantizer::new(act_scale)?;
+    check_len(x.len(), xd)?;
+    check_len(w.values.len(), wd)?;
+    check_len(out.len(), od)?;
+    let [n, c, h, wi] = nchw(xd)?;
+    let [m, cg, kh, kw] = nchw(wd)?;
+    let [on, om, oh, ow] = nchw(od)?;
+    let red = cg * kh * kw;
+    let ok = xd.rank() == wd.rank()
+        && xd.rank() == od.rank()
+        && win.valid()
+        && groups >= 1
+        && c % groups == 0
+        && m % groups == 0
+        && c / groups == cg
+        && on == n
+        && om == m
+        && (1..=MAX_REDUCTION).contains(&red)
+        && w.scales.len() == m
+        && w.inner == red
+        && bias.is_none_or(|b| b.len() == m)
+        && win.out_len(0, h, kh, false) == Some(oh)
+        && win.out_len(1, wi, kw, false) == Some(ow);
+    if !ok {
+        return Err(SIZE_ERR);
+    }
+    let (sh, dh, ph, _) = win.get(0);
+    let (sw, dw, pw, _) = win.get(1);
+    let mg = m / groups;
+    let (plane_in, plane_out) = (h * wi, oh * ow);
+    for b in 0..n {
+        let xb = x
+            .get(b * c * plane_in..(b + 1) * c * plane_in)
+            .ok_or(SIZE_ERR)?;
+        let ob = out
+            .get_mut(b * m * plane_out..(b + 1) * m * plane_out)
+            .ok_or(SIZE_ERR)?;
+        for g in 0..groups {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    // Reduction index r = (ci * kh + ky) * kw + kx over this group's channels.
+                    let fill = |start: usize, q: &mut [i16]| {
+                        let mut nan = false;
+                        for (i, d) in q.iter_mut().enumerate() {
+                            let ri = start + i;
+                            let (ci, rest) = (ri / (kh * kw), ri % (kh * kw));
+                            let (ky, kx) = (rest / kw, rest % kw);
+                            let iy = (oy * sh + ky * dh).checked_sub(ph).filter(|v| *v < h);
+                            let ix = (ox * sw + kx * dw).checked_sub(pw).filter(|v| *v < wi);
+                            *d = match (iy, ix) {
+                                (Some(iy), Some(ix)) => {
+                                    let v = *xb
+                                        .get((g * cg + ci) * plane_in + iy * wi + ix)
+                                        .ok_or(SIZE_ERR)?;
+                                    nan |= v.is_nan();
+                                    quantize_one(v, quant.inv)
+                                }
+                                _ => 0,
+                            };
+                        }
+                        Ok(nan)
+                    };
+                    let emit = |j: usize, v: f32| {
+                        let at = (g * mg + j) * plane_out + oy * ow + ox;
+                        *ob.get_mut(at).ok_or(SIZE_ERR)? = v;
+                        Ok(())
+                    };
+                    row(red, mg, g * mg, &w, bias, act_scale, fill, emit)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! Full-integer Dense and Conv (4 inputs: `x, w, bias, act_scale`, docs/frt-format.md
+//! "Full-integer Dense and Conv") through the writer, the loader and the executor, against
+//! the definition computed here from the stored int8 values; and the loader's rules.
+
+mod common;
+
+use common::{f, load, Lcg};
+use flowrt::format::{ScaleType, WeightType};
+use flowrt::ir::{ModelBuilder, ModelDesc, Op, Role, Window};
+use flowrt::ops::{Int8Weights, Weights};
+use flowrt::{Error, Model};
+
+const INT8: WeightType = WeightType::Int8 {
+    axis: 0,
+    scales: ScaleType::Bf16,
+};
+
+fn q(x: f32, s: f32) -> i64 {
+    (x * (1.0 / s)).round().clamp(-127.0, 127.0) as i64
+}
+
+fn int8_of<'a>(model: &Model<'a>, t: u32) -> Int8Weights<'a> {
+    match model.const_weights(t).unwrap() {
+        Weights::Int8(w) => w,
+        other => panic!("{}", other.type_name()),
+    }
+}
+
+fn run(model: &Model<'_>, inputs: &[&[f32]], out_len: usize) -> Result<Vec<f32>, Error> {
+    let mut out = vec![0f32; out_len];
+    let mut arena = flowrt::format::AlignedBytes::zeroed(model.graph_arena_bytes(1).unwrap());
+    flowrt::exec::run(model, 1, inputs, &mut out, arena.as_mut_slice())?;
+    Ok(out)
+}
+
+/// `x [3, 5]` → Dense 5 → 6 (weight `[6, 5]`), with `act_scale`.
+fn dense_graph(g: &mut Lcg, scale: Vec<f32>) -> (ModelDesc, [u32; 3]) {
+    let mut b = ModelBuilder::default();
+    let x = b.input(&[f(3), f(5)], Role::Data);
+    let w = b.constant(&[f(6), f(5)], g.vec(30));
+    let bias = b.constant(&[f(6)], g.vec(6));
+    let n = scale.len() as u32;
+    let s = b.constant(&[f(n)], scale);
+    let out = b.node(Op::Dense, &[x, w, bias, s], &[f(3), f(6)]);
+    let mut d = b.finish(out);
+    d.tensors[w as usize].stored = INT8;
+    d.tensors[bias as usize].stored = WeightType::F16;
+    (d, [w, bias, s])
+}
+
+#[test]
+fn full_integer_dense_is_the_integer_sum_of_the_stored_values() {
+    let mut g = Lcg(21);
+    let s_x = 1.7 / 127.0;
+    let (desc, [w, bias, _]) = dense_graph(&mut g, vec![s_x]);
+    let file = load(&desc);
+    let model = Model::from_bytes(file.as_slice()).unwrap();
+    let mut x = g.vec(15);
+    x[3] = 9.0; // saturates
+    let got = run(&model, &[&x], 18).unwrap();
+    let iw = int8_of(&model, w);
+    let b = model.const_weights(bias).unwrap().dequantize();
+    for r in 0..3 {
+        for c in 0..6 {
+            let acc: i64 = (0..5)
+                .map(|k| q(x[r * 5 + k], s_x) * i64::from(iw.values[c * 5 + k]))
+                .sum();
+            let want = (acc as f32) * (s_x * iw.scales.get(c).unwrap()) + b[c];
+            assert_eq!(got[r * 6 + c].to_bits(), want.to_bits(), "row {r} col {c}");
+        }
+    }
+    // Close to the f32 layer: int8 weights and activations, a few per cent.
+    let w32 = &desc.tensors[w as usize].data.clone().unwrap();
+    let b32 = &desc.tensors[bias as usize].data.clone().unwrap();
+    for r in 0..3 {
+        for c in 0..6 {
+            let exact: f32 = b32[c]
+                + (0..5)
+                    .map(|k| x[r * 5 + k].min(1.7) * w32[c * 5 + k])
+                    .sum::<f32>();
+            assert!(
+                (got[r * 6 + c] - exact).abs() < 0.1,
+                "{} vs {exact}",
+                got[r * 6 + c]
+            );
+        }
+    }
+}
+
+#[test]
+fn full_integer_conv_is_the_integer_sum_of_the_stored_values() {
+    let mut g = Lcg(5);
+    let s_x = 2.0 / 127.0;
+    let mut b = ModelBuilder::default();
+    let x = b.input(&[f(1), f(2), f(4), f(5)], Role::Data);
+    let w = b.constant(&[f(3), f(2), f(3), f(3)], g.vec(54));
+    let bias = b.constant(&[f(3)], g.vec(3));
+    let s = b.constant(&[f(1)], vec![s_x]);
+    let win = Window {
+        pad_begin: [1, 1],
+        pad_end: [1, 1],
+        ..Window::UNIT
+    };
+    let conv = Op::Conv {
+        groups: 1,
+        window: win,
+    };
+    let out = b.node(conv, &[x, w, bias, s], &[f(1), f(3), f(4), f(5)]);
+    let mut desc = b.finish(out);
+    desc.tensors[w as usize].stored = INT8;
+    let file = load(&desc);
+    let model = Model::from_bytes(file.as_slice()).unwrap();
+    let xv = g.vec(40);
+    let got = run(&model, &[&xv], 60).unwrap();
+    let iw = int8_of(&model, w);
+    let bv = model.const_weights(bias).unwrap().dequantize();
+    for oc in 0..3 {
+        for oy in 0..4i64 {
+            for ox in 0..5i64 {
+                let mut acc = 0i64;
+                for ci in 0..2 {
+                    for ky in 0..3i64 {
+                        for kx in 0..3i64 {
+                            let (iy, ix) = (oy + ky - 1, ox + kx - 1);
+                            if !(0..4).contains(&iy) || !(0..5).contains(&ix) {
+                                continue;
+                            }
+                            let xi = (ci * 4 + iy as usize) * 5 + ix as usize;
+                            let wi = ((oc * 2 + ci) * 3 + ky as usize) * 3 + kx as usize;
+                            acc += q(xv[xi], s_x) * i64::from(iw.values[wi]);
+                        }
+                    }
+                }
+                let want = (acc as f32) * (s_x * iw.scales.get(oc).unwrap()) + bv[oc];
+                let at = (oc * 4 + oy as usize) * 5 + ox as usize;
+                assert_eq!(got[at].to_bits(), want.to_bits(), "oc {oc} ({oy},{ox})");
+            }
+        }
+    }
+}
+
+#[test]
+fn full_integer_rules() {
+    let load_err = |d: &ModelDesc| match flowrt::write::write(d) {
+        Err(e) => e,
+        Ok(bytes) => {
+            let a = flowrt::format::AlignedBytes::copy_from(&bytes);
+            Model::from_bytes(a.as_slice()).expect_err("loads")
+        }
+    };
+    let text = |e: Error| format!("{e}");
+    // f32 weights with an activation scale.
+    let (mut d, [w, _, _]) = dense_graph(&mut Lcg(1), vec![0.01]);
+    d.tensors[w as usize].stored = WeightType::F32;
+    assert!(text(load_err(&d)).contains("int8 weights"));
+    // int8 along the wrong axis.
+    let (mut d, [w, _, _]) = dense_graph(&mut Lcg(1), vec![0.01]);
+    d.tensors[w as usize].stored = WeightType::Int8 {
+        axis: 1,
+        scales: ScaleType::Bf16,
+    };
+    assert!(text(load_err(&d)).contains("axis 0"));
+    // A scale that is not one finite positive value.
+    for bad in [vec![0.0], vec![-0.5], vec![f32::INFINITY], vec![0.1, 0.2]] {
+        let (d, _) = dense_graph(&mut Lcg(1), bad.clone());
+        let e = text(load_err(&d));
+        assert!(e.contains("activation scale"), "{bad:?}: {e}");
+    }
+    // The scale stored as f16: not an input that reads a typed constant.
+    let (mut d, [_, _, s]) = dense_graph(&mut Lcg(1), vec![0.01]);
+    d.tensors[s as usize].stored = WeightType::F16;
+    assert!(flowrt::write::write(&d).is_err());
+    // A NaN input row gives a NaN row, not a number.
+    let (d, _) = dense_graph(&mut Lcg(1), vec![0.01]);
+    let file = load(&d);
+    let model = Model::from_bytes(file.as_slice()).unwrap();
+    let mut x = vec![0.5f32; 15];
+    x[7] = f32::NAN;
+    let out = run(&model, &[&x], 18).unwrap();
+    assert!(out[..6].iter().chain(&out[12..]).all(|v| v.is_finite()));
+    assert!(out[6..12].iter().all(|v| v.is_nan()));
+}
