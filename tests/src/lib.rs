@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use flowrt::format::AlignedBytes;
 
+pub mod w2;
+
 /// Root of the committed fixtures: `FLOWRT_FIXTURES_DIR` when set (a test binary carried to
 /// another machine, e.g. the GPU machine of `scripts/bench-gpu.sh`), else `tests/fixtures`
 /// of the checkout the tests were built in.
