@@ -45,8 +45,10 @@ doc=docs/footprint.md
     echo
     echo "- **.frt / raw**: file size over raw f32 weight bytes (parameters × 4)."
     echo "- **flash**: \`size\` text+data of the M4F firmware built for batch 1, euler, 1 step;"
-    echo "  it includes the embedded .frt and one row of noise (dim × 4 bytes); **code** = flash − .frt
-  (runtime, all op kernels, validation, libm, the harness: printing, defmt, semihosting)."
+    echo "  it includes the embedded .frt and one row of noise (dim × 4 bytes); **code** = flash − .frt"
+    echo "  (runtime, the op kernels and the solver of this model and method only — \`flowrt::select\`,"
+    echo "  chosen by the firmware's build script —, the loader's validation of every op kind, libm,"
+    echo "  the harness: printing without \`core::fmt\`, defmt, semihosting)."
     echo "- **arena**: \`flowrt::sampler::sample_arena_bytes(model, euler, 1)\` — the static the"
     echo "  firmware allocates (graph arena from the export-time plan + solver buffers). **graph**"
     echo "  is \`Model::required_arena_bytes(1)\` (what \`flowrt inspect\` prints)."
