@@ -92,9 +92,9 @@ pub fn apply(desc: &mut ModelDesc, ranges: &[Option<f32>]) -> Result<usize> {
         bail!("calibration ranges do not match the model's nodes");
     }
     let mut changed = 0;
-    for i in 0..desc.nodes.len() {
+    for (i, range) in ranges.iter().enumerate() {
         let node = &desc.nodes[i];
-        let Some(range) = ranges[i].filter(|r| *r > 0.0 && r.is_finite()) else {
+        let Some(range) = range.filter(|r| *r > 0.0 && r.is_finite()) else {
             continue;
         };
         if !is_candidate(&node.op) || node.inputs.len() > 3 {

@@ -1,6 +1,7 @@
 //! Full-integer Dense and Conv (4 inputs: `x, w, bias, act_scale`, docs/frt-format.md
 //! "Full-integer Dense and Conv") through the writer, the loader and the executor, against
 //! the definition computed here from the stored int8 values; and the loader's rules.
+#![allow(clippy::needless_range_loop)] // the references index like the definition
 
 mod common;
 

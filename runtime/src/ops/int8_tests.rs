@@ -1,5 +1,6 @@
 //! The full-integer kernels against a reference written from the definition (module docs of
 //! `int8.rs`): activations quantized one by one, an `i64` sum, then the f32 rescale.
+#![allow(clippy::needless_range_loop)] // the references index like the definition
 
 use super::int8::{conv_q8, dense_q8};
 use super::weights::{Int8Weights, Scales, Weights};
