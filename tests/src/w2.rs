@@ -24,7 +24,10 @@ fn sq_costs(a: &[f32], b: &[f32], dim: usize) -> Vec<f64> {
 ///
 /// Panics: different or zero row counts, lengths not a multiple of `dim`, non-finite values.
 pub fn w2(a: &[f32], b: &[f32], dim: usize) -> f64 {
-    assert!(dim > 0 && a.len().is_multiple_of(dim), "a: not whole rows of {dim}");
+    assert!(
+        dim > 0 && a.len().is_multiple_of(dim),
+        "a: not whole rows of {dim}"
+    );
     assert_eq!(a.len(), b.len(), "W2 needs equally many rows");
     let n = a.len() / dim;
     assert!(n > 0, "no rows");
