@@ -22,9 +22,14 @@ use std::path::{Path, PathBuf};
 /// path, then the plan.
 fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
-    std::fs::copy("memory.x", out.join("memory.x")).expect("copy memory.x");
+    // The memory map, copied to OUT_DIR/memory.x (which cortex-m-rt's and riscv-rt's link
+    // scripts include): memory-qemu.x (the QEMU board), or FLOWRT_MEMORY (e.g. a part's real
+    // flash and RAM, so the link fails when the model, the arena and the stack reserve do
+    // not fit). No file in the crate root is named memory.x: the linker would take it first.
+    let memory = env_or("FLOWRT_MEMORY", "memory-qemu.x");
+    std::fs::copy(&memory, out.join("memory.x")).unwrap_or_else(|e| panic!("{memory}: {e}"));
     println!("cargo:rustc-link-search={}", out.display());
-    println!("cargo:rerun-if-changed=memory.x");
+    println!("cargo:rerun-if-changed={memory}");
     println!("cargo:rerun-if-changed=../build_common.rs");
     write_plan();
 }
@@ -167,8 +172,27 @@ fn write_plan() {
         noise.display()
     );
     let batch = shape[0];
-    let arena = flowrt::sampler::sample_arena_bytes(&model, method, batch)
-        .unwrap_or_else(|e| panic!("arena plan: {e}"));
+    // A multi-network file (e.g. a latent flow and its decoder) samples with
+    // `flowrt::pipeline`; with a decoder the firmware prints the decoded rows.
+    let pipeline = model.pipeline();
+    let arena = match &pipeline {
+        Some(p) => flowrt::pipeline::pipeline_arena_bytes(p, method, batch),
+        None => flowrt::sampler::sample_arena_bytes(&model, method, batch),
+    }
+    .unwrap_or_else(|e| panic!("arena plan: {e}"));
+    let decoder = pipeline.as_ref().and_then(|p| p.decoder());
+    let decoded_len = decoder.map_or(0, |d| batch * d.output_dim());
+    let out_shape: Vec<usize> = match decoder {
+        Some(d) => d
+            .output_shape()
+            .dims()
+            .map(|v| match v {
+                flowrt::format::Dim::Batch => batch,
+                flowrt::format::Dim::Fixed(n) => n as usize,
+            })
+            .collect(),
+        None => shape.clone(),
+    };
 
     println!("cargo:rerun-if-env-changed=FLOWRT_LABELS");
     let labels: Vec<i64> = match std::env::var("FLOWRT_LABELS") {
@@ -186,7 +210,7 @@ fn write_plan() {
     std::fs::write(out.join("model.frt"), &bytes).expect("write model.frt");
     let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     std::fs::write(out.join("noise.bin"), raw).expect("write noise.bin");
-    let shape_str = shape
+    let shape_str = out_shape
         .iter()
         .map(|d| d.to_string())
         .collect::<Vec<_>>()
@@ -196,7 +220,11 @@ fn write_plan() {
          /// Rows sampled.\npub const BATCH: usize = {batch};\n\
          /// f32 values per row (the model's state dimension).\npub const DIM: usize = {dim};\n\
          /// f32 values in the state (BATCH * DIM).\npub const STATE_LEN: usize = {len};\n\
-         /// Noise shape as written to OUT.npy.\npub const SHAPE: &str = \"{shape_str}\";\n\
+         /// Shape of the printed samples (the noise's; a decoder's output with one).\n\
+         pub const SHAPE: &str = \"{shape_str}\";\n\
+         /// A multi-network file, sampled with `flowrt::pipeline`.\npub const PIPELINE: bool = {is_pipeline};\n\
+         /// f32 values of the decoded samples (0 without a decoder).\npub const DECODED_LEN: usize = {decoded_len};\n\
+         /// The pipeline has a decoder (the firmware prints its output).\npub const HAS_DECODER: bool = {has_decoder};\n\
          /// Class labels embedded (0 or BATCH).\npub const LABELS_LEN: usize = {labels_len};\n\
          /// Solver name (parsed with `Method::from_str`).\npub const METHOD: &str = \"{method_name}\";\n\
          /// Uniform steps over [0, 1].\npub const STEPS: usize = {steps};\n\
@@ -211,6 +239,8 @@ fn write_plan() {
         frt = frt.display(),
         noise = noise.display(),
         len = batch * dim,
+        is_pipeline = pipeline.is_some(),
+        has_decoder = decoder.is_some(),
         labels_len = labels.len(),
         stages = method.stages(),
         graph = model.required_arena_bytes(batch).expect("graph arena"),
@@ -218,9 +248,16 @@ fn write_plan() {
         wbytes = model.weight_bytes(),
         macs = macs_per_row(&model),
     );
-    let selected = flowrt::select::Needs::of(&model, &[method])
-        .unwrap_or_else(|e| panic!("{}: {e}", frt.display()))
-        .to_rust("Selected");
+    let selected = if pipeline.is_some() {
+        // Every stage's kernels (`flowrt::pipeline` builds its fields with `All`).
+        "/// What the firmware links: everything (a multi-network file).\n\
+         pub type Selected = flowrt::select::All;\n"
+            .to_string()
+    } else {
+        flowrt::select::Needs::of(&model, &[method])
+            .unwrap_or_else(|e| panic!("{}: {e}", frt.display()))
+            .to_rust("Selected")
+    };
     let method_index = flowrt::solver::Method::EVERY
         .iter()
         .position(|m| *m == method)

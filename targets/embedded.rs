@@ -33,23 +33,34 @@ pub static ARENA: Static<Aligned16<[u8; ARENA_BYTES]>> =
     Static(UnsafeCell::new(Aligned16([0; ARENA_BYTES])));
 /// The state: noise in, samples out.
 pub static STATE: Static<[f32; STATE_LEN]> = Static(UnsafeCell::new([0.0; STATE_LEN]));
+/// The decoded samples of a latent model (a pipeline with a decoder; empty otherwise).
+pub static DECODED: Static<[f32; DECODED_LEN]> = Static(UnsafeCell::new([0.0; DECODED_LEN]));
 
-/// The arena, the state filled with the embedded noise, and the labels.
+/// The buffers of one run, handed out once by [`buffers`].
+pub struct Buffers {
+    /// The arena.
+    pub arena: &'static mut [u8],
+    /// The state, filled with the embedded noise.
+    pub x: &'static mut [f32; STATE_LEN],
+    /// The labels.
+    pub labels: &'static [i64],
+    /// The decoded samples (empty without a decoder).
+    pub decoded: &'static mut [f32; DECODED_LEN],
+}
+
+/// The arena, the state filled with the embedded noise, the labels and the decoder output.
 ///
 /// Call once (from `main`): the returned references are the only ones ever made to
-/// [`ARENA`], [`STATE`] and [`LABELS`].
-pub fn buffers() -> (
-    &'static mut [u8],
-    &'static mut [f32; STATE_LEN],
-    &'static [i64],
-) {
+/// [`ARENA`], [`STATE`], [`LABELS`] and [`DECODED`].
+pub fn buffers() -> Buffers {
     // SAFETY: called once from `main` (single core, no interrupt uses these), so these are
     // the only references to the statics.
-    let (arena, x, labels) = unsafe {
+    let (arena, x, labels, decoded) = unsafe {
         (
             &mut (*ARENA.0.get()).0,
             &mut *STATE.0.get(),
             &mut *LABELS.0.get(),
+            &mut *DECODED.0.get(),
         )
     };
     for (v, b) in x.iter_mut().zip(NOISE.chunks_exact(4)) {
@@ -58,7 +69,12 @@ pub fn buffers() -> (
     for (v, b) in labels.iter_mut().zip(LABELS_RAW.chunks_exact(8)) {
         *v = i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
     }
-    (arena, x, labels)
+    Buffers {
+        arena,
+        x,
+        labels,
+        decoded,
+    }
 }
 
 /// Samples `x` in place: conditioned on `labels` when the firmware embeds them. Only the op
@@ -92,13 +108,12 @@ pub struct Measured {
 /// ([`sample_embedded`]), with the free stack painted by `paint_stack` and `counter` read
 /// around the sampling. Any error goes to `fail`, which does not return.
 pub fn run_embedded(
-    x: &mut [f32],
-    labels: &[i64],
-    arena: &mut [u8],
+    b: &mut Buffers,
     paint_stack: fn() -> (usize, usize),
     counter: fn() -> u64,
     fail: fn(&str, flowrt::Error) -> !,
 ) -> Measured {
+    let (x, labels, arena) = (&mut b.x[..], b.labels, &mut *b.arena);
     let model = flowrt::Model::from_bytes(MODEL).unwrap_or_else(|e| fail("loading the model", e));
     let method = flowrt::solver::Method::EVERY[METHOD_INDEX];
     // `GridSpec::Uniform.build(STEPS, axis)`, without linking the other schedules.
@@ -108,8 +123,27 @@ pub fn run_embedded(
 
     let (lo, hi) = paint_stack();
     let c0 = counter();
-    sample_embedded(&model, method, &grid, x, labels, arena)
-        .unwrap_or_else(|e| fail("sampling", e));
+    if PIPELINE {
+        // A multi-network file: every stage linked, the decoder's rows into `decoded`.
+        let p = model.pipeline().unwrap_or_else(|| {
+            fail(
+                "pipeline",
+                flowrt::Error::Invalid {
+                    what: "no pipeline",
+                },
+            )
+        });
+        let cond = flowrt::field::Conditioning {
+            label: (!labels.is_empty()).then_some(labels),
+            ..Default::default()
+        };
+        let out = HAS_DECODER.then_some(&mut b.decoded[..]);
+        flowrt::pipeline::sample_pipeline_cond(&p, method, &grid, x, &cond, out, arena)
+            .unwrap_or_else(|e| fail("sampling", e));
+    } else {
+        sample_embedded(&model, method, &grid, x, labels, arena)
+            .unwrap_or_else(|e| fail("sampling", e));
+    }
     let counted = counter() - c0;
     Measured {
         counted,
@@ -214,6 +248,15 @@ impl<'s> Text<'s> {
     fn flush(&mut self) {
         (self.sink)(&self.buf[..self.len]);
         self.len = 0;
+    }
+}
+
+/// What the firmware prints: the decoded samples with a decoder, else the state.
+pub fn samples(b: &Buffers) -> &[f32] {
+    if HAS_DECODER {
+        &b.decoded[..]
+    } else {
+        &b.x[..]
     }
 }
 

@@ -8,12 +8,14 @@
 # the method and the step count reach build.rs through FLOWRT_* environment variables; build.rs
 # sizes the static arena from the model's memory plan), runs it in QEMU (which exits by itself
 # through semihosting / the virt test device; a timeout guards it), and converts the hex f32
-# words the firmware prints into OUT.npy (float32, same shape as the noise). No Python needed.
+# words the firmware prints into OUT.npy (float32, the noise's shape; a decoder's output shape
+# for a multi-network file with a decoder). No Python needed.
 #
 # Environment: FLOWRT_QEMU_TIMEOUT (seconds, default 120); FLOWRT_QEMU_LOG=FILE keeps the
 # firmware's full output (statistics line `FLOWRT-STATS ...`); FLOWRT_DEFMT_LOG=FILE (cortex-m4)
 # decodes the firmware's defmt log (written over semihosting to defmt.bin) with `defmt-print`
-# into FILE.
+# into FILE; FLOWRT_MEMORY=FILE links against another memory map in targets/<target>/
+# (default memory-qemu.x; memory-2m-256k.x: 2 MiB flash, 256 KiB RAM, 16 KiB stack reserve).
 set -euo pipefail
 usage() {
     echo "usage: $0 <cortex-m4|riscv32> MODEL.frt NOISE.npy OUT.npy [--method M] [--steps N] [--labels L.npy]" >&2

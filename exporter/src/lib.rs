@@ -46,7 +46,9 @@ pub struct ExportOptions {
     /// rest. Saves the bytes of the ONNX names, which a microcontroller never reads.
     pub strip_names: bool,
     /// Full-integer mode (`export --activations int8`, needs int8 weights): Dense and Conv
-    /// quantize their inputs with scales calibrated on sampled trajectories.
+    /// quantize their inputs with scales calibrated on sampled trajectories. Applies to the
+    /// main velocity network; pipeline stages (blocks, refiners, a decoder) keep f32
+    /// activations with int8 weights.
     pub int8_activations: Option<int8act::Calibration>,
 }
 
@@ -127,12 +129,6 @@ pub fn onnx_to_desc(path: &Path, opts: &ExportOptions) -> Result<ModelDesc> {
     if let Some(cal) = &opts.int8_activations {
         if opts.weights.kind != weights::WeightKind::Int8 {
             anyhow::bail!("--activations int8 needs --weights int8");
-        }
-        if !opts.pipeline.is_empty() {
-            anyhow::bail!(
-                "--activations int8 calibrates one network; it does not support --block, \
-                 --refiner or --decoder yet"
-            );
         }
         let ranges = int8act::calibrate(&desc, cal)
             .with_context(|| format!("calibrating the activations of {}", path.display()))?;

@@ -392,3 +392,141 @@ fn typed_weights_match_host_bit_for_bit() {
     }
     assert_eq!(tally.finish(&dir), 2 * cases.len());
 }
+
+/// Multi-network files on both targets (`flowrt::pipeline`): the latent flow with its
+/// decoder (the firmware prints the decoded rows), and a class-conditional flow with a
+/// decoder in int8 with int8 activations, labels embedded — byte for byte against the host.
+#[test]
+fn pipelines_match_host_bit_for_bit() {
+    use flowrt::pipeline::StageKind;
+    use flowrt_export::weights::{WeightChoice, WeightKind};
+    let dir = temp_dir("pipelines");
+    let root = flowrt_tests::fixtures_dir();
+    let decoder = root.join("moons_latent_decoder/model.ts.onnx");
+    let mut tally = Tally::default();
+    // (tag, flow fixture, weights, int8 activations, labelled)
+    let cases = [
+        ("latent", "moons_latent_flow", WeightKind::F32, false, false),
+        ("cond-int8", "moons_cfg", WeightKind::Int8, true, true),
+    ];
+    for (tag, name, kind, int8_act, labelled) in cases {
+        let opts = flowrt_export::ExportOptions {
+            pipeline: vec![(StageKind::Decoder, decoder.clone())],
+            weights: WeightChoice {
+                kind,
+                keep_f32: Vec::new(),
+            },
+            int8_activations: int8_act.then(Default::default),
+            ..Default::default()
+        };
+        let bytes = flowrt_export::export_onnx(&root.join(name).join("model.ts.onnx"), &opts)
+            .expect("export");
+        let frt = dir.join(format!("{tag}.frt"));
+        std::fs::write(&frt, &bytes).expect("write frt");
+        let noise = dir.join(format!("{tag}-noise.npy"));
+        write_rows(&root.join(name).join("noise.npy"), 6, &noise);
+        let labels = labelled.then(|| labels_file(&dir, tag, name, 6));
+        let run = Run {
+            frt: &frt,
+            noise: &noise,
+            labels: labels.as_deref(),
+            method: "heun",
+            steps: 4,
+        };
+        let host = dir.join(format!("{tag}-host.npy"));
+        host_sample(&run, &host);
+        assert_eq!(npy(&host).1, [6, 8], "{tag}: the decoded rows");
+        for target in ["cortex-m4", "riscv32"] {
+            let dev = dir.join(format!("{tag}-{target}.npy"));
+            let what = format!("{tag} heun x4 on {target}");
+            tally.add(device_matches_host(target, &run, &host, &dev, &what));
+        }
+    }
+    assert_eq!(tally.finish(&dir), 2 * cases.len());
+}
+
+/// The edge-scale latent model (`tests/fixtures/edge_digits`: a 1.6 M-parameter class-
+/// conditional latent DiT and its convolutional decoder to 32x32 digits) exported with int8
+/// weights and int8 activations, linked on both targets against a memory map of exactly
+/// 2 MiB of flash and 256 KiB of RAM (`memory-2m-256k.x`: the link fails if the model, the
+/// arena or the stack reserve does not fit), one image per label in 2 Euler steps, byte for
+/// byte against the host; prints the instructions per image and the stack high-water mark.
+#[test]
+fn edge_model_fits_2m_256k_and_matches_host_bit_for_bit() {
+    use flowrt::pipeline::StageKind;
+    use flowrt_export::weights::{WeightChoice, WeightKind};
+    let root = flowrt_tests::fixtures_dir().join("edge_digits");
+    let dir = temp_dir("edge");
+    let opts = flowrt_export::ExportOptions {
+        pipeline: vec![(StageKind::Decoder, root.join("decoder.ts.onnx"))],
+        weights: WeightChoice {
+            kind: WeightKind::Int8,
+            keep_f32: Vec::new(),
+        },
+        int8_activations: Some(Default::default()),
+        strip_names: true,
+        ..Default::default()
+    };
+    let bytes = flowrt_export::export_onnx(&root.join("flow.ts.onnx"), &opts).expect("export");
+    assert!(
+        bytes.len() < 2 << 20,
+        "the .frt alone is {} bytes",
+        bytes.len()
+    );
+    let frt = dir.join("edge.frt");
+    std::fs::write(&frt, &bytes).expect("write frt");
+    let noise = dir.join("edge-noise.npy");
+    write_rows(&root.join("noise.npy"), 1, &noise);
+    let labels = labels_file(&dir, "edge", "edge_digits", 1);
+    let run = Run {
+        frt: &frt,
+        noise: &noise,
+        labels: Some(&labels),
+        method: "euler",
+        steps: 2,
+    };
+    let host = dir.join("edge-host.npy");
+    host_sample(&run, &host);
+    assert_eq!(npy(&host).1, [1, 1, 32, 32], "one decoded 32x32 image");
+    let mut tally = Tally::default();
+    for target in ["cortex-m4", "riscv32"] {
+        let dev = dir.join(format!("edge-{target}.npy"));
+        let log = dir.join(format!("edge-{target}.log"));
+        let mut cmd = Command::new(repo_root().join("targets/run-qemu.sh"));
+        cmd.arg(target)
+            .args([&frt, &noise, &dev])
+            .args(["--method", "euler", "--steps", "2", "--labels"])
+            .arg(&labels)
+            .env("FLOWRT_MEMORY", "memory-2m-256k.x")
+            .env("FLOWRT_QEMU_LOG", &log)
+            .env("FLOWRT_QEMU_TIMEOUT", "600");
+        let status = cmd.status().expect("run targets/run-qemu.sh");
+        assert!(
+            status.success(),
+            "{target}: build (2 MiB / 256 KiB map) or run failed"
+        );
+        let text = std::fs::read_to_string(&log).expect("log");
+        let stats = text
+            .lines()
+            .find(|l| l.starts_with("FLOWRT-STATS"))
+            .expect("stats line");
+        println!("edge model on {target}: {stats}");
+        let stack: usize = stats
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix("stack_bytes="))
+            .and_then(|v| v.parse().ok())
+            .expect("stack_bytes");
+        assert!(
+            stack < 16 * 1024,
+            "{target}: stack {stack} B above the 16 KiB reserve"
+        );
+        let same = std::fs::read(&host).expect("host") == std::fs::read(&dev).expect("dev");
+        tally.add(if same {
+            println!("edge model on {target}: identical to the host");
+            Ok(1)
+        } else {
+            Err(format!("edge model on {target}: differs from the host"))
+        });
+    }
+    assert_eq!(tally.finish(&dir), 2);
+}

@@ -88,7 +88,8 @@ pub struct ExportArgs {
     pub strip_names: bool,
     /// f32 (default) or int8: full-integer Dense and Conv (needs --weights int8). Each
     /// quantizes its input with a scale calibrated by sampling the f32 model, multiplies in
-    /// integers and rescales to f32 once per output.
+    /// integers and rescales to f32 once per output. The main network only: --block,
+    /// --refiner and --decoder graphs keep f32 activations.
     #[arg(long, default_value = "f32", value_name = "TYPE")]
     pub activations: String,
     /// Noise rows sampled for the --activations int8 calibration.

@@ -92,6 +92,23 @@ fn latent_decoder_and_rollout_from_the_command_line() {
     let run2 = [&"--method rk4-38 --steps 8 --label" as &dyn Arg, &flipped];
     sample_ok(&cond, &noise, &run2, &y2);
     assert!(npy_diff(&y, &y2) > 0.1, "the labels change the samples");
+    // The edge-scale latent model (class-conditional DiT + conv decoder to 32x32 digits):
+    // one file, labels in, images out, as torch draws them (2 Euler steps).
+    let e = |f: &str| fx(&format!("edge_digits/{f}"));
+    let edge = export_in(
+        &dir,
+        "edge.frt",
+        "edge_digits/flow.ts.onnx",
+        args(&[&"--decoder", &e("decoder.ts.onnx")]),
+    );
+    let img = dir.path("edge.npy");
+    let run = [
+        &"--method euler --steps 2 --label" as &dyn Arg,
+        &e("labels.npy"),
+    ];
+    let text = sample_ok(&edge, &e("noise.npy"), &run, &img);
+    assert_contains(&text, &["decoder", "[80, 1, 32, 32]"]);
+    assert_close(&img, "edge_digits/samples/image_euler_2.npy", 1e-4);
     // Rollout of the heat-equation surrogate.
     let heat = export_in(&dir, "heat.frt", "heat_rollout/model.ts.onnx", "");
     let traj = dir.path("traj.npy");

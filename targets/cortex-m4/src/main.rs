@@ -99,7 +99,7 @@ fn main() -> ! {
     cp.SYST.enable_interrupt();
     cp.SYST.enable_counter();
 
-    let (arena, x, labels) = buffers();
+    let mut bufs = buffers();
 
     // Calibrate instructions per SysTick tick with a loop of known length.
     let cal_n = 1_000_000u32;
@@ -119,12 +119,12 @@ fn main() -> ! {
     let Measured {
         counted: sample_ticks,
         touched,
-    } = run_embedded(x, labels, arena, paint_stack, ticks, fail);
+    } = run_embedded(&mut bufs, paint_stack, ticks, fail);
     let stack_top = core::ptr::addr_of!(_stack_start) as usize;
 
     let mut sink = console;
     let mut out = Text::new(&mut sink);
-    print_samples(&mut out, x);
+    print_samples(&mut out, samples(&bufs));
     print_stats(&mut out, stack_top - touched);
     out.str(" ticks=").dec(sample_ticks);
     out.str(" cal_ticks=").dec(cal_ticks);

@@ -81,16 +81,16 @@ fn fail(what: &str, e: flowrt::Error) -> ! {
 
 #[riscv_rt::entry]
 fn main() -> ! {
-    let (arena, x, labels) = buffers();
+    let mut bufs = buffers();
     let Measured {
         counted: instructions,
         touched,
-    } = run_embedded(x, labels, arena, paint_stack, instret, fail);
+    } = run_embedded(&mut bufs, paint_stack, instret, fail);
     let stack_top = core::ptr::addr_of!(_stack_start) as usize;
 
     let mut sink = uart;
     let mut out = Text::new(&mut sink);
-    print_samples(&mut out, x);
+    print_samples(&mut out, samples(&bufs));
     print_stats(&mut out, stack_top - touched);
     out.str(" instructions=").dec(instructions);
     out.line();
