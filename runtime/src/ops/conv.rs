@@ -159,6 +159,76 @@ fn conv_avx2(
     conv_impl(x, xd, w, wd, bias, groups, win, out, od)
 }
 
+/// The sizes of a convolution, checked against each other, the window and the buffers.
+pub(super) struct ConvGeometry {
+    /// Batch, input channels, input rows and columns.
+    pub(super) n: usize,
+    pub(super) c: usize,
+    pub(super) h: usize,
+    pub(super) wi: usize,
+    /// Input channels per group, kernel rows and columns, output channels.
+    pub(super) cg: usize,
+    pub(super) kh: usize,
+    pub(super) kw: usize,
+    pub(super) m: usize,
+    /// Output rows and columns.
+    pub(super) oh: usize,
+    pub(super) ow: usize,
+}
+
+impl ConvGeometry {
+    /// `x [N, C, H, W]` (or rank 3), a kernel of `[C/g, KH, KW, M]` (whatever its layout,
+    /// of rank `wd`'s) and `out [N, M, OH, OW]`, checked: lengths, ranks, groups, the bias
+    /// length and the window's output size.
+    ///
+    /// Errors: anything inconsistent ([`Error::Invalid`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn check(
+        x: &[f32],
+        xd: &Dims,
+        kernel: [usize; 4],
+        wd: &Dims,
+        bias: Option<Weights<'_>>,
+        groups: usize,
+        win: &Window,
+        out: &[f32],
+        od: &Dims,
+    ) -> Result<ConvGeometry, Error> {
+        check_len(x.len(), xd)?;
+        check_len(out.len(), od)?;
+        let [n, c, h, wi] = nchw(xd)?;
+        let [cg, kh, kw, m] = kernel;
+        let [on, om, oh, ow] = nchw(od)?;
+        let ok = xd.rank() == wd.rank()
+            && xd.rank() == od.rank()
+            && win.valid()
+            && groups >= 1
+            && c % groups == 0
+            && m % groups == 0
+            && c / groups == cg
+            && on == n
+            && om == m
+            && bias.is_none_or(|b| b.len() == m)
+            && win.out_len(0, h, kh, false) == Some(oh)
+            && win.out_len(1, wi, kw, false) == Some(ow);
+        if !ok {
+            return Err(SIZE_ERR);
+        }
+        Ok(ConvGeometry {
+            n,
+            c,
+            h,
+            wi,
+            cg,
+            kh,
+            kw,
+            m,
+            oh,
+            ow,
+        })
+    }
+}
+
 /// `(C/g, KH, KW, M)` of a channel-last conv kernel (rank 4, or rank 3 with `KH = 1`).
 fn kernel_dims(d: &Dims) -> Result<[usize; 4], Error> {
     match *d.as_slice() {
@@ -181,27 +251,19 @@ fn conv_impl<W: WeightRuns>(
     out: &mut [f32],
     od: &Dims,
 ) -> Result<(), Error> {
-    check_len(x.len(), xd)?;
     check_len(w.total(), wd)?;
-    check_len(out.len(), od)?;
-    let [n, c, h, wi] = nchw(xd)?;
-    let [cg, kh, kw, m] = kernel_dims(wd)?;
-    let [on, om, oh, ow] = nchw(od)?;
-    let ok = xd.rank() == wd.rank()
-        && xd.rank() == od.rank()
-        && win.valid()
-        && groups >= 1
-        && c % groups == 0
-        && m % groups == 0
-        && c / groups == cg
-        && on == n
-        && om == m
-        && bias.is_none_or(|b| b.len() == m)
-        && win.out_len(0, h, kh, false) == Some(oh)
-        && win.out_len(1, wi, kw, false) == Some(ow);
-    if !ok {
-        return Err(SIZE_ERR);
-    }
+    let ConvGeometry {
+        n,
+        c,
+        h,
+        wi,
+        cg,
+        kh,
+        kw,
+        m,
+        oh,
+        ow,
+    } = ConvGeometry::check(x, xd, kernel_dims(wd)?, wd, bias, groups, win, out, od)?;
     let (sh, dh, ph, _) = win.get(0);
     let (sw, dw, pw, _) = win.get(1);
     let mg = m / groups;

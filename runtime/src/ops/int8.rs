@@ -14,7 +14,7 @@
 //! Dense `w[N, K]`, Conv `w[M, C/groups, KH, KW]` (ONNX's layout), int8 with one scale per
 //! output channel (axis 0).
 
-use super::conv::{nchw, Window};
+use super::conv::{nchw, ConvGeometry, Window};
 use super::weights::{load_bias, Int8Weights, Weights};
 use super::{check_len, Dims, MAX_INT8_REDUCTION as MAX_REDUCTION, SIZE_ERR};
 use crate::Error;
@@ -70,14 +70,26 @@ fn quantize_one(x: f32, inv: f32) -> i16 {
     }
 }
 
-/// `Σ q[i] · w[i]` exactly (the lengths are equal; at most [`CHUNK`]).
+/// `Σ q[i] · w[i]` exactly (the lengths are equal; at most [`CHUNK`]). Four partial sums
+/// (integer sums are exact, so the grouping does not change the result) let the compiler
+/// keep the loads and multiply-accumulates in flight.
 #[inline(always)]
 fn dot(q: &[i16], w: &[i8]) -> i32 {
-    let mut acc = 0i32;
-    for (a, b) in q.iter().zip(w) {
-        acc += i32::from(*a) * i32::from(*b);
+    let (mut s0, mut s1, mut s2, mut s3) = (0i32, 0i32, 0i32, 0i32);
+    let mut qc = q.chunks_exact(4);
+    let mut wc = w.chunks_exact(4);
+    for (a, b) in (&mut qc).zip(&mut wc) {
+        if let ([a0, a1, a2, a3], [b0, b1, b2, b3]) = (a, b) {
+            s0 += i32::from(*a0) * i32::from(*b0);
+            s1 += i32::from(*a1) * i32::from(*b1);
+            s2 += i32::from(*a2) * i32::from(*b2);
+            s3 += i32::from(*a3) * i32::from(*b3);
+        }
     }
-    acc
+    for (a, b) in qc.remainder().iter().zip(wc.remainder()) {
+        s0 += i32::from(*a) * i32::from(*b);
+    }
+    (s0 + s1) + (s2 + s3)
 }
 
 /// One output "row" of `n` channels whose inputs are a reduction of length `r`: `fill(start,
@@ -204,29 +216,20 @@ pub fn conv_q8(
     od: &Dims,
 ) -> Result<(), Error> {
     let quant = Quantizer::new(act_scale)?;
-    check_len(x.len(), xd)?;
     check_len(w.values.len(), wd)?;
-    check_len(out.len(), od)?;
-    let [n, c, h, wi] = nchw(xd)?;
+    // Output channel first: [M, C/g, KH, KW].
     let [m, cg, kh, kw] = nchw(wd)?;
-    let [on, om, oh, ow] = nchw(od)?;
+    let ConvGeometry {
+        n,
+        c,
+        h,
+        wi,
+        oh,
+        ow,
+        ..
+    } = ConvGeometry::check(x, xd, [cg, kh, kw, m], wd, bias, groups, win, out, od)?;
     let red = cg * kh * kw;
-    let ok = xd.rank() == wd.rank()
-        && xd.rank() == od.rank()
-        && win.valid()
-        && groups >= 1
-        && c % groups == 0
-        && m % groups == 0
-        && c / groups == cg
-        && on == n
-        && om == m
-        && (1..=MAX_REDUCTION).contains(&red)
-        && w.scales.len() == m
-        && w.inner == red
-        && bias.is_none_or(|b| b.len() == m)
-        && win.out_len(0, h, kh, false) == Some(oh)
-        && win.out_len(1, wi, kw, false) == Some(ow);
-    if !ok {
+    if !(1..=MAX_REDUCTION).contains(&red) || w.scales.len() != m || w.inner != red {
         return Err(SIZE_ERR);
     }
     let (sh, dh, ph, _) = win.get(0);
