@@ -148,14 +148,24 @@ fn block4<const T: usize, W: WeightRuns>(
         let mut init = [0f32; T];
         load_bias(bias, c0, &mut init).ok_or(SIZE_ERR)?;
         let mut acc = [init; 4];
-        let avals = a[0].iter().zip(a[1]).zip(a[2]).zip(a[3]);
-        for (kk, (((x0, x1), x2), x3)) in avals.enumerate() {
-            let wt = w.run(kk * n + c0, T, &mut buf).ok_or(SIZE_ERR)?;
-            let xs = [*x0, *x1, *x2, *x3];
+        let step = |acc: &mut [[f32; T]; 4], xs: [f32; 4], wt: &[f32]| {
             for (row, x) in acc.iter_mut().zip(xs) {
                 for (y, wv) in row.iter_mut().zip(wt) {
                     *y += x * *wv;
                 }
+            }
+        };
+        let avals = a[0].iter().zip(a[1]).zip(a[2]).zip(a[3]);
+        if let Some(wf) = w.as_f32_slice() {
+            // f32 weights: walk the rows (the column range is checked once per tile).
+            for ((((x0, x1), x2), x3), wrow) in avals.zip(wf.chunks_exact(n)) {
+                let wt = wrow.get(c0..c1).ok_or(SIZE_ERR)?;
+                step(&mut acc, [*x0, *x1, *x2, *x3], wt);
+            }
+        } else {
+            for (kk, (((x0, x1), x2), x3)) in avals.enumerate() {
+                let wt = w.run(kk * n + c0, T, &mut buf).ok_or(SIZE_ERR)?;
+                step(&mut acc, [*x0, *x1, *x2, *x3], wt);
             }
         }
         for (orow, row) in [&mut *o0, &mut *o1, &mut *o2, &mut *o3]
@@ -219,10 +229,22 @@ fn row1<const T: usize, W: WeightRuns>(
         let c1 = c0 + T;
         let mut acc = [0f32; T];
         load_bias(bias, c0, &mut acc).ok_or(SIZE_ERR)?;
-        for (kk, x) in a.iter().enumerate() {
-            let wt = w.run(kk * n + c0, T, &mut buf).ok_or(SIZE_ERR)?;
+        let step = |acc: &mut [f32; T], x: f32, wt: &[f32]| {
             for (y, wv) in acc.iter_mut().zip(wt) {
-                *y += *x * *wv;
+                *y += x * *wv;
+            }
+        };
+        if let Some(wf) = w.as_f32_slice() {
+            for (x, wrow) in a.iter().zip(wf.chunks_exact(n)) {
+                step(&mut acc, *x, wrow.get(c0..c1).ok_or(SIZE_ERR)?);
+            }
+        } else {
+            for (kk, x) in a.iter().enumerate() {
+                step(
+                    &mut acc,
+                    *x,
+                    w.run(kk * n + c0, T, &mut buf).ok_or(SIZE_ERR)?,
+                );
             }
         }
         if let Some(dst) = o.get_mut(c0..c1) {

@@ -235,6 +235,12 @@ pub(crate) trait WeightRuns: Copy {
     /// `len` values from element `start` as f32, borrowed or dequantized into `buf` (at
     /// least `len` long); `None` when out of range.
     fn run<'b>(&'b self, start: usize, len: usize, buf: &'b mut [f32]) -> Option<&'b [f32]>;
+    /// The values themselves when they are f32 (the kernels then walk them row by row
+    /// without a copy or a per-run range check).
+    #[inline(always)]
+    fn as_f32_slice(&self) -> Option<&[f32]> {
+        None
+    }
 }
 
 impl WeightRuns for &[f32] {
@@ -246,6 +252,11 @@ impl WeightRuns for &[f32] {
     #[inline(always)]
     fn run<'b>(&'b self, start: usize, len: usize, _: &'b mut [f32]) -> Option<&'b [f32]> {
         self.get(start..start.checked_add(len)?)
+    }
+
+    #[inline(always)]
+    fn as_f32_slice(&self) -> Option<&[f32]> {
+        Some(self)
     }
 }
 
