@@ -77,22 +77,31 @@ pub fn buffers() -> Buffers {
     }
 }
 
-/// Samples `x` in place: conditioned on `labels` when the firmware embeds them. Only the op
-/// kernels and the solver of the embedded model and method are linked ([`Selected`], written
-/// by build.rs).
+/// Samples `x` in place, conditioned on `labels` when the firmware embeds them. A plain
+/// model links only the op kernels and the solver of the embedded model and method
+/// ([`Selected`], written by build.rs); a multi-network file ([`PIPELINE`]) samples with
+/// `flowrt::pipeline` (every stage linked) and writes its decoder's rows into `decoded`.
 pub fn sample_embedded(
     model: &flowrt::Model<'_>,
     method: flowrt::solver::Method,
     grid: &dyn flowrt::grid::TimeGrid,
     x: &mut [f32],
     labels: &[i64],
+    decoded: Option<&mut [f32]>,
     arena: &mut [u8],
 ) -> Result<(), flowrt::Error> {
     let cond = flowrt::field::Conditioning {
         label: (!labels.is_empty()).then_some(labels),
         ..Default::default()
     };
-    flowrt::sampler::sample_cond_with::<Selected>(model, method, grid, x, &cond, arena)
+    if PIPELINE {
+        let p = model.pipeline().ok_or(flowrt::Error::Invalid {
+            what: "build.rs saw a pipeline section that the model lacks",
+        })?;
+        flowrt::pipeline::sample_pipeline_cond(&p, method, grid, x, &cond, decoded, arena)
+    } else {
+        flowrt::sampler::sample_cond_with::<Selected>(model, method, grid, x, &cond, arena)
+    }
 }
 
 /// What [`run_embedded`] measured around the sampling.
@@ -113,6 +122,7 @@ pub fn run_embedded(
     counter: fn() -> u64,
     fail: fn(&str, flowrt::Error) -> !,
 ) -> Measured {
+    let decoded = HAS_DECODER.then_some(&mut b.decoded[..]);
     let (x, labels, arena) = (&mut b.x[..], b.labels, &mut *b.arena);
     let model = flowrt::Model::from_bytes(MODEL).unwrap_or_else(|e| fail("loading the model", e));
     let method = flowrt::solver::Method::EVERY[METHOD_INDEX];
@@ -123,27 +133,8 @@ pub fn run_embedded(
 
     let (lo, hi) = paint_stack();
     let c0 = counter();
-    if PIPELINE {
-        // A multi-network file: every stage linked, the decoder's rows into `decoded`.
-        let p = model.pipeline().unwrap_or_else(|| {
-            fail(
-                "pipeline",
-                flowrt::Error::Invalid {
-                    what: "no pipeline",
-                },
-            )
-        });
-        let cond = flowrt::field::Conditioning {
-            label: (!labels.is_empty()).then_some(labels),
-            ..Default::default()
-        };
-        let out = HAS_DECODER.then_some(&mut b.decoded[..]);
-        flowrt::pipeline::sample_pipeline_cond(&p, method, &grid, x, &cond, out, arena)
-            .unwrap_or_else(|e| fail("sampling", e));
-    } else {
-        sample_embedded(&model, method, &grid, x, labels, arena)
-            .unwrap_or_else(|e| fail("sampling", e));
-    }
+    sample_embedded(&model, method, &grid, x, labels, decoded, arena)
+        .unwrap_or_else(|e| fail("sampling", e));
     let counted = counter() - c0;
     Measured {
         counted,

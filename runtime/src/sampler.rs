@@ -170,15 +170,7 @@ pub fn sample_with<S: Selection>(
     x: &mut [f32],
     arena: &mut [u8],
 ) -> Result<(), Error> {
-    sample_selected::<S>(
-        model,
-        method,
-        grid,
-        x,
-        &Conditioning::default(),
-        arena,
-        &mut crate::solver::NoObserver,
-    )
+    sample_cond_with::<S>(model, method, grid, x, &Conditioning::default(), arena)
 }
 
 /// [`sample_cond`] linking only what `S` selects (see [`sample_with`]).

@@ -227,6 +227,23 @@ impl ConvGeometry {
             ow,
         })
     }
+
+    /// Image `b`'s input planes (`C × H × W`) of `x` and output planes (`M × OH × OW`) of
+    /// `out`.
+    ///
+    /// Errors: `b` past the batch ([`Error::Invalid`]).
+    pub(super) fn image<'x, 'o>(
+        &self,
+        b: usize,
+        x: &'x [f32],
+        out: &'o mut [f32],
+    ) -> Result<(&'x [f32], &'o mut [f32]), Error> {
+        let (plane_in, plane_out) = (self.h * self.wi, self.oh * self.ow);
+        let (cin, cout) = (self.c * plane_in, self.m * plane_out);
+        let xb = x.get(b * cin..(b + 1) * cin).ok_or(SIZE_ERR)?;
+        let ob = out.get_mut(b * cout..(b + 1) * cout).ok_or(SIZE_ERR)?;
+        Ok((xb, ob))
+    }
 }
 
 /// `(C/g, KH, KW, M)` of a channel-last conv kernel (rank 4, or rank 3 with `KH = 1`).
@@ -252,9 +269,9 @@ fn conv_impl<W: WeightRuns>(
     od: &Dims,
 ) -> Result<(), Error> {
     check_len(w.total(), wd)?;
+    let geo = ConvGeometry::check(x, xd, kernel_dims(wd)?, wd, bias, groups, win, out, od)?;
     let ConvGeometry {
         n,
-        c,
         h,
         wi,
         cg,
@@ -263,19 +280,15 @@ fn conv_impl<W: WeightRuns>(
         m,
         oh,
         ow,
-    } = ConvGeometry::check(x, xd, kernel_dims(wd)?, wd, bias, groups, win, out, od)?;
+        ..
+    } = geo;
     let (sh, dh, ph, _) = win.get(0);
     let (sw, dw, pw, _) = win.get(1);
     let mg = m / groups;
     let plane_in = h * wi;
     let plane_out = oh * ow;
     for b in 0..n {
-        let xb = x
-            .get(b * c * plane_in..(b + 1) * c * plane_in)
-            .ok_or(SIZE_ERR)?;
-        let ob = out
-            .get_mut(b * m * plane_out..(b + 1) * m * plane_out)
-            .ok_or(SIZE_ERR)?;
+        let (xb, ob) = geo.image(b, x, out)?;
         for g in 0..groups {
             for c0 in (0..mg).step_by(CONV_TILE) {
                 let oc0 = g * mg + c0;

@@ -219,15 +219,10 @@ pub fn conv_q8(
     check_len(w.values.len(), wd)?;
     // Output channel first: [M, C/g, KH, KW].
     let [m, cg, kh, kw] = nchw(wd)?;
+    let geo = ConvGeometry::check(x, xd, [cg, kh, kw, m], wd, bias, groups, win, out, od)?;
     let ConvGeometry {
-        n,
-        c,
-        h,
-        wi,
-        oh,
-        ow,
-        ..
-    } = ConvGeometry::check(x, xd, [cg, kh, kw, m], wd, bias, groups, win, out, od)?;
+        n, h, wi, oh, ow, ..
+    } = geo;
     let red = cg * kh * kw;
     if !(1..=MAX_REDUCTION).contains(&red) || w.scales.len() != m || w.inner != red {
         return Err(SIZE_ERR);
@@ -237,12 +232,7 @@ pub fn conv_q8(
     let mg = m / groups;
     let (plane_in, plane_out) = (h * wi, oh * ow);
     for b in 0..n {
-        let xb = x
-            .get(b * c * plane_in..(b + 1) * c * plane_in)
-            .ok_or(SIZE_ERR)?;
-        let ob = out
-            .get_mut(b * m * plane_out..(b + 1) * m * plane_out)
-            .ok_or(SIZE_ERR)?;
+        let (xb, ob) = geo.image(b, x, out)?;
         for g in 0..groups {
             for oy in 0..oh {
                 for ox in 0..ow {
