@@ -2,35 +2,15 @@
 //! nodes whose weights are int8 also quantize their input to int8 with a scale calibrated
 //! here, and accumulate in integers (`flowrt::ops::dense_q8`, `conv_q8`).
 //!
-//! Calibration samples trajectories with the f32 model on flowrt's own CPU executor (Euler,
-//! from deterministic noise, random class labels where the model takes labels) and records
+//! Calibration samples trajectories with the f32 model ([`crate::calibration`]) and records
 //! the largest `|x|` each Dense / Conv input reaches; the node's activation scale is that
 //! maximum over 127. A node whose input stayed 0 keeps f32 activations.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use flowrt::format::{Dim, ScaleType, WeightType};
 use flowrt::ir::{ModelDesc, Op};
 
-/// How to calibrate (`export --calibrate-rows --calibrate-steps`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Calibration {
-    /// Noise rows sampled.
-    pub rows: usize,
-    /// Euler steps per trajectory (each step evaluates the network once).
-    pub steps: usize,
-    /// Seed of the noise and the labels.
-    pub seed: u64,
-}
-
-impl Default for Calibration {
-    fn default() -> Self {
-        Calibration {
-            rows: 256,
-            steps: 16,
-            seed: 0x5EED,
-        }
-    }
-}
+pub use crate::calibration::Calibration;
 
 /// Records, for every node of `desc`, the largest `|value|` of its input 0 over the
 /// calibration trajectories (`None` for nodes that are not Dense or Conv).
@@ -38,14 +18,6 @@ impl Default for Calibration {
 /// Errors: a model that is not a velocity field the CPU can sample (a plain graph, a `cond`
 /// input), or any evaluation error.
 pub fn calibrate(desc: &ModelDesc, cal: &Calibration) -> Result<Vec<Option<f32>>> {
-    let mut f32_desc = desc.clone();
-    for t in &mut f32_desc.tensors {
-        t.stored = WeightType::F32;
-    }
-    f32_desc.pipeline.clear();
-    let bytes = flowrt::write::write(&f32_desc).context("writing the calibration model")?;
-    let file = flowrt::format::AlignedBytes::copy_from(&bytes);
-    let model = flowrt::Model::from_bytes(file.as_slice())?;
     // Which tensor feeds which node's input 0.
     let mut watch: Vec<Vec<usize>> = vec![Vec::new(); desc.tensors.len()];
     for (i, n) in desc.nodes.iter().enumerate() {
@@ -72,8 +44,7 @@ pub fn calibrate(desc: &ModelDesc, cal: &Calibration) -> Result<Vec<Option<f32>>
             *slot = Some(slot.map_or(m, |p: f32| p.max(m)));
         }
     };
-    flowrt::calibrate::trajectories(&model, cal.rows, cal.steps, cal.seed, &mut observe)
-        .context("sampling calibration trajectories with the f32 model")?;
+    crate::calibration::sample(desc, cal, &mut observe)?;
     Ok(max)
 }
 
@@ -113,7 +84,10 @@ pub fn apply(desc: &mut ModelDesc, ranges: &[Option<f32>]) -> Result<usize> {
         let name = desc.tensors[w].name.clone();
         let has_bias = node.inputs.len() == 3;
         // A new weight tensor: the old one may be shared with another reader.
+        // Scales per output channel: the same list, whichever axis the channels run along.
+        let scales = desc.tensors[w].int8_scales.clone();
         let new_w = push_const(desc, format!("{name}.q8"), shape, data, int8_axis0());
+        desc.tensors[new_w as usize].int8_scales = scales;
         let bias = if has_bias {
             desc.nodes[i].inputs[2]
         } else {

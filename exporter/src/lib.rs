@@ -6,8 +6,10 @@
 //! `xt`, `label`, `cond` or `guidance`) → [`lower`] (tract ops → flowrt ops) →
 //! `flowrt::write::write` (validate, plan memory, serialize).
 
+pub mod calibration;
 pub mod conformance;
 pub mod embed;
+pub mod gptq;
 pub mod half;
 pub mod import;
 pub mod int8act;
@@ -50,6 +52,9 @@ pub struct ExportOptions {
     /// main velocity network; pipeline stages (blocks, refiners, a decoder) keep f32
     /// activations with int8 weights.
     pub int8_activations: Option<int8act::Calibration>,
+    /// How int8 weights are rounded (`export --rounding`): GPTQ on the Dense weights by
+    /// default ([`gptq`]), nearest for the rest and for pipeline decoders.
+    pub rounding: gptq::Rounding,
 }
 
 /// Imports and lowers an ONNX file into a flowrt model description.
@@ -102,6 +107,12 @@ pub fn onnx_to_desc(path: &Path, opts: &ExportOptions) -> Result<ModelDesc> {
                 keep_f32: Vec::new(),
             },
             strip_names: opts.strip_names,
+            // A decoder is no velocity field: there are no trajectories to calibrate it on.
+            rounding: if *kind == flowrt::pipeline::StageKind::Decoder {
+                gptq::Rounding::Nearest
+            } else {
+                opts.rounding
+            },
             ..Default::default()
         };
         let bytes = export_onnx(onnx, &sub)
@@ -126,6 +137,17 @@ pub fn onnx_to_desc(path: &Path, opts: &ExportOptions) -> Result<ModelDesc> {
         _ => {}
     }
     desc.solver_defaults = opts.solver_defaults.clone();
+    if opts.weights.kind == weights::WeightKind::Int8 {
+        let how = match opts.rounding {
+            gptq::Rounding::Nearest => "nearest".to_string(),
+            gptq::Rounding::Gptq(cal) => match gptq::apply(&mut desc, &cal) {
+                Ok(n) => format!("gptq on {n} Dense, {}x{} calibration", cal.rows, cal.steps),
+                // Plain graphs and cond/guidance inputs have no trajectories to sample.
+                Err(e) => format!("nearest (no calibration: {})", e.root_cause()),
+            },
+        };
+        desc.metadata.push(("int8_rounding".into(), how));
+    }
     if let Some(cal) = &opts.int8_activations {
         if opts.weights.kind != weights::WeightKind::Int8 {
             anyhow::bail!("--activations int8 needs --weights int8");

@@ -31,6 +31,10 @@ pub struct TensorDesc {
     /// How the writer stores a constant's values (f32 unless the exporter was asked for
     /// f16, bf16 or int8 weights; see [`crate::write::quantize`]). Computed tensors are f32.
     pub stored: crate::format::WeightType,
+    /// For a constant stored as int8: the per-channel scales to quantize against, chosen by
+    /// the exporter (its error-compensated rounding stores values that are already `q ×
+    /// scale`); `None` = the writer's own `max |w| / 127` ([`crate::write::quantize`]).
+    pub int8_scales: Option<Vec<f32>>,
 }
 
 /// One node: an operation, its input tensors and its single output tensor.
@@ -113,6 +117,7 @@ impl ModelBuilder {
             shape: shape.to_vec(),
             data: None,
             stored: Default::default(),
+            int8_scales: None,
         });
         n as u32
     }

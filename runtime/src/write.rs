@@ -265,15 +265,16 @@ fn put_str(v: &mut Vec<u8>, s: &str) -> Result<(), Error> {
 /// Appends constant `data` of `shape` in the stored type `stored` (docs/frt-format.md,
 /// "Weight types"): f32 / f16 / bf16 little-endian (half types rounded to nearest even), or
 /// int8 values padded to 4 bytes followed by the channels' f32 or bfloat16 scales
-/// ([`quantize`]).
+/// ([`quantize`], or against the `given` scales the exporter chose).
 ///
-/// Errors: a non-finite value in a typed constant, an int8 axis outside the shape, or a
+/// Errors: given scales that do not fit the channels or the scale type, a non-finite value in a typed constant, an int8 axis outside the shape, or a
 /// type this build lacks.
 fn encode_const(
     out: &mut Vec<u8>,
     data: &[f32],
     shape: &Shape,
     stored: WeightType,
+    given: Option<&[f32]>,
 ) -> Result<(), &'static str> {
     if stored != WeightType::F32 && !data.iter().all(|v| v.is_finite()) {
         return Err("a constant stored as f16, bf16 or int8 must be finite");
@@ -303,7 +304,21 @@ fn encode_const(
             let (channels, inner) = shape
                 .channel_layout(usize::from(axis))
                 .ok_or("int8 channel axis is not below the rank")?;
-            let (q, values) = quantize(data, channels, inner, scales);
+            let (q, values) = match given {
+                None => quantize(data, channels, inner, scales),
+                Some(g) => {
+                    let exact = |s: &f32| match scales {
+                        ScaleType::F32 => true,
+                        ScaleType::Bf16 => s.to_bits() & 0xFFFF == 0,
+                    };
+                    if g.len() != channels
+                        || !g.iter().all(|s| s.is_finite() && *s >= 0.0 && exact(s))
+                    {
+                        return Err("given int8 scales must be one finite, non-negative, storable scale per channel");
+                    }
+                    (quantize_with(data, inner, g), g.to_vec())
+                }
+            };
             out.extend(q.iter().map(|v| *v as u8));
             pad4(out);
             for s in values {
@@ -323,11 +338,10 @@ fn encode_const(
 }
 
 /// Symmetric int8 quantization with one scale per channel: element `e` belongs to channel
-/// `(e / inner) % channels`; a channel's scale is `max |w| / 127` (0 for an all-zero
-/// channel), for [`ScaleType::Bf16`] rounded up to the next bfloat16, and its values
-/// `round(w / scale)` (ties away from zero, against the stored scale) in `-127..=127`.
-/// Returns the values and the scales as stored (bfloat16 ones exactly representable). The
-/// runtime computes with `q * scale`.
+/// `(e / inner) % channels`; a channel's scale is [`int8_scale`] of its `max |w|`, and its
+/// values `round(w / scale)` (ties away from zero, against the stored scale) in
+/// `-127..=127` ([`quantize_with`]). Returns the values and the scales as stored (bfloat16
+/// ones exactly representable). The runtime computes with `q * scale`.
 pub fn quantize(
     data: &[f32],
     channels: usize,
@@ -341,26 +355,38 @@ pub fn quantize(
             *m = m.max(v.abs());
         }
     }
-    let scales: Vec<f32> = amax
-        .iter()
-        .map(|m| match stored {
-            ScaleType::F32 => m / 127.0,
-            ScaleType::Bf16 => bf16_up(m / 127.0),
-        })
-        .collect();
-    let q = data
-        .iter()
+    let scales: Vec<f32> = amax.iter().map(|m| int8_scale(*m, stored)).collect();
+    (quantize_with(data, inner, &scales), scales)
+}
+
+/// The int8 scale of a channel whose largest magnitude is `amax`: `amax / 127` (0 for an
+/// all-zero channel), for [`ScaleType::Bf16`] rounded up to the next bfloat16 so that no
+/// value clips.
+pub fn int8_scale(amax: f32, stored: ScaleType) -> f32 {
+    match stored {
+        ScaleType::F32 => amax / 127.0,
+        ScaleType::Bf16 => bf16_up(amax / 127.0),
+    }
+}
+
+/// `round(w / scale[c])` clamped to `-127..=127` (ties away from zero; 0 where the scale is
+/// 0), element `e` in channel `c = (e / inner) % scales.len()`.
+pub fn quantize_with(data: &[f32], inner: usize, scales: &[f32]) -> Vec<i8> {
+    let channels = scales.len().max(1);
+    data.iter()
         .enumerate()
         .map(|(e, v)| {
-            let s = scales.get(channel(e)).copied().unwrap_or(0.0);
+            let s = scales
+                .get((e / inner.max(1)) % channels)
+                .copied()
+                .unwrap_or(0.0);
             if s == 0.0 {
                 0
             } else {
                 libm::roundf(v / s).clamp(-127.0, 127.0) as i8
             }
         })
-        .collect();
-    (q, scales)
+        .collect()
 }
 
 /// Whether every value rounds to a finite f16 (what [`WeightType::F16`] can store).
@@ -427,7 +453,14 @@ pub fn write(desc: &ModelDesc) -> Result<Vec<u8>, Error> {
             pad16(&mut weights);
             let off = weights.len() as u64;
             let shape = a.shapes.get(i).ok_or(too_big)?;
-            encode_const(&mut weights, data, shape, t.stored).map_err(|w| tensor_err(i, w))?;
+            encode_const(
+                &mut weights,
+                data,
+                shape,
+                t.stored,
+                t.int8_scales.as_deref(),
+            )
+            .map_err(|w| tensor_err(i, w))?;
             *pos = (off, weights.len() as u64 - off);
         }
     }

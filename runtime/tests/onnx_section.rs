@@ -12,6 +12,7 @@ fn tiny(onnx: Option<Vec<u8>>) -> ModelDesc {
         shape: vec![Dim::Batch, Dim::Fixed(2)],
         data: None,
         stored: Default::default(),
+        int8_scales: None,
     };
     ModelDesc {
         tensors: vec![t("x"), t("v")],

@@ -246,6 +246,42 @@ fn typed_files_are_smaller_and_their_values_are_the_quantized_ones() {
     }
 }
 
+/// Scales the exporter chose (`TensorDesc::int8_scales`, GPTQ's) are stored as given and the
+/// values quantized against them; scales that do not fit are a write error, not a silent
+/// re-derivation.
+#[test]
+fn given_int8_scales_are_stored_exactly() {
+    let (desc, consts) = graph(&mut Lcg(12));
+    let ty = TYPES[3];
+    let (w1, _) = consts.weights[0];
+    let mut d = mark(&desc, &consts, ty);
+    // Coarser than max|w| / 127 on purpose (so the writer's own rule would differ): 2^-4 and
+    // 3 * 2^-6 are exact bfloat16 values. The weight is [5, 37], axis 1: 37 channels.
+    let given: Vec<f32> = (0..37)
+        .map(|c| if c % 2 == 0 { 0.0625 } else { 0.046875 })
+        .collect();
+    d.tensors[w1 as usize].int8_scales = Some(given.clone());
+    let original = d.tensors[w1 as usize].data.clone().unwrap();
+    let file = load(&d);
+    let model = Model::from_bytes(file.as_slice()).unwrap();
+    let deq = model.const_weights(w1).unwrap().dequantize();
+    for (e, (got, w)) in deq.iter().zip(&original).enumerate() {
+        let s = given[e % 37];
+        assert_eq!(
+            *got,
+            (w / s).round().clamp(-127.0, 127.0) * s,
+            "element {e}"
+        );
+    }
+    // Wrong count, negative, and (bfloat16 scales) not representable: refused by name.
+    for bad in [vec![0.0625f32; 36], vec![-0.0625; 37], vec![0.1; 37]] {
+        let mut d = mark(&desc, &consts, ty);
+        d.tensors[w1 as usize].int8_scales = Some(bad);
+        let err = flowrt::write::write(&d).unwrap_err().to_string();
+        assert!(err.contains("given int8 scales"), "{err}");
+    }
+}
+
 #[test]
 fn typed_constants_only_where_a_kernel_reads_weights() {
     let (desc, consts) = graph(&mut Lcg(3));

@@ -92,7 +92,13 @@ pub struct ExportArgs {
     /// --refiner and --decoder graphs keep f32 activations.
     #[arg(long, default_value = "f32", value_name = "TYPE")]
     pub activations: String,
-    /// Noise rows sampled for the --activations int8 calibration.
+    /// How --weights int8 picks each int8 value: gptq (default: Dense weights rounded
+    /// one input at a time, each rounding error moved onto the inputs not yet rounded, as
+    /// the model's own activations on sampled trajectories say; other weights and models
+    /// that cannot be sampled round to nearest) or nearest.
+    #[arg(long, default_value = "gptq", value_name = "HOW")]
+    pub rounding: String,
+    /// Noise rows sampled to calibrate --rounding gptq and --activations int8.
     #[arg(long, default_value_t = 256)]
     pub calibrate_rows: usize,
     /// Euler steps per calibration trajectory.
@@ -126,9 +132,15 @@ pub fn run(a: ExportArgs) -> Result<()> {
         keep_f32,
         strip_names,
         activations,
+        rounding,
         calibrate_rows,
         calibrate_steps,
     } = a;
+    let calibration = flowrt_export::calibration::Calibration {
+        rows: calibrate_rows,
+        steps: calibrate_steps,
+        ..Default::default()
+    };
 
     let time = flowrt::time::TimeConvention {
         axis: flowrt::time::TimeAxis::parse(&time).map_err(|e| anyhow!("--time {time}: {e}"))?,
@@ -167,12 +179,13 @@ pub fn run(a: ExportArgs) -> Result<()> {
         strip_names,
         int8_activations: match activations.as_str() {
             "f32" => None,
-            "int8" => Some(flowrt_export::int8act::Calibration {
-                rows: calibrate_rows,
-                steps: calibrate_steps,
-                ..Default::default()
-            }),
+            "int8" => Some(calibration),
             other => bail!("--activations {other}: expected f32 or int8"),
+        },
+        rounding: match rounding.as_str() {
+            "gptq" => flowrt_export::gptq::Rounding::Gptq(calibration),
+            "nearest" => flowrt_export::gptq::Rounding::Nearest,
+            other => bail!("--rounding {other}: expected gptq or nearest"),
         },
     };
     write(&model, &output, &opts)
@@ -294,6 +307,9 @@ fn write(model: &Path, output: &Path, opts: &ExportOptions) -> Result<()> {
     let integer = m.nodes().filter(|n| n.inputs().count() == 4).count();
     if integer > 0 {
         weights.push_str(&format!(", int8 activations on {integer} nodes"));
+    }
+    if let Some(how) = m.metadata_value("int8_rounding") {
+        weights.push_str(&format!(", int8 rounding: {how}"));
     }
     println!(
         "exported {} -> {} ({} bytes, {} nodes, {} parameters{weights})",

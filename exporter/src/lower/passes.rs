@@ -16,6 +16,7 @@ pub(crate) fn push_tensor(
         shape,
         data,
         stored: Default::default(),
+        int8_scales: None,
     });
     (desc.tensors.len() - 1) as u32
 }

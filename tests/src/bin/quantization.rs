@@ -22,6 +22,7 @@ use flowrt::field::{ConditionalField, Conditioning};
 use flowrt::format::AlignedBytes;
 use flowrt::solver::Method;
 use flowrt::{CpuOps, Model};
+use flowrt_export::gptq::Rounding;
 use flowrt_export::weights::{WeightChoice, WeightKind};
 use flowrt_export::ExportOptions;
 use flowrt_host::{Backend, Frt, Noise, Request};
@@ -44,6 +45,8 @@ const STEPS: [usize; 3] = [1, 4, 32];
 struct Kind {
     weights: WeightKind,
     act8: bool,
+    /// int8 rounded to nearest (`export --rounding nearest`) instead of GPTQ (the default).
+    nearest: bool,
 }
 
 impl Kind {
@@ -51,12 +54,15 @@ impl Kind {
         Kind {
             weights,
             act8: false,
+            nearest: false,
         }
     }
 
     fn name(self) -> &'static str {
         if self.act8 {
             "int8 + act int8"
+        } else if self.nearest {
+            "int8 nearest"
         } else {
             self.weights.name()
         }
@@ -65,13 +71,20 @@ impl Kind {
 
 const F32: Kind = Kind::w(WeightKind::F32);
 const INT8: Kind = Kind::w(WeightKind::Int8);
+const INT8_NEAREST: Kind = Kind {
+    weights: WeightKind::Int8,
+    act8: false,
+    nearest: true,
+};
 const INT8_ACT8: Kind = Kind {
     weights: WeightKind::Int8,
     act8: true,
+    nearest: false,
 };
-const TYPES: [Kind; 4] = [
+const TYPES: [Kind; 5] = [
     Kind::w(WeightKind::F16),
     Kind::w(WeightKind::Bf16),
+    INT8_NEAREST,
     INT8,
     INT8_ACT8,
 ];
@@ -86,6 +99,11 @@ fn export(onnx: &Path, kind: Kind) -> Vec<u8> {
             keep_f32: Vec::new(),
         },
         int8_activations: kind.act8.then(Default::default),
+        rounding: if kind.nearest {
+            Rounding::Nearest
+        } else {
+            Rounding::default()
+        },
         ..Default::default()
     };
     flowrt_export::export_onnx(onnx, &opts)
@@ -480,6 +498,7 @@ fn main() {
     );
     for (kind, gated) in [
         (INT8, "gated"),
+        (INT8_NEAREST, "GPTQ off, not gated, same limits"),
         (INT8_ACT8, "full-integer mode, not gated, same limits"),
         (Kind::w(WeightKind::F16), "not gated, same limits"),
         (Kind::w(WeightKind::Bf16), "not gated, same limits"),
