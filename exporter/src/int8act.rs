@@ -2,9 +2,11 @@
 //! nodes whose weights are int8 also quantize their input to int8 with a scale calibrated
 //! here, and accumulate in integers (`flowrt::ops::dense_q8`, `conv_q8`).
 //!
-//! Calibration samples trajectories with the f32 model ([`crate::calibration`]) and records
-//! the largest `|x|` each Dense / Conv input reaches; the node's activation scale is that
-//! maximum over 127. A node whose input stayed 0 keeps f32 activations.
+//! Calibration samples trajectories of the model ([`crate::calibration`], with the int8
+//! weights' values when they are rounded first) and picks, per Dense / Conv input, the range
+//! int8 covers: the clipping point with the least expected squared quantization error over
+//! the values seen ([`calibrate`]); the node's activation scale is that range over 127. A
+//! node whose input stayed 0 keeps f32 activations.
 
 use anyhow::{bail, Result};
 use flowrt::format::{Dim, ScaleType, WeightType};
@@ -12,8 +14,16 @@ use flowrt::ir::{ModelDesc, Op};
 
 pub use crate::calibration::Calibration;
 
-/// Records, for every node of `desc`, the largest `|value|` of its input 0 over the
-/// calibration trajectories (`None` for nodes that are not Dense or Conv).
+/// Histogram bins of `|x|` per node for the clipping search of [`calibrate`].
+const BINS: usize = 2048;
+
+/// Picks, for every Dense and Conv node of `desc`, the range of its input 0 that int8
+/// covers (`None` for other nodes, `Some(0.0)` for an input that stayed 0): two passes over
+/// the calibration trajectories, the first for the largest `|x|`, the second for a
+/// [`BINS`]-bin histogram of `|x|` below it; the range is the clipping point `c` that
+/// minimizes the expected squared quantization error over those values — rounding,
+/// `(c / 127)² / 12` per value within `c`, plus clipping, `(|x| - c)²` per value beyond.
+/// A rare outlier thus no longer coarsens the steps for every other value.
 ///
 /// Errors: a model that is not a velocity field the CPU can sample (a plain graph, a `cond`
 /// input), or any evaluation error.
@@ -27,14 +37,12 @@ pub fn calibrate(desc: &ModelDesc, cal: &Calibration) -> Result<Vec<Option<f32>>
             }
         }
     }
+    let watched = |tensor: u32| watch.get(tensor as usize).filter(|n| !n.is_empty());
     let mut max = vec![None::<f32>; desc.nodes.len()];
-    let mut observe = |tensor: u32, values: &[f32]| {
-        let Some(nodes) = watch.get(tensor as usize) else {
+    crate::calibration::sample(desc, cal, &mut |tensor, values| {
+        let Some(nodes) = watched(tensor) else {
             return;
         };
-        if nodes.is_empty() {
-            return;
-        }
         let m = values
             .iter()
             .filter(|v| v.is_finite())
@@ -43,9 +51,63 @@ pub fn calibrate(desc: &ModelDesc, cal: &Calibration) -> Result<Vec<Option<f32>>
             let slot = &mut max[i];
             *slot = Some(slot.map_or(m, |p: f32| p.max(m)));
         }
-    };
-    crate::calibration::sample(desc, cal, &mut observe)?;
-    Ok(max)
+    })?;
+    let mut hist: Vec<Vec<u64>> = max
+        .iter()
+        .map(|m| {
+            if m.is_some_and(|m| m > 0.0) {
+                vec![0; BINS]
+            } else {
+                Vec::new()
+            }
+        })
+        .collect();
+    crate::calibration::sample(desc, cal, &mut |tensor, values| {
+        let Some(nodes) = watched(tensor) else {
+            return;
+        };
+        for &i in nodes {
+            let (Some(m), h) = (max[i], &mut hist[i]) else {
+                continue;
+            };
+            if h.is_empty() {
+                continue;
+            }
+            let per_bin = BINS as f32 / m;
+            for v in values.iter().filter(|v| v.is_finite()) {
+                h[((v.abs() * per_bin) as usize).min(BINS - 1)] += 1;
+            }
+        }
+    })?;
+    Ok(max
+        .iter()
+        .zip(&hist)
+        .map(|(m, h)| m.map(|m| if h.is_empty() { m } else { mse_clip(h, m) }))
+        .collect())
+}
+
+/// The clipping point in `(0, max]` (a bin edge of `h`, a histogram of `|x|` over
+/// `[0, max)`) with the least expected squared int8 quantization error.
+fn mse_clip(h: &[u64], max: f32) -> f32 {
+    let width = f64::from(max) / h.len() as f64;
+    // Suffix sums over the bins above an edge: count, Σ x, Σ x² (bin centres).
+    let (mut n, mut sx, mut sxx) = (0f64, 0f64, 0f64);
+    let total: f64 = h.iter().map(|c| *c as f64).sum();
+    let mut best = (f64::INFINITY, max);
+    for j in (1..=h.len()).rev() {
+        let c = j as f64 * width;
+        let clipped = sxx - 2.0 * c * sx + c * c * n;
+        let step = c / 127.0;
+        let err = clipped + (total - n) * step * step / 12.0;
+        if err < best.0 {
+            best = (err, c as f32);
+        }
+        let (count, x) = (h[j - 1] as f64, (j as f64 - 0.5) * width);
+        n += count;
+        sx += count * x;
+        sxx += count * x * x;
+    }
+    best.1
 }
 
 fn is_candidate(op: &Op) -> bool {
@@ -55,7 +117,7 @@ fn is_candidate(op: &Op) -> bool {
 /// Turns every Dense and Conv node with int8 weights and a calibrated range `> 0` into its
 /// full-integer form: weight re-laid out output channel first (Dense `[N, K]`, Conv
 /// `[M, C/g, KH, KW]`) and stored int8 along axis 0, a bias (zeros when the node had none,
-/// f16), and the activation scale `max / 127` as a 4th input. Returns how many nodes changed.
+/// f16), and the activation scale `range / 127` as a 4th input. Returns how many nodes changed.
 ///
 /// Errors: a range list that does not match the nodes.
 pub fn apply(desc: &mut ModelDesc, ranges: &[Option<f32>]) -> Result<usize> {
@@ -176,4 +238,30 @@ fn output_first_conv(shape: &[Dim], w: &[f32]) -> Result<(Vec<Dim>, Vec<f32>)> {
     let mut out = vec![Dim::Fixed(m as u32)];
     out.extend(dims[..dims.len() - 1].iter().map(|d| Dim::Fixed(*d as u32)));
     Ok((out, t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values spread evenly up to the maximum: clipping only loses, the range stays near it.
+    #[test]
+    fn uniform_values_keep_their_whole_range() {
+        let c = mse_clip(&[1000; BINS], 8.0);
+        assert!((7.9..=8.0).contains(&c), "{c}");
+    }
+
+    /// About a million values below 1 % of the maximum and one outlier at it: the error
+    /// `n (c / 127)² / 12 + (max - c)²` is least at `c = max / (1 + n / (12 · 127²))`
+    /// (its derivative's root), far below the outlier.
+    #[test]
+    fn a_rare_outlier_is_clipped_where_the_error_is_least() {
+        let mut h = vec![0u64; BINS];
+        h[..BINS / 100].iter_mut().for_each(|c| *c = 50_000);
+        h[BINS - 1] = 1;
+        let n = (BINS / 100 * 50_000) as f64;
+        let best = 100.0 / (1.0 + n / (12.0 * 127.0 * 127.0));
+        let c = f64::from(mse_clip(&h, 100.0));
+        assert!((c - best).abs() < 0.1, "{c} vs {best}");
+    }
 }

@@ -525,10 +525,14 @@ fn main() {
         .collect();
     let _ = writeln!(
         md,
-        "* **type**: the stored weights (`export --weights`); **int8 + act int8** is the \
-         full-integer mode (`--weights int8 --activations int8`: Dense and Conv quantize \
-         their inputs with scales calibrated on 256 rows x 16 Euler steps of the f32 model \
-         and sum in integers).\n\
+        "* **type**: the stored weights (`export --weights`). **int8** rounds the Dense \
+         weights with GPTQ (the default `--rounding gptq`: each rounding error is moved onto \
+         the inputs not yet rounded, weighted by the layer's input statistics on 256 rows x \
+         16 Euler steps of the f32 model; `exporter/src/gptq.rs`); **int8 nearest** rounds \
+         every weight to its nearest step (`--rounding nearest`); **int8 + act int8** is the \
+         full-integer mode (`--weights int8 --activations int8`, GPTQ weights: Dense and Conv \
+         quantize their inputs with scales calibrated on the same trajectories, each the \
+         clipping point with the least expected squared error, and sum in integers).\n\
          * **size**: the `.frt` file over the f32 file (names, records, scales and f16 biases \
          included; `--strip-names` would save a further 1-6 %).\n\
          * **v err**: the largest velocity difference from the f32 model over the noise rows \
