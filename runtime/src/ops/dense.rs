@@ -11,6 +11,11 @@ use super::weights::{load_bias, WeightRuns, Weights};
 use super::{check_len, Dims, SIZE_ERR};
 use crate::Error;
 
+/// Arm cores with a single-precision FPU (hard-float ABI): the f32 kernel in assembly.
+#[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+#[path = "dense_arm.rs"]
+mod arm;
+
 /// `out[rows, n] = a[rows, k] x w[k, n] (+ bias[n])`, `rows = out.len() / n`, with `w` and
 /// `bias` in their stored types ([`Weights`]: f16, bf16 and int8 values are dequantized on
 /// the fly, so the result equals that of the dequantized f32 values bit for bit).
@@ -49,7 +54,38 @@ fn dense_f32(
         // (checked just above); its body is safe code.
         return unsafe { dense_avx2(a, w, bias, k, n, out) };
     }
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    {
+        check_sizes(a, w.len(), bias, k, n, out)?;
+        arm::dense(a, w, bias, k, n, out)
+    }
+    #[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
     dense_tiled::<TILE_COLS, _>(a, w, bias, k, n, out)
+}
+
+/// Checks `a [rows, k] x w [k, n] (+ bias [n]) -> out [rows, n]` (`w_len` weights, `k` and
+/// `n` non-zero).
+fn check_sizes(
+    a: &[f32],
+    w_len: usize,
+    bias: Option<Weights<'_>>,
+    k: usize,
+    n: usize,
+    out: &[f32],
+) -> Result<(), Error> {
+    if k == 0 || n == 0 {
+        return Err(SIZE_ERR);
+    }
+    let rows = out.len() / n;
+    let ok = rows.checked_mul(n) == Some(out.len())
+        && rows.checked_mul(k) == Some(a.len())
+        && k.checked_mul(n) == Some(w_len)
+        && bias.is_none_or(|b| b.len() == n);
+    if ok {
+        Ok(())
+    } else {
+        Err(SIZE_ERR)
+    }
 }
 
 /// [`dense`] compiled for AVX2 (no FMA) with 16-column tiles.
@@ -76,17 +112,7 @@ fn dense_tiled<const T: usize, W: WeightRuns>(
     n: usize,
     out: &mut [f32],
 ) -> Result<(), Error> {
-    if k == 0 || n == 0 {
-        return Err(SIZE_ERR);
-    }
-    let rows = out.len() / n;
-    let ok = rows.checked_mul(n) == Some(out.len())
-        && rows.checked_mul(k) == Some(a.len())
-        && k.checked_mul(n) == Some(w.total())
-        && bias.is_none_or(|b| b.len() == n);
-    if !ok {
-        return Err(SIZE_ERR);
-    }
+    check_sizes(a, w.total(), bias, k, n, out)?;
     let block_out = n.checked_mul(4).ok_or(SIZE_ERR)?;
     let block_a = k.checked_mul(4).ok_or(SIZE_ERR)?;
     let mut o_blocks = out.chunks_exact_mut(block_out);
