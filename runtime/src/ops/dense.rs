@@ -11,11 +11,6 @@ use super::weights::{load_bias, WeightRuns, Weights};
 use super::{check_len, Dims, SIZE_ERR};
 use crate::Error;
 
-/// Arm cores with a single-precision FPU (hard-float ABI): the f32 kernel in assembly.
-#[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
-#[path = "dense_arm.rs"]
-mod arm;
-
 /// `out[rows, n] = a[rows, k] x w[k, n] (+ bias[n])`, `rows = out.len() / n`, with `w` and
 /// `bias` in their stored types ([`Weights`]: f16, bf16 and int8 values are dequantized on
 /// the fly, so the result equals that of the dequantized f32 values bit for bit).
@@ -57,7 +52,7 @@ fn dense_f32(
     #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
     {
         check_sizes(a, w.len(), bias, k, n, out)?;
-        arm::dense(a, w, bias, k, n, out)
+        super::arm::dense(a, w, bias, k, n, out)
     }
     #[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
     dense_tiled::<TILE_COLS, _>(a, w, bias, k, n, out)

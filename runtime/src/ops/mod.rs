@@ -18,6 +18,10 @@
 
 use crate::Error;
 
+/// Arm cores with a single-precision FPU (hard-float ABI): the f32 Dense and Conv tiles in
+/// assembly.
+#[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+mod arm;
 mod conv;
 mod dense;
 mod elementwise;

@@ -1,7 +1,10 @@
 //! On-target check of the Cortex-M4F f32 kernels (the inline-assembly tiles of
-//! `flowrt::ops::dense`) against naive loops with the documented per-element order, bit for
-//! bit, over every tile shape and remainder: rows 1..=5, k 1..=9 and 16/17, n 1..=19 and 64,
-//! with and without a bias. Exits with failure at the first mismatch.
+//! `flowrt::ops::dense` and `flowrt::ops::conv`) against naive loops with the documented
+//! per-element order, bit for bit: Dense over every tile shape and remainder (rows 1..=5,
+//! k 1..=9 and 16/17, n 1..=19 and 64, with and without a bias); Conv over kernel sizes up
+//! to 3×3 and one wider, strides, paddings, row dilations, groups, channel counts around the
+//! 8-channel tiles, 1-D and 2-D, with padding skipped as the reference skips it. Exits with
+//! failure at the first mismatch.
 //!
 //! Run (from targets/cortex-m4; build.rs needs a model and noise, any will do):
 //!   FLOWRT_FRT=/abs/model.frt FLOWRT_NOISE=/abs/noise.npy cargo run --release --example kernels
@@ -10,7 +13,7 @@
 
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
-use flowrt::ops::{dense, Weights};
+use flowrt::ops::{conv, dense, Dims, Weights, Window};
 use panic_semihosting as _;
 
 #[path = "../src/logger.rs"]
@@ -25,6 +28,182 @@ impl Lcg {
         let scale = [1.0, 0.37, 3.1e-3, 17.0][(self.0 & 3) as usize];
         (unit * 2.0 - 1.0) * scale
     }
+}
+
+/// Reports a mismatch and exits with failure.
+fn fail(what: &str, a: usize, b: usize, got: f32, want: f32) -> ! {
+    hprintln!("{} ({}, {}): got {}, want {}", what, a, b, got, want);
+    debug::exit(debug::EXIT_FAILURE);
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// One conv geometry: `[n, c, h, w]` input, `[kh, kw]` kernel, `m` outputs, `groups`,
+/// `[sh, sw]` strides, `[dh, dw]` dilations, `[ph, pw]` begin pads, `[eh, ew]` end pads.
+struct ConvCase {
+    x: [usize; 4],
+    k: [usize; 2],
+    m: usize,
+    groups: usize,
+    stride: [usize; 2],
+    dil: [usize; 2],
+    pad: [usize; 2],
+    end: [usize; 2],
+    one_d: bool,
+}
+
+/// Conv against the naive loop (bias, then input channel, kernel row, kernel column
+/// ascending; taps on padding skipped) over a grid of geometries; returns the case count.
+fn conv_check(g: &mut Lcg) -> u32 {
+    const X: usize = 2 * 6 * 7 * 7;
+    const W: usize = 6 * 3 * 4 * 18;
+    const O: usize = 2 * 18 * 9 * 9;
+    let (mut x, mut w, mut b, mut out) = ([0f32; X], [0f32; W], [0f32; 18], [0f32; O]);
+    let mut cases = 0;
+    let shapes: [([usize; 4], [usize; 2], bool); 8] = [
+        ([1, 1, 5, 6], [3, 3], false),
+        ([2, 2, 4, 4], [3, 3], false),
+        ([1, 3, 7, 7], [3, 3], false),
+        ([1, 2, 3, 5], [2, 2], false),
+        ([1, 2, 4, 3], [1, 1], false),
+        ([1, 2, 5, 4], [3, 1], false),
+        ([1, 2, 3, 6], [2, 4], false),
+        ([2, 3, 1, 7], [1, 3], true),
+    ];
+    for (xs, k, one_d) in shapes {
+        for m in [1, 8, 9, 18] {
+            for groups in [1, 2] {
+                if xs[1] % groups != 0 || m % groups != 0 {
+                    continue;
+                }
+                for stride in [[1, 1], [2, 1], [1, 2]] {
+                    for (dil, pad, end) in [
+                        ([1, 1], [0, 0], [0, 0]),
+                        ([1, 1], [1, 1], [1, 1]),
+                        ([2, 1], [2, 1], [1, 2]),
+                        ([1, 2], [1, 1], [1, 1]),
+                    ] {
+                        let case = ConvCase {
+                            x: xs,
+                            k,
+                            m,
+                            groups,
+                            stride: if one_d { [1, stride[0]] } else { stride },
+                            dil: if one_d { [1, dil[1]] } else { dil },
+                            pad: if one_d { [0, pad[1]] } else { pad },
+                            end: if one_d { [0, end[1]] } else { end },
+                            one_d,
+                        };
+                        for with_bias in [false, true] {
+                            if conv_one(&case, with_bias, g, &mut x, &mut w, &mut b, &mut out) {
+                                cases += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    cases
+}
+
+/// One conv case; `false` when the window does not fit the input.
+#[allow(clippy::too_many_arguments)]
+fn conv_one(
+    c: &ConvCase,
+    with_bias: bool,
+    g: &mut Lcg,
+    x: &mut [f32],
+    w: &mut [f32],
+    b: &mut [f32],
+    out: &mut [f32],
+) -> bool {
+    let [n, ch, h, wi] = c.x;
+    let [kh, kw] = c.k;
+    let span = |k: usize, d: usize| d * (k - 1) + 1;
+    let (ph, pw) = (h + c.pad[0] + c.end[0], wi + c.pad[1] + c.end[1]);
+    if ph < span(kh, c.dil[0]) || pw < span(kw, c.dil[1]) {
+        return false;
+    }
+    let oh = (ph - span(kh, c.dil[0])) / c.stride[0] + 1;
+    let ow = (pw - span(kw, c.dil[1])) / c.stride[1] + 1;
+    let (cg, m, mg) = (ch / c.groups, c.m, c.m / c.groups);
+    let (x, w, b) = (
+        &mut x[..n * ch * h * wi],
+        &mut w[..cg * kh * kw * m],
+        &mut b[..m],
+    );
+    let out = &mut out[..n * m * oh * ow];
+    for v in x.iter_mut().chain(w.iter_mut()).chain(b.iter_mut()) {
+        *v = g.next();
+    }
+    let dims = |d: [usize; 4]| {
+        if c.one_d {
+            Dims::new(&[d[0], d[1], d[3]])
+        } else {
+            Dims::new(&d)
+        }
+        .expect("dims")
+    };
+    let wd = if c.one_d {
+        Dims::new(&[cg, kw, m])
+    } else {
+        Dims::new(&[cg, kh, kw, m])
+    }
+    .expect("dims");
+    let u16s = |v: [usize; 2]| [v[0] as u16, v[1] as u16];
+    let win = Window {
+        stride: u16s(c.stride),
+        dilation: u16s(c.dil),
+        pad_begin: u16s(c.pad),
+        pad_end: u16s(c.end),
+    };
+    let bias = with_bias.then_some(Weights::F32(b));
+    let (xd, od) = (dims(c.x), dims([n, m, oh, ow]));
+    if conv(x, &xd, Weights::F32(w), &wd, bias, c.groups, &win, out, &od).is_err() {
+        fail("conv error: shape, m", c.x[2] * 10 + c.x[3], m, 0.0, 0.0);
+    }
+    for bi in 0..n {
+        for oc in 0..m {
+            let gi = oc / mg;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = if with_bias { b[oc] } else { 0.0 };
+                    for ci in 0..cg {
+                        for ky in 0..kh {
+                            let iy =
+                                (oy * c.stride[0] + ky * c.dil[0]) as isize - c.pad[0] as isize;
+                            if iy < 0 || iy >= h as isize {
+                                continue;
+                            }
+                            for kx in 0..kw {
+                                let ix =
+                                    (ox * c.stride[1] + kx * c.dil[1]) as isize - c.pad[1] as isize;
+                                if ix < 0 || ix >= wi as isize {
+                                    continue;
+                                }
+                                let xi =
+                                    ((bi * ch + gi * cg + ci) * h + iy as usize) * wi + ix as usize;
+                                acc += x[xi] * w[((ci * kh + ky) * kw + kx) * m + oc];
+                            }
+                        }
+                    }
+                    let got = out[((bi * m + oc) * oh + oy) * ow + ox];
+                    if got.to_bits() != acc.to_bits() {
+                        fail(
+                            "conv mismatch at (output channel, pixel)",
+                            oc,
+                            oy * ow + ox,
+                            got,
+                            acc,
+                        );
+                    }
+                }
+            }
+        }
+    }
+    true
 }
 
 const MAX_ROWS: usize = 5;
@@ -83,9 +262,11 @@ fn main() -> ! {
             }
         }
     }
+    let conv_cases = conv_check(&mut g);
     hprintln!(
-        "kernels: {} dense cases bit-identical to the naive loop",
-        cases
+        "kernels: {} dense and {} conv cases bit-identical to the naive loops",
+        cases,
+        conv_cases
     );
     debug::exit(debug::EXIT_SUCCESS);
     loop {
