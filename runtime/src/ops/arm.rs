@@ -813,3 +813,309 @@ fn conv_tiles(
     }
     Ok(())
 }
+
+// ---- Element-wise arithmetic -----------------------------------------------------------------
+
+use super::elementwise::{Arith, Simple as Unary1};
+
+/// `$op` on 8 register pairs: `s0..s7 = $op(s0..s7, s8..s15)`.
+macro_rules! vv8 {
+    ($op:literal) => {
+        concat!(
+            $op,
+            " s0, s0, s8\n",
+            $op,
+            " s1, s1, s9\n",
+            $op,
+            " s2, s2, s10\n",
+            $op,
+            " s3, s3, s11\n",
+            $op,
+            " s4, s4, s12\n",
+            $op,
+            " s5, s5, s13\n",
+            $op,
+            " s6, s6, s14\n",
+            $op,
+            " s7, s7, s15\n"
+        )
+    };
+}
+/// `s0..s7 = $op(s0..s7, s16)`.
+macro_rules! vs8 {
+    ($op:literal) => {
+        concat!(
+            $op,
+            " s0, s0, s16\n",
+            $op,
+            " s1, s1, s16\n",
+            $op,
+            " s2, s2, s16\n",
+            $op,
+            " s3, s3, s16\n",
+            $op,
+            " s4, s4, s16\n",
+            $op,
+            " s5, s5, s16\n",
+            $op,
+            " s6, s6, s16\n",
+            $op,
+            " s7, s7, s16\n"
+        )
+    };
+}
+/// `s0..s7 = $op(s16, s0..s7)`.
+macro_rules! sv8 {
+    ($op:literal) => {
+        concat!(
+            $op,
+            " s0, s16, s0\n",
+            $op,
+            " s1, s16, s1\n",
+            $op,
+            " s2, s16, s2\n",
+            $op,
+            " s3, s16, s3\n",
+            $op,
+            " s4, s16, s4\n",
+            $op,
+            " s5, s16, s5\n",
+            $op,
+            " s6, s16, s6\n",
+            $op,
+            " s7, s16, s7\n"
+        )
+    };
+}
+/// `s0..s7 = $op(s0..s7)`.
+macro_rules! u8x {
+    ($op:literal) => {
+        concat!(
+            $op,
+            " s0, s0\n",
+            $op,
+            " s1, s1\n",
+            $op,
+            " s2, s2\n",
+            $op,
+            " s3, s3\n",
+            $op,
+            " s4, s4\n",
+            $op,
+            " s5, s5\n",
+            $op,
+            " s6, s6\n",
+            $op,
+            " s7, s7\n"
+        )
+    };
+}
+
+/// An element-wise loop over `{n8}` blocks of 8 values, then `{n1}` single values: `$load8`
+/// / `$load1` read the operands (advancing their pointers), `$op8` / `$op1` compute into
+/// `s0..` and the results go to `{o}`. `$pre` runs once first. The operand pointers are the
+/// trailing `name = inout(reg) value` list.
+macro_rules! eltwise {
+    ($n8:expr, $n1:expr, $o:expr, $pre:expr, $load8:expr, $op8:expr, $load1:expr, $op1:expr,
+     $($name:ident = $val:expr),*) => {
+        asm!(
+            $pre,
+            "cmp {n8}, #0",
+            "beq 2f",
+            "1:",
+            $load8,
+            $op8,
+            "vstmia {o}!, {{s0-s7}}",
+            "subs {n8}, {n8}, #1",
+            "bne 1b",
+            "2:",
+            "cmp {n1}, #0",
+            "beq 4f",
+            "3:",
+            $load1,
+            $op1,
+            "vstmia {o}!, {{s0}}",
+            "subs {n1}, {n1}, #1",
+            "bne 3b",
+            "4:",
+            n8 = inout(reg) $n8 => _,
+            n1 = inout(reg) $n1 => _,
+            o = inout(reg) $o => _,
+            $($name = inout(reg) $val => _,)*
+            out("s0") _, out("s1") _, out("s2") _, out("s3") _,
+            out("s4") _, out("s5") _, out("s6") _, out("s7") _,
+            out("s8") _, out("s9") _, out("s10") _, out("s11") _,
+            out("s12") _, out("s13") _, out("s14") _, out("s15") _,
+            out("s16") _,
+            options(nostack),
+        )
+    };
+}
+
+/// `out[i] = a[i] op b[i]` for `i < out.len()`; `false` (nothing written) when `a` or `b` is
+/// shorter than `out`.
+#[inline(always)]
+pub(super) fn binary_vv(op: Arith, out: &mut [f32], a: &[f32], b: &[f32]) -> bool {
+    let n = out.len();
+    if a.len() < n || b.len() < n {
+        return false;
+    }
+    let (o, a, b) = (out.as_mut_ptr(), a.as_ptr(), b.as_ptr());
+    let (n8, n1) = (n / 8, n % 8);
+    // SAFETY: the loop reads n values from a and b and writes n to out (lengths checked).
+    unsafe {
+        macro_rules! vv {
+            ($op:literal) => {
+                eltwise!(
+                    n8,
+                    n1,
+                    o,
+                    "",
+                    "vldmia {a}!, {{s0-s7}}\nvldmia {b}!, {{s8-s15}}",
+                    vv8!($op),
+                    "vldmia {a}!, {{s0}}\nvldmia {b}!, {{s8}}",
+                    concat!($op, " s0, s0, s8"),
+                    a = a,
+                    b = b
+                )
+            };
+        }
+        match op {
+            Arith::Add => vv!("vadd.f32"),
+            Arith::Sub => vv!("vsub.f32"),
+            Arith::Mul => vv!("vmul.f32"),
+            Arith::Div => vv!("vdiv.f32"),
+        }
+    }
+    true
+}
+
+/// `out[i] = a[i] op b` (`b_first == false`) or `b op a[i]` (`b_first`) for `i < out.len()`;
+/// `false` (nothing written) when `a` is shorter than `out`.
+#[inline(always)]
+pub(super) fn binary_vs(op: Arith, out: &mut [f32], a: &[f32], b: f32, b_first: bool) -> bool {
+    let n = out.len();
+    if a.len() < n {
+        return false;
+    }
+    let (o, a, s) = (out.as_mut_ptr(), a.as_ptr(), &b as *const f32);
+    let (n8, n1) = (n / 8, n % 8);
+    // SAFETY: the loop reads n values from a and one at s, and writes n to out.
+    unsafe {
+        macro_rules! vs {
+            ($op:literal) => {
+                eltwise!(
+                    n8,
+                    n1,
+                    o,
+                    "vldr s16, [{s}]",
+                    "vldmia {a}!, {{s0-s7}}",
+                    vs8!($op),
+                    "vldmia {a}!, {{s0}}",
+                    concat!($op, " s0, s0, s16"),
+                    a = a,
+                    s = s
+                )
+            };
+        }
+        macro_rules! sv {
+            ($op:literal) => {
+                eltwise!(
+                    n8,
+                    n1,
+                    o,
+                    "vldr s16, [{s}]",
+                    "vldmia {a}!, {{s0-s7}}",
+                    sv8!($op),
+                    "vldmia {a}!, {{s0}}",
+                    concat!($op, " s0, s16, s0"),
+                    a = a,
+                    s = s
+                )
+            };
+        }
+        match (op, b_first) {
+            (Arith::Add, false) => vs!("vadd.f32"),
+            (Arith::Sub, false) => vs!("vsub.f32"),
+            (Arith::Mul, false) => vs!("vmul.f32"),
+            (Arith::Div, false) => vs!("vdiv.f32"),
+            (Arith::Add, true) => sv!("vadd.f32"),
+            (Arith::Sub, true) => sv!("vsub.f32"),
+            (Arith::Mul, true) => sv!("vmul.f32"),
+            (Arith::Div, true) => sv!("vdiv.f32"),
+        }
+    }
+    true
+}
+
+/// `out[i] = op(x[i])` for `i < out.len()`; `false` (nothing written) when `x` is shorter.
+#[inline(always)]
+pub(super) fn unary(op: Unary1, out: &mut [f32], x: &[f32]) -> bool {
+    let n = out.len();
+    if x.len() < n {
+        return false;
+    }
+    let (o, a) = (out.as_mut_ptr(), x.as_ptr());
+    let (n8, n1) = (n / 8, n % 8);
+    // SAFETY: the loop reads n values from x and writes n to out.
+    unsafe {
+        macro_rules! un {
+            ($pre:literal, $op8:expr, $op1:literal) => {
+                eltwise!(
+                    n8,
+                    n1,
+                    o,
+                    $pre,
+                    "vldmia {a}!, {{s0-s7}}",
+                    $op8,
+                    "vldmia {a}!, {{s0}}",
+                    $op1,
+                    a = a
+                )
+            };
+        }
+        match op {
+            Unary1::Neg => un!("", u8x!("vneg.f32"), "vneg.f32 s0, s0"),
+            Unary1::Abs => un!("", u8x!("vabs.f32"), "vabs.f32 s0, s0"),
+            Unary1::Square => un!(
+                "",
+                concat!(
+                    "vmul.f32 s0, s0, s0\nvmul.f32 s1, s1, s1\nvmul.f32 s2, s2, s2\n",
+                    "vmul.f32 s3, s3, s3\nvmul.f32 s4, s4, s4\nvmul.f32 s5, s5, s5\n",
+                    "vmul.f32 s6, s6, s6\nvmul.f32 s7, s7, s7"
+                ),
+                "vmul.f32 s0, s0, s0"
+            ),
+            Unary1::Recip => un!(
+                "vmov.f32 s16, #1.0",
+                sv8!("vdiv.f32"),
+                "vdiv.f32 s0, s16, s0"
+            ),
+        }
+    }
+    true
+}
+
+/// The square root by `vsqrt.f32` (correctly rounded, as `libm::sqrtf`), every NaN result
+/// the canonical `f32::NAN` as `libm::sqrtf` returns it: the same bits.
+#[inline(always)]
+pub(super) fn sqrt(x: f32) -> f32 {
+    let mut bits = x.to_bits();
+    // SAFETY: register-only arithmetic.
+    unsafe {
+        asm!(
+            "vmov s0, {b}",
+            "vsqrt.f32 s0, s0",
+            "vmov {b}, s0",
+            b = inout(reg) bits,
+            out("s0") _,
+            options(nostack, nomem, pure),
+        );
+    }
+    let v = f32::from_bits(bits);
+    if v.is_nan() {
+        f32::NAN
+    } else {
+        v
+    }
+}

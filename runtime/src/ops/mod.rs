@@ -211,7 +211,7 @@ impl Binary {
     }
 
     /// Applies the operation to one pair of values.
-    #[inline]
+    #[inline(always)]
     pub fn apply(self, a: f32, b: f32) -> f32 {
         match self {
             Binary::Add => a + b,
@@ -437,7 +437,7 @@ impl Unary {
     }
 
     /// Applies the operation to one value (the exact per-element formula of the kernel).
-    #[inline]
+    #[inline(always)]
     pub fn apply(self, x: f32) -> f32 {
         match self {
             Unary::Relu => relu(x),
@@ -454,19 +454,29 @@ impl Unary {
             Unary::Cos => libm::cosf(x),
             Unary::Exp => libm::expf(x),
             Unary::Log => libm::logf(x),
-            Unary::Sqrt => libm::sqrtf(x),
+            Unary::Sqrt => sqrt(x),
             Unary::Neg => -x,
             Unary::Abs => abs(x),
             Unary::Erf => libm::erff(x),
             Unary::Recip => 1.0 / x,
             Unary::Square => x * x,
-            Unary::Rsqrt => 1.0 / libm::sqrtf(x),
+            Unary::Rsqrt => 1.0 / sqrt(x),
             Unary::Floor => libm::floorf(x),
             Unary::Ceil => libm::ceilf(x),
             Unary::Round => libm::rintf(x),
             Unary::Sign => sign(x),
         }
     }
+}
+
+/// `libm::sqrtf` (correctly rounded; NaN results are `f32::NAN`); on Arm hard-float cores
+/// the FPU's `vsqrt.f32`, with the same bits.
+#[inline(always)]
+pub(crate) fn sqrt(x: f32) -> f32 {
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    return arm::sqrt(x);
+    #[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
+    libm::sqrtf(x)
 }
 
 /// ONNX `Sign`: -1, 0 (keeping the sign of zero is not required: returns +0) or 1; NaN

@@ -13,7 +13,7 @@
 
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
-use flowrt::ops::{conv, dense, Dims, Weights, Window};
+use flowrt::ops::{binary, conv, dense, unary, Binary, Dims, Unary, Weights, Window};
 use panic_semihosting as _;
 
 #[path = "../src/logger.rs"]
@@ -206,6 +206,118 @@ fn conv_one(
     true
 }
 
+/// Values for the element-wise checks: random ones and the special cases (signed zeros,
+/// infinities, NaNs with payloads, subnormals, negatives for the square roots).
+fn elt_value(g: &mut Lcg, i: usize) -> f32 {
+    const SPECIAL: [u32; 10] = [
+        0x0000_0000,
+        0x8000_0000,
+        0x7F80_0000,
+        0xFF80_0000,
+        0x7FC0_0001,
+        0xFFC0_0000,
+        0x7F80_0001,
+        0x0000_0001,
+        0x8040_0000,
+        0x3F80_0000,
+    ];
+    match i % 7 {
+        3 => f32::from_bits(SPECIAL[(i / 7) % SPECIAL.len()]),
+        _ => g.next(),
+    }
+}
+
+/// Binary Add/Sub/Mul/Div (same shapes, either side a scalar, a broadcast row), the simple
+/// unary maps and the square roots against the scalar formulas, bit for bit.
+fn elementwise_check(g: &mut Lcg) -> u32 {
+    let mut cases = 0;
+    let (mut a, mut b, mut out) = ([0f32; 40], [0f32; 40], [0f32; 40]);
+    let d = |v: &[usize]| Dims::new(v).expect("dims");
+    for n in 0..=40 {
+        for (i, v) in a.iter_mut().enumerate() {
+            *v = elt_value(g, i);
+        }
+        for (i, v) in b.iter_mut().enumerate() {
+            *v = elt_value(g, i + 3);
+        }
+        for op in [Binary::Add, Binary::Sub, Binary::Mul, Binary::Div] {
+            // (a dims, b dims, how output i reads a and b)
+            let shapes: [([usize; 2], [usize; 2], fn(usize, usize) -> (usize, usize)); 3] = [
+                ([1, n], [1, n], |i, _| (i, i)),
+                ([1, n], [1, 1], |i, _| (i, 0)),
+                ([1, 1], [1, n], |i, _| (0, i)),
+            ];
+            for (ad, bd, at) in shapes {
+                let (al, bl) = (ad[0] * ad[1], bd[0] * bd[1]);
+                let o = &mut out[..n];
+                if binary(op, &a[..al], &d(&ad), &b[..bl], &d(&bd), o, &d(&[1, n])).is_err() {
+                    fail("binary error", n, op.code() as usize, 0.0, 0.0);
+                }
+                for (i, y) in o.iter().enumerate() {
+                    let (ia, ib) = at(i, n);
+                    let want = op.apply(a[ia], b[ib]);
+                    if y.to_bits() != want.to_bits() {
+                        fail("binary mismatch (n, i)", n, i, *y, want);
+                    }
+                }
+                cases += 1;
+            }
+            // A row broadcast over 2 rows: a [2, n/2], b [1, n/2].
+            if n % 2 == 0 && n > 0 {
+                let h = n / 2;
+                let o = &mut out[..n];
+                let r = binary(
+                    op,
+                    &a[..n],
+                    &d(&[2, h]),
+                    &b[..h],
+                    &d(&[1, h]),
+                    o,
+                    &d(&[2, h]),
+                );
+                if r.is_err() {
+                    fail("binary row error", n, op.code() as usize, 0.0, 0.0);
+                }
+                for (i, y) in o.iter().enumerate() {
+                    let want = op.apply(a[i], b[i % h]);
+                    if y.to_bits() != want.to_bits() {
+                        fail("binary row mismatch (n, i)", n, i, *y, want);
+                    }
+                }
+                cases += 1;
+            }
+        }
+        for op in [
+            Unary::Neg,
+            Unary::Abs,
+            Unary::Square,
+            Unary::Recip,
+            Unary::Sqrt,
+            Unary::Rsqrt,
+        ] {
+            let o = &mut out[..n];
+            if unary(op, &a[..n], o).is_err() {
+                fail("unary error", n, op.code() as usize, 0.0, 0.0);
+            }
+            for (i, y) in o.iter().enumerate() {
+                let want = match op {
+                    Unary::Neg => -a[i],
+                    Unary::Abs => f32::from_bits(a[i].to_bits() & 0x7FFF_FFFF),
+                    Unary::Square => a[i] * a[i],
+                    Unary::Recip => 1.0 / a[i],
+                    Unary::Sqrt => libm::sqrtf(a[i]),
+                    _ => 1.0 / libm::sqrtf(a[i]),
+                };
+                if y.to_bits() != want.to_bits() {
+                    fail("unary mismatch (n, i)", n, i, *y, want);
+                }
+            }
+            cases += 1;
+        }
+    }
+    cases
+}
+
 const MAX_ROWS: usize = 5;
 const MAX_K: usize = 17;
 const MAX_N: usize = 64;
@@ -263,10 +375,12 @@ fn main() -> ! {
         }
     }
     let conv_cases = conv_check(&mut g);
+    let elt_cases = elementwise_check(&mut g);
     hprintln!(
-        "kernels: {} dense and {} conv cases bit-identical to the naive loops",
+        "kernels: {} dense, {} conv and {} element-wise cases bit-identical to the naive loops",
         cases,
-        conv_cases
+        conv_cases,
+        elt_cases
     );
     debug::exit(debug::EXIT_SUCCESS);
     loop {
