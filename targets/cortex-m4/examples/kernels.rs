@@ -227,6 +227,9 @@ fn elt_value(g: &mut Lcg, i: usize) -> f32 {
     }
 }
 
+/// The elements of `a` and `b` that output `i` reads.
+type Reads = fn(usize) -> (usize, usize);
+
 /// Binary Add/Sub/Mul/Div (same shapes, either side a scalar, a broadcast row), the simple
 /// unary maps and the square roots against the scalar formulas, bit for bit.
 fn elementwise_check(g: &mut Lcg) -> u32 {
@@ -241,11 +244,11 @@ fn elementwise_check(g: &mut Lcg) -> u32 {
             *v = elt_value(g, i + 3);
         }
         for op in [Binary::Add, Binary::Sub, Binary::Mul, Binary::Div] {
-            // (a dims, b dims, how output i reads a and b)
-            let shapes: [([usize; 2], [usize; 2], fn(usize, usize) -> (usize, usize)); 3] = [
-                ([1, n], [1, n], |i, _| (i, i)),
-                ([1, n], [1, 1], |i, _| (i, 0)),
-                ([1, 1], [1, n], |i, _| (0, i)),
+            // (a dims, b dims, the elements of a and b output i reads)
+            let shapes: [([usize; 2], [usize; 2], Reads); 3] = [
+                ([1, n], [1, n], |i| (i, i)),
+                ([1, n], [1, 1], |i| (i, 0)),
+                ([1, 1], [1, n], |i| (0, i)),
             ];
             for (ad, bd, at) in shapes {
                 let (al, bl) = (ad[0] * ad[1], bd[0] * bd[1]);
@@ -254,7 +257,7 @@ fn elementwise_check(g: &mut Lcg) -> u32 {
                     fail("binary error", n, op.code() as usize, 0.0, 0.0);
                 }
                 for (i, y) in o.iter().enumerate() {
-                    let (ia, ib) = at(i, n);
+                    let (ia, ib) = at(i);
                     let want = op.apply(a[ia], b[ib]);
                     if y.to_bits() != want.to_bits() {
                         fail("binary mismatch (n, i)", n, i, *y, want);
