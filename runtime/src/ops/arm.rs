@@ -1,7 +1,9 @@
-//! The f32 Dense kernel for Arm cores with a single-precision FPU (hard-float ABI, e.g.
-//! Cortex-M4F/M7/M33): register tiles of 2 rows (or the last single row) × 8, 4, 2 or 1
-//! columns in inline assembly, so that the weights of one `k` step come in with one `vldm`,
-//! four `k` values of a row with one `vldmia`, and every multiply-add is one `vmla.f32`.
+//! f32 kernels for Arm cores with a single-precision FPU (hard-float ABI, e.g.
+//! Cortex-M4F/M7/M33), in inline assembly: Dense (register tiles of 2 rows, or the last
+//! single row, × 8, 4, 2 or 1 columns: the weights of one `k` step come in with one `vldm`,
+//! four `k` values of a row with one `vldmia`, every multiply-add is one `vmla.f32`), Conv
+//! (tiles of 2 pixels × 8 output channels, below), element-wise `+ - * /`, `-x`, `|x|`,
+//! `x * x`, `1 / x` (8 values per load and store) and the square root (`vsqrt.f32`).
 //!
 //! `vmla.f32 d, n, m` is *not* fused: it rounds `n * m`, then rounds `d + (n * m)` — exactly
 //! Rust's `d += n * m` (which the compiler itself compiles to `vmla.f32` on these cores).
@@ -14,6 +16,7 @@
 
 use core::arch::asm;
 
+use super::elementwise::{Arith, Simple as Unary1};
 use super::weights::{load_bias, Weights};
 use super::SIZE_ERR;
 use crate::Error;
@@ -656,7 +659,7 @@ fn tap_runs(
     })
 }
 
-/// ONNX Conv with f32 weights (the layout and order of [`super::conv`]) in tiles of 2 output
+/// ONNX Conv with f32 weights (the layout and order of [`super::conv()`]) in tiles of 2 output
 /// pixels × 8 output channels (the last `M/groups % 8` channels one at a time). The image is
 /// cut into rectangles of pixels whose windows have the same valid taps; a tile's pixels come
 /// from one rectangle, so padding is skipped exactly as the portable kernel skips it, and
@@ -815,8 +818,6 @@ fn conv_tiles(
 }
 
 // ---- Element-wise arithmetic -----------------------------------------------------------------
-
-use super::elementwise::{Arith, Simple as Unary1};
 
 /// `$op` on 8 register pairs: `s0..s7 = $op(s0..s7, s8..s15)`.
 macro_rules! vv8 {

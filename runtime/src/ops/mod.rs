@@ -5,10 +5,13 @@
 //!
 //! * [`dense`] / [`matmul`]: each output element is `((init + a0*w0) + a1*w1) + ...` with `k`
 //!   ascending, `init` = bias or `0.0`; products and sums are separate IEEE operations (Rust
-//!   never contracts them into FMA). Rows are processed in blocks of 4 for speed, which
-//!   changes only the order *between* output elements, never within one.
+//!   never contracts them into FMA). Rows are processed in blocks (of 4; of 2 in the
+//!   assembly tiles of Arm hard-float cores, whose `vmla.f32` rounds the product and then
+//!   the sum) for speed, which changes only the order *between* output elements, never
+//!   within one.
 //! * element-wise ops apply one scalar function per element; transcendental functions come
-//!   from `libm` (bit-identical on every target). Comparisons produce an f32 mask (1.0 / 0.0)
+//!   from `libm` or this module's own f32 formulas (bit-identical on every target; the
+//!   square root is correctly rounded, so the FPU's `vsqrt.f32` gives `libm`'s bits). Comparisons produce an f32 mask (1.0 / 0.0)
 //!   and [`select`] (ONNX `Where`) only copies one of its operands.
 //! * layout ops ([`concat_part`], [`transpose`], [`slice()`], [`expand`], [`gather`]) only
 //!   copy.
