@@ -85,8 +85,8 @@ done
 
 # ---- BEGIN QEMU / firmware block (issue 5; owned by targets/) --------------------------------
 # Installs QEMU (idempotent; private apt sources, system apt config untouched), lints the
-# firmware crates under targets/ (own workspaces, not root members) and builds the one-step
-# example. The bit-identity tests host vs QEMU are tests/tests/qemu.rs (run by cargo test).
+# firmware crates under targets/ (own workspaces, not root members), runs the one-step
+# example and the on-target kernel check. The bit-identity tests host vs QEMU are tests/tests/qemu.rs (run by cargo test).
 step "QEMU for the firmware tests (targets/install-qemu.sh; skipped when present)"
 targets/install-qemu.sh
 qemu-system-arm --version | head -n 1
@@ -102,6 +102,8 @@ for fw in cortex-m4 riscv32; do
     (cd "targets/$fw" && cargo fmt -- --check && cargo clippy --release --all-targets -- -D warnings)
 done
 (cd targets/cortex-m4 && timeout 120 cargo run --release --quiet --example one_step) | tail -c 200
+# The M4F's assembly kernels against naive loops, bit for bit (exits non-zero on a mismatch).
+(cd targets/cortex-m4 && timeout 300 cargo run --release --quiet --example kernels)
 unset FLOWRT_FRT FLOWRT_NOISE
 # ---- END QEMU / firmware block --------------------------------------------------------------
 

@@ -125,22 +125,41 @@ fn read_npy(path: &Path) -> (Vec<f32>, Vec<usize>) {
     (values, shape)
 }
 
-/// Multiply–accumulates of one velocity evaluation for one row (Dense and MatMul nodes).
+/// Nominal multiply–accumulates of one velocity evaluation for one row (batch 1):
+/// - Dense and MatMul: output elements × the reduced dim `K` (the first input's last dim);
+/// - Conv (kernel `[C/groups, (KH,) KW, M]`): output elements × `C/groups × KH × KW`;
+/// - ConvTranspose (kernel `[M, C/groups, (KH,) KW]`): input elements × `M/groups × KH × KW`.
+///
+/// Taps that fall on padding (which the kernels skip) count too, as in the usual FLOP counts;
+/// int8 (full-integer) variants of these nodes count the same. Every other op counts 0.
 fn macs_per_row(m: &flowrt::Model<'_>) -> usize {
+    let tensor = |i: Option<u32>| i.and_then(|i| m.tensor(i)).expect("node input");
+    let elements = |t: &flowrt::model::TensorInfo<'_>| t.shape.elements(1).expect("elements");
+    let dim = |t: &flowrt::model::TensorInfo<'_>, axis: usize| match t.shape.dim(axis) {
+        Some(flowrt::format::Dim::Fixed(v)) => (v as usize).max(1),
+        _ => 1,
+    };
+    let last = |t: &flowrt::model::TensorInfo<'_>| dim(t, t.shape.rank().saturating_sub(1));
     m.nodes()
-        .filter(|n| matches!(n.op_name(), "Dense" | "MatMul"))
         .map(|n| {
-            let a = n
-                .inputs()
-                .next()
-                .and_then(|i| m.tensor(i))
-                .expect("node input");
-            let k = match a.shape.dim(a.shape.rank().saturating_sub(1)) {
-                Some(flowrt::format::Dim::Fixed(k)) => k as usize,
-                _ => 1,
-            };
+            let op = n.op_name();
+            if !matches!(op, "Dense" | "MatMul" | "Conv" | "ConvTranspose") {
+                return 0;
+            }
+            let mut inputs = n.inputs();
+            let x = tensor(inputs.next());
             let out = m.tensor(n.output).expect("node output");
-            out.shape.elements(1).expect("output elements") * k
+            match op {
+                "Conv" => {
+                    let w = tensor(inputs.next());
+                    elements(&out) * (elements(&w) / last(&w))
+                }
+                "ConvTranspose" => {
+                    let w = tensor(inputs.next());
+                    elements(&x) * (elements(&w) / dim(&x, 1))
+                }
+                _ => elements(&out) * last(&x),
+            }
         })
         .sum()
 }

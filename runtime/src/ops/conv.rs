@@ -132,6 +132,10 @@ pub fn conv(
     let Some(w) = w.as_f32() else {
         return conv_impl(x, xd, w, wd, bias, groups, win, out, od);
     };
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    if let Some(done) = super::arm::conv(x, xd, w, wd, bias, groups, win, out, od) {
+        return done;
+    }
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: `conv_avx2` only needs the AVX2 instruction set, which the CPU has
@@ -247,7 +251,7 @@ impl ConvGeometry {
 }
 
 /// `(C/g, KH, KW, M)` of a channel-last conv kernel (rank 4, or rank 3 with `KH = 1`).
-fn kernel_dims(d: &Dims) -> Result<[usize; 4], Error> {
+pub(super) fn kernel_dims(d: &Dims) -> Result<[usize; 4], Error> {
     match *d.as_slice() {
         [cg, kw, m] => Ok([cg, 1, kw, m]),
         [cg, kh, kw, m] => Ok([cg, kh, kw, m]),

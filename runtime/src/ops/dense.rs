@@ -49,7 +49,38 @@ fn dense_f32(
         // (checked just above); its body is safe code.
         return unsafe { dense_avx2(a, w, bias, k, n, out) };
     }
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    {
+        check_sizes(a, w.len(), bias, k, n, out)?;
+        super::arm::dense(a, w, bias, k, n, out)
+    }
+    #[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
     dense_tiled::<TILE_COLS, _>(a, w, bias, k, n, out)
+}
+
+/// Checks `a [rows, k] x w [k, n] (+ bias [n]) -> out [rows, n]` (`w_len` weights, `k` and
+/// `n` non-zero).
+fn check_sizes(
+    a: &[f32],
+    w_len: usize,
+    bias: Option<Weights<'_>>,
+    k: usize,
+    n: usize,
+    out: &[f32],
+) -> Result<(), Error> {
+    if k == 0 || n == 0 {
+        return Err(SIZE_ERR);
+    }
+    let rows = out.len() / n;
+    let ok = rows.checked_mul(n) == Some(out.len())
+        && rows.checked_mul(k) == Some(a.len())
+        && k.checked_mul(n) == Some(w_len)
+        && bias.is_none_or(|b| b.len() == n);
+    if ok {
+        Ok(())
+    } else {
+        Err(SIZE_ERR)
+    }
 }
 
 /// [`dense`] compiled for AVX2 (no FMA) with 16-column tiles.
@@ -76,17 +107,7 @@ fn dense_tiled<const T: usize, W: WeightRuns>(
     n: usize,
     out: &mut [f32],
 ) -> Result<(), Error> {
-    if k == 0 || n == 0 {
-        return Err(SIZE_ERR);
-    }
-    let rows = out.len() / n;
-    let ok = rows.checked_mul(n) == Some(out.len())
-        && rows.checked_mul(k) == Some(a.len())
-        && k.checked_mul(n) == Some(w.total())
-        && bias.is_none_or(|b| b.len() == n);
-    if !ok {
-        return Err(SIZE_ERR);
-    }
+    check_sizes(a, w.total(), bias, k, n, out)?;
     let block_out = n.checked_mul(4).ok_or(SIZE_ERR)?;
     let block_a = k.checked_mul(4).ok_or(SIZE_ERR)?;
     let mut o_blocks = out.chunks_exact_mut(block_out);

@@ -121,9 +121,10 @@ pub fn unary_linked(
         Unary::LeakyRelu { alpha } if linked(op) => {
             map(x, out, |v| Unary::LeakyRelu { alpha }.apply(v))
         }
-        Unary::Neg if linked(op) => map(x, out, |v| -v),
-        Unary::Square if linked(op) => map(x, out, |v| v * v),
-        Unary::Abs if linked(op) => map(x, out, |v| Unary::Abs.apply(v)),
+        Unary::Neg if linked(op) => map_simple(x, out, |v| -v, Simple::Neg),
+        Unary::Square if linked(op) => map_simple(x, out, |v| v * v, Simple::Square),
+        Unary::Abs if linked(op) => map_simple(x, out, |v| Unary::Abs.apply(v), Simple::Abs),
+        Unary::Recip if linked(op) => map_simple(x, out, |v| 1.0 / v, Simple::Recip),
         // The exp-based ops: monomorphic loops that vectorize.
         Unary::Elu { alpha } if linked(op) => logistic(x, out, |v| super::elu(v, alpha)),
         Unary::Selu { alpha, gamma } if linked(op) => {
@@ -134,11 +135,101 @@ pub fn unary_linked(
         Unary::Silu if linked(op) => logistic(x, out, |v| v * super::sigmoid(v)),
         Unary::GeluTanh if linked(op) => logistic(x, out, super::gelu_tanh),
         _ => plain!(
-            Softplus, GeluErf, Sin, Cos, Exp, Log, Sqrt, Erf, Recip, Rsqrt, Floor, Ceil, Round,
-            Sign
+            Softplus, GeluErf, Sin, Cos, Exp, Log, Sqrt, Erf, Rsqrt, Floor, Ceil, Round, Sign
         ),
     }
     Ok(())
+}
+
+/// The unary operations with one IEEE operation per element, which Arm hard-float cores run
+/// in assembly loops (8 values per load and store).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Simple {
+    /// `-x`
+    Neg,
+    /// `|x|`
+    Abs,
+    /// `x * x`
+    Square,
+    /// `1 / x`
+    Recip,
+}
+
+/// `out[i] = f(x[i])` where `f` is `simple`: the assembly loop on Arm hard-float cores.
+#[inline(always)]
+fn map_simple(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32, simple: Simple) {
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    if super::arm::unary(simple, out, x) {
+        return;
+    }
+    let _ = simple;
+    for (y, v) in out.iter_mut().zip(x) {
+        *y = f(*v);
+    }
+}
+
+/// The binary operations with one IEEE operation per element, which Arm hard-float cores
+/// run in assembly loops (8 values per load and store).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Arith {
+    /// `a + b`
+    Add,
+    /// `a - b`
+    Sub,
+    /// `a * b`
+    Mul,
+    /// `a / b`
+    Div,
+}
+
+/// `out[i] = f(a[i], b[i])`; the assembly loop on Arm hard-float cores when `arith` is `f`.
+#[inline(always)]
+fn zip_vv(
+    out: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    f: &impl Fn(f32, f32) -> f32,
+    arith: Option<Arith>,
+) {
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    if let Some(op) = arith {
+        if super::arm::binary_vv(op, out, a, b) {
+            return;
+        }
+    }
+    let _ = arith;
+    for ((y, x), v) in out.iter_mut().zip(a).zip(b) {
+        *y = f(*x, *v);
+    }
+}
+
+/// `out[i] = f(a[i], s)` (`s_first == false`) or `f(s, a[i])`; the assembly loop on Arm
+/// hard-float cores when `arith` is `f`.
+#[inline(always)]
+fn zip_vs(
+    out: &mut [f32],
+    a: &[f32],
+    s: f32,
+    s_first: bool,
+    f: &impl Fn(f32, f32) -> f32,
+    arith: Option<Arith>,
+) {
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    if let Some(op) = arith {
+        if super::arm::binary_vs(op, out, a, s, s_first) {
+            return;
+        }
+    }
+    let _ = arith;
+    if s_first {
+        for (y, v) in out.iter_mut().zip(a) {
+            *y = f(s, *v);
+        }
+    } else {
+        for (y, x) in out.iter_mut().zip(a) {
+            *y = f(*x, s);
+        }
+    }
 }
 
 /// The exp-based loops (logistic family, ELU/SELU; branch-free per element): compiled for AVX2 on x86_64 hosts
@@ -188,17 +279,24 @@ pub fn binary_linked(
     linked: impl Fn(Binary) -> bool,
 ) -> Result<(), Error> {
     match op {
-        Binary::Add if linked(op) => bin(a, ad, b, bd, out, od, |x, y| x + y),
-        Binary::Sub if linked(op) => bin(a, ad, b, bd, out, od, |x, y| x - y),
-        Binary::Mul if linked(op) => bin(a, ad, b, bd, out, od, |x, y| x * y),
-        Binary::Div if linked(op) => bin(a, ad, b, bd, out, od, |x, y| x / y),
+        Binary::Add if linked(op) => bin(a, ad, b, bd, out, od, |x, y| x + y, Some(Arith::Add)),
+        Binary::Sub if linked(op) => bin(a, ad, b, bd, out, od, |x, y| x - y, Some(Arith::Sub)),
+        Binary::Mul if linked(op) => bin(a, ad, b, bd, out, od, |x, y| x * y, Some(Arith::Mul)),
+        Binary::Div if linked(op) => bin(a, ad, b, bd, out, od, |x, y| x / y, Some(Arith::Div)),
         Binary::Add | Binary::Sub | Binary::Mul | Binary::Div => {
             Err(Error::NotLinked { what: op.name() })
         }
         // The rest: one loop over `Binary::apply`, whose unlinked operations are cut out.
-        other if linked(other) => bin(a, ad, b, bd, out, od, |x, y| {
-            apply_linked(other, x, y, &linked)
-        }),
+        other if linked(other) => bin(
+            a,
+            ad,
+            b,
+            bd,
+            out,
+            od,
+            |x, y| apply_linked(other, x, y, &linked),
+            None,
+        ),
         other => Err(Error::NotLinked { what: other.name() }),
     }
 }
@@ -227,6 +325,9 @@ fn apply_linked(op: Binary, x: f32, y: f32, linked: &impl Fn(Binary) -> bool) ->
     )
 }
 
+/// `out = f(a, b)` with broadcasting; `arith` names `f` when it is one of [`Arith`] (the
+/// contiguous runs then take the assembly loops on Arm hard-float cores).
+#[allow(clippy::too_many_arguments)]
 fn bin(
     a: &[f32],
     ad: &Dims,
@@ -235,6 +336,7 @@ fn bin(
     out: &mut [f32],
     od: &Dims,
     f: impl Fn(f32, f32) -> f32,
+    arith: Option<Arith>,
 ) -> Result<(), Error> {
     check_len(a.len(), ad)?;
     check_len(b.len(), bd)?;
@@ -244,21 +346,15 @@ fn bin(
     let n = out.len();
     // Fast paths (same element order and results as the general walk).
     if a.len() == n && b.len() == n {
-        for ((y, x), v) in out.iter_mut().zip(a).zip(b) {
-            *y = f(*x, *v);
-        }
+        zip_vv(out, a, b, &f, arith);
         return Ok(());
     }
     if let ([bv], true) = (b, a.len() == n) {
-        for (y, x) in out.iter_mut().zip(a) {
-            *y = f(*x, *bv);
-        }
+        zip_vs(out, a, *bv, false, &f, arith);
         return Ok(());
     }
     if let ([av], true) = (a, b.len() == n) {
-        for (y, v) in out.iter_mut().zip(b) {
-            *y = f(*av, *v);
-        }
+        zip_vs(out, b, *av, true, &f, arith);
         return Ok(());
     }
     walk(od, &[sa, sb], |o, [oa, ob], len, [ia, ib]| {
@@ -267,23 +363,17 @@ fn bin(
             (true, true) => {
                 let ar = a.get(oa..oa.wrapping_add(len)).ok_or(SIZE_ERR)?;
                 let br = b.get(ob..ob.wrapping_add(len)).ok_or(SIZE_ERR)?;
-                for ((y, x), v) in row.iter_mut().zip(ar).zip(br) {
-                    *y = f(*x, *v);
-                }
+                zip_vv(row, ar, br, &f, arith);
             }
             (true, false) => {
                 let ar = a.get(oa..oa.wrapping_add(len)).ok_or(SIZE_ERR)?;
                 let bv = *b.get(ob).ok_or(SIZE_ERR)?;
-                for (y, x) in row.iter_mut().zip(ar) {
-                    *y = f(*x, bv);
-                }
+                zip_vs(row, ar, bv, false, &f, arith);
             }
             (false, true) => {
                 let av = *a.get(oa).ok_or(SIZE_ERR)?;
                 let br = b.get(ob..ob.wrapping_add(len)).ok_or(SIZE_ERR)?;
-                for (y, v) in row.iter_mut().zip(br) {
-                    *y = f(av, *v);
-                }
+                zip_vs(row, br, av, true, &f, arith);
             }
             (false, false) => {
                 let v = f(*a.get(oa).ok_or(SIZE_ERR)?, *b.get(ob).ok_or(SIZE_ERR)?);

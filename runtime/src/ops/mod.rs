@@ -5,10 +5,13 @@
 //!
 //! * [`dense`] / [`matmul`]: each output element is `((init + a0*w0) + a1*w1) + ...` with `k`
 //!   ascending, `init` = bias or `0.0`; products and sums are separate IEEE operations (Rust
-//!   never contracts them into FMA). Rows are processed in blocks of 4 for speed, which
-//!   changes only the order *between* output elements, never within one.
+//!   never contracts them into FMA). Rows are processed in blocks (of 4; of 2 in the
+//!   assembly tiles of Arm hard-float cores, whose `vmla.f32` rounds the product and then
+//!   the sum) for speed, which changes only the order *between* output elements, never
+//!   within one.
 //! * element-wise ops apply one scalar function per element; transcendental functions come
-//!   from `libm` (bit-identical on every target). Comparisons produce an f32 mask (1.0 / 0.0)
+//!   from `libm` or this module's own f32 formulas (bit-identical on every target; the
+//!   square root is correctly rounded, so the FPU's `vsqrt.f32` gives `libm`'s bits). Comparisons produce an f32 mask (1.0 / 0.0)
 //!   and [`select`] (ONNX `Where`) only copies one of its operands.
 //! * layout ops ([`concat_part`], [`transpose`], [`slice()`], [`expand`], [`gather`]) only
 //!   copy.
@@ -18,6 +21,10 @@
 
 use crate::Error;
 
+/// Arm cores with a single-precision FPU (hard-float ABI): the f32 Dense and Conv tiles in
+/// assembly.
+#[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+mod arm;
 mod conv;
 mod dense;
 mod elementwise;
@@ -207,7 +214,7 @@ impl Binary {
     }
 
     /// Applies the operation to one pair of values.
-    #[inline]
+    #[inline(always)]
     pub fn apply(self, a: f32, b: f32) -> f32 {
         match self {
             Binary::Add => a + b,
@@ -433,7 +440,7 @@ impl Unary {
     }
 
     /// Applies the operation to one value (the exact per-element formula of the kernel).
-    #[inline]
+    #[inline(always)]
     pub fn apply(self, x: f32) -> f32 {
         match self {
             Unary::Relu => relu(x),
@@ -450,19 +457,29 @@ impl Unary {
             Unary::Cos => libm::cosf(x),
             Unary::Exp => libm::expf(x),
             Unary::Log => libm::logf(x),
-            Unary::Sqrt => libm::sqrtf(x),
+            Unary::Sqrt => sqrt(x),
             Unary::Neg => -x,
             Unary::Abs => abs(x),
             Unary::Erf => libm::erff(x),
             Unary::Recip => 1.0 / x,
             Unary::Square => x * x,
-            Unary::Rsqrt => 1.0 / libm::sqrtf(x),
+            Unary::Rsqrt => 1.0 / sqrt(x),
             Unary::Floor => libm::floorf(x),
             Unary::Ceil => libm::ceilf(x),
             Unary::Round => libm::rintf(x),
             Unary::Sign => sign(x),
         }
     }
+}
+
+/// `libm::sqrtf` (correctly rounded; NaN results are `f32::NAN`); on Arm hard-float cores
+/// the FPU's `vsqrt.f32`, with the same bits.
+#[inline(always)]
+pub(crate) fn sqrt(x: f32) -> f32 {
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    return arm::sqrt(x);
+    #[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
+    libm::sqrtf(x)
 }
 
 /// ONNX `Sign`: -1, 0 (keeping the sign of zero is not required: returns +0) or 1; NaN
@@ -510,19 +527,27 @@ fn leaky_relu(x: f32, alpha: f32) -> f32 {
     }
 }
 
-/// `e^y − 1` for `y <= 0`, branch-free like [`exp_nonpositive`]: for `|y| < 0.35` the
-/// degree-8 Taylor polynomial (full relative accuracy near 0, truncation < 3e-10
-/// relative), else `e^y − 1` from [`exp_nonpositive`] (no cancellation there: `e^y <= 0.71`).
-/// NaN stays NaN.
+/// `e^y − 1` for `y <= 0`: for `|y| < 0.35` the degree-8 Taylor polynomial (full relative
+/// accuracy near 0, truncation < 3e-10 relative), else `e^y − 1` from [`exp_nonpositive`]
+/// (no cancellation there: `e^y <= 0.71`). NaN stays NaN. Branch-free where loops vectorize
+/// ([`SCALAR_MATH`]).
 #[inline(always)]
 pub(crate) fn expm1_nonpositive(y: f32) -> f32 {
-    let small = y
-        * (1.0
-            + y * (0.5
-                + y * (1.0 / 6.0
-                    + y * (1.0 / 24.0
-                        + y * (1.0 / 120.0
-                            + y * (1.0 / 720.0 + y * (1.0 / 5040.0 + y * (1.0 / 40320.0))))))));
+    expm1_nonpositive_as::<SCALAR_MATH>(y)
+}
+
+/// [`expm1_nonpositive`] with only the returned half evaluated (`LAZY`) or both halves and a
+/// select: the same bits.
+#[inline(always)]
+pub(crate) fn expm1_nonpositive_as<const LAZY: bool>(y: f32) -> f32 {
+    if LAZY {
+        return if y > -0.35 {
+            expm1_taylor(y)
+        } else {
+            exp_nonpositive(y) - 1.0
+        };
+    }
+    let small = expm1_taylor(y);
     let large = exp_nonpositive(y) - 1.0;
     if y > -0.35 {
         small
@@ -531,11 +556,48 @@ pub(crate) fn expm1_nonpositive(y: f32) -> f32 {
     }
 }
 
-/// `x` for `x > 0`, else `alpha * expm1(x)` (expm1 keeps accuracy near 0); branch-free.
+/// Whether the exp-based functions ([`expm1_nonpositive`], [`elu`], [`sigmoid`]) evaluate
+/// only the half they return (a branch), instead of both halves and a select. Targets whose
+/// loops vectorize keep the branch-free form; scalar cores (microcontrollers: a scalar FPU
+/// or soft-float) skip the unused half. Both forms compute the same expression for the
+/// half returned, so the bits are the same everywhere (`ops::tests` checks it).
+pub(crate) const SCALAR_MATH: bool = !cfg!(any(
+    target_arch = "x86_64",
+    target_arch = "x86",
+    target_arch = "aarch64",
+    target_arch = "wasm32"
+));
+
+/// The degree-8 Taylor polynomial of `e^y − 1` (for `|y| < 0.35`, [`expm1_nonpositive`]).
+#[inline(always)]
+fn expm1_taylor(y: f32) -> f32 {
+    y * (1.0
+        + y * (0.5
+            + y * (1.0 / 6.0
+                + y * (1.0 / 24.0
+                    + y * (1.0 / 120.0
+                        + y * (1.0 / 720.0 + y * (1.0 / 5040.0 + y * (1.0 / 40320.0))))))))
+}
+
+/// `x` for `x > 0`, else `alpha * expm1(x)` (expm1 keeps accuracy near 0); branch-free
+/// where loops vectorize ([`SCALAR_MATH`]).
 #[inline(always)]
 pub(crate) fn elu(x: f32, alpha: f32) -> f32 {
+    elu_as::<SCALAR_MATH>(x, alpha)
+}
+
+/// [`elu`] lazy or branch-free (see [`expm1_nonpositive_as`]).
+#[inline(always)]
+pub(crate) fn elu_as<const LAZY: bool>(x: f32, alpha: f32) -> f32 {
+    if LAZY {
+        return if x > 0.0 {
+            x
+        } else {
+            alpha * expm1_nonpositive_as::<true>(x)
+        };
+    }
     let neg = if x > 0.0 { 0.0 } else { x };
-    let e = alpha * expm1_nonpositive(neg);
+    let e = alpha * expm1_nonpositive_as::<false>(neg);
     if x > 0.0 {
         x
     } else {
@@ -580,11 +642,20 @@ pub(crate) fn tanh(x: f32) -> f32 {
 }
 
 /// Stable logistic: `exp` only of `-|x|` ([`exp_nonpositive`]), the two halves selected
-/// without a branch.
+/// without a branch where loops vectorize ([`SCALAR_MATH`]).
 #[inline(always)]
 pub(crate) fn sigmoid(x: f32) -> f32 {
+    sigmoid_as::<SCALAR_MATH>(x)
+}
+
+/// [`sigmoid`] lazy or branch-free (see [`expm1_nonpositive_as`]).
+#[inline(always)]
+pub(crate) fn sigmoid_as<const LAZY: bool>(x: f32) -> f32 {
     let e = exp_nonpositive(-abs(x));
     let d = 1.0 + e;
+    if LAZY {
+        return if x >= 0.0 { 1.0 / d } else { e / d };
+    }
     let pos = 1.0 / d;
     let neg = e / d;
     if x >= 0.0 {

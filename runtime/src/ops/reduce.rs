@@ -197,7 +197,7 @@ pub fn reduce(
                 let n = len as f32;
                 oo.iter_mut().for_each(|o| *o /= n);
             }
-            ReduceKind::L2 => oo.iter_mut().for_each(|o| *o = libm::sqrtf(*o)),
+            ReduceKind::L2 => oo.iter_mut().for_each(|o| *o = super::sqrt(*o)),
             ReduceKind::LogSum => oo.iter_mut().for_each(|o| *o = libm::logf(*o)),
             _ => {}
         }
@@ -217,7 +217,7 @@ fn reduce_run(kind: ReduceKind, xs: &[f32]) -> f32 {
         ReduceKind::Prod => xs.iter().fold(1.0f32, |a, v| a * v),
         ReduceKind::SumSquare => sum(|v| v * v),
         ReduceKind::L1 => sum(abs),
-        ReduceKind::L2 => libm::sqrtf(sum(|v| v * v)),
+        ReduceKind::L2 => super::sqrt(sum(|v| v * v)),
         ReduceKind::LogSum => libm::logf(sum(|v| v)),
         ReduceKind::LogSumExp => {
             let m = xs.iter().fold(f32::NEG_INFINITY, |a, v| nan_max(a, *v));

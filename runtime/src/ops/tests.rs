@@ -753,6 +753,33 @@ fn expm1_nonpositive_is_accurate() {
 }
 
 #[test]
+fn lazy_and_branch_free_exp_functions_agree_bitwise() {
+    // Every 61st f32 bit pattern (both signs, subnormals, infinities, NaNs): the branching
+    // form microcontrollers use (SCALAR_MATH) and the branch-free form of vectorizing hosts.
+    for bits in (0..=u32::MAX)
+        .step_by(61)
+        .chain([0, 0x8000_0000, 0x7F80_0000, 0xFF80_0000])
+    {
+        let x = f32::from_bits(bits);
+        let same = |a: f32, b: f32| a.to_bits() == b.to_bits();
+        assert!(
+            same(elu_as::<true>(x, 1.3), elu_as::<false>(x, 1.3)),
+            "elu({x})"
+        );
+        assert!(
+            same(sigmoid_as::<true>(x), sigmoid_as::<false>(x)),
+            "sigmoid({x})"
+        );
+        let y = -abs(x);
+        let (lazy, eager) = (
+            expm1_nonpositive_as::<true>(y),
+            expm1_nonpositive_as::<false>(y),
+        );
+        assert!(same(lazy, eager), "expm1({y})");
+    }
+}
+
+#[test]
 fn tanh_is_accurate() {
     let xs = (-200_000..=200_000).map(|i| i as f32 * 1e-4); // [-20, 20]
     let worst = worst_ulp(xs, |x| Unary::Tanh.apply(x), f64::tanh);
