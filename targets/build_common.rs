@@ -131,7 +131,7 @@ fn read_npy(path: &Path) -> (Vec<f32>, Vec<usize>) {
 /// - ConvTranspose (kernel `[M, C/groups, (KH,) KW]`): input elements × `M/groups × KH × KW`.
 ///
 /// Taps that fall on padding (which the kernels skip) count too, as in the usual FLOP counts;
-/// int8 (full-integer) variants of these nodes count the same. Every other op counts 0.
+/// full-integer Conv (kernel `[M, C/groups, (KH,) KW]`) counts the same products. Every other op counts 0.
 fn macs_per_row(m: &flowrt::Model<'_>) -> usize {
     let tensor = |i: Option<u32>| i.and_then(|i| m.tensor(i)).expect("node input");
     let elements = |t: &flowrt::model::TensorInfo<'_>| t.shape.elements(1).expect("elements");
@@ -150,9 +150,12 @@ fn macs_per_row(m: &flowrt::Model<'_>) -> usize {
             let x = tensor(inputs.next());
             let out = m.tensor(n.output).expect("node output");
             match op {
+                // f32 and weight-only kernels are channel last; full-integer ones (a 4th
+                // input, the activation scale) output channel first.
                 "Conv" => {
                     let w = tensor(inputs.next());
-                    elements(&out) * (elements(&w) / last(&w))
+                    let channels = if n.inputs().count() == 4 { dim(&w, 0) } else { last(&w) };
+                    elements(&out) * (elements(&w) / channels)
                 }
                 "ConvTranspose" => {
                     let w = tensor(inputs.next());
