@@ -7,15 +7,17 @@
 #
 #   scripts/footprint.sh            # writes docs/footprint.md
 #   ROWS=32 scripts/footprint.sh    # rows used for the per-sample instruction counts
+#   IMAGE_ROWS=2 ...                # the same for the image model (digits_unet)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${ROWS:-32}
+IMAGE_ROWS=${IMAGE_ROWS:-2}
 work=out/footprint
 mkdir -p "$work"
 cargo build --release --quiet -p flowrt-cli --bin flowrt
 flowrt="${CARGO_TARGET_DIR:-target}/release/flowrt"
 
-# First N rows of a float32 .npy, without Python.
+# First N rows of a float32 or int64 .npy, without Python.
 npy_head() {
     perl -e '
         my ($in, $out, $rows) = @ARGV;
@@ -24,12 +26,13 @@ npy_head() {
         $h =~ /\x27shape\x27: \((\d+),\s*([^)]*)\)/ or die "shape";
         my @rest = grep { length } map { s/\s//gr } split /,/, $2;
         my $row = 1; $row *= $_ for @rest;
-        my $dict = "{\x27descr\x27: \x27<f4\x27, \x27fortran_order\x27: False, \x27shape\x27: ("
+        $h =~ /\x27descr\x27: \x27(<f4|<i8)\x27/ or die "float32 or int64 only"; my $descr = $1;
+        my $size = $descr eq "<i8" ? 8 : 4;
+        my $dict = "{\x27descr\x27: \x27$descr\x27, \x27fortran_order\x27: False, \x27shape\x27: ("
             . join(", ", $rows, @rest) . "), }";
         $dict .= " " x ((64 - (11 + length $dict) % 64) % 64) . "\n";
-        $h =~ /<f4/ or die "float32 only";
         open my $o, ">:raw", $out or die; print $o "\x93NUMPY\x01\x00", pack("v", length $dict),
-            $dict, substr($b, 10 + $hl, 4 * $row * $rows);
+            $dict, substr($b, 10 + $hl, $size * $row * $rows);
     ' "$@"
 }
 stat_of() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" "$2" | head -n 1; }
@@ -54,47 +57,78 @@ doc=docs/footprint.md
     echo "  is \`Model::required_arena_bytes(1)\` (what \`flowrt inspect\` prints)."
     echo "- **stack**: high-water mark measured by painting the free stack before \`sample\` and"
     echo "  scanning after it (whole stack from reset, including \`main\`'s frame)."
-    echo "- **instr/sample, instr/MAC**: M4F instructions for $ROWS rows, euler 1 step (one velocity"
-    echo "  evaluation), divided by rows and by rows × MACs per row (Dense/MatMul multiply-adds)."
+    echo "- **type**: the stored weights (\`export --weights\`; int8 with the default GPTQ rounding);"
+    echo "  **int8+act8** is the full-integer mode (\`--weights int8 --activations int8\`)."
+    echo "- **instr/sample, instr/MAC**: M4F instructions for **rows** rows ($ROWS for the MLPs,"
+    echo "  $IMAGE_ROWS for the image model, with their first labels), euler 1 step (one velocity"
+    echo "  evaluation), divided by rows and by rows × MACs per row (the multiply-adds of Dense,"
+    echo "  MatMul and convolutions: \`macs_per_row\` in \`targets/build_common.rs\`)."
     echo "  Counted with \`-icount shift=0\` (1 instruction = 1 ns virtual) and SysTick on the core"
     echo "  clock, calibrated in the firmware by a \`subs/bne\` loop of 2,000,000 instructions"
     echo "  (QEMU's DWT CYCCNT reads 0). Includes the solver update; not cycles."
-    echo "- **rv32 instr/MAC**: the same on riscv32imac (\`minstret\`, exact under \`-icount\`)."
+    echo "- **rv32 instr/MAC**: the same on riscv32imac (\`minstret\`, exact under \`-icount\`); the"
+    echo "  script stops unless both targets' samples are byte-identical."
     echo
-    echo "| model | params | raw weight B | .frt B | .frt / raw | flash B | code B | arena B (graph) | stack B | RAM B | M4F instr/sample | M4F instr/MAC | rv32 instr/MAC |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    echo "| model | type | params | raw weight B | .frt B | .frt / raw | flash B | code B | arena B (graph) | stack B | RAM B | rows | M4F instr/sample | M4F instr/MAC | rv32 instr/MAC |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 } >"$doc.tmp"
 
-# The plain v(x, t) fixtures (the top-level "models" list of the manifest).
-models=$(python3 -c 'import json; print(" ".join(m["dir"] for m in json.load(open("tests/fixtures/manifest.json"))["models"]))')
-for name in $models; do
-    d="tests/fixtures/$name"
-    [ -f "$d/model.ts.onnx" ] && [ -f "$d/noise.npy" ] || continue
-    frt="$work/$name.frt"
-    "$flowrt" export "$d/model.ts.onnx" -o "$frt" >/dev/null
+# measure NAME TYPE ROWS: one table row. TYPE is f32, f16, int8 or int8+act8 (--weights int8
+# --activations int8); ROWS rows for the per-sample instruction counts; class-conditional
+# models (a labels.npy beside the noise) get their first labels embedded.
+measure() {
+    local name=$1 type=$2 rows=$3
+    local d="tests/fixtures/$name" tag="$name-$type"
+    local frt="$work/$tag.frt" flags=()
+    case $type in
+    f32) ;;
+    int8+act8) flags=(--weights int8 --activations int8) ;;
+    *) flags=(--weights "$type") ;;
+    esac
+    "$flowrt" export "$d/model.ts.onnx" -o "$frt" "${flags[@]}" >/dev/null
     npy_head "$d/noise.npy" "$work/$name-1.npy" 1
-    npy_head "$d/noise.npy" "$work/$name-$ROWS.npy" "$ROWS"
+    npy_head "$d/noise.npy" "$work/$name-$rows.npy" "$rows"
+    local l1=() ln=()
+    if [ -f "$d/labels.npy" ]; then
+        npy_head "$d/labels.npy" "$work/$name-1-labels.npy" 1
+        npy_head "$d/labels.npy" "$work/$name-$rows-labels.npy" "$rows"
+        l1=(--labels "$work/$name-1-labels.npy") ln=(--labels "$work/$name-$rows-labels.npy")
+    fi
+    local params
     params=$("$flowrt" inspect --json "$frt" | sed -n 's/^  "parameters": \([0-9]*\).*/\1/p')
 
-    FLOWRT_QEMU_LOG="$work/$name-m4-1.log" targets/run-qemu.sh cortex-m4 "$frt" "$work/$name-1.npy" "$work/$name-m4-1.out.npy" 2>/dev/null
-    elf=targets/cortex-m4/target/thumbv7em-none-eabihf/release/flowrt-cortex-m4
+    FLOWRT_QEMU_LOG="$work/$tag-m4-1.log" targets/run-qemu.sh cortex-m4 "$frt" "$work/$name-1.npy" "$work/$tag-m4-1.out.npy" "${l1[@]}" 2>/dev/null
+    local elf=targets/cortex-m4/target/thumbv7em-none-eabihf/release/flowrt-cortex-m4 text data flash
     read -r text data _ < <(size "$elf" | tail -n 1)
     flash=$((text + data))
-    FLOWRT_QEMU_LOG="$work/$name-m4-n.log" targets/run-qemu.sh cortex-m4 "$frt" "$work/$name-$ROWS.npy" "$work/$name-m4-n.out.npy" 2>/dev/null
-    FLOWRT_QEMU_LOG="$work/$name-rv-n.log" targets/run-qemu.sh riscv32 "$frt" "$work/$name-$ROWS.npy" "$work/$name-rv-n.out.npy" 2>/dev/null
+    FLOWRT_QEMU_LOG="$work/$tag-m4-n.log" targets/run-qemu.sh cortex-m4 "$frt" "$work/$name-$rows.npy" "$work/$tag-m4-n.out.npy" "${ln[@]}" 2>/dev/null
+    FLOWRT_QEMU_LOG="$work/$tag-rv-n.log" targets/run-qemu.sh riscv32 "$frt" "$work/$name-$rows.npy" "$work/$tag-rv-n.out.npy" "${ln[@]}" 2>/dev/null
+    # The two targets agree byte for byte (the qemu tests also check them against the host).
+    cmp -s "$work/$tag-m4-n.out.npy" "$work/$tag-rv-n.out.npy" || { echo "$tag: M4F and riscv32 samples differ" >&2; exit 1; }
 
-    l1="$work/$name-m4-1.log" ln="$work/$name-m4-n.log" lr="$work/$name-rv-n.log"
-    frt_b=$(stat_of frt_bytes "$l1") arena=$(stat_of arena_bytes "$l1") graph=$(stat_of graph_arena_bytes "$l1")
-    stack=$(stat_of stack_bytes "$l1") macs=$(stat_of macs_per_row "$ln")
-    awk -v name="$name" -v params="$params" -v frt="$frt_b" -v flash="$flash" -v arena="$arena" \
-        -v graph="$graph" -v stack="$stack" -v macs="$macs" -v rows="$ROWS" \
-        -v ticks="$(stat_of ticks "$ln")" -v cal_t="$(stat_of cal_ticks "$ln")" \
-        -v cal_i="$(stat_of cal_instructions "$ln")" -v rv="$(stat_of instructions "$lr")" 'BEGIN {
+    local f1="$work/$tag-m4-1.log" fn="$work/$tag-m4-n.log" fr="$work/$tag-rv-n.log"
+    awk -v name="$name" -v type="$type" -v params="$params" -v frt="$(stat_of frt_bytes "$f1")" \
+        -v flash="$flash" -v arena="$(stat_of arena_bytes "$f1")" \
+        -v graph="$(stat_of graph_arena_bytes "$f1")" -v stack="$(stat_of stack_bytes "$f1")" \
+        -v macs="$(stat_of macs_per_row "$fn")" -v rows="$rows" \
+        -v ticks="$(stat_of ticks "$fn")" -v cal_t="$(stat_of cal_ticks "$fn")" \
+        -v cal_i="$(stat_of cal_instructions "$fn")" -v rv="$(stat_of instructions "$fr")" 'BEGIN {
         instr = ticks * cal_i / cal_t; raw = params * 4
-        printf "| %s | %d | %d | %d | %.4f | %d | %d | %d (%d) | %d | %d | %.0f | %.2f | %.1f |\n",
-            name, params, raw, frt, frt / raw, flash, flash - frt, arena, graph, stack,
-            arena + stack, instr / rows, instr / (rows * macs), rv / (rows * macs) }' >>"$doc.tmp"
+        printf "| %s | %s | %d | %d | %d | %.4f | %d | %d | %d (%d) | %d | %d | %d | %.0f | %.2f | %.1f |\n",
+            name, type, params, raw, frt, frt / raw, flash, flash - frt, arena, graph, stack,
+            arena + stack, rows, instr / rows, instr / (rows * macs), rv / (rows * macs) }' >>"$doc.tmp"
+}
+
+# The plain v(x, t) fixtures (the top-level "models" list of the manifest) in f32; an MLP
+# (checker_fm) in the other stored types and the full-integer mode; a conv model
+# (digits_unet) in f32 and the full-integer mode.
+models=$(python3 -c 'import json; print(" ".join(m["dir"] for m in json.load(open("tests/fixtures/manifest.json"))["models"]))')
+for name in $models; do
+    [ -f "tests/fixtures/$name/model.ts.onnx" ] && [ -f "tests/fixtures/$name/noise.npy" ] || continue
+    measure "$name" f32 "$ROWS"
 done
+for type in f16 int8 int8+act8; do measure checker_fm "$type" "$ROWS"; done
+for type in f32 int8+act8; do measure digits_unet "$type" "$IMAGE_ROWS"; done
 {
     echo
     echo "RAM B = arena + stack (the state, \`batch × dim × 4\` bytes, is a separate static)."
