@@ -104,16 +104,8 @@ pub fn apply(desc: &mut ModelDesc, cal: &Calibration) -> Result<usize> {
         let Some(data) = &t.data else {
             continue;
         };
-        let scales: Vec<f32> = (0..l.n)
-            .map(|c| {
-                let amax = data
-                    .iter()
-                    .skip(c)
-                    .step_by(l.n)
-                    .fold(0f32, |m, v| m.max(v.abs()));
-                flowrt::write::int8_scale(amax, stored)
-            })
-            .collect();
+        // Channels run along axis 1 of `w[K, N]`: element `e` is in channel `e % N`.
+        let scales = flowrt::write::channel_scales(data, l.n, 1, stored);
         let Some(u) = inverse_cholesky_upper(h) else {
             continue;
         };

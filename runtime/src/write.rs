@@ -348,15 +348,20 @@ pub fn quantize(
     inner: usize,
     stored: ScaleType,
 ) -> (Vec<i8>, Vec<f32>) {
-    let channel = |e: usize| (e / inner.max(1)) % channels.max(1);
+    let scales = channel_scales(data, channels, inner, stored);
+    (quantize_with(data, inner, &scales), scales)
+}
+
+/// The [`int8_scale`] of every channel's `max |w|`, element `e` in channel
+/// `(e / inner) % channels`.
+pub fn channel_scales(data: &[f32], channels: usize, inner: usize, stored: ScaleType) -> Vec<f32> {
     let mut amax = vec![0f32; channels.max(1)];
     for (e, v) in data.iter().enumerate() {
-        if let Some(m) = amax.get_mut(channel(e)) {
+        if let Some(m) = amax.get_mut((e / inner.max(1)) % channels.max(1)) {
             *m = m.max(v.abs());
         }
     }
-    let scales: Vec<f32> = amax.iter().map(|m| int8_scale(*m, stored)).collect();
-    (quantize_with(data, inner, &scales), scales)
+    amax.iter().map(|m| int8_scale(*m, stored)).collect()
 }
 
 /// The int8 scale of a channel whose largest magnitude is `amax`: `amax / 127` (0 for an
