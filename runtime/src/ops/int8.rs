@@ -13,11 +13,19 @@
 //! The weights are stored output channel first, so each output's reduction is contiguous:
 //! Dense `w[N, K]`, Conv `w[M, C/groups, KH, KW]` (ONNX's layout), int8 with one scale per
 //! output channel (axis 0).
+//!
+//! Two implementations compute these sums: the portable one here (one output row at a time,
+//! int16 activations against int8 weight rows), and on Cortex-M4/M7 (ARMv7E-M) the blocked
+//! one of `int8_packed.rs` (`SMLAD` on int16 pairs, 2 rows × 2 columns per step, the weights
+//! widened once per group of rows). Integer sums are exact, so both give the same bits.
 
 use super::conv::{nchw, ConvGeometry, Window};
 use super::weights::{load_bias, Int8Weights, Weights};
 use super::{check_len, Dims, MAX_INT8_REDUCTION as MAX_REDUCTION, SIZE_ERR};
 use crate::Error;
+
+#[cfg(any(flowrt_dsp, test))]
+use super::int8_packed as packed;
 
 /// Activations quantized at once (an `i16` stack buffer of this many values).
 const CHUNK: usize = 512;
@@ -162,6 +170,36 @@ pub fn dense_q8(
     n: usize,
     out: &mut [f32],
 ) -> Result<(), Error> {
+    dense_q8_with(cfg!(flowrt_dsp), a, w, bias, act_scale, k, n, out)
+}
+
+/// [`dense_q8`] through the blocked implementation (`int8_packed.rs`) on any target, for
+/// the tests.
+#[cfg(test)]
+pub(super) fn dense_q8_blocked(
+    a: &[f32],
+    w: Int8Weights<'_>,
+    bias: Option<Weights<'_>>,
+    act_scale: f32,
+    k: usize,
+    n: usize,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    dense_q8_with(true, a, w, bias, act_scale, k, n, out)
+}
+
+/// [`dense_q8`], blocked (`int8_packed.rs`; compiled for ARMv7E-M and the tests) or portable.
+#[allow(clippy::too_many_arguments)]
+fn dense_q8_with(
+    blocked: bool,
+    a: &[f32],
+    w: Int8Weights<'_>,
+    bias: Option<Weights<'_>>,
+    act_scale: f32,
+    k: usize,
+    n: usize,
+    out: &mut [f32],
+) -> Result<(), Error> {
     let quant = Quantizer::new(act_scale)?;
     if k == 0 || n == 0 || k > MAX_REDUCTION {
         return Err(SIZE_ERR);
@@ -176,12 +214,35 @@ pub fn dense_q8(
     if !ok {
         return Err(SIZE_ERR);
     }
+    #[cfg(any(flowrt_dsp, test))]
+    if blocked {
+        return packed::dense(a, &w, bias, act_scale, quant.inv, k, n, out);
+    }
+    #[cfg(not(any(flowrt_dsp, test)))]
+    let _ = blocked;
+    dense_rows(a, &w, bias, act_scale, quant, k, n, out)
+}
+
+/// The portable [`dense_q8`], one output row at a time (sizes checked by the caller; its own
+/// frame, so the blocked path's buffers and these are never on the stack together).
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn dense_rows(
+    a: &[f32],
+    w: &Int8Weights<'_>,
+    bias: Option<Weights<'_>>,
+    act_scale: f32,
+    quant: Quantizer,
+    k: usize,
+    n: usize,
+    out: &mut [f32],
+) -> Result<(), Error> {
     for (arow, orow) in a.chunks_exact(k).zip(out.chunks_exact_mut(n)) {
         row(
             k,
             n,
             0,
-            &w,
+            w,
             bias,
             act_scale,
             |start, q| {
@@ -215,18 +276,92 @@ pub fn conv_q8(
     out: &mut [f32],
     od: &Dims,
 ) -> Result<(), Error> {
+    let blocked = cfg!(flowrt_dsp);
+    conv_q8_with(blocked, x, xd, w, wd, bias, act_scale, groups, win, out, od).map(|_| ())
+}
+
+/// [`conv_q8`] through the blocked implementation (`int8_packed.rs`) on any target where
+/// its band of quantized input rows fits, for the tests; returns whether it did.
+#[cfg(test)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn conv_q8_blocked(
+    x: &[f32],
+    xd: &Dims,
+    w: Int8Weights<'_>,
+    wd: &Dims,
+    bias: Option<Weights<'_>>,
+    act_scale: f32,
+    groups: usize,
+    win: &Window,
+    out: &mut [f32],
+    od: &Dims,
+) -> Result<bool, Error> {
+    conv_q8_with(true, x, xd, w, wd, bias, act_scale, groups, win, out, od)
+}
+
+/// [`conv_q8`], blocked (`int8_packed.rs`, when one band of input rows fits) or portable;
+/// returns whether the blocked path ran.
+#[allow(clippy::too_many_arguments)]
+fn conv_q8_with(
+    blocked: bool,
+    x: &[f32],
+    xd: &Dims,
+    w: Int8Weights<'_>,
+    wd: &Dims,
+    bias: Option<Weights<'_>>,
+    act_scale: f32,
+    groups: usize,
+    win: &Window,
+    out: &mut [f32],
+    od: &Dims,
+) -> Result<bool, Error> {
     let quant = Quantizer::new(act_scale)?;
     check_len(w.values.len(), wd)?;
     // Output channel first: [M, C/g, KH, KW].
     let [m, cg, kh, kw] = nchw(wd)?;
     let geo = ConvGeometry::check(x, xd, [cg, kh, kw, m], wd, bias, groups, win, out, od)?;
-    let ConvGeometry {
-        n, h, wi, oh, ow, ..
-    } = geo;
     let red = cg * kh * kw;
     if !(1..=MAX_REDUCTION).contains(&red) || w.scales.len() != m || w.inner != red {
         return Err(SIZE_ERR);
     }
+    #[cfg(any(flowrt_dsp, test))]
+    if blocked && packed::conv(x, &geo, &w, bias, act_scale, quant.inv, groups, win, out)? {
+        return Ok(true);
+    }
+    #[cfg(not(any(flowrt_dsp, test)))]
+    let _ = blocked;
+    conv_positions(x, &geo, &w, bias, act_scale, quant, groups, win, out)?;
+    Ok(false)
+}
+
+/// The portable [`conv_q8`], one output position at a time (sizes checked by the caller;
+/// its own frame, as [`dense_rows`]).
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn conv_positions(
+    x: &[f32],
+    geo: &ConvGeometry,
+    w: &Int8Weights<'_>,
+    bias: Option<Weights<'_>>,
+    act_scale: f32,
+    quant: Quantizer,
+    groups: usize,
+    win: &Window,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    let &ConvGeometry {
+        n,
+        h,
+        wi,
+        cg,
+        kh,
+        kw,
+        m,
+        oh,
+        ow,
+        ..
+    } = geo;
+    let red = cg * kh * kw;
     let (sh, dh, ph, _) = win.get(0);
     let (sw, dw, pw, _) = win.get(1);
     let mg = m / groups;
@@ -263,7 +398,7 @@ pub fn conv_q8(
                         *ob.get_mut(at).ok_or(SIZE_ERR)? = v;
                         Ok(())
                     };
-                    row(red, mg, g * mg, &w, bias, act_scale, fill, emit)?;
+                    row(red, mg, g * mg, w, bias, act_scale, fill, emit)?;
                 }
             }
         }

@@ -30,6 +30,8 @@ mod dense;
 mod elementwise;
 #[cfg(feature = "weights-int8")]
 mod int8;
+#[cfg(all(feature = "weights-int8", any(flowrt_dsp, test)))]
+mod int8_packed;
 mod layout;
 mod reduce;
 mod resize;
