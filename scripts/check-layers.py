@@ -22,6 +22,7 @@ LAYERS = [
     ["grid"],
     ["method"],
     ["ops"],
+    ["linked"],
     ["format"],
     ["ir"],
     ["plan"],

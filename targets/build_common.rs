@@ -167,6 +167,33 @@ fn macs_per_row(m: &flowrt::Model<'_>) -> usize {
         .sum()
 }
 
+/// Fails the build, naming the cargo feature, when the model (or a stage of a multi-network
+/// file) stores weights of a type the firmware is built without: `f16` for f16 / bf16, `int8`
+/// (targets/run-qemu.sh turns on those its model uses).
+fn check_weight_features(model: &flowrt::Model<'_>, frt: &Path) {
+    let mut models = vec![*model];
+    if let Some(p) = model.pipeline() {
+        models.extend(p.stages().map(|(_, m)| *m));
+    }
+    for m in &models {
+        for w in m.constants() {
+            let feature = match w {
+                flowrt::ops::Weights::F32(_) => continue,
+                flowrt::ops::Weights::F16(_) | flowrt::ops::Weights::Bf16(_) => "f16",
+                flowrt::ops::Weights::Int8(_) => "int8",
+            };
+            let var = format!("CARGO_FEATURE_{}", feature.to_uppercase());
+            assert!(
+                std::env::var_os(&var).is_some(),
+                "{}: the model stores {} weights: build the firmware with --features {feature} \
+                 (targets/run-qemu.sh picks the features from the model)",
+                frt.display(),
+                w.type_name()
+            );
+        }
+    }
+}
+
 fn write_plan() {
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
     let frt = required_path("FLOWRT_FRT");
@@ -180,6 +207,7 @@ fn write_plan() {
     let aligned = flowrt::format::AlignedBytes::copy_from(&bytes);
     let model = flowrt::Model::from_bytes(aligned.as_slice())
         .unwrap_or_else(|e| panic!("{}: {e}", frt.display()));
+    check_weight_features(&model, &frt);
     let method: flowrt::solver::Method = method_name
         .parse()
         .unwrap_or_else(|e| panic!("FLOWRT_METHOD={method_name}: {e}"));

@@ -124,7 +124,10 @@ pub fn run_embedded(
 ) -> Measured {
     let decoded = HAS_DECODER.then_some(&mut b.decoded[..]);
     let (x, labels, arena) = (&mut b.x[..], b.labels, &mut *b.arena);
-    let model = flowrt::Model::from_bytes(MODEL).unwrap_or_else(|e| fail("loading the model", e));
+    // Validates only the op kinds and weight types `Selected` links (a model using others
+    // is refused with `NotLinked`), so the firmware contains no other op's checks.
+    let model = flowrt::Model::from_bytes_with::<Selected>(MODEL)
+        .unwrap_or_else(|e| fail("loading the model", e));
     let method = flowrt::solver::Method::EVERY[METHOD_INDEX];
     // `GridSpec::Uniform.build(STEPS, axis)`, without linking the other schedules.
     let axis = model.time_convention().axis;
@@ -202,15 +205,24 @@ impl<'s> Text<'s> {
     }
 
     /// Appends `v` in decimal.
+    ///
+    /// Divides 16-bit limbs by 10 in 32-bit arithmetic: a 64-bit division would link the
+    /// runtime's `u64` division routine (most of a kilobyte on a 32-bit core).
     #[inline(never)]
-    pub fn dec(&mut self, mut v: u64) -> &mut Self {
+    pub fn dec(&mut self, v: u64) -> &mut Self {
+        let mut limbs = [48, 32, 16, 0].map(|shift| (v >> shift) as u32 & 0xFFFF);
         let mut digits = [0u8; 20];
         let mut i = digits.len();
-        loop {
+        while i > 0 {
+            let mut rem = 0u32;
+            for limb in limbs.iter_mut() {
+                let cur = (rem << 16) | *limb;
+                *limb = cur / 10;
+                rem = cur % 10;
+            }
             i -= 1;
-            digits[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-            if v == 0 {
+            digits[i] = b'0' + rem as u8;
+            if limbs == [0; 4] {
                 break;
             }
         }

@@ -6,7 +6,8 @@
 #
 # Builds the firmware under targets/<target>/ with the model and noise embedded (their paths,
 # the method and the step count reach build.rs through FLOWRT_* environment variables; build.rs
-# sizes the static arena from the model's memory plan), runs it in QEMU (which exits by itself
+# sizes the static arena from the model's memory plan; the cargo features `f16` / `int8` are
+# on when the model stores such weights), runs it in QEMU (which exits by itself
 # through semihosting / the virt test device; a timeout guards it), and converts the hex f32
 # words the firmware prints into OUT.npy (float32, the noise's shape; a decoder's output shape
 # for a multi-network file with a decoder). No Python needed.
@@ -57,6 +58,37 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 elf="$work/firmware.elf"
 
+# The firmware features for the stored weight types the model uses besides f32 (`f16` for
+# f16 / bf16, `int8`), read from the dtype byte of its tensor records and those of a
+# multi-network file's stages: an f32 model's firmware then links no dequantizing code.
+features="$(perl -e '
+    open my $f, "<:raw", $ARGV[0] or die "$ARGV[0]: $!"; local $/; my $all = <$f>;
+    my %used;
+    sub scan {
+        my ($b) = @_;
+        return if length($b) < 32;
+        my $sections = unpack("V", substr($b, 20, 4));
+        for my $i (0 .. $sections - 1) {
+            my ($kind, undef, undef, $off, $len) = unpack("v v V Q< Q<", substr($b, 32 + 24 * $i, 24));
+            my $s = substr($b, $off, $len);
+            if ($kind == 1) {                        # TENSORS: count, reserved, 64-byte records
+                for my $t (0 .. unpack("V", $s) - 1) {
+                    my $dtype = ord(substr($s, 8 + 64 * $t + 1, 1));
+                    $used{f16} = 1 if $dtype == 1 || $dtype == 2;
+                    $used{int8} = 1 if $dtype == 3 || $dtype == 4;
+                }
+            } elsif ($kind == 11) {                  # PIPELINE: stage records with nested files
+                for my $j (0 .. unpack("V", $s) - 1) {
+                    my ($o, $l) = unpack("Q< Q<", substr($s, 8 + 32 * $j + 16, 16));
+                    scan(substr($s, $o, $l));
+                }
+            }
+        }
+    }
+    scan($all);
+    print join(",", sort keys %used);
+' "$model")"
+
 # Build and copy the ELF under a lock: parallel callers share the firmware's target dir.
 crate="$here/$target"
 (
@@ -64,7 +96,8 @@ crate="$here/$target"
     cd "$crate"
     # The firmware's own target dir, whatever the caller's CARGO_TARGET_DIR says.
     CARGO_TARGET_DIR="$crate/target" FLOWRT_FRT="$model" FLOWRT_NOISE="$noise" \
-        FLOWRT_METHOD="$method" FLOWRT_STEPS="$steps" FLOWRT_LABELS="$labels" cargo build --release --quiet
+        FLOWRT_METHOD="$method" FLOWRT_STEPS="$steps" FLOWRT_LABELS="$labels" \
+        cargo build --release --quiet --features "$features"
     cp "target/$triple/release/flowrt-$target" "$elf"
 ) 9>"$crate/.build.lock"
 

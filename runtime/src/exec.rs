@@ -162,7 +162,7 @@ impl<'x, 'm: 'x> Views<'x, 'm> {
         let tensor = self.model.node_input(node, j)?;
         let rec = self.model.tensor_rec(tensor)?;
         if rec.kind == TensorKind::Const {
-            let w = select::check_weights::<S>(self.model.const_weights_of(&rec)?)?;
+            let w = self.model.const_weights_with::<S>(&rec)?;
             return Ok((w, rec.shape.concrete(self.batch)));
         }
         let (data, _, dims) = self.get(tensor)?;
@@ -185,7 +185,7 @@ pub(crate) fn run_graph<S: Selection>(
         }
     }
     for i in 0..model.node_count() as u32 {
-        let node = model.node_rec(i)?;
+        let node = model.node_rec_with::<S>(i)?;
         let out_rec = model.tensor_rec(node.output)?;
         let range = model.arena_range(&out_rec, batch)?;
         let (lo, rest) = arena.split_at_mut_checked(range.start).ok_or(ops_err())?;
@@ -221,10 +221,14 @@ fn exec_node<S: Selection>(
     od: &Dims,
 ) -> Result<(), Error> {
     let has = select::has_node::<S>;
+    // The full-integer forms need int8 weights (without them, the plain arms below refuse
+    // the node's int8 weights with `NotLinked`).
+    #[cfg(feature = "weights-int8")]
+    let int8 = S::WEIGHTS & select::weight::INT8 != 0;
     match node.op {
         // Full-integer forms (4 inputs; only files with int8 weights have them).
         #[cfg(feature = "weights-int8")]
-        NodeOp::Dense if node.n_inputs == 4 && has(node::DENSE) => {
+        NodeOp::Dense if node.n_inputs == 4 && has(node::DENSE) && int8 => {
             let (a, _, _) = v.input(node, 0)?;
             let (w, wd) = v.weights::<S>(node, 1)?;
             let (n, k) = (wd.get(0).ok_or(ops_err())?, wd.get(1).ok_or(ops_err())?);
@@ -237,7 +241,11 @@ fn exec_node<S: Selection>(
             let (w, wd) = v.weights::<S>(node, 1)?;
             let bias = bias_input::<S>(v, node)?;
             let (k, n) = (wd.get(0).ok_or(ops_err())?, wd.get(1).ok_or(ops_err())?);
-            ops::dense(a, w, bias, k, n, out)
+            if S::WEIGHTS == 0 {
+                ops::dense(a, w, bias, k, n, out)
+            } else {
+                dense(a, w, bias, k, n, out)
+            }
         }
         NodeOp::MatMul if has(node::MATMUL) => {
             let (a, _, ad) = v.input(node, 0)?;
@@ -290,7 +298,7 @@ fn exec_node<S: Selection>(
             ops::gather(table, &td, idx, out)
         }
         #[cfg(feature = "weights-int8")]
-        NodeOp::Conv { groups, window } if node.n_inputs == 4 && has(node::CONV) => {
+        NodeOp::Conv { groups, window } if node.n_inputs == 4 && has(node::CONV) && int8 => {
             let (x, _, xd) = v.input(node, 0)?;
             let (w, wd) = v.weights::<S>(node, 1)?;
             full_integer::<S>(v, node, w, |w, bias, s| {
@@ -373,12 +381,33 @@ fn exec_node<S: Selection>(
                 step as usize,
             )
         }
-        other => Err(select::not_linked(other.name())),
+        // Unreachable: `run_graph` decodes nodes with `node_rec_with::<S>`, which refuses
+        // the kinds `S` leaves out (naming them; `NodeOp::name` is not linked here).
+        _ => Err(select::not_linked("an op")),
     }
 }
 
+/// [`ops::dense`], a function of its own, for selections with stored weight types: inlined
+/// into the graph loop (which the compiler does once a selection leaves little else there),
+/// its dequantizing loops ran about 8 % more instructions per MAC on the Cortex-M4F (the f32
+/// loops, alone, run a little faster inlined: measured with targets/run-qemu.sh).
+#[inline(never)]
+fn dense(
+    a: &[f32],
+    w: Weights<'_>,
+    bias: Option<Weights<'_>>,
+    k: usize,
+    n: usize,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    ops::dense(a, w, bias, k, n, out)
+}
+
 /// A full-integer Dense or Conv (4 inputs): `kernel(int8 weights, bias, activation scale)`.
+/// Not inlined (see [`dense`]): its 1 KB quantization buffer stays off the stack of the
+/// other nodes.
 #[cfg(feature = "weights-int8")]
+#[inline(never)]
 fn full_integer<'x, S: Selection>(
     v: &Views<'x, '_>,
     node: &NodeRec,
@@ -460,11 +489,10 @@ impl<'m, 'a, S: Selection> CpuField<'m, 'a, S> {
         arena: &'a mut [u8],
     ) -> Result<CpuField<'m, 'a, S>, Error> {
         check_batch(batch)?;
+        select::check_roles::<S>(model)?;
         for i in 0..model.node_count() as u32 {
-            let op = model.node_rec(i)?.op;
-            if !select::has_op::<S>(&op) {
-                return Err(select::not_linked(op.name()));
-            }
+            // `NotLinked` naming the op when `S` leaves its kind out.
+            model.node_rec_with::<S>(i)?;
         }
         if model.state_dim() == 0 {
             return Err(Error::BadArgument {
@@ -492,7 +520,7 @@ impl<'m, 'a, S: Selection> CpuField<'m, 'a, S> {
             model: *model,
             batch,
             arena,
-            sig: Signature::of(model),
+            sig: Signature::of_linked::<S>(model),
             linked: PhantomData,
             observer: None,
         })
@@ -551,7 +579,9 @@ impl<'m, 'a, S: Selection> CpuField<'m, 'a, S> {
     ) -> Result<(), Error> {
         let model = &self.model;
         let d = model.state_dim();
-        let rows = self.sig.check_eval(x.len(), v.len(), self.batch, cond)?;
+        let rows = self
+            .sig
+            .check_eval_linked::<S>(x.len(), v.len(), self.batch, cond)?;
         if model.output_dim() != d {
             return Err(Error::BadArgument {
                 what: "the model's output is not a velocity (its rows differ from the state's)",
@@ -562,6 +592,10 @@ impl<'m, 'a, S: Selection> CpuField<'m, 'a, S> {
         for (slot, info) in bufs.iter_mut().zip(model.inputs()) {
             let len = info.shape.elements(rows).ok_or(ops_err())?;
             match info.role {
+                // Refused by `new_selected` (and the signature check).
+                r if !select::has_role::<S>(r) => {
+                    return Err(select::not_linked(select::role_input_name(r)))
+                }
                 InputRole::X => *slot = x,
                 InputRole::Data => {
                     return Err(Error::BadArgument {

@@ -8,6 +8,7 @@
 
 use crate::error::expect_len;
 use crate::format::{InputRole, Shape};
+use crate::select::{self, has_role, All, Selection};
 use crate::time::TimeConvention;
 use crate::{Error, Model};
 
@@ -248,15 +249,24 @@ pub struct Signature {
 impl Signature {
     /// The signature of `model`.
     pub fn of(model: &Model<'_>) -> Signature {
-        let shape = |r: InputRole| model.input_by_role(r).map(|i| i.shape);
+        Signature::of_linked::<All>(model)
+    }
+
+    /// [`Signature::of`] for a build that feeds only the conditioning inputs `S` links
+    /// ([`crate::select::Selection::ROLES`]): the others are left out (check the model with
+    /// [`crate::select::check_roles`] first).
+    pub fn of_linked<S: Selection + ?Sized>(model: &Model<'_>) -> Signature {
+        let shape = |r: InputRole| {
+            has_role::<S>(r)
+                .then(|| model.input_by_role(r).map(|i| i.shape))
+                .flatten()
+        };
         Signature {
             state_dim: model.state_dim(),
-            label: model
-                .input_by_role(InputRole::Label)
-                .map(|_| label_range(model)),
+            label: shape(InputRole::Label).map(|_| label_range(model)),
             cond: shape(InputRole::Cond),
             guidance: shape(InputRole::Guidance),
-            step: model.input_by_role(InputRole::Step).is_some(),
+            step: shape(InputRole::Step).is_some(),
         }
     }
 
@@ -266,6 +276,18 @@ impl Signature {
     ///
     /// Errors: [`Error::ShapeMismatch`] for `x` or `v`, or those of [`Signature::check`].
     pub fn check_eval(
+        &self,
+        x_len: usize,
+        v_len: usize,
+        max_rows: usize,
+        cond: &Conditioning<'_>,
+    ) -> Result<usize, Error> {
+        self.check_eval_linked::<All>(x_len, v_len, max_rows, cond)
+    }
+
+    /// [`Signature::check_eval`] with the checks of the conditioning inputs `S` links only
+    /// ([`Signature::check_linked`]).
+    pub fn check_eval_linked<S: Selection + ?Sized>(
         &self,
         x_len: usize,
         v_len: usize,
@@ -282,7 +304,7 @@ impl Signature {
             });
         }
         expect_len("v", x_len, v_len)?;
-        self.check(rows, cond)?;
+        self.check_linked::<S>(rows, cond)?;
         Ok(rows)
     }
 
@@ -296,6 +318,28 @@ impl Signature {
     /// of guidance that differ), [`Error::ShapeMismatch`] (lengths),
     /// [`Error::NonFiniteInput`].
     pub fn check(&self, rows: usize, cond: &Conditioning<'_>) -> Result<(), Error> {
+        self.check_linked::<All>(rows, cond)
+    }
+
+    /// [`Signature::check`] with the checks of the conditioning inputs `S` links only: a
+    /// signature with another ([`Signature::of_linked`] leaves them out) is
+    /// [`Error::NotLinked`].
+    pub fn check_linked<S: Selection + ?Sized>(
+        &self,
+        rows: usize,
+        cond: &Conditioning<'_>,
+    ) -> Result<(), Error> {
+        let linked = |has: bool, r: InputRole| {
+            if has && !has_role::<S>(r) {
+                Err(select::not_linked(select::role_input_name(r)))
+            } else {
+                Ok(())
+            }
+        };
+        linked(self.label.is_some(), InputRole::Label)?;
+        linked(self.cond.is_some(), InputRole::Cond)?;
+        linked(self.guidance.is_some(), InputRole::Guidance)?;
+        linked(self.step, InputRole::Step)?;
         const BIG: Error = Error::BadArgument {
             what: "batch size too large",
         };
@@ -325,7 +369,7 @@ impl Signature {
                 return Err(Error::BadArgument { what });
             }
         }
-        if let Some((low, high)) = self.label {
+        if let Some((low, high)) = self.label.filter(|_| has_role::<S>(InputRole::Label)) {
             let labels = cond.label.ok_or(Error::BadArgument {
                 what: "model needs a label input",
             })?;
@@ -336,7 +380,7 @@ impl Signature {
                 });
             }
         }
-        if let Some(shape) = self.cond {
+        if let Some(shape) = self.cond.filter(|_| has_role::<S>(InputRole::Cond)) {
             let len = shape.elements(rows).ok_or(BIG)?;
             let c = cond.cond.ok_or(Error::BadArgument {
                 what: "model needs a cond input",
@@ -346,7 +390,7 @@ impl Signature {
                 return Err(Error::NonFiniteInput { what: "cond" });
             }
         }
-        if let Some(shape) = self.guidance {
+        if let Some(shape) = self.guidance.filter(|_| has_role::<S>(InputRole::Guidance)) {
             let g = cond.guidance.ok_or(Error::BadArgument {
                 what: "model needs a guidance input",
             })?;
@@ -364,7 +408,7 @@ impl Signature {
                 }
             }
         }
-        if let Some(v) = cond.step {
+        if let Some(v) = cond.step.filter(|_| has_role::<S>(InputRole::Step)) {
             if !v.is_finite() {
                 return Err(Error::NonFiniteInput {
                     what: "second time input",

@@ -7,122 +7,60 @@
 //! selection of its one model does not contain the other kernels; running a model that
 //! needs something left out returns [`Error::NotLinked`] naming it, never a panic.
 //!
-//! [`All`] links everything; it is the default everywhere ([`crate::exec::CpuField`], the
-//! plain [`crate::sampler::sample`] functions), so host code behaves exactly as without
-//! selection. A firmware's build script computes [`Needs::of`] its model and writes
-//! [`Needs::to_rust`] (a type implementing [`Selection`]) into its generated code, then
-//! samples with [`crate::sampler::sample_with`].
+//! The loader takes the selection too ([`crate::Model::from_bytes_with`]): it decodes and
+//! checks only the op kinds and weight types a build links (a file with others is refused
+//! with [`Error::NotLinked`] before any of their checks), so a firmware contains no other op's
+//! validation either. The conditioning inputs ([`Selection::ROLES`]) and multi-network files
+//! ([`Selection::PIPELINE`]) are selected the same way.
+//!
+//! [`All`] links everything; it is the default everywhere ([`crate::Model::from_bytes`],
+//! [`crate::exec::CpuField`], the plain [`crate::sampler::sample`] functions), so host code
+//! behaves exactly as without selection. A firmware's build script computes [`Needs::of`] its
+//! model and writes [`Needs::to_rust`] (a type implementing [`Selection`]) into its generated
+//! code, then loads with [`crate::Model::from_bytes_with`] and samples with
+//! [`crate::sampler::sample_with`].
 
-use crate::format::NodeOp;
+pub use crate::linked::{
+    has_binary, has_method, has_node, has_unary, method_bit, node, not_linked, role, weight, All,
+    Selection,
+};
+
+use crate::format::{InputRole, NodeOp};
 use crate::method::Method;
 use crate::ops::{Binary, Unary, Weights};
 use crate::time::SecondTime;
 use crate::{Error, Model};
 
-/// What a build links. Each constant is a bit mask: bit `i` set = item `i` linked.
-///
-/// Implementations are usually generated ([`Needs::to_rust`]); [`All`] sets every bit.
-pub trait Selection {
-    /// Node kinds, bits [`node`]`::*` (a Unary / Binary node also needs its operation's bit
-    /// in [`Selection::UNARY`] / [`Selection::BINARY`]).
-    const NODES: u32;
-    /// Unary operations, bit [`Unary::code`].
-    const UNARY: u32;
-    /// Binary operations, bit [`Binary::code`].
-    const BINARY: u32;
-    /// Stored weight types besides f32, bits [`weight`]`::*`.
-    const WEIGHTS: u32;
-    /// Solver methods, bit = the method's position in [`Method::EVERY`].
-    const METHODS: u32;
-    /// The few-step rule of models with a second time input ([`crate::fewstep`]).
-    const FEW_STEP: bool;
-    /// Classifier-free guidance ([`crate::guidance`]).
-    const GUIDANCE: bool;
+/// `true` when `S` feeds input role `r` (`x`, `xt`, `t` and `data` always).
+#[inline(always)]
+pub fn has_role<S: Selection + ?Sized>(r: InputRole) -> bool {
+    match r {
+        InputRole::Label => S::ROLES & role::LABEL != 0,
+        InputRole::Cond => S::ROLES & role::COND != 0,
+        InputRole::Guidance => S::ROLES & role::GUIDANCE != 0,
+        InputRole::Step => S::FEW_STEP,
+        InputRole::X | InputRole::Xt | InputRole::T | InputRole::Data => true,
+    }
 }
 
-/// Links everything: the default selection.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct All;
-
-impl Selection for All {
-    const NODES: u32 = u32::MAX;
-    const UNARY: u32 = u32::MAX;
-    const BINARY: u32 = u32::MAX;
-    const WEIGHTS: u32 = u32::MAX;
-    const METHODS: u32 = u32::MAX;
-    const FEW_STEP: bool = true;
-    const GUIDANCE: bool = true;
+/// Checks that `S` feeds every input of `model`: `Ok(())`, or [`Error::NotLinked`] naming
+/// the first input it does not.
+pub fn check_roles<S: Selection + ?Sized>(model: &Model<'_>) -> Result<(), Error> {
+    match model.inputs().find(|i| !has_role::<S>(i.role)) {
+        Some(i) => Err(not_linked(role_input_name(i.role))),
+        None => Ok(()),
+    }
 }
 
-/// Node-kind bits of [`Selection::NODES`].
-pub mod node {
-    /// `Dense`.
-    pub const DENSE: u32 = 1 << 0;
-    /// `MatMul`.
-    pub const MATMUL: u32 = 1 << 1;
-    /// Element-wise binary operations (each also needs its [`super::Selection::BINARY`] bit).
-    pub const BINARY: u32 = 1 << 2;
-    /// Element-wise unary operations (each also needs its [`super::Selection::UNARY`] bit).
-    pub const UNARY: u32 = 1 << 3;
-    /// `Where`.
-    pub const WHERE: u32 = 1 << 4;
-    /// `Concat`.
-    pub const CONCAT: u32 = 1 << 5;
-    /// `Reshape`.
-    pub const RESHAPE: u32 = 1 << 6;
-    /// `Expand`.
-    pub const EXPAND: u32 = 1 << 7;
-    /// `Transpose`.
-    pub const TRANSPOSE: u32 = 1 << 8;
-    /// `Slice`.
-    pub const SLICE: u32 = 1 << 9;
-    /// `Gather`.
-    pub const GATHER: u32 = 1 << 10;
-    /// `Conv`.
-    pub const CONV: u32 = 1 << 11;
-    /// `ConvTranspose`.
-    pub const CONV_TRANSPOSE: u32 = 1 << 12;
-    /// `MaxPool` / `AveragePool`.
-    pub const POOL: u32 = 1 << 13;
-    /// The reductions (`ReduceSum`, `ReduceMean`, ...).
-    pub const REDUCE: u32 = 1 << 14;
-    /// `Softmax` / `LogSoftmax`.
-    pub const SOFTMAX: u32 = 1 << 15;
-    /// `Resize`.
-    pub const RESIZE: u32 = 1 << 16;
-    /// `Pad`.
-    pub const PAD: u32 = 1 << 17;
-    /// Names of the bits, lowest first (for generated code and messages).
-    pub const NAMES: [&str; 18] = [
-        "DENSE",
-        "MATMUL",
-        "BINARY",
-        "UNARY",
-        "WHERE",
-        "CONCAT",
-        "RESHAPE",
-        "EXPAND",
-        "TRANSPOSE",
-        "SLICE",
-        "GATHER",
-        "CONV",
-        "CONV_TRANSPOSE",
-        "POOL",
-        "REDUCE",
-        "SOFTMAX",
-        "RESIZE",
-        "PAD",
-    ];
-}
-
-/// Weight-type bits of [`Selection::WEIGHTS`] (f32 is always linked).
-pub mod weight {
-    /// IEEE half-precision weights.
-    pub const F16: u32 = 1 << 0;
-    /// bfloat16 weights.
-    pub const BF16: u32 = 1 << 1;
-    /// int8 weights with per-channel scales.
-    pub const INT8: u32 = 1 << 2;
+/// What [`Error::NotLinked`] calls the input of a conditioning role.
+pub(crate) fn role_input_name(r: InputRole) -> &'static str {
+    match r {
+        InputRole::Label => "a label input",
+        InputRole::Cond => "a cond input",
+        InputRole::Guidance => "a guidance input",
+        InputRole::Step => "few-step sampling",
+        _ => "an input role",
+    }
 }
 
 /// The [`node`] bit of an op.
@@ -149,48 +87,6 @@ pub const fn node_bit(op: &NodeOp) -> u32 {
     }
 }
 
-/// The [`Selection::METHODS`] bit of a method (its position in [`Method::EVERY`]).
-pub const fn method_bit(m: Method) -> u32 {
-    1 << match m {
-        Method::Euler => 0,
-        Method::Midpoint => 1,
-        Method::Heun => 2,
-        Method::Ralston => 3,
-        Method::Rk4 => 4,
-        Method::Rk4_38 => 5,
-        Method::Rk4Torchdyn => 6,
-        Method::Ab2 => 7,
-        Method::Ab3 => 8,
-        Method::Ab4 => 9,
-        Method::HeunReuse => 10,
-        Method::Dopri5 => 11,
-    }
-}
-
-/// `true` when `S` links node kind `bit` (a [`node`] constant).
-#[inline(always)]
-pub fn has_node<S: Selection + ?Sized>(bit: u32) -> bool {
-    S::NODES & bit != 0
-}
-
-/// `true` when `S` links the unary operation `op` (and unary nodes).
-#[inline(always)]
-pub fn has_unary<S: Selection + ?Sized>(op: Unary) -> bool {
-    has_node::<S>(node::UNARY) && (S::UNARY >> op.code()) & 1 != 0
-}
-
-/// `true` when `S` links the binary operation `op` (and binary nodes).
-#[inline(always)]
-pub fn has_binary<S: Selection + ?Sized>(op: Binary) -> bool {
-    has_node::<S>(node::BINARY) && (S::BINARY >> op.code()) & 1 != 0
-}
-
-/// `true` when `S` links solver `method`.
-#[inline(always)]
-pub fn has_method<S: Selection + ?Sized>(method: Method) -> bool {
-    S::METHODS & method_bit(method) != 0
-}
-
 /// `true` when `S` links everything `op` needs (its kind and, for unary / binary nodes, the
 /// operation).
 pub fn has_op<S: Selection + ?Sized>(op: &NodeOp) -> bool {
@@ -199,11 +95,6 @@ pub fn has_op<S: Selection + ?Sized>(op: &NodeOp) -> bool {
         NodeOp::Binary(b) => has_binary::<S>(*b),
         other => has_node::<S>(node_bit(other)),
     }
-}
-
-/// [`Error::NotLinked`] for `what`.
-pub const fn not_linked(what: &'static str) -> Error {
-    Error::NotLinked { what }
 }
 
 /// Checks that `S` links `weights`' stored type: `Ok(weights)`, or [`Error::NotLinked`].
@@ -245,6 +136,10 @@ pub struct Needs {
     pub few_step: bool,
     /// [`Selection::GUIDANCE`].
     pub guidance: bool,
+    /// [`Selection::PIPELINE`].
+    pub pipeline: bool,
+    /// [`Selection::ROLES`].
+    pub roles: u32,
 }
 
 impl Needs {
@@ -278,6 +173,15 @@ impl Needs {
             n.methods |= method_bit(*m);
         }
         n.few_step = model.time_convention().second != SecondTime::None;
+        n.pipeline = model.pipeline().is_some();
+        for i in model.inputs() {
+            n.roles |= match i.role {
+                InputRole::Label => role::LABEL,
+                InputRole::Cond => role::COND,
+                InputRole::Guidance => role::GUIDANCE,
+                _ => 0,
+            };
+        }
         Ok(n)
     }
 
@@ -316,6 +220,18 @@ impl Needs {
         if self.guidance && !S::GUIDANCE {
             return Err(not_linked("guidance"));
         }
+        if self.pipeline && !S::PIPELINE {
+            return Err(not_linked("multi-network files"));
+        }
+        for (bit, r) in [
+            (role::LABEL, InputRole::Label),
+            (role::COND, InputRole::Cond),
+            (role::GUIDANCE, InputRole::Guidance),
+        ] {
+            if self.roles & bit != 0 && S::ROLES & bit == 0 {
+                return Err(not_linked(role_input_name(r)));
+            }
+        }
         Ok(())
     }
 
@@ -348,6 +264,9 @@ impl Needs {
         let weights = names(self.weights, &|i| {
             ["f16", "bf16", "int8"].get(usize::from(i)).copied()
         });
+        let roles = names(self.roles, &|i| {
+            ["label", "cond", "guidance"].get(usize::from(i)).copied()
+        });
         format!(
             "/// What this build links (`flowrt::select::Selection`), from its model and method.\n\
              pub struct {name};\n\
@@ -359,6 +278,8 @@ impl Needs {
              \x20   /// {methods}\n    const METHODS: u32 = {:#x};\n\
              \x20   const FEW_STEP: bool = {};\n\
              \x20   const GUIDANCE: bool = {};\n\
+             \x20   const PIPELINE: bool = {};\n\
+             \x20   /// Conditioning inputs: {roles}\n    const ROLES: u32 = {:#x};\n\
              }}\n",
             self.nodes,
             self.unary,
@@ -367,6 +288,8 @@ impl Needs {
             self.methods,
             self.few_step,
             self.guidance,
+            self.pipeline,
+            self.roles,
         )
     }
 }

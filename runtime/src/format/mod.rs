@@ -21,6 +21,7 @@ pub mod sampling;
 pub use aligned::Aligned16;
 #[cfg(feature = "alloc")]
 pub use aligned::AlignedBytes;
+pub(crate) use node::opcode_linked;
 pub use node::NodeOp;
 
 /// The four magic bytes every `.frt` file starts with.
@@ -396,6 +397,8 @@ impl Shape {
 
     /// Product of the fixed dims: elements per batch row for a batched shape, the total
     /// element count otherwise. `None` on u64 overflow.
+    // Its unrolled 64-bit products are large on a 32-bit core: one copy for the firmware.
+    #[cfg_attr(feature = "compact-code", inline(never))]
     pub fn row_elements(&self) -> Option<u64> {
         self.dims().try_fold(1u64, |acc, d| match d {
             Dim::Batch => Some(acc),

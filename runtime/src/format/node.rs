@@ -3,7 +3,9 @@
 
 use super::MAX_RANK;
 use super::{opcode, NODE_ATTRS};
+use crate::linked::{has_binary, has_node, has_unary, node, not_linked, All, Selection};
 use crate::ops::{Binary, CoordMode, PadMode, PoolKind, ReduceKind, ResizeMode, Unary, Window};
+use crate::Error;
 
 /// A node's operation with its attributes, as stored in the file (no heap).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -361,17 +363,28 @@ impl NodeOp {
     /// parameters, bad permutations, `step == 0`, and non-zero unused attribute words are
     /// rejected.
     pub fn decode(code: u16, attrs: [u32; NODE_ATTRS]) -> Result<NodeOp, &'static str> {
+        NodeOp::decode_linked::<All>(code, attrs)
+    }
+
+    /// [`NodeOp::decode`] of the op kinds `S` links: the code of any other kind is
+    /// rejected as unknown (so a build does not contain the attribute checks of kinds it
+    /// does not link; callers check [`opcode_linked`] first to name them).
+    pub(crate) fn decode_linked<S: Selection + ?Sized>(
+        code: u16,
+        attrs: [u32; NODE_ATTRS],
+    ) -> Result<NodeOp, &'static str> {
+        let has = has_node::<S>;
         let used = |n: usize| attrs.iter().skip(n).all(|w| *w == 0);
         let op = match code {
-            opcode::DENSE => NodeOp::Dense,
-            opcode::MATMUL => NodeOp::MatMul,
-            opcode::CONCAT => NodeOp::Concat { axis: attrs[0] },
-            opcode::RESHAPE => NodeOp::Reshape,
-            opcode::EXPAND => NodeOp::Expand,
-            opcode::WHERE => NodeOp::Where,
+            opcode::DENSE if has(node::DENSE) => NodeOp::Dense,
+            opcode::MATMUL if has(node::MATMUL) => NodeOp::MatMul,
+            opcode::CONCAT if has(node::CONCAT) => NodeOp::Concat { axis: attrs[0] },
+            opcode::RESHAPE if has(node::RESHAPE) => NodeOp::Reshape,
+            opcode::EXPAND if has(node::EXPAND) => NodeOp::Expand,
+            opcode::WHERE if has(node::WHERE) => NodeOp::Where,
             // attrs[0] is the axis; only 0 is defined (checked as an unused word below).
-            opcode::GATHER => NodeOp::Gather,
-            opcode::TRANSPOSE => {
+            opcode::GATHER if has(node::GATHER) => NodeOp::Gather,
+            opcode::TRANSPOSE if has(node::TRANSPOSE) => {
                 let rank = attrs[0];
                 if rank as usize > MAX_RANK {
                     return Err("transpose rank is larger than 6");
@@ -401,7 +414,7 @@ impl NodeOp {
                     perm,
                 });
             }
-            opcode::SLICE => {
+            opcode::SLICE if has(node::SLICE) => {
                 if attrs[3] == 0 {
                     return Err("slice step is 0");
                 }
@@ -412,42 +425,13 @@ impl NodeOp {
                     step: attrs[3],
                 }
             }
-            opcode::CONV | opcode::CONV_TRANSPOSE | opcode::POOL => {
-                let window = decode_window(&attrs)?;
-                let op = match code {
-                    opcode::CONV => NodeOp::Conv {
-                        groups: attrs[0],
-                        window,
-                    },
-                    opcode::CONV_TRANSPOSE => NodeOp::ConvTranspose {
-                        groups: attrs[0],
-                        window,
-                        out_pad: unpack2(attrs[5]),
-                    },
-                    _ => NodeOp::Pool {
-                        kind: PoolKind::from_code(attrs[0]).ok_or("unknown pool kind")?,
-                        kernel: unpack2(attrs[5]),
-                        window,
-                    },
-                };
-                if matches!(
-                    op,
-                    NodeOp::Conv { groups: 0, .. } | NodeOp::ConvTranspose { groups: 0, .. }
-                ) {
-                    return Err("convolution groups is 0");
-                }
-                if let NodeOp::Pool { kernel, .. } = op {
-                    if kernel.contains(&0) {
-                        return Err("pool kernel size is 0");
-                    }
-                }
-                let n = if code == opcode::CONV { 5 } else { 6 };
-                if !used(n) {
-                    return Err("non-zero unused attribute");
-                }
-                return Ok(op);
+            // Their own checks of the unused words (5 or 6 used).
+            opcode::CONV if has(node::CONV) => return NodeOp::decode_window_op(code, attrs),
+            opcode::CONV_TRANSPOSE if has(node::CONV_TRANSPOSE) => {
+                return NodeOp::decode_window_op(code, attrs)
             }
-            opcode::REDUCE => {
+            opcode::POOL if has(node::POOL) => return NodeOp::decode_window_op(code, attrs),
+            opcode::REDUCE if has(node::REDUCE) => {
                 let (start, end) = axis_range(attrs[1], attrs[2])?;
                 NodeOp::Reduce {
                     kind: ReduceKind::from_code(attrs[0]).ok_or("unknown reduction")?,
@@ -455,7 +439,7 @@ impl NodeOp {
                     end,
                 }
             }
-            opcode::SOFTMAX => {
+            opcode::SOFTMAX if has(node::SOFTMAX) => {
                 let (start, end) = axis_range(attrs[0], attrs[1])?;
                 if attrs[2] > 1 {
                     return Err("softmax log flag is not 0 or 1");
@@ -466,7 +450,7 @@ impl NodeOp {
                     log: attrs[2] == 1,
                 }
             }
-            opcode::RESIZE => {
+            opcode::RESIZE if has(node::RESIZE) => {
                 let scales = [f32::from_bits(attrs[2]), f32::from_bits(attrs[3])];
                 if !scales.iter().all(|s| s.is_finite() && *s > 0.0) {
                     return Err("resize scale is not a positive finite number");
@@ -478,7 +462,7 @@ impl NodeOp {
                     scales,
                 }
             }
-            opcode::PAD => {
+            opcode::PAD if has(node::PAD) => {
                 let value = f32::from_bits(attrs[1]);
                 let mode = PadMode::from_code(attrs[0], value).ok_or("unknown pad mode")?;
                 if mode.value().to_bits() != attrs[1] {
@@ -498,10 +482,14 @@ impl NodeOp {
                 }
                 return Ok(NodeOp::Pad { mode, begin, end });
             }
-            c if (opcode::BINARY_BASE..opcode::BINARY_BASE + 0x100).contains(&c) => {
+            c if (opcode::BINARY_BASE..opcode::BINARY_BASE + 0x100).contains(&c)
+                && has(node::BINARY) =>
+            {
                 NodeOp::Binary(Binary::from_code(c - opcode::BINARY_BASE).ok_or("unknown op code")?)
             }
-            c if (opcode::UNARY_BASE..opcode::UNARY_BASE + 0x100).contains(&c) => {
+            c if (opcode::UNARY_BASE..opcode::UNARY_BASE + 0x100).contains(&c)
+                && has(node::UNARY) =>
+            {
                 let u = Unary::from_code(
                     c - opcode::UNARY_BASE,
                     f32::from_bits(attrs[0]),
@@ -532,6 +520,44 @@ impl NodeOp {
         Ok(op)
     }
 
+    /// Decodes a Conv, ConvTranspose or Pool record (`code` is one of them).
+    fn decode_window_op(code: u16, attrs: [u32; NODE_ATTRS]) -> Result<NodeOp, &'static str> {
+        let used = |n: usize| attrs.iter().skip(n).all(|w| *w == 0);
+        let window = decode_window(&attrs)?;
+        let op = match code {
+            opcode::CONV => NodeOp::Conv {
+                groups: attrs[0],
+                window,
+            },
+            opcode::CONV_TRANSPOSE => NodeOp::ConvTranspose {
+                groups: attrs[0],
+                window,
+                out_pad: unpack2(attrs[5]),
+            },
+            _ => NodeOp::Pool {
+                kind: PoolKind::from_code(attrs[0]).ok_or("unknown pool kind")?,
+                kernel: unpack2(attrs[5]),
+                window,
+            },
+        };
+        if matches!(
+            op,
+            NodeOp::Conv { groups: 0, .. } | NodeOp::ConvTranspose { groups: 0, .. }
+        ) {
+            return Err("convolution groups is 0");
+        }
+        if let NodeOp::Pool { kernel, .. } = op {
+            if kernel.contains(&0) {
+                return Err("pool kernel size is 0");
+            }
+        }
+        let n = if code == opcode::CONV { 5 } else { 6 };
+        if !used(n) {
+            return Err("non-zero unused attribute");
+        }
+        Ok(op)
+    }
+
     /// Allowed number of inputs `(min, max)`.
     pub fn arity(&self) -> (usize, usize) {
         match self {
@@ -552,4 +578,85 @@ fn axis_range(start: u32, end: u32) -> Result<(u8, u8), &'static str> {
         return Err("axis range is empty or past rank 6");
     }
     Ok((start as u8, end as u8))
+}
+
+/// What [`Error::NotLinked`] calls a node of kind `bit` (a [`node`] constant).
+fn kind_name(bit: u32) -> &'static str {
+    const NAMES: [&str; 18] = [
+        "Dense",
+        "MatMul",
+        "a binary op",
+        "a unary op",
+        "Where",
+        "Concat",
+        "Reshape",
+        "Expand",
+        "Transpose",
+        "Slice",
+        "Gather",
+        "Conv",
+        "ConvTranspose",
+        "MaxPool / AveragePool",
+        "a reduction",
+        "Softmax / LogSoftmax",
+        "Resize",
+        "Pad",
+    ];
+    NAMES
+        .get(bit.trailing_zeros() as usize)
+        .copied()
+        .unwrap_or("an op")
+}
+
+/// The [`node`] bit of a node record's op code (`None` for a code no op has).
+pub(super) fn opcode_bit(code: u16) -> Option<u32> {
+    use crate::format::opcode as op;
+    // (code, bit index): a table is a fraction of the code of a `match`.
+    const KINDS: [(u16, u8); 16] = [
+        (op::DENSE, 0),
+        (op::MATMUL, 1),
+        (op::WHERE, 4),
+        (op::CONCAT, 5),
+        (op::RESHAPE, 6),
+        (op::EXPAND, 7),
+        (op::TRANSPOSE, 8),
+        (op::SLICE, 9),
+        (op::GATHER, 10),
+        (op::CONV, 11),
+        (op::CONV_TRANSPOSE, 12),
+        (op::POOL, 13),
+        (op::REDUCE, 14),
+        (op::SOFTMAX, 15),
+        (op::RESIZE, 16),
+        (op::PAD, 17),
+    ];
+    KINDS
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map(|(_, bit)| 1 << bit)
+}
+
+/// Checks that `S` links the op a node record stores as `code`, before it is decoded:
+/// `Ok(())`, or [`Error::NotLinked`] naming it. Codes no op has pass (decoding rejects
+/// them), so with [`All`] this never fails.
+pub(crate) fn opcode_linked<S: Selection + ?Sized>(code: u16) -> Result<(), Error> {
+    use crate::format::opcode as op;
+    if (op::BINARY_BASE..op::BINARY_BASE + 0x100).contains(&code) {
+        if let Some(b) = Binary::from_code(code - op::BINARY_BASE) {
+            if !has_binary::<S>(b) {
+                return Err(not_linked(b.name()));
+            }
+        }
+    } else if (op::UNARY_BASE..op::UNARY_BASE + 0x100).contains(&code) {
+        if let Some(u) = Unary::from_code(code - op::UNARY_BASE, 0.0, 0.0) {
+            if !has_unary::<S>(u) {
+                return Err(not_linked(u.name()));
+            }
+        }
+    } else if let Some(bit) = opcode_bit(code) {
+        if !has_node::<S>(bit) {
+            return Err(not_linked(kind_name(bit)));
+        }
+    }
+    Ok(())
 }

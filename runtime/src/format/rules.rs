@@ -5,6 +5,7 @@
 //! A rule holds for *every* `B >= 1`, so kernels never see inconsistent sizes.
 
 use super::{Dim, NodeOp, Shape, MAX_RANK};
+use crate::linked::{has_node, node, Selection};
 use crate::ops::Window;
 
 /// numpy broadcast of two dims: equal dims, or one of them is 1.
@@ -111,19 +112,33 @@ fn act_scale_shape(s: &Shape) -> Result<(), &'static str> {
 
 /// Checks one node: number of inputs, and that the output shape is exactly what the op
 /// produces from the input shapes. `input(i)` returns the shape of input `i`.
+#[cfg(any(feature = "alloc", test))]
 pub(crate) fn check_node(
     op: &NodeOp,
     n_inputs: usize,
     input: impl Fn(usize) -> Option<Shape>,
     out: &Shape,
 ) -> Result<(), &'static str> {
+    check_node_linked::<crate::linked::All>(op, n_inputs, input, out)
+}
+
+/// [`check_node`] with the rules of the op kinds `S` links only (a build does not contain
+/// the others'); an op of another kind is an error ([`crate::Model`]'s loader refuses such
+/// ops before, with [`crate::Error::NotLinked`]).
+pub(crate) fn check_node_linked<S: Selection + ?Sized>(
+    op: &NodeOp,
+    n_inputs: usize,
+    input: impl Fn(usize) -> Option<Shape>,
+    out: &Shape,
+) -> Result<(), &'static str> {
+    let has = has_node::<S>;
     let (lo, hi) = op.arity();
     if n_inputs < lo || n_inputs > hi {
         return Err("wrong number of inputs for this op");
     }
     let inp = |i: usize| input(i).ok_or("input tensor missing");
     match *op {
-        NodeOp::Dense => {
+        NodeOp::Dense if has(node::DENSE) => {
             let a = inp(0)?;
             let w = inp(1)?;
             if w.rank() != 2 || w.has_batch() {
@@ -152,7 +167,7 @@ pub(crate) fn check_node(
                 return Err("Dense output shape is not [.., N]");
             }
         }
-        NodeOp::MatMul => {
+        NodeOp::MatMul if has(node::MATMUL) => {
             let a = inp(0)?;
             let b = inp(1)?;
             if a.rank() < 2 || b.rank() < 2 {
@@ -175,7 +190,7 @@ pub(crate) fn check_node(
                 return Err("MatMul output shape is not [.., M, N]");
             }
         }
-        NodeOp::Binary(_) | NodeOp::Where => {
+        NodeOp::Binary(_) | NodeOp::Where if has(node::BINARY) || has(node::WHERE) => {
             // numpy broadcast of all inputs (2 for Binary, 3 for Where; arity checked above).
             let mut shapes = [Shape::SCALAR; 3];
             for (i, s) in shapes.iter_mut().enumerate().take(n_inputs) {
@@ -196,12 +211,12 @@ pub(crate) fn check_node(
                 return Err("output shape is not the broadcast of the input shapes");
             }
         }
-        NodeOp::Unary(_) => {
+        NodeOp::Unary(_) if has(node::UNARY) => {
             if inp(0)? != *out {
                 return Err("output shape differs from the input shape");
             }
         }
-        NodeOp::Concat { axis } => {
+        NodeOp::Concat { axis } if has(node::CONCAT) => {
             let axis = axis as usize;
             if axis >= out.rank() {
                 return Err("Concat axis out of range");
@@ -232,13 +247,13 @@ pub(crate) fn check_node(
                 return Err("Concat output dim is not the sum of the input dims");
             }
         }
-        NodeOp::Reshape => {
+        NodeOp::Reshape if has(node::RESHAPE) => {
             let x = inp(0)?;
             if x.has_batch() != out.has_batch() || x.row_elements() != out.row_elements() {
                 return Err("Reshape changes the element count");
             }
         }
-        NodeOp::Expand => {
+        NodeOp::Expand if has(node::EXPAND) => {
             let x = inp(0)?;
             if x.rank() > out.rank() {
                 return Err("Expand input has a higher rank than the output");
@@ -250,7 +265,7 @@ pub(crate) fn check_node(
                 }
             }
         }
-        NodeOp::Transpose { rank, .. } => {
+        NodeOp::Transpose { rank, .. } if has(node::TRANSPOSE) => {
             let x = inp(0)?;
             if x.rank() != usize::from(rank) {
                 return Err("Transpose perm length differs from the input rank");
@@ -263,7 +278,7 @@ pub(crate) fn check_node(
                 return Err("Transpose output shape is not the permuted input shape");
             }
         }
-        NodeOp::Gather => {
+        NodeOp::Gather if has(node::GATHER) => {
             let table = inp(0)?;
             let idx = inp(1)?;
             if table.rank() == 0 || table.has_batch() {
@@ -283,7 +298,7 @@ pub(crate) fn check_node(
             start,
             end,
             step,
-        } => {
+        } if has(node::SLICE) => {
             let x = inp(0)?;
             let axis = axis as usize;
             let d = match x.dim(axis) {
@@ -306,7 +321,9 @@ pub(crate) fn check_node(
                 return Err("Slice output shape is wrong");
             }
         }
-        NodeOp::Conv { groups, window } | NodeOp::ConvTranspose { groups, window, .. } => {
+        NodeOp::Conv { groups, window } | NodeOp::ConvTranspose { groups, window, .. }
+            if has(node::CONV) || has(node::CONV_TRANSPOSE) =>
+        {
             let transposed = matches!(op, NodeOp::ConvTranspose { .. });
             let x = inp(0)?;
             let w = inp(1)?;
@@ -367,7 +384,7 @@ pub(crate) fn check_node(
             }
             nchw_out(out, &x, m, hw)?;
         }
-        NodeOp::Pool { kernel, window, .. } => {
+        NodeOp::Pool { kernel, window, .. } if has(node::POOL) => {
             let x = inp(0)?;
             let (c, [h, wi]) = nchw(&x, "Pool input must be [B, C, (H,) W] with fixed C, H, W")?;
             let (kh, kw) = (usize::from(kernel[0]), usize::from(kernel[1]));
@@ -386,7 +403,7 @@ pub(crate) fn check_node(
                 return Err("Pool output shape does not match the window");
             }
         }
-        NodeOp::Reduce { start, end, .. } => {
+        NodeOp::Reduce { start, end, .. } if has(node::REDUCE) => {
             let x = inp(0)?;
             axis_range_ok(&x, start, end)?;
             let dims = x.dims().enumerate().map(|(i, d)| {
@@ -400,14 +417,14 @@ pub(crate) fn check_node(
                 return Err("Reduce output must be the input with the reduced axes set to 1");
             }
         }
-        NodeOp::Softmax { start, end, .. } => {
+        NodeOp::Softmax { start, end, .. } if has(node::SOFTMAX) => {
             let x = inp(0)?;
             axis_range_ok(&x, start, end)?;
             if x != *out {
                 return Err("output shape differs from the input shape");
             }
         }
-        NodeOp::Resize { .. } => {
+        NodeOp::Resize { .. } if has(node::RESIZE) => {
             let x = inp(0)?;
             let r = x.rank();
             if r < 2 || out.rank() != r {
@@ -422,7 +439,7 @@ pub(crate) fn check_node(
                 return Err("Resize may only change the last two dims");
             }
         }
-        NodeOp::Pad { begin, end, .. } => {
+        NodeOp::Pad { begin, end, .. } if has(node::PAD) => {
             let x = inp(0)?;
             let r = x.rank();
             let past = |v: &[u16]| v.get(r..).unwrap_or(&[]).iter().any(|p| *p != 0);
@@ -444,6 +461,8 @@ pub(crate) fn check_node(
                 }
             }
         }
+        // Not linked: decoding such a node already failed.
+        _ => return Err("op kind not linked"),
     }
     Ok(())
 }

@@ -81,6 +81,77 @@ fn every_op_round_trips_through_its_encoding() {
     for op in ops {
         let (code, attrs) = op.encode();
         assert_eq!(NodeOp::decode(code, attrs), Ok(op), "{}", op.name());
+        check_linked_decoding(op, code, attrs);
+    }
+}
+
+/// Links nothing: every op code is refused.
+struct Nothing;
+impl crate::linked::Selection for Nothing {
+    const NODES: u32 = 0;
+    const UNARY: u32 = 0;
+    const BINARY: u32 = 0;
+    const WEIGHTS: u32 = 0;
+    const METHODS: u32 = 0;
+    const FEW_STEP: bool = false;
+    const GUIDANCE: bool = false;
+}
+
+/// Links every node kind but no unary or binary operation.
+struct NoElementwise;
+impl crate::linked::Selection for NoElementwise {
+    const NODES: u32 = u32::MAX;
+    const UNARY: u32 = 0;
+    const BINARY: u32 = 0;
+    const WEIGHTS: u32 = 0;
+    const METHODS: u32 = 0;
+    const FEW_STEP: bool = false;
+    const GUIDANCE: bool = false;
+}
+
+/// The selection-aware decoding of `op` (stored as `code`, `attrs`): `All` links it;
+/// a selection without its kind refuses it by name before decoding, and its guarded decoder
+/// does not know the code.
+fn check_linked_decoding(op: NodeOp, code: u16, attrs: [u32; NODE_ATTRS]) {
+    use crate::linked::All;
+    use crate::Error;
+    assert_eq!(opcode_linked::<All>(code), Ok(()));
+    assert_eq!(NodeOp::decode_linked::<All>(code, attrs), Ok(op));
+    let refused = opcode_linked::<Nothing>(code);
+    assert!(
+        matches!(refused, Err(Error::NotLinked { .. })),
+        "{}: {refused:?}",
+        op.name()
+    );
+    assert!(NodeOp::decode_linked::<Nothing>(code, attrs).is_err());
+    match op {
+        NodeOp::Unary(u) => {
+            assert_eq!(refused, Err(Error::NotLinked { what: u.name() }));
+            assert!(opcode_linked::<NoElementwise>(code).is_err());
+        }
+        NodeOp::Binary(b) => {
+            assert_eq!(refused, Err(Error::NotLinked { what: b.name() }));
+            assert!(opcode_linked::<NoElementwise>(code).is_err());
+        }
+        _ => {
+            // The op-code table agrees with the node kind of the decoded op.
+            let bit = crate::select::node_bit(&op);
+            assert_eq!(node::opcode_bit(code), Some(bit), "{}", op.name());
+            assert_eq!(opcode_linked::<NoElementwise>(code), Ok(()));
+        }
+    }
+}
+
+#[test]
+fn unknown_op_codes_pass_the_linked_check_and_fail_decoding() {
+    for code in [
+        0x7777,
+        opcode::BINARY_BASE + 12,
+        opcode::UNARY_BASE + 25,
+        0x0003,
+    ] {
+        assert_eq!(opcode_linked::<Nothing>(code), Ok(()), "{code:#x}");
+        assert!(NodeOp::decode(code, [0; NODE_ATTRS]).is_err());
     }
 }
 

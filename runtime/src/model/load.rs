@@ -74,9 +74,15 @@ const SIGNATURE_TABLE: TableLayout = TableLayout {
     bad_length: "signature section length does not match its count",
 };
 
+/// The error of a full-integer node whose weight is not int8 along axis 0.
+const INT8_ACT_WEIGHTS: &str =
+    "int8 activations need int8 weights along axis 0 (output channel first)";
+
 impl<'a> Model<'a> {
-    /// [`Model::from_bytes`] without logging.
-    pub(super) fn load(bytes: &'a [u8]) -> Result<Model<'a>, Error> {
+    /// [`Model::from_bytes_with`] without logging. Not inlined, so that its locals are off the
+    /// stack once it returns (a firmware loads and then samples from the same function).
+    #[inline(never)]
+    pub(super) fn load<S: Selection + ?Sized>(bytes: &'a [u8]) -> Result<Model<'a>, Error> {
         if bytes.as_ptr().align_offset(4) != 0 {
             return Err(Error::Misaligned);
         }
@@ -111,8 +117,11 @@ impl<'a> Model<'a> {
             return Err(invalid("reserved header bytes are not zero"));
         }
         let sections = Sections::parse(file)?;
-        let model = Model::parse(sections, version)?.validate()?;
+        let model = Model::parse(sections, version)?.validate::<S>()?;
         if let Some(p) = model.pipeline {
+            if !S::PIPELINE {
+                return Err(linked::not_linked("multi-network files"));
+            }
             pipeline::parse(&model, p)?;
         }
         Ok(model)
@@ -266,7 +275,9 @@ impl<'a> Model<'a> {
     // -----------------------------------------------------------------------------------
     // Record decoding (bounds-checked; after validation these never fail).
 
-    fn validate(self) -> Result<Model<'a>, Error> {
+    /// Checks the whole graph; nodes of op kinds and constants of weight types that `S`
+    /// leaves out are [`Error::NotLinked`].
+    fn validate<S: Selection + ?Sized>(self) -> Result<Model<'a>, Error> {
         let n_t = self.n_tensors;
         let n_n = self.n_nodes;
         // Signature: roles unique, tensors unique, kinds, shapes, state dim.
@@ -355,6 +366,7 @@ impl<'a> Model<'a> {
                     }
                 }
                 TensorKind::Const => {
+                    check_weight_type::<S>(r.dtype)?;
                     if r.producer != NONE_U32 || r.slot != NONE_U32 {
                         return Err(err("constant has a producer or slot"));
                     }
@@ -407,7 +419,7 @@ impl<'a> Model<'a> {
                     if !no_data {
                         return Err(err("computed tensor has constant data"));
                     }
-                    if r.producer >= n_n || self.node_rec(r.producer)?.output != i {
+                    if r.producer >= n_n || self.node_rec_with::<S>(r.producer)?.output != i {
                         return Err(err("producer node does not produce this tensor"));
                     }
                     if r.slot >= self.n_plan || self.plan_entry(r.slot)?.tensor != i {
@@ -457,7 +469,7 @@ impl<'a> Model<'a> {
         // the output slot with any input slot.
         let mut next_edge = 0usize;
         for i in 0..n_n {
-            let node = self.node_rec(i)?;
+            let node = self.node_rec_with::<S>(i)?;
             let err = |w| node_err(i as usize, w);
             if node.first_input != next_edge {
                 return Err(err("input list is not contiguous"));
@@ -482,7 +494,9 @@ impl<'a> Model<'a> {
                     return Err(err("input tensor id out of range"));
                 }
                 let r = self.tensor_rec(t)?;
-                if !node.op.accepts_stored(j, r.dtype) {
+                // Without stored weight types every tensor here is f32 (typed constants are
+                // `NotLinked` above, typed others invalid), which every input accepts.
+                if S::WEIGHTS != 0 && !node.op.accepts_stored(j, r.dtype) {
                     return Err(err(TYPED_INPUT_RULE));
                 }
                 if r.kind.in_arena() {
@@ -499,8 +513,14 @@ impl<'a> Model<'a> {
                 let t = self.node_input(&node, j).ok()?;
                 Some(self.tensor_rec(t).ok()?.shape)
             };
-            rules::check_node(&node.op, node.n_inputs, shape_of, &out.shape).map_err(err)?;
+            rules::check_node_linked::<S>(&node.op, node.n_inputs, shape_of, &out.shape)
+                .map_err(err)?;
             if node.n_inputs == 4 {
+                if S::WEIGHTS & linked::weight::INT8 == 0 {
+                    // No constant is int8 (those are not linked), so `act_scale` would fail
+                    // its first check.
+                    return Err(err(INT8_ACT_WEIGHTS));
+                }
                 self.act_scale(&node).map_err(err)?;
             }
         }
@@ -521,7 +541,7 @@ impl<'a> Model<'a> {
         };
         let w = rec(1)?;
         if !matches!(w.dtype, WeightType::Int8 { axis: 0, .. }) {
-            return Err("int8 activations need int8 weights along axis 0 (output channel first)");
+            return Err(INT8_ACT_WEIGHTS);
         }
         let reduction = w.shape.channel_layout(0).map_or(0, |(_, inner)| inner);
         if reduction > crate::ops::MAX_INT8_REDUCTION {

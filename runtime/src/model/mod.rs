@@ -11,6 +11,7 @@ use crate::format::{
     SECTION_FLAG_REQUIRED, SIGNATURE_ENTRY_LEN, TENSOR_RECORD_LEN, TYPED_INPUT_RULE, VERSION,
     VERSION_TYPED_WEIGHTS,
 };
+use crate::linked::{self, All, Selection};
 use crate::ops::Weights;
 use crate::Error;
 
@@ -175,6 +176,23 @@ fn to_usize(v: u64, what: &'static str) -> Result<usize, Error> {
     usize::try_from(v).map_err(|_| invalid(what))
 }
 
+/// Checks that `S` links the stored weight type `t` (f32 always): `Ok(())`, or
+/// [`Error::NotLinked`] naming it.
+#[inline(always)]
+pub(crate) fn check_weight_type<S: Selection + ?Sized>(t: WeightType) -> Result<(), Error> {
+    let (bit, what) = match t {
+        WeightType::F32 => return Ok(()),
+        WeightType::F16 => (linked::weight::F16, "f16 weights"),
+        WeightType::Bf16 => (linked::weight::BF16, "bf16 weights"),
+        WeightType::Int8 { .. } => (linked::weight::INT8, "int8 weights"),
+    };
+    if S::WEIGHTS & bit != 0 {
+        Ok(())
+    } else {
+        Err(linked::not_linked(what))
+    }
+}
+
 impl<'a> Model<'a> {
     /// Validates a `.frt` image and borrows it. The buffer must start at a 4-byte aligned
     /// address (16 recommended: `format::AlignedBytes` (feature `alloc`), [`crate::include_frt!`]);
@@ -187,7 +205,16 @@ impl<'a> Model<'a> {
     /// (every arena tensor has a slot inside its region, no node's output overlaps its
     /// inputs), the signature (roles, shapes, output) and all strings (UTF-8).
     pub fn from_bytes(bytes: &'a [u8]) -> Result<Model<'a>, Error> {
-        let model = Model::load(bytes);
+        Model::from_bytes_with::<All>(bytes)
+    }
+
+    /// [`Model::from_bytes`] for a build that links only what `S` selects
+    /// ([`crate::select`]): a file with an op kind, a weight type or a section (`PIPELINE`)
+    /// that `S` leaves out is refused with [`Error::NotLinked`] naming it, before any of
+    /// that item's checks (which the build does not contain); everything else is checked
+    /// exactly as [`Model::from_bytes`] checks it. With [`All`] it is [`Model::from_bytes`].
+    pub fn from_bytes_with<S: Selection + ?Sized>(bytes: &'a [u8]) -> Result<Model<'a>, Error> {
+        let model = Model::load::<S>(bytes);
         #[cfg(feature = "defmt")]
         if let Err(e) = &model {
             defmt::error!("flowrt: loading the model failed: {}", e);
@@ -282,6 +309,12 @@ impl<'a> Model<'a> {
     }
 
     pub(crate) fn node_rec(&self, i: u32) -> Result<NodeRec, Error> {
+        self.node_rec_with::<All>(i)
+    }
+
+    /// [`Model::node_rec`] decoding only the op kinds `S` links: a node of another kind is
+    /// [`Error::NotLinked`] naming it.
+    pub(crate) fn node_rec_with<S: Selection + ?Sized>(&self, i: u32) -> Result<NodeRec, Error> {
         let e = node_err(i as usize, "node id out of range");
         let off = (i as usize).checked_mul(NODE_RECORD_LEN).ok_or(e)?;
         let r = self
@@ -293,7 +326,8 @@ impl<'a> Model<'a> {
         for (j, a) in attrs.iter_mut().enumerate() {
             *a = le_u32(r, 16 + 4 * j).unwrap_or(0);
         }
-        let op = NodeOp::decode(code, attrs).map_err(|w| node_err(i as usize, w))?;
+        format::opcode_linked::<S>(code)?;
+        let op = NodeOp::decode_linked::<S>(code, attrs).map_err(|w| node_err(i as usize, w))?;
         if le_u32(r, 12) != Some(0) {
             return Err(node_err(i as usize, "reserved field is not zero"));
         }
@@ -397,16 +431,30 @@ impl<'a> Model<'a> {
 
     /// A `Const` tensor's data in its stored type.
     pub(crate) fn const_weights_of(&self, rec: &TensorRec) -> Result<Weights<'a>, Error> {
+        self.const_weights_with::<All>(rec)
+    }
+
+    /// [`Model::const_weights_of`] for the weight types `S` links: another type is
+    /// [`Error::NotLinked`].
+    pub(crate) fn const_weights_with<S: Selection + ?Sized>(
+        &self,
+        rec: &TensorRec,
+    ) -> Result<Weights<'a>, Error> {
+        check_weight_type::<S>(rec.dtype)?;
         let bytes = self.const_bytes(rec)?;
         let cast = |_| Error::Misaligned;
         Ok(match rec.dtype {
             WeightType::F32 => Weights::F32(bytemuck::try_cast_slice(bytes).map_err(cast)?),
             #[cfg(feature = "weights-f16")]
-            WeightType::F16 => Weights::F16(bytemuck::try_cast_slice(bytes).map_err(cast)?),
+            WeightType::F16 if S::WEIGHTS & linked::weight::F16 != 0 => {
+                Weights::F16(bytemuck::try_cast_slice(bytes).map_err(cast)?)
+            }
             #[cfg(feature = "weights-f16")]
-            WeightType::Bf16 => Weights::Bf16(bytemuck::try_cast_slice(bytes).map_err(cast)?),
+            WeightType::Bf16 if S::WEIGHTS & linked::weight::BF16 != 0 => {
+                Weights::Bf16(bytemuck::try_cast_slice(bytes).map_err(cast)?)
+            }
             #[cfg(feature = "weights-int8")]
-            WeightType::Int8 { axis, scales } => {
+            WeightType::Int8 { axis, scales } if S::WEIGHTS & linked::weight::INT8 != 0 => {
                 let e = invalid("constant data out of range");
                 let elements = rec.shape.row_elements().ok_or(e)?;
                 let elements = usize::try_from(elements).map_err(|_| e)?;
@@ -501,27 +549,33 @@ impl<'a> Model<'a> {
     pub fn label_classes(&self) -> Option<usize> {
         let label = self.input_by_role(InputRole::Label)?.tensor;
         let mut classes: Option<usize> = None;
+        // Op codes and input lists straight from the (validated) records: decoding every
+        // node would link every op kind's attribute checks into a firmware.
+        let code = |i: u32| le_u16(self.nodes, (i as usize).checked_mul(NODE_RECORD_LEN)?);
+        let input = |i: u32, j: usize| {
+            let at = (i as usize).checked_mul(NODE_RECORD_LEN)?.checked_add(4)?;
+            let first = le_u32(self.nodes, at)?;
+            le_u32(self.edges, (first as usize).checked_add(j)?.checked_mul(4)?)
+        };
         for i in 0..self.n_nodes {
-            let node = self.node_rec(i).ok()?;
-            if node.op != NodeOp::Gather {
+            if code(i)? != format::opcode::GATHER {
                 continue;
             }
             // Follow the index back through Reshapes (each produced by an earlier node, so
             // this ends) to where its values come from.
-            let mut src = self.node_input(&node, 1).ok()?;
+            let mut src = input(i, 1)?;
             loop {
                 let rec = self.tensor_rec(src).ok()?;
                 if !rec.kind.in_arena() {
                     break;
                 }
-                let producer = self.node_rec(rec.producer).ok()?;
-                if producer.op != NodeOp::Reshape {
+                if code(rec.producer)? != format::opcode::RESHAPE {
                     break;
                 }
-                src = self.node_input(&producer, 0).ok()?;
+                src = input(rec.producer, 0)?;
             }
             if src == label {
-                let table = self.tensor_rec(self.node_input(&node, 0).ok()?).ok()?;
+                let table = self.tensor_rec(input(i, 0)?).ok()?;
                 if let Some(crate::format::Dim::Fixed(n)) = table.shape.dim(0) {
                     let n = n as usize;
                     classes = Some(classes.map_or(n, |c| c.min(n)));

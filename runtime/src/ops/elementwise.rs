@@ -278,6 +278,10 @@ pub fn binary_linked(
     od: &Dims,
     linked: impl Fn(Binary) -> bool,
 ) -> Result<(), Error> {
+    #[cfg(feature = "compact-code")]
+    if linked(op) {
+        return compact::binary(op, a, ad, b, bd, out, od, &linked);
+    }
     match op {
         Binary::Add if linked(op) => bin(a, ad, b, bd, out, od, |x, y| x + y, Some(Arith::Add)),
         Binary::Sub if linked(op) => bin(a, ad, b, bd, out, od, |x, y| x - y, Some(Arith::Sub)),
@@ -298,6 +302,105 @@ pub fn binary_linked(
             None,
         ),
         other => Err(Error::NotLinked { what: other.name() }),
+    }
+}
+
+/// The element-wise binary kernel of feature `compact-code`: one loop per linked operation
+/// serves every broadcast case (the default kernel has seven). A row of the output first
+/// receives `a`'s values (copied, or one value filled), then `y = op(y, b)` runs over it
+/// with `b` contiguous or one value repeated. Each output element is the
+/// same `op(a, b)` of the same two values, so the results are bit for bit those of [`bin`].
+#[cfg(feature = "compact-code")]
+mod compact {
+    use super::{bcast_strides, check_len, walk, Binary, Dims, Error, SIZE_ERR};
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn binary(
+        op: Binary,
+        a: &[f32],
+        ad: &Dims,
+        b: &[f32],
+        bd: &Dims,
+        out: &mut [f32],
+        od: &Dims,
+        linked: &impl Fn(Binary) -> bool,
+    ) -> Result<(), Error> {
+        check_len(a.len(), ad)?;
+        check_len(b.len(), bd)?;
+        check_len(out.len(), od)?;
+        let sa = bcast_strides(ad, od)?;
+        let sb = bcast_strides(bd, od)?;
+        let n = out.len();
+        // Each input whole or one value: the output is one row.
+        if (a.len() == n || a.len() == 1) && (b.len() == n || b.len() == 1) {
+            return row(op, out, (a, a.len() == n), (b, b.len() == n), linked);
+        }
+        walk(od, &[sa, sb], |o, [oa, ob], len, [ia, ib]| {
+            let y = out.get_mut(o..o.wrapping_add(len)).ok_or(SIZE_ERR)?;
+            // The inner strides are 1 (contiguous) or 0 (broadcast).
+            fn part(x: &[f32], off: usize, inner: usize, len: usize) -> Result<&[f32], Error> {
+                let take = if inner != 0 { len } else { 1 };
+                x.get(off..off.wrapping_add(take)).ok_or(SIZE_ERR)
+            }
+            let x = part(a, oa, ia, len)?;
+            let v = part(b, ob, ib, len)?;
+            row(op, y, (x, ia != 0), (v, ib != 0), linked)
+        })
+    }
+
+    /// `out[k] = op(a[k], b[k])`, where an input that is not `whole` is one value for all
+    /// `k`.
+    fn row(
+        op: Binary,
+        out: &mut [f32],
+        (a, a_whole): (&[f32], bool),
+        (b, b_whole): (&[f32], bool),
+        linked: &impl Fn(Binary) -> bool,
+    ) -> Result<(), Error> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        let one = |x: &[f32]| x.first().copied().ok_or(SIZE_ERR);
+        if a_whole {
+            out.copy_from_slice(a.get(..out.len()).ok_or(SIZE_ERR)?);
+        } else {
+            out.fill(one(a)?);
+        }
+        // `b`'s values, repeated: the whole run, or its one value.
+        let b = b
+            .get(..if b_whole { out.len() } else { 1 })
+            .ok_or(SIZE_ERR)?;
+        // One loop per operation (the closure is a constant operation's formula).
+        fn each(out: &mut [f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
+            for (y, v) in out.iter_mut().zip(b.iter().cycle()) {
+                *y = f(*y, *v);
+            }
+        }
+        macro_rules! ops {
+            ($($op:ident),*) => {
+                match op {
+                    $(Binary::$op if linked(Binary::$op) => {
+                        each(out, b, |x, y| Binary::$op.apply(x, y))
+                    })*
+                    _ => return Err(Error::NotLinked { what: op.name() }),
+                }
+            };
+        }
+        ops!(
+            Add,
+            Sub,
+            Mul,
+            Div,
+            Pow,
+            Max,
+            Min,
+            Greater,
+            Less,
+            GreaterOrEqual,
+            LessOrEqual,
+            Equal
+        );
+        Ok(())
     }
 }
 

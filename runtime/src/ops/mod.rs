@@ -101,6 +101,7 @@ impl Dims {
     }
 
     /// Product of the dims (`None` on overflow); 1 for rank 0.
+    #[cfg_attr(feature = "compact-code", inline(never))]
     pub fn elements(&self) -> Option<usize> {
         self.as_slice()
             .iter()
@@ -215,7 +216,7 @@ impl Binary {
         }
     }
 
-    /// Applies the operation to one pair of values.
+    /// Applies the operation to one pair of values (always inlined, as [`Unary::apply`]).
     #[inline(always)]
     pub fn apply(self, a: f32, b: f32) -> f32 {
         match self {
@@ -442,6 +443,10 @@ impl Unary {
     }
 
     /// Applies the operation to one value (the exact per-element formula of the kernel).
+    ///
+    /// Always inlined: the kernels call it with a constant operation, which must fold to
+    /// that one formula (an out-of-line copy would link every operation's, libm's sin,
+    /// erf, ... included, into a firmware that selects a few).
     #[inline(always)]
     pub fn apply(self, x: f32) -> f32 {
         match self {

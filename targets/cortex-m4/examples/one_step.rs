@@ -3,12 +3,15 @@
 //! The model lives in flash (`include_frt!`), the arena is a static whose size comes from the
 //! model's memory plan at compile time (`ARENA_BYTES`, written by `build.rs` from
 //! `flowrt::sampler::sample_arena_bytes`; `flowrt inspect --json` prints the graph part), and
-//! one Euler step maps noise to a sample. No heap, no std. Only the op kernels the model uses
-//! and the Euler loop are linked: `build.rs` writes `plan::Selected` (a
-//! `flowrt::select::Selection` made from the model) and the example samples with
-//! `sample_with::<plan::Selected>`; `flowrt::sampler::sample` would link every kernel.
+//! one Euler step maps noise to a sample. No heap, no std. Only the op kernels the model uses,
+//! their checks in the loader and the Euler loop are linked: `build.rs` writes
+//! `plan::Selected` (a `flowrt::select::Selection` made from the model) and the example loads
+//! with `Model::from_bytes_with::<plan::Selected>` and samples with
+//! `sample_with::<plan::Selected>`; `Model::from_bytes` and `flowrt::sampler::sample` would
+//! link every op kind.
 //!
-//! Build and run (from targets/cortex-m4):
+//! Build and run (from targets/cortex-m4; add `--features f16,int8` for a model with typed
+//! weights, as build.rs says):
 //!   FLOWRT_FRT=/abs/model.frt FLOWRT_NOISE=/abs/noise.npy cargo run --release --example one_step
 #![no_std]
 #![no_main]
@@ -39,7 +42,7 @@ fn main() -> ! {
     let mut x = [0f32; plan::STATE_LEN];
     flowrt::rng::fill_normal(42, &mut x);
 
-    let result = flowrt::Model::from_bytes(MODEL).and_then(|model| {
+    let result = flowrt::Model::from_bytes_with::<plan::Selected>(MODEL).and_then(|model| {
         let grid = flowrt::grid::GridSpec::Uniform.build(1, model.time_convention().axis)?;
         flowrt::sampler::sample_with::<plan::Selected>(
             &model,
