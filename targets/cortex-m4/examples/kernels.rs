@@ -11,6 +11,8 @@
 #![no_std]
 #![no_main]
 
+#[path = "../src/vectors.rs"]
+mod vectors;
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
 use flowrt::ops::{binary, conv, dense, unary, Binary, Dims, Unary, Weights, Window};

@@ -16,6 +16,8 @@
 #![no_std]
 #![no_main]
 
+#[path = "../src/vectors.rs"]
+mod vectors;
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
 use flowrt::format::Aligned16;

@@ -17,17 +17,8 @@ mod logger;
 mod embedded;
 use embedded::*;
 
-extern "C" {
-    fn DefaultHandler();
-}
-
-/// The device interrupt vectors (cortex-m-rt feature `device`): the firmware enables no
-/// device interrupt (SysTick is an exception), so one entry, the fewest cortex-m-rt accepts,
-/// instead of its generic table of 240 (960 bytes of flash). `device.x` (empty) is the
-/// linker script a device crate would provide with it.
-#[link_section = ".vector_table.interrupts"]
-#[no_mangle]
-static __INTERRUPTS: [unsafe extern "C" fn(); 1] = [DefaultHandler];
+#[path = "vectors.rs"]
+mod vectors;
 
 /// SysTick wrap-arounds (24-bit counter).
 static WRAPS: AtomicU32 = AtomicU32::new(0);
