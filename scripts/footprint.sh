@@ -114,6 +114,8 @@ measure() {
         -v macs="$(stat_of macs_per_row "$fn")" -v rows="$rows" \
         -v ticks="$(stat_of ticks "$fn")" -v cal_t="$(stat_of cal_ticks "$fn")" \
         -v cal_i="$(stat_of cal_instructions "$fn")" -v rv="$(stat_of instructions "$fr")" 'BEGIN {
+        # A calibration that read a SysTick wrap wrongly is off by 2^24 ticks: refuse it.
+        if (cal_t <= 0 || cal_t > 100 * cal_i) { print name " " type ": implausible SysTick calibration " cal_t " ticks" > "/dev/stderr"; exit 1 }
         instr = ticks * cal_i / cal_t; raw = params * 4
         printf "| %s | %s | %d | %d | %d | %.4f | %d | %d | %d (%d) | %d | %d | %d | %.0f | %.2f | %.1f |\n",
             name, type, params, raw, frt, frt / raw, flash, flash - frt, arena, graph, stack,

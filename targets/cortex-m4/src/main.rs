@@ -30,12 +30,18 @@ fn SysTick() {
 }
 
 /// SysTick ticks since it was started (wrap-safe).
+///
+/// A wrap whose exception is still pending (QEMU can deliver it a few instructions late) is
+/// counted here: the counter has just reloaded (`cvr` in the upper half) but `WRAPS` has not
+/// moved yet. Without that, a reading just after a wrap went back by 2^24 ticks.
 fn ticks() -> u64 {
     loop {
         let w = WRAPS.load(Ordering::Relaxed);
         let cvr = cortex_m::peripheral::SYST::get_current();
+        let pending = cortex_m::peripheral::SCB::is_pendst_pending();
         if WRAPS.load(Ordering::Relaxed) == w {
-            return u64::from(w) * u64::from(RELOAD + 1) + u64::from(RELOAD - cvr);
+            let late = u32::from(pending && cvr > RELOAD / 2);
+            return u64::from(w + late) * u64::from(RELOAD + 1) + u64::from(RELOAD - cvr);
         }
     }
 }
