@@ -9,7 +9,7 @@
 //! `.frt` declares, so ONNX Runtime computes what the CPU path computes.
 
 use std::collections::HashMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use prost::Message;
@@ -37,7 +37,7 @@ pub fn self_contained_onnx(path: &Path) -> Result<Vec<u8>> {
     Ok(model.encode_to_vec())
 }
 
-fn inline_graph(
+pub(crate) fn inline_graph(
     g: &mut GraphProto,
     dir: &Path,
     files: &mut HashMap<PathBuf, Vec<u8>>,
@@ -102,21 +102,11 @@ pub(crate) fn inline_tensor(
     let Some(location) = location else {
         bail!("tensor `{}`: external data without a location", t.name);
     };
-    let rel = Path::new(&location);
-    if rel
-        .components()
-        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
-    {
-        bail!(
-            "tensor `{}`: external data location `{location}` must be a relative path inside \
-             the model's folder",
-            t.name
-        );
-    }
-    let file = dir.join(rel);
+    let file = dir.join(&location);
     if !files.contains_key(&file) {
-        let data = std::fs::read(&file)
-            .with_context(|| format!("reading external data {}", file.display()))?;
+        let read: u64 = files.values().map(|d| d.len() as u64).sum();
+        let (_, data) = crate::external::read_confined(dir, &location, read)
+            .with_context(|| format!("tensor `{}`", t.name))?;
         files.insert(file.clone(), data);
     }
     let data = files.get(&file).map(Vec::as_slice).unwrap_or_default();

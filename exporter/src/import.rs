@@ -188,7 +188,11 @@ pub fn load_inference_model(path: &Path) -> Result<InferenceModel> {
             tract_onnx::pb::ModelProto::decode(&bytes[..]).context("not an ONNX ModelProto")?;
         let dir = path.parent().unwrap_or(Path::new(""));
         crate::half::widen_model(&mut proto, dir)?;
-        // As tract's `model_for_path`: external data is read relative to the model's folder.
+        // External data is read here, confined to the model's folder (`crate::external`),
+        // so tract never opens a file the ONNX names.
+        if let Some(g) = proto.graph.as_mut() {
+            crate::embed::inline_graph(g, dir, &mut std::collections::HashMap::new())?;
+        }
         let parsed = onnx_parser()
             .parse(&proto, dir.to_str())
             .map_err(|e| anyhow!("{e:#}"))?;

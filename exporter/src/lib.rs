@@ -9,6 +9,7 @@
 pub mod calibration;
 pub mod conformance;
 pub mod embed;
+pub mod external;
 pub mod gptq;
 pub mod half;
 pub mod import;
