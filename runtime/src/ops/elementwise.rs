@@ -305,10 +305,9 @@ pub fn binary_linked(
     }
 }
 
-/// The element-wise binary kernel of feature `compact-code`: one loop per linked operation
-/// serves every broadcast case (the default kernel has seven). A row of the output first
-/// receives `a`'s values (copied, or one value filled), then `y = op(y, b)` runs over it
-/// with `b` contiguous or one value repeated. Each output element is the
+/// The element-wise binary kernel of feature `compact-code`: one function per linked operation
+/// serves every broadcast case (the default kernel has seven): a row of the output is
+/// `op(a, b)` with each of `a`, `b` contiguous or one value repeated. Each output element is the
 /// same `op(a, b)` of the same two values, so the results are bit for bit those of [`bin`].
 #[cfg(feature = "compact-code")]
 mod compact {
@@ -360,27 +359,37 @@ mod compact {
         if out.is_empty() {
             return Ok(());
         }
-        let one = |x: &[f32]| x.first().copied().ok_or(SIZE_ERR);
-        if a_whole {
-            out.copy_from_slice(a.get(..out.len()).ok_or(SIZE_ERR)?);
-        } else {
-            out.fill(one(a)?);
-        }
-        // `b`'s values, repeated: the whole run, or its one value.
-        let b = b
-            .get(..if b_whole { out.len() } else { 1 })
-            .ok_or(SIZE_ERR)?;
-        // One loop per operation (the closure is a constant operation's formula).
-        fn each(out: &mut [f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
-            for (y, v) in out.iter_mut().zip(b.iter().cycle()) {
-                *y = f(*y, *v);
+        // Each input: the whole run, or its one value (repeated).
+        let n = out.len();
+        let a = a.get(..if a_whole { n } else { 1 }).ok_or(SIZE_ERR)?;
+        let b = b.get(..if b_whole { n } else { 1 }).ok_or(SIZE_ERR)?;
+        // One function per operation (the closure is a constant operation's formula), one
+        // pass over the output whatever repeats.
+        fn each(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
+            match (a, b) {
+                ([x], [v]) => out.fill(f(*x, *v)),
+                ([x], b) => {
+                    for (y, v) in out.iter_mut().zip(b) {
+                        *y = f(*x, *v);
+                    }
+                }
+                (a, [v]) => {
+                    for (y, x) in out.iter_mut().zip(a) {
+                        *y = f(*x, *v);
+                    }
+                }
+                (a, b) => {
+                    for ((y, x), v) in out.iter_mut().zip(a).zip(b) {
+                        *y = f(*x, *v);
+                    }
+                }
             }
         }
         macro_rules! ops {
             ($($op:ident),*) => {
                 match op {
                     $(Binary::$op if linked(Binary::$op) => {
-                        each(out, b, |x, y| Binary::$op.apply(x, y))
+                        each(out, a, b, |x, y| Binary::$op.apply(x, y))
                     })*
                     _ => return Err(Error::NotLinked { what: op.name() }),
                 }
