@@ -35,6 +35,8 @@ mod int8_packed;
 mod layout;
 mod reduce;
 mod resize;
+/// `sin` / `cos` in f32 and integer arithmetic (no f64: the same code, and bits, everywhere).
+pub mod trig;
 mod weights;
 
 pub use conv::{conv, conv_transpose, pool, PoolKind, Window};
@@ -460,8 +462,8 @@ impl Unary {
             Unary::Silu => x * sigmoid(x),
             Unary::GeluErf => gelu_erf(x),
             Unary::GeluTanh => gelu_tanh(x),
-            Unary::Sin => libm::sinf(x),
-            Unary::Cos => libm::cosf(x),
+            Unary::Sin => trig::sin(x),
+            Unary::Cos => trig::cos(x),
             Unary::Exp => libm::expf(x),
             Unary::Log => libm::logf(x),
             Unary::Sqrt => sqrt(x),
