@@ -8,6 +8,7 @@
 
 pub mod calibration;
 pub mod conformance;
+pub mod contain;
 pub mod embed;
 pub mod gptq;
 pub mod half;
@@ -68,11 +69,17 @@ pub fn onnx_to_desc(path: &Path, opts: &ExportOptions) -> Result<ModelDesc> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     validate::check_bytes(&bytes)
         .with_context(|| format!("checking ONNX model {}", path.display()))?;
-    let model = import::load_inference_model(path)?;
-    let (inputs, outputs) = import::declared_io(&model)?;
+    // tract panics on some malformed graphs the checks above miss: contained, as errors.
+    let (model, inputs, outputs) = contain::contain(path, "parse", || {
+        let model = import::load_inference_model(path)?;
+        let (inputs, outputs) = import::declared_io(&model)?;
+        Ok((model, inputs, outputs))
+    })?;
     let roles = roles::assign_roles(&inputs, &outputs, &opts.roles)?;
-    let typed = import::into_typed(model, &inputs, &roles)?;
-    let mut desc = lower::lower(&typed, &roles)
+    let typed = contain::contain(path, "analysis", || {
+        import::into_typed(model, &inputs, &roles)
+    })?;
+    let mut desc = contain::contain(path, "lowering", || lower::lower(&typed, &roles))
         .with_context(|| format!("cannot convert {}", path.display()))?;
     let mut roles = roles;
     state_only_fixup(&mut desc, &mut roles, &opts.roles, &inputs);
@@ -187,11 +194,17 @@ pub fn onnx_to_desc(path: &Path, opts: &ExportOptions) -> Result<ModelDesc> {
 /// Errors: as [`onnx_to_desc`]; an input with a symbolic dim.
 pub fn plain_graph_desc(path: &Path) -> Result<ModelDesc> {
     validate::check_file(path)?;
-    let model = import::load_inference_model(path)?;
-    let (inputs, _) = import::declared_io(&model)?;
-    let typed = import::into_typed_fixed(model, &inputs)?;
+    let (model, inputs) = contain::contain(path, "parse", || {
+        let model = import::load_inference_model(path)?;
+        let (inputs, _) = import::declared_io(&model)?;
+        Ok((model, inputs))
+    })?;
+    let typed = contain::contain(path, "analysis", || {
+        import::into_typed_fixed(model, &inputs)
+    })?;
     let roles = vec![Role::Data; inputs.len()];
-    lower::lower(&typed, &roles).with_context(|| format!("cannot convert {}", path.display()))
+    contain::contain(path, "lowering", || lower::lower(&typed, &roles))
+        .with_context(|| format!("cannot convert {}", path.display()))
 }
 
 /// A single input guessed as `xt` (the ONNX file did not declare its output width) whose
