@@ -188,6 +188,7 @@ pub fn load_inference_model(path: &Path) -> Result<InferenceModel> {
             tract_onnx::pb::ModelProto::decode(&bytes[..]).context("not an ONNX ModelProto")?;
         let dir = path.parent().unwrap_or(Path::new(""));
         crate::half::widen_model(&mut proto, dir)?;
+        drop_trailing_absent_inputs(&mut proto);
         // As tract's `model_for_path`: external data is read relative to the model's folder.
         let parsed = onnx_parser()
             .parse(&proto, dir.to_str())
@@ -201,6 +202,19 @@ pub fn load_inference_model(path: &Path) -> Result<InferenceModel> {
         Ok(parsed.model)
     };
     load().with_context(|| format!("cannot read ONNX model {}", path.display()))
+}
+
+/// Removes trailing empty input names (absent optional inputs, e.g. a Conv without bias
+/// written as `["x", "w", ""]`): the same ONNX graph, in the form tract's parsers expect
+/// (tract-hir's Conv indexes the bias slot it is told exists and panics).
+fn drop_trailing_absent_inputs(proto: &mut tract_onnx::pb::ModelProto) {
+    if let Some(graph) = proto.graph.as_mut() {
+        for node in &mut graph.node {
+            while node.input.last().is_some_and(String::is_empty) {
+                node.input.pop();
+            }
+        }
+    }
 }
 
 /// Pins each input of a plain graph (every dim fixed, as declared; the declared dtype) and
