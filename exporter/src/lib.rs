@@ -298,11 +298,17 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
     h
 }
 
-/// Reads a `.frt` file into a 16-byte aligned buffer (validated when a `Model` is made
+/// The largest `.frt` file read (1 GiB; the format's u32 offsets would allow 4 GiB, far
+/// beyond any model flowrt targets).
+pub const fn flowrt_frt_cap() -> u64 {
+    1 << 30
+}
+
+/// Reads a `.frt` file (up to [`flowrt_frt_cap`] bytes) into a 16-byte aligned buffer (validated when a `Model` is made
 /// from it).
 ///
 /// Errors: the file cannot be read.
 pub fn read_frt(path: &Path) -> Result<flowrt::format::AlignedBytes> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = npy::read_capped(path, flowrt_frt_cap())?;
     Ok(flowrt::format::AlignedBytes::copy_from(&bytes))
 }

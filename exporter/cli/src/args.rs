@@ -114,8 +114,10 @@ fn read_points(path: &Path) -> Result<Vec<f32>> {
     if path.extension().is_some_and(|e| e == "npy") {
         return Ok(npy::read_f32(path)?.0);
     }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    // A grid is at most a few thousand numbers: 16 MiB of text is plenty.
+    let bytes = npy::read_capped(path, 16 << 20)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow!("{}: the grid file is not UTF-8 text", path.display()))?;
     flowrt_host::plan::parse_points(&text).with_context(|| format!("{}", path.display()))
 }
 

@@ -210,3 +210,110 @@ fn a_panic_inside_tract_is_contained() {
         ],
     );
 }
+
+/// A `.npy` v1 file: `header` (the dict text) padded as numpy does, then `data`.
+fn npy_bytes(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut h = header.to_string();
+    while !(10 + h.len() + 1).is_multiple_of(64) {
+        h.push(' ');
+    }
+    h.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(h.len() as u16).to_le_bytes());
+    out.extend_from_slice(h.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+fn f32_header(shape: &str) -> String {
+    format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}")
+}
+
+/// Runs `flowrt ARGS...` under `ulimit -v 2000000` (2 GB of address space); asserts exit
+/// status 1 (no abort, no signal) and one `error:` line naming `needles`.
+fn fails_under_ulimit(parts: &[&dyn Arg], needles: &[&str]) -> String {
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg("ulimit -v 2000000; exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_flowrt"))
+        .args(args(parts));
+    let out = cmd.output().expect("run sh");
+    let what = describe(parts, &out);
+    assert_eq!(out.status.code(), Some(1), "{what}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{what}");
+    assert!(lines[0].starts_with("error:"), "{what}");
+    assert_contains(lines[0], needles);
+    lines[0].to_string()
+}
+
+#[test]
+fn npy_shape_product_overflow() {
+    // (4, 2^63 + 1, 2) with 8 floats: the element count wraps to 8 in u64 arithmetic.
+    let (dir, frt) = temp_export("npyovf", "moons_icfm/model.ts.onnx", "");
+    let noise = dir.path("noise.npy");
+    let data: Vec<u8> = [0f32; 8].iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(
+        &noise,
+        npy_bytes(&f32_header("(4, 9223372036854775809, 2)"), &data),
+    )
+    .unwrap();
+    let out = dir.path("out.npy");
+    sample_fails(&frt, &noise, &[], &out, &["noise.npy", "shape", "2^64"]);
+    assert!(!out.exists());
+}
+
+#[test]
+fn npy_data_length_must_match_the_shape() {
+    let (dir, frt) = temp_export("npylen", "moons_icfm/model.ts.onnx", "");
+    let out = dir.path("out.npy");
+    for n in [7usize, 9] {
+        let noise = dir.path(&format!("noise{n}.npy"));
+        let data: Vec<u8> = vec![0f32; n].iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(&noise, npy_bytes(&f32_header("(4, 2)"), &data)).unwrap();
+        sample_fails(&frt, &noise, &[], &out, &["needs 32 bytes of data"]);
+    }
+    // Labels and grid files go through the same reader.
+    let grid = dir.path("grid.npy");
+    std::fs::write(&grid, npy_bytes(&f32_header("(3,)"), &[0u8; 8])).unwrap();
+    let noise = fx("moons_icfm/noise.npy");
+    sample_fails(
+        &frt,
+        &noise,
+        &[&"--grid-file", &grid],
+        &out,
+        &["grid.npy", "needs 12 bytes"],
+    );
+}
+
+#[test]
+fn npy_v2_header_length_beyond_the_file_under_ulimit() {
+    // A v2 header claiming 4 GB: allocated as is, that aborted under a 2 GB address limit.
+    let (dir, frt) = temp_export("npyhdr", "moons_icfm/model.ts.onnx", "");
+    let noise = dir.path("noise.npy");
+    let mut bytes = b"\x93NUMPY\x02\x00".to_vec();
+    bytes.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    bytes.extend_from_slice(b"{'descr': '<f4', 'fortran_order': False, 'shape': (4, 2), }\n");
+    std::fs::write(&noise, &bytes).unwrap();
+    let out = dir.path("out.npy");
+    fails_under_ulimit(
+        &[&sample_args(&frt, &noise, &[], &out)],
+        &["noise.npy", "header claims 4294967280 bytes"],
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn inspect_dev_zero_is_capped() {
+    let start = std::time::Instant::now();
+    fails_under_ulimit(
+        &[&"inspect", &"/dev/zero"],
+        &["/dev/zero", "larger than the 1073741824-byte limit"],
+    );
+    eprintln!("inspect /dev/zero failed after {:?}", start.elapsed());
+    fails_under_ulimit(
+        &[&"sample", &"/dev/zero", &"--seed 1 --num 2 -o /dev/null"],
+        &["/dev/zero", "limit"],
+    );
+}
