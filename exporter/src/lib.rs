@@ -16,6 +16,7 @@ pub mod import;
 pub mod int8act;
 pub mod lower;
 pub mod npy;
+pub mod output;
 pub mod roles;
 pub mod validate;
 pub mod weights;

@@ -159,20 +159,35 @@ fn open_c_order(path: &Path) -> Result<(NpyBytes, Vec<usize>)> {
     Ok((npy, shape))
 }
 
-/// Writes `data` as a C-order `.npy` file with `shape`, in the dtype of `T`.
+/// Encodes `data` as a C-order `.npy` file with `shape`, in the dtype of `T`.
 ///
-/// Errors: the file cannot be written.
-fn write<T: npyz::AutoSerialize + Copy>(path: &Path, data: &[T], shape: &[u64]) -> Result<()> {
-    let file =
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+/// Errors: the encoder fails.
+fn encode<T: npyz::AutoSerialize + Copy>(data: &[T], shape: &[u64]) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
     let mut w = npyz::WriteOptions::new()
         .default_dtype()
         .shape(shape)
-        .writer(std::io::BufWriter::new(file))
+        .writer(&mut bytes)
         .begin_nd()?;
     w.extend(data.iter().copied())?;
     w.finish()?;
-    Ok(())
+    Ok(bytes)
+}
+
+/// Writes `data` as a C-order `.npy` file with `shape`, atomically
+/// ([`crate::output::write_atomic`]).
+///
+/// Errors: the file cannot be written.
+fn write<T: npyz::AutoSerialize + Copy>(path: &Path, data: &[T], shape: &[u64]) -> Result<()> {
+    crate::output::write_atomic(path, &encode(data, shape)?)
+}
+
+/// The bytes of a C-order float32 `.npy` file of `data` with `shape`.
+///
+/// Errors: the encoder fails.
+pub fn encode_f32(data: &[f32], shape: &[usize]) -> Result<Vec<u8>> {
+    let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+    encode(data, &shape)
 }
 
 /// Reads a float32 or float64 `.npy` file (C order) as f32 values and its shape.

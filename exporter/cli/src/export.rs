@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use flowrt::format::AlignedBytes;
 use flowrt::solver::Method;
 use flowrt::Model;
@@ -285,8 +285,9 @@ fn solver_defaults(
 }
 
 fn write(model: &Path, output: &Path, opts: &ExportOptions) -> Result<()> {
+    flowrt_export::output::check_writable(output, "-o")?;
     let bytes = flowrt_export::export_onnx(model, opts)?;
-    std::fs::write(output, &bytes).with_context(|| format!("writing {}", output.display()))?;
+    flowrt_export::output::write_atomic(output, &bytes)?;
     let aligned = AlignedBytes::copy_from(&bytes);
     let m =
         Model::from_bytes(aligned.as_slice()).map_err(|e| anyhow!("re-reading the export: {e}"))?;

@@ -317,3 +317,79 @@ fn inspect_dev_zero_is_capped() {
         &["/dev/zero", "limit"],
     );
 }
+
+/// The names in `dir`, sorted (to see that a failed run left nothing behind).
+fn listing(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn sample_checks_every_output_before_the_run() {
+    // The samples file used to be written before --trajectory's missing folder failed.
+    let (dir, frt) = temp_export("atomic_sample", "moons_icfm/model.ts.onnx", "");
+    let noise = fx("moons_icfm/noise.npy");
+    let out = dir.path("out.npy");
+    let before = listing(&dir);
+    let traj = dir.path("missing_dir/x.npy");
+    sample_fails(
+        &frt,
+        &noise,
+        &[&"--trajectory", &traj],
+        &out,
+        &["--trajectory", "missing_dir", "does not exist"],
+    );
+    let png = dir.path("missing_dir/x.png");
+    sample_fails(
+        &frt,
+        &noise,
+        &[&"--png", &png],
+        &out,
+        &["--png", "missing_dir"],
+    );
+    sample_fails(&frt, &noise, &[], &dir, &["-o", "is a folder"]);
+    assert_eq!(listing(&dir), before, "a failed run left files");
+    // A good samples file is not clobbered by a run that fails later (bad noise file).
+    sample_ok(&frt, &noise, &[], &out);
+    let good = std::fs::read(&out).unwrap();
+    let bad = dir.path("bad.npy");
+    std::fs::write(&bad, b"\x93NUMPY\x01\x00junk").unwrap();
+    sample_fails(&frt, &bad, &[], &out, &["bad.npy"]);
+    assert_eq!(std::fs::read(&out).unwrap(), good);
+    let mut want = before.clone();
+    want.extend(["bad.npy".to_string(), "out.npy".to_string()]);
+    want.sort();
+    assert_eq!(listing(&dir), want);
+}
+
+#[test]
+fn a_failed_export_leaves_the_old_file() {
+    let (dir, frt) = temp_export("atomic_export", "moons_icfm/model.ts.onnx", "");
+    let good = std::fs::read(&frt).unwrap();
+    let mut m = load("moons_icfm/model.ts.onnx");
+    graph(&mut m).output[0].name = "nowhere".into();
+    let onnx = dir.path("bad.onnx");
+    std::fs::write(&onnx, m.encode_to_vec()).unwrap();
+    fails_with(&[&"export", &onnx, &"-o", &frt], &["nowhere"]);
+    assert_eq!(
+        std::fs::read(&frt).unwrap(),
+        good,
+        "the good .frt was clobbered"
+    );
+    fails_with(
+        &[
+            &"export",
+            &fx("moons_icfm/model.ts.onnx"),
+            &"-o",
+            &dir.path("no/m.frt"),
+        ],
+        &["-o", "does not exist"],
+    );
+    let mut names = listing(&dir);
+    names.sort();
+    assert_eq!(names, ["bad.onnx", "model.frt"]);
+}
