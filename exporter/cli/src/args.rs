@@ -96,6 +96,21 @@ impl SolveArgs {
         } else {
             None
         };
+        // Checked whatever the method (an ignored NaN tolerance is still a mistake).
+        for (flag, v) in [("--rtol", self.rtol), ("--atol", self.atol)] {
+            if !v.is_finite() || v < 0.0 {
+                bail!("{flag} {v}: a tolerance must be finite and non-negative");
+            }
+        }
+        if self.rtol == 0.0 && self.atol == 0.0 {
+            bail!("--rtol and --atol are both 0: dopri5 could never accept a step");
+        }
+        if let Some(n) = self.steps.filter(|&n| n > flowrt::grid::MAX_GRID_STEPS) {
+            bail!(
+                "--steps {n}: at most {} steps (2^24)",
+                flowrt::grid::MAX_GRID_STEPS
+            );
+        }
         Ok(SolverRequest {
             method,
             steps: self.steps,

@@ -393,3 +393,81 @@ fn a_failed_export_leaves_the_old_file() {
     names.sort();
     assert_eq!(names, ["bad.onnx", "model.frt"]);
 }
+
+#[test]
+fn export_refuses_bad_solver_defaults() {
+    let dir = TempDir::new("opts_export");
+    let frt = dir.path("m.frt");
+    let onnx = "moons_icfm/model.ts.onnx";
+    // Each used to be baked into the file silently (sampling then failed or went wrong).
+    for (flags, needles) in [
+        (
+            "--grid 0,0.5,0.3,1",
+            &["--grid 0,0.5,0.3,1", "not strictly monotone"][..],
+        ),
+        ("--grid 0,0,1", &["not strictly monotone"][..]),
+        ("--grid 1,0.5,0", &["runs from 1 to 0", "noise end (0)"][..]),
+        (
+            "--time sigma --grid 0,1",
+            &["runs from 0 to 1", "noise end (1)"][..],
+        ),
+        ("--grid 0.5,1.5", &["outside the model's time range"][..]),
+        ("--grid shift:-1", &["shift:-1", "positive"][..]),
+        ("--grid shift:0", &["positive"][..]),
+        ("--steps 100000000", &["--steps 100000000", "2^24"][..]),
+        ("--steps 0", &["--steps"][..]),
+        ("--guidance NaN", &["--guidance", "finite"][..]),
+        ("--guidance inf", &["--guidance", "finite"][..]),
+        ("--method bogus", &["--method bogus"][..]),
+        ("--null-label 3", &["--null-label 3", "no label input"][..]),
+    ] {
+        let out = flowrt(&[&"export", &fx(onnx), &"-o", &frt, &flags]);
+        assert_eq!(out.status.code(), Some(1), "{flags}");
+        export_fails(onnx, &frt, flags, needles);
+        assert!(!frt.exists(), "{flags}: a file was written");
+    }
+    export_fails(
+        "moons_cfg/model.ts.onnx",
+        &frt,
+        "--null-label 99 --guidance 2",
+        &["--null-label 99", "3 classes"],
+    );
+    assert!(!frt.exists());
+    // Good grids still export.
+    export_fx(onnx, &frt, "--grid 0,0.1,0.25,0.45,0.7,0.9,1");
+    export_fx(onnx, &frt, "--time sigma --grid 1,0.5,0");
+}
+
+#[test]
+fn sample_refuses_bad_options() {
+    let (dir, frt) = temp_export("opts_sample", "moons_icfm/model.ts.onnx", "");
+    let noise = fx("moons_icfm/noise.npy");
+    let out = dir.path("out.npy");
+    for (flags, needles) in [
+        ("--grid 1,0.5,0", &["runs from 1 to 0"][..]),
+        ("--grid 0.5,1.5", &["outside the model's time range"][..]),
+        ("--grid 0,0.5,0.3,1", &["not strictly monotone"][..]),
+        ("--rtol NaN", &["--rtol NaN", "finite"][..]),
+        ("--atol=-1", &["--atol -1", "non-negative"][..]),
+        ("--rtol 0 --atol 0", &["both 0"][..]),
+        ("--steps 100000000", &["--steps 100000000", "2^24"][..]),
+        ("--step-size 0", &["step size"][..]),
+    ] {
+        sample_fails(&frt, &noise, &[&flags], &out, needles);
+        assert!(!out.exists(), "{flags}: a file was written");
+    }
+    // On the sigma axis (1 = noise) a descending grid is the right way round.
+    let (_d2, sig) = temp_export(
+        "opts_sigma",
+        "moons_icfm/model.ts.onnx",
+        "--time sigma --grid 1,0.5,0",
+    );
+    sample_ok(&sig, &noise, &[], &out);
+    sample_fails(
+        &sig,
+        &noise,
+        &[&"--grid 0,0.5,1"],
+        &dir.path("o2.npy"),
+        &["runs from 0 to 1"],
+    );
+}
