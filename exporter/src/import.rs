@@ -183,7 +183,7 @@ pub fn declared_io(model: &InferenceModel) -> Result<(Vec<DeclaredInput>, Vec<De
 /// parse the graph.
 pub fn load_inference_model(path: &Path) -> Result<InferenceModel> {
     let load = || -> Result<InferenceModel> {
-        let bytes = std::fs::read(path)?;
+        let bytes = crate::read_onnx(path)?;
         let mut proto =
             tract_onnx::pb::ModelProto::decode(&bytes[..]).context("not an ONNX ModelProto")?;
         let dir = path.parent().unwrap_or(Path::new(""));

@@ -67,7 +67,7 @@ pub struct ExportOptions {
 pub fn onnx_to_desc(path: &Path, opts: &ExportOptions) -> Result<ModelDesc> {
     // Read once: validated here, hashed into the metadata below (tract reads the path
     // itself, for the external data next to it).
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = read_onnx(path)?;
     validate::check_bytes(&bytes)
         .with_context(|| format!("checking ONNX model {}", path.display()))?;
     // tract panics on some malformed graphs the checks above miss: contained, as errors.
@@ -297,6 +297,18 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h
+}
+
+/// The largest ONNX file read: 2 GiB, protobuf's own limit for one message (larger models
+/// keep their weights in external data files).
+pub const MAX_ONNX_BYTES: u64 = 2 << 30;
+
+/// Reads an ONNX file, at most [`MAX_ONNX_BYTES`] (`/dev/zero` is refused, not read until
+/// memory runs out).
+///
+/// Errors: unreadable, or larger than the cap.
+pub fn read_onnx(path: &Path) -> Result<Vec<u8>> {
+    npy::read_capped(path, MAX_ONNX_BYTES)
 }
 
 /// The largest `.frt` file read (1 GiB; the format's u32 offsets would allow 4 GiB, far

@@ -309,7 +309,7 @@ fn tensor_problem(t: &TensorProto) -> Option<String> {
 ///
 /// Errors: the file cannot be read or is not a `ModelProto`, or the model fails a check.
 pub fn check_file(path: &Path) -> Result<()> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = crate::read_onnx(path)?;
     check_bytes(&bytes).with_context(|| format!("checking ONNX model {}", path.display()))
 }
 

@@ -316,6 +316,14 @@ fn inspect_dev_zero_is_capped() {
         &[&"sample", &"/dev/zero", &"--seed 1 --num 2 -o /dev/null"],
         &["/dev/zero", "limit"],
     );
+    // ONNX is read up to protobuf's 2 GiB; under the 2 GB address limit the buffer cannot
+    // grow that far, and that is an error too, not an abort.
+    let dir = TempDir::new("zero");
+    fails_under_ulimit(
+        &[&"export", &"/dev/zero", &"-o", &dir.path("z.frt")],
+        &["/dev/zero"],
+    );
+    assert!(!dir.path("z.frt").exists());
 }
 
 /// The names in `dir`, sorted (to see that a failed run left nothing behind).
