@@ -789,6 +789,41 @@ fn check_structure(
                 .map(|a| a.ints.clone())
                 .or_else(|| const_ints(k))
         };
+        // An `axis` attribute out of range: tract loops (LayerNormalization, for a negative
+        // axis below -rank) or indexes out of bounds on some of these.
+        if matches!(
+            op,
+            "LayerNormalization"
+                | "RMSNormalization"
+                | "Softmax"
+                | "LogSoftmax"
+                | "Concat"
+                | "Split"
+                | "Flatten"
+                | "LpNormalization"
+        ) {
+            // Unknown rank: flowrt runs tensors of rank <= MAX_RANK, which bounds the axis.
+            let max_rank = flowrt::format::MAX_RANK as i64;
+            if let Some(a) = attr(node, "axis")
+                .map(|a| a.i)
+                .filter(|a| *a < -max_rank || *a > max_rank)
+                .filter(|_| in_rank(0).is_none())
+            {
+                problems.push(format!(
+                    "{label}: axis {a} is out of range (flowrt tensors have rank <= {max_rank})"
+                ));
+            }
+            if let (Some(a), Some(r)) = (attr(node, "axis").map(|a| a.i), in_rank(0)) {
+                let r = r as i64;
+                // Flatten's axis may equal the rank.
+                let hi = if op == "Flatten" { r } else { r - 1 };
+                if a < -r || a > hi {
+                    problems.push(format!(
+                        "{label}: axis {a} is out of range for input rank {r}"
+                    ));
+                }
+            }
+        }
         let mut out_rank: Option<usize> = None;
         match op {
             "Unsqueeze" | "Squeeze" => {
@@ -923,6 +958,20 @@ fn check_structure(
                 out_rank = const_ints(1).map(|s| s.len());
             }
             "Gemm" => out_rank = Some(2),
+            // Broadcasting ops: the largest input rank (all known).
+            "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Where" | "Equal" | "Greater"
+            | "GreaterOrEqual" | "Less" | "LessOrEqual" | "Max" | "Min" | "Sum" | "Mean"
+            | "PRelu" | "And" | "Or" | "Mod" => {
+                let ranks: Option<Vec<usize>> = (0..node.input.len()).map(in_rank).collect();
+                out_rank = ranks.and_then(|r| r.into_iter().max());
+            }
+            "MatMul" => {
+                if let (Some(a), Some(b)) = (in_rank(0), in_rank(1)) {
+                    if a >= 2 && b >= 2 {
+                        out_rank = Some(a.max(b));
+                    }
+                }
+            }
             "Abs"
             | "Cast"
             | "Ceil"

@@ -195,11 +195,23 @@ fn conv_pads_wrong_length() {
 
 #[test]
 fn a_panic_inside_tract_is_contained() {
-    // digits_dit: /t_embedder/Unsqueeze works on a Mul output, whose rank the checks before
-    // tract do not follow; tract's analysis panics (smallvec "index exceeds length") and the
-    // containment turns it into an error naming the model and the stage.
+    // digits_dit: /blocks.1/attn/Constant feeds a shape computation the checks before tract
+    // do not follow; with 99 in it tract's analysis indexes out of bounds, and the
+    // containment turns the panic into an error naming the model and the stage.
     let mut m = load("digits_dit/model.ts.onnx");
-    set_const_i64(&mut m, "/t_embedder/Constant_1", &[1], &[9]);
+    let dims = node(&mut m, "/blocks.1/attn/Constant").attribute[0]
+        .t
+        .as_ref()
+        .unwrap()
+        .dims
+        .clone();
+    let count: i64 = dims.iter().product();
+    set_const_i64(
+        &mut m,
+        "/blocks.1/attn/Constant",
+        &dims,
+        &vec![99; count as usize],
+    );
     export_mutated(
         "contained",
         &m,
@@ -478,4 +490,35 @@ fn sample_refuses_bad_options() {
         &dir.path("o2.npy"),
         &["runs from 0 to 1"],
     );
+}
+
+#[test]
+fn layer_norm_axis_out_of_range_does_not_hang() {
+    // tract-onnx's LayerNorm rules loop for an axis below -rank (the export never ended);
+    // digits_dit's /blocks.1/norm2 input rank is not followed by the checks, so this is the
+    // rank bound flowrt itself has (MAX_RANK).
+    let mut m = load("digits_dit/model.ts.onnx");
+    let n = node(&mut m, "/blocks.1/norm2/LayerNormalization");
+    n.attribute.iter_mut().find(|a| a.name == "axis").unwrap().i = -99;
+    export_mutated(
+        "lnaxis",
+        &m,
+        &["/blocks.1/norm2/LayerNormalization", "axis -99"],
+    );
+    // With a known input rank (digits_dit's first LayerNormalization follows the patch
+    // embedding's Transpose) the bound is the rank itself.
+    let mut m = load("digits_dit/model.ts.onnx");
+    let name = graph(&mut m)
+        .node
+        .iter()
+        .find(|n| n.op_type == "Softmax")
+        .map(|n| n.name.clone())
+        .unwrap();
+    node(&mut m, &name)
+        .attribute
+        .iter_mut()
+        .find(|a| a.name == "axis")
+        .unwrap()
+        .i = -99;
+    export_mutated("smaxis", &m, &[&name, "axis -99"]);
 }
