@@ -25,7 +25,7 @@ const EXTERNAL: i32 = 1;
 /// Errors: unreadable / undecodable ONNX, a missing or too short external data file, an
 /// external location that is absolute or leaves the model's folder, or malformed half data.
 pub fn self_contained_onnx(path: &Path) -> Result<Vec<u8>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = crate::read_onnx(path)?;
     let mut model = ModelProto::decode(&bytes[..])
         .with_context(|| format!("{} is not an ONNX ModelProto", path.display()))?;
     let dir = path.parent().unwrap_or(Path::new("."));

@@ -183,7 +183,7 @@ pub fn declared_io(model: &InferenceModel) -> Result<(Vec<DeclaredInput>, Vec<De
 /// parse the graph.
 pub fn load_inference_model(path: &Path) -> Result<InferenceModel> {
     let load = || -> Result<InferenceModel> {
-        let bytes = std::fs::read(path)?;
+        let bytes = crate::read_onnx(path)?;
         let mut proto =
             tract_onnx::pb::ModelProto::decode(&bytes[..]).context("not an ONNX ModelProto")?;
         let dir = path.parent().unwrap_or(Path::new(""));
@@ -193,6 +193,7 @@ pub fn load_inference_model(path: &Path) -> Result<InferenceModel> {
         if let Some(g) = proto.graph.as_mut() {
             crate::embed::inline_graph(g, dir, &mut std::collections::HashMap::new())?;
         }
+        drop_trailing_absent_inputs(&mut proto);
         let parsed = onnx_parser()
             .parse(&proto, dir.to_str())
             .map_err(|e| anyhow!("{e:#}"))?;
@@ -205,6 +206,19 @@ pub fn load_inference_model(path: &Path) -> Result<InferenceModel> {
         Ok(parsed.model)
     };
     load().with_context(|| format!("cannot read ONNX model {}", path.display()))
+}
+
+/// Removes trailing empty input names (absent optional inputs, e.g. a Conv without bias
+/// written as `["x", "w", ""]`): the same ONNX graph, in the form tract's parsers expect
+/// (tract-hir's Conv indexes the bias slot it is told exists and panics).
+fn drop_trailing_absent_inputs(proto: &mut tract_onnx::pb::ModelProto) {
+    if let Some(graph) = proto.graph.as_mut() {
+        for node in &mut graph.node {
+            while node.input.last().is_some_and(String::is_empty) {
+                node.input.pop();
+            }
+        }
+    }
 }
 
 /// Pins each input of a plain graph (every dim fixed, as declared; the declared dtype) and

@@ -8,6 +8,7 @@
 
 pub mod calibration;
 pub mod conformance;
+pub mod contain;
 pub mod embed;
 pub mod external;
 pub mod gptq;
@@ -16,6 +17,7 @@ pub mod import;
 pub mod int8act;
 pub mod lower;
 pub mod npy;
+pub mod output;
 pub mod roles;
 pub mod validate;
 pub mod weights;
@@ -66,14 +68,20 @@ pub struct ExportOptions {
 pub fn onnx_to_desc(path: &Path, opts: &ExportOptions) -> Result<ModelDesc> {
     // Read once: validated here, hashed into the metadata below (tract reads the path
     // itself, for the external data next to it).
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = read_onnx(path)?;
     validate::check_bytes(&bytes)
         .with_context(|| format!("checking ONNX model {}", path.display()))?;
-    let model = import::load_inference_model(path)?;
-    let (inputs, outputs) = import::declared_io(&model)?;
+    // tract panics on some malformed graphs the checks above miss: contained, as errors.
+    let (model, inputs, outputs) = contain::contain(path, "parse", || {
+        let model = import::load_inference_model(path)?;
+        let (inputs, outputs) = import::declared_io(&model)?;
+        Ok((model, inputs, outputs))
+    })?;
     let roles = roles::assign_roles(&inputs, &outputs, &opts.roles)?;
-    let typed = import::into_typed(model, &inputs, &roles)?;
-    let mut desc = lower::lower(&typed, &roles)
+    let typed = contain::contain(path, "analysis", || {
+        import::into_typed(model, &inputs, &roles)
+    })?;
+    let mut desc = contain::contain(path, "lowering", || lower::lower(&typed, &roles))
         .with_context(|| format!("cannot convert {}", path.display()))?;
     let mut roles = roles;
     state_only_fixup(&mut desc, &mut roles, &opts.roles, &inputs);
@@ -188,11 +196,17 @@ pub fn onnx_to_desc(path: &Path, opts: &ExportOptions) -> Result<ModelDesc> {
 /// Errors: as [`onnx_to_desc`]; an input with a symbolic dim.
 pub fn plain_graph_desc(path: &Path) -> Result<ModelDesc> {
     validate::check_file(path)?;
-    let model = import::load_inference_model(path)?;
-    let (inputs, _) = import::declared_io(&model)?;
-    let typed = import::into_typed_fixed(model, &inputs)?;
+    let (model, inputs) = contain::contain(path, "parse", || {
+        let model = import::load_inference_model(path)?;
+        let (inputs, _) = import::declared_io(&model)?;
+        Ok((model, inputs))
+    })?;
+    let typed = contain::contain(path, "analysis", || {
+        import::into_typed_fixed(model, &inputs)
+    })?;
     let roles = vec![Role::Data; inputs.len()];
-    lower::lower(&typed, &roles).with_context(|| format!("cannot convert {}", path.display()))
+    contain::contain(path, "lowering", || lower::lower(&typed, &roles))
+        .with_context(|| format!("cannot convert {}", path.display()))
 }
 
 /// A single input guessed as `xt` (the ONNX file did not declare its output width) whose
@@ -286,11 +300,29 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
     h
 }
 
-/// Reads a `.frt` file into a 16-byte aligned buffer (validated when a `Model` is made
+/// The largest ONNX file read: 2 GiB, protobuf's own limit for one message (larger models
+/// keep their weights in external data files).
+pub const MAX_ONNX_BYTES: u64 = 2 << 30;
+
+/// Reads an ONNX file, at most [`MAX_ONNX_BYTES`] (`/dev/zero` is refused, not read until
+/// memory runs out).
+///
+/// Errors: unreadable, or larger than the cap.
+pub fn read_onnx(path: &Path) -> Result<Vec<u8>> {
+    npy::read_capped(path, MAX_ONNX_BYTES)
+}
+
+/// The largest `.frt` file read (1 GiB; the format's u32 offsets would allow 4 GiB, far
+/// beyond any model flowrt targets).
+pub const fn flowrt_frt_cap() -> u64 {
+    1 << 30
+}
+
+/// Reads a `.frt` file (up to [`flowrt_frt_cap`] bytes) into a 16-byte aligned buffer (validated when a `Model` is made
 /// from it).
 ///
 /// Errors: the file cannot be read.
 pub fn read_frt(path: &Path) -> Result<flowrt::format::AlignedBytes> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = npy::read_capped(path, flowrt_frt_cap())?;
     Ok(flowrt::format::AlignedBytes::copy_from(&bytes))
 }

@@ -8,34 +8,186 @@ use npyz::WriterBuilder;
 /// A `.npy` file read into memory.
 type NpyBytes = npyz::NpyFile<std::io::Cursor<Vec<u8>>>;
 
+/// The largest `.npy` file the CLI reads (`--noise`, `--label`, `--grid-file`, ...): 1 GiB.
+/// A larger file is refused before it is read (a FIFO or device is read up to the cap).
+pub const MAX_NPY_BYTES: u64 = 1 << 30;
+
+/// Reads at most `cap` bytes of `path`; a longer file (by its size, or by what a pipe or
+/// device delivers) is an error naming the cap, before more than `cap + 1` bytes are read.
+///
+/// Errors: unreadable file, or longer than `cap`.
+pub fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
+    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let too_large = || {
+        anyhow::anyhow!(
+            "{}: the file is larger than the {cap}-byte limit for this input",
+            path.display()
+        )
+    };
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if size > cap {
+        return Err(too_large());
+    }
+    let bytes =
+        read_bounded(file, size, cap).with_context(|| format!("reading {}", path.display()))?;
+    if bytes.len() as u64 > cap {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
+/// Reads `file` (`size`: its length if known, else 0) up to `cap + 1` bytes, growing the
+/// buffer with fallible allocation (an allocation failure is an error, not an abort).
+pub(crate) fn read_bounded(
+    mut file: std::fs::File,
+    size: u64,
+    cap: u64,
+) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let limit = cap.saturating_add(1);
+    let oom = || std::io::Error::new(std::io::ErrorKind::OutOfMemory, "cannot allocate");
+    let mut bytes: Vec<u8> = Vec::new();
+    let first = size.saturating_add(1).min(limit).max(1 << 16).min(limit);
+    bytes.try_reserve_exact(first as usize).map_err(|_| oom())?;
+    let mut chunk = vec![0u8; 1 << 16];
+    while (bytes.len() as u64) < limit {
+        let room = (limit - bytes.len() as u64).min(chunk.len() as u64) as usize;
+        let n = match file.read(&mut chunk[..room]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if bytes.capacity() - bytes.len() < n {
+            let grow = (bytes.capacity() as u64)
+                .max(1 << 16)
+                .min(limit - bytes.len() as u64);
+            bytes
+                .try_reserve_exact((grow as usize).max(n))
+                .map_err(|_| oom())?;
+        }
+        bytes.extend_from_slice(&chunk[..n]);
+    }
+    Ok(bytes)
+}
+
+/// Bytes per element of a `.npy` dtype descriptor (`'<f4'` -> 4), if it has one.
+fn descr_item_size(descr: &str) -> Option<u64> {
+    let d = descr.trim_matches('\'');
+    let digits = d.trim_start_matches(|c: char| !c.is_ascii_digit());
+    if digits.is_empty() || digits.len() + 2 != d.len() {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Checks the `.npy` preamble against the file before `npyz` reads the header: the magic,
+/// a known version, and a header length that fits in the file (a forged v2 header length of
+/// 4 GB would otherwise be allocated). Returns the offset where the header ends.
+fn check_preamble(path: &Path, bytes: &[u8]) -> Result<u64> {
+    let name = path.display();
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        bail!("{name}: not a .npy file (no \\x93NUMPY magic)");
+    }
+    let (len, start) = match bytes[6] {
+        1 => (u64::from(u16::from_le_bytes([bytes[8], bytes[9]])), 10u64),
+        2 | 3 => {
+            let Some(b) = bytes.get(8..12) else {
+                bail!("{name}: truncated .npy preamble");
+            };
+            (
+                u64::from(u32::from_le_bytes(b.try_into().expect("4 bytes"))),
+                12,
+            )
+        }
+        v => bail!("{name}: .npy format version {v} is not supported (1, 2 or 3)"),
+    };
+    let end = start + len;
+    if end > bytes.len() as u64 {
+        bail!(
+            "{name}: the .npy header claims {len} bytes, but the file has only {} after the \
+             preamble",
+            bytes.len() as u64 - start
+        );
+    }
+    Ok(end)
+}
+
 /// Reads a C-order `.npy` file; returns the array and its shape.
 ///
-/// Errors: unreadable file, not a `.npy` file, or Fortran order.
+/// The file is read up to [`MAX_NPY_BYTES`]; the header length is checked against the file
+/// before it is parsed; the shape's element count is computed with checked arithmetic, and
+/// the data must be exactly that many elements of the dtype (no trailing or missing bytes).
+///
+/// Errors: unreadable or too large file, not a `.npy` file, Fortran order, a shape whose
+/// size overflows, or data of another length than the shape says.
 fn open_c_order(path: &Path) -> Result<(NpyBytes, Vec<usize>)> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = read_capped(path, MAX_NPY_BYTES)?;
+    let header_end = check_preamble(path, &bytes)?;
+    let file_len = bytes.len() as u64;
     let npy = npyz::NpyFile::new(std::io::Cursor::new(bytes))
         .with_context(|| format!("{}: not a .npy file", path.display()))?;
     if npy.order() != npyz::Order::C {
         bail!("{}: Fortran-order arrays are not supported", path.display());
     }
-    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    let dims = npy.shape().to_vec();
+    let count = dims
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: shape {dims:?} has more elements than 2^64",
+                path.display()
+            )
+        })?;
+    if let Some(item) = descr_item_size(&npy.dtype().descr()) {
+        let data = file_len.saturating_sub(header_end);
+        match count.checked_mul(item) {
+            Some(want) if want == data => {}
+            want => bail!(
+                "{}: shape {dims:?} needs {} bytes of data, the file has {data}",
+                path.display(),
+                want.map_or_else(|| "more than 2^64".to_string(), |w| w.to_string())
+            ),
+        }
+    }
+    let shape: Vec<usize> = dims
+        .iter()
+        .map(|&d| usize::try_from(d))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{}: shape {dims:?} too large", path.display()))?;
     Ok((npy, shape))
 }
 
-/// Writes `data` as a C-order `.npy` file with `shape`, in the dtype of `T`.
+/// Encodes `data` as a C-order `.npy` file with `shape`, in the dtype of `T`.
 ///
-/// Errors: the file cannot be written.
-fn write<T: npyz::AutoSerialize + Copy>(path: &Path, data: &[T], shape: &[u64]) -> Result<()> {
-    let file =
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+/// Errors: the encoder fails.
+fn encode<T: npyz::AutoSerialize + Copy>(data: &[T], shape: &[u64]) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
     let mut w = npyz::WriteOptions::new()
         .default_dtype()
         .shape(shape)
-        .writer(std::io::BufWriter::new(file))
+        .writer(&mut bytes)
         .begin_nd()?;
     w.extend(data.iter().copied())?;
     w.finish()?;
-    Ok(())
+    Ok(bytes)
+}
+
+/// Writes `data` as a C-order `.npy` file with `shape`, atomically
+/// ([`crate::output::write_atomic`]).
+///
+/// Errors: the file cannot be written.
+fn write<T: npyz::AutoSerialize + Copy>(path: &Path, data: &[T], shape: &[u64]) -> Result<()> {
+    crate::output::write_atomic(path, &encode(data, shape)?)
+}
+
+/// The bytes of a C-order float32 `.npy` file of `data` with `shape`.
+///
+/// Errors: the encoder fails.
+pub fn encode_f32(data: &[f32], shape: &[usize]) -> Result<Vec<u8>> {
+    let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+    encode(data, &shape)
 }
 
 /// Reads a float32 or float64 `.npy` file (C order) as f32 values and its shape.

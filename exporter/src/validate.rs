@@ -13,7 +13,13 @@
 //!    inputs are imported as float32: [`crate::half`] widens the graph before tract);
 //! 4. initializers and tensor attributes (`Constant` values) of an element type tract cannot
 //!    load (complex, float8, 4-bit, undefined or unknown codes), or a string tensor in
-//!    `raw_data` — named, instead of tract's "Unknown DatumType" without a name.
+//!    `raw_data` — named, instead of tract's "Unknown DatumType" without a name;
+//! 5. structure (`check_structure`), where tract would panic or misread: node inputs with no
+//!    producer, empty input names where the op has no optional input, graph outputs no node
+//!    produces, constant tensors whose stored data does not match their dims (checked
+//!    arithmetic), and Squeeze / Unsqueeze axes, Gather constant indices, Transpose perms and
+//!    Conv / pooling strides / pads / dilations out of range where the ranks are known from
+//!    the file. What slips through is contained by [`crate::contain`].
 //!
 //! Only the main graph is checked (the ops with subgraphs — If, Loop, Scan — are refused as
 //! unsupported); external data files are not read.
@@ -303,7 +309,7 @@ fn tensor_problem(t: &TensorProto) -> Option<String> {
 ///
 /// Errors: the file cannot be read or is not a `ModelProto`, or the model fails a check.
 pub fn check_file(path: &Path) -> Result<()> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = crate::read_onnx(path)?;
     check_bytes(&bytes).with_context(|| format!("checking ONNX model {}", path.display()))
 }
 
@@ -509,6 +515,7 @@ pub fn check_model(model: &ModelProto) -> Result<()> {
     }
 
     let mut problems = Vec::new();
+    check_structure(graph, default_opset, &mut invalid);
     if !invalid.is_empty() {
         problems.push(format!("model is invalid: {}", invalid.join("; ")));
     }
@@ -552,5 +559,476 @@ pub fn check_model(model: &ModelProto) -> Result<()> {
         Ok(())
     } else {
         bail!("{}", problems.join("; "))
+    }
+}
+
+/// Input positions where an ONNX op allows an empty name (an absent optional input). Ops of
+/// [`SUPPORTED_OPS`] not listed here allow none; ops outside it are not checked (they are
+/// refused, or folded away by tract, and a panic there is contained by [`crate::contain`]).
+const OPTIONAL_INPUTS: &[(&str, &[usize])] = &[
+    ("Clip", &[1, 2]),
+    ("Conv", &[2]),
+    ("ConvTranspose", &[2]),
+    ("Dropout", &[1, 2]),
+    ("Gemm", &[2]),
+    ("LayerNormalization", &[2]),
+    ("Pad", &[2, 3]),
+    ("RMSNormalization", &[]),
+    ("ReduceL1", &[1]),
+    ("ReduceL2", &[1]),
+    ("ReduceLogSum", &[1]),
+    ("ReduceLogSumExp", &[1]),
+    ("ReduceMax", &[1]),
+    ("ReduceMean", &[1]),
+    ("ReduceMin", &[1]),
+    ("ReduceProd", &[1]),
+    ("ReduceSum", &[1]),
+    ("ReduceSumSquare", &[1]),
+    ("Resize", &[1, 2, 3]),
+    ("RotaryEmbedding", &[3]),
+    ("Slice", &[3, 4]),
+    ("Split", &[1]),
+    ("Squeeze", &[1]),
+];
+
+/// Bytes per element of a tensor stored in `raw_data` (`None`: string or unknown).
+fn item_size(dt: DataType) -> Option<u64> {
+    use DataType as D;
+    Some(match dt {
+        D::Bool | D::Int8 | D::Uint8 => 1,
+        D::Int16 | D::Uint16 | D::Float16 | D::Bfloat16 => 2,
+        D::Float | D::Int32 | D::Uint32 => 4,
+        D::Double | D::Int64 | D::Uint64 | D::Complex64 => 8,
+        D::Complex128 => 16,
+        _ => return None,
+    })
+}
+
+/// Why a constant tensor's stored data does not match its dims, if it does not (checked
+/// arithmetic; external data is checked where it is read).
+fn tensor_size_problem(t: &TensorProto) -> Option<String> {
+    use tract_onnx::pb::tensor_proto::DataLocation;
+    if t.data_location == Some(DataLocation::External as i32) {
+        return None;
+    }
+    let mut count: u64 = 1;
+    for &d in &t.dims {
+        let Ok(d) = u64::try_from(d) else {
+            return Some(format!("has a negative dim in dims {:?}", t.dims));
+        };
+        match count.checked_mul(d) {
+            Some(c) => count = c,
+            None => return Some(format!("has dims {:?} whose size overflows", t.dims)),
+        }
+    }
+    let dt = DataType::try_from(t.data_type).ok()?;
+    if !t.raw_data.is_empty() {
+        let item = item_size(dt)?;
+        let want = count.checked_mul(item);
+        let got = t.raw_data.len() as u64;
+        if want != Some(got) {
+            return Some(format!(
+                "has {got} bytes of raw_data, but dims {:?} of {} need {}",
+                t.dims,
+                dtype_name(t.data_type),
+                want.map_or_else(|| "more than 2^64".to_string(), |w| w.to_string())
+            ));
+        }
+        return None;
+    }
+    use DataType as D;
+    let stored = match dt {
+        D::Float => t.float_data.len(),
+        D::Complex64 => t.float_data.len() / 2,
+        D::Int32
+        | D::Int16
+        | D::Int8
+        | D::Uint16
+        | D::Uint8
+        | D::Bool
+        | D::Float16
+        | D::Bfloat16 => t.int32_data.len(),
+        D::Int64 => t.int64_data.len(),
+        D::Double => t.double_data.len(),
+        D::Complex128 => t.double_data.len() / 2,
+        D::Uint32 | D::Uint64 => t.uint64_data.len(),
+        D::String => t.string_data.len(),
+        _ => return None,
+    } as u64;
+    (stored != count).then(|| {
+        format!(
+            "has {stored} stored values, but dims {:?} need {count}",
+            t.dims
+        )
+    })
+}
+
+/// The int64 values of a constant tensor (int64_data or little-endian raw_data).
+fn const_i64(t: &TensorProto) -> Option<Vec<i64>> {
+    if t.data_type != DataType::Int64 as i32 {
+        return None;
+    }
+    if !t.raw_data.is_empty() {
+        if !t.raw_data.len().is_multiple_of(8) {
+            return None;
+        }
+        return Some(
+            t.raw_data
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                .collect(),
+        );
+    }
+    Some(t.int64_data.clone())
+}
+
+fn attr<'a>(node: &'a NodeProto, name: &str) -> Option<&'a tract_onnx::pb::AttributeProto> {
+    node.attribute.iter().find(|a| a.name == name)
+}
+
+/// Structural checks of the main graph, each naming the node (or tensor) and the cause:
+/// every input has a producer (a node, an initializer or a graph input) or is empty where the
+/// op allows an absent optional input; every graph output is produced; initializer and
+/// `Constant` sizes match their dims (checked arithmetic); Squeeze / Unsqueeze axes, Gather
+/// constant indices, Transpose perms and Conv / pooling strides, pads, dilations and kernel
+/// shapes are in range where the ranks involved are known from the file (declared input
+/// shapes, constants, and a few shape-preserving ops).
+fn check_structure(
+    graph: &tract_onnx::pb::GraphProto,
+    opset: Option<i64>,
+    problems: &mut Vec<String>,
+) {
+    use std::collections::{HashMap, HashSet};
+    let mut available: HashSet<&str> = HashSet::new();
+    available.extend(graph.input.iter().map(|i| i.name.as_str()));
+    available.extend(graph.initializer.iter().map(|t| t.name.as_str()));
+    for n in &graph.node {
+        available.extend(
+            n.output
+                .iter()
+                .filter(|o| !o.is_empty())
+                .map(String::as_str),
+        );
+    }
+    // Constant tensors by name (initializers and Constant nodes' `value`).
+    let mut consts: HashMap<&str, &TensorProto> = HashMap::new();
+    for t in &graph.initializer {
+        consts.insert(&t.name, t);
+        if let Some(why) = tensor_size_problem(t) {
+            problems.push(format!("initializer `{}` {why}", t.name));
+        }
+    }
+    // Known ranks, and the values of 1-D Shape outputs' lengths.
+    let mut rank: HashMap<&str, usize> = HashMap::new();
+    for i in &graph.input {
+        if let Some(type_proto::Value::TensorType(t)) =
+            i.r#type.as_ref().and_then(|t| t.value.as_ref())
+        {
+            if let Some(s) = &t.shape {
+                rank.insert(&i.name, s.dim.len());
+            }
+        }
+    }
+    for t in &graph.initializer {
+        rank.insert(&t.name, t.dims.len());
+    }
+    // Length of a 1-D value (a Shape output: the rank of its input).
+    let mut length: HashMap<&str, usize> = HashMap::new();
+    for (ix, node) in graph.node.iter().enumerate() {
+        if !is_default_domain(&node.domain) {
+            continue;
+        }
+        let label = node_label(ix, node, opset);
+        let op = node.op_type.as_str();
+        let optional = OPTIONAL_INPUTS
+            .iter()
+            .find(|(o, _)| *o == op)
+            .map(|(_, ix)| *ix);
+        let known = optional.is_some() || SUPPORTED_OPS.contains(&op);
+        for (k, input) in node.input.iter().enumerate() {
+            if input.is_empty() {
+                if known && !optional.unwrap_or(&[]).contains(&k) {
+                    problems.push(format!(
+                        "{label}: input {k} is empty, and {op} has no optional input {k}"
+                    ));
+                }
+            } else if !available.contains(input.as_str()) {
+                problems.push(format!(
+                    "{label}: input {k} `{input}` has no producer (no node, initializer or \
+                     graph input of that name)"
+                ));
+            }
+        }
+        if op == "Constant" {
+            if let (Some(out), Some(t)) = (
+                node.output.first(),
+                attr(node, "value").and_then(|a| a.t.as_ref()),
+            ) {
+                if let Some(why) = tensor_size_problem(t) {
+                    problems.push(format!("{label}: attribute `value` {why}"));
+                } else {
+                    consts.insert(out, t);
+                    rank.insert(out, t.dims.len());
+                }
+            }
+            continue;
+        }
+        let in_rank = |k: usize| {
+            node.input
+                .get(k)
+                .and_then(|i| rank.get(i.as_str()).copied())
+        };
+        let const_ints = |k: usize| {
+            node.input
+                .get(k)
+                .and_then(|i| consts.get(i.as_str()))
+                .and_then(|t| const_i64(t))
+        };
+        let axes = |k: usize| {
+            attr(node, "axes")
+                .map(|a| a.ints.clone())
+                .or_else(|| const_ints(k))
+        };
+        // An `axis` attribute out of range: tract loops (LayerNormalization, for a negative
+        // axis below -rank) or indexes out of bounds on some of these.
+        if matches!(
+            op,
+            "LayerNormalization"
+                | "RMSNormalization"
+                | "Softmax"
+                | "LogSoftmax"
+                | "Concat"
+                | "Split"
+                | "Flatten"
+                | "LpNormalization"
+        ) {
+            // Unknown rank: flowrt runs tensors of rank <= MAX_RANK, which bounds the axis.
+            let max_rank = flowrt::format::MAX_RANK as i64;
+            if let Some(a) = attr(node, "axis")
+                .map(|a| a.i)
+                .filter(|a| *a < -max_rank || *a > max_rank)
+                .filter(|_| in_rank(0).is_none())
+            {
+                problems.push(format!(
+                    "{label}: axis {a} is out of range (flowrt tensors have rank <= {max_rank})"
+                ));
+            }
+            if let (Some(a), Some(r)) = (attr(node, "axis").map(|a| a.i), in_rank(0)) {
+                let r = r as i64;
+                // Flatten's axis may equal the rank.
+                let hi = if op == "Flatten" { r } else { r - 1 };
+                if a < -r || a > hi {
+                    problems.push(format!(
+                        "{label}: axis {a} is out of range for input rank {r}"
+                    ));
+                }
+            }
+        }
+        let mut out_rank: Option<usize> = None;
+        match op {
+            "Unsqueeze" | "Squeeze" => {
+                let axes = axes(1);
+                let r = in_rank(0);
+                if let (Some(axes), Some(r)) = (&axes, r) {
+                    let target = if op == "Unsqueeze" { r + axes.len() } else { r };
+                    let mut seen = HashSet::new();
+                    for &a in axes {
+                        let norm = if a < 0 { a + target as i64 } else { a };
+                        if norm < 0 || norm >= target as i64 {
+                            problems.push(format!(
+                                "{label}: axis {a} is out of range for {} rank {target}",
+                                if op == "Unsqueeze" { "output" } else { "input" }
+                            ));
+                        } else if !seen.insert(norm) {
+                            problems.push(format!("{label}: axis {a} is given twice"));
+                        }
+                    }
+                    out_rank = if op == "Unsqueeze" {
+                        Some(target)
+                    } else {
+                        target.checked_sub(axes.len())
+                    };
+                }
+            }
+            "Gather" => {
+                let axis = attr(node, "axis").map_or(0, |a| a.i);
+                let data = node.input.first().map(String::as_str).unwrap_or("");
+                let data_dims: Option<Vec<i64>> = consts
+                    .get(data)
+                    .map(|t| t.dims.clone())
+                    .or_else(|| length.get(data).map(|&n| vec![n as i64]));
+                if let Some(dims) = &data_dims {
+                    let r = dims.len() as i64;
+                    let ax = if axis < 0 { axis + r } else { axis };
+                    if ax < 0 || ax >= r {
+                        problems.push(format!(
+                            "{label}: axis {axis} is out of range for data rank {r}"
+                        ));
+                    } else if let Some(idx) = const_ints(1) {
+                        let n = dims[ax as usize];
+                        if let Some(&bad) = idx.iter().find(|&&i| i < -n || i >= n) {
+                            problems.push(format!(
+                                "{label}: index {bad} is out of range for axis {axis} of size {n}"
+                            ));
+                        }
+                    }
+                }
+                if let (Some(d), Some(i)) = (in_rank(0), in_rank(1)) {
+                    out_rank = (d + i).checked_sub(1);
+                }
+            }
+            "Transpose" => {
+                if let Some(perm) = attr(node, "perm").map(|a| &a.ints) {
+                    let n = perm.len();
+                    let mut sorted: Vec<i64> = perm.clone();
+                    sorted.sort_unstable();
+                    if sorted.iter().enumerate().any(|(i, &p)| p != i as i64) {
+                        problems.push(format!(
+                            "{label}: perm {perm:?} is not a permutation of 0..{n}"
+                        ));
+                    } else if in_rank(0).is_some_and(|r| r != n) {
+                        problems.push(format!(
+                            "{label}: perm {perm:?} has {n} entries for an input of rank {}",
+                            in_rank(0).unwrap_or(0)
+                        ));
+                    }
+                    out_rank = Some(n);
+                } else {
+                    out_rank = in_rank(0);
+                }
+            }
+            "Conv" | "ConvTranspose" | "AveragePool" | "MaxPool" => {
+                let kernel = attr(node, "kernel_shape").map(|a| a.ints.clone());
+                let spatial = kernel
+                    .as_ref()
+                    .map(Vec::len)
+                    .or_else(|| {
+                        in_rank(1)
+                            .filter(|_| op.starts_with("Conv"))
+                            .and_then(|r| r.checked_sub(2))
+                    })
+                    .or_else(|| in_rank(0).and_then(|r| r.checked_sub(2)));
+                if let Some(s) = spatial {
+                    for (name, want) in [("strides", s), ("dilations", s), ("pads", 2 * s)] {
+                        if let Some(a) = attr(node, name) {
+                            if a.ints.len() != want {
+                                problems.push(format!(
+                                    "{label}: `{name}` has {} values, expected {want} ({s} \
+                                     spatial axes)",
+                                    a.ints.len()
+                                ));
+                            }
+                        }
+                    }
+                    for name in ["output_padding", "output_shape"] {
+                        if let Some(a) = attr(node, name) {
+                            if a.ints.len() != s {
+                                problems.push(format!(
+                                    "{label}: `{name}` has {} values, expected {s}",
+                                    a.ints.len()
+                                ));
+                            }
+                        }
+                    }
+                }
+                for name in ["strides", "dilations", "kernel_shape"] {
+                    if let Some(a) = attr(node, name) {
+                        if let Some(v) = a.ints.iter().find(|&&v| v < 1) {
+                            problems.push(format!("{label}: `{name}` has a value {v} below 1"));
+                        }
+                    }
+                }
+                if let Some(v) = attr(node, "pads").and_then(|a| a.ints.iter().find(|&&v| v < 0)) {
+                    problems.push(format!("{label}: `pads` has a negative value {v}"));
+                }
+                if let Some(g) = attr(node, "group").map(|a| a.i).filter(|&g| g < 1) {
+                    problems.push(format!("{label}: `group` {g} is below 1"));
+                }
+                out_rank = in_rank(0);
+            }
+            "Shape" => {
+                if attr(node, "start").is_none() && attr(node, "end").is_none() {
+                    if let (Some(out), Some(r)) = (node.output.first(), in_rank(0)) {
+                        length.insert(out, r);
+                    }
+                }
+                out_rank = Some(1);
+            }
+            "Reshape" => {
+                out_rank = const_ints(1).map(|s| s.len());
+            }
+            "Gemm" => out_rank = Some(2),
+            // Broadcasting ops: the largest input rank (all known).
+            "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Where" | "Equal" | "Greater"
+            | "GreaterOrEqual" | "Less" | "LessOrEqual" | "Max" | "Min" | "Sum" | "Mean"
+            | "PRelu" | "And" | "Or" | "Mod" => {
+                let ranks: Option<Vec<usize>> = (0..node.input.len()).map(in_rank).collect();
+                out_rank = ranks.and_then(|r| r.into_iter().max());
+            }
+            "MatMul" => {
+                if let (Some(a), Some(b)) = (in_rank(0), in_rank(1)) {
+                    if a >= 2 && b >= 2 {
+                        out_rank = Some(a.max(b));
+                    }
+                }
+            }
+            "Abs"
+            | "Cast"
+            | "Ceil"
+            | "Celu"
+            | "Cos"
+            | "Dropout"
+            | "Elu"
+            | "Erf"
+            | "Exp"
+            | "Floor"
+            | "Gelu"
+            | "HardSigmoid"
+            | "Identity"
+            | "InstanceNormalization"
+            | "LayerNormalization"
+            | "LeakyRelu"
+            | "Log"
+            | "LogSoftmax"
+            | "Mish"
+            | "Neg"
+            | "Reciprocal"
+            | "Relu"
+            | "Round"
+            | "Selu"
+            | "Sigmoid"
+            | "Sign"
+            | "Sin"
+            | "Softmax"
+            | "Softplus"
+            | "Softsign"
+            | "Sqrt"
+            | "Tanh"
+            | "Split"
+            | "Concat"
+            | "BatchNormalization"
+            | "GroupNormalization"
+            | "Slice" => out_rank = in_rank(0),
+            _ => {}
+        }
+        if let Some(r) = out_rank {
+            let outs = if op == "Split" {
+                &node.output[..]
+            } else {
+                &node.output[..node.output.len().min(1)]
+            };
+            for o in outs {
+                rank.insert(o, r);
+            }
+        }
+    }
+    for o in &graph.output {
+        if !available.contains(o.name.as_str()) {
+            problems.push(format!(
+                "graph output `{}`: no node produces it (and it is no graph input or \
+                 initializer)",
+                o.name
+            ));
+        }
     }
 }

@@ -96,6 +96,21 @@ impl SolveArgs {
         } else {
             None
         };
+        // Checked whatever the method (an ignored NaN tolerance is still a mistake).
+        for (flag, v) in [("--rtol", self.rtol), ("--atol", self.atol)] {
+            if !v.is_finite() || v < 0.0 {
+                bail!("{flag} {v}: a tolerance must be finite and non-negative");
+            }
+        }
+        if self.rtol == 0.0 && self.atol == 0.0 {
+            bail!("--rtol and --atol are both 0: dopri5 could never accept a step");
+        }
+        if let Some(n) = self.steps.filter(|&n| n > flowrt::grid::MAX_GRID_STEPS) {
+            bail!(
+                "--steps {n}: at most {} steps (2^24)",
+                flowrt::grid::MAX_GRID_STEPS
+            );
+        }
         Ok(SolverRequest {
             method,
             steps: self.steps,
@@ -114,8 +129,10 @@ fn read_points(path: &Path) -> Result<Vec<f32>> {
     if path.extension().is_some_and(|e| e == "npy") {
         return Ok(npy::read_f32(path)?.0);
     }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    // A grid is at most a few thousand numbers: 16 MiB of text is plenty.
+    let bytes = npy::read_capped(path, 16 << 20)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow!("{}: the grid file is not UTF-8 text", path.display()))?;
     flowrt_host::plan::parse_points(&text).with_context(|| format!("{}", path.display()))
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 /// Runs every case under `data` (those whose name contains `filter`), prints the totals and
 /// writes the markdown table to `out`.
@@ -10,6 +10,9 @@ use anyhow::{Context, Result};
 /// Errors: an unreadable test folder or report path.
 pub fn run(data: &Path, out: Option<&Path>, filter: Option<&str>, verbose: bool) -> Result<()> {
     use flowrt_export::conformance::{self, Outcome};
+    if let Some(out) = out {
+        flowrt_export::output::check_writable(out, "--out")?;
+    }
     let results = conformance::run_all(data, filter)?;
     if verbose {
         for r in &results {
@@ -37,8 +40,10 @@ pub fn run(data: &Path, out: Option<&Path>, filter: Option<&str>, verbose: bool)
             "`onnx/backend/test/data/node` of onnx 1.22.0 ({} cases)",
             results.len()
         );
-        std::fs::write(out, conformance::markdown(&results, &source))
-            .with_context(|| format!("writing {}", out.display()))?;
+        flowrt_export::output::write_atomic(
+            out,
+            conformance::markdown(&results, &source).as_bytes(),
+        )?;
         println!("wrote {}", out.display());
     }
     Ok(())

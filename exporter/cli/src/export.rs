@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use flowrt::format::AlignedBytes;
 use flowrt::solver::Method;
 use flowrt::Model;
@@ -156,6 +156,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
     time.validate()
         .map_err(|e| anyhow!("--time-scale {time_scale}: {e}"))?;
     let defaults = solver_defaults(
+        time.axis,
         method.as_deref(),
         steps,
         grid.as_deref(),
@@ -232,6 +233,7 @@ fn pipeline_stages(
 
 /// Solver defaults from the export flags; `None` when none was given.
 fn solver_defaults(
+    axis: flowrt::time::TimeAxis,
     method: Option<&str>,
     steps: Option<usize>,
     grid: Option<&str>,
@@ -254,6 +256,13 @@ fn solver_defaults(
     if steps == Some(0) {
         bail!("--steps must be at least 1");
     }
+    if let Some(n) = steps.filter(|&n| n > flowrt::grid::MAX_GRID_STEPS) {
+        bail!(
+            "--steps {n}: at most {} steps (2^24)",
+            flowrt::grid::MAX_GRID_STEPS
+        );
+    }
+    let grid_str = grid;
     let (grid, grid_points) = match grid {
         Some(g) => {
             let (spec, points) = match flowrt_host::GridChoice::parse(g)? {
@@ -265,6 +274,18 @@ fn solver_defaults(
         }
         None => (None, None),
     };
+    // The baked grid as `sample` will build it (the baked or default step count): a grid
+    // sampling would refuse, or that runs the wrong way, is refused here.
+    if let Some(g) = grid_str {
+        let spec = match &grid_points {
+            Some(p) => flowrt::grid::GridSpec::Explicit(p),
+            None => grid.unwrap_or(flowrt::grid::GridSpec::Uniform),
+        };
+        let built = spec
+            .build(steps.unwrap_or(1), axis)
+            .map_err(|e| anyhow!("--grid {g}: {e}"))?;
+        flowrt_host::plan::check_direction(&built, axis).map_err(|e| anyhow!("--grid {g}: {e}"))?;
+    }
     let interval = interval
         .map(flowrt_host::conditioning::parse_interval)
         .transpose()?;
@@ -285,11 +306,29 @@ fn solver_defaults(
 }
 
 fn write(model: &Path, output: &Path, opts: &ExportOptions) -> Result<()> {
+    flowrt_export::output::check_writable(output, "-o")?;
     let bytes = flowrt_export::export_onnx(model, opts)?;
-    std::fs::write(output, &bytes).with_context(|| format!("writing {}", output.display()))?;
     let aligned = AlignedBytes::copy_from(&bytes);
     let m =
         Model::from_bytes(aligned.as_slice()).map_err(|e| anyhow!("re-reading the export: {e}"))?;
+    // A baked null label must be one of the model's classes (known only after the import).
+    let null = opts
+        .solver_defaults
+        .as_ref()
+        .and_then(|d| d.guidance.null_label);
+    if let Some(null) = null {
+        match m.label_classes() {
+            Some(n) if (null as usize) < n => {}
+            Some(n) => {
+                bail!("--null-label {null} is out of range: the model has {n} classes (0..{n})")
+            }
+            None if m.input_by_role(flowrt::format::InputRole::Label).is_none() => {
+                bail!("--null-label {null} given, but the model has no label input")
+            }
+            None => {}
+        }
+    }
+    flowrt_export::output::write_atomic(output, &bytes)?;
     // ", stored: int8 x4, f16 x4" (typed constants per type, in order of first use).
     let mut typed: Vec<(&str, usize)> = Vec::new();
     for w in m.constants().filter(|w| w.as_f32().is_none()) {

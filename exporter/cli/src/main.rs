@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
-use flowrt_export::npy;
+use flowrt_export::{npy, output};
 use flowrt_host::{Backend, Frt, Noise, Samples};
 
 use args::{read_rows, BackendArg, CondFlags, SdeArgs, SolveArgs};
@@ -212,6 +212,14 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn sample(a: &SampleArgs) -> Result<()> {
+    // Every output is checked before the run, and all are renamed into place together.
+    output::check_writable(&a.output, "-o")?;
+    if let Some(p) = &a.trajectory {
+        output::check_writable(p, "--trajectory")?;
+    }
+    if let Some(p) = &a.png {
+        output::check_writable(p, "--png")?;
+    }
     let frt = Frt::open(&a.model)?;
     let m = frt.model();
     let dim = m.state_dim();
@@ -249,19 +257,28 @@ fn sample(a: &SampleArgs) -> Result<()> {
     } else {
         shape.clone()
     };
-    npy::write_f32(&a.output, &out.data, &out_shape)?;
+    let mut staged = output::Staged::default();
+    staged.put(&a.output, &npy::encode_f32(&out.data, &out_shape)?)?;
+    let mut trajectory = None;
     if let (Some(p), Some(t)) = (&a.trajectory, &out.trajectory) {
         let mut tshape = vec![t.times.len()];
         tshape.extend_from_slice(&shape);
-        npy::write_f32(p, &t.states, &tshape)?;
-        println!("trajectory: {} states -> {}", t.times.len(), p.display());
+        staged.put(p, &npy::encode_f32(&t.states, &tshape)?)?;
+        trajectory = Some((t.times.len(), p));
+    }
+    let drawn = match &a.png {
+        Some(p) => Some((plot::samples_png(&mut staged, p, &out.data, &rows)?, p)),
+        None => None,
+    };
+    staged.commit()?;
+    if let Some((n, p)) = trajectory {
+        println!("trajectory: {n} states -> {}", p.display());
     }
     print_sample_summary(&out, batch, dim, &a.output, &out_shape);
     if a.ascii {
         print!("{}", plot::ascii_scatter(&out.data, dim, 64, 20));
     }
-    if let Some(p) = &a.png {
-        let drawn = plot::samples_png(p, &out.data, &rows)?;
+    if let Some((drawn, p)) = drawn {
         println!("png: {drawn} -> {}", p.display());
     }
     Ok(())
@@ -311,6 +328,7 @@ fn invert(
     output: &Path,
     b: &HostBackend,
 ) -> Result<()> {
+    output::check_writable(output, "-o")?;
     let frt = Frt::open(path)?;
     let m = frt.model();
     let (x, shape) = read_rows(data, &m, "data")?;
@@ -342,6 +360,7 @@ fn invert(
 }
 
 fn rollout(path: &Path, init: &Path, steps: usize, output: &Path, b: &HostBackend) -> Result<()> {
+    output::check_writable(output, "-o")?;
     let frt = Frt::open(path)?;
     let req = flowrt_host::Request {
         onnx: b.onnx.clone(),

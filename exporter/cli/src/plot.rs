@@ -1,11 +1,12 @@
 //! Quick looks at samples: a terminal density plot of 2-D samples (`flowrt sample --ascii`)
 //! and PNG images (`flowrt sample --png`): an image grid for `[C, H, W]` rows, a scatter plot
 //! of the first two coordinates otherwise. The renderers are pure functions returning 8-bit
-//! RGB buffers (row-major, 3 bytes a pixel); [`write_png`] encodes one.
+//! RGB buffers (row-major, 3 bytes a pixel); [`stage_png`] encodes one.
 
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
+use flowrt_export::output::Staged;
 
 /// Renders the first two coordinates of `rows` samples (`dim` values each) as a
 /// `width` × `height` character density plot, framed, with the axis ranges below it.
@@ -251,13 +252,18 @@ pub fn check_png_rows(row_shape: &[usize]) -> Result<()> {
 
 /// Draws `data` (rows of shape `row_shape`, see [`check_png_rows`]) as an image grid or a
 /// scatter plot and writes it to `path` as a PNG.
-pub fn samples_png(path: &Path, data: &[f32], row_shape: &[usize]) -> Result<Drawn> {
+pub fn samples_png(
+    staged: &mut Staged,
+    path: &Path,
+    data: &[f32],
+    row_shape: &[usize],
+) -> Result<Drawn> {
     check_png_rows(row_shape)?;
     let len: usize = row_shape.iter().product();
     let rows = data.len() / len.max(1);
     if let &[c, h, w] = row_shape {
         let (width, height, rgb) = image_grid(data, rows, c, h, w);
-        write_png(path, width, height, &rgb)?;
+        stage_png(staged, path, width, height, &rgb)?;
         return Ok(Drawn::Grid {
             n: rows,
             c,
@@ -268,13 +274,19 @@ pub fn samples_png(path: &Path, data: &[f32], row_shape: &[usize]) -> Result<Dra
         });
     }
     let (width, height, rgb, points) = scatter_png(data, len);
-    write_png(path, width, height, &rgb)?;
+    stage_png(staged, path, width, height, &rgb)?;
     Ok(Drawn::Scatter { points, rows })
 }
 
-/// Writes a `width` × `height` 8-bit RGB image (`rgb`: row-major, 3 bytes a pixel) to `path`
-/// as a PNG. Errors name the path.
-pub fn write_png(path: &Path, width: usize, height: usize, rgb: &[u8]) -> Result<()> {
+/// Encodes a `width` × `height` 8-bit RGB image (`rgb`: row-major, 3 bytes a pixel) as a
+/// PNG into `staged` (renamed into place by its commit). Errors name the path.
+pub fn stage_png(
+    staged: &mut Staged,
+    path: &Path,
+    width: usize,
+    height: usize,
+    rgb: &[u8],
+) -> Result<()> {
     let what = || format!("writing PNG {}", path.display());
     let (w, h) = match (u32::try_from(width), u32::try_from(height)) {
         (Ok(w), Ok(h)) if w > 0 && h > 0 => (w, h),
@@ -287,15 +299,14 @@ pub fn write_png(path: &Path, width: usize, height: usize, rgb: &[u8]) -> Result
         ))
         .with_context(what);
     }
-    let file = std::fs::File::create(path)
-        .with_context(|| format!("cannot create PNG file {}", path.display()))?;
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w, h);
+    let mut bytes = Vec::new();
+    let mut enc = png::Encoder::new(&mut bytes, w, h);
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
     let mut writer = enc.write_header().with_context(what)?;
     writer.write_image_data(rgb).with_context(what)?;
     writer.finish().with_context(what)?;
-    Ok(())
+    staged.put(path, &bytes)
 }
 
 /// A `width` x `height` RGB image filled with `color`.
@@ -418,13 +429,19 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("flowrt-plot-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("x.png");
-        let d = samples_png(&p, &[0.0, 0.5, -0.5, 1.0], &[2]).unwrap();
+        let png = |p: &Path, data: &[f32], rows: &[usize]| -> Result<Drawn> {
+            let mut s = Staged::default();
+            let d = samples_png(&mut s, p, data, rows)?;
+            s.commit()?;
+            Ok(d)
+        };
+        let d = png(&p, &[0.0, 0.5, -0.5, 1.0], &[2]).unwrap();
         assert_eq!(d, Drawn::Scatter { points: 2, rows: 2 });
         let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&p).unwrap()));
         let info = dec.read_info().unwrap().info().clone();
         assert_eq!((info.width, info.height), (512, 512));
         assert_eq!(info.color_type, png::ColorType::Rgb);
-        let d = samples_png(&p, &[0.0; 2 * 3 * 4 * 4], &[3, 4, 4]).unwrap();
+        let d = png(&p, &[0.0; 2 * 3 * 4 * 4], &[3, 4, 4]).unwrap();
         assert!(
             matches!(
                 d,
@@ -438,7 +455,7 @@ mod tests {
             "{d:?}"
         );
         let bad = dir.join("no-such-dir").join("x.png");
-        let e = format!("{:#}", samples_png(&bad, &[0.0, 0.0], &[2]).unwrap_err());
+        let e = format!("{:#}", png(&bad, &[0.0, 0.0], &[2]).unwrap_err());
         assert!(e.contains("no-such-dir"), "{e}");
         assert!(check_png_rows(&[1]).is_err());
         let _ = std::fs::remove_dir_all(&dir);

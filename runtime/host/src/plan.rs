@@ -100,8 +100,12 @@ impl OwnedGrid {
             Some(p) => GridSpec::Explicit(p),
             None => self.spec,
         };
-        spec.build(self.steps, axis)
-            .map_err(|e| HostError::request(format!("grid {}: {e}", self.label)))
+        let g = spec
+            .build(self.steps, axis)
+            .map_err(|e| HostError::request(format!("grid {}: {e}", self.label)))?;
+        check_direction(&g, axis)
+            .map_err(|e| HostError::request(format!("grid {}: {e}", self.label)))?;
+        Ok(g)
     }
 
     /// All points of the grid.
@@ -173,6 +177,41 @@ impl SolverRequest {
         });
         Ok(Plan { method, grid, tol })
     }
+}
+
+/// Checks that a sampling grid stays in the model's time range [0, 1] and runs from its
+/// noise end towards its data end (a grid the other way round would integrate data to
+/// noise: a silently wrong sample). Used for grids given to `sample` / `invert` and for
+/// grids baked in at export.
+///
+/// Errors: the cause, as one line.
+pub fn check_direction(
+    g: &Grid<'_>,
+    axis: flowrt::time::TimeAxis,
+) -> core::result::Result<(), String> {
+    let n = g.steps();
+    let (Some(first), Some(last)) = (g.point(0), g.point(n)) else {
+        return Err("the grid has no points".into());
+    };
+    for i in 0..=n {
+        match g.point(i) {
+            Some(t) if (0.0..=1.0).contains(&t) => {}
+            Some(t) => {
+                return Err(format!(
+                    "grid point {i} ({t}) is outside the model's time range [0, 1]"
+                ))
+            }
+            None => return Err(format!("grid point {i} is missing")),
+        }
+    }
+    let (noise, data) = (axis.noise_end(), axis.data_end());
+    if (last - first) * (data - noise) <= 0.0 {
+        return Err(format!(
+            "the grid runs from {first} to {last}, but sampling integrates from the noise end \
+             ({noise}) towards the data end ({data})"
+        ));
+    }
+    Ok(())
 }
 
 /// The grid reversed (data → noise), for inversion.
