@@ -1011,6 +1011,56 @@ fn plan_and_signature_errors() {
     );
 }
 
+/// The plan's region sizes are bounded by its own entries (max `offset + size`, rounded up
+/// to 16): a flipped bit (checksum recomputed) that declares a 2 GB fixed region for a graph
+/// of a few hundred bytes is an `Error::Invalid` naming the region, not a 2 GB arena.
+#[test]
+fn plan_regions_no_larger_than_their_tensors_need() {
+    let f = small_file();
+    let l = Layout::of(&f);
+    let plan = l.off(format::section::PLAN);
+    let (fixed, per_row) = (get64(&f, plan), get64(&f, plan + 8));
+    let a = load(&f);
+    let m = Model::from_bytes(a.as_slice()).unwrap();
+    assert_eq!(
+        (m.fixed_arena_bytes() as u64, m.per_row_arena_bytes() as u64),
+        (fixed, per_row)
+    );
+    assert!(per_row > 0 && per_row % 16 == 0);
+    for (at, value, what) in [
+        (
+            plan,
+            fixed | 1 << 31,
+            "fixed region is larger than its tensors need",
+        ),
+        (
+            plan,
+            fixed + 16,
+            "fixed region is larger than its tensors need",
+        ),
+        (
+            plan,
+            fixed | 1 << 40,
+            "fixed region is larger than its tensors need",
+        ),
+        (
+            plan + 8,
+            per_row | 1 << 31,
+            "per-row region is larger than its tensors need",
+        ),
+        (
+            plan + 8,
+            per_row + 16,
+            "per-row region is larger than its tensors need",
+        ),
+    ] {
+        match common::patched(&f, at, &value.to_le_bytes()) {
+            Err(Error::Invalid { what: w }) => assert!(w.contains(what), "{w} vs {what}"),
+            other => panic!("{what} ({value:#x}): {other:?}"),
+        }
+    }
+}
+
 /// Random field-aware corruption with a valid checksum: loading never panics, and a file
 /// that still loads runs without panicking at several batch sizes.
 #[test]
