@@ -1061,6 +1061,32 @@ fn plan_regions_no_larger_than_their_tensors_need() {
     }
 }
 
+/// The case fuzzing found: `moons_icfm` as `flowrt export` writes it (37 KB, seven nodes;
+/// `tests/data/moons_icfm.frt`) with bit 31 of the plan's `fixed_bytes` flipped and the
+/// checksum recomputed used to load and ask for a 2 GB arena. Now a typed error.
+#[test]
+fn exported_file_with_a_flipped_plan_size_bit_is_rejected() {
+    let f: &[u8] = include_bytes!("data/moons_icfm.frt");
+    let a = load(f);
+    let m = Model::from_bytes(a.as_slice()).unwrap();
+    assert_eq!(m.node_count(), 7);
+    let needed = m.required_arena_bytes(1).unwrap();
+    assert!(needed < 4096, "{needed}");
+    let plan = Layout::of(f).off(format::section::PLAN);
+    let mut v = f.to_vec();
+    v[plan + 3] ^= 0x80; // bit 31 of fixed_bytes: + 2 GiB
+    assert_eq!(get64(&v, plan) - get64(f, plan), 1 << 31);
+    let crc = format::file_checksum(&v).to_le_bytes();
+    v[16..20].copy_from_slice(&crc);
+    let b = load(&v);
+    assert_eq!(
+        Model::from_bytes(b.as_slice()).map(|m| m.fixed_arena_bytes()),
+        Err(Error::Invalid {
+            what: "plan's fixed region is larger than its tensors need"
+        })
+    );
+}
+
 /// Random field-aware corruption with a valid checksum: loading never panics, and a file
 /// that still loads runs without panicking at several batch sizes.
 #[test]
