@@ -5,7 +5,10 @@
 //! ends the file and the reader ignores what follows, so the seeds are plain `.frt` files and
 //! the fuzzer appends or mutates the options:
 //!
-//! * byte 0: solver method (index into `Method::EVERY`),
+//! * byte 0: solver method (index into `Method::ALL`: the fixed-step methods; dopri5 is left
+//!   out because the sampler runs it with the default `max_steps` of 2^20 attempted steps,
+//!   which a mutated network that keeps the error estimate high reaches only after minutes:
+//!   bounded, but a libFuzzer timeout),
 //! * byte 1: steps, 1..=4,
 //! * byte 2: batch, 1..=4,
 //! * byte 3: grid (bit 0: the file's solver-defaults grid when it has one, else uniform).
@@ -44,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = model.nodes().count();
     let opts = data.get(model.file_len()..).unwrap_or(&[]);
     let opt = |i: usize| opts.get(i).copied().unwrap_or(0);
-    let method = Method::EVERY[opt(0) as usize % Method::EVERY.len()];
+    let method = Method::ALL[opt(0) as usize % Method::ALL.len()];
     let steps = 1 + (opt(1) % 4) as usize;
     let batch = 1 + (opt(2) % 4) as usize;
     let axis = model.time_convention().axis;
