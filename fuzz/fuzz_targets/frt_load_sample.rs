@@ -66,7 +66,9 @@ fuzz_target!(|data: &[u8]| {
     let Some(n) = d.checked_mul(batch).filter(|&n| n <= 1 << 16) else {
         return;
     };
-    let mut x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 200) as f32 / 100.0 - 1.0).collect();
+    let mut x: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919) % 200) as f32 / 100.0 - 1.0)
+        .collect();
     let labels = vec![0i64; batch];
     let cond_vec = vec![0.25f32; batch * model.cond_dim().unwrap_or(0)];
     let guid = vec![1.5f32; batch];
@@ -83,7 +85,9 @@ fuzz_target!(|data: &[u8]| {
         if let Some(p) = model.pipeline() {
             let mut out = vec![0f32; batch * p.output_dim().min(1 << 16)];
             let out = p.decoder().is_some().then_some(&mut out[..]);
-            let _ = flowrt::pipeline::sample_pipeline_cond(&p, method, &grid, &mut x, &cond, out, arena);
+            let _ = flowrt::pipeline::sample_pipeline_cond(
+                &p, method, &grid, &mut x, &cond, out, arena,
+            );
         } else {
             let _ = flowrt::sampler::sample_cond(&model, method, &grid, &mut x, &cond, arena);
         }

@@ -26,10 +26,20 @@ fuzz_target!(|data: &[u8]| {
     if let Ok((v, shape)) = flowrt_export::npy::read_f32(p) {
         // The reader's promise: the values fill the shape exactly.
         let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-        assert_eq!(n, Some(v.len()), "read_f32: shape {shape:?} vs {} values", v.len());
+        assert_eq!(
+            n,
+            Some(v.len()),
+            "read_f32: shape {shape:?} vs {} values",
+            v.len()
+        );
     }
     if let Ok((v, shape)) = flowrt_export::npy::read_labels(p) {
         let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-        assert_eq!(n, Some(v.len()), "read_labels: shape {shape:?} vs {} values", v.len());
+        assert_eq!(
+            n,
+            Some(v.len()),
+            "read_labels: shape {shape:?} vs {} values",
+            v.len()
+        );
     }
 });

@@ -32,17 +32,65 @@ const BASES: &[&[u8]] = &[
 ];
 
 const OPS: &[&str] = &[
-    "Gemm", "MatMul", "Add", "Mul", "Sub", "Div", "Relu", "Sigmoid", "Tanh", "Concat", "Reshape",
-    "Transpose", "Unsqueeze", "Squeeze", "Gather", "Slice", "Expand", "Conv", "Softmax", "Shape",
-    "Cast", "Constant", "Where", "Pow", "Sqrt", "ReduceMean", "LayerNormalization", "Split", "Erf",
-    "Flatten", "Identity", "Sin", "Cos", "Exp",
+    "Gemm",
+    "MatMul",
+    "Add",
+    "Mul",
+    "Sub",
+    "Div",
+    "Relu",
+    "Sigmoid",
+    "Tanh",
+    "Concat",
+    "Reshape",
+    "Transpose",
+    "Unsqueeze",
+    "Squeeze",
+    "Gather",
+    "Slice",
+    "Expand",
+    "Conv",
+    "Softmax",
+    "Shape",
+    "Cast",
+    "Constant",
+    "Where",
+    "Pow",
+    "Sqrt",
+    "ReduceMean",
+    "LayerNormalization",
+    "Split",
+    "Erf",
+    "Flatten",
+    "Identity",
+    "Sin",
+    "Cos",
+    "Exp",
 ];
 
-const INTS: [i64; 12] = [0, 1, -1, 2, 3, -2, 7, 255, 1 << 31, -(1 << 31), i64::MAX, i64::MIN];
+const INTS: [i64; 12] = [
+    0,
+    1,
+    -1,
+    2,
+    3,
+    -2,
+    7,
+    255,
+    1 << 31,
+    -(1 << 31),
+    i64::MAX,
+    i64::MIN,
+];
 
 fn bases() -> &'static [ModelProto] {
     static B: OnceLock<Vec<ModelProto>> = OnceLock::new();
-    B.get_or_init(|| BASES.iter().map(|b| ModelProto::decode(*b).unwrap()).collect())
+    B.get_or_init(|| {
+        BASES
+            .iter()
+            .map(|b| ModelProto::decode(*b).unwrap())
+            .collect()
+    })
 }
 
 fn int(c: u8) -> i64 {
@@ -252,8 +300,10 @@ fuzz_target!(|data: &[u8]| {
             *SITE.lock().unwrap() = Some(format!("{loc} {}", msg.lines().next().unwrap_or("")));
         }))
     });
-    if std::panic::catch_unwind(AssertUnwindSafe(|| flowrt_export::export_onnx(&path, &opts)))
-        .is_err()
+    if std::panic::catch_unwind(AssertUnwindSafe(|| {
+        flowrt_export::export_onnx(&path, &opts)
+    }))
+    .is_err()
     {
         static SEEN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
         let site = SITE.lock().unwrap().take().unwrap_or_default();

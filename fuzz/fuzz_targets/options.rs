@@ -29,7 +29,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let steps = 1 + *steps as usize;
-    let axis = if ax & 1 == 0 { TimeAxis::T } else { TimeAxis::Sigma };
+    let axis = if ax & 1 == 0 {
+        TimeAxis::T
+    } else {
+        TimeAxis::Sigma
+    };
     match which % 6 {
         0 => {
             if let Ok(m) = s.parse::<Method>() {
