@@ -44,7 +44,7 @@ for t in "${TARGETS[@]}"; do
         npy_read) features=(--features exporter --dev -s none) ;;
         # 1 base byte + 16 instructions of 4 bytes; libFuzzer would otherwise start from the
         # seeds' few bytes and grow slowly (this target runs a few inputs per second).
-        onnx_import) features=(--features exporter --dev -s none); timeout=60; extra=(-max_len=65) ;;
+        onnx_import) features=(--features exporter --dev -s none); timeout=60; extra=(-max_len=65 -len_control=0) ;;
         frt_load_sample | options) ;;
         *) echo "unknown target $t" >&2; exit 2 ;;
     esac
