@@ -1011,6 +1011,82 @@ fn plan_and_signature_errors() {
     );
 }
 
+/// The plan's region sizes are bounded by its own entries (max `offset + size`, rounded up
+/// to 16): a flipped bit (checksum recomputed) that declares a 2 GB fixed region for a graph
+/// of a few hundred bytes is an `Error::Invalid` naming the region, not a 2 GB arena.
+#[test]
+fn plan_regions_no_larger_than_their_tensors_need() {
+    let f = small_file();
+    let l = Layout::of(&f);
+    let plan = l.off(format::section::PLAN);
+    let (fixed, per_row) = (get64(&f, plan), get64(&f, plan + 8));
+    let a = load(&f);
+    let m = Model::from_bytes(a.as_slice()).unwrap();
+    assert_eq!(
+        (m.fixed_arena_bytes() as u64, m.per_row_arena_bytes() as u64),
+        (fixed, per_row)
+    );
+    assert!(per_row > 0 && per_row % 16 == 0);
+    for (at, value, what) in [
+        (
+            plan,
+            fixed | 1 << 31,
+            "fixed region is larger than its tensors need",
+        ),
+        (
+            plan,
+            fixed + 16,
+            "fixed region is larger than its tensors need",
+        ),
+        (
+            plan,
+            fixed | 1 << 40,
+            "fixed region is larger than its tensors need",
+        ),
+        (
+            plan + 8,
+            per_row | 1 << 31,
+            "per-row region is larger than its tensors need",
+        ),
+        (
+            plan + 8,
+            per_row + 16,
+            "per-row region is larger than its tensors need",
+        ),
+    ] {
+        match common::patched(&f, at, &value.to_le_bytes()) {
+            Err(Error::Invalid { what: w }) => assert!(w.contains(what), "{w} vs {what}"),
+            other => panic!("{what} ({value:#x}): {other:?}"),
+        }
+    }
+}
+
+/// The case fuzzing found: `moons_icfm` as `flowrt export` writes it (37 KB, seven nodes;
+/// `tests/data/moons_icfm.frt`) with bit 31 of the plan's `fixed_bytes` flipped and the
+/// checksum recomputed used to load and ask for a 2 GB arena. Now a typed error.
+#[test]
+fn exported_file_with_a_flipped_plan_size_bit_is_rejected() {
+    let f: &[u8] = include_bytes!("data/moons_icfm.frt");
+    let a = load(f);
+    let m = Model::from_bytes(a.as_slice()).unwrap();
+    assert_eq!(m.node_count(), 7);
+    let needed = m.required_arena_bytes(1).unwrap();
+    assert!(needed < 4096, "{needed}");
+    let plan = Layout::of(f).off(format::section::PLAN);
+    let mut v = f.to_vec();
+    v[plan + 3] ^= 0x80; // bit 31 of fixed_bytes: + 2 GiB
+    assert_eq!(get64(&v, plan) - get64(f, plan), 1 << 31);
+    let crc = format::file_checksum(&v).to_le_bytes();
+    v[16..20].copy_from_slice(&crc);
+    let b = load(&v);
+    assert_eq!(
+        Model::from_bytes(b.as_slice()).map(|m| m.fixed_arena_bytes()),
+        Err(Error::Invalid {
+            what: "plan's fixed region is larger than its tensors need"
+        })
+    );
+}
+
 /// Random field-aware corruption with a valid checksum: loading never panics, and a file
 /// that still loads runs without panicking at several batch sizes.
 #[test]

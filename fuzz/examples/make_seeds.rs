@@ -1,0 +1,107 @@
+//! Writes the `.frt` seeds of `frt_load_sample` (fuzz/corpus/frt_load_sample/) from the ONNX
+//! fixtures with the exporter: f32, f16 and int8 weights, a `TIME` section with solver
+//! defaults, `PIPELINE` sections (refiner, decoder), a label input and a few-step model.
+//!
+//! `cargo run --release --features exporter --example make_seeds` (from fuzz/).
+use std::path::{Path, PathBuf};
+
+use flowrt::format::pipeline::StageKind;
+use flowrt::grid::GridSpec;
+use flowrt::ir::SolverDefaultsDesc;
+use flowrt::solver::Method;
+use flowrt::time::{TimeAxis, TimeConvention};
+use flowrt_export::gptq::Rounding;
+use flowrt_export::weights::{WeightChoice, WeightKind};
+use flowrt_export::ExportOptions;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(name)
+        .join("model.ts.onnx")
+}
+
+fn weights(kind: WeightKind) -> WeightChoice {
+    WeightChoice {
+        kind,
+        keep_f32: Vec::new(),
+    }
+}
+
+fn main() {
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/frt_load_sample");
+    std::fs::create_dir_all(&out).unwrap();
+    let plain = ExportOptions {
+        rounding: Rounding::Nearest,
+        ..Default::default()
+    };
+    let seeds: Vec<(&str, &str, ExportOptions)> = vec![
+        ("moons_icfm_f32", "moons_icfm", plain.clone()),
+        (
+            "moons_icfm_f16",
+            "moons_icfm",
+            ExportOptions {
+                weights: weights(WeightKind::F16),
+                ..plain.clone()
+            },
+        ),
+        (
+            "moons_icfm_int8_refiner",
+            "moons_icfm",
+            ExportOptions {
+                weights: weights(WeightKind::Int8),
+                pipeline: vec![(
+                    StageKind::Refiner { from: 0.5, to: 1.0 },
+                    fixture("moons_refiner"),
+                )],
+                ..plain.clone()
+            },
+        ),
+        (
+            "moons_sigma_time_defaults",
+            "moons_sigma",
+            ExportOptions {
+                time: TimeConvention {
+                    axis: TimeAxis::Sigma,
+                    scale: 1000.0,
+                    ..Default::default()
+                },
+                solver_defaults: Some(SolverDefaultsDesc {
+                    method: Some(Method::Heun),
+                    steps: Some(3),
+                    grid: Some(GridSpec::Shift(3.0)),
+                    ..Default::default()
+                }),
+                weights: weights(WeightKind::Bf16),
+                ..plain.clone()
+            },
+        ),
+        (
+            "moons_latent_decoder_pipeline",
+            "moons_latent_flow",
+            ExportOptions {
+                pipeline: vec![(StageKind::Decoder, fixture("moons_latent_decoder"))],
+                ..plain.clone()
+            },
+        ),
+        ("moons_cfg_label", "moons_cfg", plain.clone()),
+        ("moons_meanflow_step", "moons_meanflow", plain.clone()),
+    ];
+    for (name, onnx, opts) in seeds {
+        match flowrt_export::export_onnx(&fixture(onnx), &opts) {
+            Ok(bytes) => {
+                let a = flowrt::format::AlignedBytes::copy_from(&bytes);
+                let m = flowrt::Model::from_bytes(a.as_slice()).unwrap();
+                println!(
+                    "{name}: {} bytes, {} nodes, version {}, pipeline {}",
+                    bytes.len(),
+                    m.node_count(),
+                    m.version(),
+                    m.pipeline().is_some()
+                );
+                std::fs::write(out.join(format!("{name}.frt")), bytes).unwrap();
+            }
+            Err(e) => println!("{name}: {e:#}"),
+        }
+    }
+}

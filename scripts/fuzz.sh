@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Fuzzes flowrt with the cargo-fuzz targets in fuzz/ (libFuzzer, nightly Rust), each for
+# FLOWRT_FUZZ_SECONDS seconds (default 60), starting from the seeds committed under
+# fuzz/corpus/<target>/. Exits non-zero when any target finds a crash, a hang or an OOM
+# (the input is left under fuzz/artifacts/<target>/).
+#
+#   scripts/fuzz.sh                       # every target, 60 s each
+#   FLOWRT_FUZZ_SECONDS=600 scripts/fuzz.sh frt_load_sample options
+#
+# Targets: frt_load_sample (Model::from_bytes + sampling), options (method / grid / time
+# strings), npy_read (the exporter's .npy reader) and onnx_import (structure-aware ONNX
+# mutations through the exporter; builds tract, slow the first time).
+# One fuzzer process at a time (-jobs=1 -workers=1): the machine is shared. New inputs go to
+# fuzz/corpus-work/<target>/ (git-ignored); the committed seeds are only read.
+# Installs cargo-fuzz (0.13.2) and the nightly toolchain if missing. Not part of
+# scripts/test.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECS="${FLOWRT_FUZZ_SECONDS:-60}"
+if [ "$#" -gt 0 ]; then
+    TARGETS=("$@")
+else
+    TARGETS=(frt_load_sample options npy_read onnx_import)
+fi
+
+rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked --version 0.13.2
+fi
+
+cd fuzz
+# cargo fuzz sets RUST_BACKTRACE=1; without this, anyhow (the exporter's errors) captures a
+# backtrace for every rejected input, which makes npy_read about 3x slower.
+export RUST_LIB_BACKTRACE=0
+failed=()
+for t in "${TARGETS[@]}"; do
+    # The exporter targets build tract: unoptimized and without a sanitizer (-s none; safe
+    # Rust) it builds in about a third of the time of an optimized ASan build.
+    features=()
+    extra=()
+    timeout=10
+    case "$t" in
+        npy_read) features=(--features exporter --dev -s none) ;;
+        # 1 base byte + 16 instructions of 4 bytes; libFuzzer would otherwise start from the
+        # seeds' few bytes and grow slowly (this target runs a few inputs per second).
+        onnx_import) features=(--features exporter --dev -s none); timeout=60; extra=(-max_len=65 -len_control=0) ;;
+        frt_load_sample | options) ;;
+        *) echo "unknown target $t" >&2; exit 2 ;;
+    esac
+    printf '\n==> %s: %s s\n' "$t" "$SECS"
+    mkdir -p "corpus-work/$t" "artifacts/$t"
+    rm -f fuzz-*.log
+    # -jobs=1 runs the fuzzer in one child process whose output goes to fuzz-0.log.
+    if cargo +nightly fuzz run "${features[@]}" "$t" "corpus-work/$t" "corpus/$t" -- \
+        -max_total_time="$SECS" -timeout="$timeout" -rss_limit_mb=2048 -malloc_limit_mb=512 \
+        -jobs=1 -workers=1 -print_final_stats=1 "${extra[@]}"; then
+        status=0
+    else
+        status=$?
+    fi
+    [ -f fuzz-0.log ] && tail -n 40 fuzz-0.log
+    if [ "$status" -ne 0 ] || grep -qE '^(==[0-9]+==ERROR|SUMMARY: libFuzzer|.*panicked at)' fuzz-0.log 2>/dev/null; then
+        echo "FAILED: $t (exit $status; artifacts in fuzz/artifacts/$t/)" >&2
+        failed+=("$t")
+    fi
+done
+
+if [ "${#failed[@]}" -gt 0 ]; then
+    echo "fuzzing found crashes in: ${failed[*]}" >&2
+    exit 1
+fi
+echo "no crashes"
