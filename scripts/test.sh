@@ -126,3 +126,8 @@ cargo run --release --quiet -p flowrt-cli --bin flowrt -- export \
 cargo run --release --quiet -p flowrt-cli --bin flowrt -- bench out/bench_smoke.frt \
     --against ort --batch 4 --steps 2 --runs 3 --warmup 1 | tail -n 1 | grep -E '^ratio flowrt/ort: [0-9.]+$'
 
+step "fuzz smoke run: the runtime's targets (Model::from_bytes + sampling, option strings), 60 s each"
+# scripts/fuzz.sh installs cargo-fuzz if missing and fails on any crash, hang or OOM. The
+# exporter's targets (npy_read, onnx_import) build tract unoptimized for ~25 min on 2 cores:
+# run them by hand (scripts/fuzz.sh npy_read onnx_import; docs/security.md).
+FLOWRT_FUZZ_SECONDS="${FLOWRT_FUZZ_SECONDS:-60}" scripts/fuzz.sh frt_load_sample options

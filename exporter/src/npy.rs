@@ -110,6 +110,18 @@ fn check_preamble(path: &Path, bytes: &[u8]) -> Result<u64> {
             bytes.len() as u64 - start
         );
     }
+    // A header is one flat dict with one shape tuple. npyz's parser backtracks on nested
+    // brackets (60 `{` after `'fortran_order':` took over 10 s, found by fuzz/npy_read):
+    // anything nested or repeated is refused before it parses.
+    let header = &bytes[start as usize..end as usize];
+    let count = |c: u8| header.iter().filter(|&&b| b == c).count();
+    if count(b'{') != 1 || count(b'}') != 1 || count(b'(') > 1 || count(b')') > 1 || count(b'[') > 0
+    {
+        bail!(
+            "{name}: malformed .npy header (a .npy header is one dict with one shape tuple, \
+             no nested or repeated brackets)"
+        );
+    }
     Ok(end)
 }
 
@@ -256,4 +268,62 @@ pub fn read_labels(path: &Path) -> Result<(Vec<i64>, Vec<usize>)> {
         ),
     };
     Ok((data, shape))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `fuzz/findings/npy_read-timeout-nested-braces.npy` (60 `{` inside the header dict:
+    /// over 10 s in npyz's parser) and two smaller forgeries are refused at once; a plain
+    /// header still reads.
+    #[test]
+    fn nested_or_repeated_brackets_in_the_header_are_refused() {
+        let dir = std::env::temp_dir().join(format!("flowrt-npy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let header = |dict: &str| {
+            let mut h = dict.to_string();
+            while (10 + h.len() + 1) % 64 != 0 {
+                h.push(' ');
+            }
+            h.push('\n');
+            let mut b = b"\x93NUMPY\x01\x00".to_vec();
+            b.extend_from_slice(&(h.len() as u16).to_le_bytes());
+            b.extend_from_slice(h.as_bytes());
+            b.extend_from_slice(&[0u8; 8]);
+            b
+        };
+        let fuzzed = include_bytes!("../../fuzz/findings/npy_read-timeout-nested-braces.npy");
+        let cases: [(&str, Vec<u8>); 3] = [
+            ("fuzzed", fuzzed.to_vec()),
+            (
+                "nested",
+                header("{'descr': '<f4', 'fortran_order': {False}, 'shape': (2, 1), }"),
+            ),
+            (
+                "tuples",
+                header("{'descr': '<f4', 'fortran_order': False, 'shape': ((2, 1)), }"),
+            ),
+        ];
+        for (name, bytes) in cases {
+            let path = dir.join(format!("{name}.npy"));
+            std::fs::write(&path, bytes).unwrap();
+            let start = std::time::Instant::now();
+            let e = format!("{:#}", read_f32(&path).unwrap_err());
+            assert!(e.contains("malformed .npy header"), "{name}: {e}");
+            assert!(
+                start.elapsed().as_secs() < 1,
+                "{name}: {:?}",
+                start.elapsed()
+            );
+        }
+        let ok = dir.join("ok.npy");
+        std::fs::write(
+            &ok,
+            header("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 1), }"),
+        )
+        .unwrap();
+        assert_eq!(read_f32(&ok).unwrap(), (vec![0.0, 0.0], vec![2, 1]));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
