@@ -166,7 +166,11 @@ fn unsupported_types_are_one_line_errors_not_panics() {
         ),
         (
             "bad_f16_truncated.pb",
-            &["initializer `w`", "3 bytes of raw_data", "dims [2, 3] of float16"][..],
+            &[
+                "initializer `w`",
+                "3 bytes of raw_data",
+                "dims [2, 3] of float16",
+            ][..],
         ),
     ] {
         let path = half_dir().join(file);
