@@ -283,7 +283,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let header = |dict: &str| {
             let mut h = dict.to_string();
-            while (10 + h.len() + 1) % 64 != 0 {
+            while !(10 + h.len() + 1).is_multiple_of(64) {
                 h.push(' ');
             }
             h.push('\n');
