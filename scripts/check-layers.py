@@ -17,7 +17,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent / "runtime" / "src"
 
 # Lowest first. A module may use only modules of earlier layers (and itself).
 LAYERS = [
-    ["error", "crc"],
+    ["error", "crc", "io"],
     ["rng", "time"],
     ["grid"],
     ["method"],

@@ -12,63 +12,14 @@ type NpyBytes = npyz::NpyFile<std::io::Cursor<Vec<u8>>>;
 /// A larger file is refused before it is read (a FIFO or device is read up to the cap).
 pub const MAX_NPY_BYTES: u64 = 1 << 30;
 
-/// Reads at most `cap` bytes of `path`; a longer file (by its size, or by what a pipe or
-/// device delivers) is an error naming the cap, before more than `cap + 1` bytes are read.
+/// Reads at most `cap` bytes of `path` ([`flowrt::io::read_capped`]); a longer file (by its
+/// size, or by what a pipe or device delivers) is an error naming the cap, before more than
+/// `cap + 1` bytes are read.
 ///
 /// Errors: unreadable file, or longer than `cap`.
 pub fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
-    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let too_large = || {
-        anyhow::anyhow!(
-            "{}: the file is larger than the {cap}-byte limit for this input",
-            path.display()
-        )
-    };
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    if size > cap {
-        return Err(too_large());
-    }
-    let bytes =
-        read_bounded(file, size, cap).with_context(|| format!("reading {}", path.display()))?;
-    if bytes.len() as u64 > cap {
-        return Err(too_large());
-    }
-    Ok(bytes)
-}
-
-/// Reads `file` (`size`: its length if known, else 0) up to `cap + 1` bytes, growing the
-/// buffer with fallible allocation (an allocation failure is an error, not an abort).
-pub(crate) fn read_bounded(
-    mut file: std::fs::File,
-    size: u64,
-    cap: u64,
-) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let limit = cap.saturating_add(1);
-    let oom = || std::io::Error::new(std::io::ErrorKind::OutOfMemory, "cannot allocate");
-    let mut bytes: Vec<u8> = Vec::new();
-    let first = size.saturating_add(1).min(limit).max(1 << 16).min(limit);
-    bytes.try_reserve_exact(first as usize).map_err(|_| oom())?;
-    let mut chunk = vec![0u8; 1 << 16];
-    while (bytes.len() as u64) < limit {
-        let room = (limit - bytes.len() as u64).min(chunk.len() as u64) as usize;
-        let n = match file.read(&mut chunk[..room]) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if bytes.capacity() - bytes.len() < n {
-            let grow = (bytes.capacity() as u64)
-                .max(1 << 16)
-                .min(limit - bytes.len() as u64);
-            bytes
-                .try_reserve_exact((grow as usize).max(n))
-                .map_err(|_| oom())?;
-        }
-        bytes.extend_from_slice(&chunk[..n]);
-    }
-    Ok(bytes)
+    flowrt::io::read_capped(path, cap, "this input")
+        .with_context(|| format!("reading {}", path.display()))
 }
 
 /// Bytes per element of a `.npy` dtype descriptor (`'<f4'` -> 4), if it has one.

@@ -21,11 +21,13 @@ extern crate alloc;
 extern crate std;
 
 // Modules import one way, each only from those listed before it (scripts/check-layers.py
-// checks it in CI): error, crc → rng, time → grid → method → ops → linked → format → ir → plan →
+// checks it in CI): error, crc, io (std) → rng, time → grid → method → ops → linked → format → ir → plan →
 // model → write → select → field → exec → solver → guidance, fewstep, sde → pipeline → sampler.
 pub mod crc;
 pub mod error;
 pub mod field;
+#[cfg(feature = "std")]
+pub mod io;
 #[cfg(feature = "alloc")]
 pub mod ir;
 pub mod method;

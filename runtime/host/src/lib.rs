@@ -133,57 +133,6 @@ impl fmt::Debug for Frt {
 /// that delivers more (`/dev/zero`), is refused after at most this many bytes.
 pub const MAX_FRT_BYTES: u64 = 1 << 30;
 
-/// Reads `file` (`size`: its length if known, else 0) up to `cap + 1` bytes, growing the
-/// buffer with fallible allocation (an allocation failure is an error, not an abort).
-fn read_bounded(mut file: std::fs::File, size: u64, cap: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let limit = cap.saturating_add(1);
-    let oom = || std::io::Error::new(std::io::ErrorKind::OutOfMemory, "cannot allocate");
-    let mut bytes: Vec<u8> = Vec::new();
-    let first = size.saturating_add(1).min(limit).max(1 << 16).min(limit);
-    bytes.try_reserve_exact(first as usize).map_err(|_| oom())?;
-    let mut chunk = vec![0u8; 1 << 16];
-    while (bytes.len() as u64) < limit {
-        let room = (limit - bytes.len() as u64).min(chunk.len() as u64) as usize;
-        let n = match file.read(&mut chunk[..room]) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if bytes.capacity() - bytes.len() < n {
-            let grow = (bytes.capacity() as u64)
-                .max(1 << 16)
-                .min(limit - bytes.len() as u64);
-            bytes
-                .try_reserve_exact((grow as usize).max(n))
-                .map_err(|_| oom())?;
-        }
-        bytes.extend_from_slice(&chunk[..n]);
-    }
-    Ok(bytes)
-}
-
-/// Reads at most `cap` bytes of `path`; more is an `InvalidData` error naming the cap.
-fn read_capped(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
-    let file = std::fs::File::open(path)?;
-    let too_large = || {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("larger than the {cap}-byte limit for a .frt model"),
-        )
-    };
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    if size > cap {
-        return Err(too_large());
-    }
-    let bytes = read_bounded(file, size, cap)?;
-    if bytes.len() as u64 > cap {
-        return Err(too_large());
-    }
-    Ok(bytes)
-}
-
 impl Frt {
     /// Reads (up to [`MAX_FRT_BYTES`]) and validates a `.frt` file.
     ///
@@ -191,10 +140,13 @@ impl Frt {
     /// validation: magic, version, checksum, bounds, ...).
     pub fn open(path: impl AsRef<Path>) -> Result<Frt> {
         let path = path.as_ref();
-        let raw = read_capped(path, MAX_FRT_BYTES).map_err(|error| HostError::Io {
-            path: path.to_path_buf(),
-            error,
-        })?;
+        let raw =
+            flowrt::io::read_capped(path, MAX_FRT_BYTES, "a .frt model").map_err(|error| {
+                HostError::Io {
+                    path: path.to_path_buf(),
+                    error,
+                }
+            })?;
         Frt::from_vec(&raw, path.display().to_string())
     }
 
