@@ -225,6 +225,7 @@ class WithTorch(unittest.TestCase):
         self.assertEqual([(i["name"], i["role"]) for i in res.info["inputs"]],
                          [("x", "x"), ("t", "t"), ("y", "label")])
         self.assertEqual(res.info["label_classes"], 11)
+        self.one_call("digits_unet", unet, "torchcfm-unet", [x, t, y], exporter="dynamo")
 
     def test_flow_matching_checker(self):
         m = loaded(CheckerMLP(), torch.load(FX / "checker_fm" / "state_dict.pt"))
