@@ -110,6 +110,23 @@ unset FLOWRT_FRT FLOWRT_NOISE
 step "cargo test (workspace: runtime unit tests, conformance vs onnxruntime/torchdiffeq references, CLI)"
 cargo test --workspace --release
 
+# ---- BEGIN Python export helper block (issue 18; python/) ------------------------------------
+# python/flowrt_export without torch: signatures, roles, command lines and errors (plain
+# python3), then its flowrt side on the committed fixtures (numpy from .venv-ort, the release
+# flowrt that cargo test built), and `pip install ./python` into a throwaway venv. The
+# torch-backed test (python/tests/test_with_torch.py: torch is ~5 GB of wheels) is run by hand,
+# see docs/python.md.
+step "Python export helper (python/): unit tests without torch, pip install ./python"
+PYTHONPATH=python python3 -m unittest discover -s python/tests -p 'test_logic.py'
+FLOWRT="$PWD/target/release/flowrt" PYTHONPATH=python \
+    .venv-ort/bin/python -m unittest discover -s python/tests -p 'test_check_frt.py'
+py_venv="$(mktemp -d)"
+python3 -m venv "$py_venv"
+"$py_venv/bin/pip" install --quiet --no-deps ./python
+(cd "$py_venv" && bin/python -c 'import flowrt_export as f; print("pip install ./python ok:", f.__file__)')
+rm -rf "$py_venv"
+# ---- END Python export helper block ---------------------------------------------------------
+
 step "README demo and the embedding example"
 ./scripts/demo.sh >/dev/null
 cargo run --release --quiet -p flowrt-examples --bin embed -- out/demo/moons_reflow.frt

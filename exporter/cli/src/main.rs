@@ -5,6 +5,7 @@
 mod args;
 mod bench;
 mod conformance;
+mod eval;
 mod export;
 mod inspect;
 mod plot;
@@ -48,6 +49,10 @@ enum Command {
     },
     /// Integrate noise to samples (the model's noise end to its data end).
     Sample(SampleArgs),
+    /// Evaluate the network once on given inputs (.npy by input name or role) and write its
+    /// raw output: no time convention, no solver. For checking a .frt against its source
+    /// framework.
+    Eval(eval::EvalArgs),
     /// Apply a state-to-state model (a neural PDE surrogate, signature x only) repeatedly:
     /// x_{n+1} = net(x_n). No ODE solver.
     Rollout {
@@ -186,6 +191,7 @@ fn run(cli: Cli) -> Result<()> {
             batches,
         } => inspect::run(&model, json, &batches),
         Command::Sample(a) => sample(&a),
+        Command::Eval(a) => eval::run(&a),
         Command::Rollout {
             model,
             init,
