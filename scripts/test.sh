@@ -68,6 +68,20 @@ step "cargo clippy (workspace, all targets, -D warnings)"
 cargo clippy --workspace --all-targets --release -- -D warnings
 cargo clippy -p flowrt --no-default-features -- -D warnings
 
+# ---- BEGIN publishable crates block (issue 18) ----------------------------------------------
+# Every library crate documents without a warning (reusing clippy's dependency checks above)
+# and packages as `cargo publish` would send it: manifest metadata, file list and the
+# dependency versions of the workspace crates (--workspace packages them together). The no_std
+# core is also built from its package (seconds); building the others from theirs would
+# rebuild tract, cubecl and wgpu in the dev profile (about 10 minutes here), which the
+# release build below already compiles from the same sources.
+step "cargo doc -D warnings and cargo publish --dry-run (every library crate)"
+RUSTDOCFLAGS="-D warnings" cargo doc --release --no-deps --quiet \
+    -p flowrt -p flowrt-ort -p flowrt-cubecl -p flowrt-host -p flowrt-export -p flowrt-cli
+cargo publish --dry-run --allow-dirty --quiet -p flowrt
+cargo publish --dry-run --allow-dirty --quiet --no-verify --workspace
+# ---- END publishable crates block ------------------------------------------------------------
+
 step "runtime modules import one way (scripts/check-layers.py)"
 python3 scripts/check-layers.py
 

@@ -8,7 +8,7 @@
 //! cargo run --release -p flowrt-examples --bin embed -- out/demo/moons_reflow.frt
 //! ```
 
-use flowrt::format::{AlignedBytes, Aligned16};
+use flowrt::format::{Aligned16, AlignedBytes};
 
 /// Samples drawn per call.
 const ROWS: usize = 8;
@@ -38,7 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     flowrt::rng::fill_normal(42, x); // the same noise on every CPU
     let grid = flowrt::grid::Uniform::new(1, 0.0, 1.0)?; // one step, noise (0) to data (1)
     flowrt::sampler::sample(&model, method, &grid, x, &mut arena.0)?; // x now holds the samples
-    // README: embedding in Rust (end)
+                                                                      // README: embedding in Rust (end)
 
     println!(
         "{path}: state dim {}; {method} x 1 step for {ROWS} samples needs {need} arena bytes (have {ARENA_BYTES})",

@@ -5,7 +5,7 @@
 //! catch. [`contain`] runs one import stage under [`std::panic::catch_unwind`], keeps the
 //! default panic hook quiet for that call only (other threads and later panics still print),
 //! and turns a panic into a typed one-line error:
-//! "the ONNX importer failed on <model> (<stage>): <panic message> (at <file:line>)".
+//! `the ONNX importer failed on <model> (<stage>): <panic message> (at <file:line>)`.
 //!
 //! Some malformed graphs make tract loop instead (its LayerNormalization rules, for an axis
 //! below minus the input's rank when that rank is only known after analysis). A loop cannot
@@ -138,8 +138,8 @@ impl StageTracker {
 
 /// Runs `f` (the import of `model`) on a worker thread and waits at most `limit` for it.
 ///
-/// Errors: `f`'s own error; "the ONNX importer did not finish <model> within N s (stuck in
-/// <stage>)" when the limit passes (the worker keeps running until the process ends); an
+/// Errors: `f`'s own error; `the ONNX importer did not finish <model> within N s (stuck in
+/// <stage>)` when the limit passes (the worker keeps running until the process ends); an
 /// error if the worker thread cannot be started.
 pub fn with_deadline<T: Send + 'static>(
     model: &Path,

@@ -72,7 +72,10 @@ fn every_rust_snippet_in_the_docs_is_code_the_tests_run() {
         })
         .collect();
     let mut docs = vec![root.join("README.md")];
-    for e in std::fs::read_dir(root.join("docs")).expect("docs/").flatten() {
+    for e in std::fs::read_dir(root.join("docs"))
+        .expect("docs/")
+        .flatten()
+    {
         if e.path().extension().is_some_and(|x| x == "md") {
             docs.push(e.path());
         }
@@ -118,5 +121,8 @@ fn the_checker_tells_a_copy_from_an_edit() {
         &block("```rust\nlet a = 1;\nlet b = a + 2;\n```\n"),
         program
     ));
-    assert!(!occurs_in(&block("```rust\nlet b = a + 1;\nlet a = 1;\n```\n"), program));
+    assert!(!occurs_in(
+        &block("```rust\nlet b = a + 1;\nlet a = 1;\n```\n"),
+        program
+    ));
 }
