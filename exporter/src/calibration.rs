@@ -38,7 +38,7 @@ impl Default for Calibration {
 pub fn sample(
     desc: &ModelDesc,
     cal: &Calibration,
-    observe: &mut dyn FnMut(u32, &[f32]),
+    observe: &mut (dyn FnMut(u32, &[f32]) + Send),
 ) -> Result<()> {
     let mut f32_desc = desc.clone();
     for t in &mut f32_desc.tensors {

@@ -210,7 +210,7 @@ pub(crate) fn run_graph<S: Selection>(
 /// Sees every value a graph evaluation computes: called with each input tensor's index and
 /// data before the nodes run, then with each node's output tensor index and values
 /// ([`CpuField::observe`]; export-time calibration of int8 activations).
-pub type Observer<'o> = dyn FnMut(u32, &[f32]) + 'o;
+pub type Observer<'o> = dyn FnMut(u32, &[f32]) + Send + 'o;
 
 /// One node. Every arm is guarded by the (constant) bit of its kind in `S`, so the kernels of
 /// unlinked kinds are not compiled in; a node of such a kind returns [`Error::NotLinked`].

@@ -1,9 +1,10 @@
 //! `flowrt bench`: flowrt's CPU backend against ONNX Runtime, side by side in one process.
 //!
 //! Both backends get the same noise (flowrt's RNG from one seed), the same solver loop
-//! (`flowrt::solver`), the same time grid and the same thread count: flowrt's CPU executor
-//! is single-threaded, so ONNX Runtime runs with `intra_threads = 1` unless `--threads` says
-//! otherwise (and then only ORT uses more threads — the report says so). Each backend runs
+//! (`flowrt::solver`), the same time grid and the same thread count (`--threads`, default the
+//! physical cores): flowrt's CPU executor splits each evaluation's rows across that many
+//! threads when the evaluation is big enough to pay, ONNX Runtime gets as many intra-op
+//! threads. Each backend runs
 //! `warmup` untimed runs, then `runs` timed ones; the report gives min and median per run and
 //! per sample, and ends with `ratio flowrt/ort: R` (median over median; < 1 means flowrt is
 //! faster). With `eval` a run is a single velocity evaluation instead of the full loop.
@@ -13,11 +14,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
-use flowrt::exec::CpuField;
 use flowrt::field::ConditionalField;
 use flowrt::field::Conditioned;
 use flowrt::field::Conditioning;
-use flowrt::format::AlignedBytes;
 use flowrt::grid::Uniform;
 use flowrt::run::Request;
 use flowrt::solver::{integrate, Method, Workspace};
@@ -28,6 +27,7 @@ use flowrt_cubecl::{Gpu, GpuBackend, GpuError, GpuField, GpuOps};
 use flowrt_ort::OrtSession;
 
 use flowrt_host::open_ort;
+use flowrt_host::parallel::{default_threads, threads_for, with_cpu_field};
 
 use crate::args::BackendArg;
 
@@ -58,9 +58,10 @@ pub struct BenchArgs {
     /// Uniform steps over [0, 1].
     #[arg(long, default_value_t = 8)]
     pub steps: usize,
-    /// ONNX Runtime intra-op threads (flowrt's CPU executor is single-threaded, so 1 is
-    /// the like-for-like setting).
-    #[arg(long, default_value_t = 1)]
+    /// CPU threads for both: flowrt's executor splits each evaluation's rows across them
+    /// (byte-identical to one thread), ONNX Runtime gets as many intra-op threads.
+    /// 0 (default): the machine's physical cores.
+    #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// Time a single velocity evaluation instead of the full sampling loop.
     #[arg(long)]
@@ -160,7 +161,8 @@ pub struct BenchConfig {
     pub method: Method,
     /// Uniform steps over [0, 1].
     pub steps: usize,
-    /// ONNX Runtime intra-op threads (flowrt's CPU executor always uses one).
+    /// CPU threads for flowrt's executor and ONNX Runtime's intra-op pool (0: physical
+    /// cores).
     pub threads: usize,
     /// Time one velocity evaluation (at t = 0.5) instead of the whole sampling loop.
     pub eval: bool,
@@ -180,7 +182,7 @@ impl Default for BenchConfig {
             batch: 64,
             method: Method::Rk4_38,
             steps: 8,
-            threads: 1,
+            threads: 0,
             eval: false,
             runs: 20,
             warmup: 3,
@@ -347,40 +349,44 @@ pub fn run(model: &Model<'_>, ort: &mut OrtSession, cfg: &BenchConfig) -> Result
         (g.timing, t_ort)
     } else if cfg.eval {
         let t = 0.5f32;
-        let mut arena = AlignedBytes::zeroed(model.required_arena_bytes(cfg.batch).map_err(e)?);
-        let mut field = CpuField::new(model, cfg.batch, arena.as_mut_slice()).map_err(e)?;
-        let t_cpu = measure(cfg.warmup, cfg.runs, || {
-            field.eval_cond(t, &noise, &cond, &mut out_cpu).map_err(e)
-        })?;
+        let t_cpu = with_cpu_field(model, cfg.batch, cfg.threads, |field| {
+            measure(cfg.warmup, cfg.runs, || {
+                field
+                    .eval_cond(&mut CpuOps, t, &noise, &cond, &mut out_cpu)
+                    .map_err(e)
+            })
+        })??;
         let t_ort = time_ort(ort, cfg, &noise, &cond, &grid, &mut out_ort)?;
         (t_cpu, t_ort)
     } else {
         let method = cfg.method;
         let mut flat = vec![0f32; len * method.work_buffers()];
-        let mut arena = AlignedBytes::zeroed(model.required_arena_bytes(cfg.batch).map_err(e)?);
-        let mut cpu = CpuField::new(model, cfg.batch, arena.as_mut_slice()).map_err(e)?;
-        let t_cpu = measure(cfg.warmup, cfg.runs, || {
-            out_cpu.copy_from_slice(&noise);
-            let mut work =
-                Workspace::from_slice(&mut flat, len, method.work_buffers()).map_err(e)?;
-            let mut field = Conditioned {
-                field: &mut cpu,
-                cond,
-            };
-            integrate(
-                &mut CpuOps,
-                &mut field,
-                method,
-                &grid,
-                &mut out_cpu,
-                &mut work,
-            )
-            .map_err(e)
-        })?;
+        let t_cpu = with_cpu_field(model, cfg.batch, cfg.threads, |cpu| {
+            measure(cfg.warmup, cfg.runs, || {
+                out_cpu.copy_from_slice(&noise);
+                let mut work =
+                    Workspace::from_slice(&mut flat, len, method.work_buffers()).map_err(e)?;
+                let mut field = Conditioned { field: cpu, cond };
+                integrate(
+                    &mut CpuOps,
+                    &mut field,
+                    method,
+                    &grid,
+                    &mut out_cpu,
+                    &mut work,
+                )
+                .map_err(e)
+            })
+        })??;
         let t_ort = time_ort(ort, cfg, &noise, &cond, &grid, &mut out_ort)?;
         (t_cpu, t_ort)
     };
     let max_abs_diff = flowrt_export::max_abs_diff(&out_cpu, &out_ort);
+    let ort_threads = if cfg.threads == 0 {
+        default_threads()
+    } else {
+        cfg.threads
+    };
     let ratio = t_cpu.median.as_secs_f64() / t_ort.median.as_secs_f64().max(1e-12);
 
     let mut text = String::new();
@@ -404,18 +410,16 @@ pub fn run(model: &Model<'_>, ort: &mut OrtSession, cfg: &BenchConfig) -> Result
     }
     let _ = writeln!(
         text,
-        "threads: flowrt {}, ONNX Runtime (CPU) intra_threads {}{}",
+        "threads: flowrt {}, ONNX Runtime (CPU) intra_threads {}",
         if cfg.gpu.is_some() {
-            "GPU kernels"
+            "GPU kernels".to_string()
         } else {
-            "CPU executor 1 (single-threaded)"
+            format!(
+                "CPU executor {} (rows split across threads; fewer when an evaluation is too small to pay)",
+                threads_for(model, cfg.batch, cfg.threads)
+            )
         },
-        cfg.threads.max(1),
-        if cfg.threads > 1 && cfg.gpu.is_none() {
-            " (NOT the same thread count: ORT uses more threads than flowrt)"
-        } else {
-            ""
-        }
+        ort_threads,
     );
     let _ = writeln!(
         text,

@@ -168,8 +168,10 @@ struct SampleArgs {
     /// With --backend ort: use this ONNX file instead of the one embedded in the .frt.
     #[arg(long, value_name = "PATH")]
     onnx: Option<PathBuf>,
-    /// With --backend ort: ONNX Runtime intra-op threads.
-    #[arg(long, default_value_t = 1)]
+    /// CPU threads: flowrt's executor splits each evaluation's rows across them (the samples
+    /// are byte-identical to one thread), ONNX Runtime gets as many intra-op threads.
+    /// 0 (default): the machine's physical cores.
+    #[arg(long, default_value_t = 0)]
     threads: usize,
 }
 

@@ -26,6 +26,7 @@
 pub mod conditioning;
 #[cfg(feature = "gpu")]
 pub mod gpu;
+pub mod parallel;
 pub mod plan;
 mod run;
 pub mod sde;

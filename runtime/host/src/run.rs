@@ -50,7 +50,9 @@ pub struct Request {
     pub trajectory: bool,
     /// With [`Backend::Ort`]: this ONNX file instead of the one embedded in the `.frt`.
     pub onnx: Option<PathBuf>,
-    /// With [`Backend::Ort`]: ONNX Runtime intra-op threads (0 means 1).
+    /// CPU threads: flowrt's executor splits the rows of each evaluation across this many
+    /// (byte-identical to one thread; small evaluations use fewer), ONNX Runtime uses as many
+    /// intra-op threads. 0 (the default): the machine's physical cores.
     pub threads: usize,
 }
 
@@ -88,6 +90,8 @@ impl Request {
         sde(g: &str) => sde = Some(SdeRequest::new(g));
         /// Records the trajectory.
         trajectory() => trajectory = true;
+        /// CPU threads (0: the physical cores; see [`Request::threads`](Request#structfield.threads)).
+        threads(n: usize) => threads = n;
     }
 
     /// Sets the grid (a name or a list of times, as [`GridChoice::parse`] reads it).
@@ -208,7 +212,11 @@ pub fn open_ort(
         )));
     }
     let opts = OrtOptions {
-        intra_threads: threads.max(1),
+        intra_threads: if threads == 0 {
+            crate::parallel::default_threads()
+        } else {
+            threads
+        },
     };
     Ok(match (onnx, model.embedded_onnx()) {
         (Some(p), _) => OrtSession::from_file(model, p, &opts),
@@ -356,9 +364,8 @@ fn with_net<R>(
             if req.onnx.is_some() {
                 return Err(HostError::request("--onnx is only used with --backend ort"));
             }
-            let mut arena = arena(m.required_arena_bytes(rows)?)?;
-            let mut field = flowrt::exec::CpuField::new(m, rows, arena.as_mut_slice())?;
-            f(&mut field)
+            // Rows split across threads when that pays (byte-identical results).
+            crate::parallel::with_cpu_field(m, rows, req.threads, f)?
         }
         #[cfg(feature = "ort")]
         Backend::Ort => {
