@@ -1,0 +1,372 @@
+// flowrt in the browser: loads flowrt_web.wasm (web/src/lib.rs, a plain extern "C"
+// interface), fetches a .frt into its memory, samples it and draws the samples and their
+// trajectory from noise to data.
+//
+// URL parameters (all optional) preset the controls; auto=1 samples on load:
+//   model=moons_reflow.frt method=rk4 steps=8 num=256 seed=7
+//   label=cycle:10 | label=3   guidance=2   null_label=10   (class-conditional models)
+//   auto=1      sample once the page is ready
+//   anim=0      draw the final samples at once (no animation; for screenshots)
+//   dump=1      also write the sample and trajectory bytes (base64, little-endian f32) into
+//               #samples-b64 / #trajectory-b64, for the browser test (web/browser_test.py)
+//   bench=R     after the first run, time R more runs (no trajectory) and report the median
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+let wasm = null; // the module's exports
+let info = null; // flowrt_info() of the loaded model
+let loadedFile = null;
+let last = null; // { samples, trajectory, states, num, dim }
+let animation = 0;
+
+function setStatus(state, text) {
+  const s = $("status");
+  s.dataset.state = state;
+  s.textContent = text;
+}
+
+function message() {
+  const p = wasm.flowrt_text_ptr();
+  const n = wasm.flowrt_text_len();
+  return dec.decode(new Uint8Array(wasm.memory.buffer, p, n));
+}
+
+// Copies bytes into the module's input buffer (flowrt_alloc) and returns their length.
+function put(bytes) {
+  const p = wasm.flowrt_alloc(bytes.length);
+  if (p === 0 && bytes.length > 0) throw new Error(`cannot allocate ${bytes.length} bytes in the module`);
+  new Uint8Array(wasm.memory.buffer, p, bytes.length).set(bytes);
+  return bytes.length;
+}
+
+function check(rc, what) {
+  if (rc !== 0) throw new Error(`${what}: ${message()}`);
+}
+
+function f32s(ptr, len) {
+  // A copy: the module's memory may grow (and detach views) on the next call.
+  return new Float32Array(wasm.memory.buffer, ptr, len).slice();
+}
+
+function base64(bytes) {
+  let s = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    s += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(s);
+}
+
+async function sha256(bytes) {
+  if (!(window.crypto && crypto.subtle)) return "(crypto.subtle needs a secure context)";
+  const d = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return Array.from(d, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function loadModule() {
+  const resp = await fetch("flowrt_web.wasm");
+  if (!resp.ok) throw new Error(`flowrt_web.wasm: HTTP ${resp.status}`);
+  const bytes = await resp.arrayBuffer();
+  const { instance } = await WebAssembly.instantiate(bytes, {});
+  wasm = instance.exports;
+  $("wasm-bytes").textContent = `${bytes.byteLength.toLocaleString("en")} bytes (flowrt_web.wasm)`;
+}
+
+async function loadModel(file) {
+  if (loadedFile === file) return;
+  setStatus("loading", `loading ${file}…`);
+  const resp = await fetch(file);
+  if (!resp.ok) throw new Error(`${file}: HTTP ${resp.status}`);
+  const bytes = new Uint8Array(await resp.arrayBuffer());
+  loadedFile = null;
+  check(wasm.flowrt_load(put(bytes)), file);
+  check(wasm.flowrt_info(), "info");
+  info = JSON.parse(message());
+  loadedFile = file;
+  $("model-bytes").textContent = `${bytes.length.toLocaleString("en")} bytes (${file})`;
+  $("params").textContent = info.params.toLocaleString("en");
+  const cond = $("conditioning");
+  cond.hidden = !info.label;
+  if (info.label) {
+    const sel = $("label");
+    sel.innerHTML = "";
+    const classes = info.classes ?? 10;
+    const shown = info.null_label !== null || classes === 11 ? classes - 1 : classes;
+    const opt = (value, text) => {
+      const o = document.createElement("option");
+      o.value = value;
+      o.textContent = text;
+      sel.appendChild(o);
+    };
+    opt(`cycle:${shown}`, `0..${shown - 1} repeated`);
+    for (let k = 0; k < shown; k++) opt(String(k), String(k));
+    if (info.null_label !== null) $("null-label").value = info.null_label;
+  }
+}
+
+// The request from the controls.
+function request() {
+  const seed = BigInt($("seed").value.trim() || "0");
+  if (seed < 0n || seed >= 1n << 64n) throw new Error("seed must be in 0..2^64-1");
+  const req = {
+    file: $("model").value,
+    method: $("method").value,
+    steps: parseInt($("steps").value, 10),
+    num: parseInt($("num").value, 10),
+    seed,
+    labelMode: 0,
+    label: 0,
+    guidance: NaN,
+    nullLabel: -1,
+  };
+  if (!(req.steps >= 1)) throw new Error("steps must be at least 1");
+  if (!(req.num >= 1)) throw new Error("samples must be at least 1");
+  if (info && info.label) {
+    const l = $("label").value;
+    if (l.startsWith("cycle:")) {
+      req.labelMode = 2;
+      req.label = parseInt(l.slice(6), 10);
+    } else {
+      req.labelMode = 1;
+      req.label = parseInt(l, 10);
+    }
+    const g = $("guidance").value.trim();
+    if (g !== "") req.guidance = parseFloat(g);
+    const nl = $("null-label").value.trim();
+    if (nl !== "") req.nullLabel = parseInt(nl, 10);
+  }
+  return req;
+}
+
+// The `flowrt sample` command that draws the same bytes.
+function nativeCommand(req) {
+  let c = `flowrt sample ${req.file} --backend cpu --seed ${req.seed} --num ${req.num} --method ${req.method} --steps ${req.steps}`;
+  if (req.labelMode === 1) c += ` --label-value ${req.label}`;
+  if (req.labelMode === 2) c += ` --label-cycle ${req.label}`;
+  if (!Number.isNaN(req.guidance)) c += ` --guidance ${req.guidance}`;
+  if (req.nullLabel >= 0 && !Number.isNaN(req.guidance)) c += ` --null-label ${req.nullLabel}`;
+  return c + " -o x.npy";
+}
+
+function callSample(req, trajectory) {
+  const n = put(enc.encode(req.method));
+  const lo = Number(req.seed & 0xffffffffn);
+  const hi = Number(req.seed >> 32n);
+  const t0 = performance.now();
+  const rc = wasm.flowrt_sample(n, req.steps, lo, hi, req.num, req.labelMode, req.label,
+    req.guidance, req.nullLabel, trajectory ? 1 : 0);
+  const ms = performance.now() - t0;
+  check(rc, "sample");
+  return ms;
+}
+
+async function run() {
+  cancelAnimationFrame(animation);
+  $("run").disabled = true;
+  try {
+    const req0 = request();
+    await loadModel(req0.file);
+    const req = request(); // the label controls may have been rebuilt for the new model
+    setStatus("running", `sampling ${req.num} × ${req.method} × ${req.steps} steps…`);
+    await new Promise((r) => setTimeout(r, 0)); // let the status paint
+    const ms = callSample(req, true);
+    const dim = info.state_dim;
+    last = {
+      samples: f32s(wasm.flowrt_samples_ptr(), wasm.flowrt_samples_len()),
+      trajectory: f32s(wasm.flowrt_trajectory_ptr(), wasm.flowrt_trajectory_len()),
+      states: wasm.flowrt_states(),
+      num: req.num,
+      dim,
+      req,
+    };
+    const evals = wasm.flowrt_evaluations();
+    $("run-desc").textContent = `${req.num} samples × ${dim} values, ${req.method}, ${req.steps} steps`;
+    $("elapsed").textContent = `${ms.toFixed(2)} ms (with the trajectory)`;
+    $("per-sample").textContent = `${(ms / req.num * 1000).toFixed(2)} µs`;
+    $("evaluations").textContent = String(evals);
+    $("native").textContent = nativeCommand(req);
+    const bytes = new Uint8Array(last.samples.buffer);
+    $("digest").textContent = await sha256(bytes);
+    if (params.get("dump") === "1") {
+      $("samples-b64").textContent = base64(bytes);
+      $("trajectory-b64").textContent = base64(new Uint8Array(last.trajectory.buffer));
+    }
+    const bench = parseInt(params.get("bench") || "0", 10);
+    if (bench > 0) {
+      const times = [];
+      for (let i = 0; i < bench; i++) times.push(callSample(req, false));
+      times.sort((a, b) => a - b);
+      const med = times[Math.floor(times.length / 2)];
+      $("elapsed").textContent += `; median of ${bench} more runs without it: ${med.toFixed(3)} ms`;
+      $("per-sample").textContent = `${(med / req.num * 1000).toFixed(2)} µs (median run)`;
+      $("elapsed").dataset.median = String(med);
+    }
+    $("elapsed").dataset.ms = String(ms);
+    $("replay").disabled = false;
+    if (params.get("anim") === "0") draw(last.states - 1, 0);
+    else animate();
+    setStatus("done", `done: ${req.num} samples in ${ms.toFixed(2)} ms`);
+  } catch (e) {
+    setStatus("error", `error: ${e.message}`);
+  } finally {
+    $("run").disabled = false;
+  }
+}
+
+// ---- drawing --------------------------------------------------------------------------
+
+// The state between recorded states `k` and `k + 1` at fraction `f`.
+function stateAt(k, f) {
+  const len = last.num * last.dim;
+  const a = last.trajectory.subarray(k * len, (k + 1) * len);
+  if (f === 0 || k + 1 >= last.states) return a;
+  const b = last.trajectory.subarray((k + 1) * len, (k + 2) * len);
+  const out = new Float32Array(len);
+  for (let i = 0; i < len; i++) out[i] = a[i] + (b[i] - a[i]) * f;
+  return out;
+}
+
+function isImage() {
+  const s = info.row_shape;
+  return s.length === 3 && s[1] > 1 && s[2] > 1;
+}
+
+function draw(k, f) {
+  const x = stateAt(k, f);
+  const ctx = $("canvas").getContext("2d");
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, 640, 640);
+  if (isImage()) drawImages(ctx, x);
+  else drawScatter(ctx, x);
+  const t = last.states > 1 ? (k + f) / (last.states - 1) : 1;
+  $("caption").textContent = k + f >= last.states - 1
+    ? `samples (step ${last.states - 1} of ${last.states - 1})`
+    : `from noise to data: step ${(k + f).toFixed(1)} of ${last.states - 1} (${Math.round(t * 100)}%)`;
+}
+
+function drawScatter(ctx, x) {
+  const { num, dim } = last;
+  // Axes fixed over the whole trajectory (noise and data), clipped to ±4.
+  if (!last.box) {
+    let lo = [Infinity, Infinity], hi = [-Infinity, -Infinity];
+    const tr = last.trajectory;
+    for (let i = 0; i + 1 < tr.length; i += dim) {
+      for (let c = 0; c < 2; c++) {
+        const v = Math.max(-4, Math.min(4, tr[i + c]));
+        lo[c] = Math.min(lo[c], v);
+        hi[c] = Math.max(hi[c], v);
+      }
+    }
+    const span = Math.max(hi[0] - lo[0], hi[1] - lo[1]) * 1.05 || 1;
+    last.box = { cx: (lo[0] + hi[0]) / 2, cy: (lo[1] + hi[1]) / 2, span };
+  }
+  const { cx, cy, span } = last.box;
+  const px = (v) => 320 + ((v - cx) / span) * 620;
+  const py = (v) => 320 - ((v - cy) / span) * 620;
+  ctx.strokeStyle = "#e4e8f0";
+  ctx.beginPath();
+  ctx.moveTo(px(0), 0); ctx.lineTo(px(0), 640);
+  ctx.moveTo(0, py(0)); ctx.lineTo(640, py(0));
+  ctx.stroke();
+  const noise = last.trajectory;
+  for (let i = 0; i < num; i++) {
+    // Colour by the angle of the sample's starting noise: shows where each point went.
+    const hue = (Math.atan2(noise[i * dim + 1], noise[i * dim]) / Math.PI) * 180 + 180;
+    ctx.fillStyle = `hsl(${hue.toFixed(0)}, 70%, 45%)`;
+    ctx.fillRect(px(x[i * dim]) - 2, py(x[i * dim + 1]) - 2, 4, 4);
+  }
+}
+
+function drawImages(ctx, x) {
+  const [c, h, w] = info.row_shape;
+  const { num, dim } = last;
+  const req = last.req;
+  const cols = req.labelMode === 2 ? Math.min(req.label, num) : Math.ceil(Math.sqrt(num));
+  const rows = Math.ceil(num / cols);
+  const cell = Math.floor(Math.min(640 / cols, 640 / rows));
+  const scale = Math.max(1, Math.floor((cell - 2) / Math.max(h, w)));
+  const img = ctx.createImageData(w * scale, h * scale);
+  for (let i = 0; i < num; i++) {
+    for (let yy = 0; yy < h * scale; yy++) {
+      for (let xx = 0; xx < w * scale; xx++) {
+        const p = Math.floor(yy / scale) * w + Math.floor(xx / scale);
+        const o = (yy * w * scale + xx) * 4;
+        for (let ch = 0; ch < 3; ch++) {
+          const v = x[i * dim + (c === 3 ? ch * h * w : 0) + p];
+          img.data[o + ch] = Math.max(0, Math.min(255, Math.round((v + 1) * 127.5)));
+        }
+        img.data[o + 3] = 255;
+      }
+    }
+    ctx.putImageData(img, (i % cols) * cell + 1, Math.floor(i / cols) * cell + 1);
+  }
+}
+
+function animate() {
+  const steps = Math.max(1, last.states - 1);
+  const total = Math.min(3000, 600 + 250 * steps); // ms for noise -> data
+  const start = performance.now();
+  const frame = (now) => {
+    const pos = Math.min(1, (now - start) / total) * steps;
+    const k = Math.min(Math.floor(pos), steps);
+    draw(k, k >= steps ? 0 : pos - k);
+    if (pos < steps) animation = requestAnimationFrame(frame);
+  };
+  animation = requestAnimationFrame(frame);
+}
+
+// ---- start-up -------------------------------------------------------------------------
+
+async function main() {
+  try {
+    await loadModule();
+    const list = await (await fetch("models.json")).json();
+    const sel = $("model");
+    for (const m of list) {
+      const o = document.createElement("option");
+      o.value = m.file;
+      o.textContent = m.title;
+      sel.appendChild(o);
+    }
+    for (const [key, id] of [["model", "model"], ["method", "method"], ["steps", "steps"],
+      ["num", "num"], ["seed", "seed"]]) {
+      if (params.has(key)) $(id).value = params.get(key);
+    }
+    if (params.has("model") && $("model").value !== params.get("model")) {
+      throw new Error(`model ${params.get("model")} is not in models.json`);
+    }
+    await loadModel($("model").value);
+    if (params.has("label")) {
+      const l = params.get("label");
+      if (![...$("label").options].some((o) => o.value === l)) {
+        const o = document.createElement("option");
+        o.value = o.textContent = l;
+        $("label").appendChild(o);
+      }
+      $("label").value = l;
+    }
+    if (params.has("guidance")) $("guidance").value = params.get("guidance");
+    if (params.has("null_label")) $("null-label").value = params.get("null_label");
+    sel.addEventListener("change", async () => {
+      try {
+        await loadModel(sel.value);
+        // An image model costs far more per sample than a 2-D one: start with fewer.
+        $("num").value = info.label ? 20 : 512;
+        setStatus("ready", `${sel.value} loaded`);
+      }
+      catch (e) { setStatus("error", `error: ${e.message}`); }
+    });
+    $("controls").addEventListener("submit", (e) => { e.preventDefault(); run(); });
+    $("replay").addEventListener("click", () => { if (last) { cancelAnimationFrame(animation); animate(); } });
+    $("run").disabled = false;
+    setStatus("ready", "ready: choose a model and press sample");
+    if (params.get("auto") === "1") await run();
+  } catch (e) {
+    setStatus("error", `error: ${e.message}`);
+  }
+}
+
+main();
