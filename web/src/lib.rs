@@ -15,6 +15,8 @@
 //! Every call that can fail returns 0 on success and -1 on failure, with the message in
 //! [`flowrt_text_ptr`] / [`flowrt_text_len`] (UTF-8). Nothing panics on bad input.
 
+#![deny(missing_docs)]
+
 pub mod session;
 
 use std::cell::RefCell;

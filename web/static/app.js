@@ -235,6 +235,7 @@ function isImage() {
 }
 
 function draw(k, f) {
+  last.frame = k + f + 1; // recorded states reached so far (for the paths)
   const x = stateAt(k, f);
   const ctx = $("canvas").getContext("2d");
   ctx.fillStyle = "#fff";
@@ -249,18 +250,18 @@ function draw(k, f) {
 
 function drawScatter(ctx, x) {
   const { num, dim } = last;
-  // Axes fixed over the whole trajectory (noise and data), clipped to ±4.
+  // Axes fixed for the whole animation: the final samples and the bulk of the noise
+  // ([-2.5, 2.5]^2, where 98.8% of standard normal pairs fall).
   if (!last.box) {
-    let lo = [Infinity, Infinity], hi = [-Infinity, -Infinity];
-    const tr = last.trajectory;
-    for (let i = 0; i + 1 < tr.length; i += dim) {
+    const lo = [-2.5, -2.5], hi = [2.5, 2.5];
+    for (let i = 0; i + 1 < last.samples.length; i += dim) {
       for (let c = 0; c < 2; c++) {
-        const v = Math.max(-4, Math.min(4, tr[i + c]));
+        const v = Math.max(-8, Math.min(8, last.samples[i + c]));
         lo[c] = Math.min(lo[c], v);
         hi[c] = Math.max(hi[c], v);
       }
     }
-    const span = Math.max(hi[0] - lo[0], hi[1] - lo[1]) * 1.05 || 1;
+    const span = Math.max(hi[0] - lo[0], hi[1] - lo[1]) * 1.05;
     last.box = { cx: (lo[0] + hi[0]) / 2, cy: (lo[1] + hi[1]) / 2, span };
   }
   const { cx, cy, span } = last.box;
@@ -272,6 +273,20 @@ function drawScatter(ctx, x) {
   ctx.moveTo(0, py(0)); ctx.lineTo(640, py(0));
   ctx.stroke();
   const noise = last.trajectory;
+  // Faint paths of up to 64 samples through the recorded states, up to the current one.
+  const len = num * dim;
+  const shownStates = Math.min(last.states, Math.floor(last.frame ?? last.states));
+  ctx.strokeStyle = "rgba(60, 70, 90, 0.25)";
+  for (let i = 0; i < Math.min(num, 64); i++) {
+    ctx.beginPath();
+    for (let k = 0; k < shownStates; k++) {
+      const o = k * len + i * dim;
+      if (k === 0) ctx.moveTo(px(noise[o]), py(noise[o + 1]));
+      else ctx.lineTo(px(noise[o]), py(noise[o + 1]));
+    }
+    ctx.lineTo(px(x[i * dim]), py(x[i * dim + 1]));
+    ctx.stroke();
+  }
   for (let i = 0; i < num; i++) {
     // Colour by the angle of the sample's starting noise: shows where each point went.
     const hue = (Math.atan2(noise[i * dim + 1], noise[i * dim]) / Math.PI) * 180 + 180;
@@ -280,28 +295,51 @@ function drawScatter(ctx, x) {
   }
 }
 
-function drawImages(ctx, x) {
+// One sample of `x` as an ImageData of `scale`-sized pixels (values in [-1, 1]).
+function sampleImage(ctx, x, i, scale) {
   const [c, h, w] = info.row_shape;
-  const { num, dim } = last;
+  const dim = last.dim;
+  const img = ctx.createImageData(w * scale, h * scale);
+  for (let yy = 0; yy < h * scale; yy++) {
+    for (let xx = 0; xx < w * scale; xx++) {
+      const p = Math.floor(yy / scale) * w + Math.floor(xx / scale);
+      const o = (yy * w * scale + xx) * 4;
+      for (let ch = 0; ch < 3; ch++) {
+        const v = x[i * dim + (c === 3 ? ch * h * w : 0) + p];
+        img.data[o + ch] = Math.max(0, Math.min(255, Math.round((v + 1) * 127.5)));
+      }
+      img.data[o + 3] = 255;
+    }
+  }
+  return img;
+}
+
+function drawImages(ctx, x) {
+  const [, h, w] = info.row_shape;
+  const { num } = last;
   const req = last.req;
   const cols = req.labelMode === 2 ? Math.min(req.label, num) : Math.ceil(Math.sqrt(num));
   const rows = Math.ceil(num / cols);
-  const cell = Math.floor(Math.min(640 / cols, 640 / rows));
+  // The grid takes the top (all of the canvas when it is large), the trajectory of the
+  // first row of samples the rest: one row of images per recorded state.
+  const cell = Math.floor(Math.min(640 / cols, 640 / rows, 64));
   const scale = Math.max(1, Math.floor((cell - 2) / Math.max(h, w)));
-  const img = ctx.createImageData(w * scale, h * scale);
   for (let i = 0; i < num; i++) {
-    for (let yy = 0; yy < h * scale; yy++) {
-      for (let xx = 0; xx < w * scale; xx++) {
-        const p = Math.floor(yy / scale) * w + Math.floor(xx / scale);
-        const o = (yy * w * scale + xx) * 4;
-        for (let ch = 0; ch < 3; ch++) {
-          const v = x[i * dim + (c === 3 ? ch * h * w : 0) + p];
-          img.data[o + ch] = Math.max(0, Math.min(255, Math.round((v + 1) * 127.5)));
-        }
-        img.data[o + 3] = 255;
-      }
+    ctx.putImageData(sampleImage(ctx, x, i, scale), (i % cols) * cell + 1, Math.floor(i / cols) * cell + 1);
+  }
+  const top = rows * cell + 28;
+  const strip = Math.min(cell, Math.floor((640 - top) / Math.max(1, last.states)));
+  if (strip < 10 || last.states < 2) return;
+  ctx.fillStyle = "#4a5266";
+  ctx.font = "14px system-ui, sans-serif";
+  ctx.fillText("trajectory of the first row: noise (top) to samples (bottom)", 4, top - 8);
+  const len = num * last.dim;
+  const s2 = Math.max(1, Math.floor((strip - 2) / Math.max(h, w)));
+  for (let k = 0; k < last.states; k++) {
+    const state = last.trajectory.subarray(k * len, (k + 1) * len);
+    for (let i = 0; i < Math.min(cols, num); i++) {
+      ctx.putImageData(sampleImage(ctx, state, i, s2), i * cell + 1, top + k * strip);
     }
-    ctx.putImageData(img, (i % cols) * cell + 1, Math.floor(i / cols) * cell + 1);
   }
 }
 
