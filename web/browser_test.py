@@ -41,6 +41,10 @@ CASES = [
     dict(name="moons_icfm", model="moons_icfm.frt", method="midpoint", steps=5, num=300, seed=3),
     dict(name="digits_unet", model="digits_unet.frt", method="rk4-38", steps=4, num=20, seed=7,
          label_cycle=10, guidance=2.0, null_label=10, screenshot="screenshot.png"),
+    # As a person uses it: the page opens idle, the controls are filled in and the sample
+    # button is clicked.
+    dict(name="click", model="moons_icfm.frt", method="heun", steps=3, num=100, seed=5,
+         click=True),
     dict(name="negative", model="moons_reflow.frt", method="euler", steps=2, num=64, seed=11,
          page_seed=12),
 ]
@@ -159,6 +163,13 @@ class Chromium:
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
+def page_state(chrome, url):
+    """The page's status (`loading`, `ready`, `running`, `done`, `error`), or `none` while
+    the document at `url` is not (yet) the one shown."""
+    return chrome.evaluate(f"location.href === {json.dumps(url)} ? "
+                           "(document.getElementById('status')?.dataset.state ?? 'none') : 'none'")
+
+
 def run_page(chrome, base, case, bench, timeout_s=180):
     """Opens the page for `case`, waits for its samples and returns what it reported."""
     q = dict(model=case["model"], method=case["method"], steps=case["steps"], num=case["num"],
@@ -168,13 +179,31 @@ def run_page(chrome, base, case, bench, timeout_s=180):
                  null_label=case["null_label"])
     if bench:
         q["bench"] = bench
+    if case.get("click"):
+        q = dict(model=case["model"], anim=0, dump=1, bench=bench)
     url = f"{base}/?{urllib.parse.urlencode(q)}"
     chrome.call("Page.navigate", session=True, url=url)
     deadline = time.time() + timeout_s
+    if case.get("click"):
+        while page_state(chrome, url) \
+                not in ("ready", "error"):
+            if time.time() > deadline:
+                raise RuntimeError(f"{url}: the page never became ready")
+            time.sleep(0.1)
+        fill = {"method": case["method"], "steps": case["steps"], "num": case["num"],
+                "seed": case["seed"]}
+        chrome.evaluate(f"""(() => {{
+            for (const [id, v] of Object.entries({json.dumps(fill)})) {{
+                const el = document.getElementById(id);
+                el.value = String(v);
+                el.dispatchEvent(new Event('change'));
+            }}
+            document.getElementById('run').click();
+        }})()""")
     state = None
     while time.time() < deadline:
         time.sleep(0.1)
-        state = chrome.evaluate("document.getElementById('status')?.dataset.state ?? 'none'")
+        state = page_state(chrome, url)
         if state in ("done", "error"):
             break
     report = chrome.evaluate("""JSON.stringify({

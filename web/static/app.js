@@ -377,6 +377,8 @@ async function main() {
       throw new Error(`model ${params.get("model")} is not in models.json`);
     }
     await loadModel($("model").value);
+    // An image model costs far more per sample than a 2-D one: start with fewer.
+    if (!params.has("num")) $("num").value = info.label ? 20 : 512;
     if (params.has("label")) {
       const l = params.get("label");
       if (![...$("label").options].some((o) => o.value === l)) {
