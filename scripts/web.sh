@@ -44,7 +44,7 @@ cat > "$SERVE/models.json" <<'JSON'
   {"file": "digits_unet.frt", "title": "digits_unet (8x8 digits, class-conditional UNet)"}
 ]
 JSON
-cp web/static/index.html web/static/app.js web/static/style.css "$SERVE/"
+cp web/static/index.html web/static/app.js web/static/worker.js web/static/style.css "$SERVE/"
 ls -l "$SERVE"
 
 if [ "${1:-}" = "--serve" ]; then

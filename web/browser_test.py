@@ -49,6 +49,14 @@ CASES = [
          page_seed=12),
 ]
 
+# Bad requests the page must report as errors (query string, expected text in #status).
+ERROR_CASES = [
+    ("model=digits_unet.frt&num=4&label=12&auto=1",
+     "label 12 is out of range: the model has 11 classes"),
+    ("model=moons_reflow.frt&steps=0&auto=1", "steps must be at least 1"),
+    ("model=missing.frt&auto=1", "model missing.frt is not in models.json"),
+]
+
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -313,6 +321,17 @@ def main():
                 print(f"FAIL {desc}")
             else:
                 print(f"ok   {desc}: identical, sha256 {sha[:16]}")
+        for query, expected in ERROR_CASES:
+            url = f"{base}/?{query}"
+            chrome.call("Page.navigate", session=True, url=url)
+            deadline = time.time() + 60
+            while page_state(chrome, url) not in ("done", "error") and time.time() < deadline:
+                time.sleep(0.1)
+            status = chrome.evaluate("document.getElementById('status').textContent")
+            if expected in status:
+                print(f"ok   ?{query}: the page reports \"{status}\"")
+            else:
+                failures.append(f"?{query}: expected an error with \"{expected}\", got \"{status}\"")
         print(f"wasm module: {page['wasm']}")
     finally:
         chrome.close()

@@ -1,6 +1,6 @@
 // flowrt in the browser: loads flowrt_web.wasm (web/src/lib.rs, a plain extern "C"
-// interface), fetches a .frt into its memory, samples it and draws the samples and their
-// trajectory from noise to data.
+// interface) into a Web Worker (worker.js), hands it a fetched .frt, samples it and draws
+// the samples and their trajectory from noise to data.
 //
 // URL parameters (all optional) preset the controls; auto=1 samples on load:
 //   model=moons_reflow.frt method=rk4 steps=8 num=256 seed=7
@@ -14,10 +14,7 @@
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
-const enc = new TextEncoder();
-const dec = new TextDecoder();
 
-let wasm = null; // the module's exports
 let info = null; // flowrt_info() of the loaded model
 let loadedFile = null;
 let last = null; // { samples, trajectory, states, num, dim }
@@ -29,27 +26,27 @@ function setStatus(state, text) {
   s.textContent = text;
 }
 
-function message() {
-  const p = wasm.flowrt_text_ptr();
-  const n = wasm.flowrt_text_len();
-  return dec.decode(new Uint8Array(wasm.memory.buffer, p, n));
-}
-
-// Copies bytes into the module's input buffer (flowrt_alloc) and returns their length.
-function put(bytes) {
-  const p = wasm.flowrt_alloc(bytes.length);
-  if (p === 0 && bytes.length > 0) throw new Error(`cannot allocate ${bytes.length} bytes in the module`);
-  new Uint8Array(wasm.memory.buffer, p, bytes.length).set(bytes);
-  return bytes.length;
-}
-
-function check(rc, what) {
-  if (rc !== 0) throw new Error(`${what}: ${message()}`);
-}
-
-function f32s(ptr, len) {
-  // A copy: the module's memory may grow (and detach views) on the next call.
-  return new Float32Array(wasm.memory.buffer, ptr, len).slice();
+// The module runs in a Web Worker (worker.js); `call` sends it one request.
+const worker = new Worker("worker.js");
+let nextId = 0;
+const pending = new Map();
+worker.onmessage = (e) => {
+  const { id, result, error } = e.data;
+  const p = pending.get(id);
+  pending.delete(id);
+  if (error !== undefined) p.reject(new Error(error));
+  else p.resolve(result);
+};
+worker.onerror = (e) => {
+  for (const p of pending.values()) p.reject(new Error(`worker: ${e.message}`));
+  pending.clear();
+};
+function call(op, payload, transfer = []) {
+  const id = ++nextId;
+  return new Promise((resolve, reject) => {
+    pending.set(id, { resolve, reject });
+    worker.postMessage({ id, op, ...payload }, transfer);
+  });
 }
 
 function base64(bytes) {
@@ -70,9 +67,9 @@ async function loadModule() {
   const resp = await fetch("flowrt_web.wasm");
   if (!resp.ok) throw new Error(`flowrt_web.wasm: HTTP ${resp.status}`);
   const bytes = await resp.arrayBuffer();
-  const { instance } = await WebAssembly.instantiate(bytes, {});
-  wasm = instance.exports;
-  $("wasm-bytes").textContent = `${bytes.byteLength.toLocaleString("en")} bytes (flowrt_web.wasm)`;
+  const size = bytes.byteLength;
+  await call("init", { bytes }, [bytes]);
+  $("wasm-bytes").textContent = `${size.toLocaleString("en")} bytes (flowrt_web.wasm)`;
 }
 
 async function loadModel(file) {
@@ -82,11 +79,10 @@ async function loadModel(file) {
   if (!resp.ok) throw new Error(`${file}: HTTP ${resp.status}`);
   const bytes = new Uint8Array(await resp.arrayBuffer());
   loadedFile = null;
-  check(wasm.flowrt_load(put(bytes)), file);
-  check(wasm.flowrt_info(), "info");
-  info = JSON.parse(message());
+  const size = bytes.length;
+  info = await call("load", { bytes: bytes.buffer, file }, [bytes.buffer]);
   loadedFile = file;
-  $("model-bytes").textContent = `${bytes.length.toLocaleString("en")} bytes (${file})`;
+  $("model-bytes").textContent = `${size.toLocaleString("en")} bytes (${file})`;
   $("params").textContent = info.params.toLocaleString("en");
   const cond = $("conditioning");
   cond.hidden = !info.label;
@@ -151,18 +147,6 @@ function nativeCommand(req) {
   return c + " -o x.npy";
 }
 
-function callSample(req, trajectory) {
-  const n = put(enc.encode(req.method));
-  const lo = Number(req.seed & 0xffffffffn);
-  const hi = Number(req.seed >> 32n);
-  const t0 = performance.now();
-  const rc = wasm.flowrt_sample(n, req.steps, lo, hi, req.num, req.labelMode, req.label,
-    req.guidance, req.nullLabel, trajectory ? 1 : 0);
-  const ms = performance.now() - t0;
-  check(rc, "sample");
-  return ms;
-}
-
 async function run() {
   cancelAnimationFrame(animation);
   $("run").disabled = true;
@@ -171,18 +155,18 @@ async function run() {
     await loadModel(req0.file);
     const req = request(); // the label controls may have been rebuilt for the new model
     setStatus("running", `sampling ${req.num} × ${req.method} × ${req.steps} steps…`);
-    await new Promise((r) => setTimeout(r, 0)); // let the status paint
-    const ms = callSample(req, true);
+    const r = await call("sample", { req, trajectory: true });
+    const ms = r.ms;
     const dim = info.state_dim;
     last = {
-      samples: f32s(wasm.flowrt_samples_ptr(), wasm.flowrt_samples_len()),
-      trajectory: f32s(wasm.flowrt_trajectory_ptr(), wasm.flowrt_trajectory_len()),
-      states: wasm.flowrt_states(),
+      samples: r.samples,
+      trajectory: r.trajectory,
+      states: r.states,
       num: req.num,
       dim,
       req,
     };
-    const evals = wasm.flowrt_evaluations();
+    const evals = r.evaluations;
     $("run-desc").textContent = `${req.num} samples × ${dim} values, ${req.method}, ${req.steps} steps`;
     $("elapsed").textContent = `${ms.toFixed(2)} ms (with the trajectory)`;
     $("per-sample").textContent = `${(ms / req.num * 1000).toFixed(2)} µs`;
@@ -196,8 +180,8 @@ async function run() {
     }
     const bench = parseInt(params.get("bench") || "0", 10);
     if (bench > 0) {
-      const times = [];
-      for (let i = 0; i < bench; i++) times.push(callSample(req, false));
+      setStatus("running", `timing ${bench} more runs…`);
+      const times = await call("bench", { req, runs: bench });
       times.sort((a, b) => a - b);
       const med = times[Math.floor(times.length / 2)];
       $("elapsed").textContent += `; median of ${bench} more runs without it: ${med.toFixed(3)} ms`;
