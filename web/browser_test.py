@@ -221,6 +221,7 @@ def run_page(chrome, base, case, bench, timeout_s=180):
         trajectory: document.getElementById('trajectory-b64').textContent,
         ms: document.getElementById('elapsed').dataset.ms,
         median: document.getElementById('elapsed').dataset.median,
+        min: document.getElementById('elapsed').dataset.min,
         digest: document.getElementById('digest').textContent,
         wasm: document.getElementById('wasm-bytes').textContent})""")
     report = json.loads(report)
@@ -231,7 +232,8 @@ def run_page(chrome, base, case, bench, timeout_s=180):
 
 
 def native(flowrt, serve, case, out, repeats):
-    """Runs `flowrt sample` for `case`; returns (sample bytes, trajectory bytes, median ms)."""
+    """Runs `flowrt sample` for `case`; returns (sample bytes, trajectory bytes, (median ms,
+    min ms) of `repeats` more runs or None)."""
     npy = os.path.join(out, f"{case['name']}.npy")
     traj = os.path.join(out, f"{case['name']}_trajectory.npy")
     cmd = [flowrt, "sample", os.path.join(serve, case["model"]), "--backend", "cpu",
@@ -249,7 +251,7 @@ def native(flowrt, serve, case, out, repeats):
     times.sort()
     samples, _ = read_npy_f32(npy)
     trajectory, _ = read_npy_f32(traj)
-    return samples, trajectory, (times[len(times) // 2] if times else None)
+    return samples, trajectory, ((times[len(times) // 2], times[0]) if times else None)
 
 
 def serve(directory):
@@ -273,7 +275,7 @@ def main():
     ap.add_argument("--flowrt", default=os.path.join(ROOT, "target/release/flowrt"))
     ap.add_argument("--out", default=os.path.join(ROOT, "out/web"))
     ap.add_argument("--bench", type=int, default=0,
-                    help="also time R runs in the browser and natively (median)")
+                    help="also time R runs in the browser and natively (median and min)")
     args = ap.parse_args()
     serve_dir = os.path.join(args.out, "serve")
     if not os.path.isfile(os.path.join(serve_dir, "flowrt_web.wasm")):
@@ -305,9 +307,11 @@ def main():
             timing = ""
             if args.bench:
                 per = lambda ms: float(ms) / case["num"] * 1e3
-                timing = (f"; median ms browser {float(page['median']):.3f} "
-                          f"({per(page['median']):.2f} us/sample), native {native_ms:.3f} "
-                          f"({per(native_ms):.2f} us/sample)")
+                timing = (f"; ms median/min browser {float(page['median']):.3f} / "
+                          f"{float(page['min']):.3f} ({per(page['median']):.2f} / "
+                          f"{per(page['min']):.2f} us/sample), native {native_ms[0]:.3f} / "
+                          f"{native_ms[1]:.3f} ({per(native_ms[0]):.2f} / "
+                          f"{per(native_ms[1]):.2f} us/sample)")
             desc = (f"{case['name']}: {case['num']} x {case['method']} x {case['steps']} steps, "
                     f"{len(got)} sample bytes, {len(got_traj)} trajectory bytes{timing}")
             if case["name"] == "negative":

@@ -10,6 +10,7 @@
 //   dump=1      also write the sample and trajectory bytes (base64, little-endian f32) into
 //               #samples-b64 / #trajectory-b64, for the browser test (web/browser_test.py)
 //   bench=R     after the first run, time R more runs (no trajectory) and report the median
+//               (data-median, data-min on #elapsed)
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -187,6 +188,7 @@ async function run() {
       $("elapsed").textContent += `; median of ${bench} more runs without it: ${med.toFixed(3)} ms`;
       $("per-sample").textContent = `${(med / req.num * 1000).toFixed(2)} µs (median run)`;
       $("elapsed").dataset.median = String(med);
+      $("elapsed").dataset.min = String(times[0]);
     }
     $("elapsed").dataset.ms = String(ms);
     $("replay").disabled = false;
