@@ -277,6 +277,10 @@ def main():
     ap.add_argument("--bench", type=int, default=0,
                     help="also time R runs in the browser and natively (median and min)")
     args = ap.parse_args()
+    if not (os.path.isfile(args.chromium) and os.access(args.chromium, os.X_OK)):
+        sys.exit(f"{args.chromium}: no Chromium there (apt-get install chromium, or --chromium PATH)")
+    if not os.access(args.flowrt, os.X_OK):
+        sys.exit(f"{args.flowrt}: no flowrt binary (cargo build --release --bin flowrt)")
     serve_dir = os.path.join(args.out, "serve")
     if not os.path.isfile(os.path.join(serve_dir, "flowrt_web.wasm")):
         sys.exit(f"{serve_dir}/flowrt_web.wasm missing: run scripts/web.sh first")
