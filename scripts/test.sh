@@ -157,8 +157,8 @@ echo "demo ok"
 # a localhost static server; web/browser_test.py compares the samples and trajectories of two
 # 2-D models and the guided digits UNet with `flowrt sample --backend cpu`, byte for byte
 # (plus a negative control), and saves out/web/screenshot.png. The web crate's fmt, clippy
-# and host tests run with the workspace above. Measured cost: ~35 s apt (first time), ~60 s
-# wasm build, ~10 s test.
+# and host tests run with the workspace above. Measured cost (2 loaded cores): ~35 s apt on a
+# fresh machine, ~40 s wasm build, ~10 s test.
 step "flowrt in the browser: headless Chromium vs the native CLI, byte for byte"
 if ! command -v chromium >/dev/null; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
