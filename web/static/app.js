@@ -148,6 +148,12 @@ function nativeCommand(req) {
   return c + " -o x.npy";
 }
 
+// Milliseconds per sample of a run of `num` samples, in µs or ms.
+function perSample(ms, num) {
+  const us = (ms / num) * 1000;
+  return us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${us.toFixed(2)} µs`;
+}
+
 async function run() {
   cancelAnimationFrame(animation);
   $("run").disabled = true;
@@ -170,7 +176,7 @@ async function run() {
     const evals = r.evaluations;
     $("run-desc").textContent = `${req.num} samples × ${dim} values, ${req.method}, ${req.steps} steps`;
     $("elapsed").textContent = `${ms.toFixed(2)} ms (with the trajectory)`;
-    $("per-sample").textContent = `${(ms / req.num * 1000).toFixed(2)} µs`;
+    $("per-sample").textContent = perSample(ms, req.num);
     $("evaluations").textContent = String(evals);
     $("native").textContent = nativeCommand(req);
     const bytes = new Uint8Array(last.samples.buffer);
@@ -186,7 +192,7 @@ async function run() {
       times.sort((a, b) => a - b);
       const med = times[Math.floor(times.length / 2)];
       $("elapsed").textContent += `; median of ${bench} more runs without it: ${med.toFixed(3)} ms`;
-      $("per-sample").textContent = `${(med / req.num * 1000).toFixed(2)} µs (median run)`;
+      $("per-sample").textContent = `${perSample(med, req.num)} (median run)`;
       $("elapsed").dataset.median = String(med);
       $("elapsed").dataset.min = String(times[0]);
     }
