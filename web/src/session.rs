@@ -245,8 +245,9 @@ pub fn sample(m: &Model<'_>, opts: &Options) -> Result<Output, WebError> {
 
     let labels = resolve_labels(m, opts.labels, opts.num)?;
     let guided = resolve_guidance(m, opts, labels.as_deref())?;
+    let too_large = || WebError::Request(format!("num {} is too large", opts.num));
     let rows = if guided.is_some() {
-        2 * opts.num
+        opts.num.checked_mul(2).ok_or_else(too_large)?
     } else {
         opts.num
     };
@@ -258,9 +259,12 @@ pub fn sample(m: &Model<'_>, opts: &Options) -> Result<Output, WebError> {
     let mut arena = AlignedBytes::try_zeroed(arena_bytes).ok_or(WebError::Alloc(arena_bytes))?;
     let mut net = CpuField::new(m, rows, arena.as_mut_slice())?;
     let wb = opts.method.work_buffers();
-    let mut flat = zeroed::<f32>(n.checked_mul(wb).ok_or(WebError::Alloc(usize::MAX))?)?;
+    let mut flat = zeroed::<f32>(n.checked_mul(wb).ok_or_else(too_large)?)?;
     let (mut x2, mut v2) = match guided {
-        Some(_) => (zeroed::<f32>(2 * n)?, zeroed::<f32>(2 * n)?),
+        Some(_) => {
+            let n2 = n.checked_mul(2).ok_or_else(too_large)?;
+            (zeroed::<f32>(n2)?, zeroed::<f32>(n2)?)
+        }
         None => (Vec::new(), Vec::new()),
     };
     let mut bufs = Buffers {

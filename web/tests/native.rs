@@ -121,6 +121,14 @@ fn bad_requests_are_typed_errors() {
     assert!(request_error(
         ICFM,
         Options {
+            num: usize::MAX,
+            ..base
+        }
+    )
+    .contains("is too large"));
+    assert!(request_error(
+        ICFM,
+        Options {
             steps: Some(0),
             ..base
         }
