@@ -151,6 +151,25 @@ cargo run --release --quiet -p flowrt-examples --bin host -- out/demo/digits_une
 cargo run --release --quiet -p flowrt-examples --bin host -- out/demo/digits_unet.frt auto
 echo "demo ok"
 
+# ---- BEGIN browser block (issue 18; web/, docs/browser.md) ------------------------------------
+# flowrt in a real browser: Debian's Chromium (installed here if missing) opens the page that
+# scripts/web.sh builds (wasm32 module + the bundled models exported by the release CLI) from
+# a localhost static server; web/browser_test.py compares the samples and trajectories of two
+# 2-D models and the guided digits UNet with `flowrt sample --backend cpu`, byte for byte
+# (plus a negative control), and saves out/web/screenshot.png. The web crate's fmt, clippy
+# and host tests run with the workspace above. Measured cost (2 loaded cores): ~35 s apt on a
+# fresh machine, ~40 s wasm build, ~10 s test.
+step "flowrt in the browser: headless Chromium vs the native CLI, byte for byte"
+if ! command -v chromium >/dev/null; then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+chromium --version
+scripts/web.sh >/dev/null
+timeout 300 python3 web/browser_test.py
+# ---- END browser block ----------------------------------------------------------------------
+
 step "flowrt bench smoke run (tiny size; a benchmark, not a timed test)"
 cargo run --release --quiet -p flowrt-cli --bin flowrt -- export \
     tests/fixtures/moons_icfm/model.dynamo.onnx -o out/bench_smoke.frt --embed-onnx >/dev/null
