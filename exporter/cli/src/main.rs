@@ -9,6 +9,7 @@ mod export;
 mod inspect;
 mod plot;
 mod process;
+mod progress;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -149,6 +150,11 @@ struct SampleArgs {
     /// coordinates.
     #[arg(long, value_name = "PATH")]
     png: Option<PathBuf>,
+    /// Also draw the paths of the first 64 samples (2-D models only) from noise to data as
+    /// a 512 x 512 PNG: one polyline per sample shaded by time (light blue first step to
+    /// light orange last), a blue square at its noise end and a red one at its sample.
+    #[arg(long, value_name = "PATH")]
+    trajectory_png: Option<PathBuf>,
     /// Velocity backend: flowrt's CPU executor, ONNX Runtime (same solver loop), flowrt's
     /// GPU kernels (wgpu, cuda: the whole loop on the device), or auto (a GPU when one
     /// is found and the model is large enough for it to win, else the CPU; -v says why).
@@ -220,9 +226,15 @@ fn sample(a: &SampleArgs) -> Result<()> {
     if let Some(p) = &a.png {
         output::check_writable(p, "--png")?;
     }
+    if let Some(p) = &a.trajectory_png {
+        output::check_writable(p, "--trajectory-png")?;
+    }
     let frt = Frt::open(&a.model)?;
     let m = frt.model();
     let dim = m.state_dim();
+    if a.trajectory_png.is_some() {
+        plot::check_trajectory_png(dim)?;
+    }
     let (noise, shape) = match (&a.noise, a.seed.zip(a.num)) {
         (Some(p), _) => {
             let (x, shape) = read_rows(p, &m, "noise")?;
@@ -240,12 +252,14 @@ fn sample(a: &SampleArgs) -> Result<()> {
         a.threads,
         batch,
     )?;
-    req.trajectory = a.trajectory.is_some();
+    req.trajectory = a.trajectory.is_some() || a.trajectory_png.is_some();
     let rows = flowrt_host::sample_row_shape(&m);
     if a.png.is_some() {
         plot::check_png_rows(&rows)?;
     }
-    let out = frt.sample(a.backend.into(), &req, noise)?;
+    let bar = progress::Bar::new(&format!("sampling {batch} x {dim}"), None);
+    let out = frt.sample_with_progress(a.backend.into(), &req, noise, &mut |p| bar.update(p))?;
+    bar.finish();
     let r = &out.report;
     if a.verbose {
         r.notes.iter().for_each(|n| println!("{n}"));
@@ -266,6 +280,13 @@ fn sample(a: &SampleArgs) -> Result<()> {
         staged.put(p, &npy::encode_f32(&t.states, &tshape)?)?;
         trajectory = Some((t.times.len(), p));
     }
+    let paths = match (&a.trajectory_png, &out.trajectory) {
+        (Some(p), Some(t)) => Some((
+            plot::stage_trajectory_png(&mut staged, p, &t.states, t.times.len(), batch)?,
+            p,
+        )),
+        _ => None,
+    };
     let drawn = match &a.png {
         Some(p) => Some((plot::samples_png(&mut staged, p, &out.data, &rows)?, p)),
         None => None,
@@ -280,6 +301,12 @@ fn sample(a: &SampleArgs) -> Result<()> {
     }
     if let Some((drawn, p)) = drawn {
         println!("png: {drawn} -> {}", p.display());
+    }
+    if let Some((n, p)) = paths {
+        println!(
+            "trajectory png: paths of {n} of {batch} samples -> {}",
+            p.display()
+        );
     }
     Ok(())
 }
@@ -334,7 +361,10 @@ fn invert(
     let (x, shape) = read_rows(data, &m, "data")?;
     let batch = shape[0];
     let req = args::request(solve, cond, None, b.onnx.as_deref(), 1, batch)?;
-    let inv = frt.invert(b.backend.into(), &req, x.clone())?;
+    let bar = progress::Bar::new("inverting", None);
+    let inv =
+        frt.invert_with_progress(b.backend.into(), &req, x.clone(), &mut |p| bar.update(p))?;
+    bar.finish();
     npy::write_f32(output, &inv.noise, &shape)?;
     let max = flowrt_export::max_abs_diff(&inv.roundtrip, &x);
     let rms = (inv
