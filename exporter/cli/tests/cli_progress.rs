@@ -90,3 +90,55 @@ fn progress_bar_on_a_terminal() {
     );
     assert!(text.starts_with("sampled 8 x 2"), "{text:?}");
 }
+
+/// The host API's progress reports, which the bar draws: one per solver step on a fixed grid
+/// (`done` 1..=steps of `steps`), thousandths of the span for dopri5 ending at 1000, one per
+/// Euler–Maruyama step, and both integrations of an inversion.
+#[test]
+fn host_progress_counts_solver_steps() {
+    use flowrt_host::{Backend, Frt, Noise, Progress, Request};
+    let (_dir, frt) = temp_export("progress-host", "moons_reflow/model.ts.onnx", "");
+    let frt = Frt::open(&frt).unwrap();
+    let noise = || Noise::Seed { seed: 0, num: 32 };
+    let run = |req: &Request| {
+        let mut seen: Vec<Progress> = Vec::new();
+        let out = frt
+            .sample_with_progress(Backend::Cpu, req, noise(), &mut |p| seen.push(p))
+            .unwrap();
+        (seen, out)
+    };
+    let pairs = |seen: &[Progress]| seen.iter().map(|p| (p.done, p.total)).collect::<Vec<_>>();
+    let rk4 = Request::default()
+        .method("rk4-38".parse().unwrap())
+        .steps(8);
+    let (seen, out) = run(&rk4);
+    assert_eq!(pairs(&seen), (1..=8).map(|d| (d, 8)).collect::<Vec<_>>());
+    // The same samples as without a callback.
+    let plain = frt.sample(Backend::Cpu, &rk4, noise()).unwrap();
+    assert_eq!(out.data, plain.data);
+    // dopri5: monotone thousandths of the span after every evaluation, ending at the whole
+    // span.
+    let (seen, out) = run(&Request::default().method("dopri5".parse().unwrap()));
+    assert!(out.report.steps > 10, "{:?}", out.report);
+    assert!(
+        seen.len() >= out.report.evaluations,
+        "{} reports",
+        seen.len()
+    );
+    assert!(seen.iter().filter(|p| p.done < 500).count() > 5, "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0].done <= w[1].done), "{seen:?}");
+    assert_eq!(seen.last().map(|p| (p.done, p.total)), Some((1000, 1000)));
+    // The SDE: one report per Euler–Maruyama step.
+    let (seen, _) = run(&Request::default().steps(5).sde("const:0.5"));
+    assert_eq!(pairs(&seen), (1..=5).map(|d| (d, 5)).collect::<Vec<_>>());
+    // Inversion: 6 backward then 6 forward steps, 12 units.
+    let mut seen = Vec::new();
+    frt.invert_with_progress(
+        Backend::Cpu,
+        &Request::default().steps(6),
+        plain.data,
+        &mut |p| seen.push(p),
+    )
+    .unwrap();
+    assert_eq!(pairs(&seen), (1..=12).map(|d| (d, 12)).collect::<Vec<_>>());
+}

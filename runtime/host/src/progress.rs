@@ -12,7 +12,8 @@ use crate::run::Trajectory;
 ///
 /// A unit is one solver step on a fixed grid; an adaptive run (dopri5), whose step count is
 /// not known ahead, counts thousandths of its time span instead ([`ADAPTIVE_UNITS`] per
-/// integration). A run of several integrations (an inversion: backward, then forward)
+/// integration), reported after every velocity evaluation (never going back: a rejected
+/// step leaves the count where it was). A run of several integrations (an inversion: backward, then forward)
 /// counts them all in `total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Progress {
@@ -45,6 +46,8 @@ pub(crate) struct Ticker<'a> {
     pub total: u64,
     /// `Some((t0, t1))`, the ends of the span, for an adaptive integration.
     pub span: Option<(f32, f32)>,
+    /// The most units reported so far in this integration.
+    pub high: u64,
 }
 
 impl Ticker<'_> {
@@ -58,8 +61,9 @@ impl Ticker<'_> {
             }
             None => step as u64 + 1,
         };
+        self.high = self.high.max(here);
         (self.f)(Progress {
-            done: (self.offset + here).min(self.total),
+            done: (self.offset + self.high).min(self.total),
             total: self.total,
         });
     }
@@ -74,6 +78,22 @@ pub(crate) struct Observer<'a, 'b> {
 }
 
 impl StepObserver<CpuOps> for Observer<'_, '_> {
+    /// An adaptive run reports how far its stages have got (its steps end only at the grid
+    /// points); a fixed-step one waits for the step.
+    fn on_velocity(
+        &mut self,
+        _: &mut CpuOps,
+        step: usize,
+        t: f32,
+        _: &[f32],
+        _: &mut [f32],
+    ) -> Result<(), Error> {
+        if self.ticker.span.is_some() {
+            self.ticker.step(step, t);
+        }
+        Ok(())
+    }
+
     fn on_step(
         &mut self,
         ops: &mut CpuOps,
@@ -122,6 +142,7 @@ mod tests {
             offset: 4,
             total: 8,
             span: None,
+            high: 0,
         };
         t.step(0, 0.1);
         t.step(3, 0.9);
@@ -130,10 +151,23 @@ mod tests {
             offset: 0,
             total: 2 * ADAPTIVE_UNITS,
             span: Some((1.0, 0.0)),
+            high: 0,
         };
         a.step(7, 0.75);
         a.step(8, f32::NAN);
+        a.step(8, 0.9);
         a.step(9, -0.5);
-        assert_eq!(seen, [(5, 8), (8, 8), (250, 2000), (0, 2000), (1000, 2000)]);
+        // Never back: a NaN and an earlier time keep the count.
+        assert_eq!(
+            seen,
+            [
+                (5, 8),
+                (8, 8),
+                (250, 2000),
+                (250, 2000),
+                (250, 2000),
+                (1000, 2000)
+            ]
+        );
     }
 }

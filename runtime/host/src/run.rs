@@ -286,6 +286,7 @@ impl HostRun<'_> {
             offset,
             total,
             span,
+            high: 0,
         };
         let guided = self.res.guided.as_ref();
         let n = x.len();
