@@ -10,6 +10,7 @@ mod inspect;
 mod plot;
 mod process;
 mod progress;
+mod summary;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -36,7 +37,9 @@ struct Cli {
 enum Command {
     /// Convert an ONNX velocity network into a .frt file.
     Export(export::ExportArgs),
-    /// Print a .frt file's signature, ops, parameters and arena sizes.
+    /// Print a .frt file's signature, its graph by op family (nodes, parameters, MACs a
+    /// sample) and its memory plan (tensors, peak live activations, arena sizes, weights by
+    /// stored type).
     Inspect {
         /// The .frt file.
         model: PathBuf,
