@@ -55,6 +55,7 @@ impl Bar {
             // Only a timeout shows the bar: a message or a hang-up means the run is over.
             if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(delay) {
                 shown.set_draw_target(ProgressDrawTarget::stderr());
+                shown.tick();
                 shown.enable_steady_tick(Duration::from_millis(200));
             }
         });

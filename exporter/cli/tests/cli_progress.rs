@@ -1,6 +1,7 @@
-//! The progress bar of `flowrt sample` / `invert`: on a terminal's stderr only, after a
-//! delay. A pipe never sees it, even with no delay; a pseudo-terminal (util-linux `script`)
-//! sees the bar count the solver's steps, and then the usual summary line.
+//! The progress bar of `flowrt sample` / `invert` / `bench`: on a terminal's stderr only,
+//! after a delay. A pipe never sees it, even with no delay; a pseudo-terminal (util-linux
+//! `script`) sees the bar count the solver's steps (bench: its runs), and then the usual
+//! summary line. The bench test needs ONNX Runtime, as `ort_cli.rs`.
 
 mod common;
 use common::*;
@@ -141,4 +142,27 @@ fn host_progress_counts_solver_steps() {
     )
     .unwrap();
     assert_eq!(pairs(&seen), (1..=12).map(|d| (d, 12)).collect::<Vec<_>>());
+}
+
+/// `bench`: 1 warm-up + 3 timed runs of each backend, 8 in all; the ratio line last.
+#[test]
+fn bench_progress_on_a_terminal() {
+    let (_dir, frt) = temp_export(
+        "progress-bench",
+        "moons_reflow/model.ts.onnx",
+        "--embed-onnx",
+    );
+    let flags = "--batch 4096 --steps 8 --runs 3 --warmup 1";
+    let parts: &[&dyn Arg] = &[&"bench", &frt, &flags];
+    let text = on_terminal(parts, &[("FLOWRT_PROGRESS_DELAY_MS", "0")]);
+    assert_contains(&text, &["benchmarking", "/8 ("]);
+    let last = text.rsplit("\x1b[2K").next().unwrap();
+    assert!(last.contains("ratio flowrt/ort:"), "{text:?}");
+    // Piped: no bar.
+    let r = flowrt_env(parts, &[("FLOWRT_PROGRESS_DELAY_MS", "0")]);
+    assert!(
+        r.status.success() && r.stderr.is_empty(),
+        "{}",
+        describe(parts, &r)
+    );
 }
