@@ -403,9 +403,11 @@ fn rollout(path: &Path, init: &Path, steps: usize, output: &Path, b: &HostBacken
     let (x, shape) = read_rows(init, &m, "initial state")?;
     let batch = shape[0];
     let backend: Backend = b.backend.into();
+    let bar = progress::Bar::new("rolling out", Some(steps as u64));
     let (traj, r) = frt
-        .rollout(backend, &req, x, steps)
+        .rollout_with_progress(backend, &req, x, steps, &mut |p| bar.update(p))
         .map_err(|e| anyhow!("{e}"))?;
+    bar.finish();
     let mut tshape = vec![traj.times.len()];
     tshape.extend_from_slice(&shape);
     npy::write_f32(output, &traj.states, &tshape).context("writing the trajectory")?;

@@ -166,3 +166,23 @@ fn bench_progress_on_a_terminal() {
         describe(parts, &r)
     );
 }
+
+/// Rollout: one report per application of the heat-equation surrogate; the trajectory is
+/// the one without a callback.
+#[test]
+fn host_progress_counts_rollout_steps() {
+    use flowrt_host::{Backend, Frt, Request};
+    let (_dir, frt) = temp_export("progress-rollout", "heat_rollout/model.ts.onnx", "");
+    let frt = Frt::open(&frt).unwrap();
+    let init = read_npy(&fx("heat_rollout/init.npy")).0;
+    let req = Request::default();
+    let mut seen = Vec::new();
+    let (traj, _) = frt
+        .rollout_with_progress(Backend::Cpu, &req, init.clone(), 20, &mut |p| {
+            seen.push((p.done, p.total))
+        })
+        .unwrap();
+    assert_eq!(seen, (1..=20).map(|d| (d, 20)).collect::<Vec<_>>());
+    let (plain, _) = frt.rollout(Backend::Cpu, &req, init, 20).unwrap();
+    assert_eq!(traj, plain);
+}

@@ -18,8 +18,8 @@
 //!   `cuda` (flowrt's cubecl kernels, features `wgpu`, `cuda`) or `auto` ([`select`]).
 //! * [`Frt::sample`], [`Frt::invert`], [`Frt::rollout`]: run it; every failure is a
 //!   [`HostError`] naming its cause, whichever backend it came from.
-//!   [`Frt::sample_with_progress`] / [`Frt::invert_with_progress`] also report every solver
-//!   step ([`Progress`]).
+//!   [`Frt::sample_with_progress`], [`Frt::invert_with_progress`] and
+//!   [`Frt::rollout_with_progress`] also report every step ([`Progress`]).
 
 pub mod conditioning;
 #[cfg(feature = "gpu")]

@@ -772,6 +772,21 @@ impl Frt {
         init: Vec<f32>,
         steps: usize,
     ) -> Result<(Trajectory, Report)> {
+        self.rollout_with_progress(backend, req, init, steps, &mut |_| {})
+    }
+
+    /// [`Frt::rollout`], calling `progress` after every application of the model (`done` of
+    /// `steps`).
+    ///
+    /// Errors: as [`Frt::rollout`].
+    pub fn rollout_with_progress(
+        &self,
+        backend: Backend,
+        req: &Request,
+        init: Vec<f32>,
+        steps: usize,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<(Trajectory, Report)> {
         let m = self.model();
         if m.inputs()
             .any(|i| matches!(i.role, InputRole::T | InputRole::Xt | InputRole::Step))
@@ -787,6 +802,16 @@ impl Frt {
         let start = Instant::now();
         with_net(&m, backend, req, batch, |net| {
             let mut next = vec![0f32; x.len()];
+            let mut observer = Observer {
+                trajectory: Some(&mut traj),
+                ticker: Ticker {
+                    f: progress,
+                    offset: 0,
+                    total: steps as u64,
+                    span: None,
+                    high: 0,
+                },
+            };
             Ok(flowrt::fewstep::rollout(
                 &mut CpuOps,
                 net,
@@ -794,7 +819,7 @@ impl Frt {
                 steps,
                 &mut x,
                 &mut next,
-                &mut traj,
+                &mut observer,
             )?)
         })?;
         let report = Report {
