@@ -87,12 +87,15 @@ impl Bar {
         self.stop();
     }
 
+    /// Stops the waiting thread and clears the bar (once: [`Bar::finish`] then drop).
     fn stop(&mut self) {
         drop(self.done.take());
         if let Some(w) = self.waiter.take() {
             let _ = w.join();
         }
-        self.pb.finish_and_clear();
+        if !self.pb.is_finished() {
+            self.pb.finish_and_clear();
+        }
     }
 }
 

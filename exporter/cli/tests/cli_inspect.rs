@@ -161,3 +161,48 @@ fn inspect_unet_macs_and_plan() {
         .unwrap();
     assert!(arena < unshared, "arena {arena}, unshared {unshared}");
 }
+
+/// More architectures against `onnx_macs.py`: a DiT (attention as MatMul), a CNN classifier
+/// and the op-zoo MLP; on each, the per-family sums equal the totals and the planner's arena
+/// (both regions; the scalar-t checker model has a fixed region) is at least the peak of
+/// live activations.
+#[test]
+fn inspect_macs_of_other_architectures() {
+    let dir = TempDir::new("inspect-more");
+    for (onnx, macs) in [
+        ("digits_dit/model.dynamo.onnx", Some(2555904u64)),
+        ("digit_classifier/model.onnx", Some(337536)),
+        ("moons_opzoo/model.ts.onnx", Some(21760)),
+        ("checker_fm_scalar_t/model.ts.onnx", None),
+    ] {
+        let frt = export_in(&dir, "m.frt", onnx, "");
+        let v = inspect_json(&frt);
+        let fams = v["families"].as_array().unwrap();
+        let sum = |k: &str| fams.iter().map(|f| f[k].as_u64().unwrap_or(0)).sum::<u64>();
+        if let Some(m) = macs {
+            assert_eq!(v["macs_per_sample"], m, "{onnx}");
+        }
+        assert_eq!(
+            sum("macs_per_sample"),
+            v["macs_per_sample"].as_u64().unwrap(),
+            "{onnx}"
+        );
+        assert_eq!(sum("nodes"), v["nodes"].as_u64().unwrap(), "{onnx}");
+        assert_eq!(
+            sum("parameters"),
+            v["parameters"].as_u64().unwrap(),
+            "{onnx}"
+        );
+        let peak = &v["memory"]["peak_live_bytes"];
+        for (region, arena) in [
+            ("fixed", "arena_fixed_bytes"),
+            ("per_row", "arena_per_row_bytes"),
+        ] {
+            let (p, a) = (peak[region].as_u64().unwrap(), v[arena].as_u64().unwrap());
+            assert!(p <= a, "{onnx} {region}: peak {p} > arena {a}");
+        }
+        if onnx.starts_with("checker_fm_scalar_t") {
+            assert!(peak["fixed"].as_u64().unwrap() > 0, "{onnx}: {v}");
+        }
+    }
+}
