@@ -26,7 +26,10 @@ use args::{read_rows, BackendArg, CondFlags, SdeArgs, SolveArgs};
 #[command(
     name = "flowrt",
     version,
-    about = "Run flow-matching / rectified-flow models anywhere"
+    about = "Run flow-matching / rectified-flow models anywhere",
+    after_help = "Runs longer than a second (sample, invert, rollout, bench) draw a progress bar on \
+                  stderr when it is a terminal, never into a pipe or a log; \
+                  FLOWRT_PROGRESS_DELAY_MS=N shows it after N ms instead. docs/cli.md has more."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -50,7 +53,8 @@ enum Command {
         #[arg(long = "batch", default_values_t = [1usize, 64, 4096])]
         batches: Vec<usize>,
     },
-    /// Integrate noise to samples (the model's noise end to its data end).
+    /// Integrate noise to samples (the model's noise end to its data end); a progress bar
+    /// on a terminal's stderr for runs over a second.
     Sample(SampleArgs),
     /// Apply a state-to-state model (a neural PDE surrogate, signature x only) repeatedly:
     /// x_{n+1} = net(x_n). No ODE solver.
@@ -236,6 +240,9 @@ fn sample(a: &SampleArgs) -> Result<()> {
     let m = frt.model();
     let dim = m.state_dim();
     if a.trajectory_png.is_some() {
+        if a.sde.sde.is_some() {
+            bail!("--trajectory-png is not available with --sde (it records the ODE's states)");
+        }
         plot::check_trajectory_png(dim)?;
     }
     let (noise, shape) = match (&a.noise, a.seed.zip(a.num)) {

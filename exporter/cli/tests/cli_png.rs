@@ -164,6 +164,16 @@ fn sample_trajectory_png_paths_of_a_2d_model() {
     let bad = dir.path("no-such-dir").join("t.png");
     fails_with(&[&cmd(&bad)], &["--trajectory-png", s(&bad)]);
     assert!(!out.exists());
+    // Not with the SDE.
+    let e = fails(&[
+        &"sample",
+        &frt,
+        &"--seed 0 --num 2 --sde const:0.5 -o",
+        &out,
+        &"--trajectory-png",
+        &png,
+    ]);
+    assert_contains(&e, &["--trajectory-png", "--sde"]);
     // A model whose state is not 2-D: a clear error before anything runs.
     let digits = export_in(&dir, "d.frt", "digits_unet/model.dynamo.onnx", "");
     let e = fails(&[
