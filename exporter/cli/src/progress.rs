@@ -1,5 +1,6 @@
-//! The progress bar of long runs (`sample`, `invert`, `bench`): drawn on stderr, only when
-//! stderr is a terminal (never into a pipe, a file or a CI log), and only once the run has
+//! The progress bar of long runs (`sample`, `invert`, `rollout`, `bench`): drawn on stderr,
+//! only when stderr is a terminal that can redraw a line (never into a pipe, a file, a CI log
+//! or a `TERM=dumb` terminal), and only once the run has
 //! taken longer than a delay (1 s; `FLOWRT_PROGRESS_DELAY_MS` overrides it), so short runs
 //! print exactly what they always did. The bar is cleared at the end; the summary lines
 //! on stdout are unchanged.
@@ -38,7 +39,9 @@ impl Bar {
                 .unwrap_or_else(|_| ProgressStyle::default_spinner())
         });
         pb.set_message(what.to_string());
-        if !std::io::stderr().is_terminal() {
+        // A dumb terminal (TERM=dumb: an editor's shell buffer) cannot redraw a line.
+        let dumb = std::env::var_os("TERM").is_some_and(|t| t == "dumb");
+        if !std::io::stderr().is_terminal() || dumb {
             return Bar {
                 pb,
                 done: None,

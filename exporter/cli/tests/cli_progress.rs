@@ -80,6 +80,15 @@ fn progress_bar_on_a_terminal() {
     let text = on_terminal(parts, &[("FLOWRT_PROGRESS_DELAY_MS", "0")]);
     assert_contains(&text, &["inverting", "/16 (", "round trip"]);
 
+    // A dumb terminal: no bar even without delay.
+    let env = [("FLOWRT_PROGRESS_DELAY_MS", "0"), ("TERM", "dumb")];
+    let text = on_terminal(&[&"sample", &frt, &LONG, &out], &env);
+    assert!(
+        !text.contains('\x1b') && !text.contains("sampling"),
+        "{text:?}"
+    );
+    assert!(text.starts_with("sampled 20000 x 2"), "{text:?}");
+
     // A short run with the default delay (1 s): no bar, only the summary line.
     let text = on_terminal(
         &[&"sample", &frt, &"--seed 0 --num 8 --steps 2 -o", &out],
