@@ -27,7 +27,7 @@ use args::{read_rows, BackendArg, CondFlags, SdeArgs, SolveArgs};
     name = "flowrt",
     version,
     about = "Run flow-matching / rectified-flow models anywhere",
-    after_help = "Runs longer than a second (sample, invert, rollout, bench) draw a progress bar on \
+    after_help = "Runs longer than a second (sample, invert, rollout, bench, export) draw a progress bar on \
                   stderr when it is a terminal, never into a pipe or a log; \
                   FLOWRT_PROGRESS_DELAY_MS=N shows it after N ms instead. docs/cli.md has more."
 )]

@@ -195,3 +195,19 @@ fn host_progress_counts_rollout_steps() {
     let (plain, _) = frt.rollout(Backend::Cpu, &req, init, 20).unwrap();
     assert_eq!(traj, plain);
 }
+
+/// `export`: a spinner with the elapsed time (the import and calibration have no step count),
+/// cleared before the `exported` line.
+#[test]
+fn export_spinner_on_a_terminal() {
+    let dir = TempDir::new("progress-export");
+    let frt = dir.path("d.frt");
+    let parts: &[&dyn Arg] = &[&"export", &fx("digits_unet/model.dynamo.onnx"), &"-o", &frt];
+    let text = on_terminal(parts, &[("FLOWRT_PROGRESS_DELAY_MS", "0")]);
+    assert_contains(&text, &["exporting model.dynamo.onnx [00:00:0"]);
+    let last = text.rsplit("\x1b[2K").next().unwrap();
+    assert!(
+        last.starts_with("exported ") && !last.contains("exporting"),
+        "{text:?}"
+    );
+}
