@@ -68,6 +68,20 @@ step "cargo clippy (workspace, all targets, -D warnings)"
 cargo clippy --workspace --all-targets --release -- -D warnings
 cargo clippy -p flowrt --no-default-features -- -D warnings
 
+# ---- BEGIN publishable crates block (issue 18) ----------------------------------------------
+# Every library crate documents without a warning (reusing clippy's dependency checks above)
+# and packages as `cargo publish` would send it: manifest metadata, file list and the
+# dependency versions of the workspace crates (--workspace packages them together). The no_std
+# core is also built from its package (seconds); building the others from theirs would
+# rebuild tract, cubecl and wgpu in the dev profile (about 10 minutes here), which the
+# release build below already compiles from the same sources.
+step "cargo doc -D warnings and cargo publish --dry-run (every library crate)"
+RUSTDOCFLAGS="-D warnings" cargo doc --release --no-deps --quiet \
+    -p flowrt -p flowrt-ort -p flowrt-cubecl -p flowrt-host -p flowrt-export -p flowrt-cli
+cargo publish --dry-run --allow-dirty --quiet -p flowrt
+cargo publish --dry-run --allow-dirty --quiet --no-verify --workspace
+# ---- END publishable crates block ------------------------------------------------------------
+
 step "runtime modules import one way (scripts/check-layers.py)"
 python3 scripts/check-layers.py
 
@@ -109,6 +123,23 @@ unset FLOWRT_FRT FLOWRT_NOISE
 
 step "cargo test (workspace: runtime unit tests, conformance vs onnxruntime/torchdiffeq references, CLI)"
 cargo test --workspace --release
+
+# ---- BEGIN Python export helper block (issue 18; python/) ------------------------------------
+# python/flowrt_export without torch: signatures, roles, command lines and errors (plain
+# python3), then its flowrt side on the committed fixtures (numpy from .venv-ort, the release
+# flowrt that cargo test built), and `pip install ./python` into a throwaway venv. The
+# torch-backed test (python/tests/test_with_torch.py: torch is ~5 GB of wheels) is run by hand,
+# see docs/python.md.
+step "Python export helper (python/): unit tests without torch, pip install ./python"
+PYTHONPATH=python python3 -m unittest discover -s python/tests -p 'test_logic.py'
+FLOWRT="$PWD/target/release/flowrt" PYTHONPATH=python \
+    .venv-ort/bin/python -m unittest discover -s python/tests -p 'test_check_frt.py'
+py_venv="$(mktemp -d)"
+python3 -m venv "$py_venv"
+"$py_venv/bin/pip" install --quiet --no-deps ./python
+(cd "$py_venv" && bin/python -c 'import flowrt_export as f; print("pip install ./python ok:", f.__file__)')
+rm -rf "$py_venv"
+# ---- END Python export helper block ---------------------------------------------------------
 
 step "README demo and the embedding example"
 ./scripts/demo.sh >/dev/null

@@ -5,12 +5,21 @@
 //! catch. [`contain`] runs one import stage under [`std::panic::catch_unwind`], keeps the
 //! default panic hook quiet for that call only (other threads and later panics still print),
 //! and turns a panic into a typed one-line error:
-//! "the ONNX importer failed on <model> (<stage>): <panic message> (at <file:line>)".
+//! `the ONNX importer failed on <model> (<stage>): <panic message> (at <file:line>)`.
+//!
+//! Some malformed graphs make tract loop instead (its LayerNormalization rules, for an axis
+//! below minus the input's rank when that rank is only known after analysis). A loop cannot
+//! be unwound: [`with_deadline`] runs the whole import on a worker thread and gives up after
+//! a time limit ([`IMPORT_TIMEOUT`] by default) with a typed error naming the stage. The
+//! worker cannot be stopped; it ends with the process (the CLI exits right after the error),
+//! so a library user who keeps the process running keeps a busy thread.
 
 use std::cell::{Cell, RefCell};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::Once;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Once};
+use std::time::Duration;
 
 use anyhow::{bail, Result};
 
@@ -88,6 +97,82 @@ pub fn contain<T>(model: &Path, stage: &str, f: impl FnOnce() -> Result<T>) -> R
     }
 }
 
+/// The default time limit of one ONNX import (parse, analysis and lowering together).
+/// Importing the largest bundled model takes about a second on a 2-core machine.
+pub const IMPORT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Which import stage a worker under [`with_deadline`] is in, for the timeout message.
+#[derive(Debug, Clone, Default)]
+pub struct StageTracker(Arc<AtomicUsize>);
+
+/// The stage names [`StageTracker`] records, in order.
+const STAGES: [&str; 4] = ["reading", "parse", "analysis", "lowering"];
+
+impl StageTracker {
+    /// Records that the worker entered `stage` (one of "parse", "analysis", "lowering").
+    pub fn enter(&self, stage: &str) {
+        if let Some(i) = STAGES.iter().position(|s| *s == stage) {
+            self.0.store(i, Ordering::Relaxed);
+        }
+    }
+
+    /// The stage last entered.
+    fn current(&self) -> &'static str {
+        STAGES
+            .get(self.0.load(Ordering::Relaxed))
+            .copied()
+            .unwrap_or("import")
+    }
+
+    /// [`contain`] for one stage, recording it first.
+    pub fn contain<T>(
+        &self,
+        model: &Path,
+        stage: &str,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        self.enter(stage);
+        contain(model, stage, f)
+    }
+}
+
+/// Runs `f` (the import of `model`) on a worker thread and waits at most `limit` for it.
+///
+/// Errors: `f`'s own error; `the ONNX importer did not finish <model> within N s (stuck in
+/// <stage>)` when the limit passes (the worker keeps running until the process ends); an
+/// error if the worker thread cannot be started.
+pub fn with_deadline<T: Send + 'static>(
+    model: &Path,
+    limit: Duration,
+    f: impl FnOnce(StageTracker) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let tracker = StageTracker::default();
+    let worker_tracker = tracker.clone();
+    let (send, receive) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("flowrt-onnx-import".into())
+        .spawn(move || {
+            // The receiver is gone after a timeout; nothing is left to tell.
+            let _ = send.send(f(worker_tracker));
+        })
+        .map_err(|e| anyhow::anyhow!("starting the ONNX import thread: {e}"))?;
+    match receive.recv_timeout(limit) {
+        Ok(result) => result,
+        Err(mpsc::RecvTimeoutError::Timeout) => bail!(
+            "the ONNX importer did not finish {} within {} s (stuck in {}); a loop in tract \
+             on a malformed graph, or a model too large for the limit (export --import-timeout)",
+            model.display(),
+            limit.as_secs_f64(),
+            tracker.current()
+        ),
+        // The worker panicked outside a contained stage (it would have sent otherwise).
+        Err(mpsc::RecvTimeoutError::Disconnected) => bail!(
+            "the ONNX importer failed on {}: its thread ended without a result",
+            model.display()
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,6 +193,27 @@ mod tests {
         );
         assert!(text.contains("contain.rs"), "{text}");
         assert!(!text.contains('\n'), "{text}");
+    }
+
+    #[test]
+    fn a_deadline_names_the_stuck_stage() {
+        let e = with_deadline(Path::new("m.onnx"), Duration::from_millis(50), |t| {
+            t.enter("analysis");
+            std::thread::sleep(Duration::from_secs(5));
+            Ok(())
+        })
+        .unwrap_err();
+        let text = format!("{e:#}");
+        assert!(
+            text.starts_with(
+                "the ONNX importer did not finish m.onnx within 0.05 s (stuck in analysis)"
+            ),
+            "{text}"
+        );
+        let v = with_deadline(Path::new("m"), Duration::from_secs(5), |t| {
+            t.contain(Path::new("m"), "parse", || Ok(7))
+        });
+        assert_eq!(v.unwrap(), 7);
     }
 
     #[test]

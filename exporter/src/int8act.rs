@@ -20,7 +20,7 @@ const BINS: usize = 2048;
 /// Picks, for every Dense and Conv node of `desc`, the range of its input 0 that int8
 /// covers (`None` for other nodes, `Some(0.0)` for an input that stayed 0): two passes over
 /// the calibration trajectories, the first for the largest `|x|`, the second for a
-/// [`BINS`]-bin histogram of `|x|` below it; the range is the clipping point `c` that
+/// `BINS`-bin histogram of `|x|` below it; the range is the clipping point `c` that
 /// minimizes the expected squared quantization error over those values — rounding,
 /// `(c / 127)² / 12` per value within `c`, plus clipping, `(|x| - c)²` per value beyond.
 /// A rare outlier thus no longer coarsens the steps for every other value.

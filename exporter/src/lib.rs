@@ -58,6 +58,9 @@ pub struct ExportOptions {
     /// How int8 weights are rounded (`export --rounding`): GPTQ on the Dense weights by
     /// default ([`gptq`]), nearest for the rest and for pipeline decoders.
     pub rounding: gptq::Rounding,
+    /// The time limit of the ONNX import (`export --import-timeout`); `None`:
+    /// [`contain::IMPORT_TIMEOUT`].
+    pub import_timeout: Option<std::time::Duration>,
 }
 
 /// Imports and lowers an ONNX file into a flowrt model description.
@@ -71,18 +74,26 @@ pub fn onnx_to_desc(path: &Path, opts: &ExportOptions) -> Result<ModelDesc> {
     let bytes = read_onnx(path)?;
     validate::check_bytes(&bytes)
         .with_context(|| format!("checking ONNX model {}", path.display()))?;
-    // tract panics on some malformed graphs the checks above miss: contained, as errors.
-    let (model, inputs, outputs) = contain::contain(path, "parse", || {
-        let model = import::load_inference_model(path)?;
-        let (inputs, outputs) = import::declared_io(&model)?;
-        Ok((model, inputs, outputs))
+    // tract panics on some malformed graphs the checks above miss (contained, as errors) and
+    // loops on others (given up after the time limit).
+    let (owned, overrides) = (path.to_path_buf(), opts.roles.clone());
+    let timeout = opts.import_timeout.unwrap_or(contain::IMPORT_TIMEOUT);
+    let (mut desc, inputs, roles) = contain::with_deadline(path, timeout, move |stage| {
+        let path = owned.as_path();
+        let (model, inputs, outputs) = stage.contain(path, "parse", || {
+            let model = import::load_inference_model(path)?;
+            let (inputs, outputs) = import::declared_io(&model)?;
+            Ok((model, inputs, outputs))
+        })?;
+        let roles = roles::assign_roles(&inputs, &outputs, &overrides)?;
+        let typed = stage.contain(path, "analysis", || {
+            import::into_typed(model, &inputs, &roles)
+        })?;
+        let desc = stage
+            .contain(path, "lowering", || lower::lower(&typed, &roles))
+            .with_context(|| format!("cannot convert {}", path.display()))?;
+        Ok((desc, inputs, roles))
     })?;
-    let roles = roles::assign_roles(&inputs, &outputs, &opts.roles)?;
-    let typed = contain::contain(path, "analysis", || {
-        import::into_typed(model, &inputs, &roles)
-    })?;
-    let mut desc = contain::contain(path, "lowering", || lower::lower(&typed, &roles))
-        .with_context(|| format!("cannot convert {}", path.display()))?;
     let mut roles = roles;
     state_only_fixup(&mut desc, &mut roles, &opts.roles, &inputs);
     weights::assign(&mut desc, &opts.weights)
@@ -116,6 +127,7 @@ pub fn onnx_to_desc(path: &Path, opts: &ExportOptions) -> Result<ModelDesc> {
                 keep_f32: Vec::new(),
             },
             strip_names: opts.strip_names,
+            import_timeout: opts.import_timeout,
             // A decoder is no velocity field: there are no trajectories to calibrate it on.
             rounding: if *kind == flowrt::pipeline::StageKind::Decoder {
                 gptq::Rounding::Nearest
@@ -196,17 +208,22 @@ pub fn onnx_to_desc(path: &Path, opts: &ExportOptions) -> Result<ModelDesc> {
 /// Errors: as [`onnx_to_desc`]; an input with a symbolic dim.
 pub fn plain_graph_desc(path: &Path) -> Result<ModelDesc> {
     validate::check_file(path)?;
-    let (model, inputs) = contain::contain(path, "parse", || {
-        let model = import::load_inference_model(path)?;
-        let (inputs, _) = import::declared_io(&model)?;
-        Ok((model, inputs))
-    })?;
-    let typed = contain::contain(path, "analysis", || {
-        import::into_typed_fixed(model, &inputs)
-    })?;
-    let roles = vec![Role::Data; inputs.len()];
-    contain::contain(path, "lowering", || lower::lower(&typed, &roles))
-        .with_context(|| format!("cannot convert {}", path.display()))
+    let owned = path.to_path_buf();
+    contain::with_deadline(path, contain::IMPORT_TIMEOUT, move |stage| {
+        let path = owned.as_path();
+        let (model, inputs) = stage.contain(path, "parse", || {
+            let model = import::load_inference_model(path)?;
+            let (inputs, _) = import::declared_io(&model)?;
+            Ok((model, inputs))
+        })?;
+        let typed = stage.contain(path, "analysis", || {
+            import::into_typed_fixed(model, &inputs)
+        })?;
+        let roles = vec![Role::Data; inputs.len()];
+        stage
+            .contain(path, "lowering", || lower::lower(&typed, &roles))
+            .with_context(|| format!("cannot convert {}", path.display()))
+    })
 }
 
 /// A single input guessed as `xt` (the ONNX file did not declare its output width) whose

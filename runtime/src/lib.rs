@@ -3,6 +3,26 @@
 //! `#![no_std]` and allocation-free by default: a [`Model`] borrows its weights zero-copy
 //! from the file bytes, the executor works in a caller-supplied arena, and the fixed-step
 //! solvers drive any [`VelocityField`].
+//!
+//! ```
+//! use flowrt::{grid::Uniform, solver::Method, Model};
+//!
+//! // A two-moons model written by `flowrt export`, embedded 16-byte aligned (in flash on a
+//! // microcontroller); `Model::from_bytes` validates the whole file once.
+//! let model = Model::from_bytes(flowrt::include_frt!("../tests/data/moons_icfm.frt"))?;
+//! let (rows, dim) = (4, model.state_dim());
+//! // The arena size is known before anything runs: the model's static memory plan.
+//! let need = flowrt::sampler::sample_arena_bytes(&model, Method::Rk4, rows)?;
+//! let mut arena = flowrt::format::Aligned16([0u8; 16 * 1024]);
+//! assert!(need <= arena.0.len());
+//! let mut x = [0f32; 4 * 2];
+//! assert_eq!(x.len(), rows * dim);
+//! flowrt::rng::fill_normal(7, &mut x); // the same noise on every CPU
+//! let grid = Uniform::new(8, 0.0, 1.0)?; // 8 steps from noise (t = 0) to data (t = 1)
+//! flowrt::sampler::sample(&model, Method::Rk4, &grid, &mut x, &mut arena.0)?;
+//! assert!(x.iter().all(|v| v.is_finite())); // x now holds 4 two-moons samples
+//! # Ok::<(), flowrt::Error>(())
+//! ```
 #![no_std]
 #![deny(missing_docs)]
 #![cfg_attr(

@@ -1,5 +1,5 @@
 //! The `.frt` writer (feature `alloc`): validates an [`ir::ModelDesc`], plans its memory and
-//! serializes it ([`write`]; [`plan_model`] stops after the plan). The result is loaded back with [`crate::Model::from_bytes`] before it is
+//! serializes it ([`write()`]; [`plan_model`] stops after the plan). The result is loaded back with [`crate::Model::from_bytes`] before it is
 //! returned, so a file this function returns is always one the runtime accepts.
 
 use alloc::vec;
@@ -710,9 +710,9 @@ pub fn write(desc: &ModelDesc) -> Result<Vec<u8>, Error> {
     Ok(out)
 }
 
-/// Validates `desc` (the same rules as [`write`]) and plans its memory.
+/// Validates `desc` (the same rules as [`write()`]) and plans its memory.
 ///
-/// Errors: as [`write`].
+/// Errors: as [`write()`].
 pub fn plan_model(desc: &ModelDesc) -> Result<MemoryPlan, Error> {
     Ok(analyze(desc)?.plan)
 }

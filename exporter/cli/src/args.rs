@@ -73,6 +73,9 @@ pub struct SolveArgs {
     /// dopri5 absolute tolerance.
     #[arg(long, default_value_t = 1e-9)]
     pub atol: f32,
+    /// dopri5: most attempted steps (accepted + rejected) before failing.
+    #[arg(long, default_value_t = 1 << 16, value_name = "N")]
+    pub max_steps: usize,
 }
 
 impl SolveArgs {
@@ -105,6 +108,9 @@ impl SolveArgs {
         if self.rtol == 0.0 && self.atol == 0.0 {
             bail!("--rtol and --atol are both 0: dopri5 could never accept a step");
         }
+        if self.max_steps == 0 {
+            bail!("--max-steps 0: dopri5 needs at least one step");
+        }
         if let Some(n) = self.steps.filter(|&n| n > flowrt::grid::MAX_GRID_STEPS) {
             bail!(
                 "--steps {n}: at most {} steps (2^24)",
@@ -118,7 +124,7 @@ impl SolveArgs {
             tol: Some(flowrt::solver::adaptive::Tolerances {
                 rtol: self.rtol,
                 atol: self.atol,
-                ..Default::default()
+                max_steps: self.max_steps,
             }),
         })
     }

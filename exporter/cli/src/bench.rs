@@ -459,7 +459,7 @@ pub fn run(model: &Model<'_>, ort: &mut OrtSession, cfg: &BenchConfig) -> Result
 /// Timed runs of one backend: `warmup` untimed then `runs` timed calls of `run`.
 type Measure<'a> = dyn FnMut(&mut dyn FnMut() -> Result<()>) -> Result<Timing> + 'a;
 
-/// What [`bench`] measured on the GPU.
+/// What [`bench()`] measured on the GPU.
 struct GpuBench {
     /// The timing of the runs.
     pub timing: Timing,

@@ -104,6 +104,10 @@ pub struct ExportArgs {
     /// Euler steps per calibration trajectory.
     #[arg(long, default_value_t = 16)]
     pub calibrate_steps: usize,
+    /// Give up importing the ONNX file (tract's parse, analysis and lowering) after this
+    /// many seconds: a malformed graph can make the importer loop.
+    #[arg(long, default_value_t = 120.0, value_name = "SECONDS")]
+    pub import_timeout: f64,
 }
 
 /// Runs `flowrt export`.
@@ -135,7 +139,14 @@ pub fn run(a: ExportArgs) -> Result<()> {
         rounding,
         calibrate_rows,
         calibrate_steps,
+        import_timeout,
     } = a;
+    let import_timeout = std::time::Duration::try_from_secs_f64(import_timeout)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            anyhow!("--import-timeout {import_timeout}: expected a positive number of seconds")
+        })?;
     let calibration = flowrt_export::calibration::Calibration {
         rows: calibrate_rows,
         steps: calibrate_steps,
@@ -188,6 +199,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
             "nearest" => flowrt_export::gptq::Rounding::Nearest,
             other => bail!("--rounding {other}: expected gptq or nearest"),
         },
+        import_timeout: Some(import_timeout),
     };
     write(&model, &output, &opts)
 }

@@ -1,10 +1,14 @@
 //! The `flowrt` command-line tool: export, inspect and sample flow models. A thin layer: the
 //! arguments become a [`flowrt_host::Request`], the host API runs it, and this file writes
 //! `.npy` / PNG files and the summary lines.
+// The argument structs' doc comments are clap's --help texts, written for a terminal: `[N]`
+// there is a shape, not a rustdoc link.
+#![allow(rustdoc::broken_intra_doc_links)]
 
 mod args;
 mod bench;
 mod conformance;
+mod eval;
 mod export;
 mod inspect;
 mod plot;
@@ -56,6 +60,10 @@ enum Command {
     /// Integrate noise to samples (the model's noise end to its data end); a progress bar
     /// on a terminal's stderr for runs over a second.
     Sample(SampleArgs),
+    /// Evaluate the network once on given inputs (.npy by input name or role) and write its
+    /// raw output: no time convention, no solver. For checking a .frt against its source
+    /// framework.
+    Eval(eval::EvalArgs),
     /// Apply a state-to-state model (a neural PDE surrogate, signature x only) repeatedly:
     /// x_{n+1} = net(x_n). No ODE solver.
     Rollout {
@@ -199,6 +207,7 @@ fn run(cli: Cli) -> Result<()> {
             batches,
         } => inspect::run(&model, json, &batches),
         Command::Sample(a) => sample(&a),
+        Command::Eval(a) => eval::run(&a),
         Command::Rollout {
             model,
             init,

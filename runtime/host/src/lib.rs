@@ -1,13 +1,17 @@
 //! `flowrt-host`: sampling `.frt` models from a Rust application on a host, the API the
 //! `flowrt` command line is a thin layer over.
 //!
-//! ```no_run
+//! ```
 //! use flowrt_host::{Backend, Frt, Noise, Request};
 //!
-//! let frt = Frt::open("digits_unet.frt")?;
-//! let req = Request::default().steps(8).label_cycle(10).guidance(2.0);
-//! let out = frt.sample(Backend::Auto, &req, Noise::Seed { seed: 0, num: 10 })?;
-//! println!("{} samples of {:?} on {}", out.rows(), out.row_shape, out.report.backend.name());
+//! # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/moons_icfm.frt");
+//! let frt = Frt::open(path)?; // read and validated once
+//! let req = Request::default().steps(8).grid("shift:2")?; // overrides of the file's defaults
+//! let out = frt.sample(Backend::Cpu, &req, Noise::Seed { seed: 0, num: 16 })?;
+//! println!("{} samples of {:?} by {} on {}", out.rows(), out.row_shape, out.report.method, out.report.backend.name());
+//! assert_eq!((out.rows(), out.report.steps), (16, 8));
+//! // A class-conditional model takes labels and guidance the same way:
+//! // Request::default().label_cycle(10).guidance(2.0).null_label(10)
 //! # Ok::<(), flowrt_host::HostError>(())
 //! ```
 //!

@@ -3,7 +3,7 @@
 
 use cubecl::prelude::*;
 
-/// "No activation" code for fused epilogues ([`unary_apply`] passes the value through).
+/// "No activation" code for fused epilogues ([`unary_apply()`] passes the value through).
 pub const ACT_NONE: u32 = 255;
 
 /// `flowrt::ops::Unary` by file code (`op`), with its attributes `alpha`, `gamma`; `x` itself
