@@ -30,6 +30,7 @@ use flowrt_host::open_ort;
 use flowrt_host::parallel::{default_threads, threads_for, with_cpu_field};
 
 use crate::args::BackendArg;
+use crate::progress::Bar;
 
 /// `flowrt bench`: time flowrt's CPU backend against ONNX Runtime in one process (same noise,
 /// solver loop and threads); the last line is `ratio flowrt/ort: R` (median over median).
@@ -236,16 +237,23 @@ pub fn fmt_duration(d: Duration) -> String {
     }
 }
 
-/// Times `f` `warmup` times untimed, then `runs` times.
-fn measure(warmup: usize, runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<Timing> {
+/// Times `f` `warmup` times untimed, then `runs` times, advancing `bar` after each run.
+fn measure(
+    warmup: usize,
+    runs: usize,
+    bar: &Bar,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<Timing> {
     for _ in 0..warmup {
         f()?;
+        bar.inc(1);
     }
     let mut samples = Vec::with_capacity(runs);
     for _ in 0..runs {
         let start = Instant::now();
         f()?;
         samples.push(start.elapsed());
+        bar.inc(1);
     }
     Ok(timing(samples))
 }
@@ -255,6 +263,7 @@ fn measure(warmup: usize, runs: usize, mut f: impl FnMut() -> Result<()>) -> Res
 fn time_ort(
     ort: &mut OrtSession,
     cfg: &BenchConfig,
+    bar: &Bar,
     noise: &[f32],
     cond: &Conditioning<'_>,
     grid: &Uniform,
@@ -263,7 +272,7 @@ fn time_ort(
     let e = |e: flowrt::Error| anyhow!("flowrt: {e}");
     let mut field = ort.field(cfg.batch).map_err(|e| anyhow!("{e}"))?;
     if cfg.eval {
-        return measure(cfg.warmup, cfg.runs, || {
+        return measure(cfg.warmup, cfg.runs, bar, || {
             field
                 .eval_cond(0.5, noise, cond, out)
                 .map_err(|e| anyhow!("{e}"))
@@ -272,7 +281,7 @@ fn time_ort(
     let method = cfg.method;
     let len = noise.len();
     let mut flat = vec![0f32; len * method.work_buffers()];
-    measure(cfg.warmup, cfg.runs, || {
+    measure(cfg.warmup, cfg.runs, bar, || {
         out.copy_from_slice(noise);
         let mut work = Workspace::from_slice(&mut flat, len, method.work_buffers()).map_err(e)?;
         let mut f = Conditioned {
@@ -303,6 +312,10 @@ pub fn run(model: &Model<'_>, ort: &mut OrtSession, cfg: &BenchConfig) -> Result
     flowrt::rng::fill_normal(cfg.seed, &mut noise);
     let grid = Uniform::new(cfg.steps, 0.0, 1.0).map_err(|e| anyhow!("--steps: {e}"))?;
     let e = |e: flowrt::Error| anyhow!("flowrt: {e}");
+    // Warm-up and timed runs of both backends.
+    let runs = cfg.warmup.saturating_add(cfg.runs) as u64;
+    let bar = Bar::new("benchmarking", Some(2 * runs));
+    let bar = &bar;
 
     let mut out_cpu = vec![0f32; len];
     let mut out_ort = vec![0f32; len];
@@ -333,7 +346,9 @@ pub fn run(model: &Model<'_>, ort: &mut OrtSession, cfg: &BenchConfig) -> Result
             noise: &noise,
             eval: cfg.eval,
         };
-        let g = gpu_bench(backend, &job, &mut |f| measure(cfg.warmup, cfg.runs, f))?;
+        let g = gpu_bench(backend, &job, &mut |f| {
+            measure(cfg.warmup, cfg.runs, bar, f)
+        })?;
         out_cpu.copy_from_slice(&g.out);
         gpu_line = Some(match &g.report {
             Some(r) => format!(
@@ -345,24 +360,24 @@ pub fn run(model: &Model<'_>, ort: &mut OrtSession, cfg: &BenchConfig) -> Result
             ),
             None => format!("flowrt backend: {} on {}", backend.name(), g.device),
         });
-        let t_ort = time_ort(ort, cfg, &noise, &cond, &grid, &mut out_ort)?;
+        let t_ort = time_ort(ort, cfg, bar, &noise, &cond, &grid, &mut out_ort)?;
         (g.timing, t_ort)
     } else if cfg.eval {
         let t = 0.5f32;
         let t_cpu = with_cpu_field(model, cfg.batch, cfg.threads, |field| {
-            measure(cfg.warmup, cfg.runs, || {
+            measure(cfg.warmup, cfg.runs, bar, || {
                 field
                     .eval_cond(&mut CpuOps, t, &noise, &cond, &mut out_cpu)
                     .map_err(e)
             })
         })??;
-        let t_ort = time_ort(ort, cfg, &noise, &cond, &grid, &mut out_ort)?;
+        let t_ort = time_ort(ort, cfg, bar, &noise, &cond, &grid, &mut out_ort)?;
         (t_cpu, t_ort)
     } else {
         let method = cfg.method;
         let mut flat = vec![0f32; len * method.work_buffers()];
         let t_cpu = with_cpu_field(model, cfg.batch, cfg.threads, |cpu| {
-            measure(cfg.warmup, cfg.runs, || {
+            measure(cfg.warmup, cfg.runs, bar, || {
                 out_cpu.copy_from_slice(&noise);
                 let mut work =
                     Workspace::from_slice(&mut flat, len, method.work_buffers()).map_err(e)?;
@@ -378,7 +393,7 @@ pub fn run(model: &Model<'_>, ort: &mut OrtSession, cfg: &BenchConfig) -> Result
                 .map_err(e)
             })
         })??;
-        let t_ort = time_ort(ort, cfg, &noise, &cond, &grid, &mut out_ort)?;
+        let t_ort = time_ort(ort, cfg, bar, &noise, &cond, &grid, &mut out_ort)?;
         (t_cpu, t_ort)
     };
     let max_abs_diff = flowrt_export::max_abs_diff(&out_cpu, &out_ort);

@@ -319,7 +319,13 @@ fn solver_defaults(
 
 fn write(model: &Path, output: &Path, opts: &ExportOptions) -> Result<()> {
     flowrt_export::output::check_writable(output, "-o")?;
-    let bytes = flowrt_export::export_onnx(model, opts)?;
+    // No count to show (the import and the int8 calibration report no steps): a spinner
+    // with the elapsed time, on a terminal, after a second.
+    let name = model.file_name().unwrap_or(model.as_os_str());
+    let bar = crate::progress::Bar::new(&format!("exporting {}", name.to_string_lossy()), None);
+    let bytes = flowrt_export::export_onnx(model, opts);
+    bar.finish();
+    let bytes = bytes?;
     let aligned = AlignedBytes::copy_from(&bytes);
     let m =
         Model::from_bytes(aligned.as_slice()).map_err(|e| anyhow!("re-reading the export: {e}"))?;

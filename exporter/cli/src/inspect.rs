@@ -1,8 +1,12 @@
-//! `flowrt inspect`: a `.frt` file's signature, ops, parameters and arena sizes.
+//! `flowrt inspect`: a `.frt` file's signature, time convention, its graph by op family
+//! (nodes, parameters, multiply-accumulates a sample) and its memory plan (tensors, peak
+//! live activations, arena sizes, weights by stored type); `--json` for machines.
 
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
+
+use crate::summary;
 
 /// Prints `path`'s description (`json`: machine-readable), with arena bytes per batch size.
 ///
@@ -46,6 +50,9 @@ pub fn run(path: &Path, json: bool, batches: &[usize]) -> Result<()> {
         e.0 += 1;
         e.1 += w.len();
     }
+    let families = summary::families(&m);
+    let mem = summary::memory(&m);
+    let macs: u64 = families.iter().filter_map(|f| f.macs).sum();
     if json {
         let v = serde_json::json!({
             "file": path.display().to_string(),
@@ -68,6 +75,20 @@ pub fn run(path: &Path, json: bool, batches: &[usize]) -> Result<()> {
             "arena_bytes": arena.iter().map(|(b, a)| serde_json::json!({"batch": b, "bytes": a})).collect::<Vec<_>>(),
             "metadata": m.metadata().collect::<std::collections::BTreeMap<_, _>>(),
             "embedded_onnx_bytes": m.embedded_onnx().map(<[u8]>::len),
+            "macs_per_sample": macs,
+            "families": families.iter().map(|f| serde_json::json!({
+                "family": f.name,
+                "nodes": f.nodes,
+                "parameters": f.params,
+                "macs_per_sample": f.macs,
+                "ops": f.ops.iter().map(|(n, c)| serde_json::json!({"op": n, "count": c})).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "memory": {
+                "tensors": {"inputs": mem.inputs, "constants": mem.consts, "intermediates": mem.intermediates, "outputs": mem.outputs},
+                "activations_unshared_bytes": {"fixed": mem.unshared.fixed, "per_row": mem.unshared.per_row},
+                "peak_live_bytes": {"fixed": mem.peak.fixed, "per_row": mem.peak.per_row},
+                "weights": mem.weights.iter().map(|w| serde_json::json!({"type": w.dtype, "tensors": w.tensors, "values": w.values, "bytes": w.bytes})).collect::<Vec<_>>(),
+            },
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -123,8 +144,7 @@ pub fn run(path: &Path, json: bool, batches: &[usize]) -> Result<()> {
             );
         }
     }
-    let ops: Vec<String> = op_counts.iter().map(|(n, c)| format!("{n} x{c}")).collect();
-    println!("ops: {} nodes: {}", m.node_count(), ops.join(", "));
+    print_families(&m, &families, macs);
     let types: Vec<String> = stored
         .iter()
         .map(|(ty, (n, v))| format!("{ty} x{n} ({v} values)"))
@@ -142,13 +162,58 @@ pub fn run(path: &Path, json: bool, batches: &[usize]) -> Result<()> {
         ),
         None => println!("embedded ONNX: none (export --embed-onnx to add it)"),
     }
+    print_memory(&mem);
     println!(
-        "arena (graph + field scratch) = {} fixed + {} per row, rounded to 16:",
+        "  arena (graph + field scratch) = {} fixed + {} per row, rounded to 16:",
         m.fixed_arena_bytes(),
         m.per_row_arena_bytes()
     );
     for (b, a) in arena {
-        println!("  batch {b:>6}: {a} bytes");
+        println!("    batch {b:>6}: {a} bytes");
     }
     Ok(())
+}
+
+/// The graph by op family: a table of nodes, parameters and MACs a sample.
+fn print_families(m: &flowrt::Model<'_>, families: &[summary::Family], macs: u64) {
+    println!(
+        "graph: {} nodes, {} parameters, {} multiply-accumulates a sample (batch 1):",
+        m.node_count(),
+        m.param_count(),
+        summary::short(macs)
+    );
+    println!(
+        "  {:<12} {:>6} {:>10} {:>12}  ops",
+        "family", "nodes", "params", "MACs"
+    );
+    for f in families {
+        let ops: Vec<String> = f.ops.iter().map(|(n, c)| format!("{n} x{c}")).collect();
+        println!(
+            "  {:<12} {:>6} {:>10} {:>12}  {}",
+            f.name,
+            f.nodes,
+            f.params,
+            f.macs.map_or("-".to_string(), summary::short),
+            ops.join(", ")
+        );
+    }
+}
+
+/// The memory plan: tensors, activations (unshared and peak live), weights by type.
+fn print_memory(mem: &summary::Memory) {
+    println!("memory:");
+    println!(
+        "  tensors: {} input, {} constant, {} intermediate, {} output",
+        mem.inputs, mem.consts, mem.intermediates, mem.outputs
+    );
+    println!(
+        "  activations: {} fixed + {} per row with a buffer each; peak live {} fixed + {} per row",
+        mem.unshared.fixed, mem.unshared.per_row, mem.peak.fixed, mem.peak.per_row
+    );
+    let w: Vec<String> = mem
+        .weights
+        .iter()
+        .map(|w| format!("{} {} bytes ({} tensors)", w.dtype, w.bytes, w.tensors))
+        .collect();
+    println!("  weights: {}", w.join(", "));
 }

@@ -13,6 +13,8 @@ mod export;
 mod inspect;
 mod plot;
 mod process;
+mod progress;
+mod summary;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -28,7 +30,10 @@ use args::{read_rows, BackendArg, CondFlags, SdeArgs, SolveArgs};
 #[command(
     name = "flowrt",
     version,
-    about = "Run flow-matching / rectified-flow models anywhere"
+    about = "Run flow-matching / rectified-flow models anywhere",
+    after_help = "Runs longer than a second (sample, invert, rollout, bench, export) draw a progress bar on \
+                  stderr when it is a terminal, never into a pipe or a log; \
+                  FLOWRT_PROGRESS_DELAY_MS=N shows it after N ms instead. docs/cli.md has more."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -39,7 +44,9 @@ struct Cli {
 enum Command {
     /// Convert an ONNX velocity network into a .frt file.
     Export(export::ExportArgs),
-    /// Print a .frt file's signature, ops, parameters and arena sizes.
+    /// Print a .frt file's signature, its graph by op family (nodes, parameters, MACs a
+    /// sample) and its memory plan (tensors, peak live activations, arena sizes, weights by
+    /// stored type).
     Inspect {
         /// The .frt file.
         model: PathBuf,
@@ -50,7 +57,8 @@ enum Command {
         #[arg(long = "batch", default_values_t = [1usize, 64, 4096])]
         batches: Vec<usize>,
     },
-    /// Integrate noise to samples (the model's noise end to its data end).
+    /// Integrate noise to samples (the model's noise end to its data end); a progress bar
+    /// on a terminal's stderr for runs over a second.
     Sample(SampleArgs),
     /// Evaluate the network once on given inputs (.npy by input name or role) and write its
     /// raw output: no time convention, no solver. For checking a .frt against its source
@@ -157,6 +165,11 @@ struct SampleArgs {
     /// coordinates.
     #[arg(long, value_name = "PATH")]
     png: Option<PathBuf>,
+    /// Also draw the paths of the first 64 samples (2-D models only) from noise to data as
+    /// a 512 x 512 PNG: one polyline per sample shaded by time (light blue first step to
+    /// light orange last), a blue square at its noise end and a red one at its sample.
+    #[arg(long, value_name = "PATH")]
+    trajectory_png: Option<PathBuf>,
     /// Velocity backend: flowrt's CPU executor, ONNX Runtime (same solver loop), flowrt's
     /// GPU kernels (wgpu, cuda: the whole loop on the device), or auto (a GPU when one
     /// is found and the model is large enough for it to win, else the CPU; -v says why).
@@ -231,9 +244,18 @@ fn sample(a: &SampleArgs) -> Result<()> {
     if let Some(p) = &a.png {
         output::check_writable(p, "--png")?;
     }
+    if let Some(p) = &a.trajectory_png {
+        output::check_writable(p, "--trajectory-png")?;
+    }
     let frt = Frt::open(&a.model)?;
     let m = frt.model();
     let dim = m.state_dim();
+    if a.trajectory_png.is_some() {
+        if a.sde.sde.is_some() {
+            bail!("--trajectory-png is not available with --sde (it records the ODE's states)");
+        }
+        plot::check_trajectory_png(dim)?;
+    }
     let (noise, shape) = match (&a.noise, a.seed.zip(a.num)) {
         (Some(p), _) => {
             let (x, shape) = read_rows(p, &m, "noise")?;
@@ -251,12 +273,14 @@ fn sample(a: &SampleArgs) -> Result<()> {
         a.threads,
         batch,
     )?;
-    req.trajectory = a.trajectory.is_some();
+    req.trajectory = a.trajectory.is_some() || a.trajectory_png.is_some();
     let rows = flowrt_host::sample_row_shape(&m);
     if a.png.is_some() {
         plot::check_png_rows(&rows)?;
     }
-    let out = frt.sample(a.backend.into(), &req, noise)?;
+    let bar = progress::Bar::new(&format!("sampling {batch} x {dim}"), None);
+    let out = frt.sample_with_progress(a.backend.into(), &req, noise, &mut |p| bar.update(p))?;
+    bar.finish();
     let r = &out.report;
     if a.verbose {
         r.notes.iter().for_each(|n| println!("{n}"));
@@ -277,6 +301,13 @@ fn sample(a: &SampleArgs) -> Result<()> {
         staged.put(p, &npy::encode_f32(&t.states, &tshape)?)?;
         trajectory = Some((t.times.len(), p));
     }
+    let paths = match (&a.trajectory_png, &out.trajectory) {
+        (Some(p), Some(t)) => Some((
+            plot::stage_trajectory_png(&mut staged, p, &t.states, t.times.len(), batch)?,
+            p,
+        )),
+        _ => None,
+    };
     let drawn = match &a.png {
         Some(p) => Some((plot::samples_png(&mut staged, p, &out.data, &rows)?, p)),
         None => None,
@@ -291,6 +322,12 @@ fn sample(a: &SampleArgs) -> Result<()> {
     }
     if let Some((drawn, p)) = drawn {
         println!("png: {drawn} -> {}", p.display());
+    }
+    if let Some((n, p)) = paths {
+        println!(
+            "trajectory png: paths of {n} of {batch} samples -> {}",
+            p.display()
+        );
     }
     Ok(())
 }
@@ -345,7 +382,10 @@ fn invert(
     let (x, shape) = read_rows(data, &m, "data")?;
     let batch = shape[0];
     let req = args::request(solve, cond, None, b.onnx.as_deref(), 1, batch)?;
-    let inv = frt.invert(b.backend.into(), &req, x.clone())?;
+    let bar = progress::Bar::new("inverting", None);
+    let inv =
+        frt.invert_with_progress(b.backend.into(), &req, x.clone(), &mut |p| bar.update(p))?;
+    bar.finish();
     npy::write_f32(output, &inv.noise, &shape)?;
     let max = flowrt_export::max_abs_diff(&inv.roundtrip, &x);
     let rms = (inv
@@ -381,9 +421,11 @@ fn rollout(path: &Path, init: &Path, steps: usize, output: &Path, b: &HostBacken
     let (x, shape) = read_rows(init, &m, "initial state")?;
     let batch = shape[0];
     let backend: Backend = b.backend.into();
+    let bar = progress::Bar::new("rolling out", Some(steps as u64));
     let (traj, r) = frt
-        .rollout(backend, &req, x, steps)
+        .rollout_with_progress(backend, &req, x, steps, &mut |p| bar.update(p))
         .map_err(|e| anyhow!("{e}"))?;
+    bar.finish();
     let mut tshape = vec![traj.times.len()];
     tshape.extend_from_slice(&shape);
     npy::write_f32(output, &traj.states, &tshape).context("writing the trajectory")?;

@@ -1,6 +1,7 @@
-//! Quick looks at samples: a terminal density plot of 2-D samples (`flowrt sample --ascii`)
-//! and PNG images (`flowrt sample --png`): an image grid for `[C, H, W]` rows, a scatter plot
-//! of the first two coordinates otherwise. The renderers are pure functions returning 8-bit
+//! Quick looks at samples: a terminal density plot of 2-D samples (`flowrt sample --ascii`),
+//! PNG images (`flowrt sample --png`): an image grid for `[C, H, W]` rows, a scatter plot
+//! of the first two coordinates otherwise, and the paths of 2-D samples from noise to data
+//! (`flowrt sample --trajectory-png`). The renderers are pure functions returning 8-bit
 //! RGB buffers (row-major, 3 bytes a pixel); [`stage_png`] encodes one.
 
 use std::path::Path;
@@ -143,7 +144,6 @@ pub fn image_grid(data: &[f32], n: usize, c: usize, h: usize, w: usize) -> (usiz
 /// non-finite coordinate are skipped. Returns `(width, height, rgb, points drawn)`.
 pub fn scatter_png(data: &[f32], dim: usize) -> (usize, usize, Vec<u8>, usize) {
     let size = SCATTER_SIZE;
-    let mut rgb = canvas(SCATTER_BG, size, size);
     let points: Vec<(f32, f32)> = if dim < 2 {
         Vec::new()
     } else {
@@ -152,45 +152,203 @@ pub fn scatter_png(data: &[f32], dim: usize) -> (usize, usize, Vec<u8>, usize) {
             .filter(|(x, y)| x.is_finite() && y.is_finite())
             .collect()
     };
-    let range = |vals: &mut dyn Iterator<Item = f32>| -> (f32, f32) {
-        let (lo, hi) = vals.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
-            (lo.min(v), hi.max(v))
-        });
-        if lo > hi {
-            (-1.0, 1.0)
-        } else if hi - lo > 0.0 && (hi - lo).is_finite() {
-            let m = 0.05 * (hi - lo);
-            (lo - m, hi + m)
-        } else {
-            (lo - 1.0, hi + 1.0)
-        }
-    };
-    let (x0, x1) = range(&mut points.iter().map(|p| p.0));
-    let (y0, y1) = range(&mut points.iter().map(|p| p.1));
-    let last = (size - 1) as f32;
-    let col = |x: f32| ((x - x0) / (x1 - x0) * last).round().clamp(0.0, last) as usize;
-    let row = |y: f32| ((y1 - y) / (y1 - y0) * last).round().clamp(0.0, last) as usize;
-    let mut put = |r: usize, c: usize, px: [u8; 3]| {
-        let i = (r * size + c) * 3;
-        rgb[i..i + 3].copy_from_slice(&px);
-    };
-    if x0 <= 0.0 && 0.0 <= x1 {
-        let c = col(0.0);
-        (0..size).for_each(|r| put(r, c, SCATTER_AXIS));
-    }
-    if y0 <= 0.0 && 0.0 <= y1 {
-        let r = row(0.0);
-        (0..size).for_each(|c| put(r, c, SCATTER_AXIS));
-    }
+    let frame = Frame::fit(&points, size);
+    let mut rgb = frame.canvas();
     for &(x, y) in &points {
-        let (c, r) = (col(x), row(y));
-        for rr in r.saturating_sub(1)..=(r + 1).min(size - 1) {
-            for cc in c.saturating_sub(1)..=(c + 1).min(size - 1) {
-                put(rr, cc, SCATTER_DOT);
+        frame.dot(&mut rgb, frame.pixel(x, y), 1, SCATTER_DOT);
+    }
+    (size, size, rgb, points.len())
+}
+
+/// A square plot area mapping data coordinates to pixels: axis ranges fitted to the points
+/// with a 5% margin on every side (±1 around a coordinate that does not vary, [-1, 1] for
+/// no points); y grows upwards.
+#[derive(Debug, Clone, Copy)]
+pub struct Frame {
+    /// Side in pixels.
+    pub size: usize,
+    /// The x range.
+    pub x: (f32, f32),
+    /// The y range.
+    pub y: (f32, f32),
+}
+
+impl Frame {
+    /// The frame of `points` (finite) on a `size` × `size` image.
+    pub fn fit(points: &[(f32, f32)], size: usize) -> Frame {
+        let range = |vals: &mut dyn Iterator<Item = f32>| -> (f32, f32) {
+            let (lo, hi) = vals.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
+                (lo.min(v), hi.max(v))
+            });
+            if lo > hi {
+                (-1.0, 1.0)
+            } else if hi - lo > 0.0 && (hi - lo).is_finite() {
+                let m = 0.05 * (hi - lo);
+                (lo - m, hi + m)
+            } else {
+                (lo - 1.0, hi + 1.0)
+            }
+        };
+        Frame {
+            size,
+            x: range(&mut points.iter().map(|p| p.0)),
+            y: range(&mut points.iter().map(|p| p.1)),
+        }
+    }
+
+    /// The pixel `(column, row)` of the point `(x, y)`, clamped to the image.
+    pub fn pixel(&self, x: f32, y: f32) -> (usize, usize) {
+        let last = (self.size - 1) as f32;
+        let (x0, x1) = self.x;
+        let (y0, y1) = self.y;
+        let c = ((x - x0) / (x1 - x0) * last).round().clamp(0.0, last) as usize;
+        let r = ((y1 - y) / (y1 - y0) * last).round().clamp(0.0, last) as usize;
+        (c, r)
+    }
+
+    /// A white image with light grey axis lines at x = 0 / y = 0 where 0 is in range.
+    pub fn canvas(&self) -> Vec<u8> {
+        let size = self.size;
+        let mut rgb = canvas(SCATTER_BG, size, size);
+        let (zc, zr) = self.pixel(0.0, 0.0);
+        if self.x.0 <= 0.0 && 0.0 <= self.x.1 {
+            (0..size).for_each(|r| put(&mut rgb, size, (zc, r), SCATTER_AXIS));
+        }
+        if self.y.0 <= 0.0 && 0.0 <= self.y.1 {
+            (0..size).for_each(|c| put(&mut rgb, size, (c, zr), SCATTER_AXIS));
+        }
+        rgb
+    }
+
+    /// Fills the square of `radius` pixels around `at` (clipped to the image).
+    pub fn dot(&self, rgb: &mut [u8], at: (usize, usize), radius: usize, px: [u8; 3]) {
+        let (c, r) = at;
+        let last = self.size - 1;
+        for rr in r.saturating_sub(radius)..=(r + radius).min(last) {
+            for cc in c.saturating_sub(radius)..=(c + radius).min(last) {
+                put(rgb, self.size, (cc, rr), px);
             }
         }
     }
-    (size, size, rgb, points.len())
+
+    /// Draws the straight line from pixel `a` to pixel `b` (Bresenham), both ends included.
+    pub fn line(&self, rgb: &mut [u8], a: (usize, usize), b: (usize, usize), px: [u8; 3]) {
+        let (mut x, mut y) = (a.0 as i64, a.1 as i64);
+        let (x1, y1) = (b.0 as i64, b.1 as i64);
+        let (dx, dy) = ((x1 - x).abs(), -(y1 - y).abs());
+        let (sx, sy) = (if x < x1 { 1 } else { -1 }, if y < y1 { 1 } else { -1 });
+        let mut err = dx + dy;
+        loop {
+            put(rgb, self.size, (x as usize, y as usize), px);
+            if x == x1 && y == y1 {
+                break;
+            }
+            let e2 = 2 * err;
+            if e2 >= dy {
+                err += dy;
+                x += sx;
+            }
+            if e2 <= dx {
+                err += dx;
+                y += sy;
+            }
+        }
+    }
+}
+
+/// Sets pixel `(column, row)` of a `width`-px-wide RGB image.
+fn put(rgb: &mut [u8], width: usize, at: (usize, usize), px: [u8; 3]) {
+    let i = (at.1 * width + at.0) * 3;
+    rgb[i..i + 3].copy_from_slice(&px);
+}
+
+/// At most this many samples' paths are drawn by [`trajectory_png`].
+pub const TRAJECTORY_PATHS: usize = 64;
+/// The start (noise end) marker of a path.
+pub const PATH_START: [u8; 3] = [20, 70, 200];
+/// The end (data end) marker of a path.
+pub const PATH_END: [u8; 3] = [200, 20, 20];
+/// The colour of a path's first segment; later ones shade towards [`PATH_LAST`].
+const PATH_FIRST: [u8; 3] = [140, 170, 240];
+/// The colour of a path's last segment.
+const PATH_LAST: [u8; 3] = [240, 150, 110];
+/// Markers are (2 * this + 1)-px squares.
+pub const MARKER_RADIUS: usize = 2;
+
+/// Draws the paths of the first `min(N, 64)` samples of a 2-D model through time:
+/// `states` is a trajectory `[T, N, 2]` (`T` recorded states, the noise first), drawn as a
+/// 512 × 512 RGB image framed like [`scatter_png`] (fitted to every drawn state, 5% margin,
+/// grey axes at 0, y upwards). Each path is a polyline shaded by time from light blue (the
+/// first step) to light orange (the last), with a 5 × 5-px blue square at its start (the
+/// noise, [`PATH_START`]) and a red one at its end (the sample, [`PATH_END`]); the starts are
+/// drawn over every line and the ends over everything. A path with a non-finite state is
+/// left out. Returns `(width, height, rgb, paths drawn)`.
+pub fn trajectory_png(states: &[f32], t: usize, n: usize) -> (usize, usize, Vec<u8>, usize) {
+    let size = SCATTER_SIZE;
+    let shown = n.min(TRAJECTORY_PATHS);
+    let at = |k: usize, i: usize| -> (f32, f32) {
+        let j = (k * n + i) * 2;
+        match states.get(j..j + 2) {
+            Some(p) => (p[0], p[1]),
+            None => (f32::NAN, f32::NAN),
+        }
+    };
+    let paths: Vec<Vec<(f32, f32)>> = (0..shown)
+        .map(|i| (0..t).map(|k| at(k, i)).collect::<Vec<_>>())
+        .filter(|p: &Vec<(f32, f32)>| p.iter().all(|(x, y)| x.is_finite() && y.is_finite()))
+        .collect();
+    let all: Vec<(f32, f32)> = paths.iter().flatten().copied().collect();
+    let frame = Frame::fit(&all, size);
+    let mut rgb = frame.canvas();
+    let segments = t.saturating_sub(1).max(1);
+    for path in &paths {
+        for (k, w) in path.windows(2).enumerate() {
+            let f = k as f32 / (segments - 1).max(1) as f32;
+            let px = std::array::from_fn(|c| {
+                (f32::from(PATH_FIRST[c]) * (1.0 - f) + f32::from(PATH_LAST[c]) * f).round() as u8
+            });
+            frame.line(
+                &mut rgb,
+                frame.pixel(w[0].0, w[0].1),
+                frame.pixel(w[1].0, w[1].1),
+                px,
+            );
+        }
+    }
+    for (pick, colour) in [(0, PATH_START), (t.saturating_sub(1), PATH_END)] {
+        for path in &paths {
+            if let Some(&(x, y)) = path.get(pick) {
+                frame.dot(&mut rgb, frame.pixel(x, y), MARKER_RADIUS, colour);
+            }
+        }
+    }
+    (size, size, rgb, paths.len())
+}
+
+/// Checks that `--trajectory-png` can draw the paths of a model with `state_dim` values a
+/// state (2-D models only).
+pub fn check_trajectory_png(state_dim: usize) -> Result<()> {
+    if state_dim != 2 {
+        bail!(
+            "--trajectory-png draws the paths of 2-D samples; this model's state has \
+             {state_dim} values (use --trajectory to save the states as .npy)"
+        );
+    }
+    Ok(())
+}
+
+/// Draws a `[t, n, 2]` trajectory ([`trajectory_png`]) and stages it at `path` as a PNG.
+/// Returns the number of paths drawn.
+pub fn stage_trajectory_png(
+    staged: &mut Staged,
+    path: &Path,
+    states: &[f32],
+    t: usize,
+    n: usize,
+) -> Result<usize> {
+    let (w, h, rgb, drawn) = trajectory_png(states, t, n);
+    stage_png(staged, path, w, h, &rgb)?;
+    Ok(drawn)
 }
 
 /// What [`samples_png`] drew.
@@ -422,6 +580,40 @@ mod tests {
         let (w, _, rgb, n) = scatter_png(&[5.0, 5.0], 2);
         assert_eq!(n, 1);
         assert!(dark(px(&rgb, w, 256, 256)));
+    }
+
+    #[test]
+    fn trajectory_paths_markers_and_shading() {
+        // Two samples, three states [3, 2, 2]: sample 0 (0,0) -> (1,0) -> (1,1), sample 1
+        // (2,2) -> (2,1) -> (2,0). Range x, y: [0, 2] -> [-0.1, 2.1]; 0 -> px 23, 1 -> 256,
+        // 2 -> 488 (x / 2.2 * 511, rounded).
+        let states = [0.0, 0.0, 2.0, 2.0, 1.0, 0.0, 2.0, 1.0, 1.0, 1.0, 2.0, 0.0];
+        let (w, h, rgb, n) = trajectory_png(&states, 3, 2);
+        assert_eq!((w, h, n), (512, 512, 2));
+        let p = |c: usize, r: usize| px(&rgb, w, c, r);
+        // Starts (blue) and ends (red), 5 x 5 px; rows count down from y = 2.1.
+        assert_eq!(p(23, 488), PATH_START);
+        assert_eq!(p(25, 490), PATH_START);
+        assert_eq!(p(488, 23), PATH_START);
+        assert_eq!(p(256, 256), PATH_END);
+        assert_eq!(p(488, 488), PATH_END);
+        assert_eq!(p(490, 486), PATH_END);
+        // First segment of sample 0 (light blue) along y = 0; last segment (light orange)
+        // along x = 1; the middle of sample 1's first segment.
+        assert_eq!(p(140, 488), PATH_FIRST);
+        assert_eq!(p(256, 370), PATH_LAST);
+        assert_eq!(p(488, 140), PATH_FIRST);
+        assert_eq!(p(5, 5), SCATTER_BG);
+        // An axis line at x = 0 (in range): column 23.
+        assert_eq!(p(23, 5), SCATTER_AXIS);
+        // A non-finite path is left out; more than 64 samples draw 64.
+        let (_, _, _, n) = trajectory_png(&[0.0, f32::NAN, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0], 2, 2);
+        assert_eq!(n, 1);
+        let many: Vec<f32> = (0..2 * 100 * 2).map(|i| i as f32).collect();
+        assert_eq!(trajectory_png(&many, 2, 100).3, 64);
+        assert!(check_trajectory_png(2).is_ok());
+        let e = check_trajectory_png(784).unwrap_err().to_string();
+        assert!(e.contains("2-D") && e.contains("784"), "{e}");
     }
 
     #[test]

@@ -80,3 +80,110 @@ fn sample_png_grid_of_an_image_model_with_cycled_labels() {
         &["--label-cycle", "no label input"],
     );
 }
+
+/// `--trajectory-png` on the 2-D moons model: the paths of the first 64 of 100 samples, their
+/// start (noise) and end (sample) markers exactly where the states of the same run's
+/// `--trajectory` .npy map on the plot's documented frame (fitted to every drawn state with
+/// a 5% margin, y upwards, 512 px).
+#[test]
+fn sample_trajectory_png_paths_of_a_2d_model() {
+    const START: [u8; 3] = [20, 70, 200];
+    const END: [u8; 3] = [200, 20, 20];
+    let (dir, frt) = temp_export("traj-png", "moons_reflow/model.ts.onnx", "");
+    let (out, traj, png) = (dir.path("x.npy"), dir.path("t.npy"), dir.path("t.png"));
+    let flags = "--seed 3 --num 100 --method rk4-38 --steps 8 -o";
+    let cmd = |png: &std::path::Path| {
+        args(&[
+            &"sample",
+            &frt,
+            &flags,
+            &out,
+            &"--trajectory",
+            &traj,
+            &"--trajectory-png",
+            &png,
+        ])
+    };
+    let stdout = ok(&[&cmd(&png)]);
+    assert_contains(
+        &stdout,
+        &["trajectory png: paths of 64 of 100 samples", s(&png)],
+    );
+    let (states, shape) = read_npy(&traj);
+    assert_eq!(shape, [9, 100, 2]);
+    // The last state is the samples.
+    assert_eq!(&states[8 * 200..], &read_npy(&out).0[..]);
+    let (w, h, rgb) = read_png(&png);
+    assert_eq!((w, h), (512, 512));
+    let at = |k: usize, i: usize| (states[(k * 100 + i) * 2], states[(k * 100 + i) * 2 + 1]);
+    let drawn: Vec<(f32, f32)> = (0..9)
+        .flat_map(|k| (0..64).map(move |i| (k, i)))
+        .map(|(k, i)| at(k, i))
+        .collect();
+    let fit = |v: Vec<f32>| {
+        let lo = v.iter().copied().fold(f32::INFINITY, f32::min);
+        let hi = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        (lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
+    };
+    let (x0, x1) = fit(drawn.iter().map(|p| p.0).collect());
+    let (y0, y1) = fit(drawn.iter().map(|p| p.1).collect());
+    let pixel = |(x, y): (f32, f32)| {
+        let c = ((x - x0) / (x1 - x0) * 511.0).round() as usize;
+        let r = ((y1 - y) / (y1 - y0) * 511.0).round() as usize;
+        (c, r)
+    };
+    let px = |(c, r): (usize, usize)| {
+        let i = (r * 512 + c) * 3;
+        [rgb[i], rgb[i + 1], rgb[i + 2]]
+    };
+    let ends: Vec<(usize, usize)> = (0..64).map(|i| pixel(at(8, i))).collect();
+    for (i, &e) in ends.iter().enumerate() {
+        assert_eq!(px(e), END, "end of path {i} at {e:?}");
+    }
+    for i in 0..64 {
+        let p = pixel(at(0, i));
+        // Ends are drawn over starts: a start within 2 px of an end shows the end's colour.
+        let covered = ends
+            .iter()
+            .any(|e| e.0.abs_diff(p.0) <= 2 && e.1.abs_diff(p.1) <= 2);
+        assert_eq!(
+            px(p),
+            if covered { END } else { START },
+            "start of path {i} at {p:?}"
+        );
+    }
+    // Lines between them: pixels neither background, axis nor a marker colour.
+    let lines = rgb
+        .chunks_exact(3)
+        .filter(|p| ![[255; 3], [210; 3], START, END].contains(&[p[0], p[1], p[2]]))
+        .count();
+    assert!(lines > 64 * 20, "only {lines} line pixels");
+
+    // An unwritable --trajectory-png: one clean error naming it, nothing written.
+    let _ = std::fs::remove_file(&out);
+    let bad = dir.path("no-such-dir").join("t.png");
+    fails_with(&[&cmd(&bad)], &["--trajectory-png", s(&bad)]);
+    assert!(!out.exists());
+    // Not with the SDE.
+    let e = fails(&[
+        &"sample",
+        &frt,
+        &"--seed 0 --num 2 --sde const:0.5 -o",
+        &out,
+        &"--trajectory-png",
+        &png,
+    ]);
+    assert_contains(&e, &["--trajectory-png", "--sde"]);
+    // A model whose state is not 2-D: a clear error before anything runs.
+    let digits = export_in(&dir, "d.frt", "digits_unet/model.dynamo.onnx", "");
+    let e = fails(&[
+        &"sample",
+        &digits,
+        &"--seed 0 --num 2 --label-value 1 -o",
+        &out,
+        &"--trajectory-png",
+        &png,
+    ]);
+    assert_contains(&e, &["--trajectory-png", "2-D", "64 values"]);
+    assert!(!out.exists());
+}

@@ -22,12 +22,15 @@
 //!   `cuda` (flowrt's cubecl kernels, features `wgpu`, `cuda`) or `auto` ([`select`]).
 //! * [`Frt::sample`], [`Frt::invert`], [`Frt::rollout`]: run it; every failure is a
 //!   [`HostError`] naming its cause, whichever backend it came from.
+//!   [`Frt::sample_with_progress`], [`Frt::invert_with_progress`] and
+//!   [`Frt::rollout_with_progress`] also report every step ([`Progress`]).
 
 pub mod conditioning;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod parallel;
 pub mod plan;
+pub mod progress;
 mod run;
 pub mod sde;
 pub mod select;
@@ -40,6 +43,7 @@ use flowrt::Model;
 
 pub use conditioning::{CondInputs, CondRequest, GuidanceRequest, Labels};
 pub use plan::{GridChoice, Plan, SolverRequest};
+pub use progress::Progress;
 #[cfg(feature = "ort")]
 pub use run::open_ort;
 pub use run::{sample_row_shape, Inverted, Noise, Report, Request, Samples, Trajectory};

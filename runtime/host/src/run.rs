@@ -10,12 +10,13 @@ use flowrt::format::{AlignedBytes, Dim, InputRole};
 use flowrt::grid::{Explicit, TimeGrid};
 use flowrt::guidance::Guidance;
 use flowrt::run::{with_field, Buffers, Facts, Stats};
-use flowrt::solver::{Method, NoObserver, StepObserver, Workspace};
+use flowrt::solver::{Method, StepObserver, Workspace};
 use flowrt::time::SecondTime;
 use flowrt::{CpuOps, Model};
 
 use crate::conditioning::{CondInputs, CondRequest, GuidanceRequest, Labels};
 use crate::plan::{GridChoice, Plan, SolverRequest};
+use crate::progress::{units, Observer, Progress, Ticker, TickingField};
 use crate::sde::SdeRequest;
 use crate::{Backend, Frt, HostError, Result};
 
@@ -268,15 +269,33 @@ struct HostRun<'r> {
 
 impl HostRun<'_> {
     /// Integrates `x` with `net` (a CPU or ORT network for the run's rows) along `grid`:
-    /// the runtime's request-driven run, or the SDE sampler.
+    /// the runtime's request-driven run, or the SDE sampler. Every step is reported to
+    /// `progress` as part of a run of `total` units, `offset` of them done before this
+    /// integration.
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
         net: &mut dyn ConditionalField<CpuOps>,
         grid: &dyn TimeGrid,
         x: &mut [f32],
-        trajectory: Option<&mut Trajectory>,
+        mut trajectory: Option<&mut Trajectory>,
+        progress: &mut dyn FnMut(Progress),
+        offset: u64,
+        total: u64,
     ) -> Result<Stats> {
         let facts = Facts::of(&self.model);
+        let adaptive = self.res.plan.method == Method::Dopri5 && self.sde.is_none();
+        let span = match (adaptive, grid.point(0), grid.point(grid.steps())) {
+            (true, Some(t0), Some(t1)) => Some((t0, t1)),
+            _ => None,
+        };
+        let ticker = Ticker {
+            f: progress,
+            offset,
+            total,
+            span,
+            high: 0,
+        };
         let guided = self.res.guided.as_ref();
         let n = x.len();
         let (mut x2, mut v2) = match guided {
@@ -301,7 +320,12 @@ impl HostRun<'_> {
             // The field applies the time convention itself.
             let evaluations =
                 with_field(&mut CpuOps, net, &facts, &req, batch, doubled, |_, f| {
-                    sde.run(&self.model, f, true, grid, x)
+                    let mut ticking = TickingField {
+                        inner: f,
+                        ticker,
+                        count: 0,
+                    };
+                    sde.run(&self.model, &mut ticking, true, grid, x)
                 })?;
             return Ok(Stats {
                 steps: grid.steps(),
@@ -316,15 +340,11 @@ impl HostRun<'_> {
             work,
             guided: doubled,
         };
-        let mut none = NoObserver;
-        let observer: &mut dyn StepObserver<CpuOps> = match trajectory {
-            Some(t) => {
-                t.states.extend_from_slice(x);
-                t.times.push(grid.point(0).unwrap_or(f32::NAN));
-                t
-            }
-            None => &mut none,
-        };
+        if let Some(t) = trajectory.as_deref_mut() {
+            t.states.extend_from_slice(x);
+            t.times.push(grid.point(0).unwrap_or(f32::NAN));
+        }
+        let mut observer = Observer { trajectory, ticker };
         Ok(flowrt::run::run(
             &mut CpuOps,
             net,
@@ -332,7 +352,7 @@ impl HostRun<'_> {
             &req,
             x,
             &mut bufs,
-            observer,
+            &mut observer,
         )?)
     }
 }
@@ -479,6 +499,23 @@ impl Frt {
     /// Errors: a request that does not fit the model ([`HostError::Request`]), an
     /// unsupported combination, or whatever the backend reports.
     pub fn sample(&self, backend: Backend, req: &Request, noise: Noise) -> Result<Samples> {
+        self.sample_with_progress(backend, req, noise, &mut |_| {})
+    }
+
+    /// [`Frt::sample`], calling `progress` after every solver step with how far the run has
+    /// got ([`Progress`]). On cpu and ort every step is reported as it ends; a GPU run and a
+    /// multi-network file report nothing until they are done (the GPU queues its steps
+    /// ahead of the device, so a count of queued steps would not be progress). The
+    /// callback runs on the sampling thread: keep it short.
+    ///
+    /// Errors: as [`Frt::sample`].
+    pub fn sample_with_progress(
+        &self,
+        backend: Backend,
+        req: &Request,
+        noise: Noise,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Samples> {
         let m = self.model();
         let (mut x, batch) = self.noise_rows(&m, noise)?;
         let res = Resolved::new(&m, req, batch)?;
@@ -578,8 +615,9 @@ impl Frt {
                     res: &res,
                     sde: req.sde.as_ref(),
                 };
+                let total = units(&grid, plan.method == Method::Dopri5 && req.sde.is_none());
                 with_net(&m, b, req, rows, |net| {
-                    run.run(net, &grid, &mut x, traj.as_mut())
+                    run.run(net, &grid, &mut x, traj.as_mut(), progress, 0, total)
                 })?
             }
         };
@@ -674,6 +712,20 @@ impl Frt {
     ///
     /// Errors: as [`Frt::sample`]; a grid that cannot be reversed.
     pub fn invert(&self, backend: Backend, req: &Request, data: Vec<f32>) -> Result<Inverted> {
+        self.invert_with_progress(backend, req, data, &mut |_| {})
+    }
+
+    /// [`Frt::invert`], calling `progress` after every solver step of both integrations
+    /// (backward, then forward: one run of twice the units, see [`Progress`]).
+    ///
+    /// Errors: as [`Frt::invert`].
+    pub fn invert_with_progress(
+        &self,
+        backend: Backend,
+        req: &Request,
+        data: Vec<f32>,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Inverted> {
         let m = self.model();
         let (x, batch) = self.noise_rows(&m, Noise::Given(data))?;
         let res = Resolved::new(&m, req, batch)?;
@@ -691,10 +743,11 @@ impl Frt {
         let start = Instant::now();
         let mut z = x;
         let mut again = Vec::new();
+        let each = units(&fwd_grid, plan.method == Method::Dopri5);
         let counts = with_net(&m, backend, req, res.rows, |net| {
-            let c = run.run(net, &back_grid, &mut z, None)?;
+            let c = run.run(net, &back_grid, &mut z, None, progress, 0, 2 * each)?;
             again = z.clone();
-            run.run(net, &fwd_grid, &mut again, None)?;
+            run.run(net, &fwd_grid, &mut again, None, progress, each, 2 * each)?;
             Ok(c)
         })?;
         let report = Report {
@@ -726,6 +779,21 @@ impl Frt {
         init: Vec<f32>,
         steps: usize,
     ) -> Result<(Trajectory, Report)> {
+        self.rollout_with_progress(backend, req, init, steps, &mut |_| {})
+    }
+
+    /// [`Frt::rollout`], calling `progress` after every application of the model (`done` of
+    /// `steps`).
+    ///
+    /// Errors: as [`Frt::rollout`].
+    pub fn rollout_with_progress(
+        &self,
+        backend: Backend,
+        req: &Request,
+        init: Vec<f32>,
+        steps: usize,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<(Trajectory, Report)> {
         let m = self.model();
         if m.inputs()
             .any(|i| matches!(i.role, InputRole::T | InputRole::Xt | InputRole::Step))
@@ -741,6 +809,16 @@ impl Frt {
         let start = Instant::now();
         with_net(&m, backend, req, batch, |net| {
             let mut next = vec![0f32; x.len()];
+            let mut observer = Observer {
+                trajectory: Some(&mut traj),
+                ticker: Ticker {
+                    f: progress,
+                    offset: 0,
+                    total: steps as u64,
+                    span: None,
+                    high: 0,
+                },
+            };
             Ok(flowrt::fewstep::rollout(
                 &mut CpuOps,
                 net,
@@ -748,7 +826,7 @@ impl Frt {
                 steps,
                 &mut x,
                 &mut next,
-                &mut traj,
+                &mut observer,
             )?)
         })?;
         let report = Report {
