@@ -10,7 +10,7 @@
 # Targets: frt_load_sample (Model::from_bytes + sampling), options (method / grid / time
 # strings), npy_read (the exporter's .npy reader) and onnx_import (structure-aware ONNX
 # mutations through the exporter; builds tract, slow the first time).
-# One fuzzer process at a time (-jobs=1 -workers=1): the machine is shared. New inputs go to
+# One fuzzer process per target, one after the other. New inputs go to
 # fuzz/corpus-work/<target>/ (git-ignored); the committed seeds are only read.
 # Installs cargo-fuzz (0.13.2) and the nightly toolchain if missing. Not part of
 # scripts/test.sh.
@@ -53,18 +53,20 @@ for t in "${TARGETS[@]}"; do
     esac
     printf '\n==> %s: %s s\n' "$t" "$SECS"
     mkdir -p "corpus-work/$t" "artifacts/$t"
-    rm -f fuzz-*.log
-    # -jobs=1 runs the fuzzer in one child process whose output goes to fuzz-0.log.
+    # The fuzzer's output goes to fuzz/fuzz-<target>.log (one file per target, so runs of
+    # different targets may overlap).
+    log="fuzz-$t.log"
     if cargo +nightly fuzz run "${features[@]}" "$t" "corpus-work/$t" "corpus/$t" -- \
         -max_total_time="$SECS" -timeout="$timeout" -rss_limit_mb=2048 -malloc_limit_mb=512 \
-        -jobs=1 -workers=1 -print_final_stats=1 "${extra[@]}"; then
+        -print_final_stats=1 "${extra[@]}" >"$log" 2>&1; then
         status=0
     else
         status=$?
     fi
-    [ -f fuzz-0.log ] && tail -n 40 fuzz-0.log
-    if [ "$status" -ne 0 ] || grep -qE '^(==[0-9]+==ERROR|SUMMARY: libFuzzer|.*panicked at)' fuzz-0.log 2>/dev/null; then
-        echo "FAILED: $t (exit $status; artifacts in fuzz/artifacts/$t/)" >&2
+    grep -E '^(Done|stat::|#[0-9]+\s+DONE)' "$log" || tail -n 40 "$log"
+    if [ "$status" -ne 0 ] || grep -qE '^(==[0-9]+==ERROR|SUMMARY: libFuzzer|.*panicked at)' "$log"; then
+        tail -n 40 "$log"
+        echo "FAILED: $t (exit $status; artifacts in fuzz/artifacts/$t/, log fuzz/$log)" >&2
         failed+=("$t")
     fi
 done
