@@ -10,7 +10,7 @@ use flowrt::format::{AlignedBytes, InputRole};
 use flowrt::grid::GridSpec;
 use flowrt::guidance::Guidance;
 use flowrt::run::{Buffers, Facts};
-use flowrt::solver::{adaptive, Method, NoObserver, StepObserver, Workspace};
+use flowrt::solver::{adaptive, Method, StepObserver, Workspace};
 use flowrt::{CpuOps, Model};
 
 /// Everything a web request can fail with.
@@ -113,8 +113,9 @@ pub struct Output {
     pub evaluations: usize,
 }
 
-/// Records the states the way the host API does (initial state pushed by the caller).
-struct Recorder<'a>(&'a mut Vec<f32>, usize);
+/// Records the states the way the host API does (initial state pushed by the caller) when
+/// its flag is set: (states, count, recording).
+struct Recorder<'a>(&'a mut Vec<f32>, usize, bool);
 
 impl StepObserver<CpuOps> for Recorder<'_> {
     fn on_step(
@@ -124,8 +125,10 @@ impl StepObserver<CpuOps> for Recorder<'_> {
         _: f32,
         x: &mut [f32],
     ) -> Result<(), flowrt::Error> {
-        self.0.extend_from_slice(x);
-        self.1 += 1;
+        if self.2 {
+            self.0.extend_from_slice(x);
+            self.1 += 1;
+        }
         Ok(())
     }
 }
@@ -295,31 +298,22 @@ pub fn sample(m: &Model<'_>, opts: &Options) -> Result<Output, WebError> {
     };
     let mut trajectory = Vec::new();
     let facts = Facts::of(m);
-    let (stats, states) = if opts.trajectory {
-        trajectory.extend_from_slice(&x);
-        let mut rec = Recorder(&mut trajectory, 1);
-        let s = flowrt::run::run(
-            &mut CpuOps,
-            &mut net,
-            &facts,
-            &req,
-            &mut x,
-            &mut bufs,
-            &mut rec,
-        )?;
-        (s, rec.1)
-    } else {
-        let s = flowrt::run::run(
-            &mut CpuOps,
-            &mut net,
-            &facts,
-            &req,
-            &mut x,
-            &mut bufs,
-            &mut NoObserver,
-        )?;
-        (s, 0)
-    };
+    // Off: records nothing (no trajectory asked for).
+    let mut rec = Recorder(&mut trajectory, 0, opts.trajectory);
+    if opts.trajectory {
+        rec.0.extend_from_slice(&x);
+        rec.1 = 1;
+    }
+    let stats = flowrt::run::run(
+        &mut CpuOps,
+        &mut net,
+        &facts,
+        &req,
+        &mut x,
+        &mut bufs,
+        &mut rec,
+    )?;
+    let states = rec.1;
     Ok(Output {
         samples: x,
         trajectory,
