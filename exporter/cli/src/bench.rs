@@ -27,7 +27,7 @@ use flowrt_cubecl::{Gpu, GpuBackend, GpuError, GpuField, GpuOps};
 use flowrt_ort::OrtSession;
 
 use flowrt_host::open_ort;
-use flowrt_host::parallel::{default_threads, threads_for, with_cpu_field};
+use flowrt_host::parallel::{resolve_threads, threads_for, with_cpu_field};
 
 use crate::args::BackendArg;
 use crate::progress::Bar;
@@ -397,11 +397,7 @@ pub fn run(model: &Model<'_>, ort: &mut OrtSession, cfg: &BenchConfig) -> Result
         (t_cpu, t_ort)
     };
     let max_abs_diff = flowrt_export::max_abs_diff(&out_cpu, &out_ort);
-    let ort_threads = if cfg.threads == 0 {
-        default_threads()
-    } else {
-        cfg.threads
-    };
+    let ort_threads = resolve_threads(cfg.threads);
     let ratio = t_cpu.median.as_secs_f64() / t_ort.median.as_secs_f64().max(1e-12);
 
     let mut text = String::new();

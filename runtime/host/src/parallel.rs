@@ -16,19 +16,20 @@ use crate::{HostError, Result};
 /// than it saves (a few microseconds each): smaller evaluations run on the calling thread.
 const MIN_MACS_PER_THREAD: u64 = 200_000;
 
-/// The thread count `--threads 0` (the default) means: the machine's physical cores.
-pub fn default_threads() -> usize {
-    num_cpus::get_physical().max(1)
+/// The thread count `requested` means: itself, or for 0 (the default of `--threads`) the
+/// machine's physical cores.
+pub fn resolve_threads(requested: usize) -> usize {
+    if requested == 0 {
+        num_cpus::get_physical().max(1)
+    } else {
+        requested
+    }
 }
 
 /// How many threads a CPU evaluation of `rows` rows of `model` should use, at most
-/// `requested` (0: [`default_threads`]): one per block of rows big enough to be worth a thread.
+/// [`resolve_threads`]`(requested)`: one per block of rows big enough to be worth a thread.
 pub fn threads_for(model: &Model<'_>, rows: usize, requested: usize) -> usize {
-    let requested = if requested == 0 {
-        default_threads()
-    } else {
-        requested
-    };
+    let requested = resolve_threads(requested);
     let macs = crate::select::macs_per_eval(model, rows);
     let worth = (macs / MIN_MACS_PER_THREAD).max(1);
     requested

@@ -213,11 +213,7 @@ pub fn open_ort(
         )));
     }
     let opts = OrtOptions {
-        intra_threads: if threads == 0 {
-            crate::parallel::default_threads()
-        } else {
-            threads
-        },
+        intra_threads: crate::parallel::resolve_threads(threads),
     };
     Ok(match (onnx, model.embedded_onnx()) {
         (Some(p), _) => OrtSession::from_file(model, p, &opts),
