@@ -113,12 +113,36 @@ const CONV_PIXELS: usize = 4;
 ///
 /// Tiles of 4 output pixels × 16 output channels accumulate together (vectorized over the
 /// channels, each weight row loaded once per tile), each element in the fixed order bias, then (input channel, kernel row,
-/// kernel column) ascending. On x86_64 hosts with AVX2 (feature `std`) the same loops are
-/// compiled for AVX2 (no FMA): bit-identical results.
+/// kernel column) ascending. With feature `std` (hosts), ungrouped convolutions run as
+/// im2col + a register-tiled matrix product instead (compiled for AVX2 where the CPU has
+/// it, no FMA), which gives the same bits (`conv_gemm`'s docs say why).
 ///
 /// Errors: [`Error::Invalid`] when the dims are inconsistent with each other or the window.
 #[allow(clippy::too_many_arguments)]
 pub fn conv(
+    x: &[f32],
+    xd: &Dims,
+    w: Weights<'_>,
+    wd: &Dims,
+    bias: Option<Weights<'_>>,
+    groups: usize,
+    win: &Window,
+    out: &mut [f32],
+    od: &Dims,
+) -> Result<(), Error> {
+    #[cfg(feature = "std")]
+    if let Some(done) = super::conv_gemm::conv(x, xd, w, wd, bias, groups, win, out, od) {
+        return done;
+    }
+    conv_direct(x, xd, w, wd, bias, groups, win, out, od)
+}
+
+/// [`conv`] by the direct kernel (the one the no_std runtime always runs; with `std` the
+/// panel kernel takes over where it gives the same bits).
+///
+/// Errors: as [`conv`].
+#[allow(clippy::too_many_arguments)]
+pub(super) fn conv_direct(
     x: &[f32],
     xd: &Dims,
     w: Weights<'_>,

@@ -26,6 +26,9 @@ use crate::Error;
 #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
 mod arm;
 mod conv;
+/// Convolution as im2col + GEMM on hosts (same bits as the direct kernel).
+#[cfg(feature = "std")]
+mod conv_gemm;
 mod dense;
 mod elementwise;
 #[cfg(feature = "weights-int8")]

@@ -1208,3 +1208,156 @@ fn pad_modes_fill_as_numpy() {
     assert_eq!(o2, [0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 0.0, 0.0, 0.0]);
     assert!(pad(PadMode::Edge, &[0, 1], &[0, 1], &x, &xd, &mut out, &od).is_err());
 }
+
+/// The host's im2col + GEMM convolution gives the direct kernel's bits: random geometries
+/// (strides, dilations, asymmetric pads, 1-D and 2-D, channel and pixel tails, panels split
+/// inside an image and across images), with and without a bias, with zero biases, f16
+/// weights, and the two cases it must leave to the direct kernel (a `−0.0` bias, a
+/// non-finite weight).
+#[test]
+fn conv_as_gemm_gives_the_direct_kernels_bits() {
+    let mut g = Lcg(7);
+    let cases = if cfg!(miri) { 3 } else { 60 };
+    let mut taken = 0;
+    for case in 0..cases {
+        // Mostly small; every 10th has K·pixels large enough to split the panel.
+        let big = case % 10 == 9;
+        let one_d = case % 4 == 3;
+        let n = 1 + g.below(4);
+        let c = if big { 64 } else { 1 + g.below(9) };
+        let m = 1 + g.below(if big { 12 } else { 21 });
+        let (kh, kw) = if one_d {
+            (1, 1 + g.below(5))
+        } else {
+            (1 + g.below(3), 1 + g.below(3))
+        };
+        let (h, wi) = if one_d {
+            (1, 5 + g.below(30))
+        } else if big {
+            (12, 12)
+        } else {
+            (2 + g.below(9), 2 + g.below(9))
+        };
+        let pick = |g: &mut Lcg, hi: usize| g.below(hi) as u16;
+        let win = Window {
+            stride: [1 + pick(&mut g, 2), 1 + pick(&mut g, 2)],
+            dilation: [1 + pick(&mut g, 2), 1 + pick(&mut g, 2)],
+            pad_begin: [pick(&mut g, 3), pick(&mut g, 3)],
+            pad_end: [pick(&mut g, 3), pick(&mut g, 3)],
+        };
+        let win = if one_d {
+            Window {
+                stride: [1, win.stride[1]],
+                dilation: [1, win.dilation[1]],
+                pad_begin: [0, win.pad_begin[1]],
+                pad_end: [0, win.pad_end[1]],
+            }
+        } else {
+            win
+        };
+        let (Some(oh), Some(ow)) = (win.out_len(0, h, kh, false), win.out_len(1, wi, kw, false))
+        else {
+            continue;
+        };
+        let x = g.vec(n * c * h * wi);
+        let w = g.vec(c * kh * kw * m);
+        let mut bias = g.vec(m);
+        if case % 3 == 0 {
+            bias[0] = 0.0;
+        }
+        let (xd, wd, od) = if one_d {
+            (
+                Dims::new(&[n, c, wi]).unwrap(),
+                Dims::new(&[c, kw, m]).unwrap(),
+                Dims::new(&[n, m, ow]).unwrap(),
+            )
+        } else {
+            (
+                Dims::new(&[n, c, h, wi]).unwrap(),
+                Dims::new(&[c, kh, kw, m]).unwrap(),
+                Dims::new(&[n, m, oh, ow]).unwrap(),
+            )
+        };
+        let b = (case % 5 != 4).then_some(Weights::F32(&bias));
+        let run = |f: &dyn Fn(&mut [f32]) -> Result<(), Error>| {
+            let mut o = vec![f32::NAN; n * m * oh * ow];
+            f(&mut o).unwrap();
+            o
+        };
+        let direct =
+            run(&|o| conv::conv_direct(&x, &xd, Weights::F32(&w), &wd, b, 1, &win, o, &od));
+        let gemm = run(&|o| {
+            conv_gemm::conv(&x, &xd, Weights::F32(&w), &wd, b, 1, &win, o, &od)
+                .expect("the panel path applies")
+        });
+        taken += 1;
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(&gemm),
+            bits(&direct),
+            "case {case}: n{n} c{c} m{m} {h}x{wi} k{kh}x{kw} {win:?}"
+        );
+        // The public entry point takes the panel path and so gives the same bits.
+        let public = run(&|o| conv(&x, &xd, Weights::F32(&w), &wd, b, 1, &win, o, &od));
+        assert_eq!(bits(&public), bits(&direct));
+        #[cfg(feature = "weights-f16")]
+        if case % 7 == 0 {
+            let w16: Vec<half::f16> = w.iter().map(|v| half::f16::from_f32(*v)).collect();
+            let wide: Vec<f32> = w16.iter().map(|v| v.to_f32()).collect();
+            let want =
+                run(&|o| conv::conv_direct(&x, &xd, Weights::F32(&wide), &wd, b, 1, &win, o, &od));
+            let got = run(&|o| conv(&x, &xd, Weights::F16(&w16), &wd, b, 1, &win, o, &od));
+            assert_eq!(bits(&got), bits(&want), "f16 case {case}");
+        }
+    }
+    assert!(taken >= cases / 2, "only {taken} of {cases} cases ran");
+
+    // A −0.0 bias and a non-finite weight are left to the direct kernel.
+    let x = [1.0f32, -2.0, 3.0, 0.5];
+    let (xd, wd, od) = (
+        Dims::new(&[1, 1, 4]).unwrap(),
+        Dims::new(&[1, 1, 2]).unwrap(),
+        Dims::new(&[1, 2, 4]).unwrap(),
+    );
+    let mut o = [0f32; 8];
+    let neg_zero = [-0.0f32, 1.0];
+    let w = [0.5f32, 2.0];
+    assert!(conv_gemm::conv(
+        &x,
+        &xd,
+        Weights::F32(&w),
+        &wd,
+        Some(Weights::F32(&neg_zero)),
+        1,
+        &Window::UNIT,
+        &mut o,
+        &od
+    )
+    .is_none());
+    let inf = [f32::INFINITY, 2.0];
+    assert!(conv_gemm::conv(
+        &x,
+        &xd,
+        Weights::F32(&inf),
+        &wd,
+        None,
+        1,
+        &Window::UNIT,
+        &mut o,
+        &od
+    )
+    .is_none());
+    // Grouped convolutions too.
+    assert!(conv_gemm::conv(
+        &x,
+        &xd,
+        Weights::F32(&w),
+        &wd,
+        None,
+        2,
+        &Window::UNIT,
+        &mut o,
+        &od
+    )
+    .is_none());
+}

@@ -1,0 +1,421 @@
+//! Convolution as a matrix product on hosts (feature `std`): the input windows are copied
+//! into a panel (im2col, `[K][pixels]` with `K = C × KH × KW`) and multiplied by the
+//! channel-last kernel `[K][M]` in register tiles of 4 output channels × 16 pixels.
+//!
+//! **Same bits as the direct kernel.** Each output element is still `bias` (or `+0.0`), then
+//! `+ x·w` for `(c, ky, kx)` ascending. The only difference is that a padding tap adds
+//! `0·w` instead of being skipped, and that changes nothing when `w` is finite and the
+//! accumulator is never `−0.0`: `acc + (±0) = acc` for every other `acc`, and an IEEE sum
+//! (round to nearest) is `−0.0` only when both operands are. So the accumulator, which
+//! starts at a bias that is not `−0.0` or at `+0.0`, never becomes `−0.0`, and the panel
+//! path applies only when the weights are finite and no bias is `−0.0` ([`conv`] returns
+//! `None` otherwise, and the caller runs the direct kernel). `tests.rs` compares the two
+//! bit for bit.
+//!
+//! The panel lives in a per-thread buffer (this is the one kernel that allocates, and only
+//! with `std`); the no_std runtime keeps the direct kernel, whose memory is in the static
+//! plan.
+
+extern crate std;
+
+use super::conv::{kernel_dims, ConvGeometry, Window};
+use super::weights::Weights;
+use super::{check_len, Dims, SIZE_ERR};
+use crate::Error;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+
+/// Pixels per register tile (the panel's width is a multiple of it).
+const TILE_PX: usize = 16;
+/// Output channels per register tile.
+const TILE_CH: usize = 4;
+/// Target panel size in f32 values (≈ 256 KB: stays in a core's L2 with the kernel's
+/// column strip).
+const PANEL_VALUES: usize = 64 * 1024;
+
+/// A thread's reusable buffers.
+#[derive(Default)]
+struct Scratch {
+    /// The im2col panel, `[K][width]`.
+    panel: Vec<f32>,
+    /// One image's input planes with the padding written out as zeros.
+    padded: Vec<f32>,
+    /// The kernel dequantized to f32 (weights stored as f16, bf16 or int8).
+    dequant: Vec<f32>,
+}
+
+std::thread_local! {
+    /// This thread's buffers.
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Resizes `v` to `len` values (contents unspecified), without aborting when memory is
+/// short (`None` then).
+fn sized(v: &mut Vec<f32>, len: usize) -> Option<&mut [f32]> {
+    if v.len() < len {
+        v.clear();
+        v.try_reserve_exact(len).ok()?;
+        v.resize(len, 0.0);
+    }
+    v.get_mut(..len)
+}
+
+/// [`super::conv`] as im2col + GEMM, with the same bits (see the module docs); `None` when
+/// that equality is not guaranteed (a non-finite weight or a `−0.0` bias), for grouped
+/// convolutions, and when the buffers cannot be allocated — the caller then runs the direct
+/// kernel.
+///
+/// Errors: dims inconsistent with each other or the window ([`Error::Invalid`]).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn conv(
+    x: &[f32],
+    xd: &Dims,
+    w: Weights<'_>,
+    wd: &Dims,
+    bias: Option<Weights<'_>>,
+    groups: usize,
+    win: &Window,
+    out: &mut [f32],
+    od: &Dims,
+) -> Option<Result<(), Error>> {
+    if groups != 1 {
+        return None;
+    }
+    if let Err(e) = check_len(w.len(), wd) {
+        return Some(Err(e));
+    }
+    let geo = match kernel_dims(wd)
+        .and_then(|k| ConvGeometry::check(x, xd, k, wd, bias, groups, win, out, od))
+    {
+        Ok(g) => g,
+        Err(e) => return Some(Err(e)),
+    };
+    let m = geo.m;
+    let mut init = Vec::new();
+    init.try_reserve_exact(m).ok()?;
+    init.resize(m, 0f32);
+    if let Some(b) = bias {
+        b.load(0, &mut init)?;
+    }
+    if init.iter().any(|v| v.to_bits() == (-0f32).to_bits()) {
+        return None;
+    }
+    SCRATCH.with(|s| {
+        let mut s = s.try_borrow_mut().ok()?;
+        let Scratch {
+            panel,
+            padded,
+            dequant,
+        } = &mut *s;
+        let wf: &[f32] = match w.as_f32() {
+            Some(wf) => wf,
+            None => {
+                let d = sized(dequant, w.len())?;
+                w.load(0, d)?;
+                d
+            }
+        };
+        if !wf.iter().all(|v| v.is_finite()) {
+            return None;
+        }
+        let (hp, wp) = padded_dims(&geo, win)?;
+        let k = geo.c * geo.kh * geo.kw;
+        let plane = geo.oh * geo.ow;
+        // Pixels per chunk: as many as fit the panel budget, at least one tile.
+        let budget = (PANEL_VALUES / k.max(1)).max(TILE_PX);
+        let chunk = if plane <= budget {
+            plane * (budget / plane.max(1))
+        } else {
+            budget - budget % TILE_PX
+        };
+        let width = chunk.div_ceil(TILE_PX) * TILE_PX;
+        let panel = sized(panel, k.checked_mul(width)?)?;
+        let padded = sized(padded, geo.c.checked_mul(hp)?.checked_mul(wp)?)?;
+        Some(run(
+            x, &geo, win, wf, &init, out, panel, width, chunk, padded,
+        ))
+    })
+}
+
+/// Rows and columns of an input plane with its padding written out.
+fn padded_dims(geo: &ConvGeometry, win: &Window) -> Option<(usize, usize)> {
+    let (_, _, pt, pb) = win.get(0);
+    let (_, _, pl, pr) = win.get(1);
+    Some((
+        geo.h.checked_add(pt)?.checked_add(pb)?,
+        geo.wi.checked_add(pl)?.checked_add(pr)?,
+    ))
+}
+
+/// The panel loop: chunks of `chunk` output pixels (whole images when an image is small,
+/// else parts of one image), each copied into the panel (`[K][width]`) and multiplied out.
+#[allow(clippy::too_many_arguments)]
+fn run(
+    x: &[f32],
+    geo: &ConvGeometry,
+    win: &Window,
+    w: &[f32],
+    init: &[f32],
+    out: &mut [f32],
+    panel: &mut [f32],
+    width: usize,
+    chunk: usize,
+    padded: &mut [f32],
+) -> Result<(), Error> {
+    let total = geo.n.checked_mul(geo.oh * geo.ow).ok_or(SIZE_ERR)?;
+    let mut image = None;
+    let mut q0 = 0;
+    while q0 < total {
+        let q1 = total.min(q0 + chunk);
+        im2col(x, geo, win, q0, q1, width, panel, padded, &mut image)?;
+        multiply(geo, w, init, panel, width, q0, q1, out)?;
+        q0 = q1;
+    }
+    Ok(())
+}
+
+/// Copies image `b`'s input planes into `padded` (`C × HP × WP`, the padding as zeros).
+fn pad_image(
+    x: &[f32],
+    geo: &ConvGeometry,
+    win: &Window,
+    b: usize,
+    padded: &mut [f32],
+) -> Result<(), Error> {
+    let (hp, wp) = padded_dims(geo, win).ok_or(SIZE_ERR)?;
+    let (_, _, pt, _) = win.get(0);
+    let (_, _, pl, _) = win.get(1);
+    let plane_in = geo.h * geo.wi;
+    padded.fill(0.0);
+    let start = b * geo.c * plane_in;
+    let xb = x.get(start..start + geo.c * plane_in).ok_or(SIZE_ERR)?;
+    for (src, dst) in xb
+        .chunks_exact(plane_in)
+        .zip(padded.chunks_exact_mut(hp * wp))
+    {
+        for (r, s) in src.chunks_exact(geo.wi).enumerate() {
+            let at = (pt + r) * wp + pl;
+            dst.get_mut(at..at + geo.wi)
+                .ok_or(SIZE_ERR)?
+                .copy_from_slice(s);
+        }
+    }
+    Ok(())
+}
+
+/// Copies the windows of output pixels `q0..q1` (over the whole batch, row-major) into
+/// `panel[k][q − q0]` (row width `width`; `0.0` for the columns past `q1 − q0`), from the
+/// padded planes of the image at hand (`image`: which one `padded` holds).
+#[allow(clippy::too_many_arguments)]
+fn im2col(
+    x: &[f32],
+    geo: &ConvGeometry,
+    win: &Window,
+    q0: usize,
+    q1: usize,
+    width: usize,
+    panel: &mut [f32],
+    padded: &mut [f32],
+    image: &mut Option<usize>,
+) -> Result<(), Error> {
+    let (sh, dh, _, _) = win.get(0);
+    let (sw, dw, _, _) = win.get(1);
+    let (hp, wp) = padded_dims(geo, win).ok_or(SIZE_ERR)?;
+    let plane_out = geo.oh * geo.ow;
+    let used = q1 - q0;
+    if used < width {
+        for row in panel.chunks_exact_mut(width) {
+            row.get_mut(used..).ok_or(SIZE_ERR)?.fill(0.0);
+        }
+    }
+    // Runs of one output row of one image: image `b`, row `oy`, columns `ox0..ox0 + len`,
+    // panel columns `j..j + len`.
+    let (mut b, p) = (q0 / plane_out, q0 % plane_out);
+    let (mut oy, mut ox0) = (p / geo.ow, p % geo.ow);
+    let mut j = 0;
+    while j < used {
+        if *image != Some(b) {
+            pad_image(x, geo, win, b, padded)?;
+            *image = Some(b);
+        }
+        let len = (geo.ow - ox0).min(used - j);
+        let mut rows = panel.chunks_exact_mut(width);
+        for plane in padded.chunks_exact(hp * wp) {
+            for ky in 0..geo.kh {
+                let iy = oy * sh + ky * dh;
+                let src_row = plane.get(iy * wp..(iy + 1) * wp).ok_or(SIZE_ERR)?;
+                for kx in 0..geo.kw {
+                    let row = rows.next().ok_or(SIZE_ERR)?;
+                    let dst = row.get_mut(j..j + len).ok_or(SIZE_ERR)?;
+                    let first = ox0 * sw + kx * dw;
+                    copy_taps(src_row.get(first..).ok_or(SIZE_ERR)?, sw, dst)?;
+                }
+            }
+        }
+        j += len;
+        ox0 = 0;
+        oy += 1;
+        if oy == geo.oh {
+            oy = 0;
+            b += 1;
+        }
+    }
+    Ok(())
+}
+
+/// `dst[i] = src[i·sw]` for every `i` of `dst`.
+fn copy_taps(src: &[f32], sw: usize, dst: &mut [f32]) -> Result<(), Error> {
+    if sw == 1 {
+        // Rows are short (4–32 values in small models): fixed-size blocks instead of a
+        // `memcpy` call per row.
+        let src = src.get(..dst.len()).ok_or(SIZE_ERR)?;
+        let mut d8 = dst.chunks_exact_mut(8);
+        let mut s8 = src.chunks_exact(8);
+        for (d, s) in (&mut d8).zip(&mut s8) {
+            if let (Ok(d), Ok(s)) = (<&mut [f32; 8]>::try_from(d), <&[f32; 8]>::try_from(s)) {
+                *d = *s;
+            }
+        }
+        for (d, s) in d8.into_remainder().iter_mut().zip(s8.remainder()) {
+            *d = *s;
+        }
+    } else {
+        let mut taps = src.iter().step_by(sw);
+        for v in dst {
+            *v = *taps.next().ok_or(SIZE_ERR)?;
+        }
+    }
+    Ok(())
+}
+
+/// `out[b, oc, p] = init[oc] + Σ_k panel[k][q − q0] · w[k][oc]` for the pixels `q = b·plane
+/// + p` in `q0..q1`, `k` ascending, in tiles of [`TILE_CH`] channels × [`TILE_PX`] pixels.
+#[allow(clippy::too_many_arguments)]
+fn multiply(
+    geo: &ConvGeometry,
+    w: &[f32],
+    init: &[f32],
+    panel: &[f32],
+    width: usize,
+    q0: usize,
+    q1: usize,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: `multiply_avx2` only needs the AVX2 instruction set, which the CPU has
+        // (checked just above); its body is safe code.
+        return unsafe { multiply_avx2(geo, w, init, panel, width, q0, q1, out) };
+    }
+    multiply_tiles(geo, w, init, panel, width, q0, q1, out)
+}
+
+/// [`multiply`] compiled for AVX2 (separate multiplies and adds, no FMA: the same bits).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+fn multiply_avx2(
+    geo: &ConvGeometry,
+    w: &[f32],
+    init: &[f32],
+    panel: &[f32],
+    width: usize,
+    q0: usize,
+    q1: usize,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    multiply_tiles(geo, w, init, panel, width, q0, q1, out)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn multiply_tiles(
+    geo: &ConvGeometry,
+    w: &[f32],
+    init: &[f32],
+    panel: &[f32],
+    width: usize,
+    q0: usize,
+    q1: usize,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    let m = geo.m;
+    let plane = geo.oh * geo.ow;
+    let full = m - m % TILE_CH;
+    for oc0 in (0..m).step_by(TILE_CH) {
+        for t0 in (0..q1 - q0).step_by(TILE_PX) {
+            let n = TILE_PX.min(q1 - q0 - t0);
+            if oc0 < full {
+                let acc = tile::<TILE_CH>(w, m, oc0, init, panel, width, t0)?;
+                store(&acc, oc0, q0 + t0, n, plane, m, out)?;
+            } else {
+                for oc in oc0..m {
+                    let acc = tile::<1>(w, m, oc, init, panel, width, t0)?;
+                    store(&acc, oc, q0 + t0, n, plane, m, out)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One register tile: `R` channels from `oc0` × [`TILE_PX`] panel columns from `t0`.
+#[inline(always)]
+fn tile<const R: usize>(
+    w: &[f32],
+    m: usize,
+    oc0: usize,
+    init: &[f32],
+    panel: &[f32],
+    width: usize,
+    t0: usize,
+) -> Result<[[f32; TILE_PX]; R], Error> {
+    let mut acc = [[0f32; TILE_PX]; R];
+    let start = init.get(oc0..oc0 + R).ok_or(SIZE_ERR)?;
+    for (row, v) in acc.iter_mut().zip(start) {
+        *row = [*v; TILE_PX];
+    }
+    for (prow, wrow) in panel.chunks_exact(width).zip(w.chunks_exact(m)) {
+        let xs: &[f32; TILE_PX] = prow
+            .get(t0..t0 + TILE_PX)
+            .and_then(|s| s.try_into().ok())
+            .ok_or(SIZE_ERR)?;
+        let ws: &[f32; R] = wrow
+            .get(oc0..oc0 + R)
+            .and_then(|s| s.try_into().ok())
+            .ok_or(SIZE_ERR)?;
+        for (row, wv) in acc.iter_mut().zip(ws) {
+            for (a, xv) in row.iter_mut().zip(xs) {
+                *a += *xv * *wv;
+            }
+        }
+    }
+    Ok(acc)
+}
+
+/// Writes the first `n` pixels of each tile row (channel `oc0 + r`) to `out[b, oc, p]` for
+/// pixels `q0..q0 + n` (`q = b·plane + p`).
+fn store<const R: usize>(
+    acc: &[[f32; TILE_PX]; R],
+    oc0: usize,
+    q0: usize,
+    n: usize,
+    plane: usize,
+    m: usize,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    // Runs of pixels inside one image.
+    let mut j = 0;
+    while j < n {
+        let q = q0 + j;
+        let (b, p) = (q / plane, q % plane);
+        let len = (plane - p).min(n - j);
+        for (r, row) in acc.iter().enumerate() {
+            let start = (b * m + oc0 + r) * plane + p;
+            let dst = out.get_mut(start..start + len).ok_or(SIZE_ERR)?;
+            dst.copy_from_slice(row.get(j..j + len).ok_or(SIZE_ERR)?);
+        }
+        j += len;
+    }
+    Ok(())
+}
