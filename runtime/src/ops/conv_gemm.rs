@@ -27,8 +27,9 @@ use core::cell::RefCell;
 
 /// Pixels per register tile (the panel's width is a multiple of it).
 const TILE_PX: usize = 16;
-/// Output channels per register tile.
-const TILE_CH: usize = 4;
+/// Output channels per register tile (6 × 2 AVX2 accumulators + operands fill the 16
+/// vector registers).
+const TILE_CH: usize = 6;
 /// Target panel size in f32 values (≈ 256 KB: stays in a core's L2 with the kernel's
 /// column strip).
 const PANEL_VALUES: usize = 64 * 1024;
@@ -36,8 +37,11 @@ const PANEL_VALUES: usize = 64 * 1024;
 /// A thread's reusable buffers.
 #[derive(Default)]
 struct Scratch {
-    /// The im2col panel, `[K][width]`.
+    /// The im2col panel, in tiles of [`TILE_PX`] pixels: `[width / TILE_PX][K][TILE_PX]`.
     panel: Vec<f32>,
+    /// The kernel in tiles of [`TILE_CH`] channels, `[⌈M / TILE_CH⌉][K][TILE_CH]`, the
+    /// channels past `M` zero.
+    packed: Vec<f32>,
     /// One image's input planes with the padding written out as zeros.
     padded: Vec<f32>,
     /// The kernel dequantized to f32 (weights stored as f16, bf16 or int8).
@@ -104,6 +108,7 @@ pub(super) fn conv(
         let mut s = s.try_borrow_mut().ok()?;
         let Scratch {
             panel,
+            packed,
             padded,
             dequant,
         } = &mut *s;
@@ -120,6 +125,10 @@ pub(super) fn conv(
         }
         let (hp, wp) = padded_dims(&geo, win)?;
         let k = geo.c * geo.kh * geo.kw;
+        let blocks = m.div_ceil(TILE_CH);
+        let packed = sized(packed, blocks.checked_mul(k)?.checked_mul(TILE_CH)?)?;
+        pack_kernel(wf, k, m, packed)?;
+        init.resize(blocks * TILE_CH, 0.0);
         let plane = geo.oh * geo.ow;
         // Pixels per chunk: as many as fit the panel budget, at least one tile.
         let budget = (PANEL_VALUES / k.max(1)).max(TILE_PX);
@@ -131,10 +140,23 @@ pub(super) fn conv(
         let width = chunk.div_ceil(TILE_PX) * TILE_PX;
         let panel = sized(panel, k.checked_mul(width)?)?;
         let padded = sized(padded, geo.c.checked_mul(hp)?.checked_mul(wp)?)?;
-        Some(run(
-            x, &geo, win, wf, &init, out, panel, width, chunk, padded,
-        ))
+        Some(run(x, &geo, win, packed, &init, out, panel, chunk, padded))
     })
+}
+
+/// Copies the kernel `w [K][M]` into `packed` (`[⌈M / TILE_CH⌉][K][TILE_CH]`, zeros past
+/// channel `M`), so the tile loop reads it in order.
+fn pack_kernel(w: &[f32], k: usize, m: usize, packed: &mut [f32]) -> Option<()> {
+    for (b, block) in packed.chunks_exact_mut(k * TILE_CH).enumerate() {
+        let oc0 = b * TILE_CH;
+        let n = TILE_CH.min(m - oc0);
+        for (dst, row) in block.chunks_exact_mut(TILE_CH).zip(w.chunks_exact(m)) {
+            let (used, rest) = dst.split_at_mut(n);
+            used.copy_from_slice(row.get(oc0..oc0 + n)?);
+            rest.fill(0.0);
+        }
+    }
+    Some(())
 }
 
 /// Rows and columns of an input plane with its padding written out.
@@ -148,17 +170,16 @@ fn padded_dims(geo: &ConvGeometry, win: &Window) -> Option<(usize, usize)> {
 }
 
 /// The panel loop: chunks of `chunk` output pixels (whole images when an image is small,
-/// else parts of one image), each copied into the panel (`[K][width]`) and multiplied out.
+/// else parts of one image), each copied into the panel and multiplied out.
 #[allow(clippy::too_many_arguments)]
 fn run(
     x: &[f32],
     geo: &ConvGeometry,
     win: &Window,
-    w: &[f32],
+    packed: &[f32],
     init: &[f32],
     out: &mut [f32],
     panel: &mut [f32],
-    width: usize,
     chunk: usize,
     padded: &mut [f32],
 ) -> Result<(), Error> {
@@ -167,8 +188,8 @@ fn run(
     let mut q0 = 0;
     while q0 < total {
         let q1 = total.min(q0 + chunk);
-        im2col(x, geo, win, q0, q1, width, panel, padded, &mut image)?;
-        multiply(geo, w, init, panel, width, q0, q1, out)?;
+        im2col(x, geo, win, q0, q1, panel, padded, &mut image)?;
+        multiply(geo, packed, init, panel, q0, q1, out)?;
         q0 = q1;
     }
     Ok(())
@@ -203,9 +224,11 @@ fn pad_image(
     Ok(())
 }
 
-/// Copies the windows of output pixels `q0..q1` (over the whole batch, row-major) into
-/// `panel[k][q − q0]` (row width `width`; `0.0` for the columns past `q1 − q0`), from the
-/// padded planes of the image at hand (`image`: which one `padded` holds).
+/// Copies the windows of output pixels `q0..q1` (over the whole batch, row-major) into the
+/// panel: pixel `q` is column `j = q − q0`, in tile `j / TILE_PX` (`[K][TILE_PX]` values
+/// each) at `[k][j % TILE_PX]`; the columns of the last tile past `q1 − q0` are `0.0`.
+/// The taps are read from the padded planes of the image at hand (`image`: which one
+/// `padded` holds).
 #[allow(clippy::too_many_arguments)]
 fn im2col(
     x: &[f32],
@@ -213,7 +236,6 @@ fn im2col(
     win: &Window,
     q0: usize,
     q1: usize,
-    width: usize,
     panel: &mut [f32],
     padded: &mut [f32],
     image: &mut Option<usize>,
@@ -221,15 +243,21 @@ fn im2col(
     let (sh, dh, _, _) = win.get(0);
     let (sw, dw, _, _) = win.get(1);
     let (hp, wp) = padded_dims(geo, win).ok_or(SIZE_ERR)?;
+    let k = geo.c * geo.kh * geo.kw;
+    let tile_len = k * TILE_PX;
     let plane_out = geo.oh * geo.ow;
     let used = q1 - q0;
-    if used < width {
-        for row in panel.chunks_exact_mut(width) {
-            row.get_mut(used..).ok_or(SIZE_ERR)?.fill(0.0);
+    if !used.is_multiple_of(TILE_PX) {
+        let last = panel
+            .chunks_exact_mut(tile_len)
+            .nth(used / TILE_PX)
+            .ok_or(SIZE_ERR)?;
+        for row in last.chunks_exact_mut(TILE_PX) {
+            row.get_mut(used % TILE_PX..).ok_or(SIZE_ERR)?.fill(0.0);
         }
     }
-    // Runs of one output row of one image: image `b`, row `oy`, columns `ox0..ox0 + len`,
-    // panel columns `j..j + len`.
+    // Pieces of one output row of one image inside one tile: image `b`, row `oy`, columns
+    // `ox0..ox0 + len`, panel columns `j..j + len`.
     let (mut b, p) = (q0 / plane_out, q0 % plane_out);
     let (mut oy, mut ox0) = (p / geo.ow, p % geo.ow);
     let mut j = 0;
@@ -238,26 +266,33 @@ fn im2col(
             pad_image(x, geo, win, b, padded)?;
             *image = Some(b);
         }
-        let len = (geo.ow - ox0).min(used - j);
-        let mut rows = panel.chunks_exact_mut(width);
+        let (t, at) = (j / TILE_PX, j % TILE_PX);
+        let len = (geo.ow - ox0).min(used - j).min(TILE_PX - at);
+        let tile = panel
+            .get_mut(t * tile_len..(t + 1) * tile_len)
+            .ok_or(SIZE_ERR)?;
+        let mut rows = tile.chunks_exact_mut(TILE_PX);
         for plane in padded.chunks_exact(hp * wp) {
             for ky in 0..geo.kh {
                 let iy = oy * sh + ky * dh;
                 let src_row = plane.get(iy * wp..(iy + 1) * wp).ok_or(SIZE_ERR)?;
                 for kx in 0..geo.kw {
                     let row = rows.next().ok_or(SIZE_ERR)?;
-                    let dst = row.get_mut(j..j + len).ok_or(SIZE_ERR)?;
+                    let dst = row.get_mut(at..at + len).ok_or(SIZE_ERR)?;
                     let first = ox0 * sw + kx * dw;
                     copy_taps(src_row.get(first..).ok_or(SIZE_ERR)?, sw, dst)?;
                 }
             }
         }
         j += len;
-        ox0 = 0;
-        oy += 1;
-        if oy == geo.oh {
-            oy = 0;
-            b += 1;
+        ox0 += len;
+        if ox0 == geo.ow {
+            ox0 = 0;
+            oy += 1;
+            if oy == geo.oh {
+                oy = 0;
+                b += 1;
+            }
         }
     }
     Ok(())
@@ -288,15 +323,16 @@ fn copy_taps(src: &[f32], sw: usize, dst: &mut [f32]) -> Result<(), Error> {
     Ok(())
 }
 
-/// `out[b, oc, p] = init[oc] + Σ_k panel[k][q − q0] · w[k][oc]` for the pixels `q = b·plane
-/// + p` in `q0..q1`, `k` ascending, in tiles of [`TILE_CH`] channels × [`TILE_PX`] pixels.
+/// `out[b, oc, p] = init[oc] + Σ_k panel[k][q − q0] · w[k][oc]` for the pixels
+/// `q = b·plane + p` in `q0..q1`, `k` ascending, in tiles of [`TILE_CH`] channels × [`TILE_PX`] pixels
+/// (`packed`: the kernel as [`pack_kernel`] lays it out; `init`: one value per packed
+/// channel).
 #[allow(clippy::too_many_arguments)]
 fn multiply(
     geo: &ConvGeometry,
-    w: &[f32],
+    packed: &[f32],
     init: &[f32],
     panel: &[f32],
-    width: usize,
     q0: usize,
     q1: usize,
     out: &mut [f32],
@@ -305,9 +341,9 @@ fn multiply(
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: `multiply_avx2` only needs the AVX2 instruction set, which the CPU has
         // (checked just above); its body is safe code.
-        return unsafe { multiply_avx2(geo, w, init, panel, width, q0, q1, out) };
+        return unsafe { multiply_avx2(geo, packed, init, panel, q0, q1, out) };
     }
-    multiply_tiles(geo, w, init, panel, width, q0, q1, out)
+    multiply_tiles(geo, packed, init, panel, q0, q1, out)
 }
 
 /// [`multiply`] compiled for AVX2 (separate multiplies and adds, no FMA: the same bits).
@@ -316,87 +352,72 @@ fn multiply(
 #[allow(clippy::too_many_arguments)]
 fn multiply_avx2(
     geo: &ConvGeometry,
-    w: &[f32],
+    packed: &[f32],
     init: &[f32],
     panel: &[f32],
-    width: usize,
     q0: usize,
     q1: usize,
     out: &mut [f32],
 ) -> Result<(), Error> {
-    multiply_tiles(geo, w, init, panel, width, q0, q1, out)
+    multiply_tiles(geo, packed, init, panel, q0, q1, out)
 }
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn multiply_tiles(
     geo: &ConvGeometry,
-    w: &[f32],
+    packed: &[f32],
     init: &[f32],
     panel: &[f32],
-    width: usize,
     q0: usize,
     q1: usize,
     out: &mut [f32],
 ) -> Result<(), Error> {
-    let m = geo.m;
+    let (m, k) = (geo.m, geo.c * geo.kh * geo.kw);
     let plane = geo.oh * geo.ow;
-    let full = m - m % TILE_CH;
-    for oc0 in (0..m).step_by(TILE_CH) {
-        for t0 in (0..q1 - q0).step_by(TILE_PX) {
-            let n = TILE_PX.min(q1 - q0 - t0);
-            if oc0 < full {
-                let acc = tile::<TILE_CH>(w, m, oc0, init, panel, width, t0)?;
-                store(&acc, oc0, q0 + t0, n, plane, m, out)?;
-            } else {
-                for oc in oc0..m {
-                    let acc = tile::<1>(w, m, oc, init, panel, width, t0)?;
-                    store(&acc, oc, q0 + t0, n, plane, m, out)?;
+    let used = q1 - q0;
+    let tiles = used.div_ceil(TILE_PX);
+    for ((blk, wblock), start) in packed
+        .chunks_exact(k * TILE_CH)
+        .enumerate()
+        .zip(init.chunks_exact(TILE_CH))
+    {
+        let oc0 = blk * TILE_CH;
+        let rows = TILE_CH.min(m - oc0);
+        for (t, ptile) in panel.chunks_exact(k * TILE_PX).take(tiles).enumerate() {
+            let mut acc = [[0f32; TILE_PX]; TILE_CH];
+            for (row, v) in acc.iter_mut().zip(start) {
+                *row = [*v; TILE_PX];
+            }
+            for (xs, ws) in ptile
+                .chunks_exact(TILE_PX)
+                .zip(wblock.chunks_exact(TILE_CH))
+            {
+                let (Ok(xs), Ok(ws)) = (
+                    <&[f32; TILE_PX]>::try_from(xs),
+                    <&[f32; TILE_CH]>::try_from(ws),
+                ) else {
+                    return Err(SIZE_ERR);
+                };
+                for (row, wv) in acc.iter_mut().zip(ws) {
+                    for (a, xv) in row.iter_mut().zip(xs) {
+                        *a += *xv * *wv;
+                    }
                 }
             }
+            let n = TILE_PX.min(used - t * TILE_PX);
+            store(&acc, rows, oc0, q0 + t * TILE_PX, n, plane, m, out)?;
         }
     }
     Ok(())
 }
 
-/// One register tile: `R` channels from `oc0` × [`TILE_PX`] panel columns from `t0`.
-#[inline(always)]
-fn tile<const R: usize>(
-    w: &[f32],
-    m: usize,
-    oc0: usize,
-    init: &[f32],
-    panel: &[f32],
-    width: usize,
-    t0: usize,
-) -> Result<[[f32; TILE_PX]; R], Error> {
-    let mut acc = [[0f32; TILE_PX]; R];
-    let start = init.get(oc0..oc0 + R).ok_or(SIZE_ERR)?;
-    for (row, v) in acc.iter_mut().zip(start) {
-        *row = [*v; TILE_PX];
-    }
-    for (prow, wrow) in panel.chunks_exact(width).zip(w.chunks_exact(m)) {
-        let xs: &[f32; TILE_PX] = prow
-            .get(t0..t0 + TILE_PX)
-            .and_then(|s| s.try_into().ok())
-            .ok_or(SIZE_ERR)?;
-        let ws: &[f32; R] = wrow
-            .get(oc0..oc0 + R)
-            .and_then(|s| s.try_into().ok())
-            .ok_or(SIZE_ERR)?;
-        for (row, wv) in acc.iter_mut().zip(ws) {
-            for (a, xv) in row.iter_mut().zip(xs) {
-                *a += *xv * *wv;
-            }
-        }
-    }
-    Ok(acc)
-}
-
-/// Writes the first `n` pixels of each tile row (channel `oc0 + r`) to `out[b, oc, p]` for
-/// pixels `q0..q0 + n` (`q = b·plane + p`).
-fn store<const R: usize>(
-    acc: &[[f32; TILE_PX]; R],
+/// Writes the first `n` pixels of the first `rows` tile rows (channel `oc0 + r`) to
+/// `out[b, oc, p]` for pixels `q0..q0 + n` (`q = b·plane + p`).
+#[allow(clippy::too_many_arguments)]
+fn store(
+    acc: &[[f32; TILE_PX]; TILE_CH],
+    rows: usize,
     oc0: usize,
     q0: usize,
     n: usize,
@@ -410,7 +431,7 @@ fn store<const R: usize>(
         let q = q0 + j;
         let (b, p) = (q / plane, q % plane);
         let len = (plane - p).min(n - j);
-        for (r, row) in acc.iter().enumerate() {
+        for (r, row) in acc.iter().enumerate().take(rows) {
             let start = (b * m + oc0 + r) * plane + p;
             let dst = out.get_mut(start..start + len).ok_or(SIZE_ERR)?;
             dst.copy_from_slice(row.get(j..j + len).ok_or(SIZE_ERR)?);
