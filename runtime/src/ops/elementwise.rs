@@ -27,25 +27,55 @@ fn bcast_strides(src: &Dims, out: &Dims) -> Result<[usize; MAX_RANK], Error> {
     Ok(st)
 }
 
-/// Walks the output in rows of its innermost dim: calls
-/// `f(out_offset, input_offsets, row_len, input_inner_strides)` once per row, in order.
+/// Walks the output in rows: calls `f(out_offset, input_offsets, row_len,
+/// input_inner_strides)` once per row, in order. Adjacent axes that every input walks
+/// alike (contiguous over both, or broadcast over both) are merged first, so a row is as
+/// long as the layouts allow (a `[N, C, H, W]` tensor times a `[C, 1, 1]` one runs in rows
+/// of `H·W`, not `W`); the elements and their order are the same. The inner strides are 1
+/// (contiguous) or 0 (broadcast).
 fn walk<const N: usize>(
     out: &Dims,
     strides: &[[usize; MAX_RANK]; N],
     mut f: impl FnMut(usize, [usize; N], usize, [usize; N]) -> Result<(), Error>,
 ) -> Result<(), Error> {
-    let r = out.rank();
-    if r == 0 {
-        return f(0, [0; N], 1, [0; N]);
-    }
-    let dims = out.as_slice();
-    let inner = dims.last().copied().unwrap_or(1);
     if out.elements() == Some(0) {
         return Ok(());
     }
+    // Merge axes (size-1 axes are dropped: they move no offset).
+    let mut dims = [1usize; MAX_RANK];
+    let mut st = [[0usize; MAX_RANK]; N];
+    let mut r = 0usize;
+    for (ax, d) in out.as_slice().iter().copied().enumerate() {
+        if d == 1 {
+            continue;
+        }
+        let s_ax = |s: &[usize; MAX_RANK]| s.get(ax).copied().unwrap_or(0);
+        let merge = r > 0
+            && strides.iter().zip(&st).all(|(s, m)| {
+                let prev = m.get(r - 1).copied().unwrap_or(0);
+                s_ax(s).checked_mul(d) == Some(prev)
+            });
+        if merge {
+            let slot = dims.get_mut(r - 1).ok_or(SIZE_ERR)?;
+            *slot = slot.checked_mul(d).ok_or(SIZE_ERR)?;
+            for (m, s) in st.iter_mut().zip(strides) {
+                *m.get_mut(r - 1).ok_or(SIZE_ERR)? = s_ax(s);
+            }
+        } else {
+            *dims.get_mut(r).ok_or(SIZE_ERR)? = d;
+            for (m, s) in st.iter_mut().zip(strides) {
+                *m.get_mut(r).ok_or(SIZE_ERR)? = s_ax(s);
+            }
+            r += 1;
+        }
+    }
+    if r == 0 {
+        return f(0, [0; N], 1, [0; N]);
+    }
+    let inner = dims.get(r - 1).copied().unwrap_or(1);
     let mut inner_strides = [0usize; N];
-    for (s, st) in inner_strides.iter_mut().zip(strides) {
-        *s = st.get(r - 1).copied().unwrap_or(0);
+    for (s, m) in inner_strides.iter_mut().zip(&st) {
+        *s = m.get(r - 1).copied().unwrap_or(0);
     }
     let mut idx = [0usize; MAX_RANK];
     let mut offs = [0usize; N];
@@ -69,8 +99,8 @@ fn walk<const N: usize>(
             if wrap {
                 *i = 0;
             }
-            for (off, st) in offs.iter_mut().zip(strides) {
-                let s = st.get(ax).copied().unwrap_or(0);
+            for (off, m) in offs.iter_mut().zip(&st) {
+                let s = m.get(ax).copied().unwrap_or(0);
                 *off = if wrap {
                     off.wrapping_add(s).wrapping_sub(s.wrapping_mul(d))
                 } else {
