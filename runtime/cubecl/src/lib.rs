@@ -305,6 +305,65 @@ impl Gpu<cubecl::cuda::CudaRuntime> {
     }
 }
 
+/// What [`Gpu::cuda`] would find, without starting a device where none can start: when the
+/// CUDA driver library is missing this returns its error at once (starting a CUDA client
+/// spawns cubecl's device thread, which then polls for work for the rest of the process,
+/// taking CPU time from a CPU run that follows the probe).
+///
+/// Errors: [`GpuError::NoDevice`] as [`Gpu::cuda`].
+#[cfg(feature = "cuda")]
+pub fn probe_cuda() -> Result<DeviceInfo, GpuError> {
+    if let Err(searched) = find_libcuda() {
+        return Err(GpuError::NoDevice {
+            backend: "cuda",
+            looked_for: format!(
+                "the CUDA driver library libcuda.so (installed with the NVIDIA driver) is not \
+                 in {searched}"
+            ),
+        });
+    }
+    Gpu::cuda().map(|g| g.info().clone())
+}
+
+/// What [`Gpu::wgpu`] would find, without starting a device when every adapter is a
+/// software rasterizer (lavapipe / llvmpipe): the adapters are listed first, and a device
+/// (with cubecl's polling device thread and the driver's worker threads) is started only
+/// when a hardware adapter exists. For software-only machines the returned info names the
+/// adapter kind, not the adapter, and has `software: true`.
+///
+/// Errors: [`GpuError::NoDevice`] when wgpu finds no adapter.
+#[cfg(feature = "wgpu")]
+pub fn probe_wgpu() -> Result<DeviceInfo, GpuError> {
+    use cubecl::wgpu::{AutoGraphicsApi, GraphicsApi, WgpuRuntime};
+    let listed = probe(
+        GpuBackend::Wgpu,
+        "listed the Vulkan, Metal or DX12 adapters through wgpu",
+        || {
+            let backend = AutoGraphicsApi::backend();
+            <WgpuRuntime as Runtime>::enumerate_all_devices(&backend)
+        },
+    )?;
+    // cubecl's device kinds: 0 discrete, 1 integrated, 2 virtual, 3 CPU, 4 other.
+    let hardware = listed.iter().any(|d| d.type_id <= 2);
+    if listed.is_empty() {
+        return Err(GpuError::NoDevice {
+            backend: GpuBackend::Wgpu.name(),
+            looked_for: "looked for a Vulkan, Metal or DX12 adapter through wgpu; on Linux \
+                         without a GPU install Mesa's software Vulkan driver (apt-get install \
+                         mesa-vulkan-drivers libvulkan1)"
+                .into(),
+        });
+    }
+    if !hardware && std::env::var_os("CUBECL_WGPU_DEFAULT_DEVICE").is_none() {
+        return Ok(DeviceInfo {
+            backend: GpuBackend::Wgpu,
+            name: "(wgpu device type Cpu, not started)".into(),
+            software: true,
+        });
+    }
+    Gpu::wgpu().map(|g| g.info().clone())
+}
+
 /// Where NVIDIA's installers put `libcuda.so`.
 #[cfg(feature = "cuda")]
 const SYSTEM_DIRS: [&str; 7] = [

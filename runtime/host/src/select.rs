@@ -143,17 +143,16 @@ pub fn macs_per_eval(model: &Model<'_>, rows: usize) -> u64 {
 /// How one backend's device is probed.
 type Probe = fn() -> Result<DeviceInfo, GpuError>;
 
-#[allow(unused_mut)] // with neither GPU feature the list stays empty
+// With neither GPU feature the list stays empty; the pushes depend on the features.
+#[allow(unused_mut, clippy::vec_init_then_push)]
 fn probe_order() -> Vec<(GpuBackend, Probe)> {
     let mut v: Vec<(GpuBackend, Probe)> = Vec::new();
+    // The probes start no device that will not be used (a started device keeps a polling
+    // thread for the rest of the process).
     #[cfg(feature = "cuda")]
-    v.push((GpuBackend::Cuda, || {
-        flowrt_cubecl::Gpu::cuda().map(|g| g.info().clone())
-    }));
+    v.push((GpuBackend::Cuda, flowrt_cubecl::probe_cuda));
     #[cfg(feature = "wgpu")]
-    v.push((GpuBackend::Wgpu, || {
-        flowrt_cubecl::Gpu::wgpu().map(|g| g.info().clone())
-    }));
+    v.push((GpuBackend::Wgpu, flowrt_cubecl::probe_wgpu));
     v
 }
 
