@@ -813,7 +813,16 @@ fn check_structure(
                     "{label}: axis {a} is out of range (flowrt tensors have rank <= {max_rank})"
                 ));
             }
-            if let (Some(a), Some(r)) = (attr(node, "axis").map(|a| a.i), in_rank(0)) {
+            // An absent `axis` is the operator's default, checked too: tract's LayerNorm
+            // rules loop for the default -1 on a rank-0 input (found by fuzz/onnx_import).
+            let default_axis = match op {
+                "Split" => Some(0),
+                "Flatten" => Some(1),
+                "Concat" => None,
+                _ => Some(-1),
+            };
+            let axis = attr(node, "axis").map(|a| a.i).or(default_axis);
+            if let (Some(a), Some(r)) = (axis, in_rank(0)) {
                 let r = r as i64;
                 // Flatten's axis may equal the rank.
                 let hi = if op == "Flatten" { r } else { r - 1 };

@@ -537,6 +537,25 @@ fn layer_norm_axis_out_of_range_does_not_hang() {
 }
 
 #[test]
+fn layer_norm_default_axis_on_a_scalar_is_refused() {
+    // Found by fuzz/onnx_import (fuzz/findings/onnx_import-timeout-layernorm-scalar): a node
+    // retyped to LayerNormalization whose input is a rank-0 Constant, no `axis` attribute
+    // (default -1). tract-onnx's LayerNorm rules loop on it; the export used to end only at
+    // the import deadline. The checks now apply the default axis.
+    let mut m = load("moons_opzoo/model.ts.onnx");
+    let n = node(&mut m, "/Mul_2");
+    n.op_type = "LayerNormalization".into();
+    n.input = vec!["/Constant_4_output_0".into(), "/Log_output_0".into()];
+    let started = std::time::Instant::now();
+    export_mutated(
+        "lnscalar",
+        &m,
+        &["/Mul_2", "axis -1 is out of range for input rank 0"],
+    );
+    assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
+}
+
+#[test]
 fn an_importer_loop_is_given_up_after_the_import_timeout() {
     // axis -4 on a rank-3 input whose rank the checks do not follow: tract-onnx 0.23.9's
     // LayerNorm rules loop in the analysis (the export ran until killed). The import runs
