@@ -4,7 +4,7 @@
 # checks (out-of-bounds and misaligned accesses, uninitialised reads, Stacked Borrows
 # aliasing, invalid values, leaks). The exhaustive sweeps take a sample under `cfg(miri)`.
 # A second pass builds with `-C target-feature=+avx2`, so that the AVX2 kernels (dense, conv,
-# logistic), which run-time detection never selects under Miri, run too (`ops::` tests).
+# logistic), which run-time detection never selects under Miri, run too (`ops::tests`).
 # libm is built with `force-soft-floats`: its x86_64 `sqrtf` is inline assembly, which Miri
 # cannot run (rust-lang/compiler-builtins#1237); the software square root gives the same
 # correctly rounded values. Installs the nightly toolchain's miri and rust-src components if
@@ -12,7 +12,8 @@
 # scripts/test.sh: it takes longer than CI's slack (the last times are in docs/security.md).
 #
 # Usage: scripts/miri.sh [TEST FILTER]   (the filter applies to both passes)
-# Environment: MIRI_PASSES="base avx2" (default; either one alone), MIRIFLAGS as usual.
+# Environment: MIRI_PASSES="base avx2" (default; either one alone, or the opt-in "frt"),
+# MIRIFLAGS as usual.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,21 +43,31 @@ for pass in ${MIRI_PASSES:-base avx2}; do
         avx2)
             target=target-miri-avx2
             flags="-C target-feature=+avx2"
-            filter="${1:-ops::}"
+            filter="${1:-ops::tests}"
+            ;;
+        frt)
+            # Opt-in: runtime/tests/frt.rs (the loader's zero-copy casts, AlignedBytes)
+            # without its three exhaustive corruption sweeps (one load per byte or bit of the
+            # file, or per random edit: not sized for an interpreter).
+            target=target-miri
+            flags=""
+            filter="${1:-} --skip every_truncation_is_rejected --skip every_bit_flip_is_rejected --skip random_corruption_never_panics"
             ;;
         *)
-            echo "unknown pass $pass (base, avx2)" >&2
+            echo "unknown pass $pass (base, avx2, frt)" >&2
             exit 2
             ;;
     esac
-    step "cargo +nightly miri test -p flowrt --lib --features $FEATURES ($pass${flags:+, RUSTFLAGS=$flags}${filter:+, filter $filter})"
+    step "cargo +nightly miri test -p flowrt --lib|--test frt --features $FEATURES ($pass${flags:+, RUSTFLAGS=$flags}${filter:+, filter $filter})"
     log="$target/miri-$pass.log"
     mkdir -p "$target"
     t=$(date +%s)
     set +e
     # shellcheck disable=SC2086
+    what=(--lib)
+    [ "$pass" != frt ] || what=(--test frt)
     CARGO_TARGET_DIR="$target" RUSTFLAGS="${RUSTFLAGS:-} $flags" \
-        cargo +nightly miri test -p flowrt --lib --features "$FEATURES" -- $filter 2>&1 | tee "$log"
+        cargo +nightly miri test -p flowrt "${what[@]}" --features "$FEATURES" -- $filter 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
     set -e
     result="$(grep -E '^test result:' "$log" | tail -1)"
