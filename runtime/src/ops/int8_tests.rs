@@ -39,8 +39,14 @@ fn weights(seed: u64, rows: usize, len: usize) -> (Vec<i8>, Vec<f32>) {
 
 #[test]
 fn dense_q8_is_the_exact_integer_sum_rescaled() {
-    // k 700 > one chunk of 512, n 40 > one tile of 32, rows 3.
-    for (k, n) in [(5, 3), (64, 64), (700, 40)] {
+    // k 700 > one chunk of 512, n 40 > one tile of 32, rows 3. Under Miri (scripts/miri.sh,
+    // ~10^5 times slower) the chunk and the tile are passed in separate, narrower cases.
+    let cases: &[(usize, usize)] = if cfg!(miri) {
+        &[(5, 3), (8, 33), (520, 1)]
+    } else {
+        &[(5, 3), (64, 64), (700, 40)]
+    };
+    for &(k, n) in cases {
         let rows = 3;
         let mut a = values(k as u64, rows * k);
         a[1] = 40.0; // beyond the range: saturates
@@ -99,11 +105,19 @@ fn dense_q8_nan_rows_and_bad_arguments() {
 #[test]
 fn conv_q8_is_the_exact_integer_sum_rescaled() {
     // 2 images, C 4 in 2 groups, M 6, 3x3 kernel, stride 2 x 1, dilation 1 x 2, pads; and a
-    // a reduction longer than one chunk (C 72 x 3 x 3 = 648).
-    let cases = [
-        (2, 4, 5, 7, 6, 2, 3, 3, [2, 1], [1, 2], [1, 0], [2, 1]),
-        (1, 72, 3, 3, 40, 1, 3, 3, [1, 1], [1, 1], [1, 1], [1, 1]),
-    ];
+    // a reduction longer than one chunk (C 72 x 3 x 3 = 648). Under Miri (~10^5 times
+    // slower) 3 input rows and M 2 (one per group), and one output position of the second.
+    let cases = if cfg!(miri) {
+        [
+            (2, 4, 3, 7, 2, 2, 3, 3, [2, 1], [1, 2], [1, 0], [2, 1]),
+            (1, 72, 1, 1, 1, 1, 3, 3, [1, 1], [1, 1], [1, 1], [1, 1]),
+        ]
+    } else {
+        [
+            (2, 4, 5, 7, 6, 2, 3, 3, [2, 1], [1, 2], [1, 0], [2, 1]),
+            (1, 72, 3, 3, 40, 1, 3, 3, [1, 1], [1, 1], [1, 1], [1, 1]),
+        ]
+    };
     for (n, c, h, wi, m, g, kh, kw, stride, dilation, pb, pe) in cases {
         let win = Window {
             stride,
@@ -200,7 +214,7 @@ fn blocked_dense_is_the_exact_integer_sum_rescaled() {
     // Reductions with every tail length (1..=3 past a multiple of 4), one quad, a 4-quad
     // turn plus remainders, one chunk exactly and several chunks (KC = 128); rows past one
     // group of 16 and odd row counts; columns past one tile of 32 and odd column counts.
-    let cases = [
+    let full = [
         (1, 1, 1),
         (3, 2, 5),
         (4, 3, 1),
@@ -212,7 +226,18 @@ fn blocked_dense_is_the_exact_integer_sum_rescaled() {
         (2 * KC + 7, GROUP + 3, 6),
         (700, 40, 5),
     ];
-    for (k, n, rows) in cases {
+    // Under Miri (~10^5 times slower) the same boundaries, each with the other sizes small.
+    let miri = [
+        (1, 1, 1),
+        (3, 2, 5),
+        (4, 3, 1),
+        (5, 7, 3),
+        (2, TILE + 1, GROUP + 1),
+        (KC + 1, 2, 3),
+        (2 * KC + 7, 1, 3),
+    ];
+    let cases: &[(usize, usize, usize)] = if cfg!(miri) { &miri } else { &full };
+    for &(k, n, rows) in cases {
         let mut a = values(k as u64 * 31 + n as u64, rows * k);
         a[0] = 40.0; // saturates
         a[rows * k - 1] = -f32::INFINITY; // saturates too
@@ -306,8 +331,12 @@ fn fast_quantizer_is_round_half_away_clamped() {
             }
         }
     }
-    // And a stride through all bit patterns.
-    ys.extend((0..u32::MAX / 9973).map(|i| f32::from_bits(i * 9973)));
+    // And a stride through all bit patterns (every 401st of it under Miri, ~10^5 times slower).
+    ys.extend(
+        (0..u32::MAX / 9973)
+            .step_by(if cfg!(miri) { 401 } else { 1 })
+            .map(|i| f32::from_bits(i * 9973)),
+    );
     for y in ys {
         assert_eq!(quantize_fast(y), reference(y), "{y:e} ({:#x})", y.to_bits());
     }
@@ -436,7 +465,7 @@ fn blocked_conv_is_the_exact_integer_sum_rescaled() {
     // padding, strides, dilation and groups; a 1x1; a 1-D-like row (h 1); a reduction of
     // several chunks (C 40 x 3 x 3 = 360 > KC); positions spanning several groups of 16 and
     // odd counts; output channels past one tile and odd.
-    let cases: [ConvCase; 13] = [
+    let full: [ConvCase; 13] = [
         (1, 1, 2, 2, 1, 1, 1, 1, [1, 1], [1, 1], [0, 0], [0, 0]),
         (1, 1, 2, 2, 1, 1, 1, 1, [1, 1], [1, 1], [1, 0], [0, 0]),
         (2, 4, 5, 7, 6, 2, 3, 3, [2, 1], [1, 2], [1, 0], [2, 1]),
@@ -455,7 +484,23 @@ fn blocked_conv_is_the_exact_integer_sum_rescaled() {
         // 200 x 30 int8 values per input row: no band fits, the portable path runs.
         (1, 200, 3, 30, 3, 1, 1, 1, [1, 1], [1, 1], [0, 0], [0, 0]),
     ];
-    for (n, c, h, wi, m, g, kh, kw, stride, dilation, pb, pe) in cases {
+    // Under Miri (~10^5 times slower) each feature once with small sizes: pads, strides,
+    // dilation and groups; positions past a group of 16; output channels past a tile (33 per
+    // group); a 1-D-like row; two chunks (C 8 x 3 x 3 = 72 > KC_CONV); a band of one padded
+    // row of 3 (64 x 17 bytes), reloaded; no band (200 x 11 bytes). Wide strides keep the
+    // positions few.
+    let miri: [ConvCase; 8] = [
+        (1, 1, 2, 2, 1, 1, 1, 1, [1, 1], [1, 1], [1, 0], [0, 0]),
+        (2, 4, 3, 7, 2, 2, 3, 3, [2, 1], [1, 2], [1, 0], [2, 1]),
+        (1, 1, 5, 5, 3, 1, 3, 3, [1, 1], [1, 1], [1, 1], [1, 1]),
+        (1, 6, 1, 3, 99, 3, 1, 1, [1, 1], [1, 1], [0, 0], [0, 0]),
+        (2, 2, 1, 9, 4, 1, 1, 5, [1, 2], [1, 1], [0, 2], [0, 2]),
+        (1, 8, 2, 2, 1, 1, 3, 3, [1, 1], [1, 1], [1, 1], [1, 1]),
+        (1, 64, 3, 17, 1, 1, 1, 1, [1, 16], [1, 1], [0, 0], [0, 0]),
+        (1, 200, 1, 11, 1, 1, 1, 1, [1, 10], [1, 1], [0, 0], [0, 0]),
+    ];
+    let cases: &[ConvCase] = if cfg!(miri) { &miri } else { &full };
+    for &(n, c, h, wi, m, g, kh, kw, stride, dilation, pb, pe) in cases {
         let win = Window {
             stride,
             dilation,
