@@ -734,8 +734,16 @@ fn check_structure(
     }
     // Length of a 1-D value (a Shape output: the rank of its input).
     let mut length: HashMap<&str, usize> = HashMap::new();
+    // What the nodes so far (and the graph inputs and initializers) produce: ONNX graphs are
+    // topologically sorted, and the rank checks below follow that order (a node fed by a
+    // later one had its rank unknown; tract's LayerNorm rules then looped on a rank-0 input,
+    // found by fuzz/onnx_import).
+    let mut produced: HashSet<&str> = HashSet::new();
+    produced.extend(graph.input.iter().map(|i| i.name.as_str()));
+    produced.extend(graph.initializer.iter().map(|t| t.name.as_str()));
     for (ix, node) in graph.node.iter().enumerate() {
         if !is_default_domain(&node.domain) {
+            produced.extend(node.output.iter().map(String::as_str));
             continue;
         }
         let label = node_label(ix, node, opset);
@@ -757,8 +765,19 @@ fn check_structure(
                     "{label}: input {k} `{input}` has no producer (no node, initializer or \
                      graph input of that name)"
                 ));
+            } else if !produced.contains(input.as_str()) {
+                problems.push(format!(
+                    "{label}: input {k} `{input}` is produced by a later node (ONNX graphs \
+                     are topologically sorted)"
+                ));
             }
         }
+        produced.extend(
+            node.output
+                .iter()
+                .filter(|o| !o.is_empty())
+                .map(String::as_str),
+        );
         if op == "Constant" {
             if let (Some(out), Some(t)) = (
                 node.output.first(),

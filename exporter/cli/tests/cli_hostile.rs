@@ -556,6 +556,26 @@ fn layer_norm_default_axis_on_a_scalar_is_refused() {
 }
 
 #[test]
+fn a_graph_out_of_topological_order_is_refused() {
+    // Found by fuzz/onnx_import (fuzz/findings/onnx_import-timeout-unsorted-layernorm):
+    // moons_opzoo with /Pow fed by /Constant_6 (a later node) and /Mul_2 retyped to a LayerNormalization of
+    // the scalar chain after it. The rank checks follow the node order, so the scalar's rank
+    // was unknown and tract's LayerNorm rules looped until the import deadline.
+    let mut m = load("moons_opzoo/model.ts.onnx");
+    node(&mut m, "/Pow").input[0] = "/Constant_6_output_0".into();
+    let n = node(&mut m, "/Mul_2");
+    n.op_type = "LayerNormalization".into();
+    n.input = vec!["/Log_output_0".into(), "/Constant_4_output_0".into()];
+    let started = std::time::Instant::now();
+    export_mutated(
+        "unsorted",
+        &m,
+        &["/Pow", "`/Constant_6_output_0` is produced by a later node"],
+    );
+    assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
+}
+
+#[test]
 fn an_importer_loop_is_given_up_after_the_import_timeout() {
     // axis -4 on a rank-3 input whose rank the checks do not follow: tract-onnx 0.23.9's
     // LayerNorm rules loop in the analysis (the export ran until killed). The import runs
