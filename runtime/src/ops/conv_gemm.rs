@@ -1,6 +1,7 @@
 //! Convolution as a matrix product on hosts (feature `std`): the input windows are copied
-//! into a panel (im2col, `[K][pixels]` with `K = C × KH × KW`) and multiplied by the
-//! channel-last kernel `[K][M]` in register tiles of 4 output channels × 16 pixels.
+//! into a panel (im2col, `K = C × KH × KW` values per output pixel, stored in tiles of 16
+//! pixels as `[K][16]`) and multiplied by the channel-last kernel `[K][M]` (packed in blocks
+//! of 6 channels) in register tiles of 6 output channels × 16 pixels.
 //!
 //! **Same bits as the direct kernel.** Each output element is still `bias` (or `+0.0`), then
 //! `+ x·w` for `(c, ky, kx)` ascending. The only difference is that a padding tap adds
