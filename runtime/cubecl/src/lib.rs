@@ -215,6 +215,12 @@ fn probe<T>(backend: GpuBackend, looked_for: &str, f: impl FnOnce() -> T) -> Res
     })
 }
 
+/// What the wgpu probes look for, in their "no device" errors.
+#[cfg(feature = "wgpu")]
+const WGPU_LOOKED_FOR: &str = "looked for a Vulkan, Metal or DX12 adapter through wgpu; on \
+                               Linux without a GPU install Mesa's software Vulkan driver \
+                               (apt-get install mesa-vulkan-drivers libvulkan1)";
+
 #[cfg(feature = "wgpu")]
 impl Gpu<cubecl::wgpu::WgpuRuntime> {
     /// The default wgpu adapter (the most powerful one; `CUBECL_WGPU_DEFAULT_DEVICE` picks
@@ -226,9 +232,7 @@ impl Gpu<cubecl::wgpu::WgpuRuntime> {
         use cubecl::wgpu::{init_setup, AutoGraphicsApi, WgpuDevice, WgpuRuntime};
         static SETUP: std::sync::OnceLock<Result<DeviceInfo, GpuError>> =
             std::sync::OnceLock::new();
-        let looked_for = "looked for a Vulkan, Metal or DX12 adapter through wgpu; on Linux \
-                          without a GPU install Mesa's software Vulkan driver \
-                          (apt-get install mesa-vulkan-drivers libvulkan1)";
+        let looked_for = WGPU_LOOKED_FOR;
         let info = SETUP
             .get_or_init(|| {
                 probe(GpuBackend::Wgpu, looked_for, || {
@@ -348,10 +352,7 @@ pub fn probe_wgpu() -> Result<DeviceInfo, GpuError> {
     if listed.is_empty() {
         return Err(GpuError::NoDevice {
             backend: GpuBackend::Wgpu.name(),
-            looked_for: "looked for a Vulkan, Metal or DX12 adapter through wgpu; on Linux \
-                         without a GPU install Mesa's software Vulkan driver (apt-get install \
-                         mesa-vulkan-drivers libvulkan1)"
-                .into(),
+            looked_for: WGPU_LOOKED_FOR.into(),
         });
     }
     if !hardware && std::env::var_os("CUBECL_WGPU_DEFAULT_DEVICE").is_none() {

@@ -20,7 +20,7 @@
 extern crate std;
 
 use super::conv::{kernel_dims, ConvGeometry, Window};
-use super::weights::Weights;
+use super::weights::{load_bias, Weights};
 use super::{check_len, Dims, SIZE_ERR};
 use crate::Error;
 use alloc::vec::Vec;
@@ -45,8 +45,8 @@ struct Scratch {
     packed: Vec<f32>,
     /// One image's input planes with the padding written out as zeros.
     padded: Vec<f32>,
-    /// The kernel dequantized to f32 (weights stored as f16, bf16 or int8).
-    dequant: Vec<f32>,
+    /// Each packed channel's starting value: its bias (or `+0.0`), `0.0` past `M`.
+    init: Vec<f32>,
 }
 
 std::thread_local! {
@@ -96,40 +96,29 @@ pub(super) fn conv(
         Err(e) => return Some(Err(e)),
     };
     let m = geo.m;
-    let mut init = Vec::new();
-    init.try_reserve_exact(m).ok()?;
-    init.resize(m, 0f32);
-    if let Some(b) = bias {
-        b.load(0, &mut init)?;
-    }
-    if init.iter().any(|v| v.to_bits() == (-0f32).to_bits()) {
-        return None;
-    }
     SCRATCH.with(|s| {
         let mut s = s.try_borrow_mut().ok()?;
         let Scratch {
             panel,
             packed,
             padded,
-            dequant,
+            init,
         } = &mut *s;
-        let wf: &[f32] = match w.as_f32() {
-            Some(wf) => wf,
-            None => {
-                let d = sized(dequant, w.len())?;
-                w.load(0, d)?;
-                d
-            }
-        };
-        if !wf.iter().all(|v| v.is_finite()) {
+        let k = geo.c * geo.kh * geo.kw;
+        let blocks = m.div_ceil(TILE_CH);
+        let init = sized(init, blocks.checked_mul(TILE_CH)?)?;
+        let (bias_init, rest) = init.split_at_mut(m);
+        load_bias(bias, 0, bias_init)?;
+        rest.fill(0.0);
+        if init.iter().any(|v| v.to_bits() == (-0f32).to_bits()) {
+            return None;
+        }
+        let packed = sized(packed, blocks.checked_mul(k)?.checked_mul(TILE_CH)?)?;
+        pack_kernel(w, k, m, packed)?;
+        if !packed.iter().all(|v| v.is_finite()) {
             return None;
         }
         let (hp, wp) = padded_dims(&geo, win)?;
-        let k = geo.c * geo.kh * geo.kw;
-        let blocks = m.div_ceil(TILE_CH);
-        let packed = sized(packed, blocks.checked_mul(k)?.checked_mul(TILE_CH)?)?;
-        pack_kernel(wf, k, m, packed)?;
-        init.resize(blocks * TILE_CH, 0.0);
         let plane = geo.oh * geo.ow;
         // Pixels per chunk: as many as fit the panel budget, at least one tile.
         let budget = (PANEL_VALUES / k.max(1)).max(TILE_PX);
@@ -141,19 +130,20 @@ pub(super) fn conv(
         let width = chunk.div_ceil(TILE_PX) * TILE_PX;
         let panel = sized(panel, k.checked_mul(width)?)?;
         let padded = sized(padded, geo.c.checked_mul(hp)?.checked_mul(wp)?)?;
-        Some(run(x, &geo, win, packed, &init, out, panel, chunk, padded))
+        Some(run(x, &geo, win, packed, init, out, panel, chunk, padded))
     })
 }
 
 /// Copies the kernel `w [K][M]` into `packed` (`[⌈M / TILE_CH⌉][K][TILE_CH]`, zeros past
-/// channel `M`), so the tile loop reads it in order.
-fn pack_kernel(w: &[f32], k: usize, m: usize, packed: &mut [f32]) -> Option<()> {
+/// channel `M`), so the tile loop reads it in order; f16, bf16 and int8 weights are
+/// dequantized on the way (to the f32 values the direct kernel computes with).
+fn pack_kernel(w: Weights<'_>, k: usize, m: usize, packed: &mut [f32]) -> Option<()> {
     for (b, block) in packed.chunks_exact_mut(k * TILE_CH).enumerate() {
         let oc0 = b * TILE_CH;
         let n = TILE_CH.min(m - oc0);
-        for (dst, row) in block.chunks_exact_mut(TILE_CH).zip(w.chunks_exact(m)) {
+        for (kk, dst) in block.chunks_exact_mut(TILE_CH).enumerate() {
             let (used, rest) = dst.split_at_mut(n);
-            used.copy_from_slice(row.get(oc0..oc0 + n)?);
+            w.load(kk * m + oc0, used)?;
             rest.fill(0.0);
         }
     }

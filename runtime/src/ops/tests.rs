@@ -1351,45 +1351,17 @@ fn conv_as_gemm_gives_the_direct_kernels_bits() {
         Dims::new(&[1, 1, 2]).unwrap(),
         Dims::new(&[1, 2, 4]).unwrap(),
     );
-    let mut o = [0f32; 8];
-    let neg_zero = [-0.0f32, 1.0];
+    let declined = |w: &[f32], bias: Option<&[f32]>, groups: usize| {
+        let mut o = [0f32; 8];
+        let b = bias.map(Weights::F32);
+        let (win, w) = (Window::UNIT, Weights::F32(w));
+        conv_gemm::conv(&x, &xd, w, &wd, b, groups, &win, &mut o, &od).is_none()
+    };
     let w = [0.5f32, 2.0];
-    assert!(conv_gemm::conv(
-        &x,
-        &xd,
-        Weights::F32(&w),
-        &wd,
-        Some(Weights::F32(&neg_zero)),
-        1,
-        &Window::UNIT,
-        &mut o,
-        &od
-    )
-    .is_none());
-    let inf = [f32::INFINITY, 2.0];
-    assert!(conv_gemm::conv(
-        &x,
-        &xd,
-        Weights::F32(&inf),
-        &wd,
-        None,
-        1,
-        &Window::UNIT,
-        &mut o,
-        &od
-    )
-    .is_none());
+    assert!(declined(&w, Some(&[-0.0, 1.0]), 1));
+    assert!(declined(&[f32::INFINITY, 2.0], None, 1));
     // Grouped convolutions too.
-    assert!(conv_gemm::conv(
-        &x,
-        &xd,
-        Weights::F32(&w),
-        &wd,
-        None,
-        2,
-        &Window::UNIT,
-        &mut o,
-        &od
-    )
-    .is_none());
+    assert!(declined(&w, None, 2));
+    // And the same call with none of those takes the panel path.
+    assert!(!declined(&w, Some(&[0.0, 1.0]), 1));
 }
