@@ -134,9 +134,12 @@ pub fn apply(desc: &mut ModelDesc, ranges: &[Option<f32>]) -> Result<usize> {
             continue;
         }
         let w = node.inputs[1] as usize;
-        if !matches!(desc.tensors[w].stored, WeightType::Int8 { .. }) {
+        let WeightType::Int8 {
+            scales: scale_type, ..
+        } = desc.tensors[w].stored
+        else {
             continue;
-        }
+        };
         let (shape, data) = match (&node.op, &desc.tensors[w].data) {
             (Op::Dense, Some(d)) => output_first_dense(&desc.tensors[w].shape, d)?,
             (Op::Conv { .. }, Some(d)) => output_first_conv(&desc.tensors[w].shape, d)?,
@@ -148,7 +151,13 @@ pub fn apply(desc: &mut ModelDesc, ranges: &[Option<f32>]) -> Result<usize> {
         // A new weight tensor: the old one may be shared with another reader.
         // Scales per output channel: the same list, whichever axis the channels run along.
         let scales = desc.tensors[w].int8_scales.clone();
-        let new_w = push_const(desc, format!("{name}.q8"), shape, data, int8_axis0());
+        let new_w = push_const(
+            desc,
+            format!("{name}.q8"),
+            shape,
+            data,
+            int8_axis0(scale_type),
+        );
         desc.tensors[new_w as usize].int8_scales = scales;
         let bias = if has_bias {
             desc.nodes[i].inputs[2]
@@ -181,11 +190,10 @@ pub fn apply(desc: &mut ModelDesc, ranges: &[Option<f32>]) -> Result<usize> {
     Ok(changed)
 }
 
-fn int8_axis0() -> WeightType {
-    WeightType::Int8 {
-        axis: 0,
-        scales: ScaleType::Bf16,
-    }
+/// int8 along axis 0 (output channel first), with the original weight's scale type (the
+/// scales are the same list).
+fn int8_axis0(scales: ScaleType) -> WeightType {
+    WeightType::Int8 { axis: 0, scales }
 }
 
 fn fixed(d: &Dim) -> Result<usize> {

@@ -46,10 +46,15 @@ pub struct ExportOptions {
     /// The stored type of the weights (`export --weights --keep-f32`); pipeline stages use
     /// the same type.
     pub weights: weights::WeightChoice,
-    /// Leave out the names of nodes and of every tensor but the signature's inputs and
-    /// output (`export --strip-names`): `inspect` and error messages show indices for the
-    /// rest. Saves the bytes of the ONNX names, which a microcontroller never reads.
-    pub strip_names: bool,
+    /// Keep the ONNX names of nodes and inner tensors in the file (`export --keep-names`,
+    /// for `inspect` and error messages). By default only the signature's inputs and
+    /// output keep theirs and the rest show as indices: the names are debugging
+    /// information that no sampler reads, and can be several percent of a file.
+    pub keep_names: bool,
+    /// The record layout of the file: compact records (format version 3, the default) or
+    /// fixed-size ones (versions 1 and 2, for runtimes that predate version 3;
+    /// `export --fixed-records`).
+    pub layout: flowrt::write::Layout,
     /// Full-integer mode (`export --activations int8`, needs int8 weights): Dense and Conv
     /// quantize their inputs with scales calibrated on sampled trajectories. Applies to the
     /// main velocity network; pipeline stages (blocks, refiners, a decoder) keep f32
@@ -96,7 +101,7 @@ pub fn onnx_to_desc(path: &Path, opts: &ExportOptions) -> Result<ModelDesc> {
     })?;
     let mut roles = roles;
     state_only_fixup(&mut desc, &mut roles, &opts.roles, &inputs);
-    weights::assign(&mut desc, &opts.weights)
+    weights::assign(&mut desc, &opts.weights, opts.layout)
         .with_context(|| format!("choosing the weight types of {}", path.display()))?;
     let source = path
         .file_name()
@@ -126,7 +131,8 @@ pub fn onnx_to_desc(path: &Path, opts: &ExportOptions) -> Result<ModelDesc> {
                 kind: opts.weights.kind,
                 keep_f32: Vec::new(),
             },
-            strip_names: opts.strip_names,
+            keep_names: opts.keep_names,
+            layout: opts.layout,
             import_timeout: opts.import_timeout,
             // A decoder is no velocity field: there are no trajectories to calibrate it on.
             rounding: if *kind == flowrt::pipeline::StageKind::Decoder {
@@ -177,7 +183,7 @@ pub fn onnx_to_desc(path: &Path, opts: &ExportOptions) -> Result<ModelDesc> {
             .with_context(|| format!("calibrating the activations of {}", path.display()))?;
         int8act::apply(&mut desc, &ranges)?;
     }
-    if opts.strip_names {
+    if !opts.keep_names {
         // The signature's names stay (they are few and say what to feed).
         let io: Vec<u32> = desc
             .inputs
@@ -272,7 +278,7 @@ fn state_only_fixup(
 /// Errors: see [`onnx_to_desc`]; plus the writer's validation of the lowered graph.
 pub fn export_onnx(path: &Path, opts: &ExportOptions) -> Result<Vec<u8>> {
     let desc = onnx_to_desc(path, opts)?;
-    flowrt::write::write(&desc)
+    flowrt::write::write_with(&desc, opts.layout)
         .map_err(|e| anyhow::anyhow!("{}", describe_write_error(&desc, e)))
         .with_context(|| format!("cannot write {} as .frt", path.display()))
 }

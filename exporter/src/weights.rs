@@ -18,7 +18,8 @@ pub enum WeightKind {
     F16,
     /// bfloat16 (2 bytes per weight).
     Bf16,
-    /// int8 with one bfloat16 scale per output channel (1 byte per weight; biases f16).
+    /// int8 with one 8-bit scale per output channel (1 byte per weight; biases int8 with
+    /// one scale each).
     Int8,
 }
 
@@ -75,13 +76,25 @@ pub struct StoredWeight {
 /// [`flowrt::format::NodeOp::reads_typed_weights`]), and a bias when every reader reads it
 /// as its bias ([`flowrt::format::NodeOp::reads_typed_bias`]); a constant any node reads as
 /// a plain f32 operand (an Add operand) stays f32. Weights take the asked type; biases are
-/// stored as bf16 in bf16 models and as f16 in f16 and int8 models (f32 when a value does
-/// not fit f16). The int8 channel axis is the output channel: Dense `w[K, N]` axis 1,
-/// Conv's channel-last kernel its last axis, ConvTranspose `w[M, ..]` axis 0, a Gather
-/// table one scale per row (axis 0); the scales are bfloat16 ([`ScaleType::Bf16`]).
+/// stored as bf16 in bf16 models, as f16 in f16 models (f32 when a value does not fit f16),
+/// and in int8 models as int8 with one scale for the whole bias (format version 3; f16 with
+/// fixed records). The int8 channel axis of weights is the output channel: Dense `w[K, N]`
+/// axis 1, Conv's channel-last kernel its last axis, ConvTranspose `w[M, ..]` axis 0, a
+/// Gather table one scale per row (axis 0); the scales are 8-bit ([`ScaleType::Mini`],
+/// version 3) or bfloat16 with fixed records ([`ScaleType::Bf16`]).
 ///
 /// Errors: a `--keep-f32` name that matches no weight (a typo would silently quantize).
-pub fn assign(desc: &mut ModelDesc, choice: &WeightChoice) -> Result<Vec<StoredWeight>> {
+pub fn assign(
+    desc: &mut ModelDesc,
+    choice: &WeightChoice,
+    layout: flowrt::write::Layout,
+) -> Result<Vec<StoredWeight>> {
+    let compact = layout == flowrt::write::Layout::Compact;
+    let scales = if compact {
+        ScaleType::Mini
+    } else {
+        ScaleType::Bf16
+    };
     if choice.kind == WeightKind::F32 {
         if let Some(name) = choice.keep_f32.first() {
             bail!("--keep-f32 {name} needs --weights f16, bf16 or int8");
@@ -148,11 +161,13 @@ pub fn assign(desc: &mut ModelDesc, choice: &WeightChoice) -> Result<Vec<StoredW
             (Role::Plain, _) | (_, WeightKind::F32) => continue,
             (Role::Weight(_), WeightKind::F16) => WeightType::F16,
             (_, WeightKind::Bf16) => WeightType::Bf16,
-            (Role::Weight(axis), WeightKind::Int8) => WeightType::Int8 {
-                axis,
-                scales: ScaleType::Bf16,
+            (Role::Weight(axis), WeightKind::Int8) => WeightType::Int8 { axis, scales },
+            // Biases of int8 models: one scale for the whole bias (axis = rank).
+            (Role::Bias, WeightKind::Int8) if compact => WeightType::Int8 {
+                axis: u8::try_from(t.shape.len()).unwrap_or(u8::MAX),
+                scales,
             },
-            // Biases of f16 and int8 models: f16 where every value fits.
+            // Biases of f16 (and fixed-record int8) models: f16 where every value fits.
             (Role::Bias, WeightKind::F16 | WeightKind::Int8) if fits_f16(data) => WeightType::F16,
             (Role::Bias, _) => continue,
         };

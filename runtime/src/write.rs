@@ -5,10 +5,11 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
+use crate::format::compact;
 use crate::format::{
     align_up, check_output_shape, check_role_shape, node_err, rules, section, tensor_err, NodeOp,
     Region, ScaleType, Shape, TensorKind, WeightType, ALIGN, HEADER_LEN, MAGIC, NONE_U32, NO_BATCH,
-    SECTION_ENTRY_LEN, SECTION_FLAG_REQUIRED, VERSION, VERSION_TYPED_WEIGHTS,
+    SECTION_ENTRY_LEN, SECTION_FLAG_REQUIRED, VERSION, VERSION_COMPACT, VERSION_TYPED_WEIGHTS,
 };
 use crate::ir::{self, ModelDesc};
 use crate::plan::{self, MemoryPlan, Request};
@@ -69,8 +70,10 @@ pub(crate) fn analyze(desc: &ModelDesc) -> Result<Analysis, Error> {
             }
             *kind = TensorKind::Const;
             if let WeightType::Int8 { axis, .. } = t.stored {
-                if usize::from(axis) >= shape.rank() {
-                    return Err(tensor_err(i, "int8 channel axis is not below the rank"));
+                // The rank itself: one scale for the whole tensor (version 3; the reader
+                // refuses it in fixed-record files, so `write_with` does too).
+                if usize::from(axis) > shape.rank() {
+                    return Err(tensor_err(i, "int8 channel axis is above the rank"));
                 }
             }
         } else if t.stored != WeightType::F32 {
@@ -303,16 +306,17 @@ fn encode_const(
         WeightType::Int8 { axis, scales } => {
             let (channels, inner) = shape
                 .channel_layout(usize::from(axis))
-                .ok_or("int8 channel axis is not below the rank")?;
+                .ok_or("int8 channel axis is above the rank")?;
             let (q, values) = match given {
                 None => quantize(data, channels, inner, scales),
                 Some(g) => {
                     let exact = |s: &f32| match scales {
-                        ScaleType::F32 => true,
+                        ScaleType::F32 | ScaleType::Mini => true,
                         ScaleType::Bf16 => s.to_bits() & 0xFFFF == 0,
                     };
                     if g.len() != channels
                         || !g.iter().all(|s| s.is_finite() && *s >= 0.0 && exact(s))
+                        || (scales == ScaleType::Mini && mini_codes(g).is_none())
                     {
                         return Err("given int8 scales must be one finite, non-negative, storable scale per channel");
                     }
@@ -321,13 +325,20 @@ fn encode_const(
             };
             out.extend(q.iter().map(|v| *v as u8));
             pad4(out);
-            for s in values {
-                match scales {
-                    ScaleType::F32 => out.extend_from_slice(&s.to_le_bytes()),
-                    // Exact: `quantize` returns bfloat16 values.
-                    ScaleType::Bf16 => {
-                        out.extend_from_slice(&((s.to_bits() >> 16) as u16).to_le_bytes())
-                    }
+            match scales {
+                ScaleType::F32 => values
+                    .iter()
+                    .for_each(|s| out.extend_from_slice(&s.to_le_bytes())),
+                // Exact: `quantize` returns bfloat16 values.
+                ScaleType::Bf16 => values.iter().for_each(|s| {
+                    out.extend_from_slice(&((s.to_bits() >> 16) as u16).to_le_bytes())
+                }),
+                // Exact: `quantize` returns scales of one tensor exponent.
+                ScaleType::Mini => {
+                    let (base, codes) =
+                        mini_codes(&values).ok_or("int8 scales do not fit 8-bit scales")?;
+                    out.push(base);
+                    out.extend_from_slice(&codes);
                 }
             }
         }
@@ -361,17 +372,68 @@ pub fn channel_scales(data: &[f32], channels: usize, inner: usize, stored: Scale
             *m = m.max(v.abs());
         }
     }
+    if stored == ScaleType::Mini {
+        // One tensor exponent for every channel: each scale rounded up under it.
+        let exact: Vec<f32> = amax.iter().map(|m| m / 127.0).collect();
+        let base = mini_base(exact.iter().fold(0f32, |a, s| a.max(*s)));
+        return exact.iter().map(|s| mini_up(base, *s).1).collect();
+    }
     amax.iter().map(|m| int8_scale(*m, stored)).collect()
 }
 
 /// The int8 scale of a channel whose largest magnitude is `amax`: `amax / 127` (0 for an
 /// all-zero channel), for [`ScaleType::Bf16`] rounded up to the next bfloat16 so that no
-/// value clips.
+/// value clips, for [`ScaleType::Mini`] to the next 8-bit scale of its own exponent (a
+/// tensor of several channels shares one: [`channel_scales`]).
 pub fn int8_scale(amax: f32, stored: ScaleType) -> f32 {
     match stored {
         ScaleType::F32 => amax / 127.0,
         ScaleType::Bf16 => bf16_up(amax / 127.0),
+        ScaleType::Mini => {
+            let s = amax / 127.0;
+            mini_up(mini_base(s), s).1
+        }
     }
+}
+
+/// The tensor exponent of 8-bit scales whose largest is `max`: the exponent field of `max`
+/// rounded up to four mantissa bits, within [`crate::format::MINI_BASE_RANGE`].
+fn mini_base(max: f32) -> u8 {
+    let bits = max.to_bits();
+    let up = if bits & 0x7FFFF == 0 {
+        bits
+    } else {
+        (bits & !0x7FFFF).saturating_add(0x80000)
+    };
+    let range = crate::format::MINI_BASE_RANGE;
+    ((up >> 23) & 0xFF).clamp(u32::from(*range.start()), u32::from(*range.end())) as u8
+}
+
+/// The code of the smallest 8-bit scale under `base` that is `>= s` (the largest one when
+/// none is), and that scale.
+fn mini_up(base: u8, s: f32) -> (u8, f32) {
+    let mut best = (0x0Fu8, crate::format::mini_scale(base, 0x0F));
+    for code in 0..=255u8 {
+        let v = crate::format::mini_scale(base, code);
+        if v >= s && v < best.1 {
+            best = (code, v);
+        }
+    }
+    best
+}
+
+/// The tensor exponent and the codes of scales that are all 8-bit scales of one exponent
+/// (the one [`channel_scales`] picks for their largest); `None` when one is not.
+fn mini_codes(scales: &[f32]) -> Option<(u8, Vec<u8>)> {
+    let base = mini_base(scales.iter().fold(0f32, |a, s| a.max(*s)));
+    let codes = scales
+        .iter()
+        .map(|s| {
+            let (code, v) = mini_up(base, *s);
+            (v == *s || (*s == 0.0 && code == 0xF0)).then_some(code)
+        })
+        .collect::<Option<Vec<u8>>>()?;
+    Some((base, codes))
 }
 
 /// `round(w / scale[c])` clamped to `-127..=127` (ties away from zero; 0 where the scale is
@@ -417,18 +479,45 @@ fn pad4(v: &mut Vec<u8>) {
     }
 }
 
-fn pad16(v: &mut Vec<u8>) {
-    while v.len() & (ALIGN - 1) != 0 {
+/// Pads `v` with zeros to a multiple of `align` (a power of two).
+fn pad_to(v: &mut Vec<u8>, align: usize) {
+    while v.len() & (align - 1) != 0 {
         v.push(0);
     }
 }
 
-/// Validates `desc`, plans its memory and serializes it as a `.frt` version 1 image.
+/// The record layout a file is written in (docs/frt-format.md, "Versioning").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// Version 3 (the default): compact records behind an index, 4-byte alignment. A few
+    /// bytes per tensor and node instead of 64 and 48.
+    #[default]
+    Compact,
+    /// Versions 1 (every constant f32) and 2 (typed weights): fixed-size records, 16-byte
+    /// alignment. For runtimes that predate version 3.
+    Fixed,
+}
+
+/// Validates `desc`, plans its memory and serializes it as a `.frt` image in the default
+/// layout ([`Layout::Compact`], version 3).
 ///
 /// Errors: [`Error::InvalidTensor`] / [`Error::InvalidNode`] with the index of the offending
 /// tensor or node in `desc` (and the broken rule), or [`Error::Invalid`] for model-wide rules.
 pub fn write(desc: &ModelDesc) -> Result<Vec<u8>, Error> {
+    write_with(desc, Layout::Compact)
+}
+
+/// [`write()`] in the record layout `layout`.
+///
+/// Errors: as [`write()`].
+pub fn write_with(desc: &ModelDesc, layout: Layout) -> Result<Vec<u8>, Error> {
     let a = analyze(desc)?;
+    let compact = layout == Layout::Compact;
+    let align = if compact {
+        crate::format::ALIGN_COMPACT
+    } else {
+        ALIGN
+    };
     let too_big = Error::Invalid {
         what: "model is too large",
     };
@@ -450,12 +539,12 @@ pub fn write(desc: &ModelDesc) -> Result<Vec<u8>, Error> {
         }
     }
 
-    // Weights: each constant 16-aligned, in its stored type.
+    // Weights: each constant aligned (16 bytes, 4 compact), in its stored type.
     let mut weights = Vec::new();
     let mut data_pos = vec![(0u64, 0u64); desc.tensors.len()];
     for (i, (t, pos)) in desc.tensors.iter().zip(data_pos.iter_mut()).enumerate() {
         if let Some(data) = &t.data {
-            pad16(&mut weights);
+            pad_to(&mut weights, align);
             let off = weights.len() as u64;
             let shape = a.shapes.get(i).ok_or(too_big)?;
             encode_const(
@@ -471,7 +560,9 @@ pub fn write(desc: &ModelDesc) -> Result<Vec<u8>, Error> {
     }
     // The section stays a whole number of words (f16 data may end on a half word).
     pad4(&mut weights);
-    let version = if desc.tensors.iter().all(|t| t.stored == WeightType::F32) {
+    let version = if compact {
+        VERSION_COMPACT
+    } else if desc.tensors.iter().all(|t| t.stored == WeightType::F32) {
         VERSION
     } else {
         VERSION_TYPED_WEIGHTS
@@ -482,12 +573,14 @@ pub fn write(desc: &ModelDesc) -> Result<Vec<u8>, Error> {
     put_u64(&mut plan_sec, a.plan.fixed_bytes as u64);
     put_u64(&mut plan_sec, a.plan.per_row_bytes as u64);
     let n_slots = a.plan.slots.iter().filter(|s| s.is_some()).count();
-    put_u32(&mut plan_sec, u32_of(n_slots)?);
-    put_u32(&mut plan_sec, 0);
+    if !compact {
+        put_u32(&mut plan_sec, u32_of(n_slots)?);
+        put_u32(&mut plan_sec, 0);
+    }
     let mut slot_of = vec![NONE_U32; desc.tensors.len()];
     let mut next = 0u32;
     for (i, s) in a.plan.slots.iter().enumerate() {
-        if let Some(s) = s {
+        if let Some(s) = s.as_ref().filter(|_| !compact) {
             put_u32(&mut plan_sec, u32_of(i)?);
             put_u32(&mut plan_sec, s.region.code());
             put_u64(&mut plan_sec, s.offset as u64);
@@ -498,71 +591,110 @@ pub fn write(desc: &ModelDesc) -> Result<Vec<u8>, Error> {
         }
     }
 
-    // Tensors.
+    // Tensors: fixed 64-byte records, or compact ones behind an index.
     let mut tensors = Vec::new();
-    put_u32(&mut tensors, u32_of(desc.tensors.len())?);
-    put_u32(&mut tensors, 0);
+    let mut compact_records = Vec::new();
+    if !compact {
+        put_u32(&mut tensors, u32_of(desc.tensors.len())?);
+        put_u32(&mut tensors, 0);
+    }
     for i in 0..desc.tensors.len() {
         let shape = a.shapes.get(i).copied().ok_or(too_big)?;
         let kind = a.kinds.get(i).copied().ok_or(too_big)?;
         let (rank, batch_axis, dims) = shape.raw();
-        let stored = desc.tensors.get(i).map(|t| t.stored).unwrap_or_default();
-        tensors.push(kind.code());
-        tensors.push(stored.code());
-        tensors.push(rank);
-        tensors.push(if shape.has_batch() {
+        let batch_axis = if shape.has_batch() {
             batch_axis
         } else {
             NO_BATCH
-        });
+        };
+        let stored = desc.tensors.get(i).map(|t| t.stored).unwrap_or_default();
+        let axis = match stored {
+            WeightType::Int8 { axis, .. } => axis,
+            _ => 0,
+        };
         let producer = a
             .producer
             .get(i)
             .copied()
             .flatten()
             .map_or(Ok(NONE_U32), u32_of)?;
+        let (off, len) = data_pos.get(i).copied().unwrap_or((0, 0));
+        if compact {
+            let plan_offset = a
+                .plan
+                .slots
+                .get(i)
+                .and_then(|s| s.as_ref())
+                .map_or(0, |s| s.offset as u64);
+            let fields = compact::TensorFields {
+                kind: kind.code(),
+                dtype: stored.code(),
+                rank,
+                batch_axis,
+                dims,
+                data_off: off,
+                axis,
+                producer,
+                plan_offset,
+            };
+            compact_records.push(compact::encode_tensor(&fields).ok_or(too_big)?);
+            continue;
+        }
+        tensors.push(kind.code());
+        tensors.push(stored.code());
+        tensors.push(rank);
+        tensors.push(batch_axis);
         put_u32(&mut tensors, producer);
         for d in dims {
             put_u32(&mut tensors, d);
         }
         put_u32(&mut tensors, slot_of.get(i).copied().unwrap_or(NONE_U32));
-        put_u32(
-            &mut tensors,
-            match stored {
-                WeightType::Int8 { axis, .. } => u32::from(axis),
-                _ => 0,
-            },
-        );
-        let (off, len) = data_pos.get(i).copied().unwrap_or((0, 0));
+        put_u32(&mut tensors, u32::from(axis));
         put_u64(&mut tensors, off);
         put_u64(&mut tensors, len);
         put_u64(&mut tensors, 0);
     }
-
-    // Nodes: records, then the edge table.
-    let mut nodes = Vec::new();
-    let n_edges: usize = desc.nodes.iter().map(|n| n.inputs.len()).sum();
-    put_u32(&mut nodes, u32_of(desc.nodes.len())?);
-    put_u32(&mut nodes, u32_of(n_edges)?);
-    let mut first = 0usize;
-    for (node, op) in desc.nodes.iter().zip(&a.ops) {
-        let (code, attrs) = op.encode();
-        put_u16(&mut nodes, code);
-        put_u16(
-            &mut nodes,
-            u16::try_from(node.inputs.len()).map_err(|_| too_big)?,
-        );
-        put_u32(&mut nodes, u32_of(first)?);
-        put_u32(&mut nodes, node.output);
-        put_u32(&mut nodes, 0);
-        for w in attrs {
-            put_u32(&mut nodes, w);
-        }
-        first += node.inputs.len();
+    if compact {
+        tensors = compact::table(&compact_records).ok_or(too_big)?;
     }
-    for node in &desc.nodes {
-        for t in &node.inputs {
-            put_u32(&mut nodes, *t);
+
+    // Nodes: fixed 48-byte records then the edge table, or compact records behind an index.
+    let mut nodes = Vec::new();
+    if compact {
+        let records: Vec<Vec<u8>> = desc
+            .nodes
+            .iter()
+            .zip(&a.ops)
+            .map(|(node, op)| {
+                let (code, attrs) = op.encode();
+                compact::encode_node(code, &node.inputs, node.output, &attrs)
+            })
+            .collect();
+        nodes = compact::table(&records).ok_or(too_big)?;
+    } else {
+        let n_edges: usize = desc.nodes.iter().map(|n| n.inputs.len()).sum();
+        put_u32(&mut nodes, u32_of(desc.nodes.len())?);
+        put_u32(&mut nodes, u32_of(n_edges)?);
+        let mut first = 0usize;
+        for (node, op) in desc.nodes.iter().zip(&a.ops) {
+            let (code, attrs) = op.encode();
+            put_u16(&mut nodes, code);
+            put_u16(
+                &mut nodes,
+                u16::try_from(node.inputs.len()).map_err(|_| too_big)?,
+            );
+            put_u32(&mut nodes, u32_of(first)?);
+            put_u32(&mut nodes, node.output);
+            put_u32(&mut nodes, 0);
+            for w in attrs {
+                put_u32(&mut nodes, w);
+            }
+            first += node.inputs.len();
+        }
+        for node in &desc.nodes {
+            for t in &node.inputs {
+                put_u32(&mut nodes, *t);
+            }
         }
     }
 
@@ -591,11 +723,18 @@ pub fn write(desc: &ModelDesc) -> Result<Vec<u8>, Error> {
     let mut names = Vec::new();
     put_u32(&mut names, u32_of(desc.tensors.len())?);
     put_u32(&mut names, u32_of(desc.nodes.len())?);
-    for t in &desc.tensors {
-        put_str(&mut names, &t.name)?;
-    }
-    for n in &desc.nodes {
-        put_str(&mut names, &n.name)?;
+    for name in desc
+        .tensors
+        .iter()
+        .map(|t| &t.name)
+        .chain(desc.nodes.iter().map(|n| &n.name))
+    {
+        if compact {
+            compact::put_varint(&mut names, name.len() as u64);
+            names.extend_from_slice(name.as_bytes());
+        } else {
+            put_str(&mut names, name)?;
+        }
     }
 
     // Assemble: header, section table, 16-aligned sections.
@@ -669,12 +808,18 @@ pub fn write(desc: &ModelDesc) -> Result<Vec<u8>, Error> {
         }
         sections.push((section::PIPELINE, SECTION_FLAG_REQUIRED, &pipe));
     }
-    let table_end = HEADER_LEN + sections.len() * SECTION_ENTRY_LEN;
+    let entry_len = if compact {
+        crate::format::SECTION_ENTRY_LEN_COMPACT
+    } else {
+        SECTION_ENTRY_LEN
+    };
+    let table_end = HEADER_LEN + sections.len() * entry_len;
     let mut offsets = Vec::with_capacity(sections.len());
-    let mut pos = align_up(table_end).ok_or(too_big)?;
+    let up = |n: usize| n.checked_add(align - 1).map(|n| n & !(align - 1));
+    let mut pos = up(table_end).ok_or(too_big)?;
     for (_, _, body) in &sections {
         offsets.push(pos);
-        pos = align_up(pos.checked_add(body.len()).ok_or(too_big)?).ok_or(too_big)?;
+        pos = up(pos.checked_add(body.len()).ok_or(too_big)?).ok_or(too_big)?;
     }
     let mut out = Vec::with_capacity(pos);
     out.extend_from_slice(&MAGIC);
@@ -687,12 +832,15 @@ pub fn write(desc: &ModelDesc) -> Result<Vec<u8>, Error> {
     for ((kind, flags, body), off) in sections.iter().zip(&offsets) {
         put_u16(&mut out, *kind);
         put_u16(&mut out, *flags);
-        put_u32(&mut out, 0);
-        put_u64(&mut out, *off as u64);
+        if !compact {
+            // Version 3 implies the offsets: each section at the next multiple of 4.
+            put_u32(&mut out, 0);
+            put_u64(&mut out, *off as u64);
+        }
         put_u64(&mut out, body.len() as u64);
     }
     for (_, _, body) in &sections {
-        pad16(&mut out);
+        pad_to(&mut out, align);
         out.extend_from_slice(body);
     }
     let total = (out.len() as u64).to_le_bytes();

@@ -641,8 +641,23 @@ fn writer_rejects_inconsistent_descs_naming_the_node() {
 // -------------------------------------------------------------------------------------------
 // Malformed files.
 
-/// A small valid file (MLP with fewer weights).
+/// A small valid file (MLP with fewer weights) with fixed records (version 1), whose fields
+/// the tests below patch at known offsets.
 fn small_file() -> Vec<u8> {
+    flowrt::write::write_with(&small_desc(), flowrt::write::Layout::Fixed).unwrap()
+}
+
+/// The same model with compact records (version 3, what `write` emits by default).
+fn small_compact_file() -> Vec<u8> {
+    flowrt::write::write(&small_desc()).unwrap()
+}
+
+/// Both layouts of the small model.
+fn small_files() -> [Vec<u8>; 2] {
+    [small_file(), small_compact_file()]
+}
+
+fn small_desc() -> ModelDesc {
     let mut g = Lcg(9);
     let mut m = G::default();
     let x = m.input(&[B, f(2)], Role::X);
@@ -659,7 +674,7 @@ fn small_file() -> Vec<u8> {
     let o = m.node(Op::Binary(BinaryOp::Add), &[h, x], &[B, f(2)]);
     let mut d = m.finish(o);
     d.metadata.push(("k".into(), "v".into()));
-    flowrt::write::write(&d).unwrap()
+    d
 }
 
 struct Layout {
@@ -669,14 +684,11 @@ struct Layout {
 impl Layout {
     fn of(file: &[u8]) -> Layout {
         let n = u32::from_le_bytes(file[20..24].try_into().unwrap()) as usize;
+        let version = u16::from_le_bytes(file[4..6].try_into().unwrap());
         let sections = (0..n)
             .map(|i| {
-                let o = 32 + 24 * i;
-                let kind = u16::from_le_bytes(file[o..o + 2].try_into().unwrap());
-                let flags = u16::from_le_bytes(file[o + 2..o + 4].try_into().unwrap());
-                let off = u64::from_le_bytes(file[o + 8..o + 16].try_into().unwrap()) as usize;
-                let len = u64::from_le_bytes(file[o + 16..o + 24].try_into().unwrap()) as usize;
-                (kind, flags, off, len)
+                let (kind, flags, off, len) = format::section_entry(file, version, n, i).unwrap();
+                (kind, flags, off as usize, len as usize)
             })
             .collect();
         Layout { sections }
@@ -684,8 +696,13 @@ impl Layout {
     fn off(&self, kind: u16) -> usize {
         self.sections.iter().find(|s| s.0 == kind).unwrap().2
     }
+    /// Where the section table entry of `kind` is (fixed-record files: 24 bytes each).
     fn entry(&self, kind: u16) -> usize {
         32 + 24 * self.sections.iter().position(|s| s.0 == kind).unwrap()
+    }
+    /// [`Layout::entry`] in a version-3 file (12 bytes each).
+    fn compact_entry(&self, kind: u16) -> usize {
+        32 + 12 * self.sections.iter().position(|s| s.0 == kind).unwrap()
     }
     fn tensor(&self, i: usize) -> usize {
         self.off(format::section::TENSORS) + 8 + 64 * i
@@ -754,8 +771,13 @@ macro_rules! rejects {
 
 #[test]
 fn every_truncation_is_rejected() {
-    let f = small_file();
-    let buf = load(&f);
+    for f in small_files() {
+        every_truncation_of_is_rejected(&f);
+    }
+}
+
+fn every_truncation_of_is_rejected(f: &[u8]) {
+    let buf = load(f);
     assert!(Model::from_bytes(&buf).is_ok());
     for n in 0..f.len() {
         let r = Model::from_bytes(&buf[..n]);
@@ -771,24 +793,25 @@ fn every_truncation_is_rejected() {
 
 #[test]
 fn every_bit_flip_is_rejected() {
-    let f = small_file();
-    let mut buf = load(&f);
-    for bit in 0..f.len() * 8 {
-        buf[bit / 8] ^= 1 << (bit % 8);
-        assert!(Model::from_bytes(&buf).is_err(), "bit {bit} flip accepted");
-        buf[bit / 8] ^= 1 << (bit % 8);
+    for f in small_files() {
+        let mut buf = load(&f);
+        for bit in 0..f.len() * 8 {
+            buf[bit / 8] ^= 1 << (bit % 8);
+            assert!(Model::from_bytes(&buf).is_err(), "bit {bit} flip accepted");
+            buf[bit / 8] ^= 1 << (bit % 8);
+        }
+        assert!(Model::from_bytes(&buf).is_ok());
     }
-    assert!(Model::from_bytes(&buf).is_ok());
 }
 
 #[test]
 fn header_errors() {
     let f = small_file();
     let mut v = f.clone();
-    v[4] = 3;
-    assert_eq!(load_err(&v), Error::UnsupportedVersion { found: 3 });
+    v[4] = 4;
+    assert_eq!(load_err(&v), Error::UnsupportedVersion { found: 4 });
     refresh(&mut v);
-    assert_eq!(load_err(&v), Error::UnsupportedVersion { found: 3 });
+    assert_eq!(load_err(&v), Error::UnsupportedVersion { found: 4 });
     let mut v = f.clone();
     v[0] = b'X';
     assert_eq!(load_err(&v), Error::BadMagic);
@@ -1091,8 +1114,12 @@ fn exported_file_with_a_flipped_plan_size_bit_is_rejected() {
 /// that still loads runs without panicking at several batch sizes.
 #[test]
 fn random_corruption_never_panics() {
-    let f = small_file();
-    let l = Layout::of(&f);
+    for f in small_files() {
+        random_corruption_of_never_panics(&f);
+    }
+}
+
+fn random_corruption_of_never_panics(f: &[u8]) {
     let mut g = Lcg(10);
     let values = [
         0u32,
@@ -1113,7 +1140,7 @@ fn random_corruption_never_panics() {
     ];
     let (mut loaded, mut ran) = (0, 0);
     for _ in 0..20_000 {
-        let mut v = f.clone();
+        let mut v = f.to_vec();
         for _ in 0..1 + g.below(3) {
             let at = 4 * g.below(v.len() / 4);
             let val = if g.below(2) == 0 {
@@ -1149,6 +1176,130 @@ fn random_corruption_never_panics() {
             }
         }
     }
-    let _ = l;
     println!("loaded {loaded}, ran {ran}");
+}
+
+/// Version 3's compact tables: each rule of docs/frt-format.md ("Compact tables") broken
+/// on its own, with a valid checksum, gives a typed error.
+#[test]
+fn compact_record_errors() {
+    use format::section::*;
+    let f = small_compact_file();
+    assert_eq!(Model::from_bytes(&load(&f)).unwrap().version(), 3);
+    let l = Layout::of(&f);
+    let patched = |edit: &dyn Fn(&mut Vec<u8>)| {
+        let mut v = f.clone();
+        edit(&mut v);
+        refresh(&mut v);
+        load_err(&v)
+    };
+    let (t, n) = (l.off(TENSORS), l.off(NODES));
+    let invalid = |what: &str, e: Error| {
+        assert!(
+            matches!(
+                e,
+                Error::Invalid { .. } | Error::InvalidTensor { .. } | Error::InvalidNode { .. }
+            ),
+            "{what}: {e:?}"
+        )
+    };
+    invalid("index width 3", patched(&|v| v[t + 4] = 3));
+    invalid("reserved byte", patched(&|v| v[t + 6] = 1));
+    invalid(
+        "one tensor more",
+        patched(&|v| put32(v, t, get32(&f, t) + 1)),
+    );
+    invalid("one node less", patched(&|v| put32(v, n, get32(&f, n) - 1)));
+    invalid("first tensor not at 0", patched(&|v| v[t + 8] = 1));
+    // Record 1 starting where record 2 does: record 1 is then empty (a small table has a
+    // one-byte index).
+    assert_eq!(f[t + 4], 1);
+    invalid("index not increasing", patched(&|v| v[t + 9] = v[t + 10]));
+    invalid(
+        "index width 2 on a one-byte index",
+        patched(&|v| v[t + 4] = 2),
+    );
+    // The plan section 8 bytes longer: it no longer is 16 bytes, and every later section
+    // moves by 8, so the file is one whose total length is too short.
+    let e = l.compact_entry(PLAN);
+    let e = patched(&|v| put64(v, e + 4, 24));
+    assert!(
+        matches!(e, Error::Truncated { .. } | Error::Invalid { .. }),
+        "{e:?}"
+    );
+    // A section table whose lengths run past the file.
+    let e = l.compact_entry(TENSORS);
+    let e = patched(&|v| put64(v, e + 4, f.len() as u64));
+    assert!(matches!(e, Error::Truncated { .. }), "{e:?}");
+    // The first tensor record (an input: two bytes) with a flag bit, then with a rank of 7.
+    let records = |v: &[u8]| {
+        let count = get32(v, t) as usize;
+        (t + 8 + usize::from(v[t + 4]) * count + 3) & !3
+    };
+    let r0 = records(&f);
+    assert_eq!(f[r0] & 3, 0, "tensor 0 is an input");
+    invalid("tensor flag bit", patched(&|v| v[r0] |= 0x80));
+    invalid("rank 7", patched(&|v| v[r0 + 1] = (v[r0 + 1] & !7) | 7));
+    invalid(
+        "batch axis past the rank",
+        patched(&|v| v[r0 + 1] |= 7 << 3),
+    );
+}
+
+/// Every byte of the compact tensor, node and plan sections set to each of several values,
+/// with the checksum recomputed: loading never panics, and what still loads samples
+/// without panicking.
+#[test]
+fn every_compact_record_byte_corrupted_never_panics() {
+    use format::section::*;
+    let f = small_compact_file();
+    let l = Layout::of(&f);
+    let ranges: Vec<(usize, usize)> = [TENSORS, NODES, PLAN]
+        .iter()
+        .map(|k| {
+            let s = l.sections.iter().find(|s| s.0 == *k).unwrap();
+            (s.2, s.2 + s.3)
+        })
+        .collect();
+    let (mut tried, mut loaded) = (0, 0);
+    for (start, end) in ranges {
+        for at in start..end {
+            for val in [
+                0u8,
+                1,
+                2,
+                0x7F,
+                0x80,
+                0xFF,
+                f[at] ^ 1,
+                f[at] ^ 0x80,
+                f[at] + 1,
+            ] {
+                if val == f[at] {
+                    continue;
+                }
+                let mut v = f.clone();
+                v[at] = val;
+                refresh(&mut v);
+                tried += 1;
+                let buf = load(&v);
+                let Ok(m) = Model::from_bytes(&buf) else {
+                    continue;
+                };
+                loaded += 1;
+                let Ok(need) = m.required_arena_bytes(2) else {
+                    continue;
+                };
+                assert!(need < 1 << 20, "byte {at} = {val}: arena {need}");
+                let mut arena = AlignedBytes::zeroed(need);
+                let x = vec![0.5; 2 * m.state_dim()];
+                let mut out = vec![0.0; x.len()];
+                if let Ok(mut field) = CpuField::new(&m, 2, &mut arena) {
+                    let _ = field.eval_into(0.5, &x, &mut out);
+                }
+            }
+        }
+    }
+    assert!(tried > 500, "{tried}");
+    println!("tried {tried}, loaded {loaded}");
 }

@@ -52,9 +52,9 @@ fn time_convention_round_trips_and_reaches_the_network() {
     // The TIME section is marked required.
     let count = u32::from_le_bytes(f.as_slice()[20..24].try_into().unwrap()) as usize;
     let flags = (0..count)
-        .map(|i| 32 + 24 * i)
-        .find(|&o| u16::from_le_bytes(f.as_slice()[o..o + 2].try_into().unwrap()) == section::TIME)
-        .map(|o| u16::from_le_bytes(f.as_slice()[o + 2..o + 4].try_into().unwrap()));
+        .filter_map(|i| format::section_entry(f.as_slice(), m.version(), count, i))
+        .find(|e| e.0 == section::TIME)
+        .map(|e| e.1);
     assert_eq!(flags, Some(format::SECTION_FLAG_REQUIRED));
     // One Euler step from sigma = 1 to 0: dx/dsigma = -(1000 * sigma) = -1000, so
     // x = 0 + (0 - 1) * -1000 = 1000.

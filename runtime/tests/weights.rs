@@ -6,9 +6,10 @@
 
 mod common;
 
-use common::{f, load, patched, section_range, Lcg};
+use common::{f, load, load_with, patched, section_range, Lcg};
 use flowrt::format::{self, AlignedBytes, ScaleType, WeightType};
 use flowrt::ir::{ModelBuilder, ModelDesc, Op, Role, UnaryOp, Window};
+use flowrt::write::Layout;
 use flowrt::{Error, Model};
 
 /// The weight types besides f32, with the int8 axis filled in per weight by [`mark`].
@@ -109,7 +110,8 @@ fn graph(g: &mut Lcg) -> (ModelDesc, Constants) {
 }
 
 /// `desc` with its weights stored as `ty` (int8 along each weight's output-channel axis)
-/// and its biases as the exporter stores them: bf16 with bf16 weights, else f16.
+/// and its biases as the exporter stores them: bf16 with bf16 weights, int8 with one 8-bit
+/// scale each with 8-bit-scaled int8 weights (version 3), else f16.
 fn mark(desc: &ModelDesc, c: &Constants, ty: WeightType) -> ModelDesc {
     let mut d = desc.clone();
     for (t, axis) in &c.weights {
@@ -124,6 +126,13 @@ fn mark(desc: &ModelDesc, c: &Constants, ty: WeightType) -> ModelDesc {
     for t in &c.biases {
         d.tensors[*t as usize].stored = match ty {
             WeightType::Bf16 => WeightType::Bf16,
+            WeightType::Int8 {
+                scales: ScaleType::Mini,
+                ..
+            } => WeightType::Int8 {
+                axis: 1, // the rank: one scale for the whole bias
+                scales: ScaleType::Mini,
+            },
             _ => WeightType::F16,
         };
     }
@@ -157,13 +166,30 @@ fn run(model: &Model<'_>, g: &mut Lcg) -> Vec<f32> {
 #[test]
 fn typed_weights_compute_their_dequantized_values_bit_for_bit() {
     let (desc, consts) = graph(&mut Lcg(7));
-    let f32_file = load(&desc);
+    let f32_file = load_with(&desc, Layout::Fixed);
     let f32_model = Model::from_bytes(f32_file.as_slice()).unwrap();
     assert_eq!(f32_model.version(), format::VERSION);
-    for ty in TYPES {
-        let typed_file = load(&mark(&desc, &consts, ty));
+    assert_eq!(
+        Model::from_bytes(load(&desc).as_slice()).unwrap().version(),
+        format::VERSION_COMPACT
+    );
+    // Version 3 adds 8-bit scales, and int8 biases with one scale each.
+    let mini = WeightType::Int8 {
+        axis: 0,
+        scales: ScaleType::Mini,
+    };
+    for (ty, layout) in TYPES
+        .into_iter()
+        .flat_map(|t| [(t, Layout::Fixed), (t, Layout::Compact)])
+        .chain([(mini, Layout::Compact)])
+    {
+        let typed_file = load_with(&mark(&desc, &consts, ty), layout);
         let typed = Model::from_bytes(typed_file.as_slice()).unwrap();
-        assert_eq!(typed.version(), format::VERSION_TYPED_WEIGHTS, "{ty:?}");
+        let version = match layout {
+            Layout::Fixed => format::VERSION_TYPED_WEIGHTS,
+            Layout::Compact => format::VERSION_COMPACT,
+        };
+        assert_eq!(typed.version(), version, "{ty:?}");
         let plain_file = load(&dequantized(&desc, &typed));
         let plain = Model::from_bytes(plain_file.as_slice()).unwrap();
         for seed in 1..5 {
@@ -285,16 +311,40 @@ fn given_int8_scales_are_stored_exactly() {
 #[test]
 fn typed_constants_only_where_a_kernel_reads_weights() {
     let (desc, consts) = graph(&mut Lcg(3));
-    // A bias (Dense input 2) stored as int8: the writer refuses (biases may be f16 / bf16).
+    // A typed constant as an Add operand: the writer refuses (only weights and biases).
+    let mut b = ModelBuilder::default();
+    let x = b.input(&[f(2), f(3)], Role::Data);
+    let c = b.constant(&[f(3)], vec![0.5, -1.0, 2.0]);
+    let y = b.node(
+        Op::Binary(flowrt::ir::BinaryOp::Add),
+        &[x, c],
+        &[f(2), f(3)],
+    );
+    let mut d = b.finish(y);
+    for ty in [TYPES[0], TYPES[3]] {
+        d.tensors[c as usize].stored = ty;
+        match flowrt::write::write(&d) {
+            Err(Error::InvalidNode { node: 0, what }) => {
+                assert!(what.contains("cannot read it"), "{what}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // One scale for the whole tensor (axis = rank) and 8-bit scales: version 3 only.
     let mut d = desc.clone();
     let bias = d.nodes[0].inputs[2] as usize;
-    d.tensors[bias].stored = TYPES[3];
-    match flowrt::write::write(&d) {
-        Err(Error::InvalidNode { node: 0, what }) => {
-            assert!(what.contains("cannot read it"), "{what}")
-        }
-        other => panic!("{other:?}"),
-    }
+    d.tensors[bias].stored = WeightType::Int8 {
+        axis: 1,
+        scales: ScaleType::Bf16,
+    };
+    assert!(flowrt::write::write(&d).is_ok());
+    assert!(flowrt::write::write_with(&d, Layout::Fixed).is_err());
+    d.tensors[bias].stored = WeightType::Int8 {
+        axis: 0,
+        scales: ScaleType::Mini,
+    };
+    assert!(flowrt::write::write(&d).is_ok());
+    assert!(flowrt::write::write_with(&d, Layout::Fixed).is_err());
     // A computed tensor cannot be typed.
     let mut d = desc.clone();
     let hidden = d.nodes[0].output as usize;
@@ -303,16 +353,20 @@ fn typed_constants_only_where_a_kernel_reads_weights() {
         flowrt::write::write(&d),
         Err(Error::InvalidTensor { what, .. }) if what.contains("only constants")
     ));
-    // int8 along an axis the weight does not have.
+    // int8 along an axis the weight does not have (axis 2 of a rank-2 weight is one scale
+    // for the whole tensor: version 3 only).
     let mut d = mark(&desc, &consts, TYPES[2]);
-    d.tensors[consts.weights[0].0 as usize].stored = WeightType::Int8 {
-        axis: 2,
-        scales: ScaleType::Bf16,
-    };
-    assert!(flowrt::write::write(&d).is_err());
+    for (axis, compact_ok) in [(2, true), (3, false)] {
+        d.tensors[consts.weights[0].0 as usize].stored = WeightType::Int8 {
+            axis,
+            scales: ScaleType::Bf16,
+        };
+        assert_eq!(flowrt::write::write(&d).is_ok(), compact_ok, "axis {axis}");
+        assert!(flowrt::write::write_with(&d, Layout::Fixed).is_err());
+    }
 
     // In a written file: the loader checks the same rules on the records.
-    let bytes = flowrt::write::write(&mark(&desc, &consts, TYPES[2])).unwrap();
+    let bytes = flowrt::write::write_with(&mark(&desc, &consts, TYPES[2]), Layout::Fixed).unwrap();
     let (tensors, _) = section_range(&bytes, format::section::TENSORS).unwrap();
     let record = |t: usize| tensors + 8 + 64 * t;
     // The (f16) bias record patched to f32 or int8 (its data length no longer matches).
@@ -333,6 +387,33 @@ fn typed_constants_only_where_a_kernel_reads_weights() {
         patched(&bytes, 4, &format::VERSION.to_le_bytes()),
         Err(Error::InvalidTensor { what, .. }) if what.contains("version-1")
     ));
+    // The same rules on version 3's compact records: an unknown dtype code in bits 2-4 of
+    // the first byte, an int8 axis (the record's last byte) beyond the rank.
+    let compact = flowrt::write::write(&mark(&desc, &consts, TYPES[2])).unwrap();
+    let (t, _) = section_range(&compact, format::section::TENSORS).unwrap();
+    let count = u32::from_le_bytes(compact[t..t + 4].try_into().unwrap()) as usize;
+    assert_eq!(compact[t + 4], 2, "a small table has a 16-bit index");
+    let records = (t + 8 + 2 * count + 3) & !3;
+    let span = |i: usize| {
+        let at = |j: usize| {
+            if j == count {
+                return compact.len(); // not needed below: the weight is not the last tensor
+            }
+            records + u16::from_le_bytes([compact[t + 8 + 2 * j], compact[t + 9 + 2 * j]]) as usize
+        };
+        (at(i), at(i + 1))
+    };
+    let (w_at, w_end) = span(consts.weights[0].0 as usize);
+    assert!(matches!(
+        patched(&compact, w_at, &[(compact[w_at] & !0x1C) | (7 << 2)]),
+        // (the int8 record's axis byte is then one byte too many)
+        Err(Error::InvalidTensor { what, .. })
+            if what.contains("unknown dtype") || what.contains("trailing bytes")
+    ));
+    assert!(matches!(
+        patched(&compact, w_end - 1, &[7]),
+        Err(Error::InvalidTensor { what, .. }) if what.contains("axis")
+    ));
     // A NaN scale.
     let model_file = AlignedBytes::copy_from(&bytes);
     let model = Model::from_bytes(model_file.as_slice()).unwrap();
@@ -345,4 +426,55 @@ fn typed_constants_only_where_a_kernel_reads_weights() {
         patched(&bytes, scales_at, &f32::NAN.to_le_bytes()),
         Err(Error::InvalidTensor { what, .. }) if what.contains("scales")
     ));
+}
+
+/// 8-bit scales (version 3): one exponent per tensor, each channel's scale rounded up to at
+/// most 1/16 above `max |w| / 127` within sixteen binades of the largest, never below it
+/// (so no value clips), and stored exactly.
+#[test]
+fn eight_bit_scales_round_up_by_at_most_a_sixteenth() {
+    let channels = 40;
+    let amax: Vec<f32> = (0..channels).map(|c| 3.0 * 0.7f32.powi(c as i32)).collect();
+    // Channel c of a [2, 40] tensor (axis 1): its two values are +amax and -amax / 3.
+    let data: Vec<f32> = [1.0f32, -1.0 / 3.0]
+        .iter()
+        .flat_map(|k| amax.iter().map(move |a| a * k))
+        .collect();
+    let scales = flowrt::write::channel_scales(&data, channels, 1, ScaleType::Mini);
+    let largest = amax[0] / 127.0;
+    for (c, s) in scales.iter().enumerate() {
+        let exact = amax[c] / 127.0;
+        assert!(*s >= exact, "channel {c}: {s} < {exact}");
+        if exact >= largest / 2f32.powi(15) {
+            assert!(
+                *s <= exact * (1.0 + 1.0 / 16.0),
+                "channel {c}: {s} vs {exact}"
+            );
+        }
+    }
+    let q = flowrt::write::quantize_with(&data, 1, &scales);
+    assert!(q.iter().all(|v| (-127..=127).contains(v)));
+    assert!(
+        q.iter().any(|v| v.abs() >= 120),
+        "the largest values use the range"
+    );
+    // Written and read back: the same scales, exactly.
+    let mut b = ModelBuilder::default();
+    let x = b.input(&[f(3), f(2)], Role::Data);
+    let w = b.constant(&[f(2), f(channels as u32)], data.clone());
+    let y = b.node(Op::Dense, &[x, w], &[f(3), f(channels as u32)]);
+    let mut d = b.finish(y);
+    d.tensors[w as usize].stored = WeightType::Int8 {
+        axis: 1,
+        scales: ScaleType::Mini,
+    };
+    let file = load(&d);
+    let m = Model::from_bytes(file.as_slice()).unwrap();
+    match m.const_weights(w).unwrap() {
+        flowrt::ops::Weights::Int8(q8) => {
+            let read: Vec<f32> = (0..channels).map(|c| q8.scales.get(c).unwrap()).collect();
+            assert_eq!(read, scales);
+        }
+        other => panic!("{other:?}"),
+    }
 }

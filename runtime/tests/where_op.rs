@@ -193,7 +193,7 @@ fn writer_rejects_bad_where() {
     );
 }
 
-// Byte offsets in a written file (see docs/frt-format.md).
+// Byte offsets in a written file with fixed records (see docs/frt-format.md).
 const NODES_SECTION: u16 = 2;
 const NODE_RECORD_LEN: usize = 48;
 
@@ -208,7 +208,8 @@ fn nodes_offset(file: &[u8]) -> usize {
 
 /// Applies `edit` to node `i`'s record, fixes the checksum and loads the file.
 fn load_edited(i: usize, edit: impl FnOnce(&mut [u8])) -> Result<(), Error> {
-    let mut file = flowrt::write::write(&softplus_guard()).unwrap();
+    let mut file =
+        flowrt::write::write_with(&softplus_guard(), flowrt::write::Layout::Fixed).unwrap();
     let at = nodes_offset(&file) + 8 + NODE_RECORD_LEN * i;
     edit(&mut file[at..at + NODE_RECORD_LEN]);
     let crc = format::file_checksum(&file).to_le_bytes();

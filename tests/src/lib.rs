@@ -91,6 +91,19 @@ pub fn export(onnx: &Path) -> AlignedBytes {
     AlignedBytes::copy_from(&bytes)
 }
 
+/// [`export`] with fixed-size records (format version 1 or 2), for tests that patch record
+/// fields at known offsets.
+pub fn export_fixed(onnx: &Path) -> AlignedBytes {
+    let opts = flowrt_export::ExportOptions {
+        layout: flowrt::write::Layout::Fixed,
+        keep_names: true,
+        ..Default::default()
+    };
+    let bytes = flowrt_export::export_onnx(onnx, &opts)
+        .unwrap_or_else(|e| panic!("export {}: {e:#}", onnx.display()));
+    AlignedBytes::copy_from(&bytes)
+}
+
 /// Largest absolute difference between two equally long slices (NaN counts as infinite).
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");

@@ -464,7 +464,6 @@ fn edge_model_fits_2m_256k_and_matches_host_bit_for_bit() {
             keep_f32: Vec::new(),
         },
         int8_activations: Some(Default::default()),
-        strip_names: true,
         ..Default::default()
     };
     let bytes = flowrt_export::export_onnx(&root.join("flow.ts.onnx"), &opts).expect("export");

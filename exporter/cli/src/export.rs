@@ -81,11 +81,18 @@ pub struct ExportArgs {
     /// weight tensors or of the nodes that read them, as `flowrt inspect --json` lists).
     #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
     pub keep_f32: Vec<String>,
-    /// Leave the names of nodes and inner tensors out of the file (the inputs and output
-    /// keep theirs): smaller files for microcontrollers; `inspect` and error messages then
-    /// show indices.
+    /// Keep the names of nodes and inner tensors in the file, for `inspect` and error
+    /// messages. Without it only the inputs and output keep their names (the rest show as
+    /// indices): names are debugging information, up to several percent of a file.
     #[arg(long)]
+    pub keep_names: bool,
+    /// Accepted for older scripts: leaving inner names out is now the default.
+    #[arg(long, hide = true, conflicts_with = "keep_names")]
     pub strip_names: bool,
+    /// Write fixed-size records (format version 1, or 2 with typed weights) instead of
+    /// version 3's compact ones, for flowrt runtimes that predate version 3.
+    #[arg(long)]
+    pub fixed_records: bool,
     /// f32 (default) or int8: full-integer Dense and Conv (needs --weights int8). Each
     /// quantizes its input with a scale calibrated by sampling the f32 model, multiplies in
     /// integers and rescales to f32 once per output. The main network only: --block,
@@ -134,7 +141,9 @@ pub fn run(a: ExportArgs) -> Result<()> {
         decoder,
         weights,
         keep_f32,
-        strip_names,
+        keep_names,
+        strip_names: _,
+        fixed_records,
         activations,
         rounding,
         calibrate_rows,
@@ -188,7 +197,12 @@ pub fn run(a: ExportArgs) -> Result<()> {
             kind: flowrt_export::weights::WeightKind::parse(&weights)?,
             keep_f32,
         },
-        strip_names,
+        keep_names,
+        layout: if fixed_records {
+            flowrt::write::Layout::Fixed
+        } else {
+            flowrt::write::Layout::Compact
+        },
         int8_activations: match activations.as_str() {
             "f32" => None,
             "int8" => Some(calibration),

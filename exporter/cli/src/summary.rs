@@ -300,6 +300,7 @@ fn weight_bytes(w: &Weights<'_>) -> usize {
                 + match q.scales {
                     flowrt::ops::Scales::F32(s) => s.len() * 4,
                     flowrt::ops::Scales::Bf16(s) => s.len() * 2,
+                    flowrt::ops::Scales::Mini { codes, .. } => 1 + codes.len(),
                 }
         }
     }

@@ -205,8 +205,8 @@ fn corrupt_frt_files() {
     }
     assert!(!out.exists(), "samples written from a corrupt model");
 
-    // Version 3 does not exist (1: f32 constants, 2: typed weights).
-    let bad = write("v3.frt", &|b| b[4..6].copy_from_slice(&3u16.to_le_bytes()));
+    // Version 4 does not exist (1: f32 constants, 2: typed weights, 3: compact records).
+    let bad = write("v4.frt", &|b| b[4..6].copy_from_slice(&4u16.to_le_bytes()));
     fails_with(&[&"inspect", &bad], &["version"]);
     fails_with(&[&"sample", &bad, &seeded, &"-o", &out], &["version"]);
 

@@ -30,7 +30,7 @@ fn typed_weights_export_inspect_and_sample_close_to_f32() {
         );
         let ratio = std::fs::metadata(&frt).unwrap().len() as f64 / f32_len;
         assert!(ratio <= size, "{ty}: {ratio} of the f32 file");
-        let mut needles = vec!["format v2"];
+        let mut needles = vec!["format v3"];
         needles.extend(types.split(", "));
         inspect_has(&frt, &needles);
         let out = dir.path(&format!("{ty}.npy"));
@@ -51,13 +51,19 @@ fn typed_weights_export_inspect_and_sample_close_to_f32() {
         "--weights int8 --keep-f32 net.0,net.6",
     );
     inspect_has(&kept, &["int8 x2", "f16 x2", "f32 x4"]);
-    // --strip-names: no names section, the same numbers.
-    let plain = export_in(&dir, "plain.frt", MODEL, "--weights int8");
-    let stripped = export_in(&dir, "stripped.frt", MODEL, "--weights int8 --strip-names");
+    // Inner names only with --keep-names (the default leaves them out; --strip-names, which
+    // asked for that before it was the default, still gives the same file); the same numbers.
+    let plain = export_in(&dir, "plain.frt", MODEL, "--weights int8 --keep-names");
+    let stripped = export_in(&dir, "stripped.frt", MODEL, "--weights int8");
+    let old_flag = export_in(&dir, "old.frt", MODEL, "--weights int8 --strip-names");
+    assert_eq!(
+        std::fs::read(&stripped).unwrap(),
+        std::fs::read(&old_flag).unwrap()
+    );
     let size = |p: &std::path::Path| std::fs::metadata(p).unwrap().len();
     assert!(
         size(&stripped) + 300 < size(&plain),
-        "the names take 516 bytes"
+        "the names take about 470 bytes"
     );
     let names = |p: &std::path::Path| {
         let bytes = flowrt::format::AlignedBytes::copy_from(&std::fs::read(p).unwrap());
@@ -74,6 +80,14 @@ fn typed_weights_export_inspect_and_sample_close_to_f32() {
     sample_ok(&plain, &noise, &[&"--method rk4 --steps 8"], &a);
     sample_ok(&stripped, &noise, &[&"--method rk4 --steps 8"], &b);
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    // --fixed-records: format v2 (fixed-size records) for older runtimes; larger, and the
+    // same samples bit for bit.
+    let fixed = export_in(&dir, "fixed.frt", MODEL, "--weights int8 --fixed-records");
+    inspect_has(&fixed, &["format v2", "int8 x4"]);
+    assert!(size(&fixed) > size(&stripped) + 1000);
+    let c = dir.path("fixed.npy");
+    sample_ok(&fixed, &noise, &[&"--method rk4 --steps 8"], &c);
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&c).unwrap());
 }
 
 #[test]

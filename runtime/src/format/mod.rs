@@ -1,4 +1,4 @@
-//! The `.frt` file format, version 1: constants, record layouts, the shape/attribute rules
+//! The `.frt` file format, versions 1 to 3: constants, record layouts, the shape/attribute rules
 //! shared by the writer and the reader, and aligned byte buffers.
 //!
 //! The normative description is `docs/frt-format.md`; this module is its implementation.
@@ -13,6 +13,7 @@ use core::fmt;
 use crate::Error;
 
 mod aligned;
+pub(crate) mod compact;
 mod node;
 pub mod pipeline;
 pub(crate) mod rules;
@@ -31,15 +32,26 @@ pub const MAGIC: [u8; 4] = *b"FLRT";
 pub const VERSION: u16 = 1;
 /// The format version of files with f16, bf16 or int8 constants ([`WeightType`]).
 pub const VERSION_TYPED_WEIGHTS: u16 = 2;
+/// The format version with compact records: tensor and node records coded with
+/// variable-length integers behind an offset index, each arena tensor's plan offset in its
+/// own record, sections and constants 4-byte aligned (docs/frt-format.md, "Version 3").
+/// What the writer emits by default.
+pub const VERSION_COMPACT: u16 = 3;
+/// Alignment (bytes) of sections and of each constant's data in version 3.
+pub const ALIGN_COMPACT: usize = 4;
 /// Length of the fixed header in bytes.
 pub const HEADER_LEN: usize = 32;
-/// Length of one section-table entry in bytes.
+/// Length of one section-table entry in bytes (versions 1 and 2).
 pub const SECTION_ENTRY_LEN: usize = 24;
+/// Length of one section-table entry in version 3: `u16 kind, u16 flags, u64 length`; the
+/// offset is implied ([`section_entry`]).
+pub const SECTION_ENTRY_LEN_COMPACT: usize = 12;
 /// Most sections a file may list.
 pub const MAX_SECTIONS: usize = 64;
 /// Section flag bit: a reader that does not know the section's kind must reject the file.
 pub const SECTION_FLAG_REQUIRED: u16 = 1;
-/// Alignment (bytes) of sections, of each constant's data and of every arena offset.
+/// Alignment (bytes) of every arena offset, and in versions 1 and 2 of sections and of
+/// each constant's data.
 pub const ALIGN: usize = 16;
 /// Highest tensor rank the format and the kernels support.
 pub const MAX_RANK: usize = 6;
@@ -66,13 +78,16 @@ pub const DTYPE_BF16: u8 = 2;
 /// Element type code of int8 constants with one f32 scale per channel (version 2).
 pub const DTYPE_I8: u8 = 3;
 /// Element type code of int8 constants with one bfloat16 scale per channel (version 2; what
-/// the writer emits for int8 since this code exists).
+/// the writer emits for int8 in fixed-record files).
 pub const DTYPE_I8_BF16_SCALES: u8 = 4;
+/// Element type code of int8 constants with 8-bit scales: one exponent byte for the tensor,
+/// then one byte per channel ([`ScaleType::Mini`]; version 3).
+pub const DTYPE_I8_MINI_SCALES: u8 = 5;
 
 /// The rule on typed constants, as the reader's and the writer's error text.
 pub const TYPED_INPUT_RULE: &str = "a typed constant feeds an input that cannot read it (f16 / \
-     bf16 / int8: the weights of Dense, Conv, ConvTranspose and Gather; f16 / bf16: the bias \
-     of Dense, Conv and ConvTranspose; everything else reads f32)";
+     bf16 / int8: the weights of Dense, Conv, ConvTranspose and Gather and the bias of Dense, \
+     Conv and ConvTranspose; everything else reads f32)";
 
 /// How the per-channel scales of an int8 constant are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
@@ -84,17 +99,44 @@ pub enum ScaleType {
     /// one shift. The writer rounds the scale up to bfloat16 and quantizes against the
     /// rounded scale, so the coarser scale costs no systematic error.
     Bf16,
+    /// 8-bit scales (dtype 5, version 3): a tensor-wide biased exponent `base` (one byte,
+    /// 16..=254), then one byte per channel, `code = e << 4 | m`, standing for
+    /// `2^(base - 127 - e) · (1 + m/16)`: the f32 with exponent field `base - e` and the
+    /// top four mantissa bits `m` ([`mini_scale`]). Sixteen binades below the largest
+    /// scale, at most 1/16 coarser than the exact scale; the writer rounds up, as for
+    /// bfloat16.
+    Mini,
 }
 
 impl ScaleType {
-    /// Bytes per scale.
+    /// Bytes per scale (per channel; [`ScaleType::Mini`] adds one byte per tensor).
     pub fn bytes(self) -> u64 {
         match self {
             ScaleType::F32 => 4,
             ScaleType::Bf16 => 2,
+            ScaleType::Mini => 1,
+        }
+    }
+
+    /// Bytes stored once per tensor before the per-channel scales.
+    pub fn header_bytes(self) -> u64 {
+        match self {
+            ScaleType::Mini => 1,
+            _ => 0,
         }
     }
 }
+
+/// The scale a [`ScaleType::Mini`] byte `code` stands for under the tensor's exponent
+/// `base` (exact; a normal f32 for every `base` in 16..=254).
+#[inline(always)]
+pub fn mini_scale(base: u8, code: u8) -> f32 {
+    let exponent = u32::from(base).wrapping_sub(u32::from(code >> 4)) & 0xFF;
+    f32::from_bits((exponent << 23) | (u32::from(code & 15) << 19))
+}
+
+/// The lowest and highest tensor exponent a [`ScaleType::Mini`] tensor may store.
+pub const MINI_BASE_RANGE: core::ops::RangeInclusive<u8> = 16..=254;
 
 /// How a constant's values are stored in the file (a tensor record's `dtype`; see
 /// docs/frt-format.md, "Weight types"). Every computed tensor is f32.
@@ -108,9 +150,10 @@ pub enum WeightType {
     /// bfloat16, 2 bytes per value (rounded to nearest even at export).
     Bf16,
     /// int8, symmetric, with one scale per index of the `axis` dim: 1 byte per value plus
-    /// 4 (f32) or 2 (bfloat16) bytes per channel.
+    /// 4 (f32), 2 (bfloat16) or 1 (8-bit) bytes per channel.
     Int8 {
-        /// The channel axis (< rank).
+        /// The channel axis (< rank), or the rank itself for one scale for the whole tensor
+        /// (version 3).
         axis: u8,
         /// How the scales are stored.
         scales: ScaleType,
@@ -132,6 +175,10 @@ impl WeightType {
                 scales: ScaleType::Bf16,
                 ..
             } => DTYPE_I8_BF16_SCALES,
+            WeightType::Int8 {
+                scales: ScaleType::Mini,
+                ..
+            } => DTYPE_I8_MINI_SCALES,
         }
     }
 
@@ -154,7 +201,9 @@ impl WeightType {
             WeightType::F16 | WeightType::Bf16 => elements.checked_mul(2),
             WeightType::Int8 { scales, .. } => {
                 let values = elements.checked_add(3)? & !3;
-                values.checked_add(channels.checked_mul(scales.bytes())?)
+                values
+                    .checked_add(scales.header_bytes())?
+                    .checked_add(channels.checked_mul(scales.bytes())?)
             }
         }
     }
@@ -249,6 +298,44 @@ pub(crate) fn le_u64(b: &[u8], off: usize) -> Option<u64> {
 /// Rounds `n` up to a multiple of [`ALIGN`] (`None` on overflow).
 pub(crate) fn align_up(n: usize) -> Option<usize> {
     Some(n.checked_add(ALIGN - 1)? & !(ALIGN - 1))
+}
+
+/// Entry `i` of the section table of a file of format `version` with `count` sections:
+/// `(kind, flags, offset, length)`. Versions 1 and 2 store the offset; version 3 implies it:
+/// section 0 starts at the first multiple of 4 after the table, and each later one at the
+/// first multiple of 4 after the end of the one before. `None` when the table runs past
+/// `file` or an offset overflows. For tools that read or patch files; the loader checks
+/// the rest (alignment, bounds, overlap, reserved fields).
+pub fn section_entry(
+    file: &[u8],
+    version: u16,
+    count: usize,
+    i: usize,
+) -> Option<(u16, u16, u64, u64)> {
+    if i >= count {
+        return None;
+    }
+    if version < VERSION_COMPACT {
+        let o = HEADER_LEN.checked_add(i.checked_mul(SECTION_ENTRY_LEN)?)?;
+        return Some((
+            le_u16(file, o)?,
+            le_u16(file, o + 2)?,
+            le_u64(file, o + 8)?,
+            le_u64(file, o + 16)?,
+        ));
+    }
+    let entry = |j: usize| -> Option<(u16, u16, u64)> {
+        let o = HEADER_LEN.checked_add(j.checked_mul(SECTION_ENTRY_LEN_COMPACT)?)?;
+        Some((le_u16(file, o)?, le_u16(file, o + 2)?, le_u64(file, o + 4)?))
+    };
+    let up4 = |n: u64| Some(n.checked_add(3)? & !3);
+    let table_end = HEADER_LEN.checked_add(count.checked_mul(SECTION_ENTRY_LEN_COMPACT)?)?;
+    let mut offset = up4(table_end as u64)?;
+    for j in 0..i {
+        offset = up4(offset.checked_add(entry(j)?.2)?)?;
+    }
+    let (kind, flags, length) = entry(i)?;
+    Some((kind, flags, offset, length))
 }
 
 /// CRC-32 (IEEE 802.3, as zlib / `crc32fast`) of a whole file image, skipping the 4
@@ -380,9 +467,14 @@ impl Shape {
 
     /// The per-channel layout along `axis` (int8 weight scales): `(channels, inner)`, the
     /// size of `axis` and the product of the dims after it, so element `e` belongs to
-    /// channel `(e / inner) % channels`. `None` when `axis` is not below the rank, one of
-    /// those dims is the batch dim, or the product overflows.
+    /// channel `(e / inner) % channels`. `axis` equal to the rank of a shape without a batch
+    /// dim is one channel for the whole tensor, `(1, 1)`. `None` when `axis` is above the
+    /// rank, one of those dims is the batch dim, or the product overflows.
     pub fn channel_layout(&self, axis: usize) -> Option<(usize, usize)> {
+        if axis == self.rank() && !self.has_batch() {
+            // One channel: the whole tensor (per-tensor int8 scales, version 3).
+            return Some((1, 1));
+        }
         let fixed = |d: Dim| match d {
             Dim::Fixed(n) => usize::try_from(n).ok(),
             Dim::Batch => None,

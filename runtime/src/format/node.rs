@@ -180,7 +180,7 @@ impl NodeOp {
             WeightType::F16 | WeightType::Bf16 => {
                 self.reads_typed_weights(j) || self.reads_typed_bias(j)
             }
-            WeightType::Int8 { .. } => self.reads_typed_weights(j),
+            WeightType::Int8 { .. } => self.reads_typed_weights(j) || self.reads_typed_bias(j),
         }
     }
 

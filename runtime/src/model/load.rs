@@ -91,7 +91,7 @@ impl<'a> Model<'a> {
             return Err(Error::BadMagic);
         }
         let version = le_u16(bytes, 4).ok_or(Error::Truncated { what: "header" })?;
-        if version != VERSION && version != VERSION_TYPED_WEIGHTS {
+        if !(VERSION..=VERSION_COMPACT).contains(&version) {
             return Err(Error::UnsupportedVersion { found: version });
         }
         let header = bytes
@@ -120,7 +120,7 @@ impl<'a> Model<'a> {
         if header.get(24..32).is_none_or(|r| r.iter().any(|b| *b != 0)) {
             return Err(invalid("reserved header bytes are not zero"));
         }
-        let sections = Sections::parse(file)?;
+        let sections = Sections::parse(file, version)?;
         let model = Model::parse(sections, version)?.validate::<S>()?;
         if let Some(p) = model.pipeline {
             if !S::PIPELINE {
@@ -132,25 +132,34 @@ impl<'a> Model<'a> {
     }
 
     fn parse(s: Sections<'a>, version: u16) -> Result<Model<'a>, Error> {
-        // Tensors.
-        let t = s.tensors;
-        let n_tensors = TENSORS_TABLE.check(t)?;
-        let tensors = t.get(8..).unwrap_or(&[]);
-        // Nodes.
-        let n = s.nodes;
-        let n_nodes = le_u32(n, 0).ok_or(Error::Truncated {
-            what: "nodes section",
-        })?;
-        let n_edges = le_u32(n, 4).ok_or(Error::Truncated {
-            what: "nodes section",
-        })?;
-        let nodes_end =
-            mul_add(n_nodes as usize, NODE_RECORD_LEN, 8).ok_or(invalid("node count"))?;
-        if mul_add(n_edges as usize, 4, nodes_end) != Some(n.len()) {
-            return Err(invalid("nodes section length does not match its counts"));
+        let compact = version >= VERSION_COMPACT;
+        // Tensors and nodes: fixed records (versions 1, 2) or compact tables (version 3).
+        let (mut tensor_table, mut node_table) = (Table::default(), Table::default());
+        let (tensors, n_tensors, nodes, n_nodes, edges);
+        if compact {
+            tensor_table = Table::parse(s.tensors).map_err(invalid)?;
+            node_table = Table::parse(s.nodes).map_err(invalid)?;
+            (tensors, n_tensors) = (&[][..], tensor_table.len());
+            (nodes, n_nodes, edges) = (&[][..], node_table.len(), &[][..]);
+        } else {
+            let t = s.tensors;
+            n_tensors = TENSORS_TABLE.check(t)?;
+            tensors = t.get(8..).unwrap_or(&[]);
+            let n = s.nodes;
+            n_nodes = le_u32(n, 0).ok_or(Error::Truncated {
+                what: "nodes section",
+            })?;
+            let n_edges = le_u32(n, 4).ok_or(Error::Truncated {
+                what: "nodes section",
+            })?;
+            let nodes_end =
+                mul_add(n_nodes as usize, NODE_RECORD_LEN, 8).ok_or(invalid("node count"))?;
+            if mul_add(n_edges as usize, 4, nodes_end) != Some(n.len()) {
+                return Err(invalid("nodes section length does not match its counts"));
+            }
+            nodes = n.get(8..nodes_end).ok_or(invalid("nodes section"))?;
+            edges = n.get(nodes_end..).ok_or(invalid("nodes section"))?;
         }
-        let nodes = n.get(8..nodes_end).ok_or(invalid("nodes section"))?;
-        let edges = n.get(nodes_end..).ok_or(invalid("nodes section"))?;
         // Weights: zero-copy f32 view (the section is 16-aligned in a 4-aligned buffer).
         if s.weights.len() & 3 != 0 {
             return Err(invalid("weights section length is not a multiple of 4"));
@@ -160,9 +169,17 @@ impl<'a> Model<'a> {
             return Err(Error::Misaligned);
         }
         let weights = s.weights;
-        // Plan.
+        // Plan: the region sizes, then (versions 1, 2) the entries; in version 3 each arena
+        // tensor's record holds its own entry, and the section is the two sizes alone.
         let p = s.plan;
-        let n_plan = PLAN_TABLE.check(p)?;
+        let n_plan = if compact {
+            if p.len() != 16 {
+                return Err(invalid("plan section length is not 16"));
+            }
+            n_tensors
+        } else {
+            PLAN_TABLE.check(p)?
+        };
         let fixed = le_u64(p, 0).ok_or(PLAN_TABLE.truncated())?;
         let per_row = le_u64(p, 8).ok_or(PLAN_TABLE.truncated())?;
         let fixed_bytes = to_usize(fixed, "fixed arena region is too large for this platform")?;
@@ -220,7 +237,7 @@ impl<'a> Model<'a> {
                 }
                 let mut pos = 8usize;
                 for _ in 0..(u64::from(n_tensors) + u64::from(n_nodes)) {
-                    read_str(m, &mut pos, "names section")?;
+                    read_str(m, &mut pos, compact, "names section")?;
                 }
                 if pos != m.len() {
                     return Err(invalid("names section has trailing bytes"));
@@ -236,9 +253,15 @@ impl<'a> Model<'a> {
             nodes,
             n_nodes,
             edges,
+            tensor_table,
+            node_table,
             weights,
             version,
-            plan: p.get(24..).unwrap_or(&[]),
+            plan: if compact {
+                &[]
+            } else {
+                p.get(24..).unwrap_or(&[])
+            },
             n_plan,
             fixed_bytes,
             per_row_bytes,
@@ -377,8 +400,10 @@ impl<'a> Model<'a> {
                     if r.shape.has_batch() {
                         return Err(err("constant has a batch dim"));
                     }
-                    if r.data_off % format::ALIGN as u64 != 0 {
-                        return Err(err("constant data is not 16-byte aligned"));
+                    if r.data_off % self.data_align() as u64 != 0 {
+                        return Err(err(
+                            "constant data is not aligned (16 bytes; 4 in version 3)",
+                        ));
                     }
                     let channels = match r.dtype {
                         WeightType::Int8 { axis, .. } => {
@@ -445,6 +470,10 @@ impl<'a> Model<'a> {
         // `need` is what the entries of each region need: the largest `offset + size`.
         let (mut need_fixed, mut need_per_row) = (0usize, 0usize);
         for j in 0..self.n_plan {
+            let compact = self.version >= VERSION_COMPACT;
+            if compact && !self.tensor_rec(j)?.kind.in_arena() {
+                continue; // version 3: only arena tensors have entries
+            }
             let p = self.plan_entry(j)?;
             let rec = self.tensor_rec(p.tensor)?;
             let err = |w| tensor_err(p.tensor as usize, w);
@@ -499,14 +528,16 @@ impl<'a> Model<'a> {
         for i in 0..n_n {
             let node = self.node_rec_with::<S>(i)?;
             let err = |w| node_err(i as usize, w);
-            if node.first_input != next_edge {
-                return Err(err("input list is not contiguous"));
-            }
-            next_edge = next_edge
-                .checked_add(node.n_inputs)
-                .ok_or(err("input list"))?;
-            if next_edge > self.edges.len() / 4 {
-                return Err(err("input list extends past the edge table"));
+            if self.version < VERSION_COMPACT {
+                if node.first_input != next_edge {
+                    return Err(err("input list is not contiguous"));
+                }
+                next_edge = next_edge
+                    .checked_add(node.n_inputs)
+                    .ok_or(err("input list"))?;
+                if next_edge > self.edges.len() / 4 {
+                    return Err(err("input list extends past the edge table"));
+                }
             }
             if node.output >= n_t {
                 return Err(err("output tensor id out of range"));
@@ -604,30 +635,38 @@ struct Sections<'a> {
 }
 
 impl<'a> Sections<'a> {
-    fn parse(file: &'a [u8]) -> Result<Sections<'a>, Error> {
+    fn parse(file: &'a [u8], version: u16) -> Result<Sections<'a>, Error> {
+        let align = if version >= VERSION_COMPACT {
+            format::ALIGN_COMPACT
+        } else {
+            format::ALIGN
+        };
         let count = le_u32(file, 20).ok_or(Error::Truncated { what: "header" })? as usize;
         if count > MAX_SECTIONS {
             return Err(invalid("too many sections"));
         }
-        let table_end =
-            mul_add(count, SECTION_ENTRY_LEN, HEADER_LEN).ok_or(invalid("section table"))?;
+        let entry_len = if version >= VERSION_COMPACT {
+            format::SECTION_ENTRY_LEN_COMPACT
+        } else {
+            SECTION_ENTRY_LEN
+        };
+        let table_end = mul_add(count, entry_len, HEADER_LEN).ok_or(invalid("section table"))?;
         if table_end > file.len() {
             return Err(Error::Truncated {
                 what: "section table",
             });
         }
         let entry = |i: usize| -> Result<(u16, u16, usize, usize), Error> {
-            let o = HEADER_LEN + i * SECTION_ENTRY_LEN;
-            let t = Error::Truncated {
-                what: "section table",
-            };
-            let kind = le_u16(file, o).ok_or(t)?;
-            let flags = le_u16(file, o + 2).ok_or(t)?;
-            if le_u32(file, o + 4) != Some(0) {
+            let o = HEADER_LEN + i * entry_len;
+            if version < VERSION_COMPACT && le_u32(file, o + 4) != Some(0) {
                 return Err(invalid("section entry reserved field is not zero"));
             }
-            let off = to_usize(le_u64(file, o + 8).ok_or(t)?, "section offset")?;
-            let len = to_usize(le_u64(file, o + 16).ok_or(t)?, "section length")?;
+            let (kind, flags, off, len) =
+                format::section_entry(file, version, count, i).ok_or(Error::Truncated {
+                    what: "section table",
+                })?;
+            let off = to_usize(off, "section offset")?;
+            let len = to_usize(len, "section length")?;
             Ok((kind, flags, off, len))
         };
         let mut found: [Option<&'a [u8]>; 12] = [None; 12];
@@ -636,8 +675,10 @@ impl<'a> Sections<'a> {
             if flags & !SECTION_FLAG_REQUIRED != 0 {
                 return Err(invalid("unknown section flags"));
             }
-            if off % format::ALIGN != 0 {
-                return Err(invalid("section offset is not 16-byte aligned"));
+            if off % align != 0 {
+                return Err(invalid(
+                    "section offset is not aligned (16 bytes; 4 in version 3)",
+                ));
             }
             if off < table_end {
                 return Err(invalid("section overlaps the header or section table"));

@@ -3,13 +3,14 @@
 
 use core::ops::Range;
 
+use crate::format::compact::{self, Table};
 use crate::format::{
     self, align_up, check_output_shape, check_role_shape, le_u16, le_u32, le_u64, node_err, rules,
     section, tensor_err, InputRole, NodeOp, Region, ScaleType, Shape, TensorKind, WeightType,
-    DTYPE_BF16, DTYPE_F16, DTYPE_F32, DTYPE_I8, DTYPE_I8_BF16_SCALES, HEADER_LEN, MAGIC, MAX_RANK,
-    MAX_SECTIONS, NODE_ATTRS, NODE_RECORD_LEN, NONE_U32, PLAN_ENTRY_LEN, SECTION_ENTRY_LEN,
-    SECTION_FLAG_REQUIRED, SIGNATURE_ENTRY_LEN, TENSOR_RECORD_LEN, TYPED_INPUT_RULE, VERSION,
-    VERSION_TYPED_WEIGHTS,
+    DTYPE_BF16, DTYPE_F16, DTYPE_F32, DTYPE_I8, DTYPE_I8_BF16_SCALES, DTYPE_I8_MINI_SCALES,
+    HEADER_LEN, MAGIC, MAX_RANK, MAX_SECTIONS, NODE_ATTRS, NODE_RECORD_LEN, NONE_U32,
+    PLAN_ENTRY_LEN, SECTION_ENTRY_LEN, SECTION_FLAG_REQUIRED, SIGNATURE_ENTRY_LEN,
+    TENSOR_RECORD_LEN, TYPED_INPUT_RULE, VERSION, VERSION_COMPACT, VERSION_TYPED_WEIGHTS,
 };
 use crate::linked::{self, All, Selection};
 use crate::ops::Weights;
@@ -39,9 +40,14 @@ pub struct Model<'a> {
     nodes: &'a [u8],
     n_nodes: u32,
     edges: &'a [u8],
+    /// Version 3: the tensor and node records behind their indexes (`tensors`, `nodes`
+    /// and `edges` are then empty).
+    tensor_table: Table<'a>,
+    node_table: Table<'a>,
     /// The `WEIGHTS` section (4-aligned in a 4-aligned buffer).
     weights: &'a [u8],
-    /// The file's format version (1: f32 constants only; 2: typed weights).
+    /// The file's format version (1: f32 constants only; 2: typed weights; 3: compact
+    /// records).
     version: u16,
     plan: &'a [u8],
     n_plan: u32,
@@ -85,6 +91,8 @@ pub(crate) struct TensorRec {
     pub(crate) slot: u32,
     pub(crate) data_off: u64,
     pub(crate) data_len: u64,
+    /// Version 3: the arena tensor's offset in its region (its own plan entry).
+    pub(crate) plan_offset: usize,
 }
 
 /// Decoded node record.
@@ -92,6 +100,8 @@ pub(crate) struct TensorRec {
 pub(crate) struct NodeRec {
     pub(crate) op: NodeOp,
     pub(crate) n_inputs: usize,
+    /// Versions 1 and 2: the index of the first input in the edge table; version 3: the
+    /// byte position of the first (coded) input in the node records.
     pub(crate) first_input: usize,
     pub(crate) output: u32,
 }
@@ -141,13 +151,31 @@ pub struct NodeInfo<'a> {
     pub output: u32,
     /// Name from the names section, if present.
     pub name: Option<&'a str>,
-    inputs: &'a [u8],
+    inputs: NodeInputs<'a>,
+}
+
+/// Where a node's input list is: `u32`s (versions 1 and 2) or `n` varints (version 3).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum NodeInputs<'a> {
+    Words(&'a [u8]),
+    Coded(&'a [u8], usize),
 }
 
 impl<'a> NodeInfo<'a> {
     /// Input tensor indices.
     pub fn inputs(&self) -> impl Iterator<Item = u32> + 'a {
-        self.inputs.chunks_exact(4).filter_map(|c| le_u32(c, 0))
+        let (words, coded, mut n) = match self.inputs {
+            NodeInputs::Words(w) => (w, &[][..], 0),
+            NodeInputs::Coded(c, n) => (&[][..], c, n),
+        };
+        let mut pos = 0usize;
+        words
+            .chunks_exact(4)
+            .filter_map(|c| le_u32(c, 0))
+            .chain(core::iter::from_fn(move || {
+                n = n.checked_sub(1)?;
+                compact::read_varint_u32(coded, &mut pos)
+            }))
     }
 
     /// Operation name (`"Dense"`, `"Add"`, ...).
@@ -156,10 +184,22 @@ impl<'a> NodeInfo<'a> {
     }
 }
 
-/// Reads one length-prefixed UTF-8 string at `*pos` (`u32` length, bytes).
-fn read_str<'a>(buf: &'a [u8], pos: &mut usize, what: &'static str) -> Result<&'a str, Error> {
-    let len = le_u32(buf, *pos).ok_or(Error::Truncated { what })? as usize;
-    let start = pos.checked_add(4).ok_or(invalid(what))?;
+/// Reads one length-prefixed UTF-8 string at `*pos`: a `u32` length (a varint length when
+/// `compact`, version 3's names), then the bytes.
+fn read_str<'a>(
+    buf: &'a [u8],
+    pos: &mut usize,
+    compact: bool,
+    what: &'static str,
+) -> Result<&'a str, Error> {
+    let mut start = *pos;
+    let len = if compact {
+        compact::read_varint(buf, &mut start).ok_or(Error::Truncated { what })?
+    } else {
+        start = pos.checked_add(4).ok_or(invalid(what))?;
+        u64::from(le_u32(buf, *pos).ok_or(Error::Truncated { what })?)
+    };
+    let len = to_usize(len, what)?;
     let end = start.checked_add(len).ok_or(invalid(what))?;
     let bytes = buf.get(start..end).ok_or(Error::Truncated { what })?;
     let s = core::str::from_utf8(bytes).map_err(|_| invalid("string is not valid UTF-8"))?;
@@ -223,6 +263,9 @@ impl<'a> Model<'a> {
     }
 
     pub(crate) fn tensor_rec(&self, i: u32) -> Result<TensorRec, Error> {
+        if self.version >= VERSION_COMPACT {
+            return self.compact_tensor_rec(i);
+        }
         let e = tensor_err(i as usize, "tensor id out of range");
         let off = (i as usize).checked_mul(TENSOR_RECORD_LEN).ok_or(e)?;
         let r = self
@@ -251,6 +294,51 @@ impl<'a> Model<'a> {
             slot: le_u32(r, 32).unwrap_or(NONE_U32),
             data_off: le_u64(r, 40).unwrap_or(0),
             data_len: le_u64(r, 48).unwrap_or(0),
+            plan_offset: 0,
+        })
+    }
+
+    /// [`Model::tensor_rec`] of a version-3 file: the compact record decoded, the data length
+    /// derived from the shape and type, the tensor's own index as its plan slot.
+    fn compact_tensor_rec(&self, i: u32) -> Result<TensorRec, Error> {
+        let err = |w| tensor_err(i as usize, w);
+        let (_, r) = self
+            .tensor_table
+            .record(i)
+            .ok_or(err("tensor id out of range or its index is not increasing"))?;
+        let f = compact::decode_tensor(r).map_err(err)?;
+        let kind = TensorKind::from_code(f.kind).ok_or(err("unknown tensor kind"))?;
+        let shape = Shape::from_raw(f.rank, f.batch_axis, f.dims).map_err(err)?;
+        let dtype = self.weight_type(i, f.dtype, u32::from(f.axis), &shape)?;
+        let (data_len, slot) = match kind {
+            TensorKind::Const => {
+                let elements = shape.row_elements().ok_or(err("tensor is too large"))?;
+                let channels = match dtype {
+                    WeightType::Int8 { axis, .. } => {
+                        shape
+                            .channel_layout(usize::from(axis))
+                            .ok_or(err("int8 channel axis is not a fixed dim"))?
+                            .0 as u64
+                    }
+                    _ => 0,
+                };
+                let len = dtype
+                    .data_len(elements, channels)
+                    .ok_or(err("tensor is too large"))?;
+                (len, NONE_U32)
+            }
+            TensorKind::Intermediate | TensorKind::Output => (0, i),
+            TensorKind::Input => (0, NONE_U32),
+        };
+        Ok(TensorRec {
+            kind,
+            dtype,
+            shape,
+            producer: f.producer,
+            slot,
+            data_off: f.data_off,
+            data_len,
+            plan_offset: to_usize(f.plan_offset, "plan offset is too large")?,
         })
     }
 
@@ -270,17 +358,27 @@ impl<'a> Model<'a> {
             DTYPE_F32 => return Ok(WeightType::F32),
             DTYPE_F16 => WeightType::F16,
             DTYPE_BF16 => WeightType::Bf16,
-            DTYPE_I8 | DTYPE_I8_BF16_SCALES => {
-                if word36 as usize >= shape.rank() {
+            DTYPE_I8 | DTYPE_I8_BF16_SCALES | DTYPE_I8_MINI_SCALES => {
+                // Version 3 adds one scale for the whole tensor (axis = rank) and 8-bit
+                // scales.
+                let compact = self.version >= VERSION_COMPACT;
+                let axis = word36 as usize;
+                if axis > shape.rank() || (axis == shape.rank() && !compact) {
                     return Err(tensor_err(
                         i as usize,
-                        "int8 channel axis is not below the rank",
+                        "int8 channel axis is not below the rank (nor, in version 3, the rank)",
                     ));
                 }
-                let scales = if code == DTYPE_I8 {
-                    ScaleType::F32
-                } else {
-                    ScaleType::Bf16
+                let scales = match code {
+                    DTYPE_I8 => ScaleType::F32,
+                    DTYPE_I8_BF16_SCALES => ScaleType::Bf16,
+                    _ if compact => ScaleType::Mini,
+                    _ => {
+                        return Err(tensor_err(
+                            i as usize,
+                            "8-bit int8 scales (dtype 5) need format version 3",
+                        ))
+                    }
                 };
                 WeightType::Int8 {
                     axis: word36 as u8,
@@ -315,6 +413,22 @@ impl<'a> Model<'a> {
     /// [`Model::node_rec`] decoding only the op kinds `S` links: a node of another kind is
     /// [`Error::NotLinked`] naming it.
     pub(crate) fn node_rec_with<S: Selection + ?Sized>(&self, i: u32) -> Result<NodeRec, Error> {
+        if self.version >= VERSION_COMPACT {
+            let err = |w| node_err(i as usize, w);
+            let (start, r) = self
+                .node_table
+                .record(i)
+                .ok_or(err("node id out of range or its index is not increasing"))?;
+            let f = compact::decode_node(r).map_err(err)?;
+            format::opcode_linked::<S>(f.code)?;
+            let op = NodeOp::decode_linked::<S>(f.code, f.attrs).map_err(err)?;
+            return Ok(NodeRec {
+                op,
+                n_inputs: f.n_inputs,
+                first_input: start + f.inputs_at,
+                output: f.output,
+            });
+        }
         let e = node_err(i as usize, "node id out of range");
         let off = (i as usize).checked_mul(NODE_RECORD_LEN).ok_or(e)?;
         let r = self
@@ -341,6 +455,13 @@ impl<'a> Model<'a> {
 
     /// Tensor id of input `j` of a node.
     pub(crate) fn node_input(&self, node: &NodeRec, j: usize) -> Result<u32, Error> {
+        if j >= node.n_inputs {
+            return Err(invalid("edge index out of range"));
+        }
+        if self.version >= VERSION_COMPACT {
+            return compact::node_input(self.node_table.records(), node.first_input, j)
+                .ok_or(invalid("edge index out of range"));
+        }
         let idx = node
             .first_input
             .checked_add(j)
@@ -349,7 +470,17 @@ impl<'a> Model<'a> {
             .ok_or(invalid("edge index out of range"))
     }
 
+    /// Plan entry `i` (version 3: of tensor `i`, from its record).
+    ///
+    /// Errors: `i` out of range; in version 3, tensor `i` not in the arena.
     pub(crate) fn plan_entry(&self, i: u32) -> Result<PlanEntry, Error> {
+        if self.version >= VERSION_COMPACT {
+            let rec = self.tensor_rec(i)?;
+            if !rec.kind.in_arena() {
+                return Err(invalid("plan slot of a tensor outside the arena"));
+            }
+            return Ok(Self::compact_plan_entry(i, &rec));
+        }
         let off = (i as usize)
             .checked_mul(PLAN_ENTRY_LEN)
             .ok_or(invalid("plan slot"))?;
@@ -376,6 +507,19 @@ impl<'a> Model<'a> {
         Ok((tensor, role))
     }
 
+    /// A version-3 tensor's plan entry: the region follows from its batch dim.
+    fn compact_plan_entry(i: u32, rec: &TensorRec) -> PlanEntry {
+        PlanEntry {
+            tensor: i,
+            region: if rec.shape.has_batch() {
+                Region::PerRow
+            } else {
+                Region::Fixed
+            },
+            offset: rec.plan_offset,
+        }
+    }
+
     /// Size of an arena tensor in its region's unit (bytes, or bytes per batch row).
     fn slot_size(shape: &Shape) -> Option<usize> {
         usize::try_from(shape.row_elements()?.checked_mul(4)?).ok()
@@ -383,7 +527,11 @@ impl<'a> Model<'a> {
 
     /// Position of an arena tensor in its region: `(region, start, end)` in region units.
     fn slot_range(&self, rec: &TensorRec) -> Result<(Region, usize, usize), Error> {
-        let p = self.plan_entry(rec.slot)?;
+        let p = if self.version >= VERSION_COMPACT {
+            Self::compact_plan_entry(rec.slot, rec)
+        } else {
+            self.plan_entry(rec.slot)?
+        };
         let size = Self::slot_size(&rec.shape).ok_or(invalid("tensor too large"))?;
         Ok((
             p.region,
@@ -460,6 +608,9 @@ impl<'a> Model<'a> {
                 let elements = usize::try_from(elements).map_err(|_| e)?;
                 let values_len = elements.checked_add(3).ok_or(e)? & !3;
                 let (values, scale_bytes) = bytes.split_at_checked(values_len).ok_or(e)?;
+                let (header, scale_bytes) = scale_bytes
+                    .split_at_checked(scales.header_bytes() as usize)
+                    .ok_or(e)?;
                 let values: &[i8] =
                     bytemuck::try_cast_slice(values.get(..elements).ok_or(e)?).map_err(cast)?;
                 let scales = match scales {
@@ -469,6 +620,10 @@ impl<'a> Model<'a> {
                     ScaleType::Bf16 => crate::ops::Scales::Bf16(
                         bytemuck::try_cast_slice(scale_bytes).map_err(cast)?,
                     ),
+                    ScaleType::Mini => crate::ops::Scales::Mini {
+                        base: header.first().copied().ok_or(e)?,
+                        codes: scale_bytes,
+                    },
                 };
                 let (_, inner) = rec.shape.channel_layout(usize::from(axis)).ok_or(e)?;
                 Weights::Int8(crate::ops::Int8Weights {
@@ -551,8 +706,26 @@ impl<'a> Model<'a> {
         let mut classes: Option<usize> = None;
         // Op codes and input lists straight from the (validated) records: decoding every
         // node would link every op kind's attribute checks into a firmware.
-        let code = |i: u32| le_u16(self.nodes, (i as usize).checked_mul(NODE_RECORD_LEN)?);
+        let compact = self.version >= VERSION_COMPACT;
+        let table = self.node_table;
+        let code = |i: u32| {
+            if compact {
+                compact::decode_node(table.record(i)?.1)
+                    .ok()
+                    .map(|f| f.code)
+            } else {
+                le_u16(self.nodes, (i as usize).checked_mul(NODE_RECORD_LEN)?)
+            }
+        };
         let input = |i: u32, j: usize| {
+            if compact {
+                let (start, r) = table.record(i)?;
+                let f = compact::decode_node(r).ok()?;
+                if j >= f.n_inputs {
+                    return None;
+                }
+                return compact::node_input(table.records(), start + f.inputs_at, j);
+            }
             let at = (i as usize).checked_mul(NODE_RECORD_LEN)?.checked_add(4)?;
             let first = le_u32(self.nodes, at)?;
             le_u32(self.edges, (first as usize).checked_add(j)?.checked_mul(4)?)
@@ -633,7 +806,18 @@ impl<'a> Model<'a> {
         self.weights.len()
     }
 
-    /// The file's format version (1: every constant is f32; 2: some are f16, bf16 or int8).
+    /// Alignment of each constant's data in the weights section: 16 bytes in versions 1
+    /// and 2, 4 in version 3.
+    pub(crate) fn data_align(&self) -> usize {
+        if self.version >= VERSION_COMPACT {
+            format::ALIGN_COMPACT
+        } else {
+            format::ALIGN
+        }
+    }
+
+    /// The file's format version (1: every constant is f32; 2: some are f16, bf16 or int8;
+    /// 3: compact records, any weight types).
     pub fn version(&self) -> u16 {
         self.version
     }
@@ -704,10 +888,15 @@ impl<'a> Model<'a> {
 
     fn node_info(&self, i: u32, name: Option<&'a str>) -> Option<NodeInfo<'a>> {
         let r = self.node_rec(i).ok()?;
-        let start = r.first_input.checked_mul(4)?;
-        let inputs = self
-            .edges
-            .get(start..start.checked_add(r.n_inputs.checked_mul(4)?)?)?;
+        let inputs = if self.version >= VERSION_COMPACT {
+            NodeInputs::Coded(self.node_table.records().get(r.first_input..)?, r.n_inputs)
+        } else {
+            let start = r.first_input.checked_mul(4)?;
+            NodeInputs::Words(
+                self.edges
+                    .get(start..start.checked_add(r.n_inputs.checked_mul(4)?)?)?,
+            )
+        };
         Some(NodeInfo {
             index: i,
             op: r.op,
@@ -730,7 +919,8 @@ impl<'a> Model<'a> {
     fn names_from(&self, skip: usize) -> impl Iterator<Item = &'a str> {
         let buf = self.names.unwrap_or(&[]);
         let mut pos = 0usize;
-        core::iter::from_fn(move || read_str(buf, &mut pos, "names").ok()).skip(skip)
+        let compact = self.version >= VERSION_COMPACT;
+        core::iter::from_fn(move || read_str(buf, &mut pos, compact, "names").ok()).skip(skip)
     }
 
     fn name_at(&self, i: usize) -> Option<&'a str> {

@@ -49,6 +49,13 @@ pub enum Scales<'a> {
     F32(&'a [f32]),
     /// bfloat16 scales as their bits (dtype 4): scale `c` is `f32::from_bits(bits << 16)`.
     Bf16(&'a [u16]),
+    /// 8-bit scales (dtype 5): scale `c` is [`crate::format::mini_scale`]`(base, codes[c])`.
+    Mini {
+        /// The tensor's exponent (16..=254 in a valid file).
+        base: u8,
+        /// One byte per channel.
+        codes: &'a [u8],
+    },
 }
 
 #[cfg(feature = "weights-int8")]
@@ -58,6 +65,7 @@ impl Scales<'_> {
         match self {
             Scales::F32(s) => s.len(),
             Scales::Bf16(s) => s.len(),
+            Scales::Mini { codes, .. } => codes.len(),
         }
     }
 
@@ -72,11 +80,20 @@ impl Scales<'_> {
         match self {
             Scales::F32(s) => s.get(c).copied(),
             Scales::Bf16(s) => s.get(c).map(|b| f32::from_bits(u32::from(*b) << 16)),
+            Scales::Mini { base, codes } => codes
+                .get(c)
+                .map(|code| crate::format::mini_scale(*base, *code)),
         }
     }
 
-    /// Whether every scale is finite and non-negative (the reader's rule).
+    /// Whether every scale is finite and non-negative (the reader's rule; 8-bit scales:
+    /// a tensor exponent in 16..=254).
     pub fn all_valid(&self) -> bool {
+        if let Scales::Mini { base, .. } = self {
+            if !crate::format::MINI_BASE_RANGE.contains(base) {
+                return false;
+            }
+        }
         (0..self.len()).all(|c| self.get(c).is_some_and(|s| s.is_finite() && s >= 0.0))
     }
 }
@@ -91,6 +108,11 @@ impl Int8Weights<'_> {
             Scales::F32(s) => self.load_with(start, out, s.len(), |c| s.get(c).copied()),
             Scales::Bf16(s) => self.load_with(start, out, s.len(), |c| {
                 s.get(c).map(|b| f32::from_bits(u32::from(*b) << 16))
+            }),
+            Scales::Mini { base, codes } => self.load_with(start, out, codes.len(), |c| {
+                codes
+                    .get(c)
+                    .map(|code| crate::format::mini_scale(base, *code))
             }),
         }
     }

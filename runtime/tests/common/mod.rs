@@ -48,15 +48,20 @@ pub fn load(desc: &ModelDesc) -> AlignedBytes {
     AlignedBytes::copy_from(&flowrt::write::write(desc).unwrap())
 }
 
-/// A section's body (offset, length) in a written file, found in its section table.
+/// [`load`] in a given record layout.
+#[allow(dead_code)]
+pub fn load_with(desc: &ModelDesc, layout: flowrt::write::Layout) -> AlignedBytes {
+    AlignedBytes::copy_from(&flowrt::write::write_with(desc, layout).unwrap())
+}
+
+/// A section's body (offset, length) in a written file, found in its section table (any
+/// version: `flowrt::format::section_entry`).
 pub fn section_range(file: &[u8], kind: u16) -> Option<(usize, usize)> {
+    let version = u16::from_le_bytes(file[4..6].try_into().unwrap());
     let count = u32::from_le_bytes(file[20..24].try_into().unwrap()) as usize;
     (0..count).find_map(|i| {
-        let o = 32 + 24 * i;
-        let k = u16::from_le_bytes(file[o..o + 2].try_into().unwrap());
-        let off = u64::from_le_bytes(file[o + 8..o + 16].try_into().unwrap()) as usize;
-        let len = u64::from_le_bytes(file[o + 16..o + 24].try_into().unwrap()) as usize;
-        (k == kind).then_some((off, len))
+        let (k, _, off, len) = flowrt::format::section_entry(file, version, count, i)?;
+        (k == kind).then_some((off as usize, len as usize))
     })
 }
 
