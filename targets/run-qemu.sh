@@ -59,23 +59,45 @@ trap 'rm -rf "$work"' EXIT
 elf="$work/firmware.elf"
 
 # The firmware features for the stored weight types the model uses besides f32 (`f16` for
-# f16 / bf16, `int8`), read from the dtype byte of its tensor records and those of a
+# f16 / bf16, `int8`), read from the dtype bits of its tensor records and those of a
 # multi-network file's stages: an f32 model's firmware then links no dequantizing code.
+# Versions 1 and 2: 24-byte section entries, 64-byte tensor records; version 3: 12-byte
+# entries with implied offsets, compact records behind an index (docs/frt-format.md).
 features="$(perl -e '
     open my $f, "<:raw", $ARGV[0] or die "$ARGV[0]: $!"; local $/; my $all = <$f>;
     my %used;
+    sub dtype {
+        my ($d) = @_;
+        $used{f16} = 1 if $d == 1 || $d == 2;
+        $used{int8} = 1 if $d == 3 || $d == 4 || $d == 5;
+    }
     sub scan {
         my ($b) = @_;
         return if length($b) < 32;
+        my $version = unpack("v", substr($b, 4, 2));
         my $sections = unpack("V", substr($b, 20, 4));
+        my $next = (32 + 12 * $sections + 3) & ~3;
         for my $i (0 .. $sections - 1) {
-            my ($kind, undef, undef, $off, $len) = unpack("v v V Q< Q<", substr($b, 32 + 24 * $i, 24));
+            my ($kind, $off, $len);
+            if ($version >= 3) {
+                ($kind, undef, $len) = unpack("v v Q<", substr($b, 32 + 12 * $i, 12));
+                $off = $next;
+                $next = ($off + $len + 3) & ~3;
+            } else {
+                ($kind, undef, undef, $off, $len) = unpack("v v V Q< Q<", substr($b, 32 + 24 * $i, 24));
+            }
             my $s = substr($b, $off, $len);
-            if ($kind == 1) {                        # TENSORS: count, reserved, 64-byte records
+            if ($kind == 1 && $version >= 3) {       # TENSORS: count, index width, index, records
+                my ($count, $width) = unpack("V C", $s);
+                my $records = (8 + $width * $count + 3) & ~3;
+                my $fmt = { 1 => "C", 2 => "v", 4 => "V" }->{$width};
+                for my $t (0 .. $count - 1) {
+                    my $start = unpack($fmt, substr($s, 8 + $width * $t, $width));
+                    dtype((ord(substr($s, $records + $start, 1)) >> 2) & 7);
+                }
+            } elsif ($kind == 1) {                   # TENSORS: count, reserved, 64-byte records
                 for my $t (0 .. unpack("V", $s) - 1) {
-                    my $dtype = ord(substr($s, 8 + 64 * $t + 1, 1));
-                    $used{f16} = 1 if $dtype == 1 || $dtype == 2;
-                    $used{int8} = 1 if $dtype == 3 || $dtype == 4;
+                    dtype(ord(substr($s, 8 + 64 * $t + 1, 1)));
                 }
             } elsif ($kind == 11) {                  # PIPELINE: stage records with nested files
                 for my $j (0 .. unpack("V", $s) - 1) {

@@ -5,7 +5,7 @@
 
 use anyhow::{bail, Result};
 use flowrt::format::{ScaleType, WeightType};
-use flowrt::ir::{ModelDesc, Op};
+use flowrt::ir::{ModelDesc, NodeDesc, Op};
 use flowrt::write::fits_f16;
 
 /// The stored type asked for with `--weights`.
@@ -18,8 +18,7 @@ pub enum WeightKind {
     F16,
     /// bfloat16 (2 bytes per weight).
     Bf16,
-    /// int8 with one 8-bit scale per output channel (1 byte per weight; biases int8 with
-    /// one scale each).
+    /// int8 with one 8-bit scale per output channel (1 byte per weight; biases f16).
     Int8,
 }
 
@@ -76,9 +75,10 @@ pub struct StoredWeight {
 /// [`flowrt::format::NodeOp::reads_typed_weights`]), and a bias when every reader reads it
 /// as its bias ([`flowrt::format::NodeOp::reads_typed_bias`]); a constant any node reads as
 /// a plain f32 operand (an Add operand) stays f32. Weights take the asked type; biases are
-/// stored as bf16 in bf16 models, as f16 in f16 models (f32 when a value does not fit f16),
-/// and in int8 models as int8 with one scale for the whole bias (format version 3; f16 with
-/// fixed records). The int8 channel axis of weights is the output channel: Dense `w[K, N]`
+/// stored as bf16 in bf16 models and as f16 in f16 and int8 models (f32 when a value does
+/// not fit f16). With compact records (version 3) the constants that only element-wise ops
+/// read are stored as f16 (bf16) too, behind a `Widen` node. The int8 channel axis of
+/// weights is the output channel: Dense `w[K, N]`
 /// axis 1, Conv's channel-last kernel its last axis, ConvTranspose `w[M, ..]` axis 0, a
 /// Gather table one scale per row (axis 0); the scales are 8-bit ([`ScaleType::Mini`],
 /// version 3) or bfloat16 with fixed records ([`ScaleType::Bf16`]).
@@ -162,12 +162,9 @@ pub fn assign(
             (Role::Weight(_), WeightKind::F16) => WeightType::F16,
             (_, WeightKind::Bf16) => WeightType::Bf16,
             (Role::Weight(axis), WeightKind::Int8) => WeightType::Int8 { axis, scales },
-            // Biases of int8 models: one scale for the whole bias (axis = rank).
-            (Role::Bias, WeightKind::Int8) if compact => WeightType::Int8 {
-                axis: u8::try_from(t.shape.len()).unwrap_or(u8::MAX),
-                scales,
-            },
-            // Biases of f16 (and fixed-record int8) models: f16 where every value fits.
+            // Biases of f16 and int8 models: f16 where every value fits. (int8 with one
+            // scale for the whole bias, which the format allows, doubled the int8 moons
+            // model's sample error: its error is the same every step and adds up.)
             (Role::Bias, WeightKind::F16 | WeightKind::Int8) if fits_f16(data) => WeightType::F16,
             (Role::Bias, _) => continue,
         };
@@ -177,7 +174,95 @@ pub fn assign(
             elements: data.len(),
         });
     }
+    if compact {
+        let half = match choice.kind {
+            WeightKind::Bf16 => WeightType::Bf16,
+            _ => WeightType::F16,
+        };
+        widen_elementwise(desc, half, &kept_by_name, &mut stored);
+    }
     Ok(stored)
+}
+
+/// Fewest values an element-wise constant needs to be stored typed: below it the `Widen`
+/// node and the extra tensor record cost more than the bytes saved.
+const MIN_WIDENED: usize = 8;
+
+/// Stores the constants that only element-wise binary ops read (biases added after a
+/// split `MatMul`, norm scales and shifts, position embeddings) in `half` (f16 or bf16),
+/// each read through a `Widen` node placed just before its first reader; version 3 only.
+/// Skips constants kept by name, those under [`MIN_WIDENED`] values, and (f16) those
+/// outside f16's range. Appends what it stored to `stored`.
+fn widen_elementwise(
+    desc: &mut ModelDesc,
+    half: WeightType,
+    kept_by_name: &[bool],
+    stored: &mut Vec<StoredWeight>,
+) {
+    let n = desc.tensors.len();
+    let (mut read, mut only_binary) = (vec![false; n], vec![true; n]);
+    for node in &desc.nodes {
+        for &t in &node.inputs {
+            if let Some(r) = read.get_mut(t as usize) {
+                *r = true;
+            }
+            if !matches!(node.op, Op::Binary(_)) {
+                if let Some(b) = only_binary.get_mut(t as usize) {
+                    *b = false;
+                }
+            }
+        }
+    }
+    for t in 0..n {
+        let tensor = &desc.tensors[t];
+        let Some(data) = &tensor.data else {
+            continue;
+        };
+        if !read[t]
+            || !only_binary[t]
+            || kept_by_name.get(t).copied().unwrap_or(true)
+            || tensor.stored != WeightType::F32
+            || data.len() < MIN_WIDENED
+            || (half == WeightType::F16 && !fits_f16(data))
+        {
+            continue;
+        }
+        let Some(first) = desc
+            .nodes
+            .iter()
+            .position(|node| node.inputs.contains(&(t as u32)))
+        else {
+            continue;
+        };
+        let widened = u32::try_from(desc.tensors.len()).unwrap_or(u32::MAX);
+        let mut f32_copy = tensor.clone();
+        f32_copy.name = format!("{}.f32", tensor.name);
+        f32_copy.data = None;
+        stored.push(StoredWeight {
+            tensor: tensor.name.clone(),
+            stored: half,
+            elements: data.len(),
+        });
+        let name = format!("{}.widen", tensor.name);
+        desc.tensors[t].stored = half;
+        desc.tensors.push(f32_copy);
+        for node in &mut desc.nodes {
+            for input in &mut node.inputs {
+                if *input == t as u32 {
+                    *input = widened;
+                }
+            }
+        }
+        desc.nodes.insert(
+            first,
+            NodeDesc {
+                name,
+                op: Op::Widen,
+                inputs: vec![t as u32],
+                output: widened,
+            },
+        );
+    }
 }
 
 /// How the nodes read a constant.

@@ -1,6 +1,8 @@
 //! Writes the `.frt` seeds of `frt_load_sample` (fuzz/corpus/frt_load_sample/) from the ONNX
 //! fixtures with the exporter: f32, f16 and int8 weights, a `TIME` section with solver
-//! defaults, `PIPELINE` sections (refiner, decoder), a label input and a few-step model.
+//! defaults, `PIPELINE` sections (refiner, decoder), a label input, a few-step model and
+//! f16 element-wise constants behind a `Widen` node; each in format version 3 (`_v3`) and,
+//! but the last, with fixed records (versions 1 and 2).
 //!
 //! `cargo run --release --features exporter --example make_seeds` (from fuzz/).
 use std::path::{Path, PathBuf};
@@ -13,6 +15,7 @@ use flowrt::time::{TimeAxis, TimeConvention};
 use flowrt_export::gptq::Rounding;
 use flowrt_export::weights::{WeightChoice, WeightKind};
 use flowrt_export::ExportOptions;
+use flowrt::write::Layout;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -86,8 +89,32 @@ fn main() {
         ),
         ("moons_cfg_label", "moons_cfg", plain.clone()),
         ("moons_meanflow_step", "moons_meanflow", plain.clone()),
+        (
+            "moons_gelu_tanh_f16_widen",
+            "moons_gelu_tanh",
+            ExportOptions {
+                weights: weights(WeightKind::F16),
+                ..plain.clone()
+            },
+        ),
     ];
-    for (name, onnx, opts) in seeds {
+    // Each seed in both record layouts: fixed (format versions 1 and 2, with every name, as
+    // the seeds were first written) and compact (version 3, the exporter's default; its
+    // file name ends in `_v3`). The GELU model's f16 file is version 3 only (its `Widen`).
+    let layouts = [(Layout::Fixed, ""), (Layout::Compact, "_v3")];
+    for ((name, onnx, opts), (layout, suffix)) in seeds
+        .iter()
+        .flat_map(|s| layouts.iter().map(move |l| (s, l)))
+    {
+        if name.ends_with("_widen") && *layout == Layout::Fixed {
+            continue;
+        }
+        let name = format!("{name}{suffix}");
+        let opts = ExportOptions {
+            layout: *layout,
+            keep_names: *layout == Layout::Fixed,
+            ..opts.clone()
+        };
         match flowrt_export::export_onnx(&fixture(onnx), &opts) {
             Ok(bytes) => {
                 let a = flowrt::format::AlignedBytes::copy_from(&bytes);

@@ -276,6 +276,14 @@ fn exec_node<S: Selection>(
             }
             Ok(())
         }
+        NodeOp::Widen if has(node::WIDEN) => {
+            // The loader checked that the input is a constant of this shape.
+            let (w, _) = v.weights::<S>(node, 0)?;
+            if w.len() != out.len() {
+                return Err(ops_err());
+            }
+            w.load(0, out).ok_or(ops_err())
+        }
         NodeOp::Reshape if has(node::RESHAPE) => {
             let (x, _, _) = v.input(node, 0)?;
             if x.len() != out.len() {

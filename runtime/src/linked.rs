@@ -89,8 +89,10 @@ pub mod node {
     pub const RESIZE: u32 = 1 << 16;
     /// `Pad`.
     pub const PAD: u32 = 1 << 17;
+    /// `Widen`.
+    pub const WIDEN: u32 = 1 << 18;
     /// Names of the bits, lowest first (for generated code and messages).
-    pub const NAMES: [&str; 18] = [
+    pub const NAMES: [&str; 19] = [
         "DENSE",
         "MATMUL",
         "BINARY",
@@ -109,6 +111,7 @@ pub mod node {
         "SOFTMAX",
         "RESIZE",
         "PAD",
+        "WIDEN",
     ];
 }
 

@@ -84,6 +84,7 @@ pub const fn node_bit(op: &NodeOp) -> u32 {
         NodeOp::Softmax { .. } => node::SOFTMAX,
         NodeOp::Resize { .. } => node::RESIZE,
         NodeOp::Pad { .. } => node::PAD,
+        NodeOp::Widen => node::WIDEN,
     }
 }
 

@@ -392,14 +392,18 @@ fn typed_constants_only_where_a_kernel_reads_weights() {
     let compact = flowrt::write::write(&mark(&desc, &consts, TYPES[2])).unwrap();
     let (t, _) = section_range(&compact, format::section::TENSORS).unwrap();
     let count = u32::from_le_bytes(compact[t..t + 4].try_into().unwrap()) as usize;
-    assert_eq!(compact[t + 4], 2, "a small table has a 16-bit index");
-    let records = (t + 8 + 2 * count + 3) & !3;
+    let width = usize::from(compact[t + 4]);
+    assert!(width == 1 || width == 2, "a small table has a narrow index");
+    let records = (t + 8 + width * count + 3) & !3;
     let span = |i: usize| {
         let at = |j: usize| {
             if j == count {
                 return compact.len(); // not needed below: the weight is not the last tensor
             }
-            records + u16::from_le_bytes([compact[t + 8 + 2 * j], compact[t + 9 + 2 * j]]) as usize
+            let e = t + 8 + width * j;
+            let mut v = [0u8; 2];
+            v[..width].copy_from_slice(&compact[e..e + width]);
+            records + u16::from_le_bytes(v) as usize
         };
         (at(i), at(i + 1))
     };
@@ -477,4 +481,60 @@ fn eight_bit_scales_round_up_by_at_most_a_sixteenth() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// `Widen` (op 0x0016): an element-wise operand stored in a smaller type and widened into
+/// the arena gives, bit for bit, what the same graph gives with the dequantized values as
+/// an f32 constant; the loader refuses a `Widen` of a computed tensor.
+#[test]
+fn widen_feeds_typed_constants_to_elementwise_ops() {
+    let values: Vec<f32> = (0..5).map(|i| 0.3 + 1.7 * (i as f32 * 0.9).sin()).collect();
+    let x: Vec<f32> = (0..15).map(|i| (i as f32 * 0.37).cos()).collect();
+    let run = |d: &ModelDesc| {
+        let file = load(d);
+        let m = Model::from_bytes(file.as_slice()).unwrap();
+        let mut out = vec![0f32; 15];
+        let mut arena = AlignedBytes::zeroed(m.graph_arena_bytes(1).unwrap());
+        flowrt::exec::run(&m, 1, &[&x], &mut out, arena.as_mut_slice()).unwrap();
+        out
+    };
+    let per_tensor = WeightType::Int8 {
+        axis: 1,
+        scales: ScaleType::Mini,
+    };
+    for ty in [WeightType::F16, WeightType::Bf16, per_tensor] {
+        let mut b = ModelBuilder::default();
+        let xi = b.input(&[f(3), f(5)], Role::Data);
+        let c = b.constant(&[f(5)], values.clone());
+        let w = b.node(Op::Widen, &[c], &[f(5)]);
+        let y = b.node(
+            Op::Binary(flowrt::ir::BinaryOp::Mul),
+            &[xi, w],
+            &[f(3), f(5)],
+        );
+        let mut d = b.finish(y);
+        d.tensors[c as usize].stored = ty;
+        let got = run(&d);
+        let file = load(&d);
+        let m = Model::from_bytes(file.as_slice()).unwrap();
+        let mut plain = d.clone();
+        plain.tensors[c as usize].data = Some(m.const_weights(c).unwrap().dequantize());
+        plain.tensors[c as usize].stored = WeightType::F32;
+        let want = run(&plain);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want), "{ty:?}");
+        let exact: Vec<f32> = x
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v * values[i % 5])
+            .collect();
+        assert_ne!(bits(&got), bits(&exact), "{ty:?}: rounding changed nothing");
+    }
+    // A Widen of a computed tensor (the Mul's output) is refused.
+    let mut b = ModelBuilder::default();
+    let xi = b.input(&[f(3), f(5)], Role::Data);
+    let h = b.node(Op::Unary(UnaryOp::Silu), &[xi], &[f(3), f(5)]);
+    let y = b.node(Op::Widen, &[h], &[f(3), f(5)]);
+    let err = flowrt::write::write(&b.finish(y)).unwrap_err().to_string();
+    assert!(err.contains("Widen reads a constant"), "{err}");
 }

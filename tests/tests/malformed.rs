@@ -371,7 +371,7 @@ fn bit_flips_with_valid_checksum_never_panic() {
 fn header_errors() {
     let b = moons();
     rejects!(&b;
-        "version 3", Error::UnsupportedVersion { found: 3 }, |b| put_u16(b, 4, 3);
+        "version 4", Error::UnsupportedVersion { found: 4 }, |b| put_u16(b, 4, 4);
         "version 0", Error::UnsupportedVersion { found: 0 }, |b| put_u16(b, 4, 0);
         "version 0xFFFF", Error::UnsupportedVersion { found: 0xFFFF }, |b| put_u16(b, 4, 0xFFFF);
     );

@@ -365,11 +365,7 @@ fn typed_weights_match_host_bit_for_bit() {
             .expect("export");
         let model_bytes = flowrt::format::AlignedBytes::copy_from(&bytes);
         let model = flowrt::Model::from_bytes(model_bytes.as_slice()).expect("load");
-        assert_eq!(
-            model.version(),
-            flowrt::format::VERSION_TYPED_WEIGHTS,
-            "{tag}"
-        );
+        assert_eq!(model.version(), flowrt::format::VERSION_COMPACT, "{tag}");
         std::fs::write(&frt, &bytes).expect("write frt");
         let rows = if labelled > 0 { labelled } else { ROWS };
         let noise = dir.join(format!("{tag}-noise.npy"));

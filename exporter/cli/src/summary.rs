@@ -50,7 +50,8 @@ pub fn family_of(op: &NodeOp) -> &'static str {
         | NodeOp::Transpose { .. }
         | NodeOp::Slice { .. }
         | NodeOp::Concat { .. }
-        | NodeOp::Pad { .. } => "shape",
+        | NodeOp::Pad { .. }
+        | NodeOp::Widen => "shape",
         NodeOp::Gather => "gather",
     }
 }

@@ -92,8 +92,8 @@ fn inspect_moons_families_and_memory() {
     let words: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(&words[..4], ["matmul", "4", "8706", "8512"], "{row}");
 
-    // int8 weights: the four matrices (8512 values) with one bf16 scale per output channel
-    // (64 + 64 + 64 + 2), the biases (194 values) as f16.
+    // int8 weights: the four matrices (8512 values) with one 8-bit scale per output channel
+    // (64 + 64 + 64 + 2) and one exponent byte each, the biases (194 values) as f16.
     let dir = TempDir::new("inspect-int8");
     let q = export_in(
         &dir,
@@ -121,7 +121,7 @@ fn inspect_moons_families_and_memory() {
         w,
         [
             ("f16".into(), 4, 194, 2 * 194),
-            ("int8".into(), 4, 8512, 8512 + 2 * 194)
+            ("int8".into(), 4, 8512, 8512 + 194 + 4)
         ]
     );
 }

@@ -90,6 +90,37 @@ fn typed_weights_export_inspect_and_sample_close_to_f32() {
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&c).unwrap());
 }
 
+/// Element-wise constants (here the bias that the split first layer of the GELU/tanh MLP
+/// adds after its two Dense nodes) are stored as f16 behind a `Widen` node in version 3;
+/// fixed-record files keep them f32. Both sample close to f32, and the typed file is no
+/// more than 0.51 of the f32 one.
+#[test]
+fn elementwise_constants_are_widened_from_f16() {
+    let model = "moons_gelu_tanh/model.ts.onnx";
+    let dir = TempDir::new("widen");
+    let noise = fx("moons_gelu_tanh/noise.npy");
+    let f32_frt = export_in(&dir, "f32.frt", model, "");
+    let f16_frt = export_in(&dir, "f16.frt", model, "--weights f16");
+    let fixed = export_in(&dir, "fixed.frt", model, "--weights f16 --fixed-records");
+    inspect_has(&f16_frt, &["Widen x1", "constants f16 x9 (8706 values)"]);
+    inspect_has(
+        &fixed,
+        &["constants f16 x8 (8642 values), f32 x1 (64 values)"],
+    );
+    let size = |p: &std::path::Path| std::fs::metadata(p).unwrap().len() as f64;
+    let ratio = size(&f16_frt) / size(&f32_frt);
+    assert!(ratio <= 0.51, "{ratio}");
+    let steps: [&dyn Arg; 1] = [&"--method rk4 --steps 8"];
+    let (a, b, c) = (dir.path("a.npy"), dir.path("b.npy"), dir.path("c.npy"));
+    sample_ok(&f32_frt, &noise, &steps, &a);
+    sample_ok(&f16_frt, &noise, &steps, &b);
+    sample_ok(&fixed, &noise, &steps, &c);
+    for (p, what) in [(&b, "widened"), (&c, "fixed")] {
+        let d = npy_diff(p, &a);
+        assert!(d > 0.0 && d <= 0.05, "{what}: max abs diff {d} from f32");
+    }
+}
+
 #[test]
 fn int8_activations_export_and_sample_close_to_f32() {
     let dir = TempDir::new("act8");

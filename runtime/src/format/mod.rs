@@ -248,6 +248,8 @@ pub mod opcode {
     pub const RESHAPE: u16 = 0x0011;
     /// `Expand`.
     pub const EXPAND: u16 = 0x0012;
+    /// `Widen`: a constant in any stored type, as f32.
+    pub const WIDEN: u16 = 0x0016;
     /// `Transpose { perm }`.
     pub const TRANSPOSE: u16 = 0x0013;
     /// `Slice { axis, start, end, step }`.

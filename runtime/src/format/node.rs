@@ -114,6 +114,11 @@ pub enum NodeOp {
         /// Padding after, per axis (entries past the rank are 0).
         end: [u16; MAX_RANK],
     },
+    /// `inputs = [c]`: the values of constant `c` as f32, `c` stored in any type (f32, f16,
+    /// bf16, int8; [`crate::format::WeightType`]). How a typed constant reaches an input that
+    /// reads f32 (an element-wise operand, a norm parameter): the exporter stores such
+    /// constants in the file's smaller type and widens them here, into the arena.
+    Widen,
 }
 
 /// Packs two u16 into one attribute word (low half first).
@@ -171,12 +176,13 @@ impl NodeOp {
     }
 
     /// Whether input `j` may be a constant stored as `stored` (the reader's and the
-    /// writer's rule): f32 anywhere; f16, bf16 and int8 for weight inputs; f16 and bf16 for
-    /// biases.
+    /// writer's rule): f32 anywhere; f16, bf16 and int8 for weight inputs, biases and the
+    /// input of `Widen`.
     pub fn accepts_stored(&self, j: usize, stored: crate::format::WeightType) -> bool {
         use crate::format::WeightType;
         match stored {
             WeightType::F32 => true,
+            _ if matches!((self, j), (NodeOp::Widen, 0)) => true,
             WeightType::F16 | WeightType::Bf16 => {
                 self.reads_typed_weights(j) || self.reads_typed_bias(j)
             }
@@ -248,6 +254,7 @@ impl NodeOp {
             NodeOp::Softmax { log: true, .. } => "LogSoftmax",
             NodeOp::Resize { .. } => "Resize",
             NodeOp::Pad { .. } => "Pad",
+            NodeOp::Widen => "Widen",
         }
     }
 
@@ -277,6 +284,7 @@ impl NodeOp {
                 opcode::CONCAT
             }
             NodeOp::Reshape => opcode::RESHAPE,
+            NodeOp::Widen => opcode::WIDEN,
             NodeOp::Expand => opcode::EXPAND,
             NodeOp::Where => opcode::WHERE,
             NodeOp::Gather => opcode::GATHER,
@@ -380,6 +388,7 @@ impl NodeOp {
             opcode::MATMUL if has(node::MATMUL) => NodeOp::MatMul,
             opcode::CONCAT if has(node::CONCAT) => NodeOp::Concat { axis: attrs[0] },
             opcode::RESHAPE if has(node::RESHAPE) => NodeOp::Reshape,
+            opcode::WIDEN if has(node::WIDEN) => NodeOp::Widen,
             opcode::EXPAND if has(node::EXPAND) => NodeOp::Expand,
             opcode::WHERE if has(node::WHERE) => NodeOp::Where,
             // attrs[0] is the axis; only 0 is defined (checked as an unused word below).
@@ -582,7 +591,7 @@ fn axis_range(start: u32, end: u32) -> Result<(u8, u8), &'static str> {
 
 /// What [`Error::NotLinked`] calls a node of kind `bit` (a [`node`] constant).
 fn kind_name(bit: u32) -> &'static str {
-    const NAMES: [&str; 18] = [
+    const NAMES: [&str; 19] = [
         "Dense",
         "MatMul",
         "a binary op",
@@ -601,6 +610,7 @@ fn kind_name(bit: u32) -> &'static str {
         "Softmax / LogSoftmax",
         "Resize",
         "Pad",
+        "Widen",
     ];
     NAMES
         .get(bit.trailing_zeros() as usize)
@@ -612,7 +622,7 @@ fn kind_name(bit: u32) -> &'static str {
 pub(super) fn opcode_bit(code: u16) -> Option<u32> {
     use crate::format::opcode as op;
     // (code, bit index): a table is a fraction of the code of a `match`.
-    const KINDS: [(u16, u8); 16] = [
+    const KINDS: [(u16, u8); 17] = [
         (op::DENSE, 0),
         (op::MATMUL, 1),
         (op::WHERE, 4),
@@ -629,6 +639,7 @@ pub(super) fn opcode_bit(code: u16) -> Option<u32> {
         (op::SOFTMAX, 15),
         (op::RESIZE, 16),
         (op::PAD, 17),
+        (op::WIDEN, 18),
     ];
     KINDS
         .iter()

@@ -247,6 +247,12 @@ pub(crate) fn check_node_linked<S: Selection + ?Sized>(
                 return Err("Concat output dim is not the sum of the input dims");
             }
         }
+        NodeOp::Widen if has(node::WIDEN) => {
+            let x = inp(0)?;
+            if x.has_batch() || x != *out {
+                return Err("Widen output shape differs from its constant's");
+            }
+        }
         NodeOp::Reshape if has(node::RESHAPE) => {
             let x = inp(0)?;
             if x.has_batch() != out.has_batch() || x.row_elements() != out.row_elements() {

@@ -8,6 +8,7 @@ fn every_op_round_trips_through_its_encoding() {
         NodeOp::MatMul,
         NodeOp::Concat { axis: 3 },
         NodeOp::Reshape,
+        NodeOp::Widen,
         NodeOp::Expand,
         NodeOp::Where,
         NodeOp::Gather,

@@ -574,6 +574,11 @@ impl<'a> Model<'a> {
             };
             rules::check_node_linked::<S>(&node.op, node.n_inputs, shape_of, &out.shape)
                 .map_err(err)?;
+            if node.op == NodeOp::Widen
+                && self.tensor_rec(self.node_input(&node, 0)?)?.kind != TensorKind::Const
+            {
+                return Err(err("Widen reads a constant"));
+            }
             if node.n_inputs == 4 {
                 if S::WEIGHTS & linked::weight::INT8 == 0 {
                     // No constant is int8 (those are not linked), so `act_scale` would fail

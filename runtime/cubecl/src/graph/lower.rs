@@ -178,7 +178,8 @@ impl<R: Runtime> Planner<'_, '_, R> {
                 let meta = self.meta(&w);
                 self.push(Kernel::Select, ins.to_vec(), out, meta);
             }
-            NodeOp::Reshape => {
+            // Widen: the constant was uploaded as f32 (dequantized on the host).
+            NodeOp::Reshape | NodeOp::Widen => {
                 let cs = [1usize];
                 self.copy(in0()?, out, &[out.1], &cs, &cs, 0, 0)?;
             }
