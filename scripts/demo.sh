@@ -35,7 +35,7 @@ echo "== edge-scale latent model: a 1.6 M-parameter class-conditional DiT + conv
 echo "   32x32 digits (tests/fixtures/edge_digits), int8 weights and int8 activations"
 $FLOWRT export tests/fixtures/edge_digits/flow.ts.onnx \
     --decoder tests/fixtures/edge_digits/decoder.ts.onnx \
-    --weights int8 --activations int8 --strip-names -o "$OUT/edge_digits.frt"
+    --weights int8 --activations int8 -o "$OUT/edge_digits.frt"
 echo "== sample: 40 digits, labels 0..9 repeated, 2 Euler steps (the same file runs on the MCUs)"
 $FLOWRT sample "$OUT/edge_digits.frt" --seed 0 --num 40 --label-cycle 10 --method euler --steps 2 \
     -o "$OUT/edge_digits.npy" --png "$OUT/edge_digits.png"

@@ -18,7 +18,8 @@ pub enum WeightKind {
     F16,
     /// bfloat16 (2 bytes per weight).
     Bf16,
-    /// int8 with one 8-bit scale per output channel (1 byte per weight; biases f16).
+    /// int8 with one 8-bit scale per output channel (1 byte per weight; biases int8 with
+    /// one scale each).
     Int8,
 }
 
@@ -75,10 +76,11 @@ pub struct StoredWeight {
 /// [`flowrt::format::NodeOp::reads_typed_weights`]), and a bias when every reader reads it
 /// as its bias ([`flowrt::format::NodeOp::reads_typed_bias`]); a constant any node reads as
 /// a plain f32 operand (an Add operand) stays f32. Weights take the asked type; biases are
-/// stored as bf16 in bf16 models and as f16 in f16 and int8 models (f32 when a value does
-/// not fit f16). With compact records (version 3) the constants that only element-wise ops
-/// read are stored as f16 (bf16) too, behind a `Widen` node. The int8 channel axis of
-/// weights is the output channel: Dense `w[K, N]`
+/// stored as bf16 in bf16 models, as f16 in f16 models (f32 when a value does not fit f16),
+/// and in int8 models as int8 with one 8-bit scale for the whole bias (version 3; f16 with
+/// fixed records). With compact records the constants that only element-wise ops read are
+/// stored as f16 (bf16) too, behind a `Widen` node. The int8 channel axis of weights is the
+/// output channel: Dense `w[K, N]`
 /// axis 1, Conv's channel-last kernel its last axis, ConvTranspose `w[M, ..]` axis 0, a
 /// Gather table one scale per row (axis 0); the scales are 8-bit ([`ScaleType::Mini`],
 /// version 3) or bfloat16 with fixed records ([`ScaleType::Bf16`]).
@@ -162,9 +164,13 @@ pub fn assign(
             (Role::Weight(_), WeightKind::F16) => WeightType::F16,
             (_, WeightKind::Bf16) => WeightType::Bf16,
             (Role::Weight(axis), WeightKind::Int8) => WeightType::Int8 { axis, scales },
-            // Biases of f16 and int8 models: f16 where every value fits. (int8 with one
-            // scale for the whole bias, which the format allows, doubled the int8 moons
-            // model's sample error: its error is the same every step and adds up.)
+            // Biases of int8 models: int8 with one 8-bit scale for the whole bias (axis =
+            // rank; version 3).
+            (Role::Bias, WeightKind::Int8) if compact => WeightType::Int8 {
+                axis: u8::try_from(t.shape.len()).unwrap_or(u8::MAX),
+                scales,
+            },
+            // Biases of f16 (and fixed-record int8) models: f16 where every value fits.
             (Role::Bias, WeightKind::F16 | WeightKind::Int8) if fits_f16(data) => WeightType::F16,
             (Role::Bias, _) => continue,
         };

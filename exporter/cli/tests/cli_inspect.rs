@@ -93,7 +93,8 @@ fn inspect_moons_families_and_memory() {
     assert_eq!(&words[..4], ["matmul", "4", "8706", "8512"], "{row}");
 
     // int8 weights: the four matrices (8512 values) with one 8-bit scale per output channel
-    // (64 + 64 + 64 + 2) and one exponent byte each, the biases (194 values) as f16.
+    // (64 + 64 + 64 + 2) and one exponent byte each; the biases (194 values) int8 with one
+    // 8-bit scale each.
     let dir = TempDir::new("inspect-int8");
     let q = export_in(
         &dir,
@@ -120,8 +121,9 @@ fn inspect_moons_families_and_memory() {
     assert_eq!(
         w,
         [
-            ("f16".into(), 4, 194, 2 * 194),
-            ("int8".into(), 4, 8512, 8512 + 194 + 4)
+            // 8706 values: 8512 weights and 194 bias values; one exponent byte and one
+            // code per output channel (194) for the weights, one of each per bias (4 + 4).
+            ("int8".into(), 8, 8706, 8706 + 194 + 4 + 4 + 4)
         ]
     );
 }

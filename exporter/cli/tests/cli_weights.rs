@@ -20,7 +20,7 @@ fn typed_weights_export_inspect_and_sample_close_to_f32() {
     for (ty, size, types, tol) in [
         ("f16", 0.54, "f16 x8", 0.05),
         ("bf16", 0.54, "bf16 x8", 0.2),
-        ("int8", 0.32, "int8 x4, f16 x4", 0.5),
+        ("int8", 0.28, "int8 x8", 0.5),
     ] {
         let frt = export_in(
             &dir,
@@ -50,7 +50,7 @@ fn typed_weights_export_inspect_and_sample_close_to_f32() {
         MODEL,
         "--weights int8 --keep-f32 net.0,net.6",
     );
-    inspect_has(&kept, &["int8 x2", "f16 x2", "f32 x4"]);
+    inspect_has(&kept, &["int8 x4", "f32 x4"]);
     // Inner names only with --keep-names (the default leaves them out; --strip-names, which
     // asked for that before it was the default, still gives the same file); the same numbers.
     let plain = export_in(&dir, "plain.frt", MODEL, "--weights int8 --keep-names");
@@ -80,14 +80,15 @@ fn typed_weights_export_inspect_and_sample_close_to_f32() {
     sample_ok(&plain, &noise, &[&"--method rk4 --steps 8"], &a);
     sample_ok(&stripped, &noise, &[&"--method rk4 --steps 8"], &b);
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
-    // --fixed-records: format v2 (fixed-size records) for older runtimes; larger, and the
-    // same samples bit for bit.
+    // --fixed-records: format v2 (fixed-size records, bfloat16 int8 scales, f16 biases) for
+    // older runtimes; larger, and as close to f32.
     let fixed = export_in(&dir, "fixed.frt", MODEL, "--weights int8 --fixed-records");
-    inspect_has(&fixed, &["format v2", "int8 x4"]);
+    inspect_has(&fixed, &["format v2", "f16 x4", "int8 x4"]);
     assert!(size(&fixed) > size(&stripped) + 1000);
     let c = dir.path("fixed.npy");
     sample_ok(&fixed, &noise, &[&"--method rk4 --steps 8"], &c);
-    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&c).unwrap());
+    let d = npy_diff(&c, &f32_out);
+    assert!(d > 0.0 && d <= 0.5, "fixed records: max abs diff {d} from f32");
 }
 
 /// Element-wise constants (here the bias that the split first layer of the GELU/tanh MLP
@@ -196,8 +197,10 @@ fn gptq_rounding_samples_closer_to_f32_than_nearest() {
             .sqrt()
     };
     let (dg, dn) = (rms(&g), rms(&n));
-    // Measured: 0.0052 vs 0.0080 of the samples' spread (docs/quantization.md, dev@32).
-    assert!(dg > 0.0 && dg < 0.8 * dn, "gptq rms {dg} vs nearest {dn}");
+    // Measured: 0.0126 vs 0.0141 (8-bit scales, int8 biases; with the bfloat16 scales of
+    // --fixed-records 0.0128 vs 0.0207: 8-bit scales rounded up per tensor exponent helped
+    // nearest rounding more than GPTQ).
+    assert!(dg > 0.0 && dg < 0.95 * dn, "gptq rms {dg} vs nearest {dn}");
     export_fails(
         MODEL,
         &dir.path("x.frt"),

@@ -398,6 +398,8 @@ fn main() {
     let mut table = String::new();
     let mut gates: Vec<Gate> = Vec::new();
     let mut floors: Vec<(&str, f64)> = Vec::new();
+    // (type, model, file size over f32), for the size gates.
+    let mut sizes: Vec<(Kind, String, f64)> = Vec::new();
     for (name, image) in models {
         let clock = std::time::Instant::now();
         let onnx = root.join(&name).join("model.ts.onnx");
@@ -455,6 +457,7 @@ fn main() {
         let _ = writeln!(table, "{row}");
         for (kind, typed) in TYPES.iter().zip(&measured[1..]) {
             let size = typed.size as f64 / base.size as f64;
+            sizes.push((*kind, name.clone(), size));
             let verr = flowrt_export::max_abs_diff(&typed.velocities, &base.velocities)
                 / max_abs(&base.velocities);
             let mut row = format!("| {name} | {} | {size:.3} | {verr:.1e} |", kind.name());
@@ -518,6 +521,35 @@ fn main() {
             );
         }
     }
+    // Size gates: every fixture's int8 file <= 0.27 and f16 file <= 0.51 of its f32 file.
+    for (kind, limit) in [(INT8, 0.27), (Kind::w(WeightKind::F16), 0.51)] {
+        let mine: Vec<&(Kind, String, f64)> = sizes.iter().filter(|s| s.0 == kind).collect();
+        let Some(largest) = mine.iter().max_by(|a, b| a.2.total_cmp(&b.2)) else {
+            continue;
+        };
+        let over: Vec<String> = mine
+            .iter()
+            .filter(|s| s.2 > limit)
+            .map(|s| format!("{} {:.4}", s.1, s.2))
+            .collect();
+        let verdict = if over.is_empty() {
+            format!("**holds** (all {} models)", mine.len())
+        } else {
+            format!(
+                "**fails** for {} of {}: {}",
+                over.len(),
+                mine.len(),
+                over.join(", ")
+            )
+        };
+        let _ = writeln!(
+            md,
+            "* {} file size at most {limit} of the f32 file: {verdict}; largest {:.4} ({}).",
+            kind.name(),
+            largest.2,
+            largest.1
+        );
+    }
     md.push('\n');
     let floor_text: Vec<String> = floors
         .iter()
@@ -533,8 +565,11 @@ fn main() {
          full-integer mode (`--weights int8 --activations int8`, GPTQ weights: Dense and Conv \
          quantize their inputs with scales calibrated on the same trajectories, each the \
          clipping point with the least expected squared error, and sum in integers).\n\
-         * **size**: the `.frt` file over the f32 file (names, records, scales and f16 biases \
-         included; `--strip-names` would save a further 1-6 %).\n\
+         * **size**: the `.frt` file over the f32 file, both as `flowrt export` writes them \
+         (format v3: compact records, the signature's names only; int8 weights with one 8-bit \
+         scale per output channel, int8 biases with one each; constants that only \
+         element-wise ops read stored f16 behind a `Widen` node in the f16, bf16 and int8 \
+         files). The issue's size gates: int8 <= 0.27, f16 <= 0.51.\n\
          * **v err**: the largest velocity difference from the f32 model over the noise rows \
          ({ROWS} for the 2-D models, {IMAGE_ROWS} for the image models; flowrt's \
          deterministic normal noise, seed {seed}) at t = 0, 0.5, 0.9, relative to the \
