@@ -88,7 +88,10 @@ fn typed_weights_export_inspect_and_sample_close_to_f32() {
     let c = dir.path("fixed.npy");
     sample_ok(&fixed, &noise, &[&"--method rk4 --steps 8"], &c);
     let d = npy_diff(&c, &f32_out);
-    assert!(d > 0.0 && d <= 0.5, "fixed records: max abs diff {d} from f32");
+    assert!(
+        d > 0.0 && d <= 0.5,
+        "fixed records: max abs diff {d} from f32"
+    );
 }
 
 /// Element-wise constants (here the bias that the split first layer of the GELU/tanh MLP
