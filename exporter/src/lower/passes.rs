@@ -81,6 +81,85 @@ pub(super) fn fuse_dense_bias(desc: &mut ModelDesc) {
     retain_flagged(&mut desc.nodes, &keep);
 }
 
+/// Peephole after [`fuse_dense_bias`]: a bias added to a sum of layers, `Add(Add(Dense(x,
+/// W), y), const b)` (what a `Linear` over `cat([x, t])` becomes once tract splits the
+/// `Gemm` over the concatenation), becomes `Add(Dense(x, W, b), y)`: the bias moves into the
+/// first bias-less `Dense` of the sum that nothing else reads, under the same shape rule.
+/// One node fewer, and the bias is stored as a bias (f16 / int8 in typed exports) instead
+/// of an element-wise constant. The sum is rounded in another order, within the f32 error
+/// the conformance tests allow.
+pub(super) fn fuse_bias_into_sum(desc: &mut ModelDesc) {
+    let uses = |desc: &ModelDesc, t: u32| {
+        desc.nodes
+            .iter()
+            .flat_map(|n| n.inputs.iter())
+            .filter(|i| **i == t)
+            .count()
+    };
+    let producer = |desc: &ModelDesc, t: u32| desc.nodes.iter().position(|n| n.output == t);
+    let mut keep = vec![true; desc.nodes.len()];
+    for j in 0..desc.nodes.len() {
+        let outer = &desc.nodes[j];
+        if outer.op != Op::Binary(BinaryOp::Add) || outer.inputs.len() != 2 {
+            continue;
+        }
+        // (sum, bias): one input a constant, the other an Add read only here.
+        let (sum, bias) = match outer.inputs.as_slice() {
+            [a, b] if desc.tensors[*b as usize].data.is_some() => (*a, *b),
+            [a, b] if desc.tensors[*a as usize].data.is_some() => (*b, *a),
+            _ => continue,
+        };
+        let Some(s) = producer(desc, sum) else {
+            continue;
+        };
+        if desc.nodes[s].op != Op::Binary(BinaryOp::Add)
+            || uses(desc, sum) != 1
+            || sum == desc.output
+            || !keep[s]
+        {
+            continue;
+        }
+        // The first term of the sum that is a bias-less Dense read only by the sum.
+        let dense = desc.nodes[s].inputs.iter().find_map(|t| {
+            let d = producer(desc, *t)?;
+            let node = &desc.nodes[d];
+            (node.op == Op::Dense
+                && node.inputs.len() == 2
+                && uses(desc, *t) == 1
+                && *t != desc.output
+                && keep[d])
+                .then_some(d)
+        });
+        let Some(d) = dense else {
+            continue;
+        };
+        let w = desc.nodes[d].inputs[1];
+        let n_cols = desc.tensors[w as usize].shape[1];
+        let d_out = desc.nodes[d].output;
+        let b = &desc.tensors[bias as usize];
+        let Some(data) = b.data.clone() else {
+            continue;
+        };
+        // The bias broadcasts along the Dense output's last axis only, and the sum has the
+        // Dense output's shape (so adding it earlier changes no shape).
+        let shape_ok = b.shape.last() == Some(&n_cols)
+            && b.shape[..b.shape.len() - 1]
+                .iter()
+                .all(|dim| *dim == Dim::Fixed(1))
+            && b.shape.len() <= desc.tensors[d_out as usize].shape.len()
+            && desc.tensors[sum as usize].shape == desc.tensors[d_out as usize].shape;
+        if !shape_ok {
+            continue;
+        }
+        let name = format!("{}.bias", desc.nodes[d].name);
+        let b_id = push_tensor(desc, name, vec![n_cols], Some(data));
+        desc.nodes[d].inputs.push(b_id);
+        desc.nodes[s].output = desc.nodes[j].output;
+        keep[j] = false;
+    }
+    retain_flagged(&mut desc.nodes, &keep);
+}
+
 /// Drops tensors no node, input or output refers to, and renumbers the rest in order.
 pub(crate) fn compact_tensors(desc: &mut ModelDesc) {
     let mut used = vec![false; desc.tensors.len()];
