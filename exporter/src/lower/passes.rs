@@ -27,6 +27,21 @@ fn retain_flagged<T>(items: &mut Vec<T>, keep: &[bool]) {
     items.retain(|_| flags.next().copied().unwrap_or(false));
 }
 
+/// The values of constant `bias` and the column count `N` of Dense node `dense` when the
+/// constant can be that Dense's bias: shape `[N]` or `[1, ..., 1, N]`, no longer than the
+/// Dense output's rank (so it broadcasts along the output's last axis only).
+fn dense_bias(desc: &ModelDesc, dense: usize, bias: u32) -> Option<(Vec<f32>, Dim)> {
+    let w = *desc.nodes[dense].inputs.get(1)?;
+    let n_cols = *desc.tensors[w as usize].shape.get(1)?;
+    let b = &desc.tensors[bias as usize];
+    let out_rank = desc.tensors[desc.nodes[dense].output as usize].shape.len();
+    let (last, rest) = b.shape.split_last()?;
+    (*last == n_cols && rest.iter().all(|d| *d == Dim::Fixed(1)) && b.shape.len() <= out_rank)
+        .then(|| b.data.clone())
+        .flatten()
+        .map(|data| (data, n_cols))
+}
+
 /// Peephole: `Dense(x, W)` whose only consumer is `Add(dense, const b)` with `b` of shape
 /// `[N]` or `[1, ..., 1, N]` becomes `Dense(x, W, b)`.
 pub(super) fn fuse_dense_bias(desc: &mut ModelDesc) {
@@ -57,20 +72,9 @@ pub(super) fn fuse_dense_bias(desc: &mut ModelDesc) {
         } else {
             add.inputs[0]
         };
-        let w = desc.nodes[i].inputs[1];
-        let n_cols = desc.tensors[w as usize].shape[1];
-        let bias = &desc.tensors[other as usize];
-        let Some(data) = bias.data.clone() else {
+        let Some((data, n_cols)) = dense_bias(desc, i, other) else {
             continue;
         };
-        let shape_ok = bias.shape.last() == Some(&n_cols)
-            && bias.shape[..bias.shape.len() - 1]
-                .iter()
-                .all(|d| *d == Dim::Fixed(1))
-            && bias.shape.len() <= desc.tensors[d_out as usize].shape.len();
-        if !shape_ok {
-            continue;
-        }
         let name = format!("{}.bias", desc.nodes[i].name);
         let b_id = push_tensor(desc, name, vec![n_cols], Some(data));
         let add_out = desc.nodes[j].output;
@@ -133,24 +137,14 @@ pub(super) fn fuse_bias_into_sum(desc: &mut ModelDesc) {
         let Some(d) = dense else {
             continue;
         };
-        let w = desc.nodes[d].inputs[1];
-        let n_cols = desc.tensors[w as usize].shape[1];
+        // The sum has the Dense output's shape, so adding the bias earlier changes no shape.
         let d_out = desc.nodes[d].output;
-        let b = &desc.tensors[bias as usize];
-        let Some(data) = b.data.clone() else {
-            continue;
-        };
-        // The bias broadcasts along the Dense output's last axis only, and the sum has the
-        // Dense output's shape (so adding it earlier changes no shape).
-        let shape_ok = b.shape.last() == Some(&n_cols)
-            && b.shape[..b.shape.len() - 1]
-                .iter()
-                .all(|dim| *dim == Dim::Fixed(1))
-            && b.shape.len() <= desc.tensors[d_out as usize].shape.len()
-            && desc.tensors[sum as usize].shape == desc.tensors[d_out as usize].shape;
-        if !shape_ok {
+        if desc.tensors[sum as usize].shape != desc.tensors[d_out as usize].shape {
             continue;
         }
+        let Some((data, n_cols)) = dense_bias(desc, d, bias) else {
+            continue;
+        };
         let name = format!("{}.bias", desc.nodes[d].name);
         let b_id = push_tensor(desc, name, vec![n_cols], Some(data));
         desc.nodes[d].inputs.push(b_id);
