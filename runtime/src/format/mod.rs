@@ -127,16 +127,7 @@ impl ScaleType {
     }
 }
 
-/// The scale a [`ScaleType::Mini`] byte `code` stands for under the tensor's exponent
-/// `base` (exact; a normal f32 for every `base` in 16..=254).
-#[inline(always)]
-pub fn mini_scale(base: u8, code: u8) -> f32 {
-    let exponent = u32::from(base).wrapping_sub(u32::from(code >> 4)) & 0xFF;
-    f32::from_bits((exponent << 23) | (u32::from(code & 15) << 19))
-}
-
-/// The lowest and highest tensor exponent a [`ScaleType::Mini`] tensor may store.
-pub const MINI_BASE_RANGE: core::ops::RangeInclusive<u8> = 16..=254;
+pub use crate::ops::{mini_scale, MINI_BASE_RANGE};
 
 /// How a constant's values are stored in the file (a tensor record's `dtype`; see
 /// docs/frt-format.md, "Weight types"). Every computed tensor is f32.

@@ -11,6 +11,21 @@
 #[cfg(feature = "weights-f16")]
 use half::{bf16, f16};
 
+/// The scale an 8-bit int8 scale byte `code` stands for under its tensor's exponent `base`
+/// (format dtype 5, `crate::format::ScaleType::Mini`): the f32 with exponent field
+/// `base - (code >> 4)` and the top four mantissa bits `code & 15`, i.e.
+/// `2^(base - 127 - (code >> 4)) · (1 + (code & 15)/16)`. Exact; a normal f32 for every
+/// `base` in [`MINI_BASE_RANGE`].
+#[inline(always)]
+pub fn mini_scale(base: u8, code: u8) -> f32 {
+    let exponent = u32::from(base).wrapping_sub(u32::from(code >> 4)) & 0xFF;
+    f32::from_bits((exponent << 23) | (u32::from(code & 15) << 19))
+}
+
+/// The tensor exponents an 8-bit-scaled int8 tensor may store (each scale then a normal,
+/// finite f32).
+pub const MINI_BASE_RANGE: core::ops::RangeInclusive<u8> = 16..=254;
+
 /// A constant weight tensor in its stored type, borrowed from the model's bytes.
 #[derive(Debug, Clone, Copy)]
 pub enum Weights<'a> {
@@ -49,7 +64,7 @@ pub enum Scales<'a> {
     F32(&'a [f32]),
     /// bfloat16 scales as their bits (dtype 4): scale `c` is `f32::from_bits(bits << 16)`.
     Bf16(&'a [u16]),
-    /// 8-bit scales (dtype 5): scale `c` is [`crate::format::mini_scale`]`(base, codes[c])`.
+    /// 8-bit scales (dtype 5): scale `c` is [`mini_scale`]`(base, codes[c])`.
     Mini {
         /// The tensor's exponent (16..=254 in a valid file).
         base: u8,
@@ -80,9 +95,7 @@ impl Scales<'_> {
         match self {
             Scales::F32(s) => s.get(c).copied(),
             Scales::Bf16(s) => s.get(c).map(|b| f32::from_bits(u32::from(*b) << 16)),
-            Scales::Mini { base, codes } => codes
-                .get(c)
-                .map(|code| crate::format::mini_scale(*base, *code)),
+            Scales::Mini { base, codes } => codes.get(c).map(|code| mini_scale(*base, *code)),
         }
     }
 
@@ -90,7 +103,7 @@ impl Scales<'_> {
     /// a tensor exponent in 16..=254).
     pub fn all_valid(&self) -> bool {
         if let Scales::Mini { base, .. } = self {
-            if !crate::format::MINI_BASE_RANGE.contains(base) {
+            if !MINI_BASE_RANGE.contains(base) {
                 return false;
             }
         }
@@ -110,9 +123,7 @@ impl Int8Weights<'_> {
                 s.get(c).map(|b| f32::from_bits(u32::from(*b) << 16))
             }),
             Scales::Mini { base, codes } => self.load_with(start, out, codes.len(), |c| {
-                codes
-                    .get(c)
-                    .map(|code| crate::format::mini_scale(base, *code))
+                codes.get(c).map(|code| mini_scale(base, *code))
             }),
         }
     }
