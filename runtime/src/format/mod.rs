@@ -183,6 +183,20 @@ impl WeightType {
         }
     }
 
+    /// The number of scales a constant of `shape` stored in this type carries: the size of
+    /// the int8 channel axis (1 for one scale per tensor), 0 for the other types.
+    ///
+    /// Errors: an int8 axis that is above the rank or the batch dim.
+    pub fn channels(self, shape: &Shape) -> Result<u64, &'static str> {
+        match self {
+            WeightType::Int8 { axis, .. } => shape
+                .channel_layout(usize::from(axis))
+                .map(|(channels, _)| channels as u64)
+                .ok_or("int8 channel axis is not a fixed dim"),
+            _ => Ok(0),
+        }
+    }
+
     /// Bytes of a constant of `elements` values whose channel axis has `channels` entries:
     /// the values (int8: padded to a multiple of 4), then for int8 the scales. `None` on
     /// overflow.

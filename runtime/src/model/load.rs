@@ -405,15 +405,7 @@ impl<'a> Model<'a> {
                             "constant data is not aligned (16 bytes; 4 in version 3)",
                         ));
                     }
-                    let channels = match r.dtype {
-                        WeightType::Int8 { axis, .. } => {
-                            r.shape
-                                .channel_layout(usize::from(axis))
-                                .ok_or(err("int8 channel axis is not a fixed dim"))?
-                                .0 as u64
-                        }
-                        _ => 0,
-                    };
+                    let channels = r.dtype.channels(&r.shape).map_err(err)?;
                     if Some(r.data_len) != r.dtype.data_len(elements, channels) {
                         return Err(err("constant data length does not match its shape"));
                     }

@@ -313,15 +313,7 @@ impl<'a> Model<'a> {
         let (data_len, slot) = match kind {
             TensorKind::Const => {
                 let elements = shape.row_elements().ok_or(err("tensor is too large"))?;
-                let channels = match dtype {
-                    WeightType::Int8 { axis, .. } => {
-                        shape
-                            .channel_layout(usize::from(axis))
-                            .ok_or(err("int8 channel axis is not a fixed dim"))?
-                            .0 as u64
-                    }
-                    _ => 0,
-                };
+                let channels = dtype.channels(&shape).map_err(err)?;
                 let len = dtype
                     .data_len(elements, channels)
                     .ok_or(err("tensor is too large"))?;
