@@ -114,12 +114,6 @@ pub fn onnx_to_desc(path: &Path, opts: &ExportOptions) -> Result<ModelDesc> {
     desc.metadata.push(("source".into(), source));
     desc.metadata
         .push(("source_fnv1a64".into(), format!("{:016x}", fnv1a64(&bytes))));
-    let sig: Vec<String> = inputs
-        .iter()
-        .zip(&roles)
-        .map(|(i, r)| format!("{}={}", i.name, roles::role_name(*r)))
-        .collect();
-    desc.metadata.push(("roles".into(), sig.join(",")));
     for (kind, onnx) in &opts.pipeline {
         let sub = ExportOptions {
             time: if *kind == flowrt::pipeline::StageKind::Decoder {

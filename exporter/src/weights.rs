@@ -105,6 +105,7 @@ pub fn assign(
     }
     // Per tensor: how every node reads it (`None` = unseen).
     let n = desc.tensors.len();
+    let concat_fed = concat_fed(desc);
     let mut role: Vec<Option<Role>> = vec![None; n];
     let mut kept_by_name = vec![false; n];
     let mut matched = vec![false; choice.keep_f32.len()];
@@ -119,7 +120,8 @@ pub fn assign(
             let here = if node.op.reads_typed_weights(j) {
                 channel_axis(&node.op, tensor.shape.len()).map_or(Role::Plain, Role::Weight)
             } else if node.op.reads_typed_bias(j) {
-                Role::Bias
+                let first = node.inputs.first().is_some_and(|&x| concat_fed[x as usize]);
+                Role::Bias { first }
             } else {
                 Role::Plain
             };
@@ -165,14 +167,19 @@ pub fn assign(
             (_, WeightKind::Bf16) => WeightType::Bf16,
             (Role::Weight(axis), WeightKind::Int8) => WeightType::Int8 { axis, scales },
             // Biases of int8 models: int8 with one 8-bit scale for the whole bias (axis =
-            // rank; version 3).
-            (Role::Bias, WeightKind::Int8) if compact => WeightType::Int8 {
+            // rank; version 3), except the first layers' (f16 below): a step of the
+            // bias's scale moves every later activation, and one 8-bit scale for a layer
+            // that sees the raw inputs cost 2-3 % of W2 at 32 steps on moons_opzoo and
+            // moons_gelu_tanh (docs/quantization.md).
+            (Role::Bias { first: false }, WeightKind::Int8) if compact => WeightType::Int8 {
                 axis: u8::try_from(t.shape.len()).unwrap_or(u8::MAX),
                 scales,
             },
             // Biases of f16 (and fixed-record int8) models: f16 where every value fits.
-            (Role::Bias, WeightKind::F16 | WeightKind::Int8) if fits_f16(data) => WeightType::F16,
-            (Role::Bias, _) => continue,
+            (Role::Bias { .. }, WeightKind::F16 | WeightKind::Int8) if fits_f16(data) => {
+                WeightType::F16
+            }
+            (Role::Bias { .. }, _) => continue,
         };
         stored.push(StoredWeight {
             tensor: t.name.clone(),
@@ -276,10 +283,23 @@ fn widen_elementwise(
 enum Role {
     /// Every reader reads it as its weight, with this output-channel axis.
     Weight(u8),
-    /// Every reader reads it as its bias.
-    Bias,
+    /// Every reader reads it as its bias; `first` when a reader's data input is the
+    /// network's input or a `Concat` ([`concat_fed`]).
+    Bias { first: bool },
     /// Some reader reads it as a plain f32 operand (or the readers disagree).
     Plain,
+}
+
+/// Per tensor: whether it is a graph input or a `Concat`'s output (tract's split first
+/// layers, merged again over a `Concat` by the lowering) — what a first layer reads.
+fn concat_fed(desc: &ModelDesc) -> Vec<bool> {
+    let mut fed = vec![false; desc.tensors.len()];
+    for node in &desc.nodes {
+        if matches!(node.op, Op::Concat { .. }) {
+            fed[node.output as usize] = true;
+        }
+    }
+    fed
 }
 
 /// The output-channel axis of a weight of `rank` read by `op`.

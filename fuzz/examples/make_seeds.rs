@@ -90,17 +90,18 @@ fn main() {
         ("moons_cfg_label", "moons_cfg", plain.clone()),
         ("moons_meanflow_step", "moons_meanflow", plain.clone()),
         (
-            "moons_gelu_tanh_f16_widen",
-            "moons_gelu_tanh",
+            "moons_opzoo_int8_widen",
+            "moons_opzoo",
             ExportOptions {
-                weights: weights(WeightKind::F16),
+                weights: weights(WeightKind::Int8),
                 ..plain.clone()
             },
         ),
     ];
     // Each seed in both record layouts: fixed (format versions 1 and 2, with every name, as
     // the seeds were first written) and compact (version 3, the exporter's default; its
-    // file name ends in `_v3`). The GELU model's f16 file is version 3 only (its `Widen`).
+    // file name ends in `_v3`). The operator zoo's int8 file is version 3 only (its `Widen`: an element-wise
+    // constant stored f16).
     let layouts = [(Layout::Fixed, ""), (Layout::Compact, "_v3")];
     for ((name, onnx, opts), (layout, suffix)) in seeds
         .iter()

@@ -713,26 +713,41 @@ pub fn write_with(desc: &ModelDesc, layout: Layout) -> Result<Vec<u8>, Error> {
     let mut meta = Vec::new();
     put_u32(&mut meta, u32_of(desc.metadata.len())?);
     for (k, v) in &desc.metadata {
+        if compact {
+            for s in [k, v] {
+                compact::put_varint(&mut meta, s.len() as u64);
+                meta.extend_from_slice(s.as_bytes());
+            }
+            continue;
+        }
         put_u32(&mut meta, u32_of(k.len())?);
         put_u32(&mut meta, u32_of(v.len())?);
         meta.extend_from_slice(k.as_bytes());
         meta.extend_from_slice(v.as_bytes());
     }
 
-    // Names: tensors, then nodes.
+    // Names: tensors, then nodes; version 3 only the non-empty ones, each behind its number.
     let mut names = Vec::new();
-    put_u32(&mut names, u32_of(desc.tensors.len())?);
-    put_u32(&mut names, u32_of(desc.nodes.len())?);
-    for name in desc
+    let all_names = desc
         .tensors
         .iter()
         .map(|t| &t.name)
-        .chain(desc.nodes.iter().map(|n| &n.name))
-    {
-        if compact {
+        .chain(desc.nodes.iter().map(|n| &n.name));
+    if compact {
+        let named: Vec<(usize, &alloc::string::String)> = all_names
+            .enumerate()
+            .filter(|(_, n)| !n.is_empty())
+            .collect();
+        compact::put_varint(&mut names, named.len() as u64);
+        for (i, name) in named {
+            compact::put_varint(&mut names, i as u64);
             compact::put_varint(&mut names, name.len() as u64);
             names.extend_from_slice(name.as_bytes());
-        } else {
+        }
+    } else {
+        put_u32(&mut names, u32_of(desc.tensors.len())?);
+        put_u32(&mut names, u32_of(desc.nodes.len())?);
+        for name in all_names {
             put_str(&mut names, name)?;
         }
     }

@@ -110,13 +110,13 @@ fn elementwise_constants_are_widened_from_f16() {
     inspect_has(
         &f16_frt,
         &[
-            "Widen x2",
-            "constants f16 x17 (22154 values), f32 x5 (5 values)",
+            "Widen x1",
+            "constants f16 x15 (22154 values), f32 x5 (5 values)",
         ],
     );
     inspect_has(
         &fixed,
-        &["constants f16 x15 (22082 values), f32 x7 (77 values)"],
+        &["constants f16 x14 (22146 values), f32 x6 (13 values)"],
     );
     let size = |p: &std::path::Path| std::fs::metadata(p).unwrap().len() as f64;
     let ratio = size(&f16_frt) / size(&f32_frt);
@@ -252,4 +252,24 @@ fn typed_weights_errors() {
         &dir.path("out.npy"),
         &["stores int8 weights", "--backend cpu"],
     );
+}
+
+/// tract splits the first Linear over `cat([x, t])` into two products and a sum; the
+/// lowering merges them back into one Dense over a Concat (the Add's bias fused into it),
+/// and int8 exports keep that first layer's bias f16 while the other biases are int8.
+#[test]
+fn split_first_layer_is_one_dense_over_concat() {
+    let model = "moons_gelu_tanh/model.ts.onnx";
+    let dir = TempDir::new("merge");
+    let f32_frt = export_in(&dir, "f32.frt", model, "");
+    let int8_frt = export_in(&dir, "int8.frt", model, "--weights int8");
+    let text = inspect_has(&f32_frt, &["9 nodes", "Dense x4", "Concat x1"]);
+    assert!(!text.contains("Add x"), "{text}");
+    inspect_has(
+        &int8_frt,
+        &["constants f16 x1 (64 values), int8 x7 (8642 values)"],
+    );
+    let size = |p: &std::path::Path| std::fs::metadata(p).unwrap().len() as f64;
+    let ratio = size(&int8_frt) / size(&f32_frt);
+    assert!(ratio <= 0.27, "{ratio}");
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use flowrt::ir::{BinaryOp, Dim, ModelDesc, Op, TensorDesc};
+use flowrt::ir::{BinaryOp, Dim, ModelDesc, NodeDesc, Op, TensorDesc};
 
 /// Appends a tensor to `desc`; returns its id.
 pub(crate) fn push_tensor(
@@ -45,12 +45,7 @@ fn dense_bias(desc: &ModelDesc, dense: usize, bias: u32) -> Option<(Vec<f32>, Di
 /// Peephole: `Dense(x, W)` whose only consumer is `Add(dense, const b)` with `b` of shape
 /// `[N]` or `[1, ..., 1, N]` becomes `Dense(x, W, b)`.
 pub(super) fn fuse_dense_bias(desc: &mut ModelDesc) {
-    let mut uses: HashMap<u32, usize> = HashMap::new();
-    for n in &desc.nodes {
-        for i in &n.inputs {
-            *uses.entry(*i).or_default() += 1;
-        }
-    }
+    let uses = use_counts(desc);
     let mut keep = vec![true; desc.nodes.len()];
     for i in 0..desc.nodes.len() {
         if desc.nodes[i].op != Op::Dense || desc.nodes[i].inputs.len() != 2 {
@@ -83,6 +78,141 @@ pub(super) fn fuse_dense_bias(desc: &mut ModelDesc) {
         keep[j] = false;
     }
     retain_flagged(&mut desc.nodes, &keep);
+}
+
+/// How many nodes read each tensor (a node reading it twice counts twice).
+fn use_counts(desc: &ModelDesc) -> HashMap<u32, usize> {
+    let mut uses: HashMap<u32, usize> = HashMap::new();
+    for n in &desc.nodes {
+        for i in &n.inputs {
+            *uses.entry(*i).or_default() += 1;
+        }
+    }
+    uses
+}
+
+/// A bias-free `Dense(a, W)` node producing `t`, read once and not the model's output: its
+/// input `a` and its constant `W` (`[K, N]`, rows then columns).
+fn lone_dense(desc: &ModelDesc, uses: &HashMap<u32, usize>, t: u32) -> Option<(usize, u32, u32)> {
+    if t == desc.output || uses.get(&t) != Some(&1) {
+        return None;
+    }
+    let i = desc.nodes.iter().position(|n| n.output == t)?;
+    let node = &desc.nodes[i];
+    match (node.op == Op::Dense, node.inputs.as_slice()) {
+        (true, &[a, w]) if desc.tensors[w as usize].data.is_some() => Some((i, a, w)),
+        _ => None,
+    }
+}
+
+/// Peephole: `Add(Dense(a, Wa), Dense(b, Wb))` becomes `Dense(Concat(a, b), [Wa; Wb])`.
+///
+/// tract splits a `Linear` over `cat([x, t])` (the usual first layer of a velocity MLP)
+/// into one bias-free product per concatenated part plus their sum; this undoes it. The
+/// merged node is one product accumulated in `k` order, as PyTorch computes the layer,
+/// instead of two sums added; it has one weight tensor (one set of int8 channel scales)
+/// and takes the bias the following `Add` carries ([`fuse_dense_bias`] runs after it).
+/// Applies when both products are read only by the `Add`, their inputs agree on every
+/// axis but the last, and both weights are constants `[Ka, N]`, `[Kb, N]` of the same `N`.
+pub(super) fn merge_split_dense(desc: &mut ModelDesc) {
+    loop {
+        let uses = use_counts(desc);
+        let Some((add, left, right)) = desc.nodes.iter().enumerate().find_map(|(j, n)| {
+            let &[p, q] = n.inputs.as_slice() else {
+                return None;
+            };
+            if n.op != Op::Binary(BinaryOp::Add) || p == q {
+                return None;
+            }
+            let l = lone_dense(desc, &uses, p)?;
+            let r = lone_dense(desc, &uses, q)?;
+            mergeable(desc, l, r).then_some((j, l, r))
+        }) else {
+            return;
+        };
+        let ((il, a, wa), (ir, b, wb)) = (left, right);
+        let cat_shape = {
+            let (sa, sb) = (
+                &desc.tensors[a as usize].shape,
+                &desc.tensors[b as usize].shape,
+            );
+            let mut s = sa.clone();
+            if let (Some(Dim::Fixed(ka)), Some(Dim::Fixed(kb))) = (sa.last(), sb.last()) {
+                *s.last_mut().expect("rank >= 1") = Dim::Fixed(ka + kb);
+            }
+            s
+        };
+        let axis = (cat_shape.len() - 1) as u32;
+        let n_cols = desc.tensors[wa as usize].shape[1];
+        let mut w = desc.tensors[wa as usize].data.clone().unwrap_or_default();
+        w.extend(desc.tensors[wb as usize].data.iter().flatten());
+        let rows = (w.len() / n_cols_usize(n_cols)) as u32;
+        let dense_name = desc.nodes[il].name.clone();
+        let add_name = desc.nodes[add].name.clone();
+        let out = desc.nodes[add].output;
+        let w_id = push_tensor(
+            desc,
+            format!("{dense_name}.merged"),
+            vec![Dim::Fixed(rows), n_cols],
+            Some(w),
+        );
+        let cat = push_tensor(desc, format!("{add_name}.concat"), cat_shape, None);
+        let concat = NodeDesc {
+            name: format!("{add_name}.concat"),
+            op: Op::Concat { axis },
+            inputs: vec![a, b],
+            output: cat,
+        };
+        let dense = NodeDesc {
+            name: dense_name,
+            op: Op::Dense,
+            inputs: vec![cat, w_id],
+            output: out,
+        };
+        let old = std::mem::take(&mut desc.nodes);
+        for (k, n) in old.into_iter().enumerate() {
+            if k == add {
+                desc.nodes.push(concat.clone());
+                desc.nodes.push(dense.clone());
+            } else if k != il && k != ir {
+                desc.nodes.push(n);
+            }
+        }
+    }
+}
+
+/// `N` of a weight's column dim (0 when not fixed, which [`mergeable`] excludes).
+fn n_cols_usize(d: Dim) -> usize {
+    match d {
+        Dim::Fixed(n) => n as usize,
+        Dim::Batch => 0,
+    }
+    .max(1)
+}
+
+/// Whether two bias-free Dense nodes (`lone_dense`) can be merged by [`merge_split_dense`].
+fn mergeable(
+    desc: &ModelDesc,
+    (_, a, wa): (usize, u32, u32),
+    (_, b, wb): (usize, u32, u32),
+) -> bool {
+    let t = |i: u32| &desc.tensors[i as usize];
+    let (sa, sb) = (&t(a).shape, &t(b).shape);
+    let (swa, swb) = (&t(wa).shape, &t(wb).shape);
+    let fixed_cols = matches!(swa.get(1), Some(Dim::Fixed(_)));
+    sa.len() == sb.len()
+        && !sa.is_empty()
+        && sa[..sa.len() - 1] == sb[..sb.len() - 1]
+        && matches!(
+            (sa.last(), sb.last()),
+            (Some(Dim::Fixed(_)), Some(Dim::Fixed(_)))
+        )
+        && swa.len() == 2
+        && swb.len() == 2
+        && fixed_cols
+        && swa[1] == swb[1]
+        && Some(&swa[0]) == sa.last()
+        && Some(&swb[0]) == sb.last()
 }
 
 /// Drops tensors no node, input or output refers to, and renumbers the rest in order.

@@ -203,6 +203,12 @@ impl<'a> Model<'a> {
                 })?;
                 let mut pos = 4usize;
                 for _ in 0..count {
+                    if compact {
+                        // Version 3: varint-length key, then varint-length value.
+                        read_str(m, &mut pos, true, "metadata entry")?;
+                        read_str(m, &mut pos, true, "metadata entry")?;
+                        continue;
+                    }
                     let kl = le_u32(m, pos).ok_or(Error::Truncated {
                         what: "metadata entry",
                     })? as usize;
@@ -229,8 +235,31 @@ impl<'a> Model<'a> {
             }
             None => (&[][..], 0),
         };
-        // Names: tensor count, node count, then that many strings.
+        // Names: tensor count, node count, then that many strings; version 3: the count
+        // of named items, then each one's number (increasing, below tensors + nodes) and
+        // string.
         let names = match s.names {
+            Some(m) if compact => {
+                let what = "names section";
+                let mut pos = 0usize;
+                let count = compact::read_varint(m, &mut pos).ok_or(Error::Truncated { what })?;
+                let total = u64::from(n_tensors) + u64::from(n_nodes);
+                let mut prev: Option<u64> = None;
+                for _ in 0..count {
+                    let i = compact::read_varint(m, &mut pos).ok_or(Error::Truncated { what })?;
+                    if i >= total || prev.is_some_and(|p| i <= p) {
+                        return Err(invalid(
+                            "names section numbers must increase within the graph",
+                        ));
+                    }
+                    prev = Some(i);
+                    read_str(m, &mut pos, true, what)?;
+                }
+                if pos != m.len() {
+                    return Err(invalid("names section has trailing bytes"));
+                }
+                Some(m)
+            }
             Some(m) => {
                 if le_u32(m, 0) != Some(n_tensors) || le_u32(m, 4) != Some(n_nodes) {
                     return Err(invalid("names section counts differ from the graph"));

@@ -207,6 +207,15 @@ fn read_str<'a>(
     Ok(s)
 }
 
+/// The number of the next named tensor or node in a version-3 `NAMES` section (a varint
+/// at `pos`), or `None` at the end of the section.
+fn read_name_index(buf: &[u8], pos: &mut usize) -> Option<usize> {
+    if *pos >= buf.len() {
+        return None;
+    }
+    usize::try_from(compact::read_varint(buf, pos)?).ok()
+}
+
 /// `a * b + c` with overflow checks, as usize.
 fn mul_add(a: usize, b: usize, c: usize) -> Option<usize> {
     a.checked_mul(b)?.checked_add(c)
@@ -907,12 +916,42 @@ impl<'a> Model<'a> {
         })
     }
 
-    /// Iterator over the names section starting at string `skip` (empty without names).
+    /// Iterator over the names of tensors then nodes, starting at number `skip` (empty
+    /// without names). Version 3 stores only the non-empty names, each behind its number
+    /// (increasing, checked at load); the others are `""`.
     fn names_from(&self, skip: usize) -> impl Iterator<Item = &'a str> {
         let buf = self.names.unwrap_or(&[]);
-        let mut pos = 0usize;
         let compact = self.version >= VERSION_COMPACT;
-        core::iter::from_fn(move || read_str(buf, &mut pos, compact, "names").ok()).skip(skip)
+        let total = if self.names.is_some() {
+            self.n_tensors as usize + self.n_nodes as usize
+        } else {
+            0
+        };
+        // Version 3: after the count, the next entry's number and where its string starts.
+        let mut pos = 0usize;
+        let mut next: Option<usize> = None;
+        if compact {
+            let _ = compact::read_varint(buf, &mut pos);
+            next = read_name_index(buf, &mut pos);
+        }
+        let mut i = 0usize;
+        core::iter::from_fn(move || {
+            if i >= total {
+                return None;
+            }
+            let here = i;
+            i += 1;
+            if !compact {
+                return read_str(buf, &mut pos, false, "names").ok();
+            }
+            if next != Some(here) {
+                return Some("");
+            }
+            let s = read_str(buf, &mut pos, true, "names").ok();
+            next = read_name_index(buf, &mut pos);
+            s
+        })
+        .skip(skip)
     }
 
     fn name_at(&self, i: usize) -> Option<&'a str> {
@@ -924,11 +963,17 @@ impl<'a> Model<'a> {
         let buf = self.metadata;
         let mut pos = 0usize;
         let mut left = self.n_meta;
+        let compact = self.version >= VERSION_COMPACT;
         core::iter::from_fn(move || {
             if left == 0 {
                 return None;
             }
             left -= 1;
+            if compact {
+                let k = read_str(buf, &mut pos, true, "metadata").ok()?;
+                let v = read_str(buf, &mut pos, true, "metadata").ok()?;
+                return Some((k, v));
+            }
             let kl = le_u32(buf, pos)? as usize;
             let vl = le_u32(buf, pos + 4)? as usize;
             let ks = pos + 8;
