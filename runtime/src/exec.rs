@@ -357,6 +357,10 @@ fn exec_node<S: Selection>(
             let (x, _, xd) = v.input(node, 0)?;
             ops::softmax(x, &xd, start.into(), end.into(), log, out, od)
         }
+        NodeOp::Norm { start, end, eps } if has(node::NORM) => {
+            let (x, _, xd) = v.input(node, 0)?;
+            ops::norm(x, &xd, start.into(), end.into(), eps, out, od)
+        }
         NodeOp::Resize {
             mode,
             coord,

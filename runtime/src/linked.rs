@@ -91,8 +91,10 @@ pub mod node {
     pub const PAD: u32 = 1 << 17;
     /// `Widen`.
     pub const WIDEN: u32 = 1 << 18;
+    /// `Norm` (the fused normalizations).
+    pub const NORM: u32 = 1 << 19;
     /// Names of the bits, lowest first (for generated code and messages).
-    pub const NAMES: [&str; 19] = [
+    pub const NAMES: [&str; 20] = [
         "DENSE",
         "MATMUL",
         "BINARY",
@@ -112,6 +114,7 @@ pub mod node {
         "RESIZE",
         "PAD",
         "WIDEN",
+        "NORM",
     ];
 }
 

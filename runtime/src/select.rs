@@ -85,6 +85,7 @@ pub const fn node_bit(op: &NodeOp) -> u32 {
         NodeOp::Resize { .. } => node::RESIZE,
         NodeOp::Pad { .. } => node::PAD,
         NodeOp::Widen => node::WIDEN,
+        NodeOp::Norm { .. } => node::NORM,
     }
 }
 

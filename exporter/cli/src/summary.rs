@@ -21,7 +21,7 @@ pub const FAMILIES: [&str; 8] = [
 ];
 
 /// The family of an op: `matmul` (Dense, MatMul), `conv` (Conv, ConvTranspose),
-/// `norm/reduce` (Reduce, Softmax: normalisations are built from these), `activation`
+/// `norm/reduce` (Reduce, Softmax, Norm: the normalisations), `activation`
 /// (non-linear unary functions: ReLU, SiLU, GELU, sigmoid, tanh, sin, exp ...),
 /// `elementwise` (binary arithmetic and comparisons, Where, and the arithmetic unary ops
 /// neg, abs, recip, square, sqrt, rsqrt, floor, ceil, round), `pool/resize`, `shape`
@@ -30,7 +30,7 @@ pub fn family_of(op: &NodeOp) -> &'static str {
     match op {
         NodeOp::Dense | NodeOp::MatMul => "matmul",
         NodeOp::Conv { .. } | NodeOp::ConvTranspose { .. } => "conv",
-        NodeOp::Reduce { .. } | NodeOp::Softmax { .. } => "norm/reduce",
+        NodeOp::Reduce { .. } | NodeOp::Softmax { .. } | NodeOp::Norm { .. } => "norm/reduce",
         NodeOp::Unary(u) => match u {
             Unary::Neg
             | Unary::Abs

@@ -132,6 +132,7 @@ pub fn lower(model: &TypedModel, roles: &[Role]) -> Result<ModelDesc> {
         _ => bail!("the model output is a constant; it does not depend on x or t"),
     }
     passes::merge_split_dense(&mut lw.desc);
+    passes::fuse_norm(&mut lw.desc);
     passes::fuse_dense_bias(&mut lw.desc);
     passes::compact_tensors(&mut lw.desc);
     Ok(lw.desc)

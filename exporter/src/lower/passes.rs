@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use flowrt::ir::{BinaryOp, Dim, ModelDesc, NodeDesc, Op, TensorDesc};
+use flowrt::ir::{BinaryOp, Dim, ModelDesc, NodeDesc, Op, ReduceKind, TensorDesc, UnaryOp};
 
 /// Appends a tensor to `desc`; returns its id.
 pub(crate) fn push_tensor(
@@ -213,6 +213,147 @@ fn mergeable(
         && swa[1] == swb[1]
         && Some(&swa[0]) == sa.last()
         && Some(&swb[0]) == sb.last()
+}
+
+/// Peephole: the eight nodes tract's decomposition of a normalization lowers to —
+/// `s = ReduceSum(a)`, `μ = s · (1/n)`, `c = a − μ`, `ReduceMean(c²) + eps`, `Rsqrt`,
+/// `c · rsqrt(..)`, all over the same axes — become one `Norm` node, which computes the
+/// same operations in the same order (bit for bit: `flowrt::ops::norm`) in two passes over
+/// the data instead of eight, with no intermediate tensors. Applies when every intermediate
+/// is read only inside the pattern, `1/n` is the f32 `1 / n` of the group size `n` and
+/// `eps` a scalar constant `>= 0`. The scale and shift that follow stay separate nodes.
+pub(super) fn fuse_norm(desc: &mut ModelDesc) {
+    loop {
+        let uses = use_counts(desc);
+        let Some((root, dead, a, start, end, eps)) =
+            (0..desc.nodes.len()).find_map(|i| norm_pattern(desc, &uses, i))
+        else {
+            return;
+        };
+        desc.nodes[root].op = Op::Norm { start, end, eps };
+        desc.nodes[root].inputs = vec![a];
+        let mut keep = vec![true; desc.nodes.len()];
+        for d in dead {
+            keep[d] = false;
+        }
+        retain_flagged(&mut desc.nodes, &keep);
+    }
+}
+
+/// The node producing tensor `t`, when it is read `reads` times and is not the output.
+fn producer(desc: &ModelDesc, uses: &HashMap<u32, usize>, t: u32, reads: usize) -> Option<usize> {
+    if t == desc.output || uses.get(&t) != Some(&reads) {
+        return None;
+    }
+    desc.nodes.iter().position(|n| n.output == t)
+}
+
+/// The value of a one-element constant.
+fn scalar(desc: &ModelDesc, t: u32) -> Option<f32> {
+    match desc.tensors[t as usize].data.as_deref() {
+        Some(&[v]) => Some(v),
+        _ => None,
+    }
+}
+
+/// The non-constant operand of a binary node whose other operand is a scalar constant.
+fn with_scalar(desc: &ModelDesc, node: &NodeDesc) -> Option<(u32, f32)> {
+    let &[p, q] = node.inputs.as_slice() else {
+        return None;
+    };
+    match (scalar(desc, p), scalar(desc, q)) {
+        (None, Some(k)) => Some((p, k)),
+        (Some(k), None) => Some((q, k)),
+        _ => None,
+    }
+}
+
+/// [`fuse_norm`]'s pattern ending at node `root` (the final `Mul`): the node, the seven
+/// nodes it replaces, the normalized tensor, the axis range and `eps`.
+#[allow(clippy::type_complexity)]
+fn norm_pattern(
+    desc: &ModelDesc,
+    uses: &HashMap<u32, usize>,
+    root: usize,
+) -> Option<(usize, [usize; 7], u32, u8, u8, f32)> {
+    let node = |i: usize| &desc.nodes[i];
+    let op_of = |i: usize| node(i).op;
+    let only = |i: usize| match node(i).inputs.as_slice() {
+        &[x] => Some(x),
+        _ => None,
+    };
+    if op_of(root) != Op::Binary(BinaryOp::Mul) {
+        return None;
+    }
+    let &[p, q] = node(root).inputs.as_slice() else {
+        return None;
+    };
+    // One operand is the centred value c (read twice: here and by Square), the other the
+    // reciprocal standard deviation.
+    let (c, r) = [(p, q), (q, p)].into_iter().find(|(_, r)| {
+        producer(desc, uses, *r, 1).is_some_and(|i| op_of(i) == Op::Unary(UnaryOp::Rsqrt))
+    })?;
+    let rsqrt = producer(desc, uses, r, 1)?;
+    let add = producer(desc, uses, only(rsqrt)?, 1)?;
+    if op_of(add) != Op::Binary(BinaryOp::Add) {
+        return None;
+    }
+    let (var, eps) = with_scalar(desc, node(add))?;
+    let mean = producer(desc, uses, var, 1)?;
+    let Op::Reduce {
+        kind: ReduceKind::Mean,
+        start,
+        end,
+    } = op_of(mean)
+    else {
+        return None;
+    };
+    let square = producer(desc, uses, only(mean)?, 1)?;
+    if op_of(square) != Op::Unary(UnaryOp::Square) || only(square)? != c {
+        return None;
+    }
+    let sub = producer(desc, uses, c, 2)?;
+    let &[a, mu] = node(sub).inputs.as_slice() else {
+        return None;
+    };
+    if op_of(sub) != Op::Binary(BinaryOp::Sub) {
+        return None;
+    }
+    let scale = producer(desc, uses, mu, 1)?;
+    if op_of(scale) != Op::Binary(BinaryOp::Mul) {
+        return None;
+    }
+    let (sum_t, inv_n) = with_scalar(desc, node(scale))?;
+    let sum = producer(desc, uses, sum_t, 1)?;
+    if op_of(sum)
+        != (Op::Reduce {
+            kind: ReduceKind::Sum,
+            start,
+            end,
+        })
+        || only(sum)? != a
+    {
+        return None;
+    }
+    let shape = &desc.tensors[a as usize].shape;
+    let mut n = 1u64;
+    for d in shape.get(usize::from(start)..usize::from(end))? {
+        match d {
+            Dim::Fixed(v) => n *= u64::from(*v),
+            Dim::Batch => return None,
+        }
+    }
+    let exact = inv_n.to_bits() == (1.0 / n as f32).to_bits();
+    let eps_ok = eps.is_finite() && eps >= 0.0 && eps.to_bits() != (-0.0f32).to_bits();
+    let same_shape = desc.tensors[node(root).output as usize].shape == *shape;
+    (exact && eps_ok && same_shape).then_some((
+        root,
+        [rsqrt, add, mean, square, sub, scale, sum],
+        a,
+        start,
+        end,
+        eps,
+    ))
 }
 
 /// Drops tensors no node, input or output refers to, and renumbers the rest in order.

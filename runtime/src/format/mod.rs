@@ -275,6 +275,8 @@ pub mod opcode {
     pub const REDUCE: u16 = 0x0050;
     /// `Softmax { start, end, log }` over a contiguous axis range.
     pub const SOFTMAX: u16 = 0x0051;
+    /// `Norm { start, end, eps }`: centre and scale to unit variance over an axis range.
+    pub const NORM: u16 = 0x0052;
     /// `Resize { mode, coord, scales }` of the last two axes.
     pub const RESIZE: u16 = 0x0060;
     /// Binary ops: `BINARY_BASE + Binary::code()` (Add 0, Sub 1, Mul 2, Div 3, Pow 4, Max 5,

@@ -96,6 +96,19 @@ pub enum NodeOp {
         /// Log-softmax.
         log: bool,
     },
+    /// `inputs = [x]`: normalization over axes `start..end` jointly (what ONNX's
+    /// LayerNormalization, GroupNormalization and InstanceNormalization do before their
+    /// scale and shift): with `n` the number of values normalized together, `μ = (Σ x)·(1/n)`,
+    /// `c = x − μ`, `y = c · (1 / sqrt(Σ c² / n + eps))`, every sum in ascending order — the
+    /// arithmetic of the decomposed graph tract makes of them, bit for bit.
+    Norm {
+        /// First axis.
+        start: u8,
+        /// One past the last axis.
+        end: u8,
+        /// Added to the variance (finite, `>= 0`).
+        eps: f32,
+    },
     /// `inputs = [x]`: resize of the last two axes.
     Resize {
         /// Nearest (with its rounding) or linear.
@@ -252,6 +265,7 @@ impl NodeOp {
             NodeOp::Reduce { kind, .. } => kind.name(),
             NodeOp::Softmax { log: false, .. } => "Softmax",
             NodeOp::Softmax { log: true, .. } => "LogSoftmax",
+            NodeOp::Norm { .. } => "Norm",
             NodeOp::Resize { .. } => "Resize",
             NodeOp::Pad { .. } => "Pad",
             NodeOp::Widen => "Widen",
@@ -343,6 +357,12 @@ impl NodeOp {
                 a[1] = u32::from(end);
                 a[2] = u32::from(log);
                 opcode::SOFTMAX
+            }
+            NodeOp::Norm { start, end, eps } => {
+                a[0] = u32::from(start);
+                a[1] = u32::from(end);
+                a[2] = eps.to_bits();
+                opcode::NORM
             }
             NodeOp::Resize {
                 mode,
@@ -459,6 +479,14 @@ impl NodeOp {
                     log: attrs[2] == 1,
                 }
             }
+            opcode::NORM if has(node::NORM) => {
+                let (start, end) = axis_range(attrs[0], attrs[1])?;
+                let eps = f32::from_bits(attrs[2]);
+                if !(eps.is_finite() && eps >= 0.0) || attrs[2] == (-0.0f32).to_bits() {
+                    return Err("norm epsilon is not a finite number >= 0");
+                }
+                NodeOp::Norm { start, end, eps }
+            }
             opcode::RESIZE if has(node::RESIZE) => {
                 let scales = [f32::from_bits(attrs[2]), f32::from_bits(attrs[3])];
                 if !scales.iter().all(|s| s.is_finite() && *s > 0.0) {
@@ -520,7 +548,7 @@ impl NodeOp {
         let n_used = match op {
             NodeOp::Concat { .. } => 1,
             NodeOp::Slice { .. } | NodeOp::Resize { .. } => 4,
-            NodeOp::Reduce { .. } | NodeOp::Softmax { .. } => 3,
+            NodeOp::Reduce { .. } | NodeOp::Softmax { .. } | NodeOp::Norm { .. } => 3,
             _ => 0,
         };
         if !used(n_used) {
@@ -591,7 +619,7 @@ fn axis_range(start: u32, end: u32) -> Result<(u8, u8), &'static str> {
 
 /// What [`Error::NotLinked`] calls a node of kind `bit` (a [`node`] constant).
 fn kind_name(bit: u32) -> &'static str {
-    const NAMES: [&str; 19] = [
+    const NAMES: [&str; 20] = [
         "Dense",
         "MatMul",
         "a binary op",
@@ -611,6 +639,7 @@ fn kind_name(bit: u32) -> &'static str {
         "Resize",
         "Pad",
         "Widen",
+        "Norm",
     ];
     NAMES
         .get(bit.trailing_zeros() as usize)
@@ -622,7 +651,7 @@ fn kind_name(bit: u32) -> &'static str {
 pub(super) fn opcode_bit(code: u16) -> Option<u32> {
     use crate::format::opcode as op;
     // (code, bit index): a table is a fraction of the code of a `match`.
-    const KINDS: [(u16, u8); 17] = [
+    const KINDS: [(u16, u8); 18] = [
         (op::DENSE, 0),
         (op::MATMUL, 1),
         (op::WHERE, 4),
@@ -640,6 +669,7 @@ pub(super) fn opcode_bit(code: u16) -> Option<u32> {
         (op::RESIZE, 16),
         (op::PAD, 17),
         (op::WIDEN, 18),
+        (op::NORM, 19),
     ];
     KINDS
         .iter()

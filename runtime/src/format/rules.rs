@@ -430,6 +430,13 @@ pub(crate) fn check_node_linked<S: Selection + ?Sized>(
                 return Err("output shape differs from the input shape");
             }
         }
+        NodeOp::Norm { start, end, .. } if has(node::NORM) => {
+            let x = inp(0)?;
+            axis_range_ok(&x, start, end)?;
+            if x != *out {
+                return Err("output shape differs from the input shape");
+            }
+        }
         NodeOp::Resize { .. } if has(node::RESIZE) => {
             let x = inp(0)?;
             let r = x.rank();

@@ -9,6 +9,11 @@ fn every_op_round_trips_through_its_encoding() {
         NodeOp::Concat { axis: 3 },
         NodeOp::Reshape,
         NodeOp::Widen,
+        NodeOp::Norm {
+            start: 1,
+            end: 3,
+            eps: 1e-5,
+        },
         NodeOp::Expand,
         NodeOp::Where,
         NodeOp::Gather,

@@ -48,7 +48,7 @@ pub use elementwise::{binary, binary_linked, expand, select, unary, unary_linked
 #[cfg(feature = "weights-int8")]
 pub use int8::{conv_q8, dense_q8};
 pub use layout::{concat_part, gather, slice, transpose, GATHER_INDEX_ERR};
-pub use reduce::{reduce, softmax, ReduceKind};
+pub use reduce::{norm, reduce, softmax, ReduceKind};
 pub use resize::{pad, resize, CoordMode, PadMode, ResizeMode};
 pub use weights::{mini_scale, Weights, MINI_BASE_RANGE};
 #[cfg(feature = "weights-int8")]

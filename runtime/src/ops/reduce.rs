@@ -1,4 +1,4 @@
-//! Reductions and Softmax over a contiguous range of axes.
+//! Reductions, Softmax and Norm over a contiguous range of axes.
 //!
 //! A tensor is viewed as `[outer, len, inner]` where `len` is the product of the reduced
 //! axes. Every output element folds its `len` inputs in ascending order, so the result does
@@ -311,6 +311,67 @@ pub fn softmax(
                     *o /= s;
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// Normalization over axes `start..end` of `x` jointly ([`crate::format::NodeOp::Norm`]):
+/// with `n` the number of values per group, `μ = (Σ x)·(1/n)`, `c = x − μ` and
+/// `y = c · (1 / sqrt(Σ c² / n + eps))`, sums in ascending order. These are, operation for
+/// operation, the `ReduceSum`, `Mul`, `Sub`, `Square`, `ReduceMean`, `Add`, `Rsqrt` and
+/// `Mul` nodes the exporter fuses, so the result has their bits; `out` has the dims of `x`
+/// and holds `c` between the passes (`x` is read twice, `out` written twice).
+///
+/// Errors: [`Error::Invalid`] when the dims disagree.
+pub fn norm(
+    x: &[f32],
+    xd: &Dims,
+    start: usize,
+    end: usize,
+    eps: f32,
+    out: &mut [f32],
+    od: &Dims,
+) -> Result<(), Error> {
+    check_len(x.len(), xd)?;
+    check_len(out.len(), od)?;
+    let [outer, len, inner] = split(xd, od, start, end, true)?;
+    if len == 0 || inner == 0 {
+        return Err(SIZE_ERR);
+    }
+    let n = len as f32;
+    let inv_n = 1.0 / n;
+    let scale = |q: f32| 1.0 / super::sqrt(q / n + eps);
+    for (xo, oo) in x
+        .chunks_exact(len * inner)
+        .zip(out.chunks_exact_mut(len * inner))
+        .take(outer)
+    {
+        if inner == 1 {
+            // Contiguous groups (the normalized axes are last).
+            let mu = xo.iter().fold(0.0f32, |a, v| a + v) * inv_n;
+            let mut q = 0.0f32;
+            for (o, v) in oo.iter_mut().zip(xo) {
+                let c = *v - mu;
+                *o = c;
+                q += c * c;
+            }
+            let r = scale(q);
+            oo.iter_mut().for_each(|o| *o *= r);
+            continue;
+        }
+        for i in 0..inner {
+            // Element l of this group is at l * inner + i.
+            let xs = || xo.iter().skip(i).step_by(inner);
+            let mu = xs().fold(0.0f32, |a, v| a + v) * inv_n;
+            let mut q = 0.0f32;
+            for (o, v) in oo.iter_mut().skip(i).step_by(inner).zip(xs()) {
+                let c = *v - mu;
+                *o = c;
+                q += c * c;
+            }
+            let r = scale(q);
+            oo.iter_mut().skip(i).step_by(inner).for_each(|o| *o *= r);
         }
     }
     Ok(())

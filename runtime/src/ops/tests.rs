@@ -1365,3 +1365,60 @@ fn conv_as_gemm_gives_the_direct_kernels_bits() {
     // And the same call with none of those takes the panel path.
     assert!(!declined(&w, Some(&[0.0, 1.0]), 1));
 }
+
+/// `norm` against the chain of kernels the exporter fuses into it (ReduceSum, Mul by 1/n,
+/// Sub, Square, ReduceMean, Add eps, Rsqrt, Mul), bit for bit: groups last (contiguous) and
+/// in the middle (strided), large offsets (cancellation), and a group of one value.
+#[test]
+fn norm_gives_the_bits_of_the_decomposed_chain() {
+    let mut g = Lcg(7);
+    for (shape, start, end) in [
+        (vec![3usize, 4, 16], 2usize, 3usize),
+        (vec![2, 8, 4, 4], 2, 4),
+        (vec![2, 5, 3], 1, 2),
+        (vec![4, 1], 1, 2),
+        (vec![1, 6, 7, 2], 1, 3),
+    ] {
+        let d = dims(&shape);
+        let n: usize = shape.iter().product();
+        let mut kd = shape.clone();
+        kd[start..end].iter_mut().for_each(|v| *v = 1);
+        let k = dims(&kd);
+        let kn: usize = kd.iter().product();
+        let len: usize = shape[start..end].iter().product();
+        for (offset, eps) in [(0.0f32, 1e-5f32), (1000.0, 1e-6), (-3.0, 0.0)] {
+            let x: Vec<f32> = g.vec(n).iter().map(|v| v + offset).collect();
+            let mut got = vec![0f32; n];
+            norm(&x, &d, start, end, eps, &mut got, &d).unwrap();
+            // The decomposed chain.
+            let mut sum = vec![0f32; kn];
+            reduce(ReduceKind::Sum, &x, &d, start, end, &mut sum, &k).unwrap();
+            let inv = [1.0 / len as f32];
+            let one = dims(&[1]);
+            let mut mu = vec![0f32; kn];
+            binary(Binary::Mul, &sum, &k, &inv, &one, &mut mu, &k).unwrap();
+            let mut c = vec![0f32; n];
+            binary(Binary::Sub, &x, &d, &mu, &k, &mut c, &d).unwrap();
+            let mut sq = vec![0f32; n];
+            unary(Unary::Square, &c, &mut sq).unwrap();
+            let mut m = vec![0f32; kn];
+            reduce(ReduceKind::Mean, &sq, &d, start, end, &mut m, &k).unwrap();
+            let mut v = vec![0f32; kn];
+            binary(Binary::Add, &m, &k, &[eps], &one, &mut v, &k).unwrap();
+            let mut r = vec![0f32; kn];
+            unary(Unary::Rsqrt, &v, &mut r).unwrap();
+            let mut want = vec![0f32; n];
+            binary(Binary::Mul, &c, &d, &r, &k, &mut want, &d).unwrap();
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    same_bits(*a, *b),
+                    "{shape:?} {start}..{end} [{i}]: {a} vs {b}"
+                );
+            }
+        }
+    }
+    // Shapes that disagree are an error, not a panic.
+    let d = dims(&[2, 3]);
+    let mut out = [0f32; 5];
+    assert!(norm(&[0.0; 6], &d, 1, 2, 0.0, &mut out, &dims(&[5])).is_err());
+}

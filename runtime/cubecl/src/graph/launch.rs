@@ -172,6 +172,23 @@ pub(super) fn launch<R: Runtime>(
             f32::INFINITY,
             log,
         ),
+        Kernel::Norm {
+            len,
+            inner,
+            rows,
+            eps,
+        } => reduce::norm::launch::<R>(
+            &client,
+            elems(rows as usize)?,
+            dim,
+            input(0)?,
+            o,
+            len,
+            inner,
+            rows,
+            len as f32,
+            eps,
+        ),
         Kernel::Resize {
             mode,
             coord,

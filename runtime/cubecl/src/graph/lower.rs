@@ -296,6 +296,20 @@ impl<R: Runtime> Planner<'_, '_, R> {
                     None,
                 );
             }
+            NodeOp::Norm { start, end, eps } => {
+                let (outer, len, inner) = split3(d0, start.into(), end.into())?;
+                self.push(
+                    Kernel::Norm {
+                        len: to_u32(len)?,
+                        inner: to_u32(inner)?,
+                        rows: to_u32(outer * inner)?,
+                        eps,
+                    },
+                    vec![in0()?],
+                    out,
+                    None,
+                );
+            }
             NodeOp::Resize {
                 mode,
                 coord,

@@ -110,6 +110,12 @@ enum Kernel {
         rows: u32,
         log: bool,
     },
+    Norm {
+        len: u32,
+        inner: u32,
+        rows: u32,
+        eps: f32,
+    },
     Resize {
         mode: u32,
         coord: u32,

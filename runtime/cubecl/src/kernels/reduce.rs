@@ -1,6 +1,6 @@
-//! Reductions and softmax over a contiguous axis range: the input is viewed as
+//! Reductions, softmax and norm over a contiguous axis range: the input is viewed as
 //! `[outer, len, inner]`, one thread per output (reduce) or per `(outer, inner)` row
-//! (softmax), accumulated in index order as the CPU executor does.
+//! (softmax, norm), accumulated in index order as the CPU executor does.
 
 use cubecl::prelude::*;
 
@@ -118,6 +118,43 @@ pub fn softmax(
                 let p = base + r * inner;
                 out[p] = exp_or_zero(x[p] - m) / s;
             }
+        }
+    }
+}
+
+/// `flowrt::ops::norm` along `len` values with stride `inner`; `rows = outer·inner`:
+/// `μ = (Σ x)·inv_n`, `c = x − μ`, `y = c / sqrt(Σ c² / n + eps)`.
+#[cube(launch)]
+pub fn norm(
+    x: &Array<f32>,
+    out: &mut Array<f32>,
+    len: u32,
+    inner: u32,
+    rows: u32,
+    n: f32,
+    eps: f32,
+) {
+    let i = ABSOLUTE_POS;
+    if i < rows as usize {
+        let inner = inner as usize;
+        let len = len as usize;
+        let o = i / inner;
+        let j = i % inner;
+        let base = o * len * inner + j;
+        let mut s = 0.0f32;
+        for r in 0..len {
+            s += x[base + r * inner];
+        }
+        let mu = s * (1.0 / n);
+        let mut q = 0.0f32;
+        for r in 0..len {
+            let c = x[base + r * inner] - mu;
+            q += c * c;
+        }
+        let scale = 1.0 / f32::sqrt(q / n + eps);
+        for r in 0..len {
+            let p = base + r * inner;
+            out[p] = (x[p] - mu) * scale;
         }
     }
 }
