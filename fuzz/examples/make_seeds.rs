@@ -1,8 +1,8 @@
 //! Writes the `.frt` seeds of `frt_load_sample` (fuzz/corpus/frt_load_sample/) from the ONNX
 //! fixtures with the exporter: f32, f16 and int8 weights, a `TIME` section with solver
 //! defaults, `PIPELINE` sections (refiner, decoder), a label input, a few-step model and
-//! f16 element-wise constants behind a `Widen` node; each in format version 3 (`_v3`) and,
-//! but the last, with fixed records (versions 1 and 2).
+//! f16 element-wise constants behind a `Widen` node, and a `Norm` node; each in format
+//! version 3 (`_v3`) and, but the `Widen` one, with fixed records (versions 1 and 2).
 //!
 //! `cargo run --release --features exporter --example make_seeds` (from fuzz/).
 use std::path::{Path, PathBuf};
@@ -131,5 +131,41 @@ fn main() {
             }
             Err(e) => println!("{name}: {e:#}"),
         }
+    }
+    // A `Norm` node (the fused normalizations; the fixtures small enough to be seeds have
+    // none): the moons MLP with its first hidden layer normalized, in both layouts.
+    let mut desc = flowrt_export::onnx_to_desc(&fixture("moons_icfm"), &plain).unwrap();
+    let first = desc
+        .nodes
+        .iter()
+        .position(|n| n.op == flowrt::ir::Op::Dense)
+        .unwrap();
+    let h = desc.nodes[first].output;
+    let mut normed = desc.tensors[h as usize].clone();
+    normed.name = "normed".into();
+    desc.tensors.push(normed);
+    let h2 = (desc.tensors.len() - 1) as u32;
+    for n in &mut desc.nodes[first + 1..] {
+        n.inputs.iter_mut().filter(|i| **i == h).for_each(|i| *i = h2);
+    }
+    desc.nodes.insert(
+        first + 1,
+        flowrt::ir::NodeDesc {
+            name: "norm".into(),
+            op: flowrt::ir::Op::Norm {
+                start: 1,
+                end: 2,
+                eps: 1e-5,
+            },
+            inputs: vec![h],
+            output: h2,
+        },
+    );
+    for (layout, name) in [(Layout::Fixed, "moons_icfm_norm"), (Layout::Compact, "moons_icfm_norm_v3")] {
+        let bytes = flowrt::write::write_with(&desc, layout).unwrap();
+        let a = flowrt::format::AlignedBytes::copy_from(&bytes);
+        let m = flowrt::Model::from_bytes(a.as_slice()).unwrap();
+        println!("{name}: {} bytes, {} nodes, version {}", bytes.len(), m.node_count(), m.version());
+        std::fs::write(out.join(format!("{name}.frt")), bytes).unwrap();
     }
 }
