@@ -60,7 +60,9 @@ elf="$work/firmware.elf"
 
 # The firmware features for the stored weight types the model uses besides f32 (`f16` for
 # f16 / bf16, `int8`), read from the dtype bits of its tensor records and those of a
-# multi-network file's stages: an f32 model's firmware then links no dequantizing code.
+# multi-network file's stages: an f32 model's firmware then links no dequantizing code;
+# `fixed-records` when it (or a stage) is a version-1/2 file, so that the firmware for a
+# version-3 file links only the compact-record reader.
 # Versions 1 and 2: 24-byte section entries, 64-byte tensor records; version 3: 12-byte
 # entries with implied offsets, compact records behind an index (docs/frt-format.md).
 features="$(perl -e '
@@ -75,6 +77,7 @@ features="$(perl -e '
         my ($b) = @_;
         return if length($b) < 32;
         my $version = unpack("v", substr($b, 4, 2));
+        $used{"fixed-records"} = 1 if $version < 3;
         my $sections = unpack("V", substr($b, 20, 4));
         my $next = (32 + 12 * $sections + 3) & ~3;
         for my $i (0 .. $sections - 1) {

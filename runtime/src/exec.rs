@@ -114,11 +114,17 @@ struct Views<'x, 'm> {
     /// Arena after the output slot, starting at element `hi_start`.
     hi: &'x [f32],
     hi_start: usize,
+    /// The previous node's output and its record (usually this node's first input): one
+    /// record decoded per node instead of two.
+    known: Option<(u32, TensorRec)>,
 }
 
 impl<'x, 'm: 'x> Views<'x, 'm> {
     fn get(&self, tensor: u32) -> Result<(&'x [f32], TensorRec, Dims), Error> {
-        let rec = self.model.tensor_rec(tensor)?;
+        let rec = match self.known {
+            Some((t, rec)) if t == tensor => rec,
+            _ => self.model.tensor_rec(tensor)?,
+        };
         let dims = rec.shape.concrete(self.batch);
         let n = rec.shape.elements(self.batch).ok_or(ops_err())?;
         let data: &'x [f32] = match rec.kind {
@@ -184,6 +190,7 @@ pub(crate) fn run_graph<S: Selection>(
             f(info.tensor, data);
         }
     }
+    let mut known = None;
     for i in 0..model.node_count() as u32 {
         let node = model.node_rec_with::<S>(i)?;
         let out_rec = model.tensor_rec(node.output)?;
@@ -197,9 +204,11 @@ pub(crate) fn run_graph<S: Selection>(
             lo,
             hi,
             hi_start: range.end,
+            known,
         };
         let od = out_rec.shape.concrete(batch);
         exec_node::<S>(&v, &node, out, &od)?;
+        known = Some((node.output, out_rec));
         if let Some(f) = observe.as_deref_mut() {
             f(node.output, out);
         }

@@ -94,6 +94,11 @@ impl<'a> Model<'a> {
         if !(VERSION..=VERSION_COMPACT).contains(&version) {
             return Err(Error::UnsupportedVersion { found: version });
         }
+        if !cfg!(feature = "fixed-records") && version < VERSION_COMPACT {
+            return Err(crate::linked::not_linked(
+                "fixed records (format versions 1 and 2: feature fixed-records)",
+            ));
+        }
         let header = bytes
             .get(..HEADER_LEN)
             .ok_or(Error::Truncated { what: "header" })?;
@@ -132,7 +137,7 @@ impl<'a> Model<'a> {
     }
 
     fn parse(s: Sections<'a>, version: u16) -> Result<Model<'a>, Error> {
-        let compact = version >= VERSION_COMPACT;
+        let compact = compact_version(version);
         // Tensors and nodes: fixed records (versions 1, 2) or compact tables (version 3).
         let (mut tensor_table, mut node_table) = (Table::default(), Table::default());
         let (tensors, n_tensors, nodes, n_nodes, edges);
@@ -491,7 +496,7 @@ impl<'a> Model<'a> {
         // `need` is what the entries of each region need: the largest `offset + size`.
         let (mut need_fixed, mut need_per_row) = (0usize, 0usize);
         for j in 0..self.n_plan {
-            let compact = self.version >= VERSION_COMPACT;
+            let compact = compact_version(self.version);
             if compact && !self.tensor_rec(j)?.kind.in_arena() {
                 continue; // version 3: only arena tensors have entries
             }
@@ -549,7 +554,7 @@ impl<'a> Model<'a> {
         for i in 0..n_n {
             let node = self.node_rec_with::<S>(i)?;
             let err = |w| node_err(i as usize, w);
-            if self.version < VERSION_COMPACT {
+            if !compact_version(self.version) {
                 if node.first_input != next_edge {
                     return Err(err("input list is not contiguous"));
                 }
@@ -662,7 +667,7 @@ struct Sections<'a> {
 
 impl<'a> Sections<'a> {
     fn parse(file: &'a [u8], version: u16) -> Result<Sections<'a>, Error> {
-        let align = if version >= VERSION_COMPACT {
+        let align = if compact_version(version) {
             format::ALIGN_COMPACT
         } else {
             format::ALIGN
@@ -671,7 +676,7 @@ impl<'a> Sections<'a> {
         if count > MAX_SECTIONS {
             return Err(invalid("too many sections"));
         }
-        let entry_len = if version >= VERSION_COMPACT {
+        let entry_len = if compact_version(version) {
             format::SECTION_ENTRY_LEN_COMPACT
         } else {
             SECTION_ENTRY_LEN
@@ -684,7 +689,7 @@ impl<'a> Sections<'a> {
         }
         let entry = |i: usize| -> Result<(u16, u16, usize, usize), Error> {
             let o = HEADER_LEN + i * entry_len;
-            if version < VERSION_COMPACT && le_u32(file, o + 4) != Some(0) {
+            if !compact_version(version) && le_u32(file, o + 4) != Some(0) {
                 return Err(invalid("section entry reserved field is not zero"));
             }
             let (kind, flags, off, len) =

@@ -207,6 +207,13 @@ fn read_str<'a>(
     Ok(s)
 }
 
+/// Whether a file of format `version` has compact records (version 3). Without the
+/// `fixed-records` feature the loader accepts version 3 only, so this is `true` and the
+/// compiler drops the version-1/2 record code (firmware for a version-3 file).
+pub(crate) const fn compact_version(version: u16) -> bool {
+    !cfg!(feature = "fixed-records") || version >= VERSION_COMPACT
+}
+
 /// The number of the next named tensor or node in a version-3 `NAMES` section (a varint
 /// at `pos`), or `None` at the end of the section.
 fn read_name_index(buf: &[u8], pos: &mut usize) -> Option<usize> {
@@ -243,6 +250,12 @@ pub(crate) fn check_weight_type<S: Selection + ?Sized>(t: WeightType) -> Result<
 }
 
 impl<'a> Model<'a> {
+    /// Whether the file has compact records (version 3; [`compact_version`]).
+    #[inline(always)]
+    fn compact(&self) -> bool {
+        compact_version(self.version)
+    }
+
     /// Validates a `.frt` image and borrows it. The buffer must start at a 4-byte aligned
     /// address (16 recommended: `format::AlignedBytes` (feature `alloc`), [`crate::include_frt!`]);
     /// bytes after the file's recorded length are ignored.
@@ -272,7 +285,7 @@ impl<'a> Model<'a> {
     }
 
     pub(crate) fn tensor_rec(&self, i: u32) -> Result<TensorRec, Error> {
-        if self.version >= VERSION_COMPACT {
+        if self.compact() {
             return self.compact_tensor_rec(i);
         }
         let e = tensor_err(i as usize, "tensor id out of range");
@@ -362,7 +375,7 @@ impl<'a> Model<'a> {
             DTYPE_I8 | DTYPE_I8_BF16_SCALES | DTYPE_I8_MINI_SCALES => {
                 // Version 3 adds one scale for the whole tensor (axis = rank) and 8-bit
                 // scales.
-                let compact = self.version >= VERSION_COMPACT;
+                let compact = self.compact();
                 let axis = word36 as usize;
                 if axis > shape.rank() || (axis == shape.rank() && !compact) {
                     return Err(tensor_err(
@@ -414,7 +427,7 @@ impl<'a> Model<'a> {
     /// [`Model::node_rec`] decoding only the op kinds `S` links: a node of another kind is
     /// [`Error::NotLinked`] naming it.
     pub(crate) fn node_rec_with<S: Selection + ?Sized>(&self, i: u32) -> Result<NodeRec, Error> {
-        if self.version >= VERSION_COMPACT {
+        if self.compact() {
             let err = |w| node_err(i as usize, w);
             let (start, r) = self
                 .node_table
@@ -459,7 +472,7 @@ impl<'a> Model<'a> {
         if j >= node.n_inputs {
             return Err(invalid("edge index out of range"));
         }
-        if self.version >= VERSION_COMPACT {
+        if self.compact() {
             return compact::node_input(self.node_table.records(), node.first_input, j)
                 .ok_or(invalid("edge index out of range"));
         }
@@ -475,7 +488,7 @@ impl<'a> Model<'a> {
     ///
     /// Errors: `i` out of range; in version 3, tensor `i` not in the arena.
     pub(crate) fn plan_entry(&self, i: u32) -> Result<PlanEntry, Error> {
-        if self.version >= VERSION_COMPACT {
+        if self.compact() {
             let rec = self.tensor_rec(i)?;
             if !rec.kind.in_arena() {
                 return Err(invalid("plan slot of a tensor outside the arena"));
@@ -528,7 +541,7 @@ impl<'a> Model<'a> {
 
     /// Position of an arena tensor in its region: `(region, start, end)` in region units.
     fn slot_range(&self, rec: &TensorRec) -> Result<(Region, usize, usize), Error> {
-        let p = if self.version >= VERSION_COMPACT {
+        let p = if self.compact() {
             Self::compact_plan_entry(rec.slot, rec)
         } else {
             self.plan_entry(rec.slot)?
@@ -707,7 +720,7 @@ impl<'a> Model<'a> {
         let mut classes: Option<usize> = None;
         // Op codes and input lists straight from the (validated) records: decoding every
         // node would link every op kind's attribute checks into a firmware.
-        let compact = self.version >= VERSION_COMPACT;
+        let compact = self.compact();
         let table = self.node_table;
         let code = |i: u32| {
             if compact {
@@ -810,7 +823,7 @@ impl<'a> Model<'a> {
     /// Alignment of each constant's data in the weights section: 16 bytes in versions 1
     /// and 2, 4 in version 3.
     pub(crate) fn data_align(&self) -> usize {
-        if self.version >= VERSION_COMPACT {
+        if self.compact() {
             format::ALIGN_COMPACT
         } else {
             format::ALIGN
@@ -889,7 +902,7 @@ impl<'a> Model<'a> {
 
     fn node_info(&self, i: u32, name: Option<&'a str>) -> Option<NodeInfo<'a>> {
         let r = self.node_rec(i).ok()?;
-        let inputs = if self.version >= VERSION_COMPACT {
+        let inputs = if self.compact() {
             NodeInputs::Coded(self.node_table.records().get(r.first_input..)?, r.n_inputs)
         } else {
             let start = r.first_input.checked_mul(4)?;
@@ -921,7 +934,7 @@ impl<'a> Model<'a> {
     /// (increasing, checked at load); the others are `""`.
     fn names_from(&self, skip: usize) -> impl Iterator<Item = &'a str> {
         let buf = self.names.unwrap_or(&[]);
-        let compact = self.version >= VERSION_COMPACT;
+        let compact = self.compact();
         let total = if self.names.is_some() {
             self.n_tensors as usize + self.n_nodes as usize
         } else {
@@ -963,7 +976,7 @@ impl<'a> Model<'a> {
         let buf = self.metadata;
         let mut pos = 0usize;
         let mut left = self.n_meta;
-        let compact = self.version >= VERSION_COMPACT;
+        let compact = self.compact();
         core::iter::from_fn(move || {
             if left == 0 {
                 return None;
