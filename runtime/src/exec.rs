@@ -77,7 +77,7 @@ pub fn run(
         })?;
     expect_len("output", out_len, output.len())?;
     let (graph, _) = arena_f32(arena, model.graph_arena_bytes(batch)?)?;
-    run_graph::<All>(model, batch, inputs, graph, None)?;
+    run_graph::<All>(model, batch, inputs, graph, &Decoded::default(), None)?;
     copy_output(model, batch, graph, output)
 }
 
@@ -104,9 +104,102 @@ const fn ops_err() -> Error {
     }
 }
 
+/// The node and tensor records of a model decoded once, for a field that evaluates it many
+/// times (feature `alloc`): [`run_graph`] then reads them here instead of decoding the file's
+/// records at every evaluation (a version-3 file's varints were about a fifth of a batch-1
+/// MLP evaluation on the host). Without `alloc` it is empty and the records are decoded as
+/// they are read (what firmware does).
+#[derive(Debug, Default)]
+pub(crate) struct Decoded {
+    #[cfg(feature = "alloc")]
+    nodes: alloc::vec::Vec<NodeRec>,
+    #[cfg(feature = "alloc")]
+    tensors: alloc::vec::Vec<TensorRec>,
+    /// Node `i`'s inputs are `inputs[first[i]..][..n_inputs]`.
+    #[cfg(feature = "alloc")]
+    inputs: alloc::vec::Vec<u32>,
+    #[cfg(feature = "alloc")]
+    first: alloc::vec::Vec<usize>,
+}
+
+impl Decoded {
+    /// Every record of `model` (nodes as `S` links them); empty without `alloc`, or if a
+    /// record fails to decode (the evaluation then decodes it and reports the error).
+    #[cfg_attr(not(feature = "alloc"), allow(clippy::extra_unused_type_parameters))]
+    fn of<S: Selection>(model: &Model<'_>) -> Decoded {
+        #[cfg(feature = "alloc")]
+        {
+            let all = || -> Result<Decoded, Error> {
+                let mut d = Decoded::default();
+                for t in 0..model.tensor_count() as u32 {
+                    d.tensors.push(model.tensor_rec(t)?);
+                }
+                for i in 0..model.node_count() as u32 {
+                    let n = model.node_rec_with::<S>(i)?;
+                    d.first.push(d.inputs.len());
+                    for j in 0..n.n_inputs {
+                        d.inputs.push(model.node_input(&n, j)?);
+                    }
+                    d.nodes.push(n);
+                }
+                Ok(d)
+            };
+            all().unwrap_or_default()
+        }
+        #[cfg(not(feature = "alloc"))]
+        {
+            let _ = model;
+            Decoded::default()
+        }
+    }
+
+    /// Node `i`'s record, if decoded.
+    fn node(&self, i: u32) -> Option<NodeRec> {
+        #[cfg(feature = "alloc")]
+        return self.nodes.get(i as usize).copied();
+        #[cfg(not(feature = "alloc"))]
+        {
+            let _ = i;
+            None
+        }
+    }
+
+    /// Tensor `t`'s record, if decoded.
+    fn tensor(&self, t: u32) -> Option<TensorRec> {
+        #[cfg(feature = "alloc")]
+        return self.tensors.get(t as usize).copied();
+        #[cfg(not(feature = "alloc"))]
+        {
+            let _ = t;
+            None
+        }
+    }
+
+    /// Input `j` of node `i`, if decoded.
+    fn input(&self, i: u32, j: usize) -> Option<u32> {
+        #[cfg(feature = "alloc")]
+        {
+            let n = self.nodes.get(i as usize)?.n_inputs;
+            let first = *self.first.get(i as usize)?;
+            (j < n)
+                .then(|| self.inputs.get(first + j).copied())
+                .flatten()
+        }
+        #[cfg(not(feature = "alloc"))]
+        {
+            let _ = (i, j);
+            None
+        }
+    }
+}
+
 /// Where a node's inputs are read from while its output is being written.
 struct Views<'x, 'm> {
     model: &'x Model<'m>,
+    /// Records decoded once ([`Decoded`]; empty: decode them here).
+    decoded: &'x Decoded,
+    /// The index of the node being run.
+    at: u32,
     batch: usize,
     inputs: &'x [&'x [f32]],
     /// Arena before the output slot.
@@ -123,7 +216,7 @@ impl<'x, 'm: 'x> Views<'x, 'm> {
     fn get(&self, tensor: u32) -> Result<(&'x [f32], TensorRec, Dims), Error> {
         let rec = match self.known {
             Some((t, rec)) if t == tensor => rec,
-            _ => self.model.tensor_rec(tensor)?,
+            _ => self.rec(tensor)?,
         };
         let dims = rec.shape.concrete(self.batch);
         let n = rec.shape.elements(self.batch).ok_or(ops_err())?;
@@ -155,7 +248,23 @@ impl<'x, 'm: 'x> Views<'x, 'm> {
     }
 
     fn input(&self, node: &NodeRec, j: usize) -> Result<(&'x [f32], TensorRec, Dims), Error> {
-        self.get(self.model.node_input(node, j)?)
+        self.get(self.input_tensor(node, j)?)
+    }
+
+    /// Tensor `t`'s record.
+    fn rec(&self, t: u32) -> Result<TensorRec, Error> {
+        match self.decoded.tensor(t) {
+            Some(r) => Ok(r),
+            None => self.model.tensor_rec(t),
+        }
+    }
+
+    /// The tensor of input `j` of `node` (the node being run).
+    fn input_tensor(&self, node: &NodeRec, j: usize) -> Result<u32, Error> {
+        match self.decoded.input(self.at, j) {
+            Some(t) => Ok(t),
+            None => self.model.node_input(node, j),
+        }
     }
 
     /// Weight input `j` of `node`: a constant in its stored type (one `S` links), or any f32
@@ -165,8 +274,8 @@ impl<'x, 'm: 'x> Views<'x, 'm> {
         node: &NodeRec,
         j: usize,
     ) -> Result<(Weights<'x>, Dims), Error> {
-        let tensor = self.model.node_input(node, j)?;
-        let rec = self.model.tensor_rec(tensor)?;
+        let tensor = self.input_tensor(node, j)?;
+        let rec = self.rec(tensor)?;
         if rec.kind == TensorKind::Const {
             let w = self.model.const_weights_with::<S>(&rec)?;
             return Ok((w, rec.shape.concrete(self.batch)));
@@ -183,6 +292,7 @@ pub(crate) fn run_graph<S: Selection>(
     batch: usize,
     inputs: &[&[f32]],
     arena: &mut [f32],
+    decoded: &Decoded,
     mut observe: Option<&mut Observer<'_>>,
 ) -> Result<(), Error> {
     if let Some(f) = observe.as_deref_mut() {
@@ -192,13 +302,21 @@ pub(crate) fn run_graph<S: Selection>(
     }
     let mut known = None;
     for i in 0..model.node_count() as u32 {
-        let node = model.node_rec_with::<S>(i)?;
-        let out_rec = model.tensor_rec(node.output)?;
+        let node = match decoded.node(i) {
+            Some(n) => n,
+            None => model.node_rec_with::<S>(i)?,
+        };
+        let out_rec = match decoded.tensor(node.output) {
+            Some(r) => r,
+            None => model.tensor_rec(node.output)?,
+        };
         let range = model.arena_range(&out_rec, batch)?;
         let (lo, rest) = arena.split_at_mut_checked(range.start).ok_or(ops_err())?;
         let (out, hi) = rest.split_at_mut_checked(range.len()).ok_or(ops_err())?;
         let v = Views {
             model,
+            decoded,
+            at: i,
             batch,
             inputs,
             lo,
@@ -484,6 +602,8 @@ pub struct CpuField<'m, 'a, S: Selection = All> {
     linked: PhantomData<S>,
     /// Sees every evaluation's tensors ([`CpuField::observe`]).
     observer: Option<&'a mut Observer<'a>>,
+    /// The records, decoded once (host builds).
+    decoded: Decoded,
 }
 
 impl<'m, 'a> CpuField<'m, 'a> {
@@ -544,6 +664,7 @@ impl<'m, 'a, S: Selection> CpuField<'m, 'a, S> {
             sig: Signature::of_linked::<S>(model),
             linked: PhantomData,
             observer: None,
+            decoded: Decoded::of::<S>(model),
         })
     }
 
@@ -676,7 +797,14 @@ impl<'m, 'a, S: Selection> CpuField<'m, 'a, S> {
             }
         }
         let used = bufs.get(..model.input_count()).ok_or(ops_err())?;
-        run_graph::<S>(model, rows, used, graph, self.observer.as_deref_mut())?;
+        run_graph::<S>(
+            model,
+            rows,
+            used,
+            graph,
+            &self.decoded,
+            self.observer.as_deref_mut(),
+        )?;
         copy_output(model, rows, graph, v)
     }
 }

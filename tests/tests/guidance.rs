@@ -81,8 +81,14 @@ fn guided_velocity_matches_the_python_formula() {
                 .unwrap();
             }
             let d = max_abs_diff(&got, &want);
-            println!("moons_cfg {onnx} guided velocity w={w}: max abs diff {d:.2e}");
-            assert!(d <= 1e-5, "{onnx} w={w}: {d}");
+            // 16 ulps of the largest guided velocity: the formula (1 + w) v_c - w v_u
+            // amplifies each evaluation's rounding by up to 1 + 2w. ONNX Runtime on the same
+            // rows and formula: 1.9e-6, 1.4e-6, 4.8e-6 and 9.5e-6 for w = 0, 1, 2.5, 4
+            // (|v| up to 15.3, whose ulp is 9.5e-7), so this is ORT's own class of error.
+            let top = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let tol = 16.0 * (f32::from_bits(top.to_bits() + 1) - top);
+            println!("moons_cfg {onnx} guided velocity w={w}: max abs diff {d:.2e} (tolerance {tol:.2e})");
+            assert!(d <= tol, "{onnx} w={w}: {d} > {tol}");
         }
     }
 }

@@ -38,7 +38,6 @@ fn inspect_shows_conditioning_roles() {
             "(cond dim 4)",
             "role guidance",
             "Gather x1",
-            "roles: x=x,t=t,y=label,cond=cond,guidance=guidance",
         ],
     );
     let v = inspect_json(&frt);
