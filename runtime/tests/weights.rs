@@ -42,6 +42,7 @@ fn graph(g: &mut Lcg) -> (ModelDesc, Constants) {
     let x = b.input(&[f(9), f(5)], Role::Data);
     let img = b.input(&[f(2), f(3), f(5), f(6)], Role::Data);
     let idx = b.input(&[f(3), f(2)], Role::Data);
+    let long = b.input(&[f(1), f(8200)], Role::Data);
     let mut weights = Vec::new();
     let mut weight = |b: &mut ModelBuilder, shape: &[u32], axis: u8| {
         let dims: Vec<_> = shape.iter().map(|n| f(*n)).collect();
@@ -61,6 +62,10 @@ fn graph(g: &mut Lcg) -> (ModelDesc, Constants) {
     let w2 = weight(&mut b, &[37, 5], 1);
     let mlp = b.node(Op::Dense, &[h, w2], &[f(9), f(5)]);
     let mlp = b.node(Op::Reshape, &[mlp], &[f(1), f(45)]);
+    // A layer wider than one dequantized strip of columns (64): strips 64, 64, 22.
+    let w3 = weight(&mut b, &[5, 150], 1);
+    let wide = b.node(Op::Dense, &[x, w3], &[f(9), f(150)]);
+    let wide = b.node(Op::Reshape, &[wide], &[f(1), f(1350)]);
     // Conv then ConvTranspose.
     let pad = Window {
         pad_begin: [1, 1],
@@ -98,12 +103,19 @@ fn graph(g: &mut Lcg) -> (ModelDesc, Constants) {
     let gathered = b.node(Op::Gather, &[table, idx], &[f(3), f(2), f(6)]);
     let gathered = b.node(Op::Reshape, &[gathered], &[f(1), f(36)]);
     // Everything into one [B, 5] output.
+    // More inputs than the dequantized panel holds on a host (8192): one column at a time,
+    // in two ranges of the inputs.
+    let wl = weight(&mut b, &[8200, 3], 1);
+    let long = b.node(Op::Dense, &[long, wl], &[f(1), f(3)]);
+    // Five inputs (the loader once took every 4-input node for a full-integer Dense or
+    // Conv and refused a Concat of four). The last Dense reads 1914 values a row: strips
+    // of 4 columns.
     let all = b.node(
         Op::Concat { axis: 1 },
-        &[mlp, ct, gathered],
-        &[f(1), f(45 + 480 + 36)],
+        &[mlp, wide, ct, gathered, long],
+        &[f(1), f(45 + 1350 + 480 + 36 + 3)],
     );
-    let wo = weight(&mut b, &[561, 5], 1);
+    let wo = weight(&mut b, &[1914, 5], 1);
     let out = b.node(Op::Dense, &[all, wo], &[f(1), f(5)]);
     let biases = vec![b1, bc, bt];
     (b.finish(out), Constants { weights, biases })
@@ -157,9 +169,11 @@ fn run(model: &Model<'_>, g: &mut Lcg) -> Vec<f32> {
     let x = g.vec(9 * 5);
     let img = g.vec(2 * 3 * 5 * 6);
     let idx: Vec<f32> = (0..3 * 2).map(|_| g.below(10) as f32).collect();
+    let long = g.vec(8200);
     let mut out = vec![0f32; 5];
     let mut arena = AlignedBytes::zeroed(model.graph_arena_bytes(1).unwrap());
-    flowrt::exec::run(model, 1, &[&x, &img, &idx], &mut out, arena.as_mut_slice()).unwrap();
+    let inputs = [&x[..], &img, &idx, &long];
+    flowrt::exec::run(model, 1, &inputs, &mut out, arena.as_mut_slice()).unwrap();
     out
 }
 

@@ -605,7 +605,9 @@ impl<'a> Model<'a> {
             {
                 return Err(err("Widen reads a constant"));
             }
-            if node.n_inputs == 4 {
+            // A full-integer Dense or Conv (a Concat, say, may have four inputs too).
+            let full_integer = matches!(node.op, NodeOp::Dense | NodeOp::Conv { .. });
+            if node.n_inputs == 4 && full_integer {
                 if S::WEIGHTS & linked::weight::INT8 == 0 {
                     // No constant is int8 (those are not linked), so `act_scale` would fail
                     // its first check.

@@ -276,8 +276,14 @@ pub(super) fn dense(
 }
 
 /// `R` rows (1 or 2), all columns: tiles of 8 columns, then at most one each of 4, 2 and 1.
-#[inline(always)]
-fn rows<const R: usize>(
+/// Not inlined where stored weights are linked: f32 and stored-weight Dense then share one
+/// copy of the tiles (2 KB less code than two inlined copies).
+#[cfg_attr(any(feature = "weights-int8", feature = "weights-f16"), inline(never))]
+#[cfg_attr(
+    not(any(feature = "weights-int8", feature = "weights-f16")),
+    inline(always)
+)]
+pub(super) fn rows<const R: usize>(
     o: [&mut [f32]; 2],
     a: [&[f32]; 2],
     w: &[f32],

@@ -510,6 +510,63 @@ fn every_unary_matches_f64_formula() {
 }
 
 #[test]
+fn softplus_is_accurate() {
+    // Every 101st f32 in [-87, 88] (every 101 * 1009th under Miri): within 2 ulp of f64.
+    let stride = if cfg!(miri) { 101 * 1009 } else { 101 };
+    let xs = (0..=u32::MAX)
+        .step_by(stride)
+        .map(f32::from_bits)
+        .filter(|x| (-87.0..=88.0).contains(x));
+    let worst = worst_ulp(
+        xs,
+        |x| Unary::Softplus.apply(x),
+        |x| x.max(0.0) + (-x.abs()).exp().ln_1p(),
+    );
+    std::println!("softplus: worst {worst:.2} ulp");
+    assert!(worst <= 2.0, "softplus: {worst} ulp");
+    // log1p on [0, 1], every 61st f32 (every 61 * 1009th under Miri): within 1 ulp.
+    let es = (0..=1.0f32.to_bits())
+        .step_by(if cfg!(miri) { 61 * 1009 } else { 61 })
+        .map(f32::from_bits);
+    let worst = worst_ulp(es, log1p_unit, f64::ln_1p);
+    std::println!("log1p_unit: worst {worst:.2} ulp");
+    assert!(worst <= 1.0, "log1p_unit: {worst} ulp");
+    assert!(log1p_unit(f32::NAN).is_nan());
+    assert_eq!(Unary::Softplus.apply(-100.0), 0.0);
+    assert!(Unary::Softplus.apply(f32::NAN).is_nan());
+}
+
+#[test]
+fn exp_and_log_are_accurate() {
+    // Every 97th f32 (every 97 * 1009th under Miri): exp within 1 ulp where its result is
+    // normal, within one subnormal step below, 0 and +inf past the range; log within 1 ulp
+    // over every positive f32, subnormals included.
+    let stride = if cfg!(miri) { 97 * 1009 } else { 97 };
+    let xs = || (0..=u32::MAX).step_by(stride).map(f32::from_bits);
+    let normal = |x: &f32| (-87.3..=88.7).contains(x);
+    let worst = worst_ulp(xs().filter(normal), exp, f64::exp);
+    std::println!("exp: worst {worst:.2} ulp");
+    assert!(worst <= 1.0, "exp: {worst} ulp");
+    for x in xs().filter(|x| (-104.0..-87.3).contains(x)) {
+        let d = (f64::from(exp(x)) - f64::from(x).exp()).abs();
+        assert!(d <= f64::from(f32::from_bits(1)), "exp({x}): off by {d}");
+    }
+    assert_eq!(exp(-104.5), 0.0);
+    assert_eq!(exp(88.8), f32::INFINITY);
+    assert_eq!(exp(f32::NEG_INFINITY), 0.0);
+    assert_eq!(exp(f32::INFINITY), f32::INFINITY);
+    assert!(exp(f32::NAN).is_nan());
+    let worst = worst_ulp(xs().filter(|x| *x > 0.0 && x.is_finite()), log, f64::ln);
+    std::println!("log: worst {worst:.2} ulp");
+    assert!(worst <= 1.0, "log: {worst} ulp");
+    assert_eq!(log(0.0), f32::NEG_INFINITY);
+    assert_eq!(log(-0.0), f32::NEG_INFINITY);
+    assert_eq!(log(1.0), 0.0);
+    assert_eq!(log(f32::INFINITY), f32::INFINITY);
+    assert!(log(-1.0).is_nan() && log(f32::NAN).is_nan() && log(f32::NEG_INFINITY).is_nan());
+}
+
+#[test]
 fn softplus_is_stable_at_extremes() {
     assert_eq!(Unary::Softplus.apply(100.0), 100.0);
     assert_eq!(Unary::Softplus.apply(f32::INFINITY), f32::INFINITY);
