@@ -78,19 +78,26 @@ pub fn run(
     expect_len("output", out_len, output.len())?;
     let (graph, _) = arena_f32(arena, model.graph_arena_bytes(batch)?)?;
     run_graph::<All>(model, batch, inputs, graph, &Decoded::default(), None)?;
-    copy_output(model, batch, graph, output)
+    copy_output(model, batch, graph, &Decoded::default(), output)
 }
 
 fn copy_output(
     model: &Model<'_>,
     batch: usize,
     graph: &[f32],
+    decoded: &Decoded,
     output: &mut [f32],
 ) -> Result<(), Error> {
-    let rec = model.tensor_rec(model.output_tensor())?;
-    let src = graph
-        .get(model.arena_range(&rec, batch)?)
-        .ok_or(ops_err())?;
+    let t = model.output_tensor();
+    let range = match (decoded.tensor(t), decoded.shape(t, batch)) {
+        (Some(rec), Some((_, _, range)))
+            if matches!(rec.kind, TensorKind::Intermediate | TensorKind::Output) =>
+        {
+            range
+        }
+        _ => model.arena_range(&model.tensor_rec(t)?, batch)?,
+    };
+    let src = graph.get(range).ok_or(ops_err())?;
     if src.len() != output.len() {
         return Err(ops_err());
     }
@@ -120,20 +127,45 @@ pub(crate) struct Decoded {
     inputs: alloc::vec::Vec<u32>,
     #[cfg(feature = "alloc")]
     first: alloc::vec::Vec<usize>,
+    /// The row count [`Decoded::shapes`] were resolved for.
+    #[cfg(feature = "alloc")]
+    rows: usize,
+    /// Per tensor at `rows` rows: its dims, element count and arena range (empty for
+    /// inputs and constants).
+    #[cfg(feature = "alloc")]
+    shapes: alloc::vec::Vec<(Dims, usize, Range<usize>)>,
+    /// The graph inputs ([`Model::inputs`]).
+    #[cfg(feature = "alloc")]
+    inputs_info: alloc::vec::Vec<crate::model::InputInfo>,
 }
 
 impl Decoded {
     /// Every record of `model` (nodes as `S` links them); empty without `alloc`, or if a
     /// record fails to decode (the evaluation then decodes it and reports the error).
+    /// Also resolves every tensor's dims and arena range for `rows` rows (what an
+    /// evaluation of that many rows reads instead of computing them per node).
     #[cfg_attr(not(feature = "alloc"), allow(clippy::extra_unused_type_parameters))]
-    fn of<S: Selection>(model: &Model<'_>) -> Decoded {
+    fn of<S: Selection>(model: &Model<'_>, rows: usize) -> Decoded {
         #[cfg(feature = "alloc")]
         {
             let all = || -> Result<Decoded, Error> {
-                let mut d = Decoded::default();
+                let mut d = Decoded {
+                    rows,
+                    ..Decoded::default()
+                };
                 for t in 0..model.tensor_count() as u32 {
-                    d.tensors.push(model.tensor_rec(t)?);
+                    let rec = model.tensor_rec(t)?;
+                    let n = rec.shape.elements(rows).ok_or(ops_err())?;
+                    let range = match rec.kind {
+                        TensorKind::Intermediate | TensorKind::Output => {
+                            model.arena_range(&rec, rows)?
+                        }
+                        TensorKind::Input | TensorKind::Const => 0..0,
+                    };
+                    d.shapes.push((rec.shape.concrete(rows), n, range));
+                    d.tensors.push(rec);
                 }
+                d.inputs_info.extend(model.inputs());
                 for i in 0..model.node_count() as u32 {
                     let n = model.node_rec_with::<S>(i)?;
                     d.first.push(d.inputs.len());
@@ -148,8 +180,32 @@ impl Decoded {
         }
         #[cfg(not(feature = "alloc"))]
         {
-            let _ = model;
+            let _ = (model, rows);
             Decoded::default()
+        }
+    }
+
+    /// The graph inputs, as [`Model::inputs`] lists them (empty if not decoded).
+    fn inputs(&self) -> &[crate::model::InputInfo] {
+        #[cfg(feature = "alloc")]
+        return &self.inputs_info;
+        #[cfg(not(feature = "alloc"))]
+        &[]
+    }
+
+    /// Tensor `t`'s dims, element count and arena range at `rows` rows, if resolved.
+    fn shape(&self, t: u32, rows: usize) -> Option<(Dims, usize, Range<usize>)> {
+        #[cfg(feature = "alloc")]
+        {
+            if rows != self.rows {
+                return None;
+            }
+            self.shapes.get(t as usize).cloned()
+        }
+        #[cfg(not(feature = "alloc"))]
+        {
+            let _ = (t, rows);
+            None
         }
     }
 
@@ -218,8 +274,13 @@ impl<'x, 'm: 'x> Views<'x, 'm> {
             Some((t, rec)) if t == tensor => rec,
             _ => self.rec(tensor)?,
         };
-        let dims = rec.shape.concrete(self.batch);
-        let n = rec.shape.elements(self.batch).ok_or(ops_err())?;
+        let (dims, n, range) = match self.decoded.shape(tensor, self.batch) {
+            Some((dims, n, range)) => (dims, n, Some(range)),
+            None => {
+                let n = rec.shape.elements(self.batch).ok_or(ops_err())?;
+                (rec.shape.concrete(self.batch), n, None)
+            }
+        };
         let data: &'x [f32] = match rec.kind {
             TensorKind::Input => {
                 let pos = self.model.input_position(tensor)?;
@@ -227,7 +288,10 @@ impl<'x, 'm: 'x> Views<'x, 'm> {
             }
             TensorKind::Const => self.model.const_data(&rec)?,
             TensorKind::Intermediate | TensorKind::Output => {
-                let Range { start, end } = self.model.arena_range(&rec, self.batch)?;
+                let Range { start, end } = match range {
+                    Some(r) => r,
+                    None => self.model.arena_range(&rec, self.batch)?,
+                };
                 if end <= self.lo.len() {
                     self.lo.get(start..end).ok_or(ops_err())?
                 } else if start >= self.hi_start {
@@ -278,7 +342,11 @@ impl<'x, 'm: 'x> Views<'x, 'm> {
         let rec = self.rec(tensor)?;
         if rec.kind == TensorKind::Const {
             let w = self.model.const_weights_with::<S>(&rec)?;
-            return Ok((w, rec.shape.concrete(self.batch)));
+            let dims = match self.decoded.shape(tensor, self.batch) {
+                Some((dims, _, _)) => dims,
+                None => rec.shape.concrete(self.batch),
+            };
+            return Ok((w, dims));
         }
         let (data, _, dims) = self.get(tensor)?;
         Ok((Weights::F32(data), dims))
@@ -310,7 +378,14 @@ pub(crate) fn run_graph<S: Selection>(
             Some(r) => r,
             None => model.tensor_rec(node.output)?,
         };
-        let range = model.arena_range(&out_rec, batch)?;
+        let arena_kind = matches!(out_rec.kind, TensorKind::Intermediate | TensorKind::Output);
+        let (od, range) = match decoded.shape(node.output, batch) {
+            Some((od, _, range)) if arena_kind => (od, range),
+            _ => (
+                out_rec.shape.concrete(batch),
+                model.arena_range(&out_rec, batch)?,
+            ),
+        };
         let (lo, rest) = arena.split_at_mut_checked(range.start).ok_or(ops_err())?;
         let (out, hi) = rest.split_at_mut_checked(range.len()).ok_or(ops_err())?;
         let v = Views {
@@ -324,7 +399,6 @@ pub(crate) fn run_graph<S: Selection>(
             hi_start: range.end,
             known,
         };
-        let od = out_rec.shape.concrete(batch);
         exec_node::<S>(&v, &node, out, &od)?;
         known = Some((node.output, out_rec));
         if let Some(f) = observe.as_deref_mut() {
@@ -664,7 +738,7 @@ impl<'m, 'a, S: Selection> CpuField<'m, 'a, S> {
             sig: Signature::of_linked::<S>(model),
             linked: PhantomData,
             observer: None,
-            decoded: Decoded::of::<S>(model),
+            decoded: Decoded::of::<S>(model, batch),
         })
     }
 
@@ -731,7 +805,15 @@ impl<'m, 'a, S: Selection> CpuField<'m, 'a, S> {
         }
         let (graph, mut scratch) = arena_f32(self.arena, model.graph_arena_bytes(rows)?)?;
         let mut bufs: [&[f32]; MAX_INPUTS] = [&[]; MAX_INPUTS];
-        for (slot, info) in bufs.iter_mut().zip(model.inputs()) {
+        let cached = self.decoded.inputs();
+        let mut listed = model.inputs();
+        let mut cached_iter = cached.iter().copied();
+        let infos: &mut dyn Iterator<Item = crate::model::InputInfo> = if cached.is_empty() {
+            &mut listed
+        } else {
+            &mut cached_iter
+        };
+        for (slot, info) in bufs.iter_mut().zip(infos) {
             let len = info.shape.elements(rows).ok_or(ops_err())?;
             match info.role {
                 // Refused by `new_selected` (and the signature check).
@@ -805,7 +887,7 @@ impl<'m, 'a, S: Selection> CpuField<'m, 'a, S> {
             &self.decoded,
             self.observer.as_deref_mut(),
         )?;
-        copy_output(model, rows, graph, v)
+        copy_output(model, rows, graph, &self.decoded, v)
     }
 }
 
