@@ -85,7 +85,7 @@ fn copy_output(
     model: &Model<'_>,
     batch: usize,
     graph: &[f32],
-    decoded: &Decoded,
+    decoded: &Decoded<'_>,
     output: &mut [f32],
 ) -> Result<(), Error> {
     let t = model.output_tensor();
@@ -117,7 +117,7 @@ const fn ops_err() -> Error {
 /// MLP evaluation on the host). Without `alloc` it is empty and the records are decoded as
 /// they are read (what firmware does).
 #[derive(Debug, Default)]
-pub(crate) struct Decoded {
+pub(crate) struct Decoded<'m> {
     #[cfg(feature = "alloc")]
     nodes: alloc::vec::Vec<NodeRec>,
     #[cfg(feature = "alloc")]
@@ -137,18 +137,23 @@ pub(crate) struct Decoded {
     /// The graph inputs ([`Model::inputs`]).
     #[cfg(feature = "alloc")]
     inputs_info: alloc::vec::Vec<crate::model::InputInfo>,
+    /// Per tensor: a constant's data in its stored type (`None` for other tensors).
+    #[cfg(feature = "alloc")]
+    consts: alloc::vec::Vec<Option<Weights<'m>>>,
+    #[cfg(not(feature = "alloc"))]
+    _model: PhantomData<&'m ()>,
 }
 
-impl Decoded {
+impl<'m> Decoded<'m> {
     /// Every record of `model` (nodes as `S` links them); empty without `alloc`, or if a
     /// record fails to decode (the evaluation then decodes it and reports the error).
     /// Also resolves every tensor's dims and arena range for `rows` rows (what an
     /// evaluation of that many rows reads instead of computing them per node).
     #[cfg_attr(not(feature = "alloc"), allow(clippy::extra_unused_type_parameters))]
-    fn of<S: Selection>(model: &Model<'_>, rows: usize) -> Decoded {
+    fn of<S: Selection>(model: &Model<'m>, rows: usize) -> Decoded<'m> {
         #[cfg(feature = "alloc")]
         {
-            let all = || -> Result<Decoded, Error> {
+            let all = || -> Result<Decoded<'m>, Error> {
                 let mut d = Decoded {
                     rows,
                     ..Decoded::default()
@@ -163,6 +168,10 @@ impl Decoded {
                         TensorKind::Input | TensorKind::Const => 0..0,
                     };
                     d.shapes.push((rec.shape.concrete(rows), n, range));
+                    d.consts.push(match rec.kind {
+                        TensorKind::Const => model.const_weights_with::<S>(&rec).ok(),
+                        _ => None,
+                    });
                     d.tensors.push(rec);
                 }
                 d.inputs_info.extend(model.inputs());
@@ -182,6 +191,17 @@ impl Decoded {
         {
             let _ = (model, rows);
             Decoded::default()
+        }
+    }
+
+    /// Constant `t`'s data in its stored type, if decoded.
+    fn weights(&self, t: u32) -> Option<Weights<'m>> {
+        #[cfg(feature = "alloc")]
+        return self.consts.get(t as usize).copied().flatten();
+        #[cfg(not(feature = "alloc"))]
+        {
+            let _ = t;
+            None
         }
     }
 
@@ -253,7 +273,7 @@ impl Decoded {
 struct Views<'x, 'm> {
     model: &'x Model<'m>,
     /// Records decoded once ([`Decoded`]; empty: decode them here).
-    decoded: &'x Decoded,
+    decoded: &'x Decoded<'x>,
     /// The index of the node being run.
     at: u32,
     batch: usize,
@@ -341,7 +361,10 @@ impl<'x, 'm: 'x> Views<'x, 'm> {
         let tensor = self.input_tensor(node, j)?;
         let rec = self.rec(tensor)?;
         if rec.kind == TensorKind::Const {
-            let w = self.model.const_weights_with::<S>(&rec)?;
+            let w = match self.decoded.weights(tensor) {
+                Some(w) => w,
+                None => self.model.const_weights_with::<S>(&rec)?,
+            };
             let dims = match self.decoded.shape(tensor, self.batch) {
                 Some((dims, _, _)) => dims,
                 None => rec.shape.concrete(self.batch),
@@ -360,7 +383,7 @@ pub(crate) fn run_graph<S: Selection>(
     batch: usize,
     inputs: &[&[f32]],
     arena: &mut [f32],
-    decoded: &Decoded,
+    decoded: &Decoded<'_>,
     mut observe: Option<&mut Observer<'_>>,
 ) -> Result<(), Error> {
     if let Some(f) = observe.as_deref_mut() {
@@ -677,7 +700,7 @@ pub struct CpuField<'m, 'a, S: Selection = All> {
     /// Sees every evaluation's tensors ([`CpuField::observe`]).
     observer: Option<&'a mut Observer<'a>>,
     /// The records, decoded once (host builds).
-    decoded: Decoded,
+    decoded: Decoded<'m>,
 }
 
 impl<'m, 'a> CpuField<'m, 'a> {

@@ -625,11 +625,24 @@ pub(crate) fn elu_as<const LAZY: bool>(x: f32, alpha: f32) -> f32 {
 /// result, ~1.6e-38, stays normal; the exact value would be smaller still); NaN stays NaN.
 #[inline(always)]
 pub(crate) fn exp_nonpositive(y: f32) -> f32 {
-    const LOG2E: f32 = core::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75; // 0x3F317200: ln 2 with 12 trailing zero bits
-    const LN2_LO: f32 = 1.428_606_8e-6; // ln 2 - LN2_HI
-    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
     let y = if y < -87.0 { -87.0 } else { y };
+    let (p, ki) = exp_reduced(y);
+    let scale = f32::from_bits((ki.wrapping_add(127) as u32).wrapping_shl(23));
+    p * scale
+}
+
+/// ln 2 with 12 trailing zero bits (0x3F317200): `k * LN2_HI` is exact for `|k| < 2^12`.
+const LN2_HI: f32 = 0.693_145_75;
+/// ln 2 − [`LN2_HI`].
+const LN2_LO: f32 = 1.428_606_8e-6;
+
+/// The shared core of [`exp_nonpositive`] and [`exp`]: `e^y = p · 2^k` with `y = k ln2 + r`
+/// (Cody–Waite, `k` rounded by the `1.5·2^23` trick, `|r| <= ln2/2`) and `p = e^r` by its
+/// degree-7 Taylor polynomial. Returns `(p, k)`; `|y|` must be below 2^22.
+#[inline(always)]
+fn exp_reduced(y: f32) -> (f32, i32) {
+    const LOG2E: f32 = core::f32::consts::LOG2_E;
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
     let shifted = y * LOG2E + MAGIC;
     let k = shifted - MAGIC;
     let ki = (shifted.to_bits() as i32).wrapping_sub(0x4B40_0000);
@@ -640,8 +653,7 @@ pub(crate) fn exp_nonpositive(y: f32) -> f32 {
                 + r * (1.0 / 6.0
                     + r * (1.0 / 24.0
                         + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    let scale = f32::from_bits((ki.wrapping_add(127) as u32).wrapping_shl(23));
-    p * scale
+    (p, ki)
 }
 
 /// `e^x` for every `x`, branch-free (loops over it vectorize) and from IEEE basic operations
@@ -652,22 +664,9 @@ pub(crate) fn exp_nonpositive(y: f32) -> f32 {
 /// Overflows to `+inf` above ~88.72, is 0 below ~-103.97; NaN stays NaN.
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = core::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75; // 0x3F317200: ln 2 with 12 trailing zero bits
-    const LN2_LO: f32 = 1.428_606_8e-6; // ln 2 - LN2_HI
-    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
     let x = if x < -104.0 { -104.0 } else { x };
     let x = if x > 89.0 { 89.0 } else { x };
-    let shifted = x * LOG2E + MAGIC;
-    let k = shifted - MAGIC;
-    let ki = (shifted.to_bits() as i32).wrapping_sub(0x4B40_0000);
-    let r = (x - k * LN2_HI) - k * LN2_LO;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0
-                    + r * (1.0 / 24.0
-                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    let (p, ki) = exp_reduced(x);
     let k1 = ki >> 1;
     let pow2 = |e: i32| f32::from_bits((e.wrapping_add(127) as u32).wrapping_shl(23));
     p * pow2(k1) * pow2(ki.wrapping_sub(k1))
@@ -681,8 +680,6 @@ pub(crate) fn exp(x: f32) -> f32 {
 /// +inf`, negative arguments and NaN give NaN.
 #[inline(always)]
 pub(crate) fn log(x: f32) -> f32 {
-    const LN2_HI: f32 = 0.693_145_75; // 0x3F317200: ln 2 with 12 trailing zero bits
-    const LN2_LO: f32 = 1.428_606_8e-6; // ln 2 - LN2_HI
     const LG1: f32 = f32::from_bits(0x3f2a_aaaa); // 0xaaaaaa.0p-24 ≈ 0.6666666
     const LG2: f32 = f32::from_bits(0x3ecc_ce13); // 0xccce13.0p-25 ≈ 0.4000097
     const LG3: f32 = f32::from_bits(0x3e91_e9ee); // 0x91e9ee.0p-25 ≈ 0.2849879
@@ -761,8 +758,6 @@ fn softplus(x: f32) -> f32 {
 /// relative for `|s| <= 0.2`). Within 1 ulp on [0, 1]; exact to the last bit for tiny `e`.
 #[inline(always)]
 fn log1p_unit(e: f32) -> f32 {
-    const LN2_HI: f32 = 0.693_145_75; // 0x3F317200: ln 2 with 12 trailing zero bits
-    const LN2_LO: f32 = 1.428_606_8e-6; // ln 2 - LN2_HI
     let big = e >= 0.5;
     let f = if big { (e - 1.0) * 0.5 } else { e };
     let k: f32 = if big { 1.0 } else { 0.0 };
