@@ -89,12 +89,8 @@ fn copy_output(
     output: &mut [f32],
 ) -> Result<(), Error> {
     let t = model.output_tensor();
-    let range = match (decoded.tensor(t), decoded.shape(t, batch)) {
-        (Some(rec), Some((_, _, range)))
-            if matches!(rec.kind, TensorKind::Intermediate | TensorKind::Output) =>
-        {
-            range
-        }
+    let range = match decoded.shape(t, batch) {
+        Some((_, _, Some(range))) => range,
         _ => model.arena_range(&model.tensor_rec(t)?, batch)?,
     };
     let src = graph.get(range).ok_or(ops_err())?;
@@ -130,10 +126,10 @@ pub(crate) struct Decoded<'m> {
     /// The row count [`Decoded::shapes`] were resolved for.
     #[cfg(feature = "alloc")]
     rows: usize,
-    /// Per tensor at `rows` rows: its dims, element count and arena range (empty for
+    /// Per tensor at `rows` rows: its dims, element count and arena range (`None` for
     /// inputs and constants).
     #[cfg(feature = "alloc")]
-    shapes: alloc::vec::Vec<(Dims, usize, Range<usize>)>,
+    shapes: alloc::vec::Vec<(Dims, usize, Option<Range<usize>>)>,
     /// The graph inputs ([`Model::inputs`]).
     #[cfg(feature = "alloc")]
     inputs_info: alloc::vec::Vec<crate::model::InputInfo>,
@@ -163,9 +159,9 @@ impl<'m> Decoded<'m> {
                     let n = rec.shape.elements(rows).ok_or(ops_err())?;
                     let range = match rec.kind {
                         TensorKind::Intermediate | TensorKind::Output => {
-                            model.arena_range(&rec, rows)?
+                            Some(model.arena_range(&rec, rows)?)
                         }
-                        TensorKind::Input | TensorKind::Const => 0..0,
+                        TensorKind::Input | TensorKind::Const => None,
                     };
                     d.shapes.push((rec.shape.concrete(rows), n, range));
                     d.consts.push(match rec.kind {
@@ -213,8 +209,9 @@ impl<'m> Decoded<'m> {
         &[]
     }
 
-    /// Tensor `t`'s dims, element count and arena range at `rows` rows, if resolved.
-    fn shape(&self, t: u32, rows: usize) -> Option<(Dims, usize, Range<usize>)> {
+    /// Tensor `t`'s dims, element count and arena range (`None` for inputs and constants)
+    /// at `rows` rows, if resolved.
+    fn shape(&self, t: u32, rows: usize) -> Option<(Dims, usize, Option<Range<usize>>)> {
         #[cfg(feature = "alloc")]
         {
             if rows != self.rows {
@@ -295,7 +292,7 @@ impl<'x, 'm: 'x> Views<'x, 'm> {
             _ => self.rec(tensor)?,
         };
         let (dims, n, range) = match self.decoded.shape(tensor, self.batch) {
-            Some((dims, n, range)) => (dims, n, Some(range)),
+            Some(cached) => cached,
             None => {
                 let n = rec.shape.elements(self.batch).ok_or(ops_err())?;
                 (rec.shape.concrete(self.batch), n, None)
@@ -401,9 +398,8 @@ pub(crate) fn run_graph<S: Selection>(
             Some(r) => r,
             None => model.tensor_rec(node.output)?,
         };
-        let arena_kind = matches!(out_rec.kind, TensorKind::Intermediate | TensorKind::Output);
         let (od, range) = match decoded.shape(node.output, batch) {
-            Some((od, _, range)) if arena_kind => (od, range),
+            Some((od, _, Some(range))) => (od, range),
             _ => (
                 out_rec.shape.concrete(batch),
                 model.arena_range(&out_rec, batch)?,
