@@ -7,17 +7,24 @@
 //! int8 covers: the clipping point with the least expected squared quantization error over
 //! the values seen ([`calibrate`]); the node's activation scale is that range over 127. A
 //! node whose input stayed 0 keeps f32 activations.
+//!
+//! The transcendental activations (SiLU, GELU, sigmoid, tanh, softplus, ELU, SELU) become
+//! table lookups ([`apply_tables`], `flowrt::ops::lut`): their input is quantized to int8 the
+//! same way, with a range calibrated the same way, and the 255 possible results are computed
+//! here with the runtime's own function and stored (f16 when every value fits). On a
+//! microcontroller a lookup costs a handful of instructions where SiLU costs about fifty.
 
 use anyhow::{bail, Result};
 use flowrt::format::{Dim, ScaleType, WeightType};
-use flowrt::ir::{ModelDesc, Op};
+use flowrt::ir::{ModelDesc, Op, UnaryOp};
 
 pub use crate::calibration::Calibration;
 
 /// Histogram bins of `|x|` per node for the clipping search of [`calibrate`].
 const BINS: usize = 2048;
 
-/// Picks, for every Dense and Conv node of `desc`, the range of its input 0 that int8
+/// Picks, for every Dense and Conv node of `desc` and every activation [`apply_tables`]
+/// may tabulate, the range of its input 0 that int8
 /// covers (`None` for other nodes, `Some(0.0)` for an input that stayed 0): two passes over
 /// the calibration trajectories, the first for the largest `|x|`, the second for a
 /// `BINS`-bin histogram of `|x|` below it; the range is the clipping point `c` that
@@ -31,7 +38,7 @@ pub fn calibrate(desc: &ModelDesc, cal: &Calibration) -> Result<Vec<Option<f32>>
     // Which tensor feeds which node's input 0.
     let mut watch: Vec<Vec<usize>> = vec![Vec::new(); desc.tensors.len()];
     for (i, n) in desc.nodes.iter().enumerate() {
-        if is_candidate(&n.op) {
+        if is_candidate(&n.op) || tabulated(&n.op).is_some() {
             if let Some(&t) = n.inputs.first() {
                 watch[t as usize].push(i);
             }
@@ -112,6 +119,74 @@ fn mse_clip(h: &[u64], max: f32) -> f32 {
 
 fn is_candidate(op: &Op) -> bool {
     matches!(op, Op::Dense | Op::Conv { .. })
+}
+
+/// The function of a unary node [`apply_tables`] turns into a table: the transcendental
+/// activations, which cost tens of instructions per value. Cheap or exact ones (ReLU, leaky
+/// ReLU, arithmetic) and the math functions of time embeddings and normalizations (sin,
+/// exp, log, rsqrt, ...) stay as they are.
+fn tabulated(op: &Op) -> Option<UnaryOp> {
+    match op {
+        Op::Unary(
+            u @ (UnaryOp::Sigmoid
+            | UnaryOp::Tanh
+            | UnaryOp::Softplus
+            | UnaryOp::Silu
+            | UnaryOp::GeluErf
+            | UnaryOp::GeluTanh
+            | UnaryOp::Elu { .. }
+            | UnaryOp::Selu { .. }),
+        ) => Some(*u),
+        _ => None,
+    }
+}
+
+/// Turns every activation [`tabulated`] names whose input has a calibrated range `> 0` into
+/// a `Lut` node: inputs `[x, table, scale]` with `scale = range / 127` (f32) and `table[j] =
+/// f((j − 127) · scale)` for `j` in `0..255`, computed with the runtime's own `f` and stored
+/// f16 when every value is finite and within f16's range (else f32). Returns how many
+/// nodes changed.
+///
+/// Errors: a range list that does not match the nodes.
+pub fn apply_tables(desc: &mut ModelDesc, ranges: &[Option<f32>]) -> Result<usize> {
+    if ranges.len() != desc.nodes.len() {
+        bail!("calibration ranges do not match the model's nodes");
+    }
+    let mut changed = 0;
+    for (i, range) in ranges.iter().enumerate() {
+        let Some(f) = tabulated(&desc.nodes[i].op) else {
+            continue;
+        };
+        let Some(range) = range.filter(|r| *r > 0.0 && r.is_finite()) else {
+            continue;
+        };
+        let x = desc.nodes[i].inputs[0] as usize;
+        if desc.tensors[x].data.is_some() {
+            continue;
+        }
+        let scale = range / 127.0;
+        let table: Vec<f32> = (-127i32..=127).map(|q| f.apply(q as f32 * scale)).collect();
+        let stored = if table.iter().all(|v| v.is_finite() && v.abs() <= 65504.0) {
+            WeightType::F16
+        } else {
+            WeightType::F32
+        };
+        let name = desc.nodes[i].name.clone();
+        let entries = Dim::Fixed(table.len() as u32);
+        let t = push_const(desc, format!("{name}.table"), vec![entries], table, stored);
+        let s = push_const(
+            desc,
+            format!("{name}.table_scale"),
+            vec![Dim::Fixed(1)],
+            vec![scale],
+            WeightType::F32,
+        );
+        let node = &mut desc.nodes[i];
+        node.op = Op::Lut { of: f };
+        node.inputs = vec![node.inputs[0], t, s];
+        changed += 1;
+    }
+    Ok(changed)
 }
 
 /// Turns every Dense and Conv node with int8 weights and a calibrated range `> 0` into its
@@ -251,6 +326,63 @@ fn output_first_conv(shape: &[Dim], w: &[f32]) -> Result<(Vec<Dim>, Vec<f32>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flowrt::ir::{ModelBuilder, Role};
+
+    /// Dense → SiLU → Dense → ReLU → SELU → Sin: the calibrated SiLU becomes a table of
+    /// `silu(q · range / 127)` stored f16, the SELU whose values pass f16's range a table
+    /// stored f32; ReLU and sin, and an activation without a range, stay as they are.
+    #[test]
+    fn tables_replace_the_calibrated_transcendental_activations() {
+        let f = Dim::Fixed;
+        let mut b = ModelBuilder::default();
+        let x = b.input(&[f(2), f(3)], Role::Data);
+        let w = b.constant(&[f(3), f(3)], vec![0.5; 9]);
+        let d0 = b.node(Op::Dense, &[x, w], &[f(2), f(3)]);
+        let a1 = b.node(Op::Unary(UnaryOp::Silu), &[d0], &[f(2), f(3)]);
+        let d2 = b.node(Op::Dense, &[a1, w], &[f(2), f(3)]);
+        let a3 = b.node(Op::Unary(UnaryOp::Relu), &[d2], &[f(2), f(3)]);
+        let selu = UnaryOp::Selu {
+            alpha: 1.67,
+            gamma: 1.05,
+        };
+        let a4 = b.node(Op::Unary(selu), &[a3], &[f(2), f(3)]);
+        let a5 = b.node(Op::Unary(UnaryOp::Sin), &[a4], &[f(2), f(3)]);
+        let a6 = b.node(Op::Unary(UnaryOp::Tanh), &[a5], &[f(2), f(3)]);
+        let mut desc = b.finish(a6);
+        let ranges = [None, Some(2.0), None, Some(1.0), Some(1e5), Some(3.0), None];
+        assert_eq!(apply_tables(&mut desc, &ranges).unwrap(), 2);
+        let ops: Vec<_> = desc.nodes.iter().map(|n| n.op).collect();
+        assert_eq!(ops[1], Op::Lut { of: UnaryOp::Silu });
+        assert_eq!(ops[3], Op::Unary(UnaryOp::Relu));
+        assert_eq!(ops[4], Op::Lut { of: selu });
+        assert_eq!(ops[5], Op::Unary(UnaryOp::Sin));
+        assert_eq!(ops[6], Op::Unary(UnaryOp::Tanh));
+        for (node, range, stored) in [(1, 2.0f32, WeightType::F16), (4, 1e5, WeightType::F32)] {
+            let n = &desc.nodes[node];
+            let f = match n.op {
+                Op::Lut { of } => of,
+                _ => unreachable!(),
+            };
+            let (t, s) = (
+                &desc.tensors[n.inputs[1] as usize],
+                &desc.tensors[n.inputs[2] as usize],
+            );
+            assert_eq!(t.stored, stored, "node {node}");
+            assert_eq!(t.shape, vec![Dim::Fixed(255)]);
+            let scale = range / 127.0;
+            assert_eq!(s.data.as_deref(), Some(&[scale][..]));
+            let table = t.data.as_ref().unwrap();
+            for (j, v) in table.iter().enumerate() {
+                let want = f.apply((j as i32 - 127) as f32 * scale);
+                assert_eq!(v.to_bits(), want.to_bits(), "node {node} entry {j}");
+            }
+        }
+        // The written file loads and runs its tables.
+        let bytes = flowrt::write::write(&desc).unwrap();
+        let file = flowrt::format::AlignedBytes::copy_from(&bytes);
+        assert!(flowrt::Model::from_bytes(file.as_slice()).is_ok());
+        assert!(apply_tables(&mut desc, &ranges[1..]).is_err());
+    }
 
     /// Values spread evenly up to the maximum: clipping only loses, the range stays near it.
     #[test]

@@ -60,6 +60,10 @@ pub struct ExportOptions {
     /// main velocity network; pipeline stages (blocks, refiners, a decoder) keep f32
     /// activations with int8 weights.
     pub int8_activations: Option<int8act::Calibration>,
+    /// In the full-integer mode, keep the activation functions in f32 (`export
+    /// --activation-tables off`) instead of table lookups on their int8-quantized input
+    /// ([`int8act::apply_tables`], the default).
+    pub exact_activations: bool,
     /// How int8 weights are rounded (`export --rounding`): GPTQ on the Dense weights by
     /// default ([`gptq`]), nearest for the rest and for pipeline decoders.
     pub rounding: gptq::Rounding,
@@ -176,6 +180,9 @@ pub fn onnx_to_desc(path: &Path, opts: &ExportOptions) -> Result<ModelDesc> {
         let ranges = int8act::calibrate(&desc, cal)
             .with_context(|| format!("calibrating the activations of {}", path.display()))?;
         int8act::apply(&mut desc, &ranges)?;
+        if !opts.exact_activations {
+            int8act::apply_tables(&mut desc, &ranges)?;
+        }
     }
     if !opts.keep_names {
         // The signature's names stay (they are few and say what to feed).

@@ -90,6 +90,16 @@ fn main() {
         ("moons_cfg_label", "moons_cfg", plain.clone()),
         ("moons_meanflow_step", "moons_meanflow", plain.clone()),
         (
+            // The full-integer mode: int8 activations and table activations (`Lut`).
+            "moons_icfm_act8_lut",
+            "moons_icfm",
+            ExportOptions {
+                weights: weights(WeightKind::Int8),
+                int8_activations: Some(Default::default()),
+                ..plain.clone()
+            },
+        ),
+        (
             "moons_opzoo_int8_widen",
             "moons_opzoo",
             ExportOptions {

@@ -480,6 +480,13 @@ fn exec_node<S: Selection>(
         NodeOp::Unary(op) if has(node::UNARY) => {
             ops::unary_linked(op, v.input(node, 0)?.0, out, select::has_unary::<S>)
         }
+        NodeOp::Lut { .. } if has(node::LUT) => {
+            // The loader checked the table and the scale (constants; the scale > 0).
+            let (x, _, _) = v.input(node, 0)?;
+            let (table, _) = v.weights::<S>(node, 1)?;
+            let scale = v.input(node, 2)?.0.first().copied().ok_or(ops_err())?;
+            ops::lut(x, table, scale, out)
+        }
         NodeOp::Where if has(node::WHERE) => {
             let (c, _, cd) = v.input(node, 0)?;
             let (a, _, ad) = v.input(node, 1)?;

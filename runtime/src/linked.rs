@@ -93,8 +93,10 @@ pub mod node {
     pub const WIDEN: u32 = 1 << 18;
     /// `Norm` (the fused normalizations).
     pub const NORM: u32 = 1 << 19;
+    /// `Lut` (table activations of the full-integer mode).
+    pub const LUT: u32 = 1 << 20;
     /// Names of the bits, lowest first (for generated code and messages).
-    pub const NAMES: [&str; 20] = [
+    pub const NAMES: [&str; 21] = [
         "DENSE",
         "MATMUL",
         "BINARY",
@@ -115,6 +117,7 @@ pub mod node {
         "PAD",
         "WIDEN",
         "NORM",
+        "LUT",
     ];
 }
 

@@ -86,6 +86,7 @@ pub const fn node_bit(op: &NodeOp) -> u32 {
         NodeOp::Pad { .. } => node::PAD,
         NodeOp::Widen => node::WIDEN,
         NodeOp::Norm { .. } => node::NORM,
+        NodeOp::Lut { .. } => node::LUT,
     }
 }
 

@@ -1,13 +1,14 @@
 //! Full-integer Dense and Conv (4 inputs: `x, w, bias, act_scale`, docs/frt-format.md
-//! "Full-integer Dense and Conv") through the writer, the loader and the executor, against
-//! the definition computed here from the stored int8 values; and the loader's rules.
+//! "Full-integer Dense and Conv") and the table activations (`Lut`) through the writer, the
+//! loader and the executor, against the definitions computed here from the stored values;
+//! and the loader's rules.
 #![allow(clippy::needless_range_loop)] // the references index like the definition
 
 mod common;
 
 use common::{f, load, Lcg};
 use flowrt::format::{ScaleType, WeightType};
-use flowrt::ir::{ModelBuilder, ModelDesc, Op, Role, Window};
+use flowrt::ir::{ModelBuilder, ModelDesc, Op, Role, UnaryOp, Window};
 use flowrt::ops::{Int8Weights, Weights};
 use flowrt::{Error, Model};
 
@@ -180,4 +181,112 @@ fn full_integer_rules() {
     let out = run(&model, &[&x], 18).unwrap();
     assert!(out[..6].iter().chain(&out[12..]).all(|v| v.is_finite()));
     assert!(out[6..12].iter().all(|v| v.is_nan()));
+}
+
+/// `x [2, 9]` → Lut with `table` (shape `[table.len()]`, stored as `stored`) and `scale`.
+fn lut_graph(table: Vec<f32>, stored: WeightType, scale: Vec<f32>) -> (ModelDesc, [u32; 2]) {
+    let mut b = ModelBuilder::default();
+    let x = b.input(&[f(2), f(9)], Role::Data);
+    let t = b.constant(&[f(table.len() as u32)], table);
+    let n = scale.len() as u32;
+    let s = b.constant(&[f(n)], scale);
+    let out = b.node(Op::Lut { of: UnaryOp::Silu }, &[x, t, s], &[f(2), f(9)]);
+    let mut d = b.finish(out);
+    d.tensors[t as usize].stored = stored;
+    (d, [t, s])
+}
+
+/// Table values that differ everywhere and are not exact in f16.
+fn some_table() -> Vec<f32> {
+    (0..255)
+        .map(|j| (j as f32 * 0.37).sin() * 3.1 + j as f32 / 7.0)
+        .collect()
+}
+
+#[test]
+fn lut_reads_the_table_entry_of_each_inputs_int8_code() {
+    for stored in [WeightType::F32, WeightType::F16, WeightType::Bf16] {
+        // A power-of-two scale makes `x · (1 / s)` exact, so the ties are ties.
+        for s in [0.25f32, 0.037] {
+            let (desc, [t, _]) = lut_graph(some_table(), stored, vec![s]);
+            let file = load(&desc);
+            let model = Model::from_bytes(file.as_slice()).unwrap();
+            let table = model.const_weights(t).unwrap().dequantize();
+            let x = [
+                0.0,
+                -0.0,
+                -0.1 * s, // rounds to -0: code 0
+                0.5 * s,  // a tie: away from zero, code 1
+                -2.5 * s, // code -3
+                126.49 * s,
+                126.5 * s,  // code 127
+                -200.0 * s, // saturates at -127
+                1e30,
+                f32::MAX,
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                f32::NAN,
+                3.3,
+                -1.7,
+                f32::MIN_POSITIVE,
+                -1e-40,
+                0.499 * s,
+            ];
+            let got = run(&model, &[&x], 18).unwrap();
+            for (i, v) in x.iter().enumerate() {
+                if v.is_nan() {
+                    assert!(got[i].is_nan(), "{stored:?} s {s}: NaN gave {}", got[i]);
+                    continue;
+                }
+                let want = table[(q(*v, s) + 127) as usize];
+                assert_eq!(
+                    got[i].to_bits(),
+                    want.to_bits(),
+                    "{stored:?} s {s}: x {v:e}"
+                );
+            }
+            // The NaN touched its own value only; the row without it has no NaN.
+            assert_eq!(got.iter().filter(|v| v.is_nan()).count(), 1);
+        }
+    }
+}
+
+#[test]
+fn lut_rules() {
+    let load_err = |d: &ModelDesc| match flowrt::write::write(d) {
+        Err(e) => format!("{e}"),
+        Ok(bytes) => {
+            let a = flowrt::format::AlignedBytes::copy_from(&bytes);
+            format!("{}", Model::from_bytes(a.as_slice()).expect_err("loads"))
+        }
+    };
+    for bad in [
+        vec![0.0],
+        vec![-0.5],
+        vec![f32::NAN],
+        vec![f32::INFINITY],
+        vec![0.1, 0.2],
+    ] {
+        let (d, _) = lut_graph(some_table(), WeightType::F32, bad.clone());
+        let e = load_err(&d);
+        assert!(e.contains("Lut scale"), "{bad:?}: {e}");
+    }
+    let (d, _) = lut_graph(vec![0.5; 254], WeightType::F32, vec![0.1]);
+    assert!(load_err(&d).contains("Lut table (input 1) must have shape [255]"));
+    // An int8 table, and a scale stored f16: inputs that do not read those types.
+    let (mut d, [t, s]) = lut_graph(some_table(), WeightType::F32, vec![0.1]);
+    d.tensors[t as usize].stored = INT8;
+    assert!(flowrt::write::write(&d).is_err());
+    d.tensors[t as usize].stored = WeightType::F16;
+    d.tensors[s as usize].stored = WeightType::F16;
+    assert!(flowrt::write::write(&d).is_err());
+    // A table computed at run time.
+    let mut b = ModelBuilder::default();
+    let x = b.input(&[f(2), f(9)], Role::Data);
+    let c = b.constant(&[f(255)], some_table());
+    let t = b.node(Op::Unary(UnaryOp::Neg), &[c], &[f(255)]);
+    let s = b.constant(&[f(1)], vec![0.1]);
+    let out = b.node(Op::Lut { of: UnaryOp::Silu }, &[x, t, s], &[f(2), f(9)]);
+    let e = load_err(&b.finish(out));
+    assert!(e.contains("Lut table (input 1) must be a constant"), "{e}");
 }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
-use flowrt::format::AlignedBytes;
+use flowrt::format::{AlignedBytes, NodeOp};
 use flowrt::solver::Method;
 use flowrt::Model;
 use flowrt_export::{roles, ExportOptions};
@@ -99,6 +99,11 @@ pub struct ExportArgs {
     /// --refiner and --decoder graphs keep f32 activations.
     #[arg(long, default_value = "f32", value_name = "TYPE")]
     pub activations: String,
+    /// With --activations int8: on (default) turns SiLU, GELU, sigmoid, tanh, softplus, ELU
+    /// and SELU into 255-entry tables read with their int8-quantized input (a few
+    /// instructions per value on a microcontroller instead of tens); off keeps them f32.
+    #[arg(long, default_value = "on", value_name = "ON|OFF")]
+    pub activation_tables: String,
     /// How --weights int8 picks each int8 value: gptq (default: Dense weights rounded
     /// one input at a time, each rounding error moved onto the inputs not yet rounded, as
     /// the model's own activations on sampled trajectories say; other weights and models
@@ -145,6 +150,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
         strip_names: _,
         fixed_records,
         activations,
+        activation_tables,
         rounding,
         calibrate_rows,
         calibrate_steps,
@@ -202,6 +208,11 @@ pub fn run(a: ExportArgs) -> Result<()> {
             flowrt::write::Layout::Fixed
         } else {
             flowrt::write::Layout::Compact
+        },
+        exact_activations: match activation_tables.as_str() {
+            "on" => false,
+            "off" => true,
+            other => bail!("--activation-tables {other}: expected on or off"),
         },
         int8_activations: match activations.as_str() {
             "f32" => None,
@@ -375,9 +386,19 @@ fn write(model: &Path, output: &Path, opts: &ExportOptions) -> Result<()> {
         let list: Vec<String> = typed.iter().map(|(n, c)| format!("{n} x{c}")).collect();
         format!(", stored: {}", list.join(", "))
     };
-    let integer = m.nodes().filter(|n| n.inputs().count() == 4).count();
+    let integer = m
+        .nodes()
+        .filter(|n| matches!(n.op, NodeOp::Dense | NodeOp::Conv { .. }) && n.inputs().count() == 4)
+        .count();
     if integer > 0 {
         weights.push_str(&format!(", int8 activations on {integer} nodes"));
+    }
+    let tables = m
+        .nodes()
+        .filter(|n| matches!(n.op, NodeOp::Lut { .. }))
+        .count();
+    if tables > 0 {
+        weights.push_str(&format!(", {tables} activations by table"));
     }
     if let Some(how) = m.metadata_value("int8_rounding") {
         weights.push_str(&format!(", int8 rounding: {how}"));

@@ -22,7 +22,8 @@ pub const FAMILIES: [&str; 8] = [
 
 /// The family of an op: `matmul` (Dense, MatMul), `conv` (Conv, ConvTranspose),
 /// `norm/reduce` (Reduce, Softmax, Norm: the normalisations), `activation`
-/// (non-linear unary functions: ReLU, SiLU, GELU, sigmoid, tanh, sin, exp ...),
+/// (non-linear unary functions: ReLU, SiLU, GELU, sigmoid, tanh, sin, exp ..., and their
+/// tables, `Lut`),
 /// `elementwise` (binary arithmetic and comparisons, Where, and the arithmetic unary ops
 /// neg, abs, recip, square, sqrt, rsqrt, floor, ceil, round), `pool/resize`, `shape`
 /// (Reshape, Expand, Transpose, Slice, Concat, Pad) and `gather` (embedding tables).
@@ -43,6 +44,7 @@ pub fn family_of(op: &NodeOp) -> &'static str {
             | Unary::Round => "elementwise",
             _ => "activation",
         },
+        NodeOp::Lut { .. } => "activation",
         NodeOp::Binary(_) | NodeOp::Where => "elementwise",
         NodeOp::Pool { .. } | NodeOp::Resize { .. } => "pool/resize",
         NodeOp::Reshape

@@ -142,7 +142,10 @@ fn int8_activations_export_and_sample_close_to_f32() {
         &dir.path("act8.frt"),
         "--weights int8 --activations int8 --calibrate-rows 64 --calibrate-steps 4",
     );
-    assert_contains(&out, &["int8 activations on 4 nodes"]);
+    assert_contains(
+        &out,
+        &["int8 activations on 4 nodes, 3 activations by table"],
+    );
     let (a, b) = (dir.path("f32.npy"), dir.path("act8.npy"));
     sample_ok(&f32_frt, &noise, &[&"--method euler --steps 8"], &a);
     sample_ok(
@@ -170,6 +173,28 @@ fn int8_activations_export_and_sample_close_to_f32() {
         &dir.path("x.frt"),
         "--weights int8 --activations int4",
         &["--activations int4"],
+    );
+    // The activation functions in f32 instead: no tables, samples as close.
+    let out = export_fx(
+        MODEL,
+        &dir.path("exact.frt"),
+        "--weights int8 --activations int8 --calibrate-rows 64 --calibrate-steps 4 --activation-tables off",
+    );
+    assert!(!out.contains("by table"), "{out}");
+    let c = dir.path("exact.npy");
+    sample_ok(
+        &dir.path("exact.frt"),
+        &noise,
+        &[&"--method euler --steps 8"],
+        &c,
+    );
+    let r = rms_diff(&a, &c);
+    assert!(r > 0.0 && r < 0.1, "rms {r} from f32");
+    export_fails(
+        MODEL,
+        &dir.path("x.frt"),
+        "--weights int8 --activations int8 --activation-tables maybe",
+        &["--activation-tables maybe: expected on or off"],
     );
 }
 

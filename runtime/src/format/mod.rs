@@ -261,6 +261,8 @@ pub mod opcode {
     pub const SLICE: u16 = 0x0014;
     /// `Where`: `cond != 0 ? a : b`, three inputs broadcast together.
     pub const WHERE: u16 = 0x0020;
+    /// `Lut { of }`: a unary function by table lookup on the int8-quantized input.
+    pub const LUT: u16 = 0x0021;
     /// `Gather { axis: 0 }`: rows of a table picked by an index tensor (embedding lookup).
     pub const GATHER: u16 = 0x0030;
     /// `Pad { mode, begin, end }`.

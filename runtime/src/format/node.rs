@@ -127,6 +127,16 @@ pub enum NodeOp {
         /// Padding after, per axis (entries past the rank are 0).
         end: [u16; MAX_RANK],
     },
+    /// `inputs = [x, table, scale]`: a unary function by table lookup (the full-integer
+    /// mode's activations, `flowrt export --activations int8`): `x` quantized like a
+    /// full-integer Dense input, `q = clamp(round(x / scale), -127, 127)`, then `out =
+    /// table[q + 127]`; a NaN `x` gives NaN. `table` is a constant of 255 values (f32, f16 or
+    /// bf16), `scale` a constant `[1]` (finite, `> 0`). `of` names the function the table
+    /// holds, for `inspect` only: the values come from the table.
+    Lut {
+        /// The function tabulated.
+        of: Unary,
+    },
     /// `inputs = [c]`: the values of constant `c` as f32, `c` stored in any type (f32, f16,
     /// bf16, int8; [`crate::format::WeightType`]). How a typed constant reaches an input that
     /// reads f32 (an element-wise operand, a norm parameter): the exporter stores such
@@ -190,14 +200,16 @@ impl NodeOp {
 
     /// Whether input `j` may be a constant stored as `stored` (the reader's and the
     /// writer's rule): f32 anywhere; f16, bf16 and int8 for weight inputs, biases and the
-    /// input of `Widen`.
+    /// input of `Widen`; f16 and bf16 for a `Lut`'s table.
     pub fn accepts_stored(&self, j: usize, stored: crate::format::WeightType) -> bool {
         use crate::format::WeightType;
         match stored {
             WeightType::F32 => true,
             _ if matches!((self, j), (NodeOp::Widen, 0)) => true,
             WeightType::F16 | WeightType::Bf16 => {
-                self.reads_typed_weights(j) || self.reads_typed_bias(j)
+                self.reads_typed_weights(j)
+                    || self.reads_typed_bias(j)
+                    || matches!((self, j), (NodeOp::Lut { .. }, 1))
             }
             WeightType::Int8 { .. } => self.reads_typed_weights(j) || self.reads_typed_bias(j),
         }
@@ -269,6 +281,7 @@ impl NodeOp {
             NodeOp::Resize { .. } => "Resize",
             NodeOp::Pad { .. } => "Pad",
             NodeOp::Widen => "Widen",
+            NodeOp::Lut { .. } => "Lut",
         }
     }
 
@@ -299,6 +312,13 @@ impl NodeOp {
             }
             NodeOp::Reshape => opcode::RESHAPE,
             NodeOp::Widen => opcode::WIDEN,
+            NodeOp::Lut { of } => {
+                let (p0, p1) = of.params();
+                a[0] = u32::from(of.code());
+                a[1] = p0.to_bits();
+                a[2] = p1.to_bits();
+                opcode::LUT
+            }
             NodeOp::Expand => opcode::EXPAND,
             NodeOp::Where => opcode::WHERE,
             NodeOp::Gather => opcode::GATHER,
@@ -409,6 +429,19 @@ impl NodeOp {
             opcode::CONCAT if has(node::CONCAT) => NodeOp::Concat { axis: attrs[0] },
             opcode::RESHAPE if has(node::RESHAPE) => NodeOp::Reshape,
             opcode::WIDEN if has(node::WIDEN) => NodeOp::Widen,
+            opcode::LUT if has(node::LUT) => {
+                let code = u16::try_from(attrs[0]).map_err(|_| "unknown tabulated function")?;
+                let of = Unary::from_code(code, f32::from_bits(attrs[1]), f32::from_bits(attrs[2]))
+                    .ok_or("unknown tabulated function")?;
+                let (p0, p1) = of.params();
+                if !p0.is_finite() || !p1.is_finite() {
+                    return Err("activation parameter is not finite");
+                }
+                if p0.to_bits() != attrs[1] || p1.to_bits() != attrs[2] || !used(3) {
+                    return Err("non-zero unused attribute");
+                }
+                return Ok(NodeOp::Lut { of });
+            }
             opcode::EXPAND if has(node::EXPAND) => NodeOp::Expand,
             opcode::WHERE if has(node::WHERE) => NodeOp::Where,
             // attrs[0] is the axis; only 0 is defined (checked as an unused word below).
@@ -602,7 +635,7 @@ impl NodeOp {
             NodeOp::Dense | NodeOp::Conv { .. } => (2, 4),
             NodeOp::ConvTranspose { .. } => (2, 3),
             NodeOp::MatMul | NodeOp::Binary(_) | NodeOp::Gather => (2, 2),
-            NodeOp::Where => (3, 3),
+            NodeOp::Where | NodeOp::Lut { .. } => (3, 3),
             NodeOp::Concat { .. } => (1, u16::MAX as usize),
             _ => (1, 1),
         }
@@ -619,7 +652,7 @@ fn axis_range(start: u32, end: u32) -> Result<(u8, u8), &'static str> {
 
 /// What [`Error::NotLinked`] calls a node of kind `bit` (a [`node`] constant).
 fn kind_name(bit: u32) -> &'static str {
-    const NAMES: [&str; 20] = [
+    const NAMES: [&str; 21] = [
         "Dense",
         "MatMul",
         "a binary op",
@@ -640,6 +673,7 @@ fn kind_name(bit: u32) -> &'static str {
         "Pad",
         "Widen",
         "Norm",
+        "Lut",
     ];
     NAMES
         .get(bit.trailing_zeros() as usize)
@@ -651,7 +685,7 @@ fn kind_name(bit: u32) -> &'static str {
 pub(super) fn opcode_bit(code: u16) -> Option<u32> {
     use crate::format::opcode as op;
     // (code, bit index): a table is a fraction of the code of a `match`.
-    const KINDS: [(u16, u8); 18] = [
+    const KINDS: [(u16, u8); 19] = [
         (op::DENSE, 0),
         (op::MATMUL, 1),
         (op::WHERE, 4),
@@ -670,6 +704,7 @@ pub(super) fn opcode_bit(code: u16) -> Option<u32> {
         (op::PAD, 17),
         (op::WIDEN, 18),
         (op::NORM, 19),
+        (op::LUT, 20),
     ];
     KINDS
         .iter()

@@ -247,6 +247,19 @@ pub(crate) fn check_node_linked<S: Selection + ?Sized>(
                 return Err("Concat output dim is not the sum of the input dims");
             }
         }
+        NodeOp::Lut { .. } if has(node::LUT) => {
+            if inp(0)? != *out {
+                return Err("output shape differs from the input shape");
+            }
+            let t = inp(1)?;
+            if t.rank() != 1 || fixed(&t, 0) != Some(crate::ops::LUT_ENTRIES) {
+                return Err("Lut table (input 1) must have shape [255]");
+            }
+            let s = inp(2)?;
+            if s.rank() != 1 || fixed(&s, 0) != Some(1) {
+                return Err("Lut scale (input 2) must have shape [1]");
+            }
+        }
         NodeOp::Widen if has(node::WIDEN) => {
             let x = inp(0)?;
             if x.has_batch() || x != *out {

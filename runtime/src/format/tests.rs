@@ -9,6 +9,10 @@ fn every_op_round_trips_through_its_encoding() {
         NodeOp::Concat { axis: 3 },
         NodeOp::Reshape,
         NodeOp::Widen,
+        NodeOp::Lut { of: Unary::Silu },
+        NodeOp::Lut {
+            of: Unary::Elu { alpha: 0.5 },
+        },
         NodeOp::Norm {
             start: 1,
             end: 3,
@@ -171,7 +175,7 @@ fn decode_rejects_bad_attributes() {
     a[7] = 1;
     assert!(NodeOp::decode(opcode::DENSE, a).is_err()); // unused word
     assert!(NodeOp::decode(opcode::WHERE, a).is_err()); // unused word
-    assert!(NodeOp::decode(opcode::WHERE + 1, [0; NODE_ATTRS]).is_err());
+    assert!(NodeOp::decode(opcode::LUT + 1, [0; NODE_ATTRS]).is_err());
     let mut p = [0u32; NODE_ATTRS];
     p[0] = 2;
     p[1] = 1;
@@ -186,6 +190,26 @@ fn decode_rejects_bad_attributes() {
     assert!(NodeOp::decode(opcode::UNARY_BASE + 1, u).is_err()); // non-finite alpha
     u[0] = 1.0f32.to_bits();
     assert!(NodeOp::decode(opcode::UNARY_BASE, u).is_err()); // Relu has no alpha
+                                                             // Lut: word 0 a unary code, words 1-2 its parameters, the rest zero.
+    let mut l = [0u32; NODE_ATTRS];
+    l[0] = 7;
+    assert_eq!(
+        NodeOp::decode(opcode::LUT, l),
+        Ok(NodeOp::Lut { of: Unary::Silu })
+    );
+    l[0] = 25;
+    assert!(NodeOp::decode(opcode::LUT, l).is_err()); // no such function
+    l[0] = 0x1_0007;
+    assert!(NodeOp::decode(opcode::LUT, l).is_err()); // code past u16
+    l[0] = 7;
+    l[1] = 1.0f32.to_bits();
+    assert!(NodeOp::decode(opcode::LUT, l).is_err()); // SiLU has no alpha
+    l[0] = 2;
+    l[1] = f32::NAN.to_bits();
+    assert!(NodeOp::decode(opcode::LUT, l).is_err()); // non-finite alpha
+    l[1] = 1.0f32.to_bits();
+    l[3] = 1;
+    assert!(NodeOp::decode(opcode::LUT, l).is_err()); // unused word
 }
 
 #[test]

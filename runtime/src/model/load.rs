@@ -615,6 +615,9 @@ impl<'a> Model<'a> {
                 }
                 self.act_scale(&node).map_err(err)?;
             }
+            if let NodeOp::Lut { .. } = node.op {
+                self.lut_scale(&node).map_err(err)?;
+            }
         }
         if next_edge != self.edges.len() / 4 {
             return Err(invalid("edge table has unused entries"));
@@ -639,16 +642,48 @@ impl<'a> Model<'a> {
         if reduction > crate::ops::MAX_INT8_REDUCTION {
             return Err("int8 activations: reduction longer than 133000 terms");
         }
-        let s = rec(3)?;
-        let value = match (s.kind, self.const_data(&s)) {
-            (TensorKind::Const, Ok([v])) => *v,
-            _ => return Err("int8 activation scale (input 3) must be one f32 constant"),
-        };
-        if !(value.is_finite() && value > 0.0) {
-            return Err("int8 activation scale must be finite and positive");
-        }
-        Ok(value)
+        self.positive_constant(node, 3).map_err(|e| match e {
+            ScaleErr::NotConstant => "int8 activation scale (input 3) must be one f32 constant",
+            ScaleErr::NotPositive => "int8 activation scale must be finite and positive",
+        })
     }
+
+    /// The scale of a `Lut` (input 2): one finite, positive f32 constant; its table (input 1)
+    /// a constant. Returns the scale.
+    pub(crate) fn lut_scale(&self, node: &NodeRec) -> Result<f32, &'static str> {
+        let table = self
+            .node_input(node, 1)
+            .and_then(|t| self.tensor_rec(t))
+            .map_err(|_| "input tensor missing")?;
+        if table.kind != TensorKind::Const {
+            return Err("Lut table (input 1) must be a constant");
+        }
+        self.positive_constant(node, 2).map_err(|e| match e {
+            ScaleErr::NotConstant => "Lut scale (input 2) must be one f32 constant",
+            ScaleErr::NotPositive => "Lut scale must be finite and positive",
+        })
+    }
+
+    /// Input `j` of `node`: a constant holding one finite, positive f32.
+    fn positive_constant(&self, node: &NodeRec, j: usize) -> Result<f32, ScaleErr> {
+        let s = self
+            .node_input(node, j)
+            .and_then(|t| self.tensor_rec(t))
+            .map_err(|_| ScaleErr::NotConstant)?;
+        match (s.kind, self.const_data(&s)) {
+            (TensorKind::Const, Ok([v])) if v.is_finite() && *v > 0.0 => Ok(*v),
+            (TensorKind::Const, Ok([_])) => Err(ScaleErr::NotPositive),
+            _ => Err(ScaleErr::NotConstant),
+        }
+    }
+}
+
+/// Why a scale input is refused ([`Model::positive_constant`]).
+enum ScaleErr {
+    /// Not a constant of one f32.
+    NotConstant,
+    /// Not finite, or `<= 0`.
+    NotPositive,
 }
 
 /// The section table, checked: bounds, alignment, overlap, duplicates, required kinds.

@@ -22,6 +22,7 @@
 //! gives the sum of the definition bit for bit (the module docs of `int8.rs`).
 
 use super::conv::{ConvGeometry, Window};
+use super::lut::quantize_fast;
 use super::weights::{load_bias, Int8Weights, Weights};
 use super::SIZE_ERR;
 use crate::Error;
@@ -41,29 +42,6 @@ pub(super) const BAND: usize = 2048;
 
 const PAIRS: usize = GROUP / 2;
 const COL_PAIRS: usize = TILE / 2;
-
-/// `|x|` by clearing the sign bit.
-#[inline(always)]
-fn abs(x: f32) -> f32 {
-    f32::from_bits(x.to_bits() & 0x7FFF_FFFF)
-}
-
-/// `clamp(round(y), -127, 127)` with `round` ties away from zero and NaN to 0 — the value of
-/// `int8::quantize_one` for `y = x · inv`, for every f32 `y` (checked for all 2³² of them):
-/// `|y|` plus the f32 just below one half, truncated (Rust's cast saturates and maps NaN to
-/// 0: one `VCVT` on the M4F), capped at 127, with the sign of `y`. The float addition rounds
-/// to nearest, so a fraction of exactly one half reaches the next integer and anything
-/// smaller does not.
-#[inline(always)]
-pub(super) fn quantize_fast(y: f32) -> i32 {
-    const BELOW_HALF: f32 = 0.499_999_97; // 0x3EFF_FFFF
-    let t = ((abs(y) + BELOW_HALF) as i32).clamp(0, 127);
-    if y.to_bits() >> 31 != 0 {
-        -t
-    } else {
-        t
-    }
-}
 
 /// Two int16 values in one word, `lo` in the low half (`PKHBT`).
 #[inline(always)]

@@ -3,7 +3,8 @@
 #![allow(clippy::needless_range_loop)] // the references index like the definition
 
 use super::int8::{conv_q8, conv_q8_blocked, dense_q8, dense_q8_blocked};
-use super::int8_packed::{kernel, pack_rows, quantize_fast, widen_rows, GROUP, KC, TILE};
+use super::int8_packed::{kernel, pack_rows, widen_rows, GROUP, KC, TILE};
+use super::lut::quantize_fast;
 use super::weights::{Int8Weights, Scales, Weights};
 use super::{Dims, Window};
 use std::vec;

@@ -36,6 +36,7 @@ mod int8;
 #[cfg(all(feature = "weights-int8", any(flowrt_dsp, test)))]
 mod int8_packed;
 mod layout;
+mod lut;
 mod reduce;
 mod resize;
 /// `sin` / `cos` in f32 and integer arithmetic (no f64: the same code, and bits, everywhere).
@@ -48,6 +49,7 @@ pub use elementwise::{binary, binary_linked, expand, select, unary, unary_linked
 #[cfg(feature = "weights-int8")]
 pub use int8::{conv_q8, dense_q8};
 pub use layout::{concat_part, gather, slice, transpose, GATHER_INDEX_ERR};
+pub use lut::{lut, LUT_ENTRIES};
 pub use reduce::{norm, reduce, softmax, ReduceKind};
 pub use resize::{pad, resize, CoordMode, PadMode, ResizeMode};
 pub use weights::{mini_scale, Weights, MINI_BASE_RANGE};

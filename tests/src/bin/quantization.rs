@@ -47,6 +47,9 @@ struct Kind {
     act8: bool,
     /// int8 rounded to nearest (`export --rounding nearest`) instead of GPTQ (the default).
     nearest: bool,
+    /// With `act8`: the activation functions in f32 (`export --activation-tables off`)
+    /// instead of tables on their int8-quantized input (the default).
+    exact: bool,
 }
 
 impl Kind {
@@ -55,11 +58,14 @@ impl Kind {
             weights,
             act8: false,
             nearest: false,
+            exact: false,
         }
     }
 
     fn name(self) -> &'static str {
-        if self.act8 {
+        if self.act8 && self.exact {
+            "int8 + act int8, f32 functions"
+        } else if self.act8 {
             "int8 + act int8"
         } else if self.nearest {
             "int8 nearest"
@@ -75,17 +81,24 @@ const INT8_NEAREST: Kind = Kind {
     weights: WeightKind::Int8,
     act8: false,
     nearest: true,
+    exact: false,
 };
 const INT8_ACT8: Kind = Kind {
     weights: WeightKind::Int8,
     act8: true,
     nearest: false,
+    exact: false,
 };
-const TYPES: [Kind; 5] = [
+const INT8_ACT8_EXACT: Kind = Kind {
+    exact: true,
+    ..INT8_ACT8
+};
+const TYPES: [Kind; 6] = [
     Kind::w(WeightKind::F16),
     Kind::w(WeightKind::Bf16),
     INT8_NEAREST,
     INT8,
+    INT8_ACT8_EXACT,
     INT8_ACT8,
 ];
 /// Issue 15's gates for int8 weights: W2 within 2 % of f32, accuracy within 2 points.
@@ -99,6 +112,7 @@ fn export(onnx: &Path, kind: Kind) -> Vec<u8> {
             keep_f32: Vec::new(),
         },
         int8_activations: kind.act8.then(Default::default),
+        exact_activations: kind.exact,
         rounding: if kind.nearest {
             Rounding::Nearest
         } else {
@@ -503,6 +517,10 @@ fn main() {
         (INT8, "gated"),
         (INT8_NEAREST, "GPTQ off, not gated, same limits"),
         (INT8_ACT8, "full-integer mode, not gated, same limits"),
+        (
+            INT8_ACT8_EXACT,
+            "full-integer mode without tables, not gated, same limits",
+        ),
         (Kind::w(WeightKind::F16), "not gated, same limits"),
         (Kind::w(WeightKind::Bf16), "not gated, same limits"),
     ] {
@@ -564,7 +582,10 @@ fn main() {
          every weight to its nearest step (`--rounding nearest`); **int8 + act int8** is the \
          full-integer mode (`--weights int8 --activations int8`, GPTQ weights: Dense and Conv \
          quantize their inputs with scales calibrated on the same trajectories, each the \
-         clipping point with the least expected squared error, and sum in integers).\n\
+         clipping point with the least expected squared error, and sum in integers; SiLU, \
+         GELU, sigmoid, tanh, softplus, ELU and SELU become 255-entry tables read with their \
+         int8-quantized input, `Lut`); **int8 + act int8, f32 functions** is the same with \
+         `--activation-tables off` (those functions in f32).\n\
          * **size**: the `.frt` file over the f32 file, both as `flowrt export` writes them \
          (format v3: compact records, the signature's names only; int8 weights with one 8-bit \
          scale per output channel, int8 biases with one each; constants that only \

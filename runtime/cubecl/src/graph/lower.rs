@@ -77,6 +77,11 @@ impl<R: Runtime> Planner<'_, '_, R> {
             ));
         }
         match *op {
+            NodeOp::Lut { .. } => {
+                return Err(GpuError::Unsupported(
+                    "table activations (export --activations int8) run on the CPU backend".into(),
+                ))
+            }
             NodeOp::Dense => {
                 let wd = ind.get(1).ok_or(bad_graph())?;
                 let (k, n) = (wd.get(0).ok_or(bad_graph())?, wd.get(1).ok_or(bad_graph())?);

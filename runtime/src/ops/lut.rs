@@ -1,0 +1,103 @@
+//! Activations by table lookup (`Lut`, the full-integer mode's activations) and the int8
+//! quantizer they share with the full-integer Dense and Conv.
+//!
+//! A `Lut` node quantizes its input exactly as a full-integer Dense quantizes its own,
+//! `q = clamp(round(x · (1 / scale)), -127, 127)` (ties away from zero), and reads
+//! `table[q + 127]`. The table's 255 values are computed by the exporter (the function of
+//! each quantized input) and stored in the file, so every target reads the same values: one
+//! f32 multiplication, the quantizer and a load per element, whatever the function.
+
+use super::weights::Weights;
+use super::SIZE_ERR;
+use crate::Error;
+
+/// Values of a `Lut` table: one per int8 code `-127 ..= 127`.
+pub const LUT_ENTRIES: usize = 255;
+
+/// The f32 just below one half (`0x3EFF_FFFF`): added to `|y|` before truncating, it
+/// rounds half away from zero ([`quantize_fast`]).
+const BELOW_HALF: f32 = 0.499_999_97;
+
+/// `|x|` by clearing the sign bit.
+#[inline(always)]
+fn abs(x: f32) -> f32 {
+    f32::from_bits(x.to_bits() & 0x7FFF_FFFF)
+}
+
+/// `clamp(round(y), -127, 127)` with `round` ties away from zero and NaN to 0 — the value of
+/// `int8::quantize_one` for `y = x · inv`, for every f32 `y` (checked for all 2³² of them):
+/// `|y|` plus the f32 just below one half, truncated (Rust's cast saturates and maps NaN to
+/// 0: one `VCVT` on the M4F), capped at 127, with the sign of `y`. The float addition rounds
+/// to nearest, so a fraction of exactly one half reaches the next integer and anything
+/// smaller does not.
+#[cfg(all(feature = "weights-int8", any(flowrt_dsp, test)))]
+#[inline(always)]
+pub(crate) fn quantize_fast(y: f32) -> i32 {
+    let t = ((abs(y) + BELOW_HALF) as i32).clamp(0, 127);
+    if y.to_bits() >> 31 != 0 {
+        -t
+    } else {
+        t
+    }
+}
+
+/// `out[i] = table[q + 127]` with `q` the int8 code of `x[i]` at `scale` (module docs); NaN
+/// where `x[i]` is NaN (never a table value), `±∞` saturating like any value past the range.
+///
+/// The table is rearranged on the stack by sign: slot `|q|` for `q >= 0`, slot `128 + |q|`
+/// for `q <= 0` (both 0 and 128 hold `q = 0`), so the slot is `|q|` with the sign bit of
+/// `x · (1 / scale)` as bit 7 — what [`quantize_fast`] computes before it negates. A NaN
+/// is found by the running sum of the scaled values (as in the full-integer packing), which
+/// is not finite when one is NaN or infinite; then the values are scanned once more.
+///
+/// Errors: [`Error::Invalid`] when `x` and `out` differ in length, the table does not hold
+/// [`LUT_ENTRIES`] values, or `scale` is not finite and positive.
+pub fn lut(x: &[f32], table: Weights<'_>, scale: f32, out: &mut [f32]) -> Result<(), Error> {
+    if x.len() != out.len() || table.len() != LUT_ENTRIES {
+        return Err(SIZE_ERR);
+    }
+    if !(scale.is_finite() && scale > 0.0) {
+        return Err(Error::Invalid {
+            what: "Lut scale must be finite and positive",
+        });
+    }
+    let mut t = [0f32; 256];
+    let (pos, neg) = t.split_at_mut(128);
+    // pos[k] = f(k); neg[0] = f(0), neg[k] = f(-k): the stored order reversed.
+    table.load(127, pos).ok_or(SIZE_ERR)?;
+    let (zero, rest) = neg.split_at_mut(1);
+    table.load(0, rest).ok_or(SIZE_ERR)?;
+    rest.reverse();
+    zero.copy_from_slice(pos.get(..1).ok_or(SIZE_ERR)?);
+    let inv = 1.0 / scale;
+    let mut sum = 0f32;
+    let lookup = |v: f32, sum: &mut f32| {
+        let y = v * inv;
+        *sum += y;
+        let magnitude = ((abs(y) + BELOW_HALF) as i32).clamp(0, 127) as u32;
+        let slot = magnitude | ((y.to_bits() >> 24) & 0x80);
+        // Masked to 8 bits: always in the table, so the check compiles away.
+        t.get((slot & 0xFF) as usize).copied().unwrap_or(f32::NAN)
+    };
+    let mut quads = out.chunks_exact_mut(4);
+    let mut xs = x.chunks_exact(4);
+    for (o, v) in (&mut quads).zip(&mut xs) {
+        if let ([o0, o1, o2, o3], [v0, v1, v2, v3]) = (o, v) {
+            *o0 = lookup(*v0, &mut sum);
+            *o1 = lookup(*v1, &mut sum);
+            *o2 = lookup(*v2, &mut sum);
+            *o3 = lookup(*v3, &mut sum);
+        }
+    }
+    for (o, v) in quads.into_remainder().iter_mut().zip(xs.remainder()) {
+        *o = lookup(*v, &mut sum);
+    }
+    if !sum.is_finite() {
+        for (o, v) in out.iter_mut().zip(x) {
+            if v.is_nan() {
+                *o = f32::NAN;
+            }
+        }
+    }
+    Ok(())
+}
