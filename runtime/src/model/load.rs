@@ -615,7 +615,8 @@ impl<'a> Model<'a> {
                 }
                 self.act_scale(&node).map_err(err)?;
             }
-            if let NodeOp::Lut { .. } = node.op {
+            // (`S` without Lut never decodes one: the check links only where it can run.)
+            if linked::has_node::<S>(linked::node::LUT) && matches!(node.op, NodeOp::Lut { .. }) {
                 self.lut_scale(&node).map_err(err)?;
             }
         }
