@@ -262,9 +262,22 @@ fn zip_vs(
     }
 }
 
-/// The exp-based loops (logistic family, ELU/SELU; branch-free per element): compiled for AVX2 on x86_64 hosts
-/// with `std` when the CPU has it (no FMA: the same bits as the portable loop).
+/// The exp-based loops (logistic family, ELU/SELU; branch-free per element): compiled for
+/// AVX-512F (64 values or more) or AVX2 on x86_64 hosts with `std` when the CPU has them
+/// (no FMA: the same bits as the portable loop).
 fn logistic(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if x.len() >= 64 && std::is_x86_feature_detected!("avx512f") {
+        #[target_feature(enable = "avx512f")]
+        fn avx512(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
+            for (y, v) in out.iter_mut().zip(x) {
+                *y = f(*v);
+            }
+        }
+        // SAFETY: the CPU supports AVX-512F (checked just above); the body is safe code.
+        unsafe { avx512(x, out, f) };
+        return;
+    }
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     if std::is_x86_feature_detected!("avx2") {
         #[target_feature(enable = "avx2")]

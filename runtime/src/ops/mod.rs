@@ -42,6 +42,10 @@ mod resize;
 /// `sin` / `cos` in f32 and integer arithmetic (no f64: the same code, and bits, everywhere).
 pub mod trig;
 mod weights;
+/// x86_64 AVX-512 tiles of the f32 Dense (same bits as every other path).
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[clippy::msrv = "1.89"]
+mod x86;
 
 pub use conv::{conv, conv_transpose, pool, PoolKind, Window};
 pub use dense::{dense, matmul};

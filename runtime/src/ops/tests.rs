@@ -72,7 +72,8 @@ fn bcast_index(out_idx: &[usize], src: &[usize]) -> usize {
 #[test]
 fn dense_matches_naive_loop_bitwise() {
     let mut g = Lcg(1);
-    // Sizes cover the 8- and 16-column tiles (portable and AVX2 paths) and their tails.
+    // Sizes cover the 8-, 16- and 32-column tiles (portable, AVX2 and AVX-512 paths, as the
+    // CPU has them) and their tails.
     // Under Miri the two large cases shrink to the same tile and tail structure.
     let (big, wide) = if cfg!(miri) {
         ((9, 13, 20), (8, 5, 40))
