@@ -124,14 +124,14 @@ measure() {
 
 # The plain v(x, t) fixtures (the top-level "models" list of the manifest) in f32; an MLP
 # (checker_fm) in the other stored types and the full-integer mode; a conv model
-# (digits_unet) in f32 and the full-integer mode.
+# (digits_unet) in f32, int8 weights and the full-integer mode.
 models=$(python3 -c 'import json; print(" ".join(m["dir"] for m in json.load(open("tests/fixtures/manifest.json"))["models"]))')
 for name in $models; do
     [ -f "tests/fixtures/$name/model.ts.onnx" ] && [ -f "tests/fixtures/$name/noise.npy" ] || continue
     measure "$name" f32 "$ROWS"
 done
 for type in f16 int8 int8+act8; do measure checker_fm "$type" "$ROWS"; done
-for type in f32 int8+act8; do measure digits_unet "$type" "$IMAGE_ROWS"; done
+for type in f32 int8 int8+act8; do measure digits_unet "$type" "$IMAGE_ROWS"; done
 {
     echo
     echo "RAM B = arena + stack (the state, \`batch × dim × 4\` bytes, is a separate static)."

@@ -154,6 +154,10 @@ pub(super) fn conv_direct(
     od: &Dims,
 ) -> Result<(), Error> {
     let Some(w) = w.as_f32() else {
+        #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+        if let Some(done) = super::arm::conv_typed(x, xd, w, wd, bias, groups, win, out, od) {
+            return done;
+        }
         return conv_impl(x, xd, w, wd, bias, groups, win, out, od);
     };
     #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]

@@ -76,9 +76,7 @@ fn dense_typed(
         while k0 < k {
             let kc = span.min(k - k0);
             let p = panel.get_mut(..kc * cw).ok_or(SIZE_ERR)?;
-            for (kk, prow) in p.chunks_exact_mut(cw).enumerate() {
-                w.load((k0 + kk) * n + c0, prow).ok_or(SIZE_ERR)?;
-            }
+            w.load_runs(k0 * n + c0, n, cw, p).ok_or(SIZE_ERR)?;
             let part = Part {
                 k,
                 k0,

@@ -567,3 +567,72 @@ fn blocked_conv_is_the_exact_integer_sum_rescaled() {
         }
     }
 }
+
+/// `Weights::load_runs` gives `load`'s values run by run: int8 with the channel last (its
+/// scales computed once per call: 8-bit codes and f32) and first, runs whole rows apart or
+/// not, wider than the scale buffer, and f32; out-of-range runs are `None`.
+#[test]
+fn load_runs_is_load_run_by_run() {
+    let (rows, cols) = (9usize, 140usize);
+    let wq: Vec<i8> = values(3, rows * cols)
+        .iter()
+        .map(|v| (v * 63.0) as i8)
+        .collect();
+    let codes: Vec<u8> = values(4, cols)
+        .iter()
+        .map(|v| ((v + 2.0) * 63.0) as u8)
+        .collect();
+    let fs: Vec<f32> = (0..cols).map(|c| 0.01 + c as f32 * 1e-3).collect();
+    let fr: Vec<f32> = (0..rows).map(|r| 0.02 + r as f32 * 1e-3).collect();
+    let last = |scales| {
+        Weights::Int8(Int8Weights {
+            values: &wq,
+            scales,
+            inner: 1,
+        })
+    };
+    let f32w: Vec<f32> = values(5, rows * cols);
+    let all = [
+        last(Scales::Mini {
+            base: 120,
+            codes: &codes,
+        }),
+        last(Scales::F32(&fs)),
+        Weights::Int8(Int8Weights {
+            values: &wq,
+            scales: Scales::F32(&fr),
+            inner: cols,
+        }),
+        Weights::F32(&f32w),
+    ];
+    for w in all {
+        // (start, stride, width, runs): a Dense strip, a conv kernel's rows, a stride that
+        // is not a whole row, a run wider than the scale buffer.
+        for (start, stride, width, runs) in [
+            (3, cols, 40, 7),
+            (cols, cols, cols, 8),
+            (5, 33, 17, 9),
+            (0, cols, 130, 9),
+        ] {
+            let mut got = vec![f32::NAN; width * runs];
+            w.load_runs(start, stride, width, &mut got).unwrap();
+            for r in 0..runs {
+                let mut want = vec![0f32; width];
+                w.load(start + r * stride, &mut want).unwrap();
+                let row = &got[r * width..(r + 1) * width];
+                assert!(
+                    row.iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{} start {start} stride {stride} width {width} run {r}",
+                    w.type_name()
+                );
+            }
+        }
+        let mut past = vec![0f32; 2 * cols];
+        assert!(w
+            .load_runs(cols * (rows - 1), cols, cols, &mut past)
+            .is_none());
+        assert!(w.load_runs(0, cols, 0, &mut past).is_none());
+    }
+}

@@ -111,6 +111,11 @@ impl Scales<'_> {
     }
 }
 
+/// The widest run [`Weights::load_runs`] computes int8 scales once for (a Dense strip, a
+/// convolution kernel's output channels).
+#[cfg(feature = "weights-int8")]
+const MAX_RUN: usize = 128;
+
 #[cfg(feature = "weights-int8")]
 impl Int8Weights<'_> {
     /// Dequantizes `out.len()` values from element `start` into `out`; `None` when they are
@@ -126,6 +131,66 @@ impl Int8Weights<'_> {
                 codes.get(c).map(|code| mini_scale(base, *code))
             }),
         }
+    }
+
+    /// [`Weights::load_runs`] for int8 values.
+    #[inline]
+    fn load_runs(&self, start: usize, stride: usize, width: usize, out: &mut [f32]) -> Option<()> {
+        match self.scales {
+            Scales::F32(s) => {
+                self.load_runs_with(start, stride, width, out, s.len(), |c| s.get(c).copied())
+            }
+            Scales::Bf16(s) => self.load_runs_with(start, stride, width, out, s.len(), |c| {
+                s.get(c).map(|b| f32::from_bits(u32::from(*b) << 16))
+            }),
+            Scales::Mini { base, codes } => {
+                self.load_runs_with(start, stride, width, out, codes.len(), |c| {
+                    codes.get(c).map(|code| mini_scale(base, *code))
+                })
+            }
+        }
+    }
+
+    /// [`Int8Weights::load_runs`] with the scale of channel `c` from `scale(c)`: when the
+    /// channel is the last axis and the runs are whole rows apart, every run covers the same
+    /// channels, so their scales are computed once (up to [`MAX_RUN`] of them).
+    #[inline(always)]
+    fn load_runs_with(
+        &self,
+        start: usize,
+        stride: usize,
+        width: usize,
+        out: &mut [f32],
+        channels: usize,
+        scale: impl Fn(usize) -> Option<f32>,
+    ) -> Option<()> {
+        if width == 0 || channels == 0 {
+            return None;
+        }
+        if self.inner != 1 || !stride.is_multiple_of(channels) || width > MAX_RUN {
+            for (r, row) in out.chunks_exact_mut(width).enumerate() {
+                self.load_with(
+                    start.checked_add(r.checked_mul(stride)?)?,
+                    row,
+                    channels,
+                    &scale,
+                )?;
+            }
+            return Some(());
+        }
+        let mut buf = [0f32; MAX_RUN];
+        let sc = buf.get_mut(..width)?;
+        for (j, s) in sc.iter_mut().enumerate() {
+            *s = scale(start.checked_add(j)? % channels)?;
+        }
+        for (r, row) in out.chunks_exact_mut(width).enumerate() {
+            let at = start.checked_add(r.checked_mul(stride)?)?;
+            let q = self.values.get(at..at.checked_add(width)?)?;
+            for ((o, v), s) in row.iter_mut().zip(q).zip(sc.iter()) {
+                *o = f32::from(*v) * *s;
+            }
+        }
+        Some(())
     }
 
     /// [`Int8Weights::load`] with the scale of channel `c` from `scale(c)`.
@@ -224,6 +289,31 @@ impl<'a> Weights<'a> {
             }
             #[cfg(feature = "weights-int8")]
             Weights::Int8(w) => w.load(start, out)?,
+        }
+        Some(())
+    }
+
+    /// Dequantizes `out.len() / width` runs of `width` values into `out`, one after the
+    /// other, run `r` from element `start + r · stride` (a block of a row-major matrix with
+    /// rows `stride` apart); `None` when one is not inside the tensor or `width` is 0. The
+    /// values are those of [`Weights::load`]; int8 with per-column scales computes each
+    /// column's scale once instead of once per value.
+    pub fn load_runs(
+        &self,
+        start: usize,
+        stride: usize,
+        width: usize,
+        out: &mut [f32],
+    ) -> Option<()> {
+        if width == 0 {
+            return None;
+        }
+        #[cfg(feature = "weights-int8")]
+        if let Weights::Int8(w) = self {
+            return w.load_runs(start, stride, width, out);
+        }
+        for (r, row) in out.chunks_exact_mut(width).enumerate() {
+            self.load(start.checked_add(r.checked_mul(stride)?)?, row)?;
         }
         Some(())
     }
