@@ -133,55 +133,22 @@ impl Int8Weights<'_> {
         }
     }
 
-    /// [`Weights::load_runs`] for int8 values.
-    #[inline]
+    /// [`Weights::load_runs`] for int8 values: when the channel is the last axis and the runs
+    /// are whole rows apart, every run covers the same channels, so their scales are
+    /// computed once (up to [`MAX_RUN`] of them); otherwise run by run.
+    #[inline(never)]
     fn load_runs(&self, start: usize, stride: usize, width: usize, out: &mut [f32]) -> Option<()> {
-        match self.scales {
-            Scales::F32(s) => {
-                self.load_runs_with(start, stride, width, out, s.len(), |c| s.get(c).copied())
-            }
-            Scales::Bf16(s) => self.load_runs_with(start, stride, width, out, s.len(), |c| {
-                s.get(c).map(|b| f32::from_bits(u32::from(*b) << 16))
-            }),
-            Scales::Mini { base, codes } => {
-                self.load_runs_with(start, stride, width, out, codes.len(), |c| {
-                    codes.get(c).map(|code| mini_scale(base, *code))
-                })
-            }
-        }
-    }
-
-    /// [`Int8Weights::load_runs`] with the scale of channel `c` from `scale(c)`: when the
-    /// channel is the last axis and the runs are whole rows apart, every run covers the same
-    /// channels, so their scales are computed once (up to [`MAX_RUN`] of them).
-    #[inline(always)]
-    fn load_runs_with(
-        &self,
-        start: usize,
-        stride: usize,
-        width: usize,
-        out: &mut [f32],
-        channels: usize,
-        scale: impl Fn(usize) -> Option<f32>,
-    ) -> Option<()> {
-        if width == 0 || channels == 0 {
-            return None;
-        }
-        if self.inner != 1 || !stride.is_multiple_of(channels) || width > MAX_RUN {
+        let channels = self.scales.len();
+        if self.inner != 1 || channels == 0 || !stride.is_multiple_of(channels) || width > MAX_RUN {
             for (r, row) in out.chunks_exact_mut(width).enumerate() {
-                self.load_with(
-                    start.checked_add(r.checked_mul(stride)?)?,
-                    row,
-                    channels,
-                    &scale,
-                )?;
+                self.load(start.checked_add(r.checked_mul(stride)?)?, row)?;
             }
             return Some(());
         }
         let mut buf = [0f32; MAX_RUN];
         let sc = buf.get_mut(..width)?;
         for (j, s) in sc.iter_mut().enumerate() {
-            *s = scale(start.checked_add(j)? % channels)?;
+            *s = self.scales.get(start.checked_add(j)? % channels)?;
         }
         for (r, row) in out.chunks_exact_mut(width).enumerate() {
             let at = start.checked_add(r.checked_mul(stride)?)?;
