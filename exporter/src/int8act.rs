@@ -141,11 +141,11 @@ fn tabulated(op: &Op) -> Option<UnaryOp> {
     }
 }
 
-/// Turns every activation [`tabulated`] names whose input has a calibrated range `> 0` into
-/// a `Lut` node: inputs `[x, table, scale]` with `scale = range / 127` (f32) and `table[j] =
-/// f((j − 127) · scale)` for `j` in `0..255`, computed with the runtime's own `f` and stored
-/// f16 when every value is finite and within f16's range (else f32). Returns how many
-/// nodes changed.
+/// Turns every transcendental activation (SiLU, GELU, sigmoid, tanh, softplus, ELU, SELU)
+/// whose input has a calibrated range `> 0` into a `Lut` node: inputs `[x, table, scale]`
+/// with `scale = range / 127` (f32) and `table[j] = f((j − 127) · scale)` for `j` in
+/// `0..255`, computed with the runtime's own `f` and stored f16 when every value is finite
+/// and within f16's range (else f32). Returns how many nodes changed.
 ///
 /// Errors: a range list that does not match the nodes.
 pub fn apply_tables(desc: &mut ModelDesc, ranges: &[Option<f32>]) -> Result<usize> {

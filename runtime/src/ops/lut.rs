@@ -15,7 +15,7 @@ use crate::Error;
 pub const LUT_ENTRIES: usize = 255;
 
 /// The f32 just below one half (`0x3EFF_FFFF`): added to `|y|` before truncating, it
-/// rounds half away from zero ([`quantize_fast`]).
+/// rounds half away from zero (`quantize_fast`).
 const BELOW_HALF: f32 = 0.499_999_97;
 
 /// `|x|` by clearing the sign bit.
@@ -46,7 +46,7 @@ pub(crate) fn quantize_fast(y: f32) -> i32 {
 ///
 /// The table is rearranged on the stack by sign: slot `|q|` for `q >= 0`, slot `128 + |q|`
 /// for `q <= 0` (both 0 and 128 hold `q = 0`), so the slot is `|q|` with the sign bit of
-/// `x · (1 / scale)` as bit 7 — what [`quantize_fast`] computes before it negates. A NaN
+/// `x · (1 / scale)` as bit 7 — what `quantize_fast` computes before it negates. A NaN
 /// is found by the running sum of the scaled values (as in the full-integer packing), which
 /// is not finite when one is NaN or infinite; then the values are scanned once more.
 ///
