@@ -686,14 +686,29 @@ pub(super) fn conv(
     out: &mut [f32],
     od: &super::Dims,
 ) -> Option<Result<(), Error>> {
+    let geo = covered(x, xd, w.len(), wd, bias, groups, win, out, od)?;
+    Some(conv_tiles(&geo, x, w, bias, groups, win, out, (0, geo.cg)))
+}
+
+/// The checked geometry of a convolution the tiles cover (column dilation 1, kernels at most
+/// 3 wide, `w_len` kernel values); `None` otherwise or when it is invalid.
+#[allow(clippy::too_many_arguments)]
+fn covered(
+    x: &[f32],
+    xd: &super::Dims,
+    w_len: usize,
+    wd: &super::Dims,
+    bias: Option<Weights<'_>>,
+    groups: usize,
+    win: &super::Window,
+    out: &[f32],
+    od: &super::Dims,
+) -> Option<super::conv::ConvGeometry> {
     use super::conv::{kernel_dims, ConvGeometry};
-    super::check_len(w.len(), wd).ok()?;
+    super::check_len(w_len, wd).ok()?;
     let kernel = kernel_dims(wd).ok()?;
     let geo = ConvGeometry::check(x, xd, kernel, wd, bias, groups, win, out, od).ok()?;
-    if win.get(1).1 != 1 || geo.kw > 3 {
-        return None;
-    }
-    Some(conv_tiles(&geo, x, w, bias, groups, win, out, (0, geo.cg)))
+    (win.get(1).1 == 1 && geo.kw <= 3).then_some(geo)
 }
 
 /// Weights [`conv_typed`] dequantizes at a time (4 KB of stack: the edge model, int8
@@ -724,13 +739,10 @@ pub(super) fn conv_typed(
     out: &mut [f32],
     od: &super::Dims,
 ) -> Option<Result<(), Error>> {
-    use super::conv::{kernel_dims, ConvGeometry};
-    super::check_len(w.len(), wd).ok()?;
-    let kernel = kernel_dims(wd).ok()?;
-    let geo = ConvGeometry::check(x, xd, kernel, wd, bias, groups, win, out, od).ok()?;
+    let geo = covered(x, xd, w.len(), wd, bias, groups, win, out, od)?;
     let per_channel = geo.kh * geo.kw * geo.m;
     let run = CONV_PANEL / per_channel.max(1);
-    if win.get(1).1 != 1 || geo.kw > 3 || run == 0 {
+    if run == 0 {
         return None;
     }
     let mut panel = [0f32; CONV_PANEL];

@@ -347,34 +347,18 @@ fn dense_avx512(
 ) -> Result<(), Error> {
     check_sizes(a, w.len(), bias, k, n, out)?;
     let full = n - n % super::x86::TILE;
-    let mut o_blocks = out.chunks_exact_mut(4 * n);
-    let mut a_blocks = a.chunks_exact(4 * k);
-    for (ob, ab) in (&mut o_blocks).zip(&mut a_blocks) {
-        let mut orows = ob.chunks_exact_mut(n);
-        let mut arows = ab.chunks_exact(k);
-        if let (Some(o0), Some(o1), Some(o2), Some(o3), Some(a0), Some(a1), Some(a2), Some(a3)) = (
-            orows.next(),
-            orows.next(),
-            orows.next(),
-            orows.next(),
-            arows.next(),
-            arows.next(),
-            arows.next(),
-            arows.next(),
-        ) {
-            super::x86::tiles4([o0, o1, o2, o3], [a0, a1, a2, a3], w, bias, n, full)?;
+    each_block(
+        a,
+        out,
+        k,
+        n,
+        |[o0, o1, o2, o3], ar| {
+            super::x86::tiles4([o0, o1, o2, o3], ar, w, bias, n, full)?;
             // The columns past the last 32-column tile: the AVX2-width loops.
-            block4::<16, &[f32]>([o0, o1, o2, o3], [a0, a1, a2, a3], w, bias, n, full)?;
-        }
-    }
-    for (orow, arow) in o_blocks
-        .into_remainder()
-        .chunks_exact_mut(n)
-        .zip(a_blocks.remainder().chunks_exact(k))
-    {
-        row1::<16, &[f32]>(orow, arow, w, bias, n)?;
-    }
-    Ok(())
+            block4::<16, &[f32]>([o0, o1, o2, o3], ar, w, bias, n, full)
+        },
+        |orow, arow| row1::<16, &[f32]>(orow, arow, w, bias, n),
+    )
 }
 
 /// The Dense loops with `T`-column register tiles (see the module docs for the order).
@@ -389,6 +373,28 @@ fn dense_tiled<const T: usize, W: WeightRuns>(
     out: &mut [f32],
 ) -> Result<(), Error> {
     check_sizes(a, w.total(), bias, k, n, out)?;
+    each_block(
+        a,
+        out,
+        k,
+        n,
+        |o, ar| block4::<T, W>(o, ar, w, bias, n, 0),
+        |orow, arow| row1::<T, W>(orow, arow, w, bias, n),
+    )
+}
+
+/// `block` on every 4-row block of `a [rows, k]` and `out [rows, n]` (the four output rows
+/// and the four input rows), then `row` on each remaining row.
+#[cfg_attr(all(target_arch = "arm", target_abi = "eabihf"), allow(dead_code))]
+#[inline(always)]
+fn each_block(
+    a: &[f32],
+    out: &mut [f32],
+    k: usize,
+    n: usize,
+    mut block: impl FnMut([&mut [f32]; 4], [&[f32]; 4]) -> Result<(), Error>,
+    mut row: impl FnMut(&mut [f32], &[f32]) -> Result<(), Error>,
+) -> Result<(), Error> {
     let block_out = n.checked_mul(4).ok_or(SIZE_ERR)?;
     let block_a = k.checked_mul(4).ok_or(SIZE_ERR)?;
     let mut o_blocks = out.chunks_exact_mut(block_out);
@@ -406,7 +412,7 @@ fn dense_tiled<const T: usize, W: WeightRuns>(
             arows.next(),
             arows.next(),
         ) {
-            block4::<T, W>([o0, o1, o2, o3], [a0, a1, a2, a3], w, bias, n, 0)?;
+            block([o0, o1, o2, o3], [a0, a1, a2, a3])?;
         }
     }
     for (orow, arow) in o_blocks
@@ -414,7 +420,7 @@ fn dense_tiled<const T: usize, W: WeightRuns>(
         .chunks_exact_mut(n)
         .zip(a_blocks.remainder().chunks_exact(k))
     {
-        row1::<T, W>(orow, arow, w, bias, n)?;
+        row(orow, arow)?;
     }
     Ok(())
 }
