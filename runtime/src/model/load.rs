@@ -600,9 +600,7 @@ impl<'a> Model<'a> {
             };
             rules::check_node_linked::<S>(&node.op, node.n_inputs, shape_of, &out.shape)
                 .map_err(err)?;
-            if node.op == NodeOp::Widen
-                && self.tensor_rec(self.node_input(&node, 0)?)?.kind != TensorKind::Const
-            {
+            if node.op == NodeOp::Widen && self.input_rec(&node, 0)?.kind != TensorKind::Const {
                 return Err(err("Widen reads a constant"));
             }
             // A full-integer Dense or Conv (a Concat, say, may have four inputs too).
@@ -630,12 +628,9 @@ impl<'a> Model<'a> {
     /// along axis 0 (output channel first), input 3 a constant holding one finite, positive
     /// f32. Returns the scale.
     pub(crate) fn act_scale(&self, node: &NodeRec) -> Result<f32, &'static str> {
-        let rec = |j| {
-            self.node_input(node, j)
-                .and_then(|t| self.tensor_rec(t))
-                .map_err(|_| "input tensor missing")
-        };
-        let w = rec(1)?;
+        let w = self
+            .input_rec(node, 1)
+            .map_err(|_| "input tensor missing")?;
         if !matches!(w.dtype, WeightType::Int8 { axis: 0, .. }) {
             return Err(INT8_ACT_WEIGHTS);
         }
@@ -653,8 +648,7 @@ impl<'a> Model<'a> {
     /// a constant. Returns the scale.
     pub(crate) fn lut_scale(&self, node: &NodeRec) -> Result<f32, &'static str> {
         let table = self
-            .node_input(node, 1)
-            .and_then(|t| self.tensor_rec(t))
+            .input_rec(node, 1)
             .map_err(|_| "input tensor missing")?;
         if table.kind != TensorKind::Const {
             return Err("Lut table (input 1) must be a constant");
@@ -665,12 +659,14 @@ impl<'a> Model<'a> {
         })
     }
 
+    /// The record of input `j` of `node`.
+    fn input_rec(&self, node: &NodeRec, j: usize) -> Result<TensorRec, Error> {
+        self.tensor_rec(self.node_input(node, j)?)
+    }
+
     /// Input `j` of `node`: a constant holding one finite, positive f32.
     fn positive_constant(&self, node: &NodeRec, j: usize) -> Result<f32, ScaleErr> {
-        let s = self
-            .node_input(node, j)
-            .and_then(|t| self.tensor_rec(t))
-            .map_err(|_| ScaleErr::NotConstant)?;
+        let s = self.input_rec(node, j).map_err(|_| ScaleErr::NotConstant)?;
         match (s.kind, self.const_data(&s)) {
             (TensorKind::Const, Ok([v])) if v.is_finite() && *v > 0.0 => Ok(*v),
             (TensorKind::Const, Ok([_])) => Err(ScaleErr::NotPositive),

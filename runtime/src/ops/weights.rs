@@ -133,18 +133,19 @@ impl Int8Weights<'_> {
         }
     }
 
-    /// [`Weights::load_runs`] for int8 values: when the channel is the last axis and the runs
-    /// are whole rows apart, every run covers the same channels, so their scales are
-    /// computed once (up to [`MAX_RUN`] of them); otherwise run by run.
+    /// [`Weights::load_runs`] for int8 values whose runs all cover the same channels (the
+    /// channel is the last axis and the runs are whole rows apart): their scales are
+    /// computed once (up to [`MAX_RUN`] of them). `None` for any other layout (the caller
+    /// then loads run by run) and for runs outside the tensor.
     #[inline(never)]
-    fn load_runs(&self, start: usize, stride: usize, width: usize, out: &mut [f32]) -> Option<()> {
+    fn load_runs_shared(
+        &self,
+        start: usize,
+        stride: usize,
+        width: usize,
+        out: &mut [f32],
+    ) -> Option<()> {
         let channels = self.scales.len();
-        if self.inner != 1 || channels == 0 || !stride.is_multiple_of(channels) || width > MAX_RUN {
-            for (r, row) in out.chunks_exact_mut(width).enumerate() {
-                self.load(start.checked_add(r.checked_mul(stride)?)?, row)?;
-            }
-            return Some(());
-        }
         let mut buf = [0f32; MAX_RUN];
         let sc = buf.get_mut(..width)?;
         for (j, s) in sc.iter_mut().enumerate() {
@@ -158,6 +159,13 @@ impl Int8Weights<'_> {
             }
         }
         Some(())
+    }
+
+    /// Whether runs `stride` apart, `width` wide, all cover the same channels and fit
+    /// [`Int8Weights::load_runs_shared`]'s scale buffer.
+    fn shares_scales(&self, stride: usize, width: usize) -> bool {
+        let channels = self.scales.len();
+        self.inner == 1 && channels > 0 && stride.is_multiple_of(channels) && width <= MAX_RUN
     }
 
     /// [`Int8Weights::load`] with the scale of channel `c` from `scale(c)`.
@@ -277,7 +285,9 @@ impl<'a> Weights<'a> {
         }
         #[cfg(feature = "weights-int8")]
         if let Weights::Int8(w) = self {
-            return w.load_runs(start, stride, width, out);
+            if w.shares_scales(stride, width) {
+                return w.load_runs_shared(start, stride, width, out);
+            }
         }
         for (r, row) in out.chunks_exact_mut(width).enumerate() {
             self.load(start.checked_add(r.checked_mul(stride)?)?, row)?;
