@@ -132,38 +132,33 @@ pub fn unary_linked(
         return Err(SIZE_ERR);
     }
     // One monomorphized loop per op (the match is outside the loop).
-    fn map(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
-        for (y, v) in out.iter_mut().zip(x) {
-            *y = f(*v);
-        }
-    }
     // An op with no attributes: its own loop over `Unary::apply` of the constant op.
     macro_rules! plain {
         ($($op:ident),*) => {
             match op {
-                $(Unary::$op if linked(Unary::$op) => map(x, out, |v| Unary::$op.apply(v)),)*
+                $(Unary::$op if linked(Unary::$op) => wide(x, out, |v| Unary::$op.apply(v)),)*
                 _ => return Err(Error::NotLinked { what: op.name() }),
             }
         };
     }
     match op {
-        Unary::Relu if linked(op) => map(x, out, |v| Unary::Relu.apply(v)),
+        Unary::Relu if linked(op) => wide(x, out, |v| Unary::Relu.apply(v)),
         Unary::LeakyRelu { alpha } if linked(op) => {
-            map(x, out, |v| Unary::LeakyRelu { alpha }.apply(v))
+            wide(x, out, |v| Unary::LeakyRelu { alpha }.apply(v))
         }
         Unary::Neg if linked(op) => map_simple(x, out, |v| -v, Simple::Neg),
         Unary::Square if linked(op) => map_simple(x, out, |v| v * v, Simple::Square),
         Unary::Abs if linked(op) => map_simple(x, out, |v| Unary::Abs.apply(v), Simple::Abs),
         Unary::Recip if linked(op) => map_simple(x, out, |v| 1.0 / v, Simple::Recip),
         // The exp-based ops: monomorphic loops that vectorize.
-        Unary::Elu { alpha } if linked(op) => logistic(x, out, |v| super::elu(v, alpha)),
+        Unary::Elu { alpha } if linked(op) => wide(x, out, |v| super::elu(v, alpha)),
         Unary::Selu { alpha, gamma } if linked(op) => {
-            logistic(x, out, |v| gamma * super::elu(v, alpha))
+            wide(x, out, |v| gamma * super::elu(v, alpha))
         }
-        Unary::Tanh if linked(op) => logistic(x, out, super::tanh),
-        Unary::Sigmoid if linked(op) => logistic(x, out, super::sigmoid),
-        Unary::Silu if linked(op) => logistic(x, out, |v| v * super::sigmoid(v)),
-        Unary::GeluTanh if linked(op) => logistic(x, out, super::gelu_tanh),
+        Unary::Tanh if linked(op) => wide(x, out, super::tanh),
+        Unary::Sigmoid if linked(op) => wide(x, out, super::sigmoid),
+        Unary::Silu if linked(op) => wide(x, out, |v| v * super::sigmoid(v)),
+        Unary::GeluTanh if linked(op) => wide(x, out, super::gelu_tanh),
         _ => plain!(
             Softplus, GeluErf, Sin, Cos, Exp, Log, Sqrt, Erf, Rsqrt, Floor, Ceil, Round, Sign
         ),
@@ -262,10 +257,11 @@ fn zip_vs(
     }
 }
 
-/// The exp-based loops (logistic family, ELU/SELU; branch-free per element): compiled for
-/// AVX-512F (64 values or more) or AVX2 on x86_64 hosts with `std` when the CPU has them
-/// (no FMA: the same bits as the portable loop).
-fn logistic(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
+/// The loops of the unary operations whose formula is more than one IEEE operation (the
+/// exp-based ones, log, sin, ...; branch-free ones vectorize): compiled for AVX-512F (64
+/// values or more) or AVX2 on x86_64 hosts with `std` when the CPU has them (no FMA: the same
+/// bits as the portable loop).
+fn wide(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     if x.len() >= 64 && std::is_x86_feature_detected!("avx512f") {
         #[target_feature(enable = "avx512f")]
@@ -326,13 +322,14 @@ pub fn binary_linked(
         return compact::binary(op, a, ad, b, bd, out, od, &linked);
     }
     match op {
-        Binary::Add if linked(op) => bin(a, ad, b, bd, out, od, |x, y| x + y, Some(Arith::Add)),
-        Binary::Sub if linked(op) => bin(a, ad, b, bd, out, od, |x, y| x - y, Some(Arith::Sub)),
-        Binary::Mul if linked(op) => bin(a, ad, b, bd, out, od, |x, y| x * y, Some(Arith::Mul)),
-        Binary::Div if linked(op) => bin(a, ad, b, bd, out, od, |x, y| x / y, Some(Arith::Div)),
+        Binary::Add if linked(op) => arith(a, ad, b, bd, out, od, |x, y| x + y, Arith::Add),
+        Binary::Sub if linked(op) => arith(a, ad, b, bd, out, od, |x, y| x - y, Arith::Sub),
+        Binary::Mul if linked(op) => arith(a, ad, b, bd, out, od, |x, y| x * y, Arith::Mul),
+        Binary::Div if linked(op) => arith(a, ad, b, bd, out, od, |x, y| x / y, Arith::Div),
         Binary::Add | Binary::Sub | Binary::Mul | Binary::Div => {
             Err(Error::NotLinked { what: op.name() })
         }
+        Binary::Pow if linked(op) => pow(a, ad, b, bd, out, od),
         // The rest: one loop over `Binary::apply`, whose unlinked operations are cut out.
         other if linked(other) => bin(
             a,
@@ -480,9 +477,128 @@ fn apply_linked(op: Binary, x: f32, y: f32, linked: &impl Fn(Binary) -> bool) ->
     )
 }
 
-/// `out = f(a, b)` with broadcasting; `arith` names `f` when it is one of [`Arith`] (the
-/// contiguous runs then take the assembly loops on Arm hard-float cores).
+/// `out = f(a, b)` for one of [`Arith`] with broadcasting ([`bin`]): compiled for AVX-512F
+/// (64 values or more) or AVX2 on x86_64 hosts with `std` when the CPU has them (one IEEE
+/// operation per element: the same bits at every width).
 #[allow(clippy::too_many_arguments)]
+fn arith(
+    a: &[f32],
+    ad: &Dims,
+    b: &[f32],
+    bd: &Dims,
+    out: &mut [f32],
+    od: &Dims,
+    f: impl Fn(f32, f32) -> f32 + Copy,
+    op: Arith,
+) -> Result<(), Error> {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    {
+        type Args<'a, 'o> = (
+            &'a [f32],
+            &'a Dims,
+            &'a [f32],
+            &'a Dims,
+            &'o mut [f32],
+            &'a Dims,
+        );
+        #[target_feature(enable = "avx512f")]
+        fn avx512(
+            (a, ad, b, bd, o, od): Args<'_, '_>,
+            f: impl Fn(f32, f32) -> f32 + Copy,
+        ) -> Result<(), Error> {
+            bin(a, ad, b, bd, o, od, f, None)
+        }
+        #[target_feature(enable = "avx2")]
+        fn avx2(
+            (a, ad, b, bd, o, od): Args<'_, '_>,
+            f: impl Fn(f32, f32) -> f32 + Copy,
+        ) -> Result<(), Error> {
+            bin(a, ad, b, bd, o, od, f, None)
+        }
+        if out.len() >= 64 && std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked just above); the body is safe code.
+            return unsafe { avx512((a, ad, b, bd, out, od), f) };
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above); the body is safe code.
+            return unsafe { avx2((a, ad, b, bd, out, od), f) };
+        }
+    }
+    bin(a, ad, b, bd, out, od, f, Some(op))
+}
+
+/// `Pow` with broadcasting ([`super::pow::pow`], branch-free): the element loops (all three
+/// inputs contiguous, or one of them a single value) are compiled for AVX-512F (64 values
+/// or more) or AVX2 on x86_64 hosts with `std` when the CPU has them, so they vectorize (no
+/// FMA: the same bits as the portable loop); the other broadcasts walk in rows.
+fn pow(
+    a: &[f32],
+    ad: &Dims,
+    b: &[f32],
+    bd: &Dims,
+    out: &mut [f32],
+    od: &Dims,
+) -> Result<(), Error> {
+    use super::pow::pow;
+    /// The loops, each calling `pow` directly (inlined: through a closure the body stayed
+    /// one out-of-line call per element).
+    #[inline(always)]
+    fn rows(out: &mut [f32], a: &[f32], b: &[f32]) {
+        match (a, b) {
+            ([x], b) => {
+                for (y, v) in out.iter_mut().zip(b) {
+                    *y = pow(*x, *v);
+                }
+            }
+            (a, [v]) => {
+                for (y, x) in out.iter_mut().zip(a) {
+                    *y = pow(*x, *v);
+                }
+            }
+            (a, b) => {
+                for ((y, x), v) in out.iter_mut().zip(a).zip(b) {
+                    *y = pow(*x, *v);
+                }
+            }
+        }
+    }
+    let n = out.len();
+    let whole = |x: &[f32]| x.len() == n || x.len() == 1;
+    if !(whole(a) && whole(b)) || n == 0 {
+        return bin(a, ad, b, bd, out, od, pow, None);
+    }
+    check_len(a.len(), ad)?;
+    check_len(b.len(), bd)?;
+    check_len(out.len(), od)?;
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if n >= 64 && std::is_x86_feature_detected!("avx512f") {
+        #[target_feature(enable = "avx512f")]
+        fn avx512(out: &mut [f32], a: &[f32], b: &[f32]) {
+            rows(out, a, b);
+        }
+        // SAFETY: the CPU supports AVX-512F (checked just above); the body is safe code.
+        unsafe { avx512(out, a, b) };
+        return Ok(());
+    }
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if std::is_x86_feature_detected!("avx2") {
+        #[target_feature(enable = "avx2")]
+        fn avx2(out: &mut [f32], a: &[f32], b: &[f32]) {
+            rows(out, a, b);
+        }
+        // SAFETY: the CPU supports AVX2 (checked just above); the body is safe code.
+        unsafe { avx2(out, a, b) };
+        return Ok(());
+    }
+    rows(out, a, b);
+    Ok(())
+}
+
+/// `out = f(a, b)` with broadcasting; `arith` names `f` when it is one of [`Arith`] (the
+/// contiguous runs then take the assembly loops on Arm hard-float cores). Always inlined, so
+/// that its loops take the target features of a caller compiled for wider vectors.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn bin(
     a: &[f32],
     ad: &Dims,

@@ -31,12 +31,14 @@ mod conv;
 mod conv_gemm;
 mod dense;
 mod elementwise;
+mod exact;
 #[cfg(feature = "weights-int8")]
 mod int8;
 #[cfg(all(feature = "weights-int8", any(flowrt_dsp, test)))]
 mod int8_packed;
 mod layout;
 mod lut;
+mod pow;
 mod reduce;
 mod resize;
 /// `sin` / `cos` in f32 and integer arithmetic (no f64: the same code, and bits, everywhere).
@@ -235,7 +237,7 @@ impl Binary {
             Binary::Sub => a - b,
             Binary::Mul => a * b,
             Binary::Div => a / b,
-            Binary::Pow => libm::powf(a, b),
+            Binary::Pow => pow::pow(a, b),
             Binary::Max => max_nan(a, b),
             Binary::Min => min_nan(a, b),
             Binary::Greater => mask(a > b),
@@ -673,9 +675,17 @@ pub(crate) fn exp(x: f32) -> f32 {
     let x = if x < -104.0 { -104.0 } else { x };
     let x = if x > 89.0 { 89.0 } else { x };
     let (p, ki) = exp_reduced(x);
-    let k1 = ki >> 1;
+    exp_scale(p, ki)
+}
+
+/// `p · 2^k` for `p` near 1 and `|k| <= 254`, as two normal powers of two `2^(k>>1) ·
+/// 2^(k - k>>1)`: results near `f32::MAX` and in the subnormal range round once, as the
+/// exact value would.
+#[inline(always)]
+pub(crate) fn exp_scale(p: f32, k: i32) -> f32 {
+    let k1 = k >> 1;
     let pow2 = |e: i32| f32::from_bits((e.wrapping_add(127) as u32).wrapping_shl(23));
-    p * pow2(k1) * pow2(ki.wrapping_sub(k1))
+    p * pow2(k1) * pow2(k.wrapping_sub(k1))
 }
 
 /// The natural logarithm, branch-free and from IEEE basic operations and integer bit

@@ -18,6 +18,8 @@
 //! Error: at most 1 ulp against the exact value (`tests` sweeps the f32 range against f64).
 //! NaN and ±∞ give NaN; `sin(−0) = −0`.
 
+use super::exact::two_prod;
+
 /// Bits 1..=256 of the binary fraction of 2/π (2/π = 0.A2F9836E… in hexadecimal), with a
 /// zero word in front (bits −63..=0) and one behind, for [`window`].
 const TWO_OVER_PI: [u64; 6] = [
@@ -148,24 +150,6 @@ fn pow2(e: i32) -> f32 {
     } else {
         0.0
     }
-}
-
-/// `a·b = p + e` exactly (Dekker with Veltkamp's split; no fused multiply-add).
-#[inline(always)]
-fn two_prod(a: f32, b: f32) -> (f32, f32) {
-    let p = a * b;
-    let (ah, al) = split(a);
-    let (bh, bl) = split(b);
-    let e = ((ah * bh - p) + ah * bl + al * bh) + al * bl;
-    (p, e)
-}
-
-/// `a = h + l` with `h` of at most 12 significant bits.
-#[inline(always)]
-fn split(a: f32) -> (f32, f32) {
-    let c = 4097.0 * a;
-    let h = c - (c - a);
-    (h, a - h)
 }
 
 /// `sin(rh + rl)` for `|rh + rl| ≤ π/4`, `|rl|` below half an ulp of `rh`.
