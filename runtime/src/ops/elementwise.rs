@@ -4,6 +4,33 @@
 use super::{check_len, Binary, Dims, Unary, MAX_RANK, SIZE_ERR};
 use crate::Error;
 
+/// One output row of a binary operation: `$out[k] = $f(a[k], b[k])`, where each of `$a` and
+/// `$b` is the whole row or one value repeated. A macro rather than a function taking a
+/// closure, so the formula is inlined into each loop (through a closure, `pow` stayed one
+/// out-of-line call per element and did not vectorize).
+macro_rules! row_loops {
+    ($out:expr, $a:expr, $b:expr, $f:expr) => {
+        match ($a, $b) {
+            ([x], [v]) => $out.fill($f(*x, *v)),
+            ([x], b) => {
+                for (y, v) in $out.iter_mut().zip(b) {
+                    *y = $f(*x, *v);
+                }
+            }
+            (a, [v]) => {
+                for (y, x) in $out.iter_mut().zip(a) {
+                    *y = $f(*x, *v);
+                }
+            }
+            (a, b) => {
+                for ((y, x), v) in $out.iter_mut().zip(a).zip(b) {
+                    *y = $f(*x, *v);
+                }
+            }
+        }
+    };
+}
+
 /// Strides (in elements) of `src`, right-aligned to `out`, with 0 on broadcast axes.
 fn bcast_strides(src: &Dims, out: &Dims) -> Result<[usize; MAX_RANK], Error> {
     let (r, sr) = (out.rank(), src.rank());
@@ -406,24 +433,7 @@ mod compact {
         // One function per operation (the closure is a constant operation's formula), one
         // pass over the output whatever repeats.
         fn each(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
-            match (a, b) {
-                ([x], [v]) => out.fill(f(*x, *v)),
-                ([x], b) => {
-                    for (y, v) in out.iter_mut().zip(b) {
-                        *y = f(*x, *v);
-                    }
-                }
-                (a, [v]) => {
-                    for (y, x) in out.iter_mut().zip(a) {
-                        *y = f(*x, *v);
-                    }
-                }
-                (a, b) => {
-                    for ((y, x), v) in out.iter_mut().zip(a).zip(b) {
-                        *y = f(*x, *v);
-                    }
-                }
-            }
+            row_loops!(out, a, b, f)
         }
         macro_rules! ops {
             ($($op:ident),*) => {
@@ -540,27 +550,10 @@ fn pow(
     od: &Dims,
 ) -> Result<(), Error> {
     use super::pow::pow;
-    /// The loops, each calling `pow` directly (inlined: through a closure the body stayed
-    /// one out-of-line call per element).
+    /// The loops, each calling `pow` directly ([`row_loops`]).
     #[inline(always)]
     fn rows(out: &mut [f32], a: &[f32], b: &[f32]) {
-        match (a, b) {
-            ([x], b) => {
-                for (y, v) in out.iter_mut().zip(b) {
-                    *y = pow(*x, *v);
-                }
-            }
-            (a, [v]) => {
-                for (y, x) in out.iter_mut().zip(a) {
-                    *y = pow(*x, *v);
-                }
-            }
-            (a, b) => {
-                for ((y, x), v) in out.iter_mut().zip(a).zip(b) {
-                    *y = pow(*x, *v);
-                }
-            }
-        }
+        row_loops!(out, a, b, pow)
     }
     let n = out.len();
     let whole = |x: &[f32]| x.len() == n || x.len() == 1;

@@ -38,6 +38,23 @@ pub(super) fn fast_two_sum(a: f32, b: f32) -> (f32, f32) {
     (s, b - (s - a))
 }
 
+/// `|got − exact|` in ulps of the f32 nearest the exact value (the subnormal ulp below
+/// 2^-126; 0 or infinity where the nearest f32 is infinite), for the accuracy tests.
+#[cfg(test)]
+pub(super) fn ulps(got: f32, exact: f64) -> f64 {
+    let e32 = exact as f32;
+    if e32.is_infinite() {
+        return if got == e32 { 0.0 } else { f64::INFINITY };
+    }
+    let ulp = if e32 == 0.0 {
+        f64::from(f32::from_bits(1))
+    } else {
+        let b = e32.abs().to_bits();
+        f64::from(f32::from_bits(b + 1)) - f64::from(f32::from_bits(b))
+    };
+    (f64::from(got) - exact).abs() / ulp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

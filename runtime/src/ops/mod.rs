@@ -155,7 +155,7 @@ pub enum Binary {
     Mul,
     /// `a / b` (3)
     Div,
-    /// `a ^ b`, libm `powf` (4)
+    /// `a ^ b`, C's `powf` within 1 ulp (`ops::pow`) (4)
     Pow,
     /// `max(a, b)`, NaN if either is NaN (5)
     Max,

@@ -213,22 +213,8 @@ fn exp2_pair(ph: f32, pl: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     extern crate std;
+    use super::super::exact::ulps;
     use super::*;
-
-    /// |got − exact| in ulps of the f32 nearest the exact value (subnormal ulp below 2^-126).
-    fn ulps(got: f32, exact: f64) -> f64 {
-        let e32 = exact as f32;
-        if e32.is_infinite() {
-            return if got == e32 { 0.0 } else { f64::INFINITY };
-        }
-        let ulp = if e32 == 0.0 {
-            f64::from(f32::from_bits(1))
-        } else {
-            let b = e32.abs().to_bits();
-            f64::from(f32::from_bits(b + 1)) - f64::from(f32::from_bits(b))
-        };
-        (f64::from(got) - exact).abs() / ulp
-    }
 
     /// The table is `log2 c` to the last bit of the pair (checked against f64's `log2`).
     #[test]

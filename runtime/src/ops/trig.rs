@@ -176,19 +176,8 @@ fn cos_kernel(rh: f32, rl: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     extern crate std;
+    use super::super::exact::ulps;
     use super::*;
-
-    /// |got − exact| in ulps of the f32 nearest the exact value.
-    fn ulps(got: f32, exact: f64) -> f64 {
-        let e32 = exact as f32;
-        let ulp = if e32 == 0.0 {
-            f64::from(f32::from_bits(1))
-        } else {
-            let b = e32.abs().to_bits();
-            f64::from(f32::from_bits(b + 1)) - f64::from(f32::from_bits(b))
-        };
-        (f64::from(got) - exact).abs() / ulp
-    }
 
     /// Every 251st f32 from 0 to the largest finite, both signs: sin and cos within 1 ulp of
     /// f64 (whose own error, ~2^-53 relative after its exact reduction, is far below).
