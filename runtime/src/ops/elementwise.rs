@@ -31,6 +31,46 @@ macro_rules! row_loops {
     };
 }
 
+/// Evaluates `$body` (a function of the listed arguments) compiled for the widest vectors
+/// the host has: AVX-512F when `$n` (the element count) is at least 64, else AVX2, on x86_64
+/// hosts with `std` when the CPU has them; as plain code elsewhere. The body is the same
+/// code at every width; the loops in it (and in the `#[inline(always)]` functions it calls)
+/// vectorize for that width. No FMA is enabled, so the bits are the same at every width.
+macro_rules! widest {
+    ($n:expr; fn($($arg:ident: $ty:ty = $val:expr),* $(,)?) -> $ret:ty $body:block) => {{
+        #[allow(clippy::too_many_arguments)]
+        fn portable($($arg: $ty),*) -> $ret $body
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        #[allow(clippy::too_many_arguments)]
+        #[target_feature(enable = "avx512f")]
+        fn avx512($($arg: $ty),*) -> $ret $body
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        #[allow(clippy::too_many_arguments)]
+        #[target_feature(enable = "avx2")]
+        fn avx2($($arg: $ty),*) -> $ret $body
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        #[allow(clippy::too_many_arguments)]
+        fn run(n: usize, $($arg: $ty),*) -> $ret {
+            if n >= 64 && std::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU supports AVX-512F (checked just above); the body is safe
+                // code.
+                unsafe { avx512($($arg),*) }
+            } else if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2 (checked just above); the body is safe code.
+                unsafe { avx2($($arg),*) }
+            } else {
+                portable($($arg),*)
+            }
+        }
+        #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+        #[allow(clippy::too_many_arguments)]
+        fn run(_: usize, $($arg: $ty),*) -> $ret {
+            portable($($arg),*)
+        }
+        run($n, $($val),*)
+    }};
+}
+
 /// Strides (in elements) of `src`, right-aligned to `out`, with 0 on broadcast axes.
 fn bcast_strides(src: &Dims, out: &Dims) -> Result<[usize; MAX_RANK], Error> {
     let (r, sr) = (out.rank(), src.rank());
@@ -285,37 +325,14 @@ fn zip_vs(
 }
 
 /// The loops of the unary operations whose formula is more than one IEEE operation (the
-/// exp-based ones, log, sin, ...; branch-free ones vectorize): compiled for AVX-512F (64
-/// values or more) or AVX2 on x86_64 hosts with `std` when the CPU has them (no FMA: the same
-/// bits as the portable loop).
+/// exp-based ones, log, sin, ...; branch-free ones vectorize), compiled for the host's
+/// widest vectors ([`widest`]).
 fn wide(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    if x.len() >= 64 && std::is_x86_feature_detected!("avx512f") {
-        #[target_feature(enable = "avx512f")]
-        fn avx512(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
-            for (y, v) in out.iter_mut().zip(x) {
-                *y = f(*v);
-            }
+    widest!(x.len(); fn(x: &[f32] = x, out: &mut [f32] = out, f: impl Fn(f32) -> f32 = f) -> () {
+        for (y, v) in out.iter_mut().zip(x) {
+            *y = f(*v);
         }
-        // SAFETY: the CPU supports AVX-512F (checked just above); the body is safe code.
-        unsafe { avx512(x, out, f) };
-        return;
-    }
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    if std::is_x86_feature_detected!("avx2") {
-        #[target_feature(enable = "avx2")]
-        fn avx2(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
-            for (y, v) in out.iter_mut().zip(x) {
-                *y = f(*v);
-            }
-        }
-        // SAFETY: the CPU supports AVX2 (checked just above); the body is safe code.
-        unsafe { avx2(x, out, f) };
-        return;
-    }
-    for (y, v) in out.iter_mut().zip(x) {
-        *y = f(*v);
-    }
+    })
 }
 
 /// Element-wise `out = op(a, b)` with numpy broadcasting of `a` and `b` to `od`.
@@ -487,9 +504,9 @@ fn apply_linked(op: Binary, x: f32, y: f32, linked: &impl Fn(Binary) -> bool) ->
     )
 }
 
-/// `out = f(a, b)` for one of [`Arith`] with broadcasting ([`bin`]): compiled for AVX-512F
-/// (64 values or more) or AVX2 on x86_64 hosts with `std` when the CPU has them (one IEEE
-/// operation per element: the same bits at every width).
+/// `out = f(a, b)` for one of [`Arith`] with broadcasting ([`bin`], whose contiguous runs
+/// take the assembly loops on Arm hard-float cores), compiled for the host's widest vectors
+/// ([`widest`]; one IEEE operation per element: the same bits at every width).
 #[allow(clippy::too_many_arguments)]
 fn arith(
     a: &[f32],
@@ -498,49 +515,27 @@ fn arith(
     bd: &Dims,
     out: &mut [f32],
     od: &Dims,
-    f: impl Fn(f32, f32) -> f32 + Copy,
+    f: impl Fn(f32, f32) -> f32,
     op: Arith,
 ) -> Result<(), Error> {
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    {
-        type Args<'a, 'o> = (
-            &'a [f32],
-            &'a Dims,
-            &'a [f32],
-            &'a Dims,
-            &'o mut [f32],
-            &'a Dims,
-        );
-        #[target_feature(enable = "avx512f")]
-        fn avx512(
-            (a, ad, b, bd, o, od): Args<'_, '_>,
-            f: impl Fn(f32, f32) -> f32 + Copy,
-        ) -> Result<(), Error> {
-            bin(a, ad, b, bd, o, od, f, None)
-        }
-        #[target_feature(enable = "avx2")]
-        fn avx2(
-            (a, ad, b, bd, o, od): Args<'_, '_>,
-            f: impl Fn(f32, f32) -> f32 + Copy,
-        ) -> Result<(), Error> {
-            bin(a, ad, b, bd, o, od, f, None)
-        }
-        if out.len() >= 64 && std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked just above); the body is safe code.
-            return unsafe { avx512((a, ad, b, bd, out, od), f) };
-        }
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above); the body is safe code.
-            return unsafe { avx2((a, ad, b, bd, out, od), f) };
-        }
-    }
-    bin(a, ad, b, bd, out, od, f, Some(op))
+    widest!(out.len(); fn(
+        a: &[f32] = a,
+        ad: &Dims = ad,
+        b: &[f32] = b,
+        bd: &Dims = bd,
+        out: &mut [f32] = out,
+        od: &Dims = od,
+        f: impl Fn(f32, f32) -> f32 = f,
+        op: Arith = op,
+    ) -> Result<(), Error> {
+        bin(a, ad, b, bd, out, od, f, Some(op))
+    })
 }
 
-/// `Pow` with broadcasting ([`super::pow::pow`], branch-free): the element loops (all three
-/// inputs contiguous, or one of them a single value) are compiled for AVX-512F (64 values
-/// or more) or AVX2 on x86_64 hosts with `std` when the CPU has them, so they vectorize (no
-/// FMA: the same bits as the portable loop); the other broadcasts walk in rows.
+/// `Pow` with broadcasting ([`super::pow::pow`], branch-free): when each input is the whole
+/// output or one value, the loops ([`row_loops`], calling `pow` directly so that it is inlined
+/// and vectorizes) compiled for the host's widest vectors ([`widest`]); the other broadcasts
+/// walk in rows ([`bin`]). The same checks and the same bits either way.
 fn pow(
     a: &[f32],
     ad: &Dims,
@@ -550,40 +545,19 @@ fn pow(
     od: &Dims,
 ) -> Result<(), Error> {
     use super::pow::pow;
-    /// The loops, each calling `pow` directly ([`row_loops`]).
-    #[inline(always)]
-    fn rows(out: &mut [f32], a: &[f32], b: &[f32]) {
-        row_loops!(out, a, b, pow)
-    }
     let n = out.len();
     let whole = |x: &[f32]| x.len() == n || x.len() == 1;
-    if !(whole(a) && whole(b)) || n == 0 {
+    if !(whole(a) && whole(b)) {
         return bin(a, ad, b, bd, out, od, pow, None);
     }
     check_len(a.len(), ad)?;
     check_len(b.len(), bd)?;
-    check_len(out.len(), od)?;
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    if n >= 64 && std::is_x86_feature_detected!("avx512f") {
-        #[target_feature(enable = "avx512f")]
-        fn avx512(out: &mut [f32], a: &[f32], b: &[f32]) {
-            rows(out, a, b);
-        }
-        // SAFETY: the CPU supports AVX-512F (checked just above); the body is safe code.
-        unsafe { avx512(out, a, b) };
-        return Ok(());
-    }
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    if std::is_x86_feature_detected!("avx2") {
-        #[target_feature(enable = "avx2")]
-        fn avx2(out: &mut [f32], a: &[f32], b: &[f32]) {
-            rows(out, a, b);
-        }
-        // SAFETY: the CPU supports AVX2 (checked just above); the body is safe code.
-        unsafe { avx2(out, a, b) };
-        return Ok(());
-    }
-    rows(out, a, b);
+    check_len(n, od)?;
+    bcast_strides(ad, od)?;
+    bcast_strides(bd, od)?;
+    widest!(n; fn(out: &mut [f32] = out, a: &[f32] = a, b: &[f32] = b) -> () {
+        row_loops!(out, a, b, pow)
+    });
     Ok(())
 }
 

@@ -209,18 +209,31 @@ fn binary_broadcast_matches_naive() {
             }
         }
     }
-    // Not broadcastable.
+    // Not broadcastable: every operation refuses, Pow's whole-row loops included (`a` has
+    // the output's element count in a shape that does not broadcast to it).
     let mut out = vec![0.0; 6];
-    assert!(binary(
-        Binary::Add,
-        &[0.0; 6],
-        &dims(&[2, 3]),
-        &[0.0; 2],
-        &dims(&[2]),
-        &mut out,
-        &dims(&[2, 3])
-    )
-    .is_err());
+    for op in [Binary::Add, Binary::Pow, Binary::Max] {
+        assert!(binary(
+            op,
+            &[0.0; 6],
+            &dims(&[2, 3]),
+            &[0.0; 2],
+            &dims(&[2]),
+            &mut out,
+            &dims(&[2, 3])
+        )
+        .is_err());
+        assert!(binary(
+            op,
+            &[0.0; 6],
+            &dims(&[6]),
+            &[0.0; 1],
+            &dims(&[1]),
+            &mut out,
+            &dims(&[2, 3])
+        )
+        .is_err());
+    }
 }
 
 #[test]
