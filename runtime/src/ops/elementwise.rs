@@ -71,6 +71,19 @@ macro_rules! widest {
     }};
 }
 
+/// [`wide`] for a function too large for LLVM to inline through a closure or a function
+/// item (one call per element, no vectors): the loops call the `#[inline(always)]`
+/// function `$f` directly.
+macro_rules! wide_direct {
+    ($x:expr, $out:expr, $f:path) => {
+        widest!($x.len(); fn(x: &[f32] = $x, out: &mut [f32] = $out) -> () {
+            for (y, v) in out.iter_mut().zip(x) {
+                *y = $f(*v);
+            }
+        })
+    };
+}
+
 /// Strides (in elements) of `src`, right-aligned to `out`, with 0 on broadcast axes.
 fn bcast_strides(src: &Dims, out: &Dims) -> Result<[usize; MAX_RANK], Error> {
     let (r, sr) = (out.rank(), src.rank());
@@ -226,9 +239,9 @@ pub fn unary_linked(
         Unary::Sigmoid if linked(op) => wide(x, out, super::sigmoid),
         Unary::Silu if linked(op) => wide(x, out, |v| v * super::sigmoid(v)),
         Unary::GeluTanh if linked(op) => wide(x, out, super::gelu_tanh),
-        _ => plain!(
-            Softplus, GeluErf, Sin, Cos, Exp, Log, Sqrt, Erf, Rsqrt, Floor, Ceil, Round, Sign
-        ),
+        Unary::Erf if linked(op) => wide_direct!(x, out, super::erf::erf),
+        Unary::GeluErf if linked(op) => wide_direct!(x, out, super::erf::gelu_erf),
+        _ => plain!(Softplus, Sin, Cos, Exp, Log, Sqrt, Rsqrt, Floor, Ceil, Round, Sign),
     }
     Ok(())
 }

@@ -31,6 +31,7 @@ mod conv;
 mod conv_gemm;
 mod dense;
 mod elementwise;
+mod erf;
 mod exact;
 #[cfg(feature = "weights-int8")]
 mod int8;
@@ -471,7 +472,7 @@ impl Unary {
             Unary::Tanh => tanh(x),
             Unary::Softplus => softplus(x),
             Unary::Silu => x * sigmoid(x),
-            Unary::GeluErf => gelu_erf(x),
+            Unary::GeluErf => erf::gelu_erf(x),
             Unary::GeluTanh => gelu_tanh(x),
             Unary::Sin => trig::sin(x),
             Unary::Cos => trig::cos(x),
@@ -480,7 +481,7 @@ impl Unary {
             Unary::Sqrt => sqrt(x),
             Unary::Neg => -x,
             Unary::Abs => abs(x),
-            Unary::Erf => libm::erff(x),
+            Unary::Erf => erf::erf(x),
             Unary::Recip => 1.0 / x,
             Unary::Square => x * x,
             Unary::Rsqrt => 1.0 / sqrt(x),
@@ -525,7 +526,7 @@ pub(crate) fn abs(x: f32) -> f32 {
 
 /// `|v|` with the sign of `s` (what `copysignf` computes; inlined so loops vectorize).
 #[inline(always)]
-fn copysign(v: f32, s: f32) -> f32 {
+pub(crate) fn copysign(v: f32, s: f32) -> f32 {
     f32::from_bits((v.to_bits() & 0x7FFF_FFFF) | (s.to_bits() & 0x8000_0000))
 }
 
@@ -783,17 +784,6 @@ fn log1p_unit(e: f32) -> f32 {
         z * (2.0 / 3.0 + z * (2.0 / 5.0 + z * (2.0 / 7.0 + z * (2.0 / 9.0 + z * (2.0 / 11.0)))));
     let hfsq = 0.5 * f * f;
     k * LN2_HI - ((hfsq - (s * (hfsq + r) + k * LN2_LO)) - f)
-}
-
-/// `0.5 x (1 + erf(x / sqrt 2))`; for x < 0 as `0.5 x erfc(-x / sqrt 2)` to avoid cancellation.
-#[inline]
-fn gelu_erf(x: f32) -> f32 {
-    let z = x / core::f32::consts::SQRT_2;
-    if x >= 0.0 {
-        0.5 * x * (1.0 + libm::erff(z))
-    } else {
-        0.5 * x * libm::erfcf(-z)
-    }
 }
 
 /// `0.5 x (1 + tanh(u))` with `u = sqrt(2/pi) (x + 0.044715 x^3)`, evaluated as the
