@@ -116,8 +116,9 @@ for fw in cortex-m4 riscv32; do
     (cd "targets/$fw" && cargo fmt -- --check && cargo clippy --release --all-targets -- -D warnings)
 done
 (cd targets/cortex-m4 && timeout 120 cargo run --release --quiet --example one_step) | tail -c 200
-# The M4F's assembly kernels against naive loops, bit for bit (exits non-zero on a mismatch).
-(cd targets/cortex-m4 && timeout 300 cargo run --release --quiet --example kernels)
+# The M4F's assembly kernels against naive loops, bit for bit (exits non-zero on a mismatch;
+# `int8`: the full-integer Dense too).
+(cd targets/cortex-m4 && timeout 300 cargo run --release --quiet --example kernels --features int8)
 unset FLOWRT_FRT FLOWRT_NOISE
 # ---- END QEMU / firmware block --------------------------------------------------------------
 

@@ -9,8 +9,9 @@
 //! values. Per chunk, the group's rows are quantized once into int16 pairs ([`pack_rows`];
 //! Conv gathers them from a [`BAND`]-byte band of input rows quantized once), each column
 //! pair's int8 weights are widened once for the whole group ([`widen_rows`]), and [`kernel`]
-//! accumulates 2 rows × 2 columns at a time: per 4 reduction values, 3 loads (`LDM`) and 8
-//! `SMLAD`s for 16 multiply-accumulates. The buffers live on the stack: 6.5 KB for Dense,
+//! accumulates 2 rows × 2 columns at a time: per 4 reduction values, 2 loads (`LDM`) and 8
+//! `SMLAD`s for 16 multiply-accumulates (an assembly function using all 14 core registers,
+//! 8 quads unrolled; `targets/cortex-m4/examples/kernels.rs` checks it on the core). The buffers live on the stack: 6.5 KB for Dense,
 //! 6.5 KB for Conv (the edge model's stack stays within the 16 KiB reserve of
 //! `memory-2m-256k.x`, tests/tests/qemu.rs).
 //!
@@ -289,107 +290,136 @@ pub(super) fn kernel(act: &[u32], w: &[u32], quads: usize, pairs: usize, acc: &m
     }
 }
 
-/// One quad of [`kernel_dsp`]: the column pair's 4 words into r4, r5, r8, r9 (column 0 and
-/// 1 of values k, k+2, then of k+1, k+3), the row pair's in two loads of r2, r3, and the 8
-/// `SMLAD`s into r10 (row 0 col 0), r11 (row 0 col 1), r12 (row 1 col 0), lr (row 1 col 1).
+/// Quads per pass of [`kernel_dsp`]'s unrolled body.
+#[cfg(flowrt_dsp)]
+const UNROLL: usize = 8;
+/// Bytes of one quad of the unrolled body: two 32-bit `LDM.W` and eight `SMLAD`.
+#[cfg(flowrt_dsp)]
+const QUAD_BYTES: usize = 40;
+
+/// One quad of `flowrt_q8_pairs`: the row pair's 4 words into r4–r7 (row 0 and 1 of values
+/// k, k+2, then of k+1, k+3), the column pair's into r8–r11 (the same for columns 0 and 1),
+/// and the 8 `SMLAD`s into r2 (row 0 col 0), r3 (row 0 col 1), r12 (row 1 col 0), lr (row 1
+/// col 1). Exactly [`QUAD_BYTES`] long (the `.w` forms: the entry point is computed).
 #[cfg(flowrt_dsp)]
 macro_rules! quad {
     () => {
         concat!(
-            "ldm r1!, {{r4, r5, r8, r9}}\n",
-            "ldm r0!, {{r2, r3}}\n",
-            "smlad r10, r2, r4, r10\n",
-            "smlad r11, r2, r5, r11\n",
-            "smlad r12, r3, r4, r12\n",
-            "smlad lr, r3, r5, lr\n",
-            "ldm r0!, {{r2, r3}}\n",
-            "smlad r10, r2, r8, r10\n",
-            "smlad r11, r2, r9, r11\n",
-            "smlad r12, r3, r8, r12\n",
-            "smlad lr, r3, r9, lr\n",
+            "ldmia.w r0!, {{r4, r5, r6, r7}}\n",
+            "ldmia.w r1!, {{r8, r9, r10, r11}}\n",
+            "smlad r2, r4, r8, r2\n",
+            "smlad r3, r4, r9, r3\n",
+            "smlad r12, r5, r8, r12\n",
+            "smlad lr, r5, r9, lr\n",
+            "smlad r2, r6, r10, r2\n",
+            "smlad r3, r6, r11, r3\n",
+            "smlad r12, r7, r10, r12\n",
+            "smlad lr, r7, r11, lr\n",
         )
     };
 }
 
-/// [`kernel`] in ARMv7E-M assembly: 11 instructions per quad (16 multiply-accumulates), 4
-/// quads per loop turn, every row pair in one call. All 12 allocatable core registers hold
-/// operands and sums in the loop, so its bounds and the accumulator pointer are kept on the
-/// stack (pushed by the assembly itself: no FPU registers, which thumbv7em-none-eabi may
-/// lack).
+// `flowrt_q8_pairs(act, w, quads, acc, pairs)` (AAPCS; `pairs` on the stack): for each of
+// `pairs` row pairs, the 2 × 2 block at `acc` (then `acc + 16 · COL_PAIRS` bytes, ...) plus
+// the row pair's `quads` quads (its words follow the previous pair's in `act`) against the
+// column pair's (`w`, the same for every pair). A function of its own, not inline assembly,
+// so that it may use all 14 core registers (inline assembly may not name r6, r7): the row
+// pair's quad loads in one `LDM` as the column pair's, 10 instructions per 16
+// multiply-accumulates. The body is 8 quads unrolled; the first pass enters it part-way
+// (computed branch) so that whole passes follow; `w`'s end closes the loop. Loop state on
+// the stack: [sp] w, [sp, #4] entry (Thumb bit set), [sp, #8] acc, [sp, #12] pairs left,
+// [sp, #16] w's end.
+#[cfg(flowrt_dsp)]
+core::arch::global_asm!(
+    ".section .text.flowrt_q8_pairs,\"ax\",%progbits",
+    ".global flowrt_q8_pairs",
+    ".type flowrt_q8_pairs,%function",
+    ".syntax unified",
+    ".thumb",
+    ".thumb_func",
+    ".p2align 2",
+    "flowrt_q8_pairs:",
+    "push {{r4, r5, r6, r7, r8, r9, r10, r11, lr}}",
+    "sub sp, #20",
+    "ldr r4, [sp, #56]",
+    "str r1, [sp]",
+    "str r3, [sp, #8]",
+    "str r4, [sp, #12]",
+    "add.w r5, r1, r2, lsl #4",
+    "str r5, [sp, #16]",
+    // Entry: the body's start plus (UNROLL − first pass's quads) quads, the first pass
+    // ((quads − 1) mod UNROLL) + 1 quads long.
+    "subs r6, r2, #1",
+    "and r6, r6, #{mask}",
+    "rsb r6, r6, #{mask}",
+    "movs r7, #{quad_bytes}",
+    "mul r6, r6, r7",
+    "adr.w r7, 3f",
+    "add r6, r6, r7",
+    "orr r6, r6, #1",
+    "str r6, [sp, #4]",
+    "2:",
+    "ldr r4, [sp, #8]",
+    "ldm r4, {{r2, r3, r12, lr}}",
+    "ldr r1, [sp]",
+    "ldr r4, [sp, #4]",
+    "bx r4",
+    ".p2align 2",
+    "3:",
+    quad!(),
+    quad!(),
+    quad!(),
+    quad!(),
+    quad!(),
+    quad!(),
+    quad!(),
+    quad!(),
+    "ldr r4, [sp, #16]",
+    "cmp r1, r4",
+    "bne 3b",
+    "ldr r4, [sp, #8]",
+    "stm r4, {{r2, r3, r12, lr}}",
+    "add r4, r4, #{stride}",
+    "str r4, [sp, #8]",
+    "ldr r5, [sp, #12]",
+    "subs r5, r5, #1",
+    "str r5, [sp, #12]",
+    "bne 2b",
+    "add sp, #20",
+    "pop {{r4, r5, r6, r7, r8, r9, r10, r11, pc}}",
+    ".size flowrt_q8_pairs, . - flowrt_q8_pairs",
+    mask = const UNROLL - 1,
+    quad_bytes = const QUAD_BYTES,
+    stride = const 16 * COL_PAIRS,
+);
+
+#[cfg(flowrt_dsp)]
+extern "C" {
+    fn flowrt_q8_pairs(act: *const u32, w: *const u32, quads: usize, acc: *mut i32, pairs: usize);
+}
+
+/// [`kernel`] on ARMv7E-M: `flowrt_q8_pairs` (the assembly above) over every row pair.
 #[cfg(flowrt_dsp)]
 #[inline(never)]
 fn kernel_dsp(act: &[u32], w: &[u32], quads: usize, acc: &mut [[i32; 4]]) {
-    // `acc`: the blocks of the row pairs, COL_PAIRS apart (the last one ends the slice).
-    let w0 = w.as_ptr();
-    // Ends of the 4-quad turns and of the whole column pair (16 and 4 words per quad group).
-    let end4 = w0.wrapping_add(16 * (quads / 4));
-    let end1 = w0.wrapping_add(4 * quads);
-    let acc0 = acc.as_mut_ptr();
-    // One block past the last pair's (blocks are COL_PAIRS apart).
-    let acc_end = acc0.wrapping_add(acc.len() + COL_PAIRS - 1);
+    let pairs = (acc.len() - 1) / COL_PAIRS + 1;
     // SAFETY: `kernel` checked `act.len() == pairs · 4 · quads`, `w.len() == 4 · quads`,
     // `acc.len() == (pairs − 1) · COL_PAIRS + 1`, `quads > 0` and `pairs > 0`. Per row pair
-    // the loops read `4 · quads` words of `w` (from its start; the 4-quad loop stops at
-    // `end4`, the 1-quad loop at `end1`, both reached exactly since the pointer advances by
-    // 16 and 4 words) and the next `4 · quads` words of `act` (r0 advances through it once);
-    // `acc` is read and written one `[i32; 4]` per row pair, at blocks 0, COL_PAIRS, ...,
-    // (pairs − 1) · COL_PAIRS, until the pointer reaches `acc_end`. All loads and stores are
-    // word-aligned (u32 and i32 slices). SMLAD and LDM/STM are ARMv7E-M instructions
-    // (thumbv7em only, build.rs).
-    // The sums cannot overflow (at most 133,000 products of magnitude at most 127²). The
-    // assembly pushes 24 bytes (w0, end4, end1, the accumulator pointer, acc_end, padding
-    // to keep sp 8-byte aligned) and pops them before it ends; only the declared registers
-    // are written.
+    // the function reads the `4 · quads` words of `w` from its start (passes of at most
+    // UNROLL quads, the first entered part-way so that the passes end exactly at `w`'s
+    // end) and the next `4 · quads` words of `act` (r0 advances through it once), and
+    // reads and writes one `[i32; 4]` of `acc` per row pair, at blocks 0, COL_PAIRS, ...,
+    // (pairs − 1) · COL_PAIRS. All loads and stores are word-aligned (u32 and i32 slices).
+    // It follows the AAPCS (r4–r11 saved and restored, sp restored), SMLAD and LDM/STM are
+    // ARMv7E-M instructions (thumbv7em only, build.rs). The sums cannot overflow (at most
+    // 133,000 products of magnitude at most 127²).
     unsafe {
-        core::arch::asm!(
-            "push {{r1, r2, r3, r4, r5, r8}}",
-            // [sp]: w0, [sp, #4]: end4, [sp, #8]: end1, [sp, #12]: acc, [sp, #16]: acc_end.
-            "2:",
-            "ldr r2, [sp, #12]",
-            "ldm r2, {{r10, r11, r12, lr}}",
-            "ldr r1, [sp]",
-            "ldr r2, [sp, #4]",
-            "cmp r1, r2",
-            "beq 4f",
-            "3:",
-            quad!(),
-            quad!(),
-            quad!(),
-            quad!(),
-            "ldr r2, [sp, #4]",
-            "cmp r1, r2",
-            "bne 3b",
-            "4:",
-            "ldr r2, [sp, #8]",
-            "cmp r1, r2",
-            "beq 6f",
-            "5:",
-            quad!(),
-            "ldr r2, [sp, #8]",
-            "cmp r1, r2",
-            "bne 5b",
-            "6:",
-            "ldr r2, [sp, #12]",
-            "stm r2, {{r10, r11, r12, lr}}",
-            "add r2, r2, #{stride}",
-            "str r2, [sp, #12]",
-            "ldr r3, [sp, #16]",
-            "cmp r2, r3",
-            "bne 2b",
-            "add sp, #24",
-            inout("r0") act.as_ptr() => _,
-            inout("r1") w0 => _,
-            inout("r2") end4 => _,
-            inout("r3") end1 => _,
-            inout("r4") acc0 => _,
-            inout("r5") acc_end => _,
-            out("r8") _,
-            out("r9") _,
-            out("r10") _,
-            out("r11") _,
-            out("r12") _,
-            out("lr") _,
-            stride = const 16 * COL_PAIRS,
+        flowrt_q8_pairs(
+            act.as_ptr(),
+            w.as_ptr(),
+            quads,
+            acc.as_mut_ptr().cast(),
+            pairs,
         );
     }
 }

@@ -327,6 +327,82 @@ const MAX_ROWS: usize = 5;
 const MAX_K: usize = 17;
 const MAX_N: usize = 64;
 
+/// Full-integer Dense (`ops::dense_q8`: on this core the `SMLAD` kernel of
+/// `int8_packed.rs`, 8 quads unrolled with a computed entry) against its definition
+/// (`ops/int8.rs`): `q = clamp(round(x · (1 / s)), ±127)` with ties away from zero, the exact
+/// integer sum, `f32(sum) · (s · s_w[c]) + b[c]`. Reductions 1..=40 (every remainder of the
+/// unrolled passes) and around the 128-value chunk, rows and columns around the 16-row
+/// groups and the 32-column tiles.
+#[cfg(feature = "int8")]
+fn q8_check(g: &mut Lcg) -> u32 {
+    use flowrt::ops::{dense_q8, Int8Weights, Scales};
+    const K: usize = 140;
+    const N: usize = 34;
+    const R: usize = 18;
+    let mut a = [0f32; R * K];
+    let mut w = [0i8; N * K];
+    let mut sw = [0f32; N];
+    let mut b = [0f32; N];
+    let mut out = [0f32; R * N];
+    let mut cases = 0;
+    for k in (1..=40).chain([127, 128, 129, 140]) {
+        for (rows, n) in [(1, 1), (2, 2), (3, 3), (17, 33), (18, 34), (5, 32)] {
+            let (a, w, sw, b) = (
+                &mut a[..rows * k],
+                &mut w[..n * k],
+                &mut sw[..n],
+                &mut b[..n],
+            );
+            for v in a.iter_mut().chain(b.iter_mut()) {
+                *v = g.next();
+            }
+            for v in w.iter_mut() {
+                *v = ((g.next() * 1e4) as i32 % 128).clamp(-127, 127) as i8;
+            }
+            for v in sw.iter_mut() {
+                *v = g.next().abs() * 0.01 + 1e-4;
+            }
+            let act_scale = 0.05;
+            let weights = Int8Weights {
+                values: w,
+                scales: Scales::F32(sw),
+                inner: k,
+            };
+            let out = &mut out[..rows * n];
+            if let Err(e) = dense_q8(a, weights, Some(Weights::F32(b)), act_scale, k, n, out) {
+                hprintln!("dense_q8 rows={} k={} n={}: {}", rows, k, n, e);
+                debug::exit(debug::EXIT_FAILURE);
+            }
+            let inv = 1.0 / act_scale;
+            for r in 0..rows {
+                for c in 0..n {
+                    let mut sum = 0i32;
+                    for kk in 0..k {
+                        let q = libm::roundf(a[r * k + kk] * inv).clamp(-127.0, 127.0) as i32;
+                        sum += q * i32::from(w[c * k + kk]);
+                    }
+                    let want = (sum as f32) * (act_scale * sw[c]) + b[c];
+                    if out[r * n + c].to_bits() != want.to_bits() {
+                        hprintln!(
+                            "dense_q8 rows={} k={} n={}: out[{}, {}] = {}, want {}",
+                            rows,
+                            k,
+                            n,
+                            r,
+                            c,
+                            out[r * n + c],
+                            want
+                        );
+                        debug::exit(debug::EXIT_FAILURE);
+                    }
+                }
+            }
+            cases += 1;
+        }
+    }
+    cases
+}
+
 #[entry]
 fn main() -> ! {
     logger::init();
@@ -381,11 +457,16 @@ fn main() -> ! {
     }
     let conv_cases = conv_check(&mut g);
     let elt_cases = elementwise_check(&mut g);
+    #[cfg(feature = "int8")]
+    let q8_cases = q8_check(&mut g);
+    #[cfg(not(feature = "int8"))]
+    let q8_cases = 0;
     hprintln!(
-        "kernels: {} dense, {} conv and {} element-wise cases bit-identical to the naive loops",
+        "kernels: {} dense, {} conv, {} element-wise and {} full-integer Dense cases bit-identical to the naive loops",
         cases,
         conv_cases,
-        elt_cases
+        elt_cases,
+        q8_cases
     );
     debug::exit(debug::EXIT_SUCCESS);
     loop {
