@@ -270,19 +270,32 @@ fn dense_f32(
     n: usize,
     out: &mut [f32],
 ) -> Result<(), Error> {
-    // Fewer than 4 rows have no 4-row block for the AVX-512 tiles (and ran 2-3 % slower
-    // compiled for it).
+    // Fewer than 4 rows have no 4-row block for the AVX-512 tiles: they take 64-column
+    // rows, four independent zmm sums per step.
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    if out.len() / n.max(1) >= 4 && std::is_x86_feature_detected!("avx512f") {
-        // SAFETY: `dense_avx512` only needs the AVX-512F instruction set, which the CPU has
-        // (checked just above); its body is safe code.
-        return unsafe { dense_avx512(a, w, bias, k, n, out) };
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: `dense_avx512` and `dense_rows_avx512` only need the AVX-512F
+        // instruction set, which the CPU has (checked just above); their bodies are safe
+        // code.
+        return unsafe {
+            if out.len() / n.max(1) >= 4 {
+                dense_avx512(a, w, bias, k, n, out)
+            } else {
+                dense_rows_avx512(a, w, bias, k, n, out)
+            }
+        };
     }
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: `dense_avx2` only needs the AVX2 instruction set, which the CPU has
-        // (checked just above); its body is safe code.
-        return unsafe { dense_avx2(a, w, bias, k, n, out) };
+        // SAFETY: `dense_avx2` and `dense_rows_avx2` only need the AVX2 instruction set,
+        // which the CPU has (checked just above); their bodies are safe code.
+        return unsafe {
+            if out.len() / n.max(1) >= 4 {
+                dense_avx2(a, w, bias, k, n, out)
+            } else {
+                dense_rows_avx2(a, w, bias, k, n, out)
+            }
+        };
     }
     #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
     {
@@ -330,6 +343,37 @@ fn dense_avx2(
     out: &mut [f32],
 ) -> Result<(), Error> {
     dense_tiled::<16, _>(a, w, bias, k, n, out)
+}
+
+/// [`dense`] for fewer than 4 rows compiled for AVX2 (no FMA): rows of 32-column tiles,
+/// four independent ymm sums per step ([`dense_rows_avx512`]).
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[target_feature(enable = "avx2")]
+fn dense_rows_avx2(
+    a: &[f32],
+    w: &[f32],
+    bias: Option<Weights<'_>>,
+    k: usize,
+    n: usize,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    dense_tiled::<32, _>(a, w, bias, k, n, out)
+}
+
+/// [`dense`] for fewer than 4 rows (batch 1 to 3) compiled for AVX-512F (no FMA): rows of
+/// 64-column tiles, whose four zmm sums are independent chains (with 16 columns, a
+/// matrix-vector product waits on one chain of additions per step).
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[target_feature(enable = "avx512f")]
+fn dense_rows_avx512(
+    a: &[f32],
+    w: &[f32],
+    bias: Option<Weights<'_>>,
+    k: usize,
+    n: usize,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    dense_tiled::<64, _>(a, w, bias, k, n, out)
 }
 
 /// [`dense`] compiled for AVX-512F (no FMA) with 32-column tiles: 4 rows × 2 zmm
@@ -499,6 +543,9 @@ fn block4<const T: usize, W: WeightRuns>(
         ) else {
             return Err(SIZE_ERR);
         };
+        if let (true, Some(wf)) = (WIDE_TAIL, w.as_f32_slice()) {
+            return tail_in_registers::<T, 4>([t0, t1, t2, t3], a, wf, bias, n, full);
+        }
         for oi in [&mut *t0, &mut *t1, &mut *t2, &mut *t3] {
             load_bias(bias, full, oi).ok_or(SIZE_ERR)?;
         }
@@ -521,6 +568,66 @@ fn block4<const T: usize, W: WeightRuns>(
                 *y3 += x3 * wv;
             }
         }
+    }
+    Ok(())
+}
+
+/// Whether the tail columns of an f32 Dense (fewer than a tile) accumulate in a full tile of
+/// registers ([`tail_in_registers`]) rather than in the output slice. Where loops vectorize:
+/// there the slice's unknown length made them masked loads and stores through memory, each
+/// step waiting on the last (a 2-column output layer took a third of a batch-1 MLP's Dense
+/// time); scalar cores would only compute the extra lanes.
+const WIDE_TAIL: bool = !super::SCALAR_MATH;
+
+/// The tail columns `full .. n` (fewer than `T`) of `R` rows: `T`-lane accumulators in
+/// registers, each step reading the `T` weights from the tail's start in row `kk` of `w`
+/// (the columns past the tail are the next weights: their lanes are computed and dropped),
+/// the last rows, where `T` values would run past the end of `w`, lane by lane. Each used
+/// lane is the bias, then `+ x · w` for `k` ascending: the order of every other path.
+#[inline(always)]
+fn tail_in_registers<const T: usize, const R: usize>(
+    outs: [&mut [f32]; R],
+    a: [&[f32]; R],
+    wf: &[f32],
+    bias: Option<Weights<'_>>,
+    n: usize,
+    full: usize,
+) -> Result<(), Error> {
+    let rem = n - full;
+    let k = a.first().map_or(0, |r| r.len());
+    let mut init = [0f32; T];
+    load_bias(bias, full, init.get_mut(..rem).ok_or(SIZE_ERR)?).ok_or(SIZE_ERR)?;
+    let mut acc = [init; R];
+    // Rows kk < wide have T weights from kk·n + full inside `wf`.
+    let wide = match wf.len().checked_sub(full + T) {
+        Some(room) => (room / n + 1).min(k),
+        None => 0,
+    };
+    for kk in 0..wide {
+        let s = kk * n + full;
+        let wv: &[f32; T] = wf
+            .get(s..s + T)
+            .and_then(|v| v.try_into().ok())
+            .ok_or(SIZE_ERR)?;
+        for (row, ar) in acc.iter_mut().zip(a) {
+            let x = *ar.get(kk).ok_or(SIZE_ERR)?;
+            for (y, wv) in row.iter_mut().zip(wv) {
+                *y += x * *wv;
+            }
+        }
+    }
+    for kk in wide..k {
+        let s = kk * n + full;
+        let wv = wf.get(s..s + rem).ok_or(SIZE_ERR)?;
+        for (row, ar) in acc.iter_mut().zip(a) {
+            let x = *ar.get(kk).ok_or(SIZE_ERR)?;
+            for (y, wv) in row.iter_mut().zip(wv) {
+                *y += x * *wv;
+            }
+        }
+    }
+    for (o, row) in outs.into_iter().zip(&acc) {
+        o.copy_from_slice(row.get(..rem).ok_or(SIZE_ERR)?);
     }
     Ok(())
 }
@@ -566,6 +673,11 @@ fn row1<const T: usize, W: WeightRuns>(
         c0 = c1;
     }
     let t = o.get_mut(full..).ok_or(SIZE_ERR)?;
+    if let (true, Some(wf)) = (WIDE_TAIL, w.as_f32_slice()) {
+        if full < n {
+            return tail_in_registers::<T, 1>([t], [a], wf, bias, n, full);
+        }
+    }
     load_bias(bias, full, t).ok_or(SIZE_ERR)?;
     let mut tail = [0f32; TAIL_CHUNK];
     for (kk, x) in a.iter().enumerate() {

@@ -73,7 +73,8 @@ fn bcast_index(out_idx: &[usize], src: &[usize]) -> usize {
 fn dense_matches_naive_loop_bitwise() {
     let mut g = Lcg(1);
     // Sizes cover the 8-, 16- and 32-column tiles (portable, AVX2 and AVX-512 paths, as the
-    // CPU has them) and their tails.
+    // CPU has them) and their tails; fewer than 4 rows the 32- and 64-column rows of the x86
+    // hosts, and tails whose last steps would read past the weights (`tail_in_registers`).
     // Under Miri the two large cases shrink to the same tile and tail structure.
     let (big, wide) = if cfg!(miri) {
         ((9, 13, 20), (8, 5, 40))
@@ -89,6 +90,14 @@ fn dense_matches_naive_loop_bitwise() {
         (5, 7, 33),
         wide,
         (6, 3, 24),
+        (1, 64, 2),
+        (2, 9, 70),
+        (3, 40, 63),
+        (1, 3, 64),
+        (1, 17, 130),
+        (2, 1, 5),
+        (4, 64, 2),
+        (8, 20, 18),
     ] {
         let (a, w, b) = (g.vec(rows * k), g.vec(k * n), g.vec(n));
         // Slices: indexing a Vec retags all of it under Miri (quadratic in the size).
