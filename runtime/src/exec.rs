@@ -226,6 +226,22 @@ impl<'m> Decoded<'m> {
         }
     }
 
+    /// [`Decoded::shape`] by reference (no copy of the dims).
+    fn shape_ref(&self, t: u32, rows: usize) -> Option<&(Dims, usize, Option<Range<usize>>)> {
+        #[cfg(feature = "alloc")]
+        {
+            if rows != self.rows {
+                return None;
+            }
+            self.shapes.get(t as usize)
+        }
+        #[cfg(not(feature = "alloc"))]
+        {
+            let _ = (t, rows);
+            None
+        }
+    }
+
     /// Node `i`'s record, if decoded.
     fn node(&self, i: u32) -> Option<NodeRec> {
         #[cfg(feature = "alloc")]
@@ -305,27 +321,51 @@ impl<'x, 'm: 'x> Views<'x, 'm> {
             }
             TensorKind::Const => self.model.const_data(&rec)?,
             TensorKind::Intermediate | TensorKind::Output => {
-                let Range { start, end } = match range {
+                let range = match range {
                     Some(r) => r,
                     None => self.model.arena_range(&rec, self.batch)?,
                 };
-                if end <= self.lo.len() {
-                    self.lo.get(start..end).ok_or(ops_err())?
-                } else if start >= self.hi_start {
-                    self.hi
-                        .get(start - self.hi_start..end - self.hi_start)
-                        .ok_or(ops_err())?
-                } else {
-                    return Err(Error::Invalid {
-                        what: "node output overlaps one of its inputs",
-                    });
-                }
+                self.arena(range)?
             }
         };
         if data.len() != n {
             return Err(ops_err());
         }
         Ok((data, rec, dims))
+    }
+
+    /// The arena's `range` (elements), which must not overlap the output being written.
+    fn arena(&self, Range { start, end }: Range<usize>) -> Result<&'x [f32], Error> {
+        if end <= self.lo.len() {
+            self.lo.get(start..end).ok_or(ops_err())
+        } else if start >= self.hi_start {
+            self.hi
+                .get(start - self.hi_start..end - self.hi_start)
+                .ok_or(ops_err())
+        } else {
+            Err(Error::Invalid {
+                what: "node output overlaps one of its inputs",
+            })
+        }
+    }
+
+    /// Just the values of `tensor` ([`Views::get`] without its record and dims): an
+    /// intermediate whose arena range is resolved ([`Decoded`]) straight from the arena.
+    fn data(&self, tensor: u32) -> Result<&'x [f32], Error> {
+        if let Some((_, n, Some(range))) = self.decoded.shape_ref(tensor, self.batch) {
+            let data = self.arena(range.clone())?;
+            return if data.len() == *n {
+                Ok(data)
+            } else {
+                Err(ops_err())
+            };
+        }
+        Ok(self.get(tensor)?.0)
+    }
+
+    /// [`Views::data`] of input `j` of `node`.
+    fn input_data(&self, node: &NodeRec, j: usize) -> Result<&'x [f32], Error> {
+        self.data(self.input_tensor(node, j)?)
     }
 
     fn input(&self, node: &NodeRec, j: usize) -> Result<(&'x [f32], TensorRec, Dims), Error> {
@@ -362,8 +402,8 @@ impl<'x, 'm: 'x> Views<'x, 'm> {
                 Some(w) => w,
                 None => self.model.const_weights_with::<S>(&rec)?,
             };
-            let dims = match self.decoded.shape(tensor, self.batch) {
-                Some((dims, _, _)) => dims,
+            let dims = match self.decoded.shape_ref(tensor, self.batch) {
+                Some((dims, _, _)) => *dims,
                 None => rec.shape.concrete(self.batch),
             };
             return Ok((w, dims));
@@ -398,8 +438,8 @@ pub(crate) fn run_graph<S: Selection>(
             Some(r) => r,
             None => model.tensor_rec(node.output)?,
         };
-        let (od, range) = match decoded.shape(node.output, batch) {
-            Some((od, _, Some(range))) => (od, range),
+        let (od, range) = match decoded.shape_ref(node.output, batch) {
+            Some((od, _, Some(range))) => (*od, range.clone()),
             _ => (
                 out_rec.shape.concrete(batch),
                 model.arena_range(&out_rec, batch)?,
@@ -457,7 +497,7 @@ fn exec_node<S: Selection>(
             })
         }
         NodeOp::Dense if has(node::DENSE) => {
-            let (a, _, _) = v.input(node, 0)?;
+            let a = v.input_data(node, 0)?;
             let (w, wd) = v.weights::<S>(node, 1)?;
             let bias = bias_input::<S>(v, node)?;
             let (k, n) = (wd.get(0).ok_or(ops_err())?, wd.get(1).ok_or(ops_err())?);
@@ -478,7 +518,7 @@ fn exec_node<S: Selection>(
             ops::binary_linked(op, a, &ad, b, &bd, out, od, select::has_binary::<S>)
         }
         NodeOp::Unary(op) if has(node::UNARY) => {
-            ops::unary_linked(op, v.input(node, 0)?.0, out, select::has_unary::<S>)
+            ops::unary_linked(op, v.input_data(node, 0)?, out, select::has_unary::<S>)
         }
         NodeOp::Lut { .. } if has(node::LUT) => {
             // The loader checked the table and the scale (constants; the scale > 0).
@@ -512,7 +552,7 @@ fn exec_node<S: Selection>(
             w.load(0, out).ok_or(ops_err())
         }
         NodeOp::Reshape if has(node::RESHAPE) => {
-            let (x, _, _) = v.input(node, 0)?;
+            let x = v.input_data(node, 0)?;
             if x.len() != out.len() {
                 return Err(ops_err());
             }
