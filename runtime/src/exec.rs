@@ -320,12 +320,24 @@ impl<'x, 'm: 'x> Views<'x, 'm> {
                 self.inputs.get(pos).copied().ok_or(ops_err())?
             }
             TensorKind::Const => self.model.const_data(&rec)?,
+            // The check of `Views::arena` written out (through the function, or with the
+            // error as a shared constant, the firmware's code grew by 40 bytes).
             TensorKind::Intermediate | TensorKind::Output => {
-                let range = match range {
+                let Range { start, end } = match range {
                     Some(r) => r,
                     None => self.model.arena_range(&rec, self.batch)?,
                 };
-                self.arena(range)?
+                if end <= self.lo.len() {
+                    self.lo.get(start..end).ok_or(ops_err())?
+                } else if start >= self.hi_start {
+                    self.hi
+                        .get(start - self.hi_start..end - self.hi_start)
+                        .ok_or(ops_err())?
+                } else {
+                    return Err(Error::Invalid {
+                        what: "node output overlaps one of its inputs",
+                    });
+                }
             }
         };
         if data.len() != n {
@@ -335,6 +347,7 @@ impl<'x, 'm: 'x> Views<'x, 'm> {
     }
 
     /// The arena's `range` (elements), which must not overlap the output being written.
+    #[cfg(feature = "alloc")]
     fn arena(&self, Range { start, end }: Range<usize>) -> Result<&'x [f32], Error> {
         if end <= self.lo.len() {
             self.lo.get(start..end).ok_or(ops_err())
@@ -351,6 +364,8 @@ impl<'x, 'm: 'x> Views<'x, 'm> {
 
     /// Just the values of `tensor` ([`Views::get`] without its record and dims): an
     /// intermediate whose arena range is resolved ([`Decoded`]) straight from the arena.
+    #[cfg(feature = "alloc")]
+    #[inline(always)]
     fn data(&self, tensor: u32) -> Result<&'x [f32], Error> {
         if let Some((_, n, Some(range))) = self.decoded.shape_ref(tensor, self.batch) {
             let data = self.arena(range.clone())?;
@@ -363,7 +378,10 @@ impl<'x, 'm: 'x> Views<'x, 'm> {
         Ok(self.get(tensor)?.0)
     }
 
-    /// [`Views::data`] of input `j` of `node`.
+    /// [`Views::data`] of input `j` of `node`. Only with `alloc` (nothing is resolved
+    /// without it; the firmware's nodes call [`Views::input`], whose code through this
+    /// function was 68 bytes larger).
+    #[cfg(feature = "alloc")]
     fn input_data(&self, node: &NodeRec, j: usize) -> Result<&'x [f32], Error> {
         self.data(self.input_tensor(node, j)?)
     }
@@ -497,7 +515,10 @@ fn exec_node<S: Selection>(
             })
         }
         NodeOp::Dense if has(node::DENSE) => {
+            #[cfg(feature = "alloc")]
             let a = v.input_data(node, 0)?;
+            #[cfg(not(feature = "alloc"))]
+            let (a, _, _) = v.input(node, 0)?;
             let (w, wd) = v.weights::<S>(node, 1)?;
             let bias = bias_input::<S>(v, node)?;
             let (k, n) = (wd.get(0).ok_or(ops_err())?, wd.get(1).ok_or(ops_err())?);
@@ -518,7 +539,11 @@ fn exec_node<S: Selection>(
             ops::binary_linked(op, a, &ad, b, &bd, out, od, select::has_binary::<S>)
         }
         NodeOp::Unary(op) if has(node::UNARY) => {
-            ops::unary_linked(op, v.input_data(node, 0)?, out, select::has_unary::<S>)
+            #[cfg(feature = "alloc")]
+            let x = v.input_data(node, 0)?;
+            #[cfg(not(feature = "alloc"))]
+            let x = v.input(node, 0)?.0;
+            ops::unary_linked(op, x, out, select::has_unary::<S>)
         }
         NodeOp::Lut { .. } if has(node::LUT) => {
             // The loader checked the table and the scale (constants; the scale > 0).
@@ -552,7 +577,10 @@ fn exec_node<S: Selection>(
             w.load(0, out).ok_or(ops_err())
         }
         NodeOp::Reshape if has(node::RESHAPE) => {
+            #[cfg(feature = "alloc")]
             let x = v.input_data(node, 0)?;
+            #[cfg(not(feature = "alloc"))]
+            let (x, _, _) = v.input(node, 0)?;
             if x.len() != out.len() {
                 return Err(ops_err());
             }

@@ -328,7 +328,7 @@ const MAX_K: usize = 17;
 const MAX_N: usize = 64;
 
 /// Full-integer Dense (`ops::dense_q8`: on this core the `SMLAD` kernel of
-/// `int8_packed.rs`, 8 quads unrolled with a computed entry) against its definition
+/// `int8_packed.rs`, 4 quads unrolled with a computed entry) against its definition
 /// (`ops/int8.rs`): `q = clamp(round(x · (1 / s)), ±127)` with ties away from zero, the exact
 /// integer sum, `f32(sum) · (s · s_w[c]) + b[c]`. Reductions 1..=40 (every remainder of the
 /// unrolled passes) and around the 128-value chunk, rows and columns around the 16-row
