@@ -543,9 +543,6 @@ fn block4<const T: usize, W: WeightRuns>(
         ) else {
             return Err(SIZE_ERR);
         };
-        if let (true, Some(wf)) = (WIDE_TAIL, w.as_f32_slice()) {
-            return tail_in_registers::<T, 4>([t0, t1, t2, t3], a, wf, bias, n, full);
-        }
         for oi in [&mut *t0, &mut *t1, &mut *t2, &mut *t3] {
             load_bias(bias, full, oi).ok_or(SIZE_ERR)?;
         }
@@ -572,63 +569,57 @@ fn block4<const T: usize, W: WeightRuns>(
     Ok(())
 }
 
-/// Whether the tail columns of an f32 Dense (fewer than a tile) accumulate in a full tile of
-/// registers ([`tail_in_registers`]) rather than in the output slice. Where loops vectorize:
-/// there the slice's unknown length made them masked loads and stores through memory, each
-/// step waiting on the last (a 2-column output layer took a third of a batch-1 MLP's Dense
-/// time); scalar cores would only compute the extra lanes.
+/// Whether a single row's tail columns of an f32 Dense (fewer than a tile) accumulate in a
+/// full tile of registers ([`tail_in_registers`]) rather than in the output slice. Where
+/// loops vectorize: there the slice's unknown length made them masked loads and stores
+/// through memory, each step waiting on the last (a 2-column output layer took a third of a
+/// batch-1 MLP's Dense time); scalar cores would only compute the extra lanes. (The 4-row
+/// blocks keep their loop: four rows in flight hide the wait, and the register form
+/// measured no faster at 64 rows.)
 const WIDE_TAIL: bool = !super::SCALAR_MATH;
 
-/// The tail columns `full .. n` (fewer than `T`) of `R` rows: `T`-lane accumulators in
+/// The tail columns `full .. n` (fewer than `T`) of one row: `T`-lane accumulators in
 /// registers, each step reading the `T` weights from the tail's start in row `kk` of `w`
 /// (the columns past the tail are the next weights: their lanes are computed and dropped),
-/// the last rows, where `T` values would run past the end of `w`, lane by lane. Each used
+/// the last rows of `w`, where `T` values would run past its end, lane by lane. Each used
 /// lane is the bias, then `+ x · w` for `k` ascending: the order of every other path.
 #[inline(always)]
-fn tail_in_registers<const T: usize, const R: usize>(
-    outs: [&mut [f32]; R],
-    a: [&[f32]; R],
+fn tail_in_registers<const T: usize>(
+    out: &mut [f32],
+    a: &[f32],
     wf: &[f32],
     bias: Option<Weights<'_>>,
     n: usize,
     full: usize,
 ) -> Result<(), Error> {
     let rem = n - full;
-    let k = a.first().map_or(0, |r| r.len());
-    let mut init = [0f32; T];
-    load_bias(bias, full, init.get_mut(..rem).ok_or(SIZE_ERR)?).ok_or(SIZE_ERR)?;
-    let mut acc = [init; R];
+    let k = a.len();
+    let mut acc = [0f32; T];
+    load_bias(bias, full, acc.get_mut(..rem).ok_or(SIZE_ERR)?).ok_or(SIZE_ERR)?;
     // Rows kk < wide have T weights from kk·n + full inside `wf`.
     let wide = match wf.len().checked_sub(full + T) {
         Some(room) => (room / n + 1).min(k),
         None => 0,
     };
-    for kk in 0..wide {
+    let (head, rest) = a.split_at(wide);
+    for (kk, x) in head.iter().enumerate() {
         let s = kk * n + full;
         let wv: &[f32; T] = wf
             .get(s..s + T)
             .and_then(|v| v.try_into().ok())
             .ok_or(SIZE_ERR)?;
-        for (row, ar) in acc.iter_mut().zip(a) {
-            let x = *ar.get(kk).ok_or(SIZE_ERR)?;
-            for (y, wv) in row.iter_mut().zip(wv) {
-                *y += x * *wv;
-            }
+        for (y, wv) in acc.iter_mut().zip(wv) {
+            *y += *x * *wv;
         }
     }
-    for kk in wide..k {
+    for (kk, x) in (wide..).zip(rest) {
         let s = kk * n + full;
         let wv = wf.get(s..s + rem).ok_or(SIZE_ERR)?;
-        for (row, ar) in acc.iter_mut().zip(a) {
-            let x = *ar.get(kk).ok_or(SIZE_ERR)?;
-            for (y, wv) in row.iter_mut().zip(wv) {
-                *y += x * *wv;
-            }
+        for (y, wv) in acc.iter_mut().zip(wv) {
+            *y += *x * *wv;
         }
     }
-    for (o, row) in outs.into_iter().zip(&acc) {
-        o.copy_from_slice(row.get(..rem).ok_or(SIZE_ERR)?);
-    }
+    out.copy_from_slice(acc.get(..rem).ok_or(SIZE_ERR)?);
     Ok(())
 }
 
@@ -675,7 +666,7 @@ fn row1<const T: usize, W: WeightRuns>(
     let t = o.get_mut(full..).ok_or(SIZE_ERR)?;
     if let (true, Some(wf)) = (WIDE_TAIL, w.as_f32_slice()) {
         if full < n {
-            return tail_in_registers::<T, 1>([t], [a], wf, bias, n, full);
+            return tail_in_registers::<T>(t, a, wf, bias, n, full);
         }
     }
     load_bias(bias, full, t).ok_or(SIZE_ERR)?;
