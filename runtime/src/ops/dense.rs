@@ -270,32 +270,36 @@ fn dense_f32(
     n: usize,
     out: &mut [f32],
 ) -> Result<(), Error> {
-    // Fewer than 4 rows have no 4-row block for the AVX-512 tiles: they take 64-column
-    // rows, four independent zmm sums per step.
+    // Fewer than 4 rows have no 4-row block: they take rows of wide tiles, four
+    // independent vector sums per step.
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    if std::is_x86_feature_detected!("avx512f") {
-        // SAFETY: `dense_avx512` and `dense_rows_avx512` only need the AVX-512F
-        // instruction set, which the CPU has (checked just above); their bodies are safe
-        // code.
-        return unsafe {
-            if out.len() / n.max(1) >= 4 {
-                dense_avx512(a, w, bias, k, n, out)
+    {
+        type Kernel = unsafe fn(
+            &[f32],
+            &[f32],
+            Option<Weights<'_>>,
+            usize,
+            usize,
+            &mut [f32],
+        ) -> Result<(), Error>;
+        let blocks = out.len() / n.max(1) >= 4;
+        let kernel: Option<Kernel> = if std::is_x86_feature_detected!("avx512f") {
+            Some(if blocks {
+                dense_avx512
             } else {
-                dense_rows_avx512(a, w, bias, k, n, out)
-            }
+                dense_rows_avx512
+            })
+        } else if std::is_x86_feature_detected!("avx2") {
+            Some(if blocks { dense_avx2 } else { dense_rows_avx2 })
+        } else {
+            None
         };
-    }
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: `dense_avx2` and `dense_rows_avx2` only need the AVX2 instruction set,
-        // which the CPU has (checked just above); their bodies are safe code.
-        return unsafe {
-            if out.len() / n.max(1) >= 4 {
-                dense_avx2(a, w, bias, k, n, out)
-            } else {
-                dense_rows_avx2(a, w, bias, k, n, out)
-            }
-        };
+        if let Some(kernel) = kernel {
+            // SAFETY: the kernel was chosen for an instruction set the CPU has (AVX-512F or
+            // AVX2, detected just above), the only requirement of these functions; their
+            // bodies are safe code.
+            return unsafe { kernel(a, w, bias, k, n, out) };
+        }
     }
     #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
     {
@@ -331,50 +335,47 @@ fn check_sizes(
     }
 }
 
-/// [`dense`] compiled for AVX2 (no FMA) with 16-column tiles.
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
-#[target_feature(enable = "avx2")]
-fn dense_avx2(
-    a: &[f32],
-    w: &[f32],
-    bias: Option<Weights<'_>>,
-    k: usize,
-    n: usize,
-    out: &mut [f32],
-) -> Result<(), Error> {
-    dense_tiled::<16, _>(a, w, bias, k, n, out)
+/// Defines `$name`: [`dense_tiled`] with `$cols`-column tiles (f32 weights), compiled for
+/// the x86 instruction set `$feature`.
+macro_rules! dense_tiled_for {
+    ($(#[$doc:meta])* $name:ident, $feature:literal, $cols:literal) => {
+        $(#[$doc])*
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        #[target_feature(enable = $feature)]
+        fn $name(
+            a: &[f32],
+            w: &[f32],
+            bias: Option<Weights<'_>>,
+            k: usize,
+            n: usize,
+            out: &mut [f32],
+        ) -> Result<(), Error> {
+            dense_tiled::<$cols, _>(a, w, bias, k, n, out)
+        }
+    };
 }
 
-/// [`dense`] for fewer than 4 rows compiled for AVX2 (no FMA): rows of 32-column tiles,
-/// four independent ymm sums per step ([`dense_rows_avx512`]).
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
-#[target_feature(enable = "avx2")]
-fn dense_rows_avx2(
-    a: &[f32],
-    w: &[f32],
-    bias: Option<Weights<'_>>,
-    k: usize,
-    n: usize,
-    out: &mut [f32],
-) -> Result<(), Error> {
-    dense_tiled::<32, _>(a, w, bias, k, n, out)
-}
-
-/// [`dense`] for fewer than 4 rows (batch 1 to 3) compiled for AVX-512F (no FMA): rows of
-/// 64-column tiles, whose four zmm sums are independent chains (with 16 columns, a
-/// matrix-vector product waits on one chain of additions per step).
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
-#[target_feature(enable = "avx512f")]
-fn dense_rows_avx512(
-    a: &[f32],
-    w: &[f32],
-    bias: Option<Weights<'_>>,
-    k: usize,
-    n: usize,
-    out: &mut [f32],
-) -> Result<(), Error> {
-    dense_tiled::<64, _>(a, w, bias, k, n, out)
-}
+dense_tiled_for!(
+    /// [`dense`] compiled for AVX2 (no FMA) with 16-column tiles.
+    dense_avx2,
+    "avx2",
+    16
+);
+dense_tiled_for!(
+    /// [`dense`] for fewer than 4 rows compiled for AVX2 (no FMA): rows of 32-column
+    /// tiles, four independent ymm sums per step ([`dense_rows_avx512`]).
+    dense_rows_avx2,
+    "avx2",
+    32
+);
+dense_tiled_for!(
+    /// [`dense`] for fewer than 4 rows (batch 1 to 3) compiled for AVX-512F (no FMA): rows
+    /// of 64-column tiles, whose four zmm sums are independent chains (with 16 columns, a
+    /// matrix-vector product waits on one chain of additions per step).
+    dense_rows_avx512,
+    "avx512f",
+    64
+);
 
 /// [`dense`] compiled for AVX-512F (no FMA) with 32-column tiles: 4 rows × 2 zmm
 /// accumulators; separate multiplies and adds (one rounding each, as everywhere), so the
