@@ -1,7 +1,8 @@
 //! flowrt in the browser: a `wasm32-unknown-unknown` module with a plain `extern "C"`
 //! interface (no wasm-bindgen) that loads a `.frt` file handed over by JavaScript and samples
 //! it on flowrt's CPU executor. The samples are the bytes `flowrt sample --backend cpu`
-//! writes for the same seed, method and steps (the runtime uses no FMA and its own libm, and
+//! writes for the same seed, method and steps (the runtime's fused multiply-adds are
+//! correctly rounded on every target, here in software, its transcendentals are its own, and
 //! the noise comes from flowrt's Philox generator, `docs/rng.md`).
 //!
 //! The page (`web/static/`) calls, in order:

@@ -1,12 +1,12 @@
 //! f32 kernels for Arm cores with a single-precision FPU (hard-float ABI, e.g.
 //! Cortex-M4F/M7/M33), in inline assembly: Dense (register tiles of 2 rows, or the last
 //! single row, × 8, 4, 2 or 1 columns: the weights of one `k` step come in with one `vldm`,
-//! four `k` values of a row with one `vldmia`, every multiply-add is one `vmla.f32`), Conv
+//! four `k` values of a row with one `vldmia`, every multiply-add is one `vfma.f32`), Conv
 //! (tiles of 2 pixels × 8 output channels, below), element-wise `+ - * /`, `-x`, `|x|`,
 //! `x * x`, `1 / x` (8 values per load and store) and the square root (`vsqrt.f32`).
 //!
-//! `vmla.f32 d, n, m` is *not* fused: it rounds `n * m`, then rounds `d + (n * m)` — exactly
-//! Rust's `d += n * m` (which the compiler itself compiles to `vmla.f32` on these cores).
+//! `vfma.f32 d, n, m` is fused (VFPv4 and later): `d + n · m` rounded once — the bits of
+//! [`super::exact::mul_add`], x86's `vfmadd` and the software `fmaf` of the other targets.
 //! Each output element is accumulated in the order of [`super::dense`]: `acc = init`, then
 //! `acc = acc + a[k] * w[k, c]` for `k` ascending; the tiles only decide which elements are
 //! computed together, so the results are bit for bit those of the portable kernel.
@@ -21,10 +21,11 @@ use super::weights::{load_bias, Weights};
 use super::SIZE_ERR;
 use crate::Error;
 
-/// `vmla.f32 s<acc>, a, s<w>` for each `acc w` register pair: `s<acc> += a * s<w>`.
+/// `vfma.f32 s<acc>, a, s<w>` for each `acc w` register pair: `s<acc> += a * s<w>`, rounded
+/// once.
 macro_rules! mla {
     ($a:literal; $($acc:literal $w:literal),*) => {
-        concat!($("vmla.f32 s", $acc, ", ", $a, ", s", $w, "\n"),*)
+        concat!($("vfma.f32 s", $acc, ", ", $a, ", s", $w, "\n"),*)
     };
 }
 

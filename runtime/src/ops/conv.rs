@@ -5,6 +5,7 @@
 //! all ascending, starting from the bias (or `0.0`) — whatever the batch size or the CPU.
 //! Padding contributes nothing (it is skipped, not multiplied).
 
+use super::exact::mul_add;
 use super::weights::{load_bias, WeightRuns, Weights};
 use super::{check_len, Dims, SIZE_ERR};
 use crate::Error;
@@ -114,8 +115,9 @@ const CONV_PIXELS: usize = 4;
 /// Tiles of 4 output pixels × 16 output channels accumulate together (vectorized over the
 /// channels, each weight row loaded once per tile), each element in the fixed order bias, then (input channel, kernel row,
 /// kernel column) ascending. With feature `std` (hosts), ungrouped convolutions run as
-/// im2col + a register-tiled matrix product instead (compiled for AVX2 where the CPU has
-/// it, no FMA), which gives the same bits (`conv_gemm`'s docs say why).
+/// im2col + a register-tiled matrix product instead (compiled for AVX2 and FMA or AVX-512F
+/// where the CPU has them), which gives the same bits (`conv_gemm`'s docs say why). Every
+/// multiply-add is fused (rounded once, [`super::exact::mul_add`]).
 ///
 /// Errors: [`Error::Invalid`] when the dims are inconsistent with each other or the window.
 #[allow(clippy::too_many_arguments)]
@@ -158,6 +160,12 @@ pub(super) fn conv_direct(
         if let Some(done) = super::arm::conv_typed(x, xd, w, wd, bias, groups, win, out, od) {
             return done;
         }
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        if super::x86::has_avx2() {
+            // SAFETY: `conv_typed_avx2` only needs AVX2 and FMA, which the CPU has (checked
+            // just above); its body is safe code.
+            return unsafe { conv_typed_avx2(x, xd, w, wd, bias, groups, win, out, od) };
+        }
         return conv_impl(x, xd, w, wd, bias, groups, win, out, od);
     };
     #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
@@ -165,17 +173,35 @@ pub(super) fn conv_direct(
         return done;
     }
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: `conv_avx2` only needs the AVX2 instruction set, which the CPU has
-        // (checked just above); its body is safe code.
+    if super::x86::has_avx2() {
+        // SAFETY: `conv_avx2` only needs AVX2 and FMA, which the CPU has (checked just
+        // above); its body is safe code.
         return unsafe { conv_avx2(x, xd, w, wd, bias, groups, win, out, od) };
     }
     conv_impl(x, xd, w, wd, bias, groups, win, out, od)
 }
 
-/// [`conv`] compiled for AVX2 (no FMA).
+/// [`conv`] with stored (f16, bf16, int8) weights compiled for AVX2 and FMA.
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+fn conv_typed_avx2(
+    x: &[f32],
+    xd: &Dims,
+    w: Weights<'_>,
+    wd: &Dims,
+    bias: Option<Weights<'_>>,
+    groups: usize,
+    win: &Window,
+    out: &mut [f32],
+    od: &Dims,
+) -> Result<(), Error> {
+    conv_impl(x, xd, w, wd, bias, groups, win, out, od)
+}
+
+/// [`conv`] compiled for AVX2 and FMA.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 fn conv_avx2(
     x: &[f32],
@@ -378,11 +404,11 @@ fn conv_impl<W: WeightRuns>(
 fn axpy(acc: &mut [f32; CONV_TILE], w: &[f32], x: f32) {
     if let Ok(w) = <&[f32; CONV_TILE]>::try_from(w) {
         for (a, wv) in acc.iter_mut().zip(w) {
-            *a += x * *wv;
+            *a = mul_add(x, *wv, *a);
         }
     } else {
         for (a, wv) in acc.iter_mut().zip(w) {
-            *a += x * *wv;
+            *a = mul_add(x, *wv, *a);
         }
     }
 }
@@ -396,6 +422,49 @@ fn axpy(acc: &mut [f32; CONV_TILE], w: &[f32], x: f32) {
 /// Errors: [`Error::Invalid`] when the dims are inconsistent.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_transpose(
+    x: &[f32],
+    xd: &Dims,
+    w: Weights<'_>,
+    wd: &Dims,
+    bias: Option<Weights<'_>>,
+    groups: usize,
+    win: &Window,
+    out_pad: [u16; 2],
+    out: &mut [f32],
+    od: &Dims,
+) -> Result<(), Error> {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if super::x86::has_avx2() {
+        // SAFETY: `conv_transpose_avx2` only needs AVX2 and FMA, which the CPU has (checked
+        // just above); its body is safe code.
+        return unsafe { conv_transpose_avx2(x, xd, w, wd, bias, groups, win, out_pad, out, od) };
+    }
+    conv_transpose_impl(x, xd, w, wd, bias, groups, win, out_pad, out, od)
+}
+
+/// [`conv_transpose`] compiled for AVX2 and FMA.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+fn conv_transpose_avx2(
+    x: &[f32],
+    xd: &Dims,
+    w: Weights<'_>,
+    wd: &Dims,
+    bias: Option<Weights<'_>>,
+    groups: usize,
+    win: &Window,
+    out_pad: [u16; 2],
+    out: &mut [f32],
+    od: &Dims,
+) -> Result<(), Error> {
+    conv_transpose_impl(x, xd, w, wd, bias, groups, win, out_pad, out, od)
+}
+
+/// The body of [`conv_transpose`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn conv_transpose_impl(
     x: &[f32],
     xd: &Dims,
     w: Weights<'_>,
@@ -461,7 +530,7 @@ pub fn conv_transpose(
                             for (ix, xv) in x_row.iter().enumerate() {
                                 let ox = (ix * sw + kx * dw).checked_sub(pw);
                                 if let Some(o) = ox.and_then(|ox| o_row.get_mut(ox)) {
-                                    *o += *xv * wv;
+                                    *o = mul_add(*xv, wv, *o);
                                 }
                             }
                         }

@@ -1,12 +1,14 @@
 //! Dense (`a x w + bias`) and batched MatMul.
 //!
 //! Per output element the order is fixed: `acc = bias[n]` (or `0.0`), then for `k = 0, 1, ..`
-//! `acc = acc + a[r, k] * w[k, n]` — one rounding for the product, one for the sum. The
+//! `acc = fma(a[r, k], w[k, n], acc)` — a fused multiply-add, rounded once
+//! ([`super::exact::mul_add`], the same bits on every target). The
 //! kernel computes 4 rows × a tile of columns at a time with the accumulators in registers
 //! (vectorizable over the columns), and single rows with a row-update loop; both only reorder
 //! work *between* output elements, so a row's result is the same whether it is computed in a
 //! block of 4, alone, or at any position.
 
+use super::exact::mul_add;
 use super::weights::{load_bias, WeightRuns, Weights};
 use super::{check_len, Dims, SIZE_ERR};
 use crate::Error;
@@ -15,9 +17,10 @@ use crate::Error;
 /// `bias` in their stored types ([`Weights`]: f16, bf16 and int8 values are dequantized on
 /// the fly, so the result equals that of the dequantized f32 values bit for bit).
 ///
-/// On x86_64 hosts with AVX2 (feature `std`, detected at run time) the same loops run with
-/// 16-column register tiles compiled for AVX2 — separate multiplies and adds, no FMA, the
-/// same per-element order — so the results are bit-identical to every other target.
+/// On x86_64 hosts with AVX2 and FMA or AVX-512F (feature `std`, detected at run time) the
+/// same loops run with register tiles compiled for those instruction sets — one `vfmadd`
+/// per multiply-add, the same per-element order — so the results are bit-identical to
+/// every other target.
 ///
 /// Errors: sizes that do not fit ([`Error::Invalid`]).
 pub fn dense(
@@ -159,9 +162,9 @@ fn strip_rows(
     part: &Part,
 ) -> Result<(), Error> {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: `strip_rows_avx2` only needs the AVX2 instruction set, which the CPU has
-        // (checked just above); its body is safe code.
+    if super::x86::has_avx2() {
+        // SAFETY: `strip_rows_avx2` only needs AVX2 and FMA, which the CPU has (checked just
+        // above); its body is safe code.
         return unsafe { strip_rows_avx2(a, w, init, out, part) };
     }
     #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
@@ -217,9 +220,9 @@ fn continue_rows(
     Ok(())
 }
 
-/// [`strip_rows`] compiled for AVX2 (no FMA) with 16-column tiles.
+/// [`strip_rows`] compiled for AVX2 and FMA with 16-column tiles.
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 fn strip_rows_avx2(
     a: &[f32],
     w: &[f32],
@@ -283,20 +286,20 @@ fn dense_f32(
             &mut [f32],
         ) -> Result<(), Error>;
         let blocks = out.len() / n.max(1) >= 4;
-        let kernel: Option<Kernel> = if std::is_x86_feature_detected!("avx512f") {
+        let kernel: Option<Kernel> = if super::x86::has_avx512() {
             Some(if blocks {
                 dense_avx512
             } else {
                 dense_rows_avx512
             })
-        } else if std::is_x86_feature_detected!("avx2") {
+        } else if super::x86::has_avx2() {
             Some(if blocks { dense_avx2 } else { dense_rows_avx2 })
         } else {
             None
         };
         if let Some(kernel) = kernel {
-            // SAFETY: the kernel was chosen for an instruction set the CPU has (AVX-512F or
-            // AVX2, detected just above), the only requirement of these functions; their
+            // SAFETY: the kernel was chosen for instruction sets the CPU has (AVX-512F, or
+            // AVX2 and FMA, detected just above), the only requirement of these functions; their
             // bodies are safe code.
             return unsafe { kernel(a, w, bias, k, n, out) };
         }
@@ -356,32 +359,32 @@ macro_rules! dense_tiled_for {
 }
 
 dense_tiled_for!(
-    /// [`dense`] compiled for AVX2 (no FMA) with 16-column tiles.
+    /// [`dense`] compiled for AVX2 and FMA with 16-column tiles.
     dense_avx2,
-    "avx2",
+    "avx2,fma",
     16
 );
 dense_tiled_for!(
-    /// [`dense`] for fewer than 4 rows compiled for AVX2 (no FMA): rows of 32-column
+    /// [`dense`] for fewer than 4 rows compiled for AVX2 and FMA: rows of 32-column
     /// tiles, four independent ymm sums per step ([`dense_rows_avx512`]).
     dense_rows_avx2,
-    "avx2",
+    "avx2,fma",
     32
 );
 dense_tiled_for!(
-    /// [`dense`] for fewer than 4 rows (batch 1 to 3) compiled for AVX-512F (no FMA): rows
-    /// of 64-column tiles, whose four zmm sums are independent chains (with 16 columns, a
-    /// matrix-vector product waits on one chain of additions per step).
+    /// [`dense`] for fewer than 4 rows (batch 1 to 3) compiled for AVX-512F: rows of
+    /// 64-column tiles, whose four zmm sums are independent chains (with 16 columns, a
+    /// matrix-vector product waits on one chain of multiply-adds per step).
     dense_rows_avx512,
-    "avx512f",
+    "avx512f,fma",
     64
 );
 
-/// [`dense`] compiled for AVX-512F (no FMA) with 32-column tiles: 4 rows × 2 zmm
-/// accumulators; separate multiplies and adds (one rounding each, as everywhere), so the
-/// bits are those of every other path.
+/// [`dense`] compiled for AVX-512F with 32-column tiles: 4 rows × 2 zmm accumulators, one
+/// fused multiply-add each per step (one rounding, as everywhere), so the bits are those
+/// of every other path.
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,fma")]
 fn dense_avx512(
     a: &[f32],
     w: &[f32],
@@ -508,7 +511,7 @@ fn block4<const T: usize, W: WeightRuns>(
         let step = |acc: &mut [[f32; T]; 4], xs: [f32; 4], wt: &[f32]| {
             for (row, x) in acc.iter_mut().zip(xs) {
                 for (y, wv) in row.iter_mut().zip(wt) {
-                    *y += x * *wv;
+                    *y = mul_add(x, *wv, *y);
                 }
             }
         };
@@ -560,10 +563,10 @@ fn block4<const T: usize, W: WeightRuns>(
                 .zip(t3.iter_mut());
             for ((((y0, y1), y2), y3), wv) in ys.zip(wt) {
                 let wv = *wv;
-                *y0 += x0 * wv;
-                *y1 += x1 * wv;
-                *y2 += x2 * wv;
-                *y3 += x3 * wv;
+                *y0 = mul_add(x0, wv, *y0);
+                *y1 = mul_add(x1, wv, *y1);
+                *y2 = mul_add(x2, wv, *y2);
+                *y3 = mul_add(x3, wv, *y3);
             }
         }
     }
@@ -610,14 +613,14 @@ fn tail_in_registers<const T: usize>(
             .and_then(|v| v.try_into().ok())
             .ok_or(SIZE_ERR)?;
         for (y, wv) in acc.iter_mut().zip(wv) {
-            *y += *x * *wv;
+            *y = mul_add(*x, *wv, *y);
         }
     }
     for (kk, x) in (wide..).zip(rest) {
         let s = kk * n + full;
         let wv = wf.get(s..s + rem).ok_or(SIZE_ERR)?;
         for (y, wv) in acc.iter_mut().zip(wv) {
-            *y += *x * *wv;
+            *y = mul_add(*x, *wv, *y);
         }
     }
     out.copy_from_slice(acc.get(..rem).ok_or(SIZE_ERR)?);
@@ -643,7 +646,7 @@ fn row1<const T: usize, W: WeightRuns>(
         load_bias(bias, c0, &mut acc).ok_or(SIZE_ERR)?;
         let step = |acc: &mut [f32; T], x: f32, wt: &[f32]| {
             for (y, wv) in acc.iter_mut().zip(wt) {
-                *y += x * *wv;
+                *y = mul_add(x, *wv, *y);
             }
         };
         if let Some(wf) = w.as_f32_slice() {
@@ -675,7 +678,7 @@ fn row1<const T: usize, W: WeightRuns>(
     for (kk, x) in a.iter().enumerate() {
         let wt = w.run(kk * n + full, n - full, &mut tail).ok_or(SIZE_ERR)?;
         for (y, wv) in t.iter_mut().zip(wt) {
-            *y += *x * *wv;
+            *y = mul_add(*x, *wv, *y);
         }
     }
     Ok(())

@@ -2,6 +2,10 @@
 //! its rounded value and the exact rounding error, from IEEE basic operations only (no fused
 //! multiply-add), so every target computes the same pair. The double-f32 arithmetic of
 //! [`super::trig`] and [`super::pow`] is built from them.
+//!
+//! [`mul_add`] is the one fused operation: the multiply-accumulate of every matrix product
+//! (Dense, MatMul, Conv, ConvTranspose), `a·b + c` rounded once, which every target computes
+//! exactly (x86 `vfmadd`, Arm `vfma.f32`, a correctly rounded software `fmaf` elsewhere).
 
 /// `a·b = p + e` exactly (Dekker with Veltkamp's split; no fused multiply-add), for products
 /// that neither overflow nor underflow and `|a|, |b| < 2^115` (the split scales by 4097).
@@ -36,6 +40,51 @@ pub(super) fn two_sum(a: f32, b: f32) -> (f32, f32) {
 pub(super) fn fast_two_sum(a: f32, b: f32) -> (f32, f32) {
     let s = a + b;
     (s, b - (s - a))
+}
+
+/// `a·b + c` rounded once (IEEE 754 `fusedMultiplyAdd`), the same bits on every target:
+/// std's `f32::mul_add` on hosts (an `fmadd` instruction where the caller is compiled with
+/// FMA — the x86 kernels enable it — else the C library's correctly rounded `fmaf`), one
+/// `vfma.f32` on Arm hard-float cores without std (Cortex-M4F/M7/M33: VFPv4 and later), and
+/// `libm`'s correctly rounded `fmaf` elsewhere (riscv32imac, thumbv6m: software).
+#[inline(always)]
+pub(crate) fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+    #[cfg(feature = "std")]
+    {
+        a.mul_add(b, c)
+    }
+    #[cfg(all(not(feature = "std"), target_arch = "arm", target_abi = "eabihf"))]
+    {
+        // Through core registers: Rust's `sreg` operands need double-precision VFP, which
+        // single-precision FPUs (Cortex-M4F) lack. The hot loops (Dense, Conv) are
+        // `ops::arm`'s assembly tiles, which keep their operands in FPU registers.
+        let mut acc = c.to_bits();
+        // SAFETY: register-only FPU arithmetic (`acc += a · b`, rounded once).
+        unsafe {
+            core::arch::asm!(
+                "vmov s0, {a}",
+                "vmov s1, {b}",
+                "vmov s2, {acc}",
+                "vfma.f32 s2, s0, s1",
+                "vmov {acc}, s2",
+                acc = inout(reg) acc,
+                a = in(reg) a.to_bits(),
+                b = in(reg) b.to_bits(),
+                out("s0") _,
+                out("s1") _,
+                out("s2") _,
+                options(pure, nomem, nostack, preserves_flags)
+            );
+        }
+        f32::from_bits(acc)
+    }
+    #[cfg(all(
+        not(feature = "std"),
+        not(all(target_arch = "arm", target_abi = "eabihf"))
+    ))]
+    {
+        libm::fmaf(a, b, c)
+    }
 }
 
 /// `|got − exact|` in ulps of the f32 nearest the exact value (the subnormal ulp below
@@ -83,5 +132,88 @@ mod tests {
             let (s, e) = fast_two_sum(hi, lo);
             assert_eq!(f64::from(s) + f64::from(e), f64::from(a) + f64::from(b));
         }
+    }
+
+    /// [`mul_add`] rounds once: a case worked by hand where the unfused result differs,
+    /// then agreement with `libm`'s software `fmaf` (an implementation independent of the
+    /// hardware instruction the host path uses) on random operands, cancellations, ties,
+    /// subnormal results, overflow and the special values.
+    #[test]
+    fn mul_add_rounds_once() {
+        // (1 + 2^-12)^2 = 1 + 2^-11 + 2^-24 exactly; minus 1 leaves 2^-11 + 2^-24, an f32.
+        // Unfused, the product rounds to 1 + 2^-11 (a tie, to even) and the sum is 2^-11.
+        let a = 1.0 + f32::powi(2.0, -12);
+        assert_eq!(
+            mul_add(a, a, -1.0),
+            f32::powi(2.0, -11) + f32::powi(2.0, -24)
+        );
+        assert_eq!(core::hint::black_box(a) * a - 1.0, f32::powi(2.0, -11));
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut bits = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let specials = [
+            0.0,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MAX,
+            f32::MIN_POSITIVE,
+            f32::from_bits(1),
+            1.0,
+            -1.0,
+        ];
+        for i in 0..if cfg!(miri) { 300 } else { 300_000 } {
+            let r = bits();
+            let (mut a, mut b, mut c) = (
+                f32::from_bits(r as u32),
+                f32::from_bits((r >> 32) as u32),
+                f32::from_bits(bits() as u32),
+            );
+            match i % 4 {
+                // Moderate exponents: products and sums of comparable size.
+                0 => {
+                    let m = |x: f32| f32::from_bits((x.to_bits() & 0x807F_FFFF) | 0x3F00_0000);
+                    (a, b, c) = (m(a), m(b), m(c));
+                }
+                // c = -(a·b rounded): the sum cancels to the product's rounding error.
+                1 => c = -(a * b),
+                // Products near the subnormal range.
+                2 => {
+                    let tiny = |x: f32| f32::from_bits(x.to_bits() & 0x87FF_FFFF);
+                    (a, b) = (tiny(a), tiny(b) * 1e20);
+                }
+                _ => {
+                    if let Some(s) = specials.get((r % 16) as usize) {
+                        c = *s;
+                    }
+                }
+            }
+            let want = libm::fmaf(a, b, c);
+            for got in [mul_add(a, b, c), mul_add_compiled_with_fma(a, b, c)] {
+                assert!(
+                    got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                    "fma({a:e}, {b:e}, {c:e}) = {got:e}, libm {want:e}"
+                );
+            }
+        }
+    }
+
+    /// [`mul_add`] inlined where the x86 kernels use it, compiled with FMA: the `vfmadd`
+    /// instruction (without the instruction set, the plain path again).
+    fn mul_add_compiled_with_fma(a: f32, b: f32, c: f32) -> f32 {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        if std::is_x86_feature_detected!("fma") {
+            #[target_feature(enable = "fma")]
+            fn fused(a: f32, b: f32, c: f32) -> f32 {
+                mul_add(a, b, c)
+            }
+            // SAFETY: the CPU has FMA (checked just above), `fused`'s only requirement.
+            return unsafe { fused(a, b, c) };
+        }
+        mul_add(a, b, c)
     }
 }

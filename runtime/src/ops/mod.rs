@@ -3,12 +3,14 @@
 //! Every kernel has a fixed evaluation order that does not depend on the batch size, the
 //! row's position, or the CPU:
 //!
-//! * [`dense`] / [`matmul`]: each output element is `((init + a0*w0) + a1*w1) + ...` with `k`
-//!   ascending, `init` = bias or `0.0`; products and sums are separate IEEE operations (Rust
-//!   never contracts them into FMA). Rows are processed in blocks (of 4; of 2 in the
-//!   assembly tiles of Arm hard-float cores, whose `vmla.f32` rounds the product and then
-//!   the sum) for speed, which changes only the order *between* output elements, never
-//!   within one.
+//! * [`dense`] / [`matmul`] / [`conv`] / [`conv_transpose`]: each output element is
+//!   `fma(a1, w1, fma(a0, w0, init))...` with `k` ascending, `init` = bias or `0.0`: every
+//!   multiply-add is fused, rounded once, and every target computes that same result
+//!   (x86 `vfmadd`, Arm `vfma.f32`, a correctly rounded software `fmaf` on riscv32 and
+//!   wasm32: `exact::mul_add`). Elsewhere products and sums are separate IEEE operations
+//!   (Rust never contracts them). Rows are processed in blocks (of 4; of 2 in the assembly
+//!   tiles of Arm hard-float cores) for speed, which changes only the order *between*
+//!   output elements, never within one.
 //! * element-wise ops apply one scalar function per element; transcendental functions come
 //!   from `libm` or this module's own f32 formulas (bit-identical on every target; the
 //!   square root is correctly rounded, so the FPU's `vsqrt.f32` gives `libm`'s bits). Comparisons produce an f32 mask (1.0 / 0.0)
@@ -747,13 +749,10 @@ pub(crate) fn sigmoid_as<const LAZY: bool>(x: f32) -> f32 {
     if LAZY {
         return if x >= 0.0 { 1.0 / d } else { e / d };
     }
-    let pos = 1.0 / d;
-    let neg = e / d;
-    if x >= 0.0 {
-        pos
-    } else {
-        neg
-    }
+    // The numerator selected first: one division where vectors evaluate both halves (a
+    // vector division costs as much as the rest of the formula), the same bits.
+    let num = if x >= 0.0 { 1.0 } else { e };
+    num / d
 }
 
 /// `max(x, 0) + log1p(e^-|x|)` from [`exp_nonpositive`] and [`log1p_unit`]: branch-free

@@ -109,7 +109,7 @@ fn dense_matches_naive_loop_bitwise() {
                 for c in 0..n {
                     let mut acc = bias.map_or(0.0, |b| b[c]);
                     for kk in 0..k {
-                        acc += a[r * k + kk] * w[kk * n + c];
+                        acc = libm::fmaf(a[r * k + kk], w[kk * n + c], acc);
                     }
                     assert_eq!(out[r * n + c].to_bits(), acc.to_bits(), "r={r} c={c}");
                 }
@@ -163,7 +163,7 @@ fn matmul_batched_broadcast_matches_naive() {
             let _ = lead;
             let mut acc = 0.0f32;
             for kk in 0..k {
-                acc += a[a_off + mi * k + kk] * b[b_off + kk * n + ni];
+                acc = libm::fmaf(a[a_off + mi * k + kk], b[b_off + kk * n + ni], acc);
             }
             assert_eq!(o.to_bits(), acc.to_bits());
         }

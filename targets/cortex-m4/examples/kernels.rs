@@ -1,6 +1,7 @@
 //! On-target check of the Cortex-M4F f32 kernels (the inline-assembly tiles of
 //! `flowrt::ops::dense` and `flowrt::ops::conv`) against naive loops with the documented
-//! per-element order, bit for bit: Dense over every tile shape and remainder (rows 1..=5,
+//! per-element order (each multiply-add fused: `libm::fmaf` in software, independent of the
+//! FPU's `vfma.f32`), bit for bit: Dense over every tile shape and remainder (rows 1..=5,
 //! k 1..=9 and 16/17, n 1..=19 and 64, with and without a bias); Conv over kernel sizes up
 //! to 3×3 and one wider, strides, paddings, row dilations, groups, channel counts around the
 //! 8-channel tiles, 1-D and 2-D, with padding skipped as the reference skips it. Exits with
@@ -187,7 +188,8 @@ fn conv_one(
                                 }
                                 let xi =
                                     ((bi * ch + gi * cg + ci) * h + iy as usize) * wi + ix as usize;
-                                acc += x[xi] * w[((ci * kh + ky) * kw + kx) * m + oc];
+                                acc =
+                                    libm::fmaf(x[xi], w[((ci * kh + ky) * kw + kx) * m + oc], acc);
                             }
                         }
                     }
@@ -432,7 +434,7 @@ fn main() -> ! {
                         for c in 0..n {
                             let mut acc = if with_bias { b[c] } else { 0.0 };
                             for kk in 0..k {
-                                acc += a[r * k + kk] * w[kk * n + c];
+                                acc = libm::fmaf(a[r * k + kk], w[kk * n + c], acc);
                             }
                             if out[r * n + c].to_bits() != acc.to_bits() {
                                 hprintln!(
