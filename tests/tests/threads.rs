@@ -1,5 +1,6 @@
 //! The CPU executor on several threads (`flowrt_host::parallel`, `--threads`): the rows of each
-//! evaluation are split into blocks, one per thread, so the samples must be byte-identical to
+//! evaluation are split into blocks, one per thread (each evaluated in cache-sized chunks of
+//! rows), so the samples must be byte-identical to
 //! one thread's, for every thread count, with conditioning (labels, guidance's doubled batch,
 //! a few-step model's step input) sliced along with the rows, and still match the committed
 //! torchdiffeq references.
@@ -62,6 +63,21 @@ fn blocks_of_rows_evaluate_to_the_same_bits() {
     parallel_eval_matches("digits_unet/model.ts.onnx", 6, true, None);
     parallel_eval_matches("digits_dit/model.ts.onnx", 5, true, None);
     parallel_eval_matches("moons_meanflow/model.ts.onnx", 9, false, Some(0.25));
+    // More rows than one chunk (`parallel::chunk_rows`: 256 KB of activations, at least 16
+    // rows): each block is evaluated in several chunks, labels sliced with them.
+    for (onnx, rows, label) in [
+        ("moons_icfm/model.ts.onnx", 1001, false),
+        ("digits_unet/model.ts.onnx", 37, true),
+    ] {
+        let bytes = AlignedBytes::copy_from(&export(onnx));
+        let model = Model::from_bytes(bytes.as_slice()).unwrap();
+        let chunk = flowrt_host::parallel::chunk_rows(&model, rows).unwrap();
+        assert!(
+            2 * chunk < rows,
+            "{onnx}: {rows} rows are one chunk of {chunk}"
+        );
+        parallel_eval_matches(onnx, rows, label, None);
+    }
 }
 
 /// Samples through the host API with `threads` threads.

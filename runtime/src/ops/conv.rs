@@ -117,7 +117,7 @@ const CONV_PIXELS: usize = 4;
 /// kernel column) ascending. With feature `std` (hosts), ungrouped convolutions run as
 /// im2col + a register-tiled matrix product instead (compiled for AVX2 and FMA or AVX-512F
 /// where the CPU has them), which gives the same bits (`conv_gemm`'s docs say why). Every
-/// multiply-add is fused (rounded once, [`super::exact::mul_add`]).
+/// multiply-add is fused (rounded once).
 ///
 /// Errors: [`Error::Invalid`] when the dims are inconsistent with each other or the window.
 #[allow(clippy::too_many_arguments)]
