@@ -48,8 +48,8 @@ const CHUNK_BYTES: usize = 256 * 1024;
 const MIN_CHUNK_ROWS: usize = 16;
 
 /// Rows of `model` a [`CpuField`] evaluates at a time, at most `rows`: as many as keep the
-/// arena's per-row bytes within [`CHUNK_BYTES`], a multiple of 4 (the Dense row blocks),
-/// at least [`MIN_CHUNK_ROWS`]. A row's result does not depend on the rows evaluated with
+/// arena's per-row bytes within 256 KB (the L2 cache of current cores), a multiple of 4
+/// (the Dense row blocks), at least 16. A row's result does not depend on the rows evaluated with
 /// it, so the chunking leaves every output byte as it is.
 ///
 /// Errors: a size that overflows.
