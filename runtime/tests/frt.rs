@@ -43,7 +43,7 @@ fn naive_dense(a: &[f32], w: &[f32], b: &[f32], k: usize, n: usize) -> Vec<f32> 
         for c in 0..n {
             let mut acc = b[c];
             for kk in 0..k {
-                acc += a[r * k + kk] * w[kk * n + c];
+                acc = libm::fmaf(a[r * k + kk], w[kk * n + c], acc);
             }
             out[r * n + c] = acc;
         }
@@ -234,7 +234,7 @@ fn layout_reference(desc: &ModelDesc, x: &[f32], t: f32) -> Vec<f32> {
             for j in 0..2 {
                 let mut acc = 0.0f32;
                 for k in 0..2 {
-                    acc += tr[i][k] * c22[k * 2 + j];
+                    acc = libm::fmaf(tr[i][k], c22[k * 2 + j], acc);
                 }
                 mm[i][j] = acc;
             }
