@@ -380,7 +380,7 @@ dense_tiled_for!(
     64
 );
 
-/// [`dense`] compiled for AVX-512F with 32-column tiles: 4 rows × 2 zmm accumulators, one
+/// [`dense`] compiled for AVX-512F with 64- and 32-column tiles of 4 rows ([`super::x86::tiles`]), one
 /// fused multiply-add each per step (one rounding, as everywhere), so the bits are those
 /// of every other path.
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
@@ -394,17 +394,35 @@ fn dense_avx512(
     out: &mut [f32],
 ) -> Result<(), Error> {
     check_sizes(a, w.len(), bias, k, n, out)?;
+    // Few output columns over many rows: 16 rows in the lanes of each accumulator.
+    if n <= super::x86::NARROW_COLS && out.len() / n >= super::x86::NARROW_ROWS {
+        let done = super::x86::narrow(a, out, w, bias, k, n)?;
+        let (Some(a), Some(out)) = (a.get(done * k..), out.get_mut(done * n..)) else {
+            return Err(SIZE_ERR);
+        };
+        return each_block(
+            a,
+            out,
+            k,
+            n,
+            |o, ar| block4::<16, &[f32]>(o, ar, w, bias, n, 0),
+            |orow, arow| row1::<16, &[f32]>(orow, arow, w, bias, n),
+        );
+    }
     let full = n - n % super::x86::TILE;
+    let blocks = out.len() / n / 4 * 4;
+    let (a_blocks, o_blocks) = (a.get(..blocks * k), out.get_mut(..blocks * n));
+    let (Some(a_blocks), Some(o_blocks)) = (a_blocks, o_blocks) else {
+        return Err(SIZE_ERR);
+    };
+    super::x86::tiles(a_blocks, o_blocks, w, bias, k, n, full)?;
     each_block(
         a,
         out,
         k,
         n,
-        |[o0, o1, o2, o3], ar| {
-            super::x86::tiles4([o0, o1, o2, o3], ar, w, bias, n, full)?;
-            // The columns past the last 32-column tile: the AVX2-width loops.
-            block4::<16, &[f32]>([o0, o1, o2, o3], ar, w, bias, n, full)
-        },
+        // The columns past the last 32-column tile: the AVX2-width loops.
+        |o, ar| block4::<16, &[f32]>(o, ar, w, bias, n, full),
         |orow, arow| row1::<16, &[f32]>(orow, arow, w, bias, n),
     )
 }

@@ -74,7 +74,8 @@ fn dense_matches_naive_loop_bitwise() {
     let mut g = Lcg(1);
     // Sizes cover the 8-, 16- and 32-column tiles (portable, AVX2 and AVX-512 paths, as the
     // CPU has them) and their tails; fewer than 4 rows the 32- and 64-column rows of the x86
-    // hosts, and tails whose last steps would read past the weights (`tail_in_registers`).
+    // hosts, and tails whose last steps would read past the weights (`tail_in_registers`);
+    // 1 to 8 columns over 16 rows or more (x86's `narrow`).
     // Under Miri the two large cases shrink to the same tile and tail structure.
     let (big, wide) = if cfg!(miri) {
         ((9, 13, 20), (8, 5, 40))
@@ -98,6 +99,11 @@ fn dense_matches_naive_loop_bitwise() {
         (2, 1, 5),
         (4, 64, 2),
         (8, 20, 18),
+        // Few columns over 16 rows and more (the x86 16-row lanes kernel, then the rest).
+        (37, 64, 2),
+        (16, 130, 3),
+        (33, 5, 8),
+        (20, 7, 7),
     ] {
         let (a, w, b) = (g.vec(rows * k), g.vec(k * n), g.vec(n));
         // Slices: indexing a Vec retags all of it under Miri (quadratic in the size).

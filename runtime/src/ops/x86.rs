@@ -11,7 +11,8 @@
 //! host crates enable, MSRV 1.92) needs it; the no_std runtime keeps its 1.87.
 
 use core::arch::x86_64::{
-    __m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_storeu_ps,
+    __m512, _mm512_fmadd_ps, _mm512_i32gather_ps, _mm512_loadu_ps, _mm512_mullo_epi32,
+    _mm512_set1_epi32, _mm512_set1_ps, _mm512_setr_epi32, _mm512_storeu_ps,
 };
 
 use super::weights::{load_bias, Weights};
@@ -33,63 +34,80 @@ pub(super) fn has_avx2() -> bool {
 /// Columns of one tile.
 pub(super) const TILE: usize = 32;
 
-/// Columns `0 .. full` (a multiple of [`TILE`], at most `n`) of four output rows:
-/// `o[i][c] = bias[c] + Σ_k a[i][k] · w[k · n + c]` in ascending `k`, for `w [k, n]`
-/// row-major and `a[i]` of `k` values.
+/// Columns `0 .. full` (a multiple of [`TILE`], at most `n`) of every whole block of four
+/// rows of `out [rows, n] = a [rows, k] x w [k, n] (+ bias)`: `o[r][c] = bias[c] + Σ_k
+/// a[r][k] · w[k · n + c]` in ascending `k`, for `w` row-major. Column tiles outside, row
+/// blocks inside: a tile's weights (`k` × 64 values) stay in the L1 cache while every block
+/// of rows passes over them (row blocks outside re-read them from L2 for every block).
 ///
 /// Errors: [`Error::Invalid`] when a length does not fit those shapes.
 #[target_feature(enable = "avx512f,fma")]
-pub(super) fn tiles4(
-    o: [&mut [f32]; 4],
-    a: [&[f32]; 4],
+pub(super) fn tiles(
+    a: &[f32],
+    out: &mut [f32],
     w: &[f32],
     bias: Option<Weights<'_>>,
+    k: usize,
     n: usize,
     full: usize,
 ) -> Result<(), Error> {
-    let k = a[0].len();
-    let fits = full.is_multiple_of(TILE)
+    let rows = out.len().checked_div(n).unwrap_or(0);
+    let fits = k > 0
+        && full.is_multiple_of(TILE)
         && full <= n
         && k.checked_mul(n) == Some(w.len())
-        && a.iter().all(|r| r.len() == k)
-        && o.iter().all(|r| r.len() == n);
+        && rows.checked_mul(n) == Some(out.len())
+        && rows.checked_mul(k) == Some(a.len());
     if !fits {
         return Err(SIZE_ERR);
     }
-    let [o0, o1, o2, o3] = o;
     let mut c0 = 0;
     while c0 < full {
-        let rows = [&mut *o0, &mut *o1, &mut *o2, &mut *o3];
         // 64 columns (four zmm a row, 16 accumulators) where they fit: each broadcast
-        // feeds four multiply-adds, and FMA latency is hidden; else 32.
-        c0 = if c0 + 2 * TILE <= full {
-            tile::<4>(rows, a, w, bias, n, c0)?
-        } else {
-            tile::<2>(rows, a, w, bias, n, c0)?
-        };
+        // feeds four multiply-adds, and the FMA latency is hidden; else 32.
+        let v = if c0 + 2 * TILE <= full { 4 } else { 2 };
+        let mut init = [0f32; 64];
+        load_bias(bias, c0, init.get_mut(..16 * v).ok_or(SIZE_ERR)?).ok_or(SIZE_ERR)?;
+        for (ob, ab) in out.chunks_exact_mut(4 * n).zip(a.chunks_exact(4 * k)) {
+            let (o01, o23) = ob.split_at_mut(2 * n);
+            let (o0, o1) = o01.split_at_mut(n);
+            let (o2, o3) = o23.split_at_mut(n);
+            let (a01, a23) = ab.split_at(2 * k);
+            let (a0, a1) = a01.split_at(k);
+            let (a2, a3) = a23.split_at(k);
+            let (o, ar) = ([o0, o1, o2, o3], [a0, a1, a2, a3]);
+            if v == 4 {
+                tile::<4>(o, ar, w, &init, n, c0)?;
+            } else {
+                tile::<2>(o, ar, w, &init, n, c0)?;
+            }
+        }
+        c0 += 16 * v;
     }
     Ok(())
 }
 
-/// Columns `c0 .. c0 + 16 V` of four output rows ([`tiles4`]); returns `c0 + 16 V`. The
-/// caller checked `c0 + 16 V <= n`, `w.len() == k · n` and the row lengths.
+/// Columns `c0 .. c0 + 16 V` of four output rows ([`tiles`]), starting from `init` (the
+/// bias of those columns, or zeros).
 #[inline(always)]
 fn tile<const V: usize>(
     o: [&mut [f32]; 4],
     a: [&[f32]; 4],
     w: &[f32],
-    bias: Option<Weights<'_>>,
+    init: &[f32; 64],
     n: usize,
     c0: usize,
-) -> Result<usize, Error> {
+) -> Result<(), Error> {
     let [a0, a1, a2, a3] = a;
     let k = a0.len();
     let width = 16 * V;
-    if c0 + width > n || k.checked_mul(n) != Some(w.len()) || a.iter().any(|r| r.len() != k) {
+    if V > 4
+        || c0 + width > n
+        || k.checked_mul(n) != Some(w.len())
+        || a.iter().any(|r| r.len() != k)
+    {
         return Err(SIZE_ERR);
     }
-    let mut init = [0f32; 64];
-    load_bias(bias, c0, init.get_mut(..width).ok_or(SIZE_ERR)?).ok_or(SIZE_ERR)?;
     // SAFETY: `init` holds 64 >= 16 V values.
     let start: [__m512; V] =
         core::array::from_fn(|v| unsafe { _mm512_loadu_ps(init.as_ptr().add(16 * v)) });
@@ -124,7 +142,103 @@ fn tile<const V: usize>(
             unsafe { _mm512_storeu_ps(d.as_mut_ptr().add(16 * v), *r) };
         }
     }
-    Ok(c0 + width)
+    Ok(())
+}
+
+/// The most output columns [`narrow`] handles.
+pub(super) const NARROW_COLS: usize = 8;
+
+/// Rows of one [`narrow`] block: the lanes of a zmm register.
+pub(super) const NARROW_ROWS: usize = 16;
+
+/// A Dense with few output columns (`1 ..= 8`, e.g. a 2-D model's velocity layer) over the
+/// first `rows / 16 · 16` rows of `out [rows, n] = a [rows, k] x w [k, n] (+ bias)`: one zmm
+/// accumulator per column holds 16 rows in its lanes, each step gathering `a[r][kk]` of the
+/// 16 rows and multiply-adding one broadcast weight per column. Each element keeps the
+/// order of every path (`bias`, then `k` ascending, fused). Returns the rows done. (The
+/// row-wise path has only `n` short chains of dependent multiply-adds to overlap.)
+///
+/// Errors: [`Error::Invalid`] when a length does not fit those shapes or `n` is not in
+/// `1 ..= 8`.
+#[target_feature(enable = "avx512f,fma")]
+pub(super) fn narrow(
+    a: &[f32],
+    out: &mut [f32],
+    w: &[f32],
+    bias: Option<Weights<'_>>,
+    k: usize,
+    n: usize,
+) -> Result<usize, Error> {
+    match n {
+        1 => narrow_n::<1>(a, out, w, bias, k),
+        2 => narrow_n::<2>(a, out, w, bias, k),
+        3 => narrow_n::<3>(a, out, w, bias, k),
+        4 => narrow_n::<4>(a, out, w, bias, k),
+        5 => narrow_n::<5>(a, out, w, bias, k),
+        6 => narrow_n::<6>(a, out, w, bias, k),
+        7 => narrow_n::<7>(a, out, w, bias, k),
+        8 => narrow_n::<8>(a, out, w, bias, k),
+        _ => Err(SIZE_ERR),
+    }
+}
+
+/// [`narrow`] with `N` columns.
+#[target_feature(enable = "avx512f,fma")]
+fn narrow_n<const N: usize>(
+    a: &[f32],
+    out: &mut [f32],
+    w: &[f32],
+    bias: Option<Weights<'_>>,
+    k: usize,
+) -> Result<usize, Error> {
+    let rows = out.len() / N;
+    let blocks = rows / NARROW_ROWS;
+    let stride = i32::try_from(k).map_err(|_| SIZE_ERR)?;
+    let fits = k > 0
+        && rows * N == out.len()
+        && rows.checked_mul(k) == Some(a.len())
+        && k.checked_mul(N) == Some(w.len())
+        && stride.checked_mul(NARROW_ROWS as i32).is_some();
+    if !fits {
+        return Err(SIZE_ERR);
+    }
+    let mut init = [0f32; N];
+    load_bias(bias, 0, &mut init).ok_or(SIZE_ERR)?;
+    let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let offsets = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(stride));
+    let mut lanes_out = [[0f32; NARROW_ROWS]; N];
+    for (ob, ab) in out
+        .chunks_exact_mut(NARROW_ROWS * N)
+        .zip(a.chunks_exact(NARROW_ROWS * k))
+    {
+        let mut acc: [__m512; N] = init.map(|v| _mm512_set1_ps(v));
+        // SAFETY: step `kk < k` gathers `ab[lane · k + kk]` for the 16 lanes, within `ab`
+        // (16 rows of `k`: checked by the chunking and `rows · k == a.len()`), and reads
+        // `w[kk · N ..][.. N]`, within `w` (`w.len() == k · N`, checked above).
+        unsafe {
+            for kk in 0..k {
+                let x = _mm512_i32gather_ps::<4>(offsets, ab.as_ptr().add(kk));
+                let wr = w.as_ptr().add(kk * N);
+                for (c, acc) in acc.iter_mut().enumerate() {
+                    *acc = _mm512_fmadd_ps(x, _mm512_set1_ps(*wr.add(c)), *acc);
+                }
+            }
+        }
+        for (dst, v) in lanes_out.iter_mut().zip(&acc) {
+            // SAFETY: `dst` holds 16 values.
+            unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), *v) };
+        }
+        for (lane, orow) in ob.chunks_exact_mut(N).enumerate() {
+            for (c, o) in orow.iter_mut().enumerate() {
+                *o = lanes_out
+                    .get(c)
+                    .and_then(|l| l.get(lane))
+                    .copied()
+                    .ok_or(SIZE_ERR)?;
+            }
+        }
+    }
+    Ok(blocks * NARROW_ROWS)
 }
 
 /// Pixels of a convolution tile (`conv_gemm`'s `TILE_PX`): one zmm register.
