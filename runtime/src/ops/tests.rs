@@ -104,6 +104,10 @@ fn dense_matches_naive_loop_bitwise() {
         (16, 130, 3),
         (33, 5, 8),
         (20, 7, 7),
+        // 6-row blocks of the AVX-512 tiles, alone and followed by 4-row blocks.
+        (12, 9, 64),
+        (22, 5, 96),
+        (14, 3, 32),
     ] {
         let (a, w, b) = (g.vec(rows * k), g.vec(k * n), g.vec(n));
         // Slices: indexing a Vec retags all of it under Miri (quadratic in the size).

@@ -34,8 +34,8 @@ pub(super) fn has_avx2() -> bool {
 /// Columns of one tile.
 pub(super) const TILE: usize = 32;
 
-/// Columns `0 .. full` (a multiple of [`TILE`], at most `n`) of every whole block of four
-/// rows of `out [rows, n] = a [rows, k] x w [k, n] (+ bias)`: `o[r][c] = bias[c] + Σ_k
+/// Columns `0 .. full` (a multiple of [`TILE`], at most `n`) of every row (a multiple of 4
+/// rows) of `out [rows, n] = a [rows, k] x w [k, n] (+ bias)`: `o[r][c] = bias[c] + Σ_k
 /// a[r][k] · w[k · n + c]` in ascending `k`, for `w` row-major. Column tiles outside, row
 /// blocks inside: a tile's weights (`k` × 64 values) stay in the L1 cache while every block
 /// of rows passes over them (row blocks outside re-read them from L2 for every block).
@@ -53,6 +53,7 @@ pub(super) fn tiles(
 ) -> Result<(), Error> {
     let rows = out.len().checked_div(n).unwrap_or(0);
     let fits = k > 0
+        && rows.is_multiple_of(4)
         && full.is_multiple_of(TILE)
         && full <= n
         && k.checked_mul(n) == Some(w.len())
@@ -68,66 +69,64 @@ pub(super) fn tiles(
         let v = if c0 + 2 * TILE <= full { 4 } else { 2 };
         let mut init = [0f32; 64];
         load_bias(bias, c0, init.get_mut(..16 * v).ok_or(SIZE_ERR)?).ok_or(SIZE_ERR)?;
-        for (ob, ab) in out.chunks_exact_mut(4 * n).zip(a.chunks_exact(4 * k)) {
-            let (o01, o23) = ob.split_at_mut(2 * n);
-            let (o0, o1) = o01.split_at_mut(n);
-            let (o2, o3) = o23.split_at_mut(n);
-            let (a01, a23) = ab.split_at(2 * k);
-            let (a0, a1) = a01.split_at(k);
-            let (a2, a3) = a23.split_at(k);
-            let (o, ar) = ([o0, o1, o2, o3], [a0, a1, a2, a3]);
-            if v == 4 {
-                tile::<4>(o, ar, w, &init, n, c0)?;
-            } else {
-                tile::<2>(o, ar, w, &init, n, c0)?;
+        // Blocks of 6 rows (24 accumulators: each weight load feeds 6 multiply-adds), and
+        // of 4 where 6 do not fit
+        // (6 only where it leaves 0 or at least 4 rows: `rows` is a multiple of 4.)
+        let mut r = 0;
+        while r < rows {
+            let six = rows - r == 6 || rows - r >= 10;
+            let h = if six { 6 } else { 4 };
+            let ob = out.get_mut(r * n..(r + h) * n).ok_or(SIZE_ERR)?;
+            let ab = a.get(r * k..(r + h) * k).ok_or(SIZE_ERR)?;
+            match (six, v == 4) {
+                (true, true) => tile::<6, 4>(ob, ab, w, &init, n, c0)?,
+                (true, false) => tile::<6, 2>(ob, ab, w, &init, n, c0)?,
+                (false, true) => tile::<4, 4>(ob, ab, w, &init, n, c0)?,
+                (false, false) => tile::<4, 2>(ob, ab, w, &init, n, c0)?,
             }
+            r += h;
         }
         c0 += 16 * v;
     }
     Ok(())
 }
 
-/// Columns `c0 .. c0 + 16 V` of four output rows ([`tiles`]), starting from `init` (the
-/// bias of those columns, or zeros).
+/// Columns `c0 .. c0 + 16 V` of the `R` output rows `o` (`R × n`) from the input rows `a`
+/// (`R × k`) ([`tiles`]), starting from `init` (the bias of those columns, or zeros).
 #[inline(always)]
-fn tile<const V: usize>(
-    o: [&mut [f32]; 4],
-    a: [&[f32]; 4],
+fn tile<const R: usize, const V: usize>(
+    o: &mut [f32],
+    a: &[f32],
     w: &[f32],
     init: &[f32; 64],
     n: usize,
     c0: usize,
 ) -> Result<(), Error> {
-    let [a0, a1, a2, a3] = a;
-    let k = a0.len();
+    let k = a.len() / R;
     let width = 16 * V;
     if V > 4
         || c0 + width > n
         || k.checked_mul(n) != Some(w.len())
-        || a.iter().any(|r| r.len() != k)
+        || k * R != a.len()
+        || R.checked_mul(n) != Some(o.len())
     {
         return Err(SIZE_ERR);
     }
     // SAFETY: `init` holds 64 >= 16 V values.
     let start: [__m512; V] =
         core::array::from_fn(|v| unsafe { _mm512_loadu_ps(init.as_ptr().add(16 * v)) });
-    let mut acc: [[__m512; V]; 4] = [start; 4];
+    let mut acc: [[__m512; V]; R] = [start; R];
     // SAFETY: for `kk < k` the loads read `w[kk · n + c0 ..][.. 16 V]`, within `w` since
-    // `c0 + 16 V <= n` and `w.len() == k · n` (checked above); `a0 .. a3` hold `k` values
-    // each (checked), read at `kk < k`. The weight pointer advances with `wrapping_add`, so
-    // its value past the last row is never used to load.
+    // `c0 + 16 V <= n` and `w.len() == k · n` (checked above), and `a[i · k + kk]` for
+    // `i < R`, within `a` (`R · k` values, checked). The weight pointer advances with
+    // `wrapping_add`, so its value past the last row is never used to load.
     unsafe {
         let mut wp = w.as_ptr().add(c0);
+        let ap = a.as_ptr();
         for kk in 0..k {
             let wv: [__m512; V] = core::array::from_fn(|v| _mm512_loadu_ps(wp.add(16 * v)));
-            let xs = [
-                *a0.get_unchecked(kk),
-                *a1.get_unchecked(kk),
-                *a2.get_unchecked(kk),
-                *a3.get_unchecked(kk),
-            ];
-            for (row, x) in acc.iter_mut().zip(xs) {
-                let x = _mm512_set1_ps(x);
+            for (i, row) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_ps(*ap.add(i * k + kk));
                 for (r, wv) in row.iter_mut().zip(&wv) {
                     *r = _mm512_fmadd_ps(x, *wv, *r);
                 }
@@ -135,7 +134,7 @@ fn tile<const V: usize>(
             wp = wp.wrapping_add(n);
         }
     }
-    for (dst, row) in o.into_iter().zip(&acc) {
+    for (dst, row) in o.chunks_exact_mut(n).zip(&acc) {
         let d = dst.get_mut(c0..c0 + width).ok_or(SIZE_ERR)?;
         for (v, r) in row.iter().enumerate() {
             // SAFETY: `d` holds 16 V values.
