@@ -289,6 +289,8 @@ fn dense_f32(
         let kernel: Option<Kernel> = if super::x86::has_avx512() {
             Some(if blocks {
                 dense_avx512
+            } else if n >= 128 {
+                dense_rows_avx512_wide
             } else {
                 dense_rows_avx512
             })
@@ -378,6 +380,14 @@ dense_tiled_for!(
     dense_rows_avx512,
     "avx512f,fma",
     64
+);
+dense_tiled_for!(
+    /// [`dense_rows_avx512`] with 128-column tiles for 128 columns or more: eight
+    /// independent chains of multiply-adds per step, which fill both FMA pipes over their
+    /// latency (four chains leave them half idle).
+    dense_rows_avx512_wide,
+    "avx512f,fma",
+    128
 );
 
 /// [`dense`] compiled for AVX-512F with 64- and 32-column tiles of 4 rows ([`super::x86::tiles`]), one
