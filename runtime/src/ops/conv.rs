@@ -162,9 +162,9 @@ pub(super) fn conv_direct(
         }
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         if super::x86::has_avx2() {
-            // SAFETY: `conv_typed_avx2` only needs AVX2 and FMA, which the CPU has (checked
-            // just above); its body is safe code.
-            return unsafe { conv_typed_avx2(x, xd, w, wd, bias, groups, win, out, od) };
+            // SAFETY: `conv_avx2` only needs AVX2 and FMA, which the CPU has (checked just
+            // above); its body is safe code.
+            return unsafe { conv_avx2(x, xd, w, wd, bias, groups, win, out, od) };
         }
         return conv_impl(x, xd, w, wd, bias, groups, win, out, od);
     };
@@ -181,32 +181,14 @@ pub(super) fn conv_direct(
     conv_impl(x, xd, w, wd, bias, groups, win, out, od)
 }
 
-/// [`conv`] with stored (f16, bf16, int8) weights compiled for AVX2 and FMA.
+/// [`conv`] compiled for AVX2 and FMA, with f32 or stored (f16, bf16, int8) weights.
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-fn conv_typed_avx2(
+fn conv_avx2<W: WeightRuns>(
     x: &[f32],
     xd: &Dims,
-    w: Weights<'_>,
-    wd: &Dims,
-    bias: Option<Weights<'_>>,
-    groups: usize,
-    win: &Window,
-    out: &mut [f32],
-    od: &Dims,
-) -> Result<(), Error> {
-    conv_impl(x, xd, w, wd, bias, groups, win, out, od)
-}
-
-/// [`conv`] compiled for AVX2 and FMA.
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-fn conv_avx2(
-    x: &[f32],
-    xd: &Dims,
-    w: &[f32],
+    w: W,
     wd: &Dims,
     bias: Option<Weights<'_>>,
     groups: usize,

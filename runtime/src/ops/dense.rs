@@ -404,21 +404,17 @@ fn dense_avx512(
     out: &mut [f32],
 ) -> Result<(), Error> {
     check_sizes(a, w.len(), bias, k, n, out)?;
-    // Few output columns over many rows: 16 rows in the lanes of each accumulator.
-    if n <= super::x86::NARROW_COLS && out.len() / n >= super::x86::NARROW_ROWS {
-        let done = super::x86::narrow(a, out, w, bias, k, n)?;
-        let (Some(a), Some(out)) = (a.get(done * k..), out.get_mut(done * n..)) else {
-            return Err(SIZE_ERR);
-        };
-        return each_block(
-            a,
-            out,
-            k,
-            n,
-            |o, ar| block4::<16, &[f32]>(o, ar, w, bias, n, 0),
-            |orow, arow| row1::<16, &[f32]>(orow, arow, w, bias, n),
-        );
-    }
+    // Few output columns over many rows: 16 rows in the lanes of each accumulator; the
+    // rows left over (and every row otherwise) take the tiles below, which for so few
+    // columns leave all of them to the AVX2-width loops.
+    let done = if n <= super::x86::NARROW_COLS && out.len() / n >= super::x86::NARROW_ROWS {
+        super::x86::narrow(a, out, w, bias, k, n)?
+    } else {
+        0
+    };
+    let (Some(a), Some(out)) = (a.get(done * k..), out.get_mut(done * n..)) else {
+        return Err(SIZE_ERR);
+    };
     let full = n - n % super::x86::TILE;
     let blocks = out.len() / n / 4 * 4;
     let (a_blocks, o_blocks) = (a.get(..blocks * k), out.get_mut(..blocks * n));
