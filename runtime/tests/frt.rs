@@ -411,6 +411,40 @@ fn planner_never_overlaps_live_tensors() {
     }
 }
 
+/// A field resolves most nodes once into steps (`exec::steps`, host builds); `exec::run`
+/// decodes every node as it goes (the general path, what firmware runs). Both must give the
+/// same bits, on models of every op the steps resolve (Dense, unary, binary with constants
+/// and broadcasts, Concat, Reshape) mixed with ops they leave to the general path.
+#[test]
+fn field_steps_match_the_general_path() {
+    let mut g = Lcg(6);
+    let mut descs = vec![layout_model(&mut g), wide_model(&mut g), mlp(&mut g).0];
+    descs.extend((0..100).map(|_| random_model(&mut g)));
+    for desc in &descs {
+        let buf = common::load(desc);
+        let m = Model::from_bytes(&buf).unwrap();
+        let d = m.state_dim();
+        for batch in [1usize, 5] {
+            let x = g.vec(batch * d);
+            let t = 0.25f32;
+            let v = velocity(&m, t, &x);
+            let inputs: Vec<Vec<f32>> = m
+                .inputs()
+                .map(|info| match info.role {
+                    InputRole::X => x.clone(),
+                    InputRole::T => vec![t; info.shape.elements(batch).unwrap()],
+                    r => panic!("unexpected input role {r:?}"),
+                })
+                .collect();
+            let refs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
+            let mut out = vec![0.0; batch * d];
+            let mut arena = AlignedBytes::zeroed(m.graph_arena_bytes(batch).unwrap());
+            exec::run(&m, batch, &refs, &mut out, &mut arena).unwrap();
+            assert_eq!(bits(&v), bits(&out), "batch {batch}");
+        }
+    }
+}
+
 #[test]
 fn arena_and_argument_errors() {
     let mut g = Lcg(6);

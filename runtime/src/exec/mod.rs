@@ -21,6 +21,9 @@ use crate::ops::{self, Dims, Weights};
 use crate::select::{self, node, All, Selection};
 use crate::Error;
 
+#[cfg(feature = "alloc")]
+mod steps;
+
 fn check_batch(batch: usize) -> Result<(), Error> {
     if batch == 0 {
         Err(Error::BadArgument {
@@ -136,6 +139,10 @@ pub(crate) struct Decoded<'m> {
     /// Per tensor: a constant's data in its stored type (`None` for other tensors).
     #[cfg(feature = "alloc")]
     consts: alloc::vec::Vec<Option<Weights<'m>>>,
+    /// Per node: the node resolved at `rows` rows ([`steps`]; `None` for the kinds and
+    /// layouts that take the general path).
+    #[cfg(feature = "alloc")]
+    steps: alloc::vec::Vec<Option<steps::Step<'m>>>,
     #[cfg(not(feature = "alloc"))]
     _model: PhantomData<&'m ()>,
 }
@@ -179,6 +186,10 @@ impl<'m> Decoded<'m> {
                     }
                     d.nodes.push(n);
                 }
+                for i in 0..model.node_count() as u32 {
+                    let step = steps::resolve(model, &d, i);
+                    d.steps.push(step);
+                }
                 Ok(d)
             };
             all().unwrap_or_default()
@@ -188,6 +199,15 @@ impl<'m> Decoded<'m> {
             let _ = (model, rows);
             Decoded::default()
         }
+    }
+
+    /// Node `i` resolved as a [`steps::Step`] for `rows` rows, if it was.
+    #[cfg(feature = "alloc")]
+    fn step(&self, i: u32, rows: usize) -> Option<&steps::Step<'m>> {
+        if rows != self.rows {
+            return None;
+        }
+        self.steps.get(i as usize)?.as_ref()
     }
 
     /// Constant `t`'s data in its stored type, if decoded.
@@ -448,6 +468,19 @@ pub(crate) fn run_graph<S: Selection>(
     }
     let mut known = None;
     for i in 0..model.node_count() as u32 {
+        #[cfg(feature = "alloc")]
+        if let Some(step) = decoded.step(i, batch) {
+            let (lo, rest) = arena
+                .split_at_mut_checked(step.out.start)
+                .ok_or(ops_err())?;
+            let (out, hi) = rest.split_at_mut_checked(step.out.len()).ok_or(ops_err())?;
+            steps::run::<S>(step, inputs, lo, hi, out)?;
+            known = None;
+            if let Some(f) = observe.as_deref_mut() {
+                f(step.tensor, out);
+            }
+            continue;
+        }
         let node = match decoded.node(i) {
             Some(n) => n,
             None => model.node_rec_with::<S>(i)?,
@@ -772,6 +805,8 @@ pub struct CpuField<'m, 'a, S: Selection = All> {
     observer: Option<&'a mut Observer<'a>>,
     /// The records, decoded once (host builds).
     decoded: Decoded<'m>,
+    /// Whether the output's rows are the state's (checked at every evaluation; computed once).
+    velocity_out: bool,
 }
 
 impl<'m, 'a> CpuField<'m, 'a> {
@@ -833,6 +868,7 @@ impl<'m, 'a, S: Selection> CpuField<'m, 'a, S> {
             linked: PhantomData,
             observer: None,
             decoded: Decoded::of::<S>(model, batch),
+            velocity_out: model.output_dim() == model.state_dim(),
         })
     }
 
@@ -892,7 +928,7 @@ impl<'m, 'a, S: Selection> CpuField<'m, 'a, S> {
         let rows = self
             .sig
             .check_eval_linked::<S>(x.len(), v.len(), self.batch, cond)?;
-        if model.output_dim() != d {
+        if !self.velocity_out {
             return Err(Error::BadArgument {
                 what: "the model's output is not a velocity (its rows differ from the state's)",
             });
