@@ -805,8 +805,6 @@ pub struct CpuField<'m, 'a, S: Selection = All> {
     observer: Option<&'a mut Observer<'a>>,
     /// The records, decoded once (host builds).
     decoded: Decoded<'m>,
-    /// Whether the output's rows are the state's (checked at every evaluation; computed once).
-    velocity_out: bool,
 }
 
 impl<'m, 'a> CpuField<'m, 'a> {
@@ -868,7 +866,6 @@ impl<'m, 'a, S: Selection> CpuField<'m, 'a, S> {
             linked: PhantomData,
             observer: None,
             decoded: Decoded::of::<S>(model, batch),
-            velocity_out: model.output_dim() == model.state_dim(),
         })
     }
 
@@ -928,7 +925,7 @@ impl<'m, 'a, S: Selection> CpuField<'m, 'a, S> {
         let rows = self
             .sig
             .check_eval_linked::<S>(x.len(), v.len(), self.batch, cond)?;
-        if !self.velocity_out {
+        if model.output_dim() != d {
             return Err(Error::BadArgument {
                 what: "the model's output is not a velocity (its rows differ from the state's)",
             });
