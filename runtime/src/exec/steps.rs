@@ -1,12 +1,12 @@
 //! Nodes resolved once into steps (feature `alloc`): for the kinds that make up a small
-//! model's evaluation (Dense, element-wise ops, Where, Concat, Reshape), where each input
-//! lies (a graph input, an f32 constant, or a range of the arena below or above the node's
-//! output) with its dims, its constant
-//! weights in their stored type and its sizes. [`super::run_graph`] runs such a node
-//! straight from its [`Step`] instead of looking up records, shapes and weights per node and
-//! evaluation (about half of a batch-1 MLP evaluation on the host was that lookup). Other
-//! nodes, and every node on firmware (no `alloc`), take the general path; both call the
-//! same kernels, so the results are the same bits.
+//! model's evaluation (Dense, MatMul, element-wise ops, Where, and the layout ops Concat,
+//! Reshape, Expand, Transpose, Slice), where each input lies (a graph input, an f32
+//! constant, or a range of the arena below or above the node's output) with its dims, its
+//! constant weights in their stored type and its sizes. [`super::run_graph`] runs such a
+//! node straight from its [`Step`] instead of looking up records, shapes and weights per
+//! node and evaluation (about half of a batch-1 MLP evaluation on the host was that
+//! lookup). Other nodes, and every node on firmware (no `alloc`), take the general path;
+//! both call the same kernels, so the results are the same bits.
 
 use core::ops::Range;
 
@@ -63,6 +63,22 @@ pub(super) enum Kernel<'m> {
     },
     /// A copy of the input (Reshape: the values do not move).
     Copy { x: Src<'m> },
+    /// numpy `matmul` of two tensors.
+    MatMul {
+        a: (Src<'m>, Dims),
+        b: (Src<'m>, Dims),
+    },
+    /// The input broadcast to the output's dims.
+    Expand { x: (Src<'m>, Dims) },
+    /// The input's axes permuted as the node (a `NodeOp::Transpose`) says.
+    Transpose { x: (Src<'m>, Dims), op: NodeOp },
+    /// Every `step`-th element of axis `axis` from `start`.
+    Slice {
+        x: (Src<'m>, Dims),
+        axis: usize,
+        start: usize,
+        step: usize,
+    },
 }
 
 /// One node, resolved for the row count its [`Decoded`] was built for.
@@ -145,6 +161,20 @@ pub(super) fn resolve<'m>(model: &Model<'m>, d: &Decoded<'m>, i: u32) -> Option<
             parts: (0..node.n_inputs).map(src).collect::<Option<_>>()?,
         },
         NodeOp::Reshape => Kernel::Copy { x: src(0)?.0 },
+        NodeOp::MatMul => Kernel::MatMul {
+            a: src(0)?,
+            b: src(1)?,
+        },
+        NodeOp::Expand => Kernel::Expand { x: src(0)? },
+        op @ NodeOp::Transpose { .. } => Kernel::Transpose { x: src(0)?, op },
+        NodeOp::Slice {
+            axis, start, step, ..
+        } => Kernel::Slice {
+            x: src(0)?,
+            axis: axis as usize,
+            start: start as usize,
+            step: step as usize,
+        },
         _ => return None,
     };
     Some(Step {
@@ -215,6 +245,19 @@ pub(super) fn run<'x, S: Selection>(
             out.copy_from_slice(x);
             Ok(())
         }
+        Kernel::MatMul { a, b } if has(node::MATMUL) => {
+            ops::matmul(read(&a.0)?, &a.1, read(&b.0)?, &b.1, out, od)
+        }
+        Kernel::Expand { x } if has(node::EXPAND) => ops::expand(read(&x.0)?, &x.1, out, od),
+        Kernel::Transpose { x, op } if has(node::TRANSPOSE) => {
+            ops::transpose(read(&x.0)?, &x.1, op.perm(), out, od)
+        }
+        Kernel::Slice {
+            x,
+            axis,
+            start,
+            step,
+        } if has(node::SLICE) => ops::slice(read(&x.0)?, &x.1, out, od, *axis, *start, *step),
         // Unreachable: steps are resolved from records decoded with `S`.
         _ => Err(select::not_linked("an op")),
     }
