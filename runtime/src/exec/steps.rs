@@ -86,8 +86,9 @@ pub(super) enum Kernel<'m> {
 pub(super) struct Step<'m> {
     /// The node's output tensor (what an observer is told).
     pub(super) tensor: u32,
-    /// The output's range of the arena (elements) and its dims.
+    /// The output's range of the arena (elements).
     pub(super) out: Range<usize>,
+    /// The output's dims.
     od: Dims,
     kernel: Kernel<'m>,
 }
