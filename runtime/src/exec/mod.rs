@@ -555,11 +555,7 @@ fn exec_node<S: Selection>(
             let (w, wd) = v.weights::<S>(node, 1)?;
             let bias = bias_input::<S>(v, node)?;
             let (k, n) = (wd.get(0).ok_or(ops_err())?, wd.get(1).ok_or(ops_err())?);
-            if S::WEIGHTS == 0 {
-                ops::dense(a, w, bias, k, n, out)
-            } else {
-                dense(a, w, bias, k, n, out)
-            }
+            dense_linked::<S>(a, w, bias, k, n, out)
         }
         NodeOp::MatMul if has(node::MATMUL) => {
             let (a, _, ad) = v.input(node, 0)?;
@@ -614,11 +610,7 @@ fn exec_node<S: Selection>(
             let x = v.input_data(node, 0)?;
             #[cfg(not(feature = "alloc"))]
             let (x, _, _) = v.input(node, 0)?;
-            if x.len() != out.len() {
-                return Err(ops_err());
-            }
-            out.copy_from_slice(x);
-            Ok(())
+            copy_values(x, out)
         }
         NodeOp::Expand if has(node::EXPAND) => {
             let (x, _, xd) = v.input(node, 0)?;
@@ -725,6 +717,34 @@ fn exec_node<S: Selection>(
         // the kinds `S` leaves out (naming them; `NodeOp::name` is not linked here).
         _ => Err(select::not_linked("an op")),
     }
+}
+
+/// A Dense with the kernel `S` calls for: [`ops::dense`] inlined where `S` links no stored
+/// weight types, else [`dense`].
+#[inline(always)]
+fn dense_linked<S: Selection>(
+    a: &[f32],
+    w: Weights<'_>,
+    bias: Option<Weights<'_>>,
+    k: usize,
+    n: usize,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    if S::WEIGHTS == 0 {
+        ops::dense(a, w, bias, k, n, out)
+    } else {
+        dense(a, w, bias, k, n, out)
+    }
+}
+
+/// Reshape: `x`'s values into `out` as they are (the lengths must match).
+#[inline(always)]
+fn copy_values(x: &[f32], out: &mut [f32]) -> Result<(), Error> {
+    if x.len() != out.len() {
+        return Err(ops_err());
+    }
+    out.copy_from_slice(x);
+    Ok(())
 }
 
 /// [`ops::dense`], a function of its own, for selections with stored weight types: inlined

@@ -212,12 +212,7 @@ pub(super) fn run<'x, S: Selection>(
     let od = &step.od;
     match &step.kernel {
         Kernel::Dense { a, w, bias, k, n } if has(node::DENSE) => {
-            let a = read(a)?;
-            if S::WEIGHTS == 0 {
-                ops::dense(a, *w, *bias, *k, *n, out)
-            } else {
-                super::dense(a, *w, *bias, *k, *n, out)
-            }
+            super::dense_linked::<S>(read(a)?, *w, *bias, *k, *n, out)
         }
         Kernel::Unary { op, x } if has(node::UNARY) => {
             ops::unary_linked(*op, read(x)?, out, select::has_unary::<S>)
@@ -238,14 +233,7 @@ pub(super) fn run<'x, S: Selection>(
             }
             Ok(())
         }
-        Kernel::Copy { x } if has(node::RESHAPE) => {
-            let x = read(x)?;
-            if x.len() != out.len() {
-                return Err(super::ops_err());
-            }
-            out.copy_from_slice(x);
-            Ok(())
-        }
+        Kernel::Copy { x } if has(node::RESHAPE) => super::copy_values(read(x)?, out),
         Kernel::MatMul { a, b } if has(node::MATMUL) => {
             ops::matmul(read(&a.0)?, &a.1, read(&b.0)?, &b.1, out, od)
         }
