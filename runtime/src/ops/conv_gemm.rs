@@ -357,7 +357,13 @@ fn multiply_avx2(
     q1: usize,
     out: &mut [f32],
 ) -> Result<(), Error> {
-    multiply_tiles(geo, packed, init, panel, q0, q1, out)
+    // A closure, not the function item `tile`: the closure inherits this function's AVX2
+    // and FMA, whereas `tile` passed by name was compiled apart, without FMA, and every
+    // multiply-add became a call to the software `fmaf` (the UNet's convolutions 80×
+    // slower on an AVX2-only CPU).
+    multiply_with(geo, packed, init, panel, q0, q1, out, |ptile, wblock, start| {
+        tile(ptile, wblock, start)
+    })
 }
 
 /// [`multiply`] with AVX-512F tiles (`x86::conv_tile`, intrinsics): a tile row of 16 pixels
