@@ -48,6 +48,9 @@ struct Scratch {
     padded: Vec<f32>,
     /// Each packed channel's starting value: its bias (or `+0.0`), `0.0` past `M`.
     init: Vec<f32>,
+    /// For each panel row `k = (c, ky, kx)`, the offset of its tap in the padded planes
+    /// relative to the window's corner: `c·HP·WP + ky·dh·WP + kx·dw`.
+    taps: Vec<usize>,
 }
 
 std::thread_local! {
@@ -104,6 +107,7 @@ pub(super) fn conv(
             packed,
             padded,
             init,
+            taps,
         } = &mut *s;
         let k = geo.c * geo.kh * geo.kw;
         let blocks = m.div_ceil(TILE_CH);
@@ -131,7 +135,10 @@ pub(super) fn conv(
         let width = chunk.div_ceil(TILE_PX) * TILE_PX;
         let panel = sized(panel, k.checked_mul(width)?)?;
         let padded = sized(padded, geo.c.checked_mul(hp)?.checked_mul(wp)?)?;
-        Some(run(x, &geo, win, packed, init, out, panel, chunk, padded))
+        tap_offsets(&geo, win, hp, wp, taps)?;
+        Some(run(
+            x, &geo, packed, init, out, chunk, panel, padded, taps, win,
+        ))
     })
 }
 
@@ -167,20 +174,21 @@ fn padded_dims(geo: &ConvGeometry, win: &Window) -> Option<(usize, usize)> {
 fn run(
     x: &[f32],
     geo: &ConvGeometry,
-    win: &Window,
     packed: &[f32],
     init: &[f32],
     out: &mut [f32],
-    panel: &mut [f32],
     chunk: usize,
+    panel: &mut [f32],
     padded: &mut [f32],
+    taps: &[usize],
+    win: &Window,
 ) -> Result<(), Error> {
     let total = geo.n.checked_mul(geo.oh * geo.ow).ok_or(SIZE_ERR)?;
     let mut image = None;
     let mut q0 = 0;
     while q0 < total {
         let q1 = total.min(q0 + chunk);
-        im2col(x, geo, win, q0, q1, panel, padded, &mut image)?;
+        im2col(x, geo, win, taps, q0, q1, panel, padded, &mut image)?;
         multiply(geo, packed, init, panel, q0, q1, out)?;
         q0 = q1;
     }
@@ -216,27 +224,51 @@ fn pad_image(
     Ok(())
 }
 
+/// Fills `taps` with the offset of each panel row's tap (`k = (c, ky, kx)` ascending) in
+/// the padded planes (`C × HP × WP`), relative to the window's top-left corner.
+fn tap_offsets(
+    geo: &ConvGeometry,
+    win: &Window,
+    hp: usize,
+    wp: usize,
+    taps: &mut Vec<usize>,
+) -> Option<()> {
+    let (_, dh, _, _) = win.get(0);
+    let (_, dw, _, _) = win.get(1);
+    taps.clear();
+    taps.try_reserve_exact(geo.c.checked_mul(geo.kh)?.checked_mul(geo.kw)?)
+        .ok()?;
+    for c in 0..geo.c {
+        for ky in 0..geo.kh {
+            for kx in 0..geo.kw {
+                taps.push(c * hp * wp + ky * dh * wp + kx * dw);
+            }
+        }
+    }
+    Some(())
+}
+
 /// Copies the windows of output pixels `q0..q1` (over the whole batch, row-major) into the
 /// panel: pixel `q` is column `j = q − q0`, in tile `j / TILE_PX` (`[K][TILE_PX]` values
 /// each) at `[k][j % TILE_PX]`; the columns of the last tile past `q1 − q0` are `0.0`.
 /// The taps are read from the padded planes of the image at hand (`image`: which one
-/// `padded` holds).
+/// `padded` holds) at the offsets `taps` ([`tap_offsets`]).
 #[allow(clippy::too_many_arguments)]
 fn im2col(
     x: &[f32],
     geo: &ConvGeometry,
     win: &Window,
+    taps: &[usize],
     q0: usize,
     q1: usize,
     panel: &mut [f32],
     padded: &mut [f32],
     image: &mut Option<usize>,
 ) -> Result<(), Error> {
-    let (sh, dh, _, _) = win.get(0);
-    let (sw, dw, _, _) = win.get(1);
-    let (hp, wp) = padded_dims(geo, win).ok_or(SIZE_ERR)?;
-    let k = geo.c * geo.kh * geo.kw;
-    let tile_len = k * TILE_PX;
+    let (sh, _, _, _) = win.get(0);
+    let (sw, _, _, _) = win.get(1);
+    let (_, wp) = padded_dims(geo, win).ok_or(SIZE_ERR)?;
+    let tile_len = taps.len() * TILE_PX;
     let plane_out = geo.oh * geo.ow;
     let used = q1 - q0;
     if !used.is_multiple_of(TILE_PX) {
@@ -263,19 +295,16 @@ fn im2col(
         let tile = panel
             .get_mut(t * tile_len..(t + 1) * tile_len)
             .ok_or(SIZE_ERR)?;
-        let mut rows = tile.chunks_exact_mut(TILE_PX);
-        for plane in padded.chunks_exact(hp * wp) {
-            for ky in 0..geo.kh {
-                let iy = oy * sh + ky * dh;
-                let src_row = plane.get(iy * wp..(iy + 1) * wp).ok_or(SIZE_ERR)?;
-                for kx in 0..geo.kw {
-                    let row = rows.next().ok_or(SIZE_ERR)?;
-                    let dst = row.get_mut(at..at + len).ok_or(SIZE_ERR)?;
-                    let first = ox0 * sw + kx * dw;
-                    copy_taps(src_row.get(first..).ok_or(SIZE_ERR)?, sw, dst)?;
-                }
-            }
-        }
+        // The window corner of the piece's first pixel: the piece's taps for panel row `k`
+        // are `padded[corner + taps[k] + i·sw]`, `i < len`.
+        let corner = oy * sh * wp + ox0 * sw;
+        let src = padded.get(corner..).ok_or(SIZE_ERR)?;
+        match (len, sw) {
+            (16, 1) => copy_piece::<16>(src, taps, at, tile),
+            (8, 1) => copy_piece::<8>(src, taps, at, tile),
+            (4, 1) => copy_piece::<4>(src, taps, at, tile),
+            _ => copy_piece_strided(src, taps, sw, at, len, tile),
+        }?;
         j += len;
         ox0 += len;
         if ox0 == geo.ow {
@@ -290,26 +319,40 @@ fn im2col(
     Ok(())
 }
 
-/// `dst[i] = src[i·sw]` for every `i` of `dst`.
-fn copy_taps(src: &[f32], sw: usize, dst: &mut [f32]) -> Result<(), Error> {
-    if sw == 1 {
-        // Rows are short (4–32 values in small models): fixed-size blocks instead of a
-        // `memcpy` call per row.
-        let src = src.get(..dst.len()).ok_or(SIZE_ERR)?;
-        let mut d8 = dst.chunks_exact_mut(8);
-        let mut s8 = src.chunks_exact(8);
-        for (d, s) in (&mut d8).zip(&mut s8) {
-            if let (Ok(d), Ok(s)) = (<&mut [f32; 8]>::try_from(d), <&[f32; 8]>::try_from(s)) {
-                *d = *s;
-            }
+/// `tile[k][at..at + L] = src[taps[k]..][..L]` for every panel row `k`: one piece of `L`
+/// pixels of an output row at stride 1, copied as a fixed-size array (the pieces are 4–16
+/// values in small models, too short for a `memcpy` call each).
+#[inline(always)]
+fn copy_piece<const L: usize>(
+    src: &[f32],
+    taps: &[usize],
+    at: usize,
+    tile: &mut [f32],
+) -> Result<(), Error> {
+    for (row, &off) in tile.chunks_exact_mut(TILE_PX).zip(taps) {
+        let from = src.get(off..off + L).ok_or(SIZE_ERR)?;
+        let to = row.get_mut(at..at + L).ok_or(SIZE_ERR)?;
+        if let (Ok(to), Ok(from)) = (<&mut [f32; L]>::try_from(to), <&[f32; L]>::try_from(from)) {
+            *to = *from;
         }
-        for (d, s) in d8.into_remainder().iter_mut().zip(s8.remainder()) {
-            *d = *s;
-        }
-    } else {
-        let mut taps = src.iter().step_by(sw);
-        for v in dst {
-            *v = *taps.next().ok_or(SIZE_ERR)?;
+    }
+    Ok(())
+}
+
+/// [`copy_piece`] for any length and stride: `tile[k][at + i] = src[taps[k] + i·sw]`.
+fn copy_piece_strided(
+    src: &[f32],
+    taps: &[usize],
+    sw: usize,
+    at: usize,
+    len: usize,
+    tile: &mut [f32],
+) -> Result<(), Error> {
+    for (row, &off) in tile.chunks_exact_mut(TILE_PX).zip(taps) {
+        let to = row.get_mut(at..at + len).ok_or(SIZE_ERR)?;
+        let mut from = src.get(off..).ok_or(SIZE_ERR)?.iter().step_by(sw);
+        for v in to {
+            *v = *from.next().ok_or(SIZE_ERR)?;
         }
     }
     Ok(())
@@ -361,9 +404,16 @@ fn multiply_avx2(
     // and FMA, whereas `tile` passed by name was compiled apart, without FMA, and every
     // multiply-add became a call to the software `fmaf` (the UNet's convolutions 80×
     // slower on an AVX2-only CPU).
-    multiply_with(geo, packed, init, panel, q0, q1, out, |ptile, wblock, start| {
-        tile(ptile, wblock, start)
-    })
+    multiply_with(
+        geo,
+        packed,
+        init,
+        panel,
+        q0,
+        q1,
+        out,
+        |ptile, wblock, start| tile(ptile, wblock, start),
+    )
 }
 
 /// [`multiply`] with AVX-512F tiles (`x86::conv_tile`, intrinsics): a tile row of 16 pixels
