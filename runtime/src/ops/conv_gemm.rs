@@ -390,7 +390,7 @@ fn multiply(
 /// [`multiply`] compiled for AVX2 and FMA (one `vfmadd` per multiply-add: the same bits).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::redundant_closure)]
 fn multiply_avx2(
     geo: &ConvGeometry,
     packed: &[f32],
