@@ -1,8 +1,10 @@
 //! Reductions, Softmax and Norm over a contiguous range of axes.
 //!
 //! A tensor is viewed as `[outer, len, inner]` where `len` is the product of the reduced
-//! axes. Every output element folds its `len` inputs in ascending order, so the result does
-//! not depend on the batch size or the CPU.
+//! axes. Every output element folds its `len` inputs in a fixed order — ascending when the
+//! reduced axes are strided (`inner > 1`, the sums vectorized across outputs); for sums
+//! over a contiguous run, eight interleaved partial sums added pairwise (`lane_sum`) — so
+//! the result does not depend on the batch size or the CPU.
 
 use super::{abs, check_len, exp_nonpositive, Dims, SIZE_ERR};
 use crate::Error;
@@ -205,10 +207,10 @@ pub fn reduce(
     Ok(())
 }
 
-/// One reduction over a contiguous run, in ascending order (the same order as the strided
-/// path).
+/// One reduction over a contiguous run: sums in [`lane_sum`]'s order, the others
+/// ascending.
 fn reduce_run(kind: ReduceKind, xs: &[f32]) -> f32 {
-    let sum = |f: fn(f32) -> f32| xs.iter().fold(0.0f32, |a, v| a + f(*v));
+    let sum = |f: fn(f32) -> f32| lane_sum(xs, f);
     match kind {
         ReduceKind::Sum => sum(|v| v),
         ReduceKind::Mean => sum(|v| v) / xs.len() as f32,
@@ -227,6 +229,26 @@ fn reduce_run(kind: ReduceKind, xs: &[f32]) -> f32 {
             m + libm::logf(xs.iter().fold(0.0f32, |a, v| a + exp_or_zero(*v - m)))
         }
     }
+}
+
+/// `Σ f(x)` over a contiguous run in a fixed order that vectorizes: value `i` goes to
+/// partial sum `i mod 8` (each partial sum ascending from `+0.0`), then the partial sums
+/// are added pairwise, `((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))`. Every target
+/// runs this order, so the bits are the same everywhere (a serial sum was a chain of
+/// dependent adds: the normalizations of the image models spent most of their time in it).
+#[inline(always)]
+fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut s = [0f32; 8];
+    let mut runs = xs.chunks_exact(8);
+    for run in &mut runs {
+        for (a, v) in s.iter_mut().zip(run) {
+            *a += f(*v);
+        }
+    }
+    for (a, v) in s.iter_mut().zip(runs.remainder()) {
+        *a += f(*v);
+    }
+    ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
 }
 
 fn fold<'a>(acc: &mut [f32], rows: impl Iterator<Item = &'a [f32]>, f: impl Fn(f32, f32) -> f32) {
@@ -318,7 +340,8 @@ pub fn softmax(
 
 /// Normalization over axes `start..end` of `x` jointly ([`crate::format::NodeOp::Norm`]):
 /// with `n` the number of values per group, `μ = (Σ x)·(1/n)`, `c = x − μ` and
-/// `y = c · (1 / sqrt(Σ c² / n + eps))`, sums in ascending order. These are, operation for
+/// `y = c · (1 / sqrt(Σ c² / n + eps))`, sums in [`reduce`]'s order (eight interleaved
+/// partial sums for contiguous groups, ascending for strided ones). These are, operation for
 /// operation, the `ReduceSum`, `Mul`, `Sub`, `Square`, `ReduceMean`, `Add`, `Rsqrt` and
 /// `Mul` nodes the exporter fuses, so the result has their bits; `out` has the dims of `x`
 /// and holds `c` between the passes (`x` is read twice, `out` written twice).
@@ -348,15 +371,13 @@ pub fn norm(
         .take(outer)
     {
         if inner == 1 {
-            // Contiguous groups (the normalized axes are last).
-            let mu = xo.iter().fold(0.0f32, |a, v| a + v) * inv_n;
-            let mut q = 0.0f32;
+            // Contiguous groups (the normalized axes are last): the sums in `reduce`'s
+            // order for contiguous runs.
+            let mu = lane_sum(xo, |v| v) * inv_n;
             for (o, v) in oo.iter_mut().zip(xo) {
-                let c = *v - mu;
-                *o = c;
-                q += c * c;
+                *o = *v - mu;
             }
-            let r = scale(q);
+            let r = scale(lane_sum(oo, |c| c * c));
             oo.iter_mut().for_each(|o| *o *= r);
             continue;
         }
