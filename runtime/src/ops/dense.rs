@@ -361,12 +361,6 @@ macro_rules! dense_tiled_for {
 }
 
 dense_tiled_for!(
-    /// [`dense`] compiled for AVX2 and FMA with 16-column tiles.
-    dense_avx2,
-    "avx2,fma",
-    16
-);
-dense_tiled_for!(
     /// [`dense`] for fewer than 4 rows compiled for AVX2 and FMA: rows of 32-column
     /// tiles, four independent ymm sums per step ([`dense_rows_avx512`]).
     dense_rows_avx2,
@@ -416,18 +410,57 @@ fn dense_avx512(
         return Err(SIZE_ERR);
     };
     let full = n - n % super::x86::TILE;
+    tiles_then_rest(a, w, bias, k, n, out, full, |ab, ob| {
+        super::x86::tiles(ab, ob, w, bias, k, n, full)
+    })
+}
+
+/// [`dense`] compiled for AVX2 and FMA, the 4-row blocks in tiles of 6 or 4 rows × 16
+/// columns ([`super::x86::tiles_avx2`]); the same bits as every other path.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[target_feature(enable = "avx2,fma")]
+fn dense_avx2(
+    a: &[f32],
+    w: &[f32],
+    bias: Option<Weights<'_>>,
+    k: usize,
+    n: usize,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    check_sizes(a, w.len(), bias, k, n, out)?;
+    let full = n - n % super::x86::TILE_AVX2;
+    tiles_then_rest(a, w, bias, k, n, out, full, |ab, ob| {
+        super::x86::tiles_avx2(ab, ob, w, bias, k, n, full)
+    })
+}
+
+/// Columns `0 .. full` of the rows in whole 4-row blocks by `tiles(input rows, output
+/// rows)`, then the columns past `full` of those rows and every column of the rows left
+/// over by the generic 16-column loops (inlined into the `#[target_feature]` caller).
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn tiles_then_rest(
+    a: &[f32],
+    w: &[f32],
+    bias: Option<Weights<'_>>,
+    k: usize,
+    n: usize,
+    out: &mut [f32],
+    full: usize,
+    tiles: impl FnOnce(&[f32], &mut [f32]) -> Result<(), Error>,
+) -> Result<(), Error> {
     let blocks = out.len() / n / 4 * 4;
     let (a_blocks, o_blocks) = (a.get(..blocks * k), out.get_mut(..blocks * n));
     let (Some(a_blocks), Some(o_blocks)) = (a_blocks, o_blocks) else {
         return Err(SIZE_ERR);
     };
-    super::x86::tiles(a_blocks, o_blocks, w, bias, k, n, full)?;
+    tiles(a_blocks, o_blocks)?;
     each_block(
         a,
         out,
         k,
         n,
-        // The columns past the last 32-column tile: the AVX2-width loops.
         |o, ar| block4::<16, &[f32]>(o, ar, w, bias, n, full),
         |orow, arow| row1::<16, &[f32]>(orow, arow, w, bias, n),
     )

@@ -11,8 +11,9 @@
 //! host crates enable, MSRV 1.92) needs it; the no_std runtime keeps its 1.87.
 
 use core::arch::x86_64::{
-    __m512, _mm512_fmadd_ps, _mm512_i32gather_ps, _mm512_loadu_ps, _mm512_mullo_epi32,
-    _mm512_set1_epi32, _mm512_set1_ps, _mm512_setr_epi32, _mm512_storeu_ps,
+    __m256, __m512, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_storeu_ps,
+    _mm512_fmadd_ps, _mm512_i32gather_ps, _mm512_loadu_ps, _mm512_mullo_epi32, _mm512_set1_epi32,
+    _mm512_set1_ps, _mm512_setr_epi32, _mm512_storeu_ps,
 };
 
 use super::weights::{load_bias, Weights};
@@ -31,8 +32,86 @@ pub(super) fn has_avx2() -> bool {
     std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
 }
 
-/// Columns of one tile.
+/// A vector register of f32 lanes that the Dense tiles accumulate in: the zmm registers of
+/// AVX-512F or the ymm registers of AVX2 (with FMA). Each method is one instruction; they
+/// are inlined into the `#[target_feature]` callers ([`tiles`], [`tiles_avx2`]).
+pub(super) trait Lanes: Copy {
+    /// Lanes per register.
+    const N: usize;
+    /// Register tiles of up to this many registers a row (more would not fit the register
+    /// file with six rows).
+    const WIDE: usize;
+    /// Loads `N` values from `p`.
+    ///
+    /// # Safety
+    /// `p .. p + N` must be readable and the CPU must have the instruction set.
+    unsafe fn load(p: *const f32) -> Self;
+    /// `v` in every lane. (Safety: the CPU must have the instruction set.)
+    unsafe fn splat(v: f32) -> Self;
+    /// `a · b + c`, rounded once. (Safety: the CPU must have the instruction set.)
+    unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self;
+    /// Stores the lanes at `p`.
+    ///
+    /// # Safety
+    /// `p .. p + N` must be writable and the CPU must have the instruction set.
+    unsafe fn store(p: *mut f32, v: Self);
+}
+
+impl Lanes for __m512 {
+    const N: usize = 16;
+    const WIDE: usize = 4;
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        // SAFETY: the caller's contract.
+        unsafe { _mm512_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        // SAFETY: the caller's contract.
+        unsafe { _mm512_set1_ps(v) }
+    }
+    #[inline(always)]
+    unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
+        // SAFETY: the caller's contract.
+        unsafe { _mm512_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: Self) {
+        // SAFETY: the caller's contract.
+        unsafe { _mm512_storeu_ps(p, v) }
+    }
+}
+
+impl Lanes for __m256 {
+    const N: usize = 8;
+    const WIDE: usize = 2;
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        // SAFETY: the caller's contract.
+        unsafe { _mm256_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        // SAFETY: the caller's contract.
+        unsafe { _mm256_set1_ps(v) }
+    }
+    #[inline(always)]
+    unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
+        // SAFETY: the caller's contract.
+        unsafe { _mm256_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: Self) {
+        // SAFETY: the caller's contract.
+        unsafe { _mm256_storeu_ps(p, v) }
+    }
+}
+
+/// Columns of one AVX-512 tile ([`tiles`]; 64 where they fit).
 pub(super) const TILE: usize = 32;
+
+/// Columns of one AVX2 tile ([`tiles_avx2`]).
+pub(super) const TILE_AVX2: usize = 16;
 
 /// Columns `0 .. full` (a multiple of [`TILE`], at most `n`) of every row (a multiple of 4
 /// rows) of `out [rows, n] = a [rows, k] x w [k, n] (+ bias)`: `o[r][c] = bias[c] + Σ_k
@@ -51,10 +130,44 @@ pub(super) fn tiles(
     n: usize,
     full: usize,
 ) -> Result<(), Error> {
+    tiles_of::<__m512>(a, out, w, bias, k, n, full)
+}
+
+/// [`tiles`] in the ymm registers of AVX2 and FMA: tiles of 6 or 4 rows × 16 columns (12
+/// or 8 accumulators of the 16 registers), `full` a multiple of [`TILE_AVX2`]. The same
+/// order of every sum, so the same bits. (The compiler's own vectorization of the generic
+/// 4-row tiles kept 8 accumulators, too few to cover the FMA latency on two pipes.)
+///
+/// Errors: as [`tiles`].
+#[target_feature(enable = "avx2,fma")]
+pub(super) fn tiles_avx2(
+    a: &[f32],
+    out: &mut [f32],
+    w: &[f32],
+    bias: Option<Weights<'_>>,
+    k: usize,
+    n: usize,
+    full: usize,
+) -> Result<(), Error> {
+    tiles_of::<__m256>(a, out, w, bias, k, n, full)
+}
+
+/// The body of [`tiles`] and [`tiles_avx2`], for registers `L`: tiles of `L::WIDE`
+/// registers a row where they fit, else 2.
+#[inline(always)]
+fn tiles_of<L: Lanes>(
+    a: &[f32],
+    out: &mut [f32],
+    w: &[f32],
+    bias: Option<Weights<'_>>,
+    k: usize,
+    n: usize,
+    full: usize,
+) -> Result<(), Error> {
     let rows = out.len().checked_div(n).unwrap_or(0);
     let fits = k > 0
         && rows.is_multiple_of(4)
-        && full.is_multiple_of(TILE)
+        && full.is_multiple_of(2 * L::N)
         && full <= n
         && k.checked_mul(n) == Some(w.len())
         && rows.checked_mul(n) == Some(out.len())
@@ -64,14 +177,17 @@ pub(super) fn tiles(
     }
     let mut c0 = 0;
     while c0 < full {
-        // 64 columns (four zmm a row, 16 accumulators) where they fit: each broadcast
-        // feeds four multiply-adds, and the FMA latency is hidden; else 32.
-        let v = if c0 + 2 * TILE <= full { 4 } else { 2 };
+        // Four registers a row where the set has them and they fit (each broadcast feeds
+        // four multiply-adds, and the FMA latency is hidden); else 2.
+        let v = if L::WIDE == 4 && c0 + 4 * L::N <= full {
+            4
+        } else {
+            2
+        };
         let mut init = [0f32; 64];
-        load_bias(bias, c0, init.get_mut(..16 * v).ok_or(SIZE_ERR)?).ok_or(SIZE_ERR)?;
-        // Blocks of 6 rows (24 accumulators: each weight load feeds 6 multiply-adds), and
-        // of 4 where 6 do not fit
-        // (6 only where it leaves 0 or at least 4 rows: `rows` is a multiple of 4.)
+        load_bias(bias, c0, init.get_mut(..L::N * v).ok_or(SIZE_ERR)?).ok_or(SIZE_ERR)?;
+        // Blocks of 6 rows (each weight load feeds 6 multiply-adds), and of 4 where 6 do
+        // not fit (6 only where it leaves 0 or at least 4 rows: `rows` is a multiple of 4).
         let mut r = 0;
         while r < rows {
             let six = rows - r == 6 || rows - r >= 10;
@@ -79,22 +195,22 @@ pub(super) fn tiles(
             let ob = out.get_mut(r * n..(r + h) * n).ok_or(SIZE_ERR)?;
             let ab = a.get(r * k..(r + h) * k).ok_or(SIZE_ERR)?;
             match (six, v == 4) {
-                (true, true) => tile::<6, 4>(ob, ab, w, &init, n, c0)?,
-                (true, false) => tile::<6, 2>(ob, ab, w, &init, n, c0)?,
-                (false, true) => tile::<4, 4>(ob, ab, w, &init, n, c0)?,
-                (false, false) => tile::<4, 2>(ob, ab, w, &init, n, c0)?,
+                (true, true) => tile::<L, 6, 4>(ob, ab, w, &init, n, c0)?,
+                (true, false) => tile::<L, 6, 2>(ob, ab, w, &init, n, c0)?,
+                (false, true) => tile::<L, 4, 4>(ob, ab, w, &init, n, c0)?,
+                (false, false) => tile::<L, 4, 2>(ob, ab, w, &init, n, c0)?,
             }
             r += h;
         }
-        c0 += 16 * v;
+        c0 += L::N * v;
     }
     Ok(())
 }
 
-/// Columns `c0 .. c0 + 16 V` of the `R` output rows `o` (`R × n`) from the input rows `a`
+/// Columns `c0 .. c0 + N V` of the `R` output rows `o` (`R × n`) from the input rows `a`
 /// (`R × k`) ([`tiles`]), starting from `init` (the bias of those columns, or zeros).
 #[inline(always)]
-fn tile<const R: usize, const V: usize>(
+fn tile<L: Lanes, const R: usize, const V: usize>(
     o: &mut [f32],
     a: &[f32],
     w: &[f32],
@@ -103,8 +219,8 @@ fn tile<const R: usize, const V: usize>(
     c0: usize,
 ) -> Result<(), Error> {
     let k = a.len() / R;
-    let width = 16 * V;
-    if V > 4
+    let width = L::N * V;
+    if width > 64
         || c0 + width > n
         || k.checked_mul(n) != Some(w.len())
         || k * R != a.len()
@@ -112,12 +228,11 @@ fn tile<const R: usize, const V: usize>(
     {
         return Err(SIZE_ERR);
     }
-    // SAFETY: `init` holds 64 >= 16 V values.
-    let start: [__m512; V] =
-        core::array::from_fn(|v| unsafe { _mm512_loadu_ps(init.as_ptr().add(16 * v)) });
-    let mut acc: [[__m512; V]; R] = [start; R];
-    // SAFETY: for `kk < k` the steps read `w[kk · n + c0 ..][.. 16 V]`, within `w` since
-    // `c0 + 16 V <= n` and `w.len() == k · n` (checked above), and `a[i · k + kk]` (through
+    // SAFETY: `init` holds 64 >= N V values; the caller runs with `L`'s instruction set.
+    let start: [L; V] = core::array::from_fn(|v| unsafe { L::load(init.as_ptr().add(L::N * v)) });
+    let mut acc: [[L; V]; R] = [start; R];
+    // SAFETY: for `kk < k` the steps read `w[kk · n + c0 ..][.. N V]`, within `w` since
+    // `c0 + N V <= n` and `w.len() == k · n` (checked above), and `a[i · k + kk]` (through
     // `rows[i]`, which is `a + i · k`) for `i < R`, within `a` (`R · k` values, checked).
     // The weight pointer advances with `wrapping_add`, so its value past the last row is
     // never used to load.
@@ -142,34 +257,34 @@ fn tile<const R: usize, const V: usize>(
     for (dst, row) in o.chunks_exact_mut(n).zip(&acc) {
         let d = dst.get_mut(c0..c0 + width).ok_or(SIZE_ERR)?;
         for (v, r) in row.iter().enumerate() {
-            // SAFETY: `d` holds 16 V values.
-            unsafe { _mm512_storeu_ps(d.as_mut_ptr().add(16 * v), *r) };
+            // SAFETY: `d` holds N V values.
+            unsafe { L::store(d.as_mut_ptr().add(L::N * v), *r) };
         }
     }
     Ok(())
 }
 
-/// One step of [`tile`]: `acc[i][v] += a[i][kk] · w[kk][c0 + 16 v ..]` (fused), with
+/// One step of [`tile`]: `acc[i][v] += a[i][kk] · w[kk][c0 + N v ..]` (fused), with
 /// `rows[i]` pointing at input row `i` and `wp` at the tile's weights of row `kk`. A
-/// function (inlined into the AVX-512 caller), not a closure: a closure's intrinsics were
-/// not inlined and ran 50× slower.
+/// function (inlined into the `#[target_feature]` caller), not a closure: a closure's
+/// intrinsics were not inlined and ran 50× slower.
 ///
 /// # Safety
-/// `rows[i].add(kk)` for `i < R` and `wp .. wp + 16 V` must be readable.
+/// `rows[i].add(kk)` for `i < R` and `wp .. wp + N V` must be readable.
 #[inline(always)]
-unsafe fn step<const R: usize, const V: usize>(
-    acc: &mut [[__m512; V]; R],
+unsafe fn step<L: Lanes, const R: usize, const V: usize>(
+    acc: &mut [[L; V]; R],
     rows: &[*const f32; R],
     kk: usize,
     wp: *const f32,
 ) {
     // SAFETY: the caller's contract.
     unsafe {
-        let wv: [__m512; V] = core::array::from_fn(|v| _mm512_loadu_ps(wp.add(16 * v)));
+        let wv: [L; V] = core::array::from_fn(|v| L::load(wp.add(L::N * v)));
         for (acc_row, p) in acc.iter_mut().zip(rows) {
-            let x = _mm512_set1_ps(*p.add(kk));
+            let x = L::splat(*p.add(kk));
             for (r, wv) in acc_row.iter_mut().zip(&wv) {
-                *r = _mm512_fmadd_ps(x, *wv, *r);
+                *r = L::fmadd(x, *wv, *r);
             }
         }
     }
