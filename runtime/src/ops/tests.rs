@@ -128,6 +128,55 @@ fn dense_matches_naive_loop_bitwise() {
     }
 }
 
+/// Both x86 register-tile kernels, called directly (the Dense dispatch picks only the
+/// widest the CPU has, so an AVX-512 host would otherwise never run the AVX2 tiles): the
+/// same bits as the naive loop, with 6- and 4-row blocks, 2- and 4-register tiles and a
+/// column tail left to the caller (`full < n`).
+#[cfg(all(feature = "std", target_arch = "x86_64", not(miri)))]
+#[test]
+fn x86_tiles_match_naive_loop_bitwise() {
+    let mut g = Lcg(5);
+    for &(rows, k, n, full) in &[
+        (4, 1, 16, 16),
+        (12, 9, 64, 64),
+        (16, 130, 48, 32),
+        (20, 5, 96, 96),
+        (8, 64, 128, 128),
+    ] {
+        let (a, w, b) = (g.vec(rows * k), g.vec(k * n), g.vec(n));
+        for bias in [None, Some(&b[..])] {
+            let want = |out: &[f32], path: &str| {
+                for r in 0..rows {
+                    for c in 0..full {
+                        let mut acc = bias.map_or(0.0, |b| b[c]);
+                        for kk in 0..k {
+                            acc = libm::fmaf(a[r * k + kk], w[kk * n + c], acc);
+                        }
+                        assert_eq!(
+                            out[r * n + c].to_bits(),
+                            acc.to_bits(),
+                            "{path} r={r} c={c}"
+                        );
+                    }
+                }
+            };
+            let bias = bias.map(Weights::F32);
+            if super::x86::has_avx2() && full % super::x86::TILE_AVX2 == 0 {
+                let mut out = vec![0.0; rows * n];
+                // SAFETY: the CPU has AVX2 and FMA (checked just above).
+                unsafe { super::x86::tiles_avx2(&a, &mut out, &w, bias, k, n, full) }.unwrap();
+                want(&out, "avx2");
+            }
+            if super::x86::has_avx512() && full % super::x86::TILE == 0 {
+                let mut out = vec![0.0; rows * n];
+                // SAFETY: the CPU has AVX-512F and FMA (checked just above).
+                unsafe { super::x86::tiles(&a, &mut out, &w, bias, k, n, full) }.unwrap();
+                want(&out, "avx512");
+            }
+        }
+    }
+}
+
 #[test]
 fn dense_rejects_bad_sizes() {
     let mut out = vec![0.0; 6];
