@@ -457,10 +457,11 @@ fn dense_avx2(
     n: usize,
     out: &mut [f32],
 ) -> Result<(), Error> {
-    check_sizes(a, w.len(), bias, k, n, out)?;
     if n < 128 {
+        // (Checks the sizes itself.)
         return dense_tiled::<16, _>(a, w, bias, k, n, out);
     }
+    check_sizes(a, w.len(), bias, k, n, out)?;
     let full = n - n % super::x86::TILE_AVX2;
     tiles_then_rest!(a, w, bias, k, n, out, full, |ab, ob| {
         super::x86::tiles_avx2(ab, ob, w, bias, k, n, full)

@@ -57,55 +57,54 @@ pub(super) trait Lanes: Copy {
     unsafe fn store(p: *mut f32, v: Self);
 }
 
-impl Lanes for __m512 {
-    const N: usize = 16;
-    const WIDE: usize = 4;
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> Self {
-        // SAFETY: the caller's contract.
-        unsafe { _mm512_loadu_ps(p) }
-    }
-    #[inline(always)]
-    unsafe fn splat(v: f32) -> Self {
-        // SAFETY: the caller's contract.
-        unsafe { _mm512_set1_ps(v) }
-    }
-    #[inline(always)]
-    unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
-        // SAFETY: the caller's contract.
-        unsafe { _mm512_fmadd_ps(a, b, c) }
-    }
-    #[inline(always)]
-    unsafe fn store(p: *mut f32, v: Self) {
-        // SAFETY: the caller's contract.
-        unsafe { _mm512_storeu_ps(p, v) }
-    }
+/// `impl Lanes for $reg`, each method the one intrinsic named.
+macro_rules! impl_lanes {
+    ($reg:ty, $n:literal, $wide:literal, $load:ident, $splat:ident, $fmadd:ident, $store:ident) => {
+        impl Lanes for $reg {
+            const N: usize = $n;
+            const WIDE: usize = $wide;
+            #[inline(always)]
+            unsafe fn load(p: *const f32) -> Self {
+                // SAFETY: the caller's contract.
+                unsafe { $load(p) }
+            }
+            #[inline(always)]
+            unsafe fn splat(v: f32) -> Self {
+                // SAFETY: the caller's contract.
+                unsafe { $splat(v) }
+            }
+            #[inline(always)]
+            unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
+                // SAFETY: the caller's contract.
+                unsafe { $fmadd(a, b, c) }
+            }
+            #[inline(always)]
+            unsafe fn store(p: *mut f32, v: Self) {
+                // SAFETY: the caller's contract.
+                unsafe { $store(p, v) }
+            }
+        }
+    };
 }
 
-impl Lanes for __m256 {
-    const N: usize = 8;
-    const WIDE: usize = 2;
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> Self {
-        // SAFETY: the caller's contract.
-        unsafe { _mm256_loadu_ps(p) }
-    }
-    #[inline(always)]
-    unsafe fn splat(v: f32) -> Self {
-        // SAFETY: the caller's contract.
-        unsafe { _mm256_set1_ps(v) }
-    }
-    #[inline(always)]
-    unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
-        // SAFETY: the caller's contract.
-        unsafe { _mm256_fmadd_ps(a, b, c) }
-    }
-    #[inline(always)]
-    unsafe fn store(p: *mut f32, v: Self) {
-        // SAFETY: the caller's contract.
-        unsafe { _mm256_storeu_ps(p, v) }
-    }
-}
+impl_lanes!(
+    __m512,
+    16,
+    4,
+    _mm512_loadu_ps,
+    _mm512_set1_ps,
+    _mm512_fmadd_ps,
+    _mm512_storeu_ps
+);
+impl_lanes!(
+    __m256,
+    8,
+    2,
+    _mm256_loadu_ps,
+    _mm256_set1_ps,
+    _mm256_fmadd_ps,
+    _mm256_storeu_ps
+);
 
 /// Columns of one AVX-512 tile ([`tiles`]; 64 where they fit).
 pub(super) const TILE: usize = 32;
