@@ -95,8 +95,13 @@ pub mod node {
     pub const NORM: u32 = 1 << 19;
     /// `Lut` (table activations of the full-integer mode).
     pub const LUT: u32 = 1 << 20;
+    /// Full-integer `Dense` (4 inputs: int8 weights, int8 activations): its own kernels,
+    /// apart from [`DENSE`]'s float ones (a full-integer firmware links no float Dense).
+    pub const DENSE_Q8: u32 = 1 << 21;
+    /// Full-integer `Conv` (4 inputs), apart from [`CONV`]'s float kernels.
+    pub const CONV_Q8: u32 = 1 << 22;
     /// Names of the bits, lowest first (for generated code and messages).
-    pub const NAMES: [&str; 21] = [
+    pub const NAMES: [&str; 23] = [
         "DENSE",
         "MATMUL",
         "BINARY",
@@ -118,7 +123,19 @@ pub mod node {
         "WIDEN",
         "NORM",
         "LUT",
+        "DENSE_Q8",
+        "CONV_Q8",
     ];
+
+    /// The bit of a node of kind `bit` with `n_inputs` inputs: a 4-input Dense or Conv is
+    /// the full-integer form, [`DENSE_Q8`] / [`CONV_Q8`]; any other node keeps `bit`.
+    pub const fn with_arity(bit: u32, n_inputs: usize) -> u32 {
+        match (bit, n_inputs) {
+            (DENSE, 4) => DENSE_Q8,
+            (CONV, 4) => CONV_Q8,
+            _ => bit,
+        }
+    }
 }
 
 /// Weight-type bits of [`Selection::WEIGHTS`] (f32 is always linked).

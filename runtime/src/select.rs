@@ -90,13 +90,14 @@ pub const fn node_bit(op: &NodeOp) -> u32 {
     }
 }
 
-/// `true` when `S` links everything `op` needs (its kind and, for unary / binary nodes, the
-/// operation).
-pub fn has_op<S: Selection + ?Sized>(op: &NodeOp) -> bool {
+/// `true` when `S` links everything `op` with `n_inputs` inputs needs (its kind — a 4-input
+/// Dense or Conv is the full-integer one, [`node::with_arity`] — and, for unary / binary
+/// nodes, the operation).
+pub fn has_op<S: Selection + ?Sized>(op: &NodeOp, n_inputs: usize) -> bool {
     match op {
         NodeOp::Unary(u) => has_unary::<S>(*u),
         NodeOp::Binary(b) => has_binary::<S>(*b),
-        other => has_node::<S>(node_bit(other)),
+        other => has_node::<S>(node::with_arity(node_bit(other), n_inputs)),
     }
 }
 
@@ -153,13 +154,14 @@ impl Needs {
     pub fn of(model: &Model<'_>, methods: &[Method]) -> Result<Needs, Error> {
         let mut n = Needs::default();
         for i in 0..model.node_count() as u32 {
-            let op = model.node_rec(i)?.op;
+            let rec = model.node_rec(i)?;
+            let op = rec.op;
             match op {
                 NodeOp::Unary(u) => n.unary |= 1 << u.code(),
                 NodeOp::Binary(b) => n.binary |= 1 << b.code(),
                 _ => {}
             }
-            n.nodes |= node_bit(&op);
+            n.nodes |= node::with_arity(node_bit(&op), rec.n_inputs);
         }
         for w in model.constants() {
             n.weights |= match w {

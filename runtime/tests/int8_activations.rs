@@ -89,6 +89,50 @@ fn full_integer_dense_is_the_integer_sum_of_the_stored_values() {
     }
 }
 
+/// A build linking the full-integer Dense only (`INTEGER = true`) or the float Dense only.
+struct DenseOnly<const INTEGER: bool>;
+impl<const INTEGER: bool> flowrt::select::Selection for DenseOnly<INTEGER> {
+    const NODES: u32 = if INTEGER {
+        flowrt::select::node::DENSE_Q8
+    } else {
+        flowrt::select::node::DENSE
+    };
+    const UNARY: u32 = 0;
+    const BINARY: u32 = 0;
+    const WEIGHTS: u32 = flowrt::select::weight::INT8 | flowrt::select::weight::F16;
+    const METHODS: u32 = 1;
+    const FEW_STEP: bool = false;
+    const GUIDANCE: bool = false;
+}
+
+#[test]
+fn full_integer_dense_is_linked_apart_from_the_float_dense() {
+    use flowrt::select::{node, Needs};
+    let (desc, _) = dense_graph(&mut Lcg(3), vec![0.01]);
+    let file = load(&desc);
+    let model = Model::from_bytes(file.as_slice()).unwrap();
+    let needs = Needs::of(&model, &[flowrt::solver::Method::Euler]).unwrap();
+    assert_eq!(needs.nodes, node::DENSE_Q8, "{needs:?}");
+    assert_eq!(needs.check::<DenseOnly<true>>(), Ok(()));
+    let not_linked = |what| Err(Error::NotLinked { what });
+    assert_eq!(needs.check::<DenseOnly<false>>(), not_linked("DENSE_Q8"));
+    assert!(Model::from_bytes_with::<DenseOnly<true>>(file.as_slice()).is_ok());
+    let refused = Model::from_bytes_with::<DenseOnly<false>>(file.as_slice()).map(|_| ());
+    assert_eq!(refused, not_linked("full-integer Dense"));
+    // And the other way round: a float Dense needs the float kernels.
+    let mut float = desc.clone();
+    float.nodes[0].inputs.truncate(3);
+    let w = desc.nodes[0].inputs[1] as usize;
+    float.tensors[w].stored = WeightType::F32;
+    float.tensors[w].shape.reverse(); // float Dense: [K, N]
+    let file = load(&float);
+    let model = Model::from_bytes(file.as_slice()).unwrap();
+    let needs = Needs::of(&model, &[flowrt::solver::Method::Euler]).unwrap();
+    assert_eq!(needs.nodes, node::DENSE, "{needs:?}");
+    let refused = Model::from_bytes_with::<DenseOnly<true>>(file.as_slice()).map(|_| ());
+    assert_eq!(refused, not_linked("Dense"));
+}
+
 #[test]
 fn full_integer_conv_is_the_integer_sum_of_the_stored_values() {
     let mut g = Lcg(5);

@@ -539,7 +539,7 @@ fn exec_node<S: Selection>(
     match node.op {
         // Full-integer forms (4 inputs; only files with int8 weights have them).
         #[cfg(feature = "weights-int8")]
-        NodeOp::Dense if node.n_inputs == 4 && has(node::DENSE) && int8 => {
+        NodeOp::Dense if node.n_inputs == 4 && has(node::DENSE_Q8) && int8 => {
             let (a, _, _) = v.input(node, 0)?;
             let (w, wd) = v.weights::<S>(node, 1)?;
             let (n, k) = (wd.get(0).ok_or(ops_err())?, wd.get(1).ok_or(ops_err())?);
@@ -626,7 +626,7 @@ fn exec_node<S: Selection>(
             ops::gather(table, &td, idx, out)
         }
         #[cfg(feature = "weights-int8")]
-        NodeOp::Conv { groups, window } if node.n_inputs == 4 && has(node::CONV) && int8 => {
+        NodeOp::Conv { groups, window } if node.n_inputs == 4 && has(node::CONV_Q8) && int8 => {
             let (x, _, xd) = v.input(node, 0)?;
             let (w, wd) = v.weights::<S>(node, 1)?;
             full_integer::<S>(v, node, w, |w, bias, s| {

@@ -424,7 +424,7 @@ impl NodeOp {
         let has = has_node::<S>;
         let used = |n: usize| attrs.iter().skip(n).all(|w| *w == 0);
         let op = match code {
-            opcode::DENSE if has(node::DENSE) => NodeOp::Dense,
+            opcode::DENSE if has(node::DENSE) || has(node::DENSE_Q8) => NodeOp::Dense,
             opcode::MATMUL if has(node::MATMUL) => NodeOp::MatMul,
             opcode::CONCAT if has(node::CONCAT) => NodeOp::Concat { axis: attrs[0] },
             opcode::RESHAPE if has(node::RESHAPE) => NodeOp::Reshape,
@@ -488,7 +488,9 @@ impl NodeOp {
                 }
             }
             // Their own checks of the unused words (5 or 6 used).
-            opcode::CONV if has(node::CONV) => return NodeOp::decode_window_op(code, attrs),
+            opcode::CONV if has(node::CONV) || has(node::CONV_Q8) => {
+                return NodeOp::decode_window_op(code, attrs)
+            }
             opcode::CONV_TRANSPOSE if has(node::CONV_TRANSPOSE) => {
                 return NodeOp::decode_window_op(code, attrs)
             }
@@ -652,7 +654,7 @@ fn axis_range(start: u32, end: u32) -> Result<(u8, u8), &'static str> {
 
 /// What [`Error::NotLinked`] calls a node of kind `bit` (a [`node`] constant).
 fn kind_name(bit: u32) -> &'static str {
-    const NAMES: [&str; 21] = [
+    const NAMES: [&str; 23] = [
         "Dense",
         "MatMul",
         "a binary op",
@@ -674,6 +676,8 @@ fn kind_name(bit: u32) -> &'static str {
         "Widen",
         "Norm",
         "Lut",
+        "full-integer Dense",
+        "full-integer Conv",
     ];
     NAMES
         .get(bit.trailing_zeros() as usize)
@@ -712,10 +716,14 @@ pub(super) fn opcode_bit(code: u16) -> Option<u32> {
         .map(|(_, bit)| 1 << bit)
 }
 
-/// Checks that `S` links the op a node record stores as `code`, before it is decoded:
-/// `Ok(())`, or [`Error::NotLinked`] naming it. Codes no op has pass (decoding rejects
-/// them), so with [`All`] this never fails.
-pub(crate) fn opcode_linked<S: Selection + ?Sized>(code: u16) -> Result<(), Error> {
+/// Checks that `S` links the op a node record stores as `code` with `n_inputs` inputs (a
+/// 4-input Dense or Conv is the full-integer form, [`node::with_arity`]), before it is
+/// decoded: `Ok(())`, or [`Error::NotLinked`] naming it. Codes no op has pass (decoding
+/// rejects them), so with [`All`] this never fails.
+pub(crate) fn opcode_linked<S: Selection + ?Sized>(
+    code: u16,
+    n_inputs: usize,
+) -> Result<(), Error> {
     use crate::format::opcode as op;
     if (op::BINARY_BASE..op::BINARY_BASE + 0x100).contains(&code) {
         if let Some(b) = Binary::from_code(code - op::BINARY_BASE) {
@@ -730,6 +738,7 @@ pub(crate) fn opcode_linked<S: Selection + ?Sized>(code: u16) -> Result<(), Erro
             }
         }
     } else if let Some(bit) = opcode_bit(code) {
+        let bit = node::with_arity(bit, n_inputs);
         if !has_node::<S>(bit) {
             return Err(not_linked(kind_name(bit)));
         }

@@ -138,7 +138,7 @@ pub(crate) fn check_node_linked<S: Selection + ?Sized>(
     }
     let inp = |i: usize| input(i).ok_or("input tensor missing");
     match *op {
-        NodeOp::Dense if has(node::DENSE) => {
+        NodeOp::Dense if has(node::DENSE) || has(node::DENSE_Q8) => {
             let a = inp(0)?;
             let w = inp(1)?;
             if w.rank() != 2 || w.has_batch() {
@@ -341,7 +341,7 @@ pub(crate) fn check_node_linked<S: Selection + ?Sized>(
             }
         }
         NodeOp::Conv { groups, window } | NodeOp::ConvTranspose { groups, window, .. }
-            if has(node::CONV) || has(node::CONV_TRANSPOSE) =>
+            if has(node::CONV) || has(node::CONV_TRANSPOSE) || has(node::CONV_Q8) =>
         {
             let transposed = matches!(op, NodeOp::ConvTranspose { .. });
             let x = inp(0)?;

@@ -125,9 +125,9 @@ impl crate::linked::Selection for NoElementwise {
 fn check_linked_decoding(op: NodeOp, code: u16, attrs: [u32; NODE_ATTRS]) {
     use crate::linked::All;
     use crate::Error;
-    assert_eq!(opcode_linked::<All>(code), Ok(()));
+    assert_eq!(opcode_linked::<All>(code, 1), Ok(()));
     assert_eq!(NodeOp::decode_linked::<All>(code, attrs), Ok(op));
-    let refused = opcode_linked::<Nothing>(code);
+    let refused = opcode_linked::<Nothing>(code, 1);
     assert!(
         matches!(refused, Err(Error::NotLinked { .. })),
         "{}: {refused:?}",
@@ -137,19 +137,71 @@ fn check_linked_decoding(op: NodeOp, code: u16, attrs: [u32; NODE_ATTRS]) {
     match op {
         NodeOp::Unary(u) => {
             assert_eq!(refused, Err(Error::NotLinked { what: u.name() }));
-            assert!(opcode_linked::<NoElementwise>(code).is_err());
+            assert!(opcode_linked::<NoElementwise>(code, 1).is_err());
         }
         NodeOp::Binary(b) => {
             assert_eq!(refused, Err(Error::NotLinked { what: b.name() }));
-            assert!(opcode_linked::<NoElementwise>(code).is_err());
+            assert!(opcode_linked::<NoElementwise>(code, 1).is_err());
         }
         _ => {
             // The op-code table agrees with the node kind of the decoded op.
             let bit = crate::select::node_bit(&op);
             assert_eq!(node::opcode_bit(code), Some(bit), "{}", op.name());
-            assert_eq!(opcode_linked::<NoElementwise>(code), Ok(()));
+            assert_eq!(opcode_linked::<NoElementwise>(code, 1), Ok(()));
         }
     }
+}
+
+/// Links the float Dense and Conv only.
+struct FloatOnly;
+impl crate::linked::Selection for FloatOnly {
+    const NODES: u32 = crate::select::node::DENSE | crate::select::node::CONV;
+    const UNARY: u32 = 0;
+    const BINARY: u32 = 0;
+    const WEIGHTS: u32 = 0;
+    const METHODS: u32 = 0;
+    const FEW_STEP: bool = false;
+    const GUIDANCE: bool = false;
+}
+
+/// Links the full-integer Dense and Conv only.
+struct IntegerOnly;
+impl crate::linked::Selection for IntegerOnly {
+    const NODES: u32 = crate::select::node::DENSE_Q8 | crate::select::node::CONV_Q8;
+    const UNARY: u32 = 0;
+    const BINARY: u32 = 0;
+    const WEIGHTS: u32 = 0;
+    const METHODS: u32 = 0;
+    const FEW_STEP: bool = false;
+    const GUIDANCE: bool = false;
+}
+
+#[test]
+fn full_integer_dense_and_conv_are_kinds_of_their_own() {
+    use crate::Error;
+    for (code, float, integer) in [
+        (opcode::DENSE, "Dense", "full-integer Dense"),
+        (opcode::CONV, "Conv", "full-integer Conv"),
+    ] {
+        for n in [2, 3] {
+            assert_eq!(opcode_linked::<FloatOnly>(code, n), Ok(()));
+            let e = Err(Error::NotLinked { what: float });
+            assert_eq!(opcode_linked::<IntegerOnly>(code, n), e);
+        }
+        assert_eq!(opcode_linked::<IntegerOnly>(code, 4), Ok(()));
+        let e = Err(Error::NotLinked { what: integer });
+        assert_eq!(opcode_linked::<FloatOnly>(code, 4), e);
+    }
+    // Either form decodes the op code (the arity picks the kernel).
+    let attrs = [0u32; NODE_ATTRS];
+    assert_eq!(
+        NodeOp::decode_linked::<IntegerOnly>(opcode::DENSE, attrs),
+        Ok(NodeOp::Dense)
+    );
+    assert_eq!(
+        NodeOp::decode_linked::<FloatOnly>(opcode::DENSE, attrs),
+        Ok(NodeOp::Dense)
+    );
 }
 
 #[test]
@@ -160,7 +212,7 @@ fn unknown_op_codes_pass_the_linked_check_and_fail_decoding() {
         opcode::UNARY_BASE + 25,
         0x0003,
     ] {
-        assert_eq!(opcode_linked::<Nothing>(code), Ok(()), "{code:#x}");
+        assert_eq!(opcode_linked::<Nothing>(code, 1), Ok(()), "{code:#x}");
         assert!(NodeOp::decode(code, [0; NODE_ATTRS]).is_err());
     }
 }

@@ -434,7 +434,7 @@ impl<'a> Model<'a> {
                 .record(i)
                 .ok_or(err("node id out of range or its index is not increasing"))?;
             let f = compact::decode_node(r).map_err(err)?;
-            format::opcode_linked::<S>(f.code)?;
+            format::opcode_linked::<S>(f.code, f.n_inputs)?;
             let op = NodeOp::decode_linked::<S>(f.code, f.attrs).map_err(err)?;
             return Ok(NodeRec {
                 op,
@@ -454,14 +454,15 @@ impl<'a> Model<'a> {
         for (j, a) in attrs.iter_mut().enumerate() {
             *a = le_u32(r, 16 + 4 * j).unwrap_or(0);
         }
-        format::opcode_linked::<S>(code)?;
+        let n_inputs = usize::from(le_u16(r, 2).ok_or(e)?);
+        format::opcode_linked::<S>(code, n_inputs)?;
         let op = NodeOp::decode_linked::<S>(code, attrs).map_err(|w| node_err(i as usize, w))?;
         if le_u32(r, 12) != Some(0) {
             return Err(node_err(i as usize, "reserved field is not zero"));
         }
         Ok(NodeRec {
             op,
-            n_inputs: usize::from(le_u16(r, 2).ok_or(e)?),
+            n_inputs,
             first_input: le_u32(r, 4).ok_or(e)? as usize,
             output: le_u32(r, 8).ok_or(e)?,
         })

@@ -107,6 +107,10 @@ fn main() -> ! {
     cp.SYST.clear_current();
     cp.SYST.enable_interrupt();
     cp.SYST.enable_counter();
+    // The cleared counter reads 0 until its first reload: a reading then would count the
+    // whole 2^24-tick period as elapsed (the calibration of a firmware that reached it
+    // quickly came out negative).
+    while cortex_m::peripheral::SYST::get_current() == 0 {}
 
     let mut bufs = buffers();
 
