@@ -334,3 +334,76 @@ fn lut_rules() {
     let e = load_err(&b.finish(out));
     assert!(e.contains("Lut table (input 1) must be a constant"), "{e}");
 }
+
+/// `x [rows, 6]` → `Lut` → full-integer Dense 6 → 4; with `twice`, a second full-integer
+/// Dense reads the `Lut`'s output too (the pair then runs apart) and the two are added.
+/// Returns the file and its Dense nodes' `[w, bias, scale]` ids.
+fn lut_dense_graph(rows: u32, twice: bool) -> (ModelDesc, Vec<[u32; 3]>) {
+    let mut g = Lcg(17);
+    let mut b = ModelBuilder::default();
+    let x = b.input(&[f(rows), f(6)], Role::Data);
+    let t = b.constant(&[f(255)], some_table());
+    let ls = b.constant(&[f(1)], vec![0.05]);
+    let y = b.node(Op::Lut { of: UnaryOp::Silu }, &[x, t, ls], &[f(rows), f(6)]);
+    let mut denses = Vec::new();
+    let mut dense = |b: &mut ModelBuilder, s: f32| {
+        let w = b.constant(&[f(4), f(6)], g.vec(24));
+        let bias = b.constant(&[f(4)], g.vec(4));
+        let sc = b.constant(&[f(1)], vec![s / 127.0]);
+        denses.push([w, bias, sc]);
+        b.node(Op::Dense, &[y, w, bias, sc], &[f(rows), f(4)])
+    };
+    let h = dense(&mut b, 40.0);
+    let out = if twice {
+        let h2 = dense(&mut b, 30.0);
+        b.node(
+            Op::Binary(flowrt::ir::BinaryOp::Add),
+            &[h, h2],
+            &[f(rows), f(4)],
+        )
+    } else {
+        h
+    };
+    let mut d = b.finish(out);
+    for [w, bias, _] in &denses {
+        d.tensors[*w as usize].stored = INT8;
+        d.tensors[*bias as usize].stored = WeightType::F16;
+    }
+    (d, denses)
+}
+
+#[test]
+fn a_lut_and_its_only_full_integer_reader_give_the_bits_of_the_two_apart() {
+    // The executor passes int8 codes from the Lut to the Dense when the Dense is its only
+    // reader, f32 values when it has two: either way the bits of the ops run apart.
+    for twice in [false, true] {
+        let rows = 7usize;
+        let (desc, denses) = lut_dense_graph(rows as u32, twice);
+        let file = load(&desc);
+        let model = Model::from_bytes(file.as_slice()).unwrap();
+        let mut x = Lcg(5).vec(rows * 6);
+        for v in x.iter_mut() {
+            *v *= 9.0;
+        }
+        x[7] = f32::NAN; // row 1
+        x[20] = f32::INFINITY;
+        let got = run(&model, &[&x], rows * 4).unwrap();
+        let table: Vec<f32> = some_table();
+        let mut y = vec![0f32; rows * 6];
+        flowrt::ops::lut(&x, Weights::F32(&table), 0.05, &mut y).unwrap();
+        let mut want = vec![0f32; rows * 4];
+        for [w, bias, s] in &denses {
+            let bias = model.const_weights(*bias).unwrap();
+            let s = desc.tensors[*s as usize].data.clone().unwrap()[0];
+            let mut h = vec![0f32; rows * 4];
+            flowrt::ops::dense_q8(&y, int8_of(&model, *w), Some(bias), s, 6, 4, &mut h).unwrap();
+            for (a, v) in want.iter_mut().zip(&h) {
+                *a = if denses.len() == 1 { *v } else { *a + v };
+            }
+        }
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want), "twice {twice}");
+        assert!(got[4..8].iter().all(|v| v.is_nan()), "row 1 is NaN");
+        assert!(got[..4].iter().all(|v| v.is_finite()));
+    }
+}

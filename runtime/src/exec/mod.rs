@@ -319,6 +319,10 @@ struct Views<'x, 'm> {
     /// The previous node's output and its record (usually this node's first input): one
     /// record decoded per node instead of two.
     known: Option<(u32, TensorRec)>,
+    /// Whether `Lut` → full-integer Dense pairs pass int8 codes ([`Model::reads_lut_codes`]):
+    /// not while an observer looks at every tensor's f32 values.
+    #[cfg(feature = "weights-int8")]
+    lut_codes: bool,
 }
 
 impl<'x, 'm: 'x> Views<'x, 'm> {
@@ -508,6 +512,8 @@ pub(crate) fn run_graph<S: Selection>(
             hi,
             hi_start: range.end,
             known,
+            #[cfg(feature = "weights-int8")]
+            lut_codes: observe.is_none(),
         };
         exec_node::<S>(&v, &node, out, &od)?;
         known = Some((node.output, out_rec));
@@ -543,8 +549,13 @@ fn exec_node<S: Selection>(
             let (a, _, _) = v.input(node, 0)?;
             let (w, wd) = v.weights::<S>(node, 1)?;
             let (n, k) = (wd.get(0).ok_or(ops_err())?, wd.get(1).ok_or(ops_err())?);
+            let codes = has(node::LUT) && v.lut_codes && v.model.reads_lut_codes(v.at);
             full_integer::<S>(v, node, w, |w, bias, s| {
-                ops::dense_q8(a, w, bias, s, k, n, out)
+                if codes {
+                    ops::dense_q8_codes(a, w, bias, s, k, n, out)
+                } else {
+                    ops::dense_q8(a, w, bias, s, k, n, out)
+                }
             })
         }
         NodeOp::Dense if has(node::DENSE) => {
@@ -579,6 +590,10 @@ fn exec_node<S: Selection>(
             let (x, _, _) = v.input(node, 0)?;
             let (table, _) = v.weights::<S>(node, 1)?;
             let scale = v.input(node, 2)?.0.first().copied().ok_or(ops_err())?;
+            #[cfg(feature = "weights-int8")]
+            if has(node::DENSE_Q8) && v.lut_codes && v.model.reads_lut_codes(v.at + 1) {
+                return lut_codes::<S>(v, x, table, scale, out);
+            }
             ops::lut(x, table, scale, out)
         }
         NodeOp::Where if has(node::WHERE) => {
@@ -780,6 +795,26 @@ fn full_integer<'x, S: Selection>(
     let bias = bias_input::<S>(v, node)?;
     let scale = v.input(node, 3)?.0.first().copied().ok_or(ops_err())?;
     kernel(w, bias, scale)
+}
+
+/// A `Lut` (`x`, `table`, `scale`) that writes the int8 codes of the full-integer Dense after
+/// it ([`Model::reads_lut_codes`]) into `out`. Not inlined (see [`dense`]): its code table
+/// stays off the other nodes' stack.
+#[cfg(feature = "weights-int8")]
+#[inline(never)]
+fn lut_codes<S: Selection>(
+    v: &Views<'_, '_>,
+    x: &[f32],
+    table: Weights<'_>,
+    scale: f32,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    let dense = v.model.node_rec_with::<S>(v.at + 1)?;
+    let act_scale = v.input(&dense, 3)?.0.first().copied().ok_or(ops_err())?;
+    let k = v.weights::<S>(&dense, 1)?.1.get(1).ok_or(ops_err())?;
+    // The loader checked the table for NaN: a code table always exists.
+    let codes = ops::lut_codes_for(table, scale, act_scale)?.ok_or(ops_err())?;
+    ops::lut_codes(x, &codes, k, out)
 }
 
 /// The optional third input (bias) of Dense, Conv and ConvTranspose, in its stored type.

@@ -322,6 +322,8 @@ impl<'a> Model<'a> {
                 }
                 conv
             },
+            #[cfg(feature = "weights-int8")]
+            lut_codes: 0,
             defaults: match s.defaults {
                 Some(b) => {
                     crate::format::sampling::read_defaults(b)?;
@@ -621,7 +623,55 @@ impl<'a> Model<'a> {
         if next_edge != self.edges.len() / 4 {
             return Err(invalid("edge table has unused entries"));
         }
-        Ok(self)
+        #[cfg(feature = "weights-int8")]
+        let mut model = self;
+        #[cfg(not(feature = "weights-int8"))]
+        let model = self;
+        #[cfg(feature = "weights-int8")]
+        if linked::has_node::<S>(linked::node::LUT) && linked::has_node::<S>(linked::node::DENSE_Q8)
+        {
+            model.lut_codes = model.lut_code_pairs::<S>()?;
+        }
+        Ok(model)
+    }
+
+    /// The bits of [`Model::reads_lut_codes`]: the full-integer Dense nodes `j < 64` whose
+    /// input 0 is the output of node `j − 1`, a `Lut` whose table holds no NaN, read by no
+    /// other input of any node and not the graph's output.
+    #[cfg(feature = "weights-int8")]
+    fn lut_code_pairs<S: Selection + ?Sized>(&self) -> Result<u64, Error> {
+        let mut bits = 0u64;
+        for j in 1..self.n_nodes.min(64) {
+            let (lut, dense) = (self.node_rec_with::<S>(j - 1)?, self.node_rec_with::<S>(j)?);
+            let t = lut.output;
+            let pair = matches!(lut.op, NodeOp::Lut { .. })
+                && matches!(dense.op, NodeOp::Dense)
+                && dense.n_inputs == 4
+                && self.node_input(&dense, 0)? == t
+                && t != self.output;
+            if !pair || self.readers::<S>(t)? != 1 {
+                continue;
+            }
+            let table = self.const_weights_with::<S>(&self.input_rec(&lut, 1)?)?;
+            if crate::ops::lut_table_has_nan(table)? {
+                continue;
+            }
+            bits |= 1 << j;
+        }
+        Ok(bits)
+    }
+
+    /// How many node inputs read tensor `t`.
+    #[cfg(feature = "weights-int8")]
+    fn readers<S: Selection + ?Sized>(&self, t: u32) -> Result<usize, Error> {
+        let mut n = 0;
+        for i in 0..self.n_nodes {
+            let node = self.node_rec_with::<S>(i)?;
+            for j in 0..node.n_inputs {
+                n += usize::from(self.node_input(&node, j)? == t);
+            }
+        }
+        Ok(n)
     }
 
     /// The activation scale of a full-integer Dense or Conv (4 inputs): its weight is int8

@@ -64,6 +64,11 @@ pub struct Model<'a> {
     time: crate::time::TimeConvention,
     defaults: Option<&'a [u8]>,
     pipeline: Option<&'a [u8]>,
+    /// Bit `j` (nodes 1 to 63): node `j` is a full-integer Dense whose input 0 is computed by
+    /// node `j − 1`, a `Lut` read by nothing else, so the two pass int8 codes instead of f32
+    /// values ([`Model::reads_lut_codes`]). Set by the loader.
+    #[cfg(feature = "weights-int8")]
+    lut_codes: u64,
 }
 
 impl core::fmt::Debug for Model<'_> {
@@ -418,6 +423,15 @@ impl<'a> Model<'a> {
             });
         }
         Ok(t)
+    }
+
+    /// Whether node `j`, a full-integer Dense, reads int8 codes that node `j − 1`, a `Lut`
+    /// only it reads, writes in place of f32 values (`ops::lut_codes`; the same bits as
+    /// f32 values quantized by the Dense). Only among the first 64 nodes; `false` for a
+    /// `Lut` table holding a NaN (a code cannot carry it).
+    #[cfg(feature = "weights-int8")]
+    pub(crate) fn reads_lut_codes(&self, j: u32) -> bool {
+        j < 64 && self.lut_codes >> j & 1 != 0
     }
 
     pub(crate) fn node_rec(&self, i: u32) -> Result<NodeRec, Error> {

@@ -20,6 +20,7 @@
 //! widened once per group of rows). Integer sums are exact, so both give the same bits.
 
 use super::conv::{nchw, ConvGeometry, Window};
+use super::lut::{quantize_fast, LutCodes};
 use super::weights::{load_bias, Int8Weights, Weights};
 use super::{check_len, Dims, MAX_INT8_REDUCTION as MAX_REDUCTION, SIZE_ERR};
 use crate::Error;
@@ -32,7 +33,7 @@ const CHUNK: usize = 512;
 /// Output channels accumulated at once when the reduction is longer than [`CHUNK`].
 const TILE: usize = 32;
 
-/// The quantizer of one node's input: `1 / s_x` once, then [`Quantizer::quantize`] per value.
+/// The quantizer of one node's input: `1 / s_x` once (then [`scaled_code`] per value).
 #[derive(Clone, Copy)]
 struct Quantizer {
     inv: f32,
@@ -50,17 +51,35 @@ impl Quantizer {
             inv: 1.0 / act_scale,
         })
     }
+}
 
-    /// Quantizes `x` into `q`; returns whether some value was NaN (its `q` is 0).
-    #[inline]
-    fn quantize(self, x: &[f32], q: &mut [i16]) -> bool {
-        let mut nan = false;
-        for (d, v) in q.iter_mut().zip(x) {
-            nan |= v.is_nan();
-            *d = quantize_one(*v, self.inv);
-        }
-        nan
+/// How a full-integer node's input values become int8 codes.
+#[derive(Clone, Copy)]
+pub(super) enum InputCodes {
+    /// Quantized at the node's activation scale: `inv = 1 / s_x`.
+    Scaled(f32),
+    /// Codes as they are: the input holds, per row of `k` values, `k` int8 codes at byte
+    /// `4·k·r` and a NaN flag at byte `4·k·r + k` ([`super::lut::lut_codes`]).
+    Stored,
+}
+
+/// `(x · inv, code)`: the int8 code of `x` at `inv` and the scaled value (a running sum of
+/// them finds a NaN, [`LutCodes::code`]'s form).
+#[inline(always)]
+pub(super) fn scaled_code(x: f32, inv: f32) -> (f32, i32) {
+    let y = x * inv;
+    (y, quantize_fast(y))
+}
+
+/// `q[i] = code(x[i])`; returns whether some `x[i]` was NaN.
+#[inline(always)]
+fn quantize_with(code: impl Fn(f32) -> i16, x: &[f32], q: &mut [i16]) -> bool {
+    let mut nan = false;
+    for (d, v) in q.iter_mut().zip(x) {
+        nan |= v.is_nan();
+        *d = code(*v);
     }
+    nan
 }
 
 /// `clamp(round(x * inv), -127, 127)`, NaN to 0 (the caller flags it).
@@ -170,7 +189,51 @@ pub fn dense_q8(
     n: usize,
     out: &mut [f32],
 ) -> Result<(), Error> {
-    dense_q8_with(cfg!(flowrt_dsp), a, w, bias, act_scale, k, n, out)
+    let quant = Quantizer::new(act_scale)?;
+    dense_q8_with(
+        cfg!(flowrt_dsp),
+        a,
+        InputCodes::Scaled(quant.inv),
+        w,
+        bias,
+        act_scale,
+        k,
+        n,
+        out,
+    )
+}
+
+/// The code table ([`LutCodes`]) of a `Lut` (`table` at `lut_scale`) read by a full-integer
+/// Dense at `act_scale`: `None` when the table holds a NaN.
+///
+/// Errors: a scale that is not finite and positive, a table not of 255 values.
+pub(crate) fn lut_codes_for(
+    table: Weights<'_>,
+    lut_scale: f32,
+    act_scale: f32,
+) -> Result<Option<LutCodes>, Error> {
+    let quant = Quantizer::new(act_scale)?;
+    LutCodes::new(table, lut_scale, |v| scaled_code(v, quant.inv).1)
+}
+
+/// [`dense_q8`] of an input that holds int8 codes already (written by
+/// [`super::lut::lut_codes`] for this node: per row of `k`, the codes and a NaN flag), so
+/// nothing is quantized. `a` is that input's f32 buffer (`rows · k` values).
+///
+/// Errors: as [`dense_q8`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dense_q8_codes(
+    a: &[f32],
+    w: Int8Weights<'_>,
+    bias: Option<Weights<'_>>,
+    act_scale: f32,
+    k: usize,
+    n: usize,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    Quantizer::new(act_scale)?;
+    let codes = InputCodes::Stored;
+    dense_q8_with(cfg!(flowrt_dsp), a, codes, w, bias, act_scale, k, n, out)
 }
 
 /// [`dense_q8`] through the blocked implementation (`int8_packed.rs`) on any target, for
@@ -185,13 +248,24 @@ pub(super) fn dense_q8_blocked(
     n: usize,
     out: &mut [f32],
 ) -> Result<(), Error> {
-    dense_q8_with(true, a, w, bias, act_scale, k, n, out)
+    let quant = Quantizer::new(act_scale)?;
+    dense_q8_with(
+        true,
+        a,
+        InputCodes::Scaled(quant.inv),
+        w,
+        bias,
+        act_scale,
+        k,
+        n,
+        out,
+    )
 }
 
-/// [`dense_q8`], blocked (`int8_packed.rs`; compiled for ARMv7E-M and the tests) or portable.
+/// [`dense_q8_codes`] through the blocked implementation on any target, for the tests.
+#[cfg(test)]
 #[allow(clippy::too_many_arguments)]
-fn dense_q8_with(
-    blocked: bool,
+pub(super) fn dense_q8_codes_blocked(
     a: &[f32],
     w: Int8Weights<'_>,
     bias: Option<Weights<'_>>,
@@ -200,7 +274,25 @@ fn dense_q8_with(
     n: usize,
     out: &mut [f32],
 ) -> Result<(), Error> {
-    let quant = Quantizer::new(act_scale)?;
+    Quantizer::new(act_scale)?;
+    let codes = InputCodes::Stored;
+    dense_q8_with(true, a, codes, w, bias, act_scale, k, n, out)
+}
+
+/// [`dense_q8`], blocked (`int8_packed.rs`; compiled for ARMv7E-M and the tests) or
+/// portable, with the input values' `codes`.
+#[allow(clippy::too_many_arguments)]
+fn dense_q8_with(
+    blocked: bool,
+    a: &[f32],
+    codes: InputCodes,
+    w: Int8Weights<'_>,
+    bias: Option<Weights<'_>>,
+    act_scale: f32,
+    k: usize,
+    n: usize,
+    out: &mut [f32],
+) -> Result<(), Error> {
     if k == 0 || n == 0 || k > MAX_REDUCTION {
         return Err(SIZE_ERR);
     }
@@ -216,11 +308,15 @@ fn dense_q8_with(
     }
     #[cfg(any(flowrt_dsp, test))]
     if blocked {
-        return packed::dense(a, &w, bias, act_scale, quant.inv, k, n, out);
+        // `black_box`: one copy of the blocked Dense for both kinds of input (LLVM cloned it
+        // per constant `codes`, 3 KB more firmware for the few instructions of one branch
+        // per row pair).
+        let codes = core::hint::black_box(codes);
+        return packed::dense(a, &w, bias, act_scale, codes, k, n, out);
     }
     #[cfg(not(any(flowrt_dsp, test)))]
     let _ = blocked;
-    dense_rows(a, &w, bias, act_scale, quant, k, n, out)
+    dense_rows(a, &w, bias, act_scale, codes, k, n, out)
 }
 
 /// The portable [`dense_q8`], one output row at a time (sizes checked by the caller; its own
@@ -232,7 +328,7 @@ fn dense_rows(
     w: &Int8Weights<'_>,
     bias: Option<Weights<'_>>,
     act_scale: f32,
-    quant: Quantizer,
+    codes: InputCodes,
     k: usize,
     n: usize,
     out: &mut [f32],
@@ -246,8 +342,21 @@ fn dense_rows(
             bias,
             act_scale,
             |start, q| {
-                let x = arow.get(start..start + q.len()).ok_or(SIZE_ERR)?;
-                Ok(quant.quantize(x, q))
+                // Codes are -127 ..= 127: they fit i16.
+                Ok(match codes {
+                    InputCodes::Scaled(inv) => {
+                        let x = arow.get(start..start + q.len()).ok_or(SIZE_ERR)?;
+                        quantize_with(|v| scaled_code(v, inv).1 as i16, x, q)
+                    }
+                    InputCodes::Stored => {
+                        let row: &[i8] = bytemuck::cast_slice(arow);
+                        let codes = row.get(start..start + q.len()).ok_or(SIZE_ERR)?;
+                        for (d, c) in q.iter_mut().zip(codes) {
+                            *d = i16::from(*c);
+                        }
+                        row.get(k).copied().ok_or(SIZE_ERR)? != 0
+                    }
+                })
             },
             |j, v| {
                 *orow.get_mut(j).ok_or(SIZE_ERR)? = v;

@@ -23,6 +23,7 @@
 //! gives the sum of the definition bit for bit (the module docs of `int8.rs`).
 
 use super::conv::{ConvGeometry, Window};
+use super::int8::{scaled_code, InputCodes};
 use super::lut::quantize_fast;
 use super::weights::{load_bias, Int8Weights, Weights};
 use super::SIZE_ERR;
@@ -173,20 +174,27 @@ fn widen_pairs(a: &[i8], b: &[i8], out: &mut [u32]) {
     }
 }
 
-/// Quantizes rows `xa` and `xb` (`None`: zeros) of one length by `inv` into the packed
+/// Quantizes rows `xa` and `xb` (`None`: zeros) of one length by `code` (`code(x) = (y,
+/// q)`: the int8 code `q` and `x` scaled, `y`, [`scaled_code`]) into the packed
 /// layout (`4 · ⌈len / 4⌉` words of `out`, zeros past `len`); returns whether each had a NaN.
 ///
 /// A NaN quantizes to 0 like in `int8::quantize_one`; it is found by the running f32 sum of
 /// the scaled values (one addition per value), which is not finite when one is NaN (or
 /// infinite: then the row is scanned for a NaN).
-pub(super) fn pack_rows(inv: f32, xa: &[f32], xb: Option<&[f32]>, out: &mut [u32]) -> [bool; 2] {
+#[inline(always)]
+pub(super) fn pack_rows(
+    code: impl Fn(f32) -> (f32, i32),
+    xa: &[f32],
+    xb: Option<&[f32]>,
+    out: &mut [u32],
+) -> [bool; 2] {
     let full = xa.len() / 4;
     let (head, tail) = out.split_at_mut((4 * full).min(out.len()));
     let (mut sa, mut sb) = (0f32, 0f32);
     let q = |v: f32, s: &mut f32| {
-        let y = v * inv;
+        let (y, c) = code(v);
         *s += y;
-        quantize_fast(y)
+        c
     };
     let quads = head.chunks_exact_mut(4);
     match xb {
@@ -592,7 +600,7 @@ pub(super) fn dense(
     w: &Int8Weights<'_>,
     bias: Option<Weights<'_>>,
     act_scale: f32,
-    inv: f32,
+    codes: InputCodes,
     k: usize,
     n: usize,
     out: &mut [f32],
@@ -611,7 +619,26 @@ pub(super) fn dense(
                 } else {
                     None
                 };
-                let [na, nb] = pack_rows(inv, xa, xb, dst);
+                let [na, nb] = match codes {
+                    InputCodes::Scaled(inv) => pack_rows(|v| scaled_code(v, inv), xa, xb, dst),
+                    InputCodes::Stored => {
+                        // The rows' bytes: `kl` codes from `k0`, the NaN flag at `k`.
+                        let whole = |r: usize| a.get(r * k..r * k + k).ok_or(SIZE_ERR);
+                        let codes = |r: usize| -> Result<(&[i8], bool), Error> {
+                            let b: &[i8] = bytemuck::cast_slice(whole(r)?);
+                            let c = b.get(k0..k0 + kl).ok_or(SIZE_ERR)?;
+                            Ok((c, b.get(k).copied().ok_or(SIZE_ERR)? != 0))
+                        };
+                        let (ca, na) = codes(ra)?;
+                        let b = if xb.is_some() {
+                            Some(codes(ra + 1)?)
+                        } else {
+                            None
+                        };
+                        widen_rows(ca, b.map(|(c, _)| c), dst);
+                        [na, b.is_some_and(|(_, f)| f)]
+                    }
+                };
                 let flags = nan.get_mut(2 * p..(2 * p + 2).min(len)).ok_or(SIZE_ERR)?;
                 for (f, v) in flags.iter_mut().zip([na, nb]) {
                     *f |= v;

@@ -2,7 +2,7 @@
 //! `int8.rs`): activations quantized one by one, an `i64` sum, then the f32 rescale.
 #![allow(clippy::needless_range_loop)] // the references index like the definition
 
-use super::int8::{conv_q8, conv_q8_blocked, dense_q8, dense_q8_blocked};
+use super::int8::{conv_q8, conv_q8_blocked, dense_q8, dense_q8_blocked, scaled_code};
 use super::int8_packed::{kernel, pack_rows, widen_rows, GROUP, KC, TILE};
 use super::lut::quantize_fast;
 use super::weights::{Int8Weights, Scales, Weights};
@@ -272,6 +272,77 @@ fn blocked_dense_is_the_exact_integer_sum_rescaled() {
 }
 
 #[test]
+fn lut_codes_give_the_dense_the_bits_of_the_lut_values() {
+    use super::int8::{dense_q8_codes, dense_q8_codes_blocked, lut_codes_for};
+    use super::lut::{lut, lut_codes, LUT_ENTRIES};
+    // A table with ±∞ entries (they saturate like any large value) and one past the
+    // Dense's range; inputs with ties, NaN rows, ±∞.
+    let mut table: Vec<f32> = (0..LUT_ENTRIES)
+        .map(|j| libm::tanhf((j as f32 - 127.0) / 40.0) * 1.3)
+        .collect();
+    table[0] = -f32::INFINITY;
+    table[254] = f32::INFINITY;
+    table[200] = 9.0;
+    let lut_scale = 3.0 / 127.0;
+    let table = Weights::F32(&table);
+    for &(k, n, rows) in &[
+        (1, 3, 1),
+        (5, 7, 33),
+        (KC + 1, 19, GROUP + 3),
+        (130, 2 * TILE + 1, 2),
+    ] {
+        let mut x = values(k as u64 * 7 + n as u64, rows * k);
+        x[0] = f32::INFINITY;
+        x[rows * k - 1] = -f32::INFINITY;
+        x[rows * k / 2] = 1.5 * lut_scale; // a tie
+        if rows > 2 {
+            x[k + k / 2] = f32::NAN; // row 1 is NaN
+            x[2 * k] = f32::NAN; // so is row 2, at its first value
+        }
+        let (wq, ws) = weights(k as u64 + 3, n, k);
+        let w = Int8Weights {
+            values: &wq,
+            scales: Scales::F32(&ws),
+            inner: k,
+        };
+        let bias = values(5, n);
+        let s_x = 1.1 / 127.0;
+        // The two nodes apart: f32 values, quantized by the Dense.
+        let mut y = vec![0f32; rows * k];
+        lut(&x, table, lut_scale, &mut y).unwrap();
+        let mut want = vec![0f32; rows * n];
+        dense_q8(&y, w, Some(Weights::F32(&bias)), s_x, k, n, &mut want).unwrap();
+        let codes = lut_codes_for(table, lut_scale, s_x).unwrap().unwrap();
+        let mut c = vec![0f32; rows * k];
+        lut_codes(&x, &codes, k, &mut c).unwrap();
+        for blocked in [false, true] {
+            let run = if blocked {
+                dense_q8_codes_blocked
+            } else {
+                dense_q8_codes
+            };
+            let mut got = vec![0f32; rows * n];
+            run(&c, w, Some(Weights::F32(&bias)), s_x, k, n, &mut got).unwrap();
+            for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(
+                    g.to_bits(),
+                    e.to_bits(),
+                    "blocked {blocked} k {k} row {} col {}",
+                    i / n,
+                    i % n
+                );
+            }
+        }
+    }
+    // A table with a NaN has no codes (the pair runs apart).
+    let mut nan_table = vec![0.5f32; LUT_ENTRIES];
+    nan_table[3] = f32::NAN;
+    assert!(lut_codes_for(Weights::F32(&nan_table), 0.1, 0.1)
+        .unwrap()
+        .is_none());
+}
+
+#[test]
 fn blocked_dense_without_bias_and_with_bf16_scales() {
     let (k, n, rows) = (9, 5, 3);
     let a = values(4, rows * k);
@@ -349,7 +420,7 @@ fn packing_widening_and_kernel_follow_the_layout() {
     let xa = [1.0f32, -2.0, 3.0, -4.0, 5.0, 6.0, -7.0];
     let xb = [0.5f32, 1.5, -2.5, 0.0, 10.0, -10.0, 2.0];
     let mut act = [0u32; 8];
-    let nan = pack_rows(1.0, &xa, Some(&xb), &mut act);
+    let nan = pack_rows(|v| scaled_code(v, 1.0), &xa, Some(&xb), &mut act);
     assert_eq!(nan, [false, false]);
     let h = |lo: i32, hi: i32| (lo as u32 & 0xFFFF) | ((hi as u32) << 16);
     // Quad 0: a(0,2) b(0,2) a(1,3) b(1,3); round(0.5) = 1, round(-2.5) = -3.
@@ -381,7 +452,12 @@ fn packing_widening_and_kernel_follow_the_layout() {
     );
     // A missing second row or column is zeros; a NaN is reported and quantizes to 0.
     let mut one = [7u32; 4];
-    let nan = pack_rows(1.0, &[f32::NAN, 1.0, 2.0], None, &mut one);
+    let nan = pack_rows(
+        |v| scaled_code(v, 1.0),
+        &[f32::NAN, 1.0, 2.0],
+        None,
+        &mut one,
+    );
     assert_eq!(nan, [true, false]);
     assert_eq!(one, [h(0, 2), 0, h(1, 0), 0]);
     widen_rows(&[-3, 4], None, &mut one);

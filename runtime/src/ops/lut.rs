@@ -30,7 +30,7 @@ fn abs(x: f32) -> f32 {
 /// 0: one `VCVT` on the M4F), capped at 127, with the sign of `y`. The float addition rounds
 /// to nearest, so a fraction of exactly one half reaches the next integer and anything
 /// smaller does not.
-#[cfg(all(feature = "weights-int8", any(flowrt_dsp, test)))]
+#[cfg(feature = "weights-int8")]
 #[inline(always)]
 pub(crate) fn quantize_fast(y: f32) -> i32 {
     let t = ((abs(y) + BELOW_HALF) as i32).clamp(0, 127);
@@ -41,12 +41,140 @@ pub(crate) fn quantize_fast(y: f32) -> i32 {
     }
 }
 
+/// The slot of `y = x · (1 / scale)` in a [`slot_table`]: `|q|` with the sign bit of `y` as
+/// bit 7, `q` the int8 code of `y` (what [`quantize_fast`] computes before it negates).
+#[inline(always)]
+pub(crate) fn slot(y: f32) -> usize {
+    let magnitude = ((abs(y) + BELOW_HALF) as i32).clamp(0, 127) as u32;
+    ((magnitude | ((y.to_bits() >> 24) & 0x80)) & 0xFF) as usize
+}
+
+/// A `Lut` table of [`LUT_ENTRIES`] values rearranged by sign for [`slot`]: slot `|q|` for
+/// `q >= 0`, slot `128 + |q|` for `q <= 0` (both 0 and 128 hold `q = 0`).
+///
+/// Errors: [`Error::Invalid`] when the table does not hold [`LUT_ENTRIES`] values.
+pub(crate) fn slot_table(table: Weights<'_>) -> Result<[f32; 256], Error> {
+    if table.len() != LUT_ENTRIES {
+        return Err(SIZE_ERR);
+    }
+    let mut t = [0f32; 256];
+    let (pos, neg) = t.split_at_mut(128);
+    // pos[k] = f(k); neg[0] = f(0), neg[k] = f(-k): the stored order reversed.
+    table.load(127, pos).ok_or(SIZE_ERR)?;
+    let (zero, rest) = neg.split_at_mut(1);
+    table.load(0, rest).ok_or(SIZE_ERR)?;
+    rest.reverse();
+    zero.copy_from_slice(pos.get(..1).ok_or(SIZE_ERR)?);
+    Ok(t)
+}
+
+/// Whether a `Lut` table holds a NaN.
+///
+/// Errors: as [`slot_table`].
+#[cfg(feature = "weights-int8")]
+pub fn lut_table_has_nan(table: Weights<'_>) -> Result<bool, Error> {
+    Ok(slot_table(table)?.iter().any(|v| v.is_nan()))
+}
+
+/// The code table of a `Lut` whose only reader is a full-integer Dense (input 0): by
+/// [`slot`], the Dense's int8 code of each table value. With it the `Lut` writes codes
+/// instead of f32 values ([`lut_codes`]) and the Dense reads them as they are.
+#[cfg(feature = "weights-int8")]
+#[derive(Clone, Copy)]
+pub(crate) struct LutCodes {
+    /// `1 / scale` of the `Lut`.
+    inv: f32,
+    /// By [`slot`]: the reader's int8 code of the table value.
+    codes: [i8; 256],
+}
+
+#[cfg(feature = "weights-int8")]
+impl LutCodes {
+    /// The codes of `table` (the `Lut`'s, at `scale`) under the reader's quantizer
+    /// `quantize` (its code of one value); `None` when a table value is NaN (the reader
+    /// turns a NaN into a NaN row, which a code cannot say).
+    ///
+    /// Errors: as [`slot_table`], and a `scale` that is not finite and positive.
+    pub(crate) fn new(
+        table: Weights<'_>,
+        scale: f32,
+        quantize: impl Fn(f32) -> i32,
+    ) -> Result<Option<LutCodes>, Error> {
+        if !(scale.is_finite() && scale > 0.0) {
+            return Err(Error::Invalid {
+                what: "Lut scale must be finite and positive",
+            });
+        }
+        let t = slot_table(table)?;
+        if t.iter().any(|v| v.is_nan()) {
+            return Ok(None);
+        }
+        let mut codes = [0i8; 256];
+        for (c, v) in codes.iter_mut().zip(&t) {
+            // -127 ..= 127 (the quantizer clamps).
+            *c = quantize(*v).clamp(-127, 127) as i8;
+        }
+        Ok(Some(LutCodes {
+            inv: 1.0 / scale,
+            codes,
+        }))
+    }
+
+    /// `(y, code)` of one input value: `y = x · inv` (a running sum of them finds a NaN) and
+    /// the reader's code of the `Lut`'s output.
+    #[inline(always)]
+    fn code(&self, x: f32) -> (f32, u8) {
+        let y = x * self.inv;
+        let c = self.codes.get(slot(y)).copied().unwrap_or(0);
+        (y, c as u8)
+    }
+}
+
+/// A `Lut` whose only reader is a full-integer Dense with `k` inputs, writing what that
+/// Dense reads ([`LutCodes`]) into `out`'s bytes in place of f32 values: row `r` of `x`
+/// (`k` values) becomes `k` int8 codes at byte `4·k·r` and, at byte `4·k·r + k`, 1 when
+/// the row has a NaN (the Dense's row is then NaN, as the `Lut`'s NaN makes it), else 0.
+/// The Dense gets, bit for bit, what it gets from [`lut`]'s f32 values.
+///
+/// Errors: [`Error::Invalid`] when `x` and `out` differ in length or are not rows of `k`.
+#[cfg(feature = "weights-int8")]
+pub(crate) fn lut_codes(x: &[f32], lut: &LutCodes, k: usize, out: &mut [f32]) -> Result<(), Error> {
+    if x.len() != out.len() || k == 0 || !x.len().is_multiple_of(k) {
+        return Err(SIZE_ERR);
+    }
+    let bytes: &mut [u8] = bytemuck::cast_slice_mut(out);
+    for (xr, or) in x.chunks_exact(k).zip(bytes.chunks_exact_mut(4 * k)) {
+        let (codes, rest) = or.split_at_mut(k);
+        let mut sum = 0f32;
+        let mut put = |c: &mut u8, v: f32| {
+            let (y, q) = lut.code(v);
+            sum += y;
+            *c = q;
+        };
+        let mut quads = codes.chunks_exact_mut(4);
+        let mut xs = xr.chunks_exact(4);
+        for (c, v) in (&mut quads).zip(&mut xs) {
+            if let ([c0, c1, c2, c3], [v0, v1, v2, v3]) = (c, v) {
+                put(c0, *v0);
+                put(c1, *v1);
+                put(c2, *v2);
+                put(c3, *v3);
+            }
+        }
+        for (c, v) in quads.into_remainder().iter_mut().zip(xs.remainder()) {
+            put(c, *v);
+        }
+        let nan = !sum.is_finite() && xr.iter().any(|v| v.is_nan());
+        *rest.first_mut().ok_or(SIZE_ERR)? = u8::from(nan);
+    }
+    Ok(())
+}
+
 /// `out[i] = table[q + 127]` with `q` the int8 code of `x[i]` at `scale` (module docs); NaN
 /// where `x[i]` is NaN (never a table value), `±∞` saturating like any value past the range.
 ///
-/// The table is rearranged on the stack by sign: slot `|q|` for `q >= 0`, slot `128 + |q|`
-/// for `q <= 0` (both 0 and 128 hold `q = 0`), so the slot is `|q|` with the sign bit of
-/// `x · (1 / scale)` as bit 7 — what `quantize_fast` computes before it negates. A NaN
+/// The table is rearranged on the stack by sign ([`slot_table`]), so the slot is `|q|` with
+/// the sign bit of `x · (1 / scale)` as bit 7 ([`slot`]). A NaN
 /// is found by the running sum of the scaled values (as in the full-integer packing), which
 /// is not finite when one is NaN or infinite; then the values are scanned once more.
 ///
@@ -61,23 +189,14 @@ pub fn lut(x: &[f32], table: Weights<'_>, scale: f32, out: &mut [f32]) -> Result
             what: "Lut scale must be finite and positive",
         });
     }
-    let mut t = [0f32; 256];
-    let (pos, neg) = t.split_at_mut(128);
-    // pos[k] = f(k); neg[0] = f(0), neg[k] = f(-k): the stored order reversed.
-    table.load(127, pos).ok_or(SIZE_ERR)?;
-    let (zero, rest) = neg.split_at_mut(1);
-    table.load(0, rest).ok_or(SIZE_ERR)?;
-    rest.reverse();
-    zero.copy_from_slice(pos.get(..1).ok_or(SIZE_ERR)?);
+    let t = slot_table(table)?;
     let inv = 1.0 / scale;
     let mut sum = 0f32;
     let lookup = |v: f32, sum: &mut f32| {
         let y = v * inv;
         *sum += y;
-        let magnitude = ((abs(y) + BELOW_HALF) as i32).clamp(0, 127) as u32;
-        let slot = magnitude | ((y.to_bits() >> 24) & 0x80);
         // Masked to 8 bits: always in the table, so the check compiles away.
-        t.get((slot & 0xFF) as usize).copied().unwrap_or(f32::NAN)
+        t.get(slot(y)).copied().unwrap_or(f32::NAN)
     };
     let mut quads = out.chunks_exact_mut(4);
     let mut xs = x.chunks_exact(4);

@@ -57,7 +57,13 @@ pub use dense::{dense, matmul};
 pub use elementwise::{binary, binary_linked, expand, select, unary, unary_linked};
 #[cfg(feature = "weights-int8")]
 pub use int8::{conv_q8, dense_q8};
+#[cfg(feature = "weights-int8")]
+pub(crate) use int8::{dense_q8_codes, lut_codes_for};
 pub use layout::{concat_part, gather, slice, transpose, GATHER_INDEX_ERR};
+#[cfg(feature = "weights-int8")]
+pub(crate) use lut::lut_codes;
+#[cfg(feature = "weights-int8")]
+pub use lut::lut_table_has_nan;
 pub use lut::{lut, LUT_ENTRIES};
 pub use reduce::{norm, reduce, softmax, ReduceKind};
 pub use resize::{pad, resize, CoordMode, PadMode, ResizeMode};
