@@ -319,8 +319,9 @@ struct Views<'x, 'm> {
     /// The previous node's output and its record (usually this node's first input): one
     /// record decoded per node instead of two.
     known: Option<(u32, TensorRec)>,
-    /// Whether `Lut` → full-integer Dense pairs pass int8 codes ([`Model::reads_lut_codes`]):
-    /// not while an observer looks at every tensor's f32 values.
+    /// Whether `Lut` → full-integer Dense pairs pass int8 codes ([`Model::reads_lut_codes`],
+    /// from [`ops::LUT_CODES_MIN_VALUES`] values on): not while an observer looks at every
+    /// tensor's f32 values.
     #[cfg(feature = "weights-int8")]
     lut_codes: bool,
 }
@@ -549,7 +550,10 @@ fn exec_node<S: Selection>(
             let (a, _, _) = v.input(node, 0)?;
             let (w, wd) = v.weights::<S>(node, 1)?;
             let (n, k) = (wd.get(0).ok_or(ops_err())?, wd.get(1).ok_or(ops_err())?);
-            let codes = has(node::LUT) && v.lut_codes && v.model.reads_lut_codes(v.at);
+            let codes = has(node::LUT)
+                && v.lut_codes
+                && v.model.reads_lut_codes(v.at)
+                && a.len() >= ops::LUT_CODES_MIN_VALUES;
             full_integer::<S>(v, node, w, |w, bias, s| {
                 if codes {
                     ops::dense_q8_codes(a, w, bias, s, k, n, out)
@@ -591,7 +595,11 @@ fn exec_node<S: Selection>(
             let (table, _) = v.weights::<S>(node, 1)?;
             let scale = v.input(node, 2)?.0.first().copied().ok_or(ops_err())?;
             #[cfg(feature = "weights-int8")]
-            if has(node::DENSE_Q8) && v.lut_codes && v.model.reads_lut_codes(v.at + 1) {
+            if has(node::DENSE_Q8)
+                && v.lut_codes
+                && v.model.reads_lut_codes(v.at + 1)
+                && x.len() >= ops::LUT_CODES_MIN_VALUES
+            {
                 return lut_codes::<S>(v, x, table, scale, out);
             }
             ops::lut(x, table, scale, out)

@@ -553,6 +553,15 @@ impl<'a> Model<'a> {
         // Nodes: contiguous input lists, ids, topological order, shape rules, no overlap of
         // the output slot with any input slot.
         let mut next_edge = 0usize;
+        // The bits of `Model::reads_lut_codes`: `luts`, the `Lut` nodes (< 63) whose table
+        // holds no NaN and whose output is not the graph's; `lut_pairs`, the full-integer
+        // Dense nodes reading such a `Lut` just before them at input 0; `lut_spoiled`, the
+        // nodes after a `Lut` whose output something else reads too.
+        #[cfg(feature = "weights-int8")]
+        let codes = linked::has_node::<S>(linked::node::LUT)
+            && linked::has_node::<S>(linked::node::DENSE_Q8);
+        #[cfg(feature = "weights-int8")]
+        let (mut luts, mut lut_pairs, mut lut_spoiled) = (0u64, 0u64, 0u64);
         for i in 0..n_n {
             let node = self.node_rec_with::<S>(i)?;
             let err = |w| node_err(i as usize, w);
@@ -581,6 +590,16 @@ impl<'a> Model<'a> {
                     return Err(err("input tensor id out of range"));
                 }
                 let r = self.tensor_rec(t)?;
+                #[cfg(feature = "weights-int8")]
+                if codes && r.kind.in_arena() && r.producer < 63 && luts >> r.producer & 1 != 0 {
+                    let p = r.producer;
+                    let reader = matches!(node.op, NodeOp::Dense) && node.n_inputs == 4;
+                    if i == p + 1 && j == 0 && reader {
+                        lut_pairs |= 1 << i;
+                    } else {
+                        lut_spoiled |= 1 << (p + 1);
+                    }
+                }
                 // Without stored weight types every tensor here is f32 (typed constants are
                 // `NotLinked` above, typed others invalid), which every input accepts.
                 if S::WEIGHTS != 0 && !node.op.accepts_stored(j, r.dtype) {
@@ -618,6 +637,13 @@ impl<'a> Model<'a> {
             // (`S` without Lut never decodes one: the check links only where it can run.)
             if linked::has_node::<S>(linked::node::LUT) && matches!(node.op, NodeOp::Lut { .. }) {
                 self.lut_scale(&node).map_err(err)?;
+                #[cfg(feature = "weights-int8")]
+                if codes && i < 63 && node.output != self.output {
+                    let table = self.const_weights_of(&self.input_rec(&node, 1)?)?;
+                    if !crate::ops::lut_table_has_nan(table)? {
+                        luts |= 1 << i;
+                    }
+                }
             }
         }
         if next_edge != self.edges.len() / 4 {
@@ -628,50 +654,10 @@ impl<'a> Model<'a> {
         #[cfg(not(feature = "weights-int8"))]
         let model = self;
         #[cfg(feature = "weights-int8")]
-        if linked::has_node::<S>(linked::node::LUT) && linked::has_node::<S>(linked::node::DENSE_Q8)
         {
-            model.lut_codes = model.lut_code_pairs::<S>()?;
+            model.lut_codes = lut_pairs & !lut_spoiled;
         }
         Ok(model)
-    }
-
-    /// The bits of [`Model::reads_lut_codes`]: the full-integer Dense nodes `j < 64` whose
-    /// input 0 is the output of node `j − 1`, a `Lut` whose table holds no NaN, read by no
-    /// other input of any node and not the graph's output.
-    #[cfg(feature = "weights-int8")]
-    fn lut_code_pairs<S: Selection + ?Sized>(&self) -> Result<u64, Error> {
-        let mut bits = 0u64;
-        for j in 1..self.n_nodes.min(64) {
-            let (lut, dense) = (self.node_rec_with::<S>(j - 1)?, self.node_rec_with::<S>(j)?);
-            let t = lut.output;
-            let pair = matches!(lut.op, NodeOp::Lut { .. })
-                && matches!(dense.op, NodeOp::Dense)
-                && dense.n_inputs == 4
-                && self.node_input(&dense, 0)? == t
-                && t != self.output;
-            if !pair || self.readers::<S>(t)? != 1 {
-                continue;
-            }
-            let table = self.const_weights_with::<S>(&self.input_rec(&lut, 1)?)?;
-            if crate::ops::lut_table_has_nan(table)? {
-                continue;
-            }
-            bits |= 1 << j;
-        }
-        Ok(bits)
-    }
-
-    /// How many node inputs read tensor `t`.
-    #[cfg(feature = "weights-int8")]
-    fn readers<S: Selection + ?Sized>(&self, t: u32) -> Result<usize, Error> {
-        let mut n = 0;
-        for i in 0..self.n_nodes {
-            let node = self.node_rec_with::<S>(i)?;
-            for j in 0..node.n_inputs {
-                n += usize::from(self.node_input(&node, j)? == t);
-            }
-        }
-        Ok(n)
     }
 
     /// The activation scale of a full-integer Dense or Conv (4 inputs): its weight is int8

@@ -49,15 +49,16 @@ pub(crate) fn slot(y: f32) -> usize {
     ((magnitude | ((y.to_bits() >> 24) & 0x80)) & 0xFF) as usize
 }
 
-/// A `Lut` table of [`LUT_ENTRIES`] values rearranged by sign for [`slot`]: slot `|q|` for
-/// `q >= 0`, slot `128 + |q|` for `q <= 0` (both 0 and 128 hold `q = 0`).
+/// Writes into `t` a `Lut` table of [`LUT_ENTRIES`] values rearranged by sign for
+/// [`slot`]: slot `|q|` for `q >= 0`, slot `128 + |q|` for `q <= 0` (both 0 and 128 hold
+/// `q = 0`).
 ///
 /// Errors: [`Error::Invalid`] when the table does not hold [`LUT_ENTRIES`] values.
-pub(crate) fn slot_table(table: Weights<'_>) -> Result<[f32; 256], Error> {
+#[inline(never)] // one copy for `lut`, the code tables and the loader's check
+pub(crate) fn slot_table(table: Weights<'_>, t: &mut [f32; 256]) -> Result<(), Error> {
     if table.len() != LUT_ENTRIES {
         return Err(SIZE_ERR);
     }
-    let mut t = [0f32; 256];
     let (pos, neg) = t.split_at_mut(128);
     // pos[k] = f(k); neg[0] = f(0), neg[k] = f(-k): the stored order reversed.
     table.load(127, pos).ok_or(SIZE_ERR)?;
@@ -65,7 +66,7 @@ pub(crate) fn slot_table(table: Weights<'_>) -> Result<[f32; 256], Error> {
     table.load(0, rest).ok_or(SIZE_ERR)?;
     rest.reverse();
     zero.copy_from_slice(pos.get(..1).ok_or(SIZE_ERR)?);
-    Ok(t)
+    Ok(())
 }
 
 /// Whether a `Lut` table holds a NaN.
@@ -73,8 +74,16 @@ pub(crate) fn slot_table(table: Weights<'_>) -> Result<[f32; 256], Error> {
 /// Errors: as [`slot_table`].
 #[cfg(feature = "weights-int8")]
 pub fn lut_table_has_nan(table: Weights<'_>) -> Result<bool, Error> {
-    Ok(slot_table(table)?.iter().any(|v| v.is_nan()))
+    let mut t = [0f32; 256];
+    slot_table(table, &mut t)?;
+    Ok(t.iter().any(|v| v.is_nan()))
 }
+
+/// Input values (`rows · k`) from which a `Lut` and its full-integer reader pass codes
+/// ([`lut_codes`]): building the code table costs about what quantizing 700 values does,
+/// so fewer (one row of a 128-wide MLP on the Cortex-M4F) keep the f32 handoff.
+#[cfg(feature = "weights-int8")]
+pub const LUT_CODES_MIN_VALUES: usize = 1024;
 
 /// The code table of a `Lut` whose only reader is a full-integer Dense (input 0): by
 /// [`slot`], the Dense's int8 code of each table value. With it the `Lut` writes codes
@@ -105,7 +114,8 @@ impl LutCodes {
                 what: "Lut scale must be finite and positive",
             });
         }
-        let t = slot_table(table)?;
+        let mut t = [0f32; 256];
+        slot_table(table, &mut t)?;
         if t.iter().any(|v| v.is_nan()) {
             return Ok(None);
         }
@@ -189,7 +199,8 @@ pub fn lut(x: &[f32], table: Weights<'_>, scale: f32, out: &mut [f32]) -> Result
             what: "Lut scale must be finite and positive",
         });
     }
-    let t = slot_table(table)?;
+    let mut t = [0f32; 256];
+    slot_table(table, &mut t)?;
     let inv = 1.0 / scale;
     let mut sum = 0f32;
     let lookup = |v: f32, sum: &mut f32| {

@@ -62,9 +62,9 @@ pub(crate) use int8::{dense_q8_codes, lut_codes_for};
 pub use layout::{concat_part, gather, slice, transpose, GATHER_INDEX_ERR};
 #[cfg(feature = "weights-int8")]
 pub(crate) use lut::lut_codes;
-#[cfg(feature = "weights-int8")]
-pub use lut::lut_table_has_nan;
 pub use lut::{lut, LUT_ENTRIES};
+#[cfg(feature = "weights-int8")]
+pub use lut::{lut_table_has_nan, LUT_CODES_MIN_VALUES};
 pub use reduce::{norm, reduce, softmax, ReduceKind};
 pub use resize::{pad, resize, CoordMode, PadMode, ResizeMode};
 pub use weights::{mini_scale, Weights, MINI_BASE_RANGE};
