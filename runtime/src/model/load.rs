@@ -300,7 +300,7 @@ impl<'a> Model<'a> {
             fixed_bytes,
             per_row_bytes,
             signature: g.get(16..).unwrap_or(&[]),
-            n_inputs,
+            n_inputs: u16::try_from(n_inputs).map_err(|_| invalid("a model has 1 to 16 inputs"))?,
             output,
             state_dim: state_dim as usize,
             metadata,
@@ -553,7 +553,7 @@ impl<'a> Model<'a> {
         // Nodes: contiguous input lists, ids, topological order, shape rules, no overlap of
         // the output slot with any input slot.
         let mut next_edge = 0usize;
-        // The bits of `Model::reads_lut_codes`: `luts`, the `Lut` nodes (< 63) whose table
+        // The bits of `Model::reads_lut_codes`: `luts`, the `Lut` nodes (< 31) whose table
         // holds no NaN and whose output is not the graph's; `lut_pairs`, the full-integer
         // Dense nodes reading such a `Lut` just before them at input 0; `lut_spoiled`, the
         // nodes after a `Lut` whose output something else reads too.
@@ -561,7 +561,7 @@ impl<'a> Model<'a> {
         let codes = linked::has_node::<S>(linked::node::LUT)
             && linked::has_node::<S>(linked::node::DENSE_Q8);
         #[cfg(feature = "weights-int8")]
-        let (mut luts, mut lut_pairs, mut lut_spoiled) = (0u64, 0u64, 0u64);
+        let (mut luts, mut lut_pairs, mut lut_spoiled) = (0u32, 0u32, 0u32);
         for i in 0..n_n {
             let node = self.node_rec_with::<S>(i)?;
             let err = |w| node_err(i as usize, w);
@@ -591,7 +591,7 @@ impl<'a> Model<'a> {
                 }
                 let r = self.tensor_rec(t)?;
                 #[cfg(feature = "weights-int8")]
-                if codes && r.kind.in_arena() && r.producer < 63 && luts >> r.producer & 1 != 0 {
+                if codes && r.kind.in_arena() && r.producer < 31 && luts >> r.producer & 1 != 0 {
                     let p = r.producer;
                     let reader = matches!(node.op, NodeOp::Dense) && node.n_inputs == 4;
                     if i == p + 1 && j == 0 && reader {
@@ -638,7 +638,7 @@ impl<'a> Model<'a> {
             if linked::has_node::<S>(linked::node::LUT) && matches!(node.op, NodeOp::Lut { .. }) {
                 self.lut_scale(&node).map_err(err)?;
                 #[cfg(feature = "weights-int8")]
-                if codes && i < 63 && node.output != self.output {
+                if codes && i < 31 && node.output != self.output {
                     let table = self.const_weights_of(&self.input_rec(&node, 1)?)?;
                     if !crate::ops::lut_table_has_nan(table)? {
                         luts |= 1 << i;

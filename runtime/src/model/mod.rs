@@ -54,7 +54,8 @@ pub struct Model<'a> {
     fixed_bytes: usize,
     per_row_bytes: usize,
     signature: &'a [u8],
-    n_inputs: u32,
+    /// At most 16 (checked by the loader); a `u16` so that `lut_codes` costs no size.
+    n_inputs: u16,
     output: u32,
     state_dim: usize,
     metadata: &'a [u8],
@@ -64,11 +65,13 @@ pub struct Model<'a> {
     time: crate::time::TimeConvention,
     defaults: Option<&'a [u8]>,
     pipeline: Option<&'a [u8]>,
-    /// Bit `j` (nodes 1 to 63): node `j` is a full-integer Dense whose input 0 is computed by
+    /// Bit `j` (nodes 1 to 31): node `j` is a full-integer Dense whose input 0 is computed by
     /// node `j − 1`, a `Lut` read by nothing else, so the two pass int8 codes instead of f32
-    /// values ([`Model::reads_lut_codes`]). Set by the loader.
+    /// values ([`Model::reads_lut_codes`]). Set by the loader. A `u32`: a `u64` made `Model`
+    /// 8-aligned, and the pipeline's stage array of models grew the edge firmware's stack by
+    /// 640 bytes.
     #[cfg(feature = "weights-int8")]
-    lut_codes: u64,
+    lut_codes: u32,
 }
 
 impl core::fmt::Debug for Model<'_> {
@@ -427,11 +430,11 @@ impl<'a> Model<'a> {
 
     /// Whether node `j`, a full-integer Dense, reads int8 codes that node `j − 1`, a `Lut`
     /// only it reads, writes in place of f32 values (`ops::lut_codes`; the same bits as
-    /// f32 values quantized by the Dense). Only among the first 64 nodes; `false` for a
+    /// f32 values quantized by the Dense). Only among the first 32 nodes; `false` for a
     /// `Lut` table holding a NaN (a code cannot carry it).
     #[cfg(feature = "weights-int8")]
     pub(crate) fn reads_lut_codes(&self, j: u32) -> bool {
-        j < 64 && self.lut_codes >> j & 1 != 0
+        j < 32 && self.lut_codes >> j & 1 != 0
     }
 
     pub(crate) fn node_rec(&self, i: u32) -> Result<NodeRec, Error> {

@@ -54,8 +54,7 @@ pub(crate) fn slot(y: f32) -> usize {
 /// `q = 0`).
 ///
 /// Errors: [`Error::Invalid`] when the table does not hold [`LUT_ENTRIES`] values.
-#[inline(never)] // one copy for `lut`, the code tables and the loader's check
-pub(crate) fn slot_table(table: Weights<'_>, t: &mut [f32; 256]) -> Result<(), Error> {
+fn slot_table(table: Weights<'_>, t: &mut [f32; 256]) -> Result<(), Error> {
     if table.len() != LUT_ENTRIES {
         return Err(SIZE_ERR);
     }
@@ -69,14 +68,34 @@ pub(crate) fn slot_table(table: Weights<'_>, t: &mut [f32; 256]) -> Result<(), E
     Ok(())
 }
 
+/// Calls `f(q, value)` for each code `q` in `-127 ..= 127` and its table value, in order,
+/// through a 15-value stack buffer (a whole table would cost 1 KB of stack).
+///
+/// Errors: [`Error::Invalid`] when the table does not hold [`LUT_ENTRIES`] values.
+#[cfg(feature = "weights-int8")]
+fn each_entry(table: Weights<'_>, mut f: impl FnMut(i32, f32)) -> Result<(), Error> {
+    const PART: usize = 15; // LUT_ENTRIES = 17 · 15
+    if table.len() != LUT_ENTRIES {
+        return Err(SIZE_ERR);
+    }
+    let mut buf = [0f32; PART];
+    for part in 0..LUT_ENTRIES / PART {
+        table.load(part * PART, &mut buf).ok_or(SIZE_ERR)?;
+        for (i, v) in buf.iter().enumerate() {
+            f((part * PART + i) as i32 - 127, *v);
+        }
+    }
+    Ok(())
+}
+
 /// Whether a `Lut` table holds a NaN.
 ///
-/// Errors: as [`slot_table`].
+/// Errors: [`Error::Invalid`] when the table does not hold [`LUT_ENTRIES`] values.
 #[cfg(feature = "weights-int8")]
 pub fn lut_table_has_nan(table: Weights<'_>) -> Result<bool, Error> {
-    let mut t = [0f32; 256];
-    slot_table(table, &mut t)?;
-    Ok(t.iter().any(|v| v.is_nan()))
+    let mut nan = false;
+    each_entry(table, |_, v| nan |= v.is_nan())?;
+    Ok(nan)
 }
 
 /// Input values (`rows · k`) from which a `Lut` and its full-integer reader pass codes
@@ -103,7 +122,8 @@ impl LutCodes {
     /// `quantize` (its code of one value); `None` when a table value is NaN (the reader
     /// turns a NaN into a NaN row, which a code cannot say).
     ///
-    /// Errors: as [`slot_table`], and a `scale` that is not finite and positive.
+    /// Errors: a table not of [`LUT_ENTRIES`] values, a `scale` that is not finite and
+    /// positive.
     pub(crate) fn new(
         table: Weights<'_>,
         scale: f32,
@@ -114,15 +134,26 @@ impl LutCodes {
                 what: "Lut scale must be finite and positive",
             });
         }
-        let mut t = [0f32; 256];
-        slot_table(table, &mut t)?;
-        if t.iter().any(|v| v.is_nan()) {
-            return Ok(None);
-        }
         let mut codes = [0i8; 256];
-        for (c, v) in codes.iter_mut().zip(&t) {
-            // -127 ..= 127 (the quantizer clamps).
-            *c = quantize(*v).clamp(-127, 127) as i8;
+        let mut nan = false;
+        each_entry(table, |q, v| {
+            nan |= v.is_nan();
+            // -127 ..= 127 (the quantizer clamps); slots as in `slot_table`.
+            let c = quantize(v).clamp(-127, 127) as i8;
+            let m = q.unsigned_abs() as usize;
+            if q >= 0 {
+                if let Some(d) = codes.get_mut(m) {
+                    *d = c;
+                }
+            }
+            if q <= 0 {
+                if let Some(d) = codes.get_mut(128 + m) {
+                    *d = c;
+                }
+            }
+        })?;
+        if nan {
+            return Ok(None);
         }
         Ok(Some(LutCodes {
             inv: 1.0 / scale,
