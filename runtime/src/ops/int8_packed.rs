@@ -11,7 +11,11 @@
 //! pair's int8 weights are widened once for the whole group ([`widen_rows`]), and [`kernel`]
 //! accumulates 2 rows × 2 columns at a time: per 4 reduction values, 2 loads (`LDM`) and 8
 //! `SMLAD`s for 16 multiply-accumulates (an assembly function using all 14 core registers,
-//! 4 quads unrolled; `targets/cortex-m4/examples/kernels.rs` checks it on the core). The
+//! 4 quads unrolled; `targets/cortex-m4/examples/kernels.rs` checks it on the core). A group
+//! of one row (batch 1, or the last row of an odd count) uses each weight once, so
+//! [`row_kernel`] reads the int8 weights as they are instead: per quad and column pair, 2
+//! weight loads, 2 act loads, 4 `SXTB16` and 4 `SMLAD`s for 8 multiply-accumulates (14
+//! instructions with the loop; widening into the buffer first cost about 21). The
 //! buffers live on the stack: 6.5 KB for Dense, 6.5 KB for Conv (the edge model's stack
 //! stays within the 16 KiB reserve of `memory-2m-256k.x`, tests/tests/qemu.rs).
 //!
@@ -251,6 +255,157 @@ pub(super) fn pack_rows(
     [has_nan(sa, xa), xb.is_some_and(|xb| has_nan(sb, xb))]
 }
 
+/// `SMLAD`: both int16 halves of `a` and `b` multiplied, the two products added to `s`.
+#[inline(always)]
+fn smlad(a: u32, b: u32, s: i32) -> i32 {
+    #[cfg(flowrt_dsp)]
+    {
+        let r: i32;
+        // SAFETY: one register-only instruction of the ARMv7E-M DSP extension (this cfg is
+        // set for thumbv7em targets only, build.rs); the Q flag it may set is never read.
+        unsafe {
+            core::arch::asm!(
+                "smlad {r}, {a}, {b}, {s}",
+                r = lateout(reg) r,
+                a = in(reg) a,
+                b = in(reg) b,
+                s = in(reg) s,
+                options(pure, nomem, nostack),
+            );
+        }
+        r
+    }
+    #[cfg(not(flowrt_dsp))]
+    {
+        let lo = i32::from(a as u16 as i16) * i32::from(b as u16 as i16);
+        let hi = i32::from((a >> 16) as u16 as i16) * i32::from((b >> 16) as u16 as i16);
+        s.wrapping_add(lo).wrapping_add(hi)
+    }
+}
+
+/// One row (a group of one: batch 1) against one column pair, reading the int8 weights
+/// rows `wa`, `wb` (`None`: zeros) of `kl` values as they are: `acc[0]`, `acc[1] +=` the
+/// row's sums. The row is `act`'s first row of a row pair in the packed layout (module
+/// docs), `⌈kl / 4⌉` quads. Each weight is used once, so widening it into the buffer first
+/// (what [`kernel`] needs for its 2 × 2 blocks) would only add a store and a load: here
+/// each quad is one load and one `SXTB16` pair per column, two `SMLAD`s per column.
+pub(super) fn row_kernel(act: &[u32], wa: &[i8], wb: Option<&[i8]>, acc: &mut [i32; 4]) {
+    let [mut s0, mut s1, _, _] = *acc;
+    let mut quads = act.chunks_exact(4);
+    let mut ca = wa.chunks_exact(4);
+    match wb {
+        Some(wb) => {
+            let mut cb = wb.chunks_exact(4);
+            #[cfg(flowrt_dsp)]
+            {
+                let n = ca.len().min(cb.len()).min(quads.len());
+                if n > 0 {
+                    // SAFETY: `n` full quads fit all three slices (just computed): the loop
+                    // reads `4 · n` bytes of `wa` and of `wb` (word loads at any alignment,
+                    // which ARMv7-M allows for LDR) and words 0 and 2 of `n` quads of `act`
+                    // (word-aligned), and writes only the declared registers. SXTB16 and
+                    // SMLAD are ARMv7E-M instructions (thumbv7em only, build.rs).
+                    unsafe {
+                        core::arch::asm!(
+                            "2:",
+                            "ldr {x}, [{pa}], #4",
+                            "ldr {y}, [{pb}], #4",
+                            "ldr {re}, [{pq}], #8",
+                            "ldr {ro}, [{pq}], #8",
+                            "sxtb16 {t}, {x}",
+                            "smlad {s0}, {re}, {t}, {s0}",
+                            "sxtb16 {t}, {x}, ror #8",
+                            "smlad {s0}, {ro}, {t}, {s0}",
+                            "sxtb16 {t}, {y}",
+                            "smlad {s1}, {re}, {t}, {s1}",
+                            "sxtb16 {t}, {y}, ror #8",
+                            "smlad {s1}, {ro}, {t}, {s1}",
+                            "subs {n}, {n}, #1",
+                            "bne 2b",
+                            pa = inout(reg) wa.as_ptr() => _,
+                            pb = inout(reg) wb.as_ptr() => _,
+                            pq = inout(reg) act.as_ptr() => _,
+                            n = inout(reg) n => _,
+                            s0 = inout(reg) s0,
+                            s1 = inout(reg) s1,
+                            x = out(reg) _,
+                            y = out(reg) _,
+                            re = out(reg) _,
+                            ro = out(reg) _,
+                            t = out(reg) _,
+                            options(nostack, readonly),
+                        );
+                    }
+                    // Past the quads done.
+                    ca.nth(n - 1);
+                    cb.nth(n - 1);
+                    quads.nth(n - 1);
+                }
+            }
+            // The weight rows first: they end first (full quads only), and `zip` stops
+            // there without taking the last, partial quad of `quads`. (The assembly above
+            // did them on ARMv7E-M.)
+            #[cfg(not(flowrt_dsp))]
+            for ((a, b), q) in (&mut ca).zip(&mut cb).zip(&mut quads) {
+                if let [re, _, ro, _] = q {
+                    let (ae, ao) = widen(word_of(a));
+                    let (be, bo) = widen(word_of(b));
+                    s0 = smlad(*ro, ao, smlad(*re, ae, s0));
+                    s1 = smlad(*ro, bo, smlad(*re, be, s1));
+                }
+            }
+            tail_quad(
+                &mut quads,
+                ca.remainder(),
+                Some(cb.remainder()),
+                &mut s0,
+                &mut s1,
+            );
+        }
+        None => {
+            for (a, q) in (&mut ca).zip(&mut quads) {
+                if let [re, _, ro, _] = q {
+                    let (ae, ao) = widen(word_of(a));
+                    s0 = smlad(*ro, ao, smlad(*re, ae, s0));
+                }
+            }
+            tail_quad(&mut quads, ca.remainder(), None, &mut s0, &mut s1);
+        }
+    }
+    acc[0] = s0;
+    acc[1] = s1;
+}
+
+/// [`row_kernel`]'s last quad when the weight rows end part-way through it (zeros past).
+#[inline(never)]
+fn tail_quad(
+    quads: &mut core::slice::ChunksExact<'_, u32>,
+    a: &[i8],
+    b: Option<&[i8]>,
+    s0: &mut i32,
+    s1: &mut i32,
+) {
+    if a.is_empty() {
+        return;
+    }
+    let Some([re, _, ro, _]) = quads.next() else {
+        return;
+    };
+    let word = |v: &[i8]| {
+        let mut q = [0i8; 4];
+        for (d, x) in q.iter_mut().zip(v) {
+            *d = *x;
+        }
+        widen(word_of(&q))
+    };
+    let (ae, ao) = word(a);
+    *s0 = smlad(*ro, ao, smlad(*re, ae, *s0));
+    if let Some(b) = b {
+        let (be, bo) = word(b);
+        *s1 = smlad(*ro, bo, smlad(*re, be, *s1));
+    }
+}
+
 /// `acc[p · COL_PAIRS] += ` the 2 × 2 block of row pair `p < pairs` against one column pair,
 /// over `quads` quads: row pair `p` is the words `act[4·quads·p ..][.. 4·quads]`, the column
 /// pair `w[.. 4·quads]` (module docs), a block `[row 0 col 0, row 0 col 1, row 1 col 0, row 1
@@ -273,12 +428,6 @@ pub(super) fn kernel(act: &[u32], w: &[u32], quads: usize, pairs: usize, acc: &m
     }
     #[cfg(not(flowrt_dsp))]
     {
-        // `SMLAD`: both int16 halves multiplied, the two products added to the accumulator.
-        let smlad = |a: u32, b: u32, s: i32| {
-            let lo = i32::from(a as u16 as i16) * i32::from(b as u16 as i16);
-            let hi = i32::from((a >> 16) as u16 as i16) * i32::from((b >> 16) as u16 as i16);
-            s.wrapping_add(lo).wrapping_add(hi)
-        };
         for (s, a) in acc
             .iter_mut()
             .step_by(COL_PAIRS)
@@ -429,6 +578,12 @@ fn kernel_dsp(act: &[u32], w: &[u32], quads: usize, acc: &mut [[i32; 4]]) {
     }
 }
 
+/// The first row pair's `4 · quads` words of `act`.
+#[inline(always)]
+fn act_of(act: &[u32], quads: usize) -> Result<&[u32], Error> {
+    act.get(..4 * quads).ok_or(SIZE_ERR)
+}
+
 /// The buffers of one [`gemm`] with chunks of `ACT / PAIRS` reduction values (on the stack:
 /// 6.5 KB for Dense's, 4.5 KB for Conv's).
 pub(super) struct Scratch<const ACT: usize> {
@@ -521,6 +676,11 @@ pub(super) fn gemm<const ACT: usize>(
                     } else {
                         None
                     };
+                    if len == 1 {
+                        let acc = s.acc.get_mut(cp).ok_or(SIZE_ERR)?;
+                        row_kernel(act_of(&s.act, quads)?, wa, wb, acc);
+                        continue;
+                    }
                     let wbuf = s.w.get_mut(..4 * quads).ok_or(SIZE_ERR)?;
                     widen_rows(wa, wb, wbuf);
                     let acc = s.acc.get_mut(cp..).ok_or(SIZE_ERR)?;

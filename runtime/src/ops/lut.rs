@@ -99,7 +99,7 @@ pub fn lut_table_has_nan(table: Weights<'_>) -> Result<bool, Error> {
 }
 
 /// Input values (`rows · k`) from which a `Lut` and its full-integer reader pass codes
-/// ([`lut_codes`]): building the code table costs about what quantizing 700 values does,
+/// (`lut_codes`): building the code table costs about what quantizing 700 values does,
 /// so fewer (one row of a 128-wide MLP on the Cortex-M4F) keep the f32 handoff.
 #[cfg(feature = "weights-int8")]
 pub const LUT_CODES_MIN_VALUES: usize = 1024;
@@ -214,8 +214,8 @@ pub(crate) fn lut_codes(x: &[f32], lut: &LutCodes, k: usize, out: &mut [f32]) ->
 /// `out[i] = table[q + 127]` with `q` the int8 code of `x[i]` at `scale` (module docs); NaN
 /// where `x[i]` is NaN (never a table value), `±∞` saturating like any value past the range.
 ///
-/// The table is rearranged on the stack by sign ([`slot_table`]), so the slot is `|q|` with
-/// the sign bit of `x · (1 / scale)` as bit 7 ([`slot`]). A NaN
+/// The table is rearranged on the stack by sign (`slot_table`), so the slot is `|q|` with
+/// the sign bit of `x · (1 / scale)` as bit 7 (`slot`). A NaN
 /// is found by the running sum of the scaled values (as in the full-integer packing), which
 /// is not finite when one is NaN or infinite; then the values are scanned once more.
 ///
