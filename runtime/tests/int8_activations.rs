@@ -417,3 +417,44 @@ fn a_lut_and_its_only_full_integer_reader_give_the_bits_of_the_two_apart() {
         assert!(got[4..8].iter().all(|v| v.is_nan()), "row 1 is NaN");
     }
 }
+
+#[test]
+fn the_cpu_field_passes_lut_codes_too() {
+    // `CpuField` decodes the records once (`exec::run` above does not): the Lut reads the
+    // Dense's scale through the model, not through its own decoded inputs (which once
+    // refused every such pair on the host). v = Dense(Lut(x + t)), 200 rows.
+    let rows = 200usize;
+    let mut b = ModelBuilder::default();
+    let bd = flowrt::format::Dim::Batch;
+    let x = b.input(&[bd, f(6)], Role::X);
+    let t = b.input(&[bd, f(1)], Role::T);
+    let h = b.node(Op::Binary(flowrt::ir::BinaryOp::Add), &[x, t], &[bd, f(6)]);
+    let table = b.constant(&[f(255)], some_table());
+    let ls = b.constant(&[f(1)], vec![0.05]);
+    let y = b.node(Op::Lut { of: UnaryOp::Silu }, &[h, table, ls], &[bd, f(6)]);
+    let mut g = Lcg(9);
+    let w = b.constant(&[f(6), f(6)], g.vec(36));
+    let bias = b.constant(&[f(6)], g.vec(6));
+    let s = b.constant(&[f(1)], vec![40.0 / 127.0]);
+    let out = b.node(Op::Dense, &[y, w, bias, s], &[bd, f(6)]);
+    let mut desc = b.finish(out);
+    desc.tensors[w as usize].stored = INT8;
+    let file = load(&desc);
+    let model = Model::from_bytes(file.as_slice()).unwrap();
+    let mut xs = Lcg(4).vec(rows * 6);
+    for v in xs.iter_mut() {
+        *v *= 9.0;
+    }
+    let tv = 0.25f32;
+    let mut arena = flowrt::format::AlignedBytes::zeroed(model.required_arena_bytes(rows).unwrap());
+    let mut field = flowrt::exec::CpuField::new(&model, rows, arena.as_mut_slice()).unwrap();
+    let mut got = vec![0f32; rows * 6];
+    field.eval_into(tv, &xs, &mut got).unwrap();
+    // The same graph through `exec::run` (records not decoded), fed the same t.
+    let ts = vec![tv; rows];
+    let mut want = vec![0f32; rows * 6];
+    let mut graph = flowrt::format::AlignedBytes::zeroed(model.graph_arena_bytes(rows).unwrap());
+    flowrt::exec::run(&model, rows, &[&xs, &ts], &mut want, graph.as_mut_slice()).unwrap();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&got), bits(&want));
+}

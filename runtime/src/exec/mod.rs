@@ -591,7 +591,8 @@ fn exec_node<S: Selection>(
         }
         NodeOp::Lut { .. } if has(node::LUT) => {
             // The loader checked the table and the scale (constants; the scale > 0).
-            let (x, _, _) = v.input(node, 0)?;
+            #[allow(unused_variables)] // `xd`: the int8 codes' row length
+            let (x, _, xd) = v.input(node, 0)?;
             let (table, _) = v.weights::<S>(node, 1)?;
             let scale = v.input(node, 2)?.0.first().copied().ok_or(ops_err())?;
             #[cfg(feature = "weights-int8")]
@@ -600,7 +601,8 @@ fn exec_node<S: Selection>(
                 && v.model.reads_lut_codes(v.at + 1)
                 && x.len() >= ops::LUT_CODES_MIN_VALUES
             {
-                return lut_codes::<S>(v, x, table, scale, out);
+                let k = xd.get(xd.rank().wrapping_sub(1)).ok_or(ops_err())?;
+                return lut_codes::<S>(v, x, k, table, scale, out);
             }
             ops::lut(x, table, scale, out)
         }
@@ -805,21 +807,24 @@ fn full_integer<'x, S: Selection>(
     kernel(w, bias, scale)
 }
 
-/// A `Lut` (`x`, `table`, `scale`) that writes the int8 codes of the full-integer Dense after
-/// it ([`Model::reads_lut_codes`]) into `out`. Not inlined (see [`dense`]): its code table
+/// A `Lut` (`x`, rows of `k`, `table`, `scale`) that writes the int8 codes of the
+/// full-integer Dense after it ([`Model::reads_lut_codes`]) into `out`. Not inlined (see [`dense`]): its code table
 /// stays off the other nodes' stack.
 #[cfg(feature = "weights-int8")]
 #[inline(never)]
 fn lut_codes<S: Selection>(
     v: &Views<'_, '_>,
     x: &[f32],
+    k: usize,
     table: Weights<'_>,
     scale: f32,
     out: &mut [f32],
 ) -> Result<(), Error> {
+    // The next node's input 3 (`Views::input` reads this node's inputs: with `alloc`,
+    // through the records decoded for it).
     let dense = v.model.node_rec_with::<S>(v.at + 1)?;
-    let act_scale = v.input(&dense, 3)?.0.first().copied().ok_or(ops_err())?;
-    let k = v.weights::<S>(&dense, 1)?.1.get(1).ok_or(ops_err())?;
+    let act_scale = v.get(v.model.node_input(&dense, 3)?)?.0;
+    let act_scale = act_scale.first().copied().ok_or(ops_err())?;
     // The loader checked the table for NaN: a code table always exists.
     let codes = ops::lut_codes_for(table, scale, act_scale)?.ok_or(ops_err())?;
     ops::lut_codes(x, &codes, k, out)
