@@ -550,10 +550,7 @@ fn exec_node<S: Selection>(
             let (a, _, _) = v.input(node, 0)?;
             let (w, wd) = v.weights::<S>(node, 1)?;
             let (n, k) = (wd.get(0).ok_or(ops_err())?, wd.get(1).ok_or(ops_err())?);
-            let codes = has(node::LUT)
-                && v.lut_codes
-                && v.model.reads_lut_codes(v.at)
-                && a.len() >= ops::LUT_CODES_MIN_VALUES;
+            let codes = passes_lut_codes::<S>(v, v.at, a.len());
             full_integer::<S>(v, node, w, |w, bias, s| {
                 if codes {
                     ops::dense_q8_codes(a, w, bias, s, k, n, out)
@@ -591,16 +588,12 @@ fn exec_node<S: Selection>(
         }
         NodeOp::Lut { .. } if has(node::LUT) => {
             // The loader checked the table and the scale (constants; the scale > 0).
-            #[allow(unused_variables)] // `xd`: the int8 codes' row length
+            #[cfg_attr(not(feature = "weights-int8"), allow(unused_variables))] // `xd`
             let (x, _, xd) = v.input(node, 0)?;
             let (table, _) = v.weights::<S>(node, 1)?;
             let scale = v.input(node, 2)?.0.first().copied().ok_or(ops_err())?;
             #[cfg(feature = "weights-int8")]
-            if has(node::DENSE_Q8)
-                && v.lut_codes
-                && v.model.reads_lut_codes(v.at + 1)
-                && x.len() >= ops::LUT_CODES_MIN_VALUES
-            {
+            if passes_lut_codes::<S>(v, v.at + 1, x.len()) {
                 let k = xd.get(xd.rank().wrapping_sub(1)).ok_or(ops_err())?;
                 return lut_codes::<S>(v, x, k, table, scale, out);
             }
@@ -805,6 +798,17 @@ fn full_integer<'x, S: Selection>(
     let bias = bias_input::<S>(v, node)?;
     let scale = v.input(node, 3)?.0.first().copied().ok_or(ops_err())?;
     kernel(w, bias, scale)
+}
+
+/// Whether the `Lut` before node `dense` (a full-integer Dense) and that Dense pass int8
+/// codes for `values` values: both sides ask this one question, so they always agree.
+#[cfg(feature = "weights-int8")]
+fn passes_lut_codes<S: Selection>(v: &Views<'_, '_>, dense: u32, values: usize) -> bool {
+    select::has_node::<S>(node::LUT)
+        && select::has_node::<S>(node::DENSE_Q8)
+        && v.lut_codes
+        && v.model.reads_lut_codes(dense)
+        && values >= ops::LUT_CODES_MIN_VALUES
 }
 
 /// A `Lut` (`x`, rows of `k`, `table`, `scale`) that writes the int8 codes of the

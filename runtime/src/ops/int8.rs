@@ -189,18 +189,7 @@ pub fn dense_q8(
     n: usize,
     out: &mut [f32],
 ) -> Result<(), Error> {
-    let quant = Quantizer::new(act_scale)?;
-    dense_q8_with(
-        cfg!(flowrt_dsp),
-        a,
-        InputCodes::Scaled(quant.inv),
-        w,
-        bias,
-        act_scale,
-        k,
-        n,
-        out,
-    )
+    dense_q8_with(cfg!(flowrt_dsp), false, a, w, bias, act_scale, k, n, out)
 }
 
 /// The code table ([`LutCodes`]) of a `Lut` (`table` at `lut_scale`) read by a full-integer
@@ -231,9 +220,7 @@ pub(crate) fn dense_q8_codes(
     n: usize,
     out: &mut [f32],
 ) -> Result<(), Error> {
-    Quantizer::new(act_scale)?;
-    let codes = InputCodes::Stored;
-    dense_q8_with(cfg!(flowrt_dsp), a, codes, w, bias, act_scale, k, n, out)
+    dense_q8_with(cfg!(flowrt_dsp), true, a, w, bias, act_scale, k, n, out)
 }
 
 /// [`dense_q8`] through the blocked implementation (`int8_packed.rs`) on any target, for
@@ -248,18 +235,7 @@ pub(super) fn dense_q8_blocked(
     n: usize,
     out: &mut [f32],
 ) -> Result<(), Error> {
-    let quant = Quantizer::new(act_scale)?;
-    dense_q8_with(
-        true,
-        a,
-        InputCodes::Scaled(quant.inv),
-        w,
-        bias,
-        act_scale,
-        k,
-        n,
-        out,
-    )
+    dense_q8_with(true, false, a, w, bias, act_scale, k, n, out)
 }
 
 /// [`dense_q8_codes`] through the blocked implementation on any target, for the tests.
@@ -274,18 +250,16 @@ pub(super) fn dense_q8_codes_blocked(
     n: usize,
     out: &mut [f32],
 ) -> Result<(), Error> {
-    Quantizer::new(act_scale)?;
-    let codes = InputCodes::Stored;
-    dense_q8_with(true, a, codes, w, bias, act_scale, k, n, out)
+    dense_q8_with(true, true, a, w, bias, act_scale, k, n, out)
 }
 
-/// [`dense_q8`], blocked (`int8_packed.rs`; compiled for ARMv7E-M and the tests) or
-/// portable, with the input values' `codes`.
+/// [`dense_q8`] (`stored` false) or [`dense_q8_codes`] (`stored` true), blocked
+/// (`int8_packed.rs`; compiled for ARMv7E-M and the tests) or portable.
 #[allow(clippy::too_many_arguments)]
 fn dense_q8_with(
     blocked: bool,
+    stored: bool,
     a: &[f32],
-    codes: InputCodes,
     w: Int8Weights<'_>,
     bias: Option<Weights<'_>>,
     act_scale: f32,
@@ -293,6 +267,12 @@ fn dense_q8_with(
     n: usize,
     out: &mut [f32],
 ) -> Result<(), Error> {
+    let quant = Quantizer::new(act_scale)?;
+    let codes = if stored {
+        InputCodes::Stored
+    } else {
+        InputCodes::Scaled(quant.inv)
+    };
     if k == 0 || n == 0 || k > MAX_REDUCTION {
         return Err(SIZE_ERR);
     }
